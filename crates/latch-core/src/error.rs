@@ -1,0 +1,206 @@
+//! Errors with stable codes.
+//!
+//! Every error that leaves the broker carries an [`ErrorCode`] (a stable, snake_case string that
+//! scripts may match on) and a lowercase message in the style of cedar-policy's error guide: user
+//! input appears in backticks, and no message ever contains a secret or a raw token.
+
+use std::fmt;
+
+/// Stable error codes. The string form (`as_str`) is part of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    // --- authentication (401) ---
+    /// No bearer token was presented.
+    TokenMissing,
+    /// The token is larger than the configured bound; it was not parsed.
+    TokenTooLarge,
+    /// The token is not a well-formed compact JWS.
+    TokenMalformed,
+    /// `alg` is `none`, an HMAC algorithm, or not in the issuer's allow-list.
+    AlgNotAllowed,
+    /// The header carries key material or a key location (`jwk`, `jku`, `x5c`, `x5u`).
+    HeaderKeyForbidden,
+    /// `iss` names no configured issuer.
+    UnknownIssuer,
+    /// `kid` is not in the issuer's JWKS, even after a (rate-limited) refresh.
+    UnknownKid,
+    /// The signature does not verify.
+    SignatureInvalid,
+    /// `aud` does not contain the issuer's configured audience.
+    AudienceMismatch,
+    /// `exp` is in the past beyond the leeway.
+    TokenExpired,
+    /// `nbf` (or `iat`) is in the future beyond the leeway.
+    TokenNotYetValid,
+    /// A required claim is missing or has the wrong type.
+    ClaimsInvalid,
+    /// The issuer's JWKS could not be fetched or parsed.
+    JwksUnavailable,
+    /// A workload token was used where a human token is needed, or the reverse.
+    WrongPrincipalKind,
+    /// Bad client credentials for introspection or revocation.
+    ClientAuthFailed,
+    // --- request validation (400 / 422) ---
+    /// The request body or a parameter is invalid.
+    InvalidRequest,
+    /// A TTL is zero, negative or above its bound.
+    TtlOutOfBounds,
+    /// The task's repository or branch does not match what the workload identity proves.
+    TaskIdentityMismatch,
+    /// The resource id names no configured resource.
+    UnknownResource,
+    /// The action is not offered by the resource.
+    UnknownAction,
+    /// The approval's digest is not the digest of the pending request.
+    ApprovalDigestMismatch,
+    // --- authorization (403) ---
+    /// Policy denied the request (see `reasons` and `policy_ids`).
+    PolicyDenied,
+    /// Sandbox and production are hard-separated: a non-production task asked for a production resource.
+    EnvironmentSeparation,
+    /// The approver is not a member of any group that must approve this request.
+    ApproverNotEligible,
+    /// The approver is the human the agent acts for, or the requester itself.
+    SelfApprovalForbidden,
+    // --- state (404 / 409 / 410) ---
+    /// No such task visible to the caller.
+    TaskNotFound,
+    /// No such access request visible to the caller.
+    RequestNotFound,
+    /// No such lease visible to the caller.
+    LeaseNotFound,
+    /// The task is no longer open.
+    TaskNotOpen,
+    /// The request is not pending (already decided, granted or expired).
+    RequestNotPending,
+    /// The approver already voted on this request.
+    AlreadyVoted,
+    /// The request expired before it was decided or claimed.
+    RequestExpired,
+    /// The lease is not active.
+    LeaseNotActive,
+    /// A concurrent change won; retry.
+    Conflict,
+    // --- server (5xx) ---
+    /// The credential provider failed.
+    ProviderFailed,
+    /// The store failed; nothing was changed.
+    StoreUnavailable,
+    /// Unexpected internal error.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            TokenMissing => "token_missing",
+            TokenTooLarge => "token_too_large",
+            TokenMalformed => "token_malformed",
+            AlgNotAllowed => "alg_not_allowed",
+            HeaderKeyForbidden => "header_key_forbidden",
+            UnknownIssuer => "unknown_issuer",
+            UnknownKid => "unknown_kid",
+            SignatureInvalid => "signature_invalid",
+            AudienceMismatch => "audience_mismatch",
+            TokenExpired => "token_expired",
+            TokenNotYetValid => "token_not_yet_valid",
+            ClaimsInvalid => "claims_invalid",
+            JwksUnavailable => "jwks_unavailable",
+            WrongPrincipalKind => "wrong_principal_kind",
+            ClientAuthFailed => "client_auth_failed",
+            InvalidRequest => "invalid_request",
+            TtlOutOfBounds => "ttl_out_of_bounds",
+            TaskIdentityMismatch => "task_identity_mismatch",
+            UnknownResource => "unknown_resource",
+            UnknownAction => "unknown_action",
+            ApprovalDigestMismatch => "approval_digest_mismatch",
+            PolicyDenied => "policy_denied",
+            EnvironmentSeparation => "environment_separation",
+            ApproverNotEligible => "approver_not_eligible",
+            SelfApprovalForbidden => "self_approval_forbidden",
+            TaskNotFound => "task_not_found",
+            RequestNotFound => "request_not_found",
+            LeaseNotFound => "lease_not_found",
+            TaskNotOpen => "task_not_open",
+            RequestNotPending => "request_not_pending",
+            AlreadyVoted => "already_voted",
+            RequestExpired => "request_expired",
+            LeaseNotActive => "lease_not_active",
+            Conflict => "conflict",
+            ProviderFailed => "provider_failed",
+            StoreUnavailable => "store_unavailable",
+            Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this code maps to.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
+            | UnknownIssuer | UnknownKid | SignatureInvalid | AudienceMismatch | TokenExpired
+            | TokenNotYetValid | ClaimsInvalid | JwksUnavailable | ClientAuthFailed => 401,
+            WrongPrincipalKind => 403,
+            InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,
+            TaskIdentityMismatch | ApprovalDigestMismatch => 422,
+            PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => 403,
+            TaskNotFound | RequestNotFound | LeaseNotFound => 404,
+            TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
+            RequestExpired => 410,
+            ProviderFailed => 502,
+            StoreUnavailable => 503,
+            Internal => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from a broker operation: a stable code and a lowercase, secret-free message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable, lowercase message; user input in backticks; never a secret.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error from a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Shorthand for `Result<T, ApiError>`.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Quotes user input for an error message: backticks, at most 80 characters, control
+/// characters escaped, so hostile input cannot forge lines or flood logs.
+pub fn quote(input: &str) -> String {
+    let mut out = String::with_capacity(input.len().min(84) + 2);
+    out.push('`');
+    for (i, c) in input.chars().enumerate() {
+        if i >= 80 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('`');
+    out
+}

@@ -1,0 +1,547 @@
+//! The domain model: workloads, humans, tasks, resources, access requests, approvals, leases and
+//! audit events. Times are whole seconds since the Unix epoch (`*_unix_secs`), durations are
+//! whole seconds (`*_secs`).
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// Generates an opaque, prefixed identifier such as `task_3f2c…` (UUID v4, 122 random bits).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Claims mapped from a workload-identity token onto the workload principal. Which claim fills
+/// which field is decided by the issuer's preset (GitHub Actions, GitLab CI, Kubernetes) or its
+/// explicit claim mapping. All are optional: Cedar policies test them with `has`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkloadClaims {
+    /// `owner/name` of the source repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Stable numeric repository id (survives renames), as a string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_id: Option<String>,
+    /// Owner (organisation or group) of the repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository_owner: Option<String>,
+    /// Full git ref the run is for, e.g. `refs/heads/main` or `refs/pull/7/merge`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Branch name when (and only when) `git_ref` is `refs/heads/<branch>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Whether the issuer says the ref is protected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_protected: Option<bool>,
+    /// Deployment environment the job is bound to by the issuer (e.g. GitHub environment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// What triggered the run (`push`, `pull_request`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
+    /// True when the run builds code from outside the repository (a pull request from a fork,
+    /// or any pull-request merge ref): never the repository's trusted branch workflow.
+    pub untrusted_source: bool,
+    /// `github-hosted`, `self-hosted`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_environment: Option<String>,
+    /// The workflow or CI config that runs, pinned to a ref.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_ref: Option<String>,
+    /// Kubernetes namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Kubernetes service account name (informational; not stable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Kubernetes service account UID (the stable identity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_uid: Option<String>,
+}
+
+/// A verified workload principal: what the caller **is**, proven by a token it did not choose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Workload {
+    /// Stable principal id, `<issuer>#<stable subject>` (e.g. the service account UID).
+    pub id: String,
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// The token subject (`sub`), verbatim.
+    pub subject: String,
+    /// The issuer preset that mapped the claims (`github_actions`, `gitlab_ci`, `kubernetes`, `generic`).
+    pub preset: String,
+    /// The run this token belongs to, when the issuer says (CI run id and attempt, GitLab job id,
+    /// pod UID). A task is bound to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_binding: Option<String>,
+    /// The human on whose behalf the workload runs (GitHub `actor`, GitLab `user_login`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    /// Mapped claims.
+    pub claims: WorkloadClaims,
+    /// When the presented token expires.
+    pub token_expires_at_unix_secs: i64,
+}
+
+/// A verified human (approver, or the person an agent works for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Human {
+    /// Stable human id (the configured claim, e.g. `preferred_username` or `sub`).
+    pub id: String,
+    /// The issuer.
+    pub issuer: String,
+    /// Approver groups the issuer asserts.
+    pub groups: Vec<String>,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A workload (agent, CI job, pod).
+    Workload(Workload),
+    /// A human.
+    Human(Human),
+}
+
+/// Lifecycle of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepting requests.
+    Open,
+    /// Ended by its owner; every lease revoked.
+    Completed,
+    /// Cancelled by its owner; every lease revoked.
+    Cancelled,
+    /// Reached its TTL; every lease revoked.
+    Expired,
+}
+
+impl TaskState {
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Open => "open",
+            TaskState::Completed => "completed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Expired => "expired",
+        }
+    }
+}
+
+/// One unit of an agent's work; the root of revocation for everything minted in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Task {
+    /// `task_<uuid>`.
+    pub id: String,
+    /// The workload that opened it, as verified then. Only the same principal, in the same run
+    /// (see [`Workload::run_binding`]), may act in the task; policies are re-evaluated against
+    /// this snapshot when they reload.
+    pub owner: Workload,
+    /// Why the agent needs access (free text, bounded).
+    pub purpose: String,
+    /// Repository the work is on.
+    pub repository: Option<String>,
+    /// Branch the work is on.
+    pub branch: Option<String>,
+    /// Environment (`sandbox`, `staging`, `production`, …).
+    pub environment: String,
+    /// True when `environment` is one of the configured production environments.
+    pub production: bool,
+    /// The human the agent acts for, if known.
+    pub on_behalf_of: Option<String>,
+    /// State.
+    pub state: TaskState,
+    /// When it was opened.
+    pub created_at_unix_secs: i64,
+    /// Hard end; no lease outlives it.
+    pub expires_at_unix_secs: i64,
+    /// When it ended, if it did.
+    pub ended_at_unix_secs: Option<i64>,
+    /// Optimistic-concurrency version (compare-and-set).
+    pub version: i64,
+}
+
+/// Something an agent can be given access to, configured by the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Resource {
+    /// Resource id, e.g. `payments-db`.
+    pub id: String,
+    /// Provider kind that mints for it (`jwt`, …).
+    pub kind: String,
+    /// Environment the resource lives in.
+    pub environment: String,
+    /// Data sensitivity (`public`, `internal`, `confidential`, `secret`).
+    pub sensitivity: String,
+    /// Audience the credential is for (JWT `aud`).
+    pub audience: String,
+    /// Actions the resource offers.
+    pub actions: Vec<String>,
+    /// Longest TTL any credential for it may have, per issue or renewal (seconds).
+    pub max_ttl_secs: i64,
+    /// Longest total life of one lease across renewals (seconds, ≥ `max_ttl_secs`).
+    pub max_lifetime_secs: i64,
+    /// TTL used when the request names none (seconds, ≤ `max_ttl_secs`).
+    pub default_ttl_secs: i64,
+    /// Owning team, for policies.
+    pub owner: Option<String>,
+    /// True when `environment` is a production environment.
+    pub production: bool,
+    /// Provider-specific settings (never secrets: those are referenced by file or env name).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: serde_json::Value,
+}
+
+/// State of an access request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Waiting for human approval (step-up).
+    Pending,
+    /// Quorum reached and policy re-evaluated to allow; the agent may claim the credential.
+    Approved,
+    /// Denied by policy or by an approver.
+    Denied,
+    /// A credential was minted for it (see `lease_id`).
+    Granted,
+    /// Not decided or claimed in time.
+    Expired,
+}
+
+impl RequestState {
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved => "approved",
+            RequestState::Denied => "denied",
+            RequestState::Granted => "granted",
+            RequestState::Expired => "expired",
+        }
+    }
+}
+
+/// An approver group that must approve, and how many distinct members must.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GroupQuorum {
+    /// Group name, from the policy's `@step_up("…")` annotation.
+    pub group: String,
+    /// Distinct approvals needed, from `@quorum("n")` (default 1).
+    pub quorum: u32,
+}
+
+/// Cedar's verdict on a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed by `policy_ids`; `max_ttl_secs` is the tightest `@max_ttl` among them.
+    Allow {
+        /// Determining permit policies.
+        policy_ids: Vec<String>,
+        /// Policy maximum TTL, if any permit declares `@max_ttl`.
+        max_ttl_secs: Option<i64>,
+    },
+    /// Denied; `reasons` are human-readable (from `@reason` annotations or built in).
+    Deny {
+        /// Determining policies (forbids), empty for default deny.
+        policy_ids: Vec<String>,
+        /// Human-readable reasons.
+        reasons: Vec<String>,
+    },
+    /// Would be allowed once the named groups approve.
+    StepUp {
+        /// The step-up forbid policies that hold it back.
+        policy_ids: Vec<String>,
+        /// Groups and their quorum.
+        groups: Vec<GroupQuorum>,
+    },
+}
+
+impl Decision {
+    /// `allow`, `deny` or `step_up`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::Allow { .. } => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::StepUp { .. } => "step_up",
+        }
+    }
+    /// The determining policy ids.
+    pub fn policy_ids(&self) -> &[String] {
+        match self {
+            Decision::Allow { policy_ids, .. }
+            | Decision::Deny { policy_ids, .. }
+            | Decision::StepUp { policy_ids, .. } => policy_ids,
+        }
+    }
+}
+
+/// A task's ask for `actions` on a `resource` for a TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AccessRequest {
+    /// `req_<uuid>`.
+    pub id: String,
+    /// Task it belongs to.
+    pub task_id: String,
+    /// Workload principal that asked.
+    pub principal_id: String,
+    /// Resource id.
+    pub resource_id: String,
+    /// Actions, sorted and de-duplicated.
+    pub actions: Vec<String>,
+    /// TTL asked for (seconds), after defaulting.
+    pub ttl_secs: i64,
+    /// The agent's justification (bounded).
+    pub justification: String,
+    /// State.
+    pub state: RequestState,
+    /// The latest decision.
+    pub decision: Decision,
+    /// SHA-256 (hex) over the canonical request (see [`crate::digest`]); approvals bind to it.
+    pub digest: String,
+    /// Source address of the requester, if known.
+    pub source_ip: Option<String>,
+    /// When it was made.
+    pub created_at_unix_secs: i64,
+    /// Pending/approved requests expire at this time.
+    pub expires_at_unix_secs: i64,
+    /// Lease minted for it, once granted.
+    pub lease_id: Option<String>,
+    /// Humans who approved, in order.
+    pub approvers: Vec<String>,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// An approver's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Approve.
+    Approve,
+    /// Deny.
+    Deny,
+}
+
+/// A human's verdict on one pending request, bound to its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Approval {
+    /// `apr_<uuid>`.
+    pub id: String,
+    /// Request id.
+    pub request_id: String,
+    /// Digest the approver saw and approved; must equal the request's.
+    pub digest: String,
+    /// Human id.
+    pub approver: String,
+    /// Groups of the approver that this vote counts for.
+    pub groups: Vec<String>,
+    /// Verdict.
+    pub verdict: Verdict,
+    /// Reason given.
+    pub reason: String,
+    /// When.
+    pub created_at_unix_secs: i64,
+}
+
+/// Lifecycle of a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Recorded before an external mint (providers with external state), so a crash mid-mint
+    /// leaves a record the reaper revokes.
+    Issuing,
+    /// Live.
+    Active,
+    /// Revocation requested; being retried with backoff.
+    Revoking,
+    /// Revocation has failed repeatedly; still retried, and alerted.
+    RevokeFailed,
+    /// Revoked (or expired and cleaned up).
+    Revoked,
+}
+
+impl LeaseState {
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Issuing => "issuing",
+            LeaseState::Active => "active",
+            LeaseState::Revoking => "revoking",
+            LeaseState::RevokeFailed => "revoke_failed",
+            LeaseState::Revoked => "revoked",
+        }
+    }
+    /// Whether the credential may still work at the target (anything but `Revoked`).
+    pub fn is_live(self) -> bool {
+        !matches!(self, LeaseState::Revoked)
+    }
+}
+
+/// The broker's record of a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Lease {
+    /// `lease_<uuid>`; also the JWT `jti`.
+    pub id: String,
+    /// Task.
+    pub task_id: String,
+    /// Request it was minted for.
+    pub request_id: String,
+    /// Resource.
+    pub resource_id: String,
+    /// Provider kind.
+    pub provider: String,
+    /// Actions granted (the credential's scope).
+    pub actions: Vec<String>,
+    /// State.
+    pub state: LeaseState,
+    /// When minted.
+    pub issued_at_unix_secs: i64,
+    /// Current end of validity.
+    pub expires_at_unix_secs: i64,
+    /// No renewal passes this: min(issue + resource max TTL, issue + policy max TTL, task end).
+    pub max_expires_at_unix_secs: i64,
+    /// Renewals so far.
+    pub renewals: u32,
+    /// Provider's handle to revoke (never a secret).
+    pub revocation_handle: String,
+    /// Keyed HMAC (hex) of the current credential value, for introspection and leak lookup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_hmac: Option<String>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// Revocation attempts so far.
+    pub revoke_attempts: u32,
+    /// Next revocation attempt.
+    pub next_revoke_at_unix_secs: Option<i64>,
+    /// Last revocation error (secret-free).
+    pub last_revoke_error: Option<String>,
+    /// When revocation completed.
+    pub revoked_at_unix_secs: Option<i64>,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// A credential as handed to the agent, once.
+///
+/// # Security
+/// `secret` is a [`SecretString`]: its `Debug` is redacted and it is zeroized on drop. It is
+/// never stored; only its keyed HMAC is.
+#[derive(Debug, Clone)]
+pub struct DeliveredCredential {
+    /// Kind, e.g. `bearer_token`.
+    pub kind: String,
+    /// The credential value.
+    pub secret: SecretString,
+    /// Non-secret metadata (token type, audience, username for database roles, …).
+    pub metadata: serde_json::Value,
+}
+
+/// One append-only record of something that happened. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditEvent {
+    /// Sequence number assigned by the store (0 before it is stored).
+    pub seq: i64,
+    /// `evt_<uuid>`.
+    pub id: String,
+    /// When.
+    pub at_unix_secs: i64,
+    /// Dotted kind: `auth.succeeded`, `auth.failed`, `task.opened`, `request.decided`,
+    /// `approval.recorded`, `credential.issued`, `credential.renewed`, `credential.revoked`,
+    /// `credential.revocation_failed`, `policy.reloaded`, `policy.reload_refused`, …
+    pub kind: String,
+    /// Who acted (principal id, human id, or `latch` for the broker itself).
+    pub actor: String,
+    /// HTTP request id, if any.
+    pub request_id: Option<String>,
+    /// Task, if any.
+    pub task_id: Option<String>,
+    /// Access request, if any.
+    pub access_request_id: Option<String>,
+    /// Lease, if any.
+    pub lease_id: Option<String>,
+    /// Outcome (`ok`, `allow`, `deny`, `step_up`, an error code, …).
+    pub outcome: String,
+    /// Kind-specific details (policy ids, reasons, TTLs); never secrets.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// A new event at `at_unix_secs`; fill the ids with the builder methods.
+    pub fn new(at_unix_secs: i64, kind: &str, actor: &str, outcome: &str) -> Self {
+        Self {
+            seq: 0,
+            id: new_id("evt"),
+            at_unix_secs,
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            request_id: None,
+            task_id: None,
+            access_request_id: None,
+            lease_id: None,
+            outcome: outcome.to_owned(),
+            detail: serde_json::Value::Null,
+        }
+    }
+    /// Sets the task id.
+    pub fn task(mut self, id: &str) -> Self {
+        self.task_id = Some(id.to_owned());
+        self
+    }
+    /// Sets the access request id.
+    pub fn access_request(mut self, id: &str) -> Self {
+        self.access_request_id = Some(id.to_owned());
+        self
+    }
+    /// Sets the lease id.
+    pub fn lease(mut self, id: &str) -> Self {
+        self.lease_id = Some(id.to_owned());
+        self
+    }
+    /// Sets the detail object.
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// Filter for listing audit events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditFilter {
+    /// Only this task.
+    pub task_id: Option<String>,
+    /// Only this lease.
+    pub lease_id: Option<String>,
+    /// Only this kind prefix (e.g. `credential.`).
+    pub kind_prefix: Option<String>,
+    /// Only events with `seq` greater than this (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many (default 100, max 1000).
+    pub limit: Option<u32>,
+}
+
+/// Extra attributes attached to a request (future use; kept sorted for digests).
+pub type Attributes = BTreeMap<String, String>;

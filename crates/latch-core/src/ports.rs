@@ -1,0 +1,235 @@
+//! The ports the broker talks through. Adapters live in other crates; `latch-server`'s
+//! `startup.rs` is the one place that names concrete implementations.
+//!
+//! Modelled on rustls's provider traits: small object-safe traits, held as `Arc<dyn …>`.
+
+use async_trait::async_trait;
+
+use crate::error::ApiError;
+use crate::model::{
+    AccessRequest, Approval, AuditEvent, AuditFilter, DeliveredCredential, Lease, Principal,
+    Resource, Task,
+};
+
+/// Verifies a bearer token and maps it onto a principal (workload or human).
+///
+/// # Errors
+/// An [`ApiError`] with an authentication code (`token_malformed`, `alg_not_allowed`,
+/// `unknown_kid`, `token_expired`, …). The message never contains the token.
+#[async_trait]
+pub trait IdentityVerifier: Send + Sync + 'static {
+    /// Verifies `token` (a compact JWS) and returns the principal it proves.
+    async fn verify(&self, token: &str) -> Result<Principal, ApiError>;
+}
+
+/// What a provider is asked to mint.
+#[derive(Debug)]
+pub struct MintRequest<'a> {
+    /// Lease id the credential belongs to (JWT `jti`, role-name component, cert key id, …).
+    pub lease_id: &'a str,
+    /// The task.
+    pub task: &'a Task,
+    /// Workload principal id (JWT `sub`).
+    pub principal_id: &'a str,
+    /// The resource.
+    pub resource: &'a Resource,
+    /// Actions granted (sorted).
+    pub actions: &'a [String],
+    /// Validity start.
+    pub issued_at_unix_secs: i64,
+    /// Validity end (already bounded by the TTL rules).
+    pub expires_at_unix_secs: i64,
+    /// Provider-specific, non-secret request parameters (e.g. an SSH public key).
+    pub params: &'a serde_json::Value,
+}
+
+/// A freshly minted credential.
+#[derive(Debug)]
+pub struct Minted {
+    /// The credential to hand to the agent once.
+    pub credential: DeliveredCredential,
+    /// What the provider needs later to revoke it (never a secret).
+    pub revocation_handle: String,
+}
+
+/// A provider failure. `retryable` says whether trying again later may succeed
+/// (the target was unreachable) or not (the request itself is unacceptable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    /// Secret-free, lowercase description.
+    pub message: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+}
+
+impl ProviderError {
+    /// A retryable failure (target unreachable, timeout).
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+    /// A permanent failure (bad parameters).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: false }
+    }
+}
+
+/// Mints and revokes one kind of credential.
+///
+/// # Contract
+/// * `mint` returns a credential valid no longer than `expires_at_unix_secs`.
+/// * `revoke` is idempotent: revoking something already gone succeeds. A retryable error makes
+///   the broker retry with backoff until it succeeds; the lease stays visible meanwhile.
+/// * Providers whose credentials live in an external system (database roles, ACL users) return
+///   `true` from [`has_external_state`](Self::has_external_state): the broker then records the
+///   lease (`issuing`) before minting, so a crash mid-mint leaves something to revoke.
+#[async_trait]
+pub trait CredentialProvider: Send + Sync + 'static {
+    /// Provider kind as named in resource configuration (`jwt`, `postgres`, …).
+    fn kind(&self) -> &str;
+
+    /// Whether minting creates state outside the broker.
+    fn has_external_state(&self) -> bool {
+        false
+    }
+
+    /// Checks a resource's provider settings at start, so a bad configuration stops the server.
+    ///
+    /// # Errors
+    /// A permanent [`ProviderError`] naming the problem.
+    fn check_resource(&self, _resource: &Resource) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Mints a credential.
+    ///
+    /// # Errors
+    /// [`ProviderError`]; nothing is left behind on error.
+    async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError>;
+
+    /// Renews: by default mints a fresh credential for the same lease; providers that can extend
+    /// in place (e.g. `ALTER ROLE … VALID UNTIL`) override this.
+    ///
+    /// # Errors
+    /// [`ProviderError`].
+    async fn renew(&self, _lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        self.mint(req).await
+    }
+
+    /// Revokes the credential of `lease` (idempotent).
+    ///
+    /// # Errors
+    /// [`ProviderError`]; retryable ones are retried with backoff.
+    async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError>;
+}
+
+/// One row change inside a [`WriteBatch`]. Updates are compare-and-set: the row is changed only
+/// if its stored `version` equals the new value's `version - 1`.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Insert a task.
+    InsertTask(Task),
+    /// Compare-and-set update of a task.
+    UpdateTask(Task),
+    /// Insert an access request.
+    InsertRequest(AccessRequest),
+    /// Compare-and-set update of an access request.
+    UpdateRequest(AccessRequest),
+    /// Insert an approval (unique per request and approver).
+    InsertApproval(Approval),
+    /// Insert a lease.
+    InsertLease(Lease),
+    /// Compare-and-set update of a lease.
+    UpdateLease(Lease),
+}
+
+/// State changes and the audit events that describe them, committed atomically: all or none.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// Row changes, applied in order.
+    pub writes: Vec<Write>,
+    /// Audit events, appended in order.
+    pub audit: Vec<AuditEvent>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a write.
+    pub fn write(mut self, w: Write) -> Self {
+        self.writes.push(w);
+        self
+    }
+    /// Adds an audit event.
+    pub fn audit(mut self, e: AuditEvent) -> Self {
+        self.audit.push(e);
+        self
+    }
+}
+
+/// Store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-set failed or a unique key exists; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store failed; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(crate::ErrorCode::Conflict, m),
+            StoreError::Unavailable(m) => ApiError::new(crate::ErrorCode::StoreUnavailable, m),
+        }
+    }
+}
+
+/// Durable state. Implementations: SQLite (embedded default), PostgreSQL (replicas).
+///
+/// Every state change goes through [`apply`](Self::apply) together with its audit events.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies `batch` atomically and returns the sequence numbers given to its audit events.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a compare-and-set or unique key fails; nothing is written.
+    async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError>;
+    /// A task by id.
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// Tasks opened by `owner_id`, newest first.
+    async fn tasks_by_owner(&self, owner_id: &str, limit: u32) -> Result<Vec<Task>, StoreError>;
+    /// Open tasks whose `expires_at_unix_secs <= now`.
+    async fn expired_open_tasks(&self, now_unix_secs: i64, limit: u32) -> Result<Vec<Task>, StoreError>;
+    /// An access request by id.
+    async fn request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
+    /// Requests in state `pending`, oldest first.
+    async fn pending_requests(&self, limit: u32) -> Result<Vec<AccessRequest>, StoreError>;
+    /// Pending or approved requests whose `expires_at_unix_secs <= now`.
+    async fn expired_requests(&self, now_unix_secs: i64, limit: u32) -> Result<Vec<AccessRequest>, StoreError>;
+    /// Approvals recorded for a request, in order.
+    async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError>;
+    /// A lease by id.
+    async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
+    /// Leases of a task.
+    async fn leases_by_task(&self, task_id: &str) -> Result<Vec<Lease>, StoreError>;
+    /// Active leases with id greater than `after_id`, ordered by id (paging).
+    async fn active_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
+    /// Leases needing work from the reaper: active and expired, issuing for longer than
+    /// `issuing_grace_secs`, or revoking / revoke_failed with a due next attempt.
+    async fn due_leases(&self, now_unix_secs: i64, issuing_grace_secs: i64, limit: u32) -> Result<Vec<Lease>, StoreError>;
+    /// The lease whose current credential has this keyed HMAC.
+    async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError>;
+    /// Audit events matching `filter`, in sequence order.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// A stored (already encrypted) key blob by name.
+    async fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a key blob unless one exists; returns the stored blob (existing or new).
+    async fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Cheap health check.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
