@@ -1,1 +1,19 @@
-//! placeholder
+//! Credential providers and the broker's encrypted key store.
+//!
+//! * [`keyring`]: the master key ([`keyring::MasterKey`]), AES-256-GCM sealing of key blobs kept
+//!   in the [`Store`](latch_core::ports::Store), the derived credential-HMAC key, and the
+//!   broker's token signing keys ([`keyring::SigningKeys`]) with their JWK Set (RFC 7517).
+//! * [`jwt`] (feature `jwt`, on by default): [`jwt::JwtProvider`], a
+//!   [`CredentialProvider`](latch_core::ports::CredentialProvider) that mints signed JWT access
+//!   tokens (RFC 7519, RFC 9068 profile).
+//!
+//! # Security
+//! No cryptographic primitive is implemented here: AEAD, HKDF, hashing, random numbers and
+//! signatures all come from `aws-lc-rs` (through `jsonwebtoken`'s `aws_lc_rs` backend for JWS).
+//! Secret material is held in zeroizing buffers and never appears in `Debug` output, logs or
+//! error messages.
+
+pub mod keyring;
+
+#[cfg(feature = "jwt")]
+pub mod jwt;
