@@ -1,1 +1,653 @@
-fn main() {}
+//! `latch`: the Latch broker and its command-line client.
+//!
+//! Exit codes: 0 success; 1 error; 2 usage; 3 access denied; 4 access pending approval;
+//! 5 policy tests failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+mod client;
+mod demo;
+
+use client::{Answer, Client};
+
+#[derive(Parser)]
+#[command(
+    name = "latch",
+    version,
+    about = "Just-in-time access broker for AI agents and workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// Broker URL.
+    #[arg(
+        long,
+        env = "LATCH_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// Bearer token (workload token for agent commands, human token for approvals).
+    #[arg(long, env = "LATCH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the raw JSON answer (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the broker.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, env = "LATCH_CONFIG", default_value = "latch.toml")]
+        config: PathBuf,
+    },
+    /// Start a broker on the embedded default and drive a scripted agent through the main flow.
+    Demo,
+    /// Tasks: open, show, list, complete, cancel.
+    Task {
+        #[command(subcommand)]
+        cmd: TaskCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Ask for access in a task.
+    Request {
+        /// Task id.
+        task: String,
+        /// Resource id.
+        #[arg(long)]
+        resource: String,
+        /// Action (repeat for several).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// TTL, e.g. `10m`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// Why (shown to approvers).
+        #[arg(long, default_value = "")]
+        justification: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Claim the credential of an approved request (delivered once).
+    Claim {
+        /// Task id.
+        task: String,
+        /// Request id.
+        request: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Pending requests you may approve (human token).
+    Pending {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve a pending request (human token).
+    Approve(Vote),
+    /// Deny a pending request (human token).
+    Deny(Vote),
+    /// Leases: list, renew, revoke.
+    Lease {
+        #[command(subcommand)]
+        cmd: LeaseCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Policies: validate, test.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Development helpers.
+    Dev {
+        #[command(subcommand)]
+        cmd: DevCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args)]
+struct Vote {
+    /// Request id.
+    request: String,
+    /// Digest of the request, as shown by `latch pending`.
+    #[arg(long)]
+    digest: String,
+    /// Reason.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Open a task.
+    Open {
+        /// Purpose.
+        #[arg(long)]
+        purpose: String,
+        /// Environment.
+        #[arg(long)]
+        environment: String,
+        /// Repository (default: the workload identity's).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Branch (default: the workload identity's).
+        #[arg(long)]
+        branch: Option<String>,
+        /// TTL, e.g. `1h`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Show a task.
+    Show {
+        /// Task id.
+        id: String,
+    },
+    /// List your tasks.
+    List,
+    /// Complete a task (revokes every lease).
+    Complete {
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task (revokes every lease).
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaseCmd {
+    /// Leases of a task.
+    List {
+        /// Task id.
+        task: String,
+    },
+    /// Renew (fresh policy evaluation).
+    Renew {
+        /// Lease id.
+        id: String,
+        /// TTL, e.g. `10m`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Revoke.
+    Revoke {
+        /// Lease id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate the schema and policies of a configuration (file, line and column on error).
+    Validate {
+        /// Configuration file.
+        #[arg(long, short, env = "LATCH_CONFIG", default_value = "latch.toml")]
+        config: PathBuf,
+    },
+    /// Run a file of example requests against the policies and compare with expected decisions.
+    Test {
+        /// TOML file of `[[case]]`s.
+        file: PathBuf,
+        /// Configuration file.
+        #[arg(long, short, env = "LATCH_CONFIG", default_value = "latch.toml")]
+        config: PathBuf,
+        /// Print the raw JSON results.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCmd {
+    /// Mint a development token (the server's `[dev_issuer]` must be enabled).
+    Token {
+        /// `workload` or `human`.
+        #[arg(long, default_value = "workload")]
+        kind: String,
+        /// Human id (human tokens).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Approver group (human tokens; repeat).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// `owner/name` (workload tokens).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Git ref (workload tokens), e.g. `refs/heads/main`.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// GitHub environment the job is bound to.
+        #[arg(long)]
+        environment: Option<String>,
+        /// Triggering event (`push`, `pull_request`).
+        #[arg(long)]
+        event_name: Option<String>,
+        /// Human the workload acts for.
+        #[arg(long)]
+        actor: Option<String>,
+        /// CI run id.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Token lifetime, e.g. `10m`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+}
+
+fn secs(d: Option<humantime::Duration>) -> Option<i64> {
+    d.map(|d| std::time::Duration::from(d).as_secs() as i64)
+}
+
+fn print_answer(conn: &Conn, a: &Answer, human: impl FnOnce(&Value)) -> ExitCode {
+    if conn.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&a.body).unwrap_or_default()
+        );
+    } else if a.ok() {
+        human(&a.body);
+    } else if a.body.get("status").is_none() {
+        eprintln!("error: {}", a.error_line());
+    } else {
+        human(&a.body);
+    }
+    match (a.status, a.body.get("status").and_then(Value::as_str)) {
+        (_, Some("denied")) => ExitCode::from(3),
+        (_, Some("pending")) => ExitCode::from(4),
+        (s, _) if (200..300).contains(&s) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn print_access(b: &Value) {
+    let d = &b["request"]["decision"];
+    println!("status:   {}", b["status"].as_str().unwrap_or("?"));
+    println!("request:  {}", b["request"]["id"].as_str().unwrap_or("?"));
+    println!(
+        "decision: {} (policies: {})",
+        d["decision"].as_str().unwrap_or("?"),
+        d["policy_ids"]
+    );
+    if let Some(rs) = d["reasons"].as_array() {
+        for r in rs {
+            println!("reason:   {}", r.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(g) = d["groups"].as_array() {
+        println!("approval needed from: {}", Value::Array(g.clone()));
+        println!(
+            "digest:   {}",
+            b["request"]["digest"].as_str().unwrap_or("")
+        );
+    }
+    if !b["lease"].is_null() {
+        println!(
+            "lease:    {} (expires {})",
+            b["lease"]["id"].as_str().unwrap_or("?"),
+            b["lease"]["expires_at_unix_secs"]
+        );
+    }
+    if let Some(v) = b["credential"]["value"].as_str() {
+        println!(
+            "credential ({}), shown once:\n{v}",
+            b["credential"]["kind"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+fn print_json(b: &Value) {
+    println!("{}", serde_json::to_string_pretty(b).unwrap_or_default());
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber_env();
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+fn tracing_subscriber_env() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("LATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.cmd {
+        Cmd::Serve { config } => {
+            init_tracing(true);
+            let cfg = latch_server::Config::load(&config).map_err(|e| e.to_string())?;
+            let server = latch_server::start(cfg, Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let stop = async {
+                let ctrl_c = tokio::signal::ctrl_c();
+                #[cfg(unix)]
+                {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .map_err(|e| e.to_string())?;
+                    tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = ctrl_c.await;
+                }
+                Ok::<(), String>(())
+            };
+            stop.await?;
+            tracing::info!("shutting down");
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo => {
+            // Keep the broker's own logs quiet so the account of the steps is readable.
+            if std::env::var_os("LATCH_LOG").is_none() {
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+                    .with_writer(std::io::stderr)
+                    .try_init();
+            } else {
+                init_tracing(false);
+            }
+            Ok(ExitCode::from(demo::run().await as u8))
+        }
+        Cmd::Task { cmd, conn } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            let a = match cmd {
+                TaskCmd::Open { purpose, environment, repository, branch, ttl } => {
+                    c.post("/v1/tasks", &json!({"purpose": purpose, "environment": environment, "repository": repository,
+                        "branch": branch, "ttl_secs": secs(ttl)})).await?
+                }
+                TaskCmd::Show { id } => c.get(&format!("/v1/tasks/{id}")).await?,
+                TaskCmd::List => c.get("/v1/tasks").await?,
+                TaskCmd::Complete { id } => c.post(&format!("/v1/tasks/{id}/complete"), &json!({})).await?,
+                TaskCmd::Cancel { id } => c.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await?,
+            };
+            Ok(print_answer(&conn, &a, |b| {
+                let one = |t: &Value| {
+                    println!(
+                        "{}  {:<9} env={:<11} repo={} branch={} expires={}  {}",
+                        t["id"].as_str().unwrap_or("?"),
+                        t["state"].as_str().unwrap_or("?"),
+                        t["environment"].as_str().unwrap_or("?"),
+                        t["repository"].as_str().unwrap_or("-"),
+                        t["branch"].as_str().unwrap_or("-"),
+                        t["expires_at_unix_secs"],
+                        t["purpose"].as_str().unwrap_or("")
+                    )
+                };
+                match b.as_array() {
+                    Some(v) => v.iter().for_each(one),
+                    None => one(b),
+                }
+            }))
+        }
+        Cmd::Request {
+            task,
+            resource,
+            actions,
+            ttl,
+            justification,
+            conn,
+        } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            let a = c
+                .post(
+                    &format!("/v1/tasks/{task}/requests"),
+                    &json!({"resource": resource, "actions": actions,
+                    "ttl_secs": secs(ttl), "justification": justification}),
+                )
+                .await?;
+            Ok(print_answer(&conn, &a, print_access))
+        }
+        Cmd::Claim {
+            task,
+            request,
+            conn,
+        } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            let a = c
+                .post(
+                    &format!("/v1/tasks/{task}/requests/{request}/claim"),
+                    &json!({}),
+                )
+                .await?;
+            Ok(print_answer(&conn, &a, print_access))
+        }
+        Cmd::Pending { conn } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            let a = c.get("/v1/approvals/pending").await?;
+            Ok(print_answer(&conn, &a, |b| {
+                for p in b.as_array().cloned().unwrap_or_default() {
+                    let r = &p["request"];
+                    let t = &p["task"];
+                    println!(
+                        "request {}  task {}",
+                        r["id"].as_str().unwrap_or("?"),
+                        t["id"].as_str().unwrap_or("?")
+                    );
+                    println!(
+                        "  {} on {} for {}s — {}",
+                        r["actions"],
+                        r["resource_id"].as_str().unwrap_or("?"),
+                        r["ttl_secs"],
+                        r["justification"].as_str().unwrap_or("")
+                    );
+                    println!(
+                        "  task: {} (env {}, repo {}, branch {}, for {})",
+                        t["purpose"].as_str().unwrap_or(""),
+                        t["environment"].as_str().unwrap_or("?"),
+                        t["repository"].as_str().unwrap_or("-"),
+                        t["branch"].as_str().unwrap_or("-"),
+                        t["on_behalf_of"].as_str().unwrap_or("-")
+                    );
+                    println!(
+                        "  needs: {}  digest: {}",
+                        r["decision"]["groups"],
+                        r["digest"].as_str().unwrap_or("")
+                    );
+                }
+            }))
+        }
+        Cmd::Approve(v) => vote(v, "approve").await,
+        Cmd::Deny(v) => vote(v, "deny").await,
+        Cmd::Lease { cmd, conn } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            let a = match cmd {
+                LeaseCmd::List { task } => c.get(&format!("/v1/tasks/{task}/leases")).await?,
+                LeaseCmd::Renew { id, ttl } => {
+                    c.post(
+                        &format!("/v1/leases/{id}/renew"),
+                        &json!({"ttl_secs": secs(ttl)}),
+                    )
+                    .await?
+                }
+                LeaseCmd::Revoke { id } => {
+                    c.post(&format!("/v1/leases/{id}/revoke"), &json!({}))
+                        .await?
+                }
+            };
+            Ok(print_answer(&conn, &a, |b| match b.as_array() {
+                Some(v) => {
+                    for l in v {
+                        println!(
+                            "{}  {:<13} {} {} expires={} renewals={}",
+                            l["id"].as_str().unwrap_or("?"),
+                            l["state"].as_str().unwrap_or("?"),
+                            l["resource_id"].as_str().unwrap_or("?"),
+                            l["actions"],
+                            l["expires_at_unix_secs"],
+                            l["renewals"]
+                        );
+                    }
+                }
+                None if b.get("credential").is_some() => print_access(b),
+                None => print_json(b),
+            }))
+        }
+        Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Dev {
+            cmd:
+                DevCmd::Token {
+                    kind,
+                    subject,
+                    groups,
+                    repository,
+                    git_ref,
+                    environment,
+                    event_name,
+                    actor,
+                    run_id,
+                    ttl,
+                },
+            conn,
+        } => {
+            let c = Client::new(&conn.server, None);
+            let a = c
+                .post("/v1/dev/tokens", &json!({"kind": kind, "subject": subject, "groups": groups, "repository": repository,
+                    "git_ref": git_ref, "environment": environment, "event_name": event_name, "actor": actor,
+                    "run_id": run_id, "ttl_secs": secs(ttl)}))
+                .await?;
+            Ok(print_answer(&conn, &a, |b| {
+                println!("{}", b["token"].as_str().unwrap_or(""))
+            }))
+        }
+    }
+}
+
+async fn vote(v: Vote, verb: &str) -> Result<ExitCode, String> {
+    let c = Client::new(&v.conn.server, v.conn.token.clone());
+    let a = c
+        .post(
+            &format!("/v1/approvals/{}/{verb}", v.request),
+            &json!({"digest": v.digest, "reason": v.reason}),
+        )
+        .await?;
+    Ok(print_answer(&v.conn, &a, |b| {
+        println!(
+            "request {} is now {}",
+            b["id"].as_str().unwrap_or("?"),
+            b["state"].as_str().unwrap_or("?")
+        );
+    }))
+}
+
+#[derive(serde::Deserialize)]
+struct CaseFile {
+    #[serde(rename = "case")]
+    cases: Vec<latch_core::policy::PolicyTestCase>,
+}
+
+fn policy(cmd: PolicyCmd) -> Result<ExitCode, String> {
+    match cmd {
+        PolicyCmd::Validate { config } => {
+            let cfg = latch_server::Config::load(&config).map_err(|e| e.to_string())?;
+            let engine = latch_server::startup::load_policy(&cfg).map_err(|e| e.to_string())?;
+            println!(
+                "ok: {} policies valid against the schema (fingerprint {})",
+                engine.policy_ids().len(),
+                engine.fingerprint()
+            );
+            for id in engine.policy_ids() {
+                println!("  {id}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Test { file, config, json } => {
+            let cfg = latch_server::Config::load(&config).map_err(|e| e.to_string())?;
+            let engine = latch_server::startup::load_policy(&cfg).map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+            let cases: CaseFile =
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            let resources = cfg.domain_resources();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let mut failed = 0;
+            let mut results = Vec::new();
+            for case in &cases.cases {
+                if !["allow", "deny", "step_up"].contains(&case.expect.as_str()) {
+                    return Err(format!(
+                        "case `{}`: `expect` must be allow, deny or step_up",
+                        case.name
+                    ));
+                }
+                let d = latch_core::broker::run_policy_case(
+                    &engine,
+                    &resources,
+                    &cfg.tasks.production_environments,
+                    case,
+                    now,
+                )?;
+                let pass = d.kind() == case.expect;
+                if !pass {
+                    failed += 1;
+                }
+                results.push(json!({"name": case.name, "expect": case.expect, "got": d.kind(), "pass": pass, "decision": d}));
+                if !json {
+                    println!(
+                        "{} {}  (expected {}, got {}; policies: {})",
+                        if pass { "PASS" } else { "FAIL" },
+                        case.name,
+                        case.expect,
+                        d.kind(),
+                        d.policy_ids().join(", ")
+                    );
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&results).unwrap_or_default()
+                );
+            } else {
+                println!("{} passed, {} failed", cases.cases.len() - failed, failed);
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(5)
+            })
+        }
+    }
+}

@@ -16,7 +16,9 @@ use crate::digest::{CredentialHasher, request_digest};
 use crate::error::{ApiError, ErrorCode, Result, quote};
 use crate::model::*;
 use crate::policy::{ApprovalContext, EvalInput, PolicyEngine};
-use crate::ports::{CredentialProvider, IdentityVerifier, MintRequest, Store, StoreError, Write, WriteBatch};
+use crate::ports::{
+    CredentialProvider, IdentityVerifier, MintRequest, Store, StoreError, Write, WriteBatch,
+};
 use crate::ttl;
 
 /// Operator settings the broker enforces.
@@ -74,10 +76,17 @@ pub struct CallCtx {
 impl CallCtx {
     /// A context for one call.
     pub fn new(request_id: Option<String>, source_ip: Option<String>) -> Self {
-        Self { request_id, source_ip, pending: Mutex::new(Vec::new()) }
+        Self {
+            request_id,
+            source_ip,
+            pending: Mutex::new(Vec::new()),
+        }
     }
     fn push(&self, e: AuditEvent) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
     }
     fn take(&self) -> Vec<AuditEvent> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
@@ -258,7 +267,9 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("resources", &self.resources.keys()).finish_non_exhaustive()
+        f.debug_struct("Broker")
+            .field("resources", &self.resources.keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -281,8 +292,13 @@ fn check_text(field: &str, v: &str, max: usize, required: bool) -> Result<()> {
 fn check_name(field: &str, v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
-    if ok { Ok(()) } else { Err(bad(format!("`{field}` {} is not a valid name", quote(v)))) }
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("`{field}` {} is not a valid name", quote(v))))
+    }
 }
 
 impl Broker {
@@ -292,13 +308,20 @@ impl Broker {
     /// `store_unavailable` if the index cannot be loaded; `invalid_request` if a resource names
     /// a provider that is not configured or that refuses the resource's settings.
     pub async fn new(parts: BrokerParts) -> Result<Self> {
-        let providers: HashMap<String, Arc<dyn CredentialProvider>> =
-            parts.providers.into_iter().map(|p| (p.kind().to_owned(), p)).collect();
+        let providers: HashMap<String, Arc<dyn CredentialProvider>> = parts
+            .providers
+            .into_iter()
+            .map(|p| (p.kind().to_owned(), p))
+            .collect();
         for r in &parts.resources {
-            let p = providers
-                .get(&r.kind)
-                .ok_or_else(|| bad(format!("resource `{}` names unknown provider `{}`", r.id, r.kind)))?;
-            p.check_resource(r).map_err(|e| bad(format!("resource `{}`: {}", r.id, e.message)))?;
+            let p = providers.get(&r.kind).ok_or_else(|| {
+                bad(format!(
+                    "resource `{}` names unknown provider `{}`",
+                    r.id, r.kind
+                ))
+            })?;
+            p.check_resource(r)
+                .map_err(|e| bad(format!("resource `{}`: {}", r.id, e.message)))?;
         }
         let b = Self {
             clock: parts.clock,
@@ -306,7 +329,11 @@ impl Broker {
             verifier: parts.verifier,
             policy: RwLock::new(Arc::new(parts.policy)),
             providers,
-            resources: parts.resources.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            resources: parts
+                .resources
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect(),
             hasher: CredentialHasher::new(&parts.hmac_key),
             settings: parts.settings,
             live: RwLock::new(HashMap::new()),
@@ -331,7 +358,9 @@ impl Broker {
     }
 
     fn index_insert(&self, l: &Lease, task: &Task) {
-        let (Some(h), Some(r)) = (&l.credential_hmac, self.resources.get(&l.resource_id)) else { return };
+        let (Some(h), Some(r)) = (&l.credential_hmac, self.resources.get(&l.resource_id)) else {
+            return;
+        };
         let e = LiveEntry {
             lease_id: l.id.clone(),
             task_id: l.task_id.clone(),
@@ -342,12 +371,18 @@ impl Broker {
             iat: l.issued_at_unix_secs,
             exp: l.expires_at_unix_secs,
         };
-        self.live.write().unwrap_or_else(|p| p.into_inner()).insert(h.clone(), e);
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h.clone(), e);
     }
 
     fn index_remove(&self, l: &Lease) {
         if let Some(h) = &l.credential_hmac {
-            self.live.write().unwrap_or_else(|p| p.into_inner()).remove(h);
+            self.live
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(h);
         }
     }
 
@@ -368,7 +403,10 @@ impl Broker {
 
     /// The current policy engine.
     pub fn policy(&self) -> Arc<PolicyEngine> {
-        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Settings.
@@ -386,10 +424,17 @@ impl Broker {
     }
 
     fn is_production(&self, env: &str) -> bool {
-        self.settings.production_environments.iter().any(|p| p.eq_ignore_ascii_case(env))
+        self.settings
+            .production_environments
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(env))
     }
 
-    async fn commit(&self, ctx: &CallCtx, mut batch: WriteBatch) -> std::result::Result<(), StoreError> {
+    async fn commit(
+        &self,
+        ctx: &CallCtx,
+        mut batch: WriteBatch,
+    ) -> std::result::Result<(), StoreError> {
         let pending = ctx.take();
         let n = pending.len();
         let mut audit = pending.clone();
@@ -416,10 +461,17 @@ impl Broker {
     /// # Errors
     /// `store_unavailable`: the caller must fail the call (audit fails closed).
     pub async fn flush(&self, ctx: &CallCtx) -> Result<()> {
-        if ctx.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        if ctx
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
             return Ok(());
         }
-        self.commit(ctx, WriteBatch::new()).await.map_err(Into::into)
+        self.commit(ctx, WriteBatch::new())
+            .await
+            .map_err(Into::into)
     }
 
     // ------------------------------------------------------------------ authentication
@@ -432,7 +484,10 @@ impl Broker {
     pub async fn authenticate(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Principal> {
         let now = self.now();
         let result = match token {
-            None => Err(ApiError::new(ErrorCode::TokenMissing, "no bearer token was presented")),
+            None => Err(ApiError::new(
+                ErrorCode::TokenMissing,
+                "no bearer token was presented",
+            )),
             Some(t) => self.verifier.verify(t).await,
         };
         match result {
@@ -441,10 +496,9 @@ impl Broker {
                     Principal::Workload(w) => (w.id.clone(), "workload", w.issuer.clone()),
                     Principal::Human(h) => (h.id.clone(), "human", h.issuer.clone()),
                 };
-                ctx.push(
-                    AuditEvent::new(now, "auth.succeeded", &actor, "ok")
-                        .detail(json!({"principal_kind": kind, "issuer": issuer, "source_ip": ctx.source_ip})),
-                );
+                ctx.push(AuditEvent::new(now, "auth.succeeded", &actor, "ok").detail(
+                    json!({"principal_kind": kind, "issuer": issuer, "source_ip": ctx.source_ip}),
+                ));
                 Ok(p)
             }
             Err(e) => {
@@ -460,12 +514,17 @@ impl Broker {
     ///
     /// # Errors
     /// As `authenticate`, or `wrong_principal_kind` for a human token.
-    pub async fn authenticate_workload(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Workload> {
+    pub async fn authenticate_workload(
+        &self,
+        ctx: &CallCtx,
+        token: Option<&str>,
+    ) -> Result<Workload> {
         match self.authenticate(ctx, token).await? {
             Principal::Workload(w) => Ok(w),
-            Principal::Human(_) => {
-                Err(ApiError::new(ErrorCode::WrongPrincipalKind, "this call needs a workload identity token"))
-            }
+            Principal::Human(_) => Err(ApiError::new(
+                ErrorCode::WrongPrincipalKind,
+                "this call needs a workload identity token",
+            )),
         }
     }
 
@@ -476,9 +535,10 @@ impl Broker {
     pub async fn authenticate_human(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Human> {
         match self.authenticate(ctx, token).await? {
             Principal::Human(h) => Ok(h),
-            Principal::Workload(_) => {
-                Err(ApiError::new(ErrorCode::WrongPrincipalKind, "this call needs a human identity token"))
-            }
+            Principal::Workload(_) => Err(ApiError::new(
+                ErrorCode::WrongPrincipalKind,
+                "this call needs a human identity token",
+            )),
         }
     }
 
@@ -489,7 +549,12 @@ impl Broker {
     /// # Errors
     /// `invalid_request`, `ttl_out_of_bounds`, `task_identity_mismatch` (repository, branch or
     /// `on_behalf_of` contradict the identity), `store_unavailable`.
-    pub async fn open_task(&self, ctx: &CallCtx, caller: &Workload, input: OpenTask) -> Result<Task> {
+    pub async fn open_task(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        input: OpenTask,
+    ) -> Result<Task> {
         let max = self.settings.max_text_len;
         check_text("purpose", &input.purpose, max, true)?;
         check_name("environment", &input.environment)?;
@@ -537,11 +602,16 @@ impl Broker {
             }
             (None, id) => id.clone(),
         };
-        let ttl = input.ttl_secs.unwrap_or(self.settings.task_default_ttl_secs);
+        let ttl = input
+            .ttl_secs
+            .unwrap_or(self.settings.task_default_ttl_secs);
         if ttl <= 0 || ttl > self.settings.task_max_ttl_secs {
             return Err(ApiError::new(
                 ErrorCode::TtlOutOfBounds,
-                format!("task ttl must be 1 to {} seconds, got {ttl}", self.settings.task_max_ttl_secs),
+                format!(
+                    "task ttl must be 1 to {} seconds, got {ttl}",
+                    self.settings.task_max_ttl_secs
+                ),
             ));
         }
         let now = self.now();
@@ -566,7 +636,13 @@ impl Broker {
             "expires_at_unix_secs": task.expires_at_unix_secs, "on_behalf_of": task.on_behalf_of,
             "run_binding": caller.run_binding,
         }));
-        self.commit(ctx, WriteBatch::new().write(Write::InsertTask(task.clone())).audit(ev)).await?;
+        self.commit(
+            ctx,
+            WriteBatch::new()
+                .write(Write::InsertTask(task.clone()))
+                .audit(ev),
+        )
+        .await?;
         Ok(task)
     }
 
@@ -574,8 +650,13 @@ impl Broker {
     async fn owned_task(&self, caller: &Workload, task_id: &str) -> Result<Task> {
         let t = self.store.task(task_id).await?;
         match t {
-            Some(t) if t.owner.id == caller.id && t.owner.run_binding == caller.run_binding => Ok(t),
-            _ => Err(ApiError::new(ErrorCode::TaskNotFound, format!("no task {}", quote(task_id)))),
+            Some(t) if t.owner.id == caller.id && t.owner.run_binding == caller.run_binding => {
+                Ok(t)
+            }
+            _ => Err(ApiError::new(
+                ErrorCode::TaskNotFound,
+                format!("no task {}", quote(task_id)),
+            )),
         }
     }
 
@@ -592,10 +673,12 @@ impl Broker {
     /// # Errors
     /// `task_not_found`.
     pub async fn task_unchecked(&self, task_id: &str) -> Result<Task> {
-        self.store
-            .task(task_id)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::TaskNotFound, format!("no task {}", quote(task_id))))
+        self.store.task(task_id).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TaskNotFound,
+                format!("no task {}", quote(task_id)),
+            )
+        })
     }
 
     /// Tasks opened by the caller's principal in the caller's run, newest first.
@@ -604,14 +687,23 @@ impl Broker {
     /// `store_unavailable`.
     pub async fn list_tasks(&self, caller: &Workload) -> Result<Vec<Task>> {
         let all = self.store.tasks_by_owner(&caller.id, 200).await?;
-        Ok(all.into_iter().filter(|t| t.owner.run_binding == caller.run_binding).collect())
+        Ok(all
+            .into_iter()
+            .filter(|t| t.owner.run_binding == caller.run_binding)
+            .collect())
     }
 
     /// Ends a task (`completed` or `cancelled`) and revokes every lease in it.
     ///
     /// # Errors
     /// `task_not_found`, `task_not_open`, `conflict`, `store_unavailable`.
-    pub async fn end_task(&self, ctx: &CallCtx, caller: &Workload, task_id: &str, state: TaskState) -> Result<Task> {
+    pub async fn end_task(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        state: TaskState,
+    ) -> Result<Task> {
         if !matches!(state, TaskState::Completed | TaskState::Cancelled) {
             return Err(bad("a task can only be completed or cancelled"));
         }
@@ -619,7 +711,13 @@ impl Broker {
         self.end_task_internal(ctx, task, state, &caller.id).await
     }
 
-    async fn end_task_internal(&self, ctx: &CallCtx, task: Task, state: TaskState, actor: &str) -> Result<Task> {
+    async fn end_task_internal(
+        &self,
+        ctx: &CallCtx,
+        task: Task,
+        state: TaskState,
+        actor: &str,
+    ) -> Result<Task> {
         if task.state != TaskState::Open {
             return Err(ApiError::new(
                 ErrorCode::TaskNotOpen,
@@ -634,9 +732,11 @@ impl Broker {
         let leases = self.store.leases_by_task(&task.id).await?;
         let live: Vec<Lease> = leases.into_iter().filter(|l| l.state.is_live()).collect();
         let kind = format!("task.{}", state.as_str());
-        let mut batch = WriteBatch::new()
-            .write(Write::UpdateTask(t.clone()))
-            .audit(AuditEvent::new(now, &kind, actor, "ok").task(&t.id).detail(json!({"live_leases": live.len()})));
+        let mut batch = WriteBatch::new().write(Write::UpdateTask(t.clone())).audit(
+            AuditEvent::new(now, &kind, actor, "ok")
+                .task(&t.id)
+                .detail(json!({"live_leases": live.len()})),
+        );
         let reason = format!("task_{}", state.as_str());
         let (batch2, to_revoke) = self.revocation_writes(batch, &live, &reason, actor, now);
         batch = batch2;
@@ -671,7 +771,10 @@ impl Broker {
             if n.revoke_reason.is_none() {
                 n.revoke_reason = Some(reason.to_owned());
             }
-            let in_place = self.providers.get(&l.provider).is_some_and(|p| !p.has_external_state());
+            let in_place = self
+                .providers
+                .get(&l.provider)
+                .is_some_and(|p| !p.has_external_state());
             if in_place {
                 n.state = LeaseState::Revoked;
                 n.revoked_at_unix_secs = Some(now);
@@ -726,13 +829,18 @@ impl Broker {
                     .lease(&n.id)
                     .access_request(&n.request_id)
                     .detail(json!({"reason": n.revoke_reason, "provider": n.provider, "attempts": n.revoke_attempts + 1}));
-                self.commit(&ctx, WriteBatch::new().write(Write::UpdateLease(n)).audit(ev)).await?;
+                self.commit(
+                    &ctx,
+                    WriteBatch::new().write(Write::UpdateLease(n)).audit(ev),
+                )
+                .await?;
                 Ok(true)
             }
             Err(e) => {
                 n.revoke_attempts += 1;
                 let exp = n.revoke_attempts.saturating_sub(1).min(20);
-                let delay = (self.settings.revoke_backoff_base_secs.max(1) << exp).min(self.settings.revoke_backoff_max_secs);
+                let delay = (self.settings.revoke_backoff_base_secs.max(1) << exp)
+                    .min(self.settings.revoke_backoff_max_secs);
                 n.next_revoke_at_unix_secs = Some(now + delay);
                 n.last_revoke_error = Some(e.message.clone());
                 if n.revoke_attempts >= self.settings.revoke_alert_after {
@@ -744,7 +852,11 @@ impl Broker {
                     .lease(&n.id)
                     .detail(json!({"error": e.message, "attempts": n.revoke_attempts,
                         "next_attempt_at_unix_secs": n.next_revoke_at_unix_secs, "state": n.state.as_str()}));
-                self.commit(&ctx, WriteBatch::new().write(Write::UpdateLease(n)).audit(ev)).await?;
+                self.commit(
+                    &ctx,
+                    WriteBatch::new().write(Write::UpdateLease(n)).audit(ev),
+                )
+                .await?;
                 Ok(false)
             }
         }
@@ -753,15 +865,25 @@ impl Broker {
     // ------------------------------------------------------------------ access requests
 
     fn resource(&self, id: &str) -> Result<&Resource> {
-        self.resources
-            .get(id)
-            .ok_or_else(|| ApiError::new(ErrorCode::UnknownResource, format!("no resource {}", quote(id))))
+        self.resources.get(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::UnknownResource,
+                format!("no resource {}", quote(id)),
+            )
+        })
     }
 
     fn open_task_check(&self, task: &Task) -> Result<()> {
         if task.state != TaskState::Open || self.now() >= task.expires_at_unix_secs {
-            let st = if task.state == TaskState::Open { "expired" } else { task.state.as_str() };
-            return Err(ApiError::new(ErrorCode::TaskNotOpen, format!("task `{}` is {st}", task.id)));
+            let st = if task.state == TaskState::Open {
+                "expired"
+            } else {
+                task.state.as_str()
+            };
+            return Err(ApiError::new(
+                ErrorCode::TaskNotOpen,
+                format!("task `{}` is {st}", task.id),
+            ));
         }
         Ok(())
     }
@@ -771,17 +893,15 @@ impl Broker {
             return Ok(ApprovalContext::default());
         }
         let approvals = self.store.approvals(&req.id).await?;
-        Ok(quorum_context(&req.decision, &approvals, &self.step_groups(req)))
+        Ok(quorum_context(&approvals, &self.step_groups(req)))
     }
 
     fn step_groups(&self, req: &AccessRequest) -> Vec<GroupQuorum> {
-        match &req.decision {
-            Decision::StepUp { groups, .. } => groups.clone(),
-            _ => vec![],
-        }
+        req.step_up_groups.clone()
     }
 
     /// Evaluates policy for a request, enforcing hard sandbox/production separation first.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         task: &Task,
@@ -792,26 +912,19 @@ impl Broker {
         source_ip: Option<&str>,
         approval: &ApprovalContext,
     ) -> Decision {
-        if resource.production && !task.production {
-            return Decision::Deny {
-                policy_ids: vec![],
-                reasons: vec![format!(
-                    "sandbox and production are hard-separated: task environment `{}` may not receive a credential for production resource `{}`",
-                    task.environment, resource.id
-                )],
-            };
-        }
-        let engine = self.policy();
-        engine.evaluate(&EvalInput {
-            workload,
-            resource,
-            actions,
-            task,
-            ttl_secs,
-            now_unix_secs: self.now(),
-            source_ip,
-            approval,
-        })
+        decide(
+            &self.policy(),
+            &EvalInput {
+                workload,
+                resource,
+                actions,
+                task,
+                ttl_secs,
+                now_unix_secs: self.now(),
+                source_ip,
+                approval,
+            },
+        )
     }
 
     /// Asks for access in a task. Returns the credential (allow), the denial with policy ids and
@@ -829,9 +942,20 @@ impl Broker {
     ) -> Result<AccessOutcome> {
         let task = self.owned_task(caller, task_id).await?;
         self.open_task_check(&task)?;
-        check_text("justification", &input.justification, self.settings.max_text_len, false)?;
+        check_text(
+            "justification",
+            &input.justification,
+            self.settings.max_text_len,
+            false,
+        )?;
         let resource = self.resource(&input.resource)?.clone();
-        let actions: Vec<String> = input.actions.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let actions: Vec<String> = input
+            .actions
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if actions.is_empty() {
             return Err(bad("`actions` must name at least one action"));
         }
@@ -845,12 +969,23 @@ impl Broker {
         }
         let ttl = input.ttl_secs.unwrap_or(resource.default_ttl_secs);
         if ttl <= 0 {
-            return Err(ApiError::new(ErrorCode::TtlOutOfBounds, format!("ttl must be positive, got {ttl}")));
+            return Err(ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("ttl must be positive, got {ttl}"),
+            ));
         }
         let ttl = ttl.min(resource.max_ttl_secs);
         let now = self.now();
         let id = new_id("req");
-        let digest = request_digest(&id, &task.id, &caller.id, &resource.id, &actions, ttl, &input.justification);
+        let digest = request_digest(
+            &id,
+            &task.id,
+            &caller.id,
+            &resource.id,
+            &actions,
+            ttl,
+            &input.justification,
+        );
         let decision = self.decide(
             &task,
             caller,
@@ -876,24 +1011,49 @@ impl Broker {
             expires_at_unix_secs: now,
             lease_id: None,
             approvers: vec![],
+            step_up_groups: match &decision {
+                Decision::StepUp { groups, .. } => groups.clone(),
+                _ => vec![],
+            },
             version: 1,
         };
         let decided = decision_event(now, &caller.id, &req);
         match decision {
             Decision::Deny { .. } => {
-                self.commit(ctx, WriteBatch::new().write(Write::InsertRequest(req.clone())).audit(decided)).await?;
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::InsertRequest(req.clone()))
+                        .audit(decided),
+                )
+                .await?;
                 Ok(AccessOutcome::Denied(req))
             }
             Decision::StepUp { .. } => {
                 req.state = RequestState::Pending;
                 req.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
                 let decided = decision_event(now, &caller.id, &req);
-                self.commit(ctx, WriteBatch::new().write(Write::InsertRequest(req.clone())).audit(decided)).await?;
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::InsertRequest(req.clone()))
+                        .audit(decided),
+                )
+                .await?;
                 Ok(AccessOutcome::Pending(req))
             }
             Decision::Allow { max_ttl_secs, .. } => {
                 let grant = self
-                    .mint(ctx, &task, &resource, req, Some(decided), max_ttl_secs, &input.params, true)
+                    .mint(
+                        ctx,
+                        &task,
+                        &resource,
+                        req,
+                        Some(decided),
+                        max_ttl_secs,
+                        &input.params,
+                        true,
+                    )
                     .await?;
                 Ok(grant)
             }
@@ -922,11 +1082,21 @@ impl Broker {
             policy_max,
             task.expires_at_unix_secs,
         )
-        .ok_or_else(|| ApiError::new(ErrorCode::TaskNotOpen, format!("task `{}` has no time left", task.id)))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TaskNotOpen,
+                format!("task `{}` has no time left", task.id),
+            )
+        })?;
         let provider = self
             .providers
             .get(&resource.kind)
-            .ok_or_else(|| ApiError::new(ErrorCode::Internal, format!("provider `{}` is not configured", resource.kind)))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("provider `{}` is not configured", resource.kind),
+                )
+            })?
             .clone();
         let lease_id = new_id("lease");
         let mut lease = Lease {
@@ -953,12 +1123,18 @@ impl Broker {
         req.state = RequestState::Granted;
         req.lease_id = Some(lease_id.clone());
         req.version += if insert_request { 0 } else { 1 };
-        let req_write = if insert_request { Write::InsertRequest(req.clone()) } else { Write::UpdateRequest(req.clone()) };
+        let req_write = if insert_request {
+            Write::InsertRequest(req.clone())
+        } else {
+            Write::UpdateRequest(req.clone())
+        };
         let external = provider.has_external_state();
         let mut pre = WriteBatch::new();
         if external {
             // Durable intent first: a crash after minting leaves a lease the reaper revokes.
-            pre = pre.write(req_write.clone()).write(Write::InsertLease(lease.clone()));
+            pre = pre
+                .write(req_write.clone())
+                .write(Write::InsertLease(lease.clone()));
             if let Some(d) = &decided {
                 pre = pre.audit(d.clone());
             }
@@ -980,19 +1156,33 @@ impl Broker {
             Err(e) => {
                 if external {
                     // Nothing should exist, but the lease is revoked to be sure.
-                    let (b, rv) = self.revocation_writes(WriteBatch::new(), &[lease.clone()], "mint_failed", BROKER, now);
+                    let (b, rv) = self.revocation_writes(
+                        WriteBatch::new(),
+                        &[lease.clone()],
+                        "mint_failed",
+                        BROKER,
+                        now,
+                    );
                     let _ = self.commit(ctx, b).await;
                     for l in rv {
                         let _ = self.attempt_revoke(l).await;
                     }
                 } else {
-                    let ev = AuditEvent::new(now, "credential.mint_failed", &req.principal_id, "provider_failed")
-                        .task(&task.id)
-                        .access_request(&req.id)
-                        .detail(json!({"error": e.message}));
+                    let ev = AuditEvent::new(
+                        now,
+                        "credential.mint_failed",
+                        &req.principal_id,
+                        "provider_failed",
+                    )
+                    .task(&task.id)
+                    .access_request(&req.id)
+                    .detail(json!({"error": e.message}));
                     let _ = self.commit(ctx, WriteBatch::new().audit(ev)).await;
                 }
-                return Err(ApiError::new(ErrorCode::ProviderFailed, format!("could not mint: {}", e.message)));
+                return Err(ApiError::new(
+                    ErrorCode::ProviderFailed,
+                    format!("could not mint: {}", e.message),
+                ));
             }
         };
         lease.state = LeaseState::Active;
@@ -1009,9 +1199,13 @@ impl Broker {
                 "credential_hmac": lease.credential_hmac, "kind": minted.credential.kind,
             }));
         let batch = if external {
-            WriteBatch::new().write(Write::UpdateLease(lease.clone())).audit(issued)
+            WriteBatch::new()
+                .write(Write::UpdateLease(lease.clone()))
+                .audit(issued)
         } else {
-            let mut b = WriteBatch::new().write(req_write).write(Write::InsertLease(lease.clone()));
+            let mut b = WriteBatch::new()
+                .write(req_write)
+                .write(Write::InsertLease(lease.clone()));
             if let Some(d) = decided {
                 b = b.audit(d);
             }
@@ -1024,18 +1218,30 @@ impl Broker {
             return Err(e.into());
         }
         self.index_insert(&lease, task);
-        Ok(AccessOutcome::Granted(Box::new(Grant { request: req, lease, credential: minted.credential })))
+        Ok(AccessOutcome::Granted(Box::new(Grant {
+            request: req,
+            lease,
+            credential: minted.credential,
+        })))
     }
 
     /// An access request of the caller's task.
     ///
     /// # Errors
     /// `task_not_found`, `request_not_found`.
-    pub async fn request(&self, caller: &Workload, task_id: &str, request_id: &str) -> Result<AccessRequest> {
+    pub async fn request(
+        &self,
+        caller: &Workload,
+        task_id: &str,
+        request_id: &str,
+    ) -> Result<AccessRequest> {
         let task = self.owned_task(caller, task_id).await?;
         match self.store.request(request_id).await? {
             Some(r) if r.task_id == task.id => Ok(r),
-            _ => Err(ApiError::new(ErrorCode::RequestNotFound, format!("no request {}", quote(request_id)))),
+            _ => Err(ApiError::new(
+                ErrorCode::RequestNotFound,
+                format!("no request {}", quote(request_id)),
+            )),
         }
     }
 
@@ -1045,7 +1251,13 @@ impl Broker {
     /// # Errors
     /// `request_not_found`, `request_not_pending` (denied, or already claimed), `request_expired`,
     /// `task_not_open`, `provider_failed`.
-    pub async fn claim(&self, ctx: &CallCtx, caller: &Workload, task_id: &str, request_id: &str) -> Result<AccessOutcome> {
+    pub async fn claim(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        request_id: &str,
+    ) -> Result<AccessOutcome> {
         let req = self.request(caller, task_id, request_id).await?;
         let task = self.owned_task(caller, task_id).await?;
         match req.state {
@@ -1054,30 +1266,56 @@ impl Broker {
             RequestState::Granted => {
                 return Err(ApiError::new(
                     ErrorCode::RequestNotPending,
-                    format!("request `{}` was already granted; its credential is delivered only once", req.id),
+                    format!(
+                        "request `{}` was already granted; its credential is delivered only once",
+                        req.id
+                    ),
                 ));
             }
             RequestState::Expired => {
-                return Err(ApiError::new(ErrorCode::RequestExpired, format!("request `{}` expired", req.id)));
+                return Err(ApiError::new(
+                    ErrorCode::RequestExpired,
+                    format!("request `{}` expired", req.id),
+                ));
             }
             RequestState::Approved => {}
         }
         let now = self.now();
         if now >= req.expires_at_unix_secs {
             self.expire_request(req.clone()).await?;
-            return Err(ApiError::new(ErrorCode::RequestExpired, format!("request `{}` expired", req.id)));
+            return Err(ApiError::new(
+                ErrorCode::RequestExpired,
+                format!("request `{}` expired", req.id),
+            ));
         }
         self.open_task_check(&task)?;
         let resource = self.resource(&req.resource_id)?.clone();
         let approval = self.approval_context(&req).await?;
-        let decision =
-            self.decide(&task, caller, &resource, &req.actions, req.ttl_secs, ctx.source_ip.as_deref(), &approval);
+        let decision = self.decide(
+            &task,
+            caller,
+            &resource,
+            &req.actions,
+            req.ttl_secs,
+            ctx.source_ip.as_deref(),
+            &approval,
+        );
         match decision {
             Decision::Allow { max_ttl_secs, .. } => {
                 let mut r = req.clone();
                 r.decision = decision.clone();
                 let ev = decision_event(now, &caller.id, &r);
-                self.mint(ctx, &task, &resource, r, Some(ev), max_ttl_secs, &serde_json::Value::Null, false).await
+                self.mint(
+                    ctx,
+                    &task,
+                    &resource,
+                    r,
+                    Some(ev),
+                    max_ttl_secs,
+                    &serde_json::Value::Null,
+                    false,
+                )
+                .await
             }
             other => {
                 let mut r = req.clone();
@@ -1085,7 +1323,13 @@ impl Broker {
                 r.state = RequestState::Denied;
                 r.version += 1;
                 let ev = decision_event(now, &caller.id, &r);
-                self.commit(ctx, WriteBatch::new().write(Write::UpdateRequest(r.clone())).audit(ev)).await?;
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::UpdateRequest(r.clone()))
+                        .audit(ev),
+                )
+                .await?;
                 Ok(AccessOutcome::Denied(r))
             }
         }
@@ -1098,7 +1342,13 @@ impl Broker {
         let ev = AuditEvent::new(self.now(), "request.expired", BROKER, "expired")
             .task(&r.task_id)
             .access_request(&r.id);
-        match self.commit(&CallCtx::default(), WriteBatch::new().write(Write::UpdateRequest(r)).audit(ev)).await {
+        match self
+            .commit(
+                &CallCtx::default(),
+                WriteBatch::new().write(Write::UpdateRequest(r)).audit(ev),
+            )
+            .await
+        {
             Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -1118,7 +1368,10 @@ impl Broker {
             if r.expires_at_unix_secs <= now {
                 continue;
             }
-            let eligible = self.step_groups(&r).iter().any(|g| human.groups.contains(&g.group));
+            let eligible = self
+                .step_groups(&r)
+                .iter()
+                .any(|g| human.groups.contains(&g.group));
             if !eligible {
                 continue;
             }
@@ -1150,11 +1403,12 @@ impl Broker {
     ) -> Result<AccessRequest> {
         check_text("reason", reason, self.settings.max_text_len, false)?;
         for _attempt in 0..4 {
-            let req = self
-                .store
-                .request(request_id)
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::RequestNotFound, format!("no request {}", quote(request_id))))?;
+            let req = self.store.request(request_id).await?.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::RequestNotFound,
+                    format!("no request {}", quote(request_id)),
+                )
+            })?;
             if req.state != RequestState::Pending {
                 return Err(ApiError::new(
                     ErrorCode::RequestNotPending,
@@ -1164,38 +1418,61 @@ impl Broker {
             let now = self.now();
             if now >= req.expires_at_unix_secs {
                 self.expire_request(req.clone()).await?;
-                return Err(ApiError::new(ErrorCode::RequestExpired, format!("request `{}` expired", req.id)));
+                return Err(ApiError::new(
+                    ErrorCode::RequestExpired,
+                    format!("request `{}` expired", req.id),
+                ));
             }
             if !constant_time_eq(digest.as_bytes(), req.digest.as_bytes()) {
                 return Err(ApiError::new(
                     ErrorCode::ApprovalDigestMismatch,
-                    format!("digest {} is not the digest of request `{}`", quote(digest), req.id),
+                    format!(
+                        "digest {} is not the digest of request `{}`",
+                        quote(digest),
+                        req.id
+                    ),
                 ));
             }
             let task = self.task_unchecked(&req.task_id).await?;
-            let is_self = task.on_behalf_of.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(&human.id))
+            let is_self = task
+                .on_behalf_of
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&human.id))
                 || human.id.eq_ignore_ascii_case(&req.principal_id);
             if is_self {
                 return Err(ApiError::new(
                     ErrorCode::SelfApprovalForbidden,
-                    format!("`{}` is the human this agent acts for and cannot approve its request", human.id),
+                    format!(
+                        "`{}` is the human this agent acts for and cannot approve its request",
+                        human.id
+                    ),
                 ));
             }
             let needed = self.step_groups(&req);
-            let groups: Vec<String> =
-                needed.iter().filter(|g| human.groups.contains(&g.group)).map(|g| g.group.clone()).collect();
+            let groups: Vec<String> = needed
+                .iter()
+                .filter(|g| human.groups.contains(&g.group))
+                .map(|g| g.group.clone())
+                .collect();
             if groups.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::ApproverNotEligible,
                     format!(
                         "`{}` is in none of the groups that must approve ({})",
                         human.id,
-                        needed.iter().map(|g| g.group.as_str()).collect::<Vec<_>>().join(", ")
+                        needed
+                            .iter()
+                            .map(|g| g.group.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
             let mut approvals = self.store.approvals(&req.id).await?;
-            if approvals.iter().any(|a| a.approver.eq_ignore_ascii_case(&human.id)) {
+            if approvals
+                .iter()
+                .any(|a| a.approver.eq_ignore_ascii_case(&human.id))
+            {
                 return Err(ApiError::new(
                     ErrorCode::AlreadyVoted,
                     format!("`{}` already voted on request `{}`", human.id, req.id),
@@ -1214,10 +1491,11 @@ impl Broker {
             approvals.push(approval.clone());
             let mut r = req.clone();
             r.version += 1;
-            let recorded = AuditEvent::new(now, "approval.recorded", &human.id, verdict_str(verdict))
-                .task(&r.task_id)
-                .access_request(&r.id)
-                .detail(json!({"groups": groups, "reason": reason, "digest": r.digest}));
+            let recorded =
+                AuditEvent::new(now, "approval.recorded", &human.id, verdict_str(verdict))
+                    .task(&r.task_id)
+                    .access_request(&r.id)
+                    .detail(json!({"groups": groups, "reason": reason, "digest": r.digest}));
             let mut batch = WriteBatch::new();
             match verdict {
                 Verdict::Deny => {
@@ -1229,7 +1507,7 @@ impl Broker {
                 }
                 Verdict::Approve => {
                     r.approvers.push(human.id.clone());
-                    let ctxa = quorum_context(&req.decision, &approvals, &needed);
+                    let ctxa = quorum_context(&approvals, &needed);
                     if ctxa.approved {
                         let resource = self.resource(&r.resource_id)?.clone();
                         let d = self.decide(
@@ -1244,6 +1522,7 @@ impl Broker {
                         match d {
                             Decision::Allow { .. } => {
                                 r.state = RequestState::Approved;
+                                r.decision = d;
                                 r.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
                             }
                             other => {
@@ -1254,7 +1533,10 @@ impl Broker {
                     }
                 }
             }
-            batch = batch.write(Write::InsertApproval(approval)).write(Write::UpdateRequest(r.clone())).audit(recorded);
+            batch = batch
+                .write(Write::InsertApproval(approval))
+                .write(Write::UpdateRequest(r.clone()))
+                .audit(recorded);
             if r.state != RequestState::Pending {
                 batch = batch.audit(decision_event(now, &human.id, &r));
             }
@@ -1264,7 +1546,10 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::new(ErrorCode::Conflict, "the request changed concurrently; try again"))
+        Err(ApiError::new(
+            ErrorCode::Conflict,
+            "the request changed concurrently; try again",
+        ))
     }
 
     // ------------------------------------------------------------------ leases
@@ -1279,9 +1564,17 @@ impl Broker {
     }
 
     async fn owned_lease(&self, caller: &Workload, lease_id: &str) -> Result<(Lease, Task)> {
-        let not_found = || ApiError::new(ErrorCode::LeaseNotFound, format!("no lease {}", quote(lease_id)));
+        let not_found = || {
+            ApiError::new(
+                ErrorCode::LeaseNotFound,
+                format!("no lease {}", quote(lease_id)),
+            )
+        };
         let lease = self.store.lease(lease_id).await?.ok_or_else(not_found)?;
-        let task = self.owned_task(caller, &lease.task_id).await.map_err(|_| not_found())?;
+        let task = self
+            .owned_task(caller, &lease.task_id)
+            .await
+            .map_err(|_| not_found())?;
         Ok((lease, task))
     }
 
@@ -1292,13 +1585,27 @@ impl Broker {
     /// # Errors
     /// `lease_not_found`, `lease_not_active`, `task_not_open`, `policy_denied`,
     /// `environment_separation`, `ttl_out_of_bounds` (max TTL reached), `provider_failed`.
-    pub async fn renew(&self, ctx: &CallCtx, caller: &Workload, lease_id: &str, ttl_secs: Option<i64>) -> Result<Grant> {
+    pub async fn renew(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        lease_id: &str,
+        ttl_secs: Option<i64>,
+    ) -> Result<Grant> {
         let (lease, task) = self.owned_lease(caller, lease_id).await?;
         let now = self.now();
         if lease.state != LeaseState::Active || now >= lease.expires_at_unix_secs {
             return Err(ApiError::new(
                 ErrorCode::LeaseNotActive,
-                format!("lease `{}` is {}", lease.id, if lease.state == LeaseState::Active { "expired" } else { lease.state.as_str() }),
+                format!(
+                    "lease `{}` is {}",
+                    lease.id,
+                    if lease.state == LeaseState::Active {
+                        "expired"
+                    } else {
+                        lease.state.as_str()
+                    }
+                ),
             ));
         }
         self.open_task_check(&task)?;
@@ -1310,25 +1617,47 @@ impl Broker {
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "lease has no request"))?;
         let ttl = ttl_secs.unwrap_or(req.ttl_secs);
         if ttl <= 0 {
-            return Err(ApiError::new(ErrorCode::TtlOutOfBounds, format!("ttl must be positive, got {ttl}")));
+            return Err(ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("ttl must be positive, got {ttl}"),
+            ));
         }
         let approval = self.approval_context(&req).await?;
-        let decision = self.decide(&task, caller, &resource, &lease.actions, ttl, ctx.source_ip.as_deref(), &approval);
+        let decision = self.decide(
+            &task,
+            caller,
+            &resource,
+            &lease.actions,
+            ttl,
+            ctx.source_ip.as_deref(),
+            &approval,
+        );
         let policy_max = match &decision {
             Decision::Allow { max_ttl_secs, .. } => *max_ttl_secs,
             other => {
                 let (ids, reasons) = match other {
-                    Decision::Deny { policy_ids, reasons } => (policy_ids.clone(), reasons.clone()),
-                    Decision::StepUp { policy_ids, .. } => {
-                        (policy_ids.clone(), vec!["renewal needs a new approval; open a new request".into()])
-                    }
+                    Decision::Deny {
+                        policy_ids,
+                        reasons,
+                    } => (policy_ids.clone(), reasons.clone()),
+                    Decision::StepUp { policy_ids, .. } => (
+                        policy_ids.clone(),
+                        vec!["renewal needs a new approval; open a new request".into()],
+                    ),
                     Decision::Allow { .. } => unreachable!(),
                 };
-                let ev = AuditEvent::new(now, "credential.renewal_denied", &caller.id, other.kind())
-                    .task(&task.id)
-                    .lease(&lease.id)
-                    .detail(json!({"policy_ids": ids, "reasons": reasons}));
-                let (b, rv) = self.revocation_writes(WriteBatch::new().audit(ev), &[lease.clone()], "renewal_denied", &caller.id, now);
+                let ev =
+                    AuditEvent::new(now, "credential.renewal_denied", &caller.id, other.kind())
+                        .task(&task.id)
+                        .lease(&lease.id)
+                        .detail(json!({"policy_ids": ids, "reasons": reasons}));
+                let (b, rv) = self.revocation_writes(
+                    WriteBatch::new().audit(ev),
+                    &[lease.clone()],
+                    "renewal_denied",
+                    &caller.id,
+                    now,
+                );
                 self.commit(ctx, b).await?;
                 self.index_remove(&lease);
                 for l in rv {
@@ -1341,7 +1670,11 @@ impl Broker {
                 };
                 return Err(ApiError::new(
                     code,
-                    format!("renewal denied ({}); the lease was revoked: {}", ids.join(", "), reasons.join("; ")),
+                    format!(
+                        "renewal denied ({}); the lease was revoked: {}",
+                        ids.join(", "),
+                        reasons.join("; ")
+                    ),
                 ));
             }
         };
@@ -1354,7 +1687,10 @@ impl Broker {
             task.expires_at_unix_secs,
         )
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::TtlOutOfBounds, format!("lease `{}` reached its max ttl", lease.id))
+            ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("lease `{}` reached its max ttl", lease.id),
+            )
         })?;
         let provider = self
             .providers
@@ -1371,10 +1707,12 @@ impl Broker {
             expires_at_unix_secs: expires,
             params: &serde_json::Value::Null,
         };
-        let minted = provider
-            .renew(&lease, &mint_req)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::ProviderFailed, format!("could not renew: {}", e.message)))?;
+        let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::ProviderFailed,
+                format!("could not renew: {}", e.message),
+            )
+        })?;
         let mut n = lease.clone();
         n.expires_at_unix_secs = expires;
         n.renewals += 1;
@@ -1385,12 +1723,24 @@ impl Broker {
             .task(&task.id)
             .lease(&n.id)
             .access_request(&n.request_id)
-            .detail(json!({"policy_ids": decision.policy_ids(), "expires_at_unix_secs": expires,
-                "renewals": n.renewals, "credential_hmac": n.credential_hmac}));
-        self.commit(ctx, WriteBatch::new().write(Write::UpdateLease(n.clone())).audit(ev)).await?;
+            .detail(
+                json!({"policy_ids": decision.policy_ids(), "expires_at_unix_secs": expires,
+                "renewals": n.renewals, "credential_hmac": n.credential_hmac}),
+            );
+        self.commit(
+            ctx,
+            WriteBatch::new()
+                .write(Write::UpdateLease(n.clone()))
+                .audit(ev),
+        )
+        .await?;
         self.index_remove(&lease);
         self.index_insert(&n, &task);
-        Ok(Grant { request: req, lease: n, credential: minted.credential })
+        Ok(Grant {
+            request: req,
+            lease: n,
+            credential: minted.credential,
+        })
     }
 
     /// Revokes a lease of the caller's task.
@@ -1399,7 +1749,8 @@ impl Broker {
     /// `lease_not_found`, `lease_not_active`, `store_unavailable`.
     pub async fn revoke(&self, ctx: &CallCtx, caller: &Workload, lease_id: &str) -> Result<Lease> {
         let (lease, _) = self.owned_lease(caller, lease_id).await?;
-        self.revoke_lease(ctx, lease, "revoked_by_owner", &caller.id).await
+        self.revoke_lease(ctx, lease, "revoked_by_owner", &caller.id)
+            .await
     }
 
     /// Revokes whatever lease the credential `value` belongs to (RFC 7009: unknown or inactive
@@ -1407,10 +1758,24 @@ impl Broker {
     ///
     /// # Errors
     /// `store_unavailable`.
-    pub async fn revoke_by_value(&self, ctx: &CallCtx, value: &str, actor: &str) -> Result<Option<String>> {
+    ///
+    /// With `owner`, only a lease of a task that workload owns is revoked (RFC 7009 §2.1: the
+    /// token must have been issued to the caller); others are silently ignored.
+    pub async fn revoke_by_value(
+        &self,
+        ctx: &CallCtx,
+        value: &str,
+        actor: &str,
+        owner: Option<&Workload>,
+    ) -> Result<Option<String>> {
         let h = self.hasher.hmac_hex(value);
         match self.store.lease_by_credential_hmac(&h).await? {
             Some(l) if l.state.is_live() => {
+                if let Some(w) = owner
+                    && self.owned_task(w, &l.task_id).await.is_err()
+                {
+                    return Ok(None);
+                }
                 let id = l.id.clone();
                 self.revoke_lease(ctx, l, "revoked_by_token", actor).await?;
                 Ok(Some(id))
@@ -1423,12 +1788,27 @@ impl Broker {
     ///
     /// # Errors
     /// `lease_not_active` if already revoked, `store_unavailable`.
-    pub async fn revoke_lease(&self, ctx: &CallCtx, lease: Lease, reason: &str, actor: &str) -> Result<Lease> {
+    pub async fn revoke_lease(
+        &self,
+        ctx: &CallCtx,
+        lease: Lease,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Lease> {
         if !lease.state.is_live() {
-            return Err(ApiError::new(ErrorCode::LeaseNotActive, format!("lease `{}` is already revoked", lease.id)));
+            return Err(ApiError::new(
+                ErrorCode::LeaseNotActive,
+                format!("lease `{}` is already revoked", lease.id),
+            ));
         }
         let now = self.now();
-        let (b, rv) = self.revocation_writes(WriteBatch::new(), std::slice::from_ref(&lease), reason, actor, now);
+        let (b, rv) = self.revocation_writes(
+            WriteBatch::new(),
+            std::slice::from_ref(&lease),
+            reason,
+            actor,
+            now,
+        );
         self.commit(ctx, b).await?;
         self.index_remove(&lease);
         for l in rv {
@@ -1476,7 +1856,10 @@ impl Broker {
         let now = self.now();
         let ctx = CallCtx::default();
         for t in self.store.expired_open_tasks(now, 200).await? {
-            match self.end_task_internal(&ctx, t, TaskState::Expired, BROKER).await {
+            match self
+                .end_task_internal(&ctx, t, TaskState::Expired, BROKER)
+                .await
+            {
                 Ok(_) => report.tasks_expired += 1,
                 Err(e) if e.code == ErrorCode::Conflict || e.code == ErrorCode::TaskNotOpen => {}
                 Err(e) => return Err(e),
@@ -1486,12 +1869,25 @@ impl Broker {
             self.expire_request(r).await?;
             report.requests_expired += 1;
         }
-        let due = self.store.due_leases(now, self.settings.issuing_grace_secs, 500).await?;
+        let due = self
+            .store
+            .due_leases(now, self.settings.issuing_grace_secs, 500)
+            .await?;
         for l in due {
             let l = match l.state {
                 LeaseState::Active | LeaseState::Issuing => {
-                    let reason = if l.state == LeaseState::Active { "expired" } else { "mint_interrupted" };
-                    let (b, rv) = self.revocation_writes(WriteBatch::new(), std::slice::from_ref(&l), reason, BROKER, now);
+                    let reason = if l.state == LeaseState::Active {
+                        "expired"
+                    } else {
+                        "mint_interrupted"
+                    };
+                    let (b, rv) = self.revocation_writes(
+                        WriteBatch::new(),
+                        std::slice::from_ref(&l),
+                        reason,
+                        BROKER,
+                        now,
+                    );
                     match self.commit(&ctx, b).await {
                         Ok(()) => {}
                         Err(StoreError::Conflict(_)) => continue,
@@ -1523,15 +1919,23 @@ impl Broker {
     ///
     /// # Errors
     /// `store_unavailable` (the new set stays in force; re-run to finish re-evaluation).
-    pub async fn reload_policies(&self, engine: PolicyEngine, source: &str) -> Result<ReloadReport> {
+    pub async fn reload_policies(
+        &self,
+        engine: PolicyEngine,
+        source: &str,
+    ) -> Result<ReloadReport> {
         let now = self.now();
         let fingerprint = engine.fingerprint().to_owned();
         let count = engine.policy_ids().len();
         let ev = AuditEvent::new(now, "policy.reloaded", BROKER, "ok")
             .detail(json!({"fingerprint": fingerprint, "policies": count, "source": source}));
-        self.commit(&CallCtx::default(), WriteBatch::new().audit(ev)).await?;
+        self.commit(&CallCtx::default(), WriteBatch::new().audit(ev))
+            .await?;
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
-        let mut report = ReloadReport { fingerprint, ..Default::default() };
+        let mut report = ReloadReport {
+            fingerprint,
+            ..Default::default()
+        };
         let mut after = String::new();
         loop {
             let page = self.store.active_leases(&after, 200).await?;
@@ -1539,12 +1943,26 @@ impl Broker {
             after = last.id.clone();
             for l in page {
                 report.leases_checked += 1;
-                let Some(task) = self.store.task(&l.task_id).await? else { continue };
-                let Some(req) = self.store.request(&l.request_id).await? else { continue };
-                let Ok(resource) = self.resource(&l.resource_id).cloned() else { continue };
+                let Some(task) = self.store.task(&l.task_id).await? else {
+                    continue;
+                };
+                let Some(req) = self.store.request(&l.request_id).await? else {
+                    continue;
+                };
+                let Ok(resource) = self.resource(&l.resource_id).cloned() else {
+                    continue;
+                };
                 let approval = self.approval_context(&req).await?;
                 let remaining = (l.expires_at_unix_secs - now).max(1);
-                let d = self.decide(&task, &task.owner, &resource, &l.actions, remaining, req.source_ip.as_deref(), &approval);
+                let d = self.decide(
+                    &task,
+                    &task.owner,
+                    &resource,
+                    &l.actions,
+                    remaining,
+                    req.source_ip.as_deref(),
+                    &approval,
+                );
                 if !matches!(d, Decision::Allow { .. }) {
                     let id = l.id.clone();
                     let ctx = CallCtx::default();
@@ -1555,7 +1973,9 @@ impl Broker {
                     ctx.push(ev);
                     match self.revoke_lease(&ctx, l, "policy_changed", BROKER).await {
                         Ok(_) => report.leases_revoked.push(id),
-                        Err(e) if e.code == ErrorCode::Conflict || e.code == ErrorCode::LeaseNotActive => {}
+                        Err(e)
+                            if e.code == ErrorCode::Conflict
+                                || e.code == ErrorCode::LeaseNotActive => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -1571,7 +1991,9 @@ impl Broker {
     pub async fn record_reload_refused(&self, source: &str, error: &str) -> Result<()> {
         let ev = AuditEvent::new(self.now(), "policy.reload_refused", BROKER, "invalid")
             .detail(json!({"source": source, "error": error}));
-        self.commit(&CallCtx::default(), WriteBatch::new().audit(ev)).await.map_err(Into::into)
+        self.commit(&CallCtx::default(), WriteBatch::new().audit(ev))
+            .await
+            .map_err(Into::into)
     }
 
     /// Approvals of a request (for operators and approvers).
@@ -1581,6 +2003,106 @@ impl Broker {
     pub async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>> {
         Ok(self.store.approvals(request_id).await?)
     }
+}
+
+/// Prefix of the reason given when hard separation denies.
+pub const SEPARATION_REASON: &str = "sandbox and production are hard-separated";
+
+/// The decision for one request: hard sandbox/production separation first (a non-production
+/// task never receives a credential for a production resource, whatever the policies say),
+/// then Cedar. Used by the broker and by `latch policy test`, so both decide identically.
+pub fn decide(engine: &PolicyEngine, input: &EvalInput<'_>) -> Decision {
+    if input.resource.production && !input.task.production {
+        return Decision::Deny {
+            policy_ids: vec![],
+            reasons: vec![format!(
+                "{SEPARATION_REASON}: task environment `{}` may not receive a credential for production resource `{}`",
+                input.task.environment, input.resource.id
+            )],
+        };
+    }
+    engine.evaluate(input)
+}
+
+/// Runs one `latch policy test` case against `engine` and returns the decision.
+///
+/// # Errors
+/// A message when the case names an unknown resource.
+pub fn run_policy_case(
+    engine: &PolicyEngine,
+    resources: &[Resource],
+    production_environments: &[String],
+    case: &crate::policy::PolicyTestCase,
+    now_unix_secs: i64,
+) -> std::result::Result<Decision, String> {
+    let resource = resources
+        .iter()
+        .find(|r| r.id == case.resource)
+        .ok_or_else(|| {
+            format!(
+                "case {}: unknown resource {}",
+                quote(&case.name),
+                quote(&case.resource)
+            )
+        })?;
+    let workload = Workload {
+        id: "policy-test#workload".into(),
+        issuer: "policy-test".into(),
+        subject: "workload".into(),
+        preset: "generic".into(),
+        run_binding: None,
+        on_behalf_of: None,
+        claims: case.principal.clone(),
+        token_expires_at_unix_secs: now_unix_secs + 600,
+    };
+    let task = Task {
+        id: "task_policy_test".into(),
+        owner: workload.clone(),
+        purpose: case.name.clone(),
+        repository: case
+            .repository
+            .clone()
+            .or_else(|| case.principal.repository.clone()),
+        branch: case
+            .branch
+            .clone()
+            .or_else(|| case.principal.branch.clone()),
+        environment: case.environment.clone(),
+        production: production_environments
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&case.environment)),
+        on_behalf_of: None,
+        state: TaskState::Open,
+        created_at_unix_secs: now_unix_secs,
+        expires_at_unix_secs: now_unix_secs + 3600,
+        ended_at_unix_secs: None,
+        version: 1,
+    };
+    let approval = ApprovalContext {
+        approved: !case.approved_groups.is_empty(),
+        approvers: if case.approved_groups.is_empty() {
+            vec![]
+        } else {
+            vec!["policy-test-approver".into()]
+        },
+        groups: case.approved_groups.clone(),
+    };
+    let mut actions = case.actions.clone();
+    actions.sort();
+    actions.dedup();
+    Ok(decide(
+        engine,
+        &EvalInput {
+            workload: &workload,
+            resource,
+            actions: &actions,
+            task: &task,
+            ttl_secs: case.ttl_secs,
+            now_unix_secs,
+            source_ip: None,
+            approval: &approval,
+        },
+    ))
 }
 
 fn verdict_str(v: Verdict) -> &'static str {
@@ -1609,9 +2131,11 @@ fn decision_event(now: i64, actor: &str, req: &AccessRequest) -> AuditEvent {
 
 /// Builds `context.approval` from recorded approvals: a group is satisfied when `quorum`
 /// distinct approvers counted for it; `approved` when every needed group is.
-fn quorum_context(decision: &Decision, approvals: &[Approval], needed: &[GroupQuorum]) -> ApprovalContext {
-    let _ = decision;
-    let approve: Vec<&Approval> = approvals.iter().filter(|a| a.verdict == Verdict::Approve).collect();
+fn quorum_context(approvals: &[Approval], needed: &[GroupQuorum]) -> ApprovalContext {
+    let approve: Vec<&Approval> = approvals
+        .iter()
+        .filter(|a| a.verdict == Verdict::Approve)
+        .collect();
     let mut groups = Vec::new();
     for g in needed {
         let distinct: BTreeSet<String> = approve
@@ -1623,9 +2147,17 @@ fn quorum_context(decision: &Decision, approvals: &[Approval], needed: &[GroupQu
             groups.push(g.group.clone());
         }
     }
-    let approvers: Vec<String> =
-        approve.iter().map(|a| a.approver.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    ApprovalContext { approved: !needed.is_empty() && groups.len() == needed.len(), approvers, groups }
+    let approvers: Vec<String> = approve
+        .iter()
+        .map(|a| a.approver.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    ApprovalContext {
+        approved: !needed.is_empty() && groups.len() == needed.len(),
+        approvers,
+        groups,
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

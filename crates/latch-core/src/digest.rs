@@ -59,7 +59,9 @@ impl std::fmt::Debug for CredentialHasher {
 impl CredentialHasher {
     /// A hasher keyed with `key` (at least 32 bytes recommended).
     pub fn new(key: &[u8]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
     }
     /// Lowercase hex HMAC of `value`.
     pub fn hmac_hex(&self, value: &str) -> String {

@@ -148,7 +148,9 @@ impl ErrorCode {
             WrongPrincipalKind => 403,
             InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,
             TaskIdentityMismatch | ApprovalDigestMismatch => 422,
-            PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => 403,
+            PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => {
+                403
+            }
             TaskNotFound | RequestNotFound | LeaseNotFound => 404,
             TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
             RequestExpired => 410,
@@ -178,7 +180,10 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error from a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -325,6 +325,11 @@ pub struct AccessRequest {
     pub lease_id: Option<String>,
     /// Humans who approved, in order.
     pub approvers: Vec<String>,
+    /// Approver groups and quorum the first decision asked for (empty unless it was step-up).
+    /// Kept when later decisions replace `decision`, so renewals and policy reloads can rebuild
+    /// the approval context.
+    #[serde(default)]
+    pub step_up_groups: Vec<GroupQuorum>,
     /// Optimistic-concurrency version.
     pub version: i64,
 }

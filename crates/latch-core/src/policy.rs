@@ -67,7 +67,12 @@ impl fmt::Display for PolicyLoadError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -84,7 +89,12 @@ fn diag_error(file: &str, text: &str, d: &dyn Diagnostic, message: String) -> Po
     if let Some(help) = d.help() {
         message.push_str(&format!(" (help: {help})"));
     }
-    PolicyLoadError { file: file.to_owned(), line, column, message }
+    PolicyLoadError {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,15 +200,22 @@ impl PolicyEngine {
         policies: &[PolicySource],
         actions: &[String],
     ) -> Result<Self, PolicyLoadError> {
-        let (schema_v, _warnings) = Schema::from_cedarschema_str(&schema.text)
-            .map_err(|e| diag_error(&schema.name, &schema.text, &e, format!("invalid schema: {e}")))?;
+        let (schema_v, _warnings) = Schema::from_cedarschema_str(&schema.text).map_err(|e| {
+            diag_error(
+                &schema.name,
+                &schema.text,
+                &e,
+                format!("invalid schema: {e}"),
+            )
+        })?;
         let mut set = PolicySet::new();
         let mut meta = HashMap::new();
         let mut origin: HashMap<String, usize> = HashMap::new();
         let mut ids = Vec::new();
         for (fi, src) in policies.iter().enumerate() {
-            let parsed = PolicySet::from_str(&src.text)
-                .map_err(|e| diag_error(&src.name, &src.text, &e, format!("invalid policy: {e}")))?;
+            let parsed = PolicySet::from_str(&src.text).map_err(|e| {
+                diag_error(&src.name, &src.text, &e, format!("invalid policy: {e}"))
+            })?;
             if parsed.templates().next().is_some() {
                 return Err(PolicyLoadError {
                     file: src.name.clone(),
@@ -215,10 +232,17 @@ impl PolicyEngine {
             // Keep file order: cedar numbers policies policy0, policy1, … in text order.
             let mut pols: Vec<_> = parsed.policies().collect();
             pols.sort_by_key(|p| {
-                p.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(usize::MAX)
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
             });
             for (n, p) in pols.into_iter().enumerate() {
-                let id = p.annotation("id").map(str::to_owned).unwrap_or_else(|| format!("{stem}.{n}"));
+                let id = p
+                    .annotation("id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{stem}.{n}"));
                 let err = |m: String| PolicyLoadError {
                     file: src.name.clone(),
                     line: None,
@@ -231,7 +255,9 @@ impl PolicyEngine {
                 let forbid = p.effect() == Effect::Forbid;
                 let step_up = p.annotation("step_up").map(str::to_owned);
                 if step_up.is_some() && !forbid {
-                    return Err(err(format!("policy `{id}`: `@step_up` is only meaningful on a forbid")));
+                    return Err(err(format!(
+                        "policy `{id}`: `@step_up` is only meaningful on a forbid"
+                    )));
                 }
                 if step_up.as_deref().is_some_and(|g| g.trim().is_empty()) {
                     return Err(err(format!("policy `{id}`: `@step_up` needs a group name")));
@@ -261,7 +287,15 @@ impl PolicyEngine {
                 let reason = p.annotation("reason").map(str::to_owned);
                 set.add(p.new_id(PolicyId::new(&id)))
                     .map_err(|e| err(format!("cannot add policy `{id}`: {e}")))?;
-                meta.insert(id.clone(), PolicyMeta { step_up, quorum, reason, max_ttl_secs });
+                meta.insert(
+                    id.clone(),
+                    PolicyMeta {
+                        step_up,
+                        quorum,
+                        reason,
+                        max_ttl_secs,
+                    },
+                );
                 origin.insert(id.clone(), fi);
                 ids.push(id);
             }
@@ -271,7 +305,12 @@ impl PolicyEngine {
         if let Some(e) = result.validation_errors().next() {
             let pid = e.policy_id().to_string();
             let src = origin.get(&pid).map(|&i| &policies[i]).unwrap_or(schema);
-            return Err(diag_error(&src.name, &src.text, e, format!("policy `{pid}` fails validation: {e}")));
+            return Err(diag_error(
+                &src.name,
+                &src.text,
+                e,
+                format!("policy `{pid}` fails validation: {e}"),
+            ));
         }
         let mut h = Vec::new();
         h.extend_from_slice(schema.text.as_bytes());
@@ -281,8 +320,16 @@ impl PolicyEngine {
             h.extend_from_slice(p.text.as_bytes());
             h.push(0);
         }
-        let fingerprint = hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &h).as_ref()[..16]);
-        let engine = Self { schema: schema_v, set, meta, authorizer: Authorizer::new(), fingerprint, ids };
+        let fingerprint =
+            hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &h).as_ref()[..16]);
+        let engine = Self {
+            schema: schema_v,
+            set,
+            meta,
+            authorizer: Authorizer::new(),
+            fingerprint,
+            ids,
+        };
         engine.check_shape(&schema.name, actions)?;
         Ok(engine)
     }
@@ -365,13 +412,28 @@ impl PolicyEngine {
             source_ip: Some("127.0.0.1"),
             approval: &a,
         };
-        let fail = |m: String| PolicyLoadError { file: schema_name.to_owned(), line: None, column: None, message: m };
+        let fail = |m: String| PolicyLoadError {
+            file: schema_name.to_owned(),
+            line: None,
+            column: None,
+            message: m,
+        };
         Entities::from_entities(Self::entities_vec(&input)?, Some(&self.schema))
             .map_err(|e| fail(format!("schema does not accept latch's entities: {e}")))?;
         for action in actions {
             let ctx = Self::context(&input).map_err(|m| fail(m))?;
-            Request::new(uid("Workload", "probe"), uid("Action", action), uid("Resource", "probe"), ctx, Some(&self.schema))
-                .map_err(|e| fail(format!("schema does not accept latch's request for action `{action}`: {e}")))?;
+            Request::new(
+                uid("Workload", "probe"),
+                uid("Action", action),
+                uid("Resource", "probe"),
+                ctx,
+                Some(&self.schema),
+            )
+            .map_err(|e| {
+                fail(format!(
+                    "schema does not accept latch's request for action `{action}`: {e}"
+                ))
+            })?;
         }
         Ok(())
     }
@@ -383,7 +445,10 @@ impl PolicyEngine {
         wa.insert("issuer".into(), s(&w.issuer));
         wa.insert("subject".into(), s(&w.subject));
         wa.insert("preset".into(), s(&w.preset));
-        wa.insert("untrusted_source".into(), RestrictedExpression::new_bool(c.untrusted_source));
+        wa.insert(
+            "untrusted_source".into(),
+            RestrictedExpression::new_bool(c.untrusted_source),
+        );
         let opt = [
             ("repository", &c.repository),
             ("repository_id", &c.repository_id),
@@ -413,15 +478,28 @@ impl PolicyEngine {
         ra.insert("environment".into(), s(&r.environment));
         ra.insert("sensitivity".into(), s(&r.sensitivity));
         ra.insert("audience".into(), s(&r.audience));
-        ra.insert("production".into(), RestrictedExpression::new_bool(r.production));
-        ra.insert("max_ttl_secs".into(), RestrictedExpression::new_long(r.max_ttl_secs));
+        ra.insert(
+            "production".into(),
+            RestrictedExpression::new_bool(r.production),
+        );
+        ra.insert(
+            "max_ttl_secs".into(),
+            RestrictedExpression::new_long(r.max_ttl_secs),
+        );
         if let Some(o) = &r.owner {
             ra.insert("owner".into(), s(o));
         }
-        let bad = |e: String| PolicyLoadError { file: String::new(), line: None, column: None, message: e };
+        let bad = |e: String| PolicyLoadError {
+            file: String::new(),
+            line: None,
+            column: None,
+            message: e,
+        };
         Ok(vec![
-            Entity::new(uid("Workload", &w.id), wa, HashSet::new()).map_err(|e| bad(e.to_string()))?,
-            Entity::new(uid("Resource", &r.id), ra, HashSet::new()).map_err(|e| bad(e.to_string()))?,
+            Entity::new(uid("Workload", &w.id), wa, HashSet::new())
+                .map_err(|e| bad(e.to_string()))?,
+            Entity::new(uid("Resource", &r.id), ra, HashSet::new())
+                .map_err(|e| bad(e.to_string()))?,
         ])
     }
 
@@ -431,7 +509,10 @@ impl PolicyEngine {
             ("id".to_owned(), s(&t.id)),
             ("purpose".to_owned(), s(&t.purpose)),
             ("environment".to_owned(), s(&t.environment)),
-            ("production".to_owned(), RestrictedExpression::new_bool(t.production)),
+            (
+                "production".to_owned(),
+                RestrictedExpression::new_bool(t.production),
+            ),
         ];
         if let Some(r) = &t.repository {
             task.push(("repository".into(), s(r)));
@@ -441,7 +522,10 @@ impl PolicyEngine {
         }
         let task = RestrictedExpression::new_record(task).map_err(|e| e.to_string())?;
         let approval = RestrictedExpression::new_record([
-            ("approved".to_owned(), RestrictedExpression::new_bool(input.approval.approved)),
+            (
+                "approved".to_owned(),
+                RestrictedExpression::new_bool(input.approval.approved),
+            ),
             ("approvers".to_owned(), set_of(&input.approval.approvers)),
             ("groups".to_owned(), set_of(&input.approval.groups)),
         ])
@@ -449,8 +533,14 @@ impl PolicyEngine {
         let mut pairs = vec![
             ("task".to_owned(), task),
             ("approval".to_owned(), approval),
-            ("ttl_secs".to_owned(), RestrictedExpression::new_long(input.ttl_secs)),
-            ("now_unix_secs".to_owned(), RestrictedExpression::new_long(input.now_unix_secs)),
+            (
+                "ttl_secs".to_owned(),
+                RestrictedExpression::new_long(input.ttl_secs),
+            ),
+            (
+                "now_unix_secs".to_owned(),
+                RestrictedExpression::new_long(input.now_unix_secs),
+            ),
         ];
         if let Some(ip) = input.source_ip {
             pairs.push(("source_ip".into(), s(ip)));
@@ -461,9 +551,21 @@ impl PolicyEngine {
         Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
 
-    fn eval_one(&self, input: &EvalInput<'_>, entities: &Entities, action: &str, approval: &ApprovalContext) -> Decision {
-        let deny = |policy_ids: Vec<String>, reasons: Vec<String>| Decision::Deny { policy_ids, reasons };
-        let input = EvalInput { approval, ..input.clone() };
+    fn eval_one(
+        &self,
+        input: &EvalInput<'_>,
+        entities: &Entities,
+        action: &str,
+        approval: &ApprovalContext,
+    ) -> Decision {
+        let deny = |policy_ids: Vec<String>, reasons: Vec<String>| Decision::Deny {
+            policy_ids,
+            reasons,
+        };
+        let input = EvalInput {
+            approval,
+            ..input.clone()
+        };
         let ctx = match Self::context(&input) {
             Ok(c) => c,
             Err(e) => return deny(vec![], vec![format!("cannot build policy context: {e}")]),
@@ -484,19 +586,30 @@ impl PolicyEngine {
             let ids = errors
                 .iter()
                 .map(|e| match e {
-                    cedar_policy::AuthorizationError::PolicyEvaluationError(p) => p.policy_id().to_string(),
+                    cedar_policy::AuthorizationError::PolicyEvaluationError(p) => {
+                        p.policy_id().to_string()
+                    }
                 })
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect::<Vec<_>>();
-            let reasons = ids.iter().map(|id| format!("policy `{id}` failed to evaluate; errors deny")).collect();
+            let reasons = ids
+                .iter()
+                .map(|id| format!("policy `{id}` failed to evaluate; errors deny"))
+                .collect();
             return deny(ids, reasons);
         }
         let ids: Vec<String> = resp.diagnostics().reason().map(|p| p.to_string()).collect();
         match resp.decision() {
             CedarDecision::Allow => {
-                let max = ids.iter().filter_map(|id| self.meta.get(id)?.max_ttl_secs).min();
-                Decision::Allow { policy_ids: ids, max_ttl_secs: max }
+                let max = ids
+                    .iter()
+                    .filter_map(|id| self.meta.get(id)?.max_ttl_secs)
+                    .min();
+                Decision::Allow {
+                    policy_ids: ids,
+                    max_ttl_secs: max,
+                }
             }
             CedarDecision::Deny if ids.is_empty() => deny(
                 vec![],
@@ -508,10 +621,12 @@ impl PolicyEngine {
             CedarDecision::Deny => {
                 let reasons = ids
                     .iter()
-                    .map(|id| match self.meta.get(id).and_then(|m| m.reason.clone()) {
-                        Some(r) => r,
-                        None => format!("forbidden by policy `{id}`"),
-                    })
+                    .map(
+                        |id| match self.meta.get(id).and_then(|m| m.reason.clone()) {
+                            Some(r) => r,
+                            None => format!("forbidden by policy `{id}`"),
+                        },
+                    )
                     .collect();
                 deny(ids, reasons)
             }
@@ -533,7 +648,10 @@ impl PolicyEngine {
         }) {
             Ok(e) => e,
             Err(e) => {
-                return Decision::Deny { policy_ids: vec![], reasons: vec![format!("cannot build entities: {}", e.message)] };
+                return Decision::Deny {
+                    policy_ids: vec![],
+                    reasons: vec![format!("cannot build entities: {}", e.message)],
+                };
             }
         };
         let mut allow_ids = BTreeSet::new();
@@ -543,17 +661,26 @@ impl PolicyEngine {
         let mut step_ids = BTreeSet::new();
         let mut step_groups: BTreeMap<String, u32> = BTreeMap::new();
         if input.actions.is_empty() {
-            return Decision::Deny { policy_ids: vec![], reasons: vec!["no action requested".into()] };
+            return Decision::Deny {
+                policy_ids: vec![],
+                reasons: vec!["no action requested".into()],
+            };
         }
         for action in input.actions {
             match self.eval_one(input, &entities, action, input.approval) {
-                Decision::Allow { policy_ids, max_ttl_secs } => {
+                Decision::Allow {
+                    policy_ids,
+                    max_ttl_secs,
+                } => {
                     allow_ids.extend(policy_ids);
                     if let Some(m) = max_ttl_secs {
                         max_ttl = Some(max_ttl.map_or(m, |x| x.min(m)));
                     }
                 }
-                Decision::Deny { policy_ids, reasons } => {
+                Decision::Deny {
+                    policy_ids,
+                    reasons,
+                } => {
                     // Step-up only if every deciding policy is a step-up forbid, and lifting
                     // them (a hypothetical approval by their groups) makes the action allowed.
                     let groups: Option<Vec<(String, u32)>> = (!policy_ids.is_empty())
@@ -572,8 +699,11 @@ impl PolicyEngine {
                         hyp.approved = true;
                         hyp.approvers.push("(pending approval)".into());
                         hyp.groups.extend(groups.iter().map(|(g, _)| g.clone()));
-                        matches!(self.eval_one(input, &entities, action, &hyp), Decision::Allow { .. })
-                            .then(|| groups.clone())
+                        matches!(
+                            self.eval_one(input, &entities, action, &hyp),
+                            Decision::Allow { .. }
+                        )
+                        .then(|| groups.clone())
                     });
                     match lifted {
                         Some(groups) => {
@@ -594,15 +724,24 @@ impl PolicyEngine {
         }
         if !deny_reasons.is_empty() {
             deny_reasons.dedup();
-            return Decision::Deny { policy_ids: deny_ids.into_iter().collect(), reasons: deny_reasons };
+            return Decision::Deny {
+                policy_ids: deny_ids.into_iter().collect(),
+                reasons: deny_reasons,
+            };
         }
         if !step_groups.is_empty() {
             return Decision::StepUp {
                 policy_ids: step_ids.into_iter().collect(),
-                groups: step_groups.into_iter().map(|(group, quorum)| GroupQuorum { group, quorum }).collect(),
+                groups: step_groups
+                    .into_iter()
+                    .map(|(group, quorum)| GroupQuorum { group, quorum })
+                    .collect(),
             };
         }
-        Decision::Allow { policy_ids: allow_ids.into_iter().collect(), max_ttl_secs: max_ttl }
+        Decision::Allow {
+            policy_ids: allow_ids.into_iter().collect(),
+            max_ttl_secs: max_ttl,
+        }
     }
 }
 

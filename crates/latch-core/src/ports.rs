@@ -66,11 +66,17 @@ pub struct ProviderError {
 impl ProviderError {
     /// A retryable failure (target unreachable, timeout).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
     /// A permanent failure (bad parameters).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 }
 
@@ -204,13 +210,21 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks opened by `owner_id`, newest first.
     async fn tasks_by_owner(&self, owner_id: &str, limit: u32) -> Result<Vec<Task>, StoreError>;
     /// Open tasks whose `expires_at_unix_secs <= now`.
-    async fn expired_open_tasks(&self, now_unix_secs: i64, limit: u32) -> Result<Vec<Task>, StoreError>;
+    async fn expired_open_tasks(
+        &self,
+        now_unix_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<Task>, StoreError>;
     /// An access request by id.
     async fn request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
     /// Requests in state `pending`, oldest first.
     async fn pending_requests(&self, limit: u32) -> Result<Vec<AccessRequest>, StoreError>;
     /// Pending or approved requests whose `expires_at_unix_secs <= now`.
-    async fn expired_requests(&self, now_unix_secs: i64, limit: u32) -> Result<Vec<AccessRequest>, StoreError>;
+    async fn expired_requests(
+        &self,
+        now_unix_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<AccessRequest>, StoreError>;
     /// Approvals recorded for a request, in order.
     async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError>;
     /// A lease by id.
@@ -221,7 +235,12 @@ pub trait Store: Send + Sync + 'static {
     async fn active_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
     /// Leases needing work from the reaper: active and expired, issuing for longer than
     /// `issuing_grace_secs`, or revoking / revoke_failed with a due next attempt.
-    async fn due_leases(&self, now_unix_secs: i64, issuing_grace_secs: i64, limit: u32) -> Result<Vec<Lease>, StoreError>;
+    async fn due_leases(
+        &self,
+        now_unix_secs: i64,
+        issuing_grace_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError>;
     /// The lease whose current credential has this keyed HMAC.
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError>;
     /// Audit events matching `filter`, in sequence order.

@@ -27,7 +27,9 @@ pub fn grant_window(
     policy_max_secs: Option<i64>,
     task_expires_at_unix_secs: i64,
 ) -> Option<Window> {
-    let ttl = requested_secs.min(resource_max_secs).min(policy_max_secs.unwrap_or(i64::MAX));
+    let ttl = requested_secs
+        .min(resource_max_secs)
+        .min(policy_max_secs.unwrap_or(i64::MAX));
     if ttl <= 0 {
         return None;
     }
@@ -51,7 +53,9 @@ pub fn renewal_expiry(
     lease_max_expires_at_unix_secs: i64,
     task_expires_at_unix_secs: i64,
 ) -> Option<i64> {
-    let ttl = requested_secs.min(resource_max_secs).min(policy_max_secs.unwrap_or(i64::MAX));
+    let ttl = requested_secs
+        .min(resource_max_secs)
+        .min(policy_max_secs.unwrap_or(i64::MAX));
     if ttl <= 0 {
         return None;
     }

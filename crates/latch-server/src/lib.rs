@@ -1,1 +1,11 @@
-//! placeholder
+//! Latch's HTTP server: configuration (`latch.toml`), the axum [`api::router`], background jobs
+//! (reaper, policy watcher), and [`startup`], the one place that names concrete implementations.
+
+pub mod api;
+pub mod config;
+pub mod dev;
+pub mod examples;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::{Server, StartError, StartOptions, start};

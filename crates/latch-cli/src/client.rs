@@ -1,0 +1,146 @@
+//! A small HTTP client for the Latch API, used by the CLI commands and the demo.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A client bound to one server and (optionally) one bearer token.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// An HTTP answer: status and JSON body (or `null`).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed body.
+    pub body: Value,
+}
+
+impl Answer {
+    /// Whether the status is 2xx.
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+    /// The error code of an error body, if any.
+    pub fn code(&self) -> Option<&str> {
+        self.body
+            .get("error")?
+            .get("code")?
+            .as_str()
+            .or_else(|| self.body.get("code")?.as_str())
+    }
+    /// A one-line description of an error answer.
+    pub fn error_line(&self) -> String {
+        match self.body.get("error") {
+            Some(e) => format!(
+                "{} ({}): {}",
+                e["code"].as_str().unwrap_or("?"),
+                self.status,
+                e["message"].as_str().unwrap_or("")
+            ),
+            None => format!("http {}: {}", self.status, self.body),
+        }
+    }
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// The same client with another bearer token.
+    pub fn with_token(&self, token: &str) -> Self {
+        Self {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// Base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
+        let rb = match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(Answer { status, body })
+    }
+
+    /// `GET path`.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn get(&self, path: &str) -> Result<Answer, String> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// `POST path` with a JSON body.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn post<T: Serialize>(&self, path: &str, body: &T) -> Result<Answer, String> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// `POST path` with a form body and HTTP Basic client credentials (RFC 7662 / 7009).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn post_form_basic(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        id: &str,
+        secret: &str,
+    ) -> Result<Answer, String> {
+        let rb = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .basic_auth(id, Some(secret))
+            .form(form);
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+}

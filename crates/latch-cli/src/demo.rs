@@ -1,0 +1,417 @@
+//! `latch demo`: starts the broker on the embedded default (SQLite, built-in keys, the example
+//! policies) and drives a scripted agent through the main flow over real HTTP, printing each step
+//! and failing (exit 1) if any step does not behave as described.
+
+use serde_json::{Value, json};
+
+use crate::client::{Answer, Client};
+use latch_server::examples::write_example;
+
+const CLIENT_ID: &str = latch_server::examples::DEMO_CLIENT_ID;
+const CLIENT_SECRET: &str = latch_server::examples::DEMO_CLIENT_SECRET;
+
+struct Script {
+    step: usize,
+    failures: Vec<String>,
+}
+
+impl Script {
+    fn step(&mut self, title: &str) {
+        self.step += 1;
+        println!("\n{:>2}. {title}", self.step);
+    }
+    fn say(&self, line: impl AsRef<str>) {
+        println!("      {}", line.as_ref());
+    }
+    fn check(&mut self, ok: bool, what: &str) -> bool {
+        if ok {
+            println!("      ✔ {what}");
+        } else {
+            println!("      ✘ {what}");
+            self.failures.push(format!("step {}: {what}", self.step));
+        }
+        ok
+    }
+}
+
+fn short(v: &Value) -> String {
+    v.as_str().unwrap_or("?").to_owned()
+}
+
+async fn token(c: &Client, body: Value) -> Result<String, String> {
+    let a = c.post("/v1/dev/tokens", &body).await?;
+    if !a.ok() {
+        return Err(format!("dev token: {}", a.error_line()));
+    }
+    Ok(short(&a.body["token"]))
+}
+
+async fn introspect(c: &Client, tok: &str) -> Result<Answer, String> {
+    c.post_form_basic(
+        "/v1/oauth/introspect",
+        &[("token", tok)],
+        CLIENT_ID,
+        CLIENT_SECRET,
+    )
+    .await
+}
+
+fn show_decision(s: &Script, a: &Answer) {
+    let d = &a.body["request"]["decision"];
+    s.say(format!(
+        "decision: {}  policies: {}",
+        short(&d["decision"]),
+        d["policy_ids"]
+            .as_array()
+            .map(|v| v.iter().map(short).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default()
+    ));
+    if let Some(r) = d["reasons"].as_array() {
+        for r in r {
+            s.say(format!("reason: {}", short(r)));
+        }
+    }
+}
+
+/// Runs the demo; returns the process exit code.
+pub async fn run() -> i32 {
+    let dir = std::env::temp_dir().join(format!("latch-demo-{}", uuid::Uuid::new_v4().simple()));
+    let result = run_in(&dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(failures) if failures.is_empty() => {
+            println!("\nAll steps behaved as described.");
+            0
+        }
+        Ok(failures) => {
+            println!("\n{} step(s) did not behave as described:", failures.len());
+            for f in failures {
+                println!("  - {f}");
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            1
+        }
+    }
+}
+
+async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
+    let path = write_example(dir, "127.0.0.1:0").map_err(|e| e.to_string())?;
+    let config = latch_server::Config::load(&path).map_err(|e| e.to_string())?;
+    let server = latch_server::start(config, Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "Latch demo — broker on {} (SQLite in {}, built-in keys, example policies)",
+        server.base_url,
+        dir.display()
+    );
+    let anon = Client::new(&server.base_url, None);
+    let mut s = Script {
+        step: 0,
+        failures: vec![],
+    };
+    let r = script(&mut s, &anon).await;
+    server.shutdown().await;
+    r?;
+    Ok(s.failures)
+}
+
+async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
+    // ---------------------------------------------------------------- identities
+    s.step(
+        "The agent proves what it is: a GitHub-Actions-shaped workload token (development issuer)",
+    );
+    let agent_tok = token(
+        anon,
+        json!({"kind": "workload", "repository": "acme/payments-api", "git_ref": "refs/heads/main",
+               "actor": "alice", "run_id": "4242", "run_attempt": "1"}),
+    )
+    .await?;
+    let agent = anon.with_token(&agent_tok);
+    let alice = anon.with_token(
+        &token(
+            anon,
+            json!({"kind": "human", "subject": "alice", "groups": ["prod-approvers"]}),
+        )
+        .await?,
+    );
+    let bob = anon.with_token(
+        &token(
+            anon,
+            json!({"kind": "human", "subject": "bob", "groups": ["prod-approvers"]}),
+        )
+        .await?,
+    );
+    let auditor = anon.with_token(
+        &token(
+            anon,
+            json!({"kind": "human", "subject": "carol", "groups": ["latch-admins"]}),
+        )
+        .await?,
+    );
+    s.say("workload: repo acme/payments-api @ refs/heads/main, run 4242, acting for human `alice`");
+    s.say("humans: alice and bob (prod-approvers), carol (latch-admins)");
+    let bad = anon
+        .with_token("not-a-token")
+        .post(
+            "/v1/tasks",
+            &json!({"purpose": "x", "environment": "sandbox"}),
+        )
+        .await?;
+    s.check(
+        bad.status == 401 && bad.code() == Some("token_malformed"),
+        "a malformed token is refused (401 token_malformed)",
+    );
+
+    // ---------------------------------------------------------------- sandbox
+    s.step("Open a sandbox task");
+    let a = agent
+        .post("/v1/tasks", &json!({"purpose": "fix flaky integration test", "environment": "sandbox", "ttl_secs": 1800}))
+        .await?;
+    let sandbox = short(&a.body["id"]);
+    s.check(
+        a.status == 201,
+        &format!("task {sandbox} opened (sandbox, 30 min)"),
+    );
+
+    s.step("In the sandbox task, read the CI cache: granted at once");
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{sandbox}/requests"),
+            &json!({"resource": "ci-cache", "actions": ["read"],
+        "justification": "restore build cache"}),
+        )
+        .await?;
+    show_decision(s, &a);
+    let cache_tok = short(&a.body["credential"]["value"]);
+    s.check(
+        a.status == 201 && a.body["status"] == "granted",
+        "credential minted with a lease",
+    );
+    s.say(format!(
+        "lease {} expires at {} (ttl {}s)",
+        short(&a.body["lease"]["id"]),
+        a.body["lease"]["expires_at_unix_secs"],
+        a.body["lease"]["expires_at_unix_secs"]
+            .as_i64()
+            .unwrap_or(0)
+            - a.body["lease"]["issued_at_unix_secs"].as_i64().unwrap_or(0)
+    ));
+    let i = introspect(anon, &cache_tok).await?;
+    s.check(
+        i.body["active"] == true,
+        "introspection (RFC 7662) says the token is active",
+    );
+
+    s.step("In the sandbox task, reach for the production payments database");
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{sandbox}/requests"),
+            &json!({"resource": "payments-db", "actions": ["read"]}),
+        )
+        .await?;
+    show_decision(s, &a);
+    s.check(
+        a.status == 403
+            && a.body["code"] == "environment_separation"
+            && a.body.get("credential").is_none(),
+        "refused by the hard sandbox/production separation; nothing minted",
+    );
+
+    // ---------------------------------------------------------------- production
+    s.step("Open a production task for a deploy");
+    let a = agent
+        .post(
+            "/v1/tasks",
+            &json!({"purpose": "deploy payments-api v2.3.1", "environment": "production",
+        "ttl_secs": 3600}),
+        )
+        .await?;
+    let prod = short(&a.body["id"]);
+    s.check(
+        a.status == 201 && a.body["production"] == true,
+        &format!("task {prod} opened (production)"),
+    );
+
+    s.step("Ask to deploy: policy sends it to step-up approval");
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{prod}/requests"),
+            &json!({"resource": "deploy-pipeline", "actions": ["deploy"],
+        "ttl_secs": 600, "justification": "release v2.3.1 (tests green)"}),
+        )
+        .await?;
+    show_decision(s, &a);
+    let rid = short(&a.body["request"]["id"]);
+    let digest = short(&a.body["request"]["digest"]);
+    s.check(
+        a.status == 202 && a.body["status"] == "pending",
+        "pending approval by `prod-approvers`; nothing minted",
+    );
+    s.say(format!(
+        "request {rid}, digest {}…",
+        &digest[..16.min(digest.len())]
+    ));
+
+    s.step("alice, the human the agent works for, tries to approve her own agent's request");
+    let a = alice
+        .post(
+            &format!("/v1/approvals/{rid}/approve"),
+            &json!({"digest": digest, "reason": "lgtm"}),
+        )
+        .await?;
+    s.check(
+        a.status == 403 && a.code() == Some("self_approval_forbidden"),
+        "refused (self_approval_forbidden)",
+    );
+
+    s.step("bob sees the pending request and approves the exact request (bound by its digest)");
+    let p = bob.get("/v1/approvals/pending").await?;
+    let seen = p
+        .body
+        .as_array()
+        .is_some_and(|v| v.iter().any(|x| x["request"]["id"] == rid.as_str()));
+    s.check(
+        seen,
+        "bob's pending list shows the request with its task and digest",
+    );
+    let wrong = bob
+        .post(
+            &format!("/v1/approvals/{rid}/approve"),
+            &json!({"digest": "0".repeat(64), "reason": "x"}),
+        )
+        .await?;
+    s.check(
+        wrong.code() == Some("approval_digest_mismatch"),
+        "an approval for another digest is refused",
+    );
+    let a = bob
+        .post(
+            &format!("/v1/approvals/{rid}/approve"),
+            &json!({"digest": digest, "reason": "release window open"}),
+        )
+        .await?;
+    s.check(
+        a.ok() && a.body["state"] == "approved",
+        "quorum reached; policy re-evaluated with the approval: approved",
+    );
+
+    s.step("The agent claims its approved request: policy is evaluated again, then the token is minted");
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            &json!({}),
+        )
+        .await?;
+    show_decision(s, &a);
+    let deploy_tok = short(&a.body["credential"]["value"]);
+    let deploy_lease = short(&a.body["lease"]["id"]);
+    s.check(
+        a.status == 201 && a.body["status"] == "granted",
+        &format!("deploy credential minted (lease {deploy_lease})"),
+    );
+    let again = agent
+        .post(
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            &json!({}),
+        )
+        .await?;
+    s.check(
+        again.code() == Some("request_not_pending"),
+        "a second claim is refused: a credential is delivered once",
+    );
+
+    s.step("Renew the deploy lease: a fresh policy evaluation, bounded by the lease's max TTL");
+    let a = agent
+        .post(
+            &format!("/v1/leases/{deploy_lease}/renew"),
+            &json!({"ttl_secs": 900}),
+        )
+        .await?;
+    let renewed_tok = short(&a.body["credential"]["value"]);
+    s.check(
+        a.ok() && a.body["lease"]["renewals"] == 1,
+        "renewed (renewals = 1), new token issued",
+    );
+    s.say(format!(
+        "lease now expires at {}, never after {}",
+        a.body["lease"]["expires_at_unix_secs"], a.body["lease"]["max_expires_at_unix_secs"]
+    ));
+    let old = introspect(anon, &deploy_tok).await?;
+    let new = introspect(anon, &renewed_tok).await?;
+    s.check(
+        old.body["active"] == false && new.body["active"] == true,
+        "the replaced token is inactive, the renewed one active",
+    );
+
+    s.step(
+        "Ask for admin on the payments database: denied, with the deciding policy and its reason",
+    );
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{prod}/requests"),
+            &json!({"resource": "payments-db", "actions": ["admin"]}),
+        )
+        .await?;
+    show_decision(s, &a);
+    let ids_ok = a.body["request"]["decision"]["policy_ids"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|x| x == "no-agent-admin"));
+    s.check(
+        a.status == 403 && a.body["code"] == "policy_denied" && ids_ok,
+        "denied by `no-agent-admin`",
+    );
+
+    // ---------------------------------------------------------------- end
+    s.step("Complete both tasks: every lease is revoked");
+    for t in [&sandbox, &prod] {
+        let a = agent
+            .post(&format!("/v1/tasks/{t}/complete"), &json!({}))
+            .await?;
+        s.check(
+            a.ok() && a.body["state"] == "completed",
+            &format!("task {t} completed"),
+        );
+    }
+    let mut all_dead = true;
+    for tok in [&cache_tok, &deploy_tok, &renewed_tok] {
+        all_dead &= introspect(anon, tok).await?.body["active"] == false;
+    }
+    s.check(
+        all_dead,
+        "every token of both tasks now fails introspection (active: false)",
+    );
+    let a = agent.get(&format!("/v1/tasks/{prod}/leases")).await?;
+    let revoked = a
+        .body
+        .as_array()
+        .is_some_and(|v| !v.is_empty() && v.iter().all(|l| l["state"] == "revoked"));
+    s.check(revoked, "the production task's leases show `revoked`");
+
+    s.step("The audit trail recorded every step (never a secret)");
+    let a = auditor
+        .get(&format!("/v1/audit?task_id={prod}&limit=1000"))
+        .await?;
+    let events = a.body.as_array().cloned().unwrap_or_default();
+    for e in &events {
+        s.say(format!(
+            "#{:<4} {:<28} {:<10} by {}",
+            e["seq"],
+            short(&e["kind"]),
+            short(&e["outcome"]),
+            short(&e["actor"])
+        ));
+    }
+    let text = a.body.to_string();
+    let leaked = [&cache_tok, &deploy_tok, &renewed_tok]
+        .iter()
+        .any(|t| text.contains(t.as_str()));
+    s.check(
+        a.ok() && events.len() >= 8 && !leaked,
+        "task, decisions, approvals, issue, renewal, revocation recorded; no token in the log",
+    );
+    Ok(())
+}

@@ -1,0 +1,924 @@
+//! The HTTP API: thin axum handlers that extract the caller, validate the body, call one
+//! [`Broker`] method and map the result. `router()` is testable with `tower::ServiceExt::oneshot`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Json, Router};
+use latch_core::broker::{AccessOutcome, CallCtx, Grant, Introspection, OpenTask, RequestAccess};
+use latch_core::model::{
+    AccessRequest, Approval, AuditEvent, AuditFilter, Human, Lease, Task, TaskState, Verdict,
+    Workload,
+};
+use latch_core::{ApiError, Broker, ErrorCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::config::IntrospectionClient;
+use crate::dev::{DevIssuer, DevTokenRequest};
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Development issuer, when enabled.
+    pub dev: Option<Arc<DevIssuer>>,
+    /// Published signing keys (RFC 7517 JWK Set).
+    pub jwks: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// Prometheus exposition.
+    pub metrics: PrometheusHandle,
+    /// RFC 7662 clients.
+    pub introspection_clients: Arc<Vec<IntrospectionClient>>,
+    /// Human groups allowed to read audit.
+    pub admin_groups: Arc<Vec<String>>,
+}
+
+/// Request id and source address, set by middleware for every request.
+#[derive(Debug, Clone)]
+pub struct ReqMeta {
+    /// `x-request-id` (taken from the caller if well-formed, else generated).
+    pub request_id: String,
+    /// Peer address.
+    pub source_ip: Option<String>,
+}
+
+impl ReqMeta {
+    fn ctx(&self) -> CallCtx {
+        CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
+    }
+}
+
+/// Error body: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Error details.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code (see `ErrorCode`).
+    pub code: String,
+    /// Lowercase, secret-free message.
+    pub message: String,
+    /// The request id, for support.
+    pub request_id: Option<String>,
+}
+
+/// An [`ApiError`] as an HTTP response.
+#[derive(Debug)]
+pub struct AppError(pub ApiError);
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code.as_str().into(),
+                message: self.0.message.clone(),
+                request_id: None,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        resp.extensions_mut().insert(self.0);
+        resp
+    }
+}
+
+type ApiResult<T> = Result<T, AppError>;
+
+/// JSON body extractor whose rejections are [`AppError`]s with code `invalid_request`.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid json body: {}", e.body_text()),
+            ))),
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Commits audit events still pending (e.g. the caller's authentication) and returns `r`.
+/// Audit fails closed: if they cannot be recorded, the call fails.
+async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
+    let flushed = s.broker.flush(ctx).await;
+    match (r, flushed) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(AppError(e)),
+        (Err(e), _) => {
+            if matches!(e.code.http_status(), 401) {
+                metrics::counter!("latch_auth_failures_total", "code" => e.code.as_str())
+                    .increment(1);
+            }
+            Err(AppError(e))
+        }
+    }
+}
+
+/// Middleware: request id, source address, structured access log, error bodies get the id.
+pub async fn request_meta(mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| latch_core::model::new_id("rq"));
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(ReqMeta {
+        request_id: request_id.clone(),
+        source_ip,
+    });
+    let start = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: err.code.as_str().into(),
+                message: err.message,
+                request_id: Some(request_id.clone()),
+            },
+        };
+        let headers = resp.headers().clone();
+        resp = (resp.status(), Json(body)).into_response();
+        for (k, v) in headers.iter() {
+            if k != header::CONTENT_LENGTH {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
+    tracing::info!(target: "latch::http", request_id = %request_id, %method, %path, status,
+        latency_us = start.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+// ---------------------------------------------------------------- health, metrics, keys
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "process is up")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable"), (status = 503, body = ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    s.broker
+        .store()
+        .ping()
+        .await
+        .map_err(|e| AppError(e.into()))?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, description = "RFC 7517 JWK Set of the keys that sign access tokens")))]
+async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json((s.jwks)()),
+    )
+}
+
+// ---------------------------------------------------------------- tasks
+
+#[utoipa::path(post, path = "/v1/tasks", request_body = OpenTask, security(("bearer" = [])),
+    responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn open_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OpenTask>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.open_task(&ctx, &w, body).await
+    }
+    .await;
+    let t = finish(&s, &ctx, r).await?;
+    metrics::counter!("latch_tasks_opened_total").increment(1);
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+#[utoipa::path(get, path = "/v1/tasks", security(("bearer" = [])), responses((status = 200, body = [Task])))]
+async fn list_tasks(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<Task>>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.list_tasks(&w).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
+async fn get_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.task(&w, &id).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+async fn end_task(
+    s: AppState,
+    m: ReqMeta,
+    headers: HeaderMap,
+    id: String,
+    state: TaskState,
+) -> ApiResult<Json<Task>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.end_task(&ctx, &w, &id, state).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task, description = "task completed; every lease revoked"), (status = 409, body = ErrorBody)))]
+async fn complete_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    end_task(s, m, headers, id, TaskState::Completed).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task, description = "task cancelled; every lease revoked"), (status = 409, body = ErrorBody)))]
+async fn cancel_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    end_task(s, m, headers, id, TaskState::Cancelled).await
+}
+
+// ---------------------------------------------------------------- access requests
+
+/// A credential as delivered (once).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialBody {
+    /// `bearer_token`, …
+    pub kind: String,
+    /// The secret value. Shown only in this response; Latch keeps only its keyed HMAC.
+    pub value: String,
+    /// Non-secret metadata.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+/// Outcome of an access request, a claim, or a renewal.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessResponse {
+    /// `granted`, `denied`, `pending` (step-up) or `approved` (claim it).
+    pub status: String,
+    /// For `denied`: `policy_denied` or `environment_separation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The request, with its decision (policy ids, reasons or step-up groups) and digest.
+    pub request: AccessRequest,
+    /// The lease, when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// The credential, when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialBody>,
+    /// HTTP request id.
+    pub request_id: String,
+}
+
+fn grant_body(g: Grant, request_id: &str) -> AccessResponse {
+    AccessResponse {
+        status: "granted".into(),
+        code: None,
+        request: g.request,
+        lease: Some(g.lease),
+        credential: Some(CredentialBody {
+            kind: g.credential.kind.clone(),
+            value: g.credential.secret.expose_secret().to_owned(),
+            metadata: g.credential.metadata.clone(),
+        }),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<AccessResponse>) {
+    let plain = |status: &str, code: Option<String>, request: AccessRequest| AccessResponse {
+        status: status.into(),
+        code,
+        request,
+        lease: None,
+        credential: None,
+        request_id: request_id.to_owned(),
+    };
+    let (st, body, decision) = match o {
+        AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
+        AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
+        AccessOutcome::Approved(r) => (StatusCode::OK, plain("approved", None, r), "approved"),
+        AccessOutcome::Denied(r) => {
+            let sep = r.decision.policy_ids().is_empty()
+                && matches!(&r.decision, latch_core::model::Decision::Deny { reasons, .. }
+                    if reasons.iter().any(|x| x.starts_with(latch_core::broker::SEPARATION_REASON)));
+            let code = if sep {
+                ErrorCode::EnvironmentSeparation
+            } else {
+                ErrorCode::PolicyDenied
+            };
+            (
+                StatusCode::FORBIDDEN,
+                plain("denied", Some(code.as_str().into()), r),
+                "deny",
+            )
+        }
+    };
+    metrics::counter!("latch_access_decisions_total", "decision" => decision).increment(1);
+    (st, Json(body))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = AccessResponse, description = "allowed: credential minted (shown once)"),
+              (status = 202, body = AccessResponse, description = "step-up: waiting for approvers"),
+              (status = 403, body = AccessResponse, description = "denied, with policy ids and reasons"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn request_access(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RequestAccess>,
+) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.request_access(&ctx, &w, &id, body).await
+    }
+    .await;
+    Ok(outcome_response(finish(&s, &ctx, r).await?, &m.request_id))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 404, body = ErrorBody)))]
+async fn get_request(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(String, String)>,
+) -> ApiResult<Json<AccessRequest>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.request(&w, &id, &rid).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
+    responses((status = 201, body = AccessResponse, description = "approved and re-evaluated: credential minted (once)"),
+              (status = 202, body = AccessResponse, description = "still pending"),
+              (status = 403, body = AccessResponse, description = "denied"),
+              (status = 409, body = ErrorBody, description = "already claimed"), (status = 410, body = ErrorBody)))]
+async fn claim_request(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.claim(&ctx, &w, &id, &rid).await
+    }
+    .await;
+    Ok(outcome_response(finish(&s, &ctx, r).await?, &m.request_id))
+}
+
+// ---------------------------------------------------------------- leases
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/leases", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = [Lease])))]
+async fn task_leases(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Lease>>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.leases(&w, &id).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+/// Renewal input.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    /// Requested TTL in seconds (default: the original request's).
+    pub ttl_secs: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/leases/{id}/renew", request_body = RenewBody, security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = AccessResponse, description = "fresh policy evaluation passed; new credential"),
+              (status = 403, body = ErrorBody, description = "policy no longer allows it; the lease was revoked"),
+              (status = 400, body = ErrorBody, description = "max ttl reached")))]
+async fn renew_lease(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<AccessResponse>> {
+    let ctx = m.ctx();
+    let body: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RenewBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid json body: {e}"),
+            ))
+        })?
+    };
+    let ttl = body.ttl_secs;
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.renew(&ctx, &w, &id, ttl).await
+    }
+    .await;
+    let g = finish(&s, &ctx, r).await?;
+    let mut body = grant_body(g, &m.request_id);
+    body.status = "renewed".into();
+    metrics::counter!("latch_renewals_total").increment(1);
+    Ok(Json(body))
+}
+
+#[utoipa::path(post, path = "/v1/leases/{id}/revoke", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Lease), (status = 409, body = ErrorBody)))]
+async fn revoke_lease(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Lease>> {
+    let ctx = m.ctx();
+    let r = async {
+        let w = s
+            .broker
+            .authenticate_workload(&ctx, bearer(&headers))
+            .await?;
+        s.broker.revoke(&ctx, &w, &id).await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+// ---------------------------------------------------------------- approvals
+
+/// A pending request as an approver sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PendingView {
+    /// The request (resource, actions, TTL, justification, step-up groups, digest).
+    pub request: AccessRequest,
+    /// Its task (purpose, repository, branch, environment, on whose behalf).
+    pub task: Task,
+    /// Votes so far.
+    pub approvals: Vec<Approval>,
+}
+
+#[utoipa::path(get, path = "/v1/approvals/pending", security(("bearer" = [])),
+    responses((status = 200, body = [PendingView], description = "requests the caller may vote on")))]
+async fn pending(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<PendingView>>> {
+    let ctx = m.ctx();
+    let r = async {
+        let h = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+        let mut out = Vec::new();
+        for (request, task) in s.broker.pending_for(&h).await? {
+            let approvals = s.broker.approvals(&request.id).await?;
+            out.push(PendingView {
+                request,
+                task,
+                approvals,
+            });
+        }
+        Ok(out)
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+/// A vote.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    /// The digest of the request being approved, as shown by `GET /v1/approvals/pending`.
+    pub digest: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn vote(
+    s: AppState,
+    m: ReqMeta,
+    headers: HeaderMap,
+    rid: String,
+    body: VoteBody,
+    verdict: Verdict,
+) -> ApiResult<Json<AccessRequest>> {
+    let ctx = m.ctx();
+    let r = async {
+        let h: Human = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+        s.broker
+            .vote(&ctx, &h, &rid, &body.digest, verdict, &body.reason)
+            .await
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+#[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn approve(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    ApiJson(body): ApiJson<VoteBody>,
+) -> ApiResult<Json<AccessRequest>> {
+    vote(s, m, headers, rid, body, Verdict::Approve).await
+}
+
+#[utoipa::path(post, path = "/v1/approvals/{rid}/deny", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn deny(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    ApiJson(body): ApiJson<VoteBody>,
+) -> ApiResult<Json<AccessRequest>> {
+    vote(s, m, headers, rid, body, Verdict::Deny).await
+}
+
+// ---------------------------------------------------------------- OAuth introspection / revocation
+
+/// `application/x-www-form-urlencoded` body of RFC 7662 / RFC 7009 calls.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// The token.
+    pub token: String,
+    /// Ignored hint.
+    #[serde(default)]
+    pub token_type_hint: Option<String>,
+}
+
+fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    let got = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        secret.as_bytes(),
+    ));
+    let mut ok = None;
+    for c in s.introspection_clients.iter() {
+        let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+            got.as_bytes(),
+            c.secret_sha256.to_ascii_lowercase().as_bytes(),
+        )
+        .is_ok();
+        if c.id == id && same {
+            ok = Some(c.id.clone());
+        }
+    }
+    ok
+}
+
+fn client_auth_failed() -> Response {
+    let mut r = AppError(ApiError::new(
+        ErrorCode::ClientAuthFailed,
+        "client authentication failed",
+    ))
+    .into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"latch\""),
+    );
+    r
+}
+
+#[utoipa::path(post, path = "/v1/oauth/introspect", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = [])), responses((status = 200, body = Introspection), (status = 401, body = ErrorBody)))]
+async fn introspect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if client_auth(&s, &headers).is_none() {
+        return client_auth_failed();
+    }
+    let i = s.broker.introspect(&form.token);
+    ([(header::CACHE_CONTROL, "no-store")], Json(i)).into_response()
+}
+
+#[utoipa::path(post, path = "/v1/oauth/revoke", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = []), ("bearer" = [])), responses((status = 200, description = "revoked, or unknown (RFC 7009 §2.2)"), (status = 401, body = ErrorBody)))]
+async fn oauth_revoke(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let ctx = m.ctx();
+    let owner: Option<Workload>;
+    let actor = if let Some(c) = client_auth(&s, &headers) {
+        owner = None;
+        format!("client:{c}")
+    } else {
+        match s.broker.authenticate_workload(&ctx, bearer(&headers)).await {
+            Ok(w) => {
+                let id = w.id.clone();
+                owner = Some(w);
+                id
+            }
+            Err(_) => return client_auth_failed(),
+        }
+    };
+    let r = s
+        .broker
+        .revoke_by_value(&ctx, &form.token, &actor, owner.as_ref())
+        .await;
+    match finish(&s, &ctx, r).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+// ---------------------------------------------------------------- audit
+
+/// Audit query.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Only this task.
+    pub task_id: Option<String>,
+    /// Only this lease.
+    pub lease_id: Option<String>,
+    /// Kind prefix, e.g. `credential.`.
+    pub kind: Option<String>,
+    /// Only after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Page size (≤ 1000).
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, body = [AuditEvent]), (status = 403, body = ErrorBody)))]
+async fn audit(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let ctx = m.ctx();
+    let r = async {
+        let h = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+        if !h.groups.iter().any(|g| s.admin_groups.contains(g)) {
+            return Err(ApiError::new(
+                ErrorCode::WrongPrincipalKind,
+                "reading the audit log needs an admin group",
+            ));
+        }
+        let f = AuditFilter {
+            task_id: q.task_id,
+            lease_id: q.lease_id,
+            kind_prefix: q.kind,
+            after_seq: q.after_seq,
+            limit: Some(q.limit.unwrap_or(100).min(1000)),
+        };
+        Ok(s.broker.store().audit_events(&f).await?)
+    }
+    .await;
+    Ok(Json(finish(&s, &ctx, r).await?))
+}
+
+// ---------------------------------------------------------------- development issuer
+
+/// A development token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DevTokenResponse {
+    /// The signed token.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/v1/dev/tokens", request_body = DevTokenRequest,
+    responses((status = 200, body = DevTokenResponse), (status = 404, description = "development issuer disabled")))]
+async fn dev_token(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<DevTokenRequest>,
+) -> ApiResult<Json<DevTokenResponse>> {
+    let dev = s.dev.as_ref().ok_or_else(|| {
+        AppError(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the development issuer is disabled",
+        ))
+    })?;
+    let now = s.broker.clock().now_unix_secs();
+    let token = dev
+        .mint(&req, now)
+        .map_err(|m| AppError(ApiError::new(ErrorCode::InvalidRequest, m)))?;
+    Ok(Json(DevTokenResponse { token }))
+}
+
+// ---------------------------------------------------------------- router and OpenAPI
+
+/// The OpenAPI 3.1 document served at `/v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
+    paths(healthz, readyz, jwks, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
+          get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
+          introspect, oauth_revoke, audit, dev_token),
+    components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
+                       TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        c.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> AppError {
+    AppError(ApiError::new(ErrorCode::InvalidRequest, "no such endpoint"))
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/openapi.json", get(openapi_json))
+        .route("/v1/tasks", post(open_task).get(list_tasks))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/complete", post(complete_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/tasks/{id}/requests", post(request_access))
+        .route("/v1/tasks/{id}/requests/{rid}", get(get_request))
+        .route("/v1/tasks/{id}/requests/{rid}/claim", post(claim_request))
+        .route("/v1/tasks/{id}/leases", get(task_leases))
+        .route("/v1/leases/{id}/renew", post(renew_lease))
+        .route("/v1/leases/{id}/revoke", post(revoke_lease))
+        .route("/v1/approvals/pending", get(pending))
+        .route("/v1/approvals/{rid}/approve", post(approve))
+        .route("/v1/approvals/{rid}/deny", post(deny))
+        .route("/v1/oauth/introspect", post(introspect))
+        .route("/v1/oauth/revoke", post(oauth_revoke))
+        .route("/v1/audit", get(audit));
+    if state.dev.is_some() {
+        r = r.route("/v1/dev/tokens", post(dev_token));
+    }
+    r.fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(request_meta))
+        .with_state(state)
+}

@@ -1,0 +1,463 @@
+//! `latch.toml`: the server's configuration. Relative paths are resolved against the directory
+//! of the configuration file. Durations use humantime (`90s`, `15m`, `8h`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and public URL.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Durable store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Key material at rest.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Cedar policies.
+    pub policy: PolicyConfig,
+    /// Task rules.
+    #[serde(default)]
+    pub tasks: TasksConfig,
+    /// Step-up approvals.
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+    /// Background revocation.
+    #[serde(default)]
+    pub reaper: ReaperConfig,
+    /// Trusted identity issuers (workload and human).
+    #[serde(default)]
+    pub issuers: Vec<latch_identity::IssuerConfig>,
+    /// Development issuer (off unless configured).
+    #[serde(default)]
+    pub dev_issuer: DevIssuerConfig,
+    /// Clients allowed to call introspection and revocation (RFC 7662 §2.1 client authentication).
+    #[serde(default)]
+    pub introspection_clients: Vec<IntrospectionClient>,
+    /// Humans in these groups may read the audit log over the API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Resources agents can ask for.
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+    /// Directory of the configuration file (set by [`Config::load`]).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on (`127.0.0.1:8080`; port 0 picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Public base URL: the `iss` of minted tokens. Default: `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Directory for the SQLite file and generated development keys.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, bytes.
+    #[serde(default = "default_body_limit")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".latch-data")
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            data_dir: default_data_dir(),
+            max_body_bytes: default_body_limit(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path` (default: `<data_dir>/latch.db`).
+    pub url: Option<String>,
+}
+
+/// `[keys]`: the operator's master key, which seals signing keys at rest.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the base64 master key (mode 0600).
+    pub master_key_file: Option<PathBuf>,
+    /// Environment variable holding the base64 master key.
+    pub master_key_env: Option<String>,
+    /// Without either: generate `<data_dir>/master.key` on first start (development only;
+    /// "built-in keys"). Set to false to require an operator-supplied key.
+    #[serde(default = "yes")]
+    pub generate_if_missing: bool,
+    /// `EdDSA` (default) or `ES256`.
+    #[serde(default = "default_alg")]
+    pub signing_alg: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_alg() -> String {
+    "EdDSA".into()
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cedar schema file.
+    pub schema: PathBuf,
+    /// Directory whose `*.cedar` files are the policy set (sorted by name).
+    pub dir: PathBuf,
+    /// Reload when a file changes (polled) and on SIGHUP.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How often to poll for changes.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// `[tasks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksConfig {
+    /// TTL when the opener names none.
+    #[serde(default = "default_task_ttl", with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest TTL.
+    #[serde(default = "default_task_max", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// Environments that are production (hard-separated from all others).
+    #[serde(default = "default_prod")]
+    pub production_environments: Vec<String>,
+}
+
+fn default_task_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_task_max() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_prod() -> Vec<String> {
+    vec!["production".into(), "prod".into()]
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: default_task_ttl(),
+            max_ttl: default_task_max(),
+            production_environments: default_prod(),
+        }
+    }
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long a step-up request waits (and an approved one waits to be claimed).
+    #[serde(default = "default_pending", with = "humantime_serde")]
+    pub pending_ttl: Duration,
+}
+
+fn default_pending() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            pending_ttl: default_pending(),
+        }
+    }
+}
+
+/// `[reaper]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperConfig {
+    /// Pass interval.
+    #[serde(default = "default_reap", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Whether the server runs the reaper (tests drive it by hand).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// First retry delay of a failed revocation (doubles per attempt).
+    #[serde(default = "default_backoff", with = "humantime_serde")]
+    pub revoke_backoff: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub revoke_backoff_max: Duration,
+    /// Attempts before a lease shows `revoke_failed` and is alerted.
+    #[serde(default = "default_alert")]
+    pub alert_after_attempts: u32,
+}
+
+fn default_reap() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_alert() -> u32 {
+    5
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_reap(),
+            enabled: true,
+            revoke_backoff: default_backoff(),
+            revoke_backoff_max: default_backoff_max(),
+            alert_after_attempts: default_alert(),
+        }
+    }
+}
+
+/// `[dev_issuer]`: mints GitHub-Actions-shaped workload tokens and human tokens for local use.
+///
+/// # Security
+/// Off unless `enabled = true`; anyone who can reach `POST /v1/dev/tokens` can then become any
+/// workload or human. The server logs a warning at start when it is on.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DevIssuerConfig {
+    /// Turn it on.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Audience of the tokens it mints (and that the broker accepts from it).
+    #[serde(default = "default_dev_aud")]
+    pub audience: String,
+}
+
+fn default_dev_aud() -> String {
+    "latch".into()
+}
+
+/// One `[[introspection_clients]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionClient {
+    /// Client id (HTTP Basic user name).
+    pub id: String,
+    /// Lowercase hex SHA-256 of the client secret (the secret itself is never configured).
+    pub secret_sha256: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Human groups allowed to read the audit log and list all tasks.
+    #[serde(default = "default_admin_groups")]
+    pub groups: Vec<String>,
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["latch-admins".into()]
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            groups: default_admin_groups(),
+        }
+    }
+}
+
+/// One `[[resources]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Id used in requests and policies.
+    pub id: String,
+    /// Provider kind (`jwt`).
+    pub kind: String,
+    /// Environment it lives in.
+    pub environment: String,
+    /// `public`, `internal`, `confidential` or `secret`.
+    #[serde(default = "default_sensitivity")]
+    pub sensitivity: String,
+    /// Audience of its credentials.
+    pub audience: String,
+    /// Actions it offers.
+    pub actions: Vec<String>,
+    /// Longest TTL per issue or renewal.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// TTL when a request names none (default: `max_ttl`).
+    #[serde(default, with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    /// Longest life of one lease across renewals (default: 4 × `max_ttl`).
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    /// Owning team.
+    pub owner: Option<String>,
+    /// Provider settings.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+fn default_sensitivity() -> String {
+    "internal".into()
+}
+
+/// A configuration error, naming the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the problem (TOML position included).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config `{}`: {e}", path.display())))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses TOML text; relative paths resolve against `base_dir`.
+    ///
+    /// # Errors
+    /// [`ConfigError`].
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        c.base_dir = base_dir.to_path_buf();
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Resolves a configured path against the config file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.resources {
+            if !seen.insert(&r.id) {
+                return Err(ConfigError(format!("duplicate resource id `{}`", r.id)));
+            }
+            if r.actions.is_empty() {
+                return Err(ConfigError(format!(
+                    "resource `{}` offers no actions",
+                    r.id
+                )));
+            }
+            if r.max_ttl.as_secs() == 0 {
+                return Err(ConfigError(format!(
+                    "resource `{}`: `max_ttl` must be at least 1s",
+                    r.id
+                )));
+            }
+            if r.default_ttl
+                .is_some_and(|d| d > r.max_ttl || d.as_secs() == 0)
+            {
+                return Err(ConfigError(format!(
+                    "resource `{}`: `default_ttl` must be 1s to `max_ttl`",
+                    r.id
+                )));
+            }
+            if r.max_lifetime.is_some_and(|d| d < r.max_ttl) {
+                return Err(ConfigError(format!(
+                    "resource `{}`: `max_lifetime` must be at least `max_ttl`",
+                    r.id
+                )));
+            }
+        }
+        if self.tasks.default_ttl > self.tasks.max_ttl || self.tasks.default_ttl.as_secs() == 0 {
+            return Err(ConfigError(
+                "`tasks.default_ttl` must be 1s to `tasks.max_ttl`".into(),
+            ));
+        }
+        for c in &self.introspection_clients {
+            if c.secret_sha256.len() != 64
+                || !c.secret_sha256.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return Err(ConfigError(format!(
+                    "introspection client `{}`: `secret_sha256` must be 64 hex characters",
+                    c.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The resources as the domain sees them.
+    pub fn domain_resources(&self) -> Vec<latch_core::model::Resource> {
+        self.resources
+            .iter()
+            .map(|r| {
+                let max = r.max_ttl.as_secs() as i64;
+                latch_core::model::Resource {
+                    id: r.id.clone(),
+                    kind: r.kind.clone(),
+                    production: self
+                        .tasks
+                        .production_environments
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case(&r.environment)),
+                    environment: r.environment.clone(),
+                    sensitivity: r.sensitivity.clone(),
+                    audience: r.audience.clone(),
+                    actions: r.actions.clone(),
+                    max_ttl_secs: max,
+                    max_lifetime_secs: r
+                        .max_lifetime
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(max * 4),
+                    default_ttl_secs: r.default_ttl.map(|d| d.as_secs() as i64).unwrap_or(max),
+                    owner: r.owner.clone(),
+                    settings: serde_json::to_value(&r.settings).unwrap_or(serde_json::Value::Null),
+                }
+            })
+            .collect()
+    }
+
+    /// Every action any resource offers (the schema must declare them all).
+    pub fn all_actions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .resources
+            .iter()
+            .flat_map(|r| r.actions.iter().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
