@@ -1,0 +1,431 @@
+//! Issuer configuration: the `[[issuers]]` tables of `latch.toml`, and the verifier options.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+
+/// Largest accepted `leeway` (5 minutes).
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+/// Default `leeway` (60 seconds).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+/// What an issuer's tokens prove: a workload (CI job, pod, agent) or a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuerKind {
+    /// Tokens map to [`latch_core::model::Workload`].
+    Workload,
+    /// Tokens map to [`latch_core::model::Human`].
+    Human,
+}
+
+impl IssuerKind {
+    /// The configuration spelling (`workload`, `human`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Workload => "workload",
+            Self::Human => "human",
+        }
+    }
+}
+
+impl fmt::Display for IssuerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an issuer's claims are mapped onto a principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// GitHub Actions OIDC tokens (`token.actions.githubusercontent.com`).
+    GithubActions,
+    /// GitLab CI `id_tokens`.
+    GitlabCi,
+    /// Kubernetes projected service-account tokens.
+    Kubernetes,
+    /// Any other workload issuer: the id comes from `subject_claim`.
+    Generic,
+    /// A human identity provider (`kind = "human"` only).
+    Human,
+}
+
+impl Preset {
+    /// The configuration spelling, also stored in [`latch_core::model::Workload::preset`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GithubActions => "github_actions",
+            Self::GitlabCi => "gitlab_ci",
+            Self::Kubernetes => "kubernetes",
+            Self::Generic => "generic",
+            Self::Human => "human",
+        }
+    }
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A JWS signature algorithm an issuer may use (RFC 7518 §3.1). Symmetric (`HS*`) algorithms
+/// and `none` are deliberately not representable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum SigningAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (keys of 2048 to 8192 bits).
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// EdDSA on Ed25519 (RFC 8037).
+    EdDSA,
+}
+
+impl SigningAlgorithm {
+    /// The JOSE name (`RS256`, `ES256`, `EdDSA`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    /// Parses a JOSE `alg` value; `None` for anything Latch does not accept.
+    pub fn from_jose(alg: &str) -> Option<Self> {
+        match alg {
+            "RS256" => Some(Self::RS256),
+            "ES256" => Some(Self::ES256),
+            "EdDSA" => Some(Self::EdDSA),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::RS256 => jsonwebtoken::Algorithm::RS256,
+            Self::ES256 => jsonwebtoken::Algorithm::ES256,
+            Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+        }
+    }
+}
+
+impl fmt::Display for SigningAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an issuer's public keys (a JWK Set, RFC 7517 §5) come from.
+///
+/// In TOML exactly one of `discovery = true`, `url = "…"` or `file = "…"` is given.
+/// [`Static`](Self::Static) is for keys known in-process (e.g. a development issuer).
+///
+/// # Security
+/// `url`, and the issuer URL used for discovery, must be `https`; plain `http` is accepted only
+/// for loopback hosts (`localhost`, `127.0.0.0/8`, `::1`). Keys come only from here, never from
+/// the token header.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "JwksSourceToml")]
+pub enum JwksSource {
+    /// OpenID Connect Discovery 1.0 §4: `GET {issuer}/.well-known/openid-configuration`, whose
+    /// `issuer` must equal the configured issuer exactly, then `GET jwks_uri`. Re-run on every
+    /// refresh.
+    Discovery,
+    /// A fixed JWKS URL.
+    Url(String),
+    /// A pinned JWKS file, re-read on every refresh so key rotation needs no restart. A relative
+    /// path is resolved against the process's working directory (the server resolves it against
+    /// the configuration file's directory before building the verifier).
+    File(PathBuf),
+    /// Keys given in-process; never refreshed.
+    Static(JwkSet),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwksSourceToml {
+    #[serde(default)]
+    discovery: bool,
+    url: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl TryFrom<JwksSourceToml> for JwksSource {
+    type Error = String;
+
+    fn try_from(t: JwksSourceToml) -> Result<Self, Self::Error> {
+        match (t.discovery, t.url, t.file) {
+            (true, None, None) => Ok(Self::Discovery),
+            (false, Some(url), None) => Ok(Self::Url(url)),
+            (false, None, Some(file)) => Ok(Self::File(file)),
+            _ => Err("`jwks` needs exactly one of `discovery = true`, `url` or `file`".to_owned()),
+        }
+    }
+}
+
+fn default_jwks() -> JwksSource {
+    JwksSource::Discovery
+}
+
+fn default_algorithms() -> Vec<SigningAlgorithm> {
+    vec![SigningAlgorithm::RS256]
+}
+
+fn default_leeway() -> Duration {
+    DEFAULT_LEEWAY
+}
+
+/// One trusted token issuer (a `[[issuers]]` table).
+///
+/// ```toml
+/// [[issuers]]
+/// name = "github"
+/// issuer = "https://token.actions.githubusercontent.com"
+/// kind = "workload"
+/// preset = "github_actions"
+/// audience = "https://latch.example"
+/// algorithms = ["RS256"]
+/// jwks = { discovery = true }
+/// leeway = "60s"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Label for logs and error messages.
+    pub name: String,
+    /// The exact `iss` value (RFC 7519 §4.1.1); compared byte for byte.
+    pub issuer: String,
+    /// Workload or human.
+    pub kind: IssuerKind,
+    /// Claim mapping. Default: `generic` for workload issuers, `human` for human issuers.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// The audience Latch expects; a token's `aud` (string or array) must contain it
+    /// (RFC 7519 §4.1.3). Required.
+    pub audience: String,
+    /// Accepted signature algorithms. Default `["RS256"]`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<SigningAlgorithm>,
+    /// Where the keys come from. Default: OpenID Connect discovery.
+    #[serde(default = "default_jwks")]
+    pub jwks: JwksSource,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (humantime, e.g. `"60s"`). Default 60 s,
+    /// at most 300 s.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// `generic` preset only: the claim holding the stable subject. Default `sub`.
+    #[serde(default)]
+    pub subject_claim: Option<String>,
+    /// `human` preset only: the claim holding the human's id. Default `sub`.
+    #[serde(default)]
+    pub id_claim: Option<String>,
+    /// `human` preset only: the claim holding the approver groups (array of strings).
+    /// Default `groups`.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+}
+
+impl IssuerConfig {
+    /// An issuer with the defaults: preset from `kind`, `["RS256"]`, 60 s leeway.
+    pub fn new(
+        name: impl Into<String>,
+        issuer: impl Into<String>,
+        kind: IssuerKind,
+        audience: impl Into<String>,
+        jwks: JwksSource,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            issuer: issuer.into(),
+            kind,
+            preset: None,
+            audience: audience.into(),
+            algorithms: default_algorithms(),
+            jwks,
+            leeway: DEFAULT_LEEWAY,
+            subject_claim: None,
+            id_claim: None,
+            groups_claim: None,
+        }
+    }
+
+    /// Sets the preset.
+    #[must_use]
+    pub fn with_preset(mut self, preset: Preset) -> Self {
+        self.preset = Some(preset);
+        self
+    }
+
+    /// Sets the accepted algorithms.
+    #[must_use]
+    pub fn with_algorithms(mut self, algorithms: impl Into<Vec<SigningAlgorithm>>) -> Self {
+        self.algorithms = algorithms.into();
+        self
+    }
+
+    /// Sets the leeway.
+    #[must_use]
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The effective preset (explicit, or derived from `kind`).
+    pub fn effective_preset(&self) -> Preset {
+        self.preset.unwrap_or(match self.kind {
+            IssuerKind::Workload => Preset::Generic,
+            IssuerKind::Human => Preset::Human,
+        })
+    }
+}
+
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+fn default_refresh_min_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Settings shared by all issuers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifierOptions {
+    /// Tokens longer than this many bytes are rejected before any parsing. Default 16384.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// An unknown `kid` triggers a JWKS refresh at most once per this interval per issuer
+    /// (measured with the injected clock); failed fetches are retried no sooner either.
+    /// Default 30 s.
+    #[serde(default = "default_refresh_min_interval", with = "humantime_serde")]
+    pub jwks_refresh_min_interval: Duration,
+    /// A fetched JWKS is re-fetched on the first use after this long. If that fetch fails, the
+    /// previous keys stay in use. Default 1 h.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub jwks_cache_ttl: Duration,
+    /// Timeout for each discovery or JWKS HTTP request. Default 10 s.
+    #[serde(default = "default_fetch_timeout", with = "humantime_serde")]
+    pub jwks_fetch_timeout: Duration,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: default_max_token_bytes(),
+            jwks_refresh_min_interval: default_refresh_min_interval(),
+            jwks_cache_ttl: default_cache_ttl(),
+            jwks_fetch_timeout: default_fetch_timeout(),
+        }
+    }
+}
+
+/// A configuration the verifier refuses to start with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An issuer has an empty `name`.
+    #[error("an issuer has an empty `name`")]
+    EmptyName,
+    /// Two issuers share a name.
+    #[error("issuer `{name}`: the name is used by another issuer")]
+    DuplicateName {
+        /// The issuer's name.
+        name: String,
+    },
+    /// Two issuers share an `issuer` value.
+    #[error("issuer `{name}`: `issuer` `{issuer}` is configured twice")]
+    DuplicateIssuer {
+        /// The issuer's name.
+        name: String,
+        /// The duplicated `iss` value.
+        issuer: String,
+    },
+    /// A required field is empty.
+    #[error("issuer `{name}`: `{field}` must not be empty")]
+    EmptyField {
+        /// The issuer's name.
+        name: String,
+        /// The field.
+        field: &'static str,
+    },
+    /// `kind` and `preset` do not fit together.
+    #[error("issuer `{name}`: preset `{preset}` cannot be used with kind `{kind}`")]
+    PresetKindMismatch {
+        /// The issuer's name.
+        name: String,
+        /// The kind.
+        kind: IssuerKind,
+        /// The preset.
+        preset: Preset,
+    },
+    /// An option was given for a preset that does not use it.
+    #[error("issuer `{name}`: `{option}` does not apply to preset `{preset}`")]
+    OptionNotApplicable {
+        /// The issuer's name.
+        name: String,
+        /// The option.
+        option: &'static str,
+        /// The preset.
+        preset: Preset,
+    },
+    /// `leeway` is above [`MAX_LEEWAY`].
+    #[error("issuer `{name}`: `leeway` must be at most 300s")]
+    LeewayTooLarge {
+        /// The issuer's name.
+        name: String,
+    },
+    /// A URL does not parse or is not allowed.
+    #[error("issuer `{name}`: {reason}")]
+    BadUrl {
+        /// The issuer's name.
+        name: String,
+        /// What is wrong (lowercase).
+        reason: String,
+    },
+    /// A verifier option is out of range.
+    #[error("verifier option `{option}` {reason}")]
+    BadOption {
+        /// The option.
+        option: &'static str,
+        /// What is wrong (lowercase).
+        reason: &'static str,
+    },
+}
+
+/// Checks that `url` is absolute and `https` (or `http` to a loopback host).
+pub(crate) fn check_fetch_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{} is not a valid url: {e}", latch_core::error::quote(url)))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback(&parsed) => Ok(parsed),
+        _ => Err(format!(
+            "{} must use https (http is allowed only for loopback hosts)",
+            latch_core::error::quote(url)
+        )),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}

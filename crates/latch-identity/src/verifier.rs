@@ -1,0 +1,508 @@
+//! [`OidcVerifier`]: the [`IdentityVerifier`] for OIDC / JWT bearer tokens.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{DecodingKey, Validation};
+use latch_core::clock::Clock;
+use latch_core::error::quote;
+use latch_core::model::Principal;
+use latch_core::ports::IdentityVerifier;
+use latch_core::{ApiError, ErrorCode};
+
+use crate::claims::{self, MapContext};
+use crate::config::{
+    ConfigError, IssuerConfig, IssuerKind, JwksSource, MAX_LEEWAY, Preset, SigningAlgorithm,
+    VerifierOptions, check_fetch_url,
+};
+use crate::jose;
+use crate::jwks::{self, Selection};
+
+/// Verifies compact-JWS bearer tokens (RFC 7515, RFC 7519) from the configured issuers and maps
+/// them onto a [`Principal`] with the issuer's preset.
+///
+/// Checks, in order: size bound (before any parsing); three base64url segments whose header and
+/// payload are JSON objects; header `alg` (never `none` or `HS*`, and in the issuer's allow-list);
+/// no key material in the header (`jwk`, `jku`, `x5c`, `x5u`, RFC 7515 §4.1.2–4.1.6); issuer
+/// chosen by exact `iss`; key by `kid` from the issuer's JWKS; signature; `exp` / `nbf` / `iat`
+/// against the injected clock with the issuer's leeway; `aud`; preset claims.
+///
+/// JWK Sets are fetched on first use and cached (see [`VerifierOptions`]); construction never
+/// touches the network.
+///
+/// # Security
+/// * Nothing from the token is trusted before the signature verifies, except `iss`, `alg` and
+///   `kid`, which only select the issuer's own configuration and keys.
+/// * Error messages never contain the token.
+/// * JWKS refreshes triggered by unknown `kid`s are rate-limited per issuer, so a stream of
+///   forged tokens cannot make Latch hammer an issuer.
+pub struct OidcVerifier {
+    issuers: Vec<IssuerRuntime>,
+    by_iss: HashMap<String, usize>,
+    options: VerifierOptions,
+    clock: Arc<dyn Clock>,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field(
+                "issuers",
+                &self
+                    .issuers
+                    .iter()
+                    .map(|i| i.cfg.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+struct IssuerRuntime {
+    cfg: IssuerConfig,
+    preset: Preset,
+    leeway_secs: i64,
+    subject_claim: String,
+    id_claim: String,
+    groups_claim: String,
+    state: Mutex<KeyState>,
+    /// Serialises fetches for this issuer.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    keys: Option<Arc<[Jwk]>>,
+    loaded_at: i64,
+    last_attempt: Option<i64>,
+}
+
+impl IssuerRuntime {
+    fn state(&self) -> MutexGuard<'_, KeyState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn is_static(&self) -> bool {
+        matches!(self.cfg.jwks, JwksSource::Static(_))
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl OidcVerifier {
+    /// Builds a verifier. Does not fetch anything.
+    ///
+    /// `http` is used for discovery and JWKS requests (configure proxies and trust roots on it);
+    /// each request additionally gets [`VerifierOptions::jwks_fetch_timeout`]. `clock` is used
+    /// for every time check and for the refresh rate limit.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an empty or duplicate name or issuer, an empty audience or algorithm
+    /// list, a preset that does not fit the kind, an option that does not apply to the preset,
+    /// a leeway above 300 s, a JWKS or discovery URL that is not https (or loopback http), or an
+    /// out-of-range verifier option.
+    pub fn new(
+        issuers: Vec<IssuerConfig>,
+        options: VerifierOptions,
+        clock: Arc<dyn Clock>,
+        http: reqwest::Client,
+    ) -> Result<Self, ConfigError> {
+        if options.max_token_bytes == 0 {
+            return Err(ConfigError::BadOption {
+                option: "max_token_bytes",
+                reason: "must be positive",
+            });
+        }
+        if options.jwks_fetch_timeout.is_zero() {
+            return Err(ConfigError::BadOption {
+                option: "jwks_fetch_timeout",
+                reason: "must be positive",
+            });
+        }
+        let mut names = HashSet::new();
+        let mut by_iss = HashMap::new();
+        let mut runtimes = Vec::with_capacity(issuers.len());
+        for cfg in issuers {
+            let rt = check_issuer(cfg)?;
+            let name = rt.cfg.name.clone();
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::DuplicateName { name });
+            }
+            if by_iss
+                .insert(rt.cfg.issuer.clone(), runtimes.len())
+                .is_some()
+            {
+                return Err(ConfigError::DuplicateIssuer {
+                    name,
+                    issuer: rt.cfg.issuer.clone(),
+                });
+            }
+            runtimes.push(rt);
+        }
+        Ok(Self {
+            issuers: runtimes,
+            by_iss,
+            options,
+            clock,
+            http,
+        })
+    }
+
+    /// The configured issuers, in configuration order.
+    pub fn issuers(&self) -> impl Iterator<Item = &IssuerConfig> {
+        self.issuers.iter().map(|i| &i.cfg)
+    }
+
+    /// Finds the key for `alg` / `kid`, loading or refreshing the issuer's JWKS as allowed.
+    async fn resolve_key(
+        &self,
+        iss: &IssuerRuntime,
+        alg: SigningAlgorithm,
+        kid: Option<&str>,
+    ) -> Result<Jwk, ApiError> {
+        let ttl = secs(self.options.jwks_cache_ttl);
+        let min_interval = secs(self.options.jwks_refresh_min_interval);
+        let unknown_kid = || match kid {
+            Some(k) => ApiError::new(
+                ErrorCode::UnknownKid,
+                format!(
+                    "key {} is not in the jwks of issuer `{}`",
+                    quote(k),
+                    iss.cfg.name
+                ),
+            ),
+            None => ApiError::new(
+                ErrorCode::UnknownKid,
+                format!(
+                    "token has no `kid` and issuer `{}` has no single {alg} key",
+                    iss.cfg.name
+                ),
+            ),
+        };
+        let decide = |sel: Selection| -> Option<Result<Jwk, ApiError>> {
+            match sel {
+                Selection::Found(k) => Some(Ok(k.clone())),
+                Selection::NotFound => None,
+                Selection::Ambiguous => Some(Err(unknown_kid())),
+                Selection::WrongType => Some(Err(ApiError::new(
+                    ErrorCode::SignatureInvalid,
+                    format!("the issuer's key for this token cannot verify {alg}"),
+                ))),
+            }
+        };
+        let fresh =
+            |st: &KeyState, now: i64| iss.is_static() || now.saturating_sub(st.loaded_at) < ttl;
+
+        // Fast path: cached and fresh.
+        {
+            let now = self.clock.now_unix_secs();
+            let st = iss.state();
+            if let Some(keys) = st.keys.clone()
+                && fresh(&st, now)
+            {
+                drop(st);
+                if let Some(r) = decide(jwks::select(&keys, alg, kid)) {
+                    return r;
+                }
+            }
+        }
+
+        let _guard = iss.refresh.lock().await;
+        let now = self.clock.now_unix_secs();
+        let may_fetch = |st: &KeyState| {
+            st.last_attempt
+                .is_none_or(|t| now.saturating_sub(t) >= min_interval)
+        };
+
+        // Load (first use, or cache expired).
+        let (mut keys, loaded_now) = {
+            let st = iss.state();
+            let needs_load = st.keys.is_none() || !fresh(&st, now);
+            (st.keys.clone(), needs_load && may_fetch(&st))
+        };
+        let mut fetched = false;
+        if loaded_now {
+            match self.fetch(iss, now).await {
+                Ok(k) => {
+                    keys = Some(k);
+                    fetched = true;
+                }
+                Err(e) if keys.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(issuer = %iss.cfg.name, error = %e.message, "jwks refresh failed; using cached keys")
+                }
+            }
+        }
+        let Some(current) = keys else {
+            return Err(ApiError::new(
+                ErrorCode::JwksUnavailable,
+                format!(
+                    "jwks of issuer `{}` is unavailable (a recent fetch failed)",
+                    iss.cfg.name
+                ),
+            ));
+        };
+        if let Some(r) = decide(jwks::select(&current, alg, kid)) {
+            return r;
+        }
+
+        // Unknown kid: one rate-limited refresh.
+        if fetched || iss.is_static() || !may_fetch(&iss.state()) {
+            return Err(unknown_kid());
+        }
+        let refreshed = self.fetch(iss, now).await?;
+        decide(jwks::select(&refreshed, alg, kid)).unwrap_or_else(|| Err(unknown_kid()))
+    }
+
+    /// Fetches the JWKS and records the attempt; on success replaces the cached keys.
+    async fn fetch(&self, iss: &IssuerRuntime, now: i64) -> Result<Arc<[Jwk]>, ApiError> {
+        iss.state().last_attempt = Some(now);
+        tracing::debug!(issuer = %iss.cfg.name, "fetching jwks");
+        match jwks::load(
+            &iss.cfg.jwks,
+            &iss.cfg.issuer,
+            &self.http,
+            self.options.jwks_fetch_timeout,
+        )
+        .await
+        {
+            Ok(keys) => {
+                let keys: Arc<[Jwk]> = keys.into();
+                tracing::info!(issuer = %iss.cfg.name, keys = keys.len(), "jwks loaded");
+                let mut st = iss.state();
+                st.keys = Some(keys.clone());
+                st.loaded_at = now;
+                Ok(keys)
+            }
+            Err(reason) => {
+                tracing::warn!(issuer = %iss.cfg.name, %reason, "jwks fetch failed");
+                Err(ApiError::new(
+                    ErrorCode::JwksUnavailable,
+                    // The reason (which names URLs and paths) goes to the log only.
+                    format!("jwks of issuer `{}` is unavailable", iss.cfg.name),
+                ))
+            }
+        }
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Principal, ApiError> {
+        // 1–2: size, shape, header policy.
+        let unverified = jose::parse(token, self.options.max_token_bytes)?;
+
+        // 3: issuer, chosen by exact `iss`.
+        let iss_value = match unverified.claims.get("iss") {
+            Some(serde_json::Value::String(s)) => s.as_str(),
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::ClaimsInvalid,
+                    "claim `iss` is not a string",
+                ));
+            }
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::ClaimsInvalid,
+                    "claim `iss` is missing",
+                ));
+            }
+        };
+        let iss = self
+            .by_iss
+            .get(iss_value)
+            .and_then(|i| self.issuers.get(*i))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownIssuer,
+                    format!("issuer {} is not trusted", quote(iss_value)),
+                )
+            })?;
+        let alg = unverified.alg;
+        if !iss.cfg.algorithms.contains(&alg) {
+            return Err(ApiError::new(
+                ErrorCode::AlgNotAllowed,
+                format!(
+                    "algorithm `{alg}` is not allowed for issuer `{}`",
+                    iss.cfg.name
+                ),
+            ));
+        }
+
+        // 4: key.
+        let jwk = self
+            .resolve_key(iss, alg, unverified.kid.as_deref())
+            .await?;
+        if !jwks::alg_matches(&jwk, alg) {
+            return Err(ApiError::new(
+                ErrorCode::SignatureInvalid,
+                format!("the issuer's key for this token is not for `{alg}`"),
+            ));
+        }
+
+        // 5: signature. Time, audience and issuer are checked below with the injected clock.
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| {
+            ApiError::new(
+                ErrorCode::SignatureInvalid,
+                format!("a key of issuer `{}` is unusable", iss.cfg.name),
+            )
+        })?;
+        let mut validation = Validation::new(alg.to_jsonwebtoken());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        validation.leeway = 0;
+        jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key, &validation)
+            .map_err(map_jwt_error)?;
+
+        // 6: claims.
+        let claims = &unverified.claims;
+        let exp = claims::check_validity(
+            claims,
+            self.clock.now_unix_secs(),
+            iss.leeway_secs,
+            &iss.cfg.audience,
+        )?;
+
+        // 7: principal.
+        let ctx = MapContext {
+            issuer: &iss.cfg.issuer,
+            preset: iss.preset,
+            subject_claim: &iss.subject_claim,
+            id_claim: &iss.id_claim,
+            groups_claim: &iss.groups_claim,
+            exp,
+        };
+        claims::map_principal(claims, &ctx)
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => {
+            ApiError::new(ErrorCode::TokenMalformed, "token is not a well-formed jws")
+        }
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => ApiError::new(
+            ErrorCode::AlgNotAllowed,
+            "token algorithm does not fit the issuer's key",
+        ),
+        _ => ApiError::new(
+            ErrorCode::SignatureInvalid,
+            "token signature does not verify",
+        ),
+    }
+}
+
+fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
+    if cfg.name.trim().is_empty() {
+        return Err(ConfigError::EmptyName);
+    }
+    let name = cfg.name.clone();
+    let empty = |field| ConfigError::EmptyField {
+        name: name.clone(),
+        field,
+    };
+    if cfg.issuer.is_empty() {
+        return Err(empty("issuer"));
+    }
+    if cfg.audience.is_empty() {
+        return Err(empty("audience"));
+    }
+    if cfg.algorithms.is_empty() {
+        return Err(empty("algorithms"));
+    }
+    let preset = cfg.effective_preset();
+    if (cfg.kind == IssuerKind::Human) != (preset == Preset::Human) {
+        return Err(ConfigError::PresetKindMismatch {
+            name,
+            kind: cfg.kind,
+            preset,
+        });
+    }
+    let not_applicable = |option| ConfigError::OptionNotApplicable {
+        name: name.clone(),
+        option,
+        preset,
+    };
+    if cfg.subject_claim.is_some() && preset != Preset::Generic {
+        return Err(not_applicable("subject_claim"));
+    }
+    if cfg.id_claim.is_some() && preset != Preset::Human {
+        return Err(not_applicable("id_claim"));
+    }
+    if cfg.groups_claim.is_some() && preset != Preset::Human {
+        return Err(not_applicable("groups_claim"));
+    }
+    for (field, value) in [
+        ("subject_claim", &cfg.subject_claim),
+        ("id_claim", &cfg.id_claim),
+        ("groups_claim", &cfg.groups_claim),
+    ] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(empty(field));
+        }
+    }
+    if cfg.leeway > MAX_LEEWAY {
+        return Err(ConfigError::LeewayTooLarge { name });
+    }
+    match &cfg.jwks {
+        JwksSource::Discovery => {
+            check_fetch_url(&jwks::discovery_url(&cfg.issuer)).map_err(|reason| {
+                ConfigError::BadUrl {
+                    name: name.clone(),
+                    reason: format!("discovery: {reason}"),
+                }
+            })?;
+        }
+        JwksSource::Url(url) => {
+            check_fetch_url(url).map_err(|reason| ConfigError::BadUrl {
+                name: name.clone(),
+                reason,
+            })?;
+        }
+        JwksSource::File(path) if path.as_os_str().is_empty() => return Err(empty("jwks.file")),
+        JwksSource::File(_) | JwksSource::Static(_) => {}
+    }
+    Ok(IssuerRuntime {
+        preset,
+        leeway_secs: secs(cfg.leeway),
+        subject_claim: cfg
+            .subject_claim
+            .clone()
+            .unwrap_or_else(|| "sub".to_owned()),
+        id_claim: cfg.id_claim.clone().unwrap_or_else(|| "sub".to_owned()),
+        groups_claim: cfg
+            .groups_claim
+            .clone()
+            .unwrap_or_else(|| "groups".to_owned()),
+        state: Mutex::new(KeyState::default()),
+        refresh: tokio::sync::Mutex::new(()),
+        cfg,
+    })
+}
+
+#[async_trait]
+impl IdentityVerifier for OidcVerifier {
+    /// Verifies `token` and maps it onto a principal.
+    ///
+    /// # Errors
+    /// An [`ApiError`] with `token_too_large`, `token_malformed`, `alg_not_allowed`,
+    /// `header_key_forbidden`, `unknown_issuer`, `unknown_kid`, `jwks_unavailable`,
+    /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `audience_mismatch` or
+    /// `claims_invalid`. The message never contains the token.
+    async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let result = self.verify_token(token).await;
+        if let Err(e) = &result {
+            tracing::debug!(code = %e.code, message = %e.message, "token rejected");
+        }
+        result
+    }
+}
