@@ -74,11 +74,6 @@ impl Client {
         }
     }
 
-    /// Base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
         let rb = match &self.token {
             Some(t) => rb.bearer_auth(t),

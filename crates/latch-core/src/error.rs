@@ -46,6 +46,8 @@ pub enum ErrorCode {
     // --- request validation (400 / 422) ---
     /// The request body or a parameter is invalid.
     InvalidRequest,
+    /// The request body is larger than the server accepts.
+    BodyTooLarge,
     /// A TTL is zero, negative or above its bound.
     TtlOutOfBounds,
     /// The task's repository or branch does not match what the workload identity proves.
@@ -114,6 +116,7 @@ impl ErrorCode {
             WrongPrincipalKind => "wrong_principal_kind",
             ClientAuthFailed => "client_auth_failed",
             InvalidRequest => "invalid_request",
+            BodyTooLarge => "body_too_large",
             TtlOutOfBounds => "ttl_out_of_bounds",
             TaskIdentityMismatch => "task_identity_mismatch",
             UnknownResource => "unknown_resource",
@@ -147,6 +150,7 @@ impl ErrorCode {
             | TokenNotYetValid | ClaimsInvalid | JwksUnavailable | ClientAuthFailed => 401,
             WrongPrincipalKind => 403,
             InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,
+            BodyTooLarge => 413,
             TaskIdentityMismatch | ApprovalDigestMismatch => 422,
             PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => {
                 403

@@ -122,6 +122,10 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(AppError(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                "request body is too large",
+            ))),
             Err(e) => Err(AppError(ApiError::new(
                 ErrorCode::InvalidRequest,
                 format!("invalid json body: {}", e.body_text()),

@@ -196,6 +196,7 @@ async fn master_key(
 /// store, unusable keys, or the address is taken.
 pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartError> {
     let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let stamp = policy_stamp(&config);
     let policy = load_policy(&config)?;
     let data_dir = config.path(&config.server.data_dir);
     std::fs::create_dir_all(&data_dir)
@@ -238,6 +239,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .unwrap_or_else(|| format!("http://{addr}"));
 
     let mut issuers = config.issuers.clone();
+    for i in &mut issuers {
+        if let JwksSource::File(p) = &i.jwks {
+            i.jwks = JwksSource::File(config.path(p));
+        }
+    }
     let dev = if config.dev_issuer.enabled {
         tracing::warn!(
             "the development issuer is enabled: anyone who can reach /v1/dev/tokens can mint identities"
@@ -391,6 +397,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         tasks.push(tokio::spawn(policy_watcher(
             config.clone(),
             broker.clone(),
+            stamp,
             rx.clone(),
         )));
     }
@@ -461,8 +468,14 @@ pub async fn reload_now(
     }
 }
 
-async fn policy_watcher(config: Config, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let mut last = policy_stamp(&config);
+/// Polls the policy files (and listens for SIGHUP). `last` is the snapshot taken before the
+/// running policies were loaded, so a change made at any time after that load is seen.
+async fn policy_watcher(
+    config: Config,
+    broker: Arc<Broker>,
+    mut last: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    mut stop: watch::Receiver<bool>,
+) {
     #[cfg(unix)]
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {

@@ -1,1 +1,420 @@
-//! placeholder
+//! Latch's test kit (unpublished): a real server on `127.0.0.1:0` with a [`ManualClock`], the
+//! example configuration, a file-pinned test issuer, and helpers to talk to it over HTTP.
+//!
+//! Tests use the fake clock and never sleep for TTL logic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+pub use latch_core::ManualClock;
+use latch_server::{Server, StartOptions};
+use serde_json::{Value, json};
+
+/// Issuer URL of the [`TestIssuer`].
+pub const TEST_ISSUER: &str = "https://ci.test.example";
+/// Audience the test issuer's tokens carry and the broker expects.
+pub const TEST_AUDIENCE: &str = "https://latch.test";
+
+/// Options for [`TestServer::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// TOML appended to the example configuration (extra issuers, resources, …).
+    pub extra_config: String,
+    /// Run the policy file watcher (off by default; tests call reload directly).
+    pub policy_watch: bool,
+    /// Reuse this directory (restart tests); default a fresh temp dir.
+    pub dir: Option<PathBuf>,
+    /// Reuse this clock; default a new one at the current wall time.
+    pub clock: Option<ManualClock>,
+    /// Replace `[approvals] pending_ttl`.
+    pub pending_ttl: Option<&'static str>,
+    /// Extra policy files (name, text) written beside the example policies before start.
+    pub extra_policies: Vec<(String, String)>,
+}
+
+/// A running broker for tests.
+pub struct TestServer {
+    server: Option<Server>,
+    /// Its directory (config, policies, data).
+    pub dir: PathBuf,
+    /// The fake clock it runs on.
+    pub clock: ManualClock,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The file-pinned test issuer.
+    pub issuer: Arc<TestIssuer>,
+    opts: TestOptions,
+}
+
+/// A status and JSON body.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// HTTP status.
+    pub status: u16,
+    /// Body (`Null` if empty, a string if not JSON).
+    pub body: Value,
+    /// `x-request-id` header.
+    pub request_id: Option<String>,
+}
+
+impl Resp {
+    /// `error.code` of an error body, or top-level `code` of a denial.
+    pub fn code(&self) -> Option<&str> {
+        self.body
+            .get("error")
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .or_else(|| self.body.get("code")?.as_str())
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a TCP service is reachable. When it is not: under `CI=true` this panics (a test must
+/// never silently pass); otherwise it prints a loud warning and returns false.
+pub fn service_available(name: &str, addr: &str) -> bool {
+    let ok = addr.parse::<std::net::SocketAddr>().ok().is_some_and(|a| {
+        std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+    });
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} is not reachable at {addr}, and CI=true: this test needs it");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING: {name} is not reachable at {addr} (set CI=true to make this a failure) !!!!!\n"
+        );
+    }
+    ok
+}
+
+/// Whether a command exists; same CI rule as [`service_available`].
+pub fn tool_available(name: &str, probe: &[&str]) -> bool {
+    let ok = std::process::Command::new(name)
+        .args(probe)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("`{name}` is not available, and CI=true: this test needs it");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING: `{name}` is not available (set CI=true to make this a failure) !!!!!\n"
+        );
+    }
+    ok
+}
+
+impl TestServer {
+    /// Starts a server with the example configuration.
+    pub async fn start() -> Self {
+        Self::start_with(TestOptions::default()).await
+    }
+
+    /// Starts a server with options.
+    pub async fn start_with(opts: TestOptions) -> Self {
+        let dir = opts.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("latch-test-{}", uuid::Uuid::new_v4().simple()))
+        });
+        let clock = opts
+            .clock
+            .clone()
+            .unwrap_or_else(|| ManualClock::new(now_unix()));
+        let issuer = Arc::new(TestIssuer::load_or_create(&dir));
+        let path =
+            latch_server::examples::write_example(&dir, "127.0.0.1:0").expect("write example");
+        for (name, body) in &opts.extra_policies {
+            std::fs::write(dir.join("policies").join(name), body).expect("write policy");
+        }
+        let mut text = std::fs::read_to_string(&path).expect("read config");
+        text = text.replace(
+            "[reaper]\ninterval = \"5s\"",
+            "[reaper]\ninterval = \"5s\"\nenabled = false",
+        );
+        if !opts.policy_watch {
+            text = text.replace("watch = true ", "watch = false");
+        } else {
+            text = text.replace("poll_interval = \"2s\"", "poll_interval = \"100ms\"");
+        }
+        if let Some(p) = opts.pending_ttl {
+            text = text.replace("pending_ttl = \"15m\"", &format!("pending_ttl = \"{p}\""));
+        }
+        text.push_str(&format!(
+            "\n[[issuers]]\nname = \"test-ci\"\nissuer = \"{TEST_ISSUER}\"\nkind = \"workload\"\npreset = \"github_actions\"\n\
+             audience = \"{TEST_AUDIENCE}\"\nalgorithms = [\"EdDSA\"]\njwks = {{ file = \"test-jwks.json\" }}\n"
+        ));
+        text.push_str(&opts.extra_config);
+        std::fs::write(&path, text).expect("write config");
+        let config = latch_server::Config::load(&path).expect("config");
+        let server = latch_server::start(
+            config,
+            StartOptions {
+                clock: Some(Arc::new(clock.clone())),
+            },
+        )
+        .await
+        .expect("server starts");
+        let base = server.base_url.clone();
+        Self {
+            server: Some(server),
+            dir,
+            clock,
+            base,
+            http: reqwest::Client::new(),
+            issuer,
+            opts,
+        }
+    }
+
+    /// The broker inside (for driving the reaper and policy reloads without sleeping).
+    pub fn broker(&self) -> &Arc<latch_core::Broker> {
+        &self.server.as_ref().expect("running").broker
+    }
+
+    /// Path of the configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("latch.toml")
+    }
+
+    /// Crashes the server (no graceful shutdown) and starts a new one on the same directory,
+    /// database and clock.
+    pub async fn crash_and_restart(mut self) -> Self {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+        // Let the aborted tasks drop their connections.
+        tokio::task::yield_now().await;
+        let mut opts = self.opts.clone();
+        opts.dir = Some(self.dir.clone());
+        opts.clock = Some(self.clock.clone());
+        opts.extra_config = self.opts.extra_config.clone();
+        Self::start_with(opts).await
+    }
+
+    /// Stops gracefully and removes the directory.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
+        let r = rb.send().await.expect("http");
+        let status = r.status().as_u16();
+        let request_id = r
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = r.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            body,
+            request_id,
+        }
+    }
+
+    /// `GET path` with an optional bearer token.
+    pub async fn get(&self, token: Option<&str>, path: &str) -> Resp {
+        let mut rb = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        self.send(rb).await
+    }
+
+    /// `POST path` with JSON and an optional bearer token.
+    pub async fn post(&self, token: Option<&str>, path: &str, body: Value) -> Resp {
+        let mut rb = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        self.send(rb).await
+    }
+
+    /// RFC 7662 introspection as the example's resource server.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let rb = self
+            .http
+            .post(format!("{}/v1/oauth/introspect", self.base))
+            .basic_auth(
+                latch_server::examples::DEMO_CLIENT_ID,
+                Some(latch_server::examples::DEMO_CLIENT_SECRET),
+            )
+            .form(&[("token", token)]);
+        let r = self.send(rb).await;
+        assert_eq!(
+            r.status, 200,
+            "introspection answered {}: {}",
+            r.status, r.body
+        );
+        r.body
+    }
+
+    /// A development-issuer token (`kind` = `workload` or `human`, plus fields).
+    pub async fn dev_token(&self, body: Value) -> String {
+        let r = self.post(None, "/v1/dev/tokens", body).await;
+        assert_eq!(r.status, 200, "dev token: {}", r.body);
+        r.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A main-branch workload token of `acme/payments-api`, run `run_id`, acting for `alice`.
+    pub async fn agent(&self, run_id: &str) -> String {
+        self.dev_token(json!({"kind": "workload", "repository": "acme/payments-api", "git_ref": "refs/heads/main",
+            "actor": "alice", "run_id": run_id, "ttl_secs": 3600}))
+        .await
+    }
+
+    /// A human token.
+    pub async fn human(&self, id: &str, groups: &[&str]) -> String {
+        self.dev_token(json!({"kind": "human", "subject": id, "groups": groups, "ttl_secs": 3600}))
+            .await
+    }
+
+    /// Opens a task and returns its id (asserts 201).
+    pub async fn open_task(&self, token: &str, environment: &str, ttl_secs: i64) -> String {
+        let r = self
+            .post(
+                Some(token),
+                "/v1/tasks",
+                json!({"purpose": "test", "environment": environment, "ttl_secs": ttl_secs}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "open task: {}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Requests access; returns the raw answer.
+    pub async fn request(
+        &self,
+        token: &str,
+        task: &str,
+        resource: &str,
+        actions: &[&str],
+        ttl: Option<i64>,
+    ) -> Resp {
+        self.post(
+            Some(token),
+            &format!("/v1/tasks/{task}/requests"),
+            json!({"resource": resource, "actions": actions,
+            "ttl_secs": ttl, "justification": "test"}),
+        )
+        .await
+    }
+
+    /// Audit events (as an admin human), filtered by `query` (e.g. `task_id=…`).
+    pub async fn audit(&self, query: &str) -> Vec<Value> {
+        let admin = self.human("auditor", &["latch-admins"]).await;
+        let r = self
+            .get(Some(&admin), &format!("/v1/audit?limit=1000&{query}"))
+            .await;
+        assert_eq!(r.status, 200, "audit: {}", r.body);
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A workload-identity issuer for tests: an Ed25519 key whose JWKS is pinned in a file beside
+/// the configuration (`test-jwks.json`), and helpers to sign arbitrary headers and claims.
+pub struct TestIssuer {
+    pkcs8: Vec<u8>,
+    /// Key id in the JWKS.
+    pub kid: String,
+    dir: PathBuf,
+}
+
+impl TestIssuer {
+    /// Loads the issuer key kept in `dir` (restart tests), or creates one and writes its JWKS.
+    pub fn load_or_create(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("dir");
+        let key_path = dir.join("test-issuer.pk8");
+        let pkcs8 = match std::fs::read(&key_path) {
+            Ok(k) => k,
+            Err(_) => {
+                let k = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+                    .expect("keygen")
+                    .as_ref()
+                    .to_vec();
+                std::fs::write(&key_path, &k).expect("write key");
+                k
+            }
+        };
+        let me = Self {
+            pkcs8,
+            kid: "test-key-1".into(),
+            dir: dir.to_path_buf(),
+        };
+        me.write_jwks(&[&me]);
+        me
+    }
+
+    /// A fresh key with another kid (for rotation tests); its JWKS is not written.
+    pub fn rotated(&self, kid: &str) -> Self {
+        let k = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .expect("keygen")
+            .as_ref()
+            .to_vec();
+        Self {
+            pkcs8: k,
+            kid: kid.into(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// The public JWK.
+    pub fn jwk(&self) -> Value {
+        let kp = Ed25519KeyPair::from_pkcs8(&self.pkcs8).expect("key");
+        json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(kp.public_key().as_ref()),
+               "kid": self.kid, "alg": "EdDSA", "use": "sig"})
+    }
+
+    /// Writes `test-jwks.json` with the given keys.
+    pub fn write_jwks(&self, keys: &[&TestIssuer]) {
+        let set = json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()});
+        std::fs::write(self.dir.join("test-jwks.json"), set.to_string()).expect("write jwks");
+    }
+
+    /// Signs `claims` with `header` (a JSON object; `kid` is not added for you).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> String {
+        let kp = Ed25519KeyPair::from_pkcs8(&self.pkcs8).expect("key");
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{h}.{p}");
+        let sig = kp.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    /// Signs `claims` with a normal EdDSA header and this key's kid.
+    pub fn sign(&self, claims: &Value) -> String {
+        self.sign_raw(
+            &json!({"alg": "EdDSA", "typ": "JWT", "kid": self.kid}),
+            claims,
+        )
+    }
+
+    /// GitHub-Actions-shaped claims valid at `now` for the test issuer and audience.
+    pub fn github_claims(now: i64, run_id: &str) -> Value {
+        json!({
+            "iss": TEST_ISSUER, "aud": TEST_AUDIENCE, "sub": "repo:acme/payments-api:ref:refs/heads/main",
+            "iat": now, "nbf": now, "exp": now + 600, "jti": uuid::Uuid::new_v4().to_string(),
+            "repository": "acme/payments-api", "repository_id": "734001", "repository_owner": "acme",
+            "ref": "refs/heads/main", "ref_protected": "true", "event_name": "push", "actor": "alice",
+            "run_id": run_id, "run_attempt": "1", "runner_environment": "github-hosted",
+            "job_workflow_ref": "acme/payments-api/.github/workflows/agent.yml@refs/heads/main",
+        })
+    }
+}

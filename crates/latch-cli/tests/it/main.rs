@@ -1,0 +1,13 @@
+//! Latch's integration tests: one binary (as rustls does), every test against a real server on
+//! 127.0.0.1:0 with a fake clock, over HTTP.
+
+mod api;
+mod approvals;
+mod auth;
+mod cases;
+mod cli;
+mod flow;
+mod interop;
+mod policy;
+mod restart;
+mod revocation;

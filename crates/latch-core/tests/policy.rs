@@ -1,0 +1,366 @@
+//! Policy-engine invariants: default deny, forbid wins, evaluation errors deny, step-up from
+//! annotations, `@max_ttl`, and load errors with positions.
+
+use latch_core::broker::decide;
+use latch_core::model::{
+    Decision, GroupQuorum, Resource, Task, TaskState, Workload, WorkloadClaims,
+};
+use latch_core::policy::{ApprovalContext, EvalInput, PolicyEngine, PolicySource};
+
+const SCHEMA: &str = include_str!("../../../examples/latch.cedarschema");
+
+fn actions() -> Vec<String> {
+    ["read", "write", "deploy", "admin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn engine(policies: &[(&str, &str)]) -> PolicyEngine {
+    try_engine(policies).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_engine(
+    policies: &[(&str, &str)],
+) -> Result<PolicyEngine, latch_core::policy::PolicyLoadError> {
+    let srcs: Vec<PolicySource> = policies
+        .iter()
+        .map(|(n, t)| PolicySource {
+            name: n.to_string(),
+            text: t.to_string(),
+        })
+        .collect();
+    PolicyEngine::load(
+        &PolicySource {
+            name: "latch.cedarschema".into(),
+            text: SCHEMA.into(),
+        },
+        &srcs,
+        &actions(),
+    )
+}
+
+fn workload(untrusted: bool) -> Workload {
+    Workload {
+        id: "iss#sub".into(),
+        issuer: "iss".into(),
+        subject: "sub".into(),
+        preset: "github_actions".into(),
+        run_binding: Some("gh-run:1/1".into()),
+        on_behalf_of: Some("alice".into()),
+        claims: WorkloadClaims {
+            repository: Some("acme/app".into()),
+            branch: (!untrusted).then(|| "main".into()),
+            git_ref: Some("refs/heads/main".into()),
+            untrusted_source: untrusted,
+            ..Default::default()
+        },
+        token_expires_at_unix_secs: 2_000_000_000,
+    }
+}
+
+fn resource(env: &str, production: bool, sensitivity: &str) -> Resource {
+    Resource {
+        id: format!("{env}-db"),
+        kind: "jwt".into(),
+        environment: env.into(),
+        sensitivity: sensitivity.into(),
+        audience: "aud".into(),
+        actions: actions(),
+        max_ttl_secs: 900,
+        max_lifetime_secs: 3600,
+        default_ttl_secs: 300,
+        owner: None,
+        production,
+        settings: serde_json::Value::Null,
+    }
+}
+
+fn task(env: &str, production: bool) -> Task {
+    Task {
+        id: "task_1".into(),
+        owner: workload(false),
+        purpose: "p".into(),
+        repository: Some("acme/app".into()),
+        branch: Some("main".into()),
+        environment: env.into(),
+        production,
+        on_behalf_of: Some("alice".into()),
+        state: TaskState::Open,
+        created_at_unix_secs: 0,
+        expires_at_unix_secs: 10_000,
+        ended_at_unix_secs: None,
+        version: 1,
+    }
+}
+
+fn eval(
+    e: &PolicyEngine,
+    w: &Workload,
+    r: &Resource,
+    t: &Task,
+    action: &str,
+    approval: &ApprovalContext,
+) -> Decision {
+    let actions = vec![action.to_string()];
+    decide(
+        e,
+        &EvalInput {
+            workload: w,
+            resource: r,
+            actions: &actions,
+            task: t,
+            ttl_secs: 300,
+            now_unix_secs: 1000,
+            source_ip: None,
+            approval,
+        },
+    )
+}
+
+const PERMIT_ALL: &str = "@id(\"all\")\n@max_ttl(\"10m\")\npermit (principal, action, resource);\n";
+
+#[test]
+fn default_deny_names_no_policy() {
+    let e = engine(&[(
+        "a.cedar",
+        "@id(\"reads\")\npermit (principal, action == Latch::Action::\"read\", resource);",
+    )]);
+    let d = eval(
+        &e,
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &task("sandbox", false),
+        "write",
+        &ApprovalContext::default(),
+    );
+    match d {
+        Decision::Deny {
+            policy_ids,
+            reasons,
+        } => {
+            assert!(policy_ids.is_empty());
+            assert!(reasons[0].contains("default deny"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn forbid_wins_and_reports_its_reason() {
+    let e = engine(&[
+        ("a.cedar", PERMIT_ALL),
+        (
+            "b.cedar",
+            "@id(\"no-admin\")\n@reason(\"never admin\")\nforbid (principal, action == Latch::Action::\"admin\", resource);",
+        ),
+    ]);
+    let d = eval(
+        &e,
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &task("sandbox", false),
+        "admin",
+        &ApprovalContext::default(),
+    );
+    assert_eq!(
+        d,
+        Decision::Deny {
+            policy_ids: vec!["no-admin".into()],
+            reasons: vec!["never admin".into()]
+        }
+    );
+    let d = eval(
+        &e,
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &task("sandbox", false),
+        "read",
+        &ApprovalContext::default(),
+    );
+    assert_eq!(
+        d,
+        Decision::Allow {
+            policy_ids: vec!["all".into()],
+            max_ttl_secs: Some(600)
+        }
+    );
+}
+
+#[test]
+fn a_policy_that_errors_denies() {
+    // Passes strict validation but overflows at run time: Cedar alone would skip this forbid
+    // and allow. Latch denies.
+    let e = engine(&[
+        ("a.cedar", PERMIT_ALL),
+        (
+            "b.cedar",
+            "@id(\"overflow\")\nforbid (principal, action, resource) when { context.ttl_secs * 9223372036854775807 > 0 };",
+        ),
+    ]);
+    let d = eval(
+        &e,
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &task("sandbox", false),
+        "read",
+        &ApprovalContext::default(),
+    );
+    match d {
+        Decision::Deny {
+            policy_ids,
+            reasons,
+        } => {
+            assert_eq!(policy_ids, vec!["overflow".to_string()]);
+            assert!(reasons[0].contains("failed to evaluate"));
+        }
+        other => panic!("an erroring policy must deny, got {other:?}"),
+    }
+}
+
+const STEP: &str = "@id(\"need-approval\")\n@step_up(\"ops\")\n@quorum(\"2\")\nforbid (principal, action == Latch::Action::\"deploy\", resource) unless { context.approval.groups.contains(\"ops\") };";
+
+#[test]
+fn step_up_only_when_approval_would_lift_every_obstacle() {
+    let e = engine(&[
+        ("a.cedar", PERMIT_ALL),
+        ("b.cedar", STEP),
+        (
+            "c.cedar",
+            "@id(\"no-untrusted\")\nforbid (principal, action, resource) when { principal.untrusted_source };",
+        ),
+    ]);
+    let r = resource("production", true, "internal");
+    let t = task("production", true);
+    let d = eval(
+        &e,
+        &workload(false),
+        &r,
+        &t,
+        "deploy",
+        &ApprovalContext::default(),
+    );
+    assert_eq!(
+        d,
+        Decision::StepUp {
+            policy_ids: vec!["need-approval".into()],
+            groups: vec![GroupQuorum {
+                group: "ops".into(),
+                quorum: 2
+            }]
+        }
+    );
+    // With the approval in context it is allowed.
+    let ok = ApprovalContext {
+        approved: true,
+        approvers: vec!["bob".into(), "carol".into()],
+        groups: vec!["ops".into()],
+    };
+    assert!(matches!(
+        eval(&e, &workload(false), &r, &t, "deploy", &ok),
+        Decision::Allow { .. }
+    ));
+    // A plain forbid in the way: no amount of approval helps, so it is a deny, not a step-up.
+    let d = eval(
+        &e,
+        &workload(true),
+        &r,
+        &t,
+        "deploy",
+        &ApprovalContext::default(),
+    );
+    assert!(matches!(d, Decision::Deny { .. }), "{d:?}");
+    // Without any permit, approval would not help either.
+    let e2 = engine(&[("b.cedar", STEP)]);
+    assert!(matches!(
+        eval(
+            &e2,
+            &workload(false),
+            &r,
+            &t,
+            "deploy",
+            &ApprovalContext::default()
+        ),
+        Decision::Deny { .. }
+    ));
+}
+
+#[test]
+fn hard_separation_beats_any_policy() {
+    let e = engine(&[("a.cedar", PERMIT_ALL)]);
+    let d = eval(
+        &e,
+        &workload(false),
+        &resource("production", true, "internal"),
+        &task("sandbox", false),
+        "read",
+        &ApprovalContext::default(),
+    );
+    match d {
+        Decision::Deny {
+            policy_ids,
+            reasons,
+        } => {
+            assert!(policy_ids.is_empty());
+            assert!(reasons[0].starts_with(latch_core::broker::SEPARATION_REASON));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn load_errors_name_file_line_and_column() {
+    let err = try_engine(&[
+        ("ok.cedar", PERMIT_ALL),
+        (
+            "bad.cedar",
+            "\n\npermit (principal, action, resource) when { ;",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(err.file, "bad.cedar");
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.column.is_some());
+    let err = try_engine(&[(
+        "v.cedar",
+        "permit (principal, action, resource)\nwhen { resource.nope };",
+    )])
+    .unwrap_err();
+    assert_eq!((err.file.as_str(), err.line), ("v.cedar", Some(2)), "{err}");
+    // Annotation misuse is refused too.
+    for (bad, why) in [
+        (
+            "@step_up(\"ops\")\npermit (principal, action, resource);",
+            "step_up on a permit",
+        ),
+        (
+            "@step_up(\"ops\")\n@quorum(\"0\")\nforbid (principal, action, resource);",
+            "quorum 0",
+        ),
+        (
+            "@max_ttl(\"soon\")\npermit (principal, action, resource);",
+            "bad max_ttl",
+        ),
+        (
+            "@id(\"x\")\npermit (principal, action, resource);\n@id(\"x\")\npermit (principal, action, resource);",
+            "duplicate id",
+        ),
+    ] {
+        assert!(
+            try_engine(&[("x.cedar", bad)]).is_err(),
+            "{why} must be refused"
+        );
+    }
+    // A schema that does not describe what Latch sends is refused at load.
+    let bad_schema = "namespace Latch { entity Workload; entity Resource; action \"read\" appliesTo { principal: [Workload], resource: [Resource] }; }";
+    let err = PolicyEngine::load(
+        &PolicySource {
+            name: "s".into(),
+            text: bad_schema.into(),
+        },
+        &[],
+        &["read".into()],
+    )
+    .unwrap_err();
+    assert!(err.message.contains("schema does not accept"), "{err}");
+}
