@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+mod bench;
 mod client;
 mod demo;
 
@@ -109,6 +110,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Load-test a running broker on loopback: grants/s and latency per concurrency level.
+    Bench(bench::BenchArgs),
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -524,6 +527,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }))
         }
         Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Bench(args) => Ok(ExitCode::from(bench::run(args).await?)),
         Cmd::Dev {
             cmd:
                 DevCmd::Token {
