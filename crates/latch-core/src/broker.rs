@@ -1129,7 +1129,8 @@ impl Broker {
             Write::UpdateRequest(req.clone())
         };
         let external = provider.has_external_state();
-        let mut pre = WriteBatch::new();
+        let guard = Write::RequireTaskOpen { task_id: task.id.clone(), version: task.version };
+        let mut pre = WriteBatch::new().write(guard.clone());
         if external {
             // Durable intent first: a crash after minting leaves a lease the reaper revokes.
             pre = pre
@@ -1139,7 +1140,6 @@ impl Broker {
                 pre = pre.audit(d.clone());
             }
             self.commit(ctx, pre).await?;
-            lease.version += 1;
         }
         let mint_req = MintRequest {
             lease_id: &lease_id,
@@ -1199,11 +1199,14 @@ impl Broker {
                 "credential_hmac": lease.credential_hmac, "kind": minted.credential.kind,
             }));
         let batch = if external {
+            // The `issuing` row is at version 1; activation is a compare-and-set on it.
+            lease.version += 1;
             WriteBatch::new()
                 .write(Write::UpdateLease(lease.clone()))
                 .audit(issued)
         } else {
             let mut b = WriteBatch::new()
+                .write(guard)
                 .write(req_write)
                 .write(Write::InsertLease(lease.clone()));
             if let Some(d) = decided {

@@ -137,6 +137,15 @@ pub enum Write {
     InsertTask(Task),
     /// Compare-and-set update of a task.
     UpdateTask(Task),
+    /// Writes nothing; fails the batch with a conflict unless the task is `open` at exactly
+    /// `version`. Grants carry it so a credential can never be recorded into a task that a
+    /// concurrent call has just ended (ending a task bumps its version).
+    RequireTaskOpen {
+        /// Task id.
+        task_id: String,
+        /// The version the caller read.
+        version: i64,
+    },
     /// Insert an access request.
     InsertRequest(AccessRequest),
     /// Compare-and-set update of an access request.

@@ -34,6 +34,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     let s = store.as_ref();
     ping(s).await;
     tasks(s).await;
+    require_task_open(s).await;
     batch_atomicity(s).await;
     requests(s).await;
     approvals(s).await;
@@ -257,6 +258,66 @@ async fn ping(s: &dyn Store) {
 }
 
 /// Task round trips, `tasks_by_owner`, `expired_open_tasks`, compare-and-set.
+/// `RequireTaskOpen` passes only for an open task at exactly the given version, and a failing
+/// guard undoes the whole batch.
+async fn require_task_open(s: &dyn Store) {
+    let t = task("task_g01", "wl_g", 1000, 5000, TaskState::Open);
+    apply_ok(
+        s,
+        WriteBatch::new().write(Write::InsertTask(t.clone())),
+        "insert guarded task",
+    )
+    .await;
+    let guard = |v: i64| Write::RequireTaskOpen {
+        task_id: t.id.clone(),
+        version: v,
+    };
+    apply_ok(
+        s,
+        WriteBatch::new().write(guard(t.version)),
+        "guard at current version",
+    )
+    .await;
+    expect_conflict(
+        s,
+        WriteBatch::new().write(guard(t.version + 1)),
+        "guard at another version",
+    )
+    .await;
+    expect_conflict(
+        s,
+        WriteBatch::new().write(Write::RequireTaskOpen {
+            task_id: "task_missing".into(),
+            version: 1,
+        }),
+        "guard of a missing task",
+    )
+    .await;
+    let mut ended = t.clone();
+    ended.state = TaskState::Completed;
+    ended.version += 1;
+    apply_ok(
+        s,
+        WriteBatch::new().write(Write::UpdateTask(ended.clone())),
+        "end task",
+    )
+    .await;
+    let late = task("task_g02", "wl_g", 1000, 5000, TaskState::Open);
+    expect_conflict(
+        s,
+        WriteBatch::new()
+            .write(Write::InsertTask(late.clone()))
+            .write(guard(ended.version)),
+        "guard of an ended task",
+    )
+    .await;
+    assert_eq!(
+        ok(s.task(&late.id).await, "task"),
+        None,
+        "a failed guard undoes the batch"
+    );
+}
+
 async fn tasks(s: &dyn Store) {
     let t1 = task("task_c01", "wl_a", 1000, 2000, TaskState::Open);
     let mut t2 = task("task_c02", "wl_a", 1500, 2500, TaskState::Open);

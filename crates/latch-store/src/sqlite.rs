@@ -274,6 +274,17 @@ async fn apply_write(tx: &mut Transaction<'static, Sqlite>, w: &Write) -> Result
             .map_err(|e| write_error("update task", &e))?;
             cas("task", &t.id, r.rows_affected())?;
         }
+        Write::RequireTaskOpen { task_id, version } => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM tasks WHERE id = ?1 AND version = ?2 AND state = 'open'",
+            )
+            .bind(task_id)
+            .bind(version)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| write_error("check task", &e))?;
+            cas("task", task_id, n as u64)?;
+        }
         Write::InsertRequest(r) => {
             sqlx::query(
                 "INSERT INTO requests (id, task_id, state, created_at, expires_at, version, body) \

@@ -97,11 +97,13 @@ async fn every_rejection_has_its_code() {
     // Oversized: refused before any parsing.
     assert_rejected(&s, &"A".repeat(20_000), "token_too_large").await;
     // Bad signature.
-    let mut t = s.issuer.sign(&c);
-    t.pop();
-    t.push(if t.ends_with('A') { 'B' } else { 'A' });
+    // Flip a character in the middle of the signature (the last one may carry only padding bits).
+    let t = s.issuer.sign(&c);
+    let at = t.rfind('.').unwrap() + 20;
+    let flipped = if &t[at..at + 1] == "A" { "B" } else { "A" };
+    let t = format!("{}{flipped}{}", &t[..at], &t[at + 1..]);
     let r = try_open(&s, &t).await;
-    assert!(matches!(r.code(), Some("signature_invalid") | Some("token_malformed")), "{}", r.body);
+    assert_eq!(r.code(), Some("signature_invalid"), "{}", r.body);
     s.stop().await;
 }
 

@@ -25,9 +25,11 @@ async fn pyjwt_verifies_a_minted_token_against_the_jwks() {
     let t = s.open_task(&agent, "sandbox", 600).await;
     let g = s.request(&agent, &t, "ci-cache", &["read", "write"], None).await;
     let tok = g.body["credential"]["value"].as_str().unwrap();
-    let out = std::process::Command::new("python3")
+    // Async: the server runs on this test's runtime and must answer Python's JWKS fetch.
+    let out = tokio::process::Command::new("python3")
         .args(["-c", VERIFY, &s.base, tok, "https://ci-cache.acme.example"])
         .output()
+        .await
         .expect("python3");
     assert!(out.status.success(), "PyJWT refused the token: {}", String::from_utf8_lossy(&out.stderr));
     let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -39,9 +41,10 @@ async fn pyjwt_verifies_a_minted_token_against_the_jwks() {
     let mut bad = tok.to_owned();
     let mid = bad.find('.').unwrap() + 5;
     bad.replace_range(mid..mid + 1, if &bad[mid..mid + 1] == "A" { "B" } else { "A" });
-    let out = std::process::Command::new("python3")
+    let out = tokio::process::Command::new("python3")
         .args(["-c", VERIFY, &s.base, &bad, "https://ci-cache.acme.example"])
         .output()
+        .await
         .unwrap();
     assert!(!out.status.success(), "PyJWT must refuse a tampered token");
     s.stop().await;

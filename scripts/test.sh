@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
+# Installs what is missing (Python's PyJWT for the interoperability test) and runs every test of
+# the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+apt_install() {
+  if command -v apt-get >/dev/null 2>&1; then
+    say "installing Debian packages: $*"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+    else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; fi
+  else
+    echo "cannot install $* (no apt-get)" >&2
+  fi
+}
+
+# A C compiler (aws-lc-sys, bundled SQLite) and Python for the independent verifier.
+command -v cc >/dev/null 2>&1 || apt_install build-essential
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+  say "installing PyJWT (independent JWT verifier for the interop test)"
+  python3 -m pip install -q 'pyjwt[crypto]>=2.8' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'pyjwt[crypto]>=2.8' \
+    || apt_install python3-jwt python3-cryptography
+fi
+python3 -c 'import jwt, cryptography; print("PyJWT", jwt.__version__)'
+
+command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
+say "cargo test --workspace"
+# Two cores: keep parallel test binaries from oversubscribing the machine.
+exec cargo test --workspace --locked -- --test-threads 4
