@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{SqlSafeStr, Sqlite, Transaction};
 
+mod group;
+
+use group::GroupWriter;
+
 /// Embedded migrations, in version order: `(version, description, sql)`.
 ///
 /// Every file in `migrations/sqlite/` must be listed here (a unit test checks it).
@@ -27,7 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// Connections in the read pool of a file database.
 const READ_POOL_SIZE: u32 = 4;
 /// How long a connection waits on a lock held by another process before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller waits for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default and maximum page sizes of [`Store::audit_events`].
@@ -38,9 +43,11 @@ const AUDIT_MAX_LIMIT: u32 = 1000;
 ///
 /// * Journal mode WAL, `synchronous=FULL` (a committed batch survives power loss), foreign keys
 ///   enforced, busy timeout 5 s.
-/// * All writes go through a single writer connection, so concurrent writers queue in the pool
-///   instead of failing with `SQLITE_BUSY`; each [`apply`](Store::apply) is one
-///   `BEGIN IMMEDIATE` transaction.
+/// * File databases: every [`apply`](Store::apply) goes to one dedicated writer thread that owns
+///   a `rusqlite` connection and commits whatever batches are queued together — one
+///   `BEGIN IMMEDIATE` transaction and one fsync per group, one savepoint per batch, each caller
+///   answered after the `COMMIT` (see `group.rs`). In-memory databases apply each batch as its
+///   own `BEGIN IMMEDIATE` transaction on the single sqlx connection.
 /// * Reads use a separate pool of read-only connections, which WAL lets run alongside the
 ///   writer. An in-memory database uses the single writer connection for everything (each
 ///   connection would otherwise see its own database).
@@ -51,6 +58,8 @@ const AUDIT_MAX_LIMIT: u32 = 1000;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The group-commit writer (file databases only).
+    group: Option<Arc<GroupWriter>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -58,6 +67,7 @@ impl std::fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("writer_connections", &self.writer.size())
             .field("reader_connections", &self.reader.size())
+            .field("group_commit", &self.group.is_some())
             .finish()
     }
 }
@@ -89,6 +99,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Full);
+        let filename = base.get_filename().to_owned();
 
         let store = if memory {
             // One connection that is never closed: the database lives as long as it does.
@@ -104,6 +115,7 @@ impl SqliteStore {
             Self {
                 writer: pool.clone(),
                 reader: pool,
+                group: None,
             }
         } else {
             let writer = SqlitePoolOptions::new()
@@ -120,16 +132,36 @@ impl SqliteStore {
             let reader = SqlitePoolOptions::new()
                 .max_connections(READ_POOL_SIZE)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_lazy_with(base.read_only(true));
-            Self { writer, reader }
+                .connect_lazy_with(base.clone().read_only(true));
+            Self {
+                writer,
+                reader,
+                group: None,
+            }
         };
         store.migrate().await?;
-        Ok(store)
+        if memory {
+            return Ok(store);
+        }
+        // Started after the migrations, so its connection sees the current schema.
+        match GroupWriter::start(&filename).await {
+            Ok(group) => Ok(Self {
+                group: Some(Arc::new(group)),
+                ..store
+            }),
+            Err(e) => {
+                store.close().await;
+                Err(e)
+            }
+        }
     }
 
     /// Closes every connection, waiting for in-flight work to finish. Later calls fail with
     /// [`StoreError::Unavailable`]. Dropping the store (and all its clones) also closes it.
     pub async fn close(&self) {
+        if let Some(group) = &self.group {
+            group.close().await;
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -195,7 +227,7 @@ fn write_error(what: &str, e: &sqlx::Error) -> StoreError {
     unavailable(what, e)
 }
 
-fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|_| StoreError::Unavailable(format!("could not encode {what}")))
 }
@@ -228,7 +260,7 @@ fn like_prefix(prefix: &str) -> String {
 }
 
 /// Fails with a conflict when a compare-and-set update matched no row.
-fn cas(what: &str, id: &str, rows: u64) -> Result<(), StoreError> {
+pub(crate) fn cas(what: &str, id: &str, rows: u64) -> Result<(), StoreError> {
     if rows == 0 {
         Err(StoreError::Conflict(format!(
             "{what} {id} was changed concurrently or does not exist"
@@ -412,6 +444,9 @@ fn decode_events(rows: Vec<(i64, String)>) -> Result<Vec<AuditEvent>, StoreError
 #[async_trait]
 impl Store for SqliteStore {
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
+        if let Some(group) = &self.group {
+            return group.apply(batch).await;
+        }
         let mut tx = self.begin().await?;
         let result = async {
             for w in &batch.writes {

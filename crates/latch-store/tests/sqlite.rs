@@ -343,3 +343,67 @@ async fn unopenable_location_is_unavailable() {
     let r = SqliteStore::open("/nonexistent-dir-latch/sub/latch.db").await;
     assert!(matches!(r, Err(StoreError::Unavailable(_))));
 }
+
+/// Concurrent batches on a file database are committed in groups: a failing batch (dangling
+/// reference, duplicate key, lost compare-and-set) gets its own conflict and leaves nothing
+/// behind, while the batches grouped with it commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_batches_fail_and_succeed_independently() {
+    let db = TempDb::new("group");
+    let store = Arc::new(SqliteStore::open(db.path()).await.expect("open"));
+    store
+        .apply(WriteBatch::new().write(Write::InsertTask(task("task_dur"))))
+        .await
+        .expect("seed");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60u32 {
+        let store = store.clone();
+        set.spawn(async move {
+            let req = format!("req_g{i}");
+            let lease_id = format!("lease_g{i}");
+            let (task_id, req_id) = match i % 3 {
+                // Dangling reference: the parent task does not exist.
+                1 => ("task_nope".to_owned(), req.clone()),
+                // Duplicate key: every such batch reuses one request id; only the first wins.
+                2 => ("task_dur".to_owned(), "req_dup".to_owned()),
+                _ => ("task_dur".to_owned(), req.clone()),
+            };
+            let mut ev = event(&format!("evt_g{i}"));
+            ev.lease_id = Some(lease_id.clone());
+            let batch = WriteBatch::new()
+                .write(Write::InsertLease(lease(&lease_id, &task_id)))
+                .write(Write::InsertRequest(request(&req_id, &task_id)))
+                .audit(ev);
+            (i, lease_id, store.apply(batch).await)
+        });
+    }
+    let (mut ok, mut dup_wins) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        let (i, lease_id, result) = r.expect("join");
+        let stored = store.lease(&lease_id).await.expect("read").is_some();
+        match (i % 3, result) {
+            (0, Ok(seqs)) => {
+                assert_eq!(seqs.len(), 1);
+                assert!(stored);
+                ok += 1;
+            }
+            (1, Err(StoreError::Conflict(_))) => assert!(!stored, "dangling batch {i} left rows"),
+            (2, Ok(_)) => {
+                assert!(stored);
+                dup_wins += 1;
+            }
+            (2, Err(StoreError::Conflict(_))) => assert!(!stored, "duplicate batch {i} left rows"),
+            (_, other) => panic!("batch {i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, dup_wins), (20, 1));
+    let events = store
+        .audit_events(&AuditFilter {
+            limit: Some(1000),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 21, "one audit event per committed batch");
+    store.close().await;
+}

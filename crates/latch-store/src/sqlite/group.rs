@@ -1,0 +1,490 @@
+//! The group-commit writer of a file database.
+//!
+//! One OS thread owns a `rusqlite` connection and is the only path for [`Store::apply`]
+//! (`crate::SqliteStore`'s `put_key_blob_if_absent` and the migrations still use sqlx; the
+//! busy timeout orders them against this thread). A caller hands its whole batch over in one
+//! channel send and awaits one reply, instead of one worker-thread round trip per statement.
+//!
+//! The thread blocks for a batch, then drains whatever else is queued (up to [`MAX_GROUP`]) and
+//! commits the group in one `BEGIN IMMEDIATE … COMMIT` — one fsync — with each batch inside its
+//! own `SAVEPOINT`. A batch that fails (compare-and-set, unique key, foreign key, guard) is rolled
+//! back to its savepoint and answered with its own error; the others are unaffected. Replies are
+//! sent only after `COMMIT` succeeded, so nothing is acknowledged that is not durable.
+//!
+//! [`Store::apply`]: latch_core::ports::Store::apply
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use latch_core::ports::{StoreError, Write, WriteBatch};
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::oneshot;
+
+use super::{BUSY_TIMEOUT, cas, encode};
+
+/// Most batches committed in one transaction.
+const MAX_GROUP: usize = 128;
+
+type Reply = oneshot::Sender<Result<Vec<i64>, StoreError>>;
+
+/// A batch with its JSON bodies already encoded (on the caller's thread, outside the serial
+/// section): `bodies[i]` belongs to `batch.writes[i]` (empty for a guard), `audit_bodies[i]` to
+/// `batch.audit[i]`.
+struct Job {
+    batch: WriteBatch,
+    bodies: Vec<String>,
+    audit_bodies: Vec<String>,
+    reply: Reply,
+}
+
+struct Running {
+    jobs: mpsc::Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+/// Handle to the writer thread. The thread stops when this is closed or dropped.
+pub(super) struct GroupWriter {
+    running: Mutex<Option<Running>>,
+}
+
+impl GroupWriter {
+    /// Opens a connection to the (existing, migrated) database file and starts the thread.
+    pub(super) async fn start(path: &Path) -> Result<Self, StoreError> {
+        let path: PathBuf = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || open(&path))
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite: open writer: task failed".into()))??;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("latch-sqlite-writer".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|_| StoreError::Unavailable("sqlite: could not start writer thread".into()))?;
+        Ok(Self {
+            running: Mutex::new(Some(Running { jobs, thread })),
+        })
+    }
+
+    /// Commits `batch` (in a group with whatever else is queued) and returns its audit seqs.
+    pub(super) async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
+        let bodies = batch
+            .writes
+            .iter()
+            .map(encode_write)
+            .collect::<Result<Vec<_>, _>>()?;
+        let audit_bodies = batch
+            .audit
+            .iter()
+            .map(|e| encode("audit event", e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            batch,
+            bodies,
+            audit_bodies,
+            reply,
+        };
+        {
+            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(r) = running.as_ref() else {
+                return Err(closed());
+            };
+            r.jobs.send(job).map_err(|_| closed())?;
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("sqlite: writer stopped".into()))?
+    }
+
+    /// Stops the thread after the batches already queued, and waits for it.
+    pub(super) async fn close(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(Running { jobs, thread }) = running {
+            drop(jobs);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("sqlite: store is closed".into())
+}
+
+fn encode_write(w: &Write) -> Result<String, StoreError> {
+    match w {
+        Write::InsertTask(t) | Write::UpdateTask(t) => encode("task", t),
+        Write::RequireTaskOpen { .. } => Ok(String::new()),
+        Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
+        Write::InsertApproval(a) => encode("approval", a),
+        Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
+    }
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| unavailable("open writer", &e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| unavailable("set busy timeout", &e))?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| unavailable("set journal mode", &e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "sqlite: journal mode is {mode}, expected wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| unavailable("set synchronous", &e))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(|e| unavailable("enable foreign keys", &e))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// The writer thread: one group per wake-up until every sender is gone.
+fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = {
+            let refs: Vec<&Job> = group.iter().collect();
+            commit_group(&conn, &refs)
+        };
+        for (job, result) in group.into_iter().zip(results) {
+            // The caller may have gone away; its batch is committed (or not) regardless.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
+    }
+}
+
+/// Commits `group` in one transaction; one result per batch, in order.
+fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, StoreError>> {
+    let all = |e: StoreError| -> Vec<Result<Vec<i64>, StoreError>> {
+        group.iter().map(|_| Err(e.clone())).collect()
+    };
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        rollback(conn);
+        return all(unavailable("begin transaction", &e));
+    }
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        if let Err(e) = exec(conn, "SAVEPOINT b") {
+            rollback(conn);
+            return all(unavailable("savepoint", &e));
+        }
+        match apply_batch(conn, job) {
+            Ok(seqs) => {
+                if let Err(e) = exec(conn, "RELEASE b") {
+                    rollback(conn);
+                    return all(unavailable("release savepoint", &e));
+                }
+                results.push(Ok(seqs));
+            }
+            Err(err) => {
+                if let Err(e) = exec(conn, "ROLLBACK TO b").and_then(|()| exec(conn, "RELEASE b")) {
+                    rollback(conn);
+                    return all(unavailable("roll back to savepoint", &e));
+                }
+                results.push(Err(err));
+            }
+        }
+    }
+    match exec(conn, "COMMIT") {
+        Ok(()) => results,
+        Err(e) => {
+            rollback(conn);
+            if group.len() > 1 && is_constraint(&e) {
+                // A deferred constraint the per-batch checks did not catch: find the culprit by
+                // committing each batch on its own.
+                return group
+                    .iter()
+                    .flat_map(|job| commit_group(conn, std::slice::from_ref(job)))
+                    .collect();
+            }
+            let err = write_error("commit", &e);
+            results
+                .into_iter()
+                .map(|r| r.and(Err(err.clone())))
+                .collect()
+        }
+    }
+}
+
+/// Applies one batch inside the open transaction (the caller handles the savepoint).
+fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
+    for (w, body) in job.batch.writes.iter().zip(&job.bodies) {
+        apply_write(conn, w, body)?;
+    }
+    // Foreign keys are DEFERRABLE INITIALLY DEFERRED, i.e. checked at COMMIT, which here ends
+    // the whole group: check this batch's references now, after all its writes (so their order
+    // inside the batch still does not matter), as the COMMIT of a batch of its own would.
+    for w in &job.batch.writes {
+        check_references(conn, w)?;
+    }
+    let mut seqs = Vec::with_capacity(job.batch.audit.len());
+    for (e, body) in job.batch.audit.iter().zip(&job.audit_bodies) {
+        let seq = conn
+            .prepare_cached(
+                "INSERT INTO audit_events (id, at_unix_secs, kind, task_id, lease_id, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        e.id,
+                        e.at_unix_secs,
+                        e.kind,
+                        e.task_id.as_deref(),
+                        e.lease_id.as_deref(),
+                        body
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .map_err(|err| write_error("append audit event", &err))?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+fn execute(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params))
+        .map_err(|e| write_error(what, &e))
+}
+
+fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreError> {
+    match w {
+        Write::InsertTask(t) => {
+            execute(
+                conn,
+                "insert task",
+                "INSERT INTO tasks (id, owner_id, state, created_at, expires_at, version, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    t.id,
+                    t.owner.id,
+                    t.state.as_str(),
+                    t.created_at_unix_secs,
+                    t.expires_at_unix_secs,
+                    t.version,
+                    body
+                ],
+            )?;
+        }
+        Write::UpdateTask(t) => {
+            let n = execute(
+                conn,
+                "update task",
+                "UPDATE tasks SET owner_id = ?2, state = ?3, created_at = ?4, expires_at = ?5, \
+                 version = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
+                params![
+                    t.id,
+                    t.owner.id,
+                    t.state.as_str(),
+                    t.created_at_unix_secs,
+                    t.expires_at_unix_secs,
+                    t.version,
+                    body,
+                    t.version - 1
+                ],
+            )?;
+            cas("task", &t.id, n as u64)?;
+        }
+        Write::RequireTaskOpen { task_id, version } => {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM tasks WHERE id = ?1 AND version = ?2 AND state = 'open'",
+                )
+                .and_then(|mut s| s.query_row(params![task_id, version], |r| r.get(0)))
+                .map_err(|e| write_error("check task", &e))?;
+            cas("task", task_id, n as u64)?;
+        }
+        Write::InsertRequest(r) => {
+            execute(
+                conn,
+                "insert request",
+                "INSERT INTO requests (id, task_id, state, created_at, expires_at, version, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    r.id,
+                    r.task_id,
+                    r.state.as_str(),
+                    r.created_at_unix_secs,
+                    r.expires_at_unix_secs,
+                    r.version,
+                    body
+                ],
+            )?;
+        }
+        Write::UpdateRequest(r) => {
+            let n = execute(
+                conn,
+                "update request",
+                "UPDATE requests SET task_id = ?2, state = ?3, created_at = ?4, expires_at = ?5, \
+                 version = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
+                params![
+                    r.id,
+                    r.task_id,
+                    r.state.as_str(),
+                    r.created_at_unix_secs,
+                    r.expires_at_unix_secs,
+                    r.version,
+                    body,
+                    r.version - 1
+                ],
+            )?;
+            cas("request", &r.id, n as u64)?;
+        }
+        Write::InsertApproval(a) => {
+            execute(
+                conn,
+                "insert approval",
+                "INSERT INTO approvals (id, request_id, approver, created_at, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.id, a.request_id, a.approver, a.created_at_unix_secs, body],
+            )?;
+        }
+        Write::InsertLease(l) => {
+            execute(
+                conn,
+                "insert lease",
+                "INSERT INTO leases (id, task_id, request_id, state, issued_at, expires_at, \
+                 next_revoke_at, credential_hmac, version, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    l.id,
+                    l.task_id,
+                    l.request_id,
+                    l.state.as_str(),
+                    l.issued_at_unix_secs,
+                    l.expires_at_unix_secs,
+                    l.next_revoke_at_unix_secs,
+                    l.credential_hmac.as_deref(),
+                    l.version,
+                    body
+                ],
+            )?;
+        }
+        Write::UpdateLease(l) => {
+            let n = execute(
+                conn,
+                "update lease",
+                "UPDATE leases SET task_id = ?2, request_id = ?3, state = ?4, issued_at = ?5, \
+                 expires_at = ?6, next_revoke_at = ?7, credential_hmac = ?8, version = ?9, \
+                 body = ?10 WHERE id = ?1 AND version = ?11",
+                params![
+                    l.id,
+                    l.task_id,
+                    l.request_id,
+                    l.state.as_str(),
+                    l.issued_at_unix_secs,
+                    l.expires_at_unix_secs,
+                    l.next_revoke_at_unix_secs,
+                    l.credential_hmac.as_deref(),
+                    l.version,
+                    body,
+                    l.version - 1
+                ],
+            )?;
+            cas("lease", &l.id, n as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// The foreign keys of the schema (`requests.task_id`, `approvals.request_id`,
+/// `leases.task_id`), checked for one write.
+fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
+    let (what, sql, parent) = match w {
+        Write::InsertRequest(r) => ("insert request", TASK_EXISTS, &r.task_id),
+        Write::UpdateRequest(r) => ("update request", TASK_EXISTS, &r.task_id),
+        Write::InsertLease(l) => ("insert lease", TASK_EXISTS, &l.task_id),
+        Write::UpdateLease(l) => ("update lease", TASK_EXISTS, &l.task_id),
+        Write::InsertApproval(a) => (
+            "insert approval",
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)",
+            &a.request_id,
+        ),
+        Write::InsertTask(_) | Write::UpdateTask(_) | Write::RequireTaskOpen { .. } => {
+            return Ok(());
+        }
+    };
+    let exists: bool = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.query_row([parent], |r| r.get(0)))
+        .map_err(|e| unavailable(what, &e))?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "{what}: refers to a row that does not exist"
+        )))
+    }
+}
+
+const TASK_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)";
+
+fn sqlite_code(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
+    }
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    sqlite_code(e).is_some_and(|c| c & 0xff == rusqlite::ffi::SQLITE_CONSTRAINT)
+}
+
+/// Maps an error onto [`StoreError::Unavailable`]. SQLite's messages name tables, columns and
+/// constraints, never row values.
+fn unavailable(what: &str, e: &rusqlite::Error) -> StoreError {
+    let detail = match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg)) => format!("{msg} (code {})", f.extended_code),
+        rusqlite::Error::SqliteFailure(f, None) => format!("{f} (code {})", f.extended_code),
+        other => other.to_string(),
+    };
+    StoreError::Unavailable(format!("sqlite: {what}: {detail}"))
+}
+
+/// Maps an error from a write: unique and foreign-key violations are conflicts.
+fn write_error(what: &str, e: &rusqlite::Error) -> StoreError {
+    match sqlite_code(e) {
+        Some(
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY,
+        ) => StoreError::Conflict(format!("{what}: already exists")),
+        Some(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+            StoreError::Conflict(format!("{what}: refers to a row that does not exist"))
+        }
+        _ => unavailable(what, e),
+    }
+}
