@@ -127,15 +127,12 @@ impl Client {
             .post(format!("{}{path}", self.base))
             .basic_auth(id, Some(secret))
             .form(form);
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
-        Ok(Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        })
+        // Client credentials replace the bearer token for this call.
+        Self {
+            token: None,
+            ..self.clone()
+        }
+        .send(rb)
+        .await
     }
 }

@@ -520,7 +520,7 @@ impl Broker {
         token: Option<&str>,
     ) -> Result<Workload> {
         match self.authenticate(ctx, token).await? {
-            Principal::Workload(w) => Ok(w),
+            Principal::Workload(w) => Ok(*w),
             Principal::Human(_) => Err(ApiError::new(
                 ErrorCode::WrongPrincipalKind,
                 "this call needs a workload identity token",
@@ -1656,7 +1656,7 @@ impl Broker {
                         .detail(json!({"policy_ids": ids, "reasons": reasons}));
                 let (b, rv) = self.revocation_writes(
                     WriteBatch::new().audit(ev),
-                    &[lease.clone()],
+                    std::slice::from_ref(&lease),
                     "renewal_denied",
                     &caller.id,
                     now,

@@ -106,7 +106,7 @@ pub struct Human {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A workload (agent, CI job, pod).
-    Workload(Workload),
+    Workload(Box<Workload>),
     /// A human.
     Human(Human),
 }

@@ -421,7 +421,7 @@ impl PolicyEngine {
         Entities::from_entities(Self::entities_vec(&input)?, Some(&self.schema))
             .map_err(|e| fail(format!("schema does not accept latch's entities: {e}")))?;
         for action in actions {
-            let ctx = Self::context(&input).map_err(|m| fail(m))?;
+            let ctx = Self::context(&input).map_err(fail)?;
             Request::new(
                 uid("Workload", "probe"),
                 uid("Action", action),

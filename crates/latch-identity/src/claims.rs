@@ -153,10 +153,10 @@ pub(crate) struct MapContext<'a> {
 /// `claims_invalid` when a claim the preset requires is missing or has the wrong type.
 pub(crate) fn map_principal(c: &Claims, ctx: &MapContext<'_>) -> Result<Principal, ApiError> {
     match ctx.preset {
-        Preset::GithubActions => github(c, ctx).map(Principal::Workload),
-        Preset::GitlabCi => gitlab(c, ctx).map(Principal::Workload),
-        Preset::Kubernetes => kubernetes(c, ctx).map(Principal::Workload),
-        Preset::Generic => generic(c, ctx).map(Principal::Workload),
+        Preset::GithubActions => github(c, ctx).map(|w| Principal::Workload(Box::new(w))),
+        Preset::GitlabCi => gitlab(c, ctx).map(|w| Principal::Workload(Box::new(w))),
+        Preset::Kubernetes => kubernetes(c, ctx).map(|w| Principal::Workload(Box::new(w))),
+        Preset::Generic => generic(c, ctx).map(|w| Principal::Workload(Box::new(w))),
         Preset::Human => human(c, ctx).map(Principal::Human),
     }
 }

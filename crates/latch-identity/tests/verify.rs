@@ -179,7 +179,7 @@ fn case(name: &str) -> Value {
 
 fn workload(p: Principal) -> Workload {
     match p {
-        Principal::Workload(w) => w,
+        Principal::Workload(w) => *w,
         Principal::Human(h) => panic!("expected a workload, got human {h:?}"),
     }
 }

@@ -157,6 +157,37 @@ async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiRe
     }
 }
 
+/// Authenticates the caller as a workload, runs `op`, then commits the call's pending audit
+/// events (audit fails closed). The shape of every workload handler.
+async fn as_workload<T>(
+    s: &AppState,
+    m: &ReqMeta,
+    headers: &HeaderMap,
+    op: impl AsyncFnOnce(&CallCtx, Workload) -> Result<T, ApiError>,
+) -> ApiResult<T> {
+    let ctx = m.ctx();
+    let r = match s.broker.authenticate_workload(&ctx, bearer(headers)).await {
+        Ok(w) => op(&ctx, w).await,
+        Err(e) => Err(e),
+    };
+    finish(s, &ctx, r).await
+}
+
+/// [`as_workload`] for calls made by a human (approvers, auditors).
+async fn as_human<T>(
+    s: &AppState,
+    m: &ReqMeta,
+    headers: &HeaderMap,
+    op: impl AsyncFnOnce(&CallCtx, Human) -> Result<T, ApiError>,
+) -> ApiResult<T> {
+    let ctx = m.ctx();
+    let r = match s.broker.authenticate_human(&ctx, bearer(headers)).await {
+        Ok(h) => op(&ctx, h).await,
+        Err(e) => Err(e),
+    };
+    finish(s, &ctx, r).await
+}
+
 /// Middleware: request id, source address, structured access log, error bodies get the id.
 pub async fn request_meta(mut req: Request, next: Next) -> Response {
     let request_id = req
@@ -251,16 +282,11 @@ async fn open_task(
     headers: HeaderMap,
     ApiJson(body): ApiJson<OpenTask>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.open_task(&ctx, &w, body).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.open_task(ctx, &w, body).await
+    })
     .await;
-    let t = finish(&s, &ctx, r).await?;
+    let t = r?;
     metrics::counter!("latch_tasks_opened_total").increment(1);
     Ok((StatusCode::CREATED, Json(t)))
 }
@@ -271,16 +297,11 @@ async fn list_tasks(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<Task>>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
         s.broker.list_tasks(&w).await
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path)),
@@ -291,16 +312,11 @@ async fn get_task(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Task>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
         s.broker.task(&w, &id).await
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 async fn end_task(
@@ -310,16 +326,11 @@ async fn end_task(
     id: String,
     state: TaskState,
 ) -> ApiResult<Json<Task>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.end_task(&ctx, &w, &id, state).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.end_task(ctx, &w, &id, state).await
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path)),
@@ -438,16 +449,11 @@ async fn request_access(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RequestAccess>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.request_access(&ctx, &w, &id, body).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.request_access(ctx, &w, &id, body).await
+    })
     .await;
-    Ok(outcome_response(finish(&s, &ctx, r).await?, &m.request_id))
+    Ok(outcome_response(r?, &m.request_id))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
@@ -458,16 +464,11 @@ async fn get_request(
     headers: HeaderMap,
     Path((id, rid)): Path<(String, String)>,
 ) -> ApiResult<Json<AccessRequest>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
         s.broker.request(&w, &id, &rid).await
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
@@ -481,16 +482,11 @@ async fn claim_request(
     headers: HeaderMap,
     Path((id, rid)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.claim(&ctx, &w, &id, &rid).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.claim(ctx, &w, &id, &rid).await
+    })
     .await;
-    Ok(outcome_response(finish(&s, &ctx, r).await?, &m.request_id))
+    Ok(outcome_response(r?, &m.request_id))
 }
 
 // ---------------------------------------------------------------- leases
@@ -503,16 +499,11 @@ async fn task_leases(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Lease>>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
         s.broker.leases(&w, &id).await
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 /// Renewal input.
@@ -534,7 +525,6 @@ async fn renew_lease(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<AccessResponse>> {
-    let ctx = m.ctx();
     let body: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
         RenewBody::default()
     } else {
@@ -546,15 +536,11 @@ async fn renew_lease(
         })?
     };
     let ttl = body.ttl_secs;
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.renew(&ctx, &w, &id, ttl).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.renew(ctx, &w, &id, ttl).await
+    })
     .await;
-    let g = finish(&s, &ctx, r).await?;
+    let g = r?;
     let mut body = grant_body(g, &m.request_id);
     body.status = "renewed".into();
     metrics::counter!("latch_renewals_total").increment(1);
@@ -569,16 +555,11 @@ async fn revoke_lease(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Lease>> {
-    let ctx = m.ctx();
-    let r = async {
-        let w = s
-            .broker
-            .authenticate_workload(&ctx, bearer(&headers))
-            .await?;
-        s.broker.revoke(&ctx, &w, &id).await
-    }
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.revoke(ctx, &w, &id).await
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 // ---------------------------------------------------------------- approvals
@@ -601,9 +582,7 @@ async fn pending(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<PendingView>>> {
-    let ctx = m.ctx();
-    let r = async {
-        let h = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+    let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
         let mut out = Vec::new();
         for (request, task) in s.broker.pending_for(&h).await? {
             let approvals = s.broker.approvals(&request.id).await?;
@@ -614,9 +593,9 @@ async fn pending(
             });
         }
         Ok(out)
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 /// A vote.
@@ -638,15 +617,13 @@ async fn vote(
     body: VoteBody,
     verdict: Verdict,
 ) -> ApiResult<Json<AccessRequest>> {
-    let ctx = m.ctx();
-    let r = async {
-        let h: Human = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+    let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
         s.broker
-            .vote(&ctx, &h, &rid, &body.digest, verdict, &body.reason)
+            .vote(ctx, &h, &rid, &body.digest, verdict, &body.reason)
             .await
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 #[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
@@ -800,9 +777,7 @@ async fn audit(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
-    let ctx = m.ctx();
-    let r = async {
-        let h = s.broker.authenticate_human(&ctx, bearer(&headers)).await?;
+    let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
         if !h.groups.iter().any(|g| s.admin_groups.contains(g)) {
             return Err(ApiError::new(
                 ErrorCode::WrongPrincipalKind,
@@ -817,9 +792,9 @@ async fn audit(
             limit: Some(q.limit.unwrap_or(100).min(1000)),
         };
         Ok(s.broker.store().audit_events(&f).await?)
-    }
+    })
     .await;
-    Ok(Json(finish(&s, &ctx, r).await?))
+    Ok(Json(r?))
 }
 
 // ---------------------------------------------------------------- development issuer

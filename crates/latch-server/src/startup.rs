@@ -169,7 +169,7 @@ async fn master_key(
     use latch_providers::keyring::MasterKey;
     let k = &config.keys;
     if let Some(f) = &k.master_key_file {
-        return MasterKey::from_file(&config.path(f))
+        return MasterKey::from_file(config.path(f))
             .map_err(|e| StartError(format!("master key: {e}")));
     }
     if let Some(var) = &k.master_key_env {

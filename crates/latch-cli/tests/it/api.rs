@@ -9,11 +9,23 @@ async fn openapi_health_metrics_and_jwks() {
     let doc = s.get(None, "/v1/openapi.json").await;
     assert_eq!(doc.status, 200);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
-    for p in ["/v1/tasks", "/v1/tasks/{id}/requests", "/v1/tasks/{id}/requests/{rid}/claim", "/v1/approvals/{rid}/approve",
-              "/v1/leases/{id}/renew", "/v1/oauth/introspect", "/v1/oauth/revoke", "/v1/audit"] {
+    for p in [
+        "/v1/tasks",
+        "/v1/tasks/{id}/requests",
+        "/v1/tasks/{id}/requests/{rid}/claim",
+        "/v1/approvals/{rid}/approve",
+        "/v1/leases/{id}/renew",
+        "/v1/oauth/introspect",
+        "/v1/oauth/revoke",
+        "/v1/audit",
+    ] {
         assert!(doc.body["paths"].get(p).is_some(), "openapi lacks {p}");
     }
-    assert!(doc.body["components"]["schemas"].get("AccessResponse").is_some());
+    assert!(
+        doc.body["components"]["schemas"]
+            .get("AccessResponse")
+            .is_some()
+    );
     assert_eq!(s.get(None, "/healthz").await.status, 200);
     assert_eq!(s.get(None, "/readyz").await.body["status"], "ready");
     let jwks = s.get(None, "/.well-known/jwks.json").await.body;
@@ -24,7 +36,15 @@ async fn openapi_health_metrics_and_jwks() {
     let agent = s.agent("1").await;
     let t = s.open_task(&agent, "sandbox", 600).await;
     s.request(&agent, &t, "ci-cache", &["read"], None).await;
-    let m = s.http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let m = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("latch_access_decisions_total"), "{m}");
     assert!(m.contains("latch_http_requests_total"));
     s.stop().await;
@@ -35,26 +55,66 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
     let s = TestServer::start().await;
     let agent = s.agent("2").await;
     // Request id: echoed if well-formed, generated otherwise.
-    let r = s.http.get(format!("{}/v1/tasks/task_nope", s.base)).bearer_auth(&agent).header("x-request-id", "abc-123")
-        .send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/v1/tasks/task_nope", s.base))
+        .bearer_auth(&agent)
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body, json!({"error": {"code": "task_not_found", "message": "no task `task_nope`", "request_id": "abc-123"}}));
-    let r = s.http.get(format!("{}/v1/tasks", s.base)).bearer_auth(&agent).header("x-request-id", "bad id!")
-        .send().await.unwrap();
-    assert!(r.headers()["x-request-id"].to_str().unwrap().starts_with("rq_"));
+    assert_eq!(
+        body,
+        json!({"error": {"code": "task_not_found", "message": "no task `task_nope`", "request_id": "abc-123"}})
+    );
+    let r = s
+        .http
+        .get(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&agent)
+        .header("x-request-id", "bad id!")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("rq_")
+    );
     // Invalid JSON and unknown fields.
-    let r = s.http.post(format!("{}/v1/tasks", s.base)).bearer_auth(&agent).header("content-type", "application/json")
-        .body("{not json").send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&agent)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let b: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "invalid_request");
     assert!(b["error"]["request_id"].is_string());
-    let r = s.post(Some(&agent), "/v1/tasks", json!({"purpose": "x", "environment": "sandbox", "admin": true})).await;
+    let r = s
+        .post(
+            Some(&agent),
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "sandbox", "admin": true}),
+        )
+        .await;
     assert_eq!(r.code(), Some("invalid_request"));
     // Oversized bodies are refused.
-    let r = s.http.post(format!("{}/v1/tasks", s.base)).bearer_auth(&agent).header("content-type", "application/json")
-        .body(format!("{{\"purpose\": \"{}\"}}", "x".repeat(200_000))).send().await.unwrap();
+    let r = s
+        .http
+        .post(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&agent)
+        .header("content-type", "application/json")
+        .body(format!("{{\"purpose\": \"{}\"}}", "x".repeat(200_000)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let b: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b["error"]["code"], "body_too_large");
@@ -62,7 +122,12 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
     let r = s.get(None, "/v1/nope").await;
     assert_eq!(r.code(), Some("invalid_request"));
     // 401 carries WWW-Authenticate.
-    let r = s.http.get(format!("{}/v1/tasks", s.base)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/v1/tasks", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     // Audit needs an admin group.

@@ -6,13 +6,30 @@ use serde_json::{Value, json};
 
 async fn pending_deploy(s: &TestServer, agent: &str) -> (String, String, String) {
     let prod = s.open_task(agent, "production", 3600).await;
-    let p = s.request(agent, &prod, "deploy-pipeline", &["deploy"], Some(600)).await;
+    let p = s
+        .request(agent, &prod, "deploy-pipeline", &["deploy"], Some(600))
+        .await;
     assert_eq!(p.status, 202, "{}", p.body);
-    (prod, p.body["request"]["id"].as_str().unwrap().into(), p.body["request"]["digest"].as_str().unwrap().into())
+    (
+        prod,
+        p.body["request"]["id"].as_str().unwrap().into(),
+        p.body["request"]["digest"].as_str().unwrap().into(),
+    )
 }
 
-async fn vote(s: &TestServer, who: &str, rid: &str, digest: &str, verb: &str) -> latch_testkit::Resp {
-    s.post(Some(who), &format!("/v1/approvals/{rid}/{verb}"), json!({"digest": digest, "reason": "r"})).await
+async fn vote(
+    s: &TestServer,
+    who: &str,
+    rid: &str,
+    digest: &str,
+    verb: &str,
+) -> latch_testkit::Resp {
+    s.post(
+        Some(who),
+        &format!("/v1/approvals/{rid}/{verb}"),
+        json!({"digest": digest, "reason": "r"}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -21,7 +38,9 @@ async fn approval_binds_to_the_exact_request() {
     let agent = s.agent("1").await;
     let bob = s.human("bob", &["prod-approvers"]).await;
     let (prod, r1, d1) = pending_deploy(&s, &agent).await;
-    let p2 = s.request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(300)).await;
+    let p2 = s
+        .request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(300))
+        .await;
     let r2 = p2.body["request"]["id"].as_str().unwrap().to_owned();
     let d2 = p2.body["request"]["digest"].as_str().unwrap().to_owned();
     assert_ne!(d1, d2, "each request has its own digest");
@@ -31,11 +50,19 @@ async fn approval_binds_to_the_exact_request() {
     assert_eq!(x.code(), Some("approval_digest_mismatch"));
     let ok = vote(&s, &bob, &r1, &d1, "approve").await;
     assert_eq!(ok.body["state"], "approved");
-    let still = s.get(Some(&agent), &format!("/v1/tasks/{prod}/requests/{r2}")).await;
-    assert_eq!(still.body["state"], "pending", "approving one request approves nothing else");
+    let still = s
+        .get(Some(&agent), &format!("/v1/tasks/{prod}/requests/{r2}"))
+        .await;
+    assert_eq!(
+        still.body["state"], "pending",
+        "approving one request approves nothing else"
+    );
     // Approvals carry the digest in the audit trail.
     let ev = s.audit(&format!("task_id={prod}")).await;
-    assert!(ev.iter().any(|e| e["kind"] == "approval.recorded" && e["detail"]["digest"] == d1.as_str()));
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "approval.recorded" && e["detail"]["digest"] == d1.as_str())
+    );
     s.stop().await;
 }
 
@@ -51,7 +78,11 @@ async fn self_approval_ineligible_and_double_votes_are_refused() {
     let r = vote(&s, &alice, &rid, &digest, "approve").await;
     assert_eq!((r.status, r.code()), (403, Some("self_approval_forbidden")));
     let r = vote(&s, &alice_upper, &rid, &digest, "approve").await;
-    assert_eq!(r.code(), Some("self_approval_forbidden"), "case does not disguise the same human");
+    assert_eq!(
+        r.code(),
+        Some("self_approval_forbidden"),
+        "case does not disguise the same human"
+    );
     let r = vote(&s, &dave, &rid, &digest, "approve").await;
     assert_eq!((r.status, r.code()), (403, Some("approver_not_eligible")));
     // A workload token cannot approve.
@@ -94,24 +125,48 @@ async fn quorum_counts_distinct_approvers_once() {
     let d1_again = s.human("DBA-ONE", &["dba"]).await;
     let d2 = s.human("dba-two", &["dba"]).await;
     let prod = s.open_task(&agent, "production", 3600).await;
-    let p = s.request(&agent, &prod, "payments-db", &["write"], Some(300)).await;
+    let p = s
+        .request(&agent, &prod, "payments-db", &["write"], Some(300))
+        .await;
     assert_eq!(p.status, 202, "{}", p.body);
-    assert_eq!(p.body["request"]["decision"]["groups"], json!([{"group": "dba", "quorum": 2}]));
+    assert_eq!(
+        p.body["request"]["decision"]["groups"],
+        json!([{"group": "dba", "quorum": 2}])
+    );
     let rid = p.body["request"]["id"].as_str().unwrap();
     let digest = p.body["request"]["digest"].as_str().unwrap();
     let r = vote(&s, &d1, rid, digest, "approve").await;
     assert_eq!(r.body["state"], "pending", "one of two");
     let r = vote(&s, &d1_again, rid, digest, "approve").await;
-    assert_eq!(r.code(), Some("already_voted"), "the same approver counts once");
-    let claim = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    assert_eq!(
+        r.code(),
+        Some("already_voted"),
+        "the same approver counts once"
+    );
+    let claim = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(claim.status, 202, "still pending: nothing minted");
     let r = vote(&s, &d2, rid, digest, "approve").await;
     assert_eq!(r.body["state"], "approved");
     assert_eq!(r.body["approvers"], json!(["dba-one", "dba-two"]));
-    let claim = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let claim = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(claim.status, 201, "{}", claim.body);
     let l = &claim.body["lease"];
-    assert_eq!(l["expires_at_unix_secs"].as_i64().unwrap() - l["issued_at_unix_secs"].as_i64().unwrap(), 300);
+    assert_eq!(
+        l["expires_at_unix_secs"].as_i64().unwrap() - l["issued_at_unix_secs"].as_i64().unwrap(),
+        300
+    );
     s.stop().await;
 }
 
@@ -123,32 +178,68 @@ async fn an_approver_can_deny() {
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     let r = vote(&s, &bob, &rid, &digest, "deny").await;
     assert_eq!(r.body["state"], "denied");
-    let c = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let c = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c.status, 403);
-    assert!(c.body["request"]["decision"]["reasons"][0].as_str().unwrap().contains("bob"));
+    assert!(
+        c.body["request"]["decision"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("bob")
+    );
     s.stop().await;
 }
 
 #[tokio::test]
 async fn pending_and_approved_requests_expire() {
-    let s = TestServer::start_with(TestOptions { pending_ttl: Some("10m"), ..Default::default() }).await;
+    let s = TestServer::start_with(TestOptions {
+        pending_ttl: Some("10m"),
+        ..Default::default()
+    })
+    .await;
     let agent = s.agent("5").await;
     let bob = s.human("bob", &["prod-approvers"]).await;
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     s.clock.advance(601);
     let r = vote(&s, &bob, &rid, &digest, "approve").await;
     assert_eq!((r.status, r.code()), (410, Some("request_expired")));
-    let c = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let c = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c.code(), Some("request_expired"));
     // Approved but never claimed.
-    let p = s.request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(600)).await;
+    let p = s
+        .request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(600))
+        .await;
     let rid2 = p.body["request"]["id"].as_str().unwrap().to_owned();
-    let ok = vote(&s, &bob, &rid2, p.body["request"]["digest"].as_str().unwrap(), "approve").await;
+    let ok = vote(
+        &s,
+        &bob,
+        &rid2,
+        p.body["request"]["digest"].as_str().unwrap(),
+        "approve",
+    )
+    .await;
     assert_eq!(ok.body["state"], "approved");
     s.clock.advance(601);
     let rep = s.broker().reap().await.unwrap();
     assert_eq!(rep.requests_expired, 1);
-    let c = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid2}/claim"), json!({})).await;
+    let c = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid2}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c.code(), Some("request_expired"));
     s.stop().await;
 }
@@ -161,41 +252,90 @@ async fn claim_re_evaluates_policy_and_delivers_once() {
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     vote(&s, &bob, &rid, &digest, "approve").await;
     // Between approval and claim the task ends: nothing is minted.
-    let other_task_claim = s.post(Some(&agent), &format!("/v1/tasks/{prod}/complete"), json!({})).await;
+    let other_task_claim = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/complete"),
+            json!({}),
+        )
+        .await;
     assert_eq!(other_task_claim.status, 200);
-    let c = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let c = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c.code(), Some("task_not_open"));
 
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     vote(&s, &bob, &rid, &digest, "approve").await;
-    let c1 = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let c1 = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c1.status, 201);
-    let c2 = s.post(Some(&agent), &format!("/v1/tasks/{prod}/requests/{rid}/claim"), json!({})).await;
+    let c2 = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{prod}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
     assert_eq!(c2.code(), Some("request_not_pending"));
     // Concurrent claims mint at most once.
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     vote(&s, &bob, &rid, &digest, "approve").await;
     let path = format!("/v1/tasks/{prod}/requests/{rid}/claim");
-    let results: Vec<latch_testkit::Resp> =
-        futures_join(&s, &agent, &path, 8).await;
+    let results: Vec<latch_testkit::Resp> = futures_join(&s, &agent, &path, 8).await;
     let minted = results.iter().filter(|r| r.status == 201).count();
-    assert_eq!(minted, 1, "{:?}", results.iter().map(|r| (r.status, r.code().map(str::to_owned))).collect::<Vec<_>>());
-    let leases = s.get(Some(&agent), &format!("/v1/tasks/{prod}/leases")).await.body;
+    assert_eq!(
+        minted,
+        1,
+        "{:?}",
+        results
+            .iter()
+            .map(|r| (r.status, r.code().map(str::to_owned)))
+            .collect::<Vec<_>>()
+    );
+    let leases = s
+        .get(Some(&agent), &format!("/v1/tasks/{prod}/leases"))
+        .await
+        .body;
     assert_eq!(leases.as_array().unwrap().len(), 1);
     s.stop().await;
 }
 
-async fn futures_join(s: &TestServer, token: &str, path: &str, n: usize) -> Vec<latch_testkit::Resp> {
+async fn futures_join(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    n: usize,
+) -> Vec<latch_testkit::Resp> {
     let mut handles = Vec::new();
     for _ in 0..n {
         let http = s.http.clone();
         let url = format!("{}{path}", s.base);
         let token = token.to_owned();
         handles.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(token).json(&json!({})).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap_or(Value::Null);
-            latch_testkit::Resp { status, body, request_id: None }
+            latch_testkit::Resp {
+                status,
+                body,
+                request_id: None,
+            }
         }));
     }
     let mut out = Vec::new();

@@ -8,7 +8,12 @@ use latch_testkit::{TEST_AUDIENCE, TEST_ISSUER, TestIssuer, TestServer};
 use serde_json::{Value, json};
 
 async fn try_open(s: &TestServer, token: &str) -> latch_testkit::Resp {
-    s.post(Some(token), "/v1/tasks", json!({"purpose": "auth test", "environment": "sandbox"})).await
+    s.post(
+        Some(token),
+        "/v1/tasks",
+        json!({"purpose": "auth test", "environment": "sandbox"}),
+    )
+    .await
 }
 
 fn claims(s: &TestServer) -> Value {
@@ -22,10 +27,16 @@ async fn assert_rejected(s: &TestServer, token: &str, code: &str) {
     assert!(r.body["error"]["request_id"].is_string());
     let msg = r.body["error"]["message"].as_str().unwrap();
     if token.len() > 20 {
-        assert!(!msg.contains(&token[token.len() - 20..]), "the token must not be echoed");
+        assert!(
+            !msg.contains(&token[token.len() - 20..]),
+            "the token must not be echoed"
+        );
     }
     let ev = s.audit("kind=auth.failed").await;
-    assert!(ev.iter().any(|e| e["outcome"] == code), "no auth.failed audit event with outcome {code}");
+    assert!(
+        ev.iter().any(|e| e["outcome"] == code),
+        "no auth.failed audit event with outcome {code}"
+    );
 }
 
 #[tokio::test]
@@ -46,16 +57,26 @@ async fn every_rejection_has_its_code() {
     let body = URL_SAFE_NO_PAD.encode(c.to_string());
 
     // No token at all.
-    let r = s.post(None, "/v1/tasks", json!({"purpose": "x", "environment": "sandbox"})).await;
+    let r = s
+        .post(
+            None,
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "sandbox"}),
+        )
+        .await;
     assert_eq!(r.code(), Some("token_missing"));
     // alg: none (unsigned).
-    let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string()));
+    let none = format!(
+        "{}.{body}.",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT"}).to_string())
+    );
     assert_rejected(&s, &none, "alg_not_allowed").await;
     // HMAC, with the public key material as the secret (the classic confusion attack).
     let hs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &c,
-        &jsonwebtoken::EncodingKey::from_secret(s.issuer.jwk()["x"].as_str().unwrap().as_bytes()).unwrap(),
+        &jsonwebtoken::EncodingKey::from_secret(s.issuer.jwk()["x"].as_str().unwrap().as_bytes())
+            .unwrap(),
     )
     .unwrap();
     assert_rejected(&s, &hs, "alg_not_allowed").await;
@@ -85,13 +106,23 @@ async fn every_rejection_has_its_code() {
     x["nbf"] = json!(now - 600);
     assert_rejected(&s, &s.issuer.sign(&x), "token_expired").await;
     x["exp"] = json!(now - 30);
-    assert_eq!(try_open(&s, &s.issuer.sign(&x)).await.status, 201, "within leeway");
+    assert_eq!(
+        try_open(&s, &s.issuer.sign(&x)).await.status,
+        201,
+        "within leeway"
+    );
     // Not yet valid.
     let mut x = c.clone();
     x["nbf"] = json!(now + 120);
     assert_rejected(&s, &s.issuer.sign(&x), "token_not_yet_valid").await;
     // Malformed.
-    for bad in ["abc", "a.b", "a.b.c.d", "!!!.###.$$$", &format!("{}.{body}.sig", URL_SAFE_NO_PAD.encode("not json"))] {
+    for bad in [
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!!.###.$$$",
+        &format!("{}.{body}.sig", URL_SAFE_NO_PAD.encode("not json")),
+    ] {
         assert_rejected(&s, bad, "token_malformed").await;
     }
     // Oversized: refused before any parsing.

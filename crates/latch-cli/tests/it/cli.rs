@@ -15,10 +15,24 @@ fn examples() -> std::path::PathBuf {
 #[test]
 fn policy_validate_and_test_on_the_examples() {
     let cfg = examples().join("latch.toml");
-    let out = latch().args(["policy", "validate", "--config"]).arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = latch()
+        .args(["policy", "validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deploy-needs-approval"));
-    let out = latch().args(["policy", "test"]).arg(examples().join("policy-tests.toml")).arg("--config").arg(&cfg).output().unwrap();
+    let out = latch()
+        .args(["policy", "test"])
+        .arg(examples().join("policy-tests.toml"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
@@ -34,10 +48,29 @@ fn policy_validate_names_the_position_and_policy_test_fails_on_mismatch() {
          principal = { branch = \"main\", untrusted_source = false }\n",
     )
     .unwrap();
-    let out = latch().args(["policy", "test"]).arg(dir.join("cases.toml")).arg("--config").arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stdout));
-    std::fs::write(dir.join("policies/50-bad.cedar"), "forbid (principal, action, resource)\nwhen { context.nope };\n").unwrap();
-    let out = latch().args(["policy", "validate", "--config"]).arg(&cfg).output().unwrap();
+    let out = latch()
+        .args(["policy", "test"])
+        .arg(dir.join("cases.toml"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(
+        dir.join("policies/50-bad.cedar"),
+        "forbid (principal, action, resource)\nwhen { context.nope };\n",
+    )
+    .unwrap();
+    let out = latch()
+        .args(["policy", "validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("50-bad.cedar:2:"), "{err}");
@@ -50,28 +83,81 @@ async fn client_commands_drive_a_task_with_json_output() {
     let agent = s.agent("cli").await;
     let bob = s.human("bob", &["prod-approvers"]).await;
     let run = |token: &str, args: &[&str]| {
-        let out = latch().args(args).env("LATCH_SERVER", &s.base).env("LATCH_TOKEN", token).arg("--json").output().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let out = latch()
+            .args(args)
+            .env("LATCH_SERVER", &s.base)
+            .env("LATCH_TOKEN", token)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         (out.status.code(), v)
     };
-    let (code, task) = tokio::task::block_in_place(|| run(&agent, &["task", "open", "--purpose", "cli", "--environment", "production", "--ttl", "1h"]));
+    let (code, task) = tokio::task::block_in_place(|| {
+        run(
+            &agent,
+            &[
+                "task",
+                "open",
+                "--purpose",
+                "cli",
+                "--environment",
+                "production",
+                "--ttl",
+                "1h",
+            ],
+        )
+    });
     assert_eq!(code, Some(0), "{task}");
     let id = task["id"].as_str().unwrap().to_owned();
-    let (code, r) = tokio::task::block_in_place(|| run(&agent, &["request", &id, "--resource", "deploy-pipeline", "--action", "deploy", "--ttl", "10m"]));
+    let (code, r) = tokio::task::block_in_place(|| {
+        run(
+            &agent,
+            &[
+                "request",
+                &id,
+                "--resource",
+                "deploy-pipeline",
+                "--action",
+                "deploy",
+                "--ttl",
+                "10m",
+            ],
+        )
+    });
     assert_eq!(code, Some(4), "pending exits 4: {r}");
     let rid = r["request"]["id"].as_str().unwrap().to_owned();
     let digest = r["request"]["digest"].as_str().unwrap().to_owned();
     let (code, p) = tokio::task::block_in_place(|| run(&bob, &["pending"]));
     assert_eq!(code, Some(0));
     assert_eq!(p[0]["request"]["id"], rid.as_str());
-    let (code, _) = tokio::task::block_in_place(|| run(&bob, &["approve", &rid, "--digest", &digest, "--reason", "ok"]));
+    let (code, _) = tokio::task::block_in_place(|| {
+        run(
+            &bob,
+            &["approve", &rid, "--digest", &digest, "--reason", "ok"],
+        )
+    });
     assert_eq!(code, Some(0));
     let (code, g) = tokio::task::block_in_place(|| run(&agent, &["claim", &id, &rid]));
     assert_eq!(code, Some(0), "{g}");
     let lease = g["lease"]["id"].as_str().unwrap().to_owned();
-    let (code, _) = tokio::task::block_in_place(|| run(&agent, &["lease", "renew", &lease, "--ttl", "5m"]));
+    let (code, _) =
+        tokio::task::block_in_place(|| run(&agent, &["lease", "renew", &lease, "--ttl", "5m"]));
     assert_eq!(code, Some(0));
-    let (code, d) = tokio::task::block_in_place(|| run(&agent, &["request", &id, "--resource", "payments-db", "--action", "admin"]));
+    let (code, d) = tokio::task::block_in_place(|| {
+        run(
+            &agent,
+            &[
+                "request",
+                &id,
+                "--resource",
+                "payments-db",
+                "--action",
+                "admin",
+            ],
+        )
+    });
     assert_eq!(code, Some(3), "denied exits 3: {d}");
     let (code, l) = tokio::task::block_in_place(|| run(&agent, &["lease", "list", &id]));
     assert_eq!(code, Some(0));

@@ -23,7 +23,9 @@ async fn pyjwt_verifies_a_minted_token_against_the_jwks() {
     let s = TestServer::start().await;
     let agent = s.agent("1").await;
     let t = s.open_task(&agent, "sandbox", 600).await;
-    let g = s.request(&agent, &t, "ci-cache", &["read", "write"], None).await;
+    let g = s
+        .request(&agent, &t, "ci-cache", &["read", "write"], None)
+        .await;
     let tok = g.body["credential"]["value"].as_str().unwrap();
     // Async: the server runs on this test's runtime and must answer Python's JWKS fetch.
     let out = tokio::process::Command::new("python3")
@@ -31,7 +33,11 @@ async fn pyjwt_verifies_a_minted_token_against_the_jwks() {
         .output()
         .await
         .expect("python3");
-    assert!(out.status.success(), "PyJWT refused the token: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "PyJWT refused the token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(claims["jti"], g.body["lease"]["id"]);
     assert_eq!(claims["task_id"], t.as_str());
@@ -40,7 +46,10 @@ async fn pyjwt_verifies_a_minted_token_against_the_jwks() {
     // A tampered token is refused by PyJWT too.
     let mut bad = tok.to_owned();
     let mid = bad.find('.').unwrap() + 5;
-    bad.replace_range(mid..mid + 1, if &bad[mid..mid + 1] == "A" { "B" } else { "A" });
+    bad.replace_range(
+        mid..mid + 1,
+        if &bad[mid..mid + 1] == "A" { "B" } else { "A" },
+    );
     let out = tokio::process::Command::new("python3")
         .args(["-c", VERIFY, &s.base, &bad, "https://ci-cache.acme.example"])
         .output()

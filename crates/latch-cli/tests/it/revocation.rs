@@ -57,7 +57,10 @@ struct NoVerifier;
 #[async_trait]
 impl IdentityVerifier for NoVerifier {
     async fn verify(&self, _token: &str) -> Result<Principal, ApiError> {
-        Err(ApiError::new(latch_core::ErrorCode::SignatureInvalid, "not used"))
+        Err(ApiError::new(
+            latch_core::ErrorCode::SignatureInvalid,
+            "not used",
+        ))
     }
 }
 
@@ -69,20 +72,51 @@ fn workload() -> Workload {
         preset: "generic".into(),
         run_binding: Some("run-1".into()),
         on_behalf_of: None,
-        claims: WorkloadClaims { branch: Some("main".into()), ..Default::default() },
+        claims: WorkloadClaims {
+            branch: Some("main".into()),
+            ..Default::default()
+        },
         token_expires_at_unix_secs: i64::MAX,
     }
 }
 
 async fn broker(clock: &ManualClock, flaky: Arc<Flaky>) -> Broker {
-    let store = Arc::new(latch_store::SqliteStore::open("sqlite::memory:").await.unwrap());
-    let schema = PolicySource { name: "s".into(), text: latch_server::examples::EXAMPLE_SCHEMA.into() };
-    let policy = PolicyEngine::load(&schema, &[PolicySource { name: "p.cedar".into(), text: "permit (principal, action, resource);".into() }],
-        &["read".into(), "write".into(), "deploy".into(), "admin".into()]).unwrap();
+    let store = Arc::new(
+        latch_store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap(),
+    );
+    let schema = PolicySource {
+        name: "s".into(),
+        text: latch_server::examples::EXAMPLE_SCHEMA.into(),
+    };
+    let policy = PolicyEngine::load(
+        &schema,
+        &[PolicySource {
+            name: "p.cedar".into(),
+            text: "permit (principal, action, resource);".into(),
+        }],
+        &[
+            "read".into(),
+            "write".into(),
+            "deploy".into(),
+            "admin".into(),
+        ],
+    )
+    .unwrap();
     let resource = latch_core::model::Resource {
-        id: "db".into(), kind: "flaky".into(), environment: "sandbox".into(), sensitivity: "internal".into(),
-        audience: "db".into(), actions: vec!["read".into()], max_ttl_secs: 600, max_lifetime_secs: 1200,
-        default_ttl_secs: 600, owner: None, production: false, settings: serde_json::Value::Null,
+        id: "db".into(),
+        kind: "flaky".into(),
+        environment: "sandbox".into(),
+        sensitivity: "internal".into(),
+        audience: "db".into(),
+        actions: vec!["read".into()],
+        max_ttl_secs: 600,
+        max_lifetime_secs: 1200,
+        default_ttl_secs: 600,
+        owner: None,
+        production: false,
+        settings: serde_json::Value::Null,
     };
     Broker::new(BrokerParts {
         clock: Arc::new(clock.clone()),
@@ -92,7 +126,12 @@ async fn broker(clock: &ManualClock, flaky: Arc<Flaky>) -> Broker {
         providers: vec![flaky],
         resources: vec![resource],
         hmac_key: vec![7; 32],
-        settings: BrokerSettings { revoke_backoff_base_secs: 2, revoke_backoff_max_secs: 60, revoke_alert_after: 3, ..Default::default() },
+        settings: BrokerSettings {
+            revoke_backoff_base_secs: 2,
+            revoke_backoff_max_secs: 60,
+            revoke_alert_after: 3,
+            ..Default::default()
+        },
     })
     .await
     .unwrap()
@@ -105,16 +144,44 @@ async fn failed_revocations_are_retried_with_backoff_visible_and_never_forgotten
     let b = broker(&clock, flaky.clone()).await;
     let ctx = CallCtx::default();
     let w = workload();
-    let task = b.open_task(&ctx, &w, OpenTask { purpose: "p".into(), environment: "sandbox".into(), ttl_secs: Some(900), ..Default::default() }).await.unwrap();
-    let out = b.request_access(&ctx, &w, &task.id, RequestAccess { resource: "db".into(), actions: vec!["read".into()], ..Default::default() }).await.unwrap();
-    let AccessOutcome::Granted(g) = out else { panic!("granted expected") };
+    let task = b
+        .open_task(
+            &ctx,
+            &w,
+            OpenTask {
+                purpose: "p".into(),
+                environment: "sandbox".into(),
+                ttl_secs: Some(900),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let out = b
+        .request_access(
+            &ctx,
+            &w,
+            &task.id,
+            RequestAccess {
+                resource: "db".into(),
+                actions: vec!["read".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let AccessOutcome::Granted(g) = out else {
+        panic!("granted expected")
+    };
     assert_eq!(g.lease.state, LeaseState::Active);
     assert!(g.lease.expires_at_unix_secs <= task.expires_at_unix_secs);
     assert_eq!(flaky.live.lock().unwrap().len(), 1);
 
     // The target goes down; the task ends. The lease is not forgotten: it is `revoking`.
     flaky.down.store(true, Ordering::SeqCst);
-    b.end_task(&ctx, &w, &task.id, TaskState::Completed).await.unwrap();
+    b.end_task(&ctx, &w, &task.id, TaskState::Completed)
+        .await
+        .unwrap();
     let l = &b.leases(&w, &task.id).await.unwrap()[0];
     assert_eq!(l.state, LeaseState::Revoking);
     assert_eq!(l.revoke_attempts, 1);
@@ -137,8 +204,16 @@ async fn failed_revocations_are_retried_with_backoff_visible_and_never_forgotten
     }
     assert_eq!(delays, vec![4, 8, 16, 32]);
     let l = b.leases(&w, &task.id).await.unwrap()[0].clone();
-    assert_eq!(l.state, LeaseState::RevokeFailed, "visible after repeated failures");
-    assert_eq!(flaky.live.lock().unwrap().len(), 1, "the credential still exists at the target");
+    assert_eq!(
+        l.state,
+        LeaseState::RevokeFailed,
+        "visible after repeated failures"
+    );
+    assert_eq!(
+        flaky.live.lock().unwrap().len(),
+        1,
+        "the credential still exists at the target"
+    );
 
     // The target comes back: the next due attempt revokes it.
     flaky.down.store(false, Ordering::SeqCst);
@@ -148,12 +223,25 @@ async fn failed_revocations_are_retried_with_backoff_visible_and_never_forgotten
     assert_eq!(l.state, LeaseState::Revoked);
     assert!(flaky.live.lock().unwrap().is_empty());
     // The audit trail tells the story.
-    let ev = b.store().audit_events(&latch_core::model::AuditFilter { lease_id: Some(l.id.clone()), ..Default::default() }).await.unwrap();
-    let fails = ev.iter().filter(|e| e.kind == "credential.revocation_failed").count();
+    let ev = b
+        .store()
+        .audit_events(&latch_core::model::AuditFilter {
+            lease_id: Some(l.id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fails = ev
+        .iter()
+        .filter(|e| e.kind == "credential.revocation_failed")
+        .count();
     assert_eq!(fails, 5);
     assert_eq!(ev.last().unwrap().kind, "credential.revoked");
     let text = serde_json::to_string(&ev).unwrap();
-    assert!(!text.contains(&format!("pw-{}", l.id)), "no secret in audit");
+    assert!(
+        !text.contains(&format!("pw-{}", l.id)),
+        "no secret in audit"
+    );
 }
 
 #[tokio::test]
@@ -163,13 +251,40 @@ async fn a_failed_mint_leaves_nothing_live_and_an_interrupted_one_is_reaped() {
     let b = broker(&clock, flaky.clone()).await;
     let ctx = CallCtx::default();
     let w = workload();
-    let task = b.open_task(&ctx, &w, OpenTask { purpose: "p".into(), environment: "sandbox".into(), ..Default::default() }).await.unwrap();
+    let task = b
+        .open_task(
+            &ctx,
+            &w,
+            OpenTask {
+                purpose: "p".into(),
+                environment: "sandbox".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     flaky.down.store(true, Ordering::SeqCst);
-    let err = b.request_access(&ctx, &w, &task.id, RequestAccess { resource: "db".into(), actions: vec!["read".into()], ..Default::default() }).await.unwrap_err();
+    let err = b
+        .request_access(
+            &ctx,
+            &w,
+            &task.id,
+            RequestAccess {
+                resource: "db".into(),
+                actions: vec!["read".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code, latch_core::ErrorCode::ProviderFailed);
     // The intent was recorded, then revoked (retried until the target answers).
     let l = b.leases(&w, &task.id).await.unwrap()[0].clone();
-    assert!(matches!(l.state, LeaseState::Revoking | LeaseState::Revoked), "{:?}", l.state);
+    assert!(
+        matches!(l.state, LeaseState::Revoking | LeaseState::Revoked),
+        "{:?}",
+        l.state
+    );
     flaky.down.store(false, Ordering::SeqCst);
     clock.advance(3600);
     b.reap().await.unwrap();
