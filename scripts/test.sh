@@ -30,5 +30,14 @@ python3 -c 'import jwt, cryptography; print("PyJWT", jwt.__version__)'
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
 say "cargo test --workspace"
-# Two cores: keep parallel test binaries from oversubscribing the machine.
-exec cargo test --workspace --locked -- --test-threads 4
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+# Two cores: keep parallel tests from oversubscribing the machine.
+cargo test --workspace --locked -- --test-threads 4 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo's last summary is a doc-test run that may count 0; close with the workspace total.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
