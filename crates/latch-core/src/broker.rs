@@ -279,14 +279,39 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, msg)
 }
 
+/// Characters that can rewrite what a human sees: bidi overrides and isolates, zero-width
+/// characters, and the byte-order mark.
+fn is_deceptive(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Free text shown to approvers (purpose, justification, reasons): bounded, single-line, and
+/// free of control, bidi and zero-width characters, so an agent cannot forge or hide lines on an
+/// approver's screen or in a log.
 fn check_text(field: &str, v: &str, max: usize, required: bool) -> Result<()> {
     if required && v.trim().is_empty() {
         return Err(bad(format!("`{field}` must not be empty")));
+    }
+    if v.chars().any(|c| c.is_control() || is_deceptive(c)) {
+        return Err(bad(format!(
+            "`{field}` must not contain control, bidi or zero-width characters"
+        )));
     }
     if v.chars().count() > max {
         return Err(bad(format!("`{field}` is longer than {max} characters")));
     }
     Ok(())
+}
+
+/// Whether `id` is an acceptable human id: 1–128 ASCII letters, digits and `._@+-`. Ids are
+/// compared case-insensitively, so with this alphabet one human has exactly one spelling —
+/// no whitespace, invisible or look-alike characters can make a second approver out of one.
+pub fn valid_human_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'))
 }
 
 fn check_name(field: &str, v: &str) -> Result<()> {
@@ -490,6 +515,27 @@ impl Broker {
             )),
             Some(t) => self.verifier.verify(t).await,
         };
+        // One canonical spelling per human (self-approval and quorum compare these ids).
+        let result = result.and_then(|p| {
+            let bad_id = match &p {
+                Principal::Human(h) => (!valid_human_id(&h.id)).then(|| h.id.clone()),
+                Principal::Workload(w) => w
+                    .on_behalf_of
+                    .as_ref()
+                    .filter(|a| !valid_human_id(a))
+                    .cloned(),
+            };
+            match bad_id {
+                Some(id) => Err(ApiError::new(
+                    ErrorCode::ClaimsInvalid,
+                    format!(
+                        "human id {} is not 1-128 ascii letters, digits or `._@+-`",
+                        quote(&id)
+                    ),
+                )),
+                None => Ok(p),
+            }
+        });
         match result {
             Ok(p) => {
                 let (actor, kind, issuer) = match &p {
@@ -1129,7 +1175,10 @@ impl Broker {
             Write::UpdateRequest(req.clone())
         };
         let external = provider.has_external_state();
-        let guard = Write::RequireTaskOpen { task_id: task.id.clone(), version: task.version };
+        let guard = Write::RequireTaskOpen {
+            task_id: task.id.clone(),
+            version: task.version,
+        };
         let mut pre = WriteBatch::new().write(guard.clone());
         if external {
             // Durable intent first: a crash after minting leaves a lease the reaper revokes.
@@ -1440,8 +1489,7 @@ impl Broker {
             let is_self = task
                 .on_behalf_of
                 .as_deref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(&human.id))
-                || human.id.eq_ignore_ascii_case(&req.principal_id);
+                .is_some_and(|h| h.eq_ignore_ascii_case(&human.id));
             if is_self {
                 return Err(ApiError::new(
                     ErrorCode::SelfApprovalForbidden,
@@ -1625,6 +1673,8 @@ impl Broker {
                 format!("ttl must be positive, got {ttl}"),
             ));
         }
+        // As for a new request: clamp to the resource's max before policy sees it.
+        let ttl = ttl.min(resource.max_ttl_secs);
         let approval = self.approval_context(&req).await?;
         let decision = self.decide(
             &task,

@@ -175,14 +175,27 @@ fn workload(ctx: &MapContext<'_>, id_suffix: &str, subject: String) -> Workload 
 }
 
 /// GitHub Actions: <https://docs.github.com/en/actions/reference/security/oidc>.
+/// GitHub events whose runs count as the repository's own branch workflow.
+const TRUSTED_GITHUB_EVENTS: &[&str] = &[
+    "push",
+    "workflow_dispatch",
+    "schedule",
+    "release",
+    "deployment",
+    "repository_dispatch",
+];
+
 fn github(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
     let sub = req_str(c, "sub")?;
     let git_ref = req_str(c, "ref")?;
     let event_name = req_str(c, "event_name")?;
     let run_id = req_str(c, "run_id")?;
     let run_attempt = req_str(c, "run_attempt")?;
-    let untrusted_source = matches!(event_name.as_str(), "pull_request" | "pull_request_target")
-        || git_ref.starts_with("refs/pull/");
+    // Allow-list, not deny-list: only events that run code already on a branch, started by
+    // someone with write access, are trusted. Everything else (`pull_request*`, `issue_comment`,
+    // `workflow_run`, `merge_group`, …) can be triggered from a fork or runs unmerged code.
+    let untrusted_source =
+        !TRUSTED_GITHUB_EVENTS.contains(&event_name.as_str()) || git_ref.starts_with("refs/pull/");
     // A pull-request run must never look like the trusted branch workflow, even when GitHub
     // reports the base branch as its ref (`pull_request_target`).
     let branch = if untrusted_source {

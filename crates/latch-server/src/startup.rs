@@ -201,6 +201,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let data_dir = config.path(&config.server.data_dir);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| StartError(format!("cannot create `{}`: {e}", data_dir.display())))?;
+    restrict_data_dir(&data_dir)?;
     let url = config
         .store
         .url
@@ -409,6 +410,29 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         shutdown: tx,
         tasks,
     })
+}
+
+/// The data directory holds the database (token HMACs, audit trail) and possibly the generated
+/// master key: owner-only (0700), and a fresh database file is created 0600 before SQLite opens it.
+fn restrict_data_dir(dir: &Path) -> Result<(), StartError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| StartError(format!("cannot restrict `{}`: {e}", dir.display())))?;
+        let db = dir.join("latch.db");
+        if !db.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&db)
+                .map_err(|e| StartError(format!("cannot create `{}`: {e}", db.display())))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn log_reap(r: latch_core::error::Result<latch_core::broker::ReapReport>) {

@@ -27,6 +27,23 @@ async fn openapi_health_metrics_and_jwks() {
             .is_some()
     );
     assert_eq!(s.get(None, "/healthz").await.status, 200);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [
+            s.dir.join("data"),
+            s.dir.join("data/latch.db"),
+            s.dir.join("data/master.key"),
+        ] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{} is readable by others ({mode:o})",
+                p.display()
+            );
+        }
+    }
     assert_eq!(s.get(None, "/readyz").await.body["status"], "ready");
     let jwks = s.get(None, "/.well-known/jwks.json").await.body;
     let k = &jwks["keys"][0];

@@ -344,3 +344,73 @@ async fn futures_join(
     }
     out
 }
+
+#[tokio::test]
+async fn look_alike_human_ids_cannot_self_approve_or_stuff_a_quorum() {
+    let s = TestServer::start().await;
+    let agent = s.agent("7").await; // acts for alice
+    let (_prod, rid, digest) = pending_deploy(&s, &agent).await;
+    for spoof in [
+        " alice",
+        "alice\t",
+        "\u{430}lice",
+        "\u{ff41}lice",
+        "alice\u{200b}",
+        "ALI\u{130}E",
+    ] {
+        let r = s
+            .post(
+                None,
+                "/v1/dev/tokens",
+                json!({"kind": "human", "subject": spoof, "groups": ["prod-approvers"]}),
+            )
+            .await;
+        let tok = r.body["token"].as_str().unwrap();
+        let v = vote(&s, tok, &rid, &digest, "approve").await;
+        assert_eq!(v.code(), Some("claims_invalid"), "{spoof:?}: {}", v.body);
+    }
+    // A workload acting for a look-alike human is refused too.
+    let r = s
+        .post(
+            None,
+            "/v1/dev/tokens",
+            json!({"kind": "workload", "actor": "alice ", "run_id": "8"}),
+        )
+        .await;
+    let w = r.body["token"].as_str().unwrap();
+    let t = s
+        .post(
+            Some(w),
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "sandbox"}),
+        )
+        .await;
+    assert_eq!(t.code(), Some("claims_invalid"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn text_shown_to_approvers_cannot_carry_control_or_bidi_characters() {
+    let s = TestServer::start().await;
+    let agent = s.agent("9").await;
+    for bad in [
+        "x\u{1b}[1A\u{1b}[2Kdigest: 000",
+        "x\r\nneeds: nothing",
+        "evil\u{202e}txt.exe",
+        "a\u{0}b",
+    ] {
+        let r = s
+            .post(
+                Some(&agent),
+                "/v1/tasks",
+                json!({"purpose": bad, "environment": "sandbox"}),
+            )
+            .await;
+        assert_eq!(r.code(), Some("invalid_request"), "{bad:?}");
+    }
+    let t = s.open_task(&agent, "production", 600).await;
+    let r = s.post(Some(&agent), &format!("/v1/tasks/{t}/requests"),
+        json!({"resource": "deploy-pipeline", "actions": ["deploy"], "justification": "ok\nneeds: nothing"})).await;
+    assert_eq!(r.code(), Some("invalid_request"));
+    s.stop().await;
+}

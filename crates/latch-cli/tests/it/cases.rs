@@ -236,3 +236,36 @@ async fn kubernetes_identity_is_the_service_account_uid_bound_to_the_pod() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn github_events_a_fork_can_trigger_are_untrusted() {
+    let s = server().await;
+    for (event, trusted) in [
+        ("push", true),
+        ("workflow_dispatch", true),
+        ("issue_comment", false),
+        ("workflow_run", false),
+        ("merge_group", false),
+        ("pull_request_target", false),
+    ] {
+        let mut c = latch_testkit::TestIssuer::github_claims(s.clock.now_unix_secs(), "31");
+        c["event_name"] = json!(event);
+        let tok = s.issuer.sign(&c);
+        let r = s
+            .post(
+                Some(&tok),
+                "/v1/tasks",
+                json!({"purpose": "x", "environment": "production"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(
+            r.body["owner"]["claims"]["untrusted_source"], !trusted,
+            "{event}"
+        );
+        let task = r.body["id"].as_str().unwrap();
+        let g = s.request(&tok, task, "payments-db", &["read"], None).await;
+        assert_eq!(g.status == 201, trusted, "{event}: {}", g.body);
+    }
+    s.stop().await;
+}

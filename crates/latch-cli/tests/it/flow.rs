@@ -376,6 +376,30 @@ async fn renewal_is_a_fresh_evaluation_bounded_by_the_lease_max() {
         assert!(renewals < 10);
     }
     assert!(renewals >= 3, "renewed {renewals} times within the hour");
+    // A renewal asking for more than the resource's max is clamped (not judged at face value).
+    let g = s
+        .request(
+            &agent_for(&s, "500").await,
+            &prod,
+            "payments-db",
+            &["read"],
+            Some(900),
+        )
+        .await;
+    let l2 = g.body["lease"]["id"].as_str().unwrap().to_owned();
+    let r = s
+        .post(
+            Some(&agent_for(&s, "500").await),
+            &format!("/v1/leases/{l2}/renew"),
+            json!({"ttl_secs": 3600}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let l = &r.body["lease"];
+    assert_eq!(
+        l["expires_at_unix_secs"].as_i64().unwrap() - s.clock_now(),
+        900
+    );
     s.stop().await;
 }
 
@@ -610,4 +634,8 @@ async fn rfc7009_revocation_and_explicit_revoke() {
         false
     );
     s.stop().await;
+}
+
+async fn agent_for(s: &TestServer, run: &str) -> String {
+    s.agent(run).await
 }
