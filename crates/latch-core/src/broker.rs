@@ -263,6 +263,10 @@ pub struct Broker {
     hasher: CredentialHasher,
     settings: BrokerSettings,
     live: RwLock<HashMap<String, LiveEntry>>,
+    /// Open tasks as this process last wrote or read them, for the grant path. Safe even if
+    /// stale (another replica ended the task): every grant's batch carries
+    /// [`Write::RequireTaskOpen`], which the store checks inside the commit.
+    task_cache: RwLock<HashMap<String, Task>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -362,6 +366,7 @@ impl Broker {
             hasher: CredentialHasher::new(&parts.hmac_key),
             settings: parts.settings,
             live: RwLock::new(HashMap::new()),
+            task_cache: RwLock::new(HashMap::new()),
         };
         b.load_live_index().await?;
         Ok(b)
@@ -470,8 +475,21 @@ impl Broker {
             }
         }
         batch.audit = audit;
+        let tasks: Vec<Task> = batch
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::InsertTask(t) | Write::UpdateTask(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
         match self.store.apply(batch).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                for t in tasks {
+                    self.cache_task(t);
+                }
+                Ok(())
+            }
             Err(e) => {
                 if n > 0 {
                     ctx.restore(pending);
@@ -693,6 +711,46 @@ impl Broker {
     }
 
     /// Loads a task the caller owns. Tasks of others are reported as not found.
+    const TASK_CACHE_MAX: usize = 100_000;
+
+    fn cache_task(&self, t: Task) {
+        let mut c = self.task_cache.write().unwrap_or_else(|p| p.into_inner());
+        if t.state != TaskState::Open {
+            c.remove(&t.id);
+            return;
+        }
+        if c.len() >= Self::TASK_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(t.id.clone(), t);
+    }
+
+    /// [`owned_task`](Self::owned_task) served from the task cache when possible (grant path).
+    /// A stale entry cannot mint into an ended task: the grant's batch carries a
+    /// `RequireTaskOpen` guard checked by the store.
+    async fn owned_task_cached(&self, caller: &Workload, task_id: &str) -> Result<Task> {
+        let hit = self
+            .task_cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(task_id)
+            .cloned();
+        match hit {
+            Some(t) if t.owner.id == caller.id && t.owner.run_binding == caller.run_binding => {
+                Ok(t)
+            }
+            Some(_) => Err(ApiError::new(
+                ErrorCode::TaskNotFound,
+                format!("no task {}", quote(task_id)),
+            )),
+            None => {
+                let t = self.owned_task(caller, task_id).await?;
+                self.cache_task(t.clone());
+                Ok(t)
+            }
+        }
+    }
+
     async fn owned_task(&self, caller: &Workload, task_id: &str) -> Result<Task> {
         let t = self.store.task(task_id).await?;
         match t {
@@ -986,7 +1044,7 @@ impl Broker {
         task_id: &str,
         input: RequestAccess,
     ) -> Result<AccessOutcome> {
-        let task = self.owned_task(caller, task_id).await?;
+        let task = self.owned_task_cached(caller, task_id).await?;
         self.open_task_check(&task)?;
         check_text(
             "justification",

@@ -46,7 +46,17 @@ pub struct OidcVerifier {
     options: VerifierOptions,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Successful workload verifications by SHA-256 of the token, each valid until
+    /// min(`exp`, first verification + [`CACHE_SECS`]). Saves the signature check and JSON work
+    /// when an agent reuses its token for many calls; a JWT cannot be revoked by its issuer
+    /// before `exp` anyway, and key removal from the JWKS takes effect within `CACHE_SECS`.
+    cache: std::sync::Mutex<HashMap<[u8; 32], (Principal, i64)>>,
 }
+
+/// Longest time a verification result is reused (seconds).
+const CACHE_SECS: i64 = 60;
+/// Entries before the cache is emptied (bounds memory under token churn).
+const CACHE_MAX: usize = 50_000;
 
 impl fmt::Debug for OidcVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,6 +164,7 @@ impl OidcVerifier {
             options,
             clock,
             http,
+            cache: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -499,7 +510,30 @@ impl IdentityVerifier for OidcVerifier {
     /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `audience_mismatch` or
     /// `claims_invalid`. The message never contains the token.
     async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let now = self.clock.now_unix_secs();
+        let key: Option<[u8; 32]> = (token.len() <= self.options.max_token_bytes).then(|| {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+            let mut k = [0u8; 32];
+            k.copy_from_slice(d.as_ref());
+            k
+        });
+        if let Some(k) = &key {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, until)) = cache.get(k)
+                && now < *until
+            {
+                return Ok(p.clone());
+            }
+        }
         let result = self.verify_token(token).await;
+        if let (Ok(p @ Principal::Workload(w)), Some(k)) = (&result, key) {
+            let until = w.token_expires_at_unix_secs.min(now + CACHE_SECS);
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(k, (p.clone(), until));
+        }
         if let Err(e) = &result {
             tracing::debug!(code = %e.code, message = %e.message, "token rejected");
         }

@@ -160,3 +160,20 @@ async fn unknown_kid_refreshes_once_rate_limited_then_rotation_without_restart()
     let _ = (TEST_ISSUER, TEST_AUDIENCE);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_cached_verification_never_outlives_the_token() {
+    let s = TestServer::start().await;
+    let c = claims(&s); // exp = now + 600
+    let tok = s.issuer.sign(&c);
+    assert_eq!(try_open(&s, &tok).await.status, 201);
+    assert_eq!(
+        try_open(&s, &tok).await.status,
+        201,
+        "served from the verification cache"
+    );
+    s.clock.advance(600 + 61);
+    let r = try_open(&s, &tok).await;
+    assert_eq!(r.code(), Some("token_expired"), "{}", r.body);
+    s.stop().await;
+}
