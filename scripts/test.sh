@@ -34,7 +34,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 # Two cores: keep parallel tests from oversubscribing the machine.
-cargo test --workspace --locked -- --test-threads 4 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast -- --test-threads 4 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # cargo's last summary is a doc-test run that may count 0; close with the workspace total.

@@ -22,7 +22,7 @@ use latch_identity::{
 };
 use serde_json::{Value, json};
 
-/// Inside the validity window of every payload in `shared/cases/identity-claims`.
+/// Inside the validity window of every payload in `testdata/identity-claims` (copied from the shared cases).
 const NOW: i64 = 1_764_400_500;
 const AUD: &str = "https://latch.acme.example";
 const ISS: &str = "https://issuer.test.example";
@@ -171,7 +171,7 @@ fn claims(now: i64) -> Value {
 
 fn case(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/cases/identity-claims")
+        .join("../../testdata/identity-claims")
         .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("case json")

@@ -1,4 +1,4 @@
-//! The identity claim sets of `shared/cases/identity-claims`, signed with a test key and run
+//! The identity claim sets of `testdata/identity-claims` (copied from the shared cases), signed with a test key and run
 //! through the real verification path and the broker's task rules.
 
 use latch_core::Clock;
@@ -6,8 +6,8 @@ use latch_testkit::{TEST_AUDIENCE, TestOptions, TestServer};
 use serde_json::{Value, json};
 
 fn case(name: &str) -> Value {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/cases/identity-claims");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/identity-claims");
     let text =
         std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("case {name}: {e}"));
     serde_json::from_str(&text).unwrap()
