@@ -7,7 +7,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -157,8 +156,6 @@ pub enum AccessOutcome {
     Denied(AccessRequest),
     /// Waiting for approvers (step-up).
     Pending(AccessRequest),
-    /// Approved; claim it to receive the credential.
-    Approved(AccessRequest),
 }
 
 /// RFC 7662 introspection answer.
@@ -2273,9 +2270,4 @@ fn quorum_context(approvals: &[Approval], needed: &[GroupQuorum]) -> ApprovalCon
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
-}
-
-/// Convenience for providers and tests: wraps a `String` as a secret.
-pub fn secret(s: String) -> SecretString {
-    SecretString::from(s)
 }

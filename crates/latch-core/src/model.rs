@@ -2,8 +2,6 @@
 //! audit events. Times are whole seconds since the Unix epoch (`*_unix_secs`), durations are
 //! whole seconds (`*_secs`).
 
-use std::collections::BTreeMap;
-
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -550,6 +548,3 @@ pub struct AuditFilter {
     /// At most this many (default 100, max 1000).
     pub limit: Option<u32>,
 }
-
-/// Extra attributes attached to a request (future use; kept sorted for digests).
-pub type Attributes = BTreeMap<String, String>;

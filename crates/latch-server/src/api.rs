@@ -358,7 +358,7 @@ async fn cancel_task(
 // ---------------------------------------------------------------- access requests
 
 /// A credential as delivered (once).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CredentialBody {
     /// `bearer_token`, …
     pub kind: String,
@@ -369,10 +369,35 @@ pub struct CredentialBody {
     pub metadata: serde_json::Value,
 }
 
+// Debug of anything holding a credential says only that it is there (never the value).
+impl std::fmt::Debug for CredentialBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialBody")
+            .field("kind", &self.kind)
+            .field("value", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TokenForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenForm")
+            .field("token", &"<redacted>")
+            .field("token_type_hint", &self.token_type_hint)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DevTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DevTokenResponse { token: <redacted> }")
+    }
+}
+
 /// Outcome of an access request, a claim, or a renewal.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccessResponse {
-    /// `granted`, `denied`, `pending` (step-up) or `approved` (claim it).
+    /// `granted`, `denied`, `pending` (step-up), or `renewed` (renewal).
     pub status: String,
     /// For `denied`: `policy_denied` or `environment_separation`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,7 +441,6 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
     let (st, body, decision) = match o {
         AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
-        AccessOutcome::Approved(r) => (StatusCode::OK, plain("approved", None, r), "approved"),
         AccessOutcome::Denied(r) => {
             let sep = r.decision.policy_ids().is_empty()
                 && matches!(&r.decision, latch_core::model::Decision::Deny { reasons, .. }
@@ -653,7 +677,7 @@ async fn deny(
 // ---------------------------------------------------------------- OAuth introspection / revocation
 
 /// `application/x-www-form-urlencoded` body of RFC 7662 / RFC 7009 calls.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
     /// The token.
     pub token: String,
@@ -800,7 +824,7 @@ async fn audit(
 // ---------------------------------------------------------------- development issuer
 
 /// A development token.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DevTokenResponse {
     /// The signed token.
     pub token: String,

@@ -152,3 +152,19 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
     assert_eq!(s.get(Some(&h), "/v1/audit").await.status, 403);
     s.stop().await;
 }
+
+#[test]
+fn debug_output_never_shows_a_credential() {
+    use latch_server::api::{CredentialBody, TokenForm};
+    let secret = "eyJhbGciOiJFZERTQSJ9.secret-payload.secret-signature";
+    let c = CredentialBody {
+        kind: "bearer_token".into(),
+        value: secret.into(),
+        metadata: json!({}),
+    };
+    let f: TokenForm = serde_json::from_value(json!({"token": secret})).unwrap();
+    for shown in [format!("{c:?}"), format!("{f:?}")] {
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}

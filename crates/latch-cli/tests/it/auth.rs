@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latch_core::Clock;
-use latch_testkit::{TEST_AUDIENCE, TEST_ISSUER, TestIssuer, TestServer};
+use latch_testkit::{TestIssuer, TestServer};
 use serde_json::{Value, json};
 
 async fn try_open(s: &TestServer, token: &str) -> latch_testkit::Resp {
@@ -157,7 +157,6 @@ async fn unknown_kid_refreshes_once_rate_limited_then_rotation_without_restart()
     assert_eq!(r.status, 201, "{}", r.body);
     // The old key keeps working while it is published.
     assert_eq!(try_open(&s, &s.issuer.sign(&claims(&s))).await.status, 201);
-    let _ = (TEST_ISSUER, TEST_AUDIENCE);
     s.stop().await;
 }
 

@@ -379,7 +379,7 @@ async fn renewal_is_a_fresh_evaluation_bounded_by_the_lease_max() {
     // A renewal asking for more than the resource's max is clamped (not judged at face value).
     let g = s
         .request(
-            &agent_for(&s, "500").await,
+            &s.agent("500").await,
             &prod,
             "payments-db",
             &["read"],
@@ -389,7 +389,7 @@ async fn renewal_is_a_fresh_evaluation_bounded_by_the_lease_max() {
     let l2 = g.body["lease"]["id"].as_str().unwrap().to_owned();
     let r = s
         .post(
-            Some(&agent_for(&s, "500").await),
+            Some(&s.agent("500").await),
             &format!("/v1/leases/{l2}/renew"),
             json!({"ttl_secs": 3600}),
         )
@@ -634,8 +634,4 @@ async fn rfc7009_revocation_and_explicit_revoke() {
         false
     );
     s.stop().await;
-}
-
-async fn agent_for(s: &TestServer, run: &str) -> String {
-    s.agent(run).await
 }
