@@ -467,7 +467,9 @@ pub struct DeliveredCredential {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditEvent {
-    /// Sequence number assigned by the store (0 before it is stored).
+    /// Sequence number assigned by the store (0 before it is stored; not part of the stored
+    /// body, which the chain hash covers together with `seq`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: i64,
     /// `evt_<uuid>`.
     pub id: String,
@@ -492,6 +494,17 @@ pub struct AuditEvent {
     /// Kind-specific details (policy ids, reasons, TTLs); never secrets.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub detail: serde_json::Value,
+    /// Chain hash of the previous record (hex SHA-256; set when read from the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// Chain hash of this record (see [`crate::audit::chain_hash`]; set when read from the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl AuditEvent {
@@ -509,6 +522,8 @@ impl AuditEvent {
             lease_id: None,
             outcome: outcome.to_owned(),
             detail: serde_json::Value::Null,
+            prev_hash: None,
+            hash: None,
         }
     }
     /// Sets the task id.
@@ -543,6 +558,19 @@ pub struct AuditFilter {
     pub lease_id: Option<String>,
     /// Only this kind prefix (e.g. `credential.`).
     pub kind_prefix: Option<String>,
+    /// Only this actor (principal or human id, `latch` for the broker).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only events at or after this time.
+    #[serde(default)]
+    pub since_unix_secs: Option<i64>,
+    /// Only events before this time.
+    #[serde(default)]
+    pub until_unix_secs: Option<i64>,
+    /// Only events whose body contains this keyed credential HMAC (lowercase hex; see
+    /// `latch audit find`).
+    #[serde(default)]
+    pub credential_hmac: Option<String>,
     /// Only events with `seq` greater than this (paging).
     pub after_seq: Option<i64>,
     /// At most this many (default 100, max 1000).

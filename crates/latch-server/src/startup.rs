@@ -134,6 +134,8 @@ pub struct Server {
     pub base_url: String,
     /// The broker (for in-process callers such as the demo and tests).
     pub broker: Arc<Broker>,
+    /// Signs audit checkpoints and writes exports.
+    pub checkpointer: Arc<crate::audit::Checkpointer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -347,7 +349,14 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .await
         .map_err(|e| StartError(format!("broker: {}", e.message)))?,
     );
+    let checkpointer = Arc::new(crate::audit::Checkpointer::new(
+        store.clone(),
+        keys.clone(),
+        base_url.clone(),
+        clock.clone(),
+    ));
     let state = AppState {
+        checkpointer: checkpointer.clone(),
         broker: broker.clone(),
         dev,
         jwks: {
@@ -394,6 +403,25 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             }));
         }
     }
+    if !config.audit.checkpoint_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::audit::run_checkpoints(
+            checkpointer.clone(),
+            config.audit.checkpoint_interval,
+            rx.clone(),
+        )));
+    }
+    for sink in &config.audit.sinks {
+        tasks.push(tokio::spawn(crate::audit::run_sink(
+            store.clone(),
+            sink.clone(),
+            config.base_dir.clone(),
+            config
+                .audit
+                .sink_poll_interval
+                .max(Duration::from_millis(10)),
+            rx.clone(),
+        )));
+    }
     if config.policy.watch {
         tasks.push(tokio::spawn(policy_watcher(
             config.clone(),
@@ -407,6 +435,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         addr,
         base_url,
         broker,
+        checkpointer,
         shutdown: tx,
         tasks,
     })

@@ -3,6 +3,7 @@
 
 mod api;
 mod approvals;
+mod audit;
 mod auth;
 mod cases;
 mod cli;
