@@ -14,6 +14,10 @@
 //! error messages.
 
 pub mod keyring;
+pub mod postgres;
+pub mod redis_acl;
+pub mod ssh;
+mod util;
 
 #[cfg(feature = "jwt")]
 pub mod jwt;
