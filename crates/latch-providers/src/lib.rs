@@ -17,6 +17,7 @@ pub mod keyring;
 pub mod postgres;
 pub mod redis_acl;
 pub mod ssh;
+pub mod x509;
 mod util;
 
 #[cfg(feature = "jwt")]

@@ -299,7 +299,7 @@ impl Default for AdminConfig {
 pub struct ResourceConfig {
     /// Id used in requests and policies.
     pub id: String,
-    /// Provider kind (`jwt`).
+    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509`.
     pub kind: String,
     /// Environment it lives in.
     pub environment: String,

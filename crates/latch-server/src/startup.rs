@@ -1,5 +1,6 @@
 //! Startup: the one place that names concrete implementations (SQLite store, OIDC verifier,
-//! JWT provider, system clock) and wires them into the [`Broker`].
+//! credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates — system clock)
+//! and wires them into the [`Broker`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -323,6 +324,45 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         base_url.clone(),
         keys.clone(),
     ));
+    let resources = config.domain_resources();
+    let mut providers: Vec<Arc<dyn CredentialProvider>> = vec![
+        jwt,
+        Arc::new(latch_providers::postgres::PostgresProvider::new(&resources)),
+        Arc::new(latch_providers::redis_acl::RedisProvider::new(&resources)),
+    ];
+    // The certificate authorities are generated (and sealed) only when a resource uses them.
+    let ssh = if resources.iter().any(|r| r.kind == latch_providers::ssh::KIND) {
+        let p = Arc::new(
+            latch_providers::ssh::SshProvider::load_or_create(
+                store.clone(),
+                &master,
+                clock.clone(),
+                &resources,
+            )
+            .await
+            .map_err(|e| StartError(format!("ssh ca: {e}")))?,
+        );
+        providers.push(p.clone());
+        Some(p)
+    } else {
+        None
+    };
+    let x509 = if resources.iter().any(|r| r.kind == latch_providers::x509::KIND) {
+        let p = Arc::new(
+            latch_providers::x509::X509Provider::load_or_create(
+                store.clone(),
+                &master,
+                clock.clone(),
+                &resources,
+            )
+            .await
+            .map_err(|e| StartError(format!("x509 ca: {e}")))?,
+        );
+        providers.push(p.clone());
+        Some(p)
+    } else {
+        None
+    };
     let settings = BrokerSettings {
         production_environments: config.tasks.production_environments.clone(),
         task_default_ttl_secs: config.tasks.default_ttl.as_secs() as i64,
@@ -339,8 +379,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             store: store.clone(),
             verifier,
             policy,
-            providers: vec![jwt],
-            resources: config.domain_resources(),
+            providers,
+            resources,
             hmac_key: master.hmac_key().to_vec(),
             settings,
         })
@@ -357,6 +397,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         metrics: metrics_handle(),
         introspection_clients: Arc::new(config.introspection_clients.clone()),
         admin_groups: Arc::new(config.admin.groups.clone()),
+        ssh,
+        x509,
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);
