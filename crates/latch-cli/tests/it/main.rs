@@ -9,5 +9,6 @@ mod cli;
 mod flow;
 mod interop;
 mod policy;
+mod providers;
 mod restart;
 mod revocation;
