@@ -287,6 +287,30 @@ impl SshProvider {
         Ok(())
     }
 
+    /// Re-reads the CA generations from the store (picks up a rotation made by another
+    /// replica), then rotates if the current key is at least `max_age_secs` old. Returns
+    /// whether this call rotated.
+    ///
+    /// # Errors
+    /// [`KeyError`] on store or key failures (the current CA stays in use).
+    pub async fn rotate_if_due(&self, master: &MasterKey, max_age_secs: i64) -> Result<bool, KeyError> {
+        let now = self.clock.now_unix_secs();
+        let ring =
+            CaKeyring::load_or_create(self.store.as_ref(), master, CA_BLOB_PREFIX, now, generate_ca).await?;
+        let due = now.saturating_sub(ring.current().created_at_unix_secs) >= max_age_secs;
+        let state = parse_ring(ring)?;
+        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        if due {
+            self.rotate(master).await?;
+        }
+        Ok(due)
+    }
+
+    /// The generation number of the current CA key (0 on first start, +1 per rotation).
+    pub fn current_generation(&self) -> u32 {
+        self.state().ring.current().generation
+    }
+
     /// The CA public keys sshd should trust (`TrustedUserCAKeys`), one OpenSSH public key per
     /// line, current first, including rotated-out keys whose certificates may still be valid.
     pub fn ca_public_keys(&self) -> String {

@@ -111,6 +111,11 @@ pub struct KeysConfig {
     /// `EdDSA` (default) or `ES256`.
     #[serde(default = "default_alg")]
     pub signing_alg: String,
+    /// Rotate the SSH and X.509 CA keys when they are this old (checked at start and on every
+    /// reaper pass; default: never). Rotated-out public keys stay published until every
+    /// certificate they signed has expired.
+    #[serde(default, with = "humantime_serde")]
+    pub ca_rotation_period: Option<Duration>,
 }
 
 fn yes() -> bool {

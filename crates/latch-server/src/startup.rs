@@ -363,6 +363,17 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     } else {
         None
     };
+    let master = Arc::new(master);
+    let rotation = CaRotation {
+        period_secs: config
+            .keys
+            .ca_rotation_period
+            .map(|d| d.as_secs().max(1) as i64),
+        master: master.clone(),
+        ssh: ssh.clone(),
+        x509: x509.clone(),
+    };
+    rotation.run().await;
     let settings = BrokerSettings {
         production_environments: config.tasks.production_environments.clone(),
         task_default_ttl_secs: config.tasks.default_ttl.as_secs() as i64,
@@ -429,7 +440,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             tasks.push(tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(every) => log_reap(b.reap().await),
+                        _ = tokio::time::sleep(every) => {
+                            log_reap(b.reap().await);
+                            rotation.run().await;
+                        }
                         r = rx.changed() => if r.is_err() || *rx.borrow() { break },
                     }
                 }
@@ -452,6 +466,39 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         shutdown: tx,
         tasks,
     })
+}
+
+/// Scheduled rotation of the certificate authorities (`keys.ca_rotation_period`).
+#[derive(Clone)]
+struct CaRotation {
+    period_secs: Option<i64>,
+    master: Arc<latch_providers::keyring::MasterKey>,
+    ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
+    x509: Option<Arc<latch_providers::x509::X509Provider>>,
+}
+
+impl CaRotation {
+    /// Rotates each CA whose current key is older than the period; failures are logged and
+    /// the current key stays in use.
+    async fn run(&self) {
+        let Some(period) = self.period_secs else {
+            return;
+        };
+        if let Some(p) = &self.ssh {
+            match p.rotate_if_due(&self.master, period).await {
+                Ok(true) => tracing::info!(generation = p.current_generation(), "rotated the ssh ca"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "ssh ca rotation failed"),
+            }
+        }
+        if let Some(p) = &self.x509 {
+            match p.rotate_if_due(&self.master, period).await {
+                Ok(true) => tracing::info!(generation = p.current_generation(), "rotated the x509 ca"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "x509 ca rotation failed"),
+            }
+        }
+    }
 }
 
 /// The data directory holds the database (token HMACs, audit trail) and possibly the generated

@@ -84,7 +84,7 @@ impl CaKeyring {
         master: &MasterKey,
         prefix: &str,
         now_unix_secs: i64,
-        generate: impl Fn() -> Result<GeneratedCa, KeyError>,
+        generate: impl Fn() -> Result<GeneratedCa, KeyError> + Send + Sync,
     ) -> Result<Self, KeyError> {
         let mut ring = Self::load(store, master, prefix).await?;
         if ring.generations.is_empty() {
@@ -133,7 +133,7 @@ impl CaKeyring {
         store: &dyn Store,
         master: &MasterKey,
         now_unix_secs: i64,
-        generate: impl Fn() -> Result<GeneratedCa, KeyError>,
+        generate: impl Fn() -> Result<GeneratedCa, KeyError> + Send + Sync,
     ) -> Result<(), KeyError> {
         self.reload(store, master).await?;
         self.insert_next(store, master, now_unix_secs, &generate)
@@ -151,7 +151,7 @@ impl CaKeyring {
         store: &dyn Store,
         master: &MasterKey,
         now_unix_secs: i64,
-        generate: &dyn Fn() -> Result<GeneratedCa, KeyError>,
+        generate: &(dyn Fn() -> Result<GeneratedCa, KeyError> + Send + Sync),
     ) -> Result<(), KeyError> {
         let generation = self.generations.last().map_or(0, |g| g.generation + 1);
         let name = blob_name(&self.prefix, generation);
