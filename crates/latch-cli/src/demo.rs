@@ -124,7 +124,10 @@ impl DemoDb {
             .await
             .map_err(|e| format!("PostgreSQL is not reachable with `{url}` ({e})"))?;
         tokio::spawn(conn);
-        let schema = format!("latch_demo_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let schema = format!(
+            "latch_demo_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         admin
             .batch_execute(&format!(
                 "CREATE SCHEMA {schema}; CREATE TABLE {schema}.orders (id int, item text); \
@@ -526,7 +529,9 @@ async fn database_step(
     let password = short(&a.body["credential"]["value"]);
     if !s.check(
         a.status == 201 && user.starts_with("latch_"),
-        &format!("role {user} created: random password, VALID UNTIL the lease end, read grants only"),
+        &format!(
+            "role {user} created: random password, VALID UNTIL the lease end, read grants only"
+        ),
     ) {
         return Ok(());
     }
@@ -544,20 +549,28 @@ async fn database_step(
         return Ok(());
     };
     let rows = session
-        .query(&format!("SELECT item FROM {}.orders ORDER BY id", db.schema), &[])
+        .query(
+            &format!("SELECT item FROM {}.orders ORDER BY id", db.schema),
+            &[],
+        )
         .await;
     s.check(
         rows.as_ref().is_ok_and(|r| r.len() == 2),
         "it reads the orders table",
     );
     let write = session
-        .execute(&format!("INSERT INTO {}.orders VALUES (3, 'cake')", db.schema), &[])
+        .execute(
+            &format!("INSERT INTO {}.orders VALUES (3, 'cake')", db.schema),
+            &[],
+        )
         .await;
     s.check(
         write.is_err_and(|e| e.as_db_error().is_some_and(|d| d.code().code() == "42501")),
         "it cannot write (permission denied)",
     );
-    let a = agent.post(&format!("/v1/tasks/{task}/complete"), &json!({})).await?;
+    let a = agent
+        .post(&format!("/v1/tasks/{task}/complete"), &json!({}))
+        .await?;
     s.check(a.ok(), &format!("task {task} completed"));
     s.check(
         session.query_one("SELECT 1", &[]).await.is_err(),

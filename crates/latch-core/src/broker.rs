@@ -1086,6 +1086,7 @@ impl Broker {
             &actions,
             ttl,
             &input.justification,
+            &input.params,
         );
         let decision = self.decide(
             &task,
@@ -1112,6 +1113,7 @@ impl Broker {
             expires_at_unix_secs: now,
             lease_id: None,
             approvers: vec![],
+            params: input.params.clone(),
             step_up_groups: match &decision {
                 Decision::StepUp { groups, .. } => groups.clone(),
                 _ => vec![],
@@ -1419,7 +1421,7 @@ impl Broker {
                     r,
                     Some(ev),
                     max_ttl_secs,
-                    &serde_json::Value::Null,
+                    &req.params,
                     false,
                 )
                 .await
@@ -1813,7 +1815,7 @@ impl Broker {
             actions: &lease.actions,
             issued_at_unix_secs: now,
             expires_at_unix_secs: expires,
-            params: &serde_json::Value::Null,
+            params: &req.params,
         };
         let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
             ApiError::new(

@@ -134,7 +134,10 @@ impl RedisSettings {
             .map_err(|_| ProviderError::permanent("redis url is invalid"))?;
         let password: Option<SecretString> = self.secret.read()?;
         if let Some(p) = &password {
-            let mut r = info.redis_settings().clone().set_password(p.expose_secret());
+            let mut r = info
+                .redis_settings()
+                .clone()
+                .set_password(p.expose_secret());
             if let Some(u) = &self.username {
                 r = r.set_username(u);
             }
@@ -156,10 +159,8 @@ impl RedisSettings {
 }
 
 fn redis_err(what: &str, e: &redis::RedisError) -> ProviderError {
-    let transient = e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.is_connection_dropped();
+    let transient =
+        e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped();
     let msg = format!(
         "redis {what}: {}",
         e.to_string().chars().take(200).collect::<String>()
@@ -216,11 +217,7 @@ impl RedisProvider {
         }
     }
 
-    async fn set_user(
-        &self,
-        req: &MintRequest<'_>,
-        user: &str,
-    ) -> Result<Minted, ProviderError> {
+    async fn set_user(&self, req: &MintRequest<'_>, user: &str) -> Result<Minted, ProviderError> {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = RedisSettings::load(req.resource)?;
         let password = util::random_password()?;
@@ -304,7 +301,9 @@ impl CredentialProvider for RedisProvider {
     async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
         let user = handle_or_derived(lease);
         if !valid_user(&user) {
-            return Err(ProviderError::permanent("lease has an invalid acl user name"));
+            return Err(ProviderError::permanent(
+                "lease has an invalid acl user name",
+            ));
         }
         self.set_user(req, &user).await
     }
@@ -316,7 +315,9 @@ impl CredentialProvider for RedisProvider {
     async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError> {
         let user = handle_or_derived(lease);
         if !valid_user(&user) {
-            return Err(ProviderError::permanent("lease has an invalid acl user name"));
+            return Err(ProviderError::permanent(
+                "lease has an invalid acl user name",
+            ));
         }
         let resource = self.resources.get(&lease.resource_id).ok_or_else(|| {
             ProviderError::retryable(format!(
@@ -328,7 +329,10 @@ impl CredentialProvider for RedisProvider {
         let retry = |what: &str, e: redis::RedisError| {
             ProviderError::retryable(redis_err(what, &e).message)
         };
-        let mut con = s.connect().await.map_err(|e| ProviderError::retryable(e.message))?;
+        let mut con = s
+            .connect()
+            .await
+            .map_err(|e| ProviderError::retryable(e.message))?;
         let exists: redis::Value = redis::cmd("ACL")
             .arg("GETUSER")
             .arg(&user)
@@ -373,8 +377,19 @@ mod tests {
             assert!(allowed_rule(ok), "{ok}");
         }
         for bad in [
-            "nopass", ">pw", "<pw", "#abc", "on", "off", "reset", "~", "+", "~a b", "(~x +get)",
-            "resetpass", "!abc",
+            "nopass",
+            ">pw",
+            "<pw",
+            "#abc",
+            "on",
+            "off",
+            "reset",
+            "~",
+            "+",
+            "~a b",
+            "(~x +get)",
+            "resetpass",
+            "!abc",
         ] {
             assert!(!allowed_rule(bad), "{bad}");
         }

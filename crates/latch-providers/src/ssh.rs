@@ -109,8 +109,7 @@ const KNOWN_EXTENSIONS: &[&str] = &[
 fn valid_principal(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p
-            .bytes()
+        && p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
@@ -293,10 +292,20 @@ impl SshProvider {
     ///
     /// # Errors
     /// [`KeyError`] on store or key failures (the current CA stays in use).
-    pub async fn rotate_if_due(&self, master: &MasterKey, max_age_secs: i64) -> Result<bool, KeyError> {
+    pub async fn rotate_if_due(
+        &self,
+        master: &MasterKey,
+        max_age_secs: i64,
+    ) -> Result<bool, KeyError> {
         let now = self.clock.now_unix_secs();
-        let ring =
-            CaKeyring::load_or_create(self.store.as_ref(), master, CA_BLOB_PREFIX, now, generate_ca).await?;
+        let ring = CaKeyring::load_or_create(
+            self.store.as_ref(),
+            master,
+            CA_BLOB_PREFIX,
+            now,
+            generate_ca,
+        )
+        .await?;
         let due = now.saturating_sub(ring.current().created_at_unix_secs) >= max_age_secs;
         let state = parse_ring(ring)?;
         *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
@@ -516,18 +525,13 @@ impl CredentialProvider for SshProvider {
         })
     }
 
-    /// Re-signs the same public key with a new validity window; the key id (and so the KRL
-    /// entry) stays the lease's.
+    /// Re-signs the request's public key (kept on the access request) with the new validity
+    /// window. The key id, and so the KRL entry, stays the lease's: revoking the lease revokes
+    /// every certificate it ever had.
     ///
     /// # Errors
-    /// As [`mint`](Self::mint); renewals need the same `params` as the first request, which the
-    /// broker does not keep, so renewing an SSH lease is refused: ask for a new one.
+    /// As [`mint`](Self::mint).
     async fn renew(&self, _lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
-        if req.params.is_null() {
-            return Err(ProviderError::permanent(
-                "ssh certificates are not renewed; request a new certificate",
-            ));
-        }
         self.mint(req).await
     }
 
@@ -556,7 +560,9 @@ mod tests {
         assert_eq!(tail[0], KRL_SECTION_CERTIFICATES);
         assert_eq!(
             &tail[5..],
-            &[0, 0, 0, 1, 9, 0, 0, 0, 0, 0x23, 0, 0, 0, 5, 0, 0, 0, 1, b'a']
+            &[
+                0, 0, 0, 1, 9, 0, 0, 0, 0, 0x23, 0, 0, 0, 5, 0, 0, 0, 1, b'a'
+            ]
         );
     }
 

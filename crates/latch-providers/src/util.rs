@@ -122,7 +122,10 @@ pub(crate) fn id_tail(id: &str, max: usize) -> String {
 pub(crate) fn rfc3339(unix_secs: i64) -> Result<String, ProviderError> {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .ok_or_else(|| ProviderError::permanent("timestamp out of range"))
 }
 

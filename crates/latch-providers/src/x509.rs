@@ -19,8 +19,8 @@
 //! # Certificates (RFC 5280)
 //! `basicConstraints` CA:FALSE, `keyUsage` digitalSignature, `extendedKeyUsage` clientAuth,
 //! subject CN = task id, one URI SAN `spiffe://<trust domain>/task/<task id>`, authority key
-//! identifier, validity = the lease, a serial derived from the lease id (SHA-256, 127 bits), so a
-//! lease whose delivery was interrupted can still be listed in the CRL. The CA key is ECDSA
+//! identifier, validity = the lease, a serial derived from the lease id and renewal count
+//! ([`serial_for`]), so a lease whose delivery was interrupted can still be listed in the CRL. The CA key is ECDSA
 //! P-256, generated on first start and sealed at rest ([`CaKeyring`], `x509-client-ca-NNNN`);
 //! its self-signed certificate is valid for 10 years.
 //!
@@ -103,13 +103,15 @@ struct X509Params {
     csr_pem: Option<String>,
 }
 
-/// The serial number of the certificate of `lease_id`: the first 16 bytes of
-/// SHA-256(`"latch x509 serial v1\0" || lease_id`), made positive and non-zero-led (RFC 5280
-/// §4.1.2.2: positive, ≤ 20 octets).
-pub fn serial_for(lease_id: &str) -> Vec<u8> {
+/// The serial number of certificate `index` of `lease_id` (0 when issued, `n` after the n-th
+/// renewal): the first 16 bytes of SHA-256(`"latch x509 serial v1\0" || lease_id || "\0" ||
+/// index (decimal)`), made positive and non-zero-led (RFC 5280 §4.1.2.2: positive, ≤ 20 octets).
+pub fn serial_for(lease_id: &str, index: u32) -> Vec<u8> {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     ctx.update(b"latch x509 serial v1\0");
     ctx.update(lease_id.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(index.to_string().as_bytes());
     let d = ctx.finish();
     let mut s = d.as_ref()[..16].to_vec();
     s[0] = (s[0] & 0x7f) | 0x40;
@@ -267,10 +269,17 @@ impl X509Provider {
     ///
     /// # Errors
     /// [`KeyError`] on store or key failures (the current CA stays in use).
-    pub async fn rotate_if_due(&self, master: &MasterKey, max_age_secs: i64) -> Result<bool, KeyError> {
+    pub async fn rotate_if_due(
+        &self,
+        master: &MasterKey,
+        max_age_secs: i64,
+    ) -> Result<bool, KeyError> {
         let now = self.clock.now_unix_secs();
         let ring =
-            CaKeyring::load_or_create(self.store.as_ref(), master, CA_BLOB_PREFIX, now, || generate_ca(now, 0)).await?;
+            CaKeyring::load_or_create(self.store.as_ref(), master, CA_BLOB_PREFIX, now, || {
+                generate_ca(now, 0)
+            })
+            .await?;
         let due = now.saturating_sub(ring.current().created_at_unix_secs) >= max_age_secs;
         let state = parse_ring(ring)?;
         *self.ca.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
@@ -314,12 +323,16 @@ impl X509Provider {
             after = last.id.clone();
             for l in page.iter().filter(|l| l.provider == KIND) {
                 let at = l.revoked_at_unix_secs.unwrap_or(now).min(now);
-                revoked.push(RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(&serial_for(&l.id)),
-                    revocation_time: time_at(at)?,
-                    reason_code: None,
-                    invalidity_date: None,
-                });
+                // Every certificate the lease had: the first and one per renewal (plus one, in
+                // case a renewal was signed but not recorded).
+                for index in 0..=l.renewals.saturating_add(1) {
+                    revoked.push(RevokedCertParams {
+                        serial_number: SerialNumber::from_slice(&serial_for(&l.id, index)),
+                        revocation_time: time_at(at)?,
+                        reason_code: None,
+                        invalidity_date: None,
+                    });
+                }
             }
         }
         let st = self.state();
@@ -330,7 +343,8 @@ impl X509Provider {
             if !published.iter().any(|p| p.generation == g.generation) {
                 continue;
             }
-            let issuer = Issuer::from_ca_cert_der(&g.public.clone().into(), key).map_err(crl_err)?;
+            let issuer =
+                Issuer::from_ca_cert_der(&g.public.clone().into(), key).map_err(crl_err)?;
             let params = CertificateRevocationListParams {
                 this_update: time_at(now)?,
                 next_update: time_at(now + CRL_VALIDITY_SECS)?,
@@ -369,6 +383,28 @@ impl CredentialProvider for X509Provider {
     /// Permanent: neither or both of `public_key_pem` / `csr_pem`, an unparsable key, a CSR
     /// whose signature does not verify, an empty validity window.
     async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        self.issue(req, 0)
+    }
+
+    /// Issues a new certificate for the same key (kept on the access request) with the new
+    /// validity and the next serial of the lease, which the CRL lists too once the lease is
+    /// revoked.
+    ///
+    /// # Errors
+    /// As [`mint`](Self::mint).
+    async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        self.issue(req, lease.renewals.saturating_add(1))
+    }
+
+    /// Nothing to undo at a target: the lease's serials are in the CRL from now on.
+    async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError> {
+        tracing::info!(lease_id = %lease.id, "x509 certificate listed in the crl");
+        Ok(())
+    }
+}
+
+impl X509Provider {
+    fn issue(&self, req: &MintRequest<'_>, index: u32) -> Result<Minted, ProviderError> {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = X509Settings::load(req.resource)?;
         let params: X509Params = serde_json::from_value(req.params.clone()).map_err(|e| {
@@ -384,12 +420,13 @@ impl CredentialProvider for X509Provider {
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let uri = format!("spiffe://{}/task/{}", s.trust_domain, req.task.id);
-        leaf.subject_alt_names = vec![SanType::URI(uri.clone().try_into().map_err(|_| {
-            ProviderError::permanent("the spiffe id is not a valid uri")
-        })?)];
+        leaf.subject_alt_names =
+            vec![SanType::URI(uri.clone().try_into().map_err(|_| {
+                ProviderError::permanent("the spiffe id is not a valid uri")
+            })?)];
         leaf.not_before = time_at(req.issued_at_unix_secs)?;
         leaf.not_after = time_at(req.expires_at_unix_secs)?;
-        let serial = serial_for(req.lease_id);
+        let serial = serial_for(req.lease_id, index);
         leaf.serial_number = Some(SerialNumber::from_slice(&serial));
         leaf.use_authority_key_identifier_extension = true;
         leaf.key_identifier_method = KeyIdMethod::Sha256;
@@ -417,8 +454,7 @@ impl CredentialProvider for X509Provider {
                         "`csr_pem` is not a valid certificate request (or its signature is wrong)",
                     )
                 })?;
-                leaf.signed_by(&csr.public_key, &issuer)
-                    .map_err(sign_err)?
+                leaf.signed_by(&csr.public_key, &issuer).map_err(sign_err)?
             }
             _ => {
                 return Err(ProviderError::permanent(
@@ -443,20 +479,6 @@ impl CredentialProvider for X509Provider {
             revocation_handle: serial_hex,
         })
     }
-
-    /// Certificates are not renewed (the broker does not keep the agent's key): request a new
-    /// one.
-    async fn renew(&self, _lease: &Lease, _req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
-        Err(ProviderError::permanent(
-            "x509 certificates are not renewed; request a new certificate",
-        ))
-    }
-
-    /// Nothing to undo at a target: the lease's serial is in the CRL from now on.
-    async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError> {
-        tracing::info!(lease_id = %lease.id, "x509 certificate listed in the crl");
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -465,9 +487,10 @@ mod tests {
 
     #[test]
     fn serials_are_positive_stable_and_distinct() {
-        let a = serial_for("lease_a");
-        assert_eq!(a, serial_for("lease_a"));
-        assert_ne!(a, serial_for("lease_b"));
+        let a = serial_for("lease_a", 0);
+        assert_eq!(a, serial_for("lease_a", 0));
+        assert_ne!(a, serial_for("lease_b", 0));
+        assert_ne!(a, serial_for("lease_a", 1));
         assert_eq!(a.len(), 16);
         assert!(a[0] & 0x80 == 0 && a[0] != 0);
     }

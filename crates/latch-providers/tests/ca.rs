@@ -28,8 +28,14 @@ async fn keyring_seals_reloads_and_rotates() {
     assert_eq!(ring.current().generation, 0);
     assert_eq!(&ring.current().secret[..], &[7u8; 32][..]);
     let blob = store.raw("test-ca-0000").expect("stored");
-    assert!(!blob.windows(8).any(|w| w == [7u8; 8]), "private key stored in clear");
-    assert!(!format!("{ring:?}").contains("7, 7, 7"), "Debug shows no key");
+    assert!(
+        !blob.windows(8).any(|w| w == [7u8; 8]),
+        "private key stored in clear"
+    );
+    assert!(
+        !format!("{ring:?}").contains("7, 7, 7"),
+        "Debug shows no key"
+    );
 
     // A restart loads the same key (the generator is not called again).
     let again = CaKeyring::load_or_create(&store, &m, "test-ca", 2000, gen_fn(9))
@@ -57,7 +63,11 @@ async fn keyring_seals_reloads_and_rotates() {
     };
     assert_eq!(published(5000), vec![1, 0]);
     assert_eq!(published(5599), vec![1, 0]);
-    assert_eq!(published(5600), vec![1], "retired once its certificates have expired");
+    assert_eq!(
+        published(5600),
+        vec![1],
+        "retired once its certificates have expired"
+    );
     let reloaded = CaKeyring::load_or_create(&store, &m, "test-ca", 6000, gen_fn(1))
         .await
         .unwrap();
@@ -110,13 +120,18 @@ async fn ssh_and_x509_rotation_keeps_old_keys_published_until_expiry() {
     assert_eq!(ssh.current_generation(), 1);
     let both = ssh.ca_public_keys();
     assert_eq!(both.lines().count(), 2, "{both}");
-    assert_eq!(both.lines().nth(1).unwrap(), first_ssh.trim(), "old key still published");
+    assert_eq!(
+        both.lines().nth(1).unwrap(),
+        first_ssh.trim(),
+        "old key still published"
+    );
     assert_eq!(x509.ca_pem().matches("BEGIN CERTIFICATE").count(), 2);
 
     // A replica started now sees the rotated keys (sealed in the store).
-    let replica = SshProvider::load_or_create(store.clone(), &m, Arc::new(clock.clone()), &resources)
-        .await
-        .unwrap();
+    let replica =
+        SshProvider::load_or_create(store.clone(), &m, Arc::new(clock.clone()), &resources)
+            .await
+            .unwrap();
     assert_eq!(replica.current_generation(), 1);
 
     // Longest certificate life (max_lifetime 1800 s + 600 s back-dating for ssh) later, the old

@@ -301,7 +301,10 @@ fn no_provider(kind: &str) -> AppError {
 async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
     Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
         p.ca_public_keys(),
     )
         .into_response())
@@ -313,7 +316,10 @@ async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
     let krl = p.krl().await.map_err(provider_unavailable)?;
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         krl,
     )
         .into_response())
@@ -324,7 +330,10 @@ async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
 async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
     Ok((
-        [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "public, max-age=300")],
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
         p.ca_pem(),
     )
         .into_response())
@@ -336,7 +345,10 @@ async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
     let crl = p.crl_pem().await.map_err(provider_unavailable)?;
     Ok((
-        [(header::CONTENT_TYPE, "application/x-pem-file"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         crl,
     )
         .into_response())

@@ -331,7 +331,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         Arc::new(latch_providers::redis_acl::RedisProvider::new(&resources)),
     ];
     // The certificate authorities are generated (and sealed) only when a resource uses them.
-    let ssh = if resources.iter().any(|r| r.kind == latch_providers::ssh::KIND) {
+    let ssh = if resources
+        .iter()
+        .any(|r| r.kind == latch_providers::ssh::KIND)
+    {
         let p = Arc::new(
             latch_providers::ssh::SshProvider::load_or_create(
                 store.clone(),
@@ -347,7 +350,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     } else {
         None
     };
-    let x509 = if resources.iter().any(|r| r.kind == latch_providers::x509::KIND) {
+    let x509 = if resources
+        .iter()
+        .any(|r| r.kind == latch_providers::x509::KIND)
+    {
         let p = Arc::new(
             latch_providers::x509::X509Provider::load_or_create(
                 store.clone(),
@@ -486,14 +492,18 @@ impl CaRotation {
         };
         if let Some(p) = &self.ssh {
             match p.rotate_if_due(&self.master, period).await {
-                Ok(true) => tracing::info!(generation = p.current_generation(), "rotated the ssh ca"),
+                Ok(true) => {
+                    tracing::info!(generation = p.current_generation(), "rotated the ssh ca")
+                }
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "ssh ca rotation failed"),
             }
         }
         if let Some(p) = &self.x509 {
             match p.rotate_if_due(&self.master, period).await {
-                Ok(true) => tracing::info!(generation = p.current_generation(), "rotated the x509 ca"),
+                Ok(true) => {
+                    tracing::info!(generation = p.current_generation(), "rotated the x509 ca")
+                }
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "x509 ca rotation failed"),
             }

@@ -127,6 +127,7 @@ fn request(
         expires_at_unix_secs: expires,
         lease_id: None,
         approvers: vec![],
+        params: serde_json::Value::Null,
         step_up_groups,
         version: 1,
     }
