@@ -480,6 +480,58 @@ mod tests {
         assert!(!valid_role(&format!("latch_{}", "a".repeat(60))));
     }
 
+    fn resource(settings: serde_json::Value) -> Resource {
+        Resource {
+            id: "db".into(),
+            kind: KIND.into(),
+            environment: "sandbox".into(),
+            sensitivity: "internal".into(),
+            audience: "db".into(),
+            actions: vec!["read".into()],
+            max_ttl_secs: 60,
+            max_lifetime_secs: 240,
+            default_ttl_secs: 60,
+            owner: None,
+            production: false,
+            settings,
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_at_start_without_echoing_secrets() {
+        let p = PostgresProvider::new(&[]);
+        let ok = serde_json::json!({"url": "host=h user=u dbname=d",
+            "grants": {"read": ["GRANT SELECT ON t TO {role}"]}});
+        assert!(p.check_resource(&resource(ok)).is_ok());
+        let with_pw = serde_json::json!({"url": "postgres://u:hunter2@h/d",
+            "grants": {"read": ["GRANT SELECT ON t TO {role}"]}});
+        let e = p.check_resource(&resource(with_pw)).unwrap_err();
+        assert!(
+            e.message.contains("must not contain a password"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("hunter2"));
+        let missing = serde_json::json!({"url": "host=h", "grants": {}});
+        assert!(
+            p.check_resource(&resource(missing)).is_err(),
+            "grants for every action"
+        );
+        let no_role = serde_json::json!({"url": "host=h", "grants": {"read": ["GRANT SELECT ON t TO public"]}});
+        assert!(
+            p.check_resource(&resource(no_role)).is_err(),
+            "statements name {{role}}"
+        );
+        let extra = serde_json::json!({"url": "host=h", "grants": {"read": ["GRANT x TO {role}"], "drop": ["GRANT y TO {role}"]}});
+        assert!(
+            p.check_resource(&resource(extra)).is_err(),
+            "no grants for unknown actions"
+        );
+        let both = serde_json::json!({"url": "host=h", "password_file": "/x", "password_env": "X",
+            "grants": {"read": ["GRANT x TO {role}"]}});
+        assert!(p.check_resource(&resource(both)).is_err());
+    }
+
     #[test]
     fn quoting() {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");

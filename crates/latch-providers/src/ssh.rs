@@ -19,7 +19,8 @@
 //! # Request parameters
 //! `{"public_key": "ssh-ed25519 AAAA… comment", "principals": ["deploy"]}`. `principals` is
 //! optional (default: every configured principal) and must be a non-empty subset of the
-//! configured ones. Ed25519, ECDSA P-256/384/521 and RSA public keys are accepted.
+//! configured ones. Ed25519, ECDSA P-256/384/521, their FIDO (`sk-`) variants and RSA ≥ 2048
+//! bits are accepted; DSA is refused.
 //!
 //! # Certificates
 //! A user certificate ([PROTOCOL.certkeys]) with a random serial, a key id
@@ -160,6 +161,30 @@ struct SshParams {
     public_key: String,
     #[serde(default)]
     principals: Option<Vec<String>>,
+}
+
+/// Smallest RSA modulus accepted, bits (NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
+
+/// Refuses DSA (removed from OpenSSH) and RSA keys under 2048 bits.
+fn check_key_strength(key: &PublicKey) -> Result<(), ProviderError> {
+    match key.algorithm() {
+        Algorithm::Dsa => Err(ProviderError::permanent("dsa keys are not accepted")),
+        Algorithm::Rsa { .. } => {
+            let bits = key
+                .key_data()
+                .rsa()
+                .and_then(|k| k.n.as_positive_bytes())
+                .map_or(0, |n| n.len() * 8);
+            if bits < MIN_RSA_BITS {
+                return Err(ProviderError::permanent(format!(
+                    "rsa keys need at least {MIN_RSA_BITS} bits"
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The key id of every certificate of a lease (what the KRL lists).
@@ -442,6 +467,7 @@ impl CredentialProvider for SshProvider {
         })?;
         let public = PublicKey::from_openssh(params.public_key.trim())
             .map_err(|_| ProviderError::permanent("`public_key` is not an openssh public key"))?;
+        check_key_strength(&public)?;
         let principals = match params.principals {
             None => s.principals.clone(),
             Some(p) => {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use latch_core::ports::CredentialProvider;
 use latch_testkit::{TestOptions, TestServer, service_available, tool_available};
 use serde_json::{Value, json};
 
@@ -156,6 +157,32 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
         "insufficient_privilege: {err}"
     );
 
+    // Renewal: same role, new password and VALID UNTIL.
+    s.clock.advance(60);
+    let lease_id = g["lease"]["id"].as_str().unwrap();
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/leases/{lease_id}/renew"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "renew: {}", r.body);
+    assert_eq!(r.body["credential"]["metadata"]["username"], user.as_str());
+    assert_ne!(
+        r.body["credential"]["value"], cred["value"],
+        "a new password"
+    );
+    let renewed_until: Option<String> = admin
+        .query_one(
+            "SELECT rolvaliduntil::text FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(renewed_until, until, "VALID UNTIL moved with the lease");
+
     // Completing the task revokes: the open session is terminated, the role is gone.
     let r = s
         .post(
@@ -185,6 +212,25 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
         !audit.iter().any(|e| e.to_string().contains(&password)),
         "the password never reaches the audit log"
     );
+
+    // Revocation is idempotent, and works from the ids alone (a lease left `issuing` by a crash
+    // has no recorded handle).
+    let mut lease: latch_core::model::Lease = serde_json::from_value(leases[0].clone()).unwrap();
+    assert_eq!(
+        latch_providers::postgres::role_name(&lease.task_id, &lease.id),
+        lease.revocation_handle
+    );
+    let provider =
+        latch_providers::postgres::PostgresProvider::new(&[domain_resource(&s, &resource)]);
+    provider
+        .revoke(&lease)
+        .await
+        .expect("revoking a dropped role succeeds");
+    lease.revocation_handle.clear();
+    provider
+        .revoke(&lease)
+        .await
+        .expect("derived name, already gone: success");
     s.stop().await;
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -436,6 +482,14 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@connection"]
         fresh.get_multiplexed_async_connection().await.is_err(),
         "auth fails after revocation"
     );
+    let leases = lease_state(&s, &agent, &task).await;
+    let lease: latch_core::model::Lease = serde_json::from_value(leases[0].clone()).unwrap();
+    let provider =
+        latch_providers::redis_acl::RedisProvider::new(&[domain_resource(&s, &resource)]);
+    provider
+        .revoke(&lease)
+        .await
+        .expect("revoking a deleted user succeeds");
     s.stop().await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{prefix}:a"))
@@ -443,6 +497,16 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@connection"]
         .query_async(&mut admin)
         .await
         .unwrap();
+}
+
+/// The configured resource `id` as the domain sees it.
+fn domain_resource(s: &TestServer, id: &str) -> latch_core::model::Resource {
+    let config = latch_server::Config::load(&s.config_path()).unwrap();
+    config
+        .domain_resources()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap()
 }
 
 // ------------------------------------------------------------------------------------ ssh
@@ -675,6 +739,21 @@ extensions = ["permit-pty"]
         )
         .await;
     assert_eq!(r.status, 502, "{}", r.body);
+
+    // Weak keys are refused.
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f"])
+        .arg(dir.join("weak_key")));
+    let weak = std::fs::read_to_string(dir.join("weak_key.pub")).unwrap();
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/requests"),
+            json!({"resource": resource, "actions": ["read"], "params": {"public_key": weak}}),
+        )
+        .await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.to_string().contains("2048"), "{}", r.body);
 
     // Another principal only: sshd refuses the login as the local user.
     let other = grant(
