@@ -416,9 +416,8 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@connection"]
         .to_owned();
     let password = g["credential"]["value"].as_str().unwrap().to_owned();
 
-    // A dedicated (non-multiplexed, non-reconnecting) connection authenticated as the user.
+    // A connection authenticated as the user (multiplexed connections do not reconnect).
     let client = redis::Client::open(format!("redis://{user}:{password}@{REDIS_ADDR}/")).unwrap();
-    #[allow(deprecated)]
     let mut con = client
         .get_multiplexed_async_connection()
         .await
@@ -469,6 +468,13 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@connection"]
     assert!(
         !clients.contains(&format!("user={user}")),
         "open connections closed: {clients}"
+    );
+    assert!(
+        redis::cmd("PING")
+            .query_async::<String>(&mut con)
+            .await
+            .is_err(),
+        "the agent's open connection is dead"
     );
     let gone: redis::Value = redis::cmd("ACL")
         .arg("GETUSER")
@@ -1180,5 +1186,73 @@ principals = ["deploy"]
     );
     assert!(shown.contains("deploy"), "{shown}");
     s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn ca_rotation_period_rotates_at_start_and_keeps_the_old_key_published_until_expiry() {
+    let dir = temp_dir("rotation");
+    let path = latch_server::examples::write_example(&dir, "127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "signing_alg = \"EdDSA\"",
+        "ca_rotation_period = \"1d\"\nsigning_alg = \"EdDSA\"",
+        1,
+    ) + r#"
+[[resources]]
+id = "hosts"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "15m"
+max_lifetime = "1h"
+[resources.settings]
+principals = ["deploy"]
+"#;
+    std::fs::write(&path, text).unwrap();
+    let clock = latch_core::ManualClock::new(1_900_000_000);
+    let http = reqwest::Client::new();
+    let serve = || async {
+        latch_server::start(
+            latch_server::Config::load(&path).unwrap(),
+            latch_server::StartOptions {
+                clock: Some(std::sync::Arc::new(clock.clone())),
+            },
+        )
+        .await
+        .expect("server starts")
+    };
+    let ca_keys = |base: String| {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(format!("{base}/v1/ssh/ca.pub"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines().map(str::to_owned).collect::<Vec<_>>()
+        }
+    };
+
+    let server = serve().await;
+    let first = ca_keys(server.base_url.clone()).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    server.shutdown().await;
+
+    // A day later the next start rotates; the old key stays published for the longest
+    // certificate life (max_lifetime 1 h + 10 min back-dating bound).
+    clock.advance(86_400);
+    let server = serve().await;
+    let rotated = ca_keys(server.base_url.clone()).await;
+    assert_eq!(rotated.len(), 2, "{rotated:?}");
+    assert_ne!(rotated[0], first[0], "a new current key");
+    assert_eq!(rotated[1], first[0], "the old key is still published");
+    clock.advance(3600 + 600);
+    let later = ca_keys(server.base_url.clone()).await;
+    assert_eq!(later, vec![rotated[0].clone()], "the old key retired");
+    server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
