@@ -20,8 +20,10 @@
 //!
 //! # Mint
 //! In one transaction: `CREATE ROLE … LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
-//! NOBYPASSRLS PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, a
-//! `COMMENT ON ROLE` naming task and lease, and the grant statements of every granted action.
+//! NOBYPASSRLS PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, `GRANT <role> TO
+//! CURRENT_USER` (so a non-superuser admin with `CREATEROLE` may later end its sessions and
+//! reassign what it owns), a `COMMENT ON ROLE` naming task and lease, and the grant statements of
+//! every granted action.
 //! The password is 256 bits from the OS generator; only its SCRAM-SHA-256 verifier (RFC 7677,
 //! computed by `postgres-protocol`) is sent to the server, so the password cannot end up in
 //! PostgreSQL's statement log. The role name is `latch_<task id>_<lease id tail>` (see
@@ -264,6 +266,9 @@ impl CredentialProvider for PostgresProvider {
             quote_literal(&verifier),
             quote_literal(&until)
         )];
+        // The admin becomes a member of the role it created: PostgreSQL requires that (or
+        // superuser) to terminate the role's sessions and to REASSIGN / DROP OWNED at revocation.
+        stmts.push(format!("GRANT {ident} TO CURRENT_USER"));
         stmts.push(format!(
             "COMMENT ON ROLE {ident} IS {}",
             quote_literal(&format!(

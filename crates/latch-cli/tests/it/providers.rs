@@ -103,15 +103,22 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
     }
     let admin = pg_admin().await;
     let schema = format!("latch_it_{}", suffix());
+    // Latch's admin is not a superuser: CREATEROLE and the owner of the schema (the README's
+    // recipe).
+    let latch_admin = format!("it_admin_{}", suffix());
     admin
         .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.items (id int); INSERT INTO {schema}.items VALUES (7);"
+            "CREATE ROLE {latch_admin} LOGIN CREATEROLE; \
+             CREATE SCHEMA {schema} AUTHORIZATION {latch_admin}; \
+             CREATE TABLE {schema}.items (id int); INSERT INTO {schema}.items VALUES (7); \
+             ALTER TABLE {schema}.items OWNER TO {latch_admin};"
         ))
         .await
         .unwrap();
     let resource = format!("pg-{}", suffix());
     let s = TestServer::start_with(TestOptions {
-        extra_config: pg_resource(&resource, &schema, 5432),
+        extra_config: pg_resource(&resource, &schema, 5432)
+            .replace("user=postgres", &format!("user={latch_admin}")),
         ..Default::default()
     })
     .await;
@@ -234,6 +241,10 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
     s.stop().await;
     admin
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP ROLE {latch_admin}"))
         .await
         .unwrap();
 }
