@@ -1165,6 +1165,7 @@ impl Broker {
             &actions,
             ttl,
             &input.justification,
+            &input.params,
         );
         let decision = self.decide(
             &task,
@@ -1191,6 +1192,7 @@ impl Broker {
             expires_at_unix_secs: now,
             lease_id: None,
             approvers: vec![],
+            params: input.params.clone(),
             step_up_groups: match &decision {
                 Decision::StepUp { groups, .. } => groups.clone(),
                 _ => vec![],
@@ -1498,7 +1500,7 @@ impl Broker {
                     r,
                     Some(ev),
                     max_ttl_secs,
-                    &serde_json::Value::Null,
+                    &req.params,
                     false,
                 )
                 .await
@@ -1892,7 +1894,7 @@ impl Broker {
             actions: &lease.actions,
             issued_at_unix_secs: now,
             expires_at_unix_secs: expires,
-            params: &serde_json::Value::Null,
+            params: &req.params,
         };
         let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
             ApiError::new(

@@ -326,6 +326,12 @@ pub struct AccessRequest {
     pub lease_id: Option<String>,
     /// Humans who approved, in order.
     pub approvers: Vec<String>,
+    /// Provider-specific, non-secret parameters of the request (an SSH public key, an X.509
+    /// public key or CSR). Part of the digest, so approvers approve this exact key; used again
+    /// when the approved request is claimed and when the lease is renewed.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub params: serde_json::Value,
     /// Approver groups and quorum the first decision asked for (empty unless it was step-up).
     /// Kept when later decisions replace `decision`, so renewals and policy reloads can rebuild
     /// the approval context.

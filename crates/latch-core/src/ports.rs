@@ -251,6 +251,16 @@ pub trait Store: Send + Sync + 'static {
         issuing_grace_secs: i64,
         limit: u32,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Leases whose revocation was requested or done (`revoking`, `revoke_failed`, `revoked`)
+    /// and whose `expires_at_unix_secs > now_unix_secs`, with id greater than `after_id`,
+    /// ordered by id (paging). Certificate providers build their revocation lists (OpenSSH KRL,
+    /// X.509 CRL) from these: a certificate stays listed until it would have expired anyway.
+    async fn revoked_unexpired_leases(
+        &self,
+        now_unix_secs: i64,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError>;
     /// The lease whose current credential has this keyed HMAC.
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError>;
     /// Audit events matching `filter`, in sequence order.

@@ -42,6 +42,10 @@ pub struct AppState {
     pub admin_groups: Arc<Vec<String>>,
     /// Audit checkpoints and exports.
     pub checkpointer: Arc<crate::audit::Checkpointer>,
+    /// The SSH certificate provider (CA public keys and KRL), when configured.
+    pub ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
+    /// The X.509 certificate provider (CA certificates and CRL), when configured.
+    pub x509: Option<Arc<latch_providers::x509::X509Provider>>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -295,6 +299,84 @@ async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json((s.jwks)()),
     )
+}
+
+// ---------------------------------------------------------------- certificate authorities
+
+fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
+    AppError(ApiError::new(
+        if e.retryable {
+            ErrorCode::StoreUnavailable
+        } else {
+            ErrorCode::ProviderFailed
+        },
+        e.message,
+    ))
+}
+
+fn no_provider(kind: &str) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("no {kind} provider is configured"),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/ssh/ca.pub", responses((status = 200, content_type = "text/plain",
+    description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)")))]
+async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_public_keys(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/ssh/krl", responses((status = 200, content_type = "application/octet-stream",
+    description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`")))]
+async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    let krl = p.krl().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        krl,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/ca.pem", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)")))]
+async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_pem(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/crl", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates")))]
+async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
+    let crl = p.crl_pem().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crl,
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------- tasks
@@ -1095,7 +1177,7 @@ async fn dev_token(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
-    paths(healthz, readyz, jwks, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
+    paths(healthz, readyz, jwks, ssh_ca, ssh_krl, x509_ca, x509_crl, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
           introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
           report_tool_use, task_events, dev_token),
@@ -1142,6 +1224,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/ssh/ca.pub", get(ssh_ca))
+        .route("/v1/ssh/krl", get(ssh_krl))
+        .route("/v1/x509/ca.pem", get(x509_ca))
+        .route("/v1/x509/crl", get(x509_crl))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/tasks", post(open_task).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))

@@ -114,6 +114,11 @@ pub struct KeysConfig {
     /// `EdDSA` (default) or `ES256`.
     #[serde(default = "default_alg")]
     pub signing_alg: String,
+    /// Rotate the SSH and X.509 CA keys when they are this old (checked at start and on every
+    /// reaper pass; default: never). Rotated-out public keys stay published until every
+    /// certificate they signed has expired.
+    #[serde(default, with = "humantime_serde")]
+    pub ca_rotation_period: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -378,7 +383,7 @@ impl Default for AdminConfig {
 pub struct ResourceConfig {
     /// Id used in requests and policies.
     pub id: String,
-    /// Provider kind (`jwt`).
+    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509`.
     pub kind: String,
     /// Environment it lives in.
     pub environment: String,

@@ -132,6 +132,7 @@ fn request(
         expires_at_unix_secs: expires,
         lease_id: None,
         approvers: vec![],
+        params: serde_json::Value::Null,
         step_up_groups,
         version: 1,
     }
@@ -887,6 +888,25 @@ async fn leases(s: &dyn Store) {
     );
     let act = ok(s.active_leases("lease_c07", 10).await, "active_leases");
     assert!(act.is_empty(), "active_leases: past the end");
+
+    let rv = ok(
+        s.revoked_unexpired_leases(1500, "", 100).await,
+        "revoked_unexpired_leases",
+    );
+    assert_eq!(
+        rv.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["lease_c04", "lease_c05"],
+        "revoked_unexpired_leases: revoking/revoke_failed/revoked, not yet expired, by id"
+    );
+    let rv = ok(
+        s.revoked_unexpired_leases(900, "lease_c04", 1).await,
+        "revoked_unexpired_leases",
+    );
+    assert_eq!(
+        rv.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["lease_c05"],
+        "revoked_unexpired_leases: after_id is exclusive, limit applies"
+    );
 
     let due = ok(s.due_leases(1999, 300, 100).await, "due_leases");
     assert_eq!(

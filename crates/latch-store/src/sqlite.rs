@@ -667,6 +667,25 @@ impl Store for SqliteStore {
         decode_all("lease", bodies)
     }
 
+    async fn revoked_unexpired_leases(
+        &self,
+        now: i64,
+        after_id: &str,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<_, String>(
+            "SELECT body FROM leases WHERE state IN ('revoking', 'revoke_failed', 'revoked') \
+             AND expires_at > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(now)
+        .bind(after_id)
+        .bind(limit(n))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable("list revoked leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
         let body = sqlx::query_scalar::<_, String>(
             "SELECT body FROM leases WHERE credential_hmac = ?1 ORDER BY issued_at DESC, id LIMIT 1",

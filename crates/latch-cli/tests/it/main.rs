@@ -10,5 +10,6 @@ mod cli;
 mod flow;
 mod interop;
 mod policy;
+mod providers;
 mod restart;
 mod revocation;

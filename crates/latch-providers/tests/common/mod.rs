@@ -103,6 +103,14 @@ impl Store for MemStore {
     ) -> Result<Vec<Lease>, StoreError> {
         unimplemented!()
     }
+    async fn revoked_unexpired_leases(
+        &self,
+        _now: i64,
+        _after_id: &str,
+        _limit: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        unimplemented!()
+    }
     async fn lease_by_credential_hmac(&self, _hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
         unimplemented!()
     }
