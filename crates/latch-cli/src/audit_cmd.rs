@@ -196,7 +196,10 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
                 return Ok(ExitCode::from(1));
             }
             let mut cursor = print_events(&a.body, json_out);
-            while follow {
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let after =
                     cursor.map_or_else(|| format!("last={last}"), |s| format!("after_seq={s}"));
@@ -209,7 +212,6 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
                     cursor = Some(s);
                 }
             }
-            Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Export {
             out,
