@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
-use latch_core::audit::{AuditCheckpoint, escape_text, verify_export};
+use latch_core::audit::{AuditCheckpoint, VerifyOptions, escape_text, verify_export};
 use latch_server::audit::JwksCheckpointVerifier;
 use serde_json::{Value, json};
 
@@ -70,6 +70,14 @@ pub enum AuditCmd {
         /// Checkpoints kept elsewhere (`latch audit export --checkpoints-only`), also checked.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// The file is a partial export starting at this seq (`export --after-seq N` starts at
+        /// N+1); without it the records must start at seq 1.
+        #[arg(long)]
+        from_seq: Option<i64>,
+        /// Accept records after the last signed checkpoint (e.g. a sink's stream, which carries
+        /// no checkpoints); by default they fail verification.
+        #[arg(long)]
+        allow_unsealed: bool,
     },
     /// Find the events that name a credential, given its value (admin token). Only the value's
     /// keyed HMAC is compared; the log never holds the value.
@@ -190,12 +198,41 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
                 parts.push(extra.to_owned());
                 format!("/v1/audit?{}", parts.join("&"))
             };
-            let a = c.get(&query(&format!("last={last}&limit=1000"))).await?;
-            if !a.ok() {
-                eprintln!("error: {}", a.error_line());
-                return Ok(ExitCode::from(1));
-            }
-            let mut cursor = print_events(&a.body, json_out);
+            // Without filters, the last N records of the log; with filters, the last N matching
+            // records anywhere in the log (paged from the start).
+            let events = if q.is_empty() {
+                let a = c.get(&query(&format!("last={last}&limit=1000"))).await?;
+                if !a.ok() {
+                    eprintln!("error: {}", a.error_line());
+                    return Ok(ExitCode::from(1));
+                }
+                a.body.as_array().cloned().unwrap_or_default()
+            } else {
+                let mut kept: std::collections::VecDeque<Value> = Default::default();
+                let mut after = 0i64;
+                loop {
+                    let a = c
+                        .get(&query(&format!("after_seq={after}&limit=1000")))
+                        .await?;
+                    if !a.ok() {
+                        eprintln!("error: {}", a.error_line());
+                        return Ok(ExitCode::from(1));
+                    }
+                    let page = a.body.as_array().cloned().unwrap_or_default();
+                    let Some(s) = page.last().and_then(|e| e["seq"].as_i64()) else {
+                        break;
+                    };
+                    after = s;
+                    for e in page {
+                        kept.push_back(e);
+                        if kept.len() > last as usize {
+                            kept.pop_front();
+                        }
+                    }
+                }
+                kept.into_iter().collect()
+            };
+            let mut cursor = print_events(&Value::Array(events), json_out);
             if !follow {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -237,6 +274,8 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
             file,
             jwks,
             checkpoints,
+            from_seq,
+            allow_unsealed,
         } => {
             let text = match &file {
                 Some(p) => std::fs::read_to_string(p)
@@ -253,13 +292,40 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
             let jwks = load_jwks(c, jwks.as_deref()).await?;
             let verifier = JwksCheckpointVerifier::from_jwks(&jwks)?;
             let external = match &checkpoints {
-                Some(p) => read_checkpoints(p)?,
+                Some(p) => {
+                    let cps = read_checkpoints(p)?;
+                    if cps.is_empty() {
+                        return Err(format!("`{}` holds no checkpoint", p.display()));
+                    }
+                    cps
+                }
                 None => Vec::new(),
             };
-            let report = verify_export(BufReader::new(text.as_bytes()), &verifier, &external)
-                .map_err(|e| e.to_string())?;
+            let opts = VerifyOptions { from_seq };
+            let report =
+                verify_export(BufReader::new(text.as_bytes()), &verifier, &external, &opts)
+                    .map_err(|e| e.to_string())?;
+            let refusal = if report.problem.is_some() {
+                None
+            } else if report.records == 0 {
+                Some("nothing to verify: the input holds no record".to_owned())
+            } else if report.unsealed() > 0 && !allow_unsealed {
+                Some(format!(
+                    "the last {} records are not sealed by any signed checkpoint (a broker \
+                     export always ends with one); pass --allow-unsealed for a sink's stream",
+                    report.unsealed()
+                ))
+            } else {
+                None
+            };
             if json_out {
                 println!("{}", json!(report));
+            }
+            if let Some(why) = refusal {
+                if !json_out {
+                    println!("NOT VERIFIED: {why}");
+                }
+                return Ok(ExitCode::from(EXIT_TAMPERED));
             }
             match &report.problem {
                 None => {
@@ -269,11 +335,18 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
                             _ => "empty".into(),
                         };
                         println!(
-                            "ok: {} records ({range}), {} signed checkpoints verified, sealed through seq {}",
+                            "ok: {} records ({range}), {} signed checkpoints verified ({} from --checkpoints), sealed through seq {}",
                             report.records,
                             report.checkpoints_verified,
+                            report.external_verified,
                             report.sealed_through.map_or("-".into(), |s| s.to_string())
                         );
+                        if report.newer_checkpoints > 0 {
+                            println!(
+                                "note: {} kept checkpoints are newer than this export (signed after it)",
+                                report.newer_checkpoints
+                            );
+                        }
                         if report.unsealed() > 0 {
                             println!(
                                 "note: the last {} records are chained but no checkpoint seals them yet",
@@ -368,4 +441,32 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Every event of a task, in order, paging through the server's 1000-event pages.
+///
+/// # Errors
+/// Transport errors; an API error is returned as its one-line description.
+pub async fn task_timeline(c: &Client, task: &str) -> Result<Result<Vec<Value>, String>, String> {
+    let mut all = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let a = c
+            .get(&format!(
+                "/v1/tasks/{task}/events?after_seq={after}&limit=1000"
+            ))
+            .await?;
+        if !a.ok() {
+            return Ok(Err(a.error_line()));
+        }
+        let page = a.body.as_array().cloned().unwrap_or_default();
+        let n = page.len();
+        if let Some(s) = page.last().and_then(|e| e["seq"].as_i64()) {
+            after = s;
+        }
+        all.extend(page);
+        if n < 1000 {
+            return Ok(Ok(all));
+        }
+    }
 }

@@ -508,8 +508,13 @@ async fn audit_step(s: &mut Script, anon: &Client) -> Result<(), String> {
     let (status, text) = auditor.get_text("/v1/audit/export").await?;
     let jwks = anon.get("/.well-known/jwks.json").await?.body;
     let verifier = latch_server::audit::JwksCheckpointVerifier::from_jwks(&jwks)?;
-    let report = verify_export(std::io::BufReader::new(text.as_bytes()), &verifier, &[])
-        .map_err(|e| e.to_string())?;
+    let report = verify_export(
+        std::io::BufReader::new(text.as_bytes()),
+        &verifier,
+        &[],
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())?;
     s.say(format!(
         "{} records, {} signed checkpoint(s), sealed through seq {}",
         report.records,
@@ -522,8 +527,13 @@ async fn audit_step(s: &mut Script, anon: &Client) -> Result<(), String> {
     );
     // An insider rewrites one decision in a copy of the export.
     let tampered = text.replacen("\"outcome\":\"deny\"", "\"outcome\":\"allow\"", 1);
-    let report = verify_export(std::io::BufReader::new(tampered.as_bytes()), &verifier, &[])
-        .map_err(|e| e.to_string())?;
+    let report = verify_export(
+        std::io::BufReader::new(tampered.as_bytes()),
+        &verifier,
+        &[],
+        &Default::default(),
+    )
+    .map_err(|e| e.to_string())?;
     match &report.problem {
         Some(p) => s.say(format!("after editing one record: {}", p.message)),
         None => s.say("after editing one record: no problem found"),

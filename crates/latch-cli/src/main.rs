@@ -431,12 +431,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                         "branch": branch, "ttl_secs": secs(ttl)})).await?
                 }
                 TaskCmd::Show { id, timeline: true } => {
-                    let a = c.get(&format!("/v1/tasks/{id}/events")).await?;
-                    if conn.json || !a.ok() {
-                        return Ok(print_answer(&conn, &a, print_json));
-                    }
-                    for e in a.body.as_array().into_iter().flatten() {
-                        println!("{}", audit_cmd::render_event(e));
+                    let events = match audit_cmd::task_timeline(&c, &id).await? {
+                        Ok(v) => v,
+                        Err(line) => {
+                            eprintln!("error: {line}");
+                            return Ok(ExitCode::from(1));
+                        }
+                    };
+                    for e in &events {
+                        if conn.json {
+                            println!("{e}");
+                        } else {
+                            println!("{}", audit_cmd::render_event(e));
+                        }
                     }
                     return Ok(ExitCode::SUCCESS);
                 }

@@ -173,6 +173,8 @@ pub enum ChainProblemKind {
     Truncated,
     /// A checkpoint's signature does not verify.
     BadSignature,
+    /// Two validly signed checkpoints disagree about one record.
+    Equivocation,
 }
 
 /// The first problem found, naming the first bad sequence number.
@@ -201,6 +203,10 @@ pub struct VerifyReport {
     pub checkpoints_verified: u64,
     /// Records up to this seq are sealed by a verified checkpoint.
     pub sealed_through: Option<i64>,
+    /// Of `checkpoints_verified`, those from the external file.
+    pub external_verified: u64,
+    /// External checkpoints signed after this export's last checkpoint, beyond its last record.
+    pub newer_checkpoints: u64,
     /// The first problem, if any. `None` means the chain is intact.
     pub problem: Option<ChainProblem>,
 }
@@ -211,7 +217,7 @@ impl VerifyReport {
     pub fn unsealed(&self) -> i64 {
         match (self.last_seq, self.sealed_through) {
             (Some(last), Some(sealed)) => (last - sealed).max(0),
-            (Some(last), None) => last - self.first_seq.unwrap_or(1) + 1,
+            (Some(last), None) => last.saturating_sub(self.first_seq.unwrap_or(1)) + 1,
             _ => 0,
         }
     }
@@ -228,11 +234,25 @@ struct ExportLine<'a> {
     checkpoint: Option<AuditCheckpoint>,
 }
 
+/// Options of [`verify_export`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The export is partial and starts at this seq (`latch audit export --after-seq`); its first
+    /// record's `prev_hash` is then taken on trust. Without it, the export must start at seq 1
+    /// with the genesis hash, so deleting the oldest records is caught.
+    pub from_seq: Option<i64>,
+}
+
 /// Verifies an export (see the module docs) read from `input`, and the `external` checkpoints
 /// kept elsewhere, with `verifier` checking signatures. Stops at the first problem.
 ///
-/// An export may start anywhere (`after_seq`); its first record's `prev_hash` is then taken on
-/// trust unless a checkpoint covers it.
+/// * The export must start at seq 1 (or at `opts.from_seq`), and seqs must be ≥ 1.
+/// * Two validly signed checkpoints for one seq with different hashes are reported as
+///   [`ChainProblemKind::Equivocation`], whatever their order.
+/// * A checkpoint beyond the last record means records were cut off
+///   ([`ChainProblemKind::Truncated`]), unless it is an external one signed after the export's
+///   own last checkpoint (it is newer than the export; counted in
+///   [`VerifyReport::newer_checkpoints`]).
 ///
 /// # Errors
 /// Only I/O errors reading `input`; damage is reported in [`VerifyReport::problem`].
@@ -240,29 +260,9 @@ pub fn verify_export(
     input: impl BufRead,
     verifier: &dyn CheckpointVerifier,
     external: &[AuditCheckpoint],
+    opts: &VerifyOptions,
 ) -> std::io::Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    // External checkpoints, by seq; each is checked when its record is read.
-    let mut pending: BTreeMap<i64, (CheckpointClaims, &AuditCheckpoint)> = BTreeMap::new();
-    for cp in external {
-        match verifier.verify(cp) {
-            Ok(claims) => {
-                pending.insert(claims.seq, (claims, cp));
-            }
-            Err(e) => {
-                report.problem = Some(ChainProblem {
-                    kind: ChainProblemKind::BadSignature,
-                    seq: cp.seq,
-                    line: 0,
-                    message: format!("external checkpoint at seq {}: {e}", cp.seq),
-                });
-                return Ok(report);
-            }
-        }
-    }
-    let mut last: Option<(i64, String)> = None;
-    // Last seq proven by a checkpoint; a mismatch blames everything after it.
-    let mut line_no = 0u64;
     let problem = |kind, seq, line, message: String| {
         Some(ChainProblem {
             kind,
@@ -271,13 +271,59 @@ pub fn verify_export(
             message,
         })
     };
+    // Every signed (seq → hash) seen, to catch equivocation in any order.
+    let mut signed: BTreeMap<i64, String> = BTreeMap::new();
+    let mut equivocation = |claims: &CheckpointClaims, line: u64| -> Option<ChainProblem> {
+        match signed.get(&claims.seq) {
+            Some(h) if *h != claims.hash => problem(
+                ChainProblemKind::Equivocation,
+                claims.seq,
+                line,
+                format!(
+                    "two validly signed checkpoints disagree about seq {}: the log was rewritten \
+                     after one of them was signed",
+                    claims.seq
+                ),
+            ),
+            _ => {
+                signed.insert(claims.seq, claims.hash.clone());
+                None
+            }
+        }
+    };
+    // External checkpoints, by seq; each is checked when its record is read.
+    let mut pending: BTreeMap<i64, CheckpointClaims> = BTreeMap::new();
+    for cp in external {
+        match verifier.verify(cp) {
+            Ok(claims) => {
+                if let Some(p) = equivocation(&claims, 0) {
+                    report.problem = Some(p);
+                    return Ok(report);
+                }
+                pending.insert(claims.seq, claims);
+            }
+            Err(e) => {
+                report.problem = problem(
+                    ChainProblemKind::BadSignature,
+                    cp.seq,
+                    0,
+                    format!("external checkpoint at seq {}: {e}", cp.seq),
+                );
+                return Ok(report);
+            }
+        }
+    }
+    let start = opts.from_seq.unwrap_or(1).max(1);
+    let mut last: Option<(i64, String)> = None;
+    let mut last_inline_iat: Option<i64> = None;
+    let mut line_no = 0u64;
     for line in input.lines() {
         let line = line?;
         line_no += 1;
         if line.trim().is_empty() {
             continue;
         }
-        let expected_seq = last.as_ref().map_or(1, |(s, _)| s + 1);
+        let expected_seq = last.as_ref().map_or(start, |(s, _)| s.saturating_add(1));
         let parsed: ExportLine<'_> = match serde_json::from_str(&line) {
             Ok(p) => p,
             Err(e) => {
@@ -303,26 +349,33 @@ pub fn verify_export(
                     return Ok(report);
                 }
             };
-            let Some((last_seq, last_hash)) = last.as_ref() else {
-                continue; // a checkpoint before any record seals nothing in this export
+            if let Some(p) = equivocation(&claims, line_no) {
+                report.problem = Some(p);
+                return Ok(report);
+            }
+            last_inline_iat = Some(last_inline_iat.map_or(claims.iat, |t| t.max(claims.iat)));
+            let (last_seq, last_hash) = match last.as_ref() {
+                Some((s, h)) => (*s, h.clone()),
+                None => (start - 1, String::new()),
             };
-            if claims.seq > *last_seq {
+            if claims.seq > last_seq {
                 report.problem = problem(
                     ChainProblemKind::Truncated,
                     last_seq + 1,
                     line_no,
                     format!(
-                        "a signed checkpoint seals seq {} but the records stop at seq {last_seq}",
+                        "a signed checkpoint seals seq {} but the records stop at seq {last_seq}: \
+                         records were cut off",
                         claims.seq
                     ),
                 );
                 return Ok(report);
             }
-            if claims.seq == *last_seq {
-                if claims.hash != *last_hash {
+            if claims.seq == last_seq {
+                if claims.hash != last_hash {
                     let from = report
                         .sealed_through
-                        .map_or(report.first_seq.unwrap_or(1), |s| s + 1);
+                        .map_or(report.first_seq.unwrap_or(start), |s| s + 1);
                     report.problem = problem(
                         ChainProblemKind::Rewritten,
                         from,
@@ -353,49 +406,77 @@ pub fn verify_export(
             );
             return Ok(report);
         };
-        if let Some((last_seq, last_hash)) = &last {
-            if seq <= *last_seq {
-                report.problem = problem(
-                    ChainProblemKind::Reordered,
-                    seq,
-                    line_no,
-                    format!("seq {seq} follows seq {last_seq}: records reordered or duplicated"),
-                );
-                return Ok(report);
-            }
-            if seq > last_seq + 1 {
-                report.problem = problem(
-                    ChainProblemKind::Deleted,
-                    last_seq + 1,
-                    line_no,
-                    format!(
-                        "seq {} to {} are missing: records deleted",
-                        last_seq + 1,
-                        seq - 1
-                    ),
-                );
-                return Ok(report);
-            }
-            if prev_hash != *last_hash {
-                report.problem = problem(
-                    ChainProblemKind::Inserted,
-                    seq,
-                    line_no,
-                    format!(
-                        "seq {seq} does not link to seq {last_seq}: a record was inserted or \
-                         replaced"
-                    ),
-                );
-                return Ok(report);
-            }
-        } else if seq == 1 && prev_hash != GENESIS_HASH {
+        if seq < 1 || seq == i64::MAX {
             report.problem = problem(
-                ChainProblemKind::Inserted,
-                1,
+                ChainProblemKind::Malformed,
+                expected_seq,
                 line_no,
-                "seq 1 does not start the chain".into(),
+                format!("line {line_no} has an impossible seq {seq}"),
             );
             return Ok(report);
+        }
+        match &last {
+            Some((last_seq, last_hash)) => {
+                if seq <= *last_seq {
+                    report.problem = problem(
+                        ChainProblemKind::Reordered,
+                        seq,
+                        line_no,
+                        format!(
+                            "seq {seq} follows seq {last_seq}: records reordered or duplicated"
+                        ),
+                    );
+                    return Ok(report);
+                }
+                if seq > last_seq + 1 {
+                    report.problem = problem(
+                        ChainProblemKind::Deleted,
+                        last_seq + 1,
+                        line_no,
+                        format!(
+                            "seq {} is missing where seq {seq} follows seq {last_seq}: records \
+                             deleted or moved",
+                            last_seq + 1
+                        ),
+                    );
+                    return Ok(report);
+                }
+                if prev_hash != *last_hash {
+                    report.problem = problem(
+                        ChainProblemKind::Inserted,
+                        seq,
+                        line_no,
+                        format!(
+                            "seq {seq} does not link to seq {last_seq}: seq {seq} was inserted or \
+                             replaced, or seq {last_seq} was changed and its hash recomputed"
+                        ),
+                    );
+                    return Ok(report);
+                }
+            }
+            None => {
+                if seq != start {
+                    report.problem = problem(
+                        ChainProblemKind::Deleted,
+                        start,
+                        line_no,
+                        format!(
+                            "the records start at seq {seq}, not at seq {start}: the oldest \
+                             records were deleted (verify a partial export with its start seq)"
+                        ),
+                    );
+                    return Ok(report);
+                }
+                if seq == 1 && prev_hash != GENESIS_HASH {
+                    report.problem = problem(
+                        ChainProblemKind::Inserted,
+                        1,
+                        line_no,
+                        "seq 1 does not start the chain".into(),
+                    );
+                    return Ok(report);
+                }
+            }
         }
         if chain_hash(&prev_hash, seq, event.get()) != hash {
             report.problem = problem(
@@ -406,7 +487,7 @@ pub fn verify_export(
             );
             return Ok(report);
         }
-        if let Some((claims, _)) = pending.remove(&seq) {
+        if let Some(claims) = pending.remove(&seq) {
             if claims.hash != hash {
                 let from = report
                     .sealed_through
@@ -424,6 +505,7 @@ pub fn verify_export(
                 return Ok(report);
             }
             report.checkpoints_verified += 1;
+            report.external_verified += 1;
             report.sealed_through = Some(seq);
         }
         report.records += 1;
@@ -431,25 +513,64 @@ pub fn verify_export(
         report.last_seq = Some(seq);
         last = Some((seq, hash));
     }
-    if let Some((&seq, _)) = pending.range(report.last_seq.unwrap_or(0) + 1..).next() {
-        let from = report.last_seq.map_or(1, |s| s + 1);
+    let last_seq = report.last_seq.unwrap_or(start - 1);
+    for (seq, claims) in pending.range(last_seq + 1..) {
+        if last_inline_iat.is_some_and(|t| claims.iat > t) {
+            // Signed after this export's own last checkpoint: newer than the export.
+            report.newer_checkpoints += 1;
+            continue;
+        }
         report.problem = problem(
             ChainProblemKind::Truncated,
-            from,
+            last_seq + 1,
             line_no,
             format!(
-                "an external checkpoint seals seq {seq} but the records stop at seq {}",
-                from - 1
+                "an external checkpoint seals seq {seq} but the records stop at seq {last_seq}: \
+                 records were cut off"
             ),
         );
+        return Ok(report);
     }
     Ok(report)
 }
 
-/// Characters that can rewrite what a human sees: bidi overrides and isolates, zero-width
-/// characters and the byte-order mark.
-pub(crate) fn is_deceptive(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+/// Characters that can rewrite or hide what a human sees, or break a line without being a
+/// control character: bidi marks, overrides and isolates (U+061C, U+200E–F, U+202A–E,
+/// U+2066–9), zero-width and invisible format characters (U+00AD, U+034F, U+180E, U+200B–D,
+/// U+2060–64, U+206A–F, U+FEFF, U+FFF9–B), line and paragraph separators (U+2028, U+2029),
+/// Hangul and Khmer fillers that render as blanks (U+115F, U+1160, U+17B4, U+17B5, U+3164,
+/// U+FFA0), and tag characters (U+E0000–U+E007F).
+pub fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// The stored body of an audit event: its JSON, with every control, line-separator, bidi or
+/// invisible character (see [`is_deceptive`]) written as a `\uXXXX` escape, so the stored and
+/// exported bytes hold nothing a terminal or a line-oriented tool could misread. The result is
+/// the same JSON value.
+///
+/// # Errors
+/// When the event does not serialize (it always does).
+pub fn encode_event(e: &crate::model::AuditEvent) -> Result<String, serde_json::Error> {
+    let raw = serde_json::to_string(e)?;
+    if !raw.chars().any(|c| c.is_control() || is_deceptive(c)) {
+        return Ok(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if c.is_control() || is_deceptive(c) {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// `s` made safe for one line of a terminal or text log: control characters (newlines included),
@@ -617,10 +738,166 @@ mod tests {
     }
 
     #[test]
+    fn stored_bodies_escape_separators_bidi_and_c1_controls() {
+        let e = crate::model::AuditEvent::new(1, "tool.used", "wl", "ok")
+            .detail(serde_json::json!({"v": "a\u{2028}b\u{202e}c\u{85}d\u{e0041}\ne"}));
+        let body = encode_event(&e).unwrap();
+        assert!(body.is_ascii() || !body.chars().any(|c| c.is_control() || is_deceptive(c)));
+        assert!(
+            body.contains("\\u2028") && body.contains("\\udb40\\udc41"),
+            "{body}"
+        );
+        let back: crate::model::AuditEvent = serde_json::from_str(&body).unwrap();
+        assert_eq!(back, e, "same JSON value");
+    }
+
+    #[test]
     fn chain_hash_is_domain_separated_and_binds_seq() {
         let a = chain_hash(GENESIS_HASH, 1, "{}");
         assert_ne!(a, chain_hash(GENESIS_HASH, 2, "{}"));
         assert_ne!(a, chain_hash(&a, 1, "{}"));
         assert_eq!(a.len(), 64);
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+
+    /// Accepts any checkpoint whose `jws` is `signed` (the signature check itself is tested with
+    /// real keys in the integration tests).
+    struct Trusting;
+    impl CheckpointVerifier for Trusting {
+        fn verify(&self, cp: &AuditCheckpoint) -> Result<CheckpointClaims, String> {
+            (cp.jws == "signed")
+                .then(|| CheckpointClaims {
+                    iss: "b".into(),
+                    typ: CHECKPOINT_TYP.into(),
+                    seq: cp.seq,
+                    hash: cp.hash.clone(),
+                    iat: cp.at_unix_secs,
+                })
+                .ok_or_else(|| "bad signature".into())
+        }
+    }
+
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let mut prev = GENESIS_HASH.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let body = format!("{{\"id\":\"evt_{seq}\",\"kind\":\"k\"}}");
+                let hash = chain_hash(&prev, seq, &body);
+                let r = AuditRecord {
+                    seq,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                    body,
+                };
+                prev = hash;
+                r
+            })
+            .collect()
+    }
+
+    fn cp(r: &AuditRecord, at: i64) -> AuditCheckpoint {
+        AuditCheckpoint {
+            seq: r.seq,
+            hash: r.hash.clone(),
+            at_unix_secs: at,
+            kid: "k".into(),
+            jws: "signed".into(),
+        }
+    }
+
+    fn text(records: &[AuditRecord], cps: &[AuditCheckpoint]) -> String {
+        let mut out = String::new();
+        for r in records {
+            out.push_str(&r.export_line().unwrap());
+            out.push('\n');
+            for c in cps.iter().filter(|c| c.seq == r.seq) {
+                out.push_str(&c.export_line().unwrap());
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn run(t: &str, ext: &[AuditCheckpoint], opts: VerifyOptions) -> VerifyReport {
+        verify_export(t.as_bytes(), &Trusting, ext, &opts).unwrap()
+    }
+
+    #[test]
+    fn intact_chain_is_sealed_to_its_end() {
+        let c = chain(6);
+        let r = run(&text(&c, &[cp(&c[5], 10)]), &[], VerifyOptions::default());
+        assert_eq!(r.problem, None);
+        assert_eq!((r.records, r.sealed_through, r.unsealed()), (6, Some(6), 0));
+    }
+
+    #[test]
+    fn deleting_the_oldest_records_is_caught_unless_the_export_says_where_it_starts() {
+        let c = chain(6);
+        let t = text(&c[3..], &[cp(&c[5], 10)]);
+        let p = run(&t, &[], VerifyOptions::default()).problem.unwrap();
+        assert_eq!((p.kind, p.seq), (ChainProblemKind::Deleted, 1));
+        let r = run(&t, &[], VerifyOptions { from_seq: Some(4) });
+        assert_eq!(r.problem, None);
+        let p = run(&t, &[], VerifyOptions { from_seq: Some(3) })
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ChainProblemKind::Deleted, 3));
+    }
+
+    #[test]
+    fn equivocating_checkpoints_fail_in_either_order() {
+        let c = chain(4);
+        let mut other = cp(&c[3], 20);
+        other.hash = "e".repeat(64);
+        let good = cp(&c[3], 10);
+        for ext in [
+            vec![good.clone(), other.clone()],
+            vec![other.clone(), good.clone()],
+        ] {
+            let p = run(&text(&c, &[]), &ext, VerifyOptions::default())
+                .problem
+                .unwrap();
+            assert_eq!((p.kind, p.seq), (ChainProblemKind::Equivocation, 4));
+        }
+        // One in the file, the other kept elsewhere: the kept one contradicts the records
+        // before the file's own checkpoint is even read.
+        let p = run(&text(&c, &[good]), &[other], VerifyOptions::default())
+            .problem
+            .unwrap();
+        assert!(matches!(
+            p.kind,
+            ChainProblemKind::Equivocation | ChainProblemKind::Rewritten
+        ));
+    }
+
+    #[test]
+    fn kept_checkpoints_newer_than_the_export_are_not_truncation_but_older_ones_are() {
+        let c = chain(8);
+        let export = text(&c[..6], &[cp(&c[5], 100)]);
+        let newer = cp(&c[7], 200);
+        let r = run(&export, &[newer], VerifyOptions::default());
+        assert_eq!(r.problem, None);
+        assert_eq!(r.newer_checkpoints, 1);
+        // Signed before the export's own last checkpoint, beyond its end: records were cut.
+        let older = cp(&c[7], 50);
+        let p = run(&export, &[older], VerifyOptions::default())
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ChainProblemKind::Truncated, 7));
+    }
+
+    #[test]
+    fn impossible_seqs_are_malformed_not_a_crash() {
+        for seq in [0, -5, i64::MAX] {
+            let line = format!(
+                "{{\"seq\":{seq},\"prev_hash\":\"{GENESIS_HASH}\",\"hash\":\"x\",\"event\":{{}}}}"
+            );
+            let p = run(&line, &[], VerifyOptions::default()).problem.unwrap();
+            assert_eq!(p.kind, ChainProblemKind::Malformed, "{seq}");
+        }
     }
 }

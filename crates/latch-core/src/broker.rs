@@ -1227,7 +1227,15 @@ impl Broker {
             },
             version: 1,
         };
-        let decided = decision_event(now, &caller.id, &req);
+        // The state the request reaches by this decision (an allowed request is granted in the
+        // same commit as its credential).
+        let decided = {
+            let mut r = req.clone();
+            if matches!(decision, Decision::Allow { .. }) {
+                r.state = RequestState::Granted;
+            }
+            decision_event(now, &caller.id, &r)
+        };
         match decision {
             Decision::Deny { .. } => {
                 self.commit(
@@ -2413,10 +2421,7 @@ mod fold_tests {
         assert_eq!(out[0].kind, "auth.succeeded");
         // A failure is never folded.
         let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
-        let out = fold_authentication(
-            vec![failed],
-            vec![AuditEvent::new(1, "x", "wl", "ok")],
-        );
+        let out = fold_authentication(vec![failed], vec![AuditEvent::new(1, "x", "wl", "ok")]);
         assert_eq!(out.len(), 2);
     }
 }

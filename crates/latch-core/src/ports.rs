@@ -288,6 +288,8 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The checkpoint with the highest `seq`, if any.
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError>;
     /// The last `seq` the named audit sink delivered (0 if none).
     async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError>;
     /// Records that the named audit sink delivered everything up to `seq`.

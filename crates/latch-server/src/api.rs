@@ -217,9 +217,14 @@ async fn as_human<T>(
     finish(s, &ctx, r).await
 }
 
-/// Middleware: request id, source address, structured access log, error bodies get the id.
+/// Middleware: request id (always the broker's own), source address, structured access log,
+/// error bodies get the id.
 pub async fn request_meta(mut req: Request, next: Next) -> Response {
-    let request_id = req
+    // The id the audit trail records is always the broker's own: a caller could otherwise give
+    // its events the id of someone else's call. A well-formed caller id is kept beside it (logs,
+    // `x-client-request-id`) for correlation.
+    let request_id = latch_core::model::new_id("rq");
+    let client_request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -229,8 +234,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                 && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
-        .map(str::to_owned)
-        .unwrap_or_else(|| latch_core::model::new_id("rq"));
+        .map(str::to_owned);
     let source_ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -263,8 +267,15 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    if let Some(v) = client_request_id
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        resp.headers_mut().insert("x-client-request-id", v);
+    }
     metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
-    tracing::info!(target: "latch::http", request_id = %request_id, %method, %path, status,
+    tracing::info!(target: "latch::http", request_id = %request_id,
+        client_request_id = client_request_id.as_deref().unwrap_or(""), %method, %path, status,
         latency_us = start.elapsed().as_micros() as u64, "request");
     resp
 }

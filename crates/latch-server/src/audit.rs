@@ -31,8 +31,9 @@ pub struct Checkpointer {
     keys: Arc<SigningKeys>,
     issuer: String,
     clock: Arc<dyn Clock>,
-    /// Serialises signing so two callers do not sign the same head twice.
-    lock: Mutex<()>,
+    /// Serialises signing, and holds the highest `(seq, hash)` this process signed: a log that
+    /// later ends below it, or changed it, is refused a new signature.
+    lock: Mutex<Option<(i64, String)>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -56,7 +57,7 @@ impl Checkpointer {
             keys,
             issuer,
             clock,
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
         }
     }
 
@@ -67,14 +68,54 @@ impl Checkpointer {
     /// [`StoreError`] when the store cannot be read or written; signing failures are reported
     /// as [`StoreError::Unavailable`] too (nothing is stored).
     pub async fn checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
-        let _g = self.lock.lock().await;
+        let mut high = self.lock.lock().await;
         let Some((seq, hash)) = self.store.audit_head().await? else {
             return Ok(None);
         };
-        if let Some(cp) = self.store.checkpoints(seq - 1, 1).await?.pop()
-            && cp.seq == seq
-        {
-            return Ok(Some(cp));
+        // Never sign over evidence of tampering: a checkpoint above the head (records cut off),
+        // a head below what this process already signed, or a stored checkpoint that no longer
+        // matches its record. The verifier reports the damage; signing would launder it.
+        let refuse = |why: String| {
+            metrics::counter!("latch_audit_chain_alarms_total").increment(1);
+            tracing::error!(reason = %why, "audit chain alarm: refusing to sign a checkpoint");
+            Err(StoreError::Unavailable(format!("audit chain alarm: {why}")))
+        };
+        if let Some(above) = self.store.checkpoints(seq, 1).await?.pop() {
+            return refuse(format!(
+                "a signed checkpoint seals seq {} but the log ends at seq {seq}",
+                above.seq
+            ));
+        }
+        if let Some((hseq, hhash)) = high.as_ref() {
+            if *hseq > seq {
+                return refuse(format!(
+                    "seq {hseq} was signed by this broker but the log ends at seq {seq}"
+                ));
+            }
+            let rec = self.store.audit_records(hseq - 1, 1).await?;
+            if rec
+                .first()
+                .is_none_or(|r| r.seq != *hseq || r.hash != *hhash)
+            {
+                return refuse(format!("seq {hseq} changed after this broker signed it"));
+            }
+        }
+        let last_cp = self.store.last_checkpoint().await?;
+        if let Some(cp) = &last_cp {
+            let rec = self.store.audit_records(cp.seq - 1, 1).await?;
+            if rec
+                .first()
+                .is_none_or(|r| r.seq != cp.seq || r.hash != cp.hash)
+            {
+                return refuse(format!(
+                    "the record at seq {} no longer matches its signed checkpoint",
+                    cp.seq
+                ));
+            }
+            if cp.seq == seq {
+                *high = Some((seq, hash));
+                return Ok(last_cp);
+            }
         }
         let iat = self.clock.now_unix_secs();
         let claims = CheckpointClaims {
@@ -90,12 +131,13 @@ impl Checkpointer {
             .map_err(|_| StoreError::Unavailable("signing the audit checkpoint failed".into()))?;
         let cp = AuditCheckpoint {
             seq,
-            hash,
+            hash: hash.clone(),
             at_unix_secs: iat,
             kid: self.keys.current_kid().to_owned(),
             jws,
         };
         self.store.put_checkpoint(&cp).await?;
+        *high = Some((seq, hash));
         Ok(Some(cp))
     }
 
@@ -110,8 +152,12 @@ impl Checkpointer {
         after_seq: i64,
         checkpoints_only: bool,
     ) -> Result<String, StoreError> {
-        let head = self.checkpoint().await?;
-        let end = head.as_ref().map_or(0, |c| c.seq);
+        // Seal the head first; if the chain raises an alarm, export it unsigned as it is: the
+        // verifier then reports the damage.
+        if let Err(e) = self.checkpoint().await {
+            tracing::warn!(error = %e, "exporting the audit log without a new checkpoint");
+        }
+        let end = self.store.audit_head().await?.map_or(0, |h| h.0);
         let mut out = String::new();
         let mut cps = Vec::new();
         let mut after = after_seq;
@@ -119,7 +165,7 @@ impl Checkpointer {
             let page = self.store.checkpoints(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            cps.extend(page.into_iter().filter(|c| c.seq <= end));
+            cps.extend(page);
         }
         if checkpoints_only {
             for cp in &cps {
@@ -136,11 +182,13 @@ impl Checkpointer {
             for r in page.iter().filter(|r| r.seq <= end) {
                 push_line(&mut out, r.export_line())?;
                 while let Some(cp) = cps.next_if(|c| c.seq <= r.seq) {
-                    if cp.seq == r.seq {
-                        push_line(&mut out, cp.export_line())?;
-                    }
+                    push_line(&mut out, cp.export_line())?;
                 }
             }
+        }
+        // Checkpoints beyond the last record are evidence that records were cut off.
+        for cp in cps {
+            push_line(&mut out, cp.export_line())?;
         }
         Ok(out)
     }
@@ -306,12 +354,22 @@ async fn deliver_once(
                 .open(&path)
                 .await
                 .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-            f.write_all(body.as_bytes())
+            let before = f
+                .metadata()
                 .await
-                .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
-            f.sync_data()
-                .await
-                .map_err(|e| format!("cannot sync `{}`: {e}", path.display()))?;
+                .map_err(|e| format!("cannot stat `{}`: {e}", path.display()))?
+                .len();
+            let written = async {
+                f.write_all(body.as_bytes()).await?;
+                f.flush().await?;
+                f.sync_data().await
+            }
+            .await;
+            if let Err(e) = written {
+                // Leave no partial line behind: the retry writes the whole page again.
+                let _ = f.set_len(before).await;
+                return Err(format!("cannot write `{}`: {e}", path.display()));
+            }
         }
         AuditSinkConfig::Stdout { .. } => {
             let mut out = tokio::io::stdout();

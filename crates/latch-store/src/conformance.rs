@@ -1430,6 +1430,11 @@ async fn audit_filters(s: &dyn Store) {
 
 /// Signed checkpoints (stored as given, first one per seq wins) and sink cursors (monotone).
 async fn checkpoints_and_cursors(s: &dyn Store) {
+    assert_eq!(
+        ok(s.last_checkpoint().await, "last_checkpoint"),
+        None,
+        "none yet"
+    );
     let cp = |seq: i64, jws: &str| AuditCheckpoint {
         seq,
         hash: format!("{seq:064x}"),
@@ -1451,6 +1456,11 @@ async fn checkpoints_and_cursors(s: &dyn Store) {
     );
     let got = ok(s.checkpoints(3, 10).await, "checkpoints");
     assert_eq!(got, vec![cp(9, "d.e.f")], "after_seq is exclusive");
+    assert_eq!(
+        ok(s.last_checkpoint().await, "last_checkpoint"),
+        Some(cp(9, "d.e.f")),
+        "last_checkpoint is the highest seq"
+    );
 
     assert_eq!(ok(s.sink_cursor("file").await, "sink_cursor"), 0, "unset");
     ok(s.set_sink_cursor("file", 7).await, "set_sink_cursor");

@@ -197,12 +197,23 @@ impl SqliteStore {
     /// Chains audit rows written before the chain existed (migration 2), in one transaction.
     async fn chain_unhashed(&self) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // Only rows older than the chain itself, and only before anything was ever signed: an
+        // empty hash anywhere else is damage for `latch audit verify` to report, not to repair.
         let rows = sqlx::query_as::<_, (i64, String)>(
-            "SELECT seq, body FROM audit_events WHERE hash = '' ORDER BY seq",
+            "SELECT seq, body FROM audit_events WHERE hash = '' \
+             AND NOT EXISTS (SELECT 1 FROM audit_checkpoints) \
+             AND seq < coalesce((SELECT min(seq) FROM audit_events WHERE hash != ''), 9223372036854775807) \
+             ORDER BY seq",
         )
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| unavailable("read unchained audit rows", &e))?;
+        if !rows.is_empty() {
+            tracing::warn!(
+                rows = rows.len(),
+                "chaining audit rows written before the hash chain existed"
+            );
+        }
         for (seq, body) in rows {
             let prev = sqlx::query_scalar::<_, String>(
                 "SELECT hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
@@ -461,26 +472,17 @@ async fn append_event(
     .map_err(|err| unavailable("read audit chain head", &err))?
     .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     let seq = head_seq + 1;
-    let body = encode("audit event", e)?;
+    let body = latch_core::audit::encode_event(e)
+        .map_err(|_| StoreError::Unavailable("could not encode audit event".into()))?;
     let hash = chain_hash(&head_hash, seq, &body);
-    sqlx::query(
-        "INSERT INTO audit_events \
-         (seq, id, at_unix_secs, kind, actor, task_id, lease_id, body, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(seq)
-    .bind(&e.id)
-    .bind(e.at_unix_secs)
-    .bind(&e.kind)
-    .bind(&e.actor)
-    .bind(e.task_id.as_deref())
-    .bind(e.lease_id.as_deref())
-    .bind(body)
-    .bind(head_hash)
-    .bind(hash)
-    .execute(&mut **tx)
-    .await
-    .map_err(|err| write_error("append audit event", &err))?;
+    sqlx::query("INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)")
+        .bind(seq)
+        .bind(body)
+        .bind(head_hash)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| write_error("append audit event", &err))?;
     Ok(seq)
 }
 
@@ -708,7 +710,7 @@ impl Store for SqliteStore {
             .credential_hmac
             .as_deref()
             .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(|h| format!("%\"{}\"%", h.to_ascii_lowercase()));
+            .map(str::to_ascii_lowercase);
         if filter.credential_hmac.is_some() && hmac.is_none() {
             return Ok(Vec::new());
         }
@@ -717,7 +719,7 @@ impl Store for SqliteStore {
         // exactly with substr().
         const REST: &str = "AND (?3 IS NULL OR (kind LIKE ?4 ESCAPE '\\' AND substr(kind, 1, length(?3)) = ?3)) \
              AND (?7 IS NULL OR actor = ?7) AND (?8 IS NULL OR at_unix_secs >= ?8) \
-             AND (?9 IS NULL OR at_unix_secs < ?9) AND (?10 IS NULL OR body LIKE ?10) \
+             AND (?9 IS NULL OR at_unix_secs < ?9) AND (?10 IS NULL OR credential_hmac = ?10) \
              AND seq > ?5 ORDER BY seq LIMIT ?6";
         let lead = if filter.task_id.is_some() {
             "SELECT seq, body, prev_hash, hash FROM audit_events WHERE task_id = ?1 \
@@ -821,6 +823,24 @@ impl Store for SqliteStore {
                 jws,
             })
             .collect())
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let row = sqlx::query_as::<_, (i64, String, i64, String, String)>(
+            "SELECT seq, hash, at_unix_secs, kid, jws FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| unavailable("read checkpoints", &e))?;
+        Ok(
+            row.map(|(seq, hash, at_unix_secs, kid, jws)| AuditCheckpoint {
+                seq,
+                hash,
+                at_unix_secs,
+                kid,
+                jws,
+            }),
+        )
     }
 
     async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {

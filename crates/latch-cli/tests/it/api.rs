@@ -71,7 +71,8 @@ async fn openapi_health_metrics_and_jwks() {
 async fn errors_are_json_with_stable_codes_and_the_request_id() {
     let s = TestServer::start().await;
     let agent = s.agent("2").await;
-    // Request id: echoed if well-formed, generated otherwise.
+    // Request id: always the broker's own (the audit trail records it); a well-formed caller id
+    // comes back as `x-client-request-id`.
     let r = s
         .http
         .get(format!("{}/v1/tasks/task_nope", s.base))
@@ -80,11 +81,13 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    assert_eq!(r.headers()["x-client-request-id"], "abc-123");
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(rid.starts_with("rq_"), "{rid}");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"error": {"code": "task_not_found", "message": "no task `task_nope`", "request_id": "abc-123"}})
+        json!({"error": {"code": "task_not_found", "message": "no task `task_nope`", "request_id": rid}})
     );
     let r = s
         .http
@@ -94,6 +97,7 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
         .send()
         .await
         .unwrap();
+    assert!(r.headers().get("x-client-request-id").is_none());
     assert!(
         r.headers()["x-request-id"]
             .to_str()

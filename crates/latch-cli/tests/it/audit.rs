@@ -62,7 +62,7 @@ async fn verifier(s: &TestServer) -> JwksCheckpointVerifier {
 }
 
 fn verify(v: &JwksCheckpointVerifier, text: &str) -> VerifyReport {
-    verify_export(BufReader::new(text.as_bytes()), v, &[]).unwrap()
+    verify_export(BufReader::new(text.as_bytes()), v, &[], &Default::default()).unwrap()
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -427,6 +427,7 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
         BufReader::new(stripped.join("\n").as_bytes()),
         &v,
         &external,
+        &Default::default(),
     )
     .unwrap();
     let p = r.problem.unwrap();
@@ -440,7 +441,13 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
     // Truncated: the tail cut off (the last records and their checkpoint).
     let cut = index_of_seq(&ls, last - 2);
     let tr: Vec<String> = ls[..=cut].to_vec();
-    let r = verify_export(BufReader::new(tr.join("\n").as_bytes()), &v, &external).unwrap();
+    let r = verify_export(
+        BufReader::new(tr.join("\n").as_bytes()),
+        &v,
+        &external,
+        &Default::default(),
+    )
+    .unwrap();
     let p = r.problem.unwrap();
     assert_eq!(
         (p.kind, p.seq),
@@ -829,5 +836,170 @@ async fn no_minted_credential_appears_in_logs_audit_or_errors() {
         latch_testkit::captured_count() > 10,
         "log lines are captured"
     );
+    s.stop().await;
+}
+
+/// Findings of a red-team pass, each pinned by a test: filter columns derive from the hashed
+/// body, truncation and deleted heads are caught online, the broker refuses to sign over damage,
+/// invisible and line-breaking characters never reach a stored line raw, the recorded request id
+/// is the broker's own, `find` matches only the credential field, decisions record their state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_hardening_against_an_insider_and_a_hostile_agent() {
+    let s = TestServer::start().await;
+    let (task, token) = activity(&s).await;
+    let admin = s.human("auditor", &["latch-admins"]).await;
+    let agent = s.agent("hard").await;
+    let t = s.open_task(&agent, "sandbox", 600).await;
+
+    // Invisible, bidi-mark and line-separator characters are refused in names and free text...
+    for (path, body) in [
+        (
+            "/v1/tasks".to_owned(),
+            json!({"purpose": "a\u{2028}b", "environment": "sandbox"}),
+        ),
+        (
+            "/v1/tasks".to_owned(),
+            json!({"purpose": "x\u{061c}y", "environment": "sandbox"}),
+        ),
+        (
+            format!("/v1/tasks/{t}/events"),
+            json!({"tool": "ps\u{00ad}ql"}),
+        ),
+        (
+            format!("/v1/tasks/{t}/events"),
+            json!({"tool": "t", "attributes": {"k\u{e0041}": 1}}),
+        ),
+    ] {
+        let r = s.post(Some(&agent), &path, body.clone()).await;
+        assert_eq!(r.code(), Some("invalid_request"), "{body}: {}", r.body);
+    }
+    // ...and escaped in values, so the stored line holds none of them raw.
+    let r = s
+        .http
+        .post(format!("{}/v1/tasks/{t}/events", s.base))
+        .bearer_auth(&agent)
+        .header("x-request-id", "approved-by-security")
+        .json(&json!({"tool": "t", "attributes": {"v": "a\u{2028}b\u{85}c\u{202e}d"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let ev: Value = r.json().await.unwrap();
+    assert!(
+        ev["request_id"].as_str().unwrap().starts_with("rq_"),
+        "the broker's id, not the caller's: {ev}"
+    );
+    let text = export(&s, "").await;
+    assert!(
+        !text
+            .chars()
+            .any(|c| c == '\u{2028}' || c == '\u{85}' || c == '\u{202e}'),
+        "raw separators in the export"
+    );
+    assert!(text.contains("\\u2028"));
+
+    // An agent cannot make `find` list its own event by quoting a credential's HMAC.
+    let hmac = s.broker().credential_hmac(&token);
+    s.post(
+        Some(&agent),
+        &format!("/v1/tasks/{t}/events"),
+        json!({"tool": "t", "attributes": {"credential_hmac": hmac, "ref": hmac}}),
+    )
+    .await;
+    let found = s
+        .post(Some(&admin), "/v1/audit/find", json!({"value": token}))
+        .await;
+    let kinds: Vec<&str> = found
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["credential.issued", "credential.revoked"],
+        "{}",
+        found.body
+    );
+
+    // An allowed request's decision records the state it reached.
+    let decided = s
+        .audit(&format!("task_id={task}&kind=request.decided"))
+        .await;
+    assert_eq!(decided[0]["detail"]["state"], "granted");
+
+    // The filter columns are generated from the hashed body: they cannot be edited alone.
+    let db = rusqlite::Connection::open(s.dir.join("data/latch.db")).unwrap();
+    let err = db
+        .execute(
+            "UPDATE audit_events SET task_id = NULL WHERE task_id = ?1",
+            [&task],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("generated column"), "{err}");
+
+    // Cutting off the newest records: the signed checkpoint above the head gives it away, the
+    // broker refuses to sign over it, and the online verify names where the records stop.
+    let cp = s
+        .post(Some(&admin), "/v1/audit/checkpoints", json!({}))
+        .await;
+    let sealed = cp.body["seq"].as_i64().unwrap();
+    db.execute("DELETE FROM audit_events WHERE seq > ?1", [sealed - 3])
+        .unwrap();
+    drop(db);
+    let cp = s
+        .post(Some(&admin), "/v1/audit/checkpoints", json!({}))
+        .await;
+    assert_eq!(cp.status, 503, "{}", cp.body);
+    assert!(
+        cp.body.to_string().contains("audit chain alarm"),
+        "{}",
+        cp.body
+    );
+    let out = latch()
+        .args(["audit", "verify", "--server", &s.base, "--token", &admin])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{stdout}");
+    assert!(stdout.contains("Truncated"), "{stdout}");
+
+    // Deleting the oldest records is caught too, offline.
+    let good = export(&s, "").await;
+    let dir = s.dir.join("hard");
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = s.get(None, "/.well-known/jwks.json").await.body;
+    std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
+    let headless: Vec<&str> = good
+        .lines()
+        .filter(|l| seq_of(l).is_none_or(|q| q > 3))
+        .collect();
+    std::fs::write(dir.join("headless.jsonl"), headless.join("\n")).unwrap();
+    std::fs::write(dir.join("empty.jsonl"), "").unwrap();
+    let run = |f: &str, extra: &[&str]| {
+        latch()
+            .args([
+                "audit",
+                "verify",
+                "--server",
+                "http://127.0.0.1:9",
+                "--file",
+            ])
+            .arg(dir.join(f))
+            .arg("--jwks")
+            .arg(dir.join("jwks.json"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run("headless.jsonl", &[]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("first bad seq 1 "));
+    let out = run("headless.jsonl", &["--from-seq", "4"]);
+    assert_eq!(out.status.code(), Some(6), "still truncated at the end");
+    let out = run("empty.jsonl", &[]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT VERIFIED"));
     s.stop().await;
 }

@@ -52,6 +52,9 @@ impl Store for MemStore {
     async fn checkpoints(&self, _a: i64, _l: u32) -> Result<Vec<AuditCheckpoint>, StoreError> {
         unimplemented!()
     }
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        unimplemented!()
+    }
     async fn sink_cursor(&self, _s: &str) -> Result<i64, StoreError> {
         unimplemented!()
     }

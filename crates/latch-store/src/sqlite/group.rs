@@ -77,7 +77,10 @@ impl GroupWriter {
         let audit_bodies = batch
             .audit
             .iter()
-            .map(|e| encode("audit event", e))
+            .map(|e| {
+                latch_core::audit::encode_event(e)
+                    .map_err(|_| StoreError::Unavailable("could not encode audit event".into()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -259,27 +262,14 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
         })
         .map_err(|err| write_error("read audit chain head", &err))?
         .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
-    for (e, body) in job.batch.audit.iter().zip(&job.audit_bodies) {
+    for body in &job.audit_bodies {
         seq += 1;
         let hash = chain_hash(&prev, seq, body);
         execute(
             conn,
             "append audit event",
-            "INSERT INTO audit_events \
-             (seq, id, at_unix_secs, kind, actor, task_id, lease_id, body, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                seq,
-                e.id,
-                e.at_unix_secs,
-                e.kind,
-                e.actor,
-                e.task_id.as_deref(),
-                e.lease_id.as_deref(),
-                body,
-                prev,
-                hash
-            ],
+            "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, body, prev, hash],
         )?;
         prev = hash;
         seqs.push(seq);
