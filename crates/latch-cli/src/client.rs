@@ -74,7 +74,8 @@ impl Client {
         }
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
+    /// Sends `rb` with the bearer token, answering (status, body text).
+    async fn send_raw(&self, rb: reqwest::RequestBuilder) -> Result<(u16, String), String> {
         let rb = match &self.token {
             Some(t) => rb.bearer_auth(t),
             None => rb,
@@ -84,7 +85,11 @@ impl Client {
             .await
             .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
+        let (status, text) = self.send_raw(rb).await?;
         let body = if text.is_empty() {
             Value::Null
         } else {
@@ -107,17 +112,8 @@ impl Client {
     /// # Errors
     /// Transport failures.
     pub async fn get_text(&self, path: &str) -> Result<(u16, String), String> {
-        let rb = self.http.get(format!("{}{path}", self.base));
-        let rb = match &self.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        };
-        let resp = rb
-            .send()
+        self.send_raw(self.http.get(format!("{}{path}", self.base)))
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
-        let status = resp.status().as_u16();
-        Ok((status, resp.text().await.map_err(|e| e.to_string())?))
     }
 
     /// `POST path` with a JSON body.

@@ -65,6 +65,29 @@ fn verify(v: &JwksCheckpointVerifier, text: &str) -> VerifyReport {
     verify_export(BufReader::new(text.as_bytes()), v, &[], &Default::default()).unwrap()
 }
 
+fn assert_problem(r: VerifyReport, kind: ChainProblemKind, seq: i64) {
+    let p = r.problem.expect("a problem is found");
+    assert_eq!((p.kind, p.seq), (kind, seq), "{}", p.message);
+}
+
+/// `latch audit verify --file DIR/F --jwks DIR/jwks.json EXTRA…`, offline (no server).
+fn verify_file_offline(dir: &std::path::Path, f: &str, extra: &[&str]) -> std::process::Output {
+    latch()
+        .args([
+            "audit",
+            "verify",
+            "--server",
+            "http://127.0.0.1:9",
+            "--file",
+        ])
+        .arg(dir.join(f))
+        .arg("--jwks")
+        .arg(dir.join("jwks.json"))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn lines(text: &str) -> Vec<String> {
     text.lines().map(str::to_owned).collect()
 }
@@ -348,13 +371,7 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
     // Deleted: one record.
     let mut d = ls.clone();
     d.remove(index_of_seq(&d, n));
-    let p = verify(&v, &d.join("\n")).problem.unwrap();
-    assert_eq!(
-        (p.kind, p.seq),
-        (ChainProblemKind::Deleted, n),
-        "{}",
-        p.message
-    );
+    assert_problem(verify(&v, &d.join("\n")), ChainProblemKind::Deleted, n);
 
     // Inserted: a forged record with its own, consistent hash that does not link.
     let mut ins = ls.clone();
@@ -366,25 +383,13 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
         chain_hash(&prev, n, body)
     );
     ins[i] = forged;
-    let p = verify(&v, &ins.join("\n")).problem.unwrap();
-    assert_eq!(
-        (p.kind, p.seq),
-        (ChainProblemKind::Inserted, n),
-        "{}",
-        p.message
-    );
+    assert_problem(verify(&v, &ins.join("\n")), ChainProblemKind::Inserted, n);
 
     // Duplicated (inserted with a taken seq).
     let mut dup = ls.clone();
     let i = index_of_seq(&dup, n);
     dup.insert(i + 1, dup[i].clone());
-    let p = verify(&v, &dup.join("\n")).problem.unwrap();
-    assert_eq!(
-        (p.kind, p.seq),
-        (ChainProblemKind::Reordered, n),
-        "{}",
-        p.message
-    );
+    assert_problem(verify(&v, &dup.join("\n")), ChainProblemKind::Reordered, n);
 
     // Reordered: two records swapped.
     let mut sw = ls.clone();
@@ -462,12 +467,10 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
         .cloned()
         .collect();
     tr2.retain(|l| !l.is_empty());
-    let p = verify(&v, &tr2.join("\n")).problem.unwrap();
-    assert_eq!(
-        (p.kind, p.seq),
-        (ChainProblemKind::Truncated, last),
-        "{}",
-        p.message
+    assert_problem(
+        verify(&v, &tr2.join("\n")),
+        ChainProblemKind::Truncated,
+        last,
     );
 
     // A forged checkpoint signature.
@@ -491,21 +494,7 @@ async fn export_verifies_offline_and_every_kind_of_tampering_is_named() {
     std::fs::write(dir.join("jwks.json"), jwks.to_string()).unwrap();
     std::fs::write(dir.join("good.jsonl"), &text).unwrap();
     std::fs::write(dir.join("edited.jsonl"), e.join("\n")).unwrap();
-    let run = |f: &str| {
-        latch()
-            .args([
-                "audit",
-                "verify",
-                "--server",
-                "http://127.0.0.1:9",
-                "--file",
-            ])
-            .arg(dir.join(f))
-            .arg("--jwks")
-            .arg(dir.join("jwks.json"))
-            .output()
-            .unwrap()
-    };
+    let run = |f: &str| verify_file_offline(&dir, f, &[]);
     let out = run("good.jsonl");
     assert_eq!(
         out.status.code(),
@@ -977,22 +966,7 @@ async fn audit_hardening_against_an_insider_and_a_hostile_agent() {
         .collect();
     std::fs::write(dir.join("headless.jsonl"), headless.join("\n")).unwrap();
     std::fs::write(dir.join("empty.jsonl"), "").unwrap();
-    let run = |f: &str, extra: &[&str]| {
-        latch()
-            .args([
-                "audit",
-                "verify",
-                "--server",
-                "http://127.0.0.1:9",
-                "--file",
-            ])
-            .arg(dir.join(f))
-            .arg("--jwks")
-            .arg(dir.join("jwks.json"))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let run = |f: &str, extra: &[&str]| verify_file_offline(&dir, f, extra);
     let out = run("headless.jsonl", &[]);
     assert_eq!(out.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&out.stdout).contains("first bad seq 1 "));
