@@ -40,6 +40,12 @@ pub struct AppState {
     pub introspection_clients: Arc<Vec<IntrospectionClient>>,
     /// Human groups allowed to read audit.
     pub admin_groups: Arc<Vec<String>>,
+    /// Public base URL (the `iss` of minted tokens; DPoP `htu`s are checked against it).
+    pub base_url: String,
+    /// DPoP proof verifier (RFC 9449).
+    pub dpop: Arc<crate::dpop::DpopVerifier>,
+    /// Issuer URLs of the workload issuers (authorization servers of the MCP resource).
+    pub workload_issuers: Arc<Vec<String>>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -134,7 +140,36 @@ where
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The key binding asked for by a `DPoP` header (RFC 9449 §5) on a `POST path` REST call: the
+/// minted credential is bound to the proof's key. No header: an unbound credential.
+fn rest_binding(
+    s: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<latch_core::model::TokenBinding, ApiError> {
+    let Some(v) = headers.get("dpop") else {
+        return Ok(Default::default());
+    };
+    let proof = v
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::DpopProofInvalid, "dpop header is not ascii"))?;
+    let htu = format!("{}{path}", s.base_url);
+    let jkt = s.dpop.verify(
+        proof,
+        crate::dpop::ProofCheck {
+            htm: "POST",
+            htu: &htu,
+            access_token: None,
+            expected_jkt: None,
+        },
+    )?;
+    Ok(latch_core::model::TokenBinding {
+        jkt: Some(jkt),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -474,7 +509,10 @@ async fn request_access(
     ApiJson(body): ApiJson<RequestAccess>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
-        s.broker.request_access(ctx, &w, &id, body).await
+        let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests"))?;
+        s.broker
+            .request_access_bound(ctx, &w, &id, body, binding)
+            .await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))
@@ -507,7 +545,12 @@ async fn claim_request(
     Path((id, rid)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
-        s.broker.claim(ctx, &w, &id, &rid).await
+        let binding = rest_binding(
+            &s,
+            &headers,
+            &format!("/v1/tasks/{id}/requests/{rid}/claim"),
+        )?;
+        s.broker.claim_bound(ctx, &w, &id, &rid, binding).await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))
@@ -684,6 +727,18 @@ pub struct TokenForm {
     /// Ignored hint.
     #[serde(default)]
     pub token_type_hint: Option<String>,
+    /// Latch extension for resource servers: the `DPoP` proof that came with the token. When
+    /// given, the token is active only if the proof verifies against the token's `cnf.jkt`,
+    /// `ath`, `htm` and `htu`, and its `jti` was not used before. Required for resources
+    /// with `require_dpop`.
+    #[serde(default)]
+    pub dpop_proof: Option<String>,
+    /// Method of the request the resource server received (with `dpop_proof`).
+    #[serde(default)]
+    pub htm: Option<String>,
+    /// URL of the request the resource server received (with `dpop_proof`).
+    #[serde(default)]
+    pub htu: Option<String>,
 }
 
 fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
@@ -739,7 +794,37 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
-    let i = s.broker.introspect(&form.token);
+    let mut i = s.broker.introspect(&form.token);
+    if i.active {
+        let jkt = i
+            .cnf
+            .as_ref()
+            .and_then(|c| c.get("jkt"))
+            .and_then(|j| j.as_str())
+            .map(str::to_owned);
+        let verified = match (&form.dpop_proof, &jkt) {
+            (Some(proof), Some(jkt)) => s
+                .dpop
+                .verify(
+                    proof,
+                    crate::dpop::ProofCheck {
+                        htm: form.htm.as_deref().unwrap_or(""),
+                        htu: form.htu.as_deref().unwrap_or(""),
+                        access_token: Some(&form.token),
+                        expected_jkt: Some(jkt),
+                    },
+                )
+                .map_err(|e| tracing::info!(code = %e.code, error = %e.message, "introspection: dpop proof refused"))
+                .is_ok(),
+            // A proof for an unbound token proves nothing; a bound token of a resource that
+            // requires binding needs the proof.
+            (Some(_), None) => !i.requires_dpop,
+            (None, _) => !i.requires_dpop,
+        };
+        if !verified {
+            i = Introspection::default();
+        }
+    }
     ([(header::CACHE_CONTROL, "no-store")], Json(i)).into_response()
 }
 
@@ -916,7 +1001,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/approvals/{rid}/deny", post(deny))
         .route("/v1/oauth/introspect", post(introspect))
         .route("/v1/oauth/revoke", post(oauth_revoke))
-        .route("/v1/audit", get(audit));
+        .route("/v1/audit", get(audit))
+        .route("/oauth/token", post(crate::oauth::token))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(crate::oauth::authorization_server_metadata),
+        );
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));
     }

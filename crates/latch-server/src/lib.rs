@@ -4,7 +4,9 @@
 pub mod api;
 pub mod config;
 pub mod dev;
+pub mod dpop;
 pub mod examples;
+pub mod oauth;
 pub mod startup;
 
 pub use config::Config;

@@ -8,6 +8,7 @@ mod cases;
 mod cli;
 mod flow;
 mod interop;
+mod oauth;
 mod policy;
 mod restart;
 mod revocation;
