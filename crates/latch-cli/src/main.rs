@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 mod bench;
 mod client;
 mod demo;
+mod exec;
 
 use client::{Answer, Client};
 
@@ -109,6 +110,13 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
+    },
+    /// Run a command inside a task with just-in-time credentials; revokes them when it ends.
+    Exec {
+        #[command(flatten)]
+        args: exec::ExecArgs,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Load-test a running broker on loopback: grants/s and latency per concurrency level.
     Bench(bench::BenchArgs),
@@ -527,6 +535,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }))
         }
         Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Exec { args, conn } => exec::run(args, &conn.server, conn.token).await,
         Cmd::Bench(args) => Ok(ExitCode::from(bench::run(args).await?)),
         Cmd::Dev {
             cmd:

@@ -6,6 +6,7 @@ mod approvals;
 mod auth;
 mod cases;
 mod cli;
+mod exec;
 mod flow;
 mod interop;
 mod oauth;
