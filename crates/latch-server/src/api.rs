@@ -46,6 +46,8 @@ pub struct AppState {
     pub dpop: Arc<crate::dpop::DpopVerifier>,
     /// Issuer URLs of the workload issuers (authorization servers of the MCP resource).
     pub workload_issuers: Arc<Vec<String>>,
+    /// Cancelled at shutdown: ends open MCP streams so a graceful shutdown does not wait on them.
+    pub mcp_cancel: tokio_util::sync::CancellationToken,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -1010,8 +1012,96 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));
     }
-    r.fallback(not_found)
+    let api: Router = r
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(request_meta))
+        .with_state(state.clone());
+    mcp_router(state, api.clone(), max_body_bytes).merge(api)
+}
+
+/// Host names the MCP endpoint accepts in `Host` (DNS-rebinding protection): loopback and
+/// the public URL's authority.
+fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
+    let mut v = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+    let authority = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if !authority.is_empty() {
+        v.push(authority.to_owned());
+        if let Some((host, _)) = authority.rsplit_once(':') {
+            v.push(host.to_owned());
+        }
+    }
+    v
+}
+
+/// `/mcp` (streamable HTTP, behind the bearer-token check) and its RFC 9728 metadata.
+fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let dispatch: Arc<dyn crate::mcp::Dispatch> = Arc::new(crate::mcp::RouterDispatch::new(api));
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(mcp_allowed_hosts(&state.base_url));
+    config.cancellation_token = state.mcp_cancel.clone();
+    config.max_request_body_bytes = max_body_bytes;
+    let service = StreamableHttpService::new(
+        move || Ok(crate::mcp::LatchMcp::per_request(dispatch.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mcp_auth,
+        ))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(crate::oauth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(crate::oauth::protected_resource_metadata),
+        )
         .with_state(state)
+}
+
+/// The MCP authorization check (MCP spec, Authorization; RFC 6750 §3; RFC 9728 §5.1): a valid
+/// workload token (issuer, signature, expiry and audience checked by the broker) or a 401 whose
+/// challenge names the protected resource metadata.
+async fn mcp_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let ctx = CallCtx::new(None, None);
+    match s
+        .broker
+        .authenticate_workload(&ctx, bearer(req.headers()))
+        .await
+    {
+        // The tool calls authenticate (and audit) again through the REST API.
+        Ok(_) => next.run(req).await,
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let err = if status == StatusCode::FORBIDDEN {
+                "insufficient_scope"
+            } else {
+                "invalid_token"
+            };
+            let challenge = format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error=\"{err}\"",
+                s.base_url
+            );
+            let mut r = AppError(e).into_response();
+            *r.status_mut() = status;
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dev;
 pub mod dpop;
 pub mod examples;
+pub mod mcp;
 pub mod oauth;
 pub mod startup;
 

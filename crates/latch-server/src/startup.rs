@@ -352,6 +352,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .await
         .map_err(|e| StartError(format!("broker: {}", e.message)))?,
     );
+    let mcp_cancel = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         broker: broker.clone(),
         dev,
@@ -372,9 +373,19 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             },
         )),
         workload_issuers: Arc::new(workload_issuers),
+        mcp_cancel: mcp_cancel.clone(),
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);
+    // Open MCP streams end when shutdown starts, so the graceful shutdown does not wait on them.
+    {
+        let mut rx = rx.clone();
+        let cancel = mcp_cancel.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|v| *v).await;
+            cancel.cancel();
+        });
+    }
     let mut tasks = Vec::new();
     {
         let mut rx = rx.clone();

@@ -9,6 +9,7 @@ mod cli;
 mod exec;
 mod flow;
 mod interop;
+mod mcp;
 mod oauth;
 mod policy;
 mod restart;
