@@ -407,15 +407,22 @@ async fn exchange(
         }
         AccessOutcome::Pending(r) => {
             metrics::counter!("latch_access_decisions_total", "decision" => "step_up").increment(1);
-            let groups = match &r.decision {
-                Decision::StepUp { groups, .. } => json!(groups),
-                _ => json!([]),
+            let (groups, names) = match &r.decision {
+                Decision::StepUp { groups, .. } => (
+                    json!(groups),
+                    groups
+                        .iter()
+                        .map(|g| format!("{} of `{}`", g.quorum, g.group))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => (json!([]), String::new()),
             };
             Err(OAuthError {
                 status: StatusCode::BAD_REQUEST,
                 error: "authorization_pending",
                 description: format!(
-                    "approval needed (step-up) from {groups}; repeat this request with `auth_req_id` until it is granted"
+                    "approval needed (step-up) from {names}; repeat this request with `auth_req_id` until it is granted"
                 ),
                 latch_code: None,
                 extra: json!({
