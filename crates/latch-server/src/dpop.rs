@@ -230,10 +230,10 @@ impl DpopVerifier {
         {
             return Err(invalid("dpop proof `iat` is outside the acceptance window"));
         }
-        if let Some(t) = check.access_token {
-            if claims.ath.as_deref() != Some(access_token_hash(t).as_str()) {
-                return Err(invalid("dpop proof `ath` does not match the access token"));
-            }
+        if let Some(t) = check.access_token
+            && claims.ath.as_deref() != Some(access_token_hash(t).as_str())
+        {
+            return Err(invalid("dpop proof `ath` does not match the access token"));
         }
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)

@@ -284,6 +284,23 @@ async fn exchange(
         let (task_id, req_id) = id
             .split_once('.')
             .ok_or_else(|| OAuthError::new("invalid_request", "`auth_req_id` is malformed"))?;
+        // The human of the poll must be the one the task was opened for.
+        let opened = s.broker.task(&workload, task_id).await?;
+        if let Some(h) = &human
+            && !opened
+                .on_behalf_of
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(h))
+        {
+            return Err(ApiError::new(
+                ErrorCode::TaskIdentityMismatch,
+                format!(
+                    "human {} is not the one this request was made for",
+                    latch_core::error::quote(h)
+                ),
+            )
+            .into());
+        }
         let o = s
             .broker
             .claim_bound(ctx, &workload, task_id, req_id, binding)

@@ -349,6 +349,17 @@ async fn token_exchange_denial_and_step_up_are_standard_errors() {
     ];
     let (r2, _) = token_request(&s, &poll, None).await;
     assert_eq!(r2.body["error"], "authorization_pending");
+    // Another human cannot collect it as actor.
+    let mallory = s.human("mallory", &[]).await;
+    let mut as_mallory = poll.to_vec();
+    as_mallory.push(("actor_token", mallory.as_str()));
+    as_mallory.push(("actor_token_type", JWT));
+    let (rm, _) = token_request(&s, &as_mallory, None).await;
+    assert_eq!(
+        rm.body["latch_code"], "task_identity_mismatch",
+        "{}",
+        rm.body
+    );
     let (_, rid) = auth_req_id.split_once('.').unwrap();
     let bob = s.human("bob", &["prod-approvers"]).await;
     let a = s
