@@ -276,6 +276,210 @@ impl DpopVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use latch_core::ManualClock;
+    use serde_json::json;
+
+    struct Key {
+        pkcs8: Vec<u8>,
+        x: String,
+    }
+
+    fn key() -> Key {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(kp.public_key().as_ref());
+        Key { pkcs8, x }
+    }
+
+    fn sign(k: &Key, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{h}.{p}");
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_ed_der(&k.pkcs8),
+            Algorithm::EdDSA,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const HTU: &str = "https://latch.example/oauth/token";
+
+    fn verifier(require_nonce: bool) -> DpopVerifier {
+        DpopVerifier::new(
+            Arc::new(ManualClock::new(NOW)),
+            DpopSettings {
+                require_nonce,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn check() -> ProofCheck<'static> {
+        ProofCheck {
+            htm: "POST",
+            htu: HTU,
+            access_token: None,
+            expected_jkt: None,
+        }
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": HTU, "iat": NOW})
+    }
+
+    #[test]
+    fn a_good_proof_yields_the_rfc7638_thumbprint_once() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let p = sign(
+            &k,
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            claims(),
+        );
+        let v = verifier(false);
+        let jkt = v.verify(&p, check()).unwrap();
+        let canon = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, k.x);
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes());
+        assert_eq!(jkt, URL_SAFE_NO_PAD.encode(d.as_ref()));
+        assert!(
+            v.verify(&p, check())
+                .unwrap_err()
+                .message
+                .contains("replay")
+        );
+    }
+
+    #[test]
+    fn header_checks_refuse_wrong_typ_symmetric_alg_private_or_missing_jwk() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let v = verifier(false);
+        for (header, want) in [
+            (json!({"typ": "JWT", "alg": "EdDSA", "jwk": jwk}), "typ"),
+            (
+                json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": jwk}),
+                "alg",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}),
+                "well-formed",
+            ),
+            (json!({"typ": "dpop+jwt", "alg": "EdDSA"}), "no `jwk`"),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "d": "AAAA"}}),
+                "private",
+            ),
+        ] {
+            let e = v.verify(&sign(&k, header, claims()), check()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::DpopProofInvalid);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+        // Signed by another key than the header's jwk.
+        let other = key();
+        let p = sign(
+            &other,
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            claims(),
+        );
+        assert!(
+            v.verify(&p, check())
+                .unwrap_err()
+                .message
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn claim_checks_refuse_method_url_age_and_key_mismatch() {
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let v = verifier(false);
+        let mut c = claims();
+        c["htm"] = json!("GET");
+        assert!(
+            v.verify(&sign(&k, h.clone(), c), check())
+                .unwrap_err()
+                .message
+                .contains("method")
+        );
+        let mut c = claims();
+        c["htu"] = json!("https://latch.example/other");
+        assert!(
+            v.verify(&sign(&k, h.clone(), c), check())
+                .unwrap_err()
+                .message
+                .contains("htu")
+        );
+        for iat in [NOW - 301, NOW + 6] {
+            let mut c = claims();
+            c["iat"] = json!(iat);
+            assert!(
+                v.verify(&sign(&k, h.clone(), c), check())
+                    .unwrap_err()
+                    .message
+                    .contains("iat")
+            );
+        }
+        let with_token = ProofCheck {
+            access_token: Some("tok"),
+            ..check()
+        };
+        assert!(
+            v.verify(&sign(&k, h.clone(), claims()), with_token)
+                .unwrap_err()
+                .message
+                .contains("ath")
+        );
+        let mut c = claims();
+        c["ath"] = json!(access_token_hash("tok"));
+        assert!(v.verify(&sign(&k, h.clone(), c), with_token).is_ok());
+        let bound = ProofCheck {
+            expected_jkt: Some("someone-else"),
+            ..check()
+        };
+        assert!(
+            v.verify(&sign(&k, h, claims()), bound)
+                .unwrap_err()
+                .message
+                .contains("another key")
+        );
+    }
+
+    #[test]
+    fn nonces_are_required_when_configured_and_expire() {
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let clock = Arc::new(ManualClock::new(NOW));
+        let v = DpopVerifier::new(
+            clock.clone(),
+            DpopSettings {
+                require_nonce: true,
+                ..Default::default()
+            },
+        );
+        let e = v
+            .verify(&sign(&k, h.clone(), claims()), check())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+        let n = v.issue_nonce();
+        let mut c = claims();
+        c["nonce"] = json!(n);
+        assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
+        clock.advance(301);
+        let mut c = claims();
+        c["nonce"] = json!(n);
+        c["iat"] = json!(NOW + 301);
+        let e = v.verify(&sign(&k, h, c), check()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+    }
 
     #[test]
     fn htu_ignores_query_fragment_and_host_case() {
