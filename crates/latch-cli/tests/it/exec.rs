@@ -199,3 +199,97 @@ async fn exec_forwards_a_signal_and_revokes_when_interrupted() {
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn exec_revokes_when_the_command_crashes() {
+    let s = TestServer::start().await;
+    let agent = s.agent("804").await;
+    let dir = scratch();
+    let out = latch(&s, &agent)
+        .current_dir(&dir)
+        .args([
+            "exec",
+            "--task-purpose",
+            "crash",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "sh",
+            "-c",
+            "printf %s \"$LATCH_CREDENTIAL_CI_CACHE\" > token; kill -SEGV $$",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    assert_eq!(s.introspect(&token).await["active"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn exec_waits_for_a_step_up_approval_when_asked() {
+    let s = TestServer::start().await;
+    let agent = s.agent("805").await;
+    let dir = scratch();
+    let child = latch(&s, &agent)
+        .current_dir(&dir)
+        .args([
+            "exec",
+            "--task-purpose",
+            "deploy",
+            "--environment",
+            "production",
+            "--request",
+            "deploy-pipeline:deploy",
+            "--ttl",
+            "10m",
+            "--wait-approval",
+            "60s",
+            "--",
+            "sh",
+            "-c",
+            "test -n \"$LATCH_CREDENTIAL_DEPLOY_PIPELINE\" && echo deployed",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Approve as soon as the request shows up for the approver (bounded wait).
+    let bob = s.human("bob", &["prod-approvers"]).await;
+    let mut approved = false;
+    for _ in 0..200 {
+        let p = s.get(Some(&bob), "/v1/approvals/pending").await;
+        if let Some(r) = p.body.as_array().and_then(|a| a.first()) {
+            let rid = r["request"]["id"].as_str().unwrap();
+            let a = s
+                .post(
+                    Some(&bob),
+                    &format!("/v1/approvals/{rid}/approve"),
+                    serde_json::json!({"digest": r["request"]["digest"], "reason": "ok"}),
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            approved = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(approved, "the request reached the approver");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("latch exec finishes after the approval")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed"));
+    assert!(stderr.contains("waiting for approval"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
