@@ -275,3 +275,22 @@ async fn mcp_http_requires_a_workload_token_and_publishes_resource_metadata() {
     assert_eq!(m.body["bearer_methods_supported"], json!(["header"]));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn latch_mcp_refuses_to_start_with_a_bad_token() {
+    let s = TestServer::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .arg("mcp")
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", "not-a-token")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing but the protocol on stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the token (401)"), "{stderr}");
+    assert!(!stderr.contains("not-a-token"), "the token is never echoed");
+    s.stop().await;
+}
