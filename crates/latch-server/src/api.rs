@@ -944,9 +944,11 @@ async fn dev_token(
     info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
     paths(healthz, readyz, jwks, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
-          introspect, oauth_revoke, audit, dev_token),
+          introspect, oauth_revoke, audit, dev_token, crate::oauth::token,
+          crate::oauth::authorization_server_metadata, crate::oauth::protected_resource_metadata),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
-                       TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode)),
+                       TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode,
+                       crate::oauth::TokenExchangeForm)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

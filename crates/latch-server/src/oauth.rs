@@ -157,6 +157,29 @@ fn principal_id(p: &Principal) -> (String, String) {
     }
 }
 
+/// The form of `POST /oauth/token` (`application/x-www-form-urlencoded`), for the OpenAPI
+/// document; the handler reads the same fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// The workload identity token (or, for on-behalf-of, the human's).
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `…:id_token`.
+    subject_token_type: String,
+    /// Optional: the acting party's token (a human's, or the workload's for on-behalf-of).
+    actor_token: Option<String>,
+    /// Type of `actor_token`.
+    actor_token_type: Option<String>,
+    /// JSON array with one `{"type": "latch_access", "resource", "actions", "repository",
+    /// "branch", "environment", "purpose", "ttl_secs"}` (RFC 9396).
+    authorization_details: Option<String>,
+    /// To collect the token of an approved step-up: the `auth_req_id` of the
+    /// `authorization_pending` answer (instead of `authorization_details`).
+    auth_req_id: Option<String>,
+}
+
 /// `POST /oauth/token` (RFC 8693 token exchange).
 ///
 /// Form parameters: `grant_type` (token exchange), `subject_token` + `subject_token_type`
@@ -164,6 +187,11 @@ fn principal_id(p: &Principal) -> (String, String) {
 /// (a JSON array with exactly one `latch_access` object), or, to collect a credential after a
 /// step-up was approved, `auth_req_id` from the earlier `authorization_pending` answer. A
 /// `DPoP` header binds the issued token to the proof's key (RFC 9449 §5).
+#[utoipa::path(post, path = "/oauth/token",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): binds the issued token to its key")),
+    responses((status = 200, description = "RFC 8693 §2.2.1 answer: access_token, issued_token_type, token_type (`Bearer` or `DPoP`), expires_in, scope, authorization_details, task_id, lease_id"),
+              (status = 400, description = "RFC 6749 §5.2 error: `invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)")))]
 pub async fn token(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -474,6 +502,8 @@ async fn exchange(
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 §3).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server",
+    responses((status = 200, description = "RFC 8414 authorization server metadata")))]
 pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::Json<Value> {
     let b = &s.base_url;
     axum::Json(json!({
@@ -498,6 +528,8 @@ pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::J
 /// `GET /.well-known/oauth-protected-resource[/mcp]` (RFC 9728 §3): metadata of the MCP
 /// endpoint as a protected resource. Its bearer tokens are workload identity tokens from the
 /// configured workload issuers, with the broker's configured audience.
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource/mcp",
+    responses((status = 200, description = "RFC 9728 protected resource metadata of `/mcp`")))]
 pub async fn protected_resource_metadata(State(s): State<AppState>) -> axum::Json<Value> {
     let b = &s.base_url;
     axum::Json(json!({
