@@ -428,7 +428,12 @@ impl Broker {
         let e = LiveEntry {
             lease_id: l.id.clone(),
             task_id: l.task_id.clone(),
-            sub: task.owner.id.clone(),
+            // As the token's `sub`: the exchanged subject when there was one.
+            sub: l
+                .binding
+                .subject
+                .clone()
+                .unwrap_or_else(|| task.owner.id.clone()),
             aud: r.audience.clone(),
             scope: l.actions.join(" "),
             resource: l.resource_id.clone(),

@@ -277,6 +277,9 @@ async fn token_exchange_with_actor_token_carries_act_both_ways() {
     assert_eq!(r.status, 200, "{}", r.body);
     let c = claims(r.body["access_token"].as_str().unwrap());
     assert_eq!(c["sub"], "alice");
+    let i = s.introspect(r.body["access_token"].as_str().unwrap()).await;
+    assert_eq!(i["sub"], "alice", "introspection agrees with the token");
+    assert_eq!(i["act"]["sub"], c["act"]["sub"]);
     let workload = c["act"]["sub"].as_str().unwrap().to_owned();
     assert_ne!(workload, "alice");
     let task = r.body["task_id"].as_str().unwrap();
