@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
-# Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK
-# for the MCP server test) and runs every test of
+# Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
+# the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests)
+# and runs every test of
 # the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,14 @@ if ! python3 -c 'import mcp' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages 'mcp'
 fi
 python3 -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'
+
+# The provider tests drive a real sshd (started by the tests themselves on a free loopback port),
+# the ssh client and ssh-keygen, and `openssl verify`. Only installed when missing.
+[ -x /usr/sbin/sshd ] || apt_install openssh-server
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+command -v openssl >/dev/null 2>&1 || apt_install openssl
+# PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379) are services, not
+# installed here; without them those tests print a loud SKIPPING warning (and fail with CI=true).
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
 say "cargo test --workspace"

@@ -102,6 +102,24 @@ impl Client {
             .await
     }
 
+    /// `GET path`, answered as text (status, body).
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn get_text(&self, path: &str) -> Result<(u16, String), String> {
+        let rb = self.http.get(format!("{}{path}", self.base));
+        let rb = match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+    }
+
     /// `POST path` with a JSON body.
     ///
     /// # Errors

@@ -97,8 +97,76 @@ pub async fn run() -> i32 {
     }
 }
 
+/// Where the demo looks for PostgreSQL (an admin connection string without password);
+/// override with `LATCH_DEMO_PG`.
+const DEFAULT_DEMO_PG: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+
+/// The demo database: a scratch schema on a reachable PostgreSQL, dropped at the end.
+struct DemoDb {
+    admin: tokio_postgres::Client,
+    url: String,
+    schema: String,
+}
+
+impl DemoDb {
+    /// Connects and creates the scratch schema, or says why the database step is skipped.
+    async fn prepare() -> Result<DemoDb, String> {
+        let url = std::env::var("LATCH_DEMO_PG").unwrap_or_else(|_| DEFAULT_DEMO_PG.to_owned());
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| "LATCH_DEMO_PG is not a valid connection string".to_owned())?;
+        if cfg.get_password().is_some() {
+            return Err("LATCH_DEMO_PG must not contain a password".to_owned());
+        }
+        cfg.connect_timeout(std::time::Duration::from_secs(2));
+        let (admin, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("PostgreSQL is not reachable with `{url}` ({e})"))?;
+        tokio::spawn(conn);
+        let schema = format!(
+            "latch_demo_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; CREATE TABLE {schema}.orders (id int, item text); \
+                 INSERT INTO {schema}.orders VALUES (1, 'coffee'), (2, 'tea');"
+            ))
+            .await
+            .map_err(|e| format!("cannot create the demo schema ({e})"))?;
+        Ok(DemoDb { admin, url, schema })
+    }
+
+    /// The `[[resources]]` entry of the demo database.
+    fn resource(&self) -> String {
+        format!(
+            "\n[[resources]]\nid = \"demo-db\"\nkind = \"postgres\"\nenvironment = \"sandbox\"\n\
+             audience = \"postgres\"\nactions = [\"read\", \"write\"]\nmax_ttl = \"15m\"\n\
+             [resources.settings]\nurl = \"{url}\"\n[resources.settings.grants]\n\
+             read = [\"GRANT USAGE ON SCHEMA {s} TO {{role}}\", \"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {{role}}\"]\n\
+             write = [\"GRANT USAGE ON SCHEMA {s} TO {{role}}\", \"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {s} TO {{role}}\"]\n",
+            url = self.url.replace('\\', "\\\\").replace('"', "\\\""),
+            s = self.schema
+        )
+    }
+
+    async fn drop_schema(&self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await;
+    }
+}
+
 async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
     let path = write_example(dir, "127.0.0.1:0").map_err(|e| e.to_string())?;
+    let db = DemoDb::prepare().await;
+    if let Ok(db) = &db {
+        let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        text.push_str(&db.resource());
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    }
     let config = latch_server::Config::load(&path).map_err(|e| e.to_string())?;
     let server = latch_server::start(config, Default::default())
         .await
@@ -113,8 +181,14 @@ async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
         step: 0,
         failures: vec![],
     };
-    let r = script(&mut s, &anon).await;
+    let mut r = script(&mut s, &anon).await;
+    if r.is_ok() {
+        r = database_step(&mut s, &anon, &db).await;
+    }
     server.shutdown().await;
+    if let Ok(db) = &db {
+        db.drop_schema().await;
+    }
     r?;
     Ok(s.failures)
 }
@@ -412,6 +486,99 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
     s.check(
         a.ok() && events.len() >= 8 && !leaked,
         "task, decisions, approvals, issue, renewal, revocation recorded; no token in the log",
+    );
+    Ok(())
+}
+
+/// The database step: a per-task PostgreSQL role that reads but cannot write, and is dropped
+/// (its open session terminated) when the task completes. Skipped, and said so, without
+/// PostgreSQL.
+async fn database_step(
+    s: &mut Script,
+    anon: &Client,
+    db: &Result<DemoDb, String>,
+) -> Result<(), String> {
+    s.step("Database: a PostgreSQL role of its own for one task");
+    let db = match db {
+        Ok(db) => db,
+        Err(why) => {
+            s.say(format!("SKIPPED: {why}."));
+            s.say("Set LATCH_DEMO_PG (e.g. \"host=127.0.0.1 user=postgres dbname=postgres\") to run it.");
+            return Ok(());
+        }
+    };
+    let agent = anon.with_token(
+        &token(
+            anon,
+            json!({"kind": "workload", "repository": "acme/payments-api", "git_ref": "refs/heads/main",
+                   "actor": "alice", "run_id": "4343", "run_attempt": "1"}),
+        )
+        .await?,
+    );
+    let a = agent
+        .post("/v1/tasks", &json!({"purpose": "report on yesterday's orders", "environment": "sandbox", "ttl_secs": 900}))
+        .await?;
+    let task = short(&a.body["id"]);
+    let a = agent
+        .post(
+            &format!("/v1/tasks/{task}/requests"),
+            &json!({"resource": "demo-db", "actions": ["read"], "ttl_secs": 300, "justification": "read orders"}),
+        )
+        .await?;
+    let user = short(&a.body["credential"]["metadata"]["username"]);
+    let password = short(&a.body["credential"]["value"]);
+    if !s.check(
+        a.status == 201 && user.starts_with("latch_"),
+        &format!(
+            "role {user} created: random password, VALID UNTIL the lease end, read grants only"
+        ),
+    ) {
+        return Ok(());
+    }
+    let mut cfg: tokio_postgres::Config = db.url.parse().map_err(|_| "bad url".to_owned())?;
+    cfg.user(&user).password(password.as_bytes());
+    let session = match cfg.connect(tokio_postgres::NoTls).await {
+        Ok((client, conn)) => {
+            tokio::spawn(conn);
+            Some(client)
+        }
+        Err(_) => None,
+    };
+    s.check(session.is_some(), "the agent logs in with it");
+    let Some(session) = session else {
+        return Ok(());
+    };
+    let rows = session
+        .query(
+            &format!("SELECT item FROM {}.orders ORDER BY id", db.schema),
+            &[],
+        )
+        .await;
+    s.check(
+        rows.as_ref().is_ok_and(|r| r.len() == 2),
+        "it reads the orders table",
+    );
+    let write = session
+        .execute(
+            &format!("INSERT INTO {}.orders VALUES (3, 'cake')", db.schema),
+            &[],
+        )
+        .await;
+    s.check(
+        write.is_err_and(|e| e.as_db_error().is_some_and(|d| d.code().code() == "42501")),
+        "it cannot write (permission denied)",
+    );
+    let a = agent
+        .post(&format!("/v1/tasks/{task}/complete"), &json!({}))
+        .await?;
+    s.check(a.ok(), &format!("task {task} completed"));
+    s.check(
+        session.query_one("SELECT 1", &[]).await.is_err(),
+        "its open session was terminated",
+    );
+    s.check(
+        cfg.connect(tokio_postgres::NoTls).await.is_err(),
+        "it can no longer log in: the role was dropped",
     );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `latch`: the Latch broker and its command-line client.
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 access denied; 4 access pending approval;
-//! 5 policy tests failed.
+//! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+mod audit_cmd;
 mod bench;
 mod client;
 mod demo;
@@ -106,6 +107,13 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Audit trail: tail, export, verify, find (admin token; `verify --file` works offline).
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cmd::AuditCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Policies: validate, test.
     Policy {
         #[command(subcommand)]
@@ -173,6 +181,29 @@ enum TaskCmd {
     Show {
         /// Task id.
         id: String,
+        /// Print the task's whole story in order (its audit events) instead.
+        #[arg(long)]
+        timeline: bool,
+    },
+    /// Report a use of a tool in a task (recorded as a `tool.used` audit event).
+    Event {
+        /// Task id.
+        id: String,
+        /// Tool name, e.g. `psql`.
+        #[arg(long)]
+        tool: String,
+        /// What it acted on.
+        #[arg(long)]
+        target: Option<String>,
+        /// `ok`, `error`, `denied`, …
+        #[arg(long, default_value = "ok")]
+        outcome: String,
+        /// Lease whose credential was used.
+        #[arg(long)]
+        lease: Option<String>,
+        /// Attribute `key=value` (repeat).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
     },
     /// List your tasks.
     List,
@@ -440,7 +471,27 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     c.post("/v1/tasks", &json!({"purpose": purpose, "environment": environment, "repository": repository,
                         "branch": branch, "ttl_secs": secs(ttl)})).await?
                 }
-                TaskCmd::Show { id } => c.get(&format!("/v1/tasks/{id}")).await?,
+                TaskCmd::Show { id, timeline: true } => {
+                    let a = c.get(&format!("/v1/tasks/{id}/events")).await?;
+                    if conn.json || !a.ok() {
+                        return Ok(print_answer(&conn, &a, print_json));
+                    }
+                    for e in a.body.as_array().into_iter().flatten() {
+                        println!("{}", audit_cmd::render_event(e));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                TaskCmd::Show { id, timeline: false } => c.get(&format!("/v1/tasks/{id}")).await?,
+                TaskCmd::Event { id, tool, target, outcome, lease, attrs } => {
+                    let mut map = serde_json::Map::new();
+                    for kv in attrs {
+                        let (k, v) = kv.split_once('=').ok_or_else(|| format!("`--attr {kv}` is not key=value"))?;
+                        map.insert(k.to_owned(), Value::String(v.to_owned()));
+                    }
+                    let a = c.post(&format!("/v1/tasks/{id}/events"), &json!({"tool": tool, "target": target,
+                        "outcome": outcome, "lease_id": lease, "attributes": map})).await?;
+                    return Ok(print_answer(&conn, &a, |b| println!("recorded: seq {} {}", b["seq"], b["id"].as_str().unwrap_or("?"))));
+                }
                 TaskCmd::List => c.get("/v1/tasks").await?,
                 TaskCmd::Complete { id } => c.post(&format!("/v1/tasks/{id}/complete"), &json!({})).await?,
                 TaskCmd::Cancel { id } => c.post(&format!("/v1/tasks/{id}/cancel"), &json!({})).await?,
@@ -463,6 +514,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     None => one(b),
                 }
             }))
+        }
+        Cmd::Audit { cmd, conn } => {
+            let c = Client::new(&conn.server, conn.token.clone());
+            audit_cmd::run(cmd, &c, conn.json).await
         }
         Cmd::Request {
             task,

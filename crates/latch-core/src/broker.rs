@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::audit::{ToolUseReport, is_deceptive};
 use crate::clock::Clock;
 use crate::digest::{CredentialHasher, request_digest};
 use crate::error::{ApiError, ErrorCode, Result, quote};
@@ -317,12 +318,6 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, msg)
 }
 
-/// Characters that can rewrite what a human sees: bidi overrides and isolates, zero-width
-/// characters, and the byte-order mark.
-fn is_deceptive(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
 /// Free text shown to approvers (purpose, justification, reasons): bounded, single-line, and
 /// free of control, bidi and zero-width characters, so an agent cannot forge or hide lines on an
 /// approver's screen or in a log.
@@ -505,7 +500,7 @@ impl Broker {
         &self,
         ctx: &CallCtx,
         mut batch: WriteBatch,
-    ) -> std::result::Result<(), StoreError> {
+    ) -> std::result::Result<Vec<i64>, StoreError> {
         let pending = ctx.take();
         let n = pending.len();
         let mut audit = pending.clone();
@@ -525,11 +520,11 @@ impl Broker {
             })
             .collect();
         match self.store.apply(batch).await {
-            Ok(_) => {
+            Ok(seqs) => {
                 for t in tasks {
                     self.cache_task(t);
                 }
-                Ok(())
+                Ok(seqs)
             }
             Err(e) => {
                 if n > 0 {
@@ -555,6 +550,7 @@ impl Broker {
         }
         self.commit(ctx, WriteBatch::new())
             .await
+            .map(|_| ())
             .map_err(Into::into)
     }
 
@@ -824,6 +820,89 @@ impl Broker {
                 format!("no task {}", quote(task_id)),
             )
         })
+    }
+
+    /// Records one audit event (with the call's pending events), e.g. an auditor's export.
+    ///
+    /// # Errors
+    /// `store_unavailable`: the caller must not go ahead (audit fails closed).
+    pub async fn record_event(&self, ctx: &CallCtx, mut event: AuditEvent) -> Result<()> {
+        event.request_id.clone_from(&ctx.request_id);
+        self.commit(ctx, WriteBatch::new().audit(event)).await?;
+        Ok(())
+    }
+
+    /// Records a tool-use report from the agent working in `task_id` as a `tool.used` audit
+    /// event (actor: the workload; outcome: the reported outcome) and returns it with its `seq`.
+    /// Reports are accepted for ended tasks too (the last call may finish after completion); the
+    /// event then records the task's state.
+    ///
+    /// # Errors
+    /// `invalid_request` (bounds of [`ToolUseReport::validate`]), `task_not_found`,
+    /// `lease_not_found` (the lease is not in this task), `store_unavailable`.
+    ///
+    /// # Security
+    /// The report is the agent's own claim; it is stored as such, JSON-escaped, never trusted
+    /// as a decision input.
+    pub async fn report_tool_use(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        report: ToolUseReport,
+    ) -> Result<AuditEvent> {
+        report.validate()?;
+        let task = self.owned_task(caller, task_id).await?;
+        if let Some(lid) = &report.lease_id {
+            match self.store.lease(lid).await? {
+                Some(l) if l.task_id == task.id => {}
+                _ => {
+                    return Err(ApiError::new(
+                        ErrorCode::LeaseNotFound,
+                        format!("no lease {} in task {}", quote(lid), quote(&task.id)),
+                    ));
+                }
+            }
+        }
+        let mut event = AuditEvent::new(self.now(), "tool.used", &caller.id, &report.outcome)
+            .task(&task.id)
+            .detail(json!({
+                "tool": report.tool,
+                "target": report.target,
+                "duration_ms": report.duration_ms,
+                "attributes": report.attributes,
+                "task_state": task.state,
+            }));
+        if let Some(lid) = &report.lease_id {
+            event = event.lease(lid);
+        }
+        event.request_id.clone_from(&ctx.request_id);
+        let seqs = self
+            .commit(ctx, WriteBatch::new().audit(event.clone()))
+            .await?;
+        event.seq = seqs.last().copied().unwrap_or_default();
+        Ok(event)
+    }
+
+    /// The audit events of a task the caller owns, in order (its timeline), after `after_seq`.
+    ///
+    /// # Errors
+    /// `task_not_found`, `store_unavailable`.
+    pub async fn task_events(
+        &self,
+        caller: &Workload,
+        task_id: &str,
+        after_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let task = self.owned_task(caller, task_id).await?;
+        let filter = AuditFilter {
+            task_id: Some(task.id),
+            after_seq,
+            limit: Some(limit),
+            ..AuditFilter::default()
+        };
+        Ok(self.store.audit_events(&filter).await?)
     }
 
     /// Tasks opened by the caller's principal in the caller's run, newest first.
@@ -1152,6 +1231,7 @@ impl Broker {
             &actions,
             ttl,
             &input.justification,
+            &input.params,
         );
         let decision = self.decide(
             &task,
@@ -1178,6 +1258,7 @@ impl Broker {
             expires_at_unix_secs: now,
             lease_id: None,
             approvers: vec![],
+            params: input.params.clone(),
             step_up_groups: match &decision {
                 Decision::StepUp { groups, .. } => groups.clone(),
                 _ => vec![],
@@ -1510,7 +1591,7 @@ impl Broker {
                     r,
                     Some(ev),
                     max_ttl_secs,
-                    &serde_json::Value::Null,
+                    &req.params,
                     &binding,
                     false,
                 )
@@ -1548,7 +1629,7 @@ impl Broker {
             )
             .await
         {
-            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -1739,7 +1820,7 @@ impl Broker {
                 batch = batch.audit(decision_event(now, &human.id, &r));
             }
             match self.commit(ctx, batch).await {
-                Ok(()) => return Ok(r),
+                Ok(_) => return Ok(r),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -1905,7 +1986,7 @@ impl Broker {
             actions: &lease.actions,
             issued_at_unix_secs: now,
             expires_at_unix_secs: expires,
-            params: &serde_json::Value::Null,
+            params: &req.params,
             binding: &lease.binding,
         };
         let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
@@ -2103,7 +2184,7 @@ impl Broker {
                         now,
                     );
                     match self.commit(&ctx, b).await {
-                        Ok(()) => {}
+                        Ok(_) => {}
                         Err(StoreError::Conflict(_)) => continue,
                         Err(e) => return Err(e.into()),
                     }
@@ -2207,6 +2288,7 @@ impl Broker {
             .detail(json!({"source": source, "error": error}));
         self.commit(&CallCtx::default(), WriteBatch::new().audit(ev))
             .await
+            .map(|_| ())
             .map_err(Into::into)
     }
 

@@ -4,8 +4,11 @@ use aws_lc_rs::{digest, hmac};
 use secrecy::{ExposeSecret, SecretString};
 
 /// SHA-256 (lowercase hex) over the canonical JSON of what an approver approves: request id,
-/// task id, principal, resource, sorted actions, TTL and justification. Any change to any of
-/// them changes the digest, so an approval cannot be replayed onto another request.
+/// task id, principal, resource, sorted actions, TTL, justification and the provider parameters
+/// (e.g. the SSH public key to certify; omitted when null, so requests without parameters keep
+/// the digest they always had). Any change to any of them changes the digest, so an approval
+/// cannot be replayed onto another request, nor onto another key.
+#[allow(clippy::too_many_arguments)]
 pub fn request_digest(
     request_id: &str,
     task_id: &str,
@@ -14,6 +17,7 @@ pub fn request_digest(
     actions: &[String],
     ttl_secs: i64,
     justification: &str,
+    params: &serde_json::Value,
 ) -> String {
     // serde_json serialises struct fields in declaration order: a stable canonical form.
     #[derive(serde::Serialize)]
@@ -26,6 +30,8 @@ pub fn request_digest(
         actions: &'a [String],
         ttl_secs: i64,
         justification: &'a str,
+        #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+        params: &'a serde_json::Value,
     }
     let bytes = serde_json::to_vec(&Canon {
         v: 1,
@@ -36,6 +42,7 @@ pub fn request_digest(
         actions,
         ttl_secs,
         justification,
+        params,
     })
     .unwrap_or_default();
     hex::encode(digest::digest(&digest::SHA256, &bytes))

@@ -10,6 +10,7 @@
 //! [`ports`] (`Clock`, `IdentityVerifier`, `CredentialProvider`, `Store`) and [`broker::Broker`]
 //! orchestrates them.
 
+pub mod audit;
 pub mod broker;
 pub mod clock;
 pub mod digest;

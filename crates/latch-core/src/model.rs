@@ -326,6 +326,12 @@ pub struct AccessRequest {
     pub lease_id: Option<String>,
     /// Humans who approved, in order.
     pub approvers: Vec<String>,
+    /// Provider-specific, non-secret parameters of the request (an SSH public key, an X.509
+    /// public key or CSR). Part of the digest, so approvers approve this exact key; used again
+    /// when the approved request is claimed and when the lease is renewed.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub params: serde_json::Value,
     /// Approver groups and quorum the first decision asked for (empty unless it was step-up).
     /// Kept when later decisions replace `decision`, so renewals and policy reloads can rebuild
     /// the approval context.
@@ -500,7 +506,9 @@ pub struct DeliveredCredential {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct AuditEvent {
-    /// Sequence number assigned by the store (0 before it is stored).
+    /// Sequence number assigned by the store (0 before it is stored; not part of the stored
+    /// body, which the chain hash covers together with `seq`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: i64,
     /// `evt_<uuid>`.
     pub id: String,
@@ -525,6 +533,17 @@ pub struct AuditEvent {
     /// Kind-specific details (policy ids, reasons, TTLs); never secrets.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub detail: serde_json::Value,
+    /// Chain hash of the previous record (hex SHA-256; set when read from the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// Chain hash of this record (see [`crate::audit::chain_hash`]; set when read from the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl AuditEvent {
@@ -542,6 +561,8 @@ impl AuditEvent {
             lease_id: None,
             outcome: outcome.to_owned(),
             detail: serde_json::Value::Null,
+            prev_hash: None,
+            hash: None,
         }
     }
     /// Sets the task id.
@@ -576,6 +597,19 @@ pub struct AuditFilter {
     pub lease_id: Option<String>,
     /// Only this kind prefix (e.g. `credential.`).
     pub kind_prefix: Option<String>,
+    /// Only this actor (principal or human id, `latch` for the broker).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only events at or after this time.
+    #[serde(default)]
+    pub since_unix_secs: Option<i64>,
+    /// Only events before this time.
+    #[serde(default)]
+    pub until_unix_secs: Option<i64>,
+    /// Only events whose body contains this keyed credential HMAC (lowercase hex; see
+    /// `latch audit find`).
+    #[serde(default)]
+    pub credential_hmac: Option<String>,
     /// Only events with `seq` greater than this (paging).
     pub after_seq: Option<i64>,
     /// At most this many (default 100, max 1000).

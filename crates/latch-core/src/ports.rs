@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditCheckpoint, AuditRecord};
 use crate::error::ApiError;
 use crate::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, DeliveredCredential, Lease, Principal,
@@ -252,10 +253,47 @@ pub trait Store: Send + Sync + 'static {
         issuing_grace_secs: i64,
         limit: u32,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Leases whose revocation was requested or done (`revoking`, `revoke_failed`, `revoked`)
+    /// and whose `expires_at_unix_secs > now_unix_secs`, with id greater than `after_id`,
+    /// ordered by id (paging). Certificate providers build their revocation lists (OpenSSH KRL,
+    /// X.509 CRL) from these: a certificate stays listed until it would have expired anyway.
+    async fn revoked_unexpired_leases(
+        &self,
+        now_unix_secs: i64,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError>;
     /// The lease whose current credential has this keyed HMAC.
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError>;
     /// Audit events matching `filter`, in sequence order.
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Stored audit records (bodies byte for byte, with their chain hashes) with
+    /// `seq > after_seq`, in order, at most `limit`.
+    ///
+    /// # Contract
+    /// [`apply`](Self::apply) gives audit events the sequence numbers 1, 2, 3, … in commit order,
+    /// without gaps, and stores each with `prev_hash` and
+    /// [`chain_hash`](crate::audit::chain_hash)`(prev_hash, seq, body)`, in the same transaction
+    /// as the state change, serialised across every writer (process or replica).
+    async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    /// `(seq, hash)` of the last audit record, or `None` for an empty log.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    /// Stores a signed checkpoint (a second one for the same `seq` is ignored).
+    async fn put_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError>;
+    /// Checkpoints with `seq > after_seq`, in order, at most `limit`.
+    async fn checkpoints(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditCheckpoint>, StoreError>;
+    /// The last `seq` the named audit sink delivered (0 if none).
+    async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError>;
+    /// Records that the named audit sink delivered everything up to `seq`.
+    async fn set_sink_cursor(&self, sink: &str, seq: i64) -> Result<(), StoreError>;
     /// A stored (already encrypted) key blob by name.
     async fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores a key blob unless one exists; returns the stored blob (existing or new).

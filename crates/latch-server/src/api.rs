@@ -48,6 +48,12 @@ pub struct AppState {
     pub workload_issuers: Arc<Vec<String>>,
     /// Cancelled at shutdown: ends open MCP streams so a graceful shutdown does not wait on them.
     pub mcp_cancel: tokio_util::sync::CancellationToken,
+    /// Audit checkpoints and exports.
+    pub checkpointer: Arc<crate::audit::Checkpointer>,
+    /// The SSH certificate provider (CA public keys and KRL), when configured.
+    pub ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
+    /// The X.509 certificate provider (CA certificates and CRL), when configured.
+    pub x509: Option<Arc<latch_providers::x509::X509Provider>>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -169,6 +175,29 @@ fn rest_binding(
         jkt: Some(jkt),
         ..Default::default()
     })
+}
+
+/// Query-string extractor whose rejections are [`AppError`]s with code `invalid_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Self(v)),
+            Err(e) => Err(AppError(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("invalid query string: {}", e.body_text()),
+            ))),
+        }
+    }
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -307,6 +336,84 @@ async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
         [(header::CACHE_CONTROL, "public, max-age=300")],
         Json((s.jwks)()),
     )
+}
+
+// ---------------------------------------------------------------- certificate authorities
+
+fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
+    AppError(ApiError::new(
+        if e.retryable {
+            ErrorCode::StoreUnavailable
+        } else {
+            ErrorCode::ProviderFailed
+        },
+        e.message,
+    ))
+}
+
+fn no_provider(kind: &str) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("no {kind} provider is configured"),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/ssh/ca.pub", responses((status = 200, content_type = "text/plain",
+    description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)")))]
+async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_public_keys(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/ssh/krl", responses((status = 200, content_type = "application/octet-stream",
+    description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`")))]
+async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    let krl = p.krl().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        krl,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/ca.pem", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)")))]
+async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_pem(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/crl", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates")))]
+async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509.as_ref().ok_or_else(|| no_provider("x509"))?;
+    let crl = p.crl_pem().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crl,
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------- tasks
@@ -865,19 +972,39 @@ async fn oauth_revoke(
 
 // ---------------------------------------------------------------- audit
 
-/// Audit query.
+/// Audit query. Every filter is optional; results are in `seq` order.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct AuditQuery {
     /// Only this task.
     pub task_id: Option<String>,
     /// Only this lease.
     pub lease_id: Option<String>,
+    /// Only this actor (agent principal id, human id, or `latch`).
+    pub actor: Option<String>,
     /// Kind prefix, e.g. `credential.`.
     pub kind: Option<String>,
-    /// Only after this sequence number.
+    /// Only events at or after this time.
+    pub since_unix_secs: Option<i64>,
+    /// Only events before this time.
+    pub until_unix_secs: Option<i64>,
+    /// Only after this sequence number (paging: pass the last `seq` you got).
     pub after_seq: Option<i64>,
-    /// Page size (≤ 1000).
+    /// Without `after_seq`: start from the last this-many records of the log (before the other
+    /// filters apply), as `tail` does.
+    pub last: Option<u32>,
+    /// Page size (default 100, at most 1000).
     pub limit: Option<u32>,
+}
+
+fn require_admin(s: &AppState, h: &Human) -> Result<(), ApiError> {
+    if h.groups.iter().any(|g| s.admin_groups.contains(g)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::WrongPrincipalKind,
+            "reading the audit log needs an admin group",
+        ))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("bearer" = [])),
@@ -886,23 +1013,218 @@ async fn audit(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
-        if !h.groups.iter().any(|g| s.admin_groups.contains(g)) {
-            return Err(ApiError::new(
-                ErrorCode::WrongPrincipalKind,
-                "reading the audit log needs an admin group",
-            ));
-        }
+        require_admin(&s, &h)?;
+        let after_seq = match (q.after_seq, q.last) {
+            (Some(a), _) => Some(a),
+            (None, Some(n)) => {
+                let head = s.broker.store().audit_head().await?.map_or(0, |h| h.0);
+                Some((head - i64::from(n)).max(0))
+            }
+            (None, None) => None,
+        };
         let f = AuditFilter {
             task_id: q.task_id,
             lease_id: q.lease_id,
             kind_prefix: q.kind,
-            after_seq: q.after_seq,
+            actor: q.actor,
+            since_unix_secs: q.since_unix_secs,
+            until_unix_secs: q.until_unix_secs,
+            credential_hmac: None,
+            after_seq,
             limit: Some(q.limit.unwrap_or(100).min(1000)),
         };
         Ok(s.broker.store().audit_events(&f).await?)
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+/// Export query.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct ExportQuery {
+    /// Only records after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Only the signed checkpoints (to keep elsewhere).
+    #[serde(default)]
+    pub checkpoints_only: bool,
+}
+
+#[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("bearer" = [])),
+    responses((status = 200, content_type = "application/x-ndjson",
+        description = "JSON lines: records with their chain hashes, each checkpoint after the record it seals (format `latch-audit/1`)"),
+        (status = 403, body = ErrorBody)))]
+async fn audit_export(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<Response> {
+    let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        require_admin(&s, &h)?;
+        let ev = AuditEvent::new(
+            s.broker.clock().now_unix_secs(),
+            "audit.exported",
+            &h.id,
+            "ok",
+        )
+        .detail(serde_json::json!({
+            "after_seq": q.after_seq, "checkpoints_only": q.checkpoints_only,
+        }));
+        s.broker.record_event(ctx, ev).await?;
+        Ok(s.checkpointer
+            .export(q.after_seq.unwrap_or(0).max(0), q.checkpoints_only)
+            .await?)
+    })
+    .await;
+    let body = r?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/audit/checkpoints", security(("bearer" = [])),
+    responses((status = 200, body = latch_core::audit::AuditCheckpoint, description = "the checkpoint at the chain head (signed now unless it already was)"),
+        (status = 204, description = "the log is empty"), (status = 403, body = ErrorBody)))]
+async fn audit_checkpoint(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
+        require_admin(&s, &h)?;
+        Ok(s.checkpointer.checkpoint().await?)
+    })
+    .await;
+    Ok(match r? {
+        Some(cp) => Json(cp).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// A credential value to look for (`latch audit find`).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindRequest {
+    /// The leaked value; surrounding whitespace is ignored.
+    ///
+    /// # Security
+    /// Only its keyed HMAC is computed and compared; the value is neither stored nor logged.
+    #[schema(value_type = String)]
+    pub value: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for FindRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FindRequest { value: [redacted] }")
+    }
+}
+
+#[utoipa::path(post, path = "/v1/audit/find", request_body = FindRequest, security(("bearer" = [])),
+    responses((status = 200, body = [AuditEvent], description = "events that name the credential by its keyed HMAC"),
+        (status = 403, body = ErrorBody)))]
+async fn audit_find(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<FindRequest>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        require_admin(&s, &h)?;
+        let value = body.value.expose_secret().trim();
+        if value.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`value` must not be empty",
+            ));
+        }
+        let hmac = s.broker.credential_hmac(value);
+        let f = AuditFilter {
+            credential_hmac: Some(hmac),
+            limit: Some(1000),
+            ..AuditFilter::default()
+        };
+        let mut found = s.broker.store().audit_events(&f).await?;
+        // The lease's later events (renewals, revocation) belong to the story too.
+        let leases: std::collections::BTreeSet<String> =
+            found.iter().filter_map(|e| e.lease_id.clone()).collect();
+        for l in leases {
+            let more = s
+                .broker
+                .store()
+                .audit_events(&AuditFilter {
+                    lease_id: Some(l),
+                    limit: Some(1000),
+                    ..AuditFilter::default()
+                })
+                .await?;
+            found.extend(more);
+        }
+        found.sort_by_key(|e| e.seq);
+        found.dedup_by_key(|e| e.seq);
+        let ev = AuditEvent::new(
+            s.broker.clock().now_unix_secs(),
+            "audit.searched",
+            &h.id,
+            "ok",
+        )
+        .detail(serde_json::json!({ "matches": found.len() }));
+        s.broker.record_event(ctx, ev).await?;
+        Ok(found)
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+/// Timeline query.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Page size (default 1000, at most 1000).
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/events", request_body = latch_core::audit::ToolUseReport,
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = AuditEvent, description = "recorded as a `tool.used` event"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn report_tool_use(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<latch_core::audit::ToolUseReport>,
+) -> ApiResult<(StatusCode, Json<AuditEvent>)> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.report_tool_use(ctx, &w, &id, body).await
+    })
+    .await;
+    Ok((StatusCode::CREATED, Json(r?)))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path), EventsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = [AuditEvent], description = "the task's timeline, in order"),
+        (status = 404, body = ErrorBody)))]
+async fn task_events(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker
+            .task_events(&w, &id, q.after_seq, q.limit.unwrap_or(1000).min(1000))
+            .await
     })
     .await;
     Ok(Json(r?))
@@ -942,12 +1264,14 @@ async fn dev_token(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
-    paths(healthz, readyz, jwks, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
+    paths(healthz, readyz, jwks, ssh_ca, ssh_krl, x509_ca, x509_crl, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
-          introspect, oauth_revoke, audit, dev_token, crate::oauth::token,
+          introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
+          report_tool_use, task_events, dev_token, crate::oauth::token,
           crate::oauth::authorization_server_metadata, crate::oauth::protected_resource_metadata),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
-                       TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode,
+                       TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode, FindRequest,
+                       latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint,
                        crate::oauth::TokenExchangeForm)),
     modifiers(&Security)
 )]
@@ -989,6 +1313,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/ssh/ca.pub", get(ssh_ca))
+        .route("/v1/ssh/krl", get(ssh_krl))
+        .route("/v1/x509/ca.pem", get(x509_ca))
+        .route("/v1/x509/crl", get(x509_crl))
         .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/tasks", post(open_task).get(list_tasks))
         .route("/v1/tasks/{id}", get(get_task))
@@ -1006,6 +1334,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/oauth/introspect", post(introspect))
         .route("/v1/oauth/revoke", post(oauth_revoke))
         .route("/v1/audit", get(audit))
+        .route("/v1/audit/export", get(audit_export))
+        .route("/v1/audit/checkpoints", post(audit_checkpoint))
+        .route("/v1/audit/find", post(audit_find))
+        .route(
+            "/v1/tasks/{id}/events",
+            post(report_tool_use).get(task_events),
+        )
         .route("/oauth/token", post(crate::oauth::token))
         .route(
             "/.well-known/oauth-authorization-server",

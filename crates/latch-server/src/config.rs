@@ -42,6 +42,9 @@ pub struct Config {
     /// Humans in these groups may read the audit log over the API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Audit checkpoints and sinks.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Resources agents can ask for.
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
@@ -114,6 +117,11 @@ pub struct KeysConfig {
     /// `EdDSA` (default) or `ES256`.
     #[serde(default = "default_alg")]
     pub signing_alg: String,
+    /// Rotate the SSH and X.509 CA keys when they are this old (checked at start and on every
+    /// reaper pass; default: never). Rotated-out public keys stay published until every
+    /// certificate they signed has expired.
+    #[serde(default, with = "humantime_serde")]
+    pub ca_rotation_period: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -195,6 +203,82 @@ impl Default for ApprovalsConfig {
     fn default() -> Self {
         Self {
             pending_ttl: default_pending(),
+        }
+    }
+}
+
+/// `[audit]`: signed checkpoints of the hash chain, and where events are streamed besides the
+/// store (which stays the record of truth).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How often the chain head is signed when new events arrived (`0s` turns it off; exports
+    /// always sign the head first).
+    #[serde(default = "default_checkpoint", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// How often sinks look for new events.
+    #[serde(default = "default_sink_poll", with = "humantime_serde")]
+    pub sink_poll_interval: Duration,
+    /// Event streams (JSON lines in the export format).
+    #[serde(default)]
+    pub sinks: Vec<AuditSinkConfig>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: default_checkpoint(),
+            sink_poll_interval: default_sink_poll(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_sink_poll() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// One `[[audit.sinks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum AuditSinkConfig {
+    /// Appends JSON lines to a file (created 0600 if missing).
+    File {
+        /// Sink name (its delivery cursor is kept in the store under this name).
+        name: String,
+        /// File path (relative to the configuration file).
+        path: PathBuf,
+    },
+    /// Writes JSON lines to standard output.
+    Stdout {
+        /// Sink name.
+        name: String,
+    },
+    /// POSTs batches of JSON lines (`application/x-ndjson`) to a URL; retried with backoff until
+    /// a 2xx answer.
+    Webhook {
+        /// Sink name.
+        name: String,
+        /// Endpoint.
+        url: String,
+        /// Request timeout.
+        #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl AuditSinkConfig {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::File { name, .. } | Self::Stdout { name } | Self::Webhook { name, .. } => name,
         }
     }
 }
@@ -328,7 +412,7 @@ impl Default for AdminConfig {
 pub struct ResourceConfig {
     /// Id used in requests and policies.
     pub id: String,
-    /// Provider kind (`jwt`).
+    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509`.
     pub kind: String,
     /// Environment it lives in.
     pub environment: String,
@@ -397,6 +481,29 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let mut sinks = std::collections::HashSet::new();
+        for sink in &self.audit.sinks {
+            let n = sink.name();
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "audit sink name `{n}` must be letters, digits, `-` or `_`"
+                )));
+            }
+            if !sinks.insert(n) {
+                return Err(ConfigError(format!("duplicate audit sink name `{n}`")));
+            }
+            if let AuditSinkConfig::Webhook { url, .. } = sink {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError(format!(
+                        "audit sink `{n}`: `url` must be an http(s) URL"
+                    )));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for r in &self.resources {
             if !seen.insert(&r.id) {

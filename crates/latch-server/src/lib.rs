@@ -2,6 +2,7 @@
 //! (reaper, policy watcher), and [`startup`], the one place that names concrete implementations.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod dev;
 pub mod dpop;

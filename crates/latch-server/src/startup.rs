@@ -1,5 +1,6 @@
 //! Startup: the one place that names concrete implementations (SQLite store, OIDC verifier,
-//! JWT provider, system clock) and wires them into the [`Broker`].
+//! credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates — system clock)
+//! and wires them into the [`Broker`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ pub struct Server {
     pub base_url: String,
     /// The broker (for in-process callers such as the demo and tests).
     pub broker: Arc<Broker>,
+    /// Signs audit checkpoints and writes exports.
+    pub checkpointer: Arc<crate::audit::Checkpointer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -328,6 +331,62 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         base_url.clone(),
         keys.clone(),
     ));
+    let resources = config.domain_resources();
+    let mut providers: Vec<Arc<dyn CredentialProvider>> = vec![
+        jwt,
+        Arc::new(latch_providers::postgres::PostgresProvider::new(&resources)),
+        Arc::new(latch_providers::redis_acl::RedisProvider::new(&resources)),
+    ];
+    // The certificate authorities are generated (and sealed) only when a resource uses them.
+    let ssh = if resources
+        .iter()
+        .any(|r| r.kind == latch_providers::ssh::KIND)
+    {
+        let p = Arc::new(
+            latch_providers::ssh::SshProvider::load_or_create(
+                store.clone(),
+                &master,
+                clock.clone(),
+                &resources,
+            )
+            .await
+            .map_err(|e| StartError(format!("ssh ca: {e}")))?,
+        );
+        providers.push(p.clone());
+        Some(p)
+    } else {
+        None
+    };
+    let x509 = if resources
+        .iter()
+        .any(|r| r.kind == latch_providers::x509::KIND)
+    {
+        let p = Arc::new(
+            latch_providers::x509::X509Provider::load_or_create(
+                store.clone(),
+                &master,
+                clock.clone(),
+                &resources,
+            )
+            .await
+            .map_err(|e| StartError(format!("x509 ca: {e}")))?,
+        );
+        providers.push(p.clone());
+        Some(p)
+    } else {
+        None
+    };
+    let master = Arc::new(master);
+    let rotation = CaRotation {
+        period_secs: config
+            .keys
+            .ca_rotation_period
+            .map(|d| d.as_secs().max(1) as i64),
+        master: master.clone(),
+        ssh: ssh.clone(),
+        x509: x509.clone(),
+    };
+    rotation.run().await;
     let settings = BrokerSettings {
         production_environments: config.tasks.production_environments.clone(),
         task_default_ttl_secs: config.tasks.default_ttl.as_secs() as i64,
@@ -344,8 +403,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             store: store.clone(),
             verifier,
             policy,
-            providers: vec![jwt],
-            resources: config.domain_resources(),
+            providers,
+            resources,
             hmac_key: master.hmac_key().to_vec(),
             settings,
         })
@@ -353,7 +412,14 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .map_err(|e| StartError(format!("broker: {}", e.message)))?,
     );
     let mcp_cancel = tokio_util::sync::CancellationToken::new();
+    let checkpointer = Arc::new(crate::audit::Checkpointer::new(
+        store.clone(),
+        keys.clone(),
+        base_url.clone(),
+        clock.clone(),
+    ));
     let state = AppState {
+        checkpointer: checkpointer.clone(),
         broker: broker.clone(),
         dev,
         jwks: {
@@ -374,6 +440,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         )),
         workload_issuers: Arc::new(workload_issuers),
         mcp_cancel: mcp_cancel.clone(),
+        ssh,
+        x509,
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);
@@ -413,12 +481,34 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             tasks.push(tokio::spawn(async move {
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(every) => log_reap(b.reap().await),
+                        _ = tokio::time::sleep(every) => {
+                            log_reap(b.reap().await);
+                            rotation.run().await;
+                        }
                         r = rx.changed() => if r.is_err() || *rx.borrow() { break },
                     }
                 }
             }));
         }
+    }
+    if !config.audit.checkpoint_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::audit::run_checkpoints(
+            checkpointer.clone(),
+            config.audit.checkpoint_interval,
+            rx.clone(),
+        )));
+    }
+    for sink in &config.audit.sinks {
+        tasks.push(tokio::spawn(crate::audit::run_sink(
+            store.clone(),
+            sink.clone(),
+            config.base_dir.clone(),
+            config
+                .audit
+                .sink_poll_interval
+                .max(Duration::from_millis(10)),
+            rx.clone(),
+        )));
     }
     if config.policy.watch {
         tasks.push(tokio::spawn(policy_watcher(
@@ -433,9 +523,47 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         addr,
         base_url,
         broker,
+        checkpointer,
         shutdown: tx,
         tasks,
     })
+}
+
+/// Scheduled rotation of the certificate authorities (`keys.ca_rotation_period`).
+#[derive(Clone)]
+struct CaRotation {
+    period_secs: Option<i64>,
+    master: Arc<latch_providers::keyring::MasterKey>,
+    ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
+    x509: Option<Arc<latch_providers::x509::X509Provider>>,
+}
+
+impl CaRotation {
+    /// Rotates each CA whose current key is older than the period; failures are logged and
+    /// the current key stays in use.
+    async fn run(&self) {
+        let Some(period) = self.period_secs else {
+            return;
+        };
+        if let Some(p) = &self.ssh {
+            match p.rotate_if_due(&self.master, period).await {
+                Ok(true) => {
+                    tracing::info!(generation = p.current_generation(), "rotated the ssh ca")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "ssh ca rotation failed"),
+            }
+        }
+        if let Some(p) = &self.x509 {
+            match p.rotate_if_due(&self.master, period).await {
+                Ok(true) => {
+                    tracing::info!(generation = p.current_generation(), "rotated the x509 ca")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "x509 ca rotation failed"),
+            }
+        }
+    }
 }
 
 /// The data directory holds the database (token HMACs, audit trail) and possibly the generated

@@ -19,6 +19,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use latch_core::audit::{AuditCheckpoint, GENESIS_HASH, chain_hash};
 use latch_core::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, Decision, GroupQuorum, Lease, LeaseState,
     RequestState, Task, TaskState, Verdict, Workload, WorkloadClaims,
@@ -43,6 +44,10 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit(s).await;
     audit_bulk_limits(s).await;
     key_blobs(store.clone()).await;
+    audit_filters(s).await;
+    checkpoints_and_cursors(s).await;
+    // Last: every section above appended events, some in batches that failed or raced.
+    audit_chain(store.clone()).await;
 }
 
 // ------------------------------------------------------------------ fixtures
@@ -127,6 +132,7 @@ fn request(
         expires_at_unix_secs: expires,
         lease_id: None,
         approvers: vec![],
+        params: serde_json::Value::Null,
         step_up_groups,
         version: 1,
     }
@@ -189,6 +195,8 @@ fn event(
         lease_id: lease_id.map(str::to_owned),
         outcome: "ok".to_owned(),
         detail: json!({"n": at, "nested": {"list": [1, 2, 3], "s": "x"}}),
+        prev_hash: None,
+        hash: None,
     }
 }
 
@@ -245,8 +253,7 @@ fn filter(task: Option<&str>, lease: Option<&str>, kind: Option<&str>) -> AuditF
         task_id: task.map(str::to_owned),
         lease_id: lease.map(str::to_owned),
         kind_prefix: kind.map(str::to_owned),
-        after_seq: None,
-        limit: None,
+        ..AuditFilter::default()
     }
 }
 
@@ -883,6 +890,25 @@ async fn leases(s: &dyn Store) {
     let act = ok(s.active_leases("lease_c07", 10).await, "active_leases");
     assert!(act.is_empty(), "active_leases: past the end");
 
+    let rv = ok(
+        s.revoked_unexpired_leases(1500, "", 100).await,
+        "revoked_unexpired_leases",
+    );
+    assert_eq!(
+        rv.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["lease_c04", "lease_c05"],
+        "revoked_unexpired_leases: revoking/revoke_failed/revoked, not yet expired, by id"
+    );
+    let rv = ok(
+        s.revoked_unexpired_leases(900, "lease_c04", 1).await,
+        "revoked_unexpired_leases",
+    );
+    assert_eq!(
+        rv.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(),
+        ["lease_c05"],
+        "revoked_unexpired_leases: after_id is exclusive, limit applies"
+    );
+
     let due = ok(s.due_leases(1999, 300, 100).await, "due_leases");
     assert_eq!(
         id_set(&due, lease_id),
@@ -1156,7 +1182,18 @@ async fn audit(s: &dyn Store) {
         e.seq = *seq;
     }
     let base = seqs[0] - 1;
-    let q = |f: AuditFilter| async move { ok(s.audit_events(&f).await, "audit_events") };
+    let q = |f: AuditFilter| async move {
+        let mut got = ok(s.audit_events(&f).await, "audit_events");
+        for e in &mut got {
+            assert!(
+                e.hash.as_ref().is_some_and(|h| h.len() == 64) && e.prev_hash.is_some(),
+                "audit_events fills the chain fields"
+            );
+            e.prev_hash = None;
+            e.hash = None;
+        }
+        got
+    };
     let after = |mut f: AuditFilter, a: i64| {
         f.after_seq = Some(a);
         f
@@ -1331,5 +1368,158 @@ async fn key_blobs(store: Arc<dyn Store>) {
         stored.as_ref(),
         results.first(),
         "the returned blob is the stored one"
+    );
+}
+
+/// Actor, time range and credential-HMAC filters.
+async fn audit_filters(s: &dyn Store) {
+    let mut a = event("evt_f01", 9_000, "tool.used", Some("task_f"), None);
+    a.actor = "wl:alice".to_owned();
+    let mut b = event("evt_f02", 9_010, "credential.issued", Some("task_f"), None);
+    b.actor = "wl:bob".to_owned();
+    b.detail = json!({"credential_hmac": "00aa11bb"});
+    let mut c = event("evt_f03", 9_020, "tool.used", Some("task_f"), None);
+    c.actor = "wl:alice".to_owned();
+    apply_ok(
+        s,
+        WriteBatch::new().audit(a).audit(b).audit(c),
+        "filter events",
+    )
+    .await;
+    let q = |f: AuditFilter| async move { ok(s.audit_events(&f).await, "audit_events") };
+    let base = filter(Some("task_f"), None, None);
+    let got = q(AuditFilter {
+        actor: Some("wl:alice".into()),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(ids(&got, event_id), ["evt_f01", "evt_f03"], "filter actor");
+    let got = q(AuditFilter {
+        since_unix_secs: Some(9_010),
+        until_unix_secs: Some(9_020),
+        ..base.clone()
+    })
+    .await;
+    assert_eq!(
+        ids(&got, event_id),
+        ["evt_f02"],
+        "time range: since inclusive, until exclusive"
+    );
+    let got = q(AuditFilter {
+        credential_hmac: Some("00AA11BB".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&got, event_id),
+        ["evt_f02"],
+        "credential hmac, any case"
+    );
+    let got = q(AuditFilter {
+        credential_hmac: Some("00aa11".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert!(got.is_empty(), "a prefix of an hmac matches nothing");
+    let got = q(AuditFilter {
+        credential_hmac: Some("%".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert!(got.is_empty(), "a non-hex hmac matches nothing");
+}
+
+/// Signed checkpoints (stored as given, first one per seq wins) and sink cursors (monotone).
+async fn checkpoints_and_cursors(s: &dyn Store) {
+    let cp = |seq: i64, jws: &str| AuditCheckpoint {
+        seq,
+        hash: format!("{seq:064x}"),
+        at_unix_secs: 50 + seq,
+        kid: "k1".into(),
+        jws: jws.into(),
+    };
+    ok(s.put_checkpoint(&cp(3, "a.b.c")).await, "put_checkpoint");
+    ok(
+        s.put_checkpoint(&cp(3, "x.y.z")).await,
+        "put_checkpoint again",
+    );
+    ok(s.put_checkpoint(&cp(9, "d.e.f")).await, "put_checkpoint");
+    let got = ok(s.checkpoints(0, 10).await, "checkpoints");
+    assert_eq!(
+        got,
+        vec![cp(3, "a.b.c"), cp(9, "d.e.f")],
+        "first per seq wins"
+    );
+    let got = ok(s.checkpoints(3, 10).await, "checkpoints");
+    assert_eq!(got, vec![cp(9, "d.e.f")], "after_seq is exclusive");
+
+    assert_eq!(ok(s.sink_cursor("file").await, "sink_cursor"), 0, "unset");
+    ok(s.set_sink_cursor("file", 7).await, "set_sink_cursor");
+    ok(s.set_sink_cursor("file", 5).await, "set_sink_cursor back");
+    ok(s.set_sink_cursor("hook", 2).await, "set_sink_cursor other");
+    assert_eq!(
+        ok(s.sink_cursor("file").await, "sink_cursor"),
+        7,
+        "monotone"
+    );
+    assert_eq!(
+        ok(s.sink_cursor("hook").await, "sink_cursor"),
+        2,
+        "per sink"
+    );
+}
+
+/// The whole log is one gapless chain from seq 1, including events from concurrent writers.
+async fn audit_chain(store: Arc<dyn Store>) {
+    let mut joins = Vec::new();
+    for i in 0..16 {
+        let st = store.clone();
+        joins.push(tokio::spawn(async move {
+            let mut b = WriteBatch::new();
+            for j in 0..3 {
+                b = b.audit(event(
+                    &format!("evt_chain_{i}_{j}"),
+                    8_000,
+                    "chain.event",
+                    None,
+                    None,
+                ));
+            }
+            st.apply(b).await.map(|seqs| seqs.len())
+        }));
+    }
+    for j in joins {
+        let n = j.await.expect("join").expect("concurrent apply");
+        assert_eq!(n, 3);
+    }
+    let s = store.as_ref();
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut expected_seq = 1;
+    let mut after = 0;
+    loop {
+        let page = ok(s.audit_records(after, 500).await, "audit_records");
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            assert_eq!(r.seq, expected_seq, "seqs are gapless from 1");
+            assert_eq!(r.prev_hash, prev, "seq {} links to its predecessor", r.seq);
+            assert_eq!(
+                r.hash,
+                chain_hash(&r.prev_hash, r.seq, &r.body),
+                "seq {} hash covers its body",
+                r.seq
+            );
+            prev = r.hash.clone();
+            expected_seq += 1;
+        }
+    }
+    assert!(
+        expected_seq > 1100,
+        "the log has the events of every section"
+    );
+    assert_eq!(
+        ok(s.audit_head().await, "audit_head"),
+        Some((expected_seq - 1, prev)),
+        "audit_head is the last record"
     );
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use latch_core::audit::{AuditCheckpoint, AuditRecord, GENESIS_HASH, chain_hash};
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use serde::Serialize;
@@ -23,11 +24,18 @@ use group::GroupWriter;
 /// Embedded migrations, in version order: `(version, description, sql)`.
 ///
 /// Every file in `migrations/sqlite/` must be listed here (a unit test checks it).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "audit_chain",
+        include_str!("../migrations/sqlite/0002_audit_chain.sql"),
+    ),
+];
 
 /// Connections in the read pool of a file database.
 const READ_POOL_SIZE: u32 = 4;
@@ -140,6 +148,7 @@ impl SqliteStore {
             }
         };
         store.migrate().await?;
+        store.chain_unhashed().await?;
         if memory {
             return Ok(store);
         }
@@ -183,6 +192,35 @@ impl SqliteStore {
             .run(&self.writer)
             .await
             .map_err(|e| StoreError::Unavailable(format!("schema migration failed: {e}")))
+    }
+
+    /// Chains audit rows written before the chain existed (migration 2), in one transaction.
+    async fn chain_unhashed(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query_as::<_, (i64, String)>(
+            "SELECT seq, body FROM audit_events WHERE hash = '' ORDER BY seq",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| unavailable("read unchained audit rows", &e))?;
+        for (seq, body) in rows {
+            let prev = sqlx::query_scalar::<_, String>(
+                "SELECT hash FROM audit_events WHERE seq < ?1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(seq)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| unavailable("read audit chain head", &e))?
+            .unwrap_or_else(|| GENESIS_HASH.to_owned());
+            sqlx::query("UPDATE audit_events SET prev_hash = ?1, hash = ?2 WHERE seq = ?3")
+                .bind(&prev)
+                .bind(chain_hash(&prev, seq, &body))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error("chain audit row", &e))?;
+        }
+        tx.commit().await.map_err(|e| write_error("commit", &e))
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -415,27 +453,45 @@ async fn append_event(
     tx: &mut Transaction<'static, Sqlite>,
     e: &AuditEvent,
 ) -> Result<i64, StoreError> {
-    sqlx::query_scalar::<_, i64>(
-        "INSERT INTO audit_events (id, at_unix_secs, kind, task_id, lease_id, body) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+    let (head_seq, head_hash) = sqlx::query_as::<_, (i64, String)>(
+        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
     )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(|err| unavailable("read audit chain head", &err))?
+    .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
+    let seq = head_seq + 1;
+    let body = encode("audit event", e)?;
+    let hash = chain_hash(&head_hash, seq, &body);
+    sqlx::query(
+        "INSERT INTO audit_events \
+         (seq, id, at_unix_secs, kind, actor, task_id, lease_id, body, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(seq)
     .bind(&e.id)
     .bind(e.at_unix_secs)
     .bind(&e.kind)
+    .bind(&e.actor)
     .bind(e.task_id.as_deref())
     .bind(e.lease_id.as_deref())
-    .bind(encode("audit event", e)?)
-    .fetch_one(&mut **tx)
+    .bind(body)
+    .bind(head_hash)
+    .bind(hash)
+    .execute(&mut **tx)
     .await
-    .map_err(|err| write_error("append audit event", &err))
+    .map_err(|err| write_error("append audit event", &err))?;
+    Ok(seq)
 }
 
-/// Decodes `(seq, body)` audit rows, filling `seq` from the column.
-fn decode_events(rows: Vec<(i64, String)>) -> Result<Vec<AuditEvent>, StoreError> {
+/// Decodes `(seq, body, prev_hash, hash)` audit rows, filling the chain fields from the columns.
+fn decode_events(rows: Vec<(i64, String, String, String)>) -> Result<Vec<AuditEvent>, StoreError> {
     rows.into_iter()
-        .map(|(seq, body)| {
+        .map(|(seq, body, prev_hash, hash)| {
             let mut e: AuditEvent = decode("audit event", &body)?;
             e.seq = seq;
+            e.prev_hash = Some(prev_hash);
+            e.hash = Some(hash);
             Ok(e)
         })
         .collect()
@@ -611,6 +667,25 @@ impl Store for SqliteStore {
         decode_all("lease", bodies)
     }
 
+    async fn revoked_unexpired_leases(
+        &self,
+        now: i64,
+        after_id: &str,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<_, String>(
+            "SELECT body FROM leases WHERE state IN ('revoking', 'revoke_failed', 'revoked') \
+             AND expires_at > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(now)
+        .bind(after_id)
+        .bind(limit(n))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable("list revoked leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
         let body = sqlx::query_scalar::<_, String>(
             "SELECT body FROM leases WHERE credential_hmac = ?1 ORDER BY issued_at DESC, id LIMIT 1",
@@ -629,36 +704,148 @@ impl Store for SqliteStore {
             .min(AUDIT_MAX_LIMIT);
         let after = filter.after_seq.unwrap_or(0);
         let like = filter.kind_prefix.as_deref().map(like_prefix);
-        // Three static statements, each led by a predicate an index serves; the remaining
-        // filters are optional. SQLite's LIKE ignores ASCII case, so the prefix is also compared
+        let hmac = filter
+            .credential_hmac
+            .as_deref()
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|h| format!("%\"{}\"%", h.to_ascii_lowercase()));
+        if filter.credential_hmac.is_some() && hmac.is_none() {
+            return Ok(Vec::new());
+        }
+        // Static statements, each led by a predicate an index serves; the remaining filters are
+        // optional. SQLite's LIKE ignores ASCII case, so the kind prefix is also compared
         // exactly with substr().
-        let sql: &'static str = if filter.task_id.is_some() {
-            "SELECT seq, body FROM audit_events WHERE task_id = ?1 \
-             AND (?2 IS NULL OR lease_id = ?2) \
-             AND (?3 IS NULL OR (kind LIKE ?4 ESCAPE '\\' AND substr(kind, 1, length(?3)) = ?3)) \
-             AND seq > ?5 ORDER BY seq LIMIT ?6"
+        const REST: &str = "AND (?3 IS NULL OR (kind LIKE ?4 ESCAPE '\\' AND substr(kind, 1, length(?3)) = ?3)) \
+             AND (?7 IS NULL OR actor = ?7) AND (?8 IS NULL OR at_unix_secs >= ?8) \
+             AND (?9 IS NULL OR at_unix_secs < ?9) AND (?10 IS NULL OR body LIKE ?10) \
+             AND seq > ?5 ORDER BY seq LIMIT ?6";
+        let lead = if filter.task_id.is_some() {
+            "SELECT seq, body, prev_hash, hash FROM audit_events WHERE task_id = ?1 \
+             AND (?2 IS NULL OR lease_id = ?2) "
         } else if filter.lease_id.is_some() {
-            "SELECT seq, body FROM audit_events WHERE lease_id = ?2 \
-             AND (?1 IS NULL OR task_id = ?1) \
-             AND (?3 IS NULL OR (kind LIKE ?4 ESCAPE '\\' AND substr(kind, 1, length(?3)) = ?3)) \
-             AND seq > ?5 ORDER BY seq LIMIT ?6"
+            "SELECT seq, body, prev_hash, hash FROM audit_events WHERE lease_id = ?2 \
+             AND (?1 IS NULL OR task_id = ?1) "
         } else {
-            "SELECT seq, body FROM audit_events WHERE (?1 IS NULL OR task_id = ?1) \
-             AND (?2 IS NULL OR lease_id = ?2) \
-             AND (?3 IS NULL OR (kind LIKE ?4 ESCAPE '\\' AND substr(kind, 1, length(?3)) = ?3)) \
-             AND seq > ?5 ORDER BY seq LIMIT ?6"
+            "SELECT seq, body, prev_hash, hash FROM audit_events WHERE (?1 IS NULL OR task_id = ?1) \
+             AND (?2 IS NULL OR lease_id = ?2) "
         };
-        let rows = sqlx::query_as::<_, (i64, String)>(sql)
+        let sql = format!("{lead}{REST}");
+        let rows = sqlx::query_as::<_, (i64, String, String, String)>(sqlx::AssertSqlSafe(sql))
             .bind(filter.task_id.as_deref())
             .bind(filter.lease_id.as_deref())
             .bind(filter.kind_prefix.as_deref())
             .bind(like)
             .bind(after)
             .bind(limit(n))
+            .bind(filter.actor.as_deref())
+            .bind(filter.since_unix_secs)
+            .bind(filter.until_unix_secs)
+            .bind(hmac)
             .fetch_all(&self.reader)
             .await
             .map_err(|e| unavailable("list audit events", &e))?;
         decode_events(rows)
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit_n: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query_as::<_, (i64, String, String, String)>(
+            "SELECT seq, prev_hash, hash, body FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after_seq)
+        .bind(limit(limit_n.clamp(1, 10_000)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable("read audit records", &e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, prev_hash, hash, body)| AuditRecord {
+                seq,
+                prev_hash,
+                hash,
+                body,
+            })
+            .collect())
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(|e| unavailable("read audit head", &e))
+    }
+
+    async fn put_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO audit_checkpoints (seq, hash, at_unix_secs, kid, jws) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(cp.seq)
+        .bind(&cp.hash)
+        .bind(cp.at_unix_secs)
+        .bind(&cp.kid)
+        .bind(&cp.jws)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| write_error("store checkpoint", &e))?;
+        tx.commit().await.map_err(|e| write_error("commit", &e))
+    }
+
+    async fn checkpoints(
+        &self,
+        after_seq: i64,
+        limit_n: u32,
+    ) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        let rows = sqlx::query_as::<_, (i64, String, i64, String, String)>(
+            "SELECT seq, hash, at_unix_secs, kid, jws FROM audit_checkpoints WHERE seq > ?1 \
+             ORDER BY seq LIMIT ?2",
+        )
+        .bind(after_seq)
+        .bind(limit(limit_n.clamp(1, 10_000)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(|e| unavailable("read checkpoints", &e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, hash, at_unix_secs, kid, jws)| AuditCheckpoint {
+                seq,
+                hash,
+                at_unix_secs,
+                kid,
+                jws,
+            })
+            .collect())
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_sink_cursors WHERE name = ?1")
+                .bind(sink)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable("read sink cursor", &e))?
+                .unwrap_or(0),
+        )
+    }
+
+    async fn set_sink_cursor(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_sink_cursors (name, seq) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq)",
+        )
+        .bind(sink)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| write_error("store sink cursor", &e))?;
+        tx.commit().await.map_err(|e| write_error("commit", &e))
     }
 
     async fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -87,6 +87,7 @@ fn request(id: &str, task_id: &str) -> AccessRequest {
         expires_at_unix_secs: 70,
         lease_id: Some("lease_dur".to_owned()),
         approvers: vec![],
+        params: serde_json::Value::Null,
         step_up_groups: vec![],
         version: 1,
     }

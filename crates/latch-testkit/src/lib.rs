@@ -4,7 +4,7 @@
 //! Tests use the fake clock and never sleep for TTL logic.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
@@ -17,6 +17,106 @@ use serde_json::{Value, json};
 pub const TEST_ISSUER: &str = "https://ci.test.example";
 /// Audience the test issuer's tokens carry and the broker expects.
 pub const TEST_AUDIENCE: &str = "https://latch.test";
+
+// ------------------------------------------------------------------ secret scan
+
+/// Everything the suite's servers said where a secret must never appear: every log line (all
+/// levels, captured by a process-wide subscriber), every error body, every audit record.
+#[derive(Default)]
+struct Corpus {
+    minted: Vec<String>,
+    said: Vec<String>,
+}
+
+fn corpus() -> &'static Mutex<Corpus> {
+    static C: OnceLock<Mutex<Corpus>> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(Corpus::default()))
+}
+
+fn with_corpus<T>(f: impl FnOnce(&mut Corpus) -> T) -> T {
+    f(&mut corpus()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+#[derive(Clone, Copy)]
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = String::from_utf8_lossy(buf).into_owned();
+        with_corpus(|c| c.said.push(line));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber once per test process (trace level for Latch's crates).
+fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,latch_core=trace,latch_server=trace,latch_identity=trace,latch_providers=trace,latch_store=trace",
+            ))
+            .with_writer(|| LogSink)
+            .try_init();
+    });
+}
+
+/// Registers a credential value handed out in a test; [`assert_no_secret_leaked`] looks for it.
+pub fn register_minted(value: &str) {
+    if value.len() >= 16 {
+        with_corpus(|c| c.minted.push(value.to_owned()));
+    }
+}
+
+/// Adds text the broker produced (an error body, an export) to the scanned corpus.
+pub fn record_output(text: String) {
+    with_corpus(|c| c.said.push(text));
+}
+
+/// Number of log lines, error bodies and audit exports captured so far in this process.
+pub fn captured_count() -> usize {
+    with_corpus(|c| c.said.len())
+}
+
+/// Number of credentials registered so far in this process.
+pub fn minted_count() -> usize {
+    with_corpus(|c| c.minted.len())
+}
+
+/// Panics if any credential minted anywhere in this test process appears in any log line,
+/// error body or audit record captured so far.
+///
+/// # Panics
+/// Naming where the value was found (never the value).
+pub fn assert_no_secret_leaked() {
+    with_corpus(|c| {
+        for (i, m) in c.minted.iter().enumerate() {
+            if let Some(hit) = c.said.iter().find(|s| s.contains(m.as_str())) {
+                let mut at = hit.chars().take(80).collect::<String>();
+                at = at.replace(m.as_str(), "<secret>");
+                panic!("minted credential #{i} leaked into broker output starting `{at}`");
+            }
+        }
+    });
+}
+
+fn note_response(status: u16, body: &Value) {
+    if let Some(v) = body["credential"]["value"].as_str() {
+        register_minted(v);
+    }
+    if let Some(v) = body["access_token"].as_str() {
+        register_minted(v);
+    }
+    if status >= 400 {
+        record_output(body.to_string());
+    }
+}
 
 /// Options for [`TestServer::start_with`].
 #[derive(Debug, Clone, Default)]
@@ -122,6 +222,7 @@ impl TestServer {
 
     /// Starts a server with options.
     pub async fn start_with(opts: TestOptions) -> Self {
+        capture_logs();
         let dir = opts.dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("latch-test-{}", uuid::Uuid::new_v4().simple()))
         });
@@ -200,11 +301,17 @@ impl TestServer {
         Self::start_with(opts).await
     }
 
-    /// Stops gracefully and removes the directory.
+    /// Stops gracefully and removes the directory. First adds this server's whole audit log
+    /// to the scanned corpus and checks that no credential minted anywhere in the suite so far
+    /// appears in any log line, error body or audit record.
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {
+            if let Ok(export) = s.checkpointer.export(0, false).await {
+                record_output(export);
+            }
             s.shutdown().await;
         }
+        assert_no_secret_leaked();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
@@ -222,6 +329,7 @@ impl TestServer {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
+        note_response(status, &body);
         Resp {
             status,
             body,
@@ -416,5 +524,17 @@ impl TestIssuer {
             "run_id": run_id, "run_attempt": "1", "runner_environment": "github-hosted",
             "job_workflow_ref": "acme/payments-api/.github/workflows/agent.yml@refs/heads/main",
         })
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    /// The scan is not vacuous: a registered value in captured output is reported.
+    #[test]
+    #[should_panic(expected = "leaked into broker output")]
+    fn a_leaked_value_is_reported() {
+        super::register_minted("secret-value-0123456789");
+        super::record_output("error: bad token secret-value-0123456789 given".into());
+        super::assert_no_secret_leaked();
     }
 }

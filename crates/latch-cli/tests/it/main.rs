@@ -3,6 +3,7 @@
 
 mod api;
 mod approvals;
+mod audit;
 mod auth;
 mod cases;
 mod cli;
@@ -12,5 +13,6 @@ mod interop;
 mod mcp;
 mod oauth;
 mod policy;
+mod providers;
 mod restart;
 mod revocation;

@@ -18,9 +18,11 @@
 //! The additional authenticated data is the version byte followed by the UTF-8 key name, so a
 //! blob stored under one name cannot be substituted for another name's blob.
 
+mod ca;
 mod master;
 mod signing;
 
+pub use ca::{CaGeneration, CaKeyring, GeneratedCa};
 pub use master::MasterKey;
 pub use signing::{PublishedKey, SigningAlg, SigningKeys, UnknownSigningAlg};
 

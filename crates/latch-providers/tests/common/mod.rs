@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use latch_core::audit::{AuditCheckpoint, AuditRecord};
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
 use latch_core::ports::{Store, StoreError, WriteBatch};
 
@@ -39,6 +40,24 @@ impl MemStore {
 
 #[async_trait]
 impl Store for MemStore {
+    async fn audit_records(&self, _a: i64, _l: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        unimplemented!()
+    }
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        unimplemented!()
+    }
+    async fn put_checkpoint(&self, _cp: &AuditCheckpoint) -> Result<(), StoreError> {
+        unimplemented!()
+    }
+    async fn checkpoints(&self, _a: i64, _l: u32) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        unimplemented!()
+    }
+    async fn sink_cursor(&self, _s: &str) -> Result<i64, StoreError> {
+        unimplemented!()
+    }
+    async fn set_sink_cursor(&self, _s: &str, _q: i64) -> Result<(), StoreError> {
+        unimplemented!()
+    }
     async fn apply(&self, _batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
         unimplemented!()
     }
@@ -80,6 +99,14 @@ impl Store for MemStore {
         &self,
         _now: i64,
         _issuing_grace_secs: i64,
+        _limit: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        unimplemented!()
+    }
+    async fn revoked_unexpired_leases(
+        &self,
+        _now: i64,
+        _after_id: &str,
         _limit: u32,
     ) -> Result<Vec<Lease>, StoreError> {
         unimplemented!()

@@ -18,8 +18,9 @@ use std::sync::mpsc;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::ports::{StoreError, Write, WriteBatch};
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{BUSY_TIMEOUT, cas, encode};
@@ -246,26 +247,41 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
         check_references(conn, w)?;
     }
     let mut seqs = Vec::with_capacity(job.batch.audit.len());
+    if job.batch.audit.is_empty() {
+        return Ok(seqs);
+    }
+    // The chain head as of this savepoint: a batch rolled back leaves no trace in it.
+    let (mut seq, mut prev) = conn
+        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .and_then(|mut s| {
+            s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .optional()
+        })
+        .map_err(|err| write_error("read audit chain head", &err))?
+        .unwrap_or_else(|| (0, GENESIS_HASH.to_owned()));
     for (e, body) in job.batch.audit.iter().zip(&job.audit_bodies) {
-        let seq = conn
-            .prepare_cached(
-                "INSERT INTO audit_events (id, at_unix_secs, kind, task_id, lease_id, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        e.id,
-                        e.at_unix_secs,
-                        e.kind,
-                        e.task_id.as_deref(),
-                        e.lease_id.as_deref(),
-                        body
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .map_err(|err| write_error("append audit event", &err))?;
+        seq += 1;
+        let hash = chain_hash(&prev, seq, body);
+        execute(
+            conn,
+            "append audit event",
+            "INSERT INTO audit_events \
+             (seq, id, at_unix_secs, kind, actor, task_id, lease_id, body, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                seq,
+                e.id,
+                e.at_unix_secs,
+                e.kind,
+                e.actor,
+                e.task_id.as_deref(),
+                e.lease_id.as_deref(),
+                body,
+                prev,
+                hash
+            ],
+        )?;
+        prev = hash;
         seqs.push(seq);
     }
     Ok(seqs)
