@@ -228,6 +228,32 @@ pub struct RenewArgs {
     pub ttl_secs: Option<i64>,
 }
 
+/// `report_tool_use` arguments (the body of `POST /v1/tasks/{id}/events`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportToolUseArgs {
+    /// Task id.
+    pub task_id: String,
+    /// Tool you used, e.g. `psql` or `github.create_pull_request` (1-128 characters).
+    pub tool: String,
+    /// What it acted on: a resource id, host or path (at most 512 characters).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `ok`, `error`, `denied`, … (lowercase letters, digits and `_`; default `ok`).
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// The lease whose credential the tool used, if any (must belong to the task).
+    #[serde(default)]
+    pub lease_id: Option<String>,
+    /// How long the call took, in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Extra details as a small JSON object. Never put credentials here: the audit log is read
+    /// by many.
+    #[serde(default)]
+    pub attributes: Option<serde_json::Map<String, Value>>,
+}
+
 /// Arguments naming a task.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -471,6 +497,25 @@ impl LatchMcp {
         Ok(access_result(st, b))
     }
 
+    /// Reports a tool use into the task's audit timeline.
+    #[tool(
+        description = "Report one use of a tool in a task (what you ran, on what, with which lease, and how it went), so the task's audit timeline shows what the access was used for. Returns the recorded `tool.used` event. Never include credentials."
+    )]
+    async fn report_tool_use(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ReportToolUseArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let path = format!("/v1/tasks/{}/events", seg(&a.task_id)?);
+        let mut body = json!({"tool": a.tool, "target": a.target, "lease_id": a.lease_id,
+            "duration_ms": a.duration_ms, "attributes": a.attributes.unwrap_or_default()});
+        if let Some(o) = a.outcome {
+            body["outcome"] = json!(o);
+        }
+        let (st, b) = self.call(&ctx, Method::POST, &path, Some(body)).await?;
+        Ok(plain(st, b))
+    }
+
     /// Lists a task's leases.
     #[tool(
         description = "List the leases (credentials issued) of a task with their state (`active`, `revoking`, `revoked`), actions and expiry. Never returns credential values."
@@ -514,8 +559,9 @@ impl ServerHandler for LatchMcp {
             .with_instructions(
                 "Latch grants short-lived credentials for a task. Call open_task first, then \
                  request_access for each resource you need (least privilege, shortest ttl). \
-                 If the answer is pending, a human must approve: poll check_request. Call \
-                 complete_task when done; it revokes everything.",
+                 If the answer is pending, a human must approve: poll check_request. Report \
+                 what you do with the access with report_tool_use. Call complete_task when \
+                 done; it revokes everything.",
             )
     }
 }

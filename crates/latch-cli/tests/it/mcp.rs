@@ -51,6 +51,9 @@ async def drive(session):
     approve(pending["request_id"], pending["digest"])
     out["approved"] = result(await session.call_tool("check_request", {
         "task_id": prod, "request_id": pending["request_id"], "wait_secs": 5}))
+    out["reported"] = result(await session.call_tool("report_tool_use", {
+        "task_id": task, "tool": "cache.restore", "target": "ci-cache", "lease_id": out["granted"]["lease_id"],
+        "duration_ms": 42, "attributes": {"objects": 3}}))
     out["leases_before"] = result(await session.call_tool("list_leases", {"task_id": task}))
     out["completed"] = result(await session.call_tool("complete_task", {"task_id": task}))
     out["completed_prod"] = result(await session.call_tool("complete_task", {"task_id": prod}))
@@ -117,6 +120,7 @@ async fn check_full_task(s: &TestServer, o: &Value) {
             "list_leases",
             "open_task",
             "renew_lease",
+            "report_tool_use",
             "request_access"
         ])
     );
@@ -162,6 +166,8 @@ async fn check_full_task(s: &TestServer, o: &Value) {
     assert_eq!(o["still_pending"]["status"], "pending");
     assert_eq!(o["approved"]["status"], "granted", "{}", o["approved"]);
     let deploy = o["approved"]["credential"]["value"].as_str().unwrap();
+    assert_eq!(o["reported"]["kind"], "tool.used", "{}", o["reported"]);
+    assert_eq!(o["reported"]["lease_id"], g["lease_id"]);
     assert_eq!(o["leases_before"]["leases"][0]["state"], "active");
     assert_eq!(o["completed"]["state"], "completed");
     assert_eq!(o["leases_after"]["leases"][0]["state"], "revoked");
