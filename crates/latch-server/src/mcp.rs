@@ -171,6 +171,7 @@ impl std::fmt::Debug for LatchMcp {
 #[serde(deny_unknown_fields)]
 pub struct OpenTaskArgs {
     /// Why you need access: one line, shown to human approvers (1-1024 characters).
+    #[schemars(length(min = 1, max = 1024))]
     pub purpose: String,
     /// Environment of the work: `sandbox`, `staging` or `production`. Production resources are
     /// only ever granted in a `production` task.
@@ -196,6 +197,7 @@ pub struct RequestAccessArgs {
     /// Resource id, e.g. `ci-cache`, `staging-db`, `payments-db`.
     pub resource: String,
     /// Actions on the resource, e.g. `["read"]`. Ask for the fewest you need.
+    #[schemars(length(min = 1))]
     pub actions: Vec<String>,
     /// Credential lifetime in seconds (default: the resource's); clamped to the policy maximum.
     #[serde(default)]
@@ -214,6 +216,7 @@ pub struct CheckRequestArgs {
     pub request_id: String,
     /// Wait up to this many seconds (0-60) for the approval before answering `pending` again.
     #[serde(default)]
+    #[schemars(range(max = 60))]
     pub wait_secs: Option<u64>,
 }
 

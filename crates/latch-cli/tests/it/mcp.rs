@@ -135,6 +135,11 @@ async fn check_full_task(s: &TestServer, o: &Value) {
     req.sort();
     assert_eq!(req, ["actions", "justification", "resource", "task_id"]);
     assert!(ra["properties"]["actions"]["description"].is_string());
+    assert_eq!(ra["properties"]["actions"]["minItems"], 1);
+    assert_eq!(
+        o["schemas"]["check_request"]["properties"]["wait_secs"]["maximum"],
+        60
+    );
 
     let g = &o["granted"];
     assert_eq!(g["status"], "granted", "{g}");
