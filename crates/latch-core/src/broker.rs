@@ -1452,6 +1452,9 @@ impl Broker {
                 "expires_at_unix_secs": lease.expires_at_unix_secs,
                 "max_expires_at_unix_secs": lease.max_expires_at_unix_secs,
                 "credential_hmac": lease.credential_hmac, "kind": minted.credential.kind,
+                // Sender constraint and delegation (never secrets): who may use it, for whom.
+                "cnf_jkt": lease.binding.jkt, "act": lease.binding.act,
+                "subject": lease.binding.subject,
             }));
         let batch = if external {
             // The `issuing` row is at version 1; activation is a compare-and-set on it.

@@ -259,6 +259,17 @@ async fn token_exchange_with_actor_token_carries_act_both_ways() {
     assert_ne!(c["sub"], "alice");
     let i = s.introspect(r.body["access_token"].as_str().unwrap()).await;
     assert_eq!(i["act"]["sub"], "alice");
+    let issued = s
+        .audit(&format!(
+            "task_id={}&kind=credential.issued",
+            r.body["task_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(issued.len(), 1);
+    assert_eq!(
+        issued[0]["detail"]["act"]["sub"], "alice",
+        "the audit names the actor"
+    );
 
     // On behalf of: the human is the subject and the workload acts.
     let (r, _) = token_request(
