@@ -318,6 +318,35 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, msg)
 }
 
+/// The call's queued `auth.succeeded` events, merged with the events the call itself records: an
+/// authentication whose actor also acts in one of `own` is folded into the first such event as
+/// `detail.auth` (issuer, principal kind, source address) instead of taking a record of its own.
+/// Every call stays attributable (a call that records nothing else still gets its
+/// `auth.succeeded`), with one record fewer per state change.
+fn fold_authentication(pending: Vec<AuditEvent>, mut own: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    let mut out = Vec::with_capacity(pending.len() + own.len());
+    for p in pending {
+        if p.kind == "auth.succeeded"
+            && let Some(e) = own.iter_mut().find(|e| e.actor == p.actor)
+        {
+            match &mut e.detail {
+                serde_json::Value::Object(m) if !m.contains_key("auth") => {
+                    m.insert("auth".into(), p.detail);
+                    continue;
+                }
+                serde_json::Value::Null => {
+                    e.detail = json!({ "auth": p.detail });
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(p);
+    }
+    out.append(&mut own);
+    out
+}
+
 /// Free text shown to approvers (purpose, justification, reasons): bounded, single-line, and
 /// free of control, bidi and zero-width characters, so an agent cannot forge or hide lines on an
 /// approver's screen or in a log.
@@ -503,8 +532,7 @@ impl Broker {
     ) -> std::result::Result<Vec<i64>, StoreError> {
         let pending = ctx.take();
         let n = pending.len();
-        let mut audit = pending.clone();
-        audit.append(&mut batch.audit);
+        let mut audit = fold_authentication(pending.clone(), std::mem::take(&mut batch.audit));
         for e in &mut audit {
             if e.request_id.is_none() {
                 e.request_id.clone_from(&ctx.request_id);
@@ -2461,4 +2489,43 @@ fn quorum_context(approvals: &[Approval], needed: &[GroupQuorum]) -> ApprovalCon
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+
+    fn auth(actor: &str) -> AuditEvent {
+        AuditEvent::new(1, "auth.succeeded", actor, "ok")
+            .detail(json!({"issuer": "https://ci", "principal_kind": "workload"}))
+    }
+
+    #[test]
+    fn authentication_folds_into_the_callers_own_event_only() {
+        let own = vec![
+            AuditEvent::new(1, "request.decided", "wl", "allow").detail(json!({"resource": "r"})),
+            AuditEvent::new(1, "credential.issued", "wl", "ok"),
+        ];
+        let out = fold_authentication(vec![auth("wl")], own);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].detail["auth"]["issuer"], "https://ci");
+        assert_eq!(out[0].detail["resource"], "r");
+        assert!(out[1].detail.get("auth").is_none());
+        // Another actor's event, or none at all: the authentication keeps its own record.
+        let out = fold_authentication(
+            vec![auth("wl")],
+            vec![AuditEvent::new(1, "task.expired", "latch", "ok")],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].kind, "auth.succeeded");
+        let out = fold_authentication(vec![auth("wl")], vec![]);
+        assert_eq!(out[0].kind, "auth.succeeded");
+        // A failure is never folded.
+        let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
+        let out = fold_authentication(
+            vec![failed],
+            vec![AuditEvent::new(1, "x", "wl", "ok")],
+        );
+        assert_eq!(out.len(), 2);
+    }
 }
