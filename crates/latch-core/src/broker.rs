@@ -2522,10 +2522,7 @@ mod fold_tests {
         assert_eq!(out[0].kind, "auth.succeeded");
         // A failure is never folded.
         let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
-        let out = fold_authentication(
-            vec![failed],
-            vec![AuditEvent::new(1, "x", "wl", "ok")],
-        );
+        let out = fold_authentication(vec![failed], vec![AuditEvent::new(1, "x", "wl", "ok")]);
         assert_eq!(out.len(), 2);
     }
 }
