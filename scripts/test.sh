@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
-# Installs what is missing (Python's PyJWT for the interoperability test, OpenSSH server and client
-# and OpenSSL for the certificate provider tests) and runs every test of
+# Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
+# the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests)
+# and runs every test of
 # the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,12 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
     || apt_install python3-jwt python3-cryptography
 fi
 python3 -c 'import jwt, cryptography; print("PyJWT", jwt.__version__)'
+if ! python3 -c 'import mcp' >/dev/null 2>&1; then
+  say "installing the MCP Python SDK (independent MCP client for the MCP server test)"
+  python3 -m pip install -q 'mcp' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'mcp'
+fi
+python3 -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'
 
 # The provider tests drive a real sshd (started by the tests themselves on a free loopback port),
 # the ssh client and ssh-keygen, and `openssl verify`. Only installed when missing.

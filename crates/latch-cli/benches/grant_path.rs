@@ -205,6 +205,7 @@ fn bench_mint(c: &mut Criterion) {
                     issued_at_unix_secs: now,
                     expires_at_unix_secs: now + 600,
                     params: &params,
+                    binding: &Default::default(),
                 };
                 black_box(rt.block_on(p.mint(&req)).expect("mint"))
             })

@@ -13,6 +13,7 @@ mod audit_cmd;
 mod bench;
 mod client;
 mod demo;
+mod exec;
 
 use client::{Answer, Client};
 
@@ -117,6 +118,19 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
+    },
+    /// Run a command inside a task with just-in-time credentials; revokes them when it ends.
+    Exec {
+        #[command(flatten)]
+        args: exec::ExecArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// MCP server over stdio, acting as the workload whose token it is started with
+    /// (`LATCH_TOKEN`). The broker also serves MCP over streamable HTTP at `/mcp`.
+    Mcp {
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Load-test a running broker on loopback: grants/s and latency per concurrency level.
     Bench(bench::BenchArgs),
@@ -371,6 +385,33 @@ fn tracing_subscriber_env() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
+/// `latch mcp`: checks the token once (fails fast on a bad one), then serves MCP on stdio.
+/// Nothing but the protocol is written to stdout.
+async fn mcp_stdio(conn: Conn) -> Result<ExitCode, String> {
+    use latch_server::mcp::{Dispatch, HttpDispatch, LatchMcp};
+    use rmcp::ServiceExt;
+    let token = conn
+        .token
+        .ok_or("`latch mcp` needs the workload token it acts as (--token or LATCH_TOKEN)")?;
+    let dispatch = std::sync::Arc::new(HttpDispatch::new(&conn.server));
+    let (status, body) = dispatch
+        .call(&token, latch_server::mcp::Method::GET, "/v1/tasks", None)
+        .await?;
+    if status != 200 {
+        return Err(format!(
+            "the broker refused the token ({status}): {}",
+            body["error"]["message"].as_str().unwrap_or("")
+        ));
+    }
+    let server = LatchMcp::with_token(dispatch, secrecy::SecretString::from(token));
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| format!("mcp: {e}"))?;
+    running.waiting().await.map_err(|e| format!("mcp: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -589,6 +630,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }))
         }
         Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Exec { args, conn } => exec::run(args, &conn.server, conn.token).await,
+        Cmd::Mcp { conn } => mcp_stdio(conn).await,
         Cmd::Bench(args) => Ok(ExitCode::from(bench::run(args).await?)),
         Cmd::Dev {
             cmd:

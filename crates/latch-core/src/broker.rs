@@ -189,9 +189,22 @@ pub struct Introspection {
     /// Resource id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
-    /// `Bearer`.
+    /// `Bearer`, or `DPoP` for a key-bound token (RFC 9449 §6.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
+    /// Confirmation (RFC 7800 / RFC 9449 §6.2): `{"jkt": thumbprint}` when the token is bound
+    /// to a key; every use must then carry a DPoP proof signed by that key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub cnf: Option<serde_json::Value>,
+    /// The actor (RFC 8693 §4.1) when the token was obtained on someone's behalf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub act: Option<serde_json::Value>,
+    /// Whether the token's resource requires sender-constrained use (`require_dpop`): then an
+    /// introspection must carry the DPoP proof the resource server received. Not serialized.
+    #[serde(skip)]
+    pub requires_dpop: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +217,30 @@ struct LiveEntry {
     resource: String,
     iat: i64,
     exp: i64,
+    binding: TokenBinding,
+    require_dpop: bool,
+}
+
+/// Whether a resource only accepts key-bound credentials (`settings.require_dpop = true`).
+pub fn resource_requires_dpop(resource: &Resource) -> bool {
+    resource
+        .settings
+        .get("require_dpop")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn check_binding(resource: &Resource, binding: &TokenBinding) -> Result<()> {
+    if resource_requires_dpop(resource) && binding.jkt.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::DpopRequired,
+            format!(
+                "resource `{}` only accepts dpop-bound credentials: send a `DPoP` proof (rfc 9449) with the request",
+                resource.id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What one reaper pass did.
@@ -415,12 +452,19 @@ impl Broker {
         let e = LiveEntry {
             lease_id: l.id.clone(),
             task_id: l.task_id.clone(),
-            sub: task.owner.id.clone(),
+            // As the token's `sub`: the exchanged subject when there was one.
+            sub: l
+                .binding
+                .subject
+                .clone()
+                .unwrap_or_else(|| task.owner.id.clone()),
             aud: r.audience.clone(),
             scope: l.actions.join(" "),
             resource: l.resource_id.clone(),
             iat: l.issued_at_unix_secs,
             exp: l.expires_at_unix_secs,
+            binding: l.binding.clone(),
+            require_dpop: resource_requires_dpop(r),
         };
         self.live
             .write()
@@ -1148,6 +1192,27 @@ impl Broker {
         task_id: &str,
         input: RequestAccess,
     ) -> Result<AccessOutcome> {
+        self.request_access_bound(ctx, caller, task_id, input, TokenBinding::default())
+            .await
+    }
+
+    /// [`request_access`](Self::request_access) whose credential, if one is minted, carries
+    /// `binding`: a DPoP key thumbprint (RFC 9449 `cnf.jkt`), an RFC 8693 actor and subject.
+    ///
+    /// # Errors
+    /// As `request_access`, and `dpop_required` when the resource requires a key binding and
+    /// `binding` names no key.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
+    pub async fn request_access_bound(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        input: RequestAccess,
+        binding: TokenBinding,
+    ) -> Result<AccessOutcome> {
         let task = self.owned_task_cached(caller, task_id).await?;
         self.open_task_check(&task)?;
         check_text(
@@ -1157,6 +1222,7 @@ impl Broker {
             false,
         )?;
         let resource = self.resource(&input.resource)?.clone();
+        check_binding(&resource, &binding)?;
         let actions: Vec<String> = input
             .actions
             .iter()
@@ -1270,6 +1336,7 @@ impl Broker {
                         Some(decided),
                         max_ttl_secs,
                         &input.params,
+                        &binding,
                         true,
                     )
                     .await?;
@@ -1289,6 +1356,7 @@ impl Broker {
         decided: Option<AuditEvent>,
         policy_max: Option<i64>,
         params: &serde_json::Value,
+        binding: &TokenBinding,
         insert_request: bool,
     ) -> Result<AccessOutcome> {
         let now = self.now();
@@ -1336,6 +1404,7 @@ impl Broker {
             next_revoke_at_unix_secs: None,
             last_revoke_error: None,
             revoked_at_unix_secs: None,
+            binding: binding.clone(),
             version: 1,
         };
         req.state = RequestState::Granted;
@@ -1371,6 +1440,7 @@ impl Broker {
             issued_at_unix_secs: now,
             expires_at_unix_secs: window.expires_at_unix_secs,
             params,
+            binding,
         };
         let minted = match provider.mint(&mint_req).await {
             Ok(m) => m,
@@ -1418,6 +1488,9 @@ impl Broker {
                 "expires_at_unix_secs": lease.expires_at_unix_secs,
                 "max_expires_at_unix_secs": lease.max_expires_at_unix_secs,
                 "credential_hmac": lease.credential_hmac, "kind": minted.credential.kind,
+                // Sender constraint and delegation (never secrets): who may use it, for whom.
+                "cnf_jkt": lease.binding.jkt, "act": lease.binding.act,
+                "subject": lease.binding.subject,
             }));
         let batch = if external {
             // The `issuing` row is at version 1; activation is a compare-and-set on it.
@@ -1482,6 +1555,26 @@ impl Broker {
         task_id: &str,
         request_id: &str,
     ) -> Result<AccessOutcome> {
+        self.claim_bound(ctx, caller, task_id, request_id, TokenBinding::default())
+            .await
+    }
+
+    /// [`claim`](Self::claim) whose credential carries `binding` (see
+    /// [`request_access_bound`](Self::request_access_bound)).
+    ///
+    /// # Errors
+    /// As `claim`, and `dpop_required` when the resource requires a key binding.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only.
+    pub async fn claim_bound(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        request_id: &str,
+        binding: TokenBinding,
+    ) -> Result<AccessOutcome> {
         let req = self.request(caller, task_id, request_id).await?;
         let task = self.owned_task(caller, task_id).await?;
         match req.state {
@@ -1514,6 +1607,7 @@ impl Broker {
         }
         self.open_task_check(&task)?;
         let resource = self.resource(&req.resource_id)?.clone();
+        check_binding(&resource, &binding)?;
         let approval = self.approval_context(&req).await?;
         let decision = self.decide(
             &task,
@@ -1537,6 +1631,7 @@ impl Broker {
                     Some(ev),
                     max_ttl_secs,
                     &req.params,
+                    &binding,
                     false,
                 )
                 .await
@@ -1931,6 +2026,7 @@ impl Broker {
             issued_at_unix_secs: now,
             expires_at_unix_secs: expires,
             params: &req.params,
+            binding: &lease.binding,
         };
         let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
             ApiError::new(
@@ -2052,18 +2148,31 @@ impl Broker {
         let now = self.now();
         let live = self.live.read().unwrap_or_else(|p| p.into_inner());
         match live.get(&h) {
-            Some(e) if now < e.exp => Introspection {
-                active: true,
-                scope: Some(e.scope.clone()),
-                sub: Some(e.sub.clone()),
-                aud: Some(e.aud.clone()),
-                exp: Some(e.exp),
-                iat: Some(e.iat),
-                jti: Some(e.lease_id.clone()),
-                task_id: Some(e.task_id.clone()),
-                resource: Some(e.resource.clone()),
-                token_type: Some("Bearer".into()),
-            },
+            // A resource that requires binding never accepts an unbound token.
+            Some(e) if now < e.exp && (e.binding.jkt.is_some() || !e.require_dpop) => {
+                Introspection {
+                    active: true,
+                    scope: Some(e.scope.clone()),
+                    sub: Some(e.sub.clone()),
+                    aud: Some(e.aud.clone()),
+                    exp: Some(e.exp),
+                    iat: Some(e.iat),
+                    jti: Some(e.lease_id.clone()),
+                    task_id: Some(e.task_id.clone()),
+                    resource: Some(e.resource.clone()),
+                    token_type: Some(
+                        if e.binding.jkt.is_some() {
+                            "DPoP"
+                        } else {
+                            "Bearer"
+                        }
+                        .into(),
+                    ),
+                    cnf: e.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
+                    act: e.binding.act.clone(),
+                    requires_dpop: e.require_dpop,
+                }
+            }
             _ => Introspection::default(),
         }
     }

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     WrongPrincipalKind,
     /// Bad client credentials for introspection or revocation.
     ClientAuthFailed,
+    /// A DPoP proof (RFC 9449 §4.3) is malformed, badly signed, for another method or URL,
+    /// stale, replayed, or does not match the token's key or hash.
+    DpopProofInvalid,
     // --- request validation (400 / 422) ---
     /// The request body or a parameter is invalid.
     InvalidRequest,
@@ -58,6 +61,12 @@ pub enum ErrorCode {
     UnknownAction,
     /// The approval's digest is not the digest of the pending request.
     ApprovalDigestMismatch,
+    /// The resource only accepts sender-constrained credentials: send a DPoP proof
+    /// (RFC 9449) with the request so the credential is bound to your key.
+    DpopRequired,
+    /// The server requires a fresh server nonce in the DPoP proof (RFC 9449 §8); retry with
+    /// the nonce from the `DPoP-Nonce` response header.
+    DpopNonceRequired,
     // --- authorization (403) ---
     /// Policy denied the request (see `reasons` and `policy_ids`).
     PolicyDenied,
@@ -115,6 +124,9 @@ impl ErrorCode {
             JwksUnavailable => "jwks_unavailable",
             WrongPrincipalKind => "wrong_principal_kind",
             ClientAuthFailed => "client_auth_failed",
+            DpopProofInvalid => "dpop_proof_invalid",
+            DpopRequired => "dpop_required",
+            DpopNonceRequired => "dpop_nonce_required",
             InvalidRequest => "invalid_request",
             BodyTooLarge => "body_too_large",
             TtlOutOfBounds => "ttl_out_of_bounds",
@@ -147,7 +159,9 @@ impl ErrorCode {
         match self {
             TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
             | UnknownIssuer | UnknownKid | SignatureInvalid | AudienceMismatch | TokenExpired
-            | TokenNotYetValid | ClaimsInvalid | JwksUnavailable | ClientAuthFailed => 401,
+            | TokenNotYetValid | ClaimsInvalid | JwksUnavailable | ClientAuthFailed
+            | DpopProofInvalid => 401,
+            DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind => 403,
             InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,
             BodyTooLarge => 413,

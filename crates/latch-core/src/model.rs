@@ -450,8 +450,41 @@ pub struct Lease {
     pub last_revoke_error: Option<String>,
     /// When revocation completed.
     pub revoked_at_unix_secs: Option<i64>,
+    /// Sender constraint and delegation of the credential (RFC 9449 / RFC 8693); kept so a
+    /// renewal mints a credential bound the same way.
+    #[serde(default, skip_serializing_if = "TokenBinding::is_empty")]
+    pub binding: TokenBinding,
     /// Optimistic-concurrency version.
     pub version: i64,
+}
+
+/// How a credential is bound to a key and on whose behalf it acts. Set by the broker from
+/// verified inputs only (a checked DPoP proof, verified subject and actor tokens), never from
+/// request parameters an agent chooses freely.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenBinding {
+    /// RFC 7638 SHA-256 thumbprint (base64url) of the public key the credential is bound to:
+    /// the JWT carries it as `cnf.jkt` (RFC 9449 §6.1), and every use needs a DPoP proof
+    /// signed by that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// The actor (RFC 8693 §4.1 `act` claim), e.g. `{"sub": "...", "iss": "..."}`, when the
+    /// credential was obtained by token exchange with an actor token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub act: Option<serde_json::Value>,
+    /// Subject of the credential (JWT `sub`) when it is not the task's workload: the human a
+    /// token exchange's `subject_token` proved, with the workload as actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+impl TokenBinding {
+    /// Whether nothing is bound (a plain bearer credential of the task's workload).
+    pub fn is_empty(&self) -> bool {
+        self.jkt.is_none() && self.act.is_none() && self.subject.is_none()
+    }
 }
 
 /// A credential as handed to the agent, once.

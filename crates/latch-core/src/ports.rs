@@ -9,7 +9,7 @@ use crate::audit::{AuditCheckpoint, AuditRecord};
 use crate::error::ApiError;
 use crate::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, DeliveredCredential, Lease, Principal,
-    Resource, Task,
+    Resource, Task, TokenBinding,
 };
 
 /// Verifies a bearer token and maps it onto a principal (workload or human).
@@ -42,6 +42,8 @@ pub struct MintRequest<'a> {
     pub expires_at_unix_secs: i64,
     /// Provider-specific, non-secret request parameters (e.g. an SSH public key).
     pub params: &'a serde_json::Value,
+    /// Key binding and delegation, from verified inputs only (see [`TokenBinding`]).
+    pub binding: &'a TokenBinding,
 }
 
 /// A freshly minted credential.

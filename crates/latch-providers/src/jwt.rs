@@ -51,6 +51,12 @@ pub struct AccessTokenClaims {
     pub resource: String,
     /// The resource's environment.
     pub environment: String,
+    /// Confirmation (RFC 9449 §6.1): `{"jkt": thumbprint}` of the key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<serde_json::Value>,
+    /// The actor (RFC 8693 §4.1), for a token obtained by exchange with an actor token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
 }
 
 /// Mints signed JWT access tokens (kind `"jwt"`).
@@ -145,7 +151,11 @@ impl CredentialProvider for JwtProvider {
         }
         let claims = AccessTokenClaims {
             iss: self.issuer_url.clone(),
-            sub: req.principal_id.to_owned(),
+            sub: req
+                .binding
+                .subject
+                .clone()
+                .unwrap_or_else(|| req.principal_id.to_owned()),
             aud: req.resource.audience.clone(),
             client_id: req.principal_id.to_owned(),
             iat: req.issued_at_unix_secs,
@@ -156,6 +166,8 @@ impl CredentialProvider for JwtProvider {
             scope: req.actions.join(" "),
             resource: req.resource.id.clone(),
             environment: req.resource.environment.clone(),
+            cnf: req.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
+            act: req.binding.act.clone(),
         };
         let token = self
             .keys
@@ -172,7 +184,7 @@ impl CredentialProvider for JwtProvider {
                 kind: "bearer_token".to_owned(),
                 secret: SecretString::from(token),
                 metadata: json!({
-                    "token_type": "Bearer",
+                    "token_type": if req.binding.jkt.is_some() { "DPoP" } else { "Bearer" },
                     "expires_at_unix_secs": req.expires_at_unix_secs,
                     "audience": req.resource.audience,
                 }),

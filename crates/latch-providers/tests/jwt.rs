@@ -86,6 +86,7 @@ fn lease() -> Lease {
         next_revoke_at_unix_secs: None,
         last_revoke_error: None,
         revoked_at_unix_secs: None,
+        binding: Default::default(),
         version: 1,
     }
 }
@@ -118,6 +119,7 @@ async fn minted_token_verifies_against_jwks() {
             issued_at_unix_secs: iat,
             expires_at_unix_secs: exp,
             params: &params,
+            binding: &Default::default(),
         };
         let minted = provider.mint(&req).await.unwrap();
         assert_eq!(minted.revocation_handle, "lease_1");
@@ -162,6 +164,8 @@ async fn minted_token_verifies_against_jwks() {
                 scope: "read write".into(),
                 resource: "payments-api".into(),
                 environment: "staging".into(),
+                cnf: None,
+                act: None,
             }
         );
 
@@ -216,6 +220,7 @@ async fn debug_of_minted_credential_hides_token() {
         issued_at_unix_secs: now(),
         expires_at_unix_secs: now() + 60,
         params: &params,
+        binding: &Default::default(),
     };
     let minted = provider.mint(&req).await.unwrap();
     let token = minted.credential.secret.expose_secret().to_owned();
@@ -253,6 +258,7 @@ async fn check_resource_and_mint_require_audience() {
         issued_at_unix_secs: now(),
         expires_at_unix_secs: now() + 60,
         params: &params,
+        binding: &Default::default(),
     };
     let err = provider.mint(&req).await.unwrap_err();
     assert!(!err.retryable);

@@ -40,6 +40,14 @@ pub struct AppState {
     pub introspection_clients: Arc<Vec<IntrospectionClient>>,
     /// Human groups allowed to read audit.
     pub admin_groups: Arc<Vec<String>>,
+    /// Public base URL (the `iss` of minted tokens; DPoP `htu`s are checked against it).
+    pub base_url: String,
+    /// DPoP proof verifier (RFC 9449).
+    pub dpop: Arc<crate::dpop::DpopVerifier>,
+    /// Issuer URLs of the workload issuers (authorization servers of the MCP resource).
+    pub workload_issuers: Arc<Vec<String>>,
+    /// Cancelled at shutdown: ends open MCP streams so a graceful shutdown does not wait on them.
+    pub mcp_cancel: tokio_util::sync::CancellationToken,
     /// Audit checkpoints and exports.
     pub checkpointer: Arc<crate::audit::Checkpointer>,
     /// The SSH certificate provider (CA public keys and KRL), when configured.
@@ -140,6 +148,35 @@ where
     }
 }
 
+/// The key binding asked for by a `DPoP` header (RFC 9449 §5) on a `POST path` REST call: the
+/// minted credential is bound to the proof's key. No header: an unbound credential.
+fn rest_binding(
+    s: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<latch_core::model::TokenBinding, ApiError> {
+    let Some(v) = headers.get("dpop") else {
+        return Ok(Default::default());
+    };
+    let proof = v
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::DpopProofInvalid, "dpop header is not ascii"))?;
+    let htu = format!("{}{path}", s.base_url);
+    let jkt = s.dpop.verify(
+        proof,
+        crate::dpop::ProofCheck {
+            htm: "POST",
+            htu: &htu,
+            access_token: None,
+            expected_jkt: None,
+        },
+    )?;
+    Ok(latch_core::model::TokenBinding {
+        jkt: Some(jkt),
+        ..Default::default()
+    })
+}
+
 /// Query-string extractor whose rejections are [`AppError`]s with code `invalid_request`.
 pub struct ApiQuery<T>(pub T);
 
@@ -163,7 +200,7 @@ where
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -592,7 +629,10 @@ async fn request_access(
     ApiJson(body): ApiJson<RequestAccess>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
-        s.broker.request_access(ctx, &w, &id, body).await
+        let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests"))?;
+        s.broker
+            .request_access_bound(ctx, &w, &id, body, binding)
+            .await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))
@@ -625,7 +665,12 @@ async fn claim_request(
     Path((id, rid)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
-        s.broker.claim(ctx, &w, &id, &rid).await
+        let binding = rest_binding(
+            &s,
+            &headers,
+            &format!("/v1/tasks/{id}/requests/{rid}/claim"),
+        )?;
+        s.broker.claim_bound(ctx, &w, &id, &rid, binding).await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))
@@ -802,6 +847,18 @@ pub struct TokenForm {
     /// Ignored hint.
     #[serde(default)]
     pub token_type_hint: Option<String>,
+    /// Latch extension for resource servers: the `DPoP` proof that came with the token. When
+    /// given, the token is active only if the proof verifies against the token's `cnf.jkt`,
+    /// `ath`, `htm` and `htu`, and its `jti` was not used before. Required for resources
+    /// with `require_dpop`.
+    #[serde(default)]
+    pub dpop_proof: Option<String>,
+    /// Method of the request the resource server received (with `dpop_proof`).
+    #[serde(default)]
+    pub htm: Option<String>,
+    /// URL of the request the resource server received (with `dpop_proof`).
+    #[serde(default)]
+    pub htu: Option<String>,
 }
 
 fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
@@ -857,7 +914,37 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
-    let i = s.broker.introspect(&form.token);
+    let mut i = s.broker.introspect(&form.token);
+    if i.active {
+        let jkt = i
+            .cnf
+            .as_ref()
+            .and_then(|c| c.get("jkt"))
+            .and_then(|j| j.as_str())
+            .map(str::to_owned);
+        let verified = match (&form.dpop_proof, &jkt) {
+            (Some(proof), Some(jkt)) => s
+                .dpop
+                .verify(
+                    proof,
+                    crate::dpop::ProofCheck {
+                        htm: form.htm.as_deref().unwrap_or(""),
+                        htu: form.htu.as_deref().unwrap_or(""),
+                        access_token: Some(&form.token),
+                        expected_jkt: Some(jkt),
+                    },
+                )
+                .map_err(|e| tracing::info!(code = %e.code, error = %e.message, "introspection: dpop proof refused"))
+                .is_ok(),
+            // A proof for an unbound token proves nothing; a bound token of a resource that
+            // requires binding needs the proof.
+            (Some(_), None) => !i.requires_dpop,
+            (None, _) => !i.requires_dpop,
+        };
+        if !verified {
+            i = Introspection::default();
+        }
+    }
     ([(header::CACHE_CONTROL, "no-store")], Json(i)).into_response()
 }
 
@@ -1191,10 +1278,12 @@ async fn dev_token(
     paths(healthz, readyz, jwks, ssh_ca, ssh_krl, x509_ca, x509_crl, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
           introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
-          report_tool_use, task_events, dev_token),
+          report_tool_use, task_events, dev_token, crate::oauth::token,
+          crate::oauth::authorization_server_metadata, crate::oauth::protected_resource_metadata),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
                        TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode, FindRequest,
-                       latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint)),
+                       latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint,
+                       crate::oauth::TokenExchangeForm)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -1262,12 +1351,105 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/tasks/{id}/events",
             post(report_tool_use).get(task_events),
+        )
+        .route("/oauth/token", post(crate::oauth::token))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(crate::oauth::authorization_server_metadata),
         );
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));
     }
-    r.fallback(not_found)
+    let api: Router = r
+        .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(request_meta))
+        .with_state(state.clone());
+    mcp_router(state, api.clone(), max_body_bytes).merge(api)
+}
+
+/// Host names the MCP endpoint accepts in `Host` (DNS-rebinding protection): loopback and
+/// the public URL's authority.
+fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
+    let mut v = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+    let authority = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if !authority.is_empty() {
+        v.push(authority.to_owned());
+        if let Some((host, _)) = authority.rsplit_once(':') {
+            v.push(host.to_owned());
+        }
+    }
+    v
+}
+
+/// `/mcp` (streamable HTTP, behind the bearer-token check) and its RFC 9728 metadata.
+fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let dispatch: Arc<dyn crate::mcp::Dispatch> = Arc::new(crate::mcp::RouterDispatch::new(api));
+    let mut config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(mcp_allowed_hosts(&state.base_url));
+    config.cancellation_token = state.mcp_cancel.clone();
+    config.max_request_body_bytes = max_body_bytes;
+    let service = StreamableHttpService::new(
+        move || Ok(crate::mcp::LatchMcp::per_request(dispatch.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mcp_auth,
+        ))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(crate::oauth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(crate::oauth::protected_resource_metadata),
+        )
         .with_state(state)
+}
+
+/// The MCP authorization check (MCP spec, Authorization; RFC 6750 §3; RFC 9728 §5.1): a valid
+/// workload token (issuer, signature, expiry and audience checked by the broker) or a 401 whose
+/// challenge names the protected resource metadata.
+async fn mcp_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let ctx = CallCtx::new(None, None);
+    match s
+        .broker
+        .authenticate_workload(&ctx, bearer(req.headers()))
+        .await
+    {
+        // The tool calls authenticate (and audit) again through the REST API.
+        Ok(_) => next.run(req).await,
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let err = if status == StatusCode::FORBIDDEN {
+                "insufficient_scope"
+            } else {
+                "invalid_token"
+            };
+            let challenge = format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error=\"{err}\"",
+                s.base_url
+            );
+            let mut r = AppError(e).into_response();
+            *r.status_mut() = status;
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+    }
 }

@@ -48,6 +48,9 @@ pub struct Config {
     /// Resources agents can ask for.
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// OAuth token endpoint and DPoP (RFC 8693, RFC 9449).
+    #[serde(default)]
+    pub oauth: OAuthConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -354,6 +357,32 @@ pub struct IntrospectionClient {
     pub id: String,
     /// Lowercase hex SHA-256 of the client secret (the secret itself is never configured).
     pub secret_sha256: String,
+}
+
+/// `[oauth]`: the token-exchange endpoint and sender-constrained tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Require a server nonce (RFC 9449 §8) in every DPoP proof; clients get one from the
+    /// `DPoP-Nonce` header of a `use_dpop_nonce` error and retry.
+    #[serde(default)]
+    pub dpop_require_nonce: bool,
+    /// How old a DPoP proof's `iat` may be.
+    #[serde(default = "default_dpop_max_age", with = "humantime_serde")]
+    pub dpop_max_age: Duration,
+}
+
+fn default_dpop_max_age() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            dpop_require_nonce: false,
+            dpop_max_age: default_dpop_max_age(),
+        }
+    }
 }
 
 /// `[admin]`.

@@ -5,7 +5,10 @@ pub mod api;
 pub mod audit;
 pub mod config;
 pub mod dev;
+pub mod dpop;
 pub mod examples;
+pub mod mcp;
+pub mod oauth;
 pub mod startup;
 
 pub use config::Config;

@@ -313,6 +313,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| StartError(format!("http client: {e}")))?;
+    let workload_issuers: Vec<String> = issuers
+        .iter()
+        .filter(|i| i.kind == IssuerKind::Workload)
+        .map(|i| i.issuer.clone())
+        .collect();
     let verifier = Arc::new(
         latch_identity::OidcVerifier::new(
             issuers,
@@ -406,6 +411,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .await
         .map_err(|e| StartError(format!("broker: {}", e.message)))?,
     );
+    let mcp_cancel = tokio_util::sync::CancellationToken::new();
     let checkpointer = Arc::new(crate::audit::Checkpointer::new(
         store.clone(),
         keys.clone(),
@@ -423,11 +429,31 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         metrics: metrics_handle(),
         introspection_clients: Arc::new(config.introspection_clients.clone()),
         admin_groups: Arc::new(config.admin.groups.clone()),
+        base_url: base_url.clone(),
+        dpop: Arc::new(crate::dpop::DpopVerifier::new(
+            clock.clone(),
+            crate::dpop::DpopSettings {
+                max_age_secs: config.oauth.dpop_max_age.as_secs() as i64,
+                require_nonce: config.oauth.dpop_require_nonce,
+                ..Default::default()
+            },
+        )),
+        workload_issuers: Arc::new(workload_issuers),
+        mcp_cancel: mcp_cancel.clone(),
         ssh,
         x509,
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);
+    // Open MCP streams end when shutdown starts, so the graceful shutdown does not wait on them.
+    {
+        let mut rx = rx.clone();
+        let cancel = mcp_cancel.clone();
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|v| *v).await;
+            cancel.cancel();
+        });
+    }
     let mut tasks = Vec::new();
     {
         let mut rx = rx.clone();

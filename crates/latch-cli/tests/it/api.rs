@@ -18,6 +18,9 @@ async fn openapi_health_metrics_and_jwks() {
         "/v1/oauth/introspect",
         "/v1/oauth/revoke",
         "/v1/audit",
+        "/oauth/token",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource/mcp",
     ] {
         assert!(doc.body["paths"].get(p).is_some(), "openapi lacks {p}");
     }

@@ -1,0 +1,456 @@
+//! `latch exec`: run one command inside a task, with just-in-time credentials.
+//!
+//! Opens a task, asks for each `--request RESOURCE:ACTION[,ACTION…]`, runs the command with
+//! the credentials in its environment (or in files it names), streams its output (the child
+//! inherits stdin, stdout and stderr), forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to it,
+//! and when it exits — normally, by crashing, or because it was interrupted — completes the
+//! task, which revokes every credential minted in it. The exit code is the command's (128 +
+//! signal number when a signal ended it).
+//!
+//! # Security
+//! The workload identity token (`LATCH_TOKEN`) is removed from the child's environment: the
+//! command gets only the task's credentials, never the power to open more tasks. Credential
+//! files are created `0600` in a `0700` directory and deleted when the command ends. If
+//! `latch exec` itself is killed with SIGKILL nothing can run; the task's TTL (`--task-ttl`)
+//! then bounds every credential.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::client::{Answer, Client};
+
+/// Arguments of `latch exec`.
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Why the command needs access (the task's purpose, shown to approvers).
+    #[arg(long)]
+    task_purpose: String,
+    /// Environment of the task (`sandbox`, `staging`, `production`, …).
+    #[arg(long, default_value = "sandbox")]
+    environment: String,
+    /// `RESOURCE:ACTION[,ACTION…]` to obtain before running the command (repeat).
+    #[arg(long = "request", value_name = "RESOURCE:ACTIONS", required = true)]
+    requests: Vec<String>,
+    /// Credential TTL, e.g. `10m` (default: each resource's default).
+    #[arg(long)]
+    ttl: Option<humantime::Duration>,
+    /// Task TTL, e.g. `1h`: the hard end of every credential, even if `latch` is killed.
+    #[arg(long)]
+    task_ttl: Option<humantime::Duration>,
+    /// Write each credential to `DIR/RESOURCE` (mode 0600) instead of the environment; the
+    /// command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`. The files are deleted afterwards.
+    #[arg(long, value_name = "DIR")]
+    credential_dir: Option<PathBuf>,
+    /// How long to wait for a step-up approval before giving up (`0s`: do not wait).
+    #[arg(long, default_value = "0s")]
+    wait_approval: humantime::Duration,
+    /// The command and its arguments (after `--`).
+    #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// `ci-cache` → `CI_CACHE`: the suffix of the environment variable names.
+pub fn env_suffix(resource: &str) -> String {
+    resource
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn parse_request(r: &str) -> Result<(String, Vec<String>), String> {
+    let (res, acts) = r
+        .split_once(':')
+        .ok_or_else(|| format!("`--request {r}`: expected RESOURCE:ACTION[,ACTION…]"))?;
+    let actions: Vec<String> = acts
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if res.is_empty() || actions.is_empty() {
+        return Err(format!(
+            "`--request {r}`: expected RESOURCE:ACTION[,ACTION…]"
+        ));
+    }
+    Ok((res.to_owned(), actions))
+}
+
+enum Obtained {
+    Granted(Value),
+    Refused(ExitCode, String),
+}
+
+async fn obtain(
+    c: &Client,
+    task: &str,
+    resource: &str,
+    actions: &[String],
+    ttl: Option<i64>,
+    justification: &str,
+    wait: Duration,
+) -> Result<Obtained, String> {
+    let a = c
+        .post(
+            &format!("/v1/tasks/{task}/requests"),
+            &json!({"resource": resource, "actions": actions, "ttl_secs": ttl,
+                    "justification": justification}),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut a: Answer = a;
+    loop {
+        match a.body.get("status").and_then(Value::as_str) {
+            Some("granted") => return Ok(Obtained::Granted(a.body)),
+            Some("denied") => {
+                let d = &a.body["request"]["decision"];
+                let reasons: Vec<&str> = d["reasons"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                return Ok(Obtained::Refused(
+                    ExitCode::from(3),
+                    format!(
+                        "access to {resource} denied (policies {}): {}",
+                        d["policy_ids"],
+                        reasons.join("; ")
+                    ),
+                ));
+            }
+            Some("pending") => {
+                let rid = a.body["request"]["id"].as_str().unwrap_or("").to_owned();
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Obtained::Refused(
+                        ExitCode::from(4),
+                        format!(
+                            "access to {resource} needs approval from {} (request {rid}, digest {}); \
+                             not waiting longer (--wait-approval)",
+                            a.body["request"]["decision"]["groups"],
+                            a.body["request"]["digest"].as_str().unwrap_or("")
+                        ),
+                    ));
+                }
+                eprintln!(
+                    "latch: waiting for approval of {resource} by {} (request {rid}, digest {})",
+                    a.body["request"]["decision"]["groups"],
+                    a.body["request"]["digest"].as_str().unwrap_or("")
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                a = c
+                    .post(
+                        &format!("/v1/tasks/{task}/requests/{rid}/claim"),
+                        &json!({}),
+                    )
+                    .await?;
+            }
+            _ => return Err(format!("access to {resource}: {}", a.error_line())),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn forwardable_signals() -> Result<Vec<(i32, tokio::signal::unix::Signal)>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut v = Vec::new();
+    for k in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        v.push((
+            k.as_raw_value(),
+            signal(k).map_err(|e| format!("cannot handle signals: {e}"))?,
+        ));
+    }
+    Ok(v)
+}
+
+/// Waits for the first of the signals; returns its number.
+#[cfg(unix)]
+async fn next_signal(sigs: &mut [(i32, tokio::signal::unix::Signal)]) -> i32 {
+    let futs = sigs.iter_mut().map(|(n, s)| {
+        let n = *n;
+        Box::pin(async move {
+            s.recv().await;
+            n
+        })
+    });
+    futures_select_all(futs).await
+}
+
+#[cfg(unix)]
+async fn futures_select_all<F: std::future::Future<Output = i32> + Unpin>(
+    futs: impl Iterator<Item = F>,
+) -> i32 {
+    let mut futs: Vec<F> = futs.collect();
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(n) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(n);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn end_task(c: &Client, task: &str, how: &str) -> bool {
+    match c.post(&format!("/v1/tasks/{task}/{how}"), &json!({})).await {
+        Ok(a) if a.ok() => true,
+        Ok(a) => {
+            eprintln!(
+                "latch: WARNING: could not {how} task {task}: {}; its credentials expire with it",
+                a.error_line()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!(
+                "latch: WARNING: could not {how} task {task}: {e}; its credentials expire with it"
+            );
+            false
+        }
+    }
+}
+
+/// Runs `latch exec`.
+///
+/// # Errors
+/// Transport failures before the task exists, and invalid arguments.
+pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<ExitCode, String> {
+    let token = token.ok_or("`latch exec` needs a workload token (--token or LATCH_TOKEN)")?;
+    let wanted: Vec<(String, Vec<String>)> = args
+        .requests
+        .iter()
+        .map(|r| parse_request(r))
+        .collect::<Result<_, _>>()?;
+    #[cfg(unix)]
+    let mut sigs = forwardable_signals()?;
+    let c = Client::new(server, Some(token));
+    let ttl = args
+        .ttl
+        .map(|d| std::time::Duration::from(d).as_secs() as i64);
+    let a = c
+        .post(
+            "/v1/tasks",
+            &json!({"purpose": args.task_purpose, "environment": args.environment,
+                    "ttl_secs": args.task_ttl.map(|d| std::time::Duration::from(d).as_secs() as i64)}),
+        )
+        .await?;
+    if !a.ok() {
+        return Err(format!("cannot open a task: {}", a.error_line()));
+    }
+    let task = a.body["id"].as_str().unwrap_or_default().to_owned();
+    eprintln!("latch: task {task} opened");
+
+    // Obtain every credential; an interruption meanwhile cancels the task.
+    let obtain_all = async {
+        let mut got = Vec::new();
+        for (res, acts) in &wanted {
+            match obtain(
+                &c,
+                &task,
+                res,
+                acts,
+                ttl,
+                &args.task_purpose,
+                args.wait_approval.into(),
+            )
+            .await?
+            {
+                Obtained::Granted(b) => got.push((res.clone(), b)),
+                Obtained::Refused(code, msg) => return Ok(Err((code, msg))),
+            }
+        }
+        Ok::<_, String>(Ok(got))
+    };
+    #[cfg(unix)]
+    let outcome = tokio::select! {
+        r = obtain_all => r,
+        n = next_signal(&mut sigs) => {
+            end_task(&c, &task, "cancel").await;
+            eprintln!("latch: interrupted (signal {n}); task {task} cancelled");
+            return Ok(ExitCode::from((128 + n) as u8));
+        }
+    };
+    #[cfg(not(unix))]
+    let outcome = obtain_all.await;
+    let grants = match outcome {
+        Ok(Ok(g)) => g,
+        Ok(Err((code, msg))) => {
+            end_task(&c, &task, "cancel").await;
+            eprintln!("latch: {msg}; task {task} cancelled");
+            return Ok(code);
+        }
+        Err(e) => {
+            end_task(&c, &task, "cancel").await;
+            return Err(format!("{e}; task {task} cancelled"));
+        }
+    };
+
+    // Hand the credentials over.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("LATCH_TASK_ID".into(), task.clone());
+    let mut files = Vec::new();
+    if let Some(dir) = &args.credential_dir {
+        create_private_dir(dir)?;
+    }
+    for (res, b) in &grants {
+        let sfx = env_suffix(res);
+        let value = b["credential"]["value"].as_str().unwrap_or_default();
+        env.insert(
+            format!("LATCH_LEASE_ID_{sfx}"),
+            b["lease"]["id"].as_str().unwrap_or_default().to_owned(),
+        );
+        match &args.credential_dir {
+            Some(dir) => {
+                let path = dir.join(res);
+                if let Err(e) = write_private_file(&path, value) {
+                    end_task(&c, &task, "cancel").await;
+                    return Err(format!("cannot write {}: {e}", path.display()));
+                }
+                env.insert(
+                    format!("LATCH_CREDENTIAL_FILE_{sfx}"),
+                    path.display().to_string(),
+                );
+                files.push(path);
+            }
+            None => {
+                env.insert(format!("LATCH_CREDENTIAL_{sfx}"), value.to_owned());
+            }
+        }
+        eprintln!(
+            "latch: {res} granted (lease {}, expires at {})",
+            b["lease"]["id"].as_str().unwrap_or("?"),
+            b["lease"]["expires_at_unix_secs"]
+        );
+    }
+
+    let mut cmd = tokio::process::Command::new(&args.command[0]);
+    cmd.args(&args.command[1..])
+        .env_remove("LATCH_TOKEN")
+        .envs(&env)
+        .stdin(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = match cmd.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            remove_files(&files);
+            end_task(&c, &task, "complete").await;
+            eprintln!(
+                "latch: cannot run `{}`: {e}; task {task} completed",
+                args.command[0]
+            );
+            return Ok(ExitCode::from(127));
+        }
+    };
+    drop(env);
+
+    #[cfg(unix)]
+    let status = loop {
+        tokio::select! {
+            st = child.wait() => break st,
+            n = next_signal(&mut sigs) => {
+                if let Some(pid) = child.id() {
+                    forward(pid, n);
+                }
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let status = child.wait().await;
+    remove_files(&files);
+    let revoked = end_task(&c, &task, "complete").await;
+    let code: u8 = match status {
+        Ok(st) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                match (st.code(), st.signal()) {
+                    (Some(c), _) => c as u8,
+                    (None, Some(sig)) => (128 + sig) as u8,
+                    _ => 1,
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                st.code().unwrap_or(1) as u8
+            }
+        }
+        Err(e) => {
+            eprintln!("latch: waiting for the command failed: {e}");
+            1
+        }
+    };
+    if revoked {
+        eprintln!("latch: command exited ({code}); task {task} completed, credentials revoked");
+    }
+    Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
+}
+
+#[cfg(unix)]
+fn forward(pid: u32, sig: i32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if let (Ok(s), Ok(p)) = (Signal::try_from(sig), i32::try_from(pid)) {
+        let _ = kill(Pid::from_raw(p), s);
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn write_private_file(path: &std::path::Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+fn remove_files(files: &[PathBuf]) {
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_syntax() {
+        assert_eq!(
+            parse_request("ci-cache:read,write").unwrap(),
+            ("ci-cache".into(), vec!["read".into(), "write".into()])
+        );
+        assert!(parse_request("ci-cache").is_err());
+        assert!(parse_request("ci-cache:").is_err());
+        assert_eq!(env_suffix("ci-cache.v2"), "CI_CACHE_V2");
+    }
+}

@@ -1,0 +1,307 @@
+//! The MCP server driven by an independent client, the official MCP Python SDK (`pip install
+//! mcp`), through a full task: over stdio (`latch mcp`) and over streamable HTTP (`/mcp`, with
+//! the MCP authorization challenge and RFC 9728 metadata). Without the SDK the test skips
+//! loudly, and fails under `CI=true`.
+
+use latch_testkit::{TestServer, tool_available};
+use serde_json::{Value, json};
+
+/// The client: a full task through the tools, printing one JSON summary line.
+const CLIENT: &str = r#"
+import asyncio, json, sys, urllib.request
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+mode, latch_bin, base, agent, approver = sys.argv[1:6]
+
+def result(r):
+    data = r.structured_content
+    if data is None:
+        data = json.loads(r.content[0].text)
+    return {"error": bool(r.is_error), **data}
+
+def approve(request_id, digest):
+    req = urllib.request.Request(
+        f"{base}/v1/approvals/{request_id}/approve",
+        data=json.dumps({"digest": digest, "reason": "ok from the mcp test"}).encode(),
+        headers={"Authorization": f"Bearer {approver}", "Content-Type": "application/json"},
+        method="POST")
+    return json.loads(urllib.request.urlopen(req).read())
+
+async def drive(session):
+    out = {}
+    init = await session.initialize()
+    out["server"] = init.server_info.name
+    tools = await session.list_tools()
+    out["tools"] = sorted(t.name for t in tools.tools)
+    out["schemas"] = {t.name: t.input_schema for t in tools.tools}
+    t = result(await session.call_tool("open_task", {"purpose": "fix the flaky cache test", "environment": "sandbox"}))
+    task = t["id"]
+    out["granted"] = result(await session.call_tool("request_access", {
+        "task_id": task, "resource": "ci-cache", "actions": ["read"], "justification": "read cached deps"}))
+    out["denied"] = result(await session.call_tool("request_access", {
+        "task_id": task, "resource": "payments-db", "actions": ["read"], "justification": "look at prod"}))
+    out["renewed"] = result(await session.call_tool("renew_lease", {"lease_id": out["granted"]["lease_id"]}))
+    prod = result(await session.call_tool("open_task", {"purpose": "deploy the fix", "environment": "production"}))["id"]
+    pending = result(await session.call_tool("request_access", {
+        "task_id": prod, "resource": "deploy-pipeline", "actions": ["deploy"], "ttl_secs": 600, "justification": "ship it"}))
+    out["pending"] = pending
+    out["still_pending"] = result(await session.call_tool("check_request", {"task_id": prod, "request_id": pending["request_id"]}))
+    approve(pending["request_id"], pending["digest"])
+    out["approved"] = result(await session.call_tool("check_request", {
+        "task_id": prod, "request_id": pending["request_id"], "wait_secs": 5}))
+    out["reported"] = result(await session.call_tool("report_tool_use", {
+        "task_id": task, "tool": "cache.restore", "target": "ci-cache", "lease_id": out["granted"]["lease_id"],
+        "duration_ms": 42, "attributes": {"objects": 3}}))
+    out["leases_before"] = result(await session.call_tool("list_leases", {"task_id": task}))
+    out["completed"] = result(await session.call_tool("complete_task", {"task_id": task}))
+    out["completed_prod"] = result(await session.call_tool("complete_task", {"task_id": prod}))
+    out["leases_after"] = result(await session.call_tool("list_leases", {"task_id": task}))
+    try:
+        out["bad_args"] = result(await session.call_tool("list_leases", {"task_id": "../../v1/audit"}))
+    except MCPError as e:
+        out["bad_args"] = {"error": True, "protocol_error": str(e)}
+    out["other_task"] = result(await session.call_tool("list_leases", {"task_id": "task_0000"}))
+    return out
+
+async def main():
+    if mode == "stdio":
+        params = StdioServerParameters(command=latch_bin, args=["mcp"],
+                                       env={"LATCH_SERVER": base, "LATCH_TOKEN": agent})
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                out = await drive(session)
+    else:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {agent}"})
+        async with http:
+            async with streamable_http_client(f"{base}/mcp", http_client=http) as streams:
+                read, write = streams[0], streams[1]
+                async with ClientSession(read, write) as session:
+                    out = await drive(session)
+    print(json.dumps(out))
+
+asyncio.run(main())
+"#;
+
+async fn drive(s: &TestServer, mode: &str, agent: &str) -> Value {
+    let bob = s.human("bob", &["prod-approvers"]).await;
+    // Async: the server runs on this test's runtime and must answer the client.
+    let out = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            CLIENT,
+            mode,
+            env!("CARGO_BIN_EXE_latch"),
+            &s.base,
+            agent,
+            &bob,
+        ])
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the MCP Python SDK client failed ({mode}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+async fn check_full_task(s: &TestServer, o: &Value) {
+    assert_eq!(o["server"], "latch");
+    assert_eq!(
+        o["tools"],
+        json!([
+            "check_request",
+            "complete_task",
+            "list_leases",
+            "open_task",
+            "renew_lease",
+            "report_tool_use",
+            "request_access"
+        ])
+    );
+    // Schemas a model can follow: required fields and described properties.
+    let ra = &o["schemas"]["request_access"];
+    let mut req: Vec<&str> = ra["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    req.sort();
+    assert_eq!(req, ["actions", "justification", "resource", "task_id"]);
+    assert!(ra["properties"]["actions"]["description"].is_string());
+    assert_eq!(ra["properties"]["actions"]["minItems"], 1);
+    assert_eq!(
+        o["schemas"]["check_request"]["properties"]["wait_secs"]["maximum"],
+        60
+    );
+
+    let g = &o["granted"];
+    assert_eq!(g["status"], "granted", "{g}");
+    assert_eq!(g["credential"]["kind"], "bearer_token");
+    let token = g["credential"]["value"].as_str().unwrap();
+    let d = &o["denied"];
+    assert_eq!(d["status"], "denied", "{d}");
+    assert_eq!(d["code"], "environment_separation");
+    assert!(
+        d["what_would_make_it_allowed"][0]
+            .as_str()
+            .unwrap()
+            .contains("production")
+    );
+    let r = &o["renewed"];
+    assert_eq!(r["status"], "renewed", "{r}");
+    let renewed = r["credential"]["value"].as_str().unwrap();
+    assert_eq!(o["pending"]["status"], "pending");
+    assert_eq!(
+        o["pending"]["approvers_needed"],
+        json!([{"group": "prod-approvers", "quorum": 1}])
+    );
+    assert!(
+        o["pending"]["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("check_request")
+    );
+    assert_eq!(o["still_pending"]["status"], "pending");
+    assert_eq!(o["approved"]["status"], "granted", "{}", o["approved"]);
+    let deploy = o["approved"]["credential"]["value"].as_str().unwrap();
+    assert_eq!(o["reported"]["kind"], "tool.used", "{}", o["reported"]);
+    assert_eq!(o["reported"]["lease_id"], g["lease_id"]);
+    assert_eq!(o["leases_before"]["leases"][0]["state"], "active");
+    assert_eq!(o["completed"]["state"], "completed");
+    assert_eq!(o["leases_after"]["leases"][0]["state"], "revoked");
+    assert_eq!(o["bad_args"]["error"], true);
+    assert_eq!(o["other_task"]["error"], true);
+    assert_eq!(o["other_task"]["code"], "task_not_found");
+    for t in [token, renewed, deploy] {
+        assert_eq!(s.introspect(t).await["active"], false);
+    }
+}
+
+fn sdk_available() -> bool {
+    tool_available("python3", &["-c", "import mcp"])
+}
+
+#[tokio::test]
+async fn mcp_python_sdk_drives_a_full_task_over_stdio() {
+    if !sdk_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let agent = s.agent("900").await;
+    let o = drive(&s, "stdio", &agent).await;
+    check_full_task(&s, &o).await;
+    // Everything was done as the workload of the token `latch mcp` was started with.
+    let tasks = s.get(Some(&agent), "/v1/tasks").await;
+    let purposes: Vec<&str> = tasks
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["purpose"].as_str())
+        .collect();
+    assert!(
+        purposes.contains(&"fix the flaky cache test"),
+        "{purposes:?}"
+    );
+    assert!(purposes.contains(&"deploy the fix"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_python_sdk_drives_a_full_task_over_streamable_http() {
+    if !sdk_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let agent = s.agent("901").await;
+    let o = drive(&s, "http", &agent).await;
+    check_full_task(&s, &o).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mcp_http_requires_a_workload_token_and_publishes_resource_metadata() {
+    let s = TestServer::start().await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let post = |token: Option<String>| {
+        let mut rb = s
+            .http
+            .post(format!("{}/mcp", s.base))
+            .header("Accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send()
+    };
+    let r = post(None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains(&format!(
+            "resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+            s.base
+        )),
+        "{challenge}"
+    );
+    // A token for another audience is refused.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut claims = latch_testkit::TestIssuer::github_claims(now, "902");
+    claims["aud"] = json!("https://some-other-service.example");
+    let wrong_aud = s.issuer.sign(&claims);
+    let r = post(Some(wrong_aud)).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "audience_mismatch");
+    // A human token is not a workload.
+    let r = post(Some(s.human("bob", &[]).await)).await.unwrap();
+    assert_eq!(r.status(), 403);
+    // A valid workload token gets through.
+    let r = post(Some(s.agent("903").await)).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let m = s
+        .get(None, "/.well-known/oauth-protected-resource/mcp")
+        .await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body["resource"], format!("{}/mcp", s.base));
+    assert!(
+        m.body["authorization_servers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(latch_testkit::TEST_ISSUER))
+    );
+    assert_eq!(m.body["bearer_methods_supported"], json!(["header"]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn latch_mcp_refuses_to_start_with_a_bad_token() {
+    let s = TestServer::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .arg("mcp")
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", "not-a-token")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing but the protocol on stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the token (401)"), "{stderr}");
+    assert!(!stderr.contains("not-a-token"), "the token is never echoed");
+    s.stop().await;
+}

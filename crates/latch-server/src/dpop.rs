@@ -1,0 +1,504 @@
+//! DPoP proof verification (RFC 9449) and server nonces.
+//!
+//! A DPoP proof is a JWT (`typ: dpop+jwt`) signed by the client's key, whose public half is in
+//! the proof's `jwk` header. The checks follow RFC 9449 §4.3: one well-formed JWT, an
+//! asymmetric `alg`, a public `jwk` that verifies the signature (verified by the `jsonwebtoken`
+//! library, not by hand), `htm` and `htu` matching the request, `iat` within the acceptance
+//! window of the injected [`Clock`], `jti` not seen before (replay), `ath` equal to the hash of
+//! the access token when one is presented, and, when the server requires it, a fresh server
+//! `nonce` (§8). The key's RFC 7638 SHA-256 thumbprint is what a token is bound to (`cnf.jkt`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::ThumbprintHash;
+use jsonwebtoken::{DecodingKey, Validation};
+use latch_core::{ApiError, Clock, ErrorCode};
+use serde::Deserialize;
+
+/// Algorithms accepted in DPoP proofs (asymmetric only; RFC 9449 §4.3 check 5).
+pub const DPOP_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "PS256"];
+
+/// Longest accepted proof (bytes), so a hostile header is not parsed.
+const MAX_PROOF_BYTES: usize = 8 * 1024;
+
+/// Settings of the verifier.
+#[derive(Debug, Clone)]
+pub struct DpopSettings {
+    /// How old a proof's `iat` may be (seconds).
+    pub max_age_secs: i64,
+    /// How far in the future a proof's `iat` may be (clock skew, seconds).
+    pub future_leeway_secs: i64,
+    /// Require a server-issued nonce in every proof (RFC 9449 §8).
+    pub require_nonce: bool,
+    /// How long a server nonce stays valid (seconds).
+    pub nonce_ttl_secs: i64,
+}
+
+impl Default for DpopSettings {
+    fn default() -> Self {
+        Self {
+            max_age_secs: 300,
+            future_leeway_secs: 5,
+            require_nonce: false,
+            nonce_ttl_secs: 300,
+        }
+    }
+}
+
+/// What a proof must match.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofCheck<'a> {
+    /// HTTP method of the request (`htm`), e.g. `POST`.
+    pub htm: &'a str,
+    /// URL of the request without query and fragment (`htu`).
+    pub htu: &'a str,
+    /// The access token presented with the proof: `ath` must be its SHA-256 (RFC 9449 §4.2).
+    pub access_token: Option<&'a str>,
+    /// The thumbprint the token is bound to: the proof's key must have it.
+    pub expected_jkt: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    #[serde(default)]
+    ath: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+/// Verifies DPoP proofs, remembers their `jti`s until they are too old to be accepted anyway,
+/// and issues server nonces.
+///
+/// # Security
+/// The replay cache and the nonces live in this process: with several replicas behind a load
+/// balancer, a proof could be replayed once per replica inside its `iat` window.
+pub struct DpopVerifier {
+    clock: Arc<dyn Clock>,
+    settings: DpopSettings,
+    seen: Mutex<HashMap<String, i64>>,
+    nonces: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for DpopVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopVerifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::DpopProofInvalid, msg)
+}
+
+/// `htu` comparison (RFC 9449 §4.3 check 9): scheme and host case-insensitively, without query
+/// and fragment.
+fn normalize_htu(u: &str) -> String {
+    let u = u.split(['?', '#']).next().unwrap_or("");
+    match u.split_once("://") {
+        Some((scheme, rest)) => {
+            let (host, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            format!(
+                "{}://{}{}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase(),
+                path
+            )
+        }
+        None => u.to_owned(),
+    }
+}
+
+/// The `ath` value of an access token: base64url(SHA-256(token)) (RFC 9449 §4.2).
+pub fn access_token_hash(token: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    URL_SAFE_NO_PAD.encode(d.as_ref())
+}
+
+impl DpopVerifier {
+    /// A verifier on `clock`.
+    pub fn new(clock: Arc<dyn Clock>, settings: DpopSettings) -> Self {
+        Self {
+            clock,
+            settings,
+            seen: Mutex::new(HashMap::new()),
+            nonces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether proofs must carry a server nonce.
+    pub fn requires_nonce(&self) -> bool {
+        self.settings.require_nonce
+    }
+
+    /// A fresh server nonce (RFC 9449 §8), valid for `nonce_ttl_secs`.
+    pub fn issue_nonce(&self) -> String {
+        let mut b = [0u8; 18];
+        // A failure of the system RNG leaves zeros; refuse to hand those out.
+        if aws_lc_rs::rand::fill(&mut b).is_err() {
+            return String::new();
+        }
+        let n = URL_SAFE_NO_PAD.encode(b);
+        let now = self.clock.now_unix_secs();
+        let mut g = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = self.settings.nonce_ttl_secs;
+        g.retain(|_, at| now - *at < ttl);
+        if g.len() < 100_000 {
+            g.insert(n.clone(), now);
+        }
+        n
+    }
+
+    /// Verifies `proof` for a request and returns the RFC 7638 SHA-256 thumbprint of its key.
+    ///
+    /// # Errors
+    /// `dpop_proof_invalid` for any failed check (the message names which);
+    /// `dpop_nonce_required` when a server nonce is required and missing or stale.
+    pub fn verify(&self, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
+        if proof.len() > MAX_PROOF_BYTES {
+            return Err(invalid("dpop proof is too large"));
+        }
+        let header = jsonwebtoken::decode_header(proof)
+            .map_err(|_| invalid("dpop proof is not a well-formed jwt"))?;
+        if header.typ.as_deref() != Some("dpop+jwt") {
+            return Err(invalid("dpop proof `typ` must be `dpop+jwt`"));
+        }
+        let alg = format!("{:?}", header.alg);
+        if !DPOP_ALGORITHMS.contains(&alg.as_str()) {
+            return Err(invalid(format!(
+                "dpop proof `alg` {alg} is not one of {DPOP_ALGORITHMS:?}"
+            )));
+        }
+        // The `jwk` must be a public key: a private one in the header is refused outright.
+        let raw_header = proof
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .ok_or_else(|| invalid("dpop proof header is not json"))?;
+        if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
+            return Err(invalid("dpop proof `jwk` contains a private key"));
+        }
+        let jwk = header
+            .jwk
+            .ok_or_else(|| invalid("dpop proof has no `jwk` header"))?;
+        let key =
+            DecodingKey::from_jwk(&jwk).map_err(|_| invalid("dpop proof `jwk` is not usable"))?;
+        let mut v = Validation::new(header.alg);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.validate_aud = false;
+        v.algorithms = vec![header.alg];
+        let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &v)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    invalid("dpop proof signature does not verify")
+                }
+                _ => invalid("dpop proof claims are missing or malformed (jti, htm, htu, iat)"),
+            })?
+            .claims;
+        if claims.jti.is_empty() || claims.jti.len() > 256 {
+            return Err(invalid("dpop proof `jti` must be 1-256 characters"));
+        }
+        if claims.htm != check.htm {
+            return Err(invalid(format!(
+                "dpop proof is for method `{}`, not `{}`",
+                latch_core::error::quote(&claims.htm),
+                check.htm
+            )));
+        }
+        if normalize_htu(&claims.htu) != normalize_htu(check.htu) {
+            return Err(invalid(format!(
+                "dpop proof `htu` {} is not this endpoint",
+                latch_core::error::quote(&claims.htu)
+            )));
+        }
+        let now = self.clock.now_unix_secs();
+        if claims.iat > now + self.settings.future_leeway_secs
+            || claims.iat < now - self.settings.max_age_secs
+        {
+            return Err(invalid("dpop proof `iat` is outside the acceptance window"));
+        }
+        if let Some(t) = check.access_token
+            && claims.ath.as_deref() != Some(access_token_hash(t).as_str())
+        {
+            return Err(invalid("dpop proof `ath` does not match the access token"));
+        }
+        let jkt = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| invalid("dpop proof `jwk` has no thumbprint"))?;
+        if let Some(expected) = check.expected_jkt
+            && expected != jkt
+        {
+            return Err(invalid(
+                "dpop proof is signed by another key than the token is bound to",
+            ));
+        }
+        if self.settings.require_nonce {
+            let ok = claims.nonce.as_ref().is_some_and(|n| {
+                let g = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                g.get(n)
+                    .is_some_and(|at| now - *at < self.settings.nonce_ttl_secs)
+            });
+            if !ok {
+                return Err(ApiError::new(
+                    ErrorCode::DpopNonceRequired,
+                    "this server requires a fresh nonce in the dpop proof: use the `DPoP-Nonce` response header",
+                ));
+            }
+        }
+        // Replay: last, so a proof failing another check does not burn its jti.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let horizon = now - self.settings.max_age_secs - self.settings.future_leeway_secs;
+        if seen.len() > 10_000 {
+            seen.retain(|_, iat| *iat >= horizon);
+        }
+        let key = format!("{jkt}.{}", claims.jti);
+        if seen.get(&key).is_some_and(|iat| *iat >= horizon) {
+            return Err(invalid("dpop proof was already used (`jti` replay)"));
+        }
+        seen.insert(key, claims.iat);
+        Ok(jkt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use latch_core::ManualClock;
+    use serde_json::json;
+
+    struct Key {
+        pkcs8: Vec<u8>,
+        x: String,
+    }
+
+    fn key() -> Key {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let kp = Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(kp.public_key().as_ref());
+        Key { pkcs8, x }
+    }
+
+    fn sign(k: &Key, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{h}.{p}");
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_ed_der(&k.pkcs8),
+            Algorithm::EdDSA,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const HTU: &str = "https://latch.example/oauth/token";
+
+    fn verifier(require_nonce: bool) -> DpopVerifier {
+        DpopVerifier::new(
+            Arc::new(ManualClock::new(NOW)),
+            DpopSettings {
+                require_nonce,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn check() -> ProofCheck<'static> {
+        ProofCheck {
+            htm: "POST",
+            htu: HTU,
+            access_token: None,
+            expected_jkt: None,
+        }
+    }
+
+    fn claims() -> serde_json::Value {
+        json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": HTU, "iat": NOW})
+    }
+
+    #[test]
+    fn a_good_proof_yields_the_rfc7638_thumbprint_once() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let p = sign(
+            &k,
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            claims(),
+        );
+        let v = verifier(false);
+        let jkt = v.verify(&p, check()).unwrap();
+        let canon = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, k.x);
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes());
+        assert_eq!(jkt, URL_SAFE_NO_PAD.encode(d.as_ref()));
+        assert!(
+            v.verify(&p, check())
+                .unwrap_err()
+                .message
+                .contains("replay")
+        );
+    }
+
+    #[test]
+    fn header_checks_refuse_wrong_typ_symmetric_alg_private_or_missing_jwk() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let v = verifier(false);
+        for (header, want) in [
+            (json!({"typ": "JWT", "alg": "EdDSA", "jwk": jwk}), "typ"),
+            (
+                json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": jwk}),
+                "alg",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}),
+                "well-formed",
+            ),
+            (json!({"typ": "dpop+jwt", "alg": "EdDSA"}), "no `jwk`"),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "d": "AAAA"}}),
+                "private",
+            ),
+        ] {
+            let e = v.verify(&sign(&k, header, claims()), check()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::DpopProofInvalid);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+        // Signed by another key than the header's jwk.
+        let other = key();
+        let p = sign(
+            &other,
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            claims(),
+        );
+        assert!(
+            v.verify(&p, check())
+                .unwrap_err()
+                .message
+                .contains("signature")
+        );
+    }
+
+    #[test]
+    fn claim_checks_refuse_method_url_age_and_key_mismatch() {
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let v = verifier(false);
+        let mut c = claims();
+        c["htm"] = json!("GET");
+        assert!(
+            v.verify(&sign(&k, h.clone(), c), check())
+                .unwrap_err()
+                .message
+                .contains("method")
+        );
+        let mut c = claims();
+        c["htu"] = json!("https://latch.example/other");
+        assert!(
+            v.verify(&sign(&k, h.clone(), c), check())
+                .unwrap_err()
+                .message
+                .contains("htu")
+        );
+        for iat in [NOW - 301, NOW + 6] {
+            let mut c = claims();
+            c["iat"] = json!(iat);
+            assert!(
+                v.verify(&sign(&k, h.clone(), c), check())
+                    .unwrap_err()
+                    .message
+                    .contains("iat")
+            );
+        }
+        let with_token = ProofCheck {
+            access_token: Some("tok"),
+            ..check()
+        };
+        assert!(
+            v.verify(&sign(&k, h.clone(), claims()), with_token)
+                .unwrap_err()
+                .message
+                .contains("ath")
+        );
+        let mut c = claims();
+        c["ath"] = json!(access_token_hash("tok"));
+        assert!(v.verify(&sign(&k, h.clone(), c), with_token).is_ok());
+        let bound = ProofCheck {
+            expected_jkt: Some("someone-else"),
+            ..check()
+        };
+        assert!(
+            v.verify(&sign(&k, h, claims()), bound)
+                .unwrap_err()
+                .message
+                .contains("another key")
+        );
+    }
+
+    #[test]
+    fn nonces_are_required_when_configured_and_expire() {
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let clock = Arc::new(ManualClock::new(NOW));
+        let v = DpopVerifier::new(
+            clock.clone(),
+            DpopSettings {
+                require_nonce: true,
+                ..Default::default()
+            },
+        );
+        let e = v
+            .verify(&sign(&k, h.clone(), claims()), check())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+        let n = v.issue_nonce();
+        let mut c = claims();
+        c["nonce"] = json!(n);
+        assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
+        clock.advance(301);
+        let mut c = claims();
+        c["nonce"] = json!(n);
+        c["iat"] = json!(NOW + 301);
+        let e = v.verify(&sign(&k, h, c), check()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+    }
+
+    #[test]
+    fn htu_ignores_query_fragment_and_host_case() {
+        assert_eq!(
+            normalize_htu("HTTPS://Latch.Example/oauth/token?x=1#f"),
+            "https://latch.example/oauth/token"
+        );
+        assert_ne!(
+            normalize_htu("https://latch.example/oauth/token"),
+            normalize_htu("https://latch.example/oauth/other")
+        );
+    }
+
+    #[test]
+    fn ath_is_base64url_sha256() {
+        // RFC 9449 §7.1 example: the hash of the access token "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU".
+        assert_eq!(
+            access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+}

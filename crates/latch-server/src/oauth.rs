@@ -1,0 +1,542 @@
+//! OAuth 2.0 endpoints for agents and CI: Token Exchange (RFC 8693) with Rich Authorization
+//! Requests (RFC 9396) at `/oauth/token`, DPoP-bound results (RFC 9449), authorization server
+//! metadata (RFC 8414) and protected resource metadata for the MCP endpoint (RFC 9728).
+//!
+//! The token endpoint is a thin front of the same broker calls as the REST API: it opens a
+//! task and asks for access, so policy decides exactly as for `POST /v1/tasks/{id}/requests`.
+//! Errors use the OAuth error response (RFC 6749 §5.2): `{"error", "error_description"}`, plus
+//! `latch_code` (the stable Latch error code) and, for denials and step-up, the details.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latch_core::broker::{AccessOutcome, CallCtx, OpenTask, RequestAccess};
+use latch_core::model::{Decision, Principal, TokenBinding, Workload};
+use latch_core::{ApiError, ErrorCode};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::{AppState, ReqMeta};
+use crate::dpop::{DPOP_ALGORITHMS, ProofCheck};
+
+/// `grant_type` of RFC 8693 §2.1.
+pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Token type of a JWT (RFC 8693 §3).
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// Token type of an OpenID Connect ID token (RFC 8693 §3).
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// Token type of an OAuth access token (RFC 8693 §3): what the endpoint issues.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The RFC 9396 `authorization_details` type Latch understands.
+pub const AUTHZ_DETAILS_TYPE: &str = "latch_access";
+
+/// One RFC 9396 authorization details object of type [`AUTHZ_DETAILS_TYPE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatchAccessDetail {
+    /// Always `latch_access`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Latch resource id (e.g. `ci-cache`).
+    pub resource: String,
+    /// Actions on it (e.g. `["read"]`).
+    pub actions: Vec<String>,
+    /// Repository of the task (must equal the one the subject token proves, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Branch of the task (must equal the one the subject token proves, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Environment of the task; default: the resource's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Why (task purpose and justification shown to approvers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Requested lifetime (seconds); clamped by policy and the resource's bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<i64>,
+}
+
+/// An OAuth error answer (RFC 6749 §5.2).
+#[derive(Debug)]
+struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    latch_code: Option<&'static str>,
+    extra: Value,
+    dpop_nonce: Option<String>,
+}
+
+impl OAuthError {
+    fn new(error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description: description.into(),
+            latch_code: None,
+            extra: Value::Null,
+            dpop_nonce: None,
+        }
+    }
+}
+
+impl From<ApiError> for OAuthError {
+    fn from(e: ApiError) -> Self {
+        let (status, error) = match e.code {
+            ErrorCode::DpopProofInvalid => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
+            ErrorCode::DpopNonceRequired => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
+            ErrorCode::UnknownResource | ErrorCode::UnknownAction | ErrorCode::DpopRequired => {
+                (StatusCode::BAD_REQUEST, "invalid_authorization_details")
+            }
+            ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::ProviderFailed => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+            ErrorCode::RequestExpired => (StatusCode::BAD_REQUEST, "expired_token"),
+            c if c.http_status() == 401 => (StatusCode::BAD_REQUEST, "invalid_grant"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_request"),
+        };
+        Self {
+            status,
+            error,
+            description: e.message,
+            latch_code: Some(e.code.as_str()),
+            extra: Value::Null,
+            dpop_nonce: None,
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.error, "error_description": self.description});
+        if let Some(c) = self.latch_code {
+            body["latch_code"] = json!(c);
+        }
+        if let Value::Object(m) = self.extra {
+            for (k, v) in m {
+                body[k] = v;
+            }
+        }
+        let mut r = (self.status, axum::Json(body)).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(n) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            r.headers_mut().insert("dpop-nonce", n);
+        }
+        r
+    }
+}
+
+/// The successful answer of RFC 8693 §2.2.1.
+#[derive(Serialize)]
+struct ExchangeResponse {
+    access_token: String,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: i64,
+    scope: String,
+    authorization_details: Vec<LatchAccessDetail>,
+    task_id: String,
+    lease_id: String,
+}
+
+fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    f.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn principal_id(p: &Principal) -> (String, String) {
+    match p {
+        Principal::Workload(w) => (w.id.clone(), w.issuer.clone()),
+        Principal::Human(h) => (h.id.clone(), h.issuer.clone()),
+    }
+}
+
+/// The form of `POST /oauth/token` (`application/x-www-form-urlencoded`), for the OpenAPI
+/// document; the handler reads the same fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenExchangeForm {
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    grant_type: String,
+    /// The workload identity token (or, for on-behalf-of, the human's).
+    subject_token: String,
+    /// `urn:ietf:params:oauth:token-type:jwt` or `…:id_token`.
+    subject_token_type: String,
+    /// Optional: the acting party's token (a human's, or the workload's for on-behalf-of).
+    actor_token: Option<String>,
+    /// Type of `actor_token`.
+    actor_token_type: Option<String>,
+    /// JSON array with one `{"type": "latch_access", "resource", "actions", "repository",
+    /// "branch", "environment", "purpose", "ttl_secs"}` (RFC 9396).
+    authorization_details: Option<String>,
+    /// To collect the token of an approved step-up: the `auth_req_id` of the
+    /// `authorization_pending` answer (instead of `authorization_details`).
+    auth_req_id: Option<String>,
+}
+
+/// `POST /oauth/token` (RFC 8693 token exchange).
+///
+/// Form parameters: `grant_type` (token exchange), `subject_token` + `subject_token_type`
+/// (`jwt` or `id_token`), optional `actor_token` + `actor_token_type`, `authorization_details`
+/// (a JSON array with exactly one `latch_access` object), or, to collect a credential after a
+/// step-up was approved, `auth_req_id` from the earlier `authorization_pending` answer. A
+/// `DPoP` header binds the issued token to the proof's key (RFC 9449 §5).
+#[utoipa::path(post, path = "/oauth/token",
+    request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
+    params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): binds the issued token to its key")),
+    responses((status = 200, description = "RFC 8693 §2.2.1 answer: access_token, issued_token_type, token_type (`Bearer` or `DPoP`), expires_in, scope, authorization_details, task_id, lease_id"),
+              (status = 400, description = "RFC 6749 §5.2 error: `invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)")))]
+pub async fn token(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let ctx = CallCtx::new(Some(m.request_id.clone()), m.source_ip.clone());
+    let r = exchange(&s, &ctx, &headers, &form).await;
+    let flushed = s.broker.flush(&ctx).await;
+    let nonce = s.dpop.requires_nonce().then(|| s.dpop.issue_nonce());
+    let mut resp = match (r, flushed) {
+        (Ok(ok), Ok(())) => {
+            let mut r = (StatusCode::OK, axum::Json(ok)).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        (Ok(_), Err(e)) => OAuthError::from(e).into_response(),
+        (Err(mut e), _) => {
+            e.dpop_nonce = nonce.clone();
+            return e.into_response();
+        }
+    };
+    if let Some(n) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("dpop-nonce", n);
+    }
+    resp
+}
+
+async fn exchange(
+    s: &AppState,
+    ctx: &CallCtx,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<ExchangeResponse, OAuthError> {
+    match form_value(form, "grant_type") {
+        Some(GRANT_TOKEN_EXCHANGE) => {}
+        Some(_) => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                "only the token-exchange grant (rfc 8693) is supported",
+            ));
+        }
+        None => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "`grant_type` is missing",
+            ));
+        }
+    }
+    let token_type_ok = |t: Option<&str>| matches!(t, Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN));
+    let subject_token = form_value(form, "subject_token")
+        .ok_or_else(|| OAuthError::new("invalid_request", "`subject_token` is missing"))?;
+    if !token_type_ok(form_value(form, "subject_token_type")) {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "`subject_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
+        ));
+    }
+    let actor_token = form_value(form, "actor_token");
+    if actor_token.is_some() && !token_type_ok(form_value(form, "actor_token_type")) {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "`actor_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
+        ));
+    }
+    // DPoP first (cheap, and a nonce challenge should come before any state change).
+    let jkt = match headers.get("dpop").map(|v| v.to_str()) {
+        None => None,
+        Some(Err(_)) => {
+            return Err(
+                ApiError::new(ErrorCode::DpopProofInvalid, "dpop header is not ascii").into(),
+            );
+        }
+        Some(Ok(proof)) => {
+            let htu = format!("{}/oauth/token", s.base_url);
+            Some(s.dpop.verify(
+                proof,
+                ProofCheck {
+                    htm: "POST",
+                    htu: &htu,
+                    access_token: None,
+                    expected_jkt: None,
+                },
+            )?)
+        }
+    };
+    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
+    let actor = match actor_token {
+        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
+        None => None,
+    };
+    // The workload owns the task; a human on either side is the one it acts for.
+    let (workload, human): (Workload, Option<String>) = match (&subject, &actor) {
+        (Principal::Workload(w), None) => ((**w).clone(), None),
+        (Principal::Workload(w), Some(Principal::Human(h)))
+        | (Principal::Human(h), Some(Principal::Workload(w))) => {
+            ((**w).clone(), Some(h.id.clone()))
+        }
+        _ => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "one of `subject_token` and `actor_token` must be a workload identity, and at most one a human's",
+            ));
+        }
+    };
+    let (sub_id, _) = principal_id(&subject);
+    let binding = TokenBinding {
+        jkt,
+        act: actor.as_ref().map(|a| {
+            let (id, iss) = principal_id(a);
+            json!({"sub": id, "iss": iss})
+        }),
+        subject: (sub_id != workload.id).then_some(sub_id),
+    };
+
+    let (outcome, detail) = if let Some(id) = form_value(form, "auth_req_id") {
+        let (task_id, req_id) = id
+            .split_once('.')
+            .ok_or_else(|| OAuthError::new("invalid_request", "`auth_req_id` is malformed"))?;
+        // The human of the poll must be the one the task was opened for.
+        let opened = s.broker.task(&workload, task_id).await?;
+        if let Some(h) = &human
+            && !opened
+                .on_behalf_of
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(h))
+        {
+            return Err(ApiError::new(
+                ErrorCode::TaskIdentityMismatch,
+                format!(
+                    "human {} is not the one this request was made for",
+                    latch_core::error::quote(h)
+                ),
+            )
+            .into());
+        }
+        let o = s
+            .broker
+            .claim_bound(ctx, &workload, task_id, req_id, binding)
+            .await?;
+        let req = match &o {
+            AccessOutcome::Granted(g) => &g.request,
+            AccessOutcome::Denied(r) | AccessOutcome::Pending(r) => r,
+        };
+        let task = s.broker.task(&workload, task_id).await?;
+        let d = LatchAccessDetail {
+            kind: AUTHZ_DETAILS_TYPE.into(),
+            resource: req.resource_id.clone(),
+            actions: req.actions.clone(),
+            repository: task.repository.clone(),
+            branch: task.branch.clone(),
+            environment: Some(task.environment.clone()),
+            purpose: Some(task.purpose.clone()),
+            ttl_secs: Some(req.ttl_secs),
+        };
+        (o, d)
+    } else {
+        let raw = form_value(form, "authorization_details").ok_or_else(|| {
+            OAuthError::new(
+                "invalid_request",
+                "`authorization_details` (rfc 9396) is missing",
+            )
+        })?;
+        let details: Vec<LatchAccessDetail> = serde_json::from_str(raw).map_err(|e| {
+            OAuthError::new(
+                "invalid_authorization_details",
+                format!("`authorization_details` is not a json array of latch_access objects: {e}"),
+            )
+        })?;
+        let [d] = <[LatchAccessDetail; 1]>::try_from(details).map_err(|_| {
+            OAuthError::new(
+                "invalid_authorization_details",
+                "exactly one authorization details object is accepted (one token has one audience)",
+            )
+        })?;
+        if d.kind != AUTHZ_DETAILS_TYPE {
+            return Err(OAuthError::new(
+                "invalid_authorization_details",
+                format!("authorization details type must be `{AUTHZ_DETAILS_TYPE}`"),
+            ));
+        }
+        let environment = match &d.environment {
+            Some(e) => e.clone(),
+            None => s
+                .broker
+                .resources()
+                .find(|r| r.id == d.resource)
+                .map(|r| r.environment.clone())
+                .ok_or_else(|| {
+                    OAuthError::from(ApiError::new(
+                        ErrorCode::UnknownResource,
+                        format!("no resource {}", latch_core::error::quote(&d.resource)),
+                    ))
+                })?,
+        };
+        let purpose = d
+            .purpose
+            .clone()
+            .unwrap_or_else(|| "oauth token exchange".into());
+        let task = s
+            .broker
+            .open_task(
+                ctx,
+                &workload,
+                OpenTask {
+                    purpose: purpose.clone(),
+                    repository: d.repository.clone(),
+                    branch: d.branch.clone(),
+                    environment: environment.clone(),
+                    ttl_secs: None,
+                    on_behalf_of: human,
+                },
+            )
+            .await?;
+        let o = s
+            .broker
+            .request_access_bound(
+                ctx,
+                &workload,
+                &task.id,
+                RequestAccess {
+                    resource: d.resource.clone(),
+                    actions: d.actions.clone(),
+                    ttl_secs: d.ttl_secs,
+                    justification: purpose,
+                    params: Value::Null,
+                },
+                binding,
+            )
+            .await?;
+        let d = LatchAccessDetail {
+            repository: task.repository.clone(),
+            branch: task.branch.clone(),
+            environment: Some(environment),
+            ..d
+        };
+        (o, d)
+    };
+    match outcome {
+        AccessOutcome::Granted(g) => {
+            let now = s.broker.clock().now_unix_secs();
+            let bound = g.lease.binding.jkt.is_some();
+            metrics::counter!("latch_access_decisions_total", "decision" => "allow").increment(1);
+            Ok(ExchangeResponse {
+                access_token: g.credential.secret.expose_secret().to_owned(),
+                issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
+                token_type: if bound { "DPoP" } else { "Bearer" },
+                expires_in: g.lease.expires_at_unix_secs - now,
+                scope: g.lease.actions.join(" "),
+                authorization_details: vec![LatchAccessDetail {
+                    actions: g.lease.actions.clone(),
+                    ..detail
+                }],
+                task_id: g.lease.task_id.clone(),
+                lease_id: g.lease.id.clone(),
+            })
+        }
+        AccessOutcome::Pending(r) => {
+            metrics::counter!("latch_access_decisions_total", "decision" => "step_up").increment(1);
+            let (groups, names) = match &r.decision {
+                Decision::StepUp { groups, .. } => (
+                    json!(groups),
+                    groups
+                        .iter()
+                        .map(|g| format!("{} of `{}`", g.quorum, g.group))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => (json!([]), String::new()),
+            };
+            Err(OAuthError {
+                status: StatusCode::BAD_REQUEST,
+                error: "authorization_pending",
+                description: format!(
+                    "approval needed (step-up) from {names}; repeat this request with `auth_req_id` until it is granted"
+                ),
+                latch_code: None,
+                extra: json!({
+                    "auth_req_id": format!("{}.{}", r.task_id, r.id),
+                    "interval": 5,
+                    "expires_in": r.expires_at_unix_secs - s.broker.clock().now_unix_secs(),
+                    "approvers": groups,
+                    "request_digest": r.digest,
+                }),
+                dpop_nonce: None,
+            })
+        }
+        AccessOutcome::Denied(r) => {
+            metrics::counter!("latch_access_decisions_total", "decision" => "deny").increment(1);
+            let (ids, reasons) = match &r.decision {
+                Decision::Deny {
+                    policy_ids,
+                    reasons,
+                } => (policy_ids.clone(), reasons.clone()),
+                d => (d.policy_ids().to_vec(), vec![]),
+            };
+            Err(OAuthError {
+                status: StatusCode::BAD_REQUEST,
+                error: "access_denied",
+                description: format!("policy denied the request: {}", reasons.join("; ")),
+                latch_code: Some(ErrorCode::PolicyDenied.as_str()),
+                extra: json!({"policy_ids": ids, "reasons": reasons, "request_id": r.id, "task_id": r.task_id}),
+                dpop_nonce: None,
+            })
+        }
+    }
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414 §3).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server",
+    responses((status = 200, description = "RFC 8414 authorization server metadata")))]
+pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::Json<Value> {
+    let b = &s.base_url;
+    axum::Json(json!({
+        "issuer": b,
+        "token_endpoint": format!("{b}/oauth/token"),
+        "jwks_uri": format!("{b}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{b}/v1/oauth/introspect"),
+        "revocation_endpoint": format!("{b}/v1/oauth/revoke"),
+        "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "authorization_details_types_supported": [AUTHZ_DETAILS_TYPE],
+        "dpop_signing_alg_values_supported": DPOP_ALGORITHMS,
+        "subject_token_types_supported": [TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
+        "actor_token_types_supported": [TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
+        "issued_token_types_supported": [TOKEN_TYPE_ACCESS_TOKEN],
+    }))
+}
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]` (RFC 9728 §3): metadata of the MCP
+/// endpoint as a protected resource. Its bearer tokens are workload identity tokens from the
+/// configured workload issuers, with the broker's configured audience.
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource/mcp",
+    responses((status = 200, description = "RFC 9728 protected resource metadata of `/mcp`")))]
+pub async fn protected_resource_metadata(State(s): State<AppState>) -> axum::Json<Value> {
+    let b = &s.base_url;
+    axum::Json(json!({
+        "resource": format!("{b}/mcp"),
+        "authorization_servers": *s.workload_issuers,
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Latch MCP server",
+        "resource_documentation": format!("{b}/v1/openapi.json"),
+    }))
+}
