@@ -46,6 +46,8 @@ pub struct AppState {
     pub ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
     /// The X.509 certificate provider (CA certificates and CRL), when configured.
     pub x509: Option<Arc<latch_providers::x509::X509Provider>>,
+    /// Leak scanning (`POST /v1/scan`).
+    pub scan: Arc<crate::scan_api::ScanSettings>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -58,7 +60,7 @@ pub struct ReqMeta {
 }
 
 impl ReqMeta {
-    fn ctx(&self) -> CallCtx {
+    pub(crate) fn ctx(&self) -> CallCtx {
         CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
     }
 }
@@ -114,7 +116,7 @@ impl IntoResponse for AppError {
     }
 }
 
-type ApiResult<T> = Result<T, AppError>;
+pub(crate) type ApiResult<T> = Result<T, AppError>;
 
 /// JSON body extractor whose rejections are [`AppError`]s with code `invalid_request`.
 pub struct ApiJson<T>(pub T);
@@ -163,7 +165,7 @@ where
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -171,7 +173,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Commits audit events still pending (e.g. the caller's authentication) and returns `r`.
 /// Audit fails closed: if they cannot be recorded, the call fails.
-async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
+pub(crate) async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
     let flushed = s.broker.flush(ctx).await;
     match (r, flushed) {
         (Ok(v), Ok(())) => Ok(v),
@@ -1191,10 +1193,12 @@ async fn dev_token(
     paths(healthz, readyz, jwks, ssh_ca, ssh_krl, x509_ca, x509_crl, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
           introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
-          report_tool_use, task_events, dev_token),
+          report_tool_use, task_events, dev_token, crate::scan_api::scan),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
                        TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode, FindRequest,
-                       latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint)),
+                       latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint,
+                       crate::scan_api::ScanRequest, crate::scan_api::ScanResponse, crate::scan_api::ScanFinding,
+                       latch_core::broker::LeakResponse)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -1262,6 +1266,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/v1/tasks/{id}/events",
             post(report_tool_use).get(task_events),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/scan", post(crate::scan_api::scan))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state
+                        .scan
+                        .config
+                        .max_bytes
+                        .saturating_mul(2)
+                        .saturating_add(4096),
+                ))
+                .layer(Extension(state.scan.clone())),
         );
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));

@@ -48,6 +48,9 @@ pub struct Config {
     /// Resources agents can ask for.
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+    /// Leak scanning (`POST /v1/scan`, `latch scan`).
+    #[serde(default)]
+    pub scan: crate::scan_api::ScanConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,

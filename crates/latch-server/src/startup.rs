@@ -425,6 +425,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         admin_groups: Arc::new(config.admin.groups.clone()),
         ssh,
         x509,
+        scan: Arc::new(crate::scan_api::ScanSettings {
+            config: config.scan.clone(),
+            issuer: base_url.clone(),
+        }),
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);
