@@ -1,7 +1,8 @@
 //! `latch`: the Latch broker and its command-line client.
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 access denied; 4 access pending approval;
-//! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`).
+//! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`); 7 secrets found
+//! (`latch scan`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ mod audit_cmd;
 mod bench;
 mod client;
 mod demo;
+mod scan_cmd;
 
 use client::{Answer, Client};
 
@@ -117,6 +119,14 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
+    },
+    /// Find leaked secrets in files, directories or stdin; revoke Latch credentials found
+    /// (exit 7 on any finding).
+    Scan {
+        #[command(flatten)]
+        args: scan_cmd::ScanArgs,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Load-test a running broker on loopback: grants/s and latency per concurrency level.
     Bench(bench::BenchArgs),
@@ -422,6 +432,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 init_tracing(false);
             }
             Ok(ExitCode::from(demo::run().await as u8))
+        }
+        Cmd::Scan { args, conn } => {
+            scan_cmd::run(args, &conn.server, conn.token.clone(), conn.json).await
         }
         Cmd::Task { cmd, conn } => {
             let c = Client::new(&conn.server, conn.token.clone());
