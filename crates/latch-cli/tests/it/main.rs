@@ -9,6 +9,7 @@ mod cases;
 mod cli;
 mod flow;
 mod interop;
+mod leak;
 mod policy;
 mod providers;
 mod restart;
