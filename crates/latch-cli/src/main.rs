@@ -14,6 +14,7 @@ mod audit_cmd;
 mod bench;
 mod client;
 mod demo;
+mod proxy_cmd;
 mod scan_cmd;
 
 use client::{Answer, Client};
@@ -125,6 +126,14 @@ enum Cmd {
     Scan {
         #[command(flatten)]
         args: scan_cmd::ScanArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Local HTTP proxy for a task: injects the task's credential into requests to one
+    /// upstream, records each call, stops when the task ends (workload token).
+    Proxy {
+        #[command(flatten)]
+        args: proxy_cmd::ProxyArgs,
         #[command(flatten)]
         conn: Conn,
     },
@@ -435,6 +444,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Cmd::Scan { args, conn } => {
             scan_cmd::run(args, &conn.server, conn.token.clone(), conn.json).await
+        }
+        Cmd::Proxy { args, conn } => {
+            proxy_cmd::run(args, &conn.server, conn.token.clone()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Task { cmd, conn } => {
             let c = Client::new(&conn.server, conn.token.clone());

@@ -12,5 +12,6 @@ mod interop;
 mod leak;
 mod policy;
 mod providers;
+mod proxy;
 mod restart;
 mod revocation;
