@@ -4,6 +4,7 @@
 //! `latch scan` exits 7 on a finding and `--redact` masks every secret.
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use latch_testkit::{TestOptions, TestServer, service_available};
 use serde_json::{Value, json};
@@ -300,5 +301,62 @@ async fn cli_scan_reports_revokes_redacts_and_fails_ci() {
         "key=[redacted:aws_access_token]\n"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leak_findings_reach_the_webhook_without_the_value() {
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            "\n[audit]\nsink_poll_interval = \"20ms\"\n\
+             [[audit.sinks]]\nkind = \"webhook\"\nname = \"siem\"\nurl = \"http://{addr}/hook\"\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("leak-7").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let (leaked, lease) = grant(&s, &agent, &task, "ci-cache").await;
+    scan(&s, &agent, &transcript(&leaked), "chat").await;
+    let mut leak_lines = Vec::new();
+    for _ in 0..500 {
+        leak_lines = got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.lines().map(str::to_owned).collect::<Vec<_>>())
+            .filter(|l| l.contains("leak.detected"))
+            .collect();
+        if leak_lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(leak_lines.len(), 2, "{leak_lines:?}");
+    assert!(
+        leak_lines
+            .iter()
+            .any(|l| l.contains(&lease) && l.contains("chat:3:"))
+    );
+    assert!(
+        !leak_lines
+            .iter()
+            .any(|l| l.contains(&leaked) || l.contains(AWS))
+    );
     s.stop().await;
 }
