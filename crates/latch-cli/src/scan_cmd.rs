@@ -2,8 +2,9 @@
 //! Latch credentials it finds.
 //!
 //! Scanning is local ([`latch_scan::Scanner`]): third-party secrets never leave the machine.
-//! Only values that look like Latch credentials (checksum-valid `ltc…_` values and JWTs) are
-//! sent, one by one with their location, to `POST /v1/scan`, where the broker matches them by
+//! Only values that look like Latch credentials (checksum-valid `ltc…_` values, and JWTs whose
+//! `kid` is one of the broker's keys) are sent, one by one with their location, to
+//! `POST /v1/scan`, where the broker matches them by
 //! keyed HMAC, revokes live ones and records `leak.detected` audit events. `--offline` skips
 //! that step.
 //!
@@ -87,7 +88,7 @@ fn describe(r: &Report) -> String {
         .and_then(|v| v["kind"].as_str())
         .unwrap_or(&f.kind);
     let status = match &r.response {
-        None if f.is_latch_candidate() => " (not checked: offline)".to_owned(),
+        None if f.family == latch_scan::Family::Latch => " (not checked: offline)".to_owned(),
         None => String::new(),
         Some(v) => {
             let resp = &v["response"];
@@ -141,6 +142,30 @@ pub async fn run(
         files_under(p, &mut files)?;
         inputs.extend(files.into_iter().map(Some));
     }
+    // Only JWTs signed with one of the broker's keys are sent to it: other JWTs (a CI's OIDC
+    // token, a third party's session) never leave the machine.
+    let mut kids: Vec<String> = Vec::new();
+    if let Some(c) = &client {
+        let a = c.get("/.well-known/jwks.json").await?;
+        if !a.ok() {
+            return Err(format!("cannot read the broker's keys: {}", a.error_line()));
+        }
+        kids = a.body["keys"]
+            .as_array()
+            .map(|k| {
+                k.iter()
+                    .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let ours = |f: &Finding| match (&f.family, &f.jwt) {
+        (latch_scan::Family::Latch, _) => true,
+        (latch_scan::Family::Jwt, Some(info)) => {
+            info.kid.as_ref().is_some_and(|k| kids.contains(k))
+        }
+        _ => false,
+    };
     let scanner = Scanner::new();
     let mut reports = Vec::new();
     let mut redacted_stdin = None;
@@ -162,7 +187,7 @@ pub async fn run(
         for f in &findings {
             let mut response = None;
             if let Some(c) = &client
-                && f.is_latch_candidate()
+                && ours(f)
             {
                 let loc = format!("{label}:{}:{}", f.line, f.column);
                 response = check(c, f.secret(&data), &loc).await?;

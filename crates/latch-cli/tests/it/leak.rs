@@ -235,7 +235,22 @@ async fn cli_scan_reports_revokes_redacts_and_fails_ci() {
     let dir = std::env::temp_dir().join(format!("latch-scan-{}", suffix()));
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     let log = dir.join("logs/ci.log");
-    std::fs::write(&log, transcript(&leaked)).unwrap();
+    // A CI's own OIDC token (not the broker's key): reported, but never sent to the broker.
+    let foreign = {
+        use base64::Engine;
+        let e = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            e(r#"{"alg":"RS256","kid":"github-actions-1","typ":"JWT"}"#),
+            e(r#"{"iss":"https://token.actions.githubusercontent.com","sub":"repo:acme/api"}"#),
+            "c2lnbmF0dXJlLW5vdC1yZWFsbHktYS1zaWduYXR1cmUtYnV0LWxvbmctZW5vdWdo"
+        )
+    };
+    std::fs::write(
+        &log,
+        format!("{}ACTIONS_ID_TOKEN={foreign}\n", transcript(&leaked)),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("clean.txt"),
         "nothing to see: 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\n",
@@ -260,7 +275,10 @@ async fn cli_scan_reports_revokes_redacts_and_fails_ci() {
     assert!(stdout.contains("latch_access_token"), "{stdout}");
     assert!(stdout.contains(&format!("revoked {lease}")), "{stdout}");
     assert!(stdout.contains("aws_access_token"), "{stdout}");
-    assert!(stdout.contains("2 finding(s)"), "{stdout}");
+    assert!(stdout.contains("ci.log:6:18: jwt [jwt]"), "{stdout}");
+    assert!(stdout.contains("3 finding(s)"), "{stdout}");
+    let sent = s.audit("kind=leak.detected").await;
+    assert_eq!(sent.len(), 1, "only the broker's token was sent: {sent:?}");
     assert_eq!(s.introspect(&leaked).await["active"], false);
     let redacted = std::fs::read_to_string(&log).unwrap();
     assert!(!redacted.contains(&leaked) && !redacted.contains(AWS));
