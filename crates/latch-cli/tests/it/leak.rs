@@ -378,3 +378,82 @@ async fn leak_findings_reach_the_webhook_without_the_value() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn planted_postgres_password_in_a_connection_string_is_found_and_the_role_dropped() {
+    if !service_available("PostgreSQL", "127.0.0.1:5432") {
+        return;
+    }
+    let (admin, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to postgres as postgres");
+    tokio::spawn(conn);
+    let schema = format!("latch_leak_{}", suffix());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE TABLE {schema}.items (id int);"
+        ))
+        .await
+        .unwrap();
+    let resource = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{resource}"
+kind = "postgres"
+environment = "sandbox"
+audience = "postgres"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+url = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+connect_timeout_secs = 2
+[resources.settings.grants]
+read = ["GRANT USAGE ON SCHEMA {schema} TO {{role}}", "GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {{role}}"]
+"#
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("leak-8").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let g = s
+        .request(&agent, &task, &resource, &["read"], Some(600))
+        .await;
+    assert_eq!(g.status, 201, "{}", g.body);
+    let password = g.body["credential"]["value"].as_str().unwrap().to_owned();
+    let user = g.body["credential"]["metadata"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lease = g.body["lease"]["id"].as_str().unwrap().to_owned();
+    assert!(password.starts_with("ltcpg_"), "scannable format");
+    let login = |pw: String, user: String| async move {
+        tokio_postgres::connect(
+            &format!("host=127.0.0.1 port=5432 user={user} password={pw} dbname=postgres connect_timeout=5"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .map(|_| ())
+    };
+    login(password.clone(), user.clone())
+        .await
+        .expect("the role logs in");
+
+    let diff = format!(
+        "diff --git a/.env b/.env\n--- a/.env\n+++ b/.env\n@@ -1,2 +1,3 @@\n APP_ENV=staging\n\
+         +DATABASE_URL=postgres://{user}:{password}@127.0.0.1:5432/postgres\n LOG_LEVEL=info\n"
+    );
+    let body = scan(&s, &agent, &diff, "pr-17.diff").await;
+    let f = body["findings"].as_array().unwrap();
+    assert_eq!(f.len(), 1, "{body}");
+    assert_eq!(f[0]["kind"], "latch_postgres_password");
+    assert_eq!(f[0]["line"], 6);
+    assert_eq!(f[0]["response"]["revoked_leases"], json!([lease]));
+    assert!(login(password, user).await.is_err(), "the role is gone");
+    s.stop().await;
+}
