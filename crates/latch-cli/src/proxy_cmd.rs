@@ -6,7 +6,8 @@
 //! to `--upstream` with the credential added (`Authorization: Bearer`, another header, or HTTP
 //! basic auth). The agent points at it as a base URL (`http://127.0.0.1:8787/v1/…`) or as
 //! `HTTP_PROXY` with `http://<upstream host>/…` URLs. Requests for other hosts, and methods or
-//! paths outside the `--allow` rules, are refused (403). Each call is recorded as a `tool.used`
+//! paths outside the resource's `[[proxy.rules]]` (from the broker) or the `--allow` flags, are
+//! refused (403). Each call is recorded as a `tool.used`
 //! event (method, host, path template, status, bytes, duration; never bodies, headers or
 //! secrets). The proxy polls its task and stops serving the moment the task is no longer open.
 //!
@@ -54,7 +55,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "bearer")]
     pub inject: String,
     /// Allowed `METHOD:PATH` (repeat); `*` in the path matches the rest, `METHOD` may be `*`.
-    /// Default: every method and path.
+    /// These narrow the broker's `[[proxy.rules]]` for the resource (a request must pass both).
+    /// Default: what the broker allows.
     #[arg(long = "allow")]
     pub allow: Vec<String>,
     /// How often the task's state is checked.
@@ -107,6 +109,9 @@ struct Proxy {
     http: reqwest::Client,
     credential: SecretString,
     inject: Inject,
+    /// The broker's `[[proxy.rules]]` for the resource (`None`: not restricted by the broker).
+    broker_rules: Option<Vec<Rule>>,
+    /// The `--allow` flags (may only narrow).
     rules: Vec<Rule>,
     broker: Client,
     task: String,
@@ -205,7 +210,10 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         record(&p, &method, &path, 403, (0, 0), started, "denied").await;
         return deny(StatusCode::FORBIDDEN, "not the configured upstream");
     }
-    if !p.rules.is_empty() && !p.rules.iter().any(|r| r.matches(&method, &path)) {
+    let allowed_by = |rules: &[Rule]| rules.iter().any(|r| r.matches(&method, &path));
+    let broker_ok = p.broker_rules.as_deref().is_none_or(allowed_by);
+    let flags_ok = p.rules.is_empty() || allowed_by(&p.rules);
+    if !(broker_ok && flags_ok) {
         record(&p, &method, &path, 403, (0, 0), started, "denied").await;
         return deny(
             StatusCode::FORBIDDEN,
@@ -326,6 +334,27 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
         .map(|r| Rule::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     let broker = Client::new(server, Some(token));
+    let r = broker
+        .get(&format!("/v1/proxy/rules/{}", args.resource))
+        .await?;
+    if !r.ok() {
+        return Err(format!("cannot read the proxy rules: {}", r.error_line()));
+    }
+    let broker_rules = if r.body["restricted"].as_bool() == Some(true) {
+        Some(
+            r.body["allow"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .map(Rule::parse)
+                        .collect()
+                })
+                .unwrap_or_else(|| Ok(Vec::new()))?,
+        )
+    } else {
+        None
+    };
     let a = broker
         .post(
             &format!("/v1/tasks/{}/requests", args.task),
@@ -358,6 +387,7 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
             .map_err(|e| e.to_string())?,
         credential,
         inject,
+        broker_rules,
         rules,
         broker,
         task: args.task.clone(),

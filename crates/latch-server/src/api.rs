@@ -48,6 +48,8 @@ pub struct AppState {
     pub x509: Option<Arc<latch_providers::x509::X509Provider>>,
     /// Leak scanning (`POST /v1/scan`).
     pub scan: Arc<crate::scan_api::ScanSettings>,
+    /// `latch proxy` rules (`GET /v1/proxy/rules/{resource}`).
+    pub proxy: Arc<crate::proxy_api::ProxyConfig>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -1193,11 +1195,12 @@ async fn dev_token(
     paths(healthz, readyz, jwks, ssh_ca, ssh_krl, x509_ca, x509_crl, open_task, list_tasks, get_task, complete_task, cancel_task, request_access,
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
           introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
-          report_tool_use, task_events, dev_token, crate::scan_api::scan),
+          report_tool_use, task_events, dev_token, crate::scan_api::scan,
+          crate::proxy_api::proxy_rules),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
                        TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode, FindRequest,
                        latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint,
-                       crate::scan_api::ScanRequest, crate::scan_api::ScanResponse, crate::scan_api::ScanFinding,
+                       crate::scan_api::ScanRequest, crate::scan_api::ScanResponse, crate::scan_api::ScanFinding, crate::proxy_api::ProxyRules,
                        latch_core::broker::LeakResponse)),
     modifiers(&Security)
 )]
@@ -1279,6 +1282,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                         .saturating_add(4096),
                 ))
                 .layer(Extension(state.scan.clone())),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/proxy/rules/{resource}",
+                    get(crate::proxy_api::proxy_rules),
+                )
+                .layer(Extension(state.proxy.clone())),
         );
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));

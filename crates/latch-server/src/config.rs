@@ -51,6 +51,9 @@ pub struct Config {
     /// Leak scanning (`POST /v1/scan`, `latch scan`).
     #[serde(default)]
     pub scan: crate::scan_api::ScanConfig,
+    /// What `latch proxy` may forward per resource.
+    #[serde(default)]
+    pub proxy: crate::proxy_api::ProxyConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -455,6 +458,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.proxy.validate().map_err(ConfigError)?;
         let mut sinks = std::collections::HashSet::new();
         for sink in &self.audit.sinks {
             let n = sink.name();

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod dev;
 pub mod examples;
+pub mod proxy_api;
 pub mod scan_api;
 pub mod startup;
 

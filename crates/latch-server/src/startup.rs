@@ -429,6 +429,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             config: config.scan.clone(),
             issuer: base_url.clone(),
         }),
+        proxy: Arc::new(config.proxy.clone()),
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);

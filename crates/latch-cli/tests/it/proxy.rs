@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use latch_testkit::TestServer;
+use latch_testkit::{TestOptions, TestServer};
 use serde_json::json;
 
 /// An upstream API that records the `Authorization` header of each request.
@@ -42,8 +42,22 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_task() {
-    let s = TestServer::start().await;
+    // The broker's rules for the resource; the proxy's --allow flag narrows them further.
+    let s = TestServer::start_with(TestOptions {
+        extra_config: "\n[[proxy.rules]]\nresource = \"ci-cache\"\n\
+                       allow = [\"GET:/v1/orders*\", \"DELETE:/v1/orders/*\"]\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
     let harness = s.agent("proxy-1").await;
+    let rules = s.get(Some(&harness), "/v1/proxy/rules/ci-cache").await;
+    assert_eq!(rules.status, 200, "{}", rules.body);
+    assert_eq!(rules.body["restricted"], true);
+    let open = s.get(Some(&harness), "/v1/proxy/rules/payments-db").await;
+    assert_eq!(open.body["restricted"], false, "{}", open.body);
+    let unknown = s.get(Some(&harness), "/v1/proxy/rules/nope").await;
+    assert_eq!(unknown.code(), Some("unknown_resource"));
     let task = s.open_task(&harness, "sandbox", 1800).await;
     let (up, seen) = upstream().await;
     let port = free_port();
@@ -58,7 +72,7 @@ async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_t
             &up,
         ])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--poll", "200ms"])
-        .args(["--allow", "GET:/v1/orders*"])
+        .args(["--allow", "GET:/v1/*"])
         .env("LATCH_SERVER", &s.base)
         .env("LATCH_TOKEN", &harness)
         .stdout(Stdio::piped())
@@ -83,6 +97,7 @@ async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_t
             .arg("-c")
             .arg(format!(
                 "env; curl -s -H 'Authorization: Bearer agent-made-up' {base}/v1/orders/12345; echo; \
+                 curl -s -o /dev/null -w '%{{http_code}} ' {base}/v1/admin; \
                  curl -s -o /dev/null -w '%{{http_code}}' -X DELETE {base}/v1/orders/1"
             ))
             .env_clear()
@@ -93,7 +108,10 @@ async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_t
     });
     let agent_out = String::from_utf8_lossy(&agent.stdout).into_owned();
     assert!(agent_out.contains("\"orders\":[1,2,3]"), "{agent_out}");
-    assert!(agent_out.ends_with("403"), "DELETE refused: {agent_out}");
+    assert!(
+        agent_out.ends_with("403 403"),
+        "/v1/admin refused by the broker's rules, DELETE by the proxy's flag: {agent_out}"
+    );
 
     // The upstream saw the task's credential (a live Latch access token), not the agent's.
     let auth = seen.lock().unwrap().clone();
