@@ -1,7 +1,8 @@
 //! `latch`: the Latch broker and its command-line client.
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 access denied; 4 access pending approval;
-//! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`).
+//! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`); 7 secrets found
+//! (`latch scan`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,8 @@ mod bench;
 mod client;
 mod demo;
 mod exec;
+mod proxy_cmd;
+mod scan_cmd;
 
 use client::{Answer, Client};
 
@@ -129,6 +132,22 @@ enum Cmd {
     /// MCP server over stdio, acting as the workload whose token it is started with
     /// (`LATCH_TOKEN`). The broker also serves MCP over streamable HTTP at `/mcp`.
     Mcp {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Find leaked secrets in files, directories or stdin; revoke Latch credentials found
+    /// (exit 7 on any finding).
+    Scan {
+        #[command(flatten)]
+        args: scan_cmd::ScanArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Local HTTP proxy for a task: injects the task's credential into requests to one
+    /// upstream, records each call, stops when the task ends (workload token).
+    Proxy {
+        #[command(flatten)]
+        args: proxy_cmd::ProxyArgs,
         #[command(flatten)]
         conn: Conn,
     },
@@ -463,6 +482,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 init_tracing(false);
             }
             Ok(ExitCode::from(demo::run().await as u8))
+        }
+        Cmd::Scan { args, conn } => {
+            scan_cmd::run(args, &conn.server, conn.token.clone(), conn.json).await
+        }
+        Cmd::Proxy { args, conn } => {
+            proxy_cmd::run(args, &conn.server, conn.token.clone()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Task { cmd, conn } => {
             let c = Client::new(&conn.server, conn.token.clone());

@@ -21,6 +21,9 @@ use crate::ports::{
 };
 use crate::ttl;
 
+mod leak;
+pub use leak::{LeakFinding, LeakResponse, LeakScope};
+
 /// Operator settings the broker enforces.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {

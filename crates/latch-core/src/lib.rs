@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod broker;
 pub mod clock;
+pub mod credential_format;
 pub mod digest;
 pub mod error;
 pub mod model;

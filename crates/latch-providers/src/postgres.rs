@@ -255,7 +255,8 @@ impl CredentialProvider for PostgresProvider {
         if !valid_role(&role) {
             return Err(ProviderError::permanent("cannot derive a role name"));
         }
-        let password = util::random_password()?;
+        let password =
+            util::random_password(latch_core::credential_format::CredentialKind::Postgres)?;
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let until = util::rfc3339(req.expires_at_unix_secs)?;
         let ident = quote_ident(&role);
@@ -323,7 +324,8 @@ impl CredentialProvider for PostgresProvider {
         if !valid_role(&role) {
             return Err(ProviderError::permanent("lease has an invalid role name"));
         }
-        let password = util::random_password()?;
+        let password =
+            util::random_password(latch_core::credential_format::CredentialKind::Postgres)?;
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let until = util::rfc3339(req.expires_at_unix_secs)?;
         let client = s.connect().await?;

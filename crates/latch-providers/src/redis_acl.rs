@@ -220,7 +220,7 @@ impl RedisProvider {
     async fn set_user(&self, req: &MintRequest<'_>, user: &str) -> Result<Minted, ProviderError> {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = RedisSettings::load(req.resource)?;
-        let password = util::random_password()?;
+        let password = util::random_password(latch_core::credential_format::CredentialKind::Redis)?;
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER")
             .arg(user)

@@ -2,17 +2,13 @@
 
 use std::path::PathBuf;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latch_core::credential_format::{self, CredentialKind};
 use latch_core::model::Resource;
 use latch_core::ports::ProviderError;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
-
-/// Bytes of OS randomness in a generated password (256 bits).
-const PASSWORD_BYTES: usize = 32;
 
 /// Parses a resource's `settings` table into `T`.
 ///
@@ -87,18 +83,15 @@ impl SecretRef {
     }
 }
 
-/// A fresh password: 32 bytes from the OS random generator (through aws-lc-rs), base64url
-/// without padding (43 characters from `[A-Za-z0-9_-]`, safe in SQL literals and Redis ACL rules).
+/// A fresh password in Latch's scannable format (`ltcpg_…`, `ltcrd_…`: prefix, ~256 random bits
+/// in base62, CRC-32 checksum; see [`latch_core::credential_format`]). 55 characters from
+/// `[A-Za-z0-9_]`, safe in SQL literals and Redis ACL rules.
 ///
 /// # Errors
 /// A retryable [`ProviderError`] if the system random generator fails.
-pub(crate) fn random_password() -> Result<Zeroizing<String>, ProviderError> {
-    let mut bytes = Zeroizing::new([0u8; PASSWORD_BYTES]);
-    aws_lc_rs::rand::fill(&mut bytes[..])
-        .map_err(|_| ProviderError::retryable("random number generation failed"))?;
-    let mut out = Zeroizing::new(String::with_capacity(64));
-    URL_SAFE_NO_PAD.encode_string(&bytes[..], &mut out);
-    Ok(out)
+pub(crate) fn random_password(kind: CredentialKind) -> Result<Zeroizing<String>, ProviderError> {
+    credential_format::generate(kind)
+        .map_err(|()| ProviderError::retryable("random number generation failed"))
 }
 
 /// The distinguishing part of a Latch id such as `lease_019a…`: the text after the last `_`,
@@ -152,14 +145,12 @@ mod tests {
 
     #[test]
     fn passwords_are_long_and_distinct() {
-        let a = random_password().unwrap();
-        let b = random_password().unwrap();
-        assert_eq!(a.len(), 43);
+        let a = random_password(CredentialKind::Postgres).unwrap();
+        let b = random_password(CredentialKind::Postgres).unwrap();
+        assert_eq!(a.len(), credential_format::TOTAL_LEN);
         assert_ne!(*a, *b);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
+        assert!(a.starts_with("ltcpg_"));
+        assert_eq!(credential_format::parse(&a), Some(CredentialKind::Postgres));
     }
 
     #[test]

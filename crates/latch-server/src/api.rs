@@ -54,6 +54,10 @@ pub struct AppState {
     pub ssh: Option<Arc<latch_providers::ssh::SshProvider>>,
     /// The X.509 certificate provider (CA certificates and CRL), when configured.
     pub x509: Option<Arc<latch_providers::x509::X509Provider>>,
+    /// Leak scanning (`POST /v1/scan`).
+    pub scan: Arc<crate::scan_api::ScanSettings>,
+    /// `latch proxy` rules (`GET /v1/proxy/rules/{resource}`).
+    pub proxy: Arc<crate::proxy_api::ProxyConfig>,
 }
 
 /// Request id and source address, set by middleware for every request.
@@ -66,7 +70,7 @@ pub struct ReqMeta {
 }
 
 impl ReqMeta {
-    fn ctx(&self) -> CallCtx {
+    pub(crate) fn ctx(&self) -> CallCtx {
         CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
     }
 }
@@ -122,7 +126,7 @@ impl IntoResponse for AppError {
     }
 }
 
-type ApiResult<T> = Result<T, AppError>;
+pub(crate) type ApiResult<T> = Result<T, AppError>;
 
 /// JSON body extractor whose rejections are [`AppError`]s with code `invalid_request`.
 pub struct ApiJson<T>(pub T);
@@ -208,7 +212,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Commits audit events still pending (e.g. the caller's authentication) and returns `r`.
 /// Audit fails closed: if they cannot be recorded, the call fails.
-async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
+pub(crate) async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
     let flushed = s.broker.flush(ctx).await;
     match (r, flushed) {
         (Ok(v), Ok(())) => Ok(v),
@@ -1279,11 +1283,14 @@ async fn dev_token(
           get_request, claim_request, task_leases, renew_lease, revoke_lease, pending, approve, deny,
           introspect, oauth_revoke, audit, audit_export, audit_checkpoint, audit_find,
           report_tool_use, task_events, dev_token, crate::oauth::token,
-          crate::oauth::authorization_server_metadata, crate::oauth::protected_resource_metadata),
+          crate::oauth::authorization_server_metadata, crate::oauth::protected_resource_metadata,
+          crate::scan_api::scan, crate::proxy_api::proxy_rules),
     components(schemas(ErrorBody, ErrorDetail, AccessResponse, CredentialBody, PendingView, VoteBody, RenewBody,
                        TokenForm, DevTokenResponse, DevTokenRequest, ErrorCode, FindRequest,
                        latch_core::audit::ToolUseReport, latch_core::audit::AuditCheckpoint,
-                       crate::oauth::TokenExchangeForm)),
+                       crate::oauth::TokenExchangeForm,
+                       crate::scan_api::ScanRequest, crate::scan_api::ScanResponse, crate::scan_api::ScanFinding, crate::proxy_api::ProxyRules,
+                       latch_core::broker::LeakResponse)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -1356,6 +1363,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/.well-known/oauth-authorization-server",
             get(crate::oauth::authorization_server_metadata),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/scan", post(crate::scan_api::scan))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state
+                        .scan
+                        .config
+                        .max_bytes
+                        .saturating_mul(2)
+                        .saturating_add(4096),
+                ))
+                .layer(Extension(state.scan.clone())),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/proxy/rules/{resource}",
+                    get(crate::proxy_api::proxy_rules),
+                )
+                .layer(Extension(state.proxy.clone())),
         );
     if state.dev.is_some() {
         r = r.route("/v1/dev/tokens", post(dev_token));

@@ -51,6 +51,12 @@ pub struct Config {
     /// OAuth token endpoint and DPoP (RFC 8693, RFC 9449).
     #[serde(default)]
     pub oauth: OAuthConfig,
+    /// Leak scanning (`POST /v1/scan`, `latch scan`).
+    #[serde(default)]
+    pub scan: crate::scan_api::ScanConfig,
+    /// What `latch proxy` may forward per resource.
+    #[serde(default)]
+    pub proxy: crate::proxy_api::ProxyConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -481,6 +487,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        self.proxy.validate().map_err(ConfigError)?;
         let mut sinks = std::collections::HashSet::new();
         for sink in &self.audit.sinks {
             let n = sink.name();

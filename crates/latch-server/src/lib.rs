@@ -9,6 +9,8 @@ pub mod dpop;
 pub mod examples;
 pub mod mcp;
 pub mod oauth;
+pub mod proxy_api;
+pub mod scan_api;
 pub mod startup;
 
 pub use config::Config;

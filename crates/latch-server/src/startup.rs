@@ -442,6 +442,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         mcp_cancel: mcp_cancel.clone(),
         ssh,
         x509,
+        scan: Arc::new(crate::scan_api::ScanSettings {
+            config: config.scan.clone(),
+            issuer: base_url.clone(),
+        }),
+        proxy: Arc::new(config.proxy.clone()),
     };
     let app = router(state, config.server.max_body_bytes);
     let (tx, rx) = watch::channel(false);

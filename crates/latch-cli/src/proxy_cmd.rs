@@ -1,0 +1,454 @@
+//! `latch proxy`: a local HTTP proxy for one agent task that injects the task's credential into
+//! requests to one configured upstream, so the agent's process never holds the credential.
+//!
+//! The proxy (run by the harness, with the workload token) asks the broker for access to the
+//! resource in the task, keeps the credential in memory, and forwards every request it accepts
+//! to `--upstream` with the credential added (`Authorization: Bearer`, another header, or HTTP
+//! basic auth). The agent points at it as a base URL (`http://127.0.0.1:8787/v1/…`) or as
+//! `HTTP_PROXY` with `http://<upstream host>/…` URLs. Requests for other hosts, and methods or
+//! paths outside the resource's `[[proxy.rules]]` (from the broker) or the `--allow` flags, are
+//! refused (403). Each call is recorded as a `tool.used`
+//! event (method, host, path template, status, bytes, duration; never bodies, headers or
+//! secrets). The proxy polls its task and stops serving the moment the task is no longer open.
+//!
+//! HTTPS `CONNECT` tunnels are refused: a tunnelled request cannot have a credential injected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::client::Client;
+
+/// Largest request body forwarded (bytes).
+const MAX_BODY: usize = 16 << 20;
+
+/// `latch proxy` arguments.
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The open task the agent works in.
+    #[arg(long)]
+    pub task: String,
+    /// Resource whose credential is injected.
+    #[arg(long)]
+    pub resource: String,
+    /// Actions to ask for.
+    #[arg(long, value_delimiter = ',', default_value = "read")]
+    pub actions: Vec<String>,
+    /// Upstream base URL, e.g. `https://api.internal`.
+    #[arg(long)]
+    pub upstream: String,
+    /// Address to listen on (loopback).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    pub listen: String,
+    /// How to inject: `bearer` (default), `header:<name>`, or `basic:<user>` (credential as the
+    /// password).
+    #[arg(long, default_value = "bearer")]
+    pub inject: String,
+    /// Allowed `METHOD:PATH` (repeat); `*` in the path matches the rest, `METHOD` may be `*`.
+    /// These narrow the broker's `[[proxy.rules]]` for the resource (a request must pass both).
+    /// Default: what the broker allows.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+    /// How often the task's state is checked.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+}
+
+enum Inject {
+    Bearer,
+    Header(HeaderName),
+    Basic(String),
+}
+
+struct Rule {
+    method: Option<Method>,
+    path: String,
+}
+
+impl Rule {
+    fn parse(s: &str) -> Result<Self, String> {
+        let (m, p) = s
+            .split_once(':')
+            .ok_or_else(|| format!("--allow {s:?}: expected METHOD:PATH"))?;
+        let method = if m == "*" {
+            None
+        } else {
+            Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?)
+        };
+        if !p.starts_with('/') {
+            return Err(format!("--allow {s:?}: the path must start with /"));
+        }
+        Ok(Self {
+            method,
+            path: p.to_owned(),
+        })
+    }
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        match self.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == self.path,
+        }
+    }
+}
+
+struct Proxy {
+    upstream: reqwest::Url,
+    http: reqwest::Client,
+    credential: SecretString,
+    inject: Inject,
+    /// The broker's `[[proxy.rules]]` for the resource (`None`: not restricted by the broker).
+    broker_rules: Option<Vec<Rule>>,
+    /// The `--allow` flags (may only narrow).
+    rules: Vec<Rule>,
+    broker: Client,
+    task: String,
+    lease: String,
+    stopped: AtomicBool,
+}
+
+/// A path with its variable segments (numbers, UUIDs, long hex or mixed tokens) as `{id}`.
+pub fn path_template(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+            let variable = !seg.is_empty()
+                && (seg.bytes().all(|b| b.is_ascii_digit())
+                    || (seg.len() >= 16
+                        && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+                    || (seg.len() >= 8 && digits * 3 >= seg.len()));
+            if variable { "{id}" } else { seg }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+fn deny(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": "proxy_refused", "message": msg}})),
+    )
+        .into_response()
+}
+
+async fn record(
+    p: &Proxy,
+    method: &Method,
+    path: &str,
+    status: u16,
+    bytes: (usize, usize),
+    started: Instant,
+    outcome: &str,
+) {
+    let host = p.upstream.host_str().unwrap_or("");
+    let template = path_template(path);
+    let report = json!({
+        "tool": "http",
+        "target": format!("{method} {host}{template}"),
+        "outcome": outcome,
+        "lease_id": p.lease,
+        "duration_ms": started.elapsed().as_millis() as u64,
+        "attributes": {"method": method.as_str(), "host": host, "path": template, "status": status,
+                       "request_bytes": bytes.0, "response_bytes": bytes.1, "via": "latch proxy"},
+    });
+    match p
+        .broker
+        .post(&format!("/v1/tasks/{}/events", p.task), &report)
+        .await
+    {
+        Ok(a) if a.ok() => {}
+        Ok(a) => eprintln!("latch proxy: tool-use event refused: {}", a.error_line()),
+        Err(e) => eprintln!("latch proxy: tool-use event not recorded: {e}"),
+    }
+}
+
+async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if p.stopped.load(Ordering::SeqCst) {
+        return deny(StatusCode::SERVICE_UNAVAILABLE, "the task has ended");
+    }
+    if method == Method::CONNECT {
+        return deny(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT tunnels cannot carry an injected credential; use http:// URLs",
+        );
+    }
+    // Absolute-form (HTTP_PROXY): only the configured upstream host.
+    if let Some(auth) = req.uri().authority()
+        && Some(auth.host()) != p.upstream.host_str()
+    {
+        record(&p, &method, &path, 403, (0, 0), started, "denied").await;
+        return deny(StatusCode::FORBIDDEN, "not the configured upstream");
+    }
+    let allowed_by = |rules: &[Rule]| rules.iter().any(|r| r.matches(&method, &path));
+    let broker_ok = p.broker_rules.as_deref().is_none_or(allowed_by);
+    let flags_ok = p.rules.is_empty() || allowed_by(&p.rules);
+    if !(broker_ok && flags_ok) {
+        record(&p, &method, &path, 403, (0, 0), started, "denied").await;
+        return deny(
+            StatusCode::FORBIDDEN,
+            "method or path not allowed for this resource",
+        );
+    }
+    let mut url = p.upstream.clone();
+    let base = p.upstream.path().trim_end_matches('/');
+    url.set_path(&format!("{base}{path}"));
+    url.set_query(req.uri().query());
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return deny(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in parts.headers.iter() {
+        // The agent cannot choose the credential: its own Authorization is dropped.
+        if !hop_by_hop(k) && k != header::AUTHORIZATION {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    let secret = p.credential.expose_secret();
+    let injected = match &p.inject {
+        Inject::Bearer => {
+            HeaderValue::from_str(&format!("Bearer {secret}")).map(|v| (header::AUTHORIZATION, v))
+        }
+        Inject::Header(name) => HeaderValue::from_str(secret).map(|v| (name.clone(), v)),
+        Inject::Basic(user) => {
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+            HeaderValue::from_str(&format!("Basic {b}")).map(|v| (header::AUTHORIZATION, v))
+        }
+    };
+    match injected {
+        Ok((k, mut v)) => {
+            v.set_sensitive(true);
+            headers.insert(k, v);
+        }
+        Err(_) => {
+            return deny(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "credential cannot be sent as a header",
+            );
+        }
+    }
+    let req_bytes = body.len();
+    let answer = p
+        .http
+        .request(method.clone(), url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let resp = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            record(&p, &method, &path, 502, (req_bytes, 0), started, "error").await;
+            return deny(
+                StatusCode::BAD_GATEWAY,
+                &format!("upstream unreachable: {}", e.without_url()),
+            );
+        }
+    };
+    let status = resp.status();
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in resp.headers().iter() {
+        if !hop_by_hop(k) {
+            out_headers.append(k.clone(), v.clone());
+        }
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let outcome = if status.is_success() || status.is_redirection() {
+        "ok"
+    } else {
+        "error"
+    };
+    record(
+        &p,
+        &method,
+        &path,
+        status.as_u16(),
+        (req_bytes, bytes.len()),
+        started,
+        outcome,
+    )
+    .await;
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    *r.headers_mut() = out_headers;
+    r
+}
+
+/// Runs `latch proxy` until the task ends (exit 0) or an error occurs.
+///
+/// # Errors
+/// Bad arguments, a refused or pending grant, a listen failure.
+///
+/// # Security
+/// The credential lives only in this process (a `SecretString`, never printed); the agent's
+/// `Authorization` header is dropped, so it cannot swap credentials.
+pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result<(), String> {
+    let token = token.ok_or("latch proxy needs the workload token (--token or LATCH_TOKEN)")?;
+    let upstream = reqwest::Url::parse(&args.upstream).map_err(|e| format!("--upstream: {e}"))?;
+    if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
+        return Err("--upstream must be an http(s) URL with a host".into());
+    }
+    let inject = match args.inject.split_once(':') {
+        None if args.inject == "bearer" => Inject::Bearer,
+        Some(("header", name)) => Inject::Header(
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("--inject: {e}"))?,
+        ),
+        Some(("basic", user)) if !user.contains(':') => Inject::Basic(user.to_owned()),
+        _ => return Err("--inject must be bearer, header:<name> or basic:<user>".into()),
+    };
+    let rules = args
+        .allow
+        .iter()
+        .map(|r| Rule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let broker = Client::new(server, Some(token));
+    let r = broker
+        .get(&format!("/v1/proxy/rules/{}", args.resource))
+        .await?;
+    if !r.ok() {
+        return Err(format!("cannot read the proxy rules: {}", r.error_line()));
+    }
+    let broker_rules = if r.body["restricted"].as_bool() == Some(true) {
+        Some(
+            r.body["allow"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .map(Rule::parse)
+                        .collect()
+                })
+                .unwrap_or_else(|| Ok(Vec::new()))?,
+        )
+    } else {
+        None
+    };
+    let a = broker
+        .post(
+            &format!("/v1/tasks/{}/requests", args.task),
+            &json!({"resource": args.resource, "actions": args.actions,
+                    "justification": format!("latch proxy to {}", upstream.host_str().unwrap_or(""))}),
+        )
+        .await?;
+    if a.status != 201 {
+        return Err(format!("no credential for the proxy: {}", a.error_line()));
+    }
+    let credential = SecretString::from(
+        a.body["credential"]["value"]
+            .as_str()
+            .ok_or("grant without a credential")?
+            .to_owned(),
+    );
+    let lease = a.body["lease"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("listen {}: {e}", args.listen))?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    let proxy = Arc::new(Proxy {
+        upstream,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?,
+        credential,
+        inject,
+        broker_rules,
+        rules,
+        broker,
+        task: args.task.clone(),
+        lease: lease.clone(),
+        stopped: AtomicBool::new(false),
+    });
+    println!(
+        "latch proxy listening on http://{addr} for task {} (lease {lease})",
+        args.task
+    );
+    let watcher = proxy.clone();
+    let poll = args.poll;
+    let ended = async move {
+        loop {
+            tokio::time::sleep(poll).await;
+            if let Ok(a) = watcher
+                .broker
+                .get(&format!("/v1/tasks/{}", watcher.task))
+                .await
+                && (a.status == 404 || (a.ok() && a.body["state"] != "open"))
+            {
+                watcher.stopped.store(true, Ordering::SeqCst);
+                println!(
+                    "latch proxy: task {} is no longer open; stopping",
+                    watcher.task
+                );
+                return;
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(handle).with_state(proxy);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(ended)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_hide_ids() {
+        assert_eq!(path_template("/v1/orders/12345"), "/v1/orders/{id}");
+        assert_eq!(
+            path_template("/v1/runs/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b/logs"),
+            "/v1/runs/{id}/logs"
+        );
+        assert_eq!(path_template("/v1/orders"), "/v1/orders");
+        assert_eq!(path_template("/"), "/");
+    }
+
+    #[test]
+    fn allow_rules() {
+        let r = Rule::parse("GET:/v1/orders/*").unwrap();
+        assert!(r.matches(&Method::GET, "/v1/orders/1"));
+        assert!(!r.matches(&Method::POST, "/v1/orders/1"));
+        assert!(!r.matches(&Method::GET, "/v1/admin"));
+        let any = Rule::parse("*:/health").unwrap();
+        assert!(any.matches(&Method::DELETE, "/health"));
+        assert!(!any.matches(&Method::DELETE, "/health/x"));
+        assert!(Rule::parse("GET/x").is_err());
+    }
+}

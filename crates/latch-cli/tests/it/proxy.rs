@@ -1,0 +1,177 @@
+//! `latch proxy`: the upstream sees the task's credential, the agent's process never does;
+//! every call is a `tool.used` event without secrets; allow rules refuse other methods and
+//! paths; the proxy stops serving when the task ends.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use latch_testkit::{TestOptions, TestServer};
+use serde_json::json;
+
+/// An upstream API that records the `Authorization` header of each request.
+async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let s2 = s2.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            s2.lock().unwrap().push(auth);
+            axum::Json(json!({"orders": [1, 2, 3]}))
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_task() {
+    // The broker's rules for the resource; the proxy's --allow flag narrows them further.
+    let s = TestServer::start_with(TestOptions {
+        extra_config: "\n[[proxy.rules]]\nresource = \"ci-cache\"\n\
+                       allow = [\"GET:/v1/orders*\", \"DELETE:/v1/orders/*\"]\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let harness = s.agent("proxy-1").await;
+    let rules = s.get(Some(&harness), "/v1/proxy/rules/ci-cache").await;
+    assert_eq!(rules.status, 200, "{}", rules.body);
+    assert_eq!(rules.body["restricted"], true);
+    let open = s.get(Some(&harness), "/v1/proxy/rules/payments-db").await;
+    assert_eq!(open.body["restricted"], false, "{}", open.body);
+    let unknown = s.get(Some(&harness), "/v1/proxy/rules/nope").await;
+    assert_eq!(unknown.code(), Some("unknown_resource"));
+    let task = s.open_task(&harness, "sandbox", 1800).await;
+    let (up, seen) = upstream().await;
+    let port = free_port();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args([
+            "proxy",
+            "--task",
+            &task,
+            "--resource",
+            "ci-cache",
+            "--upstream",
+            &up,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--poll", "200ms"])
+        .args(["--allow", "GET:/v1/*"])
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", &harness)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if http.get(format!("{base}/v1/orders")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "proxy did not start");
+
+    // The agent: a separate process with no Latch variables, calling the proxy with curl.
+    let agent = tokio::task::block_in_place(|| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "env; curl -s -H 'Authorization: Bearer agent-made-up' {base}/v1/orders/12345; echo; \
+                 curl -s -o /dev/null -w '%{{http_code}} ' {base}/v1/admin; \
+                 curl -s -o /dev/null -w '%{{http_code}}' -X DELETE {base}/v1/orders/1"
+            ))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("AGENT_API", &base)
+            .output()
+            .unwrap()
+    });
+    let agent_out = String::from_utf8_lossy(&agent.stdout).into_owned();
+    assert!(agent_out.contains("\"orders\":[1,2,3]"), "{agent_out}");
+    assert!(
+        agent_out.ends_with("403 403"),
+        "/v1/admin refused by the broker's rules, DELETE by the proxy's flag: {agent_out}"
+    );
+
+    // The upstream saw the task's credential (a live Latch access token), not the agent's.
+    let auth = seen.lock().unwrap().clone();
+    let got: Vec<&String> = auth.iter().filter(|a| a.starts_with("Bearer ey")).collect();
+    assert!(!got.is_empty(), "{auth:?}");
+    let credential = got.last().unwrap().trim_start_matches("Bearer ").to_owned();
+    latch_testkit::register_minted(&credential);
+    let i = s.introspect(&credential).await;
+    assert_eq!(i["active"], true);
+    assert_eq!(i["task_id"], task.as_str());
+    assert!(!auth.iter().any(|a| a.contains("agent-made-up")));
+    assert!(
+        !agent_out.contains(&credential),
+        "the agent's environment and output never held it"
+    );
+
+    // Each call is a tool-use event, with a path template and no secret.
+    let ev = s.audit(&format!("task_id={task}&kind=tool.")).await;
+    let ok = ev
+        .iter()
+        .find(|e| e["detail"]["attributes"]["path"] == "/v1/orders/{id}" && e["outcome"] == "ok")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert_eq!(ok["detail"]["attributes"]["status"], 200);
+    assert_eq!(ok["detail"]["attributes"]["method"], "GET");
+    assert!(
+        ok["detail"]["attributes"]["response_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(ev.iter().any(|e| e["outcome"] == "denied"));
+
+    // The task ends: the proxy stops serving and exits.
+    let r = s
+        .post(
+            Some(&harness),
+            &format!("/v1/tasks/{task}/complete"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut exited = None;
+    for _ in 0..50 {
+        if let Some(st) = proxy.try_wait().unwrap() {
+            exited = Some(st);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if exited.is_none() {
+        let _ = proxy.kill();
+    }
+    let out = proxy.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    latch_testkit::record_output(stdout.clone());
+    latch_testkit::record_output(String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "proxy exits when the task ends: {stdout}"
+    );
+    assert!(http.get(format!("{base}/v1/orders")).send().await.is_err());
+    s.stop().await;
+}

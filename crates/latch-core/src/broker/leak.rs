@@ -1,0 +1,180 @@
+//! Leak response: what the broker does when a scan finds a secret where it should not be.
+//!
+//! A Latch credential found by a scan is matched by its keyed HMAC against the current
+//! credential of every lease, then against credentials recorded in the audit trail (values a
+//! renewal replaced), revoked at once if its lease is still live and, by rule
+//! ([`LeakScope::Task`]), the rest of its task is cancelled too. Every finding is recorded as a
+//! `leak.detected` audit event (where, what, what was revoked; never the value), which the
+//! audit sinks (file, stdout, webhook) deliver like any other event.
+
+use super::*;
+
+/// Longest `location` kept in an audit event (characters).
+const LOCATION_MAX: usize = 512;
+
+/// What a scan found and where; contains no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeakFinding {
+    /// Stable snake_case kind (`latch_postgres_password`, `jwt`, `aws_access_token`, …).
+    pub kind: String,
+    /// Rule that matched (`latch-credential`, `jwt`, a gitleaks rule id, …).
+    pub rule: String,
+    /// Where: `path:line:column`, or the caller's source label with line and column.
+    pub location: String,
+}
+
+/// How much a leaked live credential takes down with it (`[scan] on_leak` in `latch.toml`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakScope {
+    /// Revoke the leaked credential's lease only.
+    #[default]
+    Credential,
+    /// Revoke it and cancel its task (revoking every other lease of the task).
+    Task,
+}
+
+/// What the broker did about one finding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeakResponse {
+    /// Whether the value is a credential Latch issued (current or past).
+    pub matched: bool,
+    /// Its lease.
+    pub lease_id: Option<String>,
+    /// Its task.
+    pub task_id: Option<String>,
+    /// Leases revoked because of this finding (the leaked one first).
+    pub revoked_leases: Vec<String>,
+    /// Whether the task was cancelled because of this finding.
+    pub task_cancelled: bool,
+}
+
+impl Broker {
+    /// Responds to a credential `value` found by a scan: revokes it (and, with
+    /// [`LeakScope::Task`], cancels its task) if Latch issued it and it is still live, then
+    /// records a `leak.detected` event naming `finding`, the value's keyed HMAC and what was
+    /// revoked. Values Latch did not issue are recorded as unmatched.
+    ///
+    /// # Errors
+    /// `store_unavailable` (audit fails closed: the caller must report the scan as failed).
+    ///
+    /// # Security
+    /// Anyone able to present a credential may have it revoked: revocation only removes
+    /// access, and whoever holds a leaked value could use it anyway. The value is only
+    /// hashed; it never reaches the store, the audit trail or an error message.
+    pub async fn respond_to_leak(
+        &self,
+        ctx: &CallCtx,
+        actor: &str,
+        value: &str,
+        finding: &LeakFinding,
+        scope: LeakScope,
+    ) -> Result<LeakResponse> {
+        let h = self.hasher.hmac_hex(value);
+        let mut lease = self.store.lease_by_credential_hmac(&h).await?;
+        if lease.is_none() {
+            // A value a renewal replaced: its issue is recorded in the audit trail.
+            let f = AuditFilter {
+                credential_hmac: Some(h.clone()),
+                limit: Some(1),
+                ..AuditFilter::default()
+            };
+            if let Some(lid) = self
+                .store
+                .audit_events(&f)
+                .await?
+                .into_iter()
+                .find_map(|e| e.lease_id)
+            {
+                lease = self.store.lease(&lid).await?;
+            }
+        }
+        let mut resp = LeakResponse::default();
+        if let Some(l) = lease {
+            resp.matched = true;
+            resp.lease_id = Some(l.id.clone());
+            resp.task_id = Some(l.task_id.clone());
+            if l.state.is_live() {
+                let id = l.id.clone();
+                match self.revoke_lease(ctx, l.clone(), "leaked", actor).await {
+                    Ok(_) => resp.revoked_leases.push(id),
+                    Err(e) if e.code == ErrorCode::LeaseNotActive => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if scope == LeakScope::Task {
+                let task = self.task_unchecked(&l.task_id).await?;
+                if task.state == TaskState::Open {
+                    let live: Vec<String> = self
+                        .store
+                        .leases_by_task(&task.id)
+                        .await?
+                        .into_iter()
+                        .filter(|x| x.state.is_live())
+                        .map(|x| x.id)
+                        .collect();
+                    match self
+                        .end_task_internal(ctx, task, TaskState::Cancelled, actor)
+                        .await
+                    {
+                        Ok(_) => {
+                            resp.task_cancelled = true;
+                            resp.revoked_leases.extend(live);
+                        }
+                        Err(e) if e.code == ErrorCode::TaskNotOpen => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        let outcome = match (&resp.matched, resp.revoked_leases.is_empty()) {
+            (false, _) => "unmatched",
+            (true, false) => "revoked",
+            (true, true) => "inactive",
+        };
+        let mut ev = self.leak_event(actor, outcome).detail(json!({
+            "kind": finding.kind,
+            "rule": finding.rule,
+            "location": clip(&finding.location),
+            "credential_hmac": h,
+            "revoked_leases": resp.revoked_leases,
+            "task_cancelled": resp.task_cancelled,
+        }));
+        if let Some(t) = &resp.task_id {
+            ev = ev.task(t);
+        }
+        if let Some(l) = &resp.lease_id {
+            ev = ev.lease(l);
+        }
+        self.record_event(ctx, ev).await?;
+        Ok(resp)
+    }
+
+    /// Records a third-party secret found by a scan (nothing to revoke) as a `leak.detected`
+    /// event with outcome `third_party`.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn record_leak(
+        &self,
+        ctx: &CallCtx,
+        actor: &str,
+        finding: &LeakFinding,
+    ) -> Result<()> {
+        let ev = self.leak_event(actor, "third_party").detail(json!({
+            "kind": finding.kind,
+            "rule": finding.rule,
+            "location": clip(&finding.location),
+        }));
+        self.record_event(ctx, ev).await
+    }
+
+    fn leak_event(&self, actor: &str, outcome: &str) -> AuditEvent {
+        AuditEvent::new(self.now(), "leak.detected", actor, outcome)
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(LOCATION_MAX).collect()
+}

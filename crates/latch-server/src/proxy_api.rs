@@ -1,0 +1,110 @@
+//! `GET /v1/proxy/rules/{resource}`: the methods and paths `latch proxy` may forward for a
+//! resource, from `[[proxy.rules]]` in `latch.toml`.
+//!
+//! The proxy holds the credential, not the agent, so the proxy is where the rules bite: it
+//! fetches them at start and refuses (403) any request they do not allow. Resources without rules
+//! are not restricted by the broker (the proxy's own `--allow` flags may still narrow them).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use latch_core::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{AppError, AppState, ErrorBody, ReqMeta};
+
+/// `[proxy]` in `latch.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Per-resource allow rules.
+    #[serde(default)]
+    pub rules: Vec<ProxyRule>,
+}
+
+/// `[[proxy.rules]]`: what `latch proxy` may forward for one resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRule {
+    /// Resource id.
+    pub resource: String,
+    /// `METHOD:PATH` entries: `METHOD` an HTTP method or `*`; `PATH` starting with `/`, a
+    /// trailing `*` matching any rest.
+    pub allow: Vec<String>,
+}
+
+impl ProxyConfig {
+    /// Checks every rule's syntax.
+    ///
+    /// # Errors
+    /// A message naming the bad entry.
+    pub fn validate(&self) -> Result<(), String> {
+        for r in &self.rules {
+            for a in &r.allow {
+                let ok = a.split_once(':').is_some_and(|(m, p)| {
+                    (m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic())))
+                        && p.starts_with('/')
+                });
+                if !ok {
+                    return Err(format!(
+                        "[[proxy.rules]] for `{}`: `{a}` is not METHOD:/path",
+                        r.resource
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answer of `GET /v1/proxy/rules/{resource}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProxyRules {
+    /// The resource.
+    pub resource: String,
+    /// Whether the broker restricts it (`false`: no `[[proxy.rules]]` entry).
+    pub restricted: bool,
+    /// Allowed `METHOD:PATH` entries (when `restricted`).
+    pub allow: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/v1/proxy/rules/{resource}", security(("bearer" = [])),
+    params(("resource" = String, Path)),
+    responses((status = 200, body = ProxyRules, description = "what `latch proxy` may forward for this resource"),
+        (status = 400, body = ErrorBody, description = "`unknown_resource`"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn proxy_rules(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    Extension(cfg): Extension<Arc<ProxyConfig>>,
+    Path(resource): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<ProxyRules>, AppError> {
+    let ctx = m.ctx();
+    let r = async {
+        s.broker
+            .authenticate_workload(&ctx, crate::api::bearer(&headers))
+            .await?;
+        if !s.broker.resources().any(|r| r.id == resource) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownResource,
+                format!("no resource {}", latch_core::error::quote(&resource)),
+            ));
+        }
+        let allow: Vec<String> = cfg
+            .rules
+            .iter()
+            .filter(|r| r.resource == resource)
+            .flat_map(|r| r.allow.iter().cloned())
+            .collect();
+        Ok(ProxyRules {
+            restricted: cfg.rules.iter().any(|r| r.resource == resource),
+            resource,
+            allow,
+        })
+    }
+    .await;
+    Ok(Json(crate::api::finish(&s, &ctx, r).await?))
+}

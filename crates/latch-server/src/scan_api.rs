@@ -1,0 +1,224 @@
+//! `POST /v1/scan`: the leak scanner for agent frameworks (prompts, tool output, transcripts).
+//!
+//! Any authenticated caller (workload or human) may submit up to `[scan] max_bytes` of text.
+//! Every finding is reported by location and kind, never by value. Latch credentials found are
+//! answered by [`Broker::respond_to_leak`](latch_core::Broker::respond_to_leak) (revoked at once,
+//! with `on_leak = "task"` their whole task too) and third-party secrets are recorded, both as
+//! `leak.detected` audit events.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use latch_core::broker::{CallCtx, LeakFinding, LeakResponse, LeakScope};
+use latch_core::model::Principal;
+use latch_core::{ApiError, ErrorCode};
+use latch_scan::{Family, Scanner};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{ApiJson, AppError, AppState, ErrorBody, ReqMeta};
+
+/// Latch candidates (credentials, JWTs) answered per request; further ones are still reported.
+const MAX_RESPONSES: usize = 100;
+/// Longest accepted `source` label.
+const SOURCE_MAX: usize = 256;
+
+/// `[scan]` in `latch.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// What a leaked live Latch credential takes down: `credential` (its lease, default) or
+    /// `task` (its whole task).
+    #[serde(default)]
+    pub on_leak: LeakScope,
+    /// Largest `text` accepted by `POST /v1/scan`, bytes (default 1 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+}
+
+fn default_max_bytes() -> usize {
+    1 << 20
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            on_leak: LeakScope::default(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+/// Scan settings held by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    /// From `[scan]`.
+    pub config: ScanConfig,
+    /// This broker's issuer URL (the `iss` of its access tokens).
+    pub issuer: String,
+}
+
+fn scanner() -> &'static Scanner {
+    static S: OnceLock<Scanner> = OnceLock::new();
+    S.get_or_init(Scanner::new)
+}
+
+/// Body of `POST /v1/scan`.
+#[derive(Deserialize, ToSchema)]
+pub struct ScanRequest {
+    /// The text to scan (a prompt, tool output, a log excerpt).
+    ///
+    /// # Security
+    /// Scanned in memory and dropped; never stored or logged.
+    #[schema(value_type = String)]
+    pub text: SecretString,
+    /// Where the text comes from (file, conversation, tool), recorded in findings' locations.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl std::fmt::Debug for ScanRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanRequest")
+            .field("text", &"[redacted]")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// One finding: where and what, never the value.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScanFinding {
+    /// Kind: `latch_access_token`, `latch_postgres_password`, `latch_redis_password`,
+    /// `latch_secret`, `jwt`, or a third-party kind (`aws_access_token`, `private_key`, …).
+    pub kind: String,
+    /// Rule id.
+    pub rule: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (bytes).
+    pub column: usize,
+    /// Byte offsets of the secret in `text` (`end` exclusive), for redaction by the caller.
+    pub start: usize,
+    /// See `start`.
+    pub end: usize,
+    /// For Latch credentials: what the broker did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<LeakResponse>,
+}
+
+/// Answer of `POST /v1/scan`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScanResponse {
+    /// Findings in text order.
+    pub findings: Vec<ScanFinding>,
+    /// Every lease revoked because of this scan.
+    pub revoked_leases: Vec<String>,
+}
+
+fn is_ours(s: &AppState, settings: &ScanSettings, info: &latch_scan::JwtInfo) -> bool {
+    if info.iss.as_deref() != Some(settings.issuer.as_str())
+        || !info
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
+        return false;
+    }
+    let jwks = (s.jwks)();
+    jwks["keys"].as_array().is_some_and(|keys| {
+        keys.iter()
+            .any(|k| k["kid"].as_str() == info.kid.as_deref())
+    })
+}
+
+#[utoipa::path(post, path = "/v1/scan", request_body = ScanRequest, security(("bearer" = [])),
+    responses((status = 200, body = ScanResponse, description = "findings (location and kind, never values); Latch credentials found are revoked"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub(crate) async fn scan(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    Extension(settings): Extension<Arc<ScanSettings>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ScanRequest>,
+) -> Result<Json<ScanResponse>, AppError> {
+    let ctx: CallCtx = m.ctx();
+    let r = async {
+        let who = s
+            .broker
+            .authenticate(&ctx, crate::api::bearer(&headers))
+            .await?;
+        let actor = match &who {
+            Principal::Workload(w) => w.id.clone(),
+            Principal::Human(h) => h.id.clone(),
+        };
+        let text = body.text.expose_secret().as_bytes();
+        if text.len() > settings.config.max_bytes {
+            return Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("`text` is larger than {} bytes", settings.config.max_bytes),
+            ));
+        }
+        let source: String = body
+            .source
+            .as_deref()
+            .unwrap_or("api")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(SOURCE_MAX)
+            .collect();
+        let found = scanner().scan(text);
+        let mut out = ScanResponse {
+            findings: Vec::with_capacity(found.len()),
+            revoked_leases: Vec::new(),
+        };
+        let mut answered = 0;
+        for f in found {
+            let mut kind = f.kind.clone();
+            if let Some(info) = &f.jwt
+                && is_ours(&s, &settings, info)
+            {
+                kind = "latch_access_token".into();
+            }
+            let lf = LeakFinding {
+                kind: kind.clone(),
+                rule: f.rule.clone(),
+                location: format!("{source}:{}:{}", f.line, f.column),
+            };
+            let mut response = None;
+            if answered < MAX_RESPONSES {
+                answered += 1;
+                if f.is_latch_candidate() {
+                    let value = std::str::from_utf8(f.secret(text)).unwrap_or_default();
+                    let r = s
+                        .broker
+                        .respond_to_leak(&ctx, &actor, value, &lf, settings.config.on_leak)
+                        .await?;
+                    if r.matched && f.family == Family::Jwt {
+                        kind = "latch_access_token".into();
+                    }
+                    out.revoked_leases.extend(r.revoked_leases.iter().cloned());
+                    response = Some(r);
+                } else {
+                    s.broker.record_leak(&ctx, &actor, &lf).await?;
+                }
+            }
+            out.findings.push(ScanFinding {
+                kind,
+                rule: f.rule,
+                line: f.line,
+                column: f.column,
+                start: f.start,
+                end: f.end,
+                response,
+            });
+        }
+        metrics::counter!("latch_scan_findings_total").increment(out.findings.len() as u64);
+        Ok(out)
+    }
+    .await;
+    Ok(Json(crate::api::finish(&s, &ctx, r).await?))
+}
