@@ -846,7 +846,7 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
-    let i = s.broker.introspect(&form.token);
+    let i = s.broker.introspect(&form.token).await;
     ([(header::CACHE_CONTROL, "no-store")], Json(i)).into_response()
 }
 

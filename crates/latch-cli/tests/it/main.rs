@@ -11,5 +11,6 @@ mod flow;
 mod interop;
 mod policy;
 mod providers;
+mod replicas;
 mod restart;
 mod revocation;
