@@ -450,7 +450,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     if let Some(feed) = change_feed {
-        tasks.push(tokio::spawn(follow_changes(broker.clone(), feed, rx.clone())));
+        tasks.push(tokio::spawn(follow_changes(
+            broker.clone(),
+            feed,
+            rx.clone(),
+        )));
     }
     {
         let mut rx = rx.clone();

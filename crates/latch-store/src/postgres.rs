@@ -442,12 +442,11 @@ async fn append_events(
         .iter()
         .map(|e| encode("audit event", e))
         .collect::<Result<Vec<_>, _>>()?;
-    let (mut seq, mut prev) = sqlx::query_as::<_, (i64, String)>(
-        "SELECT seq, hash FROM audit_head WHERE one FOR UPDATE",
-    )
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(|e| write_error("lock audit chain head", &e))?;
+    let (mut seq, mut prev) =
+        sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| write_error("lock audit chain head", &e))?;
     let mut seqs = Vec::with_capacity(events.len());
     for (e, body) in events.iter().zip(bodies) {
         seq += 1;
@@ -809,12 +808,10 @@ impl Store for PgStore {
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
-        sqlx::query_as::<_, (i64, String)>(
-            "SELECT seq, hash FROM audit_head WHERE one AND seq > 0",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| unavailable("read audit head", &e))
+        sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE one AND seq > 0")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| unavailable("read audit head", &e))
     }
 
     async fn put_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError> {

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
-use latch_core::model::{
-    AuditEvent, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims,
-};
+use latch_core::model::{AuditEvent, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use latch_store::{PgStore, StoreChange};
 use latch_testkit::{PG_ADDR, TempPgDatabase, service_available};
@@ -80,7 +78,9 @@ async fn replicas(tag: &str, n: usize) -> Option<(TempPgDatabase, Vec<Arc<PgStor
     let db = TempPgDatabase::create(tag).await;
     let mut stores = Vec::new();
     for _ in 0..n {
-        stores.push(Arc::new(PgStore::open(&db.url()).await.expect("open store")));
+        stores.push(Arc::new(
+            PgStore::open(&db.url()).await.expect("open store"),
+        ));
     }
     Some((db, stores))
 }
@@ -114,7 +114,9 @@ async fn reopening_is_idempotent_and_an_empty_log_has_no_head() {
         return;
     };
     assert_eq!(stores[1].audit_head().await.expect("head"), None);
-    let third = PgStore::open(&db.url()).await.expect("migrated database reopens");
+    let third = PgStore::open(&db.url())
+        .await
+        .expect("migrated database reopens");
     third.ping().await.expect("ping");
     third.close().await;
     let bad = PgStore::open("postgres://postgres:s3cr3t-pw@127.0.0.1:1/none")
@@ -211,14 +213,23 @@ async fn reaper_claims_split_work_and_expire() {
     }
     a.apply(batch).await.expect("insert");
     // At now = 200 all ten are due. Replica A claims four until 260.
-    let got_a = a.claim_due_leases(200, 120, "a", 260, 4).await.expect("claim");
+    let got_a = a
+        .claim_due_leases(200, 120, "a", 260, 4)
+        .await
+        .expect("claim");
     assert_eq!(got_a.len(), 4);
-    let got_b = b.claim_due_leases(200, 120, "b", 260, 100).await.expect("claim");
+    let got_b = b
+        .claim_due_leases(200, 120, "b", 260, 100)
+        .await
+        .expect("claim");
     assert_eq!(got_b.len(), 6, "B gets only the unclaimed ones");
     let ids = |v: &[Lease]| v.iter().map(|l| l.id.clone()).collect::<Vec<_>>();
     assert!(ids(&got_a).iter().all(|id| !ids(&got_b).contains(id)));
     assert!(
-        a.claim_due_leases(230, 120, "c", 290, 100).await.expect("claim").is_empty(),
+        a.claim_due_leases(230, 120, "c", 290, 100)
+            .await
+            .expect("claim")
+            .is_empty(),
         "everything is claimed until 260"
     );
     // B revokes one of its leases: the update clears the claim, and a revoked lease is not due.
@@ -230,7 +241,10 @@ async fn reaper_claims_split_work_and_expire() {
         .expect("revoke");
     // A and B die; at 300 their claims (until 260) have expired and C takes the nine leases
     // still due.
-    let got_c = a.claim_due_leases(300, 120, "c", 360, 100).await.expect("claim");
+    let got_c = a
+        .claim_due_leases(300, 120, "c", 360, 100)
+        .await
+        .expect("claim");
     assert_eq!(got_c.len(), 9, "expired claims are taken over");
     // The due-lease listing ignores claims.
     assert_eq!(b.due_leases(300, 120, 100).await.expect("due").len(), 9);
@@ -277,7 +291,11 @@ async fn concurrent_claimers_never_share_a_lease() {
     all.sort();
     let n = all.len();
     all.dedup();
-    assert_eq!((n, all.len()), (200, 200), "each lease claimed exactly once");
+    assert_eq!(
+        (n, all.len()),
+        (200, 200),
+        "each lease claimed exactly once"
+    );
     finish(db, stores).await;
 }
 
@@ -326,7 +344,10 @@ async fn changes_reach_the_other_replica() {
         .expect("update");
     assert_eq!(next(&mut feed).await, StoreChange::Lease("lease_f".into()));
     assert_eq!(next(&mut feed).await, StoreChange::Task("task_f".into()));
-    assert!(started.elapsed() < Duration::from_secs(1), "within a second");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within a second"
+    );
     // The feed notices a lost connection and resyncs.
     sqlx_kill_listeners(&db).await;
     assert_eq!(next(&mut feed).await, StoreChange::Lost);
@@ -338,7 +359,9 @@ async fn changes_reach_the_other_replica() {
 /// Ends every `LISTEN`ing session on the test database (as a server restart would).
 async fn sqlx_kill_listeners(db: &TempPgDatabase) {
     use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(&db.url()).await.expect("connect");
+    let mut c = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'",

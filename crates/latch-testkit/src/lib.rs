@@ -561,7 +561,11 @@ impl TempPgDatabase {
         use sqlx::Connection;
         let name = format!(
             "latch_test_{tag}_{}",
-            uuid::Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x")
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..12)
+                .unwrap_or("x")
         );
         let admin_url = format!("postgres://postgres@{addr}/postgres");
         let mut c = sqlx::PgConnection::connect(&admin_url)
