@@ -196,17 +196,19 @@ pub async fn run(cmd: AuditCmd, c: &Client, json_out: bool) -> Result<ExitCode, 
                 return Ok(ExitCode::from(1));
             }
             let mut cursor = print_events(&a.body, json_out);
-            while follow {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let after =
-                    cursor.map_or_else(|| format!("last={last}"), |s| format!("after_seq={s}"));
-                let a = c.get(&query(&format!("{after}&limit=1000"))).await?;
-                if !a.ok() {
-                    eprintln!("error: {}", a.error_line());
-                    return Ok(ExitCode::from(1));
-                }
-                if let Some(s) = print_events(&a.body, json_out) {
-                    cursor = Some(s);
+            if follow {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let after =
+                        cursor.map_or_else(|| format!("last={last}"), |s| format!("after_seq={s}"));
+                    let a = c.get(&query(&format!("{after}&limit=1000"))).await?;
+                    if !a.ok() {
+                        eprintln!("error: {}", a.error_line());
+                        return Ok(ExitCode::from(1));
+                    }
+                    if let Some(s) = print_events(&a.body, json_out) {
+                        cursor = Some(s);
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -71,10 +71,10 @@ impl Checkpointer {
         let Some((seq, hash)) = self.store.audit_head().await? else {
             return Ok(None);
         };
-        if let Some(cp) = self.store.checkpoints(seq - 1, 1).await?.pop() {
-            if cp.seq == seq {
-                return Ok(Some(cp));
-            }
+        if let Some(cp) = self.store.checkpoints(seq - 1, 1).await?.pop()
+            && cp.seq == seq
+        {
+            return Ok(Some(cp));
         }
         let iat = self.clock.now_unix_secs();
         let claims = CheckpointClaims {

@@ -501,12 +501,12 @@ impl Config {
             if !sinks.insert(n) {
                 return Err(ConfigError(format!("duplicate audit sink name `{n}`")));
             }
-            if let AuditSinkConfig::Webhook { url, .. } = sink {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(ConfigError(format!(
-                        "audit sink `{n}`: `url` must be an http(s) URL"
-                    )));
-                }
+            if let AuditSinkConfig::Webhook { url, .. } = sink
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(ConfigError(format!(
+                    "audit sink `{n}`: `url` must be an http(s) URL"
+                )));
             }
         }
         let mut seen = std::collections::HashSet::new();

@@ -527,18 +527,6 @@ impl TestIssuer {
     }
 }
 
-#[cfg(test)]
-mod scan_tests {
-    /// The scan is not vacuous: a registered value in captured output is reported.
-    #[test]
-    #[should_panic(expected = "leaked into broker output")]
-    fn a_leaked_value_is_reported() {
-        super::register_minted("secret-value-0123456789");
-        super::record_output("error: bad token secret-value-0123456789 given".into());
-        super::assert_no_secret_leaked();
-    }
-}
-
 // ------------------------------------------------------------------ PostgreSQL
 
 /// Address of the local PostgreSQL the tests use (trust authentication, user `postgres`).
@@ -634,5 +622,17 @@ impl Drop for TempPgDatabase {
             }
         })
         .join();
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    /// The scan is not vacuous: a registered value in captured output is reported.
+    #[test]
+    #[should_panic(expected = "leaked into broker output")]
+    fn a_leaked_value_is_reported() {
+        super::register_minted("secret-value-0123456789");
+        super::record_output("error: bad token secret-value-0123456789 given".into());
+        super::assert_no_secret_leaked();
     }
 }
