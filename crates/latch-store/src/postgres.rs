@@ -77,7 +77,6 @@ pub enum StoreChange {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    options: PgConnectOptions,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -108,10 +107,10 @@ impl PgStore {
             // A pooled connection is checked before use, so a restarted server costs one
             // failed check per stale connection, not a failed call.
             .test_before_acquire(true)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(|e| unavailable("connect", &e))?;
-        let store = Self { pool, options };
+        let store = Self { pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -200,12 +199,6 @@ impl PgStore {
             }
         });
         rx
-    }
-
-    /// The connection options (for tests that need a second connection; holds the password).
-    #[doc(hidden)]
-    pub fn connect_options(&self) -> &PgConnectOptions {
-        &self.options
     }
 }
 
