@@ -1,6 +1,6 @@
-//! Startup: the one place that names concrete implementations (SQLite store, OIDC verifier,
-//! credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates — system clock)
-//! and wires them into the [`Broker`].
+//! Startup: the one place that names concrete implementations (SQLite or PostgreSQL store, OIDC
+//! verifier, credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates —
+//! system clock) and wires them into the [`Broker`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
