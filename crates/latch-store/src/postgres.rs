@@ -184,7 +184,9 @@ impl PgStore {
                     };
                     match next {
                         Ok(Some(n)) => {
-                            for change in parse_changes(n.payload()) {
+                            let changes = parse_changes(n.payload())
+                                .unwrap_or_else(|| vec![StoreChange::Resynced]);
+                            for change in changes {
                                 if tx.send(change).await.is_err() {
                                     return;
                                 }
@@ -202,19 +204,54 @@ impl PgStore {
     }
 }
 
-/// Parses a notification payload: space-separated `l:<lease id>` / `t:<task id>` items.
-fn parse_changes(payload: &str) -> Vec<StoreChange> {
-    payload
-        .split(' ')
-        .filter_map(|item| {
-            if let Some(id) = item.strip_prefix("l:") {
-                Some(StoreChange::Lease(id.to_owned()))
-            } else {
-                item.strip_prefix("t:")
-                    .map(|id| StoreChange::Task(id.to_owned()))
-            }
-        })
-        .collect()
+/// Longest notification payload sent (PostgreSQL refuses 8000 bytes and more).
+const MAX_PAYLOAD: usize = 7000;
+
+/// Encodes `l:<lease id>` / `t:<task id>` items as JSON arrays of at most [`MAX_PAYLOAD`]
+/// bytes each (a task ended with hundreds of leases takes several notifications).
+fn change_payloads(items: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<&str> = Vec::new();
+    let mut size = 2;
+    for item in items {
+        let len = encode("change", item)?.len() + 1;
+        if !chunk.is_empty() && size + len > MAX_PAYLOAD {
+            out.push(encode("change", &chunk)?);
+            chunk.clear();
+            size = 2;
+        }
+        if len + 2 > MAX_PAYLOAD {
+            return Err(StoreError::Unavailable(
+                "an id is too long to notify".into(),
+            ));
+        }
+        chunk.push(item);
+        size += len;
+    }
+    if !chunk.is_empty() {
+        out.push(encode("change", &chunk)?);
+    }
+    Ok(out)
+}
+
+/// Parses a notification payload (a JSON array of `l:<lease id>` / `t:<task id>` items; other
+/// items are ignored). A payload that is not such an array yields `None`: the caller must then
+/// drop every cached row, since it cannot tell which changed.
+fn parse_changes(payload: &str) -> Option<Vec<StoreChange>> {
+    let items = serde_json::from_str::<Vec<String>>(payload).ok()?;
+    Some(
+        items
+            .into_iter()
+            .filter_map(|item| {
+                if let Some(id) = item.strip_prefix("l:") {
+                    Some(StoreChange::Lease(id.to_owned()))
+                } else {
+                    item.strip_prefix("t:")
+                        .map(|id| StoreChange::Task(id.to_owned()))
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Maps a sqlx error onto [`StoreError::Unavailable`]. Messages name tables, columns and
@@ -510,9 +547,9 @@ impl Store for PgStore {
             }
             if !changed.is_empty() {
                 // Delivered to listeners at COMMIT, not at all on rollback.
-                sqlx::query("SELECT pg_notify($1, $2)")
+                sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
                     .bind(CHANGE_CHANNEL)
-                    .bind(changed.join(" "))
+                    .bind(change_payloads(&changed)?)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| write_error("notify change", &e))?;
@@ -941,13 +978,43 @@ mod tests {
     #[test]
     fn change_payloads_parse() {
         assert_eq!(
-            parse_changes("l:lease_1 t:task_2 x:ignored"),
-            vec![
+            parse_changes(r#"["l:lease_1","t:task 2","x:ignored"]"#),
+            Some(vec![
                 StoreChange::Lease("lease_1".into()),
-                StoreChange::Task("task_2".into())
-            ]
+                StoreChange::Task("task 2".into())
+            ])
         );
-        assert!(parse_changes("").is_empty());
+        assert_eq!(
+            parse_changes("not json"),
+            None,
+            "unparsable: drop everything"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any list of changed rows, however long or oddly named, arrives whole and in order,
+        /// in payloads PostgreSQL accepts.
+        #[test]
+        fn change_payloads_round_trip(
+            ids in proptest::collection::vec(("[lt]", "\\PC{0,60}"), 0..400)
+        ) {
+            let items: Vec<String> = ids.iter().map(|(k, id)| format!("{k}:{id}")).collect();
+            let payloads = change_payloads(&items).expect("encode");
+            let mut got = Vec::new();
+            for p in &payloads {
+                proptest::prop_assert!(p.len() < 8000, "payload of {} bytes", p.len());
+                got.extend(parse_changes(p).expect("parse"));
+            }
+            let want: Vec<StoreChange> = ids
+                .iter()
+                .map(|(k, id)| if k == "l" {
+                    StoreChange::Lease(id.clone())
+                } else {
+                    StoreChange::Task(id.clone())
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

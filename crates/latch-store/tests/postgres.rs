@@ -372,3 +372,44 @@ async fn sqlx_kill_listeners(db: &TempPgDatabase) {
     assert!(!killed.is_empty(), "a listener was connected");
     let _ = c.close().await;
 }
+
+/// A batch changing hundreds of leases (a task ended with many credentials) commits, and every
+/// change is delivered (notifications are split under PostgreSQL's payload limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_many_lease_changes_notifies_them_all() {
+    let Some((db, stores)) = replicas("many", 2).await else {
+        return;
+    };
+    let mut feed = stores[1].watch();
+    assert_eq!(next(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next(&mut feed).await, StoreChange::Resynced);
+    let leases: Vec<Lease> = (0..300)
+        .map(|i| {
+            lease(
+                &format!("lease_many_{i:03}"),
+                "task_m",
+                LeaseState::Active,
+                9_000,
+            )
+        })
+        .collect();
+    let mut insert = WriteBatch::new().write(Write::InsertTask(task("task_m")));
+    let mut revoke = WriteBatch::new();
+    for l in &leases {
+        insert = insert.write(Write::InsertLease(l.clone()));
+        let mut r = l.clone();
+        r.state = LeaseState::Revoked;
+        r.version = 2;
+        revoke = revoke.write(Write::UpdateLease(r));
+    }
+    stores[0].apply(insert).await.expect("insert");
+    stores[0]
+        .apply(revoke)
+        .await
+        .expect("revoke all in one batch");
+    for l in &leases {
+        assert_eq!(next(&mut feed).await, StoreChange::Lease(l.id.clone()));
+    }
+    drop(feed);
+    finish(db, stores).await;
+}
