@@ -41,8 +41,12 @@ python3 -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'
 [ -x /usr/sbin/sshd ] || apt_install openssh-server
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
 command -v openssl >/dev/null 2>&1 || apt_install openssl
-# PostgreSQL (127.0.0.1:5432, user postgres) and Redis (127.0.0.1:6379) are services, not
-# installed here; without them those tests print a loud SKIPPING warning (and fail with CI=true).
+# The replica failure test restarts a private PostgreSQL of its own (initdb + pg_ctl on a temp dir,
+# run as the `postgres` user), so it needs the server binaries even where the shared service runs
+# elsewhere.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || apt_install postgresql-15
+# PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379) are services, not
+# started here; without them those tests print a loud SKIPPING warning (and fail with CI=true).
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
 say "cargo test --workspace"

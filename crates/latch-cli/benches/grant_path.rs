@@ -277,7 +277,7 @@ fn bench_broker(c: &mut Criterion) {
         |b| b.iter(|| black_box(rt.block_on(grant_once(())))),
     );
     g.bench_function("introspect in-process", |b| {
-        b.iter(|| black_box(broker.introspect(black_box(&granted))))
+        b.iter(|| black_box(rt.block_on(broker.introspect(black_box(&granted)))))
     });
     g.finish();
 

@@ -720,6 +720,9 @@ fn check_nested(v: &serde_json::Value, depth: usize, keys: &mut usize) -> Result
                 .iter()
                 .try_for_each(|i| check_nested(i, depth + 1, keys))
         }
+        serde_json::Value::String(v) if v.contains('\0') => Err(invalid(
+            "`attributes` values must not contain NUL characters".into(),
+        )),
         _ => Ok(()),
     }
 }

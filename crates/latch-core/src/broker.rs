@@ -47,6 +47,12 @@ pub struct BrokerSettings {
     pub revoke_alert_after: u32,
     /// Longest accepted `purpose` / `justification` (characters).
     pub max_text_len: usize,
+    /// This broker's name in reaper claims (replicas sharing a store must differ; default: a
+    /// random id per process).
+    pub replica_id: String,
+    /// How long a reaper claim on a due lease lasts (seconds): if this replica dies mid-pass,
+    /// another takes the lease over after this long.
+    pub reaper_claim_secs: i64,
 }
 
 impl Default for BrokerSettings {
@@ -61,6 +67,8 @@ impl Default for BrokerSettings {
             revoke_backoff_max_secs: 300,
             revoke_alert_after: 5,
             max_text_len: 1024,
+            replica_id: format!("replica-{}", uuid::Uuid::new_v4().simple()),
+            reaper_claim_secs: 30,
         }
     }
 }
@@ -210,6 +218,33 @@ pub struct Introspection {
     pub requires_dpop: bool,
 }
 
+/// Active credentials by keyed HMAC, a cache of the store. With replicas another broker may
+/// revoke or renew a lease: the server feeds the store's change notifications into
+/// [`Broker::invalidate_lease`] / [`Broker::set_cache_trusted`], and a miss is loaded from
+/// the store.
+#[derive(Debug)]
+struct LiveIndex {
+    by_hmac: HashMap<String, LiveEntry>,
+    /// Lease id → HMAC of its cached credential.
+    by_lease: HashMap<String, String>,
+    /// Bumped by every invalidation, so a load that raced one is not cached.
+    generation: u64,
+    /// Whether invalidations are being received; when not, every lookup goes to the store.
+    trusted: bool,
+}
+
+impl LiveIndex {
+    fn remove_lease(&mut self, lease_id: &str) {
+        if let Some(h) = self.by_lease.remove(lease_id) {
+            self.by_hmac.remove(&h);
+        }
+    }
+    fn clear(&mut self) {
+        self.by_hmac.clear();
+        self.by_lease.clear();
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LiveEntry {
     lease_id: String,
@@ -300,7 +335,8 @@ pub struct Broker {
     resources: HashMap<String, Resource>,
     hasher: CredentialHasher,
     settings: BrokerSettings,
-    live: RwLock<HashMap<String, LiveEntry>>,
+    /// Introspection index of active credentials (see [`LiveIndex`]).
+    live: RwLock<LiveIndex>,
     /// Open tasks as this process last wrote or read them, for the grant path. Safe even if
     /// stale (another replica ended the task): every grant's batch carries
     /// [`Write::RequireTaskOpen`], which the store checks inside the commit.
@@ -426,7 +462,12 @@ impl Broker {
                 .collect(),
             hasher: CredentialHasher::new(&parts.hmac_key),
             settings: parts.settings,
-            live: RwLock::new(HashMap::new()),
+            live: RwLock::new(LiveIndex {
+                by_hmac: HashMap::new(),
+                by_lease: HashMap::new(),
+                generation: 0,
+                trusted: true,
+            }),
             task_cache: RwLock::new(HashMap::new()),
         };
         b.load_live_index().await?;
@@ -448,11 +489,42 @@ impl Broker {
         Ok(())
     }
 
+    fn live_generation(&self) -> u64 {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+
+    /// Indexes a lease this broker just committed, unless an invalidation arrived since
+    /// `generation` was read (another replica may have changed the lease after our commit).
+    fn index_insert_since(&self, l: &Lease, task: &Task, generation: u64) {
+        self.index_insert_checked(l, task, Some(generation));
+    }
+
     fn index_insert(&self, l: &Lease, task: &Task) {
-        let (Some(h), Some(r)) = (&l.credential_hmac, self.resources.get(&l.resource_id)) else {
+        self.index_insert_checked(l, task, None);
+    }
+
+    fn index_insert_checked(&self, l: &Lease, task: &Task, generation: Option<u64>) {
+        let Some(e) = self.live_entry(l, task) else {
             return;
         };
-        let e = LiveEntry {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        if generation.is_some_and(|g| g != live.generation) {
+            return;
+        }
+        live.remove_lease(&l.id);
+        if let Some(h) = &l.credential_hmac {
+            live.by_lease.insert(l.id.clone(), h.clone());
+            live.by_hmac.insert(h.clone(), e);
+        }
+    }
+
+    fn live_entry(&self, l: &Lease, task: &Task) -> Option<LiveEntry> {
+        let r = self.resources.get(&l.resource_id)?;
+        l.credential_hmac.as_ref()?;
+        Some(LiveEntry {
             lease_id: l.id.clone(),
             task_id: l.task_id.clone(),
             // As the token's `sub`: the exchanged subject when there was one.
@@ -468,20 +540,51 @@ impl Broker {
             exp: l.expires_at_unix_secs,
             binding: l.binding.clone(),
             require_dpop: resource_requires_dpop(r),
-        };
-        self.live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(h.clone(), e);
+        })
     }
 
     fn index_remove(&self, l: &Lease) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        live.remove_lease(&l.id);
         if let Some(h) = &l.credential_hmac {
-            self.live
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(h);
+            live.by_hmac.remove(h);
         }
+    }
+
+    /// Forgets any cached copy of lease `lease_id` (another replica changed it): introspection
+    /// of its credentials is answered from the store again.
+    pub fn invalidate_lease(&self, lease_id: &str) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        live.generation += 1;
+        live.remove_lease(lease_id);
+    }
+
+    /// Forgets any cached copy of task `task_id` (another replica changed it).
+    pub fn invalidate_task(&self, task_id: &str) {
+        self.task_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id);
+    }
+
+    /// Says whether this broker receives every change other replicas make (default: true, as
+    /// for a store no other process writes). Either way the caches are emptied; while
+    /// untrusted, introspection reads the store on every call.
+    ///
+    /// # Security
+    /// A replica that may have missed a revocation must not answer from its cache: the server
+    /// sets `false` whenever its change feed is interrupted and `true` once it is back.
+    pub fn set_cache_trusted(&self, trusted: bool) {
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            live.generation += 1;
+            live.clear();
+            live.trusted = trusted;
+        }
+        self.task_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The clock.
@@ -1511,13 +1614,14 @@ impl Broker {
             }
             b.audit(issued)
         };
+        let generation = self.live_generation();
         if let Err(e) = self.commit(ctx, batch).await {
             if external {
                 let _ = provider.revoke(&lease).await;
             }
             return Err(e.into());
         }
-        self.index_insert(&lease, task);
+        self.index_insert_since(&lease, task, generation);
         Ok(AccessOutcome::Granted(Box::new(Grant {
             request: req,
             lease,
@@ -2051,6 +2155,7 @@ impl Broker {
                 json!({"policy_ids": decision.policy_ids(), "expires_at_unix_secs": expires,
                 "renewals": n.renewals, "credential_hmac": n.credential_hmac}),
             );
+        let generation = self.live_generation();
         self.commit(
             ctx,
             WriteBatch::new()
@@ -2059,7 +2164,7 @@ impl Broker {
         )
         .await?;
         self.index_remove(&lease);
-        self.index_insert(&n, &task);
+        self.index_insert_since(&n, &task, generation);
         Ok(Grant {
             request: req,
             lease: n,
@@ -2146,38 +2251,82 @@ impl Broker {
 
     /// RFC 7662 introspection of a credential value: active only while its lease is active,
     /// unexpired, and the value is the lease's current credential.
-    pub fn introspect(&self, value: &str) -> Introspection {
+    ///
+    /// Served from the in-memory index; a credential not in it (minted by another replica, or
+    /// the index is not trusted) is looked up in the store. Fails closed: if the store cannot
+    /// be read, the answer is `active: false`.
+    pub async fn introspect(&self, value: &str) -> Introspection {
         let h = self.hasher.hmac_hex(value);
         let now = self.now();
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        match live.get(&h) {
-            // A resource that requires binding never accepts an unbound token.
-            Some(e) if now < e.exp && (e.binding.jkt.is_some() || !e.require_dpop) => {
-                Introspection {
-                    active: true,
-                    scope: Some(e.scope.clone()),
-                    sub: Some(e.sub.clone()),
-                    aud: Some(e.aud.clone()),
-                    exp: Some(e.exp),
-                    iat: Some(e.iat),
-                    jti: Some(e.lease_id.clone()),
-                    task_id: Some(e.task_id.clone()),
-                    resource: Some(e.resource.clone()),
-                    token_type: Some(
-                        if e.binding.jkt.is_some() {
-                            "DPoP"
-                        } else {
-                            "Bearer"
-                        }
-                        .into(),
-                    ),
-                    cnf: e.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
-                    act: e.binding.act.clone(),
-                    requires_dpop: e.require_dpop,
-                }
+        let generation = {
+            let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+            if live.trusted
+                && let Some(e) = live.by_hmac.get(&h)
+            {
+                return Self::introspection(e, now);
             }
-            _ => Introspection::default(),
+            live.generation
+        };
+        let entry = match self.load_live_entry(&h).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Introspection::default(),
+            Err(e) => {
+                tracing::warn!(code = %e.code, error = %e.message, "introspection: store lookup failed; answering inactive");
+                return Introspection::default();
+            }
+        };
+        let answer = Self::introspection(&entry, now);
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        // Not cached if an invalidation arrived while the store was read: it may be newer.
+        if live.trusted && live.generation == generation {
+            live.remove_lease(&entry.lease_id);
+            live.by_lease.insert(entry.lease_id.clone(), h.clone());
+            live.by_hmac.insert(h, entry);
         }
+        answer
+    }
+
+    fn introspection(e: &LiveEntry, now: i64) -> Introspection {
+        // A resource that requires binding never accepts an unbound token.
+        if now >= e.exp || (e.require_dpop && e.binding.jkt.is_none()) {
+            return Introspection::default();
+        }
+        Introspection {
+            active: true,
+            scope: Some(e.scope.clone()),
+            sub: Some(e.sub.clone()),
+            aud: Some(e.aud.clone()),
+            exp: Some(e.exp),
+            iat: Some(e.iat),
+            jti: Some(e.lease_id.clone()),
+            task_id: Some(e.task_id.clone()),
+            resource: Some(e.resource.clone()),
+            token_type: Some(
+                if e.binding.jkt.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                }
+                .into(),
+            ),
+            cnf: e.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
+            act: e.binding.act.clone(),
+            requires_dpop: e.require_dpop,
+        }
+    }
+
+    /// The index entry of the active lease whose current credential has HMAC `h`, if any.
+    async fn load_live_entry(&self, h: &str) -> Result<Option<LiveEntry>> {
+        let Some(l) = self.store.lease_by_credential_hmac(h).await? else {
+            return Ok(None);
+        };
+        if l.state != LeaseState::Active || l.credential_hmac.as_deref() != Some(h) {
+            return Ok(None);
+        }
+        let Some(task) = self.store.task(&l.task_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.live_entry(&l, &task))
     }
 
     // ------------------------------------------------------------------ background work
@@ -2208,7 +2357,13 @@ impl Broker {
         }
         let due = self
             .store
-            .due_leases(now, self.settings.issuing_grace_secs, 500)
+            .claim_due_leases(
+                now,
+                self.settings.issuing_grace_secs,
+                &self.settings.replica_id,
+                now + self.settings.reaper_claim_secs.max(1),
+                500,
+            )
             .await?;
         for l in due {
             let l = match l.state {

@@ -253,6 +253,33 @@ pub trait Store: Send + Sync + 'static {
         issuing_grace_secs: i64,
         limit: u32,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Claims leases needing work from the reaper (as [`due_leases`](Self::due_leases)) for
+    /// `owner` until `claim_until_unix_secs`, and returns them, oldest due first.
+    ///
+    /// # Contract
+    /// A lease whose claim has not expired (`claim_until > now`, whoever the owner) is not
+    /// returned, so replicas sharing a store split the work; once a claim expires (its replica
+    /// died mid-pass) any owner may claim the lease again. Every
+    /// [`Write::UpdateLease`] clears the claim. Claims only spread work: a revocation is still
+    /// recorded by a compare-and-set update, so it happens at most once even if two owners
+    /// work on the same lease.
+    ///
+    /// The default, for stores used by a single process, returns the due leases unclaimed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn claim_due_leases(
+        &self,
+        now_unix_secs: i64,
+        issuing_grace_secs: i64,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let _ = (owner, claim_until_unix_secs);
+        self.due_leases(now_unix_secs, issuing_grace_secs, limit)
+            .await
+    }
     /// Leases whose revocation was requested or done (`revoking`, `revoke_failed`, `revoked`)
     /// and whose `expires_at_unix_secs > now_unix_secs`, with id greater than `after_id`,
     /// ordered by id (paging). Certificate providers build their revocation lists (OpenSSH KRL,

@@ -918,7 +918,7 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
-    let mut i = s.broker.introspect(&form.token);
+    let mut i = s.broker.introspect(&form.token).await;
     if i.active {
         let jkt = i
             .cnf

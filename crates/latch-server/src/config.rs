@@ -101,11 +101,45 @@ impl Default for ServerConfig {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Deserialize, Default)]
+///
+/// # Security
+/// A PostgreSQL URL may hold a password: `Debug` shows only the URL's scheme.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://path` (default: `<data_dir>/latch.db`).
+    /// `sqlite://path` (default: `<data_dir>/latch.db`), or `postgres://user@host:port/db`
+    /// for several replicas sharing one PostgreSQL database.
     pub url: Option<String>,
+    /// How long a replica's reaper claim on a due lease lasts before another replica may take
+    /// the lease over (default 30 s; matters only with replicas).
+    #[serde(default = "default_reaper_claim", with = "humantime_serde")]
+    pub reaper_claim: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            reaper_claim: default_reaper_claim(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self
+            .url
+            .as_deref()
+            .map(|u| u.split_once(':').map_or("(path)", |(s, _)| s));
+        f.debug_struct("StoreConfig")
+            .field("url_scheme", &scheme)
+            .field("reaper_claim", &self.reaper_claim)
+            .finish()
+    }
+}
+
+fn default_reaper_claim() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[keys]`: the operator's master key, which seals signing keys at rest.

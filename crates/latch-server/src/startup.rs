@@ -1,6 +1,6 @@
-//! Startup: the one place that names concrete implementations (SQLite store, OIDC verifier,
-//! credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates — system clock)
-//! and wires them into the [`Broker`].
+//! Startup: the one place that names concrete implementations (SQLite or PostgreSQL store, OIDC
+//! verifier, credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates —
+//! system clock) and wires them into the [`Broker`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -210,11 +210,24 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("latch.db").display()));
-    let store: Arc<dyn Store> = Arc::new(
-        latch_store::SqliteStore::open(&url)
-            .await
-            .map_err(|e| StartError(format!("store: {e}")))?,
-    );
+    // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise.
+    let pg = if is_postgres_url(&url) {
+        Some(
+            latch_store::PgStore::open(&url)
+                .await
+                .map_err(|e| StartError(format!("store: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let store: Arc<dyn Store> = match &pg {
+        Some(pg) => Arc::new(pg.clone()),
+        None => Arc::new(
+            latch_store::SqliteStore::open(&url)
+                .await
+                .map_err(|e| StartError(format!("store: {e}")))?,
+        ),
+    };
     let master = master_key(&config, &data_dir).await?;
     let alg = match config.keys.signing_alg.as_str() {
         "EdDSA" => latch_providers::keyring::SigningAlg::EdDsa,
@@ -395,6 +408,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         revoke_backoff_base_secs: config.reaper.revoke_backoff.as_secs().max(1) as i64,
         revoke_backoff_max_secs: config.reaper.revoke_backoff_max.as_secs().max(1) as i64,
         revoke_alert_after: config.reaper.alert_after_attempts.max(1),
+        reaper_claim_secs: config.store.reaper_claim.as_secs().max(1) as i64,
         ..BrokerSettings::default()
     };
     let broker = Arc::new(
@@ -412,6 +426,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .map_err(|e| StartError(format!("broker: {}", e.message)))?,
     );
     let mcp_cancel = tokio_util::sync::CancellationToken::new();
+    // Other replicas change the shared store: follow their changes to keep the broker's caches
+    // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
+    let change_feed = pg.as_ref().map(|pg| {
+        broker.set_cache_trusted(false);
+        pg.watch()
+    });
     let checkpointer = Arc::new(crate::audit::Checkpointer::new(
         store.clone(),
         keys.clone(),
@@ -460,6 +480,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         });
     }
     let mut tasks = Vec::new();
+    if let Some(feed) = change_feed {
+        tasks.push(tokio::spawn(follow_changes(
+            broker.clone(),
+            feed,
+            rx.clone(),
+        )));
+    }
     {
         let mut rx = rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -532,6 +559,41 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         shutdown: tx,
         tasks,
     })
+}
+
+/// Whether a `store.url` names PostgreSQL.
+fn is_postgres_url(url: &str) -> bool {
+    let u = url.trim_start();
+    u.starts_with("postgres://") || u.starts_with("postgresql://")
+}
+
+/// Applies the shared store's change feed to the broker's caches until shutdown.
+async fn follow_changes(
+    broker: Arc<Broker>,
+    mut feed: tokio::sync::mpsc::Receiver<latch_store::StoreChange>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use latch_store::StoreChange;
+    loop {
+        let change = tokio::select! {
+            c = feed.recv() => c,
+            r = stop.changed() => if r.is_err() || *stop.borrow() { return } else { continue },
+        };
+        match change {
+            Some(StoreChange::Lease(id)) => broker.invalidate_lease(&id),
+            Some(StoreChange::Task(id)) => broker.invalidate_task(&id),
+            Some(StoreChange::Lost) => broker.set_cache_trusted(false),
+            Some(StoreChange::Resynced) => {
+                tracing::info!("store change feed connected; caches trusted again");
+                broker.set_cache_trusted(true);
+            }
+            None => {
+                // The feed task ended: never trust the caches again (every call reads the store).
+                broker.set_cache_trusted(false);
+                return;
+            }
+        }
+    }
 }
 
 /// Scheduled rotation of the certificate authorities (`keys.ca_rotation_period`).

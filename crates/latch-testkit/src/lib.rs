@@ -527,6 +527,104 @@ impl TestIssuer {
     }
 }
 
+// ------------------------------------------------------------------ PostgreSQL
+
+/// Address of the local PostgreSQL the tests use (trust authentication, user `postgres`).
+pub const PG_ADDR: &str = "127.0.0.1:5432";
+
+/// A fresh, uniquely named database on the local PostgreSQL ([`PG_ADDR`]), dropped (with
+/// `FORCE`, ending leftover sessions) by [`drop_db`](Self::drop_db) or, best effort, on drop.
+pub struct TempPgDatabase {
+    name: String,
+    admin_url: String,
+    dropped: bool,
+}
+
+impl TempPgDatabase {
+    /// Creates `latch_test_<tag>_<random>` on the server at `addr` (`host:port`).
+    ///
+    /// # Panics
+    /// If the server refuses the connection or the `CREATE DATABASE`.
+    pub async fn create_at(addr: &str, tag: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!(
+            "latch_test_{tag}_{}",
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..12)
+                .unwrap_or("x")
+        );
+        let admin_url = format!("postgres://postgres@{addr}/postgres");
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to postgres as `postgres`");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .expect("create test database");
+        let _ = c.close().await;
+        Self {
+            name,
+            admin_url,
+            dropped: false,
+        }
+    }
+
+    /// Creates a database on the shared local server ([`PG_ADDR`]).
+    ///
+    /// # Panics
+    /// As [`create_at`](Self::create_at).
+    pub async fn create(tag: &str) -> Self {
+        Self::create_at(PG_ADDR, tag).await
+    }
+
+    /// The `postgres://` URL of the database.
+    pub fn url(&self) -> String {
+        self.admin_url
+            .strip_suffix("/postgres")
+            .map(|base| format!("{base}/{}", self.name))
+            .unwrap_or_default()
+    }
+
+    /// Drops the database, ending any session still connected to it.
+    pub async fn drop_db(mut self) {
+        self.dropped = true;
+        drop_database(&self.admin_url, &self.name).await;
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+        let _ = c.close().await;
+    }
+}
+
+impl Drop for TempPgDatabase {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // A panicking test still cleans up: on a thread of its own, outside any runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&admin, &name));
+            }
+        })
+        .join();
+    }
+}
+
 #[cfg(test)]
 mod scan_tests {
     /// The scan is not vacuous: a registered value in captured output is reported.

@@ -1,0 +1,416 @@
+//! `PgStore` against the conformance suite, plus the replica-specific behaviour: two stores
+//! (two pools, as two replicas have) racing on one database, reaper claims, and the change feed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use latch_core::audit::{GENESIS_HASH, chain_hash};
+use latch_core::model::{AuditEvent, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims};
+use latch_core::ports::{Store, StoreError, Write, WriteBatch};
+use latch_store::{PgStore, StoreChange};
+use latch_testkit::{PG_ADDR, TempPgDatabase, service_available};
+
+fn task(id: &str) -> Task {
+    Task {
+        id: id.to_owned(),
+        owner: Workload {
+            id: "wl_pg".to_owned(),
+            issuer: "https://issuer.example".to_owned(),
+            subject: "sub".to_owned(),
+            preset: "generic".to_owned(),
+            run_binding: None,
+            on_behalf_of: None,
+            claims: WorkloadClaims::default(),
+            token_expires_at_unix_secs: 100,
+        },
+        purpose: "replicas".to_owned(),
+        repository: None,
+        branch: None,
+        environment: "sandbox".to_owned(),
+        production: false,
+        on_behalf_of: None,
+        state: TaskState::Open,
+        created_at_unix_secs: 10,
+        expires_at_unix_secs: 10_000,
+        ended_at_unix_secs: None,
+        version: 1,
+    }
+}
+
+fn lease(id: &str, task_id: &str, state: LeaseState, expires: i64) -> Lease {
+    Lease {
+        id: id.to_owned(),
+        task_id: task_id.to_owned(),
+        request_id: "req_pg".to_owned(),
+        resource_id: "db".to_owned(),
+        provider: "jwt".to_owned(),
+        actions: vec!["read".to_owned()],
+        state,
+        issued_at_unix_secs: 10,
+        expires_at_unix_secs: expires,
+        max_expires_at_unix_secs: expires + 3600,
+        renewals: 0,
+        revocation_handle: format!("handle-{id}"),
+        credential_hmac: Some(format!("{id}-hmac")),
+        revoke_reason: None,
+        revoke_attempts: 0,
+        next_revoke_at_unix_secs: None,
+        last_revoke_error: None,
+        revoked_at_unix_secs: None,
+        binding: Default::default(),
+        version: 1,
+    }
+}
+
+fn event(id: &str, lease_id: Option<&str>) -> AuditEvent {
+    let mut e = AuditEvent::new(500, "pg.test", "tester", "ok");
+    e.id = id.to_owned();
+    if let Some(l) = lease_id {
+        e = e.lease(l);
+    }
+    e
+}
+
+/// A fresh database and `n` stores on it (separate pools, like `n` replicas).
+async fn replicas(tag: &str, n: usize) -> Option<(TempPgDatabase, Vec<Arc<PgStore>>)> {
+    if !service_available("postgres", PG_ADDR) {
+        return None;
+    }
+    let db = TempPgDatabase::create(tag).await;
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        stores.push(Arc::new(
+            PgStore::open(&db.url()).await.expect("open store"),
+        ));
+    }
+    Some((db, stores))
+}
+
+async fn next(feed: &mut tokio::sync::mpsc::Receiver<StoreChange>) -> StoreChange {
+    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("a change within 5 s")
+        .expect("feed open")
+}
+
+async fn finish(db: TempPgDatabase, stores: Vec<Arc<PgStore>>) {
+    for s in stores {
+        s.close().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_the_conformance_suite() {
+    let Some((db, stores)) = replicas("conf", 1).await else {
+        return;
+    };
+    latch_store::conformance::run_all(stores[0].clone()).await;
+    finish(db, stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reopening_is_idempotent_and_an_empty_log_has_no_head() {
+    let Some((db, stores)) = replicas("reopen", 2).await else {
+        return;
+    };
+    assert_eq!(stores[1].audit_head().await.expect("head"), None);
+    let third = PgStore::open(&db.url())
+        .await
+        .expect("migrated database reopens");
+    third.ping().await.expect("ping");
+    third.close().await;
+    let bad = PgStore::open("postgres://postgres:s3cr3t-pw@127.0.0.1:1/none")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(!bad.to_string().contains("s3cr3t-pw"), "{bad}");
+    finish(db, stores).await;
+}
+
+/// Two replicas race the same compare-and-set: exactly one wins, and only its audit event is
+/// in the chain; the chain written by both stays one gapless chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_race_one_lease_and_keep_one_chain() {
+    let Some((db, stores)) = replicas("race", 2).await else {
+        return;
+    };
+    let base = lease("lease_r", "task_r", LeaseState::Active, 9_000);
+    stores[0]
+        .apply(
+            WriteBatch::new()
+                .write(Write::InsertTask(task("task_r")))
+                .write(Write::InsertLease(base.clone())),
+        )
+        .await
+        .expect("insert");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20u32 {
+        let s = stores[(i % 2) as usize].clone();
+        let mut next = base.clone();
+        next.renewals = i + 1;
+        next.version = 2;
+        set.spawn(async move {
+            s.apply(
+                WriteBatch::new()
+                    .write(Write::UpdateLease(next))
+                    .audit(event(&format!("evt_race_{i}"), Some("lease_r"))),
+            )
+            .await
+        });
+    }
+    // Unrelated appends from both replicas at the same time.
+    for i in 0..40u32 {
+        let s = stores[(i % 2) as usize].clone();
+        set.spawn(async move {
+            s.apply(
+                WriteBatch::new()
+                    .audit(event(&format!("evt_a_{i}"), None))
+                    .audit(event(&format!("evt_b_{i}"), None)),
+            )
+            .await
+        });
+    }
+    let (mut wins, mut conflicts) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r.expect("join") {
+            Ok(seqs) if seqs.len() == 1 => wins += 1,
+            Ok(seqs) => assert_eq!(seqs.len(), 2),
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (1, 19), "exactly one CAS winner");
+    let records = stores[1].audit_records(0, 1000).await.expect("records");
+    assert_eq!(records.len(), 81, "80 appends + the winner's event");
+    let mut prev = GENESIS_HASH.to_owned();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1, "gapless");
+        assert_eq!(r.prev_hash, prev);
+        assert_eq!(r.hash, chain_hash(&r.prev_hash, r.seq, &r.body));
+        prev = r.hash.clone();
+    }
+    assert_eq!(
+        stores[0].audit_head().await.expect("head"),
+        Some((81, prev))
+    );
+    finish(db, stores).await;
+}
+
+/// Replicas split due leases; a claim blocks others until it expires, and an update clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reaper_claims_split_work_and_expire() {
+    let Some((db, stores)) = replicas("claims", 2).await else {
+        return;
+    };
+    let (a, b) = (&stores[0], &stores[1]);
+    let mut batch = WriteBatch::new().write(Write::InsertTask(task("task_c")));
+    for i in 0..10 {
+        batch = batch.write(Write::InsertLease(lease(
+            &format!("lease_{i:02}"),
+            "task_c",
+            LeaseState::Active,
+            100 + i,
+        )));
+    }
+    a.apply(batch).await.expect("insert");
+    // At now = 200 all ten are due. Replica A claims four until 260.
+    let got_a = a
+        .claim_due_leases(200, 120, "a", 260, 4)
+        .await
+        .expect("claim");
+    assert_eq!(got_a.len(), 4);
+    let got_b = b
+        .claim_due_leases(200, 120, "b", 260, 100)
+        .await
+        .expect("claim");
+    assert_eq!(got_b.len(), 6, "B gets only the unclaimed ones");
+    let ids = |v: &[Lease]| v.iter().map(|l| l.id.clone()).collect::<Vec<_>>();
+    assert!(ids(&got_a).iter().all(|id| !ids(&got_b).contains(id)));
+    assert!(
+        a.claim_due_leases(230, 120, "c", 290, 100)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "everything is claimed until 260"
+    );
+    // B revokes one of its leases: the update clears the claim, and a revoked lease is not due.
+    let mut done = got_b[0].clone();
+    done.state = LeaseState::Revoked;
+    done.version += 1;
+    b.apply(WriteBatch::new().write(Write::UpdateLease(done)))
+        .await
+        .expect("revoke");
+    // A and B die; at 300 their claims (until 260) have expired and C takes the nine leases
+    // still due.
+    let got_c = a
+        .claim_due_leases(300, 120, "c", 360, 100)
+        .await
+        .expect("claim");
+    assert_eq!(got_c.len(), 9, "expired claims are taken over");
+    // The due-lease listing ignores claims.
+    assert_eq!(b.due_leases(300, 120, 100).await.expect("due").len(), 9);
+    finish(db, stores).await;
+}
+
+/// Concurrent claimers never get the same lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_share_a_lease() {
+    let Some((db, stores)) = replicas("claimrace", 2).await else {
+        return;
+    };
+    let mut batch = WriteBatch::new().write(Write::InsertTask(task("task_c")));
+    for i in 0..200 {
+        batch = batch.write(Write::InsertLease(lease(
+            &format!("lease_{i:03}"),
+            "task_c",
+            LeaseState::Active,
+            100,
+        )));
+    }
+    stores[0].apply(batch).await.expect("insert");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..8usize {
+        let s = stores[i % 2].clone();
+        set.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = s
+                    .claim_due_leases(200, 120, &format!("r{i}"), 500, 7)
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|l| l.id));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.expect("join"));
+    }
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(
+        (n, all.len()),
+        (200, 200),
+        "each lease claimed exactly once"
+    );
+    finish(db, stores).await;
+}
+
+/// A lease or task update on one replica reaches another replica's change feed; a rolled
+/// back batch sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_reach_the_other_replica() {
+    let Some((db, stores)) = replicas("feed", 2).await else {
+        return;
+    };
+    let mut feed = stores[1].watch();
+    assert_eq!(next(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next(&mut feed).await, StoreChange::Resynced);
+    let l = lease("lease_f", "task_f", LeaseState::Active, 9_000);
+    stores[0]
+        .apply(
+            WriteBatch::new()
+                .write(Write::InsertTask(task("task_f")))
+                .write(Write::InsertLease(l.clone())),
+        )
+        .await
+        .expect("insert");
+    // A failing batch (stale version) notifies nothing.
+    let mut stale = l.clone();
+    stale.version = 7;
+    assert!(matches!(
+        stores[0]
+            .apply(WriteBatch::new().write(Write::UpdateLease(stale)))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut revoked = l.clone();
+    revoked.state = LeaseState::Revoked;
+    revoked.version = 2;
+    let mut ended = task("task_f");
+    ended.state = TaskState::Completed;
+    ended.version = 2;
+    let started = std::time::Instant::now();
+    stores[0]
+        .apply(
+            WriteBatch::new()
+                .write(Write::UpdateLease(revoked))
+                .write(Write::UpdateTask(ended)),
+        )
+        .await
+        .expect("update");
+    assert_eq!(next(&mut feed).await, StoreChange::Lease("lease_f".into()));
+    assert_eq!(next(&mut feed).await, StoreChange::Task("task_f".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within a second"
+    );
+    // The feed notices a lost connection and resyncs.
+    sqlx_kill_listeners(&db).await;
+    assert_eq!(next(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next(&mut feed).await, StoreChange::Resynced);
+    drop(feed);
+    finish(db, stores).await;
+}
+
+/// Ends every `LISTEN`ing session on the test database (as a server restart would).
+async fn sqlx_kill_listeners(db: &TempPgDatabase) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty(), "a listener was connected");
+    let _ = c.close().await;
+}
+
+/// A batch changing hundreds of leases (a task ended with many credentials) commits, and every
+/// change is delivered (notifications are split under PostgreSQL's payload limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_many_lease_changes_notifies_them_all() {
+    let Some((db, stores)) = replicas("many", 2).await else {
+        return;
+    };
+    let mut feed = stores[1].watch();
+    assert_eq!(next(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next(&mut feed).await, StoreChange::Resynced);
+    let leases: Vec<Lease> = (0..300)
+        .map(|i| {
+            lease(
+                &format!("lease_many_{i:03}"),
+                "task_m",
+                LeaseState::Active,
+                9_000,
+            )
+        })
+        .collect();
+    let mut insert = WriteBatch::new().write(Write::InsertTask(task("task_m")));
+    let mut revoke = WriteBatch::new();
+    for l in &leases {
+        insert = insert.write(Write::InsertLease(l.clone()));
+        let mut r = l.clone();
+        r.state = LeaseState::Revoked;
+        r.version = 2;
+        revoke = revoke.write(Write::UpdateLease(r));
+    }
+    stores[0].apply(insert).await.expect("insert");
+    stores[0]
+        .apply(revoke)
+        .await
+        .expect("revoke all in one batch");
+    for l in &leases {
+        assert_eq!(next(&mut feed).await, StoreChange::Lease(l.id.clone()));
+    }
+    drop(feed);
+    finish(db, stores).await;
+}
