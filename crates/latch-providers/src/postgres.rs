@@ -10,7 +10,7 @@
 //! url = "postgres://latch_admin@db.internal:5432/orders"   # no password here
 //! password_file = "/etc/latch/orders-db.password"            # or password_env = "ORDERS_DB_PW"
 //! connect_timeout_secs = 5
-//! reassign_owned_to = "orders_owner"   # default: the admin user (CURRENT_USER)
+//! # reassign_owned_to = "orders_owner" # optional; default: objects the role created are dropped
 //! [resources.settings.grants]          # per action; `{role}` is the quoted role name
 //! read = ["GRANT USAGE ON SCHEMA app TO {role}",
 //!         "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {role}"]
@@ -30,8 +30,14 @@
 //! [`role_name`]), at most 63 bytes (PostgreSQL's `NAMEDATALEN - 1`).
 //!
 //! # Revoke
-//! `ALTER ROLE … NOLOGIN`, `pg_terminate_backend` of every session of the role, `REASSIGN OWNED
-//! BY … TO …`, `DROP OWNED BY …` (drops its privileges), `DROP ROLE`. A role that does not exist
+//! `ALTER ROLE … NOLOGIN`, `pg_terminate_backend` of every session of the role, `DROP OWNED BY …
+//! CASCADE` (drops every object the role created and its privileges), `DROP ROLE`. Objects the
+//! agent created are never handed to the admin: a `SECURITY DEFINER` function it created would
+//! otherwise run as the admin after revocation. With `reassign_owned_to`, which must name a
+//! `NOLOGIN` role other than the admin (checked at start and at every mint and revocation),
+//! the role's `SECURITY DEFINER` functions are dropped and `PUBLIC`'s privileges on its objects
+//! are revoked first, then `REASSIGN OWNED BY … TO …`; if the target is no longer valid at
+//! revocation, the objects are dropped instead. A role that does not exist
 //! is already revoked. An unreachable server is a retryable error: the broker retries with
 //! backoff (lease state `revoking` / `revoke_failed`), across restarts.
 //!
@@ -76,7 +82,8 @@ struct PgSettings {
     secret: SecretRef,
     /// Statements per action; `{role}` is replaced by the quoted role name.
     grants: BTreeMap<String, Vec<String>>,
-    /// Who receives objects the role created (default: the admin user).
+    /// Who receives objects the role created (default: nobody, they are dropped). Must be a
+    /// `NOLOGIN` role other than the admin user.
     #[serde(default)]
     reassign_owned_to: Option<String>,
     /// Connect timeout, seconds (default 5).
@@ -196,6 +203,15 @@ impl PgSettings {
                 )));
             }
         }
+        if let Some(to) = &s.reassign_owned_to {
+            let admin = cfg.get_user().unwrap_or_default();
+            if to.is_empty() || to == admin || to.eq_ignore_ascii_case("current_user") {
+                return Err(ProviderError::permanent(format!(
+                    "resource {}: `reassign_owned_to` must name a NOLOGIN role other than the admin user",
+                    resource.id
+                )));
+            }
+        }
         if let Some(extra) = s.grants.keys().find(|k| !resource.actions.contains(k)) {
             return Err(ProviderError::permanent(format!(
                 "resource {}: `grants.{extra}` names an action the resource does not offer",
@@ -283,6 +299,9 @@ impl CredentialProvider for PostgresProvider {
             }
         }
         let mut client = s.connect().await?;
+        if let Some(to) = &s.reassign_owned_to {
+            check_reassign_target(&client, to).await?;
+        }
         let tx = client
             .transaction()
             .await
@@ -423,15 +442,100 @@ async fn revoke_role(
         )
         .await
         .map_err(|e| pg_err("terminate sessions", &e))?;
-    let to = reassign_to
-        .map(quote_ident)
-        .unwrap_or_else(|| "CURRENT_USER".to_owned());
+    let target = match reassign_to {
+        Some(to) => match check_reassign_target(client, to).await {
+            Ok(()) => Some(to),
+            Err(e) => {
+                tracing::warn!(role = %role, error = %e.message,
+                    "reassign_owned_to is not a valid target; dropping the role's objects instead");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(to) = target {
+        neutralize_owned(client, role).await?;
+        client
+            .batch_execute(&format!("REASSIGN OWNED BY {ident} TO {}", quote_ident(to)))
+            .await
+            .map_err(|e| pg_err("reassign owned", &e))?;
+    }
     client
         .batch_execute(&format!(
-            "REASSIGN OWNED BY {ident} TO {to}; DROP OWNED BY {ident}; DROP ROLE IF EXISTS {ident}"
+            "DROP OWNED BY {ident} CASCADE; DROP ROLE IF EXISTS {ident}"
         ))
         .await
         .map_err(|e| pg_err("drop role", &e))?;
+    Ok(())
+}
+
+/// Refuses a `reassign_owned_to` target that is missing, the admin itself, or able to log in.
+async fn check_reassign_target(client: &Client, to: &str) -> Result<(), ProviderError> {
+    let row = client
+        .query_opt(
+            "SELECT rolcanlogin, rolname = CURRENT_USER, rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&to],
+        )
+        .await
+        .map_err(|e| pg_err("look up reassign_owned_to", &e))?;
+    match row {
+        None => Err(ProviderError::permanent(format!(
+            "reassign_owned_to role {to:?} does not exist"
+        ))),
+        Some(r) if r.get::<_, bool>(1) => Err(ProviderError::permanent(
+            "reassign_owned_to must not be the admin user",
+        )),
+        Some(r) if r.get::<_, bool>(0) || r.get::<_, bool>(2) => {
+            Err(ProviderError::permanent(format!(
+                "reassign_owned_to role {to:?} must be NOLOGIN and not a superuser"
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Before objects change owner: drops the role's `SECURITY DEFINER` functions and revokes
+/// `PUBLIC`'s privileges on its relations, routines and schemas, so nothing the agent set up
+/// runs with, or is exposed by, the new owner's rights.
+async fn neutralize_owned(client: &Client, role: &str) -> Result<(), ProviderError> {
+    let rows = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner \
+             WHERE r.rolname = $1 AND p.prosecdef",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("list security definer functions", &e))?;
+    for r in rows {
+        let f: String = r.get(0);
+        client
+            .batch_execute(&format!("DROP ROUTINE IF EXISTS {f} CASCADE"))
+            .await
+            .map_err(|e| pg_err("drop security definer function", &e))?;
+    }
+    let rows = client
+        .query(
+            "SELECT 'REVOKE ALL ON ' || CASE WHEN c.relkind = 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END \
+                    || c.oid::regclass::text || ' FROM PUBLIC' \
+               FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
+              WHERE r.rolname = $1 AND c.relkind IN ('r','v','m','S','f','p') \
+             UNION ALL \
+             SELECT 'REVOKE ALL ON ROUTINE ' || p.oid::regprocedure::text || ' FROM PUBLIC' \
+               FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = $1 \
+             UNION ALL \
+             SELECT 'REVOKE ALL ON SCHEMA ' || quote_ident(n.nspname) || ' FROM PUBLIC' \
+               FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = $1",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("list owned objects", &e))?;
+    for r in rows {
+        let st: String = r.get(0);
+        client
+            .batch_execute(&st)
+            .await
+            .map_err(|e| pg_err("revoke public privileges", &e))?;
+    }
     Ok(())
 }
 
@@ -537,6 +641,15 @@ mod tests {
         let both = serde_json::json!({"url": "host=h", "password_file": "/x", "password_env": "X",
             "grants": {"read": ["GRANT x TO {role}"]}});
         assert!(p.check_resource(&resource(both)).is_err());
+        for to in ["u", "CURRENT_USER", ""] {
+            let admin_target = serde_json::json!({"url": "host=h user=u dbname=d",
+                "reassign_owned_to": to, "grants": {"read": ["GRANT x TO {role}"]}});
+            let e = p.check_resource(&resource(admin_target)).unwrap_err();
+            assert!(e.message.contains("reassign_owned_to"), "{}", e.message);
+        }
+        let keeper = serde_json::json!({"url": "host=h user=u dbname=d",
+            "reassign_owned_to": "keeper", "grants": {"read": ["GRANT x TO {role}"]}});
+        assert!(p.check_resource(&resource(keeper)).is_ok());
     }
 
     #[test]

@@ -249,6 +249,186 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
         .unwrap();
 }
 
+/// A role with CREATE on a schema plants a `SECURITY DEFINER` function granted to PUBLIC. After
+/// revocation it must not exist (by default everything the role created is dropped, never handed
+/// to the admin); with `reassign_owned_to` (a NOLOGIN role) the function is dropped and PUBLIC
+/// loses its privileges on the objects that are kept.
+#[tokio::test]
+async fn postgres_revocation_never_hands_agent_objects_to_the_admin() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let schema = format!("latch_it_{}", suffix());
+    let other = format!("it_other_{}", suffix());
+    let keeper = format!("it_keeper_{}", suffix());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE ROLE {other} LOGIN; CREATE ROLE {keeper} NOLOGIN; \
+             GRANT USAGE ON SCHEMA {schema} TO {other};"
+        ))
+        .await
+        .unwrap();
+    let dropping = format!("pg-{}", suffix());
+    let keeping = format!("pg-{}", suffix());
+    let with_create = |id: &str| {
+        pg_resource(id, &schema, 5432).replace(
+            &format!("\"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {schema} TO {{role}}\""),
+            &format!("\"GRANT CREATE ON SCHEMA {schema} TO {{role}}\""),
+        )
+    };
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            "{}{}",
+            with_create(&dropping),
+            with_create(&keeping).replace(
+                "connect_timeout_secs = 2",
+                &format!("connect_timeout_secs = 2\nreassign_owned_to = \"{keeper}\"")
+            )
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-backdoor").await;
+    let other_session = pg_login(&other, "unused", 5432).await.unwrap();
+    for (resource, keeps) in [(&dropping, false), (&keeping, true)] {
+        let task = s.open_task(&agent, "sandbox", 3600).await;
+        let g = grant(&s, &agent, &task, resource, &["write"], Value::Null).await;
+        let user = g["credential"]["metadata"]["username"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let password = g["credential"]["value"].as_str().unwrap().to_owned();
+        let session = pg_login(&user, &password, 5432).await.unwrap();
+        let f = format!("{schema}.whoami_{}", suffix());
+        let t = format!("{schema}.kept_{}", suffix());
+        session
+            .batch_execute(&format!(
+                "CREATE FUNCTION {f}() RETURNS text LANGUAGE sql SECURITY DEFINER \
+                 AS $$ SELECT current_user::text $$; \
+                 GRANT EXECUTE ON FUNCTION {f}() TO PUBLIC; \
+                 CREATE TABLE {t} (id int); GRANT SELECT ON {t} TO PUBLIC;"
+            ))
+            .await
+            .expect("the agent creates objects");
+        let row = other_session
+            .query_one(&format!("SELECT {f}()"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), user, "runs as the agent's role");
+
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/complete"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let leases = lease_state(&s, &agent, &task).await;
+        assert_eq!(leases[0]["state"], "revoked", "{leases:?}");
+        let gone = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .unwrap();
+        assert!(gone.is_none(), "role dropped");
+        let func = admin
+            .query_opt(
+                "SELECT 1 FROM pg_proc WHERE proname = $1",
+                &[&f.rsplit('.').next().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert!(func.is_none(), "the SECURITY DEFINER function was dropped");
+        let err = other_session
+            .query_one(&format!("SELECT {f}()"), &[])
+            .await
+            .expect_err("nothing left to run as anyone");
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some("42883"),
+            "{err}"
+        );
+        // No object in the schema belongs to the admin.
+        let admin_owned: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = CURRENT_USER)",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admin_owned, 0);
+        let table = other_session
+            .query_opt(&format!("SELECT * FROM {t}"), &[])
+            .await;
+        if keeps {
+            let owner: String = admin
+                .query_one(
+                    &format!("SELECT relowner::regrole::text FROM pg_class WHERE oid = '{t}'::regclass"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(owner, keeper, "kept objects go to the NOLOGIN role");
+            let err = table.expect_err("PUBLIC lost its privileges");
+            assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42501"));
+        } else {
+            let err = table.expect_err("the table was dropped");
+            assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42P01"));
+        }
+    }
+    s.stop().await;
+    drop(other_session);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP ROLE {other}; DROP OWNED BY {keeper}; DROP ROLE {keeper};"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_reassign_target_must_be_a_nologin_role_other_than_the_admin() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let schema = format!("latch_it_{}", suffix());
+    let login = format!("it_login_{}", suffix());
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE ROLE {login} LOGIN;"))
+        .await
+        .unwrap();
+    let resource = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: pg_resource(&resource, &schema, 5432).replace(
+            "connect_timeout_secs = 2",
+            &format!("connect_timeout_secs = 2\nreassign_owned_to = \"{login}\""),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-keeper").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/requests"),
+            json!({"resource": resource, "actions": ["read"], "ttl_secs": 600, "justification": "t"}),
+        )
+        .await;
+    assert_ne!(r.status, 201, "a LOGIN reassign target is refused: {}", r.body);
+    assert!(r.body.to_string().contains("NOLOGIN"), "{}", r.body);
+    s.stop().await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {login};"))
+        .await
+        .unwrap();
+}
+
 /// A TCP forwarder to PostgreSQL that the test can take down and bring back on the same port.
 struct Proxy {
     port: u16,
