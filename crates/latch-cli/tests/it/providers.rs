@@ -553,6 +553,134 @@ async fn postgres_revocation_is_retried_while_unreachable_and_survives_a_restart
         .unwrap();
 }
 
+/// `ACL DRYRUN <user> <command…>` as the admin: `None` if allowed, else Redis' reason.
+async fn redis_dryrun(
+    admin: &mut redis::aio::MultiplexedConnection,
+    user: &str,
+    args: &[&str],
+) -> Option<String> {
+    let v: redis::Value = redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg(user)
+        .arg(args)
+        .query_async(admin)
+        .await
+        .unwrap();
+    match v {
+        redis::Value::Okay => None,
+        redis::Value::SimpleString(s) if s == "OK" => None,
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// Key patterns do not constrain keyless commands: no template lets a user wipe, switch or list
+/// the whole keyspace or touch other clients.
+#[tokio::test]
+async fn redis_users_cannot_run_server_wide_commands() {
+    if !service_available("Redis", REDIS_ADDR) {
+        return;
+    }
+    let prefix = format!("latch-it-{}", suffix());
+    let admin_client = redis::Client::open(format!("redis://{REDIS_ADDR}/")).unwrap();
+    let mut admin = admin_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let resource = format!("redis-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{resource}"
+kind = "redis"
+environment = "sandbox"
+audience = "redis"
+actions = ["read", "write"]
+max_ttl = "30m"
+[resources.settings]
+url = "redis://{REDIS_ADDR}/"
+[resources.settings.rules]
+read = ["~{prefix}:*", "+@read", "+@connection"]
+write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
+"#
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("redis-wide").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let reader = grant(&s, &agent, &task, &resource, &["read"], Value::Null).await;
+    let writer = grant(&s, &agent, &task, &resource, &["write"], Value::Null).await;
+    let name = |g: &Value| {
+        g["credential"]["metadata"]["username"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ru, wu) = (name(&reader), name(&writer));
+    let key = format!("{prefix}:k");
+
+    // What the templates grant still works.
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["GET", &key]).await, None);
+    assert_eq!(redis_dryrun(&mut admin, &wu, &["SET", &key, "1"]).await, None);
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["PING"]).await, None);
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["CLIENT", "SETNAME", "x"]).await, None);
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["CLIENT", "ID"]).await, None);
+
+    for cmd in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["SWAPDB", "0", "1"],
+        &["SELECT", "1"],
+        &["MOVE", key.as_str(), "1"],
+        &["KEYS", "*"],
+        &["SCAN", "0"],
+        &["RANDOMKEY"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+        &["CLIENT", "PAUSE", "1000"],
+        &["CONFIG", "GET", "*"],
+        &["DEBUG", "SLEEP", "0"],
+        &["MONITOR"],
+        &["ACL", "LIST"],
+    ] {
+        for user in [&ru, &wu] {
+            let denied = redis_dryrun(&mut admin, user, cmd).await;
+            assert!(denied.is_some(), "{user} may run {cmd:?}");
+        }
+    }
+
+    // And for real: the write user's FLUSHALL / SELECT and the read user's KEYS are refused.
+    let password = writer["credential"]["value"].as_str().unwrap();
+    let client = redis::Client::open(format!("redis://{wu}:{password}@{REDIS_ADDR}/")).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for cmd in [&["FLUSHALL"][..], &["FLUSHDB"], &["SELECT", "1"], &["SWAPDB", "0", "1"]] {
+        let e = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().to_lowercase().contains("noperm"), "{cmd:?}: {e}");
+    }
+    let password = reader["credential"]["value"].as_str().unwrap();
+    let client = redis::Client::open(format!("redis://{ru}:{password}@{REDIS_ADDR}/")).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for cmd in [&["KEYS", "*"][..], &["SCAN", "0"], &["CLIENT", "LIST"], &["CLIENT", "KILL", "ID", "1"]] {
+        let e = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().to_lowercase().contains("noperm"), "{cmd:?}: {e}");
+    }
+    let r = s
+        .post(Some(&agent), &format!("/v1/tasks/{task}/complete"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn redis_user_sees_only_its_keys_and_is_cut_off_on_revocation() {
     if !service_available("Redis", REDIS_ADDR) {
