@@ -10,6 +10,9 @@
 //! url = "postgres://latch_admin@db.internal:5432/orders"   # no password here
 //! password_file = "/etc/latch/orders-db.password"            # or password_env = "ORDERS_DB_PW"
 //! connect_timeout_secs = 5
+//! connection_limit = 5                  # CONNECTION LIMIT of minted roles (default 5, -1: none)
+//! statement_timeout_secs = 300          # role-level statement_timeout (default 300)
+//! idle_in_transaction_timeout_secs = 60 # role-level idle_in_transaction_session_timeout (60)
 //! # reassign_owned_to = "orders_owner" # optional; default: objects the role created are dropped
 //! [resources.settings.grants]          # per action; `{role}` is the quoted role name
 //! read = ["GRANT USAGE ON SCHEMA app TO {role}",
@@ -20,9 +23,10 @@
 //!
 //! # Mint
 //! In one transaction: `CREATE ROLE … LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
-//! NOBYPASSRLS PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, `GRANT <role> TO
+//! NOBYPASSRLS CONNECTION LIMIT <connection_limit> PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, `GRANT <role> TO
 //! CURRENT_USER` (so a non-superuser admin with `CREATEROLE` may later end its sessions and
-//! reassign what it owns), a `COMMENT ON ROLE` naming task and lease, and the grant statements of
+//! reassign what it owns), `ALTER ROLE … SET statement_timeout` and `SET
+//! idle_in_transaction_session_timeout`, a `COMMENT ON ROLE` naming task and lease, and the grant statements of
 //! every granted action.
 //! The password is 256 bits from the OS generator; only its SCRAM-SHA-256 verifier (RFC 7677,
 //! computed by `postgres-protocol`) is sent to the server, so the password cannot end up in
@@ -31,7 +35,9 @@
 //!
 //! # Revoke
 //! `ALTER ROLE … NOLOGIN`, `pg_terminate_backend` of every session of the role, `DROP OWNED BY …
-//! CASCADE` (drops every object the role created and its privileges), `DROP ROLE`. Objects the
+//! CASCADE` (drops every object the role created and its privileges) in the configured database
+//! and in every other database where `pg_shdepend` shows the role owning objects or holding
+//! privileges (over an admin connection to each: same host, port, user), `DROP ROLE`. Objects the
 //! agent created are never handed to the admin: a `SECURITY DEFINER` function it created would
 //! otherwise run as the admin after revocation. With `reassign_owned_to`, which must name a
 //! `NOLOGIN` role other than the admin (checked at start and at every mint and revocation),
@@ -89,14 +95,35 @@ struct PgSettings {
     /// Connect timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     connect_timeout_secs: u64,
-    /// `CONNECTION LIMIT` of minted roles (default: unlimited, `-1`).
-    #[serde(default)]
-    connection_limit: Option<i32>,
+    /// `CONNECTION LIMIT` of minted roles (default 5; `-1` is unlimited).
+    #[serde(default = "default_connection_limit")]
+    connection_limit: i32,
+    /// Role-level `statement_timeout` of minted roles, seconds (default 300).
+    #[serde(default = "default_statement_timeout")]
+    statement_timeout_secs: u64,
+    /// Role-level `idle_in_transaction_session_timeout` of minted roles, seconds (default 60).
+    #[serde(default = "default_idle_in_transaction_timeout")]
+    idle_in_transaction_timeout_secs: u64,
 }
 
 fn default_timeout() -> u64 {
     5
 }
+
+fn default_connection_limit() -> i32 {
+    5
+}
+
+fn default_statement_timeout() -> u64 {
+    300
+}
+
+fn default_idle_in_transaction_timeout() -> u64 {
+    60
+}
+
+/// Upper bound of the role-level timeouts, seconds (one day).
+const MAX_ROLE_TIMEOUT_SECS: u64 = 86_400;
 
 /// Mints PostgreSQL login roles (kind `"postgres"`). Every call opens one admin connection with
 /// the settings of the lease's resource.
@@ -203,6 +230,26 @@ impl PgSettings {
                 )));
             }
         }
+        if s.connection_limit == 0 || s.connection_limit < -1 {
+            return Err(ProviderError::permanent(format!(
+                "resource {}: `connection_limit` must be at least 1 (or -1 for unlimited)",
+                resource.id
+            )));
+        }
+        for (name, v) in [
+            ("statement_timeout_secs", s.statement_timeout_secs),
+            (
+                "idle_in_transaction_timeout_secs",
+                s.idle_in_transaction_timeout_secs,
+            ),
+        ] {
+            if v == 0 || v > MAX_ROLE_TIMEOUT_SECS {
+                return Err(ProviderError::permanent(format!(
+                    "resource {}: `{name}` must be between 1 and {MAX_ROLE_TIMEOUT_SECS}",
+                    resource.id
+                )));
+            }
+        }
         if let Some(to) = &s.reassign_owned_to {
             let admin = cfg.get_user().unwrap_or_default();
             if to.is_empty() || to == admin || to.eq_ignore_ascii_case("current_user") {
@@ -222,8 +269,17 @@ impl PgSettings {
     }
 
     async fn connect(&self) -> Result<Client, ProviderError> {
+        self.connect_to(None).await
+    }
+
+    /// An admin connection to `dbname` (default: the configured database), with the same host,
+    /// port, user and password.
+    async fn connect_to(&self, dbname: Option<&str>) -> Result<Client, ProviderError> {
         let mut cfg = tokio_postgres::Config::from_str(&self.url)
             .map_err(|_| ProviderError::permanent("postgres url is invalid"))?;
+        if let Some(db) = dbname {
+            cfg.dbname(db);
+        }
         cfg.connect_timeout(Duration::from_secs(self.connect_timeout_secs.max(1)));
         cfg.application_name("latch");
         let password: Option<SecretString> = self.secret.read()?;
@@ -279,13 +335,22 @@ impl CredentialProvider for PostgresProvider {
         let mut stmts = vec![format!(
             "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
              NOBYPASSRLS INHERIT CONNECTION LIMIT {} PASSWORD {} VALID UNTIL {}",
-            s.connection_limit.unwrap_or(-1),
+            s.connection_limit,
             quote_literal(&verifier),
             quote_literal(&until)
         )];
         // The admin becomes a member of the role it created: PostgreSQL requires that (or
         // superuser) to terminate the role's sessions and to REASSIGN / DROP OWNED at revocation.
         stmts.push(format!("GRANT {ident} TO CURRENT_USER"));
+        // Bound what a runaway or parked session can hold (locks, snapshots, a connection).
+        stmts.push(format!(
+            "ALTER ROLE {ident} SET statement_timeout = '{}s'",
+            s.statement_timeout_secs
+        ));
+        stmts.push(format!(
+            "ALTER ROLE {ident} SET idle_in_transaction_session_timeout = '{}s'",
+            s.idle_in_transaction_timeout_secs
+        ));
         stmts.push(format!(
             "COMMENT ON ROLE {ident} IS {}",
             quote_literal(&format!(
@@ -385,7 +450,7 @@ impl CredentialProvider for PostgresProvider {
         let resource = self.resource_for(lease)?;
         let s = PgSettings::load(&resource)?;
         let client = s.connect().await?;
-        revoke_role(&client, &role, s.reassign_owned_to.as_deref())
+        revoke_role(&s, &client, &role)
             .await
             .map_err(|e| ProviderError::retryable(e.message))?;
         tracing::info!(lease_id = %lease.id, role = %role, "dropped postgres role");
@@ -416,11 +481,8 @@ fn handle_or_derived(lease: &Lease) -> String {
 }
 
 /// Drops `role` and everything it holds (see the [module docs](self)). Idempotent.
-async fn revoke_role(
-    client: &Client,
-    role: &str,
-    reassign_to: Option<&str>,
-) -> Result<(), ProviderError> {
+async fn revoke_role(s: &PgSettings, client: &Client, role: &str) -> Result<(), ProviderError> {
+    let reassign_to = s.reassign_owned_to.as_deref();
     let exists = client
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
         .await
@@ -453,6 +515,42 @@ async fn revoke_role(
         },
         None => None,
     };
+    // Objects and privileges in other databases block DROP ROLE: clean up there first, over an
+    // admin connection to each.
+    let others = client
+        .query(
+            "SELECT DISTINCT d.datname FROM pg_shdepend sd \
+               JOIN pg_database d ON d.oid = sd.dbid \
+              WHERE sd.refclassid = 'pg_authid'::regclass \
+                AND sd.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+                AND d.datname <> current_database() AND d.datallowconn",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("find databases of the role", &e))?;
+    for row in others {
+        let db: String = row.get(0);
+        let other = s.connect_to(Some(&db)).await?;
+        clear_owned(&other, role, target)
+            .await
+            .map_err(|e| ProviderError::retryable(format!("database {db}: {}", e.message)))?;
+    }
+    clear_owned(client, role, target).await?;
+    client
+        .batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
+        .await
+        .map_err(|e| pg_err("drop role", &e))?;
+    Ok(())
+}
+
+/// In the connection's database: optionally hands the role's objects to `target` (after
+/// [`neutralize_owned`]), then drops what is left and the role's privileges.
+async fn clear_owned(
+    client: &Client,
+    role: &str,
+    target: Option<&str>,
+) -> Result<(), ProviderError> {
+    let ident = quote_ident(role);
     if let Some(to) = target {
         neutralize_owned(client, role).await?;
         client
@@ -461,11 +559,9 @@ async fn revoke_role(
             .map_err(|e| pg_err("reassign owned", &e))?;
     }
     client
-        .batch_execute(&format!(
-            "DROP OWNED BY {ident} CASCADE; DROP ROLE IF EXISTS {ident}"
-        ))
+        .batch_execute(&format!("DROP OWNED BY {ident} CASCADE"))
         .await
-        .map_err(|e| pg_err("drop role", &e))?;
+        .map_err(|e| pg_err("drop owned", &e))?;
     Ok(())
 }
 
@@ -650,6 +746,18 @@ mod tests {
         let keeper = serde_json::json!({"url": "host=h user=u dbname=d",
             "reassign_owned_to": "keeper", "grants": {"read": ["GRANT x TO {role}"]}});
         assert!(p.check_resource(&resource(keeper)).is_ok());
+        for (k, v) in [
+            ("connection_limit", 0i64),
+            ("connection_limit", -2),
+            ("statement_timeout_secs", 0),
+            ("idle_in_transaction_timeout_secs", 86_401),
+        ] {
+            let mut bad = serde_json::json!({"url": "host=h user=u dbname=d",
+                "grants": {"read": ["GRANT x TO {role}"]}});
+            bad[k] = serde_json::json!(v);
+            let e = p.check_resource(&resource(bad)).unwrap_err();
+            assert!(e.message.contains(k), "{}", e.message);
+        }
     }
 
     #[test]

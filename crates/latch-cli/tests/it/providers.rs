@@ -390,6 +390,104 @@ async fn postgres_revocation_never_hands_agent_objects_to_the_admin() {
         .unwrap();
 }
 
+/// The role leaves a default-privileges entry in another database (`postgres`, which it can
+/// reach through PUBLIC's CONNECT): revocation cleans up there too and the role is dropped. The
+/// role is minted with a connection limit and role-level timeouts.
+#[tokio::test]
+async fn postgres_objects_in_other_databases_do_not_block_revocation() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let db = format!("latch_it_db_{}", suffix());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let schema = format!("latch_it_{}", suffix());
+    {
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+    }
+    let resource = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: pg_resource(&resource, &schema, 5432)
+            .replace("dbname=postgres", &format!("dbname={db}"))
+            .replace(
+                "connect_timeout_secs = 2",
+                "connect_timeout_secs = 2\nconnection_limit = 3\nstatement_timeout_secs = 120",
+            ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-otherdb").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let g = grant(&s, &agent, &task, &resource, &["read"], Value::Null).await;
+    let user = g["credential"]["metadata"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(g["credential"]["metadata"]["database"], db.as_str());
+    let password = g["credential"]["value"].as_str().unwrap().to_owned();
+    let row = admin
+        .query_one(
+            "SELECT rolconnlimit, array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    let config: String = row.get(1);
+    assert!(config.contains("statement_timeout=120s"), "{config}");
+    assert!(
+        config.contains("idle_in_transaction_session_timeout=60s"),
+        "{config}"
+    );
+
+    // pg_login connects to `postgres`, not the configured database.
+    let session = pg_login(&user, &password, 5432).await.unwrap();
+    let timeout: String = session
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "2min");
+    session
+        .batch_execute("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
+        .await
+        .expect("the role leaves an entry in database postgres");
+    drop(session);
+
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/complete"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leases = lease_state(&s, &agent, &task).await;
+    assert_eq!(leases[0]["state"], "revoked", "{leases:?}");
+    let left = admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .unwrap();
+    assert!(left.is_none(), "role dropped");
+    s.stop().await;
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn postgres_reassign_target_must_be_a_nologin_role_other_than_the_admin() {
     if !service_available("PostgreSQL", PG_ADDR) {
