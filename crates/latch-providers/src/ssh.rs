@@ -169,7 +169,7 @@ const MIN_RSA_BITS: usize = 2048;
 /// Refuses DSA (removed from OpenSSH) and RSA keys under 2048 bits.
 fn check_key_strength(key: &PublicKey) -> Result<(), ProviderError> {
     match key.algorithm() {
-        Algorithm::Dsa => Err(ProviderError::permanent("dsa keys are not accepted")),
+        Algorithm::Dsa => Err(ProviderError::invalid_request("dsa keys are not accepted")),
         Algorithm::Rsa { .. } => {
             let bits = key
                 .key_data()
@@ -177,7 +177,7 @@ fn check_key_strength(key: &PublicKey) -> Result<(), ProviderError> {
                 .and_then(|k| k.n.as_positive_bytes())
                 .map_or(0, |n| n.len() * 8);
             if bits < MIN_RSA_BITS {
-                return Err(ProviderError::permanent(format!(
+                return Err(ProviderError::invalid_request(format!(
                     "rsa keys need at least {MIN_RSA_BITS} bits"
                 )));
             }
@@ -461,18 +461,20 @@ impl CredentialProvider for SshProvider {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = SshSettings::load(req.resource)?;
         let params: SshParams = serde_json::from_value(req.params.clone()).map_err(|e| {
-            ProviderError::permanent(format!(
+            ProviderError::invalid_request(format!(
                 "ssh requests need params {{\"public_key\": \"ssh-ed25519 AAAA…\", \"principals\": […]}}: {e}"
             ))
         })?;
         let public = PublicKey::from_openssh(params.public_key.trim())
-            .map_err(|_| ProviderError::permanent("`public_key` is not an openssh public key"))?;
+            .map_err(|_| {
+            ProviderError::invalid_request("`public_key` is not an openssh public key")
+        })?;
         check_key_strength(&public)?;
         let principals = match params.principals {
             None => s.principals.clone(),
             Some(p) => {
                 if let Some(bad) = p.iter().find(|x| !s.principals.contains(x)) {
-                    return Err(ProviderError::permanent(format!(
+                    return Err(ProviderError::invalid_request(format!(
                         "principal {bad:?} is not allowed for resource {}",
                         req.resource.id
                     )));
@@ -481,7 +483,7 @@ impl CredentialProvider for SshProvider {
             }
         };
         if principals.is_empty() {
-            return Err(ProviderError::permanent(
+            return Err(ProviderError::invalid_request(
                 "refusing a certificate with an empty principal list (it would be valid for every user)",
             ));
         }

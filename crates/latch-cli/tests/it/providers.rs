@@ -1148,7 +1148,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": agent_pub, "principals": []}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.to_string().contains("empty principal list"),
         "{}",
@@ -1161,7 +1161,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": agent_pub, "principals": ["root-of-all"]}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
 
     // Weak keys are refused.
     run(Command::new("ssh-keygen")
@@ -1175,7 +1175,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": weak}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.to_string().contains("2048"), "{}", r.body);
 
     // Another principal only: sshd refuses the login as the local user.
@@ -1305,6 +1305,91 @@ fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
         .current_dir(dir)
         .output()
         .expect("run openssl")
+}
+
+/// Weak leaf keys and malformed or missing params are the request's fault: 400
+/// `invalid_request`, not 502 `provider_failed`.
+#[tokio::test]
+async fn weak_keys_and_bad_params_are_invalid_requests() {
+    if !tool_available("openssl", &["version"]) {
+        return;
+    }
+    let x509 = format!("mtls-{}", suffix());
+    let ssh = format!("ssh-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{x509}"
+kind = "x509"
+environment = "sandbox"
+audience = "mtls"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+trust_domain = "acme.example"
+
+[[resources]]
+id = "{ssh}"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+principals = ["deploy"]
+"#
+        ),
+        ..Default::default()
+    })
+    .await;
+    let dir = temp_dir("x509-weak");
+    for args in [
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512", "-out", "key.pem"][..],
+        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
+        &["req", "-new", "-key", "key.pem", "-subj", "/CN=weak", "-out", "csr.pem"],
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "k1024.pem"],
+        &["req", "-new", "-key", "k1024.pem", "-subj", "/CN=weak", "-out", "csr1024.pem"],
+    ] {
+        let o = openssl(args, &dir);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let public_key_pem = std::fs::read_to_string(dir.join("pub.pem")).unwrap();
+    let csr_pem = std::fs::read_to_string(dir.join("csr.pem")).unwrap();
+    let csr1024 = std::fs::read_to_string(dir.join("csr1024.pem")).unwrap();
+    let agent = s.agent("weak-1").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let cases = [
+        (&x509, json!({"public_key_pem": public_key_pem}), "got 512"),
+        // RSA CSRs under 2048 bits fail signature verification already (the strength check
+        // runs after it too).
+        (&x509, json!({"csr_pem": csr_pem}), "csr_pem"),
+        (&x509, json!({"csr_pem": csr1024}), "csr_pem"),
+        (&x509, Value::Null, "params"),
+        (&x509, json!({"public_key_pem": "not a key"}), "public_key_pem"),
+        (&ssh, Value::Null, "params"),
+        (&ssh, json!({"public_key": "ssh-ed25519 garbage"}), "public_key"),
+        (
+            &ssh,
+            json!({"public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "principals": ["root"]}),
+            "root",
+        ),
+    ];
+    for (resource, params, needle) in cases {
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/requests"),
+                json!({"resource": resource, "actions": ["read"], "ttl_secs": 600,
+                       "justification": "test", "params": params}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{resource} {params}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_request", "{}", r.body);
+        assert!(r.body.to_string().contains(needle), "{needle}: {}", r.body);
+    }
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
