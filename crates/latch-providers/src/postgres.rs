@@ -321,6 +321,7 @@ impl CredentialProvider for PostgresProvider {
     /// Retryable when PostgreSQL is unreachable; permanent for settings or SQL errors. The
     /// transaction is rolled back on any error, so nothing is left behind.
     async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = PgSettings::load(req.resource)?;
         let role = role_name(&req.task.id, req.lease_id);
@@ -402,6 +403,7 @@ impl CredentialProvider for PostgresProvider {
     /// # Errors
     /// As [`mint`](Self::mint); a role that no longer exists is a permanent error.
     async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = PgSettings::load(req.resource)?;
         let role = handle_or_derived(lease);

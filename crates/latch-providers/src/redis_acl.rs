@@ -338,6 +338,7 @@ impl CredentialProvider for RedisProvider {
     /// # Errors
     /// Retryable when Redis is unreachable, permanent for settings or ACL errors.
     async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         let user = user_name(&req.task.id, req.lease_id);
         if !valid_user(&user) {
             return Err(ProviderError::permanent("cannot derive an acl user name"));
@@ -350,6 +351,7 @@ impl CredentialProvider for RedisProvider {
     /// # Errors
     /// As [`mint`](Self::mint).
     async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         let user = handle_or_derived(lease);
         if !valid_user(&user) {
             return Err(ProviderError::permanent(

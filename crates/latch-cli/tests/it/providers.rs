@@ -1307,6 +1307,130 @@ fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
         .expect("run openssl")
 }
 
+/// `latch request --public-key FILE --param principals=[…]` gets an SSH certificate for that
+/// key through the CLI binary; postgres and redis resources refuse params they do not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_request_sends_params_and_providers_without_params_refuse_them() {
+    if !binary_available("/usr/bin/ssh-keygen") {
+        return;
+    }
+    let ssh = format!("ssh-{}", suffix());
+    let rd = format!("redis-{}", suffix());
+    let pg = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{ssh}"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+principals = ["deploy", "other"]
+
+[[resources]]
+id = "{rd}"
+kind = "redis"
+environment = "sandbox"
+audience = "redis"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+url = "redis://{REDIS_ADDR}/"
+[resources.settings.rules]
+read = ["~x:*", "+@read"]
+{}"#,
+            pg_resource(&pg, "public", 5432)
+        ),
+        ..Default::default()
+    })
+    .await;
+    let dir = temp_dir("cli-ssh");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("k")));
+    let agent = s.agent("cli-params").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let latch = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .env("LATCH_SERVER", &s.base)
+            .env("LATCH_TOKEN", &agent)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let key = dir.join("k.pub");
+    let (code, g, err) = tokio::task::block_in_place(|| {
+        latch(&[
+            "request",
+            &task,
+            "--resource",
+            &ssh,
+            "--action",
+            "read",
+            "--public-key",
+            key.to_str().unwrap(),
+            "--param",
+            r#"principals=["deploy"]"#,
+        ])
+    });
+    assert_eq!(code, Some(0), "{g} {err}");
+    assert_eq!(g["credential"]["kind"], "ssh_certificate", "{g}");
+    std::fs::write(
+        dir.join("k-cert.pub"),
+        g["credential"]["value"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = run(Command::new("ssh-keygen")
+        .args(["-L", "-f"])
+        .arg(dir.join("k-cert.pub")));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("deploy") && !listing.contains("other"), "{listing}");
+    let fp = |f: &Path| {
+        let o = run(Command::new("ssh-keygen").arg("-lf").arg(f));
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(fp(&key), fp(&dir.join("k-cert.pub")), "certifies the file's key");
+    // A malformed --param is refused locally.
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        latch(&["request", &task, "--resource", &ssh, "--action", "read", "--param", "novalue"])
+    });
+    assert_ne!(code, Some(0));
+    assert!(err.contains("KEY=VALUE"), "{err}");
+
+    // postgres / redis take no params: 400, not silently ignored.
+    for (resource, available) in [
+        (&rd, service_available("Redis", REDIS_ADDR)),
+        (&pg, service_available("PostgreSQL", PG_ADDR)),
+    ] {
+        if !available {
+            continue;
+        }
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/requests"),
+                json!({"resource": resource, "actions": ["read"], "ttl_secs": 600,
+                       "justification": "t", "params": {"databse": "other"}}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{resource}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_request");
+        assert!(r.body.to_string().contains("databse"), "{}", r.body);
+    }
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Weak leaf keys and malformed or missing params are the request's fault: 400
 /// `invalid_request`, not 502 `provider_failed`.
 #[tokio::test]
