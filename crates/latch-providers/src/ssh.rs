@@ -10,7 +10,7 @@
 //! # …
 //! [resources.settings]
 //! principals = ["deploy"]                 # allowed principals (never empty)
-//! backdate_secs = 60                      # valid_after = issue time - 60 s (clock skew), max 600
+//! backdate_secs = 60                      # valid_after = issue time - 60 s (clock skew; default 60, max 600)
 //! force_command = "/usr/local/bin/agent-shell"   # optional critical option
 //! source_address = "10.0.0.0/8"           # optional critical option (CIDR list)
 //! extensions = ["permit-pty"]             # optional; default none
@@ -72,7 +72,7 @@ pub const KIND: &str = "ssh";
 pub const CA_BLOB_PREFIX: &str = "ssh-user-ca";
 
 /// Largest accepted back-dating, seconds.
-const MAX_BACKDATE_SECS: u64 = 600;
+const MAX_BACKDATE_SECS: u64 = util::MAX_BACKDATE_SECS;
 
 /// `KRL_MAGIC` of PROTOCOL.krl: `"SSHKRL\n\0"`.
 const KRL_MAGIC: u64 = 0x5353_484b_524c_0a00;
@@ -87,7 +87,7 @@ const KRL_SECTION_CERT_KEY_ID: u8 = 0x23;
 #[serde(deny_unknown_fields)]
 struct SshSettings {
     principals: Vec<String>,
-    #[serde(default)]
+    #[serde(default = "util::default_backdate_secs")]
     backdate_secs: u64,
     #[serde(default)]
     force_command: Option<String>,
@@ -541,7 +541,8 @@ impl CredentialProvider for SshProvider {
                 kind: "ssh_certificate".to_owned(),
                 secret: SecretString::from(text),
                 metadata: json!({
-                    "serial": serial,
+                    // A string: u64 serials exceed JSON's exact integer range (2^53).
+                    "serial": serial.to_string(),
                     "key_id": kid,
                     "principals": principals,
                     "valid_after_unix_secs": valid_after,

@@ -9,17 +9,20 @@
 //! # …
 //! [resources.settings]
 //! trust_domain = "acme.example"      # URI SAN spiffe://acme.example/task/<task id>
+//! backdate_secs = 60                  # notBefore = issue time - 60 s (clock skew), max 600
 //! ```
 //!
 //! # Request parameters
 //! Either `{"public_key_pem": "-----BEGIN PUBLIC KEY-----…"}` (a SubjectPublicKeyInfo) or
 //! `{"csr_pem": "-----BEGIN CERTIFICATE REQUEST-----…"}` (PKCS#10, its signature is verified).
-//! Only the key is taken from a CSR: subject, names and extensions are the broker's.
+//! Only the key is taken from a CSR: subject, names and extensions are the broker's. Keys must be
+//! RSA of at least 2048 bits, ECDSA P-256 / P-384 or Ed25519; anything else, and malformed or
+//! missing params, is a [`ProviderError::invalid_request`].
 //!
 //! # Certificates (RFC 5280)
 //! `basicConstraints` CA:FALSE, `keyUsage` digitalSignature, `extendedKeyUsage` clientAuth,
 //! subject CN = task id, one URI SAN `spiffe://<trust domain>/task/<task id>`, authority key
-//! identifier, validity = the lease, a serial derived from the lease id and renewal count
+//! identifier, validity = the lease (`notBefore` back-dated by `backdate_secs`), a serial derived from the lease id and renewal count
 //! ([`serial_for`]), so a lease whose delivery was interrupted can still be listed in the CRL. The CA key is ECDSA
 //! P-256, generated on first start and sealed at rest ([`CaKeyring`], `x509-client-ca-NNNN`);
 //! its self-signed certificate is valid for 10 years.
@@ -70,6 +73,9 @@ const CA_VALIDITY_SECS: i64 = 10 * 365 * 24 * 3600;
 struct X509Settings {
     #[serde(default = "default_td")]
     trust_domain: String,
+    /// `notBefore` = issue time − this many seconds (clock skew; default 60, at most 600).
+    #[serde(default = "util::default_backdate_secs")]
+    backdate_secs: u64,
 }
 
 fn default_td() -> String {
@@ -88,6 +94,13 @@ impl X509Settings {
             return Err(ProviderError::permanent(format!(
                 "resource {}: `trust_domain` must be lowercase letters, digits, dots and dashes",
                 resource.id
+            )));
+        }
+        if s.backdate_secs > util::MAX_BACKDATE_SECS {
+            return Err(ProviderError::permanent(format!(
+                "resource {}: `backdate_secs` must be at most {}",
+                resource.id,
+                util::MAX_BACKDATE_SECS
             )));
         }
         Ok(s)
@@ -488,7 +501,8 @@ impl X509Provider {
             vec![SanType::URI(uri.clone().try_into().map_err(|_| {
                 ProviderError::permanent("the spiffe id is not a valid uri")
             })?)];
-        leaf.not_before = time_at(req.issued_at_unix_secs)?;
+        let not_before = (req.issued_at_unix_secs - s.backdate_secs as i64).max(0);
+        leaf.not_before = time_at(not_before)?;
         leaf.not_after = time_at(req.expires_at_unix_secs)?;
         let serial = serial_for(req.lease_id, index);
         leaf.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -537,7 +551,7 @@ impl X509Provider {
                 metadata: json!({
                     "serial": serial_hex,
                     "uri_san": uri,
-                    "not_before_unix_secs": req.issued_at_unix_secs,
+                    "not_before_unix_secs": not_before,
                     "not_after_unix_secs": req.expires_at_unix_secs,
                     "ca_generation": g.generation,
                 }),

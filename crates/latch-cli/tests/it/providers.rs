@@ -1317,6 +1317,7 @@ async fn cli_request_sends_params_and_providers_without_params_refuse_them() {
     let ssh = format!("ssh-{}", suffix());
     let rd = format!("redis-{}", suffix());
     let pg = format!("pg-{}", suffix());
+    let x509 = format!("mtls-{}", suffix());
     let s = TestServer::start_with(TestOptions {
         extra_config: format!(
             r#"
@@ -1329,6 +1330,16 @@ actions = ["read"]
 max_ttl = "30m"
 [resources.settings]
 principals = ["deploy", "other"]
+
+[[resources]]
+id = "{x509}"
+kind = "x509"
+environment = "sandbox"
+audience = "mtls"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+backdate_secs = 90
 
 [[resources]]
 id = "{rd}"
@@ -1400,6 +1411,47 @@ read = ["~x:*", "+@read"]
             .to_owned()
     };
     assert_eq!(fp(&key), fp(&dir.join("k-cert.pub")), "certifies the file's key");
+    // The serial is a string (u64 exceeds JSON's exact integers) and is the certificate's.
+    let serial = g["credential"]["metadata"]["serial"]
+        .as_str()
+        .expect("serial is a string");
+    let serial: u64 = serial.parse().unwrap();
+    assert!(listing.contains(&format!("Serial: {serial}")), "{listing}");
+
+    // A PEM public key goes to an x509 resource as `public_key_pem`; notBefore is back-dated by
+    // the resource's `backdate_secs`.
+    if tool_available("openssl", &["version"]) {
+        for args in [
+            &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "x.pem"][..],
+            &["pkey", "-in", "x.pem", "-pubout", "-out", "xpub.pem"],
+        ] {
+            assert!(openssl(args, &dir).status.success());
+        }
+        let pem = dir.join("xpub.pem");
+        let (code, g, err) = tokio::task::block_in_place(|| {
+            latch(&[
+                "request",
+                &task,
+                "--resource",
+                &x509,
+                "--action",
+                "read",
+                "--ttl",
+                "10m",
+                "--public-key",
+                pem.to_str().unwrap(),
+            ])
+        });
+        assert_eq!(code, Some(0), "{g} {err}");
+        assert_eq!(g["credential"]["kind"], "x509_certificate", "{g}");
+        let m = &g["credential"]["metadata"];
+        let nb = m["not_before_unix_secs"].as_i64().unwrap();
+        let na = m["not_after_unix_secs"].as_i64().unwrap();
+        assert_eq!(na - nb, 600 + 90, "{m}");
+        std::fs::write(dir.join("leaf.pem"), g["credential"]["value"].as_str().unwrap()).unwrap();
+        let o = openssl(&["x509", "-in", "leaf.pem", "-noout", "-checkend", "0"], &dir);
+        assert!(o.status.success(), "valid now");
+    }
     // A malformed --param is refused locally.
     let (code, _, err) = tokio::task::block_in_place(|| {
         latch(&["request", &task, "--resource", &ssh, "--action", "read", "--param", "novalue"])
@@ -1428,6 +1480,32 @@ read = ["~x:*", "+@read"]
         assert!(r.body.to_string().contains("databse"), "{}", r.body);
     }
     s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ca_rotation_period_under_an_hour_is_a_config_error() {
+    let dir = temp_dir("rotation-cfg");
+    let path = latch_server::examples::write_example(&dir, "127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("# ca_rotation_period = \"90d\""));
+    for (period, ok) in [("30m", false), ("59m 59s", false), ("1h", true), ("90d", true)] {
+        std::fs::write(
+            &path,
+            text.replace(
+                "# ca_rotation_period = \"90d\"",
+                &format!("ca_rotation_period = \"{period}\""),
+            ),
+        )
+        .unwrap();
+        match latch_server::Config::load(&path) {
+            Ok(_) => assert!(ok, "{period} accepted"),
+            Err(e) => {
+                assert!(!ok, "{period}: {}", e.0);
+                assert!(e.0.contains("ca_rotation_period"), "{}", e.0);
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
