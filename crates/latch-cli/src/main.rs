@@ -623,9 +623,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 body["params"] = Value::Object(params);
             }
             let c = Client::new(&conn.server, conn.token.clone());
-            let a = c
-                .post(&format!("/v1/tasks/{task}/requests"), &body)
-                .await?;
+            let a = c.post(&format!("/v1/tasks/{task}/requests"), &body).await?;
             Ok(print_answer(&conn, &a, print_access))
         }
         Cmd::Claim {

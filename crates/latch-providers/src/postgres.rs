@@ -583,11 +583,9 @@ async fn check_reassign_target(client: &Client, to: &str) -> Result<(), Provider
         Some(r) if r.get::<_, bool>(1) => Err(ProviderError::permanent(
             "reassign_owned_to must not be the admin user",
         )),
-        Some(r) if r.get::<_, bool>(0) || r.get::<_, bool>(2) => {
-            Err(ProviderError::permanent(format!(
-                "reassign_owned_to role {to:?} must be NOLOGIN and not a superuser"
-            )))
-        }
+        Some(r) if r.get::<_, bool>(0) || r.get::<_, bool>(2) => Err(ProviderError::permanent(
+            format!("reassign_owned_to role {to:?} must be NOLOGIN and not a superuser"),
+        )),
         Some(_) => Ok(()),
     }
 }

@@ -465,8 +465,7 @@ impl CredentialProvider for SshProvider {
                 "ssh requests need params {{\"public_key\": \"ssh-ed25519 AAAA…\", \"principals\": […]}}: {e}"
             ))
         })?;
-        let public = PublicKey::from_openssh(params.public_key.trim())
-            .map_err(|_| {
+        let public = PublicKey::from_openssh(params.public_key.trim()).map_err(|_| {
             ProviderError::invalid_request("`public_key` is not an openssh public key")
         })?;
         check_key_strength(&public)?;

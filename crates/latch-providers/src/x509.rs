@@ -432,9 +432,8 @@ fn check_key_strength(key: &impl rcgen::PublicKeyData) -> Result<(), ProviderErr
         || alg == &rcgen::PKCS_RSA_SHA384
         || alg == &rcgen::PKCS_RSA_SHA512
     {
-        let bits = rsa_modulus_bits(key.der_bytes()).ok_or_else(|| {
-            ProviderError::invalid_request("the rsa public key is malformed")
-        })?;
+        let bits = rsa_modulus_bits(key.der_bytes())
+            .ok_or_else(|| ProviderError::invalid_request("the rsa public key is malformed"))?;
         if bits < MIN_RSA_BITS {
             return Err(ProviderError::invalid_request(format!(
                 "rsa keys need at least {MIN_RSA_BITS} bits (got {bits})"
@@ -594,8 +593,8 @@ mod tests {
                     c.wait_with_output()
                 })
                 .unwrap();
-            let spki = SubjectPublicKeyInfo::from_pem(&String::from_utf8(out.stdout).unwrap())
-                .unwrap();
+            let spki =
+                SubjectPublicKeyInfo::from_pem(&String::from_utf8(out.stdout).unwrap()).unwrap();
             let r = check_key_strength(&spki);
             assert_eq!(r.is_ok(), ok, "{bits} bits: {r:?}");
             if let Err(e) = r {
@@ -616,8 +615,14 @@ mod tests {
     #[test]
     fn rsa_modulus_bits_reads_der() {
         // SEQUENCE { INTEGER 0x00 0xC1 (9 bits of leading zero stripped → 8), INTEGER 3 }
-        assert_eq!(rsa_modulus_bits(&[0x30, 0x07, 0x02, 0x02, 0x00, 0xc1, 0x02, 0x01, 0x03]), Some(8));
-        assert_eq!(rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x03]), Some(1));
+        assert_eq!(
+            rsa_modulus_bits(&[0x30, 0x07, 0x02, 0x02, 0x00, 0xc1, 0x02, 0x01, 0x03]),
+            Some(8)
+        );
+        assert_eq!(
+            rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x03]),
+            Some(1)
+        );
         assert_eq!(rsa_modulus_bits(&[0x30, 0x05, 0x02, 0x09]), None);
         assert_eq!(rsa_modulus_bits(&[]), None);
     }

@@ -366,7 +366,9 @@ async fn postgres_revocation_never_hands_agent_objects_to_the_admin() {
         if keeps {
             let owner: String = admin
                 .query_one(
-                    &format!("SELECT relowner::regrole::text FROM pg_class WHERE oid = '{t}'::regclass"),
+                    &format!(
+                        "SELECT relowner::regrole::text FROM pg_class WHERE oid = '{t}'::regclass"
+                    ),
                     &[],
                 )
                 .await
@@ -497,7 +499,9 @@ async fn postgres_reassign_target_must_be_a_nologin_role_other_than_the_admin() 
     let schema = format!("latch_it_{}", suffix());
     let login = format!("it_login_{}", suffix());
     admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}; CREATE ROLE {login} LOGIN;"))
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE ROLE {login} LOGIN;"
+        ))
         .await
         .unwrap();
     let resource = format!("pg-{}", suffix());
@@ -518,7 +522,11 @@ async fn postgres_reassign_target_must_be_a_nologin_role_other_than_the_admin() 
             json!({"resource": resource, "actions": ["read"], "ttl_secs": 600, "justification": "t"}),
         )
         .await;
-    assert_ne!(r.status, 201, "a LOGIN reassign target is refused: {}", r.body);
+    assert_ne!(
+        r.status, 201,
+        "a LOGIN reassign target is refused: {}",
+        r.body
+    );
     assert!(r.body.to_string().contains("NOLOGIN"), "{}", r.body);
     s.stop().await;
     admin
@@ -721,9 +729,15 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
 
     // What the templates grant still works.
     assert_eq!(redis_dryrun(&mut admin, &ru, &["GET", &key]).await, None);
-    assert_eq!(redis_dryrun(&mut admin, &wu, &["SET", &key, "1"]).await, None);
+    assert_eq!(
+        redis_dryrun(&mut admin, &wu, &["SET", &key, "1"]).await,
+        None
+    );
     assert_eq!(redis_dryrun(&mut admin, &ru, &["PING"]).await, None);
-    assert_eq!(redis_dryrun(&mut admin, &ru, &["CLIENT", "SETNAME", "x"]).await, None);
+    assert_eq!(
+        redis_dryrun(&mut admin, &ru, &["CLIENT", "SETNAME", "x"]).await,
+        None
+    );
     assert_eq!(redis_dryrun(&mut admin, &ru, &["CLIENT", "ID"]).await, None);
 
     for cmd in [
@@ -753,27 +767,47 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
     let password = writer["credential"]["value"].as_str().unwrap();
     let client = redis::Client::open(format!("redis://{wu}:{password}@{REDIS_ADDR}/")).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    for cmd in [&["FLUSHALL"][..], &["FLUSHDB"], &["SELECT", "1"], &["SWAPDB", "0", "1"]] {
+    for cmd in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["SELECT", "1"],
+        &["SWAPDB", "0", "1"],
+    ] {
         let e = redis::cmd(cmd[0])
             .arg(&cmd[1..])
             .query_async::<redis::Value>(&mut con)
             .await
             .expect_err("refused");
-        assert!(e.to_string().to_lowercase().contains("noperm"), "{cmd:?}: {e}");
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd:?}: {e}"
+        );
     }
     let password = reader["credential"]["value"].as_str().unwrap();
     let client = redis::Client::open(format!("redis://{ru}:{password}@{REDIS_ADDR}/")).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    for cmd in [&["KEYS", "*"][..], &["SCAN", "0"], &["CLIENT", "LIST"], &["CLIENT", "KILL", "ID", "1"]] {
+    for cmd in [
+        &["KEYS", "*"][..],
+        &["SCAN", "0"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+    ] {
         let e = redis::cmd(cmd[0])
             .arg(&cmd[1..])
             .query_async::<redis::Value>(&mut con)
             .await
             .expect_err("refused");
-        assert!(e.to_string().to_lowercase().contains("noperm"), "{cmd:?}: {e}");
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd:?}: {e}"
+        );
     }
     let r = s
-        .post(Some(&agent), &format!("/v1/tasks/{task}/complete"), json!({}))
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/complete"),
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     s.stop().await;
@@ -1373,7 +1407,11 @@ read = ["~x:*", "+@read"]
             .output()
             .unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code(), v, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let key = dir.join("k.pub");
     let (code, g, err) = tokio::task::block_in_place(|| {
@@ -1401,7 +1439,10 @@ read = ["~x:*", "+@read"]
         .args(["-L", "-f"])
         .arg(dir.join("k-cert.pub")));
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("deploy") && !listing.contains("other"), "{listing}");
+    assert!(
+        listing.contains("deploy") && !listing.contains("other"),
+        "{listing}"
+    );
     let fp = |f: &Path| {
         let o = run(Command::new("ssh-keygen").arg("-lf").arg(f));
         String::from_utf8_lossy(&o.stdout)
@@ -1410,7 +1451,11 @@ read = ["~x:*", "+@read"]
             .unwrap()
             .to_owned()
     };
-    assert_eq!(fp(&key), fp(&dir.join("k-cert.pub")), "certifies the file's key");
+    assert_eq!(
+        fp(&key),
+        fp(&dir.join("k-cert.pub")),
+        "certifies the file's key"
+    );
     // The serial is a string (u64 exceeds JSON's exact integers) and is the certificate's.
     let serial = g["credential"]["metadata"]["serial"]
         .as_str()
@@ -1422,7 +1467,15 @@ read = ["~x:*", "+@read"]
     // the resource's `backdate_secs`.
     if tool_available("openssl", &["version"]) {
         for args in [
-            &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "x.pem"][..],
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "x.pem",
+            ][..],
             &["pkey", "-in", "x.pem", "-pubout", "-out", "xpub.pem"],
         ] {
             assert!(openssl(args, &dir).status.success());
@@ -1448,13 +1501,29 @@ read = ["~x:*", "+@read"]
         let nb = m["not_before_unix_secs"].as_i64().unwrap();
         let na = m["not_after_unix_secs"].as_i64().unwrap();
         assert_eq!(na - nb, 600 + 90, "{m}");
-        std::fs::write(dir.join("leaf.pem"), g["credential"]["value"].as_str().unwrap()).unwrap();
-        let o = openssl(&["x509", "-in", "leaf.pem", "-noout", "-checkend", "0"], &dir);
+        std::fs::write(
+            dir.join("leaf.pem"),
+            g["credential"]["value"].as_str().unwrap(),
+        )
+        .unwrap();
+        let o = openssl(
+            &["x509", "-in", "leaf.pem", "-noout", "-checkend", "0"],
+            &dir,
+        );
         assert!(o.status.success(), "valid now");
     }
     // A malformed --param is refused locally.
     let (code, _, err) = tokio::task::block_in_place(|| {
-        latch(&["request", &task, "--resource", &ssh, "--action", "read", "--param", "novalue"])
+        latch(&[
+            "request",
+            &task,
+            "--resource",
+            &ssh,
+            "--action",
+            "read",
+            "--param",
+            "novalue",
+        ])
     });
     assert_ne!(code, Some(0));
     assert!(err.contains("KEY=VALUE"), "{err}");
@@ -1489,7 +1558,12 @@ fn ca_rotation_period_under_an_hour_is_a_config_error() {
     let path = latch_server::examples::write_example(&dir, "127.0.0.1:0").unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("# ca_rotation_period = \"90d\""));
-    for (period, ok) in [("30m", false), ("59m 59s", false), ("1h", true), ("90d", true)] {
+    for (period, ok) in [
+        ("30m", false),
+        ("59m 59s", false),
+        ("1h", true),
+        ("90d", true),
+    ] {
         std::fs::write(
             &path,
             text.replace(
@@ -1547,11 +1621,38 @@ principals = ["deploy"]
     .await;
     let dir = temp_dir("x509-weak");
     for args in [
-        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:512", "-out", "key.pem"][..],
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:512",
+            "-out",
+            "key.pem",
+        ][..],
         &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
-        &["req", "-new", "-key", "key.pem", "-subj", "/CN=weak", "-out", "csr.pem"],
-        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "k1024.pem"],
-        &["req", "-new", "-key", "k1024.pem", "-subj", "/CN=weak", "-out", "csr1024.pem"],
+        &[
+            "req", "-new", "-key", "key.pem", "-subj", "/CN=weak", "-out", "csr.pem",
+        ],
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+            "k1024.pem",
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "k1024.pem",
+            "-subj",
+            "/CN=weak",
+            "-out",
+            "csr1024.pem",
+        ],
     ] {
         let o = openssl(args, &dir);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1568,9 +1669,17 @@ principals = ["deploy"]
         (&x509, json!({"csr_pem": csr_pem}), "csr_pem"),
         (&x509, json!({"csr_pem": csr1024}), "csr_pem"),
         (&x509, Value::Null, "params"),
-        (&x509, json!({"public_key_pem": "not a key"}), "public_key_pem"),
+        (
+            &x509,
+            json!({"public_key_pem": "not a key"}),
+            "public_key_pem",
+        ),
         (&ssh, Value::Null, "params"),
-        (&ssh, json!({"public_key": "ssh-ed25519 garbage"}), "public_key"),
+        (
+            &ssh,
+            json!({"public_key": "ssh-ed25519 garbage"}),
+            "public_key",
+        ),
         (
             &ssh,
             json!({"public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "principals": ["root"]}),
