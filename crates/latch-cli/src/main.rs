@@ -82,6 +82,17 @@ enum Cmd {
         /// Why (shown to approvers).
         #[arg(long, default_value = "")]
         justification: String,
+        /// Provider parameter `KEY=VALUE` (repeatable). VALUE is taken as JSON when it parses as
+        /// an array, object, number, boolean or null (`principals='["deploy"]'`), else as a string.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Public key file: OpenSSH format sets `params.public_key` (ssh), PEM sets
+        /// `params.public_key_pem` (x509).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Certificate request (PEM) file: sets `params.csr_pem` (x509).
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -316,6 +327,48 @@ enum DevCmd {
         #[arg(long)]
         ttl: Option<humantime::Duration>,
     },
+}
+
+/// The `params` of `latch request` from `--param`, `--public-key` and `--csr`.
+fn request_params(
+    pairs: &[String],
+    public_key: Option<&std::path::Path>,
+    csr: Option<&std::path::Path>,
+) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    let mut set = |k: &str, v: Value| {
+        if out.insert(k.to_owned(), v).is_some() {
+            return Err(format!("parameter {k:?} given twice"));
+        }
+        Ok(())
+    };
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| format!("--param {p:?}: expected KEY=VALUE"))?;
+        let v = match serde_json::from_str::<Value>(v) {
+            Ok(j) if !j.is_string() => j,
+            _ => Value::String(v.to_owned()),
+        };
+        set(k, v)?;
+    }
+    let read = |f: &std::path::Path| {
+        std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))
+    };
+    if let Some(f) = public_key {
+        let key = read(f)?;
+        let name = if key.trim_start().starts_with("-----BEGIN") {
+            "public_key_pem"
+        } else {
+            "public_key"
+        };
+        set(name, Value::String(key.trim().to_owned()))?;
+    }
+    if let Some(f) = csr {
+        set("csr_pem", Value::String(read(f)?))?;
+    }
+    Ok(out)
 }
 
 fn secs(d: Option<humantime::Duration>) -> Option<i64> {
@@ -558,16 +611,19 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             actions,
             ttl,
             justification,
+            params,
+            public_key,
+            csr,
             conn,
         } => {
+            let params = request_params(&params, public_key.as_deref(), csr.as_deref())?;
+            let mut body = json!({"resource": resource, "actions": actions,
+                "ttl_secs": secs(ttl), "justification": justification});
+            if !params.is_empty() {
+                body["params"] = Value::Object(params);
+            }
             let c = Client::new(&conn.server, conn.token.clone());
-            let a = c
-                .post(
-                    &format!("/v1/tasks/{task}/requests"),
-                    &json!({"resource": resource, "actions": actions,
-                    "ttl_secs": secs(ttl), "justification": justification}),
-                )
-                .await?;
+            let a = c.post(&format!("/v1/tasks/{task}/requests"), &body).await?;
             Ok(print_answer(&conn, &a, print_access))
         }
         Cmd::Claim {

@@ -1576,8 +1576,13 @@ impl Broker {
                     .detail(json!({"error": e.message}));
                     let _ = self.commit(ctx, WriteBatch::new().audit(ev)).await;
                 }
+                let code = if e.invalid_request {
+                    ErrorCode::InvalidRequest
+                } else {
+                    ErrorCode::ProviderFailed
+                };
                 return Err(ApiError::new(
-                    ErrorCode::ProviderFailed,
+                    code,
                     format!("could not mint: {}", e.message),
                 ));
             }
@@ -2137,7 +2142,11 @@ impl Broker {
         };
         let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
             ApiError::new(
-                ErrorCode::ProviderFailed,
+                if e.invalid_request {
+                    ErrorCode::InvalidRequest
+                } else {
+                    ErrorCode::ProviderFailed
+                },
                 format!("could not renew: {}", e.message),
             )
         })?;

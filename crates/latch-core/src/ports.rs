@@ -64,6 +64,9 @@ pub struct ProviderError {
     pub message: String,
     /// Whether a retry may succeed.
     pub retryable: bool,
+    /// Whether the request itself (its `params`) is at fault: the broker answers 400
+    /// `invalid_request` instead of 502 `provider_failed`.
+    pub invalid_request: bool,
 }
 
 impl ProviderError {
@@ -72,6 +75,7 @@ impl ProviderError {
         Self {
             message: message.into(),
             retryable: true,
+            invalid_request: false,
         }
     }
     /// A permanent failure (bad parameters).
@@ -79,6 +83,16 @@ impl ProviderError {
         Self {
             message: message.into(),
             retryable: false,
+            invalid_request: false,
+        }
+    }
+    /// A permanent failure caused by the request (malformed, missing or unacceptable `params`,
+    /// such as a weak key): mapped to 400 `invalid_request`.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            invalid_request: true,
         }
     }
 }

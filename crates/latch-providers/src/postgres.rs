@@ -10,7 +10,10 @@
 //! url = "postgres://latch_admin@db.internal:5432/orders"   # no password here
 //! password_file = "/etc/latch/orders-db.password"            # or password_env = "ORDERS_DB_PW"
 //! connect_timeout_secs = 5
-//! reassign_owned_to = "orders_owner"   # default: the admin user (CURRENT_USER)
+//! connection_limit = 5                  # CONNECTION LIMIT of minted roles (default 5, -1: none)
+//! statement_timeout_secs = 300          # role-level statement_timeout (default 300)
+//! idle_in_transaction_timeout_secs = 60 # role-level idle_in_transaction_session_timeout (60)
+//! # reassign_owned_to = "orders_owner" # optional; default: objects the role created are dropped
 //! [resources.settings.grants]          # per action; `{role}` is the quoted role name
 //! read = ["GRANT USAGE ON SCHEMA app TO {role}",
 //!         "GRANT SELECT ON ALL TABLES IN SCHEMA app TO {role}"]
@@ -20,9 +23,10 @@
 //!
 //! # Mint
 //! In one transaction: `CREATE ROLE … LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
-//! NOBYPASSRLS PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, `GRANT <role> TO
+//! NOBYPASSRLS CONNECTION LIMIT <connection_limit> PASSWORD '<SCRAM-SHA-256 verifier>' VALID UNTIL '<lease end>'`, `GRANT <role> TO
 //! CURRENT_USER` (so a non-superuser admin with `CREATEROLE` may later end its sessions and
-//! reassign what it owns), a `COMMENT ON ROLE` naming task and lease, and the grant statements of
+//! reassign what it owns), `ALTER ROLE … SET statement_timeout` and `SET
+//! idle_in_transaction_session_timeout`, a `COMMENT ON ROLE` naming task and lease, and the grant statements of
 //! every granted action.
 //! The password is 256 bits from the OS generator; only its SCRAM-SHA-256 verifier (RFC 7677,
 //! computed by `postgres-protocol`) is sent to the server, so the password cannot end up in
@@ -30,8 +34,16 @@
 //! [`role_name`]), at most 63 bytes (PostgreSQL's `NAMEDATALEN - 1`).
 //!
 //! # Revoke
-//! `ALTER ROLE … NOLOGIN`, `pg_terminate_backend` of every session of the role, `REASSIGN OWNED
-//! BY … TO …`, `DROP OWNED BY …` (drops its privileges), `DROP ROLE`. A role that does not exist
+//! `ALTER ROLE … NOLOGIN`, `pg_terminate_backend` of every session of the role, `DROP OWNED BY …
+//! CASCADE` (drops every object the role created and its privileges) in the configured database
+//! and in every other database where `pg_shdepend` shows the role owning objects or holding
+//! privileges (over an admin connection to each: same host, port, user), `DROP ROLE`. Objects the
+//! agent created are never handed to the admin: a `SECURITY DEFINER` function it created would
+//! otherwise run as the admin after revocation. With `reassign_owned_to`, which must name a
+//! `NOLOGIN` role other than the admin (checked at start and at every mint and revocation),
+//! the role's `SECURITY DEFINER` functions are dropped and `PUBLIC`'s privileges on its objects
+//! are revoked first, then `REASSIGN OWNED BY … TO …`; if the target is no longer valid at
+//! revocation, the objects are dropped instead. A role that does not exist
 //! is already revoked. An unreachable server is a retryable error: the broker retries with
 //! backoff (lease state `revoking` / `revoke_failed`), across restarts.
 //!
@@ -76,20 +88,42 @@ struct PgSettings {
     secret: SecretRef,
     /// Statements per action; `{role}` is replaced by the quoted role name.
     grants: BTreeMap<String, Vec<String>>,
-    /// Who receives objects the role created (default: the admin user).
+    /// Who receives objects the role created (default: nobody, they are dropped). Must be a
+    /// `NOLOGIN` role other than the admin user.
     #[serde(default)]
     reassign_owned_to: Option<String>,
     /// Connect timeout, seconds (default 5).
     #[serde(default = "default_timeout")]
     connect_timeout_secs: u64,
-    /// `CONNECTION LIMIT` of minted roles (default: unlimited, `-1`).
-    #[serde(default)]
-    connection_limit: Option<i32>,
+    /// `CONNECTION LIMIT` of minted roles (default 5; `-1` is unlimited).
+    #[serde(default = "default_connection_limit")]
+    connection_limit: i32,
+    /// Role-level `statement_timeout` of minted roles, seconds (default 300).
+    #[serde(default = "default_statement_timeout")]
+    statement_timeout_secs: u64,
+    /// Role-level `idle_in_transaction_session_timeout` of minted roles, seconds (default 60).
+    #[serde(default = "default_idle_in_transaction_timeout")]
+    idle_in_transaction_timeout_secs: u64,
 }
 
 fn default_timeout() -> u64 {
     5
 }
+
+fn default_connection_limit() -> i32 {
+    5
+}
+
+fn default_statement_timeout() -> u64 {
+    300
+}
+
+fn default_idle_in_transaction_timeout() -> u64 {
+    60
+}
+
+/// Upper bound of the role-level timeouts, seconds (one day).
+const MAX_ROLE_TIMEOUT_SECS: u64 = 86_400;
 
 /// Mints PostgreSQL login roles (kind `"postgres"`). Every call opens one admin connection with
 /// the settings of the lease's resource.
@@ -196,6 +230,35 @@ impl PgSettings {
                 )));
             }
         }
+        if s.connection_limit == 0 || s.connection_limit < -1 {
+            return Err(ProviderError::permanent(format!(
+                "resource {}: `connection_limit` must be at least 1 (or -1 for unlimited)",
+                resource.id
+            )));
+        }
+        for (name, v) in [
+            ("statement_timeout_secs", s.statement_timeout_secs),
+            (
+                "idle_in_transaction_timeout_secs",
+                s.idle_in_transaction_timeout_secs,
+            ),
+        ] {
+            if v == 0 || v > MAX_ROLE_TIMEOUT_SECS {
+                return Err(ProviderError::permanent(format!(
+                    "resource {}: `{name}` must be between 1 and {MAX_ROLE_TIMEOUT_SECS}",
+                    resource.id
+                )));
+            }
+        }
+        if let Some(to) = &s.reassign_owned_to {
+            let admin = cfg.get_user().unwrap_or_default();
+            if to.is_empty() || to == admin || to.eq_ignore_ascii_case("current_user") {
+                return Err(ProviderError::permanent(format!(
+                    "resource {}: `reassign_owned_to` must name a NOLOGIN role other than the admin user",
+                    resource.id
+                )));
+            }
+        }
         if let Some(extra) = s.grants.keys().find(|k| !resource.actions.contains(k)) {
             return Err(ProviderError::permanent(format!(
                 "resource {}: `grants.{extra}` names an action the resource does not offer",
@@ -206,8 +269,17 @@ impl PgSettings {
     }
 
     async fn connect(&self) -> Result<Client, ProviderError> {
+        self.connect_to(None).await
+    }
+
+    /// An admin connection to `dbname` (default: the configured database), with the same host,
+    /// port, user and password.
+    async fn connect_to(&self, dbname: Option<&str>) -> Result<Client, ProviderError> {
         let mut cfg = tokio_postgres::Config::from_str(&self.url)
             .map_err(|_| ProviderError::permanent("postgres url is invalid"))?;
+        if let Some(db) = dbname {
+            cfg.dbname(db);
+        }
         cfg.connect_timeout(Duration::from_secs(self.connect_timeout_secs.max(1)));
         cfg.application_name("latch");
         let password: Option<SecretString> = self.secret.read()?;
@@ -249,6 +321,7 @@ impl CredentialProvider for PostgresProvider {
     /// Retryable when PostgreSQL is unreachable; permanent for settings or SQL errors. The
     /// transaction is rolled back on any error, so nothing is left behind.
     async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = PgSettings::load(req.resource)?;
         let role = role_name(&req.task.id, req.lease_id);
@@ -263,13 +336,22 @@ impl CredentialProvider for PostgresProvider {
         let mut stmts = vec![format!(
             "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
              NOBYPASSRLS INHERIT CONNECTION LIMIT {} PASSWORD {} VALID UNTIL {}",
-            s.connection_limit.unwrap_or(-1),
+            s.connection_limit,
             quote_literal(&verifier),
             quote_literal(&until)
         )];
         // The admin becomes a member of the role it created: PostgreSQL requires that (or
         // superuser) to terminate the role's sessions and to REASSIGN / DROP OWNED at revocation.
         stmts.push(format!("GRANT {ident} TO CURRENT_USER"));
+        // Bound what a runaway or parked session can hold (locks, snapshots, a connection).
+        stmts.push(format!(
+            "ALTER ROLE {ident} SET statement_timeout = '{}s'",
+            s.statement_timeout_secs
+        ));
+        stmts.push(format!(
+            "ALTER ROLE {ident} SET idle_in_transaction_session_timeout = '{}s'",
+            s.idle_in_transaction_timeout_secs
+        ));
         stmts.push(format!(
             "COMMENT ON ROLE {ident} IS {}",
             quote_literal(&format!(
@@ -283,6 +365,9 @@ impl CredentialProvider for PostgresProvider {
             }
         }
         let mut client = s.connect().await?;
+        if let Some(to) = &s.reassign_owned_to {
+            check_reassign_target(&client, to).await?;
+        }
         let tx = client
             .transaction()
             .await
@@ -318,6 +403,7 @@ impl CredentialProvider for PostgresProvider {
     /// # Errors
     /// As [`mint`](Self::mint); a role that no longer exists is a permanent error.
     async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = PgSettings::load(req.resource)?;
         let role = handle_or_derived(lease);
@@ -366,7 +452,7 @@ impl CredentialProvider for PostgresProvider {
         let resource = self.resource_for(lease)?;
         let s = PgSettings::load(&resource)?;
         let client = s.connect().await?;
-        revoke_role(&client, &role, s.reassign_owned_to.as_deref())
+        revoke_role(&s, &client, &role)
             .await
             .map_err(|e| ProviderError::retryable(e.message))?;
         tracing::info!(lease_id = %lease.id, role = %role, "dropped postgres role");
@@ -397,11 +483,8 @@ fn handle_or_derived(lease: &Lease) -> String {
 }
 
 /// Drops `role` and everything it holds (see the [module docs](self)). Idempotent.
-async fn revoke_role(
-    client: &Client,
-    role: &str,
-    reassign_to: Option<&str>,
-) -> Result<(), ProviderError> {
+async fn revoke_role(s: &PgSettings, client: &Client, role: &str) -> Result<(), ProviderError> {
+    let reassign_to = s.reassign_owned_to.as_deref();
     let exists = client
         .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
         .await
@@ -423,15 +506,132 @@ async fn revoke_role(
         )
         .await
         .map_err(|e| pg_err("terminate sessions", &e))?;
-    let to = reassign_to
-        .map(quote_ident)
-        .unwrap_or_else(|| "CURRENT_USER".to_owned());
+    let target = match reassign_to {
+        Some(to) => match check_reassign_target(client, to).await {
+            Ok(()) => Some(to),
+            Err(e) => {
+                tracing::warn!(role = %role, error = %e.message,
+                    "reassign_owned_to is not a valid target; dropping the role's objects instead");
+                None
+            }
+        },
+        None => None,
+    };
+    // Objects and privileges in other databases block DROP ROLE: clean up there first, over an
+    // admin connection to each.
+    let others = client
+        .query(
+            "SELECT DISTINCT d.datname FROM pg_shdepend sd \
+               JOIN pg_database d ON d.oid = sd.dbid \
+              WHERE sd.refclassid = 'pg_authid'::regclass \
+                AND sd.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1) \
+                AND d.datname <> current_database() AND d.datallowconn",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("find databases of the role", &e))?;
+    for row in others {
+        let db: String = row.get(0);
+        let other = s.connect_to(Some(&db)).await?;
+        clear_owned(&other, role, target)
+            .await
+            .map_err(|e| ProviderError::retryable(format!("database {db}: {}", e.message)))?;
+    }
+    clear_owned(client, role, target).await?;
     client
-        .batch_execute(&format!(
-            "REASSIGN OWNED BY {ident} TO {to}; DROP OWNED BY {ident}; DROP ROLE IF EXISTS {ident}"
-        ))
+        .batch_execute(&format!("DROP ROLE IF EXISTS {ident}"))
         .await
         .map_err(|e| pg_err("drop role", &e))?;
+    Ok(())
+}
+
+/// In the connection's database: optionally hands the role's objects to `target` (after
+/// [`neutralize_owned`]), then drops what is left and the role's privileges.
+async fn clear_owned(
+    client: &Client,
+    role: &str,
+    target: Option<&str>,
+) -> Result<(), ProviderError> {
+    let ident = quote_ident(role);
+    if let Some(to) = target {
+        neutralize_owned(client, role).await?;
+        client
+            .batch_execute(&format!("REASSIGN OWNED BY {ident} TO {}", quote_ident(to)))
+            .await
+            .map_err(|e| pg_err("reassign owned", &e))?;
+    }
+    client
+        .batch_execute(&format!("DROP OWNED BY {ident} CASCADE"))
+        .await
+        .map_err(|e| pg_err("drop owned", &e))?;
+    Ok(())
+}
+
+/// Refuses a `reassign_owned_to` target that is missing, the admin itself, or able to log in.
+async fn check_reassign_target(client: &Client, to: &str) -> Result<(), ProviderError> {
+    let row = client
+        .query_opt(
+            "SELECT rolcanlogin, rolname = CURRENT_USER, rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&to],
+        )
+        .await
+        .map_err(|e| pg_err("look up reassign_owned_to", &e))?;
+    match row {
+        None => Err(ProviderError::permanent(format!(
+            "reassign_owned_to role {to:?} does not exist"
+        ))),
+        Some(r) if r.get::<_, bool>(1) => Err(ProviderError::permanent(
+            "reassign_owned_to must not be the admin user",
+        )),
+        Some(r) if r.get::<_, bool>(0) || r.get::<_, bool>(2) => Err(ProviderError::permanent(
+            format!("reassign_owned_to role {to:?} must be NOLOGIN and not a superuser"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Before objects change owner: drops the role's `SECURITY DEFINER` functions and revokes
+/// `PUBLIC`'s privileges on its relations, routines and schemas, so nothing the agent set up
+/// runs with, or is exposed by, the new owner's rights.
+async fn neutralize_owned(client: &Client, role: &str) -> Result<(), ProviderError> {
+    let rows = client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner \
+             WHERE r.rolname = $1 AND p.prosecdef",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("list security definer functions", &e))?;
+    for r in rows {
+        let f: String = r.get(0);
+        client
+            .batch_execute(&format!("DROP ROUTINE IF EXISTS {f} CASCADE"))
+            .await
+            .map_err(|e| pg_err("drop security definer function", &e))?;
+    }
+    let rows = client
+        .query(
+            "SELECT 'REVOKE ALL ON ' || CASE WHEN c.relkind = 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END \
+                    || c.oid::regclass::text || ' FROM PUBLIC' \
+               FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner \
+              WHERE r.rolname = $1 AND c.relkind IN ('r','v','m','S','f','p') \
+             UNION ALL \
+             SELECT 'REVOKE ALL ON ROUTINE ' || p.oid::regprocedure::text || ' FROM PUBLIC' \
+               FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = $1 \
+             UNION ALL \
+             SELECT 'REVOKE ALL ON SCHEMA ' || quote_ident(n.nspname) || ' FROM PUBLIC' \
+               FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = $1",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_err("list owned objects", &e))?;
+    for r in rows {
+        let st: String = r.get(0);
+        client
+            .batch_execute(&st)
+            .await
+            .map_err(|e| pg_err("revoke public privileges", &e))?;
+    }
     Ok(())
 }
 
@@ -537,6 +737,27 @@ mod tests {
         let both = serde_json::json!({"url": "host=h", "password_file": "/x", "password_env": "X",
             "grants": {"read": ["GRANT x TO {role}"]}});
         assert!(p.check_resource(&resource(both)).is_err());
+        for to in ["u", "CURRENT_USER", ""] {
+            let admin_target = serde_json::json!({"url": "host=h user=u dbname=d",
+                "reassign_owned_to": to, "grants": {"read": ["GRANT x TO {role}"]}});
+            let e = p.check_resource(&resource(admin_target)).unwrap_err();
+            assert!(e.message.contains("reassign_owned_to"), "{}", e.message);
+        }
+        let keeper = serde_json::json!({"url": "host=h user=u dbname=d",
+            "reassign_owned_to": "keeper", "grants": {"read": ["GRANT x TO {role}"]}});
+        assert!(p.check_resource(&resource(keeper)).is_ok());
+        for (k, v) in [
+            ("connection_limit", 0i64),
+            ("connection_limit", -2),
+            ("statement_timeout_secs", 0),
+            ("idle_in_transaction_timeout_secs", 86_401),
+        ] {
+            let mut bad = serde_json::json!({"url": "host=h user=u dbname=d",
+                "grants": {"read": ["GRANT x TO {role}"]}});
+            bad[k] = serde_json::json!(v);
+            let e = p.check_resource(&resource(bad)).unwrap_err();
+            assert!(e.message.contains(k), "{}", e.message);
+        }
     }
 
     #[test]

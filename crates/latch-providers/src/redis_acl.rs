@@ -20,8 +20,15 @@
 //! `+cmd`, `-cmd`, `allcommands`, `nocommands`); password, `on`/`off`, `reset` and selector rules
 //! are refused so a template cannot weaken authentication.
 //!
+//! Key patterns do not constrain keyless commands, so after the template's rules every user also
+//! gets [`SERVER_WIDE_DENY`] (`-@dangerous -@admin -flushall -flushdb -swapdb -select -move
+//! -migrate -keys -scan -randomkey -client -debug -config -shutdown -monitor -acl`); if a rule
+//! grants `@connection` (or all commands), only `CLIENT SETNAME`, `GETNAME` and `ID` are allowed
+//! back. No template can undo this.
+//!
 //! # Mint
-//! `ACL SETUSER <name> reset on #<sha256 of password> <rules of every granted action>`. The
+//! `ACL SETUSER <name> reset on #<sha256 of password> <rules of every granted action>
+//! <SERVER_WIDE_DENY> [<CONNECTION_ALLOW>]`. The
 //! password is 256 bits from the OS generator and only its SHA-256 (the `#<hash>` ACL form) is
 //! sent, so it does not show up in `MONITOR` or the slow log. The user name is
 //! `latch_<task id>_<lease id tail>` like the PostgreSQL role names.
@@ -73,6 +80,44 @@ struct RedisSettings {
 
 fn default_timeout() -> u64 {
     5
+}
+
+/// Rules appended after every template: server-wide and keyless commands that key patterns do
+/// not constrain (wiping or switching databases, listing all keys, other clients, admin).
+pub const SERVER_WIDE_DENY: &[&str] = &[
+    "-@dangerous",
+    "-@admin",
+    "-flushall",
+    "-flushdb",
+    "-swapdb",
+    "-select",
+    "-move",
+    "-migrate",
+    "-keys",
+    "-scan",
+    "-randomkey",
+    "-client",
+    "-debug",
+    "-config",
+    "-shutdown",
+    "-monitor",
+    "-acl",
+];
+
+/// Harmless `CLIENT` subcommands allowed back when a template grants `@connection`.
+const CONNECTION_ALLOW: &[&str] = &["+client|setname", "+client|getname", "+client|id"];
+
+/// The command rules that end every minted user's rule list (see [`SERVER_WIDE_DENY`]).
+fn closing_rules<'a>(rules: impl IntoIterator<Item = &'a String>) -> Vec<&'static str> {
+    let grants_connection = rules.into_iter().any(|r| {
+        let r = r.to_ascii_lowercase();
+        r == "+@connection" || r == "+@all" || r == "allcommands"
+    });
+    let mut out = SERVER_WIDE_DENY.to_vec();
+    if grants_connection {
+        out.extend_from_slice(CONNECTION_ALLOW);
+    }
+    out
 }
 
 /// Whether an ACL rule is one a template may use (see the [module docs](self)).
@@ -227,10 +272,16 @@ impl RedisProvider {
             .arg("reset")
             .arg("on")
             .arg(format!("#{}", sha256_hex(&password)));
-        for action in req.actions {
-            for r in s.rules.get(action).into_iter().flatten() {
-                cmd.arg(r);
-            }
+        let granted: Vec<&String> = req
+            .actions
+            .iter()
+            .flat_map(|a| s.rules.get(a).into_iter().flatten())
+            .collect();
+        for r in &granted {
+            cmd.arg(*r);
+        }
+        for r in closing_rules(granted.iter().copied()) {
+            cmd.arg(r);
         }
         let mut con = s.connect().await?;
         cmd.query_async::<()>(&mut con)
@@ -287,6 +338,7 @@ impl CredentialProvider for RedisProvider {
     /// # Errors
     /// Retryable when Redis is unreachable, permanent for settings or ACL errors.
     async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         let user = user_name(&req.task.id, req.lease_id);
         if !valid_user(&user) {
             return Err(ProviderError::permanent("cannot derive an acl user name"));
@@ -299,6 +351,7 @@ impl CredentialProvider for RedisProvider {
     /// # Errors
     /// As [`mint`](Self::mint).
     async fn renew(&self, lease: &Lease, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        util::no_params(KIND, req.params)?;
         let user = handle_or_derived(lease);
         if !valid_user(&user) {
             return Err(ProviderError::permanent(

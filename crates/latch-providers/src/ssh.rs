@@ -10,7 +10,7 @@
 //! # …
 //! [resources.settings]
 //! principals = ["deploy"]                 # allowed principals (never empty)
-//! backdate_secs = 60                      # valid_after = issue time - 60 s (clock skew), max 600
+//! backdate_secs = 60                      # valid_after = issue time - 60 s (clock skew; default 60, max 600)
 //! force_command = "/usr/local/bin/agent-shell"   # optional critical option
 //! source_address = "10.0.0.0/8"           # optional critical option (CIDR list)
 //! extensions = ["permit-pty"]             # optional; default none
@@ -72,7 +72,7 @@ pub const KIND: &str = "ssh";
 pub const CA_BLOB_PREFIX: &str = "ssh-user-ca";
 
 /// Largest accepted back-dating, seconds.
-const MAX_BACKDATE_SECS: u64 = 600;
+const MAX_BACKDATE_SECS: u64 = util::MAX_BACKDATE_SECS;
 
 /// `KRL_MAGIC` of PROTOCOL.krl: `"SSHKRL\n\0"`.
 const KRL_MAGIC: u64 = 0x5353_484b_524c_0a00;
@@ -87,7 +87,7 @@ const KRL_SECTION_CERT_KEY_ID: u8 = 0x23;
 #[serde(deny_unknown_fields)]
 struct SshSettings {
     principals: Vec<String>,
-    #[serde(default)]
+    #[serde(default = "util::default_backdate_secs")]
     backdate_secs: u64,
     #[serde(default)]
     force_command: Option<String>,
@@ -169,7 +169,7 @@ const MIN_RSA_BITS: usize = 2048;
 /// Refuses DSA (removed from OpenSSH) and RSA keys under 2048 bits.
 fn check_key_strength(key: &PublicKey) -> Result<(), ProviderError> {
     match key.algorithm() {
-        Algorithm::Dsa => Err(ProviderError::permanent("dsa keys are not accepted")),
+        Algorithm::Dsa => Err(ProviderError::invalid_request("dsa keys are not accepted")),
         Algorithm::Rsa { .. } => {
             let bits = key
                 .key_data()
@@ -177,7 +177,7 @@ fn check_key_strength(key: &PublicKey) -> Result<(), ProviderError> {
                 .and_then(|k| k.n.as_positive_bytes())
                 .map_or(0, |n| n.len() * 8);
             if bits < MIN_RSA_BITS {
-                return Err(ProviderError::permanent(format!(
+                return Err(ProviderError::invalid_request(format!(
                     "rsa keys need at least {MIN_RSA_BITS} bits"
                 )));
             }
@@ -461,18 +461,19 @@ impl CredentialProvider for SshProvider {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = SshSettings::load(req.resource)?;
         let params: SshParams = serde_json::from_value(req.params.clone()).map_err(|e| {
-            ProviderError::permanent(format!(
+            ProviderError::invalid_request(format!(
                 "ssh requests need params {{\"public_key\": \"ssh-ed25519 AAAA…\", \"principals\": […]}}: {e}"
             ))
         })?;
-        let public = PublicKey::from_openssh(params.public_key.trim())
-            .map_err(|_| ProviderError::permanent("`public_key` is not an openssh public key"))?;
+        let public = PublicKey::from_openssh(params.public_key.trim()).map_err(|_| {
+            ProviderError::invalid_request("`public_key` is not an openssh public key")
+        })?;
         check_key_strength(&public)?;
         let principals = match params.principals {
             None => s.principals.clone(),
             Some(p) => {
                 if let Some(bad) = p.iter().find(|x| !s.principals.contains(x)) {
-                    return Err(ProviderError::permanent(format!(
+                    return Err(ProviderError::invalid_request(format!(
                         "principal {bad:?} is not allowed for resource {}",
                         req.resource.id
                     )));
@@ -481,7 +482,7 @@ impl CredentialProvider for SshProvider {
             }
         };
         if principals.is_empty() {
-            return Err(ProviderError::permanent(
+            return Err(ProviderError::invalid_request(
                 "refusing a certificate with an empty principal list (it would be valid for every user)",
             ));
         }
@@ -539,7 +540,8 @@ impl CredentialProvider for SshProvider {
                 kind: "ssh_certificate".to_owned(),
                 secret: SecretString::from(text),
                 metadata: json!({
-                    "serial": serial,
+                    // A string: u64 serials exceed JSON's exact integer range (2^53).
+                    "serial": serial.to_string(),
                     "key_id": kid,
                     "principals": principals,
                     "valid_after_unix_secs": valid_after,

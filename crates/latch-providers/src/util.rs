@@ -122,6 +122,34 @@ pub(crate) fn rfc3339(unix_secs: i64) -> Result<String, ProviderError> {
         .ok_or_else(|| ProviderError::permanent("timestamp out of range"))
 }
 
+/// Default back-dating of certificate validity starts, seconds (clock skew between the broker
+/// and the verifiers).
+pub(crate) fn default_backdate_secs() -> u64 {
+    60
+}
+
+/// Largest accepted back-dating, seconds.
+pub(crate) const MAX_BACKDATE_SECS: u64 = 600;
+
+/// Refuses request `params` for a provider that takes none (anything but absent, `null` or
+/// `{}`), so a typo or a parameter meant for another kind is not silently ignored.
+pub(crate) fn no_params(kind: &str, params: &serde_json::Value) -> Result<(), ProviderError> {
+    match params {
+        serde_json::Value::Null => Ok(()),
+        serde_json::Value::Object(m) if m.is_empty() => Ok(()),
+        serde_json::Value::Object(m) => {
+            let names: Vec<&str> = m.keys().map(String::as_str).collect();
+            Err(ProviderError::invalid_request(format!(
+                "{kind} resources take no params (got {})",
+                names.join(", ")
+            )))
+        }
+        _ => Err(ProviderError::invalid_request(format!(
+            "{kind} resources take no params"
+        ))),
+    }
+}
+
 /// Validity window check shared by the providers.
 pub(crate) fn check_window(issued: i64, expires: i64) -> Result<(), ProviderError> {
     if expires <= issued {

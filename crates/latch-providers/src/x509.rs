@@ -9,17 +9,20 @@
 //! # …
 //! [resources.settings]
 //! trust_domain = "acme.example"      # URI SAN spiffe://acme.example/task/<task id>
+//! backdate_secs = 60                  # notBefore = issue time - 60 s (clock skew), max 600
 //! ```
 //!
 //! # Request parameters
 //! Either `{"public_key_pem": "-----BEGIN PUBLIC KEY-----…"}` (a SubjectPublicKeyInfo) or
 //! `{"csr_pem": "-----BEGIN CERTIFICATE REQUEST-----…"}` (PKCS#10, its signature is verified).
-//! Only the key is taken from a CSR: subject, names and extensions are the broker's.
+//! Only the key is taken from a CSR: subject, names and extensions are the broker's. Keys must be
+//! RSA of at least 2048 bits, ECDSA P-256 / P-384 or Ed25519; anything else, and malformed or
+//! missing params, is a [`ProviderError::invalid_request`].
 //!
 //! # Certificates (RFC 5280)
 //! `basicConstraints` CA:FALSE, `keyUsage` digitalSignature, `extendedKeyUsage` clientAuth,
 //! subject CN = task id, one URI SAN `spiffe://<trust domain>/task/<task id>`, authority key
-//! identifier, validity = the lease, a serial derived from the lease id and renewal count
+//! identifier, validity = the lease (`notBefore` back-dated by `backdate_secs`), a serial derived from the lease id and renewal count
 //! ([`serial_for`]), so a lease whose delivery was interrupted can still be listed in the CRL. The CA key is ECDSA
 //! P-256, generated on first start and sealed at rest ([`CaKeyring`], `x509-client-ca-NNNN`);
 //! its self-signed certificate is valid for 10 years.
@@ -70,6 +73,9 @@ const CA_VALIDITY_SECS: i64 = 10 * 365 * 24 * 3600;
 struct X509Settings {
     #[serde(default = "default_td")]
     trust_domain: String,
+    /// `notBefore` = issue time − this many seconds (clock skew; default 60, at most 600).
+    #[serde(default = "util::default_backdate_secs")]
+    backdate_secs: u64,
 }
 
 fn default_td() -> String {
@@ -88,6 +94,13 @@ impl X509Settings {
             return Err(ProviderError::permanent(format!(
                 "resource {}: `trust_domain` must be lowercase letters, digits, dots and dashes",
                 resource.id
+            )));
+        }
+        if s.backdate_secs > util::MAX_BACKDATE_SECS {
+            return Err(ProviderError::permanent(format!(
+                "resource {}: `backdate_secs` must be at most {}",
+                resource.id,
+                util::MAX_BACKDATE_SECS
             )));
         }
         Ok(s)
@@ -403,12 +416,75 @@ impl CredentialProvider for X509Provider {
     }
 }
 
+/// Smallest RSA modulus accepted for leaf keys, bits (NIST SP 800-131A), as for SSH.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Accepts only RSA ≥ 2048 bits, ECDSA P-256 / P-384 and Ed25519 leaf keys.
+fn check_key_strength(key: &impl rcgen::PublicKeyData) -> Result<(), ProviderError> {
+    let alg = key.algorithm();
+    if alg == &rcgen::PKCS_ECDSA_P256_SHA256
+        || alg == &rcgen::PKCS_ECDSA_P384_SHA384
+        || alg == &rcgen::PKCS_ED25519
+    {
+        return Ok(());
+    }
+    if alg == &rcgen::PKCS_RSA_SHA256
+        || alg == &rcgen::PKCS_RSA_SHA384
+        || alg == &rcgen::PKCS_RSA_SHA512
+    {
+        let bits = rsa_modulus_bits(key.der_bytes())
+            .ok_or_else(|| ProviderError::invalid_request("the rsa public key is malformed"))?;
+        if bits < MIN_RSA_BITS {
+            return Err(ProviderError::invalid_request(format!(
+                "rsa keys need at least {MIN_RSA_BITS} bits (got {bits})"
+            )));
+        }
+        return Ok(());
+    }
+    Err(ProviderError::invalid_request(
+        "only rsa (at least 2048 bits), ecdsa p-256 / p-384 and ed25519 keys are accepted",
+    ))
+}
+
+/// The bit length of the modulus of a DER `RSAPublicKey` (`SEQUENCE { INTEGER n, INTEGER e }`).
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    /// One DER TLV: (tag, contents, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let (l, rest) = b.split_at(n);
+            b = rest;
+            l.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x))
+        };
+        if b.len() < len {
+            return None;
+        }
+        let (v, rest) = b.split_at(len);
+        Some((tag, v, rest))
+    }
+    let (0x30, seq, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x02, n, _) = tlv(seq)? else {
+        return None;
+    };
+    let n: &[u8] = &n[n.iter().position(|&x| x != 0)?..];
+    Some(n.len() * 8 - n[0].leading_zeros() as usize)
+}
+
 impl X509Provider {
     fn issue(&self, req: &MintRequest<'_>, index: u32) -> Result<Minted, ProviderError> {
         util::check_window(req.issued_at_unix_secs, req.expires_at_unix_secs)?;
         let s = X509Settings::load(req.resource)?;
         let params: X509Params = serde_json::from_value(req.params.clone()).map_err(|e| {
-            ProviderError::permanent(format!(
+            ProviderError::invalid_request(format!(
                 "x509 requests need params {{\"public_key_pem\": …}} or {{\"csr_pem\": …}}: {e}"
             ))
         })?;
@@ -424,7 +500,8 @@ impl X509Provider {
             vec![SanType::URI(uri.clone().try_into().map_err(|_| {
                 ProviderError::permanent("the spiffe id is not a valid uri")
             })?)];
-        leaf.not_before = time_at(req.issued_at_unix_secs)?;
+        let not_before = (req.issued_at_unix_secs - s.backdate_secs as i64).max(0);
+        leaf.not_before = time_at(not_before)?;
         leaf.not_after = time_at(req.expires_at_unix_secs)?;
         let serial = serial_for(req.lease_id, index);
         leaf.serial_number = Some(SerialNumber::from_slice(&serial));
@@ -444,20 +521,22 @@ impl X509Provider {
         let cert = match (params.public_key_pem, params.csr_pem) {
             (Some(pk), None) => {
                 let spki = SubjectPublicKeyInfo::from_pem(&pk).map_err(|_| {
-                    ProviderError::permanent("`public_key_pem` is not a supported public key")
+                    ProviderError::invalid_request("`public_key_pem` is not a supported public key")
                 })?;
+                check_key_strength(&spki)?;
                 leaf.signed_by(&spki, &issuer).map_err(sign_err)?
             }
             (None, Some(csr)) => {
                 let csr = CertificateSigningRequestParams::from_pem(&csr).map_err(|_| {
-                    ProviderError::permanent(
+                    ProviderError::invalid_request(
                         "`csr_pem` is not a valid certificate request (or its signature is wrong)",
                     )
                 })?;
+                check_key_strength(&csr.public_key)?;
                 leaf.signed_by(&csr.public_key, &issuer).map_err(sign_err)?
             }
             _ => {
-                return Err(ProviderError::permanent(
+                return Err(ProviderError::invalid_request(
                     "give exactly one of `public_key_pem` and `csr_pem`",
                 ));
             }
@@ -471,7 +550,7 @@ impl X509Provider {
                 metadata: json!({
                     "serial": serial_hex,
                     "uri_san": uri,
-                    "not_before_unix_secs": req.issued_at_unix_secs,
+                    "not_before_unix_secs": not_before,
                     "not_after_unix_secs": req.expires_at_unix_secs,
                     "ca_generation": g.generation,
                 }),
@@ -493,6 +572,59 @@ mod tests {
         assert_ne!(a, serial_for("lease_a", 1));
         assert_eq!(a.len(), 16);
         assert!(a[0] & 0x80 == 0 && a[0] != 0);
+    }
+
+    #[test]
+    fn weak_and_unsupported_leaf_keys_are_invalid_requests() {
+        for (bits, ok) in [(512, false), (1024, false), (2048, true)] {
+            let out = std::process::Command::new("openssl")
+                .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+                .arg(format!("rsa_keygen_bits:{bits}"))
+                .output();
+            let Ok(out) = out else { return };
+            let out = std::process::Command::new("openssl")
+                .args(["pkey", "-pubout"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(&out.stdout)?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            let spki =
+                SubjectPublicKeyInfo::from_pem(&String::from_utf8(out.stdout).unwrap()).unwrap();
+            let r = check_key_strength(&spki);
+            assert_eq!(r.is_ok(), ok, "{bits} bits: {r:?}");
+            if let Err(e) = r {
+                assert!(e.invalid_request && !e.retryable, "{e:?}");
+                assert!(e.message.contains(&format!("got {bits}")), "{}", e.message);
+            }
+        }
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = SubjectPublicKeyInfo::from_pem(&p256.public_key_pem()).unwrap();
+        assert!(check_key_strength(&spki).is_ok());
+        let p521 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512);
+        if let Ok(k) = p521 {
+            let spki = SubjectPublicKeyInfo::from_pem(&k.public_key_pem()).unwrap();
+            assert!(check_key_strength(&spki).unwrap_err().invalid_request);
+        }
+    }
+
+    #[test]
+    fn rsa_modulus_bits_reads_der() {
+        // SEQUENCE { INTEGER 0x00 0xC1 (9 bits of leading zero stripped → 8), INTEGER 3 }
+        assert_eq!(
+            rsa_modulus_bits(&[0x30, 0x07, 0x02, 0x02, 0x00, 0xc1, 0x02, 0x01, 0x03]),
+            Some(8)
+        );
+        assert_eq!(
+            rsa_modulus_bits(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x03]),
+            Some(1)
+        );
+        assert_eq!(rsa_modulus_bits(&[0x30, 0x05, 0x02, 0x09]), None);
+        assert_eq!(rsa_modulus_bits(&[]), None);
     }
 
     #[test]

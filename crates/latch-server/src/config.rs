@@ -160,9 +160,14 @@ pub struct KeysConfig {
     /// Rotate the SSH and X.509 CA keys when they are this old (checked at start and on every
     /// reaper pass; default: never). Rotated-out public keys stay published until every
     /// certificate they signed has expired.
+    /// At least [`MIN_CA_ROTATION_PERIOD`].
     #[serde(default, with = "humantime_serde")]
     pub ca_rotation_period: Option<Duration>,
 }
+
+/// Shortest accepted `keys.ca_rotation_period` (one hour): shorter periods would rotate on
+/// nearly every reaper pass and pile up published CA keys.
+pub const MIN_CA_ROTATION_PERIOD: Duration = Duration::from_secs(3600);
 
 fn yes() -> bool {
     true
@@ -576,6 +581,14 @@ impl Config {
                     r.id
                 )));
             }
+        }
+        if let Some(p) = self.keys.ca_rotation_period
+            && p < MIN_CA_ROTATION_PERIOD
+        {
+            return Err(ConfigError(format!(
+                "`keys.ca_rotation_period` must be at least 1h (got {}s)",
+                p.as_secs()
+            )));
         }
         if self.tasks.default_ttl > self.tasks.max_ttl || self.tasks.default_ttl.as_secs() == 0 {
             return Err(ConfigError(

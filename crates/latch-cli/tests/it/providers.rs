@@ -249,6 +249,292 @@ async fn postgres_role_reads_cannot_write_and_dies_with_its_task() {
         .unwrap();
 }
 
+/// A role with CREATE on a schema plants a `SECURITY DEFINER` function granted to PUBLIC. After
+/// revocation it must not exist (by default everything the role created is dropped, never handed
+/// to the admin); with `reassign_owned_to` (a NOLOGIN role) the function is dropped and PUBLIC
+/// loses its privileges on the objects that are kept.
+#[tokio::test]
+async fn postgres_revocation_never_hands_agent_objects_to_the_admin() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let schema = format!("latch_it_{}", suffix());
+    let other = format!("it_other_{}", suffix());
+    let keeper = format!("it_keeper_{}", suffix());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE ROLE {other} LOGIN; CREATE ROLE {keeper} NOLOGIN; \
+             GRANT USAGE ON SCHEMA {schema} TO {other};"
+        ))
+        .await
+        .unwrap();
+    let dropping = format!("pg-{}", suffix());
+    let keeping = format!("pg-{}", suffix());
+    let with_create = |id: &str| {
+        pg_resource(id, &schema, 5432).replace(
+            &format!("\"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA {schema} TO {{role}}\""),
+            &format!("\"GRANT CREATE ON SCHEMA {schema} TO {{role}}\""),
+        )
+    };
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            "{}{}",
+            with_create(&dropping),
+            with_create(&keeping).replace(
+                "connect_timeout_secs = 2",
+                &format!("connect_timeout_secs = 2\nreassign_owned_to = \"{keeper}\"")
+            )
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-backdoor").await;
+    let other_session = pg_login(&other, "unused", 5432).await.unwrap();
+    for (resource, keeps) in [(&dropping, false), (&keeping, true)] {
+        let task = s.open_task(&agent, "sandbox", 3600).await;
+        let g = grant(&s, &agent, &task, resource, &["write"], Value::Null).await;
+        let user = g["credential"]["metadata"]["username"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let password = g["credential"]["value"].as_str().unwrap().to_owned();
+        let session = pg_login(&user, &password, 5432).await.unwrap();
+        let f = format!("{schema}.whoami_{}", suffix());
+        let t = format!("{schema}.kept_{}", suffix());
+        session
+            .batch_execute(&format!(
+                "CREATE FUNCTION {f}() RETURNS text LANGUAGE sql SECURITY DEFINER \
+                 AS $$ SELECT current_user::text $$; \
+                 GRANT EXECUTE ON FUNCTION {f}() TO PUBLIC; \
+                 CREATE TABLE {t} (id int); GRANT SELECT ON {t} TO PUBLIC;"
+            ))
+            .await
+            .expect("the agent creates objects");
+        let row = other_session
+            .query_one(&format!("SELECT {f}()"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), user, "runs as the agent's role");
+
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/complete"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let leases = lease_state(&s, &agent, &task).await;
+        assert_eq!(leases[0]["state"], "revoked", "{leases:?}");
+        let gone = admin
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .unwrap();
+        assert!(gone.is_none(), "role dropped");
+        let func = admin
+            .query_opt(
+                "SELECT 1 FROM pg_proc WHERE proname = $1",
+                &[&f.rsplit('.').next().unwrap()],
+            )
+            .await
+            .unwrap();
+        assert!(func.is_none(), "the SECURITY DEFINER function was dropped");
+        let err = other_session
+            .query_one(&format!("SELECT {f}()"), &[])
+            .await
+            .expect_err("nothing left to run as anyone");
+        assert_eq!(
+            err.as_db_error().map(|e| e.code().code()),
+            Some("42883"),
+            "{err}"
+        );
+        // No object in the schema belongs to the admin.
+        let admin_owned: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = CURRENT_USER)",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(admin_owned, 0);
+        let table = other_session
+            .query_opt(&format!("SELECT * FROM {t}"), &[])
+            .await;
+        if keeps {
+            let owner: String = admin
+                .query_one(
+                    &format!(
+                        "SELECT relowner::regrole::text FROM pg_class WHERE oid = '{t}'::regclass"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(owner, keeper, "kept objects go to the NOLOGIN role");
+            let err = table.expect_err("PUBLIC lost its privileges");
+            assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42501"));
+        } else {
+            let err = table.expect_err("the table was dropped");
+            assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("42P01"));
+        }
+    }
+    s.stop().await;
+    drop(other_session);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA {schema} CASCADE; DROP ROLE {other}; DROP OWNED BY {keeper}; DROP ROLE {keeper};"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The role leaves a default-privileges entry in another database (`postgres`, which it can
+/// reach through PUBLIC's CONNECT): revocation cleans up there too and the role is dropped. The
+/// role is minted with a connection limit and role-level timeouts.
+#[tokio::test]
+async fn postgres_objects_in_other_databases_do_not_block_revocation() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let db = format!("latch_it_db_{}", suffix());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let schema = format!("latch_it_{}", suffix());
+    {
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port=5432 user=postgres dbname={db}"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+    }
+    let resource = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: pg_resource(&resource, &schema, 5432)
+            .replace("dbname=postgres", &format!("dbname={db}"))
+            .replace(
+                "connect_timeout_secs = 2",
+                "connect_timeout_secs = 2\nconnection_limit = 3\nstatement_timeout_secs = 120",
+            ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-otherdb").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let g = grant(&s, &agent, &task, &resource, &["read"], Value::Null).await;
+    let user = g["credential"]["metadata"]["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(g["credential"]["metadata"]["database"], db.as_str());
+    let password = g["credential"]["value"].as_str().unwrap().to_owned();
+    let row = admin
+        .query_one(
+            "SELECT rolconnlimit, array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3);
+    let config: String = row.get(1);
+    assert!(config.contains("statement_timeout=120s"), "{config}");
+    assert!(
+        config.contains("idle_in_transaction_session_timeout=60s"),
+        "{config}"
+    );
+
+    // pg_login connects to `postgres`, not the configured database.
+    let session = pg_login(&user, &password, 5432).await.unwrap();
+    let timeout: String = session
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(timeout, "2min");
+    session
+        .batch_execute("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
+        .await
+        .expect("the role leaves an entry in database postgres");
+    drop(session);
+
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/complete"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let leases = lease_state(&s, &agent, &task).await;
+    assert_eq!(leases[0]["state"], "revoked", "{leases:?}");
+    let left = admin
+        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .unwrap();
+    assert!(left.is_none(), "role dropped");
+    s.stop().await;
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn postgres_reassign_target_must_be_a_nologin_role_other_than_the_admin() {
+    if !service_available("PostgreSQL", PG_ADDR) {
+        return;
+    }
+    let admin = pg_admin().await;
+    let schema = format!("latch_it_{}", suffix());
+    let login = format!("it_login_{}", suffix());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; CREATE ROLE {login} LOGIN;"
+        ))
+        .await
+        .unwrap();
+    let resource = format!("pg-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: pg_resource(&resource, &schema, 5432).replace(
+            "connect_timeout_secs = 2",
+            &format!("connect_timeout_secs = 2\nreassign_owned_to = \"{login}\""),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("pg-keeper").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/requests"),
+            json!({"resource": resource, "actions": ["read"], "ttl_secs": 600, "justification": "t"}),
+        )
+        .await;
+    assert_ne!(
+        r.status, 201,
+        "a LOGIN reassign target is refused: {}",
+        r.body
+    );
+    assert!(r.body.to_string().contains("NOLOGIN"), "{}", r.body);
+    s.stop().await;
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE; DROP ROLE {login};"))
+        .await
+        .unwrap();
+}
+
 /// A TCP forwarder to PostgreSQL that the test can take down and bring back on the same port.
 struct Proxy {
     port: u16,
@@ -371,6 +657,160 @@ async fn postgres_revocation_is_retried_while_unreachable_and_survives_a_restart
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await
         .unwrap();
+}
+
+/// `ACL DRYRUN <user> <command…>` as the admin: `None` if allowed, else Redis' reason.
+async fn redis_dryrun(
+    admin: &mut redis::aio::MultiplexedConnection,
+    user: &str,
+    args: &[&str],
+) -> Option<String> {
+    let v: redis::Value = redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg(user)
+        .arg(args)
+        .query_async(admin)
+        .await
+        .unwrap();
+    match v {
+        redis::Value::Okay => None,
+        redis::Value::SimpleString(s) if s == "OK" => None,
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// Key patterns do not constrain keyless commands: no template lets a user wipe, switch or list
+/// the whole keyspace or touch other clients.
+#[tokio::test]
+async fn redis_users_cannot_run_server_wide_commands() {
+    if !service_available("Redis", REDIS_ADDR) {
+        return;
+    }
+    let prefix = format!("latch-it-{}", suffix());
+    let admin_client = redis::Client::open(format!("redis://{REDIS_ADDR}/")).unwrap();
+    let mut admin = admin_client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let resource = format!("redis-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{resource}"
+kind = "redis"
+environment = "sandbox"
+audience = "redis"
+actions = ["read", "write"]
+max_ttl = "30m"
+[resources.settings]
+url = "redis://{REDIS_ADDR}/"
+[resources.settings.rules]
+read = ["~{prefix}:*", "+@read", "+@connection"]
+write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
+"#
+        ),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("redis-wide").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let reader = grant(&s, &agent, &task, &resource, &["read"], Value::Null).await;
+    let writer = grant(&s, &agent, &task, &resource, &["write"], Value::Null).await;
+    let name = |g: &Value| {
+        g["credential"]["metadata"]["username"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ru, wu) = (name(&reader), name(&writer));
+    let key = format!("{prefix}:k");
+
+    // What the templates grant still works.
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["GET", &key]).await, None);
+    assert_eq!(
+        redis_dryrun(&mut admin, &wu, &["SET", &key, "1"]).await,
+        None
+    );
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["PING"]).await, None);
+    assert_eq!(
+        redis_dryrun(&mut admin, &ru, &["CLIENT", "SETNAME", "x"]).await,
+        None
+    );
+    assert_eq!(redis_dryrun(&mut admin, &ru, &["CLIENT", "ID"]).await, None);
+
+    for cmd in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["SWAPDB", "0", "1"],
+        &["SELECT", "1"],
+        &["MOVE", key.as_str(), "1"],
+        &["KEYS", "*"],
+        &["SCAN", "0"],
+        &["RANDOMKEY"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+        &["CLIENT", "PAUSE", "1000"],
+        &["CONFIG", "GET", "*"],
+        &["DEBUG", "SLEEP", "0"],
+        &["MONITOR"],
+        &["ACL", "LIST"],
+    ] {
+        for user in [&ru, &wu] {
+            let denied = redis_dryrun(&mut admin, user, cmd).await;
+            assert!(denied.is_some(), "{user} may run {cmd:?}");
+        }
+    }
+
+    // And for real: the write user's FLUSHALL / SELECT and the read user's KEYS are refused.
+    let password = writer["credential"]["value"].as_str().unwrap();
+    let client = redis::Client::open(format!("redis://{wu}:{password}@{REDIS_ADDR}/")).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for cmd in [
+        &["FLUSHALL"][..],
+        &["FLUSHDB"],
+        &["SELECT", "1"],
+        &["SWAPDB", "0", "1"],
+    ] {
+        let e = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .expect_err("refused");
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd:?}: {e}"
+        );
+    }
+    let password = reader["credential"]["value"].as_str().unwrap();
+    let client = redis::Client::open(format!("redis://{ru}:{password}@{REDIS_ADDR}/")).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for cmd in [
+        &["KEYS", "*"][..],
+        &["SCAN", "0"],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "ID", "1"],
+    ] {
+        let e = redis::cmd(cmd[0])
+            .arg(&cmd[1..])
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .expect_err("refused");
+        assert!(
+            e.to_string().to_lowercase().contains("noperm"),
+            "{cmd:?}: {e}"
+        );
+    }
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/complete"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -742,7 +1182,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": agent_pub, "principals": []}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(
         r.body.to_string().contains("empty principal list"),
         "{}",
@@ -755,7 +1195,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": agent_pub, "principals": ["root-of-all"]}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
 
     // Weak keys are refused.
     run(Command::new("ssh-keygen")
@@ -769,7 +1209,7 @@ extensions = ["permit-pty"]
             json!({"resource": resource, "actions": ["read"], "params": {"public_key": weak}}),
         )
         .await;
-    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.to_string().contains("2048"), "{}", r.body);
 
     // Another principal only: sshd refuses the login as the local user.
@@ -899,6 +1339,368 @@ fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
         .current_dir(dir)
         .output()
         .expect("run openssl")
+}
+
+/// `latch request --public-key FILE --param principals=[…]` gets an SSH certificate for that
+/// key through the CLI binary; postgres and redis resources refuse params they do not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_request_sends_params_and_providers_without_params_refuse_them() {
+    if !binary_available("/usr/bin/ssh-keygen") {
+        return;
+    }
+    let ssh = format!("ssh-{}", suffix());
+    let rd = format!("redis-{}", suffix());
+    let pg = format!("pg-{}", suffix());
+    let x509 = format!("mtls-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{ssh}"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+principals = ["deploy", "other"]
+
+[[resources]]
+id = "{x509}"
+kind = "x509"
+environment = "sandbox"
+audience = "mtls"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+backdate_secs = 90
+
+[[resources]]
+id = "{rd}"
+kind = "redis"
+environment = "sandbox"
+audience = "redis"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+url = "redis://{REDIS_ADDR}/"
+[resources.settings.rules]
+read = ["~x:*", "+@read"]
+{}"#,
+            pg_resource(&pg, "public", 5432)
+        ),
+        ..Default::default()
+    })
+    .await;
+    let dir = temp_dir("cli-ssh");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("k")));
+    let agent = s.agent("cli-params").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let latch = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_latch"))
+            .args(args)
+            .env("LATCH_SERVER", &s.base)
+            .env("LATCH_TOKEN", &agent)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let key = dir.join("k.pub");
+    let (code, g, err) = tokio::task::block_in_place(|| {
+        latch(&[
+            "request",
+            &task,
+            "--resource",
+            &ssh,
+            "--action",
+            "read",
+            "--public-key",
+            key.to_str().unwrap(),
+            "--param",
+            r#"principals=["deploy"]"#,
+        ])
+    });
+    assert_eq!(code, Some(0), "{g} {err}");
+    assert_eq!(g["credential"]["kind"], "ssh_certificate", "{g}");
+    std::fs::write(
+        dir.join("k-cert.pub"),
+        g["credential"]["value"].as_str().unwrap(),
+    )
+    .unwrap();
+    let out = run(Command::new("ssh-keygen")
+        .args(["-L", "-f"])
+        .arg(dir.join("k-cert.pub")));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("deploy") && !listing.contains("other"),
+        "{listing}"
+    );
+    let fp = |f: &Path| {
+        let o = run(Command::new("ssh-keygen").arg("-lf").arg(f));
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        fp(&key),
+        fp(&dir.join("k-cert.pub")),
+        "certifies the file's key"
+    );
+    // The serial is a string (u64 exceeds JSON's exact integers) and is the certificate's.
+    let serial = g["credential"]["metadata"]["serial"]
+        .as_str()
+        .expect("serial is a string");
+    let serial: u64 = serial.parse().unwrap();
+    assert!(listing.contains(&format!("Serial: {serial}")), "{listing}");
+
+    // A PEM public key goes to an x509 resource as `public_key_pem`; notBefore is back-dated by
+    // the resource's `backdate_secs`.
+    if tool_available("openssl", &["version"]) {
+        for args in [
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "x.pem",
+            ][..],
+            &["pkey", "-in", "x.pem", "-pubout", "-out", "xpub.pem"],
+        ] {
+            assert!(openssl(args, &dir).status.success());
+        }
+        let pem = dir.join("xpub.pem");
+        let (code, g, err) = tokio::task::block_in_place(|| {
+            latch(&[
+                "request",
+                &task,
+                "--resource",
+                &x509,
+                "--action",
+                "read",
+                "--ttl",
+                "10m",
+                "--public-key",
+                pem.to_str().unwrap(),
+            ])
+        });
+        assert_eq!(code, Some(0), "{g} {err}");
+        assert_eq!(g["credential"]["kind"], "x509_certificate", "{g}");
+        let m = &g["credential"]["metadata"];
+        let nb = m["not_before_unix_secs"].as_i64().unwrap();
+        let na = m["not_after_unix_secs"].as_i64().unwrap();
+        assert_eq!(na - nb, 600 + 90, "{m}");
+        std::fs::write(
+            dir.join("leaf.pem"),
+            g["credential"]["value"].as_str().unwrap(),
+        )
+        .unwrap();
+        let o = openssl(
+            &["x509", "-in", "leaf.pem", "-noout", "-checkend", "0"],
+            &dir,
+        );
+        assert!(o.status.success(), "valid now");
+    }
+    // A malformed --param is refused locally.
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        latch(&[
+            "request",
+            &task,
+            "--resource",
+            &ssh,
+            "--action",
+            "read",
+            "--param",
+            "novalue",
+        ])
+    });
+    assert_ne!(code, Some(0));
+    assert!(err.contains("KEY=VALUE"), "{err}");
+
+    // postgres / redis take no params: 400, not silently ignored.
+    for (resource, available) in [
+        (&rd, service_available("Redis", REDIS_ADDR)),
+        (&pg, service_available("PostgreSQL", PG_ADDR)),
+    ] {
+        if !available {
+            continue;
+        }
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/requests"),
+                json!({"resource": resource, "actions": ["read"], "ttl_secs": 600,
+                       "justification": "t", "params": {"databse": "other"}}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{resource}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_request");
+        assert!(r.body.to_string().contains("databse"), "{}", r.body);
+    }
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ca_rotation_period_under_an_hour_is_a_config_error() {
+    let dir = temp_dir("rotation-cfg");
+    let path = latch_server::examples::write_example(&dir, "127.0.0.1:0").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("# ca_rotation_period = \"90d\""));
+    for (period, ok) in [
+        ("30m", false),
+        ("59m 59s", false),
+        ("1h", true),
+        ("90d", true),
+    ] {
+        std::fs::write(
+            &path,
+            text.replace(
+                "# ca_rotation_period = \"90d\"",
+                &format!("ca_rotation_period = \"{period}\""),
+            ),
+        )
+        .unwrap();
+        match latch_server::Config::load(&path) {
+            Ok(_) => assert!(ok, "{period} accepted"),
+            Err(e) => {
+                assert!(!ok, "{period}: {}", e.0);
+                assert!(e.0.contains("ca_rotation_period"), "{}", e.0);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Weak leaf keys and malformed or missing params are the request's fault: 400
+/// `invalid_request`, not 502 `provider_failed`.
+#[tokio::test]
+async fn weak_keys_and_bad_params_are_invalid_requests() {
+    if !tool_available("openssl", &["version"]) {
+        return;
+    }
+    let x509 = format!("mtls-{}", suffix());
+    let ssh = format!("ssh-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{x509}"
+kind = "x509"
+environment = "sandbox"
+audience = "mtls"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+trust_domain = "acme.example"
+
+[[resources]]
+id = "{ssh}"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+principals = ["deploy"]
+"#
+        ),
+        ..Default::default()
+    })
+    .await;
+    let dir = temp_dir("x509-weak");
+    for args in [
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:512",
+            "-out",
+            "key.pem",
+        ][..],
+        &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
+        &[
+            "req", "-new", "-key", "key.pem", "-subj", "/CN=weak", "-out", "csr.pem",
+        ],
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:1024",
+            "-out",
+            "k1024.pem",
+        ],
+        &[
+            "req",
+            "-new",
+            "-key",
+            "k1024.pem",
+            "-subj",
+            "/CN=weak",
+            "-out",
+            "csr1024.pem",
+        ],
+    ] {
+        let o = openssl(args, &dir);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let public_key_pem = std::fs::read_to_string(dir.join("pub.pem")).unwrap();
+    let csr_pem = std::fs::read_to_string(dir.join("csr.pem")).unwrap();
+    let csr1024 = std::fs::read_to_string(dir.join("csr1024.pem")).unwrap();
+    let agent = s.agent("weak-1").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let cases = [
+        (&x509, json!({"public_key_pem": public_key_pem}), "got 512"),
+        // RSA CSRs under 2048 bits fail signature verification already (the strength check
+        // runs after it too).
+        (&x509, json!({"csr_pem": csr_pem}), "csr_pem"),
+        (&x509, json!({"csr_pem": csr1024}), "csr_pem"),
+        (&x509, Value::Null, "params"),
+        (
+            &x509,
+            json!({"public_key_pem": "not a key"}),
+            "public_key_pem",
+        ),
+        (&ssh, Value::Null, "params"),
+        (
+            &ssh,
+            json!({"public_key": "ssh-ed25519 garbage"}),
+            "public_key",
+        ),
+        (
+            &ssh,
+            json!({"public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", "principals": ["root"]}),
+            "root",
+        ),
+    ];
+    for (resource, params, needle) in cases {
+        let r = s
+            .post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/requests"),
+                json!({"resource": resource, "actions": ["read"], "ttl_secs": 600,
+                       "justification": "test", "params": params}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{resource} {params}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "invalid_request", "{}", r.body);
+        assert!(r.body.to_string().contains(needle), "{needle}: {}", r.body);
+    }
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
