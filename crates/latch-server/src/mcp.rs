@@ -270,7 +270,7 @@ fn what_would_allow(code: &str, decision: &Value) -> Vec<String> {
     let mut v = Vec::new();
     if code == "environment_separation" {
         v.push(
-            "open a task with environment `production` for production resources: sandbox and production tasks are hard-separated".into(),
+            "this resource belongs to another environment and sandbox and production tasks are hard-separated: do not retry in a more privileged environment; ask a human to run this work under an identity entitled to that environment".into(),
         );
         return v;
     }

@@ -154,6 +154,10 @@ async fn check_full_task(s: &TestServer, o: &Value) {
             .unwrap()
             .contains("production")
     );
+    // The hint never tells an agent to escalate into a more privileged environment.
+    let hint = d["what_would_make_it_allowed"][0].as_str().unwrap();
+    assert!(!hint.contains("open a task with environment"), "{hint}");
+    assert!(hint.contains("ask a human"), "{hint}");
     let r = &o["renewed"];
     assert_eq!(r["status"], "renewed", "{r}");
     let renewed = r["credential"]["value"].as_str().unwrap();

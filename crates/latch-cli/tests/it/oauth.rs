@@ -557,3 +557,29 @@ async fn dpop_server_nonce_is_required_when_configured() {
     assert_eq!(r.body["token_type"], "DPoP");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn token_exchange_cannot_open_a_task_outside_the_identity_environment() {
+    let s = TestServer::start().await;
+    let sandbox = s
+        .dev_token(json!({"kind": "workload", "repository": "acme/payments-api",
+            "git_ref": "refs/heads/main", "environment": "sandbox", "actor": "alice",
+            "run_id": "720", "ttl_secs": 3600}))
+        .await;
+    let d = details("payments-db", &["read"], "production");
+    let (r, _) = token_request(
+        &s,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &sandbox),
+            ("subject_token_type", JWT),
+            ("authorization_details", &d),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_request", "{}", r.body);
+    assert_eq!(r.body["latch_code"], "task_identity_mismatch", "{}", r.body);
+    s.stop().await;
+}
