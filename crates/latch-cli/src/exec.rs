@@ -9,7 +9,15 @@
 //!
 //! # Security
 //! The workload identity token (`LATCH_TOKEN`) is removed from the child's environment: the
-//! command gets only the task's credentials, never the power to open more tasks. Credential
+//! command gets only the task's credentials, never the power to open more tasks. Since the
+//! command runs as the same user, `latch exec` also makes itself non-dumpable
+//! (`PR_SET_DUMPABLE` 0, Linux) before anything else, so the command cannot read the token
+//! from `/proc/$PPID/environ` or `/proc/$PPID/mem` (a process with CAP_SYS_PTRACE, e.g. an
+//! unrestricted root, still can). `LATCH_TOKEN` is deliberately not `remove_var`ed from our
+//! own environment: `unsafe` is forbidden in this workspace, and unsetting it would not
+//! scrub the kernel's copy shown in `/proc/PID/environ` anyway. `--token` on the command line
+//! is readable by everyone in `/proc/PID/cmdline` whatever we do, so it draws a warning;
+//! `--token-file` avoids both. Credential
 //! files are created `0600` in a `0700` directory and deleted when the command ends. If
 //! `latch exec` itself is killed with SIGKILL nothing can run; the task's TTL (`--task-ttl`)
 //! then bounds every credential.
@@ -46,6 +54,10 @@ pub struct ExecArgs {
     /// command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`. The files are deleted afterwards.
     #[arg(long, value_name = "DIR")]
     credential_dir: Option<PathBuf>,
+    /// Read the workload token from FILE (trimmed) instead of `--token`/`LATCH_TOKEN`; unlike
+    /// `--token`, it is not visible in the process list.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// How long to wait for a step-up approval before giving up (`0s`: do not wait).
     #[arg(long, default_value = "0s")]
     wait_approval: humantime::Duration,
@@ -229,7 +241,35 @@ async fn end_task(c: &Client, task: &str, how: &str) -> bool {
 /// # Errors
 /// Transport failures before the task exists, and invalid arguments.
 pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<ExitCode, String> {
-    let token = token.ok_or("`latch exec` needs a workload token (--token or LATCH_TOKEN)")?;
+    // First of all: the command runs as our uid and could otherwise read our environment
+    // (`/proc/$PPID/environ`, where `LATCH_TOKEN` stays whatever we do to `environ`) and
+    // memory. A non-dumpable process's `/proc` files are off-limits to other processes
+    // without CAP_SYS_PTRACE.
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("cannot protect the identity token (PR_SET_DUMPABLE): {e}"))?;
+    let token = match &args.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
+            let t = t.trim().to_owned();
+            if t.is_empty() {
+                return Err(format!("--token-file {} is empty", f.display()));
+            }
+            Some(t)
+        }
+        None => {
+            if token_on_command_line() {
+                eprintln!(
+                    "latch: WARNING: --token on the command line is visible to every process \
+                     (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
+                );
+            }
+            token
+        }
+    };
+    let token = token
+        .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?;
     let wanted: Vec<(String, Vec<String>)> = args
         .requests
         .iter()
@@ -398,6 +438,14 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         eprintln!("latch: command exited ({code}); task {task} completed, credentials revoked");
     }
     Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
+}
+
+/// Whether `--token` was given as an argument (before `--`) rather than through `LATCH_TOKEN`.
+fn token_on_command_line() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
 }
 
 #[cfg(unix)]

@@ -293,3 +293,81 @@ async fn exec_waits_for_a_step_up_approval_when_asked() {
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }
+
+/// The command runs as our uid, but cannot read `latch exec`'s environment (the identity
+/// token) through `/proc/$PPID/environ`. As root, `latch exec` and the command run without
+/// capabilities (CAP_SYS_PTRACE overrides non-dumpability, and a capability-less process may
+/// never inspect a more capable one anyway), as an ordinary user's would.
+#[tokio::test]
+async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
+    use std::os::unix::fs::MetadataExt;
+    let s = TestServer::start().await;
+    let agent = s.agent("806").await;
+    let bin = env!("CARGO_BIN_EXE_latch");
+    let mut c = if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--inh-caps=-all", "--bounding-set=-all", bin]);
+        c
+    } else {
+        tokio::process::Command::new(bin)
+    };
+    let out = c
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", &agent)
+        .args([
+            "exec",
+            "--task-purpose",
+            "peek",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "sh",
+            "-c",
+            "grep -c CapEff:.0000000000000000 /proc/self/status; cat /proc/$PPID/environ; echo; \
+             cat /proc/$PPID/cmdline; echo",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(&agent), "token leaked: {stdout}");
+    assert!(!stdout.contains("LATCH_TOKEN"), "{stdout}");
+    assert!(stdout.starts_with("1\n"), "the command ran without capabilities: {stdout}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(!stderr.contains("WARNING: --token"), "{stderr}");
+
+    // `--token-file` works (trimmed); `--token` on the command line draws a warning.
+    let dir = scratch();
+    let f = dir.join("token");
+    std::fs::write(&f, format!("  {agent}\n")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .env("LATCH_SERVER", &s.base)
+        .env_remove("LATCH_TOKEN")
+        .args(["exec", "--token-file"])
+        .arg(&f)
+        .args(["--task-purpose", "p", "--request", "ci-cache:read", "--", "true"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .env("LATCH_SERVER", &s.base)
+        .env_remove("LATCH_TOKEN")
+        .args(["exec", "--token", &agent])
+        .args(["--task-purpose", "p", "--request", "ci-cache:read", "--", "true"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("WARNING: --token on the command line"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
