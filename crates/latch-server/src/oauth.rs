@@ -201,6 +201,8 @@ pub async fn token(
     let ctx = CallCtx::new(Some(m.request_id.clone()), m.source_ip.clone());
     let r = exchange(&s, &ctx, &headers, &form).await;
     let flushed = s.broker.flush(&ctx).await;
+    // Nonces (stateless) only where a client needs one: a `use_dpop_nonce` challenge, and
+    // successful answers (the nonce for the next proof).
     let nonce = s.dpop.requires_nonce().then(|| s.dpop.issue_nonce());
     let mut resp = match (r, flushed) {
         (Ok(ok), Ok(())) => {
@@ -211,7 +213,9 @@ pub async fn token(
         }
         (Ok(_), Err(e)) => OAuthError::from(e).into_response(),
         (Err(mut e), _) => {
-            e.dpop_nonce = nonce.clone();
+            if e.error == "use_dpop_nonce" {
+                e.dpop_nonce = nonce;
+            }
             return e.into_response();
         }
     };
@@ -258,7 +262,13 @@ async fn exchange(
             "`actor_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
         ));
     }
-    // DPoP first (cheap, and a nonce challenge should come before any state change).
+    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
+    let actor = match actor_token {
+        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
+        None => None,
+    };
+    // DPoP only once the caller authenticated (so anonymous callers cannot fill the replay
+    // cache), but before any state change (so a nonce challenge costs nothing).
     let jkt = match headers.get("dpop").map(|v| v.to_str()) {
         None => None,
         Some(Err(_)) => {
@@ -278,11 +288,6 @@ async fn exchange(
                 },
             )?)
         }
-    };
-    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
-    let actor = match actor_token {
-        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
-        None => None,
     };
     // The workload owns the task; a human on either side is the one it acts for.
     let (workload, human): (Workload, Option<String>) = match (&subject, &actor) {

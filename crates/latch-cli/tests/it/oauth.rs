@@ -583,3 +583,70 @@ async fn token_exchange_cannot_open_a_task_outside_the_identity_environment() {
     assert_eq!(r.body["latch_code"], "task_identity_mismatch", "{}", r.body);
     s.stop().await;
 }
+
+/// Unauthenticated callers cannot exhaust nonces or the replay cache: they get no nonce, their
+/// proofs are not even looked at, and nonces are stateless (checked by key and clock alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_nonces_survive_a_flood_of_unauthenticated_token_requests() {
+    let s = TestServer::start_with(dpop_options("[oauth]\ndpop_require_nonce = true\n")).await;
+    let htu = format!("{}/oauth/token", s.base);
+    let now = s.clock.now_unix_secs();
+    let d = details("bound-api", &["read"], "sandbox");
+    // A legitimate client got its nonce before the flood.
+    let agent = s.agent("705").await;
+    let key = DpopKey::generate();
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", agent.as_str()),
+        ("subject_token_type", JWT),
+        ("authorization_details", d.as_str()),
+    ];
+    let (r, nonce) =
+        token_request(&s, &form, Some(&key.proof("POST", &htu, now, None, None))).await;
+    assert_eq!(r.body["error"], "use_dpop_nonce", "{}", r.body);
+    let nonce = nonce.expect("DPoP-Nonce header");
+
+    const FLOOD: usize = 10_000;
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let http = s.http.clone();
+        let htu = htu.clone();
+        let d = d.clone();
+        let attacker = DpopKey::generate();
+        set.spawn(async move {
+            let mut nonces = 0;
+            for _ in 0..FLOOD / 8 {
+                let r = http
+                    .post(&htu)
+                    .header("DPoP", attacker.proof("POST", &htu, now, None, None))
+                    .form(&[
+                        ("grant_type", EXCHANGE),
+                        ("subject_token", "not-a-token"),
+                        ("subject_token_type", JWT),
+                        ("authorization_details", d.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 400, "worker {w}");
+                nonces += usize::from(r.headers().contains_key("dpop-nonce"));
+            }
+            nonces
+        });
+    }
+    let mut handed_out = 0;
+    while let Some(n) = set.join_next().await {
+        handed_out += n.unwrap();
+    }
+    assert_eq!(handed_out, 0, "unauthenticated callers get no nonces");
+
+    let (r, _) = token_request(
+        &s,
+        &form,
+        Some(&key.proof("POST", &htu, now, None, Some(&nonce))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["token_type"], "DPoP");
+    s.stop().await;
+}
