@@ -173,6 +173,7 @@ fn rest_binding(
             htu: &htu,
             access_token: None,
             expected_jkt: None,
+            relayed: false,
         },
     )?;
     Ok(latch_core::model::TokenBinding {
@@ -853,8 +854,9 @@ pub struct TokenForm {
     pub token_type_hint: Option<String>,
     /// Latch extension for resource servers: the `DPoP` proof that came with the token. When
     /// given, the token is active only if the proof verifies against the token's `cnf.jkt`,
-    /// `ath`, `htm` and `htu`, and its `jti` was not used before. Required for resources
-    /// with `require_dpop`.
+    /// `ath`, `htm` and `htu` (both required with a proof), and its `jti` was not used
+    /// before. Required for every DPoP-bound token (`cnf.jkt`): without it such a token is
+    /// inactive. Relayed proofs need no server nonce.
     #[serde(default)]
     pub dpop_proof: Option<String>,
     /// Method of the request the resource server received (with `dpop_proof`).
@@ -918,6 +920,14 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
+    // A relayed proof is only meaningful with the request it was made for.
+    if form.dpop_proof.is_some() && (form.htm.is_none() || form.htu.is_none()) {
+        return AppError(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`dpop_proof` needs `htm` and `htu` of the request it came with",
+        ))
+        .into_response();
+    }
     let mut i = s.broker.introspect(&form.token);
     if i.active {
         let jkt = i
@@ -936,14 +946,16 @@ async fn introspect(
                         htu: form.htu.as_deref().unwrap_or(""),
                         access_token: Some(&form.token),
                         expected_jkt: Some(jkt),
+                        relayed: true,
                     },
                 )
                 .map_err(|e| tracing::info!(code = %e.code, error = %e.message, "introspection: dpop proof refused"))
                 .is_ok(),
-            // A proof for an unbound token proves nothing; a bound token of a resource that
-            // requires binding needs the proof.
-            (Some(_), None) => !i.requires_dpop,
-            (None, _) => !i.requires_dpop,
+            // A bound token is only active for a holder that proves its key.
+            (None, Some(_)) => false,
+            // A proof for an unbound token proves nothing; a resource that requires binding
+            // never accepts an unbound token.
+            (Some(_), None) | (None, None) => !i.requires_dpop,
         };
         if !verified {
             i = Introspection::default();

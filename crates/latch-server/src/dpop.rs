@@ -66,6 +66,9 @@ pub struct ProofCheck<'a> {
     pub access_token: Option<&'a str>,
     /// The thumbprint the token is bound to: the proof's key must have it.
     pub expected_jkt: Option<&'a str>,
+    /// A proof a resource server relays to introspection: exempt from the server nonce (the
+    /// resource server cannot get one for its client); every other check applies.
+    pub relayed: bool,
 }
 
 #[derive(Deserialize)]
@@ -301,7 +304,7 @@ impl DpopVerifier {
                 "dpop proof is signed by another key than the token is bound to",
             ));
         }
-        if self.settings.require_nonce {
+        if self.settings.require_nonce && !check.relayed {
             let ok = claims
                 .nonce
                 .as_deref()
@@ -393,6 +396,7 @@ mod tests {
             htu: HTU,
             access_token: None,
             expected_jkt: None,
+            relayed: false,
         }
     }
 

@@ -285,6 +285,7 @@ async fn exchange(
                     htu: &htu,
                     access_token: None,
                     expected_jkt: None,
+                    relayed: false,
                 },
             )?)
         }

@@ -516,8 +516,12 @@ async fn dpop_bound_token_is_useless_when_copied_without_the_key() {
     assert_eq!(body["lease"]["binding"]["jkt"], key.jkt());
     let rest_tok = body["credential"]["value"].as_str().unwrap();
     assert_eq!(body["credential"]["metadata"]["token_type"], "DPoP");
-    // ci-cache does not require binding, but introspection reports the binding.
-    let i = s.introspect(rest_tok).await;
+    // ci-cache does not require binding, but a bound token is only active with its proof.
+    assert_eq!(s.introspect(rest_tok).await["active"], false);
+    let url = "https://ci-cache.acme.example/objects/1";
+    let proof = key.proof("GET", url, s.clock.now_unix_secs(), Some(rest_tok), None);
+    let i = introspect_with_proof(&s, rest_tok, &proof, url).await;
+    assert_eq!(i["active"], true, "{i}");
     assert_eq!(i["cnf"]["jkt"], key.jkt());
     s.stop().await;
 }
@@ -648,5 +652,65 @@ async fn dpop_nonces_survive_a_flood_of_unauthenticated_token_requests() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["token_type"], "DPoP");
+    s.stop().await;
+}
+
+/// A DPoP-bound token introspects as inactive without a relayed proof; a proof needs `htm`
+/// and `htu`; relayed proofs are exempt from the token endpoint's nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_of_a_bound_token_needs_a_complete_relayed_proof() {
+    let s = TestServer::start_with(dpop_options("[oauth]\ndpop_require_nonce = true\n")).await;
+    let agent = s.agent("706").await;
+    let key = DpopKey::generate();
+    let d = details("bound-api", &["read"], "sandbox");
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", agent.as_str()),
+        ("subject_token_type", JWT),
+        ("authorization_details", d.as_str()),
+    ];
+    let htu = format!("{}/oauth/token", s.base);
+    let now = s.clock.now_unix_secs();
+    let (_, nonce) =
+        token_request(&s, &form, Some(&key.proof("POST", &htu, now, None, None))).await;
+    let nonce = nonce.expect("nonce");
+    let (r, _) = token_request(
+        &s,
+        &form,
+        Some(&key.proof("POST", &htu, now, None, Some(&nonce))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tok = r.body["access_token"].as_str().unwrap().to_owned();
+    // No proof: inactive.
+    assert_eq!(s.introspect(&tok).await["active"], false);
+    // A proof without htm/htu: refused as a malformed request.
+    let api = "https://bound-api.acme.example/things";
+    let proof = key.proof("GET", api, now, Some(&tok), None);
+    for missing in ["htm", "htu"] {
+        let mut f = vec![("token", tok.as_str()), ("dpop_proof", proof.as_str())];
+        if missing != "htm" {
+            f.push(("htm", "GET"));
+        }
+        if missing != "htu" {
+            f.push(("htu", api));
+        }
+        let r = s
+            .http
+            .post(format!("{}/v1/oauth/introspect", s.base))
+            .basic_auth(
+                latch_server::examples::DEMO_CLIENT_ID,
+                Some(latch_server::examples::DEMO_CLIENT_SECRET),
+            )
+            .form(&f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "without {missing}");
+    }
+    // The complete relayed proof, without a nonce even though the token endpoint needs one.
+    let i = introspect_with_proof(&s, &tok, &proof, api).await;
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["cnf"]["jkt"], key.jkt());
     s.stop().await;
 }
