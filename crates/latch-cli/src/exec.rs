@@ -18,7 +18,9 @@
 //! scrub the kernel's copy shown in `/proc/PID/environ` anyway. `--token` on the command line
 //! is readable by everyone in `/proc/PID/cmdline` whatever we do, so it draws a warning;
 //! `--token-file` avoids both. Credential
-//! files are created `0600` in a `0700` directory and deleted when the command ends. If
+//! files are created `0600` (`O_EXCL|O_NOFOLLOW`) in a fresh `0700` directory of ours inside
+//! `--credential-dir`, removed with them when the command ends. The command runs in its own
+//! process group; forwarded signals go to the whole group. If
 //! `latch exec` itself is killed with SIGKILL nothing can run; the task's TTL (`--task-ttl`)
 //! then bounds every credential.
 
@@ -50,8 +52,9 @@ pub struct ExecArgs {
     /// Task TTL, e.g. `1h`: the hard end of every credential, even if `latch` is killed.
     #[arg(long)]
     task_ttl: Option<humantime::Duration>,
-    /// Write each credential to `DIR/RESOURCE` (mode 0600) instead of the environment; the
-    /// command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`. The files are deleted afterwards.
+    /// Write each credential to `DIR/latch-RANDOM/RESOURCE` (a fresh 0700 directory, files
+    /// 0600) instead of the environment; the command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`.
+    /// The directory is removed afterwards.
     #[arg(long, value_name = "DIR")]
     credential_dir: Option<PathBuf>,
     /// Read the workload token from FILE (trimmed) instead of `--token`/`LATCH_TOKEN`; unlike
@@ -342,10 +345,22 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     // Hand the credentials over.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("LATCH_TASK_ID".into(), task.clone());
-    let mut files = Vec::new();
-    if let Some(dir) = &args.credential_dir {
-        create_private_dir(dir)?;
-    }
+    // A fresh private directory of ours inside `--credential-dir`, removed at the end.
+    let cred_dir = match &args.credential_dir {
+        Some(dir) => match create_private_dir(dir) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                end_task(&c, &task, "cancel").await;
+                return Err(format!("{e}; task {task} cancelled"));
+            }
+        },
+        None => None,
+    };
+    let remove_cred_dir = || {
+        if let Some(d) = &cred_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
     for (res, b) in &grants {
         let sfx = env_suffix(res);
         let value = b["credential"]["value"].as_str().unwrap_or_default();
@@ -353,10 +368,11 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
             format!("LATCH_LEASE_ID_{sfx}"),
             b["lease"]["id"].as_str().unwrap_or_default().to_owned(),
         );
-        match &args.credential_dir {
+        match &cred_dir {
             Some(dir) => {
                 let path = dir.join(res);
                 if let Err(e) = write_private_file(&path, value) {
+                    remove_cred_dir();
                     end_task(&c, &task, "cancel").await;
                     return Err(format!("cannot write {}: {e}", path.display()));
                 }
@@ -364,7 +380,6 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
                     format!("LATCH_CREDENTIAL_FILE_{sfx}"),
                     path.display().to_string(),
                 );
-                files.push(path);
             }
             None => {
                 env.insert(format!("LATCH_CREDENTIAL_{sfx}"), value.to_owned());
@@ -384,10 +399,15 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         .stdin(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
+    // Its own process group, so forwarded signals reach everything it started. (No
+    // PR_SET_PDEATHSIG: it needs `pre_exec`, i.e. `unsafe`, which this workspace forbids; if
+    // `latch exec` is SIGKILLed the task TTL bounds the credentials.)
+    #[cfg(unix)]
+    cmd.process_group(0);
     let mut child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            remove_files(&files);
+            remove_cred_dir();
             end_task(&c, &task, "complete").await;
             eprintln!(
                 "latch: cannot run `{}`: {e}; task {task} completed",
@@ -411,7 +431,7 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     };
     #[cfg(not(unix))]
     let status = child.wait().await;
-    remove_files(&files);
+    remove_cred_dir();
     let revoked = end_task(&c, &task, "complete").await;
     let code: u8 = match status {
         Ok(st) => {
@@ -449,42 +469,48 @@ fn token_on_command_line() -> bool {
 }
 
 #[cfg(unix)]
+/// Forwards `sig` to the command's process group (its pgid is its pid).
 fn forward(pid: u32, sig: i32) {
-    use nix::sys::signal::{Signal, kill};
+    use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
     if let (Ok(s), Ok(p)) = (Signal::try_from(sig), i32::try_from(pid)) {
-        let _ = kill(Pid::from_raw(p), s);
+        let _ = killpg(Pid::from_raw(p), s);
     }
 }
 
-fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+/// Creates `dir` if needed (leaving its mode alone) and, inside it, a fresh directory of ours,
+/// mode 0700, with an unpredictable name (mkdtemp-style: it must not exist yet).
+fn create_private_dir(dir: &std::path::Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut b = std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
     }
-    Ok(())
+    for _ in 0..8 {
+        let d = dir.join(format!("latch-{}", uuid::Uuid::new_v4().simple()));
+        match b.create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", d.display())),
+        }
+    }
+    Err(format!("cannot create a private directory in {}", dir.display()))
 }
 
+/// Writes a new file, mode 0600: never an existing file, never through a symlink.
 fn write_private_file(path: &std::path::Path, value: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     }
     let mut f = o.open(path)?;
     f.write_all(value.as_bytes())
-}
-
-fn remove_files(files: &[PathBuf]) {
-    for f in files {
-        let _ = std::fs::remove_file(f);
-    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,9 @@ async fn exec_credential_files_are_private_and_removed() {
             "sh",
             "-c",
             "stat -c %a \"$LATCH_CREDENTIAL_FILE_CI_CACHE\"; cp \"$LATCH_CREDENTIAL_FILE_CI_CACHE\" copy; \
-             echo \"env=${LATCH_CREDENTIAL_CI_CACHE:-absent}\"",
+             echo \"env=${LATCH_CREDENTIAL_CI_CACHE:-absent}\"; \
+             echo \"dir=$(stat -c %a \"$(dirname \"$LATCH_CREDENTIAL_FILE_CI_CACHE\")\")\"; \
+             echo \"path=$LATCH_CREDENTIAL_FILE_CI_CACHE\"",
         ])
         .output()
         .await
@@ -97,6 +99,17 @@ async fn exec_credential_files_are_private_and_removed() {
     );
     assert!(stdout.starts_with("600\n"), "{stdout}");
     assert!(stdout.contains("env=absent"));
+    assert!(stdout.contains("dir=700\n"), "{stdout}");
+    // The file was in a fresh subdirectory of ours, removed with it; the given directory
+    // itself is left alone (not chmod-ed) and empty.
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("path="))
+        .unwrap();
+    let sub = std::path::Path::new(path).parent().unwrap();
+    assert_eq!(sub.parent().unwrap(), creds.as_path(), "{path}");
+    assert!(!sub.exists(), "private directory removed");
+    assert_eq!(std::fs::read_dir(&creds).unwrap().count(), 0);
     assert!(!creds.join("ci-cache").exists(), "credential file removed");
     let token = std::fs::read_to_string(dir.join("copy")).unwrap();
     assert_eq!(s.introspect(&token).await["active"], false);
@@ -368,6 +381,48 @@ async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("WARNING: --token on the command line"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
+
+/// A symlink planted in `--credential-dir` where a credential file would have gone is not
+/// followed: the credential goes into a fresh private subdirectory, and the link's target is
+/// untouched.
+#[tokio::test]
+async fn exec_credential_dir_does_not_follow_a_planted_symlink() {
+    let s = TestServer::start().await;
+    let agent = s.agent("807").await;
+    let dir = scratch();
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "original").unwrap();
+    std::os::unix::fs::symlink(&victim, creds.join("ci-cache")).unwrap();
+    let out = latch(&s, &agent)
+        .current_dir(&dir)
+        .args(["exec", "--task-purpose", "files", "--request", "ci-cache:read"])
+        .arg("--credential-dir")
+        .arg(&creds)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "test ! -L \"$LATCH_CREDENTIAL_FILE_CI_CACHE\" && wc -c < \"$LATCH_CREDENTIAL_FILE_CI_CACHE\"",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.trim().parse::<usize>().unwrap() > 100, "{stdout}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+    assert!(creds.join("ci-cache").is_symlink(), "left alone");
+    // Only the planted link remains: the private subdirectory is gone.
+    assert_eq!(std::fs::read_dir(&creds).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }
