@@ -265,7 +265,12 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     // The id the audit trail records is always the broker's own: a caller could otherwise give
     // its events the id of someone else's call. A well-formed caller id is kept beside it (logs,
     // `x-client-request-id`) for correlation.
-    let request_id = latch_core::model::new_id("rq");
+    // An in-process call made for an outer request (`/mcp` tool calls) keeps the outer
+    // request's id and source (extensions are never set from the network).
+    let inherited = req.extensions().get::<ReqMeta>().cloned();
+    let request_id = inherited
+        .as_ref()
+        .map_or_else(|| latch_core::model::new_id("rq"), |m| m.request_id.clone());
     let client_request_id = req
         .headers()
         .get("x-request-id")
@@ -277,10 +282,13 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .map(str::to_owned);
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let source_ip = match inherited {
+        Some(m) => m.source_ip,
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(ReqMeta {
@@ -1457,6 +1465,7 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(crate::oauth::protected_resource_metadata),
         )
+        .layer(axum::middleware::from_fn(request_meta))
         .with_state(state)
 }
 

@@ -309,3 +309,93 @@ async fn latch_mcp_refuses_to_start_with_a_bad_token() {
     assert!(!stderr.contains("not-a-token"), "the token is never echoed");
     s.stop().await;
 }
+
+/// One JSON-RPC message to `/mcp`; returns status, session id and the JSON answer (plain or
+/// the last `data:` of an SSE stream).
+async fn mcp_post(
+    s: &TestServer,
+    token: &str,
+    session: Option<&str>,
+    origin: Option<&str>,
+    msg: Value,
+) -> (u16, Option<String>, Value, Option<String>) {
+    let mut rb = s
+        .http
+        .post(format!("{}/mcp", s.base))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&msg);
+    if let Some(id) = session {
+        rb = rb
+            .header("Mcp-Session-Id", id)
+            .header("MCP-Protocol-Version", "2025-06-18");
+    }
+    if let Some(o) = origin {
+        rb = rb.header("Origin", o);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let rid = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+            .unwrap_or(Value::Null)
+    });
+    (status, sid, body, rid)
+}
+
+/// Initializes an MCP session over HTTP; returns its id.
+async fn mcp_session(s: &TestServer, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let (st, sid, b, _) = mcp_post(s, token, None, None, init).await;
+    assert_eq!(st, 200, "{b}");
+    let sid = sid.expect("Mcp-Session-Id");
+    let (st, _, _, _) = mcp_post(
+        s,
+        token,
+        Some(&sid),
+        None,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert!(st == 202 || st == 200, "{st}");
+    sid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_tool_calls_carry_the_outer_source_ip_into_audit() {
+    let s = TestServer::start().await;
+    let agent = s.agent("905").await;
+    let sid = mcp_session(&s, &agent).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "open_task", "arguments": {"purpose": "mcp source ip", "environment": "sandbox"}}});
+    let (st, _, b, outer_rid) = mcp_post(&s, &agent, Some(&sid), None, call).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["result"].is_object(), "{b}");
+    let opened: Vec<Value> = s
+        .audit("kind=task.opened")
+        .await
+        .into_iter()
+        .filter(|e| e["detail"]["purpose"] == "mcp source ip")
+        .collect();
+    assert_eq!(opened.len(), 1, "the task.opened event");
+    let e = &opened[0];
+    assert_eq!(e["detail"]["auth"]["source_ip"], "127.0.0.1", "{e}");
+    // The in-process call carries the outer `/mcp` request's id.
+    assert_eq!(e["request_id"].as_str(), outer_rid.as_deref(), "{e}");
+    s.stop().await;
+}
