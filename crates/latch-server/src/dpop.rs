@@ -248,6 +248,31 @@ impl DpopVerifier {
         if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
             return Err(invalid("dpop proof `jwk` contains a private key"));
         }
+        // The key is the `jwk` and nothing else: no key locations or certificate chains.
+        for h in ["jku", "x5c", "x5u"] {
+            if raw_header.get(h).is_some() {
+                return Err(invalid(format!("dpop proof header must not carry `{h}`")));
+            }
+        }
+        // Only the public members of its key type (and nothing private or unknown).
+        if let Some(j) = raw_header.get("jwk").and_then(|j| j.as_object()) {
+            let allowed: &[&str] = match j.get("kty").and_then(|k| k.as_str()) {
+                Some("OKP") => &["kty", "crv", "x"],
+                Some("EC") => &["kty", "crv", "x", "y"],
+                Some("RSA") => &["kty", "n", "e"],
+                _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
+            };
+            const META: &[&str] = &["alg", "kid", "use", "key_ops"];
+            if let Some(k) = j
+                .keys()
+                .find(|k| !allowed.contains(&k.as_str()) && !META.contains(&k.as_str()))
+            {
+                return Err(invalid(format!(
+                    "dpop proof `jwk` member `{}` is not a public member of its key type",
+                    latch_core::error::quote(k)
+                )));
+            }
+        }
         let jwk = header
             .jwk
             .ok_or_else(|| invalid("dpop proof has no `jwk` header"))?;
@@ -445,6 +470,26 @@ mod tests {
             (
                 json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "d": "AAAA"}}),
                 "private",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "p": "AAAA"}}),
+                "not a public member",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "x5c": ["AAAA"]}}),
+                "not a public member",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "jku": "https://evil.example/jwks"}),
+                "`jku`",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "x5u": "https://evil.example/c"}),
+                "`x5u`",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "x5c": ["AAAA"]}),
+                "`x5c`",
             ),
         ] {
             let e = v.verify(&sign(&k, header, claims()), check()).unwrap_err();
