@@ -91,9 +91,11 @@ impl From<ApiError> for OAuthError {
         let (status, error) = match e.code {
             ErrorCode::DpopProofInvalid => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
             ErrorCode::DpopNonceRequired => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
-            ErrorCode::UnknownResource | ErrorCode::UnknownAction | ErrorCode::DpopRequired => {
+            ErrorCode::UnknownResource | ErrorCode::UnknownAction => {
                 (StatusCode::BAD_REQUEST, "invalid_authorization_details")
             }
+            // The details are fine; the request lacks the proof this resource needs.
+            ErrorCode::DpopRequired => (StatusCode::BAD_REQUEST, "invalid_request"),
             ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::ProviderFailed => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
@@ -448,8 +450,10 @@ async fn exchange(
                 token_type: if bound { "DPoP" } else { "Bearer" },
                 expires_in: g.lease.expires_at_unix_secs - now,
                 scope: g.lease.actions.join(" "),
+                // What was granted, not what was asked for (the ttl may have been capped).
                 authorization_details: vec![LatchAccessDetail {
                     actions: g.lease.actions.clone(),
+                    ttl_secs: Some(g.lease.expires_at_unix_secs - g.lease.issued_at_unix_secs),
                     ..detail
                 }],
                 task_id: g.lease.task_id.clone(),

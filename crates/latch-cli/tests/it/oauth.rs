@@ -169,6 +169,8 @@ async fn metadata_and_token_exchange_for_a_task_scoped_token() {
     assert_eq!(r.body["scope"], "read");
     assert_eq!(r.body["expires_in"], 600);
     assert_eq!(r.body["authorization_details"][0]["resource"], "ci-cache");
+    // The granted ttl (the resource's default here), not the (absent) requested one.
+    assert_eq!(r.body["authorization_details"][0]["ttl_secs"], 600);
     assert_eq!(
         r.body["authorization_details"][0]["repository"],
         "acme/payments-api"
@@ -427,6 +429,7 @@ async fn dpop_bound_token_is_useless_when_copied_without_the_key() {
     // The resource requires binding: no proof, no token.
     let (r, _) = token_request(&s, &form, None).await;
     assert_eq!(r.body["latch_code"], "dpop_required", "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_request", "{}", r.body);
     // A proof for another endpoint is refused.
     let now = s.clock.now_unix_secs();
     let wrong = key.proof("POST", &format!("{}/v1/tasks", s.base), now, None, None);
