@@ -220,16 +220,65 @@ async fn futures_select_all<F: std::future::Future<Output = i32> + Unpin>(
     .await
 }
 
-async fn end_task(c: &Client, task: &str, how: &str) -> bool {
-    match c.post(&format!("/v1/tasks/{task}/{how}"), &json!({})).await {
-        Ok(a) if a.ok() => true,
-        Ok(a) => {
-            eprintln!(
-                "latch: WARNING: could not {how} task {task}: {}; its credentials expire with it",
-                a.error_line()
-            );
-            false
+/// One attempt at ending a task.
+enum Attempt {
+    Done,
+    /// Worth retrying (transport failure, 5xx, 429), with the reason.
+    Retry(String),
+    /// Final refusal (e.g. the task is already ended), with the reason.
+    Fail(String),
+}
+
+/// Runs `attempt` until it is done or fails for good, backing off from `first` (doubling,
+/// at most 5 s apart) for at most `budget`. Returns the final error, if any.
+async fn with_backoff<F, Fut>(
+    first: Duration,
+    budget: Duration,
+    mut attempt: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut wait = first;
+    loop {
+        match attempt().await {
+            Attempt::Done => return Ok(()),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry(e) => {
+                let now = tokio::time::Instant::now();
+                if now + wait > deadline {
+                    return Err(e);
+                }
+                eprintln!("latch: {e}; retrying in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
         }
+    }
+}
+
+/// Completes or cancels the task, retrying transient failures for about 30 s: every
+/// credential of the task is revoked only once this succeeds.
+async fn end_task(c: &Client, task: &str, how: &str) -> bool {
+    let r = with_backoff(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        || async {
+            match c.post(&format!("/v1/tasks/{task}/{how}"), &json!({})).await {
+                Ok(a) if a.ok() => Attempt::Done,
+                Ok(a) if a.status >= 500 || a.status == 429 => {
+                    Attempt::Retry(format!("could not {how} task {task}: {}", a.error_line()))
+                }
+                Ok(a) => Attempt::Fail(a.error_line()),
+                Err(e) => Attempt::Retry(format!("could not {how} task {task}: {e}")),
+            }
+        },
+    )
+    .await;
+    match r {
+        Ok(()) => true,
         Err(e) => {
             eprintln!(
                 "latch: WARNING: could not {how} task {task}: {e}; its credentials expire with it"
@@ -516,6 +565,45 @@ fn write_private_file(path: &std::path::Path, value: &str) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ending_a_task_retries_transient_failures_with_backoff_then_gives_up() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let ms = Duration::from_millis;
+        // Succeeds on the third attempt.
+        let n = AtomicU32::new(0);
+        let r = with_backoff(ms(1), ms(500), || async {
+            if n.fetch_add(1, Ordering::SeqCst) < 2 {
+                Attempt::Retry("down".into())
+            } else {
+                Attempt::Done
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        // A final refusal is not retried.
+        let n = AtomicU32::new(0);
+        let r = with_backoff(ms(1), ms(500), || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Attempt::Fail("task_not_open".into())
+        })
+        .await;
+        assert_eq!(r.unwrap_err(), "task_not_open");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        // Retries stop once the budget is spent: 7 attempts (1+2+4+8+16+32 ms < 100 ms < +64).
+        let n = AtomicU32::new(0);
+        let start = std::time::Instant::now();
+        let r = with_backoff(ms(1), ms(100), || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Attempt::Retry("down".into())
+        })
+        .await;
+        assert_eq!(r.unwrap_err(), "down");
+        // (Fewer on a loaded machine, where sleeps overshoot.)
+        assert!((4..=7).contains(&n.load(Ordering::SeqCst)));
+        assert!(start.elapsed() < ms(2000));
+    }
 
     #[test]
     fn request_syntax() {
