@@ -528,7 +528,7 @@ async fn cancel_task(
 /// A credential as delivered (once).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CredentialBody {
-    /// `bearer_token`, …
+    /// `bearer_token`, `dpop_token` (DPoP-bound, RFC 9449), …
     pub kind: String,
     /// The secret value. Shown only in this response; Latch keeps only its keyed HMAC.
     pub value: String,

@@ -519,6 +519,7 @@ async fn dpop_bound_token_is_useless_when_copied_without_the_key() {
     assert_eq!(body["lease"]["binding"]["jkt"], key.jkt());
     let rest_tok = body["credential"]["value"].as_str().unwrap();
     assert_eq!(body["credential"]["metadata"]["token_type"], "DPoP");
+    assert_eq!(body["credential"]["kind"], "dpop_token");
     // ci-cache does not require binding, but a bound token is only active with its proof.
     assert_eq!(s.introspect(rest_tok).await["active"], false);
     let url = "https://ci-cache.acme.example/objects/1";
