@@ -1416,6 +1416,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     mcp_router(state, api.clone(), max_body_bytes).merge(api)
 }
 
+/// Whether a browser `Origin` (`scheme://host[:port]`) names one of the allowed hosts (MCP
+/// streamable HTTP: servers must validate `Origin`). `null` and anything unparsable are not.
+fn origin_is_allowed(origin: &str, allowed: &[String]) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(r) => r.split_once(']').map_or("", |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(authority) || a.eq_ignore_ascii_case(host))
+}
+
 /// Host names the MCP endpoint accepts in `Host` (DNS-rebinding protection): loopback and
 /// the public URL's authority.
 fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
@@ -1442,8 +1460,9 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let dispatch: Arc<dyn crate::mcp::Dispatch> = Arc::new(crate::mcp::RouterDispatch::new(api));
-    let mut config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(mcp_allowed_hosts(&state.base_url));
+    let allowed = mcp_allowed_hosts(&state.base_url);
+    let origin_allowed = Arc::new(allowed.clone());
+    let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed);
     config.cancellation_token = state.mcp_cancel.clone();
     config.max_request_body_bytes = max_body_bytes;
     let service = StreamableHttpService::new(
@@ -1457,6 +1476,21 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             state.clone(),
             mcp_auth,
         ))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            let allowed = origin_allowed.clone();
+            async move {
+                match req.headers().get(header::ORIGIN) {
+                    Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => {
+                        (
+                            StatusCode::FORBIDDEN,
+                            "the `Origin` of this request is not allowed to use /mcp",
+                        )
+                            .into_response()
+                    }
+                    _ => next.run(req).await,
+                }
+            }
+        }))
         .route(
             "/.well-known/oauth-protected-resource",
             get(crate::oauth::protected_resource_metadata),

@@ -399,3 +399,22 @@ async fn mcp_http_tool_calls_carry_the_outer_source_ip_into_audit() {
     assert_eq!(e["request_id"].as_str(), outer_rid.as_deref(), "{e}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_refuses_a_foreign_origin() {
+    let s = TestServer::start().await;
+    let agent = s.agent("906").await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    for bad in ["https://evil.example", "null", "http://127.0.0.1.evil.example:80"] {
+        let (st, _, _, _) = mcp_post(&s, &agent, None, Some(bad), init.clone()).await;
+        assert_eq!(st, 403, "{bad}");
+    }
+    // No Origin (non-browser clients), or the broker's own.
+    let (st, _, b, _) = mcp_post(&s, &agent, None, Some(&s.base), init.clone()).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, _, b, _) = mcp_post(&s, &agent, None, None, init).await;
+    assert_eq!(st, 200, "{b}");
+    s.stop().await;
+}
