@@ -1476,6 +1476,7 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             state.clone(),
             mcp_auth,
         ))
+        .layer(Extension(McpSessions::default()))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             let allowed = origin_allowed.clone();
             async move {
@@ -1503,18 +1504,79 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Which workload (id and run) created each MCP session. Bounded: beyond the cap the oldest
+/// bindings are dropped, and an unbound session id is refused (404) rather than trusted.
+#[derive(Clone, Default)]
+struct McpSessions(Arc<std::sync::Mutex<McpSessionMap>>);
+
+#[derive(Default)]
+struct McpSessionMap {
+    owners: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+const MAX_MCP_SESSIONS: usize = 10_000;
+
+impl McpSessions {
+    fn owner(&self, id: &str) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.owners.get(id).cloned()
+    }
+
+    fn bind(&self, id: &str, who: String) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.owners.insert(id.to_owned(), who).is_none() {
+            g.order.push_back(id.to_owned());
+        }
+        while g.order.len() > MAX_MCP_SESSIONS {
+            if let Some(old) = g.order.pop_front() {
+                g.owners.remove(&old);
+            }
+        }
+    }
+}
+
 /// The MCP authorization check (MCP spec, Authorization; RFC 6750 §3; RFC 9728 §5.1): a valid
 /// workload token (issuer, signature, expiry and audience checked by the broker) or a 401 whose
 /// challenge names the protected resource metadata.
-async fn mcp_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+async fn mcp_auth(
+    State(s): State<AppState>,
+    Extension(sessions): Extension<McpSessions>,
+    req: Request,
+    next: Next,
+) -> Response {
     let ctx = CallCtx::new(None, None);
     match s
         .broker
         .authenticate_workload(&ctx, bearer(req.headers()))
         .await
     {
-        // The tool calls authenticate (and audit) again through the REST API.
-        Ok(_) => next.run(req).await,
+        // The tool calls authenticate (and audit) again through the REST API. An MCP session
+        // belongs to the workload (down to its run) that created it: to anyone else it does
+        // not exist.
+        Ok(w) => {
+            let who = format!("{}\n{}", w.id, w.run_binding.as_deref().unwrap_or(""));
+            let sid = req
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = &sid {
+                if sessions.owner(id).as_deref() != Some(who.as_str()) {
+                    return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
+                }
+            }
+            let resp = next.run(req).await;
+            if sid.is_none()
+                && let Some(new) = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                sessions.bind(new, who);
+            }
+            resp
+        }
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);

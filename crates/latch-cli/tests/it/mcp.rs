@@ -418,3 +418,22 @@ async fn mcp_http_refuses_a_foreign_origin() {
     assert_eq!(st, 200, "{b}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_session_belongs_to_the_workload_that_created_it() {
+    let s = TestServer::start().await;
+    let agent = s.agent("907").await;
+    let other = s.agent("908").await;
+    let sid = mcp_session(&s, &agent).await;
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let (st, _, b, _) = mcp_post(&s, &agent, Some(&sid), None, list.clone()).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["result"]["tools"].is_array(), "{b}");
+    // Another workload (here: another run) presenting the session id gets no such session.
+    let (st, _, _, _) = mcp_post(&s, &other, Some(&sid), None, list.clone()).await;
+    assert_eq!(st, 404);
+    // Made-up session ids are not found either.
+    let (st, _, _, _) = mcp_post(&s, &agent, Some("made-up"), None, list).await;
+    assert_eq!(st, 404);
+    s.stop().await;
+}
