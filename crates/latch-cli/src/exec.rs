@@ -545,7 +545,10 @@ fn create_private_dir(dir: &std::path::Path) -> Result<PathBuf, String> {
             Err(e) => return Err(format!("cannot create {}: {e}", d.display())),
         }
     }
-    Err(format!("cannot create a private directory in {}", dir.display()))
+    Err(format!(
+        "cannot create a private directory in {}",
+        dir.display()
+    ))
 }
 
 /// Writes a new file, mode 0600: never an existing file, never through a symlink.

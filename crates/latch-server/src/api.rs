@@ -1477,21 +1477,21 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             mcp_auth,
         ))
         .layer(Extension(McpSessions::default()))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let allowed = origin_allowed.clone();
-            async move {
-                match req.headers().get(header::ORIGIN) {
-                    Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => {
-                        (
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let allowed = origin_allowed.clone();
+                async move {
+                    match req.headers().get(header::ORIGIN) {
+                        Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => (
                             StatusCode::FORBIDDEN,
                             "the `Origin` of this request is not allowed to use /mcp",
                         )
-                            .into_response()
+                            .into_response(),
+                        _ => next.run(req).await,
                     }
-                    _ => next.run(req).await,
                 }
-            }
-        }))
+            },
+        ))
         .route(
             "/.well-known/oauth-protected-resource",
             get(crate::oauth::protected_resource_metadata),
@@ -1561,10 +1561,10 @@ async fn mcp_auth(
                 .get("mcp-session-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            if let Some(id) = &sid {
-                if sessions.owner(id).as_deref() != Some(who.as_str()) {
-                    return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
-                }
+            if let Some(id) = &sid
+                && sessions.owner(id).as_deref() != Some(who.as_str())
+            {
+                return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
             }
             let resp = next.run(req).await;
             if sid.is_none()

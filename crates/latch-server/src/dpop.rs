@@ -170,8 +170,9 @@ impl DpopVerifier {
     /// # Panics
     /// If the system random generator fails while generating the nonce key.
     pub fn new(clock: Arc<dyn Clock>, settings: DpopSettings) -> Self {
-        let nonce_key = hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
-            .expect("system random generator");
+        let nonce_key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+                .expect("system random generator");
         Self {
             clock,
             settings,

@@ -347,7 +347,10 @@ async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(!stdout.contains(&agent), "token leaked: {stdout}");
     assert!(!stdout.contains("LATCH_TOKEN"), "{stdout}");
-    assert!(stdout.starts_with("1\n"), "the command ran without capabilities: {stdout}");
+    assert!(
+        stdout.starts_with("1\n"),
+        "the command ran without capabilities: {stdout}"
+    );
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(!stderr.contains("WARNING: --token"), "{stderr}");
 
@@ -360,7 +363,14 @@ async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
         .env_remove("LATCH_TOKEN")
         .args(["exec", "--token-file"])
         .arg(&f)
-        .args(["--task-purpose", "p", "--request", "ci-cache:read", "--", "true"])
+        .args([
+            "--task-purpose",
+            "p",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "true",
+        ])
         .output()
         .await
         .unwrap();
@@ -374,13 +384,23 @@ async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
         .env("LATCH_SERVER", &s.base)
         .env_remove("LATCH_TOKEN")
         .args(["exec", "--token", &agent])
-        .args(["--task-purpose", "p", "--request", "ci-cache:read", "--", "true"])
+        .args([
+            "--task-purpose",
+            "p",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "true",
+        ])
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("WARNING: --token on the command line"), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: --token on the command line"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }

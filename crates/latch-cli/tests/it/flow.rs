@@ -640,9 +640,11 @@ async fn rfc7009_revocation_and_explicit_revoke() {
 async fn task_environment_must_match_the_identity_environment_claim() {
     let s = TestServer::start().await;
     let sandbox = s
-        .dev_token(json!({"kind": "workload", "repository": "acme/payments-api",
+        .dev_token(
+            json!({"kind": "workload", "repository": "acme/payments-api",
             "git_ref": "refs/heads/main", "environment": "sandbox", "actor": "alice",
-            "run_id": "310", "ttl_secs": 3600}))
+            "run_id": "310", "ttl_secs": 3600}),
+        )
         .await;
     let r = s
         .post(
@@ -655,7 +657,11 @@ async fn task_environment_must_match_the_identity_environment_claim() {
     assert_eq!(r.code(), Some("task_identity_mismatch"));
     let msg = r.body["message"].as_str().unwrap_or_default().to_owned()
         + r.body["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("production") && msg.contains("sandbox"), "{}", r.body);
+    assert!(
+        msg.contains("production") && msg.contains("sandbox"),
+        "{}",
+        r.body
+    );
     // The claimed environment itself, in any case, is fine.
     let r = s
         .post(

@@ -407,7 +407,11 @@ async fn mcp_http_refuses_a_foreign_origin() {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "t", "version": "0"}}});
-    for bad in ["https://evil.example", "null", "http://127.0.0.1.evil.example:80"] {
+    for bad in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example:80",
+    ] {
         let (st, _, _, _) = mcp_post(&s, &agent, None, Some(bad), init.clone()).await;
         assert_eq!(st, 403, "{bad}");
     }

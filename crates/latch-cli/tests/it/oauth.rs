@@ -570,9 +570,11 @@ async fn dpop_server_nonce_is_required_when_configured() {
 async fn token_exchange_cannot_open_a_task_outside_the_identity_environment() {
     let s = TestServer::start().await;
     let sandbox = s
-        .dev_token(json!({"kind": "workload", "repository": "acme/payments-api",
+        .dev_token(
+            json!({"kind": "workload", "repository": "acme/payments-api",
             "git_ref": "refs/heads/main", "environment": "sandbox", "actor": "alice",
-            "run_id": "720", "ttl_secs": 3600}))
+            "run_id": "720", "ttl_secs": 3600}),
+        )
         .await;
     let d = details("payments-db", &["read"], "production");
     let (r, _) = token_request(
