@@ -9,8 +9,18 @@
 //!
 //! # Security
 //! The workload identity token (`LATCH_TOKEN`) is removed from the child's environment: the
-//! command gets only the task's credentials, never the power to open more tasks. Credential
-//! files are created `0600` in a `0700` directory and deleted when the command ends. If
+//! command gets only the task's credentials, never the power to open more tasks. Since the
+//! command runs as the same user, `latch exec` also makes itself non-dumpable
+//! (`PR_SET_DUMPABLE` 0, Linux) before anything else, so the command cannot read the token
+//! from `/proc/$PPID/environ` or `/proc/$PPID/mem` (a process with CAP_SYS_PTRACE, e.g. an
+//! unrestricted root, still can). `LATCH_TOKEN` is deliberately not `remove_var`ed from our
+//! own environment: `unsafe` is forbidden in this workspace, and unsetting it would not
+//! scrub the kernel's copy shown in `/proc/PID/environ` anyway. `--token` on the command line
+//! is readable by everyone in `/proc/PID/cmdline` whatever we do, so it draws a warning;
+//! `--token-file` avoids both. Credential
+//! files are created `0600` (`O_EXCL|O_NOFOLLOW`) in a fresh `0700` directory of ours inside
+//! `--credential-dir`, removed with them when the command ends. The command runs in its own
+//! process group; forwarded signals go to the whole group. If
 //! `latch exec` itself is killed with SIGKILL nothing can run; the task's TTL (`--task-ttl`)
 //! then bounds every credential.
 
@@ -42,10 +52,15 @@ pub struct ExecArgs {
     /// Task TTL, e.g. `1h`: the hard end of every credential, even if `latch` is killed.
     #[arg(long)]
     task_ttl: Option<humantime::Duration>,
-    /// Write each credential to `DIR/RESOURCE` (mode 0600) instead of the environment; the
-    /// command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`. The files are deleted afterwards.
+    /// Write each credential to `DIR/latch-RANDOM/RESOURCE` (a fresh 0700 directory, files
+    /// 0600) instead of the environment; the command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`.
+    /// The directory is removed afterwards.
     #[arg(long, value_name = "DIR")]
     credential_dir: Option<PathBuf>,
+    /// Read the workload token from FILE (trimmed) instead of `--token`/`LATCH_TOKEN`; unlike
+    /// `--token`, it is not visible in the process list.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// How long to wait for a step-up approval before giving up (`0s`: do not wait).
     #[arg(long, default_value = "0s")]
     wait_approval: humantime::Duration,
@@ -205,16 +220,65 @@ async fn futures_select_all<F: std::future::Future<Output = i32> + Unpin>(
     .await
 }
 
-async fn end_task(c: &Client, task: &str, how: &str) -> bool {
-    match c.post(&format!("/v1/tasks/{task}/{how}"), &json!({})).await {
-        Ok(a) if a.ok() => true,
-        Ok(a) => {
-            eprintln!(
-                "latch: WARNING: could not {how} task {task}: {}; its credentials expire with it",
-                a.error_line()
-            );
-            false
+/// One attempt at ending a task.
+enum Attempt {
+    Done,
+    /// Worth retrying (transport failure, 5xx, 429), with the reason.
+    Retry(String),
+    /// Final refusal (e.g. the task is already ended), with the reason.
+    Fail(String),
+}
+
+/// Runs `attempt` until it is done or fails for good, backing off from `first` (doubling,
+/// at most 5 s apart) for at most `budget`. Returns the final error, if any.
+async fn with_backoff<F, Fut>(
+    first: Duration,
+    budget: Duration,
+    mut attempt: F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut wait = first;
+    loop {
+        match attempt().await {
+            Attempt::Done => return Ok(()),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry(e) => {
+                let now = tokio::time::Instant::now();
+                if now + wait > deadline {
+                    return Err(e);
+                }
+                eprintln!("latch: {e}; retrying in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
         }
+    }
+}
+
+/// Completes or cancels the task, retrying transient failures for about 30 s: every
+/// credential of the task is revoked only once this succeeds.
+async fn end_task(c: &Client, task: &str, how: &str) -> bool {
+    let r = with_backoff(
+        Duration::from_millis(250),
+        Duration::from_secs(30),
+        || async {
+            match c.post(&format!("/v1/tasks/{task}/{how}"), &json!({})).await {
+                Ok(a) if a.ok() => Attempt::Done,
+                Ok(a) if a.status >= 500 || a.status == 429 => {
+                    Attempt::Retry(format!("could not {how} task {task}: {}", a.error_line()))
+                }
+                Ok(a) => Attempt::Fail(a.error_line()),
+                Err(e) => Attempt::Retry(format!("could not {how} task {task}: {e}")),
+            }
+        },
+    )
+    .await;
+    match r {
+        Ok(()) => true,
         Err(e) => {
             eprintln!(
                 "latch: WARNING: could not {how} task {task}: {e}; its credentials expire with it"
@@ -229,7 +293,35 @@ async fn end_task(c: &Client, task: &str, how: &str) -> bool {
 /// # Errors
 /// Transport failures before the task exists, and invalid arguments.
 pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<ExitCode, String> {
-    let token = token.ok_or("`latch exec` needs a workload token (--token or LATCH_TOKEN)")?;
+    // First of all: the command runs as our uid and could otherwise read our environment
+    // (`/proc/$PPID/environ`, where `LATCH_TOKEN` stays whatever we do to `environ`) and
+    // memory. A non-dumpable process's `/proc` files are off-limits to other processes
+    // without CAP_SYS_PTRACE.
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("cannot protect the identity token (PR_SET_DUMPABLE): {e}"))?;
+    let token = match &args.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
+            let t = t.trim().to_owned();
+            if t.is_empty() {
+                return Err(format!("--token-file {} is empty", f.display()));
+            }
+            Some(t)
+        }
+        None => {
+            if token_on_command_line() {
+                eprintln!(
+                    "latch: WARNING: --token on the command line is visible to every process \
+                     (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
+                );
+            }
+            token
+        }
+    };
+    let token = token
+        .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?;
     let wanted: Vec<(String, Vec<String>)> = args
         .requests
         .iter()
@@ -302,10 +394,22 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     // Hand the credentials over.
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert("LATCH_TASK_ID".into(), task.clone());
-    let mut files = Vec::new();
-    if let Some(dir) = &args.credential_dir {
-        create_private_dir(dir)?;
-    }
+    // A fresh private directory of ours inside `--credential-dir`, removed at the end.
+    let cred_dir = match &args.credential_dir {
+        Some(dir) => match create_private_dir(dir) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                end_task(&c, &task, "cancel").await;
+                return Err(format!("{e}; task {task} cancelled"));
+            }
+        },
+        None => None,
+    };
+    let remove_cred_dir = || {
+        if let Some(d) = &cred_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
     for (res, b) in &grants {
         let sfx = env_suffix(res);
         let value = b["credential"]["value"].as_str().unwrap_or_default();
@@ -313,10 +417,11 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
             format!("LATCH_LEASE_ID_{sfx}"),
             b["lease"]["id"].as_str().unwrap_or_default().to_owned(),
         );
-        match &args.credential_dir {
+        match &cred_dir {
             Some(dir) => {
                 let path = dir.join(res);
                 if let Err(e) = write_private_file(&path, value) {
+                    remove_cred_dir();
                     end_task(&c, &task, "cancel").await;
                     return Err(format!("cannot write {}: {e}", path.display()));
                 }
@@ -324,7 +429,6 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
                     format!("LATCH_CREDENTIAL_FILE_{sfx}"),
                     path.display().to_string(),
                 );
-                files.push(path);
             }
             None => {
                 env.insert(format!("LATCH_CREDENTIAL_{sfx}"), value.to_owned());
@@ -344,10 +448,15 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         .stdin(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
+    // Its own process group, so forwarded signals reach everything it started. (No
+    // PR_SET_PDEATHSIG: it needs `pre_exec`, i.e. `unsafe`, which this workspace forbids; if
+    // `latch exec` is SIGKILLed the task TTL bounds the credentials.)
+    #[cfg(unix)]
+    cmd.process_group(0);
     let mut child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => {
-            remove_files(&files);
+            remove_cred_dir();
             end_task(&c, &task, "complete").await;
             eprintln!(
                 "latch: cannot run `{}`: {e}; task {task} completed",
@@ -371,7 +480,7 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     };
     #[cfg(not(unix))]
     let status = child.wait().await;
-    remove_files(&files);
+    remove_cred_dir();
     let revoked = end_task(&c, &task, "complete").await;
     let code: u8 = match status {
         Ok(st) => {
@@ -400,48 +509,104 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
 }
 
+/// Whether `--token` was given as an argument (before `--`) rather than through `LATCH_TOKEN`.
+fn token_on_command_line() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
+}
+
 #[cfg(unix)]
+/// Forwards `sig` to the command's process group (its pgid is its pid).
 fn forward(pid: u32, sig: i32) {
-    use nix::sys::signal::{Signal, kill};
+    use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
     if let (Ok(s), Ok(p)) = (Signal::try_from(sig), i32::try_from(pid)) {
-        let _ = kill(Pid::from_raw(p), s);
+        let _ = killpg(Pid::from_raw(p), s);
     }
 }
 
-fn create_private_dir(dir: &std::path::Path) -> Result<(), String> {
+/// Creates `dir` if needed (leaving its mode alone) and, inside it, a fresh directory of ours,
+/// mode 0700, with an unpredictable name (mkdtemp-style: it must not exist yet).
+fn create_private_dir(dir: &std::path::Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut b = std::fs::DirBuilder::new();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
     }
-    Ok(())
+    for _ in 0..8 {
+        let d = dir.join(format!("latch-{}", uuid::Uuid::new_v4().simple()));
+        match b.create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", d.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a private directory in {}",
+        dir.display()
+    ))
 }
 
+/// Writes a new file, mode 0600: never an existing file, never through a symlink.
 fn write_private_file(path: &std::path::Path, value: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
+    o.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
     }
     let mut f = o.open(path)?;
     f.write_all(value.as_bytes())
 }
 
-fn remove_files(files: &[PathBuf]) {
-    for f in files {
-        let _ = std::fs::remove_file(f);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ending_a_task_retries_transient_failures_with_backoff_then_gives_up() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let ms = Duration::from_millis;
+        // Succeeds on the third attempt.
+        let n = AtomicU32::new(0);
+        let r = with_backoff(ms(1), ms(500), || async {
+            if n.fetch_add(1, Ordering::SeqCst) < 2 {
+                Attempt::Retry("down".into())
+            } else {
+                Attempt::Done
+            }
+        })
+        .await;
+        assert!(r.is_ok());
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        // A final refusal is not retried.
+        let n = AtomicU32::new(0);
+        let r = with_backoff(ms(1), ms(500), || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Attempt::Fail("task_not_open".into())
+        })
+        .await;
+        assert_eq!(r.unwrap_err(), "task_not_open");
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        // Retries stop once the budget is spent: 7 attempts (1+2+4+8+16+32 ms < 100 ms < +64).
+        let n = AtomicU32::new(0);
+        let start = std::time::Instant::now();
+        let r = with_backoff(ms(1), ms(100), || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Attempt::Retry("down".into())
+        })
+        .await;
+        assert_eq!(r.unwrap_err(), "down");
+        // (Fewer on a loaded machine, where sleeps overshoot.)
+        assert!((4..=7).contains(&n.load(Ordering::SeqCst)));
+        assert!(start.elapsed() < ms(2000));
+    }
 
     #[test]
     fn request_syntax() {

@@ -782,8 +782,8 @@ impl Broker {
     /// Opens a task bound to `caller` (principal and run).
     ///
     /// # Errors
-    /// `invalid_request`, `ttl_out_of_bounds`, `task_identity_mismatch` (repository, branch or
-    /// `on_behalf_of` contradict the identity), `store_unavailable`.
+    /// `invalid_request`, `ttl_out_of_bounds`, `task_identity_mismatch` (environment,
+    /// repository, branch or `on_behalf_of` contradict the identity), `store_unavailable`.
     pub async fn open_task(
         &self,
         ctx: &CallCtx,
@@ -795,6 +795,15 @@ impl Broker {
         check_name("environment", &input.environment)?;
         let claims = &caller.claims;
         let mismatch = |m: String| ApiError::new(ErrorCode::TaskIdentityMismatch, m);
+        if let Some(env) = &claims.environment
+            && !env.eq_ignore_ascii_case(&input.environment)
+        {
+            return Err(mismatch(format!(
+                "task environment {} is not the environment the identity proves ({})",
+                quote(&input.environment),
+                quote(env)
+            )));
+        }
         let repository = match (&input.repository, &claims.repository) {
             (Some(r), Some(id)) if r != id => {
                 return Err(mismatch(format!(

@@ -181,7 +181,13 @@ impl CredentialProvider for JwtProvider {
         );
         Ok(Minted {
             credential: DeliveredCredential {
-                kind: "bearer_token".to_owned(),
+                // A DPoP-bound token is not a bearer token: useless without its key.
+                kind: if req.binding.jkt.is_some() {
+                    "dpop_token"
+                } else {
+                    "bearer_token"
+                }
+                .to_owned(),
                 secret: SecretString::from(token),
                 metadata: json!({
                     "token_type": if req.binding.jkt.is_some() { "DPoP" } else { "Bearer" },

@@ -173,6 +173,7 @@ fn rest_binding(
             htu: &htu,
             access_token: None,
             expected_jkt: None,
+            relayed: false,
         },
     )?;
     Ok(latch_core::model::TokenBinding {
@@ -264,7 +265,12 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     // The id the audit trail records is always the broker's own: a caller could otherwise give
     // its events the id of someone else's call. A well-formed caller id is kept beside it (logs,
     // `x-client-request-id`) for correlation.
-    let request_id = latch_core::model::new_id("rq");
+    // An in-process call made for an outer request (`/mcp` tool calls) keeps the outer
+    // request's id and source (extensions are never set from the network).
+    let inherited = req.extensions().get::<ReqMeta>().cloned();
+    let request_id = inherited
+        .as_ref()
+        .map_or_else(|| latch_core::model::new_id("rq"), |m| m.request_id.clone());
     let client_request_id = req
         .headers()
         .get("x-request-id")
@@ -276,10 +282,13 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .map(str::to_owned);
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let source_ip = match inherited {
+        Some(m) => m.source_ip,
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(ReqMeta {
@@ -519,7 +528,7 @@ async fn cancel_task(
 /// A credential as delivered (once).
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct CredentialBody {
-    /// `bearer_token`, …
+    /// `bearer_token`, `dpop_token` (DPoP-bound, RFC 9449), …
     pub kind: String,
     /// The secret value. Shown only in this response; Latch keeps only its keyed HMAC.
     pub value: String,
@@ -853,8 +862,9 @@ pub struct TokenForm {
     pub token_type_hint: Option<String>,
     /// Latch extension for resource servers: the `DPoP` proof that came with the token. When
     /// given, the token is active only if the proof verifies against the token's `cnf.jkt`,
-    /// `ath`, `htm` and `htu`, and its `jti` was not used before. Required for resources
-    /// with `require_dpop`.
+    /// `ath`, `htm` and `htu` (both required with a proof), and its `jti` was not used
+    /// before. Required for every DPoP-bound token (`cnf.jkt`): without it such a token is
+    /// inactive. Relayed proofs need no server nonce.
     #[serde(default)]
     pub dpop_proof: Option<String>,
     /// Method of the request the resource server received (with `dpop_proof`).
@@ -918,6 +928,14 @@ async fn introspect(
     if client_auth(&s, &headers).is_none() {
         return client_auth_failed();
     }
+    // A relayed proof is only meaningful with the request it was made for.
+    if form.dpop_proof.is_some() && (form.htm.is_none() || form.htu.is_none()) {
+        return AppError(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "`dpop_proof` needs `htm` and `htu` of the request it came with",
+        ))
+        .into_response();
+    }
     let mut i = s.broker.introspect(&form.token).await;
     if i.active {
         let jkt = i
@@ -936,14 +954,16 @@ async fn introspect(
                         htu: form.htu.as_deref().unwrap_or(""),
                         access_token: Some(&form.token),
                         expected_jkt: Some(jkt),
+                        relayed: true,
                     },
                 )
                 .map_err(|e| tracing::info!(code = %e.code, error = %e.message, "introspection: dpop proof refused"))
                 .is_ok(),
-            // A proof for an unbound token proves nothing; a bound token of a resource that
-            // requires binding needs the proof.
-            (Some(_), None) => !i.requires_dpop,
-            (None, _) => !i.requires_dpop,
+            // A bound token is only active for a holder that proves its key.
+            (None, Some(_)) => false,
+            // A proof for an unbound token proves nothing; a resource that requires binding
+            // never accepts an unbound token.
+            (Some(_), None) | (None, None) => !i.requires_dpop,
         };
         if !verified {
             i = Introspection::default();
@@ -1396,6 +1416,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     mcp_router(state, api.clone(), max_body_bytes).merge(api)
 }
 
+/// Whether a browser `Origin` (`scheme://host[:port]`) names one of the allowed hosts (MCP
+/// streamable HTTP: servers must validate `Origin`). `null` and anything unparsable are not.
+fn origin_is_allowed(origin: &str, allowed: &[String]) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(r) => r.split_once(']').map_or("", |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(authority) || a.eq_ignore_ascii_case(host))
+}
+
 /// Host names the MCP endpoint accepts in `Host` (DNS-rebinding protection): loopback and
 /// the public URL's authority.
 fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
@@ -1422,8 +1460,9 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
         StreamableHttpServerConfig, StreamableHttpService,
     };
     let dispatch: Arc<dyn crate::mcp::Dispatch> = Arc::new(crate::mcp::RouterDispatch::new(api));
-    let mut config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(mcp_allowed_hosts(&state.base_url));
+    let allowed = mcp_allowed_hosts(&state.base_url);
+    let origin_allowed = Arc::new(allowed.clone());
+    let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed);
     config.cancellation_token = state.mcp_cancel.clone();
     config.max_request_body_bytes = max_body_bytes;
     let service = StreamableHttpService::new(
@@ -1437,6 +1476,22 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             state.clone(),
             mcp_auth,
         ))
+        .layer(Extension(McpSessions::default()))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let allowed = origin_allowed.clone();
+                async move {
+                    match req.headers().get(header::ORIGIN) {
+                        Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => (
+                            StatusCode::FORBIDDEN,
+                            "the `Origin` of this request is not allowed to use /mcp",
+                        )
+                            .into_response(),
+                        _ => next.run(req).await,
+                    }
+                }
+            },
+        ))
         .route(
             "/.well-known/oauth-protected-resource",
             get(crate::oauth::protected_resource_metadata),
@@ -1445,21 +1500,83 @@ fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(crate::oauth::protected_resource_metadata),
         )
+        .layer(axum::middleware::from_fn(request_meta))
         .with_state(state)
+}
+
+/// Which workload (id and run) created each MCP session. Bounded: beyond the cap the oldest
+/// bindings are dropped, and an unbound session id is refused (404) rather than trusted.
+#[derive(Clone, Default)]
+struct McpSessions(Arc<std::sync::Mutex<McpSessionMap>>);
+
+#[derive(Default)]
+struct McpSessionMap {
+    owners: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+const MAX_MCP_SESSIONS: usize = 10_000;
+
+impl McpSessions {
+    fn owner(&self, id: &str) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.owners.get(id).cloned()
+    }
+
+    fn bind(&self, id: &str, who: String) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.owners.insert(id.to_owned(), who).is_none() {
+            g.order.push_back(id.to_owned());
+        }
+        while g.order.len() > MAX_MCP_SESSIONS {
+            if let Some(old) = g.order.pop_front() {
+                g.owners.remove(&old);
+            }
+        }
+    }
 }
 
 /// The MCP authorization check (MCP spec, Authorization; RFC 6750 §3; RFC 9728 §5.1): a valid
 /// workload token (issuer, signature, expiry and audience checked by the broker) or a 401 whose
 /// challenge names the protected resource metadata.
-async fn mcp_auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+async fn mcp_auth(
+    State(s): State<AppState>,
+    Extension(sessions): Extension<McpSessions>,
+    req: Request,
+    next: Next,
+) -> Response {
     let ctx = CallCtx::new(None, None);
     match s
         .broker
         .authenticate_workload(&ctx, bearer(req.headers()))
         .await
     {
-        // The tool calls authenticate (and audit) again through the REST API.
-        Ok(_) => next.run(req).await,
+        // The tool calls authenticate (and audit) again through the REST API. An MCP session
+        // belongs to the workload (down to its run) that created it: to anyone else it does
+        // not exist.
+        Ok(w) => {
+            let who = format!("{}\n{}", w.id, w.run_binding.as_deref().unwrap_or(""));
+            let sid = req
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = &sid
+                && sessions.owner(id).as_deref() != Some(who.as_str())
+            {
+                return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
+            }
+            let resp = next.run(req).await;
+            if sid.is_none()
+                && let Some(new) = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                sessions.bind(new, who);
+            }
+            resp
+        }
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);

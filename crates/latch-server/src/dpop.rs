@@ -8,8 +8,10 @@
 //! the access token when one is presented, and, when the server requires it, a fresh server
 //! `nonce` (§8). The key's RFC 7638 SHA-256 thumbprint is what a token is bound to (`cnf.jkt`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::hmac;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,8 +35,12 @@ pub struct DpopSettings {
     pub future_leeway_secs: i64,
     /// Require a server-issued nonce in every proof (RFC 9449 §8).
     pub require_nonce: bool,
-    /// How long a server nonce stays valid (seconds).
+    /// Length of a nonce time bucket (seconds): a nonce is valid in the bucket it was issued
+    /// in and the next one, i.e. for `nonce_ttl_secs` to twice that.
     pub nonce_ttl_secs: i64,
+    /// Most `jti`s remembered at once: beyond it new proofs are refused with a retryable
+    /// error (never accepted unchecked).
+    pub max_replay_entries: usize,
 }
 
 impl Default for DpopSettings {
@@ -43,7 +49,8 @@ impl Default for DpopSettings {
             max_age_secs: 300,
             future_leeway_secs: 5,
             require_nonce: false,
-            nonce_ttl_secs: 300,
+            nonce_ttl_secs: 60,
+            max_replay_entries: 100_000,
         }
     }
 }
@@ -59,6 +66,9 @@ pub struct ProofCheck<'a> {
     pub access_token: Option<&'a str>,
     /// The thumbprint the token is bound to: the proof's key must have it.
     pub expected_jkt: Option<&'a str>,
+    /// A proof a resource server relays to introspection: exempt from the server nonce (the
+    /// resource server cannot get one for its client); every other check applies.
+    pub relayed: bool,
 }
 
 #[derive(Deserialize)]
@@ -76,14 +86,43 @@ struct ProofClaims {
 /// Verifies DPoP proofs, remembers their `jti`s until they are too old to be accepted anyway,
 /// and issues server nonces.
 ///
+/// Nonces are stateless: `base64url(bucket ‖ HMAC-SHA256(key, bucket))` where `bucket` is the
+/// big-endian time bucket (`now / nonce_ttl_secs`); one is valid in its bucket and the next.
+/// Issuing one stores nothing, so no caller can exhaust anything by asking for nonces.
+///
+/// The `jti` replay cache is bucketed by the proof's `iat`: whole buckets are dropped once
+/// every `iat` in them is outside the acceptance window, and at `max_replay_entries` new
+/// proofs are refused (`store_unavailable`, retryable) rather than accepted unchecked.
+///
 /// # Security
-/// The replay cache and the nonces live in this process: with several replicas behind a load
-/// balancer, a proof could be replayed once per replica inside its `iat` window.
+/// The replay cache and the nonce key live in this process: with several replicas behind a
+/// load balancer, a proof could be replayed once per replica inside its `iat` window, and a
+/// nonce from one replica is not accepted by another.
 pub struct DpopVerifier {
     clock: Arc<dyn Clock>,
     settings: DpopSettings,
-    seen: Mutex<HashMap<String, i64>>,
-    nonces: Mutex<HashMap<String, i64>>,
+    seen: Mutex<ReplayCache>,
+    nonce_key: hmac::Key,
+}
+
+/// Width of a replay-cache bucket of `iat`s (seconds).
+const REPLAY_BUCKET_SECS: i64 = 60;
+
+#[derive(Default)]
+struct ReplayCache {
+    buckets: BTreeMap<i64, HashSet<String>>,
+    len: usize,
+}
+
+impl ReplayCache {
+    /// Drops every bucket whose newest possible `iat` is below `horizon`.
+    fn expire(&mut self, horizon: i64) {
+        let keep_from = horizon.div_euclid(REPLAY_BUCKET_SECS);
+        let kept = self.buckets.split_off(&keep_from);
+        let dropped: usize = self.buckets.values().map(HashSet::len).sum();
+        self.len -= dropped;
+        self.buckets = kept;
+    }
 }
 
 impl std::fmt::Debug for DpopVerifier {
@@ -127,13 +166,47 @@ pub fn access_token_hash(token: &str) -> String {
 
 impl DpopVerifier {
     /// A verifier on `clock`.
+    ///
+    /// # Panics
+    /// If the system random generator fails while generating the nonce key.
     pub fn new(clock: Arc<dyn Clock>, settings: DpopSettings) -> Self {
+        let nonce_key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())
+                .expect("system random generator");
         Self {
             clock,
             settings,
-            seen: Mutex::new(HashMap::new()),
-            nonces: Mutex::new(HashMap::new()),
+            seen: Mutex::new(ReplayCache::default()),
+            nonce_key,
         }
+    }
+
+    fn bucket(&self, now: i64) -> i64 {
+        now.div_euclid(self.settings.nonce_ttl_secs.max(1))
+    }
+
+    fn nonce_for(&self, bucket: i64) -> String {
+        let b = bucket.to_be_bytes();
+        let tag = hmac::sign(&self.nonce_key, &b);
+        let mut v = Vec::with_capacity(8 + tag.as_ref().len());
+        v.extend_from_slice(&b);
+        v.extend_from_slice(tag.as_ref());
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    /// Whether `nonce` was issued by this verifier in the current or the previous bucket.
+    /// Depends on nothing but the key and the clock.
+    fn nonce_is_fresh(&self, nonce: &str) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if raw.len() != 8 + 32 {
+            return false;
+        }
+        let (b, tag) = raw.split_at(8);
+        let bucket = i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        let now = self.bucket(self.clock.now_unix_secs());
+        (bucket == now || bucket == now - 1) && hmac::verify(&self.nonce_key, b, tag).is_ok()
     }
 
     /// Whether proofs must carry a server nonce.
@@ -141,22 +214,9 @@ impl DpopVerifier {
         self.settings.require_nonce
     }
 
-    /// A fresh server nonce (RFC 9449 §8), valid for `nonce_ttl_secs`.
+    /// A fresh server nonce (RFC 9449 §8), valid for `nonce_ttl_secs` to twice that. Stateless.
     pub fn issue_nonce(&self) -> String {
-        let mut b = [0u8; 18];
-        // A failure of the system RNG leaves zeros; refuse to hand those out.
-        if aws_lc_rs::rand::fill(&mut b).is_err() {
-            return String::new();
-        }
-        let n = URL_SAFE_NO_PAD.encode(b);
-        let now = self.clock.now_unix_secs();
-        let mut g = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        let ttl = self.settings.nonce_ttl_secs;
-        g.retain(|_, at| now - *at < ttl);
-        if g.len() < 100_000 {
-            g.insert(n.clone(), now);
-        }
-        n
+        self.nonce_for(self.bucket(self.clock.now_unix_secs()))
     }
 
     /// Verifies `proof` for a request and returns the RFC 7638 SHA-256 thumbprint of its key.
@@ -188,6 +248,31 @@ impl DpopVerifier {
             .ok_or_else(|| invalid("dpop proof header is not json"))?;
         if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
             return Err(invalid("dpop proof `jwk` contains a private key"));
+        }
+        // The key is the `jwk` and nothing else: no key locations or certificate chains.
+        for h in ["jku", "x5c", "x5u"] {
+            if raw_header.get(h).is_some() {
+                return Err(invalid(format!("dpop proof header must not carry `{h}`")));
+            }
+        }
+        // Only the public members of its key type (and nothing private or unknown).
+        if let Some(j) = raw_header.get("jwk").and_then(|j| j.as_object()) {
+            let allowed: &[&str] = match j.get("kty").and_then(|k| k.as_str()) {
+                Some("OKP") => &["kty", "crv", "x"],
+                Some("EC") => &["kty", "crv", "x", "y"],
+                Some("RSA") => &["kty", "n", "e"],
+                _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
+            };
+            const META: &[&str] = &["alg", "kid", "use", "key_ops"];
+            if let Some(k) = j
+                .keys()
+                .find(|k| !allowed.contains(&k.as_str()) && !META.contains(&k.as_str()))
+            {
+                return Err(invalid(format!(
+                    "dpop proof `jwk` member `{}` is not a public member of its key type",
+                    latch_core::error::quote(k)
+                )));
+            }
         }
         let jwk = header
             .jwk
@@ -245,12 +330,11 @@ impl DpopVerifier {
                 "dpop proof is signed by another key than the token is bound to",
             ));
         }
-        if self.settings.require_nonce {
-            let ok = claims.nonce.as_ref().is_some_and(|n| {
-                let g = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
-                g.get(n)
-                    .is_some_and(|at| now - *at < self.settings.nonce_ttl_secs)
-            });
+        if self.settings.require_nonce && !check.relayed {
+            let ok = claims
+                .nonce
+                .as_deref()
+                .is_some_and(|n| self.nonce_is_fresh(n));
             if !ok {
                 return Err(ApiError::new(
                     ErrorCode::DpopNonceRequired,
@@ -259,16 +343,26 @@ impl DpopVerifier {
             }
         }
         // Replay: last, so a proof failing another check does not burn its jti.
+        // A proof is only accepted with `iat` >= now - max_age, so buckets wholly older than
+        // that can go. The key includes the `iat` bucket the proof was checked in.
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let horizon = now - self.settings.max_age_secs - self.settings.future_leeway_secs;
-        if seen.len() > 10_000 {
-            seen.retain(|_, iat| *iat >= horizon);
-        }
+        seen.expire(now - self.settings.max_age_secs);
         let key = format!("{jkt}.{}", claims.jti);
-        if seen.get(&key).is_some_and(|iat| *iat >= horizon) {
+        // The same jti with another iat lands in another bucket: look in all of them (few).
+        if seen.buckets.values().any(|b| b.contains(&key)) {
             return Err(invalid("dpop proof was already used (`jti` replay)"));
         }
-        seen.insert(key, claims.iat);
+        if seen.len >= self.settings.max_replay_entries {
+            return Err(ApiError::new(
+                ErrorCode::StoreUnavailable,
+                "too many dpop proofs in flight to check them for replay: retry shortly",
+            ));
+        }
+        seen.buckets
+            .entry(claims.iat.div_euclid(REPLAY_BUCKET_SECS))
+            .or_default()
+            .insert(key);
+        seen.len += 1;
         Ok(jkt)
     }
 }
@@ -328,6 +422,7 @@ mod tests {
             htu: HTU,
             access_token: None,
             expected_jkt: None,
+            relayed: false,
         }
     }
 
@@ -376,6 +471,26 @@ mod tests {
             (
                 json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "d": "AAAA"}}),
                 "private",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "p": "AAAA"}}),
+                "not a public member",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "x5c": ["AAAA"]}}),
+                "not a public member",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "jku": "https://evil.example/jwks"}),
+                "`jku`",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "x5u": "https://evil.example/c"}),
+                "`x5u`",
+            ),
+            (
+                json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "x5c": ["AAAA"]}),
+                "`x5c`",
             ),
         ] {
             let e = v.verify(&sign(&k, header, claims()), check()).unwrap_err();
@@ -473,12 +588,65 @@ mod tests {
         let mut c = claims();
         c["nonce"] = json!(n);
         assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
-        clock.advance(301);
+        // Still valid in the next bucket, not after.
+        clock.advance(60);
         let mut c = claims();
         c["nonce"] = json!(n);
-        c["iat"] = json!(NOW + 301);
-        let e = v.verify(&sign(&k, h, c), check()).unwrap_err();
+        c["iat"] = json!(NOW + 60);
+        assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
+        clock.advance(60);
+        let mut c = claims();
+        c["nonce"] = json!(n);
+        c["iat"] = json!(NOW + 120);
+        let e = v.verify(&sign(&k, h.clone(), c), check()).unwrap_err();
         assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+        // Forged or another verifier's nonces are refused.
+        let other = DpopVerifier::new(clock.clone(), DpopSettings::default());
+        for n in [other.issue_nonce(), "AAAA".into(), String::new()] {
+            let mut c = claims();
+            c["nonce"] = json!(n);
+            c["iat"] = json!(NOW + 120);
+            let e = v.verify(&sign(&k, h.clone(), c), check()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::DpopNonceRequired);
+        }
+    }
+
+    #[test]
+    fn nonces_are_stateless_and_issuing_many_changes_nothing() {
+        let v = verifier(true);
+        let first = v.issue_nonce();
+        for _ in 0..10_000 {
+            assert_eq!(v.issue_nonce(), first, "same bucket, same nonce, no state");
+        }
+        assert!(v.nonce_is_fresh(&first));
+        assert_eq!(v.seen.lock().unwrap().len, 0);
+    }
+
+    #[test]
+    fn replay_cache_is_bounded_drops_old_buckets_and_refuses_when_full() {
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let clock = Arc::new(ManualClock::new(NOW));
+        let v = DpopVerifier::new(
+            clock.clone(),
+            DpopSettings {
+                max_replay_entries: 3,
+                ..Default::default()
+            },
+        );
+        for _ in 0..3 {
+            v.verify(&sign(&k, h.clone(), claims()), check()).unwrap();
+        }
+        let e = v
+            .verify(&sign(&k, h.clone(), claims()), check())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::StoreUnavailable, "{}", e.message);
+        // Once their iat is out of the window, whole buckets go and proofs pass again.
+        clock.advance(300 + REPLAY_BUCKET_SECS);
+        let mut c = claims();
+        c["iat"] = json!(NOW + 300 + REPLAY_BUCKET_SECS);
+        v.verify(&sign(&k, h, c), check()).unwrap();
+        assert_eq!(v.seen.lock().unwrap().len, 1);
     }
 
     #[test]

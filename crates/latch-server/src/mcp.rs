@@ -41,6 +41,22 @@ pub trait Dispatch: Send + Sync + 'static {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String>;
+
+    /// Like [`Dispatch::call`], on behalf of an outer HTTP request whose extensions (source
+    /// address, request id) the call should carry. By default they are ignored.
+    ///
+    /// # Errors
+    /// A transport failure (the message never contains the token).
+    async fn call_for(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        _outer: Option<&axum::http::Extensions>,
+    ) -> Result<(u16, Value), String> {
+        self.call(token, method, path, body).await
+    }
 }
 
 /// [`Dispatch`] over HTTP to a broker URL (stdio mode).
@@ -116,8 +132,19 @@ impl Dispatch for RouterDispatch {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
+        self.call_for(token, method, path, body, None).await
+    }
+
+    async fn call_for(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        outer: Option<&axum::http::Extensions>,
+    ) -> Result<(u16, Value), String> {
         use tower::ServiceExt;
-        let req = axum::http::Request::builder()
+        let mut req = axum::http::Request::builder()
             .method(method)
             .uri(path)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
@@ -126,6 +153,16 @@ impl Dispatch for RouterDispatch {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             ))
             .map_err(|e| e.to_string())?;
+        // The in-process call is the outer `/mcp` request's: same peer (policy `source_ip`,
+        // audit) and same request id.
+        if let Some(o) = outer {
+            if let Some(ci) = o.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+                req.extensions_mut().insert(*ci);
+            }
+            if let Some(m) = o.get::<crate::api::ReqMeta>() {
+                req.extensions_mut().insert(m.clone());
+            }
+        }
         let resp = self
             .router
             .clone()
@@ -270,7 +307,7 @@ fn what_would_allow(code: &str, decision: &Value) -> Vec<String> {
     let mut v = Vec::new();
     if code == "environment_separation" {
         v.push(
-            "open a task with environment `production` for production resources: sandbox and production tasks are hard-separated".into(),
+            "this resource belongs to another environment and sandbox and production tasks are hard-separated: do not retry in a more privileged environment; ask a human to run this work under an identity entitled to that environment".into(),
         );
         return v;
     }
@@ -374,16 +411,15 @@ impl LatchMcp {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), ErrorData> {
+        let parts = ctx.extensions.get::<axum::http::request::Parts>();
         let token: String = match &self.token {
             TokenSource::Fixed(t) => t.expose_secret().to_owned(),
-            TokenSource::PerRequest => ctx
-                .extensions
-                .get::<axum::http::request::Parts>()
+            TokenSource::PerRequest => parts
                 .and_then(|p| crate::api::bearer(&p.headers).map(str::to_owned))
                 .ok_or_else(|| ErrorData::invalid_request("no bearer token", None))?,
         };
         self.dispatch
-            .call(&token, method, path, body)
+            .call_for(&token, method, path, body, parts.map(|p| &p.extensions))
             .await
             .map_err(|e| ErrorData::internal_error(e, None))
     }

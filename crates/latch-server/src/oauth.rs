@@ -91,9 +91,11 @@ impl From<ApiError> for OAuthError {
         let (status, error) = match e.code {
             ErrorCode::DpopProofInvalid => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
             ErrorCode::DpopNonceRequired => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
-            ErrorCode::UnknownResource | ErrorCode::UnknownAction | ErrorCode::DpopRequired => {
+            ErrorCode::UnknownResource | ErrorCode::UnknownAction => {
                 (StatusCode::BAD_REQUEST, "invalid_authorization_details")
             }
+            // The details are fine; the request lacks the proof this resource needs.
+            ErrorCode::DpopRequired => (StatusCode::BAD_REQUEST, "invalid_request"),
             ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::ProviderFailed => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
@@ -201,6 +203,8 @@ pub async fn token(
     let ctx = CallCtx::new(Some(m.request_id.clone()), m.source_ip.clone());
     let r = exchange(&s, &ctx, &headers, &form).await;
     let flushed = s.broker.flush(&ctx).await;
+    // Nonces (stateless) only where a client needs one: a `use_dpop_nonce` challenge, and
+    // successful answers (the nonce for the next proof).
     let nonce = s.dpop.requires_nonce().then(|| s.dpop.issue_nonce());
     let mut resp = match (r, flushed) {
         (Ok(ok), Ok(())) => {
@@ -211,7 +215,9 @@ pub async fn token(
         }
         (Ok(_), Err(e)) => OAuthError::from(e).into_response(),
         (Err(mut e), _) => {
-            e.dpop_nonce = nonce.clone();
+            if e.error == "use_dpop_nonce" {
+                e.dpop_nonce = nonce;
+            }
             return e.into_response();
         }
     };
@@ -258,7 +264,13 @@ async fn exchange(
             "`actor_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
         ));
     }
-    // DPoP first (cheap, and a nonce challenge should come before any state change).
+    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
+    let actor = match actor_token {
+        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
+        None => None,
+    };
+    // DPoP only once the caller authenticated (so anonymous callers cannot fill the replay
+    // cache), but before any state change (so a nonce challenge costs nothing).
     let jkt = match headers.get("dpop").map(|v| v.to_str()) {
         None => None,
         Some(Err(_)) => {
@@ -275,14 +287,10 @@ async fn exchange(
                     htu: &htu,
                     access_token: None,
                     expected_jkt: None,
+                    relayed: false,
                 },
             )?)
         }
-    };
-    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
-    let actor = match actor_token {
-        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
-        None => None,
     };
     // The workload owns the task; a human on either side is the one it acts for.
     let (workload, human): (Workload, Option<String>) = match (&subject, &actor) {
@@ -442,8 +450,10 @@ async fn exchange(
                 token_type: if bound { "DPoP" } else { "Bearer" },
                 expires_in: g.lease.expires_at_unix_secs - now,
                 scope: g.lease.actions.join(" "),
+                // What was granted, not what was asked for (the ttl may have been capped).
                 authorization_details: vec![LatchAccessDetail {
                     actions: g.lease.actions.clone(),
+                    ttl_secs: Some(g.lease.expires_at_unix_secs - g.lease.issued_at_unix_secs),
                     ..detail
                 }],
                 task_id: g.lease.task_id.clone(),

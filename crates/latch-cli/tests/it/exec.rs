@@ -84,7 +84,9 @@ async fn exec_credential_files_are_private_and_removed() {
             "sh",
             "-c",
             "stat -c %a \"$LATCH_CREDENTIAL_FILE_CI_CACHE\"; cp \"$LATCH_CREDENTIAL_FILE_CI_CACHE\" copy; \
-             echo \"env=${LATCH_CREDENTIAL_CI_CACHE:-absent}\"",
+             echo \"env=${LATCH_CREDENTIAL_CI_CACHE:-absent}\"; \
+             echo \"dir=$(stat -c %a \"$(dirname \"$LATCH_CREDENTIAL_FILE_CI_CACHE\")\")\"; \
+             echo \"path=$LATCH_CREDENTIAL_FILE_CI_CACHE\"",
         ])
         .output()
         .await
@@ -97,6 +99,17 @@ async fn exec_credential_files_are_private_and_removed() {
     );
     assert!(stdout.starts_with("600\n"), "{stdout}");
     assert!(stdout.contains("env=absent"));
+    assert!(stdout.contains("dir=700\n"), "{stdout}");
+    // The file was in a fresh subdirectory of ours, removed with it; the given directory
+    // itself is left alone (not chmod-ed) and empty.
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("path="))
+        .unwrap();
+    let sub = std::path::Path::new(path).parent().unwrap();
+    assert_eq!(sub.parent().unwrap(), creds.as_path(), "{path}");
+    assert!(!sub.exists(), "private directory removed");
+    assert_eq!(std::fs::read_dir(&creds).unwrap().count(), 0);
     assert!(!creds.join("ci-cache").exists(), "credential file removed");
     let token = std::fs::read_to_string(dir.join("copy")).unwrap();
     assert_eq!(s.introspect(&token).await["active"], false);
@@ -290,6 +303,146 @@ async fn exec_waits_for_a_step_up_approval_when_asked() {
     assert!(out.status.success(), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployed"));
     assert!(stderr.contains("waiting for approval"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
+
+/// The command runs as our uid, but cannot read `latch exec`'s environment (the identity
+/// token) through `/proc/$PPID/environ`. As root, `latch exec` and the command run without
+/// capabilities (CAP_SYS_PTRACE overrides non-dumpability, and a capability-less process may
+/// never inspect a more capable one anyway), as an ordinary user's would.
+#[tokio::test]
+async fn exec_child_cannot_read_the_identity_token_from_the_parent() {
+    use std::os::unix::fs::MetadataExt;
+    let s = TestServer::start().await;
+    let agent = s.agent("806").await;
+    let bin = env!("CARGO_BIN_EXE_latch");
+    let mut c = if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let mut c = tokio::process::Command::new("setpriv");
+        c.args(["--inh-caps=-all", "--bounding-set=-all", bin]);
+        c
+    } else {
+        tokio::process::Command::new(bin)
+    };
+    let out = c
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", &agent)
+        .args([
+            "exec",
+            "--task-purpose",
+            "peek",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "sh",
+            "-c",
+            "grep -c CapEff:.0000000000000000 /proc/self/status; cat /proc/$PPID/environ; echo; \
+             cat /proc/$PPID/cmdline; echo",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(&agent), "token leaked: {stdout}");
+    assert!(!stdout.contains("LATCH_TOKEN"), "{stdout}");
+    assert!(
+        stdout.starts_with("1\n"),
+        "the command ran without capabilities: {stdout}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(!stderr.contains("WARNING: --token"), "{stderr}");
+
+    // `--token-file` works (trimmed); `--token` on the command line draws a warning.
+    let dir = scratch();
+    let f = dir.join("token");
+    std::fs::write(&f, format!("  {agent}\n")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .env("LATCH_SERVER", &s.base)
+        .env_remove("LATCH_TOKEN")
+        .args(["exec", "--token-file"])
+        .arg(&f)
+        .args([
+            "--task-purpose",
+            "p",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "true",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_latch"))
+        .env("LATCH_SERVER", &s.base)
+        .env_remove("LATCH_TOKEN")
+        .args(["exec", "--token", &agent])
+        .args([
+            "--task-purpose",
+            "p",
+            "--request",
+            "ci-cache:read",
+            "--",
+            "true",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("WARNING: --token on the command line"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    s.stop().await;
+}
+
+/// A symlink planted in `--credential-dir` where a credential file would have gone is not
+/// followed: the credential goes into a fresh private subdirectory, and the link's target is
+/// untouched.
+#[tokio::test]
+async fn exec_credential_dir_does_not_follow_a_planted_symlink() {
+    let s = TestServer::start().await;
+    let agent = s.agent("807").await;
+    let dir = scratch();
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "original").unwrap();
+    std::os::unix::fs::symlink(&victim, creds.join("ci-cache")).unwrap();
+    let out = latch(&s, &agent)
+        .current_dir(&dir)
+        .args(["exec", "--task-purpose", "files", "--request", "ci-cache:read"])
+        .arg("--credential-dir")
+        .arg(&creds)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "test ! -L \"$LATCH_CREDENTIAL_FILE_CI_CACHE\" && wc -c < \"$LATCH_CREDENTIAL_FILE_CI_CACHE\"",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.trim().parse::<usize>().unwrap() > 100, "{stdout}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+    assert!(creds.join("ci-cache").is_symlink(), "left alone");
+    // Only the planted link remains: the private subdirectory is gone.
+    assert_eq!(std::fs::read_dir(&creds).unwrap().count(), 1);
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }

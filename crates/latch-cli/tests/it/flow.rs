@@ -635,3 +635,51 @@ async fn rfc7009_revocation_and_explicit_revoke() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn task_environment_must_match_the_identity_environment_claim() {
+    let s = TestServer::start().await;
+    let sandbox = s
+        .dev_token(
+            json!({"kind": "workload", "repository": "acme/payments-api",
+            "git_ref": "refs/heads/main", "environment": "sandbox", "actor": "alice",
+            "run_id": "310", "ttl_secs": 3600}),
+        )
+        .await;
+    let r = s
+        .post(
+            Some(&sandbox),
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "production"}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.code(), Some("task_identity_mismatch"));
+    let msg = r.body["message"].as_str().unwrap_or_default().to_owned()
+        + r.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("production") && msg.contains("sandbox"),
+        "{}",
+        r.body
+    );
+    // The claimed environment itself, in any case, is fine.
+    let r = s
+        .post(
+            Some(&sandbox),
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "Sandbox"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Without an environment claim, policy decides: a production task can be opened.
+    let agent = s.agent("311").await;
+    let r = s
+        .post(
+            Some(&agent),
+            "/v1/tasks",
+            json!({"purpose": "x", "environment": "production"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.stop().await;
+}

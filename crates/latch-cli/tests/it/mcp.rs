@@ -154,6 +154,10 @@ async fn check_full_task(s: &TestServer, o: &Value) {
             .unwrap()
             .contains("production")
     );
+    // The hint never tells an agent to escalate into a more privileged environment.
+    let hint = d["what_would_make_it_allowed"][0].as_str().unwrap();
+    assert!(!hint.contains("open a task with environment"), "{hint}");
+    assert!(hint.contains("ask a human"), "{hint}");
     let r = &o["renewed"];
     assert_eq!(r["status"], "renewed", "{r}");
     let renewed = r["credential"]["value"].as_str().unwrap();
@@ -303,5 +307,137 @@ async fn latch_mcp_refuses_to_start_with_a_bad_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused the token (401)"), "{stderr}");
     assert!(!stderr.contains("not-a-token"), "the token is never echoed");
+    s.stop().await;
+}
+
+/// One JSON-RPC message to `/mcp`; returns status, session id and the JSON answer (plain or
+/// the last `data:` of an SSE stream).
+async fn mcp_post(
+    s: &TestServer,
+    token: &str,
+    session: Option<&str>,
+    origin: Option<&str>,
+    msg: Value,
+) -> (u16, Option<String>, Value, Option<String>) {
+    let mut rb = s
+        .http
+        .post(format!("{}/mcp", s.base))
+        .bearer_auth(token)
+        .header("Accept", "application/json, text/event-stream")
+        .json(&msg);
+    if let Some(id) = session {
+        rb = rb
+            .header("Mcp-Session-Id", id)
+            .header("MCP-Protocol-Version", "2025-06-18");
+    }
+    if let Some(o) = origin {
+        rb = rb.header("Origin", o);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let rid = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .next_back()
+            .unwrap_or(Value::Null)
+    });
+    (status, sid, body, rid)
+}
+
+/// Initializes an MCP session over HTTP; returns its id.
+async fn mcp_session(s: &TestServer, token: &str) -> String {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    let (st, sid, b, _) = mcp_post(s, token, None, None, init).await;
+    assert_eq!(st, 200, "{b}");
+    let sid = sid.expect("Mcp-Session-Id");
+    let (st, _, _, _) = mcp_post(
+        s,
+        token,
+        Some(&sid),
+        None,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert!(st == 202 || st == 200, "{st}");
+    sid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_tool_calls_carry_the_outer_source_ip_into_audit() {
+    let s = TestServer::start().await;
+    let agent = s.agent("905").await;
+    let sid = mcp_session(&s, &agent).await;
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "open_task", "arguments": {"purpose": "mcp source ip", "environment": "sandbox"}}});
+    let (st, _, b, outer_rid) = mcp_post(&s, &agent, Some(&sid), None, call).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["result"].is_object(), "{b}");
+    let opened: Vec<Value> = s
+        .audit("kind=task.opened")
+        .await
+        .into_iter()
+        .filter(|e| e["detail"]["purpose"] == "mcp source ip")
+        .collect();
+    assert_eq!(opened.len(), 1, "the task.opened event");
+    let e = &opened[0];
+    assert_eq!(e["detail"]["auth"]["source_ip"], "127.0.0.1", "{e}");
+    // The in-process call carries the outer `/mcp` request's id.
+    assert_eq!(e["request_id"].as_str(), outer_rid.as_deref(), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_refuses_a_foreign_origin() {
+    let s = TestServer::start().await;
+    let agent = s.agent("906").await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}});
+    for bad in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example:80",
+    ] {
+        let (st, _, _, _) = mcp_post(&s, &agent, None, Some(bad), init.clone()).await;
+        assert_eq!(st, 403, "{bad}");
+    }
+    // No Origin (non-browser clients), or the broker's own.
+    let (st, _, b, _) = mcp_post(&s, &agent, None, Some(&s.base), init.clone()).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, _, b, _) = mcp_post(&s, &agent, None, None, init).await;
+    assert_eq!(st, 200, "{b}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_session_belongs_to_the_workload_that_created_it() {
+    let s = TestServer::start().await;
+    let agent = s.agent("907").await;
+    let other = s.agent("908").await;
+    let sid = mcp_session(&s, &agent).await;
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"});
+    let (st, _, b, _) = mcp_post(&s, &agent, Some(&sid), None, list.clone()).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["result"]["tools"].is_array(), "{b}");
+    // Another workload (here: another run) presenting the session id gets no such session.
+    let (st, _, _, _) = mcp_post(&s, &other, Some(&sid), None, list.clone()).await;
+    assert_eq!(st, 404);
+    // Made-up session ids are not found either.
+    let (st, _, _, _) = mcp_post(&s, &agent, Some("made-up"), None, list).await;
+    assert_eq!(st, 404);
     s.stop().await;
 }

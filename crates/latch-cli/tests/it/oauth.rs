@@ -169,6 +169,8 @@ async fn metadata_and_token_exchange_for_a_task_scoped_token() {
     assert_eq!(r.body["scope"], "read");
     assert_eq!(r.body["expires_in"], 600);
     assert_eq!(r.body["authorization_details"][0]["resource"], "ci-cache");
+    // The granted ttl (the resource's default here), not the (absent) requested one.
+    assert_eq!(r.body["authorization_details"][0]["ttl_secs"], 600);
     assert_eq!(
         r.body["authorization_details"][0]["repository"],
         "acme/payments-api"
@@ -427,6 +429,7 @@ async fn dpop_bound_token_is_useless_when_copied_without_the_key() {
     // The resource requires binding: no proof, no token.
     let (r, _) = token_request(&s, &form, None).await;
     assert_eq!(r.body["latch_code"], "dpop_required", "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_request", "{}", r.body);
     // A proof for another endpoint is refused.
     let now = s.clock.now_unix_secs();
     let wrong = key.proof("POST", &format!("{}/v1/tasks", s.base), now, None, None);
@@ -516,8 +519,13 @@ async fn dpop_bound_token_is_useless_when_copied_without_the_key() {
     assert_eq!(body["lease"]["binding"]["jkt"], key.jkt());
     let rest_tok = body["credential"]["value"].as_str().unwrap();
     assert_eq!(body["credential"]["metadata"]["token_type"], "DPoP");
-    // ci-cache does not require binding, but introspection reports the binding.
-    let i = s.introspect(rest_tok).await;
+    assert_eq!(body["credential"]["kind"], "dpop_token");
+    // ci-cache does not require binding, but a bound token is only active with its proof.
+    assert_eq!(s.introspect(rest_tok).await["active"], false);
+    let url = "https://ci-cache.acme.example/objects/1";
+    let proof = key.proof("GET", url, s.clock.now_unix_secs(), Some(rest_tok), None);
+    let i = introspect_with_proof(&s, rest_tok, &proof, url).await;
+    assert_eq!(i["active"], true, "{i}");
     assert_eq!(i["cnf"]["jkt"], key.jkt());
     s.stop().await;
 }
@@ -555,5 +563,160 @@ async fn dpop_server_nonce_is_required_when_configured() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["token_type"], "DPoP");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn token_exchange_cannot_open_a_task_outside_the_identity_environment() {
+    let s = TestServer::start().await;
+    let sandbox = s
+        .dev_token(
+            json!({"kind": "workload", "repository": "acme/payments-api",
+            "git_ref": "refs/heads/main", "environment": "sandbox", "actor": "alice",
+            "run_id": "720", "ttl_secs": 3600}),
+        )
+        .await;
+    let d = details("payments-db", &["read"], "production");
+    let (r, _) = token_request(
+        &s,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &sandbox),
+            ("subject_token_type", JWT),
+            ("authorization_details", &d),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"], "invalid_request", "{}", r.body);
+    assert_eq!(r.body["latch_code"], "task_identity_mismatch", "{}", r.body);
+    s.stop().await;
+}
+
+/// Unauthenticated callers cannot exhaust nonces or the replay cache: they get no nonce, their
+/// proofs are not even looked at, and nonces are stateless (checked by key and clock alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_nonces_survive_a_flood_of_unauthenticated_token_requests() {
+    let s = TestServer::start_with(dpop_options("[oauth]\ndpop_require_nonce = true\n")).await;
+    let htu = format!("{}/oauth/token", s.base);
+    let now = s.clock.now_unix_secs();
+    let d = details("bound-api", &["read"], "sandbox");
+    // A legitimate client got its nonce before the flood.
+    let agent = s.agent("705").await;
+    let key = DpopKey::generate();
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", agent.as_str()),
+        ("subject_token_type", JWT),
+        ("authorization_details", d.as_str()),
+    ];
+    let (r, nonce) =
+        token_request(&s, &form, Some(&key.proof("POST", &htu, now, None, None))).await;
+    assert_eq!(r.body["error"], "use_dpop_nonce", "{}", r.body);
+    let nonce = nonce.expect("DPoP-Nonce header");
+
+    const FLOOD: usize = 10_000;
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let http = s.http.clone();
+        let htu = htu.clone();
+        let d = d.clone();
+        let attacker = DpopKey::generate();
+        set.spawn(async move {
+            let mut nonces = 0;
+            for _ in 0..FLOOD / 8 {
+                let r = http
+                    .post(&htu)
+                    .header("DPoP", attacker.proof("POST", &htu, now, None, None))
+                    .form(&[
+                        ("grant_type", EXCHANGE),
+                        ("subject_token", "not-a-token"),
+                        ("subject_token_type", JWT),
+                        ("authorization_details", d.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 400, "worker {w}");
+                nonces += usize::from(r.headers().contains_key("dpop-nonce"));
+            }
+            nonces
+        });
+    }
+    let mut handed_out = 0;
+    while let Some(n) = set.join_next().await {
+        handed_out += n.unwrap();
+    }
+    assert_eq!(handed_out, 0, "unauthenticated callers get no nonces");
+
+    let (r, _) = token_request(
+        &s,
+        &form,
+        Some(&key.proof("POST", &htu, now, None, Some(&nonce))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["token_type"], "DPoP");
+    s.stop().await;
+}
+
+/// A DPoP-bound token introspects as inactive without a relayed proof; a proof needs `htm`
+/// and `htu`; relayed proofs are exempt from the token endpoint's nonce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_of_a_bound_token_needs_a_complete_relayed_proof() {
+    let s = TestServer::start_with(dpop_options("[oauth]\ndpop_require_nonce = true\n")).await;
+    let agent = s.agent("706").await;
+    let key = DpopKey::generate();
+    let d = details("bound-api", &["read"], "sandbox");
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", agent.as_str()),
+        ("subject_token_type", JWT),
+        ("authorization_details", d.as_str()),
+    ];
+    let htu = format!("{}/oauth/token", s.base);
+    let now = s.clock.now_unix_secs();
+    let (_, nonce) =
+        token_request(&s, &form, Some(&key.proof("POST", &htu, now, None, None))).await;
+    let nonce = nonce.expect("nonce");
+    let (r, _) = token_request(
+        &s,
+        &form,
+        Some(&key.proof("POST", &htu, now, None, Some(&nonce))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let tok = r.body["access_token"].as_str().unwrap().to_owned();
+    // No proof: inactive.
+    assert_eq!(s.introspect(&tok).await["active"], false);
+    // A proof without htm/htu: refused as a malformed request.
+    let api = "https://bound-api.acme.example/things";
+    let proof = key.proof("GET", api, now, Some(&tok), None);
+    for missing in ["htm", "htu"] {
+        let mut f = vec![("token", tok.as_str()), ("dpop_proof", proof.as_str())];
+        if missing != "htm" {
+            f.push(("htm", "GET"));
+        }
+        if missing != "htu" {
+            f.push(("htu", api));
+        }
+        let r = s
+            .http
+            .post(format!("{}/v1/oauth/introspect", s.base))
+            .basic_auth(
+                latch_server::examples::DEMO_CLIENT_ID,
+                Some(latch_server::examples::DEMO_CLIENT_SECRET),
+            )
+            .form(&f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "without {missing}");
+    }
+    // The complete relayed proof, without a nonce even though the token endpoint needs one.
+    let i = introspect_with_proof(&s, &tok, &proof, api).await;
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["cnf"]["jkt"], key.jkt());
     s.stop().await;
 }
