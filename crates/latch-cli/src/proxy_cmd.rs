@@ -128,7 +128,10 @@ pub fn path_template(path: &str) -> String {
                 && (seg.bytes().all(|b| b.is_ascii_digit())
                     || (seg.len() >= 16
                         && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-                    || (seg.len() >= 8 && digits * 3 >= seg.len()));
+                    || (seg.len() >= 8 && digits * 3 >= seg.len())
+                    || (seg.len() >= 16
+                        && digits > 0
+                        && seg.bytes().any(|b| b.is_ascii_alphabetic())));
             if variable { "{id}" } else { seg }
         })
         .collect::<Vec<_>>()
@@ -190,10 +193,43 @@ async fn record(
     }
 }
 
+/// The request path with `%2e`/`%2E` decoded and `.`/`..` segments resolved, as the upstream
+/// would see it. `None` (refused) for an encoded `/` or `\`, a `\`, or `..` above the root.
+pub fn normalize_path(raw: &str) -> Option<String> {
+    let lower = raw.to_ascii_lowercase();
+    if !raw.starts_with('/') || raw.contains('\\') || lower.contains("%2f") || lower.contains("%5c")
+    {
+        return None;
+    }
+    let decoded = raw.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = decoded[1..].split('/').collect();
+    let mut trailing = false;
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => trailing = last,
+            ".." => {
+                out.pop()?;
+                trailing = last;
+            }
+            s => {
+                out.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut path = format!("/{}", out.join("/"));
+    if trailing && !path.ends_with('/') {
+        path.push('/');
+    }
+    Some(path)
+}
+
 async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let raw_path = req.uri().path().to_owned();
     if p.stopped.load(Ordering::SeqCst) {
         return deny(StatusCode::SERVICE_UNAVAILABLE, "the task has ended");
     }
@@ -203,6 +239,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             "CONNECT tunnels cannot carry an injected credential; use http:// URLs",
         );
     }
+    // Rules are checked against (and the upstream gets) the normalised path, never the raw one.
+    let Some(path) = normalize_path(&raw_path) else {
+        record(&p, &method, "/{refused}", 403, (0, 0), started, "denied").await;
+        return deny(
+            StatusCode::FORBIDDEN,
+            "path refused (encoded slash, backslash or .. above the root)",
+        );
+    };
     // Absolute-form (HTTP_PROXY): only the configured upstream host.
     if let Some(auth) = req.uri().authority()
         && Some(auth.host()) != p.upstream.host_str()
@@ -437,6 +481,15 @@ mod tests {
             "/v1/runs/{id}/logs"
         );
         assert_eq!(path_template("/v1/orders"), "/v1/orders");
+        assert_eq!(
+            path_template("/v1/files/abcdefghijklmnop1qrs"),
+            "/v1/files/{id}"
+        );
+        assert_eq!(
+            path_template("/v1/sessions/Zq9xLmRtYuIoPaSd"),
+            "/v1/sessions/{id}"
+        );
+        assert_eq!(path_template("/v1/organizations"), "/v1/organizations");
         assert_eq!(path_template("/"), "/");
     }
 
@@ -450,5 +503,25 @@ mod tests {
         assert!(any.matches(&Method::DELETE, "/health"));
         assert!(!any.matches(&Method::DELETE, "/health/x"));
         assert!(Rule::parse("GET/x").is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised_before_the_rules() {
+        let n = |s: &str| normalize_path(s);
+        assert_eq!(n("/v1/orders/../admin").as_deref(), Some("/v1/admin"));
+        assert_eq!(
+            n("/v1/orders/%2E%2E/%2e%2e/secret").as_deref(),
+            Some("/secret")
+        );
+        assert_eq!(n("/v1/./orders/.").as_deref(), Some("/v1/orders/"));
+        assert_eq!(n("/v1/orders/1").as_deref(), Some("/v1/orders/1"));
+        assert_eq!(n("/").as_deref(), Some("/"));
+        assert_eq!(n("/v1/orders/"), Some("/v1/orders/".into()));
+        assert_eq!(n("/../x"), None);
+        assert_eq!(n("/v1/orders%2f..%2fadmin"), None);
+        assert_eq!(n("/v1/orders/..%5cadmin"), None);
+        assert_eq!(n("/v1\\x"), None);
+        let r = Rule::parse("GET:/v1/orders/*").unwrap();
+        assert!(!r.matches(&Method::GET, &n("/v1/orders/../admin").unwrap()));
     }
 }

@@ -175,3 +175,101 @@ async fn proxy_injects_the_credential_the_agent_never_holds_and_stops_with_the_t
     assert!(http.get(format!("{base}/v1/orders")).send().await.is_err());
     s.stop().await;
 }
+
+/// An upstream that records the path of each request.
+async fn path_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let s2 = s2.clone();
+        async move {
+            s2.lock().unwrap().push(uri.path().to_owned());
+            axum::Json(json!({"ok": true}))
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+/// Sends `GET <raw path>` as written (no client-side dot resolution); returns the status.
+async fn raw_get(port: u16, raw: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    c.write_all(
+        format!("GET {raw} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf);
+    head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_refuses_dot_segment_paths_that_escape_the_rules() {
+    let s = TestServer::start_with(TestOptions {
+        extra_config: "\n[[proxy.rules]]\nresource = \"ci-cache\"\nallow = [\"GET:/v1/orders*\"]\n"
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let harness = s.agent("proxy-dots").await;
+    let task = s.open_task(&harness, "sandbox", 1800).await;
+    let (up, seen) = path_upstream().await;
+    let port = free_port();
+    let mut proxy = Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args([
+            "proxy",
+            "--task",
+            &task,
+            "--resource",
+            "ci-cache",
+            "--upstream",
+            &up,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--poll", "200ms"])
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", &harness)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "proxy did not start");
+    assert_eq!(raw_get(port, "/v1/orders/1").await, 200);
+    for bad in [
+        "/v1/orders/%2E%2E/%2e%2e/secret",
+        "/v1/orders/../admin",
+        "/v1/orders/%2e%2e/admin",
+        "/v1/orders%2f..%2fadmin",
+        "/v1/orders/../../../etc",
+    ] {
+        assert_eq!(raw_get(port, bad).await, 403, "{bad}");
+    }
+    // A dot path that stays inside the rules is forwarded normalised.
+    assert_eq!(raw_get(port, "/v1/orders/x/../2").await, 200);
+    let paths = seen.lock().unwrap().clone();
+    assert_eq!(
+        paths,
+        ["/v1/orders/1", "/v1/orders/2"],
+        "upstream saw only allowed paths"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    s.stop().await;
+}
