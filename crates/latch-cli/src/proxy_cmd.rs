@@ -9,7 +9,9 @@
 //! paths outside the resource's `[[proxy.rules]]` (from the broker) or the `--allow` flags, are
 //! refused (403). Each call is recorded as a `tool.used`
 //! event (method, host, path template, status, bytes, duration; never bodies, headers or
-//! secrets). The proxy polls its task and stops serving the moment the task is no longer open.
+//! secrets). The proxy polls its task and stops serving (fails closed) the moment the task is no
+//! longer open, its lease is no longer active, its workload token is refused (401/403), or three
+//! checks in a row fail.
 //!
 //! HTTPS `CONNECT` tunnels are refused: a tunnelled request cannot have a credential injected.
 
@@ -350,6 +352,50 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     r
 }
 
+/// Consecutive failed task checks after which the proxy stops serving (fails closed).
+const MAX_POLL_FAILURES: u32 = 3;
+
+enum Poll {
+    Serving,
+    Failed(String),
+    Stop(String),
+}
+
+/// One check that the proxy may keep serving: its workload token is still accepted, the task is
+/// open and the lease whose credential it injects is active.
+async fn poll_once(p: &Proxy) -> Poll {
+    let t = match p.broker.get(&format!("/v1/tasks/{}", p.task)).await {
+        Ok(a) => a,
+        Err(e) => return Poll::Failed(e),
+    };
+    match t.status {
+        401 | 403 => return Poll::Stop(format!("workload token refused ({})", t.error_line())),
+        404 => return Poll::Stop("task not found".into()),
+        _ if !t.ok() => return Poll::Failed(t.error_line()),
+        _ if t.body["state"] != "open" => return Poll::Stop("task is no longer open".into()),
+        _ => {}
+    }
+    let l = match p.broker.get(&format!("/v1/tasks/{}/leases", p.task)).await {
+        Ok(a) => a,
+        Err(e) => return Poll::Failed(e),
+    };
+    match l.status {
+        401 | 403 => Poll::Stop(format!("workload token refused ({})", l.error_line())),
+        _ if !l.ok() => Poll::Failed(l.error_line()),
+        _ => {
+            let active = l.body.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["id"] == p.lease.as_str() && x["state"] == "active")
+            });
+            if active {
+                Poll::Serving
+            } else {
+                Poll::Stop(format!("lease {} is no longer active", p.lease))
+            }
+        }
+    }
+}
+
 /// Runs `latch proxy` until the task ends (exit 0) or an error occurs.
 ///
 /// # Errors
@@ -445,20 +491,30 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
     let watcher = proxy.clone();
     let poll = args.poll;
     let ended = async move {
+        let mut failures = 0u32;
         loop {
             tokio::time::sleep(poll).await;
-            if let Ok(a) = watcher
-                .broker
-                .get(&format!("/v1/tasks/{}", watcher.task))
-                .await
-                && (a.status == 404 || (a.ok() && a.body["state"] != "open"))
-            {
-                watcher.stopped.store(true, Ordering::SeqCst);
-                println!(
-                    "latch proxy: task {} is no longer open; stopping",
-                    watcher.task
-                );
-                return;
+            match poll_once(&watcher).await {
+                Poll::Serving => failures = 0,
+                Poll::Failed(why) => {
+                    failures += 1;
+                    eprintln!(
+                        "latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {why}"
+                    );
+                    if failures >= MAX_POLL_FAILURES {
+                        watcher.stopped.store(true, Ordering::SeqCst);
+                        println!(
+                            "latch proxy: cannot confirm task {} is open; stopping",
+                            watcher.task
+                        );
+                        return;
+                    }
+                }
+                Poll::Stop(why) => {
+                    watcher.stopped.store(true, Ordering::SeqCst);
+                    println!("latch proxy: task {}: {why}; stopping", watcher.task);
+                    return;
+                }
             }
         }
     };

@@ -273,3 +273,108 @@ async fn proxy_refuses_dot_segment_paths_that_escape_the_rules() {
     let _ = proxy.wait();
     s.stop().await;
 }
+
+/// Starts `latch proxy` for `task` and waits until it listens; returns it and its port.
+async fn spawn_proxy(
+    s: &TestServer,
+    harness: &str,
+    task: &str,
+    up: &str,
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args([
+            "proxy",
+            "--task",
+            task,
+            "--resource",
+            "ci-cache",
+            "--upstream",
+            up,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--poll", "100ms"])
+        .env("LATCH_SERVER", &s.base)
+        .env("LATCH_TOKEN", harness)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (child, port);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("proxy did not start");
+}
+
+/// Waits for the proxy to exit; kills it and fails otherwise. Returns its stdout.
+async fn exits(mut child: std::process::Child, why: &str) -> String {
+    let mut exited = false;
+    for _ in 0..50 {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(exited, "proxy keeps serving after {why}: {stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_fails_closed_on_revoked_lease_expired_token_or_unreachable_broker() {
+    let s = TestServer::start().await;
+    let (up, _seen) = upstream().await;
+
+    // The lease whose credential the proxy injects is revoked: the proxy stops.
+    let harness = s.agent("proxy-lease").await;
+    let task = s.open_task(&harness, "sandbox", 1800).await;
+    let (proxy, port) = spawn_proxy(&s, &harness, &task, &up).await;
+    let leases = s
+        .get(Some(&harness), &format!("/v1/tasks/{task}/leases"))
+        .await;
+    let lease = leases.body[0]["id"].as_str().unwrap().to_owned();
+    let r = s
+        .post(
+            Some(&harness),
+            &format!("/v1/leases/{lease}/revoke"),
+            json!({}),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let out = exits(proxy, "its lease was revoked").await;
+    assert!(out.contains("no longer active"), "{out}");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
+
+    // The harness's workload token expires while the task is still open: the proxy stops.
+    let short = s
+        .dev_token(json!({"kind": "workload", "repository": "acme/payments-api",
+            "git_ref": "refs/heads/main", "actor": "alice", "run_id": "proxy-exp", "ttl_secs": 120}))
+        .await;
+    let task = s.open_task(&short, "sandbox", 1800).await;
+    let (proxy, _) = spawn_proxy(&s, &short, &task, &up).await;
+    s.clock.advance(600);
+    let out = exits(proxy, "its workload token expired").await;
+    assert!(out.contains("workload token refused"), "{out}");
+
+    // The broker becomes unreachable: after a few failed checks the proxy stops.
+    let harness = s.agent("proxy-down").await;
+    let task = s.open_task(&harness, "sandbox", 1800).await;
+    let (proxy, _) = spawn_proxy(&s, &harness, &task, &up).await;
+    s.stop().await;
+    let out = exits(proxy, "the broker became unreachable").await;
+    assert!(out.contains("cannot confirm task"), "{out}");
+}
