@@ -49,9 +49,12 @@ pub struct ProxyArgs {
     /// Upstream base URL, e.g. `https://api.internal`.
     #[arg(long)]
     pub upstream: String,
-    /// Address to listen on (loopback).
+    /// Address to listen on; loopback only unless `--allow-remote`.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: String,
+    /// Allow a non-loopback `--listen` address (anyone who can reach it uses the credential).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// How to inject: `bearer` (default), `header:<name>`, or `basic:<user>` (credential as the
     /// password).
     #[arg(long, default_value = "bearer")]
@@ -418,6 +421,17 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
         Some(("basic", user)) if !user.contains(':') => Inject::Basic(user.to_owned()),
         _ => return Err("--inject must be bearer, header:<name> or basic:<user>".into()),
     };
+    // Anyone who can reach the proxy acts with the credential: loopback unless asked otherwise.
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?
+        .collect();
+    if !args.allow_remote && (addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback())) {
+        return Err(format!(
+            "--listen {} is not a loopback address; add --allow-remote to expose the proxy",
+            args.listen
+        ));
+    }
     let rules = args
         .allow
         .iter()

@@ -563,3 +563,40 @@ async fn leak_of_a_dead_credential_does_not_cancel_its_task() {
     assert_eq!(ev[0]["outcome"], "inactive", "{ev:?}");
     s.stop().await;
 }
+
+#[test]
+fn leak_cli_scan_follows_named_symlinks_reads_fifos_and_reports_skipped_inputs() {
+    let dir = std::env::temp_dir().join(format!("latch-scan-inputs-{}", suffix()));
+    std::fs::create_dir_all(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("secret.log"), format!("key={AWS}\n")).unwrap();
+    std::fs::write(dir.join("tree/clean.txt"), "nothing here\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.log"), dir.join("link.log")).unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.log"), dir.join("tree/inner-link")).unwrap();
+    let latch = env!("CARGO_BIN_EXE_latch");
+    let run = |args: &[&str]| {
+        Command::new(latch)
+            .args(["scan", "--offline"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A symlink named on the command line is followed.
+    let link = dir.join("link.log");
+    let out = run(&[link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aws_access_token"));
+    // Process substitution (a pipe) is read.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{latch} scan --offline <(printf 'key={AWS}\\n')"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    // A symlink inside a directory is skipped, reported, and the scan does not pass silently.
+    let tree = dir.join("tree");
+    let out = run(&[tree.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("inner-link: skipped"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -378,3 +378,25 @@ async fn proxy_fails_closed_on_revoked_lease_expired_token_or_unreachable_broker
     let out = exits(proxy, "the broker became unreachable").await;
     assert!(out.contains("cannot confirm task"), "{out}");
 }
+
+#[test]
+fn proxy_refuses_a_non_loopback_listen_address() {
+    let out = Command::new(env!("CARGO_BIN_EXE_latch"))
+        .args([
+            "proxy",
+            "--task",
+            "t",
+            "--resource",
+            "ci-cache",
+            "--upstream",
+            "http://up.example",
+        ])
+        .args(["--listen", "0.0.0.0:0"])
+        .env("LATCH_SERVER", "http://127.0.0.1:9")
+        .env("LATCH_TOKEN", "x")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+}
