@@ -282,7 +282,7 @@ async fn spawn_proxy(
     up: &str,
 ) -> (std::process::Child, u16) {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_latch"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latch"))
         .args([
             "proxy",
             "--task",
@@ -308,6 +308,8 @@ async fn spawn_proxy(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("proxy did not start");
 }
 
