@@ -9,7 +9,9 @@
 //! paths outside the resource's `[[proxy.rules]]` (from the broker) or the `--allow` flags, are
 //! refused (403). Each call is recorded as a `tool.used`
 //! event (method, host, path template, status, bytes, duration; never bodies, headers or
-//! secrets). The proxy polls its task and stops serving the moment the task is no longer open.
+//! secrets). The proxy polls its task and stops serving (fails closed) the moment the task is no
+//! longer open, its lease is no longer active, its workload token is refused (401/403), or three
+//! checks in a row fail.
 //!
 //! HTTPS `CONNECT` tunnels are refused: a tunnelled request cannot have a credential injected.
 
@@ -47,9 +49,12 @@ pub struct ProxyArgs {
     /// Upstream base URL, e.g. `https://api.internal`.
     #[arg(long)]
     pub upstream: String,
-    /// Address to listen on (loopback).
+    /// Address to listen on; loopback only unless `--allow-remote`.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: String,
+    /// Allow a non-loopback `--listen` address (anyone who can reach it uses the credential).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// How to inject: `bearer` (default), `header:<name>`, or `basic:<user>` (credential as the
     /// password).
     #[arg(long, default_value = "bearer")]
@@ -128,7 +133,10 @@ pub fn path_template(path: &str) -> String {
                 && (seg.bytes().all(|b| b.is_ascii_digit())
                     || (seg.len() >= 16
                         && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-                    || (seg.len() >= 8 && digits * 3 >= seg.len()));
+                    || (seg.len() >= 8 && digits * 3 >= seg.len())
+                    || (seg.len() >= 16
+                        && digits > 0
+                        && seg.bytes().any(|b| b.is_ascii_alphabetic())));
             if variable { "{id}" } else { seg }
         })
         .collect::<Vec<_>>()
@@ -190,10 +198,43 @@ async fn record(
     }
 }
 
+/// The request path with `%2e`/`%2E` decoded and `.`/`..` segments resolved, as the upstream
+/// would see it. `None` (refused) for an encoded `/` or `\`, a `\`, or `..` above the root.
+pub fn normalize_path(raw: &str) -> Option<String> {
+    let lower = raw.to_ascii_lowercase();
+    if !raw.starts_with('/') || raw.contains('\\') || lower.contains("%2f") || lower.contains("%5c")
+    {
+        return None;
+    }
+    let decoded = raw.replace("%2e", ".").replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = decoded[1..].split('/').collect();
+    let mut trailing = false;
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *seg {
+            "." => trailing = last,
+            ".." => {
+                out.pop()?;
+                trailing = last;
+            }
+            s => {
+                out.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut path = format!("/{}", out.join("/"));
+    if trailing && !path.ends_with('/') {
+        path.push('/');
+    }
+    Some(path)
+}
+
 async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let raw_path = req.uri().path().to_owned();
     if p.stopped.load(Ordering::SeqCst) {
         return deny(StatusCode::SERVICE_UNAVAILABLE, "the task has ended");
     }
@@ -203,6 +244,14 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
             "CONNECT tunnels cannot carry an injected credential; use http:// URLs",
         );
     }
+    // Rules are checked against (and the upstream gets) the normalised path, never the raw one.
+    let Some(path) = normalize_path(&raw_path) else {
+        record(&p, &method, "/{refused}", 403, (0, 0), started, "denied").await;
+        return deny(
+            StatusCode::FORBIDDEN,
+            "path refused (encoded slash, backslash or .. above the root)",
+        );
+    };
     // Absolute-form (HTTP_PROXY): only the configured upstream host.
     if let Some(auth) = req.uri().authority()
         && Some(auth.host()) != p.upstream.host_str()
@@ -306,6 +355,50 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     r
 }
 
+/// Consecutive failed task checks after which the proxy stops serving (fails closed).
+const MAX_POLL_FAILURES: u32 = 3;
+
+enum Poll {
+    Serving,
+    Failed(String),
+    Stop(String),
+}
+
+/// One check that the proxy may keep serving: its workload token is still accepted, the task is
+/// open and the lease whose credential it injects is active.
+async fn poll_once(p: &Proxy) -> Poll {
+    let t = match p.broker.get(&format!("/v1/tasks/{}", p.task)).await {
+        Ok(a) => a,
+        Err(e) => return Poll::Failed(e),
+    };
+    match t.status {
+        401 | 403 => return Poll::Stop(format!("workload token refused ({})", t.error_line())),
+        404 => return Poll::Stop("task not found".into()),
+        _ if !t.ok() => return Poll::Failed(t.error_line()),
+        _ if t.body["state"] != "open" => return Poll::Stop("task is no longer open".into()),
+        _ => {}
+    }
+    let l = match p.broker.get(&format!("/v1/tasks/{}/leases", p.task)).await {
+        Ok(a) => a,
+        Err(e) => return Poll::Failed(e),
+    };
+    match l.status {
+        401 | 403 => Poll::Stop(format!("workload token refused ({})", l.error_line())),
+        _ if !l.ok() => Poll::Failed(l.error_line()),
+        _ => {
+            let active = l.body.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["id"] == p.lease.as_str() && x["state"] == "active")
+            });
+            if active {
+                Poll::Serving
+            } else {
+                Poll::Stop(format!("lease {} is no longer active", p.lease))
+            }
+        }
+    }
+}
+
 /// Runs `latch proxy` until the task ends (exit 0) or an error occurs.
 ///
 /// # Errors
@@ -328,6 +421,17 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
         Some(("basic", user)) if !user.contains(':') => Inject::Basic(user.to_owned()),
         _ => return Err("--inject must be bearer, header:<name> or basic:<user>".into()),
     };
+    // Anyone who can reach the proxy acts with the credential: loopback unless asked otherwise.
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?
+        .collect();
+    if !args.allow_remote && (addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback())) {
+        return Err(format!(
+            "--listen {} is not a loopback address; add --allow-remote to expose the proxy",
+            args.listen
+        ));
+    }
     let rules = args
         .allow
         .iter()
@@ -401,20 +505,30 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
     let watcher = proxy.clone();
     let poll = args.poll;
     let ended = async move {
+        let mut failures = 0u32;
         loop {
             tokio::time::sleep(poll).await;
-            if let Ok(a) = watcher
-                .broker
-                .get(&format!("/v1/tasks/{}", watcher.task))
-                .await
-                && (a.status == 404 || (a.ok() && a.body["state"] != "open"))
-            {
-                watcher.stopped.store(true, Ordering::SeqCst);
-                println!(
-                    "latch proxy: task {} is no longer open; stopping",
-                    watcher.task
-                );
-                return;
+            match poll_once(&watcher).await {
+                Poll::Serving => failures = 0,
+                Poll::Failed(why) => {
+                    failures += 1;
+                    eprintln!(
+                        "latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {why}"
+                    );
+                    if failures >= MAX_POLL_FAILURES {
+                        watcher.stopped.store(true, Ordering::SeqCst);
+                        println!(
+                            "latch proxy: cannot confirm task {} is open; stopping",
+                            watcher.task
+                        );
+                        return;
+                    }
+                }
+                Poll::Stop(why) => {
+                    watcher.stopped.store(true, Ordering::SeqCst);
+                    println!("latch proxy: task {}: {why}; stopping", watcher.task);
+                    return;
+                }
             }
         }
     };
@@ -437,6 +551,15 @@ mod tests {
             "/v1/runs/{id}/logs"
         );
         assert_eq!(path_template("/v1/orders"), "/v1/orders");
+        assert_eq!(
+            path_template("/v1/files/abcdefghijklmnop1qrs"),
+            "/v1/files/{id}"
+        );
+        assert_eq!(
+            path_template("/v1/sessions/Zq9xLmRtYuIoPaSd"),
+            "/v1/sessions/{id}"
+        );
+        assert_eq!(path_template("/v1/organizations"), "/v1/organizations");
         assert_eq!(path_template("/"), "/");
     }
 
@@ -450,5 +573,25 @@ mod tests {
         assert!(any.matches(&Method::DELETE, "/health"));
         assert!(!any.matches(&Method::DELETE, "/health/x"));
         assert!(Rule::parse("GET/x").is_err());
+    }
+
+    #[test]
+    fn paths_are_normalised_before_the_rules() {
+        let n = |s: &str| normalize_path(s);
+        assert_eq!(n("/v1/orders/../admin").as_deref(), Some("/v1/admin"));
+        assert_eq!(
+            n("/v1/orders/%2E%2E/%2e%2e/secret").as_deref(),
+            Some("/secret")
+        );
+        assert_eq!(n("/v1/./orders/.").as_deref(), Some("/v1/orders/"));
+        assert_eq!(n("/v1/orders/1").as_deref(), Some("/v1/orders/1"));
+        assert_eq!(n("/").as_deref(), Some("/"));
+        assert_eq!(n("/v1/orders/"), Some("/v1/orders/".into()));
+        assert_eq!(n("/../x"), None);
+        assert_eq!(n("/v1/orders%2f..%2fadmin"), None);
+        assert_eq!(n("/v1/orders/..%5cadmin"), None);
+        assert_eq!(n("/v1\\x"), None);
+        let r = Rule::parse("GET:/v1/orders/*").unwrap();
+        assert!(!r.matches(&Method::GET, &n("/v1/orders/../admin").unwrap()));
     }
 }

@@ -8,7 +8,11 @@
 //! keyed HMAC, revokes live ones and records `leak.detected` audit events. `--offline` skips
 //! that step.
 //!
-//! Exit codes: 0 no finding; 7 at least one finding (CI fails the job); 1 error.
+//! Symlinks, FIFOs and process substitutions named on the command line are read; inside
+//! directories, symlinks and special files are skipped and reported.
+//!
+//! Exit codes: 0 no finding; 7 at least one finding (CI fails the job); 1 error, or an input
+//! skipped (not scanned) without findings elsewhere.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -45,10 +49,26 @@ struct Report {
     response: Option<Value>,
 }
 
-fn files_under(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    if meta.is_dir() {
-        if p.file_name().is_some_and(|n| n == ".git") {
+/// Collects the inputs under `p`. A path given on the command line (`top`) is followed if it is
+/// a symlink and read if it is a FIFO or character device (`<(cmd)`, `/dev/stdin`); inside
+/// directories only regular files and directories are read. Anything else is added to
+/// `skipped` (reported, and the scan exits 1 unless it found secrets).
+fn files_under(
+    p: &Path,
+    top: bool,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<String>,
+) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = if top {
+        std::fs::metadata(p)
+    } else {
+        std::fs::symlink_metadata(p)
+    }
+    .map_err(|e| format!("{}: {e}", p.display()))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        if !top && p.file_name().is_some_and(|n| n == ".git") {
             return Ok(());
         }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
@@ -57,10 +77,21 @@ fn files_under(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
             .collect();
         entries.sort();
         for e in entries {
-            files_under(&e, out)?;
+            files_under(&e, false, out, skipped)?;
         }
-    } else if meta.is_file() {
+    } else if ft.is_file() || (top && (ft.is_fifo() || ft.is_char_device())) {
         out.push(p.to_path_buf());
+    } else {
+        let what = if ft.is_symlink() {
+            "symlink (pass its target to scan it)"
+        } else if ft.is_fifo() {
+            "FIFO"
+        } else if ft.is_socket() {
+            "socket"
+        } else {
+            "not a regular file"
+        };
+        skipped.push(format!("{}: skipped: {what}", p.display()));
     }
     Ok(())
 }
@@ -137,9 +168,10 @@ pub async fn run(
     if stdin_mode {
         inputs.push(None);
     }
+    let mut skipped = Vec::new();
     for p in args.paths.iter().filter(|p| p.as_os_str() != "-") {
         let mut files = Vec::new();
-        files_under(p, &mut files)?;
+        files_under(p, true, &mut files, &mut skipped)?;
         inputs.extend(files.into_iter().map(Some));
     }
     // Only JWTs signed with one of the broker's keys are sent to it: other JWTs (a CI's OIDC
@@ -201,6 +233,14 @@ pub async fn run(
         if args.redact {
             match &input {
                 None => redacted_stdin = Some(redact(&data, &findings)),
+                Some(p)
+                    if !findings.is_empty() && !std::fs::metadata(p).is_ok_and(|m| m.is_file()) =>
+                {
+                    eprintln!(
+                        "latch scan: {}: not a regular file, not redacted",
+                        p.display()
+                    );
+                }
                 Some(p) if !findings.is_empty() => {
                     std::fs::write(p, redact(&data, &findings))
                         .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -236,9 +276,18 @@ pub async fn run(
     } else {
         print!("{report_text}");
     }
-    Ok(if reports.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    for s in &skipped {
+        eprintln!("latch scan: {s}");
+    }
+    Ok(if !reports.is_empty() {
         ExitCode::from(EXIT_FINDINGS)
+    } else if !skipped.is_empty() {
+        eprintln!(
+            "latch scan: {} input(s) skipped, not scanned",
+            skipped.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }

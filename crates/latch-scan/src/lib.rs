@@ -201,11 +201,28 @@ impl Scanner {
             id: LATCH_RULE.into(),
             kind: String::new(),
             family: Family::Latch,
-            regex: compile(LATCH_RULE, r"\bltc(?:pg|rd|sk)_[0-9A-Za-z]{49}\b")?,
+            // No word boundary before (`MY_SECRET_ltcsk_…`, `\\nltc…`, `%3Dltc…`, ANSI codes);
+            // the byte after is checked in `run_rule`, the checksum removes look-alikes.
+            regex: compile(LATCH_RULE, r"ltc(?:pg|rd|sk)_[0-9A-Za-z]{49}")?,
             entropy: None,
             allow: vec![],
         }];
         let mut keywords: Vec<(String, usize)> = vec![("ltc".into(), 0)];
+        // JWTs (the broker's access tokens among them) without gitleaks' terminator: a token
+        // followed by `,` `)` `&` `.` `|` `}` `]` `:` `<` is still found. Look-alikes are
+        // removed by decoding (JSON header with `alg`) and, for Latch's, by the broker's JWKS.
+        rules.push(Rule {
+            id: "jwt".into(),
+            kind: "jwt".into(),
+            family: Family::Jwt,
+            regex: compile(
+                "jwt",
+                r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",
+            )?,
+            entropy: None,
+            allow: vec![],
+        });
+        keywords.push(("eyj".into(), rules.len() - 1));
         rules.push(Rule {
             id: CONNECTION_STRING_RULE.into(),
             kind: "connection_string_password".into(),
@@ -222,6 +239,9 @@ impl Scanner {
         });
         keywords.extend(["://"].into_iter().map(|k| (k.to_owned(), rules.len() - 1)));
         for r in file.rules {
+            if r.id == "jwt" {
+                continue; // replaced by the rule above
+            }
             let idx = rules.len();
             let family = if r.id == "jwt" {
                 Family::Jwt
@@ -341,6 +361,9 @@ impl Scanner {
             }
             let (kind, jwt) = match rule.family {
                 Family::Latch => {
+                    if input.get(m.end()).is_some_and(u8::is_ascii_alphanumeric) {
+                        continue; // part of a longer token
+                    }
                     let Some(k) = std::str::from_utf8(secret)
                         .ok()
                         .and_then(credential_format::parse)

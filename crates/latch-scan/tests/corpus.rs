@@ -248,3 +248,42 @@ proptest! {
         prop_assert_eq!(out, format!("{prefix} [redacted:latch_postgres_password] {suffix}"));
     }
 }
+
+/// Latch's own credentials are found in ordinary contexts with no word boundary around them.
+#[test]
+fn latch_credentials_found_without_word_boundaries() {
+    let s = Scanner::new();
+    let t = jwt("https://latch.example");
+    let sk = credential_format::generate(CredentialKind::Secret)
+        .unwrap()
+        .to_string();
+    let pg = credential_format::generate(CredentialKind::Postgres)
+        .unwrap()
+        .to_string();
+    let cases = [
+        (format!(r#"{{"msg":"token:\n{pg}\nend"}}"#), pg.clone()),
+        (format!("\x1b[32m{pg}\x1b[0m"), pg.clone()),
+        (format!("\x1b[1;31m{t}\x1b[0m"), t.clone()),
+        (format!("GET /x?access_token={t}&page=2"), t.clone()),
+        (format!("[{t}, {t}]"), t.clone()),
+        (
+            format!("f({t}) | {t}. <{t}> {{\"a\":{t}}} x:{t}:y"),
+            t.clone(),
+        ),
+        (format!("[link](https://x.example/cb?token={t})"), t.clone()),
+        (format!("MY_SECRET_{sk}"), sk.clone()),
+        (format!("password%3D{sk}%26x"), sk.clone()),
+        (format!("id42{sk}"), sk.clone()),
+        (format!("\\n{sk}"), sk.clone()),
+    ];
+    for (input, secret) in cases {
+        let f = s.scan(input.as_bytes());
+        assert!(
+            f.iter()
+                .any(|f| f.is_latch_candidate() && f.secret(input.as_bytes()) == secret.as_bytes()),
+            "missed in {input:?}: {f:?}"
+        );
+    }
+    // A longer alphanumeric run is not a credential.
+    assert!(s.scan(format!("{sk}X").as_bytes()).is_empty());
+}

@@ -3,8 +3,10 @@
 //! Any authenticated caller (workload or human) may submit up to `[scan] max_bytes` of text.
 //! Every finding is reported by location and kind, never by value. Latch credentials found are
 //! answered by [`Broker::respond_to_leak`](latch_core::Broker::respond_to_leak) (revoked at once,
-//! with `on_leak = "task"` their whole task too) and third-party secrets are recorded, both as
-//! `leak.detected` audit events.
+//! with `on_leak = "task"` their whole task too when the leaked credential was live), each as a
+//! `leak.detected` audit event; every Latch candidate in the text is checked (no cap below
+//! `max_bytes`; a value repeated is checked once). Third-party secrets are collapsed into at most
+//! one `leak.detected` event per request.
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,8 +23,6 @@ use utoipa::ToSchema;
 
 use crate::api::{ApiJson, AppError, AppState, ErrorBody, ReqMeta};
 
-/// Latch candidates (credentials, JWTs) answered per request; further ones are still reported.
-const MAX_RESPONSES: usize = 100;
 /// Longest accepted `source` label.
 const SOURCE_MAX: usize = 256;
 
@@ -175,7 +175,11 @@ pub(crate) async fn scan(
             findings: Vec::with_capacity(found.len()),
             revoked_leases: Vec::new(),
         };
-        let mut answered = 0;
+        // Latch candidates first, every one of them (a cheap HMAC lookup each; a repeated value
+        // is answered once), independently of how many third-party findings there are.
+        let mut answers: std::collections::HashMap<&[u8], LeakResponse> =
+            std::collections::HashMap::new();
+        let mut third_party = Vec::new();
         for f in found {
             let mut kind = f.kind.clone();
             if let Some(info) = &f.jwt
@@ -189,22 +193,27 @@ pub(crate) async fn scan(
                 location: format!("{source}:{}:{}", f.line, f.column),
             };
             let mut response = None;
-            if answered < MAX_RESPONSES {
-                answered += 1;
-                if f.is_latch_candidate() {
-                    let value = std::str::from_utf8(f.secret(text)).unwrap_or_default();
-                    let r = s
-                        .broker
-                        .respond_to_leak(&ctx, &actor, value, &lf, settings.config.on_leak)
-                        .await?;
-                    if r.matched && f.family == Family::Jwt {
-                        kind = "latch_access_token".into();
+            if f.is_latch_candidate() {
+                let secret = f.secret(text);
+                let r = match answers.get(secret) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let value = std::str::from_utf8(secret).unwrap_or_default();
+                        let r = s
+                            .broker
+                            .respond_to_leak(&ctx, &actor, value, &lf, settings.config.on_leak)
+                            .await?;
+                        out.revoked_leases.extend(r.revoked_leases.iter().cloned());
+                        answers.insert(secret, r.clone());
+                        r
                     }
-                    out.revoked_leases.extend(r.revoked_leases.iter().cloned());
-                    response = Some(r);
-                } else {
-                    s.broker.record_leak(&ctx, &actor, &lf).await?;
+                };
+                if r.matched && f.family == Family::Jwt {
+                    kind = "latch_access_token".into();
                 }
+                response = Some(r);
+            } else {
+                third_party.push(lf);
             }
             out.findings.push(ScanFinding {
                 kind,
@@ -216,6 +225,7 @@ pub(crate) async fn scan(
                 response,
             });
         }
+        s.broker.record_leaks(&ctx, &actor, &third_party).await?;
         metrics::counter!("latch_scan_findings_total").increment(out.findings.len() as u64);
         Ok(out)
     }

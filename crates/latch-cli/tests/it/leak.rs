@@ -457,3 +457,146 @@ read = ["GRANT USAGE ON SCHEMA {schema} TO {{role}}", "GRANT SELECT ON ALL TABLE
     assert!(login(password, user).await.is_err(), "the role is gone");
     s.stop().await;
 }
+
+/// A fake AWS-shaped key number `i` (distinct, high entropy, not a real key).
+fn aws_decoy(i: u64) -> String {
+    const B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut x = i
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let tail: String = (0..16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            B32[(x % 32) as usize] as char
+        })
+        .collect();
+    format!("AKIA{tail}")
+}
+
+#[tokio::test]
+async fn leak_every_latch_candidate_is_answered_after_many_third_party_decoys() {
+    let s = TestServer::start().await;
+    let agent = s.agent("leak-decoys").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let (leaked, lease) = grant(&s, &agent, &task, "ci-cache").await;
+    let mut text: String = (0..150)
+        .map(|i| format!("key {}\n", aws_decoy(i)))
+        .collect();
+    text.push_str(&format!("token {leaked}\n"));
+    let body = scan(&s, &agent, &text, "decoys").await;
+    let findings = body["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .filter(|f| f["kind"] == "aws_access_token")
+            .count()
+            >= 100,
+        "{body}"
+    );
+    assert_eq!(body["revoked_leases"], json!([lease]), "{body}");
+    assert_eq!(s.introspect(&leaked).await["active"], false);
+    // Third-party findings are collapsed into one audit event per request.
+    let ev = s.audit("kind=leak.detected").await;
+    let third: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["outcome"] == "third_party")
+        .collect();
+    assert_eq!(third.len(), 1, "{ev:?}");
+    assert!(third[0]["detail"]["count"].as_u64().unwrap() >= 100);
+    assert_eq!(ev.iter().filter(|e| e["outcome"] == "revoked").count(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn leak_live_tokens_in_ordinary_contexts_are_found_and_revoked() {
+    let s = TestServer::start().await;
+    let agent = s.agent("leak-contexts").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let contexts: [fn(&str) -> String; 5] = [
+        |t| format!(r#"{{"role":"tool","content":"token:\n{t}\nok"}}"#),
+        |t| format!("\x1b[1;32m{t}\x1b[0m"),
+        |t| format!("GET /v1/keys?access_token={t}&page=2"),
+        |t| format!("tokens: [{t}, other]"),
+        |t| format!("see [the token]({t}) | done"),
+    ];
+    for (i, ctx) in contexts.iter().enumerate() {
+        let (leaked, lease) = grant(&s, &agent, &task, "ci-cache").await;
+        let text = ctx(&leaked);
+        let body = scan(&s, &agent, &text, "ctx").await;
+        assert_eq!(
+            body["revoked_leases"],
+            json!([lease]),
+            "context {i}: {body}"
+        );
+        assert_eq!(body["findings"][0]["kind"], "latch_access_token");
+        assert_eq!(s.introspect(&leaked).await["active"], false, "context {i}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn leak_of_a_dead_credential_does_not_cancel_its_task() {
+    let s = TestServer::start_with(TestOptions {
+        extra_config: "[scan]\non_leak = \"task\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("leak-dead").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let (dead, l1) = grant(&s, &agent, &task, "ci-cache").await;
+    let (other, _) = grant(&s, &agent, &task, "ci-cache").await;
+    let r = s
+        .post(Some(&agent), &format!("/v1/leases/{l1}/revoke"), json!({}))
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let body = scan(&s, &agent, &format!("old token={dead}\n"), "replay").await;
+    let resp = &body["findings"][0]["response"];
+    assert_eq!(resp["matched"], true, "{body}");
+    assert_eq!(resp["task_cancelled"], false, "{body}");
+    assert_eq!(resp["revoked_leases"], json!([]));
+    assert_eq!(s.introspect(&other).await["active"], true);
+    let t = s.get(Some(&agent), &format!("/v1/tasks/{task}")).await;
+    assert_eq!(t.body["state"], "open", "{}", t.body);
+    let ev = s.audit("kind=leak.detected").await;
+    assert_eq!(ev[0]["outcome"], "inactive", "{ev:?}");
+    s.stop().await;
+}
+
+#[test]
+fn leak_cli_scan_follows_named_symlinks_reads_fifos_and_reports_skipped_inputs() {
+    let dir = std::env::temp_dir().join(format!("latch-scan-inputs-{}", suffix()));
+    std::fs::create_dir_all(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("secret.log"), format!("key={AWS}\n")).unwrap();
+    std::fs::write(dir.join("tree/clean.txt"), "nothing here\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.log"), dir.join("link.log")).unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.log"), dir.join("tree/inner-link")).unwrap();
+    let latch = env!("CARGO_BIN_EXE_latch");
+    let run = |args: &[&str]| {
+        Command::new(latch)
+            .args(["scan", "--offline"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A symlink named on the command line is followed.
+    let link = dir.join("link.log");
+    let out = run(&[link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aws_access_token"));
+    // Process substitution (a pipe) is read.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{latch} scan --offline <(printf 'key={AWS}\\n')"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    // A symlink inside a directory is skipped, reported, and the scan does not pass silently.
+    let tree = dir.join("tree");
+    let out = run(&[tree.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("inner-link: skipped"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

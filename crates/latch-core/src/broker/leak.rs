@@ -95,15 +95,22 @@ impl Broker {
             resp.matched = true;
             resp.lease_id = Some(l.id.clone());
             resp.task_id = Some(l.task_id.clone());
+            // Whether the leaked value was still usable when found (its lease live and revoked
+            // by us). A dead credential (revoked, expired, renewed away with its lease ended)
+            // must not take its task down: anyone could replay an old leak to cancel tasks.
+            let mut was_live = false;
             if l.state.is_live() {
                 let id = l.id.clone();
                 match self.revoke_lease(ctx, l.clone(), "leaked", actor).await {
-                    Ok(_) => resp.revoked_leases.push(id),
+                    Ok(_) => {
+                        was_live = true;
+                        resp.revoked_leases.push(id);
+                    }
                     Err(e) if e.code == ErrorCode::LeaseNotActive => {}
                     Err(e) => return Err(e),
                 }
             }
-            if scope == LeakScope::Task {
+            if scope == LeakScope::Task && was_live {
                 let task = self.task_unchecked(&l.task_id).await?;
                 if task.state == TaskState::Open {
                     let live: Vec<String> = self
@@ -166,6 +173,36 @@ impl Broker {
             "kind": finding.kind,
             "rule": finding.rule,
             "location": clip(&finding.location),
+        }));
+        self.record_event(ctx, ev).await
+    }
+
+    /// Records the third-party secrets found by one scan as a single `leak.detected` event
+    /// (outcome `third_party`): the first finding's kind, rule and location, the number of
+    /// findings and their distinct kinds. Nothing if `findings` is empty.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn record_leaks(
+        &self,
+        ctx: &CallCtx,
+        actor: &str,
+        findings: &[LeakFinding],
+    ) -> Result<()> {
+        let Some(first) = findings.first() else {
+            return Ok(());
+        };
+        let kinds: std::collections::BTreeSet<&str> = findings
+            .iter()
+            .map(|f| f.kind.as_str())
+            .take(1000)
+            .collect();
+        let ev = self.leak_event(actor, "third_party").detail(json!({
+            "kind": first.kind,
+            "rule": first.rule,
+            "location": clip(&first.location),
+            "count": findings.len(),
+            "kinds": kinds.into_iter().take(64).collect::<Vec<_>>(),
         }));
         self.record_event(ctx, ev).await
     }
