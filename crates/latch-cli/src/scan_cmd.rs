@@ -91,7 +91,14 @@ fn files_under(
         } else {
             "not a regular file"
         };
-        skipped.push(format!("{}: skipped: {what}", p.display()));
+        // Named on the command line: not scanning it fails the run. Met while walking a
+        // directory (a repository's symlinks): reported, but the run can still pass.
+        let mark = if top {
+            ""
+        } else {
+            " (inside a directory; not followed)"
+        };
+        skipped.push(format!("{}: skipped: {what}{mark}", p.display()));
     }
     Ok(())
 }
@@ -281,11 +288,11 @@ pub async fn run(
     }
     Ok(if !reports.is_empty() {
         ExitCode::from(EXIT_FINDINGS)
-    } else if !skipped.is_empty() {
-        eprintln!(
-            "latch scan: {} input(s) skipped, not scanned",
-            skipped.len()
-        );
+    } else if skipped
+        .iter()
+        .any(|s| !s.ends_with("(inside a directory; not followed)"))
+    {
+        eprintln!("latch scan: input(s) named on the command line were skipped, not scanned");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -592,11 +592,12 @@ fn leak_cli_scan_follows_named_symlinks_reads_fifos_and_reports_skipped_inputs()
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
-    // A symlink inside a directory is skipped, reported, and the scan does not pass silently.
+    // A symlink inside a directory is skipped and reported, but does not fail the run (a
+    // repository's symlinks must not break CI).
     let tree = dir.join("tree");
     let out = run(&[tree.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("inner-link: skipped"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
