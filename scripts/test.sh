@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
-# the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests)
-# and runs every test of
-# the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
+# the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests,
+# PostgreSQL and Redis when they are not already listening on loopback, and starts those two) and
+# runs every test of the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,8 +45,28 @@ command -v openssl >/dev/null 2>&1 || apt_install openssl
 # run as the `postgres` user), so it needs the server binaries even where the shared service runs
 # elsewhere.
 [ -x /usr/lib/postgresql/15/bin/initdb ] || apt_install postgresql-15
-# PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379) are services, not
-# started here; without them those tests print a loud SKIPPING warning (and fail with CI=true).
+# PostgreSQL (127.0.0.1:5432, user postgres, trust auth on loopback) and Redis (127.0.0.1:6379):
+# used where they run; otherwise installed and started here. Tests that still cannot reach them
+# print a loud SKIPPING warning (and fail with CI=true).
+reachable() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if ! reachable 5432; then
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || apt_install postgresql-15
+  hba=$(ls /etc/postgresql/*/main/pg_hba.conf 2>/dev/null | head -n 1)
+  if [ -n "$hba" ] && ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    say "PostgreSQL: trust auth on loopback for the tests ($hba)"
+    as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  fi
+  say "starting PostgreSQL"
+  as_root service postgresql start || as_root pg_ctlcluster 15 main start || true
+  for _ in $(seq 1 30); do reachable 5432 && break; sleep 1; done
+fi
+if ! reachable 6379; then
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  say "starting Redis"
+  redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes || true
+  for _ in $(seq 1 30); do reachable 6379 && break; sleep 1; done
+fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
 say "cargo test --workspace"
