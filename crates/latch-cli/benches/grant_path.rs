@@ -158,6 +158,7 @@ fn bench_policy(c: &mut Criterion) {
         now_unix_secs: now,
         source_ip: Some("127.0.0.1"),
         approval: &none,
+        principals: None,
     };
     assert_eq!(e.evaluate(&allow).kind(), "allow");
     let step = EvalInput {

@@ -1278,7 +1278,9 @@ impl Broker {
         ttl_secs: i64,
         source_ip: Option<&str>,
         approval: &ApprovalContext,
+        params: &serde_json::Value,
     ) -> Decision {
+        let principals = login_principals(resource, params);
         decide(
             &self.policy(),
             &EvalInput {
@@ -1290,6 +1292,7 @@ impl Broker {
                 now_unix_secs: self.now(),
                 source_ip,
                 approval,
+                principals: principals.as_deref(),
             },
         )
     }
@@ -1384,6 +1387,7 @@ impl Broker {
             ttl,
             ctx.source_ip.as_deref(),
             &ApprovalContext::default(),
+            &input.params,
         );
         let mut req = AccessRequest {
             id,
@@ -1738,6 +1742,7 @@ impl Broker {
             req.ttl_secs,
             ctx.source_ip.as_deref(),
             &approval,
+            &req.params,
         );
         match decision {
             Decision::Allow { max_ttl_secs, .. } => {
@@ -1957,6 +1962,7 @@ impl Broker {
                             r.ttl_secs,
                             r.source_ip.as_deref(),
                             &ctxa,
+                            &r.params,
                         );
                         match d {
                             Decision::Allow { .. } => {
@@ -2072,6 +2078,7 @@ impl Broker {
             ttl,
             ctx.source_ip.as_deref(),
             &approval,
+            &req.params,
         );
         let policy_max = match &decision {
             Decision::Allow { max_ttl_secs, .. } => *max_ttl_secs,
@@ -2472,6 +2479,7 @@ impl Broker {
                     remaining,
                     req.source_ip.as_deref(),
                     &approval,
+                    &req.params,
                 );
                 if !matches!(d, Decision::Allow { .. }) {
                     let id = l.id.clone();
@@ -2612,8 +2620,25 @@ pub fn run_policy_case(
             now_unix_secs,
             source_ip: None,
             approval: &approval,
+            principals: login_principals(resource, &serde_json::Value::Null).as_deref(),
         },
     ))
+}
+
+/// The login names a credential for `resource` would carry, as policy sees them in
+/// `context.principals`: for resources whose settings list allowed `principals` (SSH
+/// certificates), the ones the request asks for in `params.principals`, or all the resource
+/// allows when it names none. The provider still refuses names outside the allowed list.
+pub fn login_principals(resource: &Resource, params: &serde_json::Value) -> Option<Vec<String>> {
+    let names = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+    };
+    let allowed = names(resource.settings.get("principals")?)?;
+    Some(params.get("principals").and_then(names).unwrap_or(allowed))
 }
 
 fn verdict_str(v: Verdict) -> &'static str {

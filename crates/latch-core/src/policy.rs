@@ -135,6 +135,9 @@ pub struct EvalInput<'a> {
     pub source_ip: Option<&'a str>,
     /// Approval state.
     pub approval: &'a ApprovalContext,
+    /// The login names the credential would carry, for resources that have them (SSH
+    /// certificates): `context.principals`.
+    pub principals: Option<&'a [String]>,
 }
 
 /// A validated, immutable policy set with its schema. Swap a whole engine to reload.
@@ -411,6 +414,7 @@ impl PolicyEngine {
             now_unix_secs: 0,
             source_ip: Some("127.0.0.1"),
             approval: &a,
+            principals: Some(&[]),
         };
         let fail = |m: String| PolicyLoadError {
             file: schema_name.to_owned(),
@@ -544,6 +548,9 @@ impl PolicyEngine {
         ];
         if let Some(ip) = input.source_ip {
             pairs.push(("source_ip".into(), s(ip)));
+        }
+        if let Some(p) = input.principals {
+            pairs.push(("principals".into(), set_of(p)));
         }
         if let Some(h) = &t.on_behalf_of {
             pairs.push(("on_behalf_of".into(), s(h)));

@@ -114,6 +114,7 @@ fn eval(
             now_unix_secs: 1000,
             source_ip: None,
             approval,
+            principals: None,
         },
     )
 }

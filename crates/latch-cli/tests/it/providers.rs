@@ -2069,3 +2069,71 @@ principals = ["deploy"]
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The principals an SSH certificate would carry reach policy as `context.principals`: what the
+/// request names, or every principal the resource allows when it names none. A guard (as in the
+/// README) refuses `root` either way; other principals pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_principals_are_decided_by_policy() {
+    if !binary_available("/usr/bin/ssh-keygen") {
+        return;
+    }
+    let resource = format!("ssh-hosts-{}", suffix());
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            r#"
+[[resources]]
+id = "{resource}"
+kind = "ssh"
+environment = "sandbox"
+audience = "ssh"
+actions = ["read"]
+max_ttl = "30m"
+[resources.settings]
+principals = ["deploy", "root"]
+"#
+        ),
+        extra_policies: vec![(
+            "30-ssh.cedar".into(),
+            "@id(\"ssh-no-root-login\")\n@reason(\"certificates are never issued for the root login\")\n\
+             forbid (principal, action, resource)\n\
+             when { context has principals && context.principals.contains(\"root\") };\n"
+                .into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let dir = temp_dir("ssh-policy");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("k")));
+    let key = std::fs::read_to_string(dir.join("k.pub")).unwrap();
+    let agent = s.agent("ssh-policy").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let ask = |params: Value| {
+        let s = &s;
+        let agent = agent.clone();
+        let task = task.clone();
+        let resource = resource.clone();
+        async move {
+            s.post(
+                Some(&agent),
+                &format!("/v1/tasks/{task}/requests"),
+                json!({"resource": resource, "actions": ["read"], "justification": "j", "params": params}),
+            )
+            .await
+        }
+    };
+    let r = ask(json!({"public_key": key, "principals": ["root"]})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body["request"]["decision"]["policy_ids"],
+        json!(["ssh-no-root-login"])
+    );
+    // Naming none means every allowed principal, root included: refused too.
+    let r = ask(json!({"public_key": key})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = ask(json!({"public_key": key, "principals": ["deploy"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    s.stop().await;
+}
