@@ -1114,7 +1114,44 @@ impl Broker {
         for l in to_revoke {
             let _ = self.attempt_revoke(l).await;
         }
+        self.sweep_ended_task(&t, &reason, actor).await?;
         Ok(t)
+    }
+
+    /// Revokes leases that a grant committed into `task` between the read of its live leases
+    /// and the commit that ended it. Once the task is ended no grant can commit into it (each
+    /// grant's batch requires the task open at the version it read, checked in the commit), so
+    /// one fresh read after the end finds every such lease; conflicts with a concurrent renewal
+    /// or revocation are retried.
+    async fn sweep_ended_task(&self, task: &Task, reason: &str, actor: &str) -> Result<()> {
+        for _ in 0..5 {
+            let stray: Vec<Lease> = self
+                .store
+                .leases_by_task(&task.id)
+                .await?
+                .into_iter()
+                .filter(|l| matches!(l.state, LeaseState::Active | LeaseState::Issuing))
+                .collect();
+            if stray.is_empty() {
+                return Ok(());
+            }
+            let now = self.now();
+            let (batch, to_revoke) =
+                self.revocation_writes(WriteBatch::new(), &stray, reason, actor, now);
+            match self.commit(&CallCtx::default(), batch).await {
+                Ok(_) => {
+                    for l in &stray {
+                        self.index_remove(l);
+                    }
+                    for l in to_revoke {
+                        let _ = self.attempt_revoke(l).await;
+                    }
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Adds to `batch` the writes that start revoking `leases`: providers without external

@@ -291,3 +291,32 @@ async fn a_failed_mint_leaves_nothing_live_and_an_interrupted_one_is_reaped() {
     let l = b.leases(&w, &task.id).await.unwrap()[0].clone();
     assert_eq!(l.state, LeaseState::Revoked);
 }
+
+/// Ending a task while a grant into it is in flight never leaves a credential behind: whichever
+/// commits first, once the task is ended no lease of it is active and no token of it introspects
+/// active (a red-team pass found grants committed between the end's lease read and its commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ending_a_task_races_grants_without_leaving_a_live_credential() {
+    let s = latch_testkit::TestServer::start().await;
+    let agent = s.agent("race-end").await;
+    for round in 0..20 {
+        let t = s.open_task(&agent, "sandbox", 600).await;
+        let complete = format!("/v1/tasks/{t}/complete");
+        let (done, granted) = tokio::join!(
+            s.post(Some(&agent), &complete, serde_json::json!({})),
+            s.request(&agent, &t, "ci-cache", &["read"], None),
+        );
+        assert_eq!(done.status, 200, "round {round}: {}", done.body);
+        let leases = s.get(Some(&agent), &format!("/v1/tasks/{t}/leases")).await;
+        for l in leases.body.as_array().unwrap() {
+            assert_ne!(
+                l["state"], "active",
+                "round {round}: a lease outlived its task: {l}"
+            );
+        }
+        if let Some(tok) = granted.body["credential"]["value"].as_str() {
+            assert_eq!(s.introspect(tok).await["active"], false, "round {round}");
+        }
+    }
+    s.stop().await;
+}
