@@ -12,6 +12,7 @@
 
 pub mod conformance;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use postgres::{CHANGE_CHANNEL, PgStore, StoreChange};

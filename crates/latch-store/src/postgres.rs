@@ -860,7 +860,7 @@ impl Store for PgStore {
         after_seq: i64,
         limit_n: u32,
     ) -> Result<Vec<AuditCheckpoint>, StoreError> {
-        let rows = sqlx::query_as::<_, (i64, String, i64, String, String)>(
+        let rows = sqlx::query_as::<_, crate::rows::CheckpointRow>(
             "SELECT seq, hash, at_unix_secs, kid, jws FROM audit_checkpoints WHERE seq > $1 \
              ORDER BY seq LIMIT $2",
         )
@@ -869,35 +869,18 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| unavailable("read checkpoints", &e))?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, hash, at_unix_secs, kid, jws)| AuditCheckpoint {
-                seq,
-                hash,
-                at_unix_secs,
-                kid,
-                jws,
-            })
-            .collect())
+        Ok(rows.into_iter().map(crate::rows::checkpoint).collect())
     }
 
     async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
-        let row = sqlx::query_as::<_, (i64, String, i64, String, String)>(
+        let row = sqlx::query_as::<_, crate::rows::CheckpointRow>(
             "SELECT seq, hash, at_unix_secs, kid, jws FROM audit_checkpoints \
              ORDER BY seq DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| unavailable("read checkpoints", &e))?;
-        Ok(
-            row.map(|(seq, hash, at_unix_secs, kid, jws)| AuditCheckpoint {
-                seq,
-                hash,
-                at_unix_secs,
-                kid,
-                jws,
-            }),
-        )
+        Ok(row.map(crate::rows::checkpoint))
     }
 
     async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
