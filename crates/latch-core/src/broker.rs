@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -53,6 +54,10 @@ pub struct BrokerSettings {
     /// How long a reaper claim on a due lease lasts (seconds): if this replica dies mid-pass,
     /// another takes the lease over after this long.
     pub reaper_claim_secs: i64,
+    /// Longest an introspection waits for the store when it cannot answer from its cache
+    /// (default 2 s); past it the answer is `active: false` (fail closed), so a stalled
+    /// database makes resource servers refuse rather than hang.
+    pub introspection_store_timeout: Duration,
 }
 
 impl Default for BrokerSettings {
@@ -69,6 +74,7 @@ impl Default for BrokerSettings {
             max_text_len: 1024,
             replica_id: format!("replica-{}", uuid::Uuid::new_v4().simple()),
             reaper_claim_secs: 30,
+            introspection_store_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -229,8 +235,92 @@ struct LiveIndex {
     by_lease: HashMap<String, String>,
     /// Bumped by every invalidation, so a load that raced one is not cached.
     generation: u64,
-    /// Whether invalidations are being received; when not, every lookup goes to the store.
-    trusted: bool,
+    /// Whether lookups may be answered from the index.
+    trust: CacheTrust,
+}
+
+/// When the live index may answer instead of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheTrust {
+    /// No other writer: the broker sees every change itself (SQLite, a single broker).
+    Always,
+    /// Changes may be missed (the change feed is down): every lookup reads the store.
+    Never,
+    /// Other writers' changes arrive on a feed that proves its own currency: the index is
+    /// current as of the newest proof, and answers only while that is younger than
+    /// `max_staleness`. Instants are [`Clock::monotonic`] readings.
+    Bounded {
+        /// The newest instant as of which every change is known applied (`None`: none since
+        /// the feed reconnected).
+        current_as_of: Option<Duration>,
+        max_staleness: Duration,
+    },
+}
+
+impl CacheTrust {
+    /// Whether a lookup at monotonic instant `now` may be answered from the index.
+    fn answers_at(self, now: impl FnOnce() -> Duration) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Bounded {
+                current_as_of,
+                max_staleness,
+            } => current_as_of.is_some_and(|t| now().saturating_sub(t) < max_staleness),
+        }
+    }
+
+    /// Records a proof that every change committed before `as_of` is applied, received at
+    /// `now` (an `as_of` in the future is taken as `now`). Never moves the proof back.
+    fn confirm(&mut self, as_of: Duration, now: Duration) {
+        if let Self::Bounded { current_as_of, .. } = self {
+            let as_of = as_of.min(now);
+            if current_as_of.is_none_or(|t| t < as_of) {
+                *current_as_of = Some(as_of);
+            }
+        }
+    }
+
+    fn state_at(self, now: Duration) -> CacheState {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match self {
+            Self::Always => CacheState::Exclusive,
+            Self::Never => CacheState::Bypassed,
+            Self::Bounded {
+                current_as_of,
+                max_staleness,
+            } => {
+                let age = current_as_of.map(|t| now.saturating_sub(t));
+                match age {
+                    Some(a) if a < max_staleness => CacheState::Fresh { age_ms: ms(a) },
+                    _ => CacheState::Stale {
+                        age_ms: age.map(ms),
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// How the broker's in-memory caches are trusted, for health reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum CacheState {
+    /// No other writer: the caches are always current.
+    Exclusive,
+    /// The change feed is current: confirmed `age_ms` ago, within the staleness bound.
+    Fresh {
+        /// Milliseconds since the feed last proved it had delivered every earlier change.
+        age_ms: u64,
+    },
+    /// The change feed has not proved its currency within the bound (stalled, lagging):
+    /// lookups read the store until it does.
+    Stale {
+        /// Milliseconds since the last proof (`None`: none since the feed reconnected).
+        age_ms: Option<u64>,
+    },
+    /// The change feed is down: every lookup reads the store.
+    Bypassed,
 }
 
 impl LiveIndex {
@@ -466,7 +556,7 @@ impl Broker {
                 by_hmac: HashMap::new(),
                 by_lease: HashMap::new(),
                 generation: 0,
-                trusted: true,
+                trust: CacheTrust::Always,
             }),
             task_cache: RwLock::new(HashMap::new()),
         };
@@ -573,13 +663,58 @@ impl Broker {
     ///
     /// # Security
     /// A replica that may have missed a revocation must not answer from its cache: the server
-    /// sets `false` whenever its change feed is interrupted and `true` once it is back.
+    /// sets `false` whenever its change feed is interrupted. With replicas it then uses
+    /// [`follow_change_feed`](Self::follow_change_feed) rather than `true`, so that a feed that
+    /// stalls without an error is noticed too.
     pub fn set_cache_trusted(&self, trusted: bool) {
+        self.reset_caches(if trusted {
+            CacheTrust::Always
+        } else {
+            CacheTrust::Never
+        });
+    }
+
+    /// The change feed is (re)connected: empties the caches and trusts them only while the feed
+    /// keeps proving its currency through [`confirm_cache_fresh`](Self::confirm_cache_fresh),
+    /// at most `max_staleness` after the newest proof. Until the first proof, lookups read the
+    /// store.
+    ///
+    /// # Security
+    /// This is what bounds how long a revocation made on another replica can go unnoticed
+    /// here: at most `max_staleness` (plus the feed's delivery of the proof), whatever happens
+    /// to the feed's connection, since a silent stall simply stops the proofs.
+    pub fn follow_change_feed(&self, max_staleness: Duration) {
+        self.reset_caches(CacheTrust::Bounded {
+            current_as_of: None,
+            max_staleness,
+        });
+    }
+
+    /// Every change committed before `as_of` (a [`Clock::monotonic`] reading) has been
+    /// applied to the caches (the change feed's heartbeat came back): they may answer until
+    /// `as_of + max_staleness`. Ignored unless [`follow_change_feed`](Self::follow_change_feed)
+    /// is in force; never moves the bound back, and a future `as_of` counts as now.
+    pub fn confirm_cache_fresh(&self, as_of: Duration) {
+        let now = self.clock.monotonic();
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .trust
+            .confirm(as_of, now);
+    }
+
+    /// How the caches are trusted right now (for `/readyz` and metrics).
+    pub fn cache_state(&self) -> CacheState {
+        let trust = self.live.read().unwrap_or_else(|p| p.into_inner()).trust;
+        trust.state_at(self.clock.monotonic())
+    }
+
+    fn reset_caches(&self, trust: CacheTrust) {
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             live.generation += 1;
             live.clear();
-            live.trusted = trusted;
+            live.trust = trust;
         }
         self.task_cache
             .write()
@@ -2316,31 +2451,53 @@ impl Broker {
     ///
     /// Served from the in-memory index; a credential not in it (minted by another replica, or
     /// the index is not trusted) is looked up in the store. Fails closed: if the store cannot
-    /// be read, the answer is `active: false`.
+    /// be read within `settings.introspection_store_timeout`, the answer is `active: false`.
     pub async fn introspect(&self, value: &str) -> Introspection {
         let h = self.hasher.hmac_hex(value);
         let now = self.now();
         let generation = {
             let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-            if live.trusted
+            if live.trust.answers_at(|| self.clock.monotonic())
                 && let Some(e) = live.by_hmac.get(&h)
             {
                 return Self::introspection(e, now);
             }
             live.generation
         };
-        let entry = match self.load_live_entry(&h).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return Introspection::default(),
-            Err(e) => {
+        let lookup = tokio::time::timeout(
+            self.settings.introspection_store_timeout,
+            self.load_live_entry(&h),
+        );
+        let entry = match lookup.await {
+            Ok(Ok(Some(e))) => e,
+            Ok(Ok(None)) => {
+                // Whatever a stale index held for this value is wrong: forget it.
+                let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = live.by_hmac.remove(&h)
+                    && live.by_lease.get(&e.lease_id) == Some(&h)
+                {
+                    live.by_lease.remove(&e.lease_id);
+                }
+                return Introspection::default();
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(code = %e.code, error = %e.message, "introspection: store lookup failed; answering inactive");
+                return Introspection::default();
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.settings.introspection_store_timeout.as_millis() as u64,
+                    "introspection: store lookup timed out; answering inactive"
+                );
                 return Introspection::default();
             }
         };
         let answer = Self::introspection(&entry, now);
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         // Not cached if an invalidation arrived while the store was read: it may be newer.
-        if live.trusted && live.generation == generation {
+        // Caching while the index is stale is sound: a change committed after this read is
+        // applied before the feed can next confirm freshness.
+        if live.trust != CacheTrust::Never && live.generation == generation {
             live.remove_lease(&entry.lease_id);
             live.by_lease.insert(entry.lease_id.clone(), h.clone());
             live.by_hmac.insert(h, entry);
@@ -2770,5 +2927,82 @@ mod fold_tests {
         let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
         let out = fold_authentication(vec![failed], vec![AuditEvent::new(1, "x", "wl", "ok")]);
         assert_eq!(out.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod cache_trust_tests {
+    use super::{CacheState, CacheTrust};
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn states() {
+        let mut t = CacheTrust::Bounded {
+            current_as_of: None,
+            max_staleness: ms(500),
+        };
+        assert!(!t.answers_at(|| ms(1_000)), "no proof since reconnect");
+        assert_eq!(t.state_at(ms(1_000)), CacheState::Stale { age_ms: None });
+        t.confirm(ms(900), ms(1_000));
+        assert!(t.answers_at(|| ms(1_399)));
+        assert_eq!(t.state_at(ms(1_000)), CacheState::Fresh { age_ms: 100 });
+        assert!(!t.answers_at(|| ms(1_400)), "the bound is exclusive");
+        assert_eq!(
+            t.state_at(ms(1_400)),
+            CacheState::Stale { age_ms: Some(500) }
+        );
+        t.confirm(ms(5_000), ms(1_500)); // a proof "from the future" counts as now
+        assert!(!t.answers_at(|| ms(2_000)));
+        t.confirm(ms(100), ms(2_000)); // an older proof never moves the bound back
+        assert_eq!(
+            t.state_at(ms(2_000)),
+            CacheState::Stale { age_ms: Some(500) }
+        );
+        assert!(CacheTrust::Always.answers_at(|| ms(0)));
+        assert!(!CacheTrust::Never.answers_at(|| ms(0)));
+    }
+
+    proptest! {
+        /// Safety: a change committed at `r` whose invalidation precedes (in the feed) every
+        /// proof with `as_of > r` is never hidden by the cache for `max_staleness` or more
+        /// after `r`: whenever the index answers at `t >= r + max_staleness`, a proof newer
+        /// than `r` has been received (so the invalidation was applied). Liveness: a proof
+        /// younger than the bound lets the index answer.
+        #[test]
+        fn the_cache_never_hides_a_change_past_the_bound(
+            max in 1u64..2_000,
+            r in 0u64..10_000,
+            // (gap before receipt, as_of relative to receipt: negative = delay, positive = forged)
+            proofs in proptest::collection::vec((0u64..700, -3_000i64..500), 0..40),
+            probes in proptest::collection::vec(0u64..3_000, 1..20),
+        ) {
+            let max_staleness = ms(max);
+            let mut trust = CacheTrust::Bounded { current_as_of: None, max_staleness };
+            let mut now = 0u64;
+            let mut newest_effective: Option<u64> = None;
+            for (gap, rel) in proofs {
+                now += gap;
+                let as_of = now.saturating_add_signed(rel);
+                trust.confirm(ms(as_of), ms(now));
+                let effective = as_of.min(now);
+                newest_effective = Some(newest_effective.map_or(effective, |e| e.max(effective)));
+                for p in &probes {
+                    let t = now + p;
+                    let answers = trust.answers_at(|| ms(t));
+                    if answers && t >= r + max {
+                        prop_assert!(newest_effective.is_some_and(|e| e > r),
+                            "answered at {t} though no proof is newer than the change at {r}");
+                    }
+                    if let Some(e) = newest_effective {
+                        prop_assert_eq!(answers, t - e < max);
+                    }
+                }
+            }
+        }
     }
 }

@@ -114,6 +114,12 @@ pub struct StoreConfig {
     /// the lease over (default 30 s; matters only with replicas).
     #[serde(default = "default_reaper_claim", with = "humantime_serde")]
     pub reaper_claim: Duration,
+    /// With replicas: the longest a replica answers introspection from its cache without its
+    /// change feed proving it has received every earlier change (default 500 ms, at most 1 s).
+    /// This bounds how long a revocation on another replica can go unnoticed here, even when
+    /// the feed's connection stalls silently; beyond it, lookups read the database.
+    #[serde(default = "default_max_cache_staleness", with = "humantime_serde")]
+    pub max_cache_staleness: Duration,
 }
 
 impl Default for StoreConfig {
@@ -121,6 +127,7 @@ impl Default for StoreConfig {
         Self {
             url: None,
             reaper_claim: default_reaper_claim(),
+            max_cache_staleness: default_max_cache_staleness(),
         }
     }
 }
@@ -134,8 +141,13 @@ impl std::fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("url_scheme", &scheme)
             .field("reaper_claim", &self.reaper_claim)
+            .field("max_cache_staleness", &self.max_cache_staleness)
             .finish()
     }
+}
+
+fn default_max_cache_staleness() -> Duration {
+    Duration::from_millis(500)
 }
 
 fn default_reaper_claim() -> Duration {
@@ -590,6 +602,13 @@ impl Config {
                 p.as_secs()
             )));
         }
+        let staleness = self.store.max_cache_staleness;
+        if staleness < Duration::from_millis(50) || staleness > Duration::from_secs(1) {
+            return Err(ConfigError(format!(
+                "`store.max_cache_staleness` must be 50ms to 1s (got {}ms)",
+                staleness.as_millis()
+            )));
+        }
         if self.tasks.default_ttl > self.tasks.max_ttl || self.tasks.default_ttl.as_secs() == 0 {
             return Err(ConfigError(
                 "`tasks.default_ttl` must be 1s to `tasks.max_ttl`".into(),
@@ -649,5 +668,42 @@ impl Config {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_store(extra: &str) -> Result<Config, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("latch-config-{}", uuid::Uuid::new_v4().simple()));
+        let path = crate::examples::write_example(&dir, "127.0.0.1:0").expect("example");
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let text = text.replacen("[store]\n", &format!("[store]\n{extra}\n"), 1);
+        let parsed = Config::parse(&text, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        parsed
+    }
+
+    #[test]
+    fn cache_staleness_is_bounded_to_keep_the_one_second_promise() {
+        let c = with_store("").expect("defaults");
+        assert_eq!(c.store.max_cache_staleness, Duration::from_millis(500));
+        assert_eq!(
+            with_store("max_cache_staleness = \"1s\"")
+                .expect("1s")
+                .store
+                .max_cache_staleness,
+            Duration::from_secs(1)
+        );
+        for bad in ["2s", "10ms", "0s"] {
+            let e = with_store(&format!("max_cache_staleness = \"{bad}\"")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("`store.max_cache_staleness` must be 50ms to 1s"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -428,9 +428,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let mcp_cancel = tokio_util::sync::CancellationToken::new();
     // Other replicas change the shared store: follow their changes to keep the broker's caches
     // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
+    let max_staleness = config.store.max_cache_staleness;
     let change_feed = pg.as_ref().map(|pg| {
         broker.set_cache_trusted(false);
-        pg.watch()
+        pg.watch_with(latch_store::FeedSettings {
+            heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
+            stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
+        })
     });
     let checkpointer = Arc::new(crate::audit::Checkpointer::new(
         store.clone(),
@@ -483,6 +487,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     if let Some(feed) = change_feed {
         tasks.push(tokio::spawn(follow_changes(
             broker.clone(),
+            max_staleness,
             feed,
             rx.clone(),
         )));
@@ -568,8 +573,12 @@ fn is_postgres_url(url: &str) -> bool {
 }
 
 /// Applies the shared store's change feed to the broker's caches until shutdown.
+///
+/// The caches answer only while the feed has proved, within `max_staleness`, that it delivered
+/// every earlier change (see [`latch_store::FeedSettings`]).
 async fn follow_changes(
     broker: Arc<Broker>,
+    max_staleness: Duration,
     mut feed: tokio::sync::mpsc::Receiver<latch_store::StoreChange>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -582,10 +591,18 @@ async fn follow_changes(
         match change {
             Some(StoreChange::Lease(id)) => broker.invalidate_lease(&id),
             Some(StoreChange::Task(id)) => broker.invalidate_task(&id),
-            Some(StoreChange::Lost) => broker.set_cache_trusted(false),
+            Some(StoreChange::Lost) => {
+                metrics::counter!("latch_change_feed_interruptions_total").increment(1);
+                broker.set_cache_trusted(false);
+            }
             Some(StoreChange::Resynced) => {
                 tracing::info!("store change feed connected; caches trusted again");
-                broker.set_cache_trusted(true);
+                broker.follow_change_feed(max_staleness);
+            }
+            Some(StoreChange::Fresh(as_of)) => {
+                // The feed's instant, on the broker's monotonic clock.
+                let now = broker.clock().monotonic();
+                broker.confirm_cache_fresh(now.saturating_sub(as_of.elapsed()));
             }
             None => {
                 // The feed task ended: never trust the caches again (every call reads the store).

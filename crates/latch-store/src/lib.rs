@@ -15,5 +15,5 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use postgres::{CHANGE_CHANNEL, PgStore, StoreChange};
+pub use postgres::{CHANGE_CHANNEL, FeedSettings, PgStore, StoreChange};
 pub use sqlite::SqliteStore;

@@ -37,6 +37,35 @@ const AUDIT_MAX_LIMIT: u32 = 1000;
 /// First and longest wait between reconnection attempts of the change listener.
 const LISTEN_RETRY_MIN: Duration = Duration::from_millis(100);
 const LISTEN_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Longest wait for the listener to connect and `LISTEN`, or for one heartbeat to be sent.
+const FEED_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How [`PgStore::watch_with`] proves its listener is current.
+///
+/// Every `heartbeat_every` the feed sends a heartbeat notification through the pool (another
+/// connection) naming its listener's backend and the send instant. PostgreSQL delivers
+/// notifications in commit order, so when the listener receives that heartbeat, every change
+/// committed before it was sent has already been received: the feed reports
+/// [`StoreChange::Fresh`] with the send instant. A listener that has not received its own
+/// heartbeat for `stall_after` is presumed silently stalled (a hung backend, a half-open TCP
+/// connection, a middlebox that drops packets without a reset): the feed reports
+/// [`StoreChange::Lost`], drops the connection and listens on a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// Interval between heartbeats (default 100 ms).
+    pub heartbeat_every: Duration,
+    /// Silence after which the listener is replaced (default 3 s).
+    pub stall_after: Duration,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_every: Duration::from_millis(100),
+            stall_after: Duration::from_secs(3),
+        }
+    }
+}
 
 /// A change another writer (this process or another replica) committed, as seen by
 /// [`PgStore::watch`]. Caches keyed by these rows must drop their copies.
@@ -49,8 +78,13 @@ pub enum StoreChange {
     /// The change feed was interrupted: notifications may have been missed, so caches must not
     /// be trusted until [`Resynced`](Self::Resynced).
     Lost,
-    /// The change feed is (re)connected: drop every cached row, then trust the cache again.
+    /// The change feed is (re)connected: drop every cached row. It is followed at once by a
+    /// [`Fresh`](Self::Fresh) for the instant listening began.
     Resynced,
+    /// Every change committed before this instant has been reported (as `Lease`/`Task` items
+    /// earlier in the feed). A cache is current as of the newest such instant; how stale it
+    /// may become before it is bypassed is the consumer's bound.
+    Fresh(tokio::time::Instant),
 }
 
 /// A [`Store`] on PostgreSQL (13 or newer), for one broker or several replicas sharing it.
@@ -139,32 +173,54 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("schema migration failed: {e}")))
     }
 
+    /// Starts following the changes other writers commit, with [`FeedSettings::default`].
+    /// See [`watch_with`](Self::watch_with).
+    pub fn watch(&self) -> mpsc::Receiver<StoreChange> {
+        self.watch_with(FeedSettings::default())
+    }
+
     /// Starts following the changes other writers commit (`LISTEN latch_changes` on a
     /// dedicated connection) and returns them as a stream of [`StoreChange`]s.
     ///
     /// The feed starts with [`StoreChange::Lost`] until the first `LISTEN` succeeds, then sends
-    /// [`StoreChange::Resynced`]. When the connection drops (server restart, network) it sends
-    /// `Lost`, reconnects with backoff (100 ms doubling to 2 s) and sends `Resynced` again.
-    /// The background task stops when the receiver is dropped.
-    pub fn watch(&self) -> mpsc::Receiver<StoreChange> {
+    /// [`StoreChange::Resynced`] and [`StoreChange::Fresh`], and a `Fresh` for every heartbeat
+    /// that comes back (see [`FeedSettings`]). When the connection drops (server restart,
+    /// network) or stalls without an error, it sends `Lost`, reconnects with backoff (100 ms
+    /// doubling to 2 s) and sends `Resynced` again. The background task stops when the
+    /// receiver is dropped.
+    ///
+    /// # Security
+    /// A heartbeat's send instant is read from the payload, which anyone allowed to `NOTIFY`
+    /// on the database can forge; it is accepted only for this listener's backend and never
+    /// later than its arrival, so a forged heartbeat can at most claim "current as of now".
+    /// (Such a role could also write the rows themselves.)
+    pub fn watch_with(&self, settings: FeedSettings) -> mpsc::Receiver<StoreChange> {
         let (tx, rx) = mpsc::channel(1024);
         let pool = self.pool.clone();
         tokio::spawn(async move {
+            let origin = tokio::time::Instant::now();
             let mut wait = LISTEN_RETRY_MIN;
             loop {
                 if tx.send(StoreChange::Lost).await.is_err() {
                     return;
                 }
-                let listener = async {
+                let listener = tokio::time::timeout(FEED_CALL_TIMEOUT, async {
                     let mut l = PgListener::connect_with(&pool).await?;
+                    let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                        .fetch_one(&mut l)
+                        .await?;
                     l.listen(CHANGE_CHANNEL).await?;
-                    Ok::<_, sqlx::Error>(l)
-                }
+                    Ok::<_, sqlx::Error>((l, pid))
+                })
                 .await;
-                let mut listener = match listener {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(error = %describe(&e), "postgres change feed: cannot listen; retrying");
+                let (listener, pid) = match listener {
+                    Ok(Ok(l)) => l,
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => describe(&e),
+                            _ => "timed out".into(),
+                        };
+                        tracing::warn!(error = %why, "postgres change feed: cannot listen; retrying");
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
                             () = tx.closed() => return,
@@ -173,35 +229,137 @@ impl PgStore {
                         continue;
                     }
                 };
+                let listening_since = tokio::time::Instant::now();
                 wait = LISTEN_RETRY_MIN;
-                if tx.send(StoreChange::Resynced).await.is_err() {
+                if tx.send(StoreChange::Resynced).await.is_err()
+                    || tx.send(StoreChange::Fresh(listening_since)).await.is_err()
+                {
                     return;
                 }
-                loop {
-                    let next = tokio::select! {
-                        n = listener.try_recv() => n,
-                        () = tx.closed() => return,
-                    };
-                    match next {
-                        Ok(Some(n)) => {
-                            let changes = parse_changes(n.payload())
-                                .unwrap_or_else(|| vec![StoreChange::Resynced]);
-                            for change in changes {
-                                if tx.send(change).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(None) | Err(_) => {
-                            tracing::warn!("postgres change feed interrupted; reconnecting");
-                            break;
-                        }
+                match follow_listener(&tx, &pool, listener, pid, origin, settings).await {
+                    FeedEnd::ReceiverGone => return,
+                    FeedEnd::Interrupted => {
+                        tracing::warn!("postgres change feed interrupted; reconnecting");
                     }
+                    FeedEnd::Stalled => tracing::warn!(
+                        silent_ms = settings.stall_after.as_millis() as u64,
+                        "postgres change feed stalled (no heartbeat came back); reconnecting"
+                    ),
                 }
             }
         });
         rx
     }
+}
+
+/// Why [`follow_listener`] returned.
+enum FeedEnd {
+    ReceiverGone,
+    Interrupted,
+    Stalled,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Forwards one listener connection's notifications to `tx` and sends its heartbeats, until
+/// the connection fails, stalls or the receiver is dropped. The connection is dropped on return.
+async fn follow_listener(
+    tx: &mpsc::Sender<StoreChange>,
+    pool: &PgPool,
+    mut listener: PgListener,
+    pid: i32,
+    origin: tokio::time::Instant,
+    settings: FeedSettings,
+) -> FeedEnd {
+    // The listener is read in its own task (ended on return), so that waiting for a
+    // notification is never cancelled halfway through a message.
+    let (ntx, mut nrx) = mpsc::channel::<String>(1024);
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        while let Ok(Some(n)) = listener.try_recv().await {
+            if ntx.send(n.payload().to_owned()).await.is_err() {
+                return;
+            }
+        }
+    }));
+    let mut ticker = tokio::time::interval(settings.heartbeat_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_beat = tokio::time::Instant::now();
+    let mut sending: Option<AbortOnDrop> = None;
+    loop {
+        tokio::select! {
+            payload = nrx.recv() => {
+                let Some(payload) = payload else { return FeedEnd::Interrupted };
+                if let Some((to, sent_nanos)) = parse_heartbeat(&payload) {
+                    if to == pid {
+                        let now = tokio::time::Instant::now();
+                        let sent = origin
+                            .checked_add(Duration::from_nanos(sent_nanos))
+                            .map_or(now, |t| t.min(now));
+                        last_beat = now;
+                        if tx.send(StoreChange::Fresh(sent)).await.is_err() {
+                            return FeedEnd::ReceiverGone;
+                        }
+                    }
+                    continue;
+                }
+                let changes = parse_changes(&payload).unwrap_or_else(|| vec![StoreChange::Resynced]);
+                for change in changes {
+                    if tx.send(change).await.is_err() {
+                        return FeedEnd::ReceiverGone;
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                if last_beat.elapsed() >= settings.stall_after {
+                    return FeedEnd::Stalled;
+                }
+                // One heartbeat in flight at a time: a slow server must not eat the pool.
+                if sending.as_ref().is_none_or(|s| s.0.is_finished()) {
+                    let pool = pool.clone();
+                    let payload = heartbeat_payload(pid, origin.elapsed());
+                    sending = Some(AbortOnDrop(tokio::spawn(async move {
+                        let sent = tokio::time::timeout(
+                            FEED_CALL_TIMEOUT,
+                            sqlx::query("SELECT pg_notify($1, $2)")
+                                .bind(CHANGE_CHANNEL)
+                                .bind(payload)
+                                .execute(&pool),
+                        )
+                        .await;
+                        if !matches!(sent, Ok(Ok(_))) {
+                            tracing::debug!("postgres change feed: heartbeat not sent");
+                        }
+                    })));
+                }
+            }
+            () = tx.closed() => return FeedEnd::ReceiverGone,
+        }
+    }
+}
+
+/// `["h:<listener backend pid>:<nanoseconds since the feed started>"]`: a change list whose one
+/// item older replicas ignore (they know only `l:` and `t:` items).
+fn heartbeat_payload(pid: i32, sent: Duration) -> String {
+    let nanos = u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX);
+    serde_json::json!([format!("h:{pid}:{nanos}")]).to_string()
+}
+
+/// The `(listener pid, sent nanoseconds)` of a heartbeat payload; `None` for anything else.
+fn parse_heartbeat(payload: &str) -> Option<(i32, u64)> {
+    if !payload.starts_with("[\"h:") {
+        return None;
+    }
+    let [item] =
+        <[String; 1]>::try_from(serde_json::from_str::<Vec<String>>(payload).ok()?).ok()?;
+    let (pid, nanos) = item.strip_prefix("h:")?.split_once(':')?;
+    Some((pid.parse().ok()?, nanos.parse().ok()?))
 }
 
 /// Longest notification payload sent (PostgreSQL refuses 8000 bytes and more).
@@ -970,6 +1128,18 @@ mod tests {
             .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
             .collect();
         assert_eq!(files, embedded, "list each migrations/postgres/*.sql file");
+    }
+
+    #[test]
+    fn heartbeats_round_trip_and_are_ignored_as_changes() {
+        let p = heartbeat_payload(4242, Duration::from_millis(1500));
+        assert_eq!(parse_heartbeat(&p), Some((4242, 1_500_000_000)));
+        // A replica that predates heartbeats sees an empty change list, not "drop everything".
+        assert_eq!(parse_changes(&p), Some(vec![]));
+        assert_eq!(parse_heartbeat(r#"["l:lease_1"]"#), None);
+        assert_eq!(parse_heartbeat(r#"["h:1:2","l:x"]"#), None);
+        assert_eq!(parse_heartbeat(r#"["h:x:2"]"#), None);
+        assert_eq!(parse_heartbeat("nonsense"), None);
     }
 
     #[test]

@@ -765,3 +765,168 @@ async fn postgres_restart_under_load_loses_no_acknowledged_write() {
     drop(pg);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// PostgreSQL backends stopped with SIGSTOP, resumed (SIGCONT) on drop.
+struct StoppedBackends(Vec<i32>);
+
+impl StoppedBackends {
+    fn signal(pids: &[i32], sig: &str) {
+        for pid in pids {
+            let ok = Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} {pid}");
+        }
+    }
+}
+
+impl Drop for StoppedBackends {
+    fn drop(&mut self) {
+        Self::signal(&self.0, "-CONT");
+    }
+}
+
+async fn readyz(c: &Client, base: &str) -> (u16, Value) {
+    c.call("GET", format!("{base}/readyz"), None, Value::Null)
+        .await
+}
+
+/// The red-team case: a replica's change-feed connection stalls without any error (its
+/// PostgreSQL backend is frozen with SIGSTOP: no reset, no notification, no error, exactly like
+/// a half-open connection). A revocation made on the other replica is still honoured there
+/// within one second, because the stalled feed stops proving the cache current; `/readyz`
+/// answers at once and reports the stale cache; and the replica replaces the stalled
+/// connection by itself, after which revocations travel by notification again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second() {
+    if !service_available("postgres", PG_ADDR) {
+        return;
+    }
+    if !nix_is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test freezes PostgreSQL backends (SIGSTOP) and must run as root when CI=true"
+        );
+        eprintln!("\n!!!!! SKIPPING: freezing PostgreSQL backends needs root !!!!!\n");
+        return;
+    }
+    let db = TempPgDatabase::create("stall").await;
+    let (dir, path) = config(&db);
+    let a = Replica::spawn(&path);
+    let b = Replica::spawn(&path);
+    a.wait_feed().await;
+    b.wait_feed().await;
+    let (ua, ub) = (a.base.clone(), b.base.clone());
+    let c = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+    };
+    let agent = agent(&c, &ua).await;
+    let (s, task) = c
+        .post(
+            &ua,
+            "/v1/tasks",
+            Some(&agent),
+            json!({"purpose": "stall", "environment": "production"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let t = task["id"].as_str().expect("task id").to_owned();
+    let grant = || async {
+        let (s, g) = c
+            .post(&ua, &format!("/v1/tasks/{t}/requests"), Some(&agent),
+                json!({"resource": "payments-db", "actions": ["read"], "ttl_secs": 300, "justification": "j"}))
+            .await;
+        assert_eq!(s, 201, "{g}");
+        (
+            g["credential"]["value"]
+                .as_str()
+                .expect("credential")
+                .to_owned(),
+            g["lease"]["id"].as_str().expect("lease id").to_owned(),
+        )
+    };
+    let revoke = |lease: String| {
+        let (c, ua, agent) = (&c, ua.clone(), agent.clone());
+        async move {
+            let (s, r) = c
+                .post(
+                    &ua,
+                    &format!("/v1/leases/{lease}/revoke"),
+                    Some(&agent),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+        }
+    };
+    let (cred, lease) = grant().await;
+    // B answers from its cache from now on.
+    assert!(c.active(&ub, &cred).await);
+    let (s, r) = readyz(&c, &ub).await;
+    assert_eq!(
+        (s, r["cache"]["state"].as_str()),
+        (200, Some("fresh")),
+        "{r}"
+    );
+
+    // Freeze every change-feed backend of this database (both replicas'): nothing errors.
+    let mut conn = sql(&db).await;
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND query ILIKE 'listen%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("find listeners");
+    assert_eq!(pids.len(), 2, "one listener per replica: {pids:?}");
+    StoppedBackends::signal(&pids, "-STOP");
+    let stopped = StoppedBackends(pids);
+    let frozen_at = Instant::now();
+
+    revoke(lease).await;
+    let took = until_inactive(&c, &ub, &cred, Duration::from_secs(1)).await;
+    eprintln!("revocation honoured on the stalled replica after {took:?}");
+
+    // /readyz answers at once and says the cache is not answering; then the replica replaces
+    // the stalled connection by itself and its cache is proved current again.
+    let mut seen = Vec::new();
+    loop {
+        let asked = Instant::now();
+        let (s, r) = readyz(&c, &ub).await;
+        assert_eq!(s, 200, "{r}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "readyz hung");
+        let state = r["cache"]["state"]
+            .as_str()
+            .expect("cache state")
+            .to_owned();
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if state == "fresh" && seen.len() > 1 {
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(15),
+            "the stalled feed was not replaced: states {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.iter().any(|s| s == "stale" || s == "bypassed"),
+        "states {seen:?}"
+    );
+    eprintln!("cache states on the stalled replica: {seen:?}");
+
+    // The old backends are still frozen; revocations reach B through its new connection.
+    let (cred2, lease2) = grant().await;
+    assert!(c.active(&ub, &cred2).await);
+    revoke(lease2).await;
+    until_inactive(&c, &ub, &cred2, Duration::from_secs(1)).await;
+    drop(stopped);
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -86,6 +86,15 @@ async fn broker(clock: &ManualClock, flaky: Arc<Flaky>) -> Broker {
             .await
             .unwrap(),
     );
+    broker_on(store, clock, flaky).await
+}
+
+/// A broker on `store` (two brokers on one store stand for two replicas).
+async fn broker_on(
+    store: Arc<dyn latch_core::ports::Store>,
+    clock: &ManualClock,
+    flaky: Arc<Flaky>,
+) -> Broker {
     let schema = PolicySource {
         name: "s".into(),
         text: latch_server::examples::EXAMPLE_SCHEMA.into(),
@@ -319,4 +328,88 @@ async fn ending_a_task_races_grants_without_leaving_a_live_credential() {
         }
     }
     s.stop().await;
+}
+
+/// A replica answers introspection from its cache only while its change feed proves, within
+/// the staleness bound, that it has applied every earlier change. When the proofs stop (a feed
+/// that stalls without an error), a revocation made on another replica is honoured once the
+/// bound has passed, because lookups go back to the store. Time is the fake clock's.
+#[tokio::test]
+async fn a_replica_cache_answers_only_while_its_change_feed_proves_it_current() {
+    use latch_core::Clock;
+    use latch_core::broker::CacheState;
+    use secrecy::ExposeSecret;
+    use std::time::Duration;
+
+    let clock = ManualClock::new(1_000_000);
+    let flaky = Arc::new(Flaky::default());
+    let store: Arc<dyn latch_core::ports::Store> = Arc::new(
+        latch_store::SqliteStore::open("sqlite::memory:")
+            .await
+            .unwrap(),
+    );
+    let a = broker_on(store.clone(), &clock, flaky.clone()).await;
+    let b = broker_on(store, &clock, flaky).await;
+    // Replica b follows a change feed with a 500 ms bound; nothing has been proved yet.
+    b.follow_change_feed(Duration::from_millis(500));
+    assert_eq!(b.cache_state(), CacheState::Stale { age_ms: None });
+
+    let ctx = CallCtx::default();
+    let w = workload();
+    let task = a
+        .open_task(
+            &ctx,
+            &w,
+            OpenTask {
+                purpose: "p".into(),
+                environment: "sandbox".into(),
+                ttl_secs: Some(900),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let AccessOutcome::Granted(g) = a
+        .request_access(
+            &ctx,
+            &w,
+            &task.id,
+            RequestAccess {
+                resource: "db".into(),
+                actions: vec!["read".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("granted expected")
+    };
+    let value = g.credential.secret.expose_secret().to_owned();
+
+    // The feed proves b current; b answers, and caches the lease.
+    b.confirm_cache_fresh(clock.monotonic());
+    assert_eq!(b.cache_state(), CacheState::Fresh { age_ms: 0 });
+    assert!(b.introspect(&value).await.active);
+
+    // Replica a revokes. b's feed has stalled: no invalidation, no more proofs.
+    a.revoke(&ctx, &w, &g.lease.id).await.unwrap();
+    assert!(!a.introspect(&value).await.active);
+    // Inside the bound b's cache still answers: that window is what the bound allows.
+    clock.advance_millis(499);
+    assert!(
+        b.introspect(&value).await.active,
+        "the cache answers within the bound"
+    );
+    // At the bound b stops trusting its cache and reads the store: the revocation holds.
+    clock.advance_millis(1);
+    assert_eq!(b.cache_state(), CacheState::Stale { age_ms: Some(500) });
+    assert!(!b.introspect(&value).await.active);
+    // A proof from before the revocation cannot bring the stale answer back...
+    b.confirm_cache_fresh(clock.monotonic() - Duration::from_millis(600));
+    assert!(!b.introspect(&value).await.active);
+    // ...and a feed that is down bypasses the cache altogether.
+    b.set_cache_trusted(false);
+    assert_eq!(b.cache_state(), CacheState::Bypassed);
+    assert!(!b.introspect(&value).await.active);
 }
