@@ -154,7 +154,7 @@ where
 
 /// The key binding asked for by a `DPoP` header (RFC 9449 §5) on a `POST path` REST call: the
 /// minted credential is bound to the proof's key. No header: an unbound credential.
-fn rest_binding(
+async fn rest_binding(
     s: &AppState,
     headers: &HeaderMap,
     path: &str,
@@ -166,16 +166,19 @@ fn rest_binding(
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::DpopProofInvalid, "dpop header is not ascii"))?;
     let htu = format!("{}{path}", s.base_url);
-    let jkt = s.dpop.verify(
-        proof,
-        crate::dpop::ProofCheck {
-            htm: "POST",
-            htu: &htu,
-            access_token: None,
-            expected_jkt: None,
-            relayed: false,
-        },
-    )?;
+    let jkt = s
+        .dpop
+        .verify(
+            proof,
+            crate::dpop::ProofCheck {
+                htm: "POST",
+                htu: &htu,
+                access_token: None,
+                expected_jkt: None,
+                relayed: false,
+            },
+        )
+        .await?;
     Ok(latch_core::model::TokenBinding {
         jkt: Some(jkt),
         ..Default::default()
@@ -665,7 +668,7 @@ async fn request_access(
     ApiJson(body): ApiJson<RequestAccess>,
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
-        let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests"))?;
+        let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests")).await?;
         s.broker
             .request_access_bound(ctx, &w, &id, body, binding)
             .await
@@ -705,7 +708,8 @@ async fn claim_request(
             &s,
             &headers,
             &format!("/v1/tasks/{id}/requests/{rid}/claim"),
-        )?;
+        )
+        .await?;
         s.broker.claim_bound(ctx, &w, &id, &rid, binding).await
     })
     .await;
@@ -980,6 +984,7 @@ async fn introspect(
                         relayed: true,
                     },
                 )
+                .await
                 .map_err(|e| tracing::info!(code = %e.code, error = %e.message, "introspection: dpop proof refused"))
                 .is_ok(),
             // A bound token is only active for a holder that proves its key.

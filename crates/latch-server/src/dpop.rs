@@ -95,14 +95,55 @@ struct ProofClaims {
 /// proofs are refused (`store_unavailable`, retryable) rather than accepted unchecked.
 ///
 /// # Security
-/// The replay cache and the nonce key live in this process: with several replicas behind a
-/// load balancer, a proof could be replayed once per replica inside its `iat` window, and a
-/// nonce from one replica is not accepted by another.
+/// Alone, the replay cache and the nonce key live in this process. With several replicas
+/// behind a load balancer give every replica the same nonce key
+/// ([`with_nonce_key`](Self::with_nonce_key), derived from the shared master key) and a
+/// [`SharedReplayCache`] ([`with_shared_replay`](Self::with_shared_replay)): otherwise a proof
+/// could be replayed once per replica inside its `iat` window, and a nonce from one replica
+/// would not be accepted by another.
 pub struct DpopVerifier {
     clock: Arc<dyn Clock>,
     settings: DpopSettings,
     seen: Mutex<ReplayCache>,
     nonce_key: hmac::Key,
+    shared: Option<Arc<dyn SharedReplayCache>>,
+}
+
+/// Replay protection shared by every replica (RFC 9449 §11.1): a proof accepted by one is
+/// refused by all the others.
+#[async_trait::async_trait]
+pub trait SharedReplayCache: Send + Sync {
+    /// Records `key` (a digest of the proof's key thumbprint and `jti`) as used until
+    /// `expires_at_unix_secs`: `Ok(true)` the first time, `Ok(false)` for a replay.
+    ///
+    /// # Errors
+    /// When the shared cache cannot be reached; the proof is then refused (retryable).
+    async fn first_use(
+        &self,
+        key: &str,
+        expires_at_unix_secs: i64,
+        now_unix_secs: i64,
+    ) -> Result<bool, ApiError>;
+}
+
+#[async_trait::async_trait]
+impl SharedReplayCache for latch_store::PgStore {
+    async fn first_use(
+        &self,
+        key: &str,
+        expires_at_unix_secs: i64,
+        now_unix_secs: i64,
+    ) -> Result<bool, ApiError> {
+        self.use_once(key, expires_at_unix_secs, now_unix_secs)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "dpop: the shared replay cache is unreachable");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "cannot check the dpop proof for replay right now: retry shortly",
+                )
+            })
+    }
 }
 
 /// Width of a replay-cache bucket of `iat`s (seconds).
@@ -178,7 +219,23 @@ impl DpopVerifier {
             settings,
             seen: Mutex::new(ReplayCache::default()),
             nonce_key,
+            shared: None,
         }
+    }
+
+    /// Uses `key` (32 bytes from the master key, the same on every replica) for server nonces
+    /// instead of a random per-process key, so any replica accepts any replica's nonce and
+    /// nonces survive a restart.
+    pub fn with_nonce_key(mut self, key: &[u8]) -> Self {
+        self.nonce_key = hmac::Key::new(hmac::HMAC_SHA256, key);
+        self
+    }
+
+    /// Also checks every proof against `shared`, so a proof is accepted once across all the
+    /// replicas that share it (the local cache still answers local replays first).
+    pub fn with_shared_replay(mut self, shared: Arc<dyn SharedReplayCache>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     fn bucket(&self, now: i64) -> i64 {
@@ -224,7 +281,8 @@ impl DpopVerifier {
     /// # Errors
     /// `dpop_proof_invalid` for any failed check (the message names which);
     /// `dpop_nonce_required` when a server nonce is required and missing or stale.
-    pub fn verify(&self, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
+    /// `store_unavailable` (retryable) when the replay caches cannot take the proof.
+    pub async fn verify(&self, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
         if proof.len() > MAX_PROOF_BYTES {
             return Err(invalid("dpop proof is too large"));
         }
@@ -345,18 +403,23 @@ impl DpopVerifier {
         // Replay: last, so a proof failing another check does not burn its jti.
         // A proof is only accepted with `iat` >= now - max_age, so buckets wholly older than
         // that can go. The key includes the `iat` bucket the proof was checked in.
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.expire(now - self.settings.max_age_secs);
         let key = format!("{jkt}.{}", claims.jti);
-        // The same jti with another iat lands in another bucket: look in all of them (few).
+        self.check_local_replay(&key, now)?;
+        if let Some(shared) = &self.shared {
+            // A digest: fixed size, and the jti (client-chosen text) never reaches the store.
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+            let expires = claims.iat + self.settings.max_age_secs + 1;
+            if !shared
+                .first_use(&hex::encode(digest.as_ref()), expires, now)
+                .await?
+            {
+                return Err(invalid("dpop proof was already used (`jti` replay)"));
+            }
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Re-checked: a concurrent call may have taken the same proof meanwhile.
         if seen.buckets.values().any(|b| b.contains(&key)) {
             return Err(invalid("dpop proof was already used (`jti` replay)"));
-        }
-        if seen.len >= self.settings.max_replay_entries {
-            return Err(ApiError::new(
-                ErrorCode::StoreUnavailable,
-                "too many dpop proofs in flight to check them for replay: retry shortly",
-            ));
         }
         seen.buckets
             .entry(claims.iat.div_euclid(REPLAY_BUCKET_SECS))
@@ -365,11 +428,37 @@ impl DpopVerifier {
         seen.len += 1;
         Ok(jkt)
     }
+
+    /// Refuses a proof this process has already accepted, or any proof while the local cache
+    /// is full.
+    fn check_local_replay(&self, key: &str, now: i64) -> Result<(), ApiError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.expire(now - self.settings.max_age_secs);
+        // The same jti with another iat lands in another bucket: look in all of them (few).
+        if seen.buckets.values().any(|b| b.contains(key)) {
+            return Err(invalid("dpop proof was already used (`jti` replay)"));
+        }
+        if seen.len >= self.settings.max_replay_entries {
+            return Err(ApiError::new(
+                ErrorCode::StoreUnavailable,
+                "too many dpop proofs in flight to check them for replay: retry shortly",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the async [`DpopVerifier::verify`] to completion (no shared cache: no I/O).
+    fn verify(v: &DpopVerifier, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(v.verify(proof, check))
+    }
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use jsonwebtoken::{Algorithm, EncodingKey};
     use latch_core::ManualClock;
@@ -440,12 +529,12 @@ mod tests {
             claims(),
         );
         let v = verifier(false);
-        let jkt = v.verify(&p, check()).unwrap();
+        let jkt = verify(&v, &p, check()).unwrap();
         let canon = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, k.x);
         let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes());
         assert_eq!(jkt, URL_SAFE_NO_PAD.encode(d.as_ref()));
         assert!(
-            v.verify(&p, check())
+            verify(&v, &p, check())
                 .unwrap_err()
                 .message
                 .contains("replay")
@@ -493,7 +582,7 @@ mod tests {
                 "`x5c`",
             ),
         ] {
-            let e = v.verify(&sign(&k, header, claims()), check()).unwrap_err();
+            let e = verify(&v, &sign(&k, header, claims()), check()).unwrap_err();
             assert_eq!(e.code, ErrorCode::DpopProofInvalid);
             assert!(e.message.contains(want), "{want}: {}", e.message);
         }
@@ -505,7 +594,7 @@ mod tests {
             claims(),
         );
         assert!(
-            v.verify(&p, check())
+            verify(&v, &p, check())
                 .unwrap_err()
                 .message
                 .contains("signature")
@@ -520,7 +609,7 @@ mod tests {
         let mut c = claims();
         c["htm"] = json!("GET");
         assert!(
-            v.verify(&sign(&k, h.clone(), c), check())
+            verify(&v, &sign(&k, h.clone(), c), check())
                 .unwrap_err()
                 .message
                 .contains("method")
@@ -528,7 +617,7 @@ mod tests {
         let mut c = claims();
         c["htu"] = json!("https://latch.example/other");
         assert!(
-            v.verify(&sign(&k, h.clone(), c), check())
+            verify(&v, &sign(&k, h.clone(), c), check())
                 .unwrap_err()
                 .message
                 .contains("htu")
@@ -537,7 +626,7 @@ mod tests {
             let mut c = claims();
             c["iat"] = json!(iat);
             assert!(
-                v.verify(&sign(&k, h.clone(), c), check())
+                verify(&v, &sign(&k, h.clone(), c), check())
                     .unwrap_err()
                     .message
                     .contains("iat")
@@ -548,20 +637,20 @@ mod tests {
             ..check()
         };
         assert!(
-            v.verify(&sign(&k, h.clone(), claims()), with_token)
+            verify(&v, &sign(&k, h.clone(), claims()), with_token)
                 .unwrap_err()
                 .message
                 .contains("ath")
         );
         let mut c = claims();
         c["ath"] = json!(access_token_hash("tok"));
-        assert!(v.verify(&sign(&k, h.clone(), c), with_token).is_ok());
+        assert!(verify(&v, &sign(&k, h.clone(), c), with_token).is_ok());
         let bound = ProofCheck {
             expected_jkt: Some("someone-else"),
             ..check()
         };
         assert!(
-            v.verify(&sign(&k, h, claims()), bound)
+            verify(&v, &sign(&k, h, claims()), bound)
                 .unwrap_err()
                 .message
                 .contains("another key")
@@ -580,25 +669,23 @@ mod tests {
                 ..Default::default()
             },
         );
-        let e = v
-            .verify(&sign(&k, h.clone(), claims()), check())
-            .unwrap_err();
+        let e = verify(&v, &sign(&k, h.clone(), claims()), check()).unwrap_err();
         assert_eq!(e.code, ErrorCode::DpopNonceRequired);
         let n = v.issue_nonce();
         let mut c = claims();
         c["nonce"] = json!(n);
-        assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
+        assert!(verify(&v, &sign(&k, h.clone(), c), check()).is_ok());
         // Still valid in the next bucket, not after.
         clock.advance(60);
         let mut c = claims();
         c["nonce"] = json!(n);
         c["iat"] = json!(NOW + 60);
-        assert!(v.verify(&sign(&k, h.clone(), c), check()).is_ok());
+        assert!(verify(&v, &sign(&k, h.clone(), c), check()).is_ok());
         clock.advance(60);
         let mut c = claims();
         c["nonce"] = json!(n);
         c["iat"] = json!(NOW + 120);
-        let e = v.verify(&sign(&k, h.clone(), c), check()).unwrap_err();
+        let e = verify(&v, &sign(&k, h.clone(), c), check()).unwrap_err();
         assert_eq!(e.code, ErrorCode::DpopNonceRequired);
         // Forged or another verifier's nonces are refused.
         let other = DpopVerifier::new(clock.clone(), DpopSettings::default());
@@ -606,7 +693,7 @@ mod tests {
             let mut c = claims();
             c["nonce"] = json!(n);
             c["iat"] = json!(NOW + 120);
-            let e = v.verify(&sign(&k, h.clone(), c), check()).unwrap_err();
+            let e = verify(&v, &sign(&k, h.clone(), c), check()).unwrap_err();
             assert_eq!(e.code, ErrorCode::DpopNonceRequired);
         }
     }
@@ -623,6 +710,60 @@ mod tests {
     }
 
     #[test]
+    fn replicas_with_one_nonce_key_accept_each_others_nonces() {
+        let shared = [9u8; 32];
+        let a = verifier(true).with_nonce_key(&shared);
+        let b = verifier(true).with_nonce_key(&shared);
+        let stranger = verifier(true).with_nonce_key(&[8u8; 32]);
+        assert!(b.nonce_is_fresh(&a.issue_nonce()));
+        assert!(a.nonce_is_fresh(&b.issue_nonce()));
+        assert!(!stranger.nonce_is_fresh(&a.issue_nonce()));
+        assert!(
+            !a.nonce_is_fresh(&verifier(true).issue_nonce()),
+            "random per-process key"
+        );
+    }
+
+    /// A shared cache that records keys in memory (stands in for the database).
+    #[derive(Default)]
+    struct MemoryShared(Mutex<HashSet<String>>, std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl SharedReplayCache for MemoryShared {
+        async fn first_use(&self, key: &str, _exp: i64, _now: i64) -> Result<bool, ApiError> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ApiError::new(ErrorCode::StoreUnavailable, "down"));
+            }
+            assert_eq!(key.len(), 64, "a sha-256 digest, not the jti");
+            Ok(self.0.lock().unwrap().insert(key.to_owned()))
+        }
+    }
+
+    #[test]
+    fn a_proof_is_good_once_across_replicas_sharing_a_replay_cache() {
+        let shared = Arc::new(MemoryShared::default());
+        let a = verifier(false).with_shared_replay(shared.clone());
+        let b = verifier(false).with_shared_replay(shared.clone());
+        let k = key();
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
+        let p = sign(&k, h.clone(), claims());
+        verify(&a, &p, check()).unwrap();
+        let e = verify(&b, &p, check()).unwrap_err();
+        assert!(e.message.contains("replay"), "{}", e.message);
+        // Without a shared cache, the second replica would have taken it.
+        assert!(verify(&verifier(false), &p, check()).is_ok());
+        // The shared cache down: refused, retryable, and the proof is not burnt locally.
+        shared.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        let p2 = sign(&k, h, claims());
+        assert_eq!(
+            verify(&a, &p2, check()).unwrap_err().code,
+            ErrorCode::StoreUnavailable
+        );
+        shared.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(verify(&a, &p2, check()).is_ok());
+    }
+
+    #[test]
     fn replay_cache_is_bounded_drops_old_buckets_and_refuses_when_full() {
         let k = key();
         let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
@@ -635,17 +776,15 @@ mod tests {
             },
         );
         for _ in 0..3 {
-            v.verify(&sign(&k, h.clone(), claims()), check()).unwrap();
+            verify(&v, &sign(&k, h.clone(), claims()), check()).unwrap();
         }
-        let e = v
-            .verify(&sign(&k, h.clone(), claims()), check())
-            .unwrap_err();
+        let e = verify(&v, &sign(&k, h.clone(), claims()), check()).unwrap_err();
         assert_eq!(e.code, ErrorCode::StoreUnavailable, "{}", e.message);
         // Once their iat is out of the window, whole buckets go and proofs pass again.
         clock.advance(300 + REPLAY_BUCKET_SECS);
         let mut c = claims();
         c["iat"] = json!(NOW + 300 + REPLAY_BUCKET_SECS);
-        v.verify(&sign(&k, h, c), check()).unwrap();
+        verify(&v, &sign(&k, h, c), check()).unwrap();
         assert_eq!(v.seen.lock().unwrap().len, 1);
     }
 

@@ -280,16 +280,20 @@ async fn exchange(
         }
         Some(Ok(proof)) => {
             let htu = format!("{}/oauth/token", s.base_url);
-            Some(s.dpop.verify(
-                proof,
-                ProofCheck {
-                    htm: "POST",
-                    htu: &htu,
-                    access_token: None,
-                    expected_jkt: None,
-                    relayed: false,
-                },
-            )?)
+            Some(
+                s.dpop
+                    .verify(
+                        proof,
+                        ProofCheck {
+                            htm: "POST",
+                            htu: &htu,
+                            access_token: None,
+                            expected_jkt: None,
+                            relayed: false,
+                        },
+                    )
+                    .await?,
+            )
         }
     };
     // The workload owns the task; a human on either side is the one it acts for.

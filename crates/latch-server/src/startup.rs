@@ -454,14 +454,23 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         introspection_clients: Arc::new(config.introspection_clients.clone()),
         admin_groups: Arc::new(config.admin.groups.clone()),
         base_url: base_url.clone(),
-        dpop: Arc::new(crate::dpop::DpopVerifier::new(
-            clock.clone(),
-            crate::dpop::DpopSettings {
-                max_age_secs: config.oauth.dpop_max_age.as_secs() as i64,
-                require_nonce: config.oauth.dpop_require_nonce,
-                ..Default::default()
-            },
-        )),
+        dpop: Arc::new({
+            let v = crate::dpop::DpopVerifier::new(
+                clock.clone(),
+                crate::dpop::DpopSettings {
+                    max_age_secs: config.oauth.dpop_max_age.as_secs() as i64,
+                    require_nonce: config.oauth.dpop_require_nonce,
+                    ..Default::default()
+                },
+            )
+            // Every replica (and every restart) issues and accepts the same nonces.
+            .with_nonce_key(&master.dpop_nonce_key());
+            // Replicas share the proofs they accepted: a proof is good once, cluster-wide.
+            match &pg {
+                Some(pg) => v.with_shared_replay(Arc::new(pg.clone())),
+                None => v,
+            }
+        }),
         workload_issuers: Arc::new(workload_issuers),
         mcp_cancel: mcp_cancel.clone(),
         ssh,
@@ -527,6 +536,23 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
                 }
             }));
         }
+    }
+    // Expired one-time values (DPoP proofs) in the shared store, once a minute.
+    if let Some(pg) = pg.clone() {
+        let mut rx = rx.clone();
+        let clock = clock.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        if let Err(e) = pg.forget_expired_once(clock.now_unix_secs()).await {
+                            tracing::warn!(error = %e, "cannot purge expired dpop proofs; will retry");
+                        }
+                    }
+                    r = rx.changed() => if r.is_err() || *rx.borrow() { break },
+                }
+            }
+        }));
     }
     if !config.audit.checkpoint_interval.is_zero() {
         tasks.push(tokio::spawn(crate::audit::run_checkpoints(

@@ -19,11 +19,18 @@ use crate::sqlite::{cas, encode};
 /// Embedded migrations, in version order: `(version, description, sql)`.
 ///
 /// Every file in `migrations/postgres/` must be listed here (a unit test checks it).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "used_once",
+        include_str!("../migrations/postgres/0002_used_once.sql"),
+    ),
+];
 
 /// The notification channel of row changes (`LISTEN latch_changes`).
 pub const CHANGE_CHANNEL: &str = "latch_changes";
@@ -111,6 +118,8 @@ pub enum StoreChange {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How to open the change feed's own connections (outside the pool; carries the password).
+    options: PgConnectOptions,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -135,6 +144,7 @@ impl PgStore {
             StoreError::Unavailable("postgres: invalid store url".into())
         })?;
         let options = options.application_name("latch");
+        let listen_options = options.clone();
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -144,7 +154,10 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| unavailable("connect", &e))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            options: listen_options,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -173,6 +186,47 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("schema migration failed: {e}")))
     }
 
+    /// Records `key` as used until `expires_at_unix_secs`, for every replica: `true` the first
+    /// time (or once an earlier use expired before `now_unix_secs`), `false` for a replay.
+    /// One statement (`INSERT … ON CONFLICT … WHERE expired`), so two replicas racing on one
+    /// key cannot both get `true`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached; callers must then
+    /// refuse (never accept a value unchecked).
+    pub async fn use_once(
+        &self,
+        key: &str,
+        expires_at_unix_secs: i64,
+        now_unix_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let first = sqlx::query_scalar::<_, i32>(
+            "INSERT INTO used_once (key, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+             WHERE used_once.expires_at < $3 RETURNING 1",
+        )
+        .bind(key)
+        .bind(expires_at_unix_secs)
+        .bind(now_unix_secs)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| write_error("record one-time value", &e))?;
+        Ok(first.is_some())
+    }
+
+    /// Deletes the one-time values that expired before `now_unix_secs`; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn forget_expired_once(&self, now_unix_secs: i64) -> Result<u64, StoreError> {
+        sqlx::query("DELETE FROM used_once WHERE expires_at < $1")
+            .bind(now_unix_secs)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| write_error("purge one-time values", &e))
+    }
+
     /// Starts following the changes other writers commit, with [`FeedSettings::default`].
     /// See [`watch_with`](Self::watch_with).
     pub fn watch(&self) -> mpsc::Receiver<StoreChange> {
@@ -190,30 +244,42 @@ impl PgStore {
     /// receiver is dropped.
     ///
     /// # Security
-    /// A heartbeat's send instant is read from the payload, which anyone allowed to `NOTIFY`
-    /// on the database can forge; it is accepted only for this listener's backend and never
-    /// later than its arrival, so a forged heartbeat can at most claim "current as of now".
-    /// (Such a role could also write the rows themselves.)
+    /// Any role that can connect to the database can `NOTIFY` (and `LISTEN`) on the channel.
+    /// Heartbeats therefore carry only a fresh random token; the send instant is what this
+    /// process recorded for it, so a forged or copied heartbeat proves nothing (see
+    /// `follow_listener`). Such a role can still make the replicas drop their caches (an
+    /// unparsable payload) and read the database for every lookup, which is slower but never
+    /// stale: revoke `CONNECT` on the database from `PUBLIC`.
     pub fn watch_with(&self, settings: FeedSettings) -> mpsc::Receiver<StoreChange> {
         let (tx, rx) = mpsc::channel(1024);
         let pool = self.pool.clone();
+        let options = self.options.clone();
         tokio::spawn(async move {
-            let origin = tokio::time::Instant::now();
             let mut wait = LISTEN_RETRY_MIN;
             loop {
                 if tx.send(StoreChange::Lost).await.is_err() {
                     return;
                 }
+                // Its own one-connection pool, never the shared one: a stalled connection that
+                // is given up on may hang forever (sqlx sends `UNLISTEN *` on drop, unbounded),
+                // and must not keep a slot the broker's calls need.
                 let listener = tokio::time::timeout(FEED_CALL_TIMEOUT, async {
-                    let mut l = PgListener::connect_with(&pool).await?;
-                    let pid = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-                        .fetch_one(&mut l)
+                    let own = PgPoolOptions::new()
+                        .max_connections(1)
+                        .min_connections(0)
+                        .max_lifetime(None)
+                        .idle_timeout(None)
+                        .acquire_timeout(FEED_CALL_TIMEOUT)
+                        .connect_with(options.clone())
                         .await?;
+                    let mut l = PgListener::connect_with(&own).await?;
+                    // A lost connection ends this session (the caller reconnects and resyncs).
+                    l.eager_reconnect(false);
                     l.listen(CHANGE_CHANNEL).await?;
-                    Ok::<_, sqlx::Error>((l, pid))
+                    Ok::<_, sqlx::Error>(l)
                 })
                 .await;
-                let (listener, pid) = match listener {
+                let listener = match listener {
                     Ok(Ok(l)) => l,
                     failed => {
                         let why = match failed {
@@ -236,7 +302,7 @@ impl PgStore {
                 {
                     return;
                 }
-                match follow_listener(&tx, &pool, listener, pid, origin, settings).await {
+                match follow_listener(&tx, &pool, listener, settings).await {
                     FeedEnd::ReceiverGone => return,
                     FeedEnd::Interrupted => {
                         tracing::warn!("postgres change feed interrupted; reconnecting");
@@ -268,14 +334,22 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Most heartbeats awaited at once (older ones are forgotten; they could only prove less).
+const MAX_PENDING_HEARTBEATS: usize = 4096;
+
 /// Forwards one listener connection's notifications to `tx` and sends its heartbeats, until
 /// the connection fails, stalls or the receiver is dropped. The connection is dropped on return.
+///
+/// # Security
+/// Every role that can connect to the database can `LISTEN` and `NOTIFY` on the channel, so a
+/// heartbeat proves nothing by its content: each carries a fresh random token, and its send
+/// instant is what this process recorded under that token *before* sending it. A forged
+/// heartbeat (unknown token) is ignored; a copy of a real one is committed after the original,
+/// which is received first and retires the token.
 async fn follow_listener(
     tx: &mpsc::Sender<StoreChange>,
     pool: &PgPool,
     mut listener: PgListener,
-    pid: i32,
-    origin: tokio::time::Instant,
     settings: FeedSettings,
 ) -> FeedEnd {
     // The listener is read in its own task (ended on return), so that waiting for a
@@ -291,18 +365,21 @@ async fn follow_listener(
     let mut ticker = tokio::time::interval(settings.heartbeat_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_beat = tokio::time::Instant::now();
+    // Token → the instant just before its heartbeat was sent, oldest first.
+    let mut pending: std::collections::VecDeque<(String, tokio::time::Instant)> =
+        std::collections::VecDeque::new();
     let mut sending: Option<AbortOnDrop> = None;
     loop {
         tokio::select! {
             payload = nrx.recv() => {
                 let Some(payload) = payload else { return FeedEnd::Interrupted };
-                if let Some((to, sent_nanos)) = parse_heartbeat(&payload) {
-                    if to == pid {
-                        let now = tokio::time::Instant::now();
-                        let sent = origin
-                            .checked_add(Duration::from_nanos(sent_nanos))
-                            .map_or(now, |t| t.min(now));
-                        last_beat = now;
+                if let Some(token) = parse_heartbeat(&payload) {
+                    if let Some(i) = pending.iter().position(|(t, _)| *t == token) {
+                        let (_, sent) = pending.remove(i).unwrap_or_else(|| unreachable!());
+                        // Heartbeats arrive in send order: earlier ones were lost (a failed
+                        // send), and can only prove less.
+                        pending.drain(..i);
+                        last_beat = tokio::time::Instant::now();
                         if tx.send(StoreChange::Fresh(sent)).await.is_err() {
                             return FeedEnd::ReceiverGone;
                         }
@@ -322,14 +399,18 @@ async fn follow_listener(
                 }
                 // One heartbeat in flight at a time: a slow server must not eat the pool.
                 if sending.as_ref().is_none_or(|s| s.0.is_finished()) {
+                    let token = uuid::Uuid::new_v4().simple().to_string();
+                    if pending.len() >= MAX_PENDING_HEARTBEATS {
+                        pending.pop_front();
+                    }
+                    pending.push_back((token.clone(), tokio::time::Instant::now()));
                     let pool = pool.clone();
-                    let payload = heartbeat_payload(pid, origin.elapsed());
                     sending = Some(AbortOnDrop(tokio::spawn(async move {
                         let sent = tokio::time::timeout(
                             FEED_CALL_TIMEOUT,
                             sqlx::query("SELECT pg_notify($1, $2)")
                                 .bind(CHANGE_CHANNEL)
-                                .bind(payload)
+                                .bind(heartbeat_payload(&token))
                                 .execute(&pool),
                         )
                         .await;
@@ -344,22 +425,20 @@ async fn follow_listener(
     }
 }
 
-/// `["h:<listener backend pid>:<nanoseconds since the feed started>"]`: a change list whose one
-/// item older replicas ignore (they know only `l:` and `t:` items).
-fn heartbeat_payload(pid: i32, sent: Duration) -> String {
-    let nanos = u64::try_from(sent.as_nanos()).unwrap_or(u64::MAX);
-    serde_json::json!([format!("h:{pid}:{nanos}")]).to_string()
+/// `["h:<random token>"]`: a change list whose one item older replicas ignore (they know only
+/// `l:` and `t:` items).
+fn heartbeat_payload(token: &str) -> String {
+    serde_json::json!([format!("h:{token}")]).to_string()
 }
 
-/// The `(listener pid, sent nanoseconds)` of a heartbeat payload; `None` for anything else.
-fn parse_heartbeat(payload: &str) -> Option<(i32, u64)> {
+/// The token of a heartbeat payload; `None` for anything else.
+fn parse_heartbeat(payload: &str) -> Option<String> {
     if !payload.starts_with("[\"h:") {
         return None;
     }
     let [item] =
         <[String; 1]>::try_from(serde_json::from_str::<Vec<String>>(payload).ok()?).ok()?;
-    let (pid, nanos) = item.strip_prefix("h:")?.split_once(':')?;
-    Some((pid.parse().ok()?, nanos.parse().ok()?))
+    item.strip_prefix("h:").map(str::to_owned)
 }
 
 /// Longest notification payload sent (PostgreSQL refuses 8000 bytes and more).
@@ -1132,13 +1211,12 @@ mod tests {
 
     #[test]
     fn heartbeats_round_trip_and_are_ignored_as_changes() {
-        let p = heartbeat_payload(4242, Duration::from_millis(1500));
-        assert_eq!(parse_heartbeat(&p), Some((4242, 1_500_000_000)));
+        let p = heartbeat_payload("3f2a");
+        assert_eq!(parse_heartbeat(&p).as_deref(), Some("3f2a"));
         // A replica that predates heartbeats sees an empty change list, not "drop everything".
         assert_eq!(parse_changes(&p), Some(vec![]));
         assert_eq!(parse_heartbeat(r#"["l:lease_1"]"#), None);
-        assert_eq!(parse_heartbeat(r#"["h:1:2","l:x"]"#), None);
-        assert_eq!(parse_heartbeat(r#"["h:x:2"]"#), None);
+        assert_eq!(parse_heartbeat(r#"["h:1","l:x"]"#), None);
         assert_eq!(parse_heartbeat("nonsense"), None);
     }
 

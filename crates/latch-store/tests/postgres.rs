@@ -86,7 +86,17 @@ async fn replicas(tag: &str, n: usize) -> Option<(TempPgDatabase, Vec<Arc<PgStor
     Some((db, stores))
 }
 
+/// The next change on the feed, skipping heartbeat proofs ([`StoreChange::Fresh`]).
 async fn next(feed: &mut tokio::sync::mpsc::Receiver<StoreChange>) -> StoreChange {
+    loop {
+        let c = next_any(feed).await;
+        if !matches!(c, StoreChange::Fresh(_)) {
+            return c;
+        }
+    }
+}
+
+async fn next_any(feed: &mut tokio::sync::mpsc::Receiver<StoreChange>) -> StoreChange {
     tokio::time::timeout(Duration::from_secs(5), feed.recv())
         .await
         .expect("a change within 5 s")
@@ -355,6 +365,281 @@ async fn changes_reach_the_other_replica() {
     assert_eq!(next(&mut feed).await, StoreChange::Resynced);
     drop(feed);
     finish(db, stores).await;
+}
+
+/// The feed proves itself current with heartbeats, each proof no older than the changes before
+/// it; when its connection stalls without an error (the listening backend is frozen with
+/// SIGSTOP), the proofs stop, and the feed replaces the connection by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_prove_the_feed_current_and_a_stalled_listener_is_replaced() {
+    let Some((db, stores)) = replicas("heartbeat", 2).await else {
+        return;
+    };
+    let settings = latch_store::FeedSettings {
+        heartbeat_every: Duration::from_millis(20),
+        stall_after: Duration::from_millis(400),
+    };
+    let mut feed = stores[1].watch_with(settings);
+    assert_eq!(next_any(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next_any(&mut feed).await, StoreChange::Resynced);
+    // Proofs arrive, never from the future, and move forward.
+    let mut last = None;
+    for _ in 0..5 {
+        match next_any(&mut feed).await {
+            StoreChange::Fresh(t) => {
+                assert!(t <= tokio::time::Instant::now());
+                assert!(last.is_none_or(|l| l <= t), "proofs move forward");
+                last = Some(t);
+            }
+            other => panic!("expected a heartbeat proof, got {other:?}"),
+        }
+    }
+    // A change committed before a heartbeat is sent arrives before that heartbeat's proof.
+    let l = lease("lease_hb", "task_hb", LeaseState::Active, 9_000);
+    stores[0]
+        .apply(
+            WriteBatch::new()
+                .write(Write::InsertTask(task("task_hb")))
+                .write(Write::InsertLease(l.clone())),
+        )
+        .await
+        .expect("insert");
+    let mut revoked = l;
+    revoked.state = LeaseState::Revoked;
+    revoked.version = 2;
+    stores[0]
+        .apply(WriteBatch::new().write(Write::UpdateLease(revoked)))
+        .await
+        .expect("revoke");
+    let committed = tokio::time::Instant::now();
+    loop {
+        match next_any(&mut feed).await {
+            StoreChange::Fresh(t) => assert!(
+                t < committed,
+                "a proof after the commit came before its change"
+            ),
+            StoreChange::Lease(id) => {
+                assert_eq!(id, "lease_hb");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "freezing the listening backend (SIGSTOP) needs root, and CI=true"
+        );
+        eprintln!(
+            "\n!!!!! SKIPPING the stall half: freezing a PostgreSQL backend needs root !!!!!\n"
+        );
+        drop(feed);
+        finish(db, stores).await;
+        return;
+    }
+    let frozen = listener_pids(&db).await;
+    assert_eq!(frozen.len(), 1, "one listener: {frozen:?}");
+    signal(&frozen, "-STOP");
+    // Resumed however this test ends: a frozen backend would block the server's shutdown.
+    let resume = Resume(frozen.clone());
+    let stalled_at = tokio::time::Instant::now();
+    // No error, no notification: the proofs stop, and after `stall_after` the feed gives up
+    // on the connection and listens on a new one.
+    loop {
+        match next_any(&mut feed).await {
+            StoreChange::Fresh(t) => assert!(t <= stalled_at, "a proof through a frozen listener"),
+            StoreChange::Lost => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(stalled_at.elapsed() >= settings.stall_after);
+    assert_eq!(next_any(&mut feed).await, StoreChange::Resynced);
+    assert!(matches!(next_any(&mut feed).await, StoreChange::Fresh(_)));
+    let now_listening = listener_pids(&db).await;
+    drop(resume);
+    assert!(
+        now_listening.iter().any(|p| !frozen.contains(p)),
+        "a new listener: {now_listening:?} (frozen {frozen:?})"
+    );
+    drop(feed);
+    finish(db, stores).await;
+}
+
+/// Any role that can connect may `LISTEN` and `NOTIFY` on the channel: heartbeats it forges,
+/// and copies of real heartbeats it saw, prove nothing (the red-team attack that kept a
+/// stale cache "fresh" for seconds behind a notification backlog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_and_copied_heartbeats_prove_nothing() {
+    use sqlx::Connection;
+    let Some((db, stores)) = replicas("forged", 2).await else {
+        return;
+    };
+    // The attacker listens first, so it sees the feed's real heartbeat.
+    let mut spy = sqlx::postgres::PgListener::connect(&db.url())
+        .await
+        .expect("spy listens");
+    spy.listen(latch_store::CHANGE_CHANNEL)
+        .await
+        .expect("listen");
+    // One heartbeat only (an interval's first tick), and no stall detection in the way.
+    let mut feed = stores[1].watch_with(latch_store::FeedSettings {
+        heartbeat_every: Duration::from_secs(3600),
+        stall_after: Duration::from_secs(3600),
+    });
+    assert_eq!(next_any(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next_any(&mut feed).await, StoreChange::Resynced);
+    assert!(
+        matches!(next_any(&mut feed).await, StoreChange::Fresh(_)),
+        "listening"
+    );
+    assert!(
+        matches!(next_any(&mut feed).await, StoreChange::Fresh(_)),
+        "the real heartbeat"
+    );
+    let real = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), spy.recv())
+            .await
+            .expect("the spy sees the heartbeat")
+            .expect("recv");
+        if n.payload().starts_with("[\"h:") {
+            break n.payload().to_owned();
+        }
+    };
+    // Copies of it, and forgeries, then a real change as a marker.
+    let mut c = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query(
+        "SELECT pg_notify($1, p) FROM (SELECT $2 AS p UNION ALL \
+         SELECT '[\"h:' || md5(g::text) || '\"]' FROM generate_series(1, 200) g \
+         UNION ALL SELECT $2 || ' ') AS forged",
+    )
+    .bind(latch_store::CHANGE_CHANNEL)
+    .bind(&real)
+    .execute(&mut c)
+    .await
+    .expect("forge");
+    let l = lease("lease_mark", "task_mark", LeaseState::Active, 9_000);
+    stores[0]
+        .apply(
+            WriteBatch::new()
+                .write(Write::InsertTask(task("task_mark")))
+                .write(Write::InsertLease(l.clone())),
+        )
+        .await
+        .expect("insert");
+    let mut revoked = l;
+    revoked.state = LeaseState::Revoked;
+    revoked.version = 2;
+    stores[0]
+        .apply(WriteBatch::new().write(Write::UpdateLease(revoked)))
+        .await
+        .expect("revoke");
+    match next_any(&mut feed).await {
+        StoreChange::Lease(id) => assert_eq!(id, "lease_mark"),
+        other => panic!("a forged or copied heartbeat was taken as proof: {other:?}"),
+    }
+    let _ = c.close().await;
+    drop(feed);
+    finish(db, stores).await;
+}
+
+/// Each connection the feed gives up on stays hung (sqlx tries `UNLISTEN *` on it, without a
+/// time limit). Those connections are the feed's own, never the shared pool's: after more
+/// stalls than the pool has connections, the store still answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_listeners_do_not_take_the_pool() {
+    let Some((db, stores)) = replicas("stalls", 2).await else {
+        return;
+    };
+    if !is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "freezing listening backends (SIGSTOP) needs root, and CI=true"
+        );
+        eprintln!("\n!!!!! SKIPPING: freezing a PostgreSQL backend needs root !!!!!\n");
+        finish(db, stores).await;
+        return;
+    }
+    let mut feed = stores[1].watch_with(latch_store::FeedSettings {
+        heartbeat_every: Duration::from_millis(20),
+        stall_after: Duration::from_millis(200),
+    });
+    assert_eq!(next(&mut feed).await, StoreChange::Lost);
+    assert_eq!(next(&mut feed).await, StoreChange::Resynced);
+    let mut frozen = Resume(Vec::new());
+    for round in 0..18 {
+        let pids: Vec<i32> = listener_pids(&db)
+            .await
+            .into_iter()
+            .filter(|p| !frozen.0.contains(p))
+            .collect();
+        assert_eq!(pids.len(), 1, "round {round}: one live listener: {pids:?}");
+        signal(&pids, "-STOP");
+        frozen.0.extend(pids);
+        assert_eq!(next(&mut feed).await, StoreChange::Lost, "round {round}");
+        assert_eq!(
+            next(&mut feed).await,
+            StoreChange::Resynced,
+            "round {round}"
+        );
+    }
+    let asked = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), stores[1].ping())
+        .await
+        .expect("the pool still has connections")
+        .expect("ping");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    drop(frozen);
+    drop(feed);
+    finish(db, stores).await;
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Sends SIGCONT to backends on drop.
+struct Resume(Vec<i32>);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn signal(pids: &[i32], sig: &str) {
+    for pid in pids {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+/// Backends of the test database that are `LISTEN`ing.
+async fn listener_pids(db: &TempPgDatabase) -> Vec<i32> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let pids = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND query ILIKE 'listen%'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("listeners");
+    let _ = c.close().await;
+    pids
 }
 
 /// Ends every `LISTEN`ing session on the test database (as a server restart would).

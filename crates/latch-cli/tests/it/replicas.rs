@@ -46,11 +46,9 @@ impl Replica {
                 feed_up.store(true, Ordering::SeqCst);
             }
             if line.contains("latch is serving") {
+                // The listening address (a shared `public_url` may name a load balancer).
                 let v: Value = serde_json::from_str(&line).expect("json log line");
-                break v["fields"]["base_url"]
-                    .as_str()
-                    .expect("base_url")
-                    .to_owned();
+                break format!("http://{}", v["fields"]["addr"].as_str().expect("addr"));
             }
         };
         let up = feed_up.clone();
@@ -95,6 +93,12 @@ impl Drop for Replica {
 /// The example configuration on a fresh PostgreSQL database, with a fast reaper and short
 /// reaper claims.
 fn config(db: &TempPgDatabase) -> (PathBuf, PathBuf) {
+    config_with(db, None)
+}
+
+/// [`config`], with every replica's `public_url` set to `public_url` (as behind one load
+/// balancer).
+fn config_with(db: &TempPgDatabase, public_url: Option<&str>) -> (PathBuf, PathBuf) {
     let dir =
         std::env::temp_dir().join(format!("latch-replicas-{}", uuid::Uuid::new_v4().simple()));
     let path = latch_server::examples::write_example(&dir, "127.0.0.1:0").expect("example");
@@ -106,6 +110,14 @@ fn config(db: &TempPgDatabase) -> (PathBuf, PathBuf) {
             1,
         )
         .replacen("interval = \"5s\"", "interval = \"250ms\"", 1);
+    let text = match public_url {
+        Some(u) => text.replacen(
+            "[server]\n",
+            &format!("[server]\npublic_url = \"{u}\"\n"),
+            1,
+        ),
+        None => text,
+    };
     assert!(text.contains("reaper_claim"), "store section rewritten");
     std::fs::write(&path, text).expect("write config");
     (dir, path)
@@ -782,8 +794,14 @@ impl StoppedBackends {
 }
 
 impl Drop for StoppedBackends {
+    /// Never panics (it may run while a failed test unwinds): a backend left frozen would
+    /// block PostgreSQL's shutdown.
     fn drop(&mut self) {
-        Self::signal(&self.0, "-CONT");
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
     }
 }
 
@@ -927,6 +945,68 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
     revoke(lease2).await;
     until_inactive(&c, &ub, &cred2, Duration::from_secs(1)).await;
     drop(stopped);
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Replicas share DPoP replay protection (RFC 9449 §11.1): behind one load balancer (one
+/// `public_url`), a proof that bound a credential on one replica is refused as a replay by the
+/// other, instead of minting a second credential bound to the same proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_proof_is_good_once_across_replicas() {
+    if !service_available("postgres", PG_ADDR) {
+        return;
+    }
+    let db = TempPgDatabase::create("dpop").await;
+    let public = "http://latch.test";
+    let (dir, path) = config_with(&db, Some(public));
+    let a = Replica::spawn(&path);
+    let b = Replica::spawn(&path);
+    let c = Client {
+        http: reqwest::Client::new(),
+    };
+    let agent = agent(&c, &a.base).await;
+    let (s, task) = c
+        .post(
+            &a.base,
+            "/v1/tasks",
+            Some(&agent),
+            json!({"purpose": "dpop", "environment": "production"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{task}");
+    let t = task["id"].as_str().expect("task id").to_owned();
+    let key = crate::oauth::DpopKey::generate();
+    let route = format!("/v1/tasks/{t}/requests");
+    let proof = key.proof("POST", &format!("{public}{route}"), now_unix(), None, None);
+    let grant = |base: String| {
+        let (c, agent, proof, route) = (&c, agent.clone(), proof.clone(), route.clone());
+        async move {
+            let r = c
+                .http
+                .post(format!("{base}{route}"))
+                .bearer_auth(&agent)
+                .header("DPoP", proof)
+                .json(&json!({"resource": "payments-db", "actions": ["read"], "ttl_secs": 300, "justification": "j"}))
+                .send()
+                .await
+                .expect("http");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.expect("json"))
+        }
+    };
+    let (s, g) = grant(a.base.clone()).await;
+    assert_eq!(s, 201, "{g}");
+    assert_eq!(g["lease"]["binding"]["jkt"], key.jkt(), "{g}");
+    let (s, e) = grant(b.base.clone()).await;
+    assert_eq!(s, 401, "{e}");
+    assert_eq!(e["error"]["code"], "dpop_proof_invalid", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("replay")),
+        "{e}"
+    );
     drop((a, b));
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -24,6 +24,8 @@ const TAG_LEN: usize = 16;
 const SEAL_INFO: &str = "latch key blob seal v1";
 /// HKDF info for the credential HMAC key.
 const HMAC_INFO: &str = "latch credential hmac v1";
+/// HKDF info of the DPoP server-nonce key.
+const DPOP_NONCE_INFO: &str = "latch dpop nonce v1";
 
 /// The broker's 256-bit master key, from which the key-blob sealing key and the credential HMAC
 /// key are derived (HKDF-SHA256, RFC 5869).
@@ -225,6 +227,17 @@ impl MasterKey {
         Zeroizing::new(key.to_vec())
     }
 
+    /// The 32-byte HMAC-SHA256 key of DPoP server nonces (RFC 9449 §8), derived with
+    /// HKDF-SHA256 and info `"latch dpop nonce v1"`: every replica issues and accepts the same
+    /// nonces, and they stay valid across a restart.
+    ///
+    /// # Security
+    /// Independent of the sealing and credential-HMAC keys (distinct HKDF info). Zeroized on drop.
+    pub fn dpop_nonce_key(&self) -> Zeroizing<Vec<u8>> {
+        let key = self.derive(DPOP_NONCE_INFO);
+        Zeroizing::new(key.to_vec())
+    }
+
     /// Encrypts `plaintext` as a blob to be stored under `name`, with AES-256-GCM, a fresh random
     /// 96-bit nonce, and `[version] || name` as additional authenticated data. Output length is
     /// `plaintext.len() + 29` bytes (see the [module docs](super) for the layout).
@@ -315,6 +328,8 @@ mod tests {
         assert_eq!(*k.hmac_key(), *k.hmac_key());
         assert_ne!(&k.hmac_key()[..], &k.derive(SEAL_INFO)[..]);
         assert_ne!(&k.hmac_key()[..], &[7u8; 32][..]);
+        assert_ne!(&k.dpop_nonce_key()[..], &k.hmac_key()[..]);
+        assert_eq!(*k.dpop_nonce_key(), *k.dpop_nonce_key());
     }
 
     #[test]
