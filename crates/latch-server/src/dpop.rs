@@ -231,8 +231,9 @@ impl DpopVerifier {
         self
     }
 
-    /// Also checks every proof against `shared`, so a proof is accepted once across all the
-    /// replicas that share it (the local cache still answers local replays first).
+    /// Checks every proof against `shared` instead of this process's cache, so a proof is
+    /// accepted once across all the replicas that share it, and no per-process cap exists that
+    /// one caller's flood of fresh proofs could fill.
     pub fn with_shared_replay(mut self, shared: Arc<dyn SharedReplayCache>) -> Self {
         self.shared = Some(shared);
         self
@@ -404,8 +405,8 @@ impl DpopVerifier {
         // A proof is only accepted with `iat` >= now - max_age, so buckets wholly older than
         // that can go. The key includes the `iat` bucket the proof was checked in.
         let key = format!("{jkt}.{}", claims.jti);
-        self.check_local_replay(&key, now)?;
         if let Some(shared) = &self.shared {
+            // The shared cache alone decides (no per-process cap that one caller could fill).
             // A digest: fixed size, and the jti (client-chosen text) never reaches the store.
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
             let expires = claims.iat + self.settings.max_age_secs + 1;
@@ -415,27 +416,20 @@ impl DpopVerifier {
             {
                 return Err(invalid("dpop proof was already used (`jti` replay)"));
             }
+            return Ok(jkt);
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Re-checked: a concurrent call may have taken the same proof meanwhile.
-        if seen.buckets.values().any(|b| b.contains(&key)) {
-            return Err(invalid("dpop proof was already used (`jti` replay)"));
-        }
-        seen.buckets
-            .entry(claims.iat.div_euclid(REPLAY_BUCKET_SECS))
-            .or_default()
-            .insert(key);
-        seen.len += 1;
+        self.take_locally(key, claims.iat, now)?;
         Ok(jkt)
     }
 
-    /// Refuses a proof this process has already accepted, or any proof while the local cache
-    /// is full.
-    fn check_local_replay(&self, key: &str, now: i64) -> Result<(), ApiError> {
+    /// Records proof `key` (issued at `iat`) in this process's replay cache, refusing one
+    /// already there, or any proof while the cache is full. One lock: two concurrent copies of
+    /// a proof cannot both pass.
+    fn take_locally(&self, key: String, iat: i64, now: i64) -> Result<(), ApiError> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.expire(now - self.settings.max_age_secs);
         // The same jti with another iat lands in another bucket: look in all of them (few).
-        if seen.buckets.values().any(|b| b.contains(key)) {
+        if seen.buckets.values().any(|b| b.contains(&key)) {
             return Err(invalid("dpop proof was already used (`jti` replay)"));
         }
         if seen.len >= self.settings.max_replay_entries {
@@ -444,6 +438,11 @@ impl DpopVerifier {
                 "too many dpop proofs in flight to check them for replay: retry shortly",
             ));
         }
+        seen.buckets
+            .entry(iat.div_euclid(REPLAY_BUCKET_SECS))
+            .or_default()
+            .insert(key);
+        seen.len += 1;
         Ok(())
     }
 }
@@ -748,6 +747,11 @@ mod tests {
         let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x}});
         let p = sign(&k, h.clone(), claims());
         verify(&a, &p, check()).unwrap();
+        assert_eq!(
+            a.seen.lock().unwrap().len,
+            0,
+            "no per-process cache to fill"
+        );
         let e = verify(&b, &p, check()).unwrap_err();
         assert!(e.message.contains("replay"), "{}", e.message);
         // Without a shared cache, the second replica would have taken it.

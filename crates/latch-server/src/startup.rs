@@ -537,15 +537,28 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             }));
         }
     }
-    // Expired one-time values (DPoP proofs) in the shared store, once a minute.
+    // The shared store's upkeep: expired one-time values (DPoP proofs) once a minute, and the
+    // notification queue watched every 10 s (when full, revocations cannot commit).
     if let Some(pg) = pg.clone() {
+        if pg.public_may_connect().await.unwrap_or(false) {
+            tracing::warn!(
+                "any role may connect to the store's database (PUBLIC has CONNECT): such a role can pin \
+                 PostgreSQL's notification queue and block revocations; run \
+                 `REVOKE CONNECT ON DATABASE <name> FROM PUBLIC` and grant CONNECT to latch's role only"
+            );
+        }
         let mut rx = rx.clone();
         let clock = clock.clone();
         tasks.push(tokio::spawn(async move {
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                        if let Err(e) = pg.forget_expired_once(clock.now_unix_secs()).await {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                        ticks += 1;
+                        watch_notification_queue(&pg).await;
+                        if ticks % 6 == 0
+                            && let Err(e) = pg.forget_expired_once(clock.now_unix_secs()).await
+                        {
                             tracing::warn!(error = %e, "cannot purge expired dpop proofs; will retry");
                         }
                     }
@@ -636,6 +649,24 @@ async fn follow_changes(
                 return;
             }
         }
+    }
+}
+
+/// Publishes PostgreSQL's notification-queue usage (`latch_pg_notification_queue_usage`,
+/// 0 to 1) and warns from half full: when it is full, no lease or task change can commit.
+async fn watch_notification_queue(pg: &latch_store::PgStore) {
+    match pg.notification_queue_usage().await {
+        Ok(usage) => {
+            metrics::gauge!("latch_pg_notification_queue_usage").set(usage);
+            if usage >= 0.5 {
+                tracing::warn!(
+                    usage,
+                    "postgres notification queue is filling: a session that LISTENs and stays in a \
+                     transaction pins it (see pg_stat_activity); when full, revocations fail"
+                );
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the notification queue usage"),
     }
 }
 

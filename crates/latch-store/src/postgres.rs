@@ -227,6 +227,36 @@ impl PgStore {
             .map_err(|e| write_error("purge one-time values", &e))
     }
 
+    /// The fraction (0 to 1) of PostgreSQL's notification queue in use
+    /// (`pg_notification_queue_usage()`). When it is full every transaction that notifies
+    /// fails at commit, revocations included: a session that `LISTEN`s and then stays in a
+    /// transaction pins the queue, and anyone who can connect can do that.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn notification_queue_usage(&self) -> Result<f64, StoreError> {
+        sqlx::query_scalar::<_, f64>("SELECT pg_notification_queue_usage()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| unavailable("notification queue usage", &e))
+    }
+
+    /// Whether roles without a grant of their own may connect to this database (`PUBLIC` holds
+    /// `CONNECT`, PostgreSQL's default). Any role that can connect can `LISTEN`/`NOTIFY` on the
+    /// change channel, pin the notification queue and so block revocations: operators should
+    /// `REVOKE CONNECT ON DATABASE … FROM PUBLIC`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn public_may_connect(&self) -> Result<bool, StoreError> {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT has_database_privilege('public', current_database(), 'CONNECT')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unavailable("database privileges", &e))
+    }
+
     /// Starts following the changes other writers commit, with [`FeedSettings::default`].
     /// See [`watch_with`](Self::watch_with).
     pub fn watch(&self) -> mpsc::Receiver<StoreChange> {

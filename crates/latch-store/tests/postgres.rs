@@ -8,7 +8,7 @@ use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::model::{AuditEvent, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use latch_store::{PgStore, StoreChange};
-use latch_testkit::{PG_ADDR, TempPgDatabase, service_available};
+use latch_testkit::{FrozenBackends, PG_ADDR, TempPgDatabase, service_available};
 
 fn task(id: &str) -> Task {
     Task {
@@ -395,22 +395,7 @@ async fn heartbeats_prove_the_feed_current_and_a_stalled_listener_is_replaced() 
         }
     }
     // A change committed before a heartbeat is sent arrives before that heartbeat's proof.
-    let l = lease("lease_hb", "task_hb", LeaseState::Active, 9_000);
-    stores[0]
-        .apply(
-            WriteBatch::new()
-                .write(Write::InsertTask(task("task_hb")))
-                .write(Write::InsertLease(l.clone())),
-        )
-        .await
-        .expect("insert");
-    let mut revoked = l;
-    revoked.state = LeaseState::Revoked;
-    revoked.version = 2;
-    stores[0]
-        .apply(WriteBatch::new().write(Write::UpdateLease(revoked)))
-        .await
-        .expect("revoke");
+    revoke_new_lease(&stores[0], "lease_hb", "task_hb").await;
     let committed = tokio::time::Instant::now();
     loop {
         match next_any(&mut feed).await {
@@ -425,23 +410,15 @@ async fn heartbeats_prove_the_feed_current_and_a_stalled_listener_is_replaced() 
             other => panic!("unexpected {other:?}"),
         }
     }
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "freezing the listening backend (SIGSTOP) needs root, and CI=true"
-        );
-        eprintln!(
-            "\n!!!!! SKIPPING the stall half: freezing a PostgreSQL backend needs root !!!!!\n"
-        );
+    if !latch_testkit::can_freeze_backends() {
         drop(feed);
         finish(db, stores).await;
         return;
     }
-    let frozen = listener_pids(&db).await;
-    assert_eq!(frozen.len(), 1, "one listener: {frozen:?}");
-    signal(&frozen, "-STOP");
-    // Resumed however this test ends: a frozen backend would block the server's shutdown.
-    let resume = Resume(frozen.clone());
+    let listening = db.listening_backends().await;
+    assert_eq!(listening.len(), 1, "one listener: {listening:?}");
+    let mut frozen = FrozenBackends::default();
+    frozen.freeze(&listening);
     let stalled_at = tokio::time::Instant::now();
     // No error, no notification: the proofs stop, and after `stall_after` the feed gives up
     // on the connection and listens on a new one.
@@ -455,12 +432,12 @@ async fn heartbeats_prove_the_feed_current_and_a_stalled_listener_is_replaced() 
     assert!(stalled_at.elapsed() >= settings.stall_after);
     assert_eq!(next_any(&mut feed).await, StoreChange::Resynced);
     assert!(matches!(next_any(&mut feed).await, StoreChange::Fresh(_)));
-    let now_listening = listener_pids(&db).await;
-    drop(resume);
+    let now_listening = db.listening_backends().await;
     assert!(
-        now_listening.iter().any(|p| !frozen.contains(p)),
+        now_listening.iter().any(|p| !frozen.pids().contains(p)),
         "a new listener: {now_listening:?} (frozen {frozen:?})"
     );
+    drop(frozen);
     drop(feed);
     finish(db, stores).await;
 }
@@ -519,22 +496,7 @@ async fn forged_and_copied_heartbeats_prove_nothing() {
     .execute(&mut c)
     .await
     .expect("forge");
-    let l = lease("lease_mark", "task_mark", LeaseState::Active, 9_000);
-    stores[0]
-        .apply(
-            WriteBatch::new()
-                .write(Write::InsertTask(task("task_mark")))
-                .write(Write::InsertLease(l.clone())),
-        )
-        .await
-        .expect("insert");
-    let mut revoked = l;
-    revoked.state = LeaseState::Revoked;
-    revoked.version = 2;
-    stores[0]
-        .apply(WriteBatch::new().write(Write::UpdateLease(revoked)))
-        .await
-        .expect("revoke");
+    revoke_new_lease(&stores[0], "lease_mark", "task_mark").await;
     match next_any(&mut feed).await {
         StoreChange::Lease(id) => assert_eq!(id, "lease_mark"),
         other => panic!("a forged or copied heartbeat was taken as proof: {other:?}"),
@@ -552,12 +514,7 @@ async fn stalled_listeners_do_not_take_the_pool() {
     let Some((db, stores)) = replicas("stalls", 2).await else {
         return;
     };
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "freezing listening backends (SIGSTOP) needs root, and CI=true"
-        );
-        eprintln!("\n!!!!! SKIPPING: freezing a PostgreSQL backend needs root !!!!!\n");
+    if !latch_testkit::can_freeze_backends() {
         finish(db, stores).await;
         return;
     }
@@ -567,16 +524,16 @@ async fn stalled_listeners_do_not_take_the_pool() {
     });
     assert_eq!(next(&mut feed).await, StoreChange::Lost);
     assert_eq!(next(&mut feed).await, StoreChange::Resynced);
-    let mut frozen = Resume(Vec::new());
+    let mut frozen = FrozenBackends::default();
     for round in 0..18 {
-        let pids: Vec<i32> = listener_pids(&db)
+        let pids: Vec<i32> = db
+            .listening_backends()
             .await
             .into_iter()
-            .filter(|p| !frozen.0.contains(p))
+            .filter(|p| !frozen.pids().contains(p))
             .collect();
         assert_eq!(pids.len(), 1, "round {round}: one live listener: {pids:?}");
-        signal(&pids, "-STOP");
-        frozen.0.extend(pids);
+        frozen.freeze(&pids);
         assert_eq!(next(&mut feed).await, StoreChange::Lost, "round {round}");
         assert_eq!(
             next(&mut feed).await,
@@ -595,51 +552,56 @@ async fn stalled_listeners_do_not_take_the_pool() {
     finish(db, stores).await;
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Sends SIGCONT to backends on drop.
-struct Resume(Vec<i32>);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn signal(pids: &[i32], sig: &str) {
-    for pid in pids {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    }
-}
-
-/// Backends of the test database that are `LISTEN`ing.
-async fn listener_pids(db: &TempPgDatabase) -> Vec<i32> {
+/// The health readings operators are pointed at: whether PUBLIC may connect (the test
+/// database revokes it, as the README asks), and the notification queue's usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reports_public_connect_and_notification_queue_usage() {
     use sqlx::Connection;
+    let Some((db, stores)) = replicas("health", 1).await else {
+        return;
+    };
+    assert!(!stores[0].public_may_connect().await.expect("privileges"));
     let mut c = sqlx::PgConnection::connect(&db.url())
         .await
         .expect("connect");
-    let pids = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid() AND query ILIKE 'listen%'",
+    let grant: String = sqlx::query_scalar(
+        "SELECT format('GRANT CONNECT ON DATABASE %I TO PUBLIC', current_database())",
     )
-    .fetch_all(&mut c)
+    .fetch_one(&mut c)
     .await
-    .expect("listeners");
+    .expect("format");
+    sqlx::query(sqlx::AssertSqlSafe(grant))
+        .execute(&mut c)
+        .await
+        .expect("grant");
+    assert!(stores[0].public_may_connect().await.expect("privileges"));
+    let usage = stores[0]
+        .notification_queue_usage()
+        .await
+        .expect("queue usage");
+    assert!((0.0..=1.0).contains(&usage), "{usage}");
     let _ = c.close().await;
-    pids
+    finish(db, stores).await;
+}
+
+/// Commits a new task and lease, then the lease's revocation (which notifies).
+async fn revoke_new_lease(store: &PgStore, lease_id: &str, task_id: &str) {
+    let l = lease(lease_id, task_id, LeaseState::Active, 9_000);
+    store
+        .apply(
+            WriteBatch::new()
+                .write(Write::InsertTask(task(task_id)))
+                .write(Write::InsertLease(l.clone())),
+        )
+        .await
+        .expect("insert");
+    let mut revoked = l;
+    revoked.state = LeaseState::Revoked;
+    revoked.version = 2;
+    store
+        .apply(WriteBatch::new().write(Write::UpdateLease(revoked)))
+        .await
+        .expect("revoke");
 }
 
 /// Ends every `LISTEN`ing session on the test database (as a server restart would).

@@ -563,6 +563,13 @@ impl TempPgDatabase {
             .execute(&mut c)
             .await
             .expect("create test database");
+        // As the README asks of operators: only latch's role (here the superuser) connects.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "REVOKE CONNECT ON DATABASE {name} FROM PUBLIC"
+        )))
+        .execute(&mut c)
+        .await
+        .expect("revoke connect from public");
         let _ = c.close().await;
         Self {
             name,
@@ -585,6 +592,27 @@ impl TempPgDatabase {
             .strip_suffix("/postgres")
             .map(|base| format!("{base}/{}", self.name))
             .unwrap_or_default()
+    }
+
+    /// Process ids of the backends `LISTEN`ing on this database (a change feed's connection:
+    /// its last statement is the `LISTEN`).
+    ///
+    /// # Panics
+    /// If the server cannot be queried.
+    pub async fn listening_backends(&self) -> Vec<i32> {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&self.url())
+            .await
+            .expect("connect to the test database");
+        let pids = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND query ILIKE 'listen%'",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("list listening backends");
+        let _ = c.close().await;
+        pids
     }
 
     /// Drops the database, ending any session still connected to it.
@@ -622,6 +650,66 @@ impl Drop for TempPgDatabase {
             }
         })
         .join();
+    }
+}
+
+/// Whether this process may freeze PostgreSQL backends (it runs as root), by the same CI rule
+/// as [`service_available`]: when it may not, fails under `CI=true` and says so loudly otherwise.
+pub fn can_freeze_backends() -> bool {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "freezing PostgreSQL backends (SIGSTOP) needs root, and CI=true: this test needs it"
+            );
+        }
+        eprintln!(
+            "\n!!!!! SKIPPING: freezing PostgreSQL backends (SIGSTOP) needs root (set CI=true to make this a failure) !!!!!\n"
+        );
+    }
+    root
+}
+
+/// PostgreSQL backends frozen with SIGSTOP, as a connection that stalls without any error (no
+/// reset, no data: a hung backend or a half-open TCP connection). Resumed with SIGCONT on drop,
+/// however the test ends: a frozen backend would block the server's shutdown and
+/// `DROP DATABASE`.
+#[derive(Debug, Default)]
+pub struct FrozenBackends(Vec<i32>);
+
+impl FrozenBackends {
+    /// Freezes `pids` (adds them to those already frozen).
+    ///
+    /// # Panics
+    /// If a signal cannot be sent (see [`can_freeze_backends`]).
+    pub fn freeze(&mut self, pids: &[i32]) {
+        for pid in pids {
+            let ok = std::process::Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -STOP {pid}");
+            self.0.push(*pid);
+        }
+    }
+
+    /// The frozen backends.
+    pub fn pids(&self) -> &[i32] {
+        &self.0
+    }
+}
+
+impl Drop for FrozenBackends {
+    /// Never panics (it may run while a failed test unwinds).
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
     }
 }
 

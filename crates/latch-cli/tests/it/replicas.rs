@@ -177,6 +177,35 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Revokes `lease` through `base` (200 expected).
+    async fn revoke(&self, base: &str, agent: &str, lease: &str) {
+        let (s, r) = self
+            .post(
+                base,
+                &format!("/v1/leases/{lease}/revoke"),
+                Some(agent),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{r}");
+    }
+
+    /// Opens a task for `agent` on `base`; returns its id.
+    async fn open_task(&self, base: &str, agent: &str, purpose: &str, environment: &str) -> String {
+        let (s, task) = self
+            .post(
+                base,
+                "/v1/tasks",
+                Some(agent),
+                json!({"purpose": purpose, "environment": environment}),
+            )
+            .await;
+        assert_eq!(s, 201, "{task}");
+        task["id"].as_str().expect("task id").to_owned()
+    }
+}
+
 async fn agent(c: &Client, base: &str) -> String {
     c.token(
         base,
@@ -216,16 +245,7 @@ async fn two_replicas_share_tasks_approvals_revocations_and_one_audit_chain() {
     let agent = agent(&c, &ua).await;
 
     // A task opened on A is used on B; a credential minted on B introspects active on A.
-    let (s, task) = c
-        .post(
-            &ua,
-            "/v1/tasks",
-            Some(&agent),
-            json!({"purpose": "replicas", "environment": "production"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{task}");
-    let t = task["id"].as_str().expect("task id").to_owned();
+    let t = c.open_task(&ua, &agent, "replicas", "production").await;
     let grant = |base: String, agent: String, t: String| {
         let c = Client {
             http: c.http.clone(),
@@ -247,15 +267,7 @@ async fn two_replicas_share_tasks_approvals_revocations_and_one_audit_chain() {
     assert!(c.active(&ub, &cred).await);
 
     // Revoked on A: B answers inactive within a second (its cache is invalidated).
-    let (s, r) = c
-        .post(
-            &ua,
-            &format!("/v1/leases/{lease}/revoke"),
-            Some(&agent),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    c.revoke(&ua, &agent, &lease).await;
     let took = until_inactive(&c, &ub, &cred, Duration::from_secs(1)).await;
     eprintln!("revocation reached the other replica in {took:?}");
 
@@ -432,16 +444,7 @@ async fn a_dead_replicas_reaper_claims_are_taken_over() {
         http: reqwest::Client::new(),
     };
     let agent = agent(&c, &a.base).await;
-    let (s, task) = c
-        .post(
-            &a.base,
-            "/v1/tasks",
-            Some(&agent),
-            json!({"purpose": "takeover", "environment": "sandbox"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{task}");
-    let t = task["id"].as_str().expect("task id").to_owned();
+    let t = c.open_task(&a.base, &agent, "takeover", "sandbox").await;
     let mut leases = Vec::new();
     for _ in 0..5 {
         let (s, g) = c
@@ -660,16 +663,7 @@ async fn postgres_restart_under_load_loses_no_acknowledged_write() {
             .expect("client"),
     };
     let agent = agent(&c, &a.base).await;
-    let (s, task) = c
-        .post(
-            &a.base,
-            "/v1/tasks",
-            Some(&agent),
-            json!({"purpose": "load", "environment": "sandbox"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{task}");
-    let t = task["id"].as_str().expect("task id").to_owned();
+    let t = c.open_task(&a.base, &agent, "load", "sandbox").await;
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -778,33 +772,6 @@ async fn postgres_restart_under_load_loses_no_acknowledged_write() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// PostgreSQL backends stopped with SIGSTOP, resumed (SIGCONT) on drop.
-struct StoppedBackends(Vec<i32>);
-
-impl StoppedBackends {
-    fn signal(pids: &[i32], sig: &str) {
-        for pid in pids {
-            let ok = Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "kill {sig} {pid}");
-        }
-    }
-}
-
-impl Drop for StoppedBackends {
-    /// Never panics (it may run while a failed test unwinds): a backend left frozen would
-    /// block PostgreSQL's shutdown.
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
 async fn readyz(c: &Client, base: &str) -> (u16, Value) {
     c.call("GET", format!("{base}/readyz"), None, Value::Null)
         .await
@@ -821,12 +788,7 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
     if !service_available("postgres", PG_ADDR) {
         return;
     }
-    if !nix_is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "this test freezes PostgreSQL backends (SIGSTOP) and must run as root when CI=true"
-        );
-        eprintln!("\n!!!!! SKIPPING: freezing PostgreSQL backends needs root !!!!!\n");
+    if !latch_testkit::can_freeze_backends() {
         return;
     }
     let db = TempPgDatabase::create("stall").await;
@@ -843,16 +805,7 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
             .expect("client"),
     };
     let agent = agent(&c, &ua).await;
-    let (s, task) = c
-        .post(
-            &ua,
-            "/v1/tasks",
-            Some(&agent),
-            json!({"purpose": "stall", "environment": "production"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{task}");
-    let t = task["id"].as_str().expect("task id").to_owned();
+    let t = c.open_task(&ua, &agent, "stall", "production").await;
     let grant = || async {
         let (s, g) = c
             .post(&ua, &format!("/v1/tasks/{t}/requests"), Some(&agent),
@@ -867,20 +820,6 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
             g["lease"]["id"].as_str().expect("lease id").to_owned(),
         )
     };
-    let revoke = |lease: String| {
-        let (c, ua, agent) = (&c, ua.clone(), agent.clone());
-        async move {
-            let (s, r) = c
-                .post(
-                    &ua,
-                    &format!("/v1/leases/{lease}/revoke"),
-                    Some(&agent),
-                    json!({}),
-                )
-                .await;
-            assert_eq!(s, 200, "{r}");
-        }
-    };
     let (cred, lease) = grant().await;
     // B answers from its cache from now on.
     assert!(c.active(&ub, &cred).await);
@@ -892,20 +831,13 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
     );
 
     // Freeze every change-feed backend of this database (both replicas'): nothing errors.
-    let mut conn = sql(&db).await;
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND query ILIKE 'listen%' AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("find listeners");
+    let pids = db.listening_backends().await;
     assert_eq!(pids.len(), 2, "one listener per replica: {pids:?}");
-    StoppedBackends::signal(&pids, "-STOP");
-    let stopped = StoppedBackends(pids);
+    let mut stopped = latch_testkit::FrozenBackends::default();
+    stopped.freeze(&pids);
     let frozen_at = Instant::now();
 
-    revoke(lease).await;
+    c.revoke(&ua, &agent, &lease).await;
     let took = until_inactive(&c, &ub, &cred, Duration::from_secs(1)).await;
     eprintln!("revocation honoured on the stalled replica after {took:?}");
 
@@ -942,7 +874,7 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
     // The old backends are still frozen; revocations reach B through its new connection.
     let (cred2, lease2) = grant().await;
     assert!(c.active(&ub, &cred2).await);
-    revoke(lease2).await;
+    c.revoke(&ua, &agent, &lease2).await;
     until_inactive(&c, &ub, &cred2, Duration::from_secs(1)).await;
     drop(stopped);
     drop((a, b));
@@ -966,16 +898,7 @@ async fn a_dpop_proof_is_good_once_across_replicas() {
         http: reqwest::Client::new(),
     };
     let agent = agent(&c, &a.base).await;
-    let (s, task) = c
-        .post(
-            &a.base,
-            "/v1/tasks",
-            Some(&agent),
-            json!({"purpose": "dpop", "environment": "production"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{task}");
-    let t = task["id"].as_str().expect("task id").to_owned();
+    let t = c.open_task(&a.base, &agent, "dpop", "production").await;
     let key = crate::oauth::DpopKey::generate();
     let route = format!("/v1/tasks/{t}/requests");
     let proof = key.proof("POST", &format!("{public}{route}"), now_unix(), None, None);

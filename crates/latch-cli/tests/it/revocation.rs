@@ -146,6 +146,37 @@ async fn broker_on(
     .unwrap()
 }
 
+/// Opens a sandbox task for [`workload`] (`ttl_secs` as given, else the default).
+async fn sandbox_task(b: &Broker, ttl_secs: Option<i64>) -> latch_core::model::Task {
+    b.open_task(
+        &CallCtx::default(),
+        &workload(),
+        OpenTask {
+            purpose: "p".into(),
+            environment: "sandbox".into(),
+            ttl_secs,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Asks for `read` on the `db` resource in task `task_id`.
+async fn read_db(b: &Broker, task_id: &str) -> Result<AccessOutcome, ApiError> {
+    b.request_access(
+        &CallCtx::default(),
+        &workload(),
+        task_id,
+        RequestAccess {
+            resource: "db".into(),
+            actions: vec!["read".into()],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn failed_revocations_are_retried_with_backoff_visible_and_never_forgotten() {
     let clock = ManualClock::new(1_000_000);
@@ -153,32 +184,8 @@ async fn failed_revocations_are_retried_with_backoff_visible_and_never_forgotten
     let b = broker(&clock, flaky.clone()).await;
     let ctx = CallCtx::default();
     let w = workload();
-    let task = b
-        .open_task(
-            &ctx,
-            &w,
-            OpenTask {
-                purpose: "p".into(),
-                environment: "sandbox".into(),
-                ttl_secs: Some(900),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let out = b
-        .request_access(
-            &ctx,
-            &w,
-            &task.id,
-            RequestAccess {
-                resource: "db".into(),
-                actions: vec!["read".into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let task = sandbox_task(&b, Some(900)).await;
+    let out = read_db(&b, &task.id).await.unwrap();
     let AccessOutcome::Granted(g) = out else {
         panic!("granted expected")
     };
@@ -258,34 +265,10 @@ async fn a_failed_mint_leaves_nothing_live_and_an_interrupted_one_is_reaped() {
     let clock = ManualClock::new(2_000_000);
     let flaky = Arc::new(Flaky::default());
     let b = broker(&clock, flaky.clone()).await;
-    let ctx = CallCtx::default();
     let w = workload();
-    let task = b
-        .open_task(
-            &ctx,
-            &w,
-            OpenTask {
-                purpose: "p".into(),
-                environment: "sandbox".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let task = sandbox_task(&b, None).await;
     flaky.down.store(true, Ordering::SeqCst);
-    let err = b
-        .request_access(
-            &ctx,
-            &w,
-            &task.id,
-            RequestAccess {
-                resource: "db".into(),
-                actions: vec!["read".into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = read_db(&b, &task.id).await.unwrap_err();
     assert_eq!(err.code, latch_core::ErrorCode::ProviderFailed);
     // The intent was recorded, then revoked (retried until the target answers).
     let l = b.leases(&w, &task.id).await.unwrap()[0].clone();
@@ -356,33 +339,8 @@ async fn a_replica_cache_answers_only_while_its_change_feed_proves_it_current() 
 
     let ctx = CallCtx::default();
     let w = workload();
-    let task = a
-        .open_task(
-            &ctx,
-            &w,
-            OpenTask {
-                purpose: "p".into(),
-                environment: "sandbox".into(),
-                ttl_secs: Some(900),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let AccessOutcome::Granted(g) = a
-        .request_access(
-            &ctx,
-            &w,
-            &task.id,
-            RequestAccess {
-                resource: "db".into(),
-                actions: vec!["read".into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-    else {
+    let task = sandbox_task(&a, Some(900)).await;
+    let AccessOutcome::Granted(g) = read_db(&a, &task.id).await.unwrap() else {
         panic!("granted expected")
     };
     let value = g.credential.secret.expose_secret().to_owned();
