@@ -556,7 +556,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
                     _ = tokio::time::sleep(Duration::from_secs(10)) => {
                         ticks += 1;
                         watch_notification_queue(&pg).await;
-                        if ticks % 6 == 0
+                        if ticks.is_multiple_of(6)
                             && let Err(e) = pg.forget_expired_once(clock.now_unix_secs()).await
                         {
                             tracing::warn!(error = %e, "cannot purge expired dpop proofs; will retry");
