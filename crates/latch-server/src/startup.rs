@@ -622,6 +622,7 @@ async fn follow_changes(
     mut stop: watch::Receiver<bool>,
 ) {
     use latch_store::StoreChange;
+    let mut connected_before = false;
     loop {
         let change = tokio::select! {
             c = feed.recv() => c,
@@ -631,10 +632,14 @@ async fn follow_changes(
             Some(StoreChange::Lease(id)) => broker.invalidate_lease(&id),
             Some(StoreChange::Task(id)) => broker.invalidate_task(&id),
             Some(StoreChange::Lost) => {
-                metrics::counter!("latch_change_feed_interruptions_total").increment(1);
+                // The feed starts with `Lost` (not yet connected): that is no interruption.
+                if connected_before {
+                    metrics::counter!("latch_change_feed_interruptions_total").increment(1);
+                }
                 broker.set_cache_trusted(false);
             }
             Some(StoreChange::Resynced) => {
+                connected_before = true;
                 tracing::info!("store change feed connected; caches trusted again");
                 broker.follow_change_feed(max_staleness);
             }
