@@ -429,7 +429,6 @@ async fn heartbeats_prove_the_feed_current_and_a_stalled_listener_is_replaced() 
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(stalled_at.elapsed() >= settings.stall_after);
     assert_eq!(next_any(&mut feed).await, StoreChange::Resynced);
     assert!(matches!(next_any(&mut feed).await, StoreChange::Fresh(_)));
     let now_listening = db.listening_backends().await;

@@ -848,7 +848,8 @@ async fn a_silently_stalled_change_feed_still_honours_revocation_within_a_second
         let asked = Instant::now();
         let (s, r) = readyz(&c, &ub).await;
         assert_eq!(s, 200, "{r}");
-        assert!(asked.elapsed() < Duration::from_secs(1), "readyz hung");
+        // Its store check gives up after 2 s: longer means it hung.
+        assert!(asked.elapsed() < Duration::from_secs(3), "readyz hung");
         let state = r["cache"]["state"]
             .as_str()
             .expect("cache state")
