@@ -49,11 +49,11 @@ const FEED_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How [`PgStore::watch_with`] proves its listener is current.
 ///
-/// Every `heartbeat_every` the feed sends a heartbeat notification through the pool (another
-/// connection) naming its listener's backend and the send instant. PostgreSQL delivers
-/// notifications in commit order, so when the listener receives that heartbeat, every change
-/// committed before it was sent has already been received: the feed reports
-/// [`StoreChange::Fresh`] with the send instant. A listener that has not received its own
+/// Every `heartbeat_every` the feed notes the instant, then sends a heartbeat notification
+/// carrying a fresh random token through the pool (another connection); one is in flight at a
+/// time. PostgreSQL delivers notifications in commit order, so when the listener receives that
+/// token, every change committed before the noted instant has already been received: the feed
+/// reports [`StoreChange::Fresh`] with that instant. A listener that has not received its own
 /// heartbeat for `stall_after` is presumed silently stalled (a hung backend, a half-open TCP
 /// connection, a middlebox that drops packets without a reset): the feed reports
 /// [`StoreChange::Lost`], drops the connection and listens on a new one.
