@@ -709,6 +709,20 @@ impl Broker {
         trust.state_at(self.clock.monotonic())
     }
 
+    /// Empties the caches without changing how they are trusted (a change feed reported a
+    /// change it could not attribute to rows).
+    pub fn clear_caches(&self) {
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            live.generation += 1;
+            live.clear();
+        }
+        self.task_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn reset_caches(&self, trust: CacheTrust) {
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());

@@ -643,6 +643,7 @@ async fn follow_changes(
                 tracing::info!("store change feed connected; caches trusted again");
                 broker.follow_change_feed(max_staleness);
             }
+            Some(StoreChange::Unknown) => broker.clear_caches(),
             Some(StoreChange::Fresh(as_of)) => {
                 // The feed's instant, on the broker's monotonic clock.
                 let now = broker.clock().monotonic();

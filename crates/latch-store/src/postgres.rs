@@ -88,6 +88,10 @@ pub enum StoreChange {
     /// The change feed is (re)connected: drop every cached row. It is followed at once by a
     /// [`Fresh`](Self::Fresh) for the instant listening began.
     Resynced,
+    /// A notification that names no rows (not one Latch sends: another client on the channel)
+    /// arrived: drop every cached row, since it cannot be told which changed. The feed stays
+    /// connected, and as current as before.
+    Unknown,
     /// Every change committed before this instant has been reported (as `Lease`/`Task` items
     /// earlier in the feed). A cache is current as of the newest such instant; how stale it
     /// may become before it is bypassed is the consumer's bound.
@@ -416,7 +420,7 @@ async fn follow_listener(
                     }
                     continue;
                 }
-                let changes = parse_changes(&payload).unwrap_or_else(|| vec![StoreChange::Resynced]);
+                let changes = parse_changes(&payload).unwrap_or_else(|| vec![StoreChange::Unknown]);
                 for change in changes {
                     if tx.send(change).await.is_err() {
                         return FeedEnd::ReceiverGone;

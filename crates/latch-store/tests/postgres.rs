@@ -488,7 +488,7 @@ async fn forged_and_copied_heartbeats_prove_nothing() {
     sqlx::query(
         "SELECT pg_notify($1, p) FROM (SELECT $2 AS p UNION ALL \
          SELECT '[\"h:' || md5(g::text) || '\"]' FROM generate_series(1, 200) g \
-         UNION ALL SELECT $2 || ' ') AS forged",
+         UNION ALL SELECT $2 || ' ' UNION ALL SELECT 'not json') AS forged",
     )
     .bind(latch_store::CHANGE_CHANNEL)
     .bind(&real)
@@ -496,6 +496,8 @@ async fn forged_and_copied_heartbeats_prove_nothing() {
     .await
     .expect("forge");
     revoke_new_lease(&stores[0], "lease_mark", "task_mark").await;
+    // The unparsable payload only empties caches; nothing forged or copied proves anything.
+    assert_eq!(next_any(&mut feed).await, StoreChange::Unknown);
     match next_any(&mut feed).await {
         StoreChange::Lease(id) => assert_eq!(id, "lease_mark"),
         other => panic!("a forged or copied heartbeat was taken as proof: {other:?}"),

@@ -349,6 +349,10 @@ async fn a_replica_cache_answers_only_while_its_change_feed_proves_it_current() 
     b.confirm_cache_fresh(clock.monotonic());
     assert_eq!(b.cache_state(), CacheState::Fresh { age_ms: 0 });
     assert!(b.introspect(&value).await.active);
+    // A notification naming no rows empties the cache but proves nothing less.
+    b.clear_caches();
+    assert_eq!(b.cache_state(), CacheState::Fresh { age_ms: 0 });
+    assert!(b.introspect(&value).await.active, "read again, and cached");
 
     // Replica a revokes. b's feed has stalled: no invalidation, no more proofs.
     a.revoke(&ctx, &w, &g.lease.id).await.unwrap();
