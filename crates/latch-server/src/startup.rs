@@ -212,6 +212,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("latch.db").display()));
     // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise.
     let pg = if is_postgres_url(&url) {
+        // Opening waits up to the pool's acquire timeout (10 s) for an unreachable server.
+        tracing::info!("connecting to the postgresql store");
         Some(
             latch_store::PgStore::open(&url)
                 .await
