@@ -2485,12 +2485,21 @@ impl Broker {
         let entry = match lookup.await {
             Ok(Ok(Some(e))) => e,
             Ok(Ok(None)) => {
-                // Whatever a stale index held for this value is wrong: forget it.
-                let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-                if let Some(e) = live.by_hmac.remove(&h)
-                    && live.by_lease.get(&e.lease_id) == Some(&h)
-                {
-                    live.by_lease.remove(&e.lease_id);
+                // Whatever a stale index held for this value is wrong: forget it (the write
+                // lock only when there is something to forget: unknown values are common).
+                let cached = self
+                    .live
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .by_hmac
+                    .contains_key(&h);
+                if cached {
+                    let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(e) = live.by_hmac.remove(&h)
+                        && live.by_lease.get(&e.lease_id) == Some(&h)
+                    {
+                        live.by_lease.remove(&e.lease_id);
+                    }
                 }
                 return Introspection::default();
             }
