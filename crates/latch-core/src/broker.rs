@@ -667,11 +667,11 @@ impl Broker {
     /// [`follow_change_feed`](Self::follow_change_feed) rather than `true`, so that a feed that
     /// stalls without an error is noticed too.
     pub fn set_cache_trusted(&self, trusted: bool) {
-        self.reset_caches(if trusted {
+        self.reset_caches(Some(if trusted {
             CacheTrust::Always
         } else {
             CacheTrust::Never
-        });
+        }));
     }
 
     /// The change feed is (re)connected: empties the caches and trusts them only while the feed
@@ -684,10 +684,10 @@ impl Broker {
     /// here: at most `max_staleness` (plus the feed's delivery of the proof), whatever happens
     /// to the feed's connection, since a silent stall simply stops the proofs.
     pub fn follow_change_feed(&self, max_staleness: Duration) {
-        self.reset_caches(CacheTrust::Bounded {
+        self.reset_caches(Some(CacheTrust::Bounded {
             current_as_of: None,
             max_staleness,
-        });
+        }));
     }
 
     /// Every change committed before `as_of` (a [`Clock::monotonic`] reading) has been
@@ -712,23 +712,19 @@ impl Broker {
     /// Empties the caches without changing how they are trusted (a change feed reported a
     /// change it could not attribute to rows).
     pub fn clear_caches(&self) {
-        {
-            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-            live.generation += 1;
-            live.clear();
-        }
-        self.task_cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.reset_caches(None);
     }
 
-    fn reset_caches(&self, trust: CacheTrust) {
+    /// Empties both caches (bumping the generation, so no racing load is cached) and, when
+    /// given, sets how the index is trusted, in one critical section.
+    fn reset_caches(&self, trust: Option<CacheTrust>) {
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             live.generation += 1;
             live.clear();
-            live.trust = trust;
+            if let Some(t) = trust {
+                live.trust = t;
+            }
         }
         self.task_cache
             .write()

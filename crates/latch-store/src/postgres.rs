@@ -409,10 +409,10 @@ async fn follow_listener(
                 let Some(payload) = payload else { return FeedEnd::Interrupted };
                 if let Some(token) = parse_heartbeat(&payload) {
                     if let Some(i) = pending.iter().position(|(t, _)| *t == token) {
-                        let (_, sent) = pending.remove(i).unwrap_or_else(|| unreachable!());
-                        // Heartbeats arrive in send order: earlier ones were lost (a failed
-                        // send), and can only prove less.
-                        pending.drain(..i);
+                        // Heartbeats arrive in send order: earlier ones still pending were lost
+                        // (a failed send), and could only prove less.
+                        let sent = pending[i].1;
+                        pending.drain(..=i);
                         last_beat = tokio::time::Instant::now();
                         if tx.send(StoreChange::Fresh(sent)).await.is_err() {
                             return FeedEnd::ReceiverGone;
