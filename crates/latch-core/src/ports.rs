@@ -344,3 +344,124 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap health check.
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+// ------------------------------------------------------------------ store capabilities
+
+/// A use-once cache shared by every replica (for example DPoP proof `jti`s, RFC 9449 §11.1):
+/// a key is accepted once until it expires, whichever replica sees it.
+///
+/// Only stores that several broker processes share have one (PostgreSQL); a single process
+/// keeps its own in memory.
+///
+/// # Security
+/// Callers must refuse the value when [`first_use`](Self::first_use) fails: accepting it
+/// unchecked would let a replay through. Keys should be digests, never secrets (they are
+/// stored in the clear).
+#[async_trait]
+pub trait UseOnce: Send + Sync + 'static {
+    /// Records `key` as used until `expires_at_unix_secs` (Unix seconds): `Ok(true)` the first
+    /// time, or once an earlier use expired before `now_unix_secs`; `Ok(false)` for a replay.
+    /// Two replicas racing on one key cannot both get `true`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the shared cache cannot be reached.
+    async fn first_use(
+        &self,
+        key: &str,
+        expires_at_unix_secs: i64,
+        now_unix_secs: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets the keys that expired before `now_unix_secs`; returns how many. Run it now and
+    /// then (once a minute) so the cache does not grow without bound.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the shared cache cannot be reached.
+    async fn forget_expired(&self, now_unix_secs: i64) -> Result<u64, StoreError>;
+}
+
+/// How a [`ChangeFeed`] proves it is current.
+///
+/// Every `heartbeat_every` the feed notes the instant, then sends a heartbeat through the store
+/// carrying a fresh random token; one is in flight at a time. The store delivers changes and
+/// heartbeats in commit order, so when the feed receives that token back, every change
+/// committed before the noted instant has been received: the feed reports
+/// [`StoreChange::Fresh`] with that instant. A feed that has not received its own heartbeat for
+/// `stall_after` is presumed silently stalled (a hung backend, a half-open TCP connection, a
+/// middlebox that drops packets without a reset): it reports [`StoreChange::Lost`] and
+/// reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedSettings {
+    /// Interval between heartbeats (default 100 ms).
+    pub heartbeat_every: std::time::Duration,
+    /// Silence after which the connection is replaced (default 3 s).
+    pub stall_after: std::time::Duration,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_every: std::time::Duration::from_millis(100),
+            stall_after: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// A change another writer (this process or another replica) committed, as reported by a
+/// [`ChangeFeed`]. Caches keyed by these rows must drop their copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A lease was updated (revoked, renewed, …): forget any cached copy of it.
+    Lease(String),
+    /// A task was updated (ended, …): forget any cached copy of it.
+    Task(String),
+    /// The change feed was interrupted: notifications may have been missed, so caches must not
+    /// be trusted until [`Resynced`](Self::Resynced).
+    Lost,
+    /// The change feed is (re)connected: drop every cached row. It is followed at once by a
+    /// [`Fresh`](Self::Fresh) for the instant listening began.
+    Resynced,
+    /// A notification that names no rows (not one Latch sends: another client on the channel)
+    /// arrived: drop every cached row, since it cannot be told which changed. The feed stays
+    /// connected, and as current as before.
+    Unknown,
+    /// Every change committed before this instant has been reported (as `Lease`/`Task` items
+    /// earlier in the feed). A cache is current as of the newest such instant; how stale it
+    /// may become before it is bypassed is the consumer's bound.
+    Fresh(tokio::time::Instant),
+}
+
+/// The changes that other writers commit to a shared store, for replicas that cache rows
+/// (PostgreSQL's `LISTEN`/`NOTIFY`), plus the health of the channel that carries them.
+///
+/// # Security
+/// On PostgreSQL any role that can connect to the database can send and listen on the channel:
+/// heartbeats therefore carry only a random token whose send instant this process recorded, so
+/// a forged or copied one proves nothing. Such a role can still make replicas drop their caches
+/// (slower, never stale) or pin the notification queue (then no change can commit): see
+/// [`public_may_connect`](Self::public_may_connect) and [`queue_usage`](Self::queue_usage).
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// Starts following committed changes and returns them as a stream.
+    ///
+    /// The stream starts with [`StoreChange::Lost`] until the feed is connected, then sends
+    /// [`StoreChange::Resynced`] and [`StoreChange::Fresh`], and a `Fresh` for every heartbeat
+    /// that comes back (see [`FeedSettings`]). When the connection drops or stalls it sends
+    /// `Lost`, reconnects with backoff and sends `Resynced` again. The background task stops
+    /// when the receiver is dropped. Must be called inside a Tokio runtime.
+    fn watch(&self, settings: FeedSettings) -> tokio::sync::mpsc::Receiver<StoreChange>;
+
+    /// The fraction (0 to 1) of the store's notification queue in use. When it is full every
+    /// transaction that changes a lease or task fails at commit, revocations included.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be reached.
+    async fn queue_usage(&self) -> Result<f64, StoreError>;
+
+    /// Whether roles without a grant of their own may connect to the store (and so send on
+    /// and pin the change channel). Operators should close that door.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be reached.
+    async fn public_may_connect(&self) -> Result<bool, StoreError>;
+}

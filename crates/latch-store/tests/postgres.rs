@@ -115,7 +115,7 @@ async fn postgres_store_passes_the_conformance_suite() {
     let Some((db, stores)) = replicas("conf", 1).await else {
         return;
     };
-    latch_store::conformance::run_all(stores[0].clone()).await;
+    latch_testkit::store_suite::run_all(stores[0].clone()).await;
     finish(db, stores).await;
 }
 

@@ -130,7 +130,7 @@ fn event(id: &str) -> AuditEvent {
 async fn conformance_file() {
     let db = TempDb::new("conf");
     let store = SqliteStore::open(db.path()).await.expect("open");
-    latch_store::conformance::run_all(Arc::new(store.clone())).await;
+    latch_testkit::store_suite::run_all(Arc::new(store.clone())).await;
     store.close().await;
 }
 
@@ -140,14 +140,14 @@ async fn conformance_file_url() {
     let store = SqliteStore::open(&format!("sqlite://{}", db.path()))
         .await
         .expect("open");
-    latch_store::conformance::run_all(Arc::new(store.clone())).await;
+    latch_testkit::store_suite::run_all(Arc::new(store.clone())).await;
     store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_memory() {
     let store = SqliteStore::open("sqlite::memory:").await.expect("open");
-    latch_store::conformance::run_all(Arc::new(store)).await;
+    latch_testkit::store_suite::run_all(Arc::new(store)).await;
 }
 
 #[tokio::test]

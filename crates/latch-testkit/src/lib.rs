@@ -13,6 +13,8 @@ pub use latch_core::ManualClock;
 use latch_server::{Server, StartOptions};
 use serde_json::{Value, json};
 
+pub mod store_suite;
+
 /// Issuer URL of the [`TestIssuer`].
 pub const TEST_ISSUER: &str = "https://ci.test.example";
 /// Audience the test issuer's tokens carry and the broker expects.

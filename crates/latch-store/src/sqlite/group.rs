@@ -23,7 +23,9 @@ use latch_core::ports::{StoreError, Write, WriteBatch};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{BUSY_TIMEOUT, cas, encode};
+use super::BUSY_TIMEOUT;
+use crate::codec::{cas, encode_audit, encode_write};
+use crate::sql::{self, numbered_for_sqlite};
 
 /// Most batches committed in one transaction.
 const MAX_GROUP: usize = 128;
@@ -77,10 +79,7 @@ impl GroupWriter {
         let audit_bodies = batch
             .audit
             .iter()
-            .map(|e| {
-                latch_core::audit::encode_event(e)
-                    .map_err(|_| StoreError::Unavailable("could not encode audit event".into()))
-            })
+            .map(encode_audit)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -117,16 +116,6 @@ impl GroupWriter {
 
 fn closed() -> StoreError {
     StoreError::Unavailable("sqlite: store is closed".into())
-}
-
-fn encode_write(w: &Write) -> Result<String, StoreError> {
-    match w {
-        Write::InsertTask(t) | Write::UpdateTask(t) => encode("task", t),
-        Write::RequireTaskOpen { .. } => Ok(String::new()),
-        Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
-        Write::InsertApproval(a) => encode("approval", a),
-        Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
-    }
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -255,7 +244,7 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
     }
     // The chain head as of this savepoint: a batch rolled back leaves no trace in it.
     let (mut seq, mut prev) = conn
-        .prepare_cached("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .prepare_cached(sql::AUDIT_TAIL)
         .and_then(|mut s| {
             s.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
                 .optional()
@@ -268,7 +257,7 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
         execute(
             conn,
             "append audit event",
-            "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4)",
+            sql::INSERT_AUDIT_EVENT,
             params![seq, body, prev, hash],
         )?;
         prev = hash;
@@ -277,13 +266,14 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
     Ok(seqs)
 }
 
+/// Runs one of the shared statements of [`crate::sql`] (`$n` placeholders, bound by position).
 fn execute(
     conn: &Connection,
     what: &str,
-    sql: &str,
+    sql: &'static str,
     params: impl rusqlite::Params,
 ) -> Result<usize, StoreError> {
-    conn.prepare_cached(sql)
+    conn.prepare_cached(&numbered_for_sqlite(sql))
         .and_then(|mut s| s.execute(params))
         .map_err(|e| write_error(what, &e))
 }
@@ -294,8 +284,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             execute(
                 conn,
                 "insert task",
-                "INSERT INTO tasks (id, owner_id, state, created_at, expires_at, version, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                sql::INSERT_TASK,
                 params![
                     t.id,
                     t.owner.id,
@@ -311,8 +300,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             let n = execute(
                 conn,
                 "update task",
-                "UPDATE tasks SET owner_id = ?2, state = ?3, created_at = ?4, expires_at = ?5, \
-                 version = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
+                sql::UPDATE_TASK,
                 params![
                     t.id,
                     t.owner.id,
@@ -339,8 +327,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             execute(
                 conn,
                 "insert request",
-                "INSERT INTO requests (id, task_id, state, created_at, expires_at, version, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                sql::INSERT_REQUEST,
                 params![
                     r.id,
                     r.task_id,
@@ -356,8 +343,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             let n = execute(
                 conn,
                 "update request",
-                "UPDATE requests SET task_id = ?2, state = ?3, created_at = ?4, expires_at = ?5, \
-                 version = ?6, body = ?7 WHERE id = ?1 AND version = ?8",
+                sql::UPDATE_REQUEST,
                 params![
                     r.id,
                     r.task_id,
@@ -375,8 +361,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             execute(
                 conn,
                 "insert approval",
-                "INSERT INTO approvals (id, request_id, approver, created_at, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                sql::INSERT_APPROVAL,
                 params![a.id, a.request_id, a.approver, a.created_at_unix_secs, body],
             )?;
         }
@@ -384,9 +369,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             execute(
                 conn,
                 "insert lease",
-                "INSERT INTO leases (id, task_id, request_id, state, issued_at, expires_at, \
-                 next_revoke_at, credential_hmac, version, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                sql::INSERT_LEASE,
                 params![
                     l.id,
                     l.task_id,
@@ -405,9 +388,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
             let n = execute(
                 conn,
                 "update lease",
-                "UPDATE leases SET task_id = ?2, request_id = ?3, state = ?4, issued_at = ?5, \
-                 expires_at = ?6, next_revoke_at = ?7, credential_hmac = ?8, version = ?9, \
-                 body = ?10 WHERE id = ?1 AND version = ?11",
+                sql::UPDATE_LEASE,
                 params![
                     l.id,
                     l.task_id,

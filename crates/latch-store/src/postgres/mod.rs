@@ -1,0 +1,219 @@
+//! The PostgreSQL store, shared by broker replicas: how it connects, and the PostgreSQL side
+//! of the [`Dialect`] seam. The change feed is in `feed.rs`, the use-once cache in `once.rs`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latch_core::ports::{StoreError, Write, WriteBatch};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::{Postgres, Transaction};
+
+use crate::sql::{self, Dialect};
+use crate::store::{Migrations, SqlStore, migration_failed, migrator};
+
+mod feed;
+mod once;
+
+pub use feed::CHANGE_CHANNEL;
+
+/// Embedded migrations, in version order: `(version, description, sql)`.
+///
+/// Every file in `migrations/postgres/` must be listed here (a unit test checks it).
+pub(crate) const MIGRATIONS: Migrations = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "used_once",
+        include_str!("../../migrations/postgres/0002_used_once.sql"),
+    ),
+];
+
+/// Default connection-pool size.
+const POOL_SIZE: u32 = 16;
+/// How long a caller waits for a pooled connection (a restarting server makes this the wait).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A [`Store`](latch_core::ports::Store) on PostgreSQL (13 or newer), for one broker or several replicas sharing it.
+///
+/// * Every [`apply`](latch_core::ports::Store::apply) is one `READ COMMITTED` transaction. Updates are
+///   compare-and-set on `version` (a concurrent writer's update makes the row re-checked, so
+///   exactly one of two racing writers wins); [`Write::RequireTaskOpen`] takes a `FOR SHARE`
+///   lock on the task, so a task cannot end between the check and the commit.
+/// * Audit events get their `seq`, `prev_hash` and `hash` under a row lock on the one-row
+///   `audit_head` table (`SELECT … FOR UPDATE`), taken last in the transaction: appends are
+///   serialised across every replica and the log stays one gapless chain.
+/// * Lease and task updates send `NOTIFY latch_changes` in the same transaction (delivered at
+///   commit), which [`watch`](Self::watch) turns into [`StoreChange`]s.
+/// * Reaper claims ([`Store::claim_due_leases`]) use `FOR UPDATE SKIP LOCKED` and a claim
+///   expiry, so replicas split the due leases and a dead replica's claims are taken over.
+/// * Migrations embedded from `migrations/postgres/` run at [`open`](Self::open), under
+///   sqlx's advisory lock (replicas starting together migrate once).
+///
+/// Cloning is cheap and shares the pool.
+///
+/// # Security
+/// The connection URL may carry a password: it is never logged, and errors name only what
+/// failed. Row bodies never appear in errors.
+pub type PgStore = SqlStore<Postgres>;
+
+impl std::fmt::Debug for SqlStore<Postgres> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("connections", &self.writer.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// Connects to the database named by `url` (`postgres://user@host:port/db?…`, as libpq
+    /// accepts; TLS is not compiled in, so use a local socket, loopback or a private network)
+    /// and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the URL is malformed, the server is unreachable, or a
+    /// migration fails (including an applied migration whose SQL has since changed).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url.trim()).map_err(|_| {
+            // The sqlx error may quote the URL, password included.
+            StoreError::Unavailable("postgres: invalid store url".into())
+        })?;
+        let options = options.application_name("latch");
+        let listen_options = options.clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A pooled connection is checked before use, so a restarted server costs one
+            // failed check per stale connection, not a failed call.
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(|e| unavailable("connect", &e))?;
+        // One pool for reads and writes; the change feed opens its own connections.
+        let store = Self {
+            reader: pool.clone(),
+            writer: pool,
+            extra: listen_options,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Closes every connection, waiting for in-flight work to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrator(MIGRATIONS)
+            .run(&self.writer)
+            .await
+            .map_err(|e| migration_failed(&e))
+    }
+}
+
+#[async_trait]
+impl Dialect for Postgres {
+    const LABEL: &'static str = "postgres";
+    // FOR SHARE: a concurrent end of the task waits for this transaction, and one that
+    // committed first makes the row re-checked (and fail) here.
+    const REQUIRE_TASK_OPEN: &'static str =
+        "SELECT 1 FROM tasks WHERE id = $1 AND version = $2 AND state = 'open' FOR SHARE";
+    // An update ends any reaper claim on the lease.
+    const UPDATE_LEASE: &'static str = "UPDATE leases SET task_id = $2, request_id = $3, \
+         state = $4, issued_at = $5, expires_at = $6, next_revoke_at = $7, credential_hmac = $8, \
+         version = $9, body = $10, claim_owner = NULL, claim_until = NULL \
+         WHERE id = $1 AND version = $11";
+    // PostgreSQL's LIKE is case-sensitive: the prefix needs no second comparison.
+    const AUDIT_KIND_FILTER: &'static str =
+        "AND (CAST($3 AS TEXT) IS NULL OR kind LIKE $4 ESCAPE '\\') ";
+    const AUDIT_HEAD: &'static str = "SELECT seq, hash FROM audit_head WHERE one AND seq > 0";
+    const UPSERT_SINK_CURSOR: &'static str = "INSERT INTO audit_sink_cursors (name, seq) \
+         VALUES ($1, $2) ON CONFLICT (name) \
+         DO UPDATE SET seq = GREATEST(audit_sink_cursors.seq, excluded.seq)";
+    const CLAIMS: bool = true;
+
+    /// How to open the change feed's own connections (outside the pool; carries the password).
+    type Extra = PgConnectOptions;
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn describe(e: &sqlx::Error) -> String {
+        describe(e)
+    }
+
+    async fn begin_write(store: &PgStore) -> Result<Transaction<'static, Postgres>, StoreError> {
+        store
+            .writer
+            .begin()
+            .await
+            .map_err(|e| unavailable("begin transaction", &e))
+    }
+
+    async fn apply(store: &PgStore, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
+        store.apply_in_transaction(&batch).await
+    }
+
+    /// The one-row `audit_head` table, locked `FOR UPDATE`: appends are serialised across every
+    /// replica and the log stays one gapless chain.
+    async fn lock_chain_head(
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(i64, String), StoreError> {
+        sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| write_error("lock audit chain head", &e))
+    }
+
+    async fn after_writes(
+        tx: &mut Transaction<'static, Postgres>,
+        writes: &[Write],
+    ) -> Result<(), StoreError> {
+        feed::notify_changes(tx, writes).await
+    }
+
+    async fn after_appends(
+        tx: &mut Transaction<'static, Postgres>,
+        seq: i64,
+        hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE one")
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| write_error("move audit chain head", &e))?;
+        Ok(())
+    }
+}
+
+/// A sqlx error in words: as [`crate::codec::describe`], but a configuration error (which can
+/// quote the URL, password included) is not passed on.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "invalid configuration".to_owned(),
+        other => crate::codec::describe(other),
+    }
+}
+
+fn unavailable(what: &str, e: &sqlx::Error) -> StoreError {
+    sql::unavailable::<Postgres>(what, e)
+}
+
+fn write_error(what: &str, e: &sqlx::Error) -> StoreError {
+    sql::write_error::<Postgres>(what, e)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn genesis_matches_the_migration() {
+        assert_eq!(latch_core::audit::GENESIS_HASH, "0".repeat(64));
+    }
+}

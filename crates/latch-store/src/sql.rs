@@ -1,0 +1,282 @@
+//! The query text both backends share, and the dialect seam for what differs.
+//!
+//! Every statement here uses numbered `$n` placeholders, which PostgreSQL and sqlx's SQLite
+//! driver both accept (the SQLite group writer, on `rusqlite`, turns them into `?n` with
+//! [`numbered_for_sqlite`]). Where the two SQL dialects really differ — row locks, upserts,
+//! case-sensitive `LIKE`, the audit chain head, reaper claims — each backend supplies its own
+//! text or step through [`Dialect`], in the manner of SPIRE's `dialect.go`.
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use latch_core::ports::{StoreError, Write, WriteBatch};
+use sqlx::{Database, Transaction};
+
+use crate::store::SqlStore;
+
+/// What one SQL backend does its own way. Implemented for [`sqlx::Sqlite`] and
+/// [`sqlx::Postgres`]; [`SqlStore`] does the rest the same way for both.
+#[async_trait]
+pub trait Dialect: Database {
+    /// Names the backend in error messages (`"sqlite"`, `"postgres"`).
+    const LABEL: &'static str;
+    /// Checks a task is still open at a version (`$1` id, `$2` version): one row or none,
+    /// locked against a concurrent end where the backend locks rows.
+    const REQUIRE_TASK_OPEN: &'static str;
+    /// Compare-and-set update of a lease, parameters as [`UPDATE_LEASE`] (a backend with
+    /// reaper claims also releases the claim).
+    const UPDATE_LEASE: &'static str;
+    /// The audit `kind` prefix filter: `$3` the prefix or NULL, `$4` the escaped `LIKE` pattern.
+    const AUDIT_KIND_FILTER: &'static str;
+    /// `(seq, hash)` of the newest audit event, no row when there is none.
+    const AUDIT_HEAD: &'static str;
+    /// Moves a sink cursor forward only (`$1` name, `$2` seq).
+    const UPSERT_SINK_CURSOR: &'static str;
+    /// Whether leases carry reaper claims ([`CLAIM_DUE_LEASES`]); without them every caller
+    /// gets the due leases unclaimed (one process).
+    const CLAIMS: bool;
+
+    /// The backend's own connection state beside the pools.
+    type Extra: Clone + Send + Sync + 'static;
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// A sqlx error in words (see [`crate::codec::describe`]).
+    fn describe(e: &sqlx::Error) -> String {
+        crate::codec::describe(e)
+    }
+
+    /// Starts a write transaction outside [`Store::apply`](latch_core::ports::Store::apply).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn begin_write(store: &SqlStore<Self>) -> Result<Transaction<'static, Self>, StoreError>;
+
+    /// Applies one batch atomically; returns the seqs of its audit events.
+    ///
+    /// # Errors
+    /// As [`Store::apply`](latch_core::ports::Store::apply).
+    async fn apply(store: &SqlStore<Self>, batch: WriteBatch) -> Result<Vec<i64>, StoreError>;
+
+    /// Reads (and, where rows lock, locks) the audit chain head in `tx`: `(seq, hash)`,
+    /// `(0, GENESIS_HASH)` for an empty log.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or a conflict.
+    async fn lock_chain_head(
+        tx: &mut Transaction<'static, Self>,
+    ) -> Result<(i64, String), StoreError>;
+
+    /// Runs after the writes of a batch, before its audit events (PostgreSQL: notifies
+    /// listeners of changed rows, delivered at commit).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn after_writes(
+        _tx: &mut Transaction<'static, Self>,
+        _writes: &[Write],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Runs after a batch's audit events were appended, with the new head.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn after_appends(
+        _tx: &mut Transaction<'static, Self>,
+        _seq: i64,
+        _hash: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Maps a sqlx error onto [`StoreError::Unavailable`], prefixed with the backend's label.
+pub(crate) fn unavailable<DB: Dialect>(what: &str, e: &sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("{}: {what}: {}", DB::LABEL, DB::describe(e)))
+}
+
+/// Maps an error from a write: unique and foreign-key violations, serialisation failures and
+/// deadlocks (PostgreSQL's `40001`/`40P01`: nothing was written, another writer won) are
+/// conflicts.
+pub(crate) fn write_error<DB: Dialect>(what: &str, e: &sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(format!("{what}: already exists"));
+        }
+        if db.is_foreign_key_violation() {
+            return StoreError::Conflict(format!("{what}: refers to a row that does not exist"));
+        }
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")) {
+            return StoreError::Conflict(format!("{what}: concurrent update, try again"));
+        }
+    }
+    unavailable::<DB>(what, e)
+}
+
+/// `$n` placeholders as SQLite's `?n` (for `rusqlite`, which binds by position: a `$n` would
+/// be numbered by first appearance instead).
+pub(crate) fn numbered_for_sqlite(sql: &'static str) -> Cow<'static, str> {
+    if sql.contains('$') {
+        Cow::Owned(sql.replace('$', "?"))
+    } else {
+        Cow::Borrowed(sql)
+    }
+}
+
+// ------------------------------------------------------------------ writes
+
+/// `$1` id, `$2` owner, `$3` state, `$4` created, `$5` expires, `$6` version, `$7` body.
+pub(crate) const INSERT_TASK: &str = "INSERT INTO tasks \
+     (id, owner_id, state, created_at, expires_at, version, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// As [`INSERT_TASK`], `$8` the version replaced.
+pub(crate) const UPDATE_TASK: &str = "UPDATE tasks SET owner_id = $2, state = $3, \
+     created_at = $4, expires_at = $5, version = $6, body = $7 WHERE id = $1 AND version = $8";
+/// `$1` id, `$2` task, `$3` state, `$4` created, `$5` expires, `$6` version, `$7` body.
+pub(crate) const INSERT_REQUEST: &str = "INSERT INTO requests \
+     (id, task_id, state, created_at, expires_at, version, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// As [`INSERT_REQUEST`], `$8` the version replaced.
+pub(crate) const UPDATE_REQUEST: &str = "UPDATE requests SET task_id = $2, state = $3, \
+     created_at = $4, expires_at = $5, version = $6, body = $7 WHERE id = $1 AND version = $8";
+/// `$1` id, `$2` request, `$3` approver, `$4` created, `$5` body.
+pub(crate) const INSERT_APPROVAL: &str = "INSERT INTO approvals \
+     (id, request_id, approver, created_at, body) VALUES ($1, $2, $3, $4, $5)";
+/// `$1` id, `$2` task, `$3` request, `$4` state, `$5` issued, `$6` expires, `$7` next revoke
+/// attempt, `$8` credential HMAC, `$9` version, `$10` body.
+pub(crate) const INSERT_LEASE: &str = "INSERT INTO leases (id, task_id, request_id, state, \
+     issued_at, expires_at, next_revoke_at, credential_hmac, version, body) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// As [`INSERT_LEASE`], `$11` the version replaced.
+pub(crate) const UPDATE_LEASE: &str = "UPDATE leases SET task_id = $2, request_id = $3, \
+     state = $4, issued_at = $5, expires_at = $6, next_revoke_at = $7, credential_hmac = $8, \
+     version = $9, body = $10 WHERE id = $1 AND version = $11";
+/// `$1` seq, `$2` body, `$3` previous hash, `$4` hash.
+pub(crate) const INSERT_AUDIT_EVENT: &str =
+    "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES ($1, $2, $3, $4)";
+/// The newest audit event as the chain head (no row for an empty log).
+pub(crate) const AUDIT_TAIL: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+/// `$1` seq, `$2` hash, `$3` time, `$4` key id, `$5` JWS; an existing seq is kept.
+pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
+     (seq, hash, at_unix_secs, kid, jws) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING";
+/// `$1` name, `$2` blob; an existing name is kept.
+pub(crate) const INSERT_KEY_BLOB: &str =
+    "INSERT INTO key_blobs (name, blob) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
+// ------------------------------------------------------------------ reads
+
+pub(crate) const TASK: &str = "SELECT body FROM tasks WHERE id = $1";
+pub(crate) const TASKS_BY_OWNER: &str = "SELECT body FROM tasks WHERE owner_id = $1 \
+     ORDER BY created_at DESC, id DESC LIMIT $2";
+pub(crate) const EXPIRED_OPEN_TASKS: &str = "SELECT body FROM tasks WHERE state = 'open' \
+     AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2";
+pub(crate) const REQUEST: &str = "SELECT body FROM requests WHERE id = $1";
+pub(crate) const PENDING_REQUESTS: &str = "SELECT body FROM requests WHERE state = 'pending' \
+     ORDER BY created_at, id LIMIT $1";
+pub(crate) const EXPIRED_REQUESTS: &str = "SELECT body FROM requests \
+     WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2";
+pub(crate) const APPROVALS: &str = "SELECT body FROM approvals WHERE request_id = $1 ORDER BY seq";
+pub(crate) const LEASE: &str = "SELECT body FROM leases WHERE id = $1";
+pub(crate) const LEASES_BY_TASK: &str =
+    "SELECT body FROM leases WHERE task_id = $1 ORDER BY issued_at, id";
+pub(crate) const ACTIVE_LEASES: &str =
+    "SELECT body FROM leases WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2";
+pub(crate) const REVOKED_UNEXPIRED_LEASES: &str = "SELECT body FROM leases \
+     WHERE state IN ('revoking', 'revoke_failed', 'revoked') \
+     AND expires_at > $1 AND id > $2 ORDER BY id LIMIT $3";
+pub(crate) const LEASE_BY_CREDENTIAL_HMAC: &str = "SELECT body FROM leases \
+     WHERE credential_hmac = $1 ORDER BY issued_at DESC, id LIMIT 1";
+pub(crate) const AUDIT_RECORDS: &str = "SELECT seq, prev_hash, hash, body FROM audit_events \
+     WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const CHECKPOINTS: &str = "SELECT seq, hash, at_unix_secs, kid, jws \
+     FROM audit_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const LAST_CHECKPOINT: &str = "SELECT seq, hash, at_unix_secs, kid, jws \
+     FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
+pub(crate) const SINK_CURSOR: &str = "SELECT seq FROM audit_sink_cursors WHERE name = $1";
+pub(crate) const KEY_BLOB: &str = "SELECT blob FROM key_blobs WHERE name = $1";
+
+/// The due-lease predicate (`$1` now, `$2` issuing grace) shared by listing and claiming.
+macro_rules! due {
+    () => {
+        "((state = 'active' AND expires_at <= $1) \
+         OR (state = 'issuing' AND issued_at <= $1 - $2) \
+         OR (state IN ('revoking', 'revoke_failed') AND next_revoke_at <= $1))"
+    };
+}
+/// Oldest-due-first order of due leases, so a backlog is worked oldest first.
+macro_rules! due_order {
+    () => {
+        "CASE state WHEN 'active' THEN expires_at \
+         WHEN 'issuing' THEN issued_at + $2 ELSE next_revoke_at END, id"
+    };
+}
+
+/// `$1` now, `$2` issuing grace, `$3` limit.
+pub(crate) const DUE_LEASES: &str = concat!(
+    "SELECT body FROM leases WHERE ",
+    due!(),
+    " ORDER BY ",
+    due_order!(),
+    " LIMIT $3"
+);
+/// As [`DUE_LEASES`], claiming the leases for `$4` (owner) until `$5`. `SKIP LOCKED`: rows
+/// another replica is claiming right now are left to it; rows it claimed earlier stay its own
+/// until their claim expires (a dead replica's claims are then taken over).
+pub(crate) const CLAIM_DUE_LEASES: &str = concat!(
+    "WITH due AS (SELECT id FROM leases WHERE ",
+    due!(),
+    " AND (claim_until IS NULL OR claim_until <= $1) ORDER BY ",
+    due_order!(),
+    " LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     UPDATE leases l SET claim_owner = $4, claim_until = $5 FROM due \
+     WHERE l.id = due.id RETURNING l.body"
+);
+
+/// The audit query's leading predicate, chosen so an index serves it: by task, by lease, or
+/// neither. Parameters: `$1` task, `$2` lease.
+pub(crate) fn audit_events_lead(task: bool, lease: bool) -> &'static str {
+    if task {
+        "SELECT seq, body, prev_hash, hash FROM audit_events WHERE task_id = $1 \
+         AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+    } else if lease {
+        "SELECT seq, body, prev_hash, hash FROM audit_events WHERE lease_id = $2 \
+         AND (CAST($1 AS TEXT) IS NULL OR task_id = $1) "
+    } else {
+        "SELECT seq, body, prev_hash, hash FROM audit_events \
+         WHERE (CAST($1 AS TEXT) IS NULL OR task_id = $1) \
+         AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+    }
+}
+
+/// The audit query's optional filters after the kind filter: `$5` after seq, `$6` limit,
+/// `$7` actor, `$8` since, `$9` until, `$10` credential HMAC.
+pub(crate) const AUDIT_EVENTS_REST: &str = "AND (CAST($7 AS TEXT) IS NULL OR actor = $7) \
+     AND (CAST($8 AS BIGINT) IS NULL OR at_unix_secs >= $8) \
+     AND (CAST($9 AS BIGINT) IS NULL OR at_unix_secs < $9) \
+     AND (CAST($10 AS TEXT) IS NULL OR credential_hmac = $10) \
+     AND seq > $5 ORDER BY seq LIMIT $6";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_numbering_keeps_the_numbers() {
+        assert_eq!(
+            numbered_for_sqlite(UPDATE_TASK),
+            "UPDATE tasks SET owner_id = ?2, state = ?3, created_at = ?4, expires_at = ?5, \
+             version = ?6, body = ?7 WHERE id = ?1 AND version = ?8"
+        );
+        assert_eq!(numbered_for_sqlite("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn due_text_is_composed() {
+        assert!(DUE_LEASES.contains("issued_at <= $1 - $2"));
+        assert!(DUE_LEASES.ends_with("LIMIT $3"));
+        assert!(CLAIM_DUE_LEASES.contains("FOR UPDATE SKIP LOCKED"));
+    }
+}

@@ -1,0 +1,651 @@
+//! [`SqlStore`]: the one [`Store`] implementation, generic over the SQL backend.
+//!
+//! Queries, row codecs and the transaction steps of a batch are written once here; what a
+//! backend does its own way comes through [`Dialect`]. The public names are
+//! [`SqliteStore`](crate::SqliteStore) (`SqlStore<sqlx::Sqlite>`) and
+//! [`PgStore`](crate::PgStore) (`SqlStore<sqlx::Postgres>`).
+
+use async_trait::async_trait;
+use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
+use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
+use latch_core::ports::{Store, StoreError, Write, WriteBatch};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+
+use crate::codec::{
+    self, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BULK_MAX_LIMIT, CheckpointRow, EventRow, RecordRow,
+    cas, decode, decode_all, encode_audit, encode_write, limit,
+};
+use crate::sql::{self, Dialect, unavailable, write_error};
+
+/// A [`Store`] on one SQL backend: pools for reads and writes, and the backend's own state.
+///
+/// Cloning is cheap and shares the connections.
+pub struct SqlStore<DB: Dialect> {
+    /// Connections for reads (SQLite: read-only; PostgreSQL: the one pool).
+    pub(crate) reader: Pool<DB>,
+    /// Connections for writes (SQLite: the one writer; PostgreSQL: the same pool as reads).
+    pub(crate) writer: Pool<DB>,
+    /// What only this backend has (SQLite: the group writer; PostgreSQL: listen options).
+    pub(crate) extra: DB::Extra,
+}
+
+impl<DB: Dialect> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            reader: self.reader.clone(),
+            writer: self.writer.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    /// Applies `batch` in one write transaction: its writes, the backend's after-write step,
+    /// then its audit events, appended last so the chain head is held only for the appends and
+    /// the commit. Nothing is written unless everything is.
+    pub(crate) async fn apply_in_transaction(
+        &self,
+        batch: &WriteBatch,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = DB::begin_write(self).await?;
+        let result = async {
+            for w in &batch.writes {
+                apply_write::<DB>(&mut tx, w).await?;
+            }
+            DB::after_writes(&mut tx, &batch.writes).await?;
+            if batch.audit.is_empty() {
+                return Ok(Vec::new());
+            }
+            append_events::<DB>(&mut tx, &batch.audit).await
+        }
+        .await;
+        match result {
+            Ok(seqs) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| write_error::<DB>("commit", &e))?;
+                Ok(seqs)
+            }
+            Err(err) => {
+                // Best effort: dropping the transaction rolls back too.
+                let _ = tx.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// One body by key, decoded as `what`.
+    async fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        sql: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let body = sqlx::query_scalar::<DB, String>(sql)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>(&format!("read {what}"), &e))?;
+        body.map(|b| decode(what, &b)).transpose()
+    }
+
+    /// Runs one write statement in its own write transaction.
+    async fn write_one<'q>(
+        &self,
+        what: &str,
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    ) -> Result<(), StoreError> {
+        let mut tx = DB::begin_write(self).await?;
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| write_error::<DB>(what, &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| write_error::<DB>("commit", &e))
+    }
+}
+
+/// Applies one write in `tx`.
+async fn apply_write<DB>(tx: &mut Transaction<'static, DB>, w: &Write) -> Result<(), StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    let body = encode_write(w)?;
+    // (what failed, for errors; the row kind, for conflicts; the compare-and-set key; query)
+    let (what, kind, cas_on, query) = match w {
+        Write::InsertTask(t) | Write::UpdateTask(t) => {
+            let update = matches!(w, Write::UpdateTask(_));
+            let q = sqlx::query::<DB>(if update {
+                sql::UPDATE_TASK
+            } else {
+                sql::INSERT_TASK
+            })
+            .bind(t.id.as_str())
+            .bind(t.owner.id.as_str())
+            .bind(t.state.as_str())
+            .bind(t.created_at_unix_secs)
+            .bind(t.expires_at_unix_secs)
+            .bind(t.version)
+            .bind(body);
+            let cas_on = update.then(|| (t.id.as_str(), t.version - 1));
+            (
+                if update { "update task" } else { "insert task" },
+                "task",
+                cas_on,
+                q,
+            )
+        }
+        Write::InsertRequest(r) | Write::UpdateRequest(r) => {
+            let update = matches!(w, Write::UpdateRequest(_));
+            let q = sqlx::query::<DB>(if update {
+                sql::UPDATE_REQUEST
+            } else {
+                sql::INSERT_REQUEST
+            })
+            .bind(r.id.as_str())
+            .bind(r.task_id.as_str())
+            .bind(r.state.as_str())
+            .bind(r.created_at_unix_secs)
+            .bind(r.expires_at_unix_secs)
+            .bind(r.version)
+            .bind(body);
+            let cas_on = update.then(|| (r.id.as_str(), r.version - 1));
+            let what = if update {
+                "update request"
+            } else {
+                "insert request"
+            };
+            (what, "request", cas_on, q)
+        }
+        Write::InsertApproval(a) => {
+            let q = sqlx::query::<DB>(sql::INSERT_APPROVAL)
+                .bind(a.id.as_str())
+                .bind(a.request_id.as_str())
+                .bind(a.approver.as_str())
+                .bind(a.created_at_unix_secs)
+                .bind(body);
+            ("insert approval", "approval", None, q)
+        }
+        Write::InsertLease(l) | Write::UpdateLease(l) => {
+            let update = matches!(w, Write::UpdateLease(_));
+            let q = sqlx::query::<DB>(if update {
+                DB::UPDATE_LEASE
+            } else {
+                sql::INSERT_LEASE
+            })
+            .bind(l.id.as_str())
+            .bind(l.task_id.as_str())
+            .bind(l.request_id.as_str())
+            .bind(l.state.as_str())
+            .bind(l.issued_at_unix_secs)
+            .bind(l.expires_at_unix_secs)
+            .bind(l.next_revoke_at_unix_secs)
+            .bind(l.credential_hmac.as_deref())
+            .bind(l.version)
+            .bind(body);
+            let cas_on = update.then(|| (l.id.as_str(), l.version - 1));
+            (
+                if update {
+                    "update lease"
+                } else {
+                    "insert lease"
+                },
+                "lease",
+                cas_on,
+                q,
+            )
+        }
+        Write::RequireTaskOpen { task_id, version } => {
+            let found = sqlx::query::<DB>(DB::REQUIRE_TASK_OPEN)
+                .bind(task_id.as_str())
+                .bind(*version)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(|e| write_error::<DB>("check task", &e))?;
+            return cas("task", task_id, u64::from(found.is_some()));
+        }
+    };
+    match cas_on {
+        Some((id, replaced)) => {
+            let done = query
+                .bind(replaced)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| write_error::<DB>(what, &e))?;
+            cas(kind, id, DB::rows_affected(&done))
+        }
+        None => {
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| write_error::<DB>(what, &e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Appends `events` after the chain head ([`Dialect::lock_chain_head`]); returns their seqs.
+async fn append_events<DB>(
+    tx: &mut Transaction<'static, DB>,
+    events: &[AuditEvent],
+) -> Result<Vec<i64>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+{
+    let bodies = events
+        .iter()
+        .map(encode_audit)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut seq, mut prev) = DB::lock_chain_head(tx).await?;
+    let mut seqs = Vec::with_capacity(events.len());
+    for body in bodies {
+        seq += 1;
+        let hash = chain_hash(&prev, seq, &body);
+        sqlx::query::<DB>(sql::INSERT_AUDIT_EVENT)
+            .bind(seq)
+            .bind(body)
+            .bind(prev.as_str())
+            .bind(hash.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(|err| write_error::<DB>("append audit event", &err))?;
+        prev = hash;
+        seqs.push(seq);
+    }
+    DB::after_appends(tx, seq, &prev).await?;
+    Ok(seqs)
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a [u8]: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<String>: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+    for<'a> Vec<u8>: Decode<'a, DB> + Type<DB>,
+{
+    async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
+        DB::apply(self, batch).await
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.one("task", sql::TASK, id).await
+    }
+
+    async fn tasks_by_owner(&self, owner_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::TASKS_BY_OWNER)
+            .bind(owner_id)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list tasks by owner", &e))?;
+        decode_all("task", bodies)
+    }
+
+    async fn expired_open_tasks(&self, now: i64, n: u32) -> Result<Vec<Task>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_OPEN_TASKS)
+            .bind(now)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list expired tasks", &e))?;
+        decode_all("task", bodies)
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
+        self.one("request", sql::REQUEST, id).await
+    }
+
+    async fn pending_requests(&self, n: u32) -> Result<Vec<AccessRequest>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::PENDING_REQUESTS)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list pending requests", &e))?;
+        decode_all("request", bodies)
+    }
+
+    async fn expired_requests(&self, now: i64, n: u32) -> Result<Vec<AccessRequest>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_REQUESTS)
+            .bind(now)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list expired requests", &e))?;
+        decode_all("request", bodies)
+    }
+
+    async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::APPROVALS)
+            .bind(request_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list approvals", &e))?;
+        decode_all("approval", bodies)
+    }
+
+    async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError> {
+        self.one("lease", sql::LEASE, id).await
+    }
+
+    async fn leases_by_task(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::LEASES_BY_TASK)
+            .bind(task_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list leases by task", &e))?;
+        decode_all("lease", bodies)
+    }
+
+    async fn active_leases(&self, after_id: &str, n: u32) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_LEASES)
+            .bind(after_id)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list active leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
+    async fn due_leases(
+        &self,
+        now: i64,
+        issuing_grace_secs: i64,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::DUE_LEASES)
+            .bind(now)
+            .bind(issuing_grace_secs)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list due leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
+    async fn claim_due_leases(
+        &self,
+        now: i64,
+        issuing_grace_secs: i64,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        if !DB::CLAIMS {
+            return self.due_leases(now, issuing_grace_secs, n).await;
+        }
+        let bodies = sqlx::query_scalar::<DB, String>(sql::CLAIM_DUE_LEASES)
+            .bind(now)
+            .bind(issuing_grace_secs)
+            .bind(limit(n))
+            .bind(owner)
+            .bind(claim_until_unix_secs)
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| write_error::<DB>("claim due leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
+    async fn revoked_unexpired_leases(
+        &self,
+        now: i64,
+        after_id: &str,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let bodies = sqlx::query_scalar::<DB, String>(sql::REVOKED_UNEXPIRED_LEASES)
+            .bind(now)
+            .bind(after_id)
+            .bind(limit(n))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list revoked leases", &e))?;
+        decode_all("lease", bodies)
+    }
+
+    async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
+        let body = sqlx::query_scalar::<DB, String>(sql::LEASE_BY_CREDENTIAL_HMAC)
+            .bind(hmac_hex)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("find lease by credential", &e))?;
+        body.map(|b| decode("lease", &b)).transpose()
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let n = filter
+            .limit
+            .unwrap_or(AUDIT_DEFAULT_LIMIT)
+            .min(AUDIT_MAX_LIMIT);
+        let Ok(hmac) = codec::hmac_filter(filter.credential_hmac.as_deref()) else {
+            return Ok(Vec::new());
+        };
+        // Static statements, each led by a predicate an index serves; the remaining filters are
+        // optional.
+        let sql = format!(
+            "{}{}{}",
+            sql::audit_events_lead(filter.task_id.is_some(), filter.lease_id.is_some()),
+            DB::AUDIT_KIND_FILTER,
+            sql::AUDIT_EVENTS_REST
+        );
+        let rows = sqlx::query_as::<DB, EventRow>(sqlx::AssertSqlSafe(sql))
+            .bind(filter.task_id.as_deref())
+            .bind(filter.lease_id.as_deref())
+            .bind(filter.kind_prefix.as_deref())
+            .bind(filter.kind_prefix.as_deref().map(codec::like_prefix))
+            .bind(filter.after_seq.unwrap_or(0))
+            .bind(limit(n))
+            .bind(filter.actor.as_deref())
+            .bind(filter.since_unix_secs)
+            .bind(filter.until_unix_secs)
+            .bind(hmac)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("list audit events", &e))?;
+        codec::decode_events(rows)
+    }
+
+    async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit_n: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query_as::<DB, RecordRow>(sql::AUDIT_RECORDS)
+            .bind(after_seq)
+            .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read audit records", &e))?;
+        Ok(codec::records(rows))
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        sqlx::query_as::<DB, (i64, String)>(DB::AUDIT_HEAD)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read audit head", &e))
+    }
+
+    async fn put_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError> {
+        let query = sqlx::query::<DB>(sql::INSERT_CHECKPOINT)
+            .bind(cp.seq)
+            .bind(cp.hash.as_str())
+            .bind(cp.at_unix_secs)
+            .bind(cp.kid.as_str())
+            .bind(cp.jws.as_str());
+        self.write_one("store checkpoint", query).await
+    }
+
+    async fn checkpoints(
+        &self,
+        after_seq: i64,
+        limit_n: u32,
+    ) -> Result<Vec<AuditCheckpoint>, StoreError> {
+        let rows = sqlx::query_as::<DB, CheckpointRow>(sql::CHECKPOINTS)
+            .bind(after_seq)
+            .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
+        Ok(rows.into_iter().map(codec::checkpoint).collect())
+    }
+
+    async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
+        let row = sqlx::query_as::<DB, CheckpointRow>(sql::LAST_CHECKPOINT)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
+        Ok(row.map(codec::checkpoint))
+    }
+
+    async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
+        let seq = sqlx::query_scalar::<DB, i64>(sql::SINK_CURSOR)
+            .bind(sink)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read sink cursor", &e))?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn set_sink_cursor(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        let query = sqlx::query::<DB>(DB::UPSERT_SINK_CURSOR)
+            .bind(sink)
+            .bind(seq);
+        self.write_one("store sink cursor", query).await
+    }
+
+    async fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(|e| unavailable::<DB>("read key blob", &e))
+    }
+
+    async fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut tx = DB::begin_write(self).await?;
+        // A concurrent insert of the same name makes this one wait for it (or for the write
+        // lock), then do nothing; the SELECT then sees the winner's blob.
+        sqlx::query::<DB>(sql::INSERT_KEY_BLOB)
+            .bind(name)
+            .bind(blob)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| write_error::<DB>("store key blob", &e))?;
+        let stored = sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unavailable::<DB>("read key blob", &e))?;
+        tx.commit()
+            .await
+            .map_err(|e| write_error::<DB>("commit", &e))?;
+        Ok(stored)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query::<DB>("SELECT 1")
+            .fetch_one(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable::<DB>("ping", &e))
+    }
+}
+
+/// Embedded migrations, in version order: `(version, description, sql)`.
+pub(crate) type Migrations = &'static [(i64, &'static str, &'static str)];
+
+/// A migrator for `migrations` (sqlx's, with its checksums and, on PostgreSQL, its advisory
+/// lock).
+pub(crate) fn migrator(migrations: Migrations) -> sqlx::migrate::Migrator {
+    let list = migrations
+        .iter()
+        .map(|&(version, description, sql)| {
+            sqlx::migrate::Migration::new(
+                version,
+                std::borrow::Cow::Borrowed(description),
+                sqlx::migrate::MigrationType::Simple,
+                sqlx::SqlSafeStr::into_sql_str(sql),
+                false,
+            )
+        })
+        .collect();
+    sqlx::migrate::Migrator::with_migrations(list)
+}
+
+/// The failure of a schema migration (including an applied one whose SQL has since changed).
+pub(crate) fn migration_failed(e: &sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Unavailable(format!("schema migration failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        assert_every_file_embedded(
+            &format!("{root}/migrations/sqlite"),
+            crate::sqlite::MIGRATIONS,
+        );
+        assert_every_file_embedded(
+            &format!("{root}/migrations/postgres"),
+            crate::postgres::MIGRATIONS,
+        );
+    }
+
+    /// Checks that `migrations` lists every `*.sql` file of `dir`, named `NNNN_description.sql`,
+    /// in strictly increasing version order.
+    fn assert_every_file_embedded(dir: &str, migrations: Migrations) {
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = migrations
+            .iter()
+            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
+            .collect();
+        assert_eq!(files, embedded, "list each {dir}/*.sql file in MIGRATIONS");
+        assert!(migrations.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}
