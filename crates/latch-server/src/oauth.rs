@@ -500,6 +500,7 @@ async fn exchange(
                 Decision::Deny {
                     policy_ids,
                     reasons,
+                    ..
                 } => (policy_ids.clone(), reasons.clone()),
                 d => (d.policy_ids().to_vec(), vec![]),
             };
