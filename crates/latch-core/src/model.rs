@@ -591,6 +591,13 @@ pub struct TokenBinding {
 }
 
 impl TokenBinding {
+    /// Nothing bound: a plain bearer credential of the task's workload.
+    pub const NONE: Self = Self {
+        jkt: None,
+        act: None,
+        subject: None,
+    };
+
     /// Whether nothing is bound (a plain bearer credential of the task's workload).
     pub fn is_empty(&self) -> bool {
         self.jkt.is_none() && self.act.is_none() && self.subject.is_none()

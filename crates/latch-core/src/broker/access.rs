@@ -40,42 +40,28 @@ struct CheckedAsk {
 
 impl Broker {
     /// Asks for access in a task. Returns the credential (allow), the denial with policy ids and
-    /// reasons (deny), or a pending request (step-up).
+    /// reasons (deny), or a pending request (step-up). A minted credential carries `binding`: a
+    /// DPoP key thumbprint (RFC 9449 `cnf.jkt`), an RFC 8693 actor and subject
+    /// ([`TokenBinding::NONE`] for a plain bearer credential of the caller).
     ///
     /// # Errors
     /// `task_not_found`, `task_not_open`, `unknown_resource`, `unknown_action`,
-    /// `ttl_out_of_bounds`, `invalid_request`, `provider_failed`, `store_unavailable`.
+    /// `ttl_out_of_bounds`, `invalid_request`, `provider_failed`, `store_unavailable`, and
+    /// `dpop_required` when the resource requires a key binding and `binding` names no key.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
     pub async fn request_access(
         &self,
         ctx: &CallCtx,
         caller: &Workload,
         task_id: &str,
         input: RequestAccess,
-    ) -> Result<AccessOutcome> {
-        self.request_access_bound(ctx, caller, task_id, input, TokenBinding::default())
-            .await
-    }
-
-    /// [`request_access`](Self::request_access) whose credential, if one is minted, carries
-    /// `binding`: a DPoP key thumbprint (RFC 9449 `cnf.jkt`), an RFC 8693 actor and subject.
-    ///
-    /// # Errors
-    /// As `request_access`, and `dpop_required` when the resource requires a key binding and
-    /// `binding` names no key.
-    ///
-    /// # Security
-    /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
-    pub async fn request_access_bound(
-        &self,
-        ctx: &CallCtx,
-        caller: &Workload,
-        task_id: &str,
-        input: RequestAccess,
-        binding: TokenBinding,
+        binding: &TokenBinding,
     ) -> Result<AccessOutcome> {
         let task = self.owned_task_cached(caller, task_id).await?;
         self.open_task_check(&task)?;
-        let checked = self.check_request(&input, &binding)?;
+        let checked = self.check_request(&input, binding)?;
         let now = self.now();
         let decision = self.decide(&Ask {
             task: &task,
@@ -88,7 +74,7 @@ impl Broker {
             params: &input.params,
         });
         let req = new_request(ctx, &task, caller, &checked, input, decision, now);
-        self.settle_new_request(ctx, &task, &checked.resource, req, &binding)
+        self.settle_new_request(ctx, &task, &checked.resource, req, binding)
             .await
     }
 
@@ -418,37 +404,23 @@ impl Broker {
     }
 
     /// Claims the credential of an approved request. Policy is evaluated again, with the
-    /// approval in context, before anything is minted; the credential is delivered once.
+    /// approval in context, before anything is minted; the credential is delivered once and
+    /// carries `binding` (see [`request_access`](Self::request_access)).
     ///
     /// # Errors
     /// `request_not_found`, `request_not_pending` (denied, or already claimed), `request_expired`,
-    /// `task_not_open`, `provider_failed`.
+    /// `task_not_open`, `provider_failed`, and `dpop_required` when the resource requires a key
+    /// binding.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only.
     pub async fn claim(
         &self,
         ctx: &CallCtx,
         caller: &Workload,
         task_id: &str,
         request_id: &str,
-    ) -> Result<AccessOutcome> {
-        self.claim_bound(ctx, caller, task_id, request_id, TokenBinding::default())
-            .await
-    }
-
-    /// [`claim`](Self::claim) whose credential carries `binding` (see
-    /// [`request_access_bound`](Self::request_access_bound)).
-    ///
-    /// # Errors
-    /// As `claim`, and `dpop_required` when the resource requires a key binding.
-    ///
-    /// # Security
-    /// `binding` must come from verified inputs only.
-    pub async fn claim_bound(
-        &self,
-        ctx: &CallCtx,
-        caller: &Workload,
-        task_id: &str,
-        request_id: &str,
-        binding: TokenBinding,
+        binding: &TokenBinding,
     ) -> Result<AccessOutcome> {
         let req = self.request(caller, task_id, request_id).await?;
         let task = self.owned_task(caller, task_id).await?;
@@ -482,7 +454,7 @@ impl Broker {
         }
         self.open_task_check(&task)?;
         let resource = self.resource(&req.resource_id)?.clone();
-        check_binding(&resource, &binding)?;
+        check_binding(&resource, binding)?;
         let approval = self.approval_context(&req).await?;
         let decision = self.decide(&Ask {
             task: &task,
@@ -509,7 +481,7 @@ impl Broker {
                         decided: Some(ev),
                         policy_max_ttl_secs: max_ttl_secs,
                         params: &req.params,
-                        binding: &binding,
+                        binding,
                     },
                 )
                 .await
