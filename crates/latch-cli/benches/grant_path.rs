@@ -246,7 +246,13 @@ fn bench_broker(c: &mut Criterion) {
                 serde_json::from_value(json!({"resource": "ci-cache", "actions": ["read"]}))
                     .expect("body");
             let out = broker
-                .request_access(&ctx, &w, &task_id, body)
+                .request_access(
+                    &ctx,
+                    &w,
+                    &task_id,
+                    body,
+                    &latch_core::model::TokenBinding::NONE,
+                )
                 .await
                 .expect("grant");
             broker.flush(&ctx).await.expect("flush");

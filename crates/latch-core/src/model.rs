@@ -245,8 +245,65 @@ pub struct GroupQuorum {
     pub quorum: u32,
 }
 
+/// Why a request is denied: the one vocabulary every surface (REST, `/oauth/token`, MCP,
+/// renewal) reads, set where the decision is made ([`crate::policy::decide`], an approver's
+/// vote). [`as_str`](Self::as_str) is the stable error code the API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    /// A non-production task asked for a production resource (hard separation, before policy).
+    EnvironmentSeparation,
+    /// Policy denies: a `forbid`, no `permit` (default deny), or a policy that failed to
+    /// evaluate (errors deny).
+    PolicyDenied,
+    /// An approver voted to deny the request.
+    ApproverDenied,
+    /// Policy would allow only after a new human approval, which the call cannot wait for
+    /// (renewal). Never stored on a [`Decision::Deny`]: see [`Decision::deny_code`].
+    StepUpRequired,
+}
+
+impl DenyCode {
+    /// The stable API error code: `environment_separation` or `policy_denied`.
+    pub fn as_str(self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The error code a call refused for this reason answers (REST `code`, OAuth `latch_code`,
+    /// MCP `code`).
+    pub fn error_code(self) -> crate::error::ErrorCode {
+        match self {
+            Self::EnvironmentSeparation => crate::error::ErrorCode::EnvironmentSeparation,
+            Self::PolicyDenied | Self::ApproverDenied | Self::StepUpRequired => {
+                crate::error::ErrorCode::PolicyDenied
+            }
+        }
+    }
+
+    /// The code of a denial read back from its stored or wire form, which carries no code
+    /// (the JSON shape predates it): the reasons the deciding code wrote are recognised, and
+    /// anything else is a policy denial.
+    fn of_stored(policy_ids: &[String], reasons: &[String]) -> Self {
+        let any_starts_with = |prefix: &str| reasons.iter().any(|r| r.starts_with(prefix));
+        if !policy_ids.is_empty() {
+            Self::PolicyDenied
+        } else if any_starts_with(crate::policy::SEPARATION_REASON) {
+            Self::EnvironmentSeparation
+        } else if any_starts_with(APPROVER_DENIED_REASON) {
+            Self::ApproverDenied
+        } else {
+            Self::PolicyDenied
+        }
+    }
+}
+
+/// Prefix of the reason recorded when an approver denies a request.
+pub const APPROVER_DENIED_REASON: &str = "denied by approver";
+
 /// Cedar's verdict on a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its JSON form (`{"decision": "deny", "policy_ids": […], "reasons": […]}`) carries no deny
+/// code; decoding recovers it (see [`DenyCode`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
@@ -259,6 +316,9 @@ pub enum Decision {
     },
     /// Denied; `reasons` are human-readable (from `@reason` annotations or built in).
     Deny {
+        /// Why, as a stable code (not serialized).
+        #[serde(skip)]
+        code: DenyCode,
         /// Determining policies (forbids), empty for default deny.
         policy_ids: Vec<String>,
         /// Human-readable reasons.
@@ -271,6 +331,47 @@ pub enum Decision {
         /// Groups and their quorum.
         groups: Vec<GroupQuorum>,
     },
+}
+
+/// [`Decision`] as stored and sent: the same JSON, without the deny code.
+#[derive(Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+enum DecisionWire {
+    Allow {
+        policy_ids: Vec<String>,
+        max_ttl_secs: Option<i64>,
+    },
+    Deny {
+        policy_ids: Vec<String>,
+        reasons: Vec<String>,
+    },
+    StepUp {
+        policy_ids: Vec<String>,
+        groups: Vec<GroupQuorum>,
+    },
+}
+
+impl<'de> Deserialize<'de> for Decision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match DecisionWire::deserialize(d)? {
+            DecisionWire::Allow {
+                policy_ids,
+                max_ttl_secs,
+            } => Decision::Allow {
+                policy_ids,
+                max_ttl_secs,
+            },
+            DecisionWire::Deny {
+                policy_ids,
+                reasons,
+            } => Decision::Deny {
+                code: DenyCode::of_stored(&policy_ids, &reasons),
+                policy_ids,
+                reasons,
+            },
+            DecisionWire::StepUp { policy_ids, groups } => Decision::StepUp { policy_ids, groups },
+        })
+    }
 }
 
 impl Decision {
@@ -288,6 +389,15 @@ impl Decision {
             Decision::Allow { policy_ids, .. }
             | Decision::Deny { policy_ids, .. }
             | Decision::StepUp { policy_ids, .. } => policy_ids,
+        }
+    }
+    /// Why a call that cannot wait for approval is refused: the deny code of a denial,
+    /// [`DenyCode::StepUpRequired`] for a step-up, `None` when allowed.
+    pub fn deny_code(&self) -> Option<DenyCode> {
+        match self {
+            Decision::Allow { .. } => None,
+            Decision::Deny { code, .. } => Some(*code),
+            Decision::StepUp { .. } => Some(DenyCode::StepUpRequired),
         }
     }
 }
@@ -481,6 +591,13 @@ pub struct TokenBinding {
 }
 
 impl TokenBinding {
+    /// Nothing bound: a plain bearer credential of the task's workload.
+    pub const NONE: Self = Self {
+        jkt: None,
+        act: None,
+        subject: None,
+    };
+
     /// Whether nothing is bound (a plain bearer credential of the task's workload).
     pub fn is_empty(&self) -> bool {
         self.jkt.is_none() && self.act.is_none() && self.subject.is_none()
@@ -541,7 +658,10 @@ pub struct AuditEvent {
     pub hash: Option<String>,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference (pedantic lint, so not `expect`)"
+)]
 fn is_zero(v: &i64) -> bool {
     *v == 0
 }
@@ -614,4 +734,57 @@ pub struct AuditFilter {
     pub after_seq: Option<i64>,
     /// At most this many (default 100, max 1000).
     pub limit: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every deny code a broker stores comes back from the stored JSON, which has no `code` key.
+    #[test]
+    fn stored_denials_keep_their_code() {
+        let cases = [
+            (
+                DenyCode::PolicyDenied,
+                vec!["forbid-x".to_owned()],
+                "forbidden by policy `forbid-x`".to_owned(),
+            ),
+            (
+                DenyCode::PolicyDenied,
+                vec![],
+                "no policy permits `read` on `db` (default deny)".to_owned(),
+            ),
+            (
+                DenyCode::EnvironmentSeparation,
+                vec![],
+                format!(
+                    "{}: task environment `sandbox` …",
+                    crate::policy::SEPARATION_REASON
+                ),
+            ),
+            (
+                DenyCode::ApproverDenied,
+                vec![],
+                format!("{APPROVER_DENIED_REASON} `bob`: no"),
+            ),
+        ];
+        for (code, policy_ids, reason) in cases {
+            let d = Decision::Deny {
+                code,
+                policy_ids,
+                reasons: vec![reason],
+            };
+            let json = serde_json::to_string(&d).unwrap();
+            assert!(!json.contains("\"code\""), "{json}");
+            let back: Decision = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, d);
+            assert_eq!(back.deny_code(), Some(code));
+        }
+        assert_eq!(DenyCode::ApproverDenied.as_str(), "policy_denied");
+        assert_eq!(DenyCode::StepUpRequired.as_str(), "policy_denied");
+        assert_eq!(
+            DenyCode::EnvironmentSeparation.as_str(),
+            "environment_separation"
+        );
+    }
 }

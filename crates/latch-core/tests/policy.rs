@@ -3,7 +3,7 @@
 
 use latch_core::broker::decide;
 use latch_core::model::{
-    Decision, GroupQuorum, Resource, Task, TaskState, Workload, WorkloadClaims,
+    Decision, DenyCode, GroupQuorum, Resource, Task, TaskState, Workload, WorkloadClaims,
 };
 use latch_core::policy::{ApprovalContext, EvalInput, PolicyEngine, PolicySource};
 
@@ -137,9 +137,11 @@ fn default_deny_names_no_policy() {
     );
     match d {
         Decision::Deny {
+            code,
             policy_ids,
             reasons,
         } => {
+            assert_eq!(code, DenyCode::PolicyDenied);
             assert!(policy_ids.is_empty());
             assert!(reasons[0].contains("default deny"));
         }
@@ -167,6 +169,7 @@ fn forbid_wins_and_reports_its_reason() {
     assert_eq!(
         d,
         Decision::Deny {
+            code: DenyCode::PolicyDenied,
             policy_ids: vec!["no-admin".into()],
             reasons: vec!["never admin".into()]
         }
@@ -209,9 +212,11 @@ fn a_policy_that_errors_denies() {
     );
     match d {
         Decision::Deny {
+            code,
             policy_ids,
             reasons,
         } => {
+            assert_eq!(code, DenyCode::PolicyDenied);
             assert_eq!(policy_ids, vec!["overflow".to_string()]);
             assert!(reasons[0].contains("failed to evaluate"));
         }
@@ -251,6 +256,7 @@ fn step_up_only_when_approval_would_lift_every_obstacle() {
             }]
         }
     );
+    assert_eq!(d.deny_code(), Some(DenyCode::StepUpRequired));
     // With the approval in context it is allowed.
     let ok = ApprovalContext {
         approved: true,
@@ -299,9 +305,12 @@ fn hard_separation_beats_any_policy() {
     );
     match d {
         Decision::Deny {
+            code,
             policy_ids,
             reasons,
         } => {
+            assert_eq!(code, DenyCode::EnvironmentSeparation);
+            assert_eq!(code.as_str(), "environment_separation");
             assert!(policy_ids.is_empty());
             assert!(reasons[0].starts_with(latch_core::broker::SEPARATION_REASON));
         }
@@ -364,4 +373,97 @@ fn load_errors_name_file_line_and_column() {
     )
     .unwrap_err();
     assert!(err.message.contains("schema does not accept"), "{err}");
+}
+
+/// `decide()` sets one typed code per kind of denial, and every surface answers its `as_str()`.
+#[test]
+fn decide_sets_the_deny_code_each_surface_answers() {
+    let e = engine(&[("a.cedar", PERMIT_ALL), ("b.cedar", STEP)]);
+    let sandbox = task("sandbox", false);
+    let prod = task("production", true);
+    let none = ApprovalContext::default();
+    // Environment separation: a sandbox task asks for a production resource.
+    let sep = eval(
+        &e,
+        &workload(false),
+        &resource("production", true, "internal"),
+        &sandbox,
+        "read",
+        &none,
+    );
+    assert_eq!(sep.deny_code(), Some(DenyCode::EnvironmentSeparation));
+    assert_eq!(
+        sep.deny_code().map(DenyCode::as_str),
+        Some("environment_separation")
+    );
+    // A plain policy deny: no permit applies.
+    let plain = eval(
+        &engine(&[("b.cedar", STEP)]),
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &sandbox,
+        "read",
+        &none,
+    );
+    assert_eq!(plain.deny_code(), Some(DenyCode::PolicyDenied));
+    assert_eq!(
+        plain.deny_code().map(DenyCode::as_str),
+        Some("policy_denied")
+    );
+    // Step-up: allowed once approved; a call that cannot wait answers `policy_denied`.
+    let step = eval(
+        &e,
+        &workload(false),
+        &resource("production", true, "internal"),
+        &prod,
+        "deploy",
+        &none,
+    );
+    assert!(matches!(step, Decision::StepUp { .. }), "{step:?}");
+    assert_eq!(step.deny_code(), Some(DenyCode::StepUpRequired));
+    assert_eq!(
+        step.deny_code().map(DenyCode::as_str),
+        Some("policy_denied")
+    );
+    // Allowed: no code.
+    let ok = eval(
+        &e,
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &sandbox,
+        "read",
+        &none,
+    );
+    assert_eq!(ok.deny_code(), None);
+}
+
+/// The stored and wire form of a decision is unchanged (no `code` key), and decoding it
+/// recovers the code, so a denial read back from the store answers the same code.
+#[test]
+fn deny_code_survives_the_store_without_changing_the_json() {
+    let e = engine(&[("a.cedar", PERMIT_ALL)]);
+    let none = ApprovalContext::default();
+    let sep = eval(
+        &e,
+        &workload(false),
+        &resource("production", true, "internal"),
+        &task("sandbox", false),
+        "read",
+        &none,
+    );
+    let plain = eval(
+        &engine(&[("b.cedar", STEP)]),
+        &workload(false),
+        &resource("staging", false, "internal"),
+        &task("sandbox", false),
+        "read",
+        &none,
+    );
+    for d in [sep, plain] {
+        let json = serde_json::to_value(&d).unwrap();
+        assert!(json.get("code").is_none(), "{json}");
+        assert_eq!(json["decision"], "deny");
+        let back: Decision = serde_json::from_value(json).unwrap();
+        assert_eq!(back, d);
+    }
 }

@@ -669,9 +669,7 @@ async fn request_access(
 ) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
         let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests")).await?;
-        s.broker
-            .request_access_bound(ctx, &w, &id, body, binding)
-            .await
+        s.broker.request_access(ctx, &w, &id, body, &binding).await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))
@@ -710,7 +708,7 @@ async fn claim_request(
             &format!("/v1/tasks/{id}/requests/{rid}/claim"),
         )
         .await?;
-        s.broker.claim_bound(ctx, &w, &id, &rid, binding).await
+        s.broker.claim(ctx, &w, &id, &rid, &binding).await
     })
     .await;
     Ok(outcome_response(r?, &m.request_id))

@@ -343,7 +343,7 @@ async fn exchange(
         }
         let o = s
             .broker
-            .claim_bound(ctx, &workload, task_id, req_id, binding)
+            .claim(ctx, &workload, task_id, req_id, &binding)
             .await?;
         let req = match &o {
             AccessOutcome::Granted(g) => &g.request,
@@ -421,7 +421,7 @@ async fn exchange(
             .await?;
         let o = s
             .broker
-            .request_access_bound(
+            .request_access(
                 ctx,
                 &workload,
                 &task.id,
@@ -432,7 +432,7 @@ async fn exchange(
                     justification: purpose,
                     params: Value::Null,
                 },
-                binding,
+                &binding,
             )
             .await?;
         let d = LatchAccessDetail {
@@ -500,6 +500,7 @@ async fn exchange(
                 Decision::Deny {
                     policy_ids,
                     reasons,
+                    ..
                 } => (policy_ids.clone(), reasons.clone()),
                 d => (d.policy_ids().to_vec(), vec![]),
             };

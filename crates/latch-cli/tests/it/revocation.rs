@@ -173,6 +173,7 @@ async fn read_db(b: &Broker, task_id: &str) -> Result<AccessOutcome, ApiError> {
             actions: vec!["read".into()],
             ..Default::default()
         },
+        &latch_core::model::TokenBinding::NONE,
     )
     .await
 }

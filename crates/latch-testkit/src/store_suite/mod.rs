@@ -123,6 +123,7 @@ fn request(
             groups: step_up_groups.clone(),
         },
         RequestState::Denied => Decision::Deny {
+            code: latch_core::model::DenyCode::PolicyDenied,
             policy_ids: vec![],
             reasons: vec!["no permit applies".to_owned()],
         },

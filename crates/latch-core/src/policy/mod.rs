@@ -31,7 +31,11 @@ use cedar_policy::{
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Decision, GroupQuorum, Resource, Task, Workload};
+use crate::model::{Decision, DenyCode, GroupQuorum, Resource, Task, Workload};
+
+mod decide;
+pub(crate) use decide::quorum_context;
+pub use decide::{SEPARATION_REASON, decide, login_principals, run_policy_case};
 
 /// A named policy or schema text (file path and contents).
 #[derive(Debug, Clone)]
@@ -103,6 +107,76 @@ struct PolicyMeta {
     quorum: u32,
     reason: Option<String>,
     max_ttl_secs: Option<i64>,
+}
+
+/// Latch's annotations of one policy (`@step_up`, `@quorum`, `@max_ttl`, `@reason`), checked.
+///
+/// # Errors
+/// A message naming policy `id` when an annotation is misplaced or out of range.
+fn meta_of(p: &cedar_policy::Policy, id: &str) -> Result<PolicyMeta, String> {
+    let forbid = p.effect() == Effect::Forbid;
+    let step_up = p.annotation("step_up").map(str::to_owned);
+    if step_up.is_some() && !forbid {
+        return Err(format!(
+            "policy `{id}`: `@step_up` is only meaningful on a forbid"
+        ));
+    }
+    if step_up.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        return Err(format!("policy `{id}`: `@step_up` needs a group name"));
+    }
+    let quorum = match p.annotation("quorum") {
+        None => 1,
+        Some(q) => match q.parse::<u32>() {
+            Ok(n) if (1..=16).contains(&n) && step_up.is_some() => n,
+            _ => {
+                return Err(format!(
+                    "policy `{id}`: `@quorum` must be 1 to 16 on a `@step_up` forbid, got `{q}`"
+                ));
+            }
+        },
+    };
+    let max_ttl_secs = match p.annotation("max_ttl") {
+        None => None,
+        Some(v) => match parse_secs(v) {
+            Some(n) if !forbid => Some(n),
+            _ => {
+                return Err(format!(
+                    "policy `{id}`: `@max_ttl` must be a positive duration on a permit, got `{v}`"
+                ));
+            }
+        },
+    };
+    Ok(PolicyMeta {
+        step_up,
+        quorum,
+        reason: p.annotation("reason").map(str::to_owned),
+        max_ttl_secs,
+    })
+}
+
+/// Short SHA-256 fingerprint (hex, 16 bytes) of the schema and the named policy sources.
+fn fingerprint_of(schema: &PolicySource, policies: &[PolicySource]) -> String {
+    let mut h = Vec::new();
+    h.extend_from_slice(schema.text.as_bytes());
+    for p in policies {
+        h.extend_from_slice(p.name.as_bytes());
+        h.push(0);
+        h.extend_from_slice(p.text.as_bytes());
+        h.push(0);
+    }
+    hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &h).as_ref()[..16])
+}
+
+/// Cedar's answer for one action; whether a denial is a step-up is decided over all actions.
+enum ActionVerdict {
+    Allow {
+        policy_ids: Vec<String>,
+        max_ttl_secs: Option<i64>,
+    },
+    Deny {
+        policy_ids: Vec<String>,
+        reasons: Vec<String>,
+    },
 }
 
 /// Approval state as Cedar sees it (`context.approval`).
@@ -255,50 +329,10 @@ impl PolicyEngine {
                 if origin.contains_key(&id) {
                     return Err(err(format!("duplicate policy id `{id}`")));
                 }
-                let forbid = p.effect() == Effect::Forbid;
-                let step_up = p.annotation("step_up").map(str::to_owned);
-                if step_up.is_some() && !forbid {
-                    return Err(err(format!(
-                        "policy `{id}`: `@step_up` is only meaningful on a forbid"
-                    )));
-                }
-                if step_up.as_deref().is_some_and(|g| g.trim().is_empty()) {
-                    return Err(err(format!("policy `{id}`: `@step_up` needs a group name")));
-                }
-                let quorum = match p.annotation("quorum") {
-                    None => 1,
-                    Some(q) => match q.parse::<u32>() {
-                        Ok(n) if (1..=16).contains(&n) && step_up.is_some() => n,
-                        _ => {
-                            return Err(err(format!(
-                                "policy `{id}`: `@quorum` must be 1 to 16 on a `@step_up` forbid, got `{q}`"
-                            )));
-                        }
-                    },
-                };
-                let max_ttl_secs = match p.annotation("max_ttl") {
-                    None => None,
-                    Some(v) => match parse_secs(v) {
-                        Some(n) if !forbid => Some(n),
-                        _ => {
-                            return Err(err(format!(
-                                "policy `{id}`: `@max_ttl` must be a positive duration on a permit, got `{v}`"
-                            )));
-                        }
-                    },
-                };
-                let reason = p.annotation("reason").map(str::to_owned);
+                let policy_meta = meta_of(p, &id).map_err(err)?;
                 set.add(p.new_id(PolicyId::new(&id)))
                     .map_err(|e| err(format!("cannot add policy `{id}`: {e}")))?;
-                meta.insert(
-                    id.clone(),
-                    PolicyMeta {
-                        step_up,
-                        quorum,
-                        reason,
-                        max_ttl_secs,
-                    },
-                );
+                meta.insert(id.clone(), policy_meta);
                 origin.insert(id.clone(), fi);
                 ids.push(id);
             }
@@ -315,16 +349,7 @@ impl PolicyEngine {
                 format!("policy `{pid}` fails validation: {e}"),
             ));
         }
-        let mut h = Vec::new();
-        h.extend_from_slice(schema.text.as_bytes());
-        for p in policies {
-            h.extend_from_slice(p.name.as_bytes());
-            h.push(0);
-            h.extend_from_slice(p.text.as_bytes());
-            h.push(0);
-        }
-        let fingerprint =
-            hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &h).as_ref()[..16]);
+        let fingerprint = fingerprint_of(schema, policies);
         let engine = Self {
             schema: schema_v,
             set,
@@ -564,8 +589,8 @@ impl PolicyEngine {
         entities: &Entities,
         action: &str,
         approval: &ApprovalContext,
-    ) -> Decision {
-        let deny = |policy_ids: Vec<String>, reasons: Vec<String>| Decision::Deny {
+    ) -> ActionVerdict {
+        let deny = |policy_ids: Vec<String>, reasons: Vec<String>| ActionVerdict::Deny {
             policy_ids,
             reasons,
         };
@@ -613,7 +638,7 @@ impl PolicyEngine {
                     .iter()
                     .filter_map(|id| self.meta.get(id)?.max_ttl_secs)
                     .min();
-                Decision::Allow {
+                ActionVerdict::Allow {
                     policy_ids: ids,
                     max_ttl_secs: max,
                 }
@@ -656,6 +681,7 @@ impl PolicyEngine {
             Ok(e) => e,
             Err(e) => {
                 return Decision::Deny {
+                    code: DenyCode::PolicyDenied,
                     policy_ids: vec![],
                     reasons: vec![format!("cannot build entities: {}", e.message)],
                 };
@@ -669,13 +695,14 @@ impl PolicyEngine {
         let mut step_groups: BTreeMap<String, u32> = BTreeMap::new();
         if input.actions.is_empty() {
             return Decision::Deny {
+                code: DenyCode::PolicyDenied,
                 policy_ids: vec![],
                 reasons: vec!["no action requested".into()],
             };
         }
         for action in input.actions {
             match self.eval_one(input, &entities, action, input.approval) {
-                Decision::Allow {
+                ActionVerdict::Allow {
                     policy_ids,
                     max_ttl_secs,
                 } => {
@@ -684,7 +711,7 @@ impl PolicyEngine {
                         max_ttl = Some(max_ttl.map_or(m, |x| x.min(m)));
                     }
                 }
-                Decision::Deny {
+                ActionVerdict::Deny {
                     policy_ids,
                     reasons,
                 } => {
@@ -708,7 +735,7 @@ impl PolicyEngine {
                         hyp.groups.extend(groups.iter().map(|(g, _)| g.clone()));
                         matches!(
                             self.eval_one(input, &entities, action, &hyp),
-                            Decision::Allow { .. }
+                            ActionVerdict::Allow { .. }
                         )
                         .then(|| groups.clone())
                     });
@@ -726,12 +753,12 @@ impl PolicyEngine {
                         }
                     }
                 }
-                Decision::StepUp { .. } => unreachable!("eval_one never returns step_up"),
             }
         }
         if !deny_reasons.is_empty() {
             deny_reasons.dedup();
             return Decision::Deny {
+                code: DenyCode::PolicyDenied,
                 policy_ids: deny_ids.into_iter().collect(),
                 reasons: deny_reasons,
             };

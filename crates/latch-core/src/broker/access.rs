@@ -1,0 +1,575 @@
+//! Access requests: ask, claim after approval, and mint the credential.
+
+use super::*;
+
+/// How the request a credential is minted for reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestRow {
+    /// Decided just now: the request is inserted with its grant.
+    New,
+    /// Stored earlier (approved after step-up, now claimed): the stored row is updated.
+    Stored,
+}
+
+/// Everything [`Broker::mint`] needs for one allowed request.
+struct MintPlan<'a> {
+    /// The task the credential is for (its version guards the commit).
+    task: &'a Task,
+    /// The resource.
+    resource: &'a Resource,
+    /// The allowed request; it leaves `mint` granted, naming its lease.
+    request: AccessRequest,
+    /// Its row in the store.
+    row: RequestRow,
+    /// The `request.decided` event, committed with the grant.
+    decided: Option<AuditEvent>,
+    /// The tightest `@max_ttl` of the permitting policies (seconds), if any.
+    policy_max_ttl_secs: Option<i64>,
+    /// Provider parameters of the request.
+    params: &'a serde_json::Value,
+    /// What the credential is bound to (DPoP key, actor, subject).
+    binding: &'a TokenBinding,
+}
+
+/// A request's input once checked: its resource, sorted distinct actions and clamped TTL.
+struct CheckedAsk {
+    resource: Resource,
+    actions: Vec<String>,
+    ttl_secs: i64,
+}
+
+impl Broker {
+    /// Asks for access in a task. Returns the credential (allow), the denial with policy ids and
+    /// reasons (deny), or a pending request (step-up). A minted credential carries `binding`: a
+    /// DPoP key thumbprint (RFC 9449 `cnf.jkt`), an RFC 8693 actor and subject
+    /// ([`TokenBinding::NONE`] for a plain bearer credential of the caller).
+    ///
+    /// # Errors
+    /// `task_not_found`, `task_not_open`, `unknown_resource`, `unknown_action`,
+    /// `ttl_out_of_bounds`, `invalid_request`, `provider_failed`, `store_unavailable`, and
+    /// `dpop_required` when the resource requires a key binding and `binding` names no key.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
+    pub async fn request_access(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        input: RequestAccess,
+        binding: &TokenBinding,
+    ) -> Result<AccessOutcome> {
+        let task = self.owned_task_cached(caller, task_id).await?;
+        self.open_task_check(&task)?;
+        let checked = self.check_request(&input, binding)?;
+        let now = self.now();
+        let decision = self.decide(&Ask {
+            task: &task,
+            workload: caller,
+            resource: &checked.resource,
+            actions: &checked.actions,
+            ttl_secs: checked.ttl_secs,
+            source_ip: ctx.source_ip.as_deref(),
+            approval: &ApprovalContext::default(),
+            params: &input.params,
+        });
+        let req = new_request(ctx, &task, caller, &checked, input, decision, now);
+        self.settle_new_request(ctx, &task, &checked.resource, req, binding)
+            .await
+    }
+
+    /// Checks a request's input against its resource: justification, key binding, actions,
+    /// TTL (clamped to the resource's maximum).
+    fn check_request(&self, input: &RequestAccess, binding: &TokenBinding) -> Result<CheckedAsk> {
+        check_text(
+            "justification",
+            &input.justification,
+            self.settings.max_text_len,
+            false,
+        )?;
+        let resource = self.resource(&input.resource)?.clone();
+        check_binding(&resource, binding)?;
+        let actions: Vec<String> = input
+            .actions
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if actions.is_empty() {
+            return Err(bad("`actions` must name at least one action"));
+        }
+        for a in &actions {
+            if !resource.actions.contains(a) {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownAction,
+                    format!("resource `{}` offers no action {}", resource.id, quote(a)),
+                ));
+            }
+        }
+        let ttl = input.ttl_secs.unwrap_or(resource.default_ttl_secs);
+        if ttl <= 0 {
+            return Err(ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("ttl must be positive, got {ttl}"),
+            ));
+        }
+        let ttl_secs = ttl.min(resource.max_ttl_secs);
+        Ok(CheckedAsk {
+            resource,
+            actions,
+            ttl_secs,
+        })
+    }
+
+    /// Records a just-decided request: denied and pending ones are stored with their decision;
+    /// an allowed one is minted and stored with its credential.
+    async fn settle_new_request(
+        &self,
+        ctx: &CallCtx,
+        task: &Task,
+        resource: &Resource,
+        mut req: AccessRequest,
+        binding: &TokenBinding,
+    ) -> Result<AccessOutcome> {
+        let now = req.created_at_unix_secs;
+        let caller = req.principal_id.clone();
+        // The state the request reaches by this decision (an allowed request is granted in the
+        // same commit as its credential).
+        let decided = {
+            let mut r = req.clone();
+            if matches!(req.decision, Decision::Allow { .. }) {
+                r.state = RequestState::Granted;
+            }
+            decision_event(now, &caller, &r)
+        };
+        match req.decision.clone() {
+            Decision::Deny { .. } => {
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::InsertRequest(req.clone()))
+                        .audit(decided),
+                )
+                .await?;
+                Ok(AccessOutcome::Denied(req))
+            }
+            Decision::StepUp { .. } => {
+                req.state = RequestState::Pending;
+                req.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
+                let decided = decision_event(now, &caller, &req);
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::InsertRequest(req.clone()))
+                        .audit(decided),
+                )
+                .await?;
+                Ok(AccessOutcome::Pending(req))
+            }
+            Decision::Allow { max_ttl_secs, .. } => {
+                let params = req.params.clone();
+                self.mint(
+                    ctx,
+                    MintPlan {
+                        task,
+                        resource,
+                        request: req,
+                        row: RequestRow::New,
+                        decided: Some(decided),
+                        policy_max_ttl_secs: max_ttl_secs,
+                        params: &params,
+                        binding,
+                    },
+                )
+                .await
+            }
+        }
+    }
+
+    /// Mints for an allowed request and commits request, lease and audit together. With a
+    /// provider that keeps external state, the `issuing` lease is committed first (durable
+    /// intent) and activated after the mint.
+    async fn mint(&self, ctx: &CallCtx, plan: MintPlan<'_>) -> Result<AccessOutcome> {
+        let MintPlan {
+            task,
+            resource,
+            request: mut req,
+            row,
+            decided,
+            policy_max_ttl_secs,
+            params,
+            binding,
+        } = plan;
+        let now = self.now();
+        let (provider, mut lease) =
+            self.issuing_lease(task, resource, &req, policy_max_ttl_secs, binding, now)?;
+        req.state = RequestState::Granted;
+        req.lease_id = Some(lease.id.clone());
+        let req_write = match row {
+            RequestRow::New => Write::InsertRequest(req.clone()),
+            RequestRow::Stored => {
+                req.version += 1;
+                Write::UpdateRequest(req.clone())
+            }
+        };
+        let external = provider.has_external_state();
+        let guard = Write::RequireTaskOpen {
+            task_id: task.id.clone(),
+            version: task.version,
+        };
+        if external {
+            // Durable intent first: a crash after minting leaves a lease the reaper revokes.
+            let mut pre = WriteBatch::new()
+                .write(guard.clone())
+                .write(req_write.clone())
+                .write(Write::InsertLease(lease.clone()));
+            if let Some(d) = &decided {
+                pre = pre.audit(d.clone());
+            }
+            self.commit(ctx, pre).await?;
+        }
+        let mint_req = MintRequest {
+            lease_id: &lease.id,
+            task,
+            principal_id: &task.owner.id,
+            resource,
+            actions: &req.actions,
+            issued_at_unix_secs: now,
+            expires_at_unix_secs: lease.expires_at_unix_secs,
+            params,
+            binding,
+        };
+        let minted = match provider.mint(&mint_req).await {
+            Ok(m) => m,
+            Err(e) => return Err(self.mint_failed(ctx, &req, &lease, external, e, now).await),
+        };
+        lease.state = LeaseState::Active;
+        lease.revocation_handle = minted.revocation_handle;
+        lease.credential_hmac = Some(self.hasher.hmac_secret(&minted.credential.secret));
+        let issued = issued_event(now, &req, &lease, resource, &minted.credential.kind);
+        let batch = if external {
+            // The `issuing` row is at version 1; activation is a compare-and-set on it.
+            lease.version += 1;
+            WriteBatch::new()
+                .write(Write::UpdateLease(lease.clone()))
+                .audit(issued)
+        } else {
+            let mut b = WriteBatch::new()
+                .write(guard)
+                .write(req_write)
+                .write(Write::InsertLease(lease.clone()));
+            if let Some(d) = decided {
+                b = b.audit(d);
+            }
+            b.audit(issued)
+        };
+        let generation = self.live_generation();
+        if let Err(e) = self.commit(ctx, batch).await {
+            if external {
+                let _ = provider.revoke(&lease).await;
+            }
+            return Err(e.into());
+        }
+        self.index_insert_since(&lease, task, generation);
+        Ok(AccessOutcome::Granted(Box::new(Grant {
+            request: req,
+            lease,
+            credential: minted.credential,
+        })))
+    }
+
+    /// The provider for `resource` and a new `issuing` lease for `req`, valid within the grant
+    /// window (request TTL, resource and policy bounds, the task's end).
+    fn issuing_lease(
+        &self,
+        task: &Task,
+        resource: &Resource,
+        req: &AccessRequest,
+        policy_max: Option<i64>,
+        binding: &TokenBinding,
+        now: i64,
+    ) -> Result<(Arc<dyn CredentialProvider>, Lease)> {
+        let window = ttl::grant_window(
+            now,
+            req.ttl_secs,
+            resource.max_ttl_secs,
+            resource.max_lifetime_secs,
+            policy_max,
+            task.expires_at_unix_secs,
+        )
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TaskNotOpen,
+                format!("task `{}` has no time left", task.id),
+            )
+        })?;
+        let provider = self
+            .providers
+            .get(&resource.kind)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("provider `{}` is not configured", resource.kind),
+                )
+            })?
+            .clone();
+        let lease = Lease {
+            id: new_id("lease"),
+            task_id: task.id.clone(),
+            request_id: req.id.clone(),
+            resource_id: resource.id.clone(),
+            provider: resource.kind.clone(),
+            actions: req.actions.clone(),
+            state: LeaseState::Issuing,
+            issued_at_unix_secs: now,
+            expires_at_unix_secs: window.expires_at_unix_secs,
+            max_expires_at_unix_secs: window.max_expires_at_unix_secs,
+            renewals: 0,
+            revocation_handle: String::new(),
+            credential_hmac: None,
+            revoke_reason: None,
+            revoke_attempts: 0,
+            next_revoke_at_unix_secs: None,
+            last_revoke_error: None,
+            revoked_at_unix_secs: None,
+            binding: binding.clone(),
+            version: 1,
+        };
+        Ok((provider, lease))
+    }
+
+    /// Cleans up after a provider refused to mint and returns the error for the caller: an
+    /// `issuing` lease already committed is revoked (nothing should exist, but to be sure);
+    /// otherwise the failure is recorded as `credential.mint_failed`.
+    async fn mint_failed(
+        &self,
+        ctx: &CallCtx,
+        req: &AccessRequest,
+        lease: &Lease,
+        external: bool,
+        e: crate::ports::ProviderError,
+        now: i64,
+    ) -> ApiError {
+        if external {
+            let (b, rv) = self.revocation_writes(
+                WriteBatch::new(),
+                std::slice::from_ref(lease),
+                "mint_failed",
+                BROKER,
+                now,
+            );
+            let _ = self.commit(ctx, b).await;
+            for l in rv {
+                let _ = self.attempt_revoke(l).await;
+            }
+        } else {
+            let ev = AuditEvent::new(
+                now,
+                "credential.mint_failed",
+                &req.principal_id,
+                "provider_failed",
+            )
+            .task(&lease.task_id)
+            .access_request(&req.id)
+            .detail(json!({"error": e.message}));
+            let _ = self.commit(ctx, WriteBatch::new().audit(ev)).await;
+        }
+        let code = if e.invalid_request {
+            ErrorCode::InvalidRequest
+        } else {
+            ErrorCode::ProviderFailed
+        };
+        ApiError::new(code, format!("could not mint: {}", e.message))
+    }
+
+    /// An access request of the caller's task.
+    ///
+    /// # Errors
+    /// `task_not_found`, `request_not_found`.
+    pub async fn request(
+        &self,
+        caller: &Workload,
+        task_id: &str,
+        request_id: &str,
+    ) -> Result<AccessRequest> {
+        let task = self.owned_task(caller, task_id).await?;
+        match self.store.request(request_id).await? {
+            Some(r) if r.task_id == task.id => Ok(r),
+            _ => Err(ApiError::new(
+                ErrorCode::RequestNotFound,
+                format!("no request {}", quote(request_id)),
+            )),
+        }
+    }
+
+    /// Claims the credential of an approved request. Policy is evaluated again, with the
+    /// approval in context, before anything is minted; the credential is delivered once and
+    /// carries `binding` (see [`request_access`](Self::request_access)).
+    ///
+    /// # Errors
+    /// `request_not_found`, `request_not_pending` (denied, or already claimed), `request_expired`,
+    /// `task_not_open`, `provider_failed`, and `dpop_required` when the resource requires a key
+    /// binding.
+    ///
+    /// # Security
+    /// `binding` must come from verified inputs only.
+    pub async fn claim(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task_id: &str,
+        request_id: &str,
+        binding: &TokenBinding,
+    ) -> Result<AccessOutcome> {
+        let req = self.request(caller, task_id, request_id).await?;
+        let task = self.owned_task(caller, task_id).await?;
+        match req.state {
+            RequestState::Pending => return Ok(AccessOutcome::Pending(req)),
+            RequestState::Denied => return Ok(AccessOutcome::Denied(req)),
+            RequestState::Granted => {
+                return Err(ApiError::new(
+                    ErrorCode::RequestNotPending,
+                    format!(
+                        "request `{}` was already granted; its credential is delivered only once",
+                        req.id
+                    ),
+                ));
+            }
+            RequestState::Expired => {
+                return Err(ApiError::new(
+                    ErrorCode::RequestExpired,
+                    format!("request `{}` expired", req.id),
+                ));
+            }
+            RequestState::Approved => {}
+        }
+        let now = self.now();
+        if now >= req.expires_at_unix_secs {
+            self.expire_request(req.clone()).await?;
+            return Err(ApiError::new(
+                ErrorCode::RequestExpired,
+                format!("request `{}` expired", req.id),
+            ));
+        }
+        self.open_task_check(&task)?;
+        let resource = self.resource(&req.resource_id)?.clone();
+        check_binding(&resource, binding)?;
+        let approval = self.approval_context(&req).await?;
+        let decision = self.decide(&Ask {
+            task: &task,
+            workload: caller,
+            resource: &resource,
+            actions: &req.actions,
+            ttl_secs: req.ttl_secs,
+            source_ip: ctx.source_ip.as_deref(),
+            approval: &approval,
+            params: &req.params,
+        });
+        match decision {
+            Decision::Allow { max_ttl_secs, .. } => {
+                let mut r = req.clone();
+                r.decision = decision.clone();
+                let ev = decision_event(now, &caller.id, &r);
+                self.mint(
+                    ctx,
+                    MintPlan {
+                        task: &task,
+                        resource: &resource,
+                        request: r,
+                        row: RequestRow::Stored,
+                        decided: Some(ev),
+                        policy_max_ttl_secs: max_ttl_secs,
+                        params: &req.params,
+                        binding,
+                    },
+                )
+                .await
+            }
+            other => {
+                let mut r = req.clone();
+                r.decision = other;
+                r.state = RequestState::Denied;
+                r.version += 1;
+                let ev = decision_event(now, &caller.id, &r);
+                self.commit(
+                    ctx,
+                    WriteBatch::new()
+                        .write(Write::UpdateRequest(r.clone()))
+                        .audit(ev),
+                )
+                .await?;
+                Ok(AccessOutcome::Denied(r))
+            }
+        }
+    }
+}
+
+/// A just-decided request, not yet stored: its id and digest, and the decision's step-up groups.
+fn new_request(
+    ctx: &CallCtx,
+    task: &Task,
+    caller: &Workload,
+    checked: &CheckedAsk,
+    input: RequestAccess,
+    decision: Decision,
+    now: i64,
+) -> AccessRequest {
+    let id = new_id("req");
+    let digest = request_digest(
+        &id,
+        &task.id,
+        &caller.id,
+        &checked.resource.id,
+        &checked.actions,
+        checked.ttl_secs,
+        &input.justification,
+        &input.params,
+    );
+    AccessRequest {
+        id,
+        task_id: task.id.clone(),
+        principal_id: caller.id.clone(),
+        resource_id: checked.resource.id.clone(),
+        actions: checked.actions.clone(),
+        ttl_secs: checked.ttl_secs,
+        justification: input.justification,
+        state: RequestState::Denied,
+        step_up_groups: match &decision {
+            Decision::StepUp { groups, .. } => groups.clone(),
+            _ => vec![],
+        },
+        decision,
+        digest,
+        source_ip: ctx.source_ip.clone(),
+        created_at_unix_secs: now,
+        expires_at_unix_secs: now,
+        lease_id: None,
+        approvers: vec![],
+        params: input.params,
+        version: 1,
+    }
+}
+
+/// The `credential.issued` event of a freshly minted lease (never the secret: its HMAC).
+fn issued_event(
+    now: i64,
+    req: &AccessRequest,
+    lease: &Lease,
+    resource: &Resource,
+    credential_kind: &str,
+) -> AuditEvent {
+    AuditEvent::new(now, "credential.issued", &req.principal_id, "ok")
+        .task(&lease.task_id)
+        .access_request(&req.id)
+        .lease(&lease.id)
+        .detail(json!({
+            "resource": resource.id, "provider": resource.kind, "actions": req.actions,
+            "expires_at_unix_secs": lease.expires_at_unix_secs,
+            "max_expires_at_unix_secs": lease.max_expires_at_unix_secs,
+            "credential_hmac": lease.credential_hmac, "kind": credential_kind,
+            // Sender constraint and delegation (never secrets): who may use it, for whom.
+            "cnf_jkt": lease.binding.jkt, "act": lease.binding.act,
+            "subject": lease.binding.subject,
+        }))
+}

@@ -1,0 +1,287 @@
+//! Approvals: the pending view for approvers, votes, and quorum.
+
+use super::*;
+
+impl Broker {
+    /// Pending requests the human could vote on (they are in a required group, and the request
+    /// is not their own agent's), oldest first, with each request's task.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn pending_for(&self, human: &Human) -> Result<Vec<(AccessRequest, Task)>> {
+        let now = self.now();
+        let mut out = Vec::new();
+        for r in self.store.pending_requests(500).await? {
+            if r.expires_at_unix_secs <= now {
+                continue;
+            }
+            let eligible = self
+                .step_groups(&r)
+                .iter()
+                .any(|g| human.groups.contains(&g.group));
+            if !eligible {
+                continue;
+            }
+            if let Some(t) = self.store.task(&r.task_id).await? {
+                out.push((r, t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a human's verdict on a pending request.
+    ///
+    /// The approval binds to `digest` (the exact request), counts once per distinct approver,
+    /// may not come from the human the agent acts for, and only counts for the approver's groups
+    /// that the request needs. At quorum of every group the policy is evaluated again with the
+    /// approval in context; the request becomes `approved` (claimable) or `denied`.
+    ///
+    /// # Errors
+    /// `request_not_found`, `request_not_pending`, `request_expired`, `approval_digest_mismatch`,
+    /// `self_approval_forbidden`, `approver_not_eligible`, `already_voted`, `conflict`.
+    pub async fn vote(
+        &self,
+        ctx: &CallCtx,
+        human: &Human,
+        request_id: &str,
+        digest: &str,
+        verdict: Verdict,
+        reason: &str,
+    ) -> Result<AccessRequest> {
+        check_text("reason", reason, self.settings.max_text_len, false)?;
+        let ballot = Ballot {
+            human,
+            verdict,
+            reason,
+        };
+        for _attempt in 0..4 {
+            let (req, now) = self.votable_request(request_id, digest).await?;
+            let (batch, r) = self.cast(&ballot, req, now).await?;
+            match self.commit(ctx, batch).await {
+                Ok(_) => return Ok(r),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::Conflict,
+            "the request changed concurrently; try again",
+        ))
+    }
+
+    /// The pending, unexpired request `request_id`, whose digest is `digest`, and the time it
+    /// was checked at. An overdue request is expired on the way.
+    async fn votable_request(
+        &self,
+        request_id: &str,
+        digest: &str,
+    ) -> Result<(AccessRequest, i64)> {
+        let req = self.store.request(request_id).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::RequestNotFound,
+                format!("no request {}", quote(request_id)),
+            )
+        })?;
+        if req.state != RequestState::Pending {
+            return Err(ApiError::new(
+                ErrorCode::RequestNotPending,
+                format!("request `{}` is {}", req.id, req.state.as_str()),
+            ));
+        }
+        let now = self.now();
+        if now >= req.expires_at_unix_secs {
+            self.expire_request(req.clone()).await?;
+            return Err(ApiError::new(
+                ErrorCode::RequestExpired,
+                format!("request `{}` expired", req.id),
+            ));
+        }
+        if !constant_time_eq(digest.as_bytes(), req.digest.as_bytes()) {
+            return Err(ApiError::new(
+                ErrorCode::ApprovalDigestMismatch,
+                format!(
+                    "digest {} is not the digest of request `{}`",
+                    quote(digest),
+                    req.id
+                ),
+            ));
+        }
+        Ok((req, now))
+    }
+
+    /// Checks that the ballot may count on `req` and returns the batch recording it: the
+    /// approval, the request as the vote leaves it, and their audit events.
+    async fn cast(
+        &self,
+        ballot: &Ballot<'_>,
+        req: AccessRequest,
+        now: i64,
+    ) -> Result<(WriteBatch, AccessRequest)> {
+        let human = ballot.human;
+        let task = self.task_unchecked(&req.task_id).await?;
+        let is_self = task
+            .on_behalf_of
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&human.id));
+        if is_self {
+            return Err(ApiError::new(
+                ErrorCode::SelfApprovalForbidden,
+                format!(
+                    "`{}` is the human this agent acts for and cannot approve its request",
+                    human.id
+                ),
+            ));
+        }
+        let needed = self.step_groups(&req);
+        let groups = eligible_groups(human, &needed)?;
+        let mut approvals = self.store.approvals(&req.id).await?;
+        if approvals
+            .iter()
+            .any(|a| a.approver.eq_ignore_ascii_case(&human.id))
+        {
+            return Err(ApiError::new(
+                ErrorCode::AlreadyVoted,
+                format!("`{}` already voted on request `{}`", human.id, req.id),
+            ));
+        }
+        let approval = Approval {
+            id: new_id("apr"),
+            request_id: req.id.clone(),
+            digest: req.digest.clone(),
+            approver: human.id.clone(),
+            groups: groups.clone(),
+            verdict: ballot.verdict,
+            reason: ballot.reason.to_owned(),
+            created_at_unix_secs: now,
+        };
+        approvals.push(approval.clone());
+        let mut r = req;
+        r.version += 1;
+        let recorded = AuditEvent::new(
+            now,
+            "approval.recorded",
+            &human.id,
+            verdict_str(ballot.verdict),
+        )
+        .task(&r.task_id)
+        .access_request(&r.id)
+        .detail(json!({"groups": groups, "reason": ballot.reason, "digest": r.digest}));
+        match ballot.verdict {
+            Verdict::Deny => {
+                r.state = RequestState::Denied;
+                r.decision = Decision::Deny {
+                    code: DenyCode::ApproverDenied,
+                    policy_ids: vec![],
+                    reasons: vec![format!(
+                        "{APPROVER_DENIED_REASON} `{}`: {}",
+                        human.id, ballot.reason
+                    )],
+                };
+            }
+            Verdict::Approve => {
+                r.approvers.push(human.id.clone());
+                self.tally(&task, &mut r, &approvals, &needed, now)?;
+            }
+        }
+        let mut batch = WriteBatch::new()
+            .write(Write::InsertApproval(approval))
+            .write(Write::UpdateRequest(r.clone()))
+            .audit(recorded);
+        if r.state != RequestState::Pending {
+            batch = batch.audit(decision_event(now, &human.id, &r));
+        }
+        Ok((batch, r))
+    }
+
+    /// At quorum of every needed group, decides `r` again with the approvals in context: it
+    /// becomes `approved` (claimable until the pending TTL runs out) or `denied`.
+    fn tally(
+        &self,
+        task: &Task,
+        r: &mut AccessRequest,
+        approvals: &[Approval],
+        needed: &[GroupQuorum],
+        now: i64,
+    ) -> Result<()> {
+        let ctxa = quorum_context(approvals, needed);
+        if !ctxa.approved {
+            return Ok(());
+        }
+        let resource = self.resource(&r.resource_id)?.clone();
+        let d = self.decide(&Ask {
+            task,
+            workload: &task.owner,
+            resource: &resource,
+            actions: &r.actions,
+            ttl_secs: r.ttl_secs,
+            source_ip: r.source_ip.as_deref(),
+            approval: &ctxa,
+            params: &r.params,
+        });
+        match d {
+            Decision::Allow { .. } => {
+                r.state = RequestState::Approved;
+                r.decision = d;
+                r.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
+            }
+            other => {
+                r.state = RequestState::Denied;
+                r.decision = other;
+            }
+        }
+        Ok(())
+    }
+
+    /// Approvals of a request (for operators and approvers).
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>> {
+        Ok(self.store.approvals(request_id).await?)
+    }
+}
+
+fn verdict_str(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// A human's vote as cast: who, which verdict, and why.
+struct Ballot<'a> {
+    human: &'a Human,
+    verdict: Verdict,
+    reason: &'a str,
+}
+
+/// The groups `human` may approve for among those the request needs.
+///
+/// # Errors
+/// `approver_not_eligible` when they are in none of them.
+fn eligible_groups(human: &Human, needed: &[GroupQuorum]) -> Result<Vec<String>> {
+    let groups: Vec<String> = needed
+        .iter()
+        .filter(|g| human.groups.contains(&g.group))
+        .map(|g| g.group.clone())
+        .collect();
+    if groups.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::ApproverNotEligible,
+            format!(
+                "`{}` is in none of the groups that must approve ({})",
+                human.id,
+                needed
+                    .iter()
+                    .map(|g| g.group.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(groups)
+}

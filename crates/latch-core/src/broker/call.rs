@@ -1,0 +1,108 @@
+//! Per-call context: request id, source address and the audit events waiting for the call's
+//! first commit.
+
+use super::*;
+
+/// Per-call context: HTTP request id, source address, and audit events (such as the caller's
+/// authentication) waiting to be committed with the call's first state change.
+#[derive(Debug, Default)]
+pub struct CallCtx {
+    /// HTTP request id.
+    pub request_id: Option<String>,
+    /// Caller's address.
+    pub source_ip: Option<String>,
+    pub(super) pending: Mutex<Vec<AuditEvent>>,
+}
+
+impl CallCtx {
+    /// A context for one call.
+    pub fn new(request_id: Option<String>, source_ip: Option<String>) -> Self {
+        Self {
+            request_id,
+            source_ip,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+    pub(super) fn push(&self, e: AuditEvent) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+    pub(super) fn take(&self) -> Vec<AuditEvent> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub(super) fn restore(&self, mut events: Vec<AuditEvent>) {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        events.append(&mut g);
+        *g = events;
+    }
+}
+
+/// The call's queued `auth.succeeded` events, merged with the events the call itself records: an
+/// authentication whose actor also acts in one of `own` is folded into the first such event as
+/// `detail.auth` (issuer, principal kind, source address) instead of taking a record of its own.
+/// Every call stays attributable (a call that records nothing else still gets its
+/// `auth.succeeded`), with one record fewer per state change.
+pub(super) fn fold_authentication(
+    pending: Vec<AuditEvent>,
+    mut own: Vec<AuditEvent>,
+) -> Vec<AuditEvent> {
+    let mut out = Vec::with_capacity(pending.len() + own.len());
+    for p in pending {
+        if p.kind == "auth.succeeded"
+            && let Some(e) = own.iter_mut().find(|e| e.actor == p.actor)
+        {
+            match &mut e.detail {
+                serde_json::Value::Object(m) if !m.contains_key("auth") => {
+                    m.insert("auth".into(), p.detail);
+                    continue;
+                }
+                serde_json::Value::Null => {
+                    e.detail = json!({ "auth": p.detail });
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(p);
+    }
+    out.append(&mut own);
+    out
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+
+    fn auth(actor: &str) -> AuditEvent {
+        AuditEvent::new(1, "auth.succeeded", actor, "ok")
+            .detail(json!({"issuer": "https://ci", "principal_kind": "workload"}))
+    }
+
+    #[test]
+    fn authentication_folds_into_the_callers_own_event_only() {
+        let own = vec![
+            AuditEvent::new(1, "request.decided", "wl", "allow").detail(json!({"resource": "r"})),
+            AuditEvent::new(1, "credential.issued", "wl", "ok"),
+        ];
+        let out = fold_authentication(vec![auth("wl")], own);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].detail["auth"]["issuer"], "https://ci");
+        assert_eq!(out[0].detail["resource"], "r");
+        assert!(out[1].detail.get("auth").is_none());
+        // Another actor's event, or none at all: the authentication keeps its own record.
+        let out = fold_authentication(
+            vec![auth("wl")],
+            vec![AuditEvent::new(1, "task.expired", "latch", "ok")],
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].kind, "auth.succeeded");
+        let out = fold_authentication(vec![auth("wl")], vec![]);
+        assert_eq!(out[0].kind, "auth.succeeded");
+        // A failure is never folded.
+        let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
+        let out = fold_authentication(vec![failed], vec![AuditEvent::new(1, "x", "wl", "ok")]);
+        assert_eq!(out.len(), 2);
+    }
+}

@@ -1,0 +1,230 @@
+//! Leases: list them and renew them under a fresh policy decision.
+
+use super::*;
+
+impl Broker {
+    /// Leases of the caller's task.
+    ///
+    /// # Errors
+    /// `task_not_found`.
+    pub async fn leases(&self, caller: &Workload, task_id: &str) -> Result<Vec<Lease>> {
+        let task = self.owned_task(caller, task_id).await?;
+        Ok(self.store.leases_by_task(&task.id).await?)
+    }
+
+    pub(super) async fn owned_lease(
+        &self,
+        caller: &Workload,
+        lease_id: &str,
+    ) -> Result<(Lease, Task)> {
+        let not_found = || {
+            ApiError::new(
+                ErrorCode::LeaseNotFound,
+                format!("no lease {}", quote(lease_id)),
+            )
+        };
+        let lease = self.store.lease(lease_id).await?.ok_or_else(not_found)?;
+        let task = self
+            .owned_task(caller, &lease.task_id)
+            .await
+            .map_err(|_| not_found())?;
+        Ok((lease, task))
+    }
+
+    /// Renews a lease: a fresh, full policy evaluation with current context, then a new
+    /// credential whose validity never passes the lease's max TTL or the task's end. A renewal
+    /// that policy no longer allows revokes the lease.
+    ///
+    /// # Errors
+    /// `lease_not_found`, `lease_not_active`, `task_not_open`, `policy_denied`,
+    /// `environment_separation`, `ttl_out_of_bounds` (max TTL reached), `provider_failed`.
+    pub async fn renew(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        lease_id: &str,
+        ttl_secs: Option<i64>,
+    ) -> Result<Grant> {
+        let (lease, task) = self.owned_lease(caller, lease_id).await?;
+        let now = self.now();
+        check_renewable(&lease, now)?;
+        self.open_task_check(&task)?;
+        let resource = self.resource(&lease.resource_id)?.clone();
+        let req = self
+            .store
+            .request(&lease.request_id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "lease has no request"))?;
+        let ttl = ttl_secs.unwrap_or(req.ttl_secs);
+        if ttl <= 0 {
+            return Err(ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("ttl must be positive, got {ttl}"),
+            ));
+        }
+        // As for a new request: clamp to the resource's max before policy sees it.
+        let ttl = ttl.min(resource.max_ttl_secs);
+        let approval = self.approval_context(&req).await?;
+        let decision = self.decide(&Ask {
+            task: &task,
+            workload: caller,
+            resource: &resource,
+            actions: &lease.actions,
+            ttl_secs: ttl,
+            source_ip: ctx.source_ip.as_deref(),
+            approval: &approval,
+            params: &req.params,
+        });
+        let policy_max = match &decision {
+            Decision::Allow { max_ttl_secs, .. } => *max_ttl_secs,
+            refused => {
+                let e = self
+                    .refuse_renewal(ctx, caller, &task, &lease, refused, now)
+                    .await?;
+                return Err(e);
+            }
+        };
+        let expires = ttl::renewal_expiry(
+            now,
+            ttl,
+            resource.max_ttl_secs,
+            policy_max,
+            lease.max_expires_at_unix_secs,
+            task.expires_at_unix_secs,
+        )
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TtlOutOfBounds,
+                format!("lease `{}` reached its max ttl", lease.id),
+            )
+        })?;
+        let provider = self
+            .providers
+            .get(&lease.provider)
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "provider not configured"))?
+            .clone();
+        let mint_req = MintRequest {
+            lease_id: &lease.id,
+            task: &task,
+            principal_id: &task.owner.id,
+            resource: &resource,
+            actions: &lease.actions,
+            issued_at_unix_secs: now,
+            expires_at_unix_secs: expires,
+            params: &req.params,
+            binding: &lease.binding,
+        };
+        let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
+            ApiError::new(
+                if e.invalid_request {
+                    ErrorCode::InvalidRequest
+                } else {
+                    ErrorCode::ProviderFailed
+                },
+                format!("could not renew: {}", e.message),
+            )
+        })?;
+        let mut n = lease.clone();
+        n.expires_at_unix_secs = expires;
+        n.renewals += 1;
+        n.version += 1;
+        n.revocation_handle = minted.revocation_handle;
+        n.credential_hmac = Some(self.hasher.hmac_secret(&minted.credential.secret));
+        let ev = AuditEvent::new(now, "credential.renewed", &caller.id, "ok")
+            .task(&task.id)
+            .lease(&n.id)
+            .access_request(&n.request_id)
+            .detail(
+                json!({"policy_ids": decision.policy_ids(), "expires_at_unix_secs": expires,
+                "renewals": n.renewals, "credential_hmac": n.credential_hmac}),
+            );
+        let generation = self.live_generation();
+        self.commit(
+            ctx,
+            WriteBatch::new()
+                .write(Write::UpdateLease(n.clone()))
+                .audit(ev),
+        )
+        .await?;
+        self.index_remove(&lease);
+        self.index_insert_since(&n, &task, generation);
+        Ok(Grant {
+            request: req,
+            lease: n,
+            credential: minted.credential,
+        })
+    }
+
+    /// Revokes a lease whose renewal policy refused (recording `credential.renewal_denied`) and
+    /// returns the error the renewal answers, coded by the decision's [`DenyCode`].
+    async fn refuse_renewal(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task: &Task,
+        lease: &Lease,
+        decision: &Decision,
+        now: i64,
+    ) -> Result<ApiError> {
+        let code = decision.deny_code().unwrap_or(DenyCode::PolicyDenied);
+        let (ids, reasons) = match decision {
+            Decision::Deny {
+                policy_ids,
+                reasons,
+                ..
+            } => (policy_ids.clone(), reasons.clone()),
+            other => (
+                other.policy_ids().to_vec(),
+                vec!["renewal needs a new approval; open a new request".into()],
+            ),
+        };
+        let ev = AuditEvent::new(
+            now,
+            "credential.renewal_denied",
+            &caller.id,
+            decision.kind(),
+        )
+        .task(&task.id)
+        .lease(&lease.id)
+        .detail(json!({"policy_ids": ids, "reasons": reasons}));
+        let (b, rv) = self.revocation_writes(
+            WriteBatch::new().audit(ev),
+            std::slice::from_ref(lease),
+            "renewal_denied",
+            &caller.id,
+            now,
+        );
+        self.commit(ctx, b).await?;
+        self.index_remove(lease);
+        for l in rv {
+            let _ = self.attempt_revoke(l).await;
+        }
+        Ok(ApiError::new(
+            code.error_code(),
+            format!(
+                "renewal denied ({}); the lease was revoked: {}",
+                ids.join(", "),
+                reasons.join("; ")
+            ),
+        ))
+    }
+}
+
+/// A lease can be renewed only while active and unexpired.
+fn check_renewable(lease: &Lease, now: i64) -> Result<()> {
+    if lease.state != LeaseState::Active || now >= lease.expires_at_unix_secs {
+        return Err(ApiError::new(
+            ErrorCode::LeaseNotActive,
+            format!(
+                "lease `{}` is {}",
+                lease.id,
+                if lease.state == LeaseState::Active {
+                    "expired"
+                } else {
+                    lease.state.as_str()
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
