@@ -146,6 +146,23 @@ pub trait CredentialProvider: Send + Sync + 'static {
     async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError>;
 }
 
+/// The public side of a certificate authority that signs credentials (OpenSSH user CA, X.509
+/// client CA): what relying parties fetch to trust its certificates and to learn revocations.
+/// Served at `/v1/ssh/*` and `/v1/x509/*`.
+#[async_trait]
+pub trait CaPublisher: Send + Sync + 'static {
+    /// The CA's published public material, current key first, then rotated-out keys whose
+    /// certificates may still be valid (OpenSSH public keys one per line, or PEM certificates).
+    fn ca_public(&self) -> String;
+
+    /// The current revocation list, as served (an OpenSSH KRL in binary, or PEM CRLs).
+    ///
+    /// # Errors
+    /// A retryable [`ProviderError`] when the store cannot be read; a permanent one when the
+    /// list cannot be built or signed.
+    async fn revocation_list(&self) -> Result<Vec<u8>, ProviderError>;
+}
+
 /// One row change inside a [`WriteBatch`]. Updates are compare-and-set: the row is changed only
 /// if its stored `version` equals the new value's `version - 1`.
 #[derive(Debug, Clone)]

@@ -433,6 +433,18 @@ pub fn encode_krl(now_unix_secs: i64, ca_blobs: &[Vec<u8>], key_ids: &BTreeSet<S
     out
 }
 
+/// OpenSSH public keys of the user CA and its KRL (binary, PROTOCOL.krl).
+#[async_trait]
+impl latch_core::ports::CaPublisher for SshProvider {
+    fn ca_public(&self) -> String {
+        self.ca_public_keys()
+    }
+
+    async fn revocation_list(&self) -> Result<Vec<u8>, ProviderError> {
+        self.krl().await
+    }
+}
+
 #[async_trait]
 impl CredentialProvider for SshProvider {
     fn kind(&self) -> &str {

@@ -373,6 +373,18 @@ impl X509Provider {
     }
 }
 
+/// PEM certificates of the client CA and its CRLs (PEM).
+#[async_trait]
+impl latch_core::ports::CaPublisher for X509Provider {
+    fn ca_public(&self) -> String {
+        self.ca_pem()
+    }
+
+    async fn revocation_list(&self) -> Result<Vec<u8>, ProviderError> {
+        self.crl_pem().await.map(String::into_bytes)
+    }
+}
+
 #[async_trait]
 impl CredentialProvider for X509Provider {
     fn kind(&self) -> &str {

@@ -1,15 +1,9 @@
 //! The audit trail's moving parts outside the domain: signed checkpoints (with the broker's JWT
-//! signing key), exports, checkpoint verification from a JWKS, and the sinks that stream events
-//! to a file, stdout or a webhook.
-//!
-//! The store is the record of truth. Sinks follow it from a cursor kept in the store (delivery is
-//! at least once: after a crash, the last batch may be sent again; consumers deduplicate by
-//! `seq`). A failing sink is retried with backoff and never blocks the broker.
+//! signing key), exports, and checkpoint verification from a JWKS. The jobs that sign
+//! periodically and stream events to sinks are in [`crate::jobs`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -17,12 +11,9 @@ use latch_core::Clock;
 use latch_core::audit::{AuditCheckpoint, CHECKPOINT_TYP, CheckpointClaims, CheckpointVerifier};
 use latch_core::ports::{Store, StoreError};
 use latch_providers::keyring::SigningKeys;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
-use crate::config::AuditSinkConfig;
-
-/// Records per page when exporting or delivering to a sink.
+/// Records per page when exporting.
 const PAGE: u32 = 500;
 
 /// Signs checkpoints of the audit chain and writes exports.
@@ -265,138 +256,4 @@ impl CheckpointVerifier for JwksCheckpointVerifier {
         }
         Ok(claims)
     }
-}
-
-/// Runs the periodic checkpointer until `stop` turns true.
-pub async fn run_checkpoints(
-    cp: Arc<Checkpointer>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {
-                if let Err(e) = cp.checkpoint().await {
-                    tracing::warn!(error = %e, "audit checkpoint failed; retrying next interval");
-                }
-            }
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
-        }
-    }
-}
-
-/// Follows the store from the sink's cursor and delivers every record to `sink`, until `stop`.
-pub async fn run_sink(
-    store: Arc<dyn Store>,
-    sink: AuditSinkConfig,
-    base_dir: PathBuf,
-    poll: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = sink.name().to_owned();
-    let http = reqwest::Client::new();
-    let mut backoff = poll;
-    loop {
-        let delay = match deliver_once(store.as_ref(), &sink, &base_dir, &http).await {
-            Ok(true) => Duration::ZERO, // more may be waiting
-            Ok(false) => {
-                backoff = poll;
-                poll
-            }
-            Err(e) => {
-                metrics::counter!("latch_audit_sink_failures_total", "sink" => name.clone())
-                    .increment(1);
-                tracing::warn!(sink = %name, error = %e, "audit sink delivery failed; will retry");
-                backoff = (backoff * 2).min(Duration::from_secs(60));
-                backoff
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
-        }
-    }
-}
-
-/// Delivers one page; `Ok(true)` when a full page went out (call again at once).
-async fn deliver_once(
-    store: &dyn Store,
-    sink: &AuditSinkConfig,
-    base_dir: &std::path::Path,
-    http: &reqwest::Client,
-) -> Result<bool, String> {
-    let name = sink.name();
-    let cursor = store.sink_cursor(name).await.map_err(|e| e.to_string())?;
-    let page = store
-        .audit_records(cursor, PAGE)
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(last) = page.last().map(|r| r.seq) else {
-        return Ok(false);
-    };
-    let mut body = String::new();
-    for r in &page {
-        body.push_str(&r.export_line().map_err(|_| "a stored record is not JSON")?);
-        body.push('\n');
-    }
-    match sink {
-        AuditSinkConfig::File { path, .. } => {
-            let path = if path.is_absolute() {
-                path.clone()
-            } else {
-                base_dir.join(path)
-            };
-            let mut opts = tokio::fs::OpenOptions::new();
-            opts.create(true).append(true);
-            #[cfg(unix)]
-            opts.mode(0o600);
-            let mut f = opts
-                .open(&path)
-                .await
-                .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-            let before = f
-                .metadata()
-                .await
-                .map_err(|e| format!("cannot stat `{}`: {e}", path.display()))?
-                .len();
-            let written = async {
-                f.write_all(body.as_bytes()).await?;
-                f.flush().await?;
-                f.sync_data().await
-            }
-            .await;
-            if let Err(e) = written {
-                // Leave no partial line behind: the retry writes the whole page again.
-                let _ = f.set_len(before).await;
-                return Err(format!("cannot write `{}`: {e}", path.display()));
-            }
-        }
-        AuditSinkConfig::Stdout { .. } => {
-            let mut out = tokio::io::stdout();
-            out.write_all(body.as_bytes())
-                .await
-                .map_err(|e| format!("cannot write stdout: {e}"))?;
-            out.flush()
-                .await
-                .map_err(|e| format!("cannot flush stdout: {e}"))?;
-        }
-        AuditSinkConfig::Webhook { url, timeout, .. } => {
-            let resp = http
-                .post(url)
-                .timeout(*timeout)
-                .header("content-type", "application/x-ndjson")
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;
-            if !resp.status().is_success() {
-                return Err(format!("webhook answered {}", resp.status()));
-            }
-        }
-    }
-    store
-        .set_sink_cursor(name, last)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(page.len() == PAGE as usize)
 }

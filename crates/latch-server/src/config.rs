@@ -53,10 +53,10 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Leak scanning (`POST /v1/scan`, `latch scan`).
     #[serde(default)]
-    pub scan: crate::scan_api::ScanConfig,
+    pub scan: ScanConfig,
     /// What `latch proxy` may forward per resource.
     #[serde(default)]
-    pub proxy: crate::proxy_api::ProxyConfig,
+    pub proxy: ProxyConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -668,6 +668,76 @@ impl Config {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+/// `[scan]` in `latch.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanConfig {
+    /// What a leaked live Latch credential takes down: `credential` (its lease, default) or
+    /// `task` (its whole task).
+    #[serde(default)]
+    pub on_leak: latch_core::broker::LeakScope,
+    /// Largest `text` accepted by `POST /v1/scan`, bytes (default 1 MiB).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+}
+
+fn default_max_bytes() -> usize {
+    1 << 20
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        Self {
+            on_leak: latch_core::broker::LeakScope::default(),
+            max_bytes: default_max_bytes(),
+        }
+    }
+}
+
+/// `[proxy]` in `latch.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Per-resource allow rules.
+    #[serde(default)]
+    pub rules: Vec<ProxyRule>,
+}
+
+/// `[[proxy.rules]]`: what `latch proxy` may forward for one resource.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRule {
+    /// Resource id.
+    pub resource: String,
+    /// `METHOD:PATH` entries: `METHOD` an HTTP method or `*`; `PATH` starting with `/`, a
+    /// trailing `*` matching any rest.
+    pub allow: Vec<String>,
+}
+
+impl ProxyConfig {
+    /// Checks every rule's syntax.
+    ///
+    /// # Errors
+    /// A message naming the bad entry.
+    pub fn validate(&self) -> Result<(), String> {
+        for r in &self.rules {
+            for a in &r.allow {
+                let ok = a.split_once(':').is_some_and(|(m, p)| {
+                    (m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic())))
+                        && p.starts_with('/')
+                });
+                if !ok {
+                    return Err(format!(
+                        "[[proxy.rules]] for `{}`: `{a}` is not METHOD:/path",
+                        r.resource
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,17 +1,16 @@
-//! Latch's HTTP server: configuration (`latch.toml`), the axum [`api::router`], background jobs
-//! (reaper, policy watcher), and [`startup`], the one place that names concrete implementations.
+//! Latch's HTTP server: configuration (`latch.toml`), the axum [`http::router`], background
+//! [`jobs`] (reaper, policy watcher, change feed, audit sinks, …), and [`startup`], the one place
+//! that names concrete implementations.
 
-pub mod api;
 pub mod audit;
 pub mod config;
 pub mod dev;
-pub mod dpop;
 pub mod examples;
-pub mod mcp;
-pub mod oauth;
-pub mod proxy_api;
-pub mod scan_api;
+pub mod http;
+pub mod jobs;
+pub mod policy;
 pub mod startup;
 
 pub use config::Config;
+pub use http::mcp;
 pub use startup::{Server, StartError, StartOptions, start};

@@ -162,7 +162,7 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
 
 #[test]
 fn debug_output_never_shows_a_credential() {
-    use latch_server::api::{CredentialBody, TokenForm};
+    use latch_server::http::routes::{access::CredentialBody, introspection::TokenForm};
     let secret = "eyJhbGciOiJFZERTQSJ9.secret-payload.secret-signature";
     let c = CredentialBody {
         kind: "bearer_token".into(),

@@ -14,51 +14,10 @@ use latch_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{AppError, AppState, ErrorBody, ReqMeta};
-
-/// `[proxy]` in `latch.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyConfig {
-    /// Per-resource allow rules.
-    #[serde(default)]
-    pub rules: Vec<ProxyRule>,
-}
-
-/// `[[proxy.rules]]`: what `latch proxy` may forward for one resource.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyRule {
-    /// Resource id.
-    pub resource: String,
-    /// `METHOD:PATH` entries: `METHOD` an HTTP method or `*`; `PATH` starting with `/`, a
-    /// trailing `*` matching any rest.
-    pub allow: Vec<String>,
-}
-
-impl ProxyConfig {
-    /// Checks every rule's syntax.
-    ///
-    /// # Errors
-    /// A message naming the bad entry.
-    pub fn validate(&self) -> Result<(), String> {
-        for r in &self.rules {
-            for a in &r.allow {
-                let ok = a.split_once(':').is_some_and(|(m, p)| {
-                    (m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic())))
-                        && p.starts_with('/')
-                });
-                if !ok {
-                    return Err(format!(
-                        "[[proxy.rules]] for `{}`: `{a}` is not METHOD:/path",
-                        r.resource
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
+use crate::config::ProxyConfig;
+use crate::http::error::{AppError, ErrorBody};
+use crate::http::extract::{bearer, finish};
+use crate::http::state::{AppState, ReqMeta};
 
 /// Answer of `GET /v1/proxy/rules/{resource}`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -85,7 +44,7 @@ pub(crate) async fn proxy_rules(
     let ctx = m.ctx();
     let r = async {
         s.broker
-            .authenticate_workload(&ctx, crate::api::bearer(&headers))
+            .authenticate_workload(&ctx, bearer(&headers))
             .await?;
         if !s.broker.resources().any(|r| r.id == resource) {
             return Err(ApiError::new(
@@ -106,5 +65,5 @@ pub(crate) async fn proxy_rules(
         })
     }
     .await;
-    Ok(Json(crate::api::finish(&s, &ctx, r).await?))
+    Ok(Json(finish(&s, &ctx, r).await?))
 }

@@ -7,6 +7,7 @@
 //! Errors use the OAuth error response (RFC 6749 §5.2): `{"error", "error_description"}`, plus
 //! `latch_code` (the stable Latch error code) and, for denials and step-up, the details.
 
+use secrecy::ExposeSecret;
 use std::collections::HashMap;
 
 use axum::Extension;
@@ -16,12 +17,11 @@ use axum::response::{IntoResponse, Response};
 use latch_core::broker::{AccessOutcome, CallCtx, OpenTask, RequestAccess};
 use latch_core::model::{Decision, Principal, TokenBinding, Workload};
 use latch_core::{ApiError, ErrorCode};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{AppState, ReqMeta};
-use crate::dpop::{DPOP_ALGORITHMS, ProofCheck};
+use crate::http::dpop::{DPOP_ALGORITHMS, ProofCheck};
+use crate::http::state::{AppState, ReqMeta};
 
 /// `grant_type` of RFC 8693 §2.1.
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

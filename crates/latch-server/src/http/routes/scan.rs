@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use latch_core::broker::{CallCtx, LeakFinding, LeakResponse, LeakScope};
+use latch_core::broker::{CallCtx, LeakFinding, LeakResponse};
 use latch_core::model::Principal;
 use latch_core::{ApiError, ErrorCode};
 use latch_scan::{Family, Scanner};
@@ -21,45 +21,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{ApiJson, AppError, AppState, ErrorBody, ReqMeta};
+use crate::http::error::{AppError, ErrorBody};
+use crate::http::extract::{ApiJson, bearer, finish};
+use crate::http::state::{AppState, ReqMeta, ScanSettings};
 
 /// Longest accepted `source` label.
 const SOURCE_MAX: usize = 256;
-
-/// `[scan]` in `latch.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScanConfig {
-    /// What a leaked live Latch credential takes down: `credential` (its lease, default) or
-    /// `task` (its whole task).
-    #[serde(default)]
-    pub on_leak: LeakScope,
-    /// Largest `text` accepted by `POST /v1/scan`, bytes (default 1 MiB).
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: usize,
-}
-
-fn default_max_bytes() -> usize {
-    1 << 20
-}
-
-impl Default for ScanConfig {
-    fn default() -> Self {
-        Self {
-            on_leak: LeakScope::default(),
-            max_bytes: default_max_bytes(),
-        }
-    }
-}
-
-/// Scan settings held by the HTTP layer.
-#[derive(Debug, Clone)]
-pub struct ScanSettings {
-    /// From `[scan]`.
-    pub config: ScanConfig,
-    /// This broker's issuer URL (the `iss` of its access tokens).
-    pub issuer: String,
-}
 
 fn scanner() -> &'static Scanner {
     static S: OnceLock<Scanner> = OnceLock::new();
@@ -147,10 +114,7 @@ pub(crate) async fn scan(
 ) -> Result<Json<ScanResponse>, AppError> {
     let ctx: CallCtx = m.ctx();
     let r = async {
-        let who = s
-            .broker
-            .authenticate(&ctx, crate::api::bearer(&headers))
-            .await?;
+        let who = s.broker.authenticate(&ctx, bearer(&headers)).await?;
         let actor = match &who {
             Principal::Workload(w) => w.id.clone(),
             Principal::Human(h) => h.id.clone(),
@@ -230,5 +194,5 @@ pub(crate) async fn scan(
         Ok(out)
     }
     .await;
-    Ok(Json(crate::api::finish(&s, &ctx, r).await?))
+    Ok(Json(finish(&s, &ctx, r).await?))
 }

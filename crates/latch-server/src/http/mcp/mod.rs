@@ -27,6 +27,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod edge;
+
 /// Sends one REST call with a bearer token and returns status and JSON body.
 #[async_trait]
 pub trait Dispatch: Send + Sync + 'static {
@@ -159,7 +161,7 @@ impl Dispatch for RouterDispatch {
             if let Some(ci) = o.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
                 req.extensions_mut().insert(*ci);
             }
-            if let Some(m) = o.get::<crate::api::ReqMeta>() {
+            if let Some(m) = o.get::<crate::http::state::ReqMeta>() {
                 req.extensions_mut().insert(m.clone());
             }
         }
@@ -415,7 +417,7 @@ impl LatchMcp {
         let token: String = match &self.token {
             TokenSource::Fixed(t) => t.expose_secret().to_owned(),
             TokenSource::PerRequest => parts
-                .and_then(|p| crate::api::bearer(&p.headers).map(str::to_owned))
+                .and_then(|p| crate::http::extract::bearer(&p.headers).map(str::to_owned))
                 .ok_or_else(|| ErrorData::invalid_request("no bearer token", None))?,
         };
         self.dispatch

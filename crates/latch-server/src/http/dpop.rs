@@ -284,101 +284,10 @@ impl DpopVerifier {
     /// `dpop_nonce_required` when a server nonce is required and missing or stale.
     /// `store_unavailable` (retryable) when the replay caches cannot take the proof.
     pub async fn verify(&self, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
-        if proof.len() > MAX_PROOF_BYTES {
-            return Err(invalid("dpop proof is too large"));
-        }
-        let header = jsonwebtoken::decode_header(proof)
-            .map_err(|_| invalid("dpop proof is not a well-formed jwt"))?;
-        if header.typ.as_deref() != Some("dpop+jwt") {
-            return Err(invalid("dpop proof `typ` must be `dpop+jwt`"));
-        }
-        let alg = format!("{:?}", header.alg);
-        if !DPOP_ALGORITHMS.contains(&alg.as_str()) {
-            return Err(invalid(format!(
-                "dpop proof `alg` {alg} is not one of {DPOP_ALGORITHMS:?}"
-            )));
-        }
-        // The `jwk` must be a public key: a private one in the header is refused outright.
-        let raw_header = proof
-            .split('.')
-            .next()
-            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .ok_or_else(|| invalid("dpop proof header is not json"))?;
-        if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
-            return Err(invalid("dpop proof `jwk` contains a private key"));
-        }
-        // The key is the `jwk` and nothing else: no key locations or certificate chains.
-        for h in ["jku", "x5c", "x5u"] {
-            if raw_header.get(h).is_some() {
-                return Err(invalid(format!("dpop proof header must not carry `{h}`")));
-            }
-        }
-        // Only the public members of its key type (and nothing private or unknown).
-        if let Some(j) = raw_header.get("jwk").and_then(|j| j.as_object()) {
-            let allowed: &[&str] = match j.get("kty").and_then(|k| k.as_str()) {
-                Some("OKP") => &["kty", "crv", "x"],
-                Some("EC") => &["kty", "crv", "x", "y"],
-                Some("RSA") => &["kty", "n", "e"],
-                _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
-            };
-            const META: &[&str] = &["alg", "kid", "use", "key_ops"];
-            if let Some(k) = j
-                .keys()
-                .find(|k| !allowed.contains(&k.as_str()) && !META.contains(&k.as_str()))
-            {
-                return Err(invalid(format!(
-                    "dpop proof `jwk` member `{}` is not a public member of its key type",
-                    latch_core::error::quote(k)
-                )));
-            }
-        }
-        let jwk = header
-            .jwk
-            .ok_or_else(|| invalid("dpop proof has no `jwk` header"))?;
-        let key =
-            DecodingKey::from_jwk(&jwk).map_err(|_| invalid("dpop proof `jwk` is not usable"))?;
-        let mut v = Validation::new(header.alg);
-        v.required_spec_claims.clear();
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.validate_aud = false;
-        v.algorithms = vec![header.alg];
-        let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &v)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    invalid("dpop proof signature does not verify")
-                }
-                _ => invalid("dpop proof claims are missing or malformed (jti, htm, htu, iat)"),
-            })?
-            .claims;
-        if claims.jti.is_empty() || claims.jti.len() > 256 {
-            return Err(invalid("dpop proof `jti` must be 1-256 characters"));
-        }
-        if claims.htm != check.htm {
-            return Err(invalid(format!(
-                "dpop proof is for method `{}`, not `{}`",
-                latch_core::error::quote(&claims.htm),
-                check.htm
-            )));
-        }
-        if normalize_htu(&claims.htu) != normalize_htu(check.htu) {
-            return Err(invalid(format!(
-                "dpop proof `htu` {} is not this endpoint",
-                latch_core::error::quote(&claims.htu)
-            )));
-        }
+        let header = check_header(proof)?;
+        let (jwk, claims) = decode_proof(proof, header)?;
         let now = self.clock.now_unix_secs();
-        if claims.iat > now + self.settings.future_leeway_secs
-            || claims.iat < now - self.settings.max_age_secs
-        {
-            return Err(invalid("dpop proof `iat` is outside the acceptance window"));
-        }
-        if let Some(t) = check.access_token
-            && claims.ath.as_deref() != Some(access_token_hash(t).as_str())
-        {
-            return Err(invalid("dpop proof `ath` does not match the access token"));
-        }
+        self.check_claims(&claims, &check, now)?;
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| invalid("dpop proof `jwk` has no thumbprint"))?;
@@ -389,18 +298,7 @@ impl DpopVerifier {
                 "dpop proof is signed by another key than the token is bound to",
             ));
         }
-        if self.settings.require_nonce && !check.relayed {
-            let ok = claims
-                .nonce
-                .as_deref()
-                .is_some_and(|n| self.nonce_is_fresh(n));
-            if !ok {
-                return Err(ApiError::new(
-                    ErrorCode::DpopNonceRequired,
-                    "this server requires a fresh nonce in the dpop proof: use the `DPoP-Nonce` response header",
-                ));
-            }
-        }
+        self.check_nonce(&claims, &check)?;
         // Replay: last, so a proof failing another check does not burn its jti.
         // A proof is only accepted with `iat` >= now - max_age, so buckets wholly older than
         // that can go. The key includes the `iat` bucket the proof was checked in.
@@ -420,6 +318,60 @@ impl DpopVerifier {
         }
         self.take_locally(key, claims.iat, now)?;
         Ok(jkt)
+    }
+
+    /// The claims' checks, in order: `jti` length, `htm`, `htu`, `iat` window, then `ath`
+    /// when the proof comes with an access token.
+    fn check_claims(
+        &self,
+        claims: &ProofClaims,
+        check: &ProofCheck<'_>,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        if claims.jti.is_empty() || claims.jti.len() > 256 {
+            return Err(invalid("dpop proof `jti` must be 1-256 characters"));
+        }
+        if claims.htm != check.htm {
+            return Err(invalid(format!(
+                "dpop proof is for method `{}`, not `{}`",
+                latch_core::error::quote(&claims.htm),
+                check.htm
+            )));
+        }
+        if normalize_htu(&claims.htu) != normalize_htu(check.htu) {
+            return Err(invalid(format!(
+                "dpop proof `htu` {} is not this endpoint",
+                latch_core::error::quote(&claims.htu)
+            )));
+        }
+        if claims.iat > now + self.settings.future_leeway_secs
+            || claims.iat < now - self.settings.max_age_secs
+        {
+            return Err(invalid("dpop proof `iat` is outside the acceptance window"));
+        }
+        if let Some(t) = check.access_token
+            && claims.ath.as_deref() != Some(access_token_hash(t).as_str())
+        {
+            return Err(invalid("dpop proof `ath` does not match the access token"));
+        }
+        Ok(())
+    }
+
+    /// With `require_nonce`, a direct (not relayed) proof must carry a fresh server nonce.
+    fn check_nonce(&self, claims: &ProofClaims, check: &ProofCheck<'_>) -> Result<(), ApiError> {
+        if self.settings.require_nonce && !check.relayed {
+            let ok = claims
+                .nonce
+                .as_deref()
+                .is_some_and(|n| self.nonce_is_fresh(n));
+            if !ok {
+                return Err(ApiError::new(
+                    ErrorCode::DpopNonceRequired,
+                    "this server requires a fresh nonce in the dpop proof: use the `DPoP-Nonce` response header",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Records proof `key` (issued at `iat`) in this process's replay cache, refusing one
@@ -445,6 +397,87 @@ impl DpopVerifier {
         seen.len += 1;
         Ok(())
     }
+}
+
+/// The proof's JOSE header checks: size, `typ`, `alg`, and a `jwk` that is a public key of a
+/// supported type with nothing private, unknown or remote (`jku`, `x5c`, `x5u`).
+fn check_header(proof: &str) -> Result<jsonwebtoken::Header, ApiError> {
+    if proof.len() > MAX_PROOF_BYTES {
+        return Err(invalid("dpop proof is too large"));
+    }
+    let header = jsonwebtoken::decode_header(proof)
+        .map_err(|_| invalid("dpop proof is not a well-formed jwt"))?;
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(invalid("dpop proof `typ` must be `dpop+jwt`"));
+    }
+    let alg = format!("{:?}", header.alg);
+    if !DPOP_ALGORITHMS.contains(&alg.as_str()) {
+        return Err(invalid(format!(
+            "dpop proof `alg` {alg} is not one of {DPOP_ALGORITHMS:?}"
+        )));
+    }
+    // The `jwk` must be a public key: a private one in the header is refused outright.
+    let raw_header = proof
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .ok_or_else(|| invalid("dpop proof header is not json"))?;
+    if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
+        return Err(invalid("dpop proof `jwk` contains a private key"));
+    }
+    // The key is the `jwk` and nothing else: no key locations or certificate chains.
+    for h in ["jku", "x5c", "x5u"] {
+        if raw_header.get(h).is_some() {
+            return Err(invalid(format!("dpop proof header must not carry `{h}`")));
+        }
+    }
+    // Only the public members of its key type (and nothing private or unknown).
+    if let Some(j) = raw_header.get("jwk").and_then(|j| j.as_object()) {
+        let allowed: &[&str] = match j.get("kty").and_then(|k| k.as_str()) {
+            Some("OKP") => &["kty", "crv", "x"],
+            Some("EC") => &["kty", "crv", "x", "y"],
+            Some("RSA") => &["kty", "n", "e"],
+            _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
+        };
+        const META: &[&str] = &["alg", "kid", "use", "key_ops"];
+        if let Some(k) = j
+            .keys()
+            .find(|k| !allowed.contains(&k.as_str()) && !META.contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "dpop proof `jwk` member `{}` is not a public member of its key type",
+                latch_core::error::quote(k)
+            )));
+        }
+    }
+    Ok(header)
+}
+
+/// The proof's key and its signature-checked claims (`exp`, `nbf`, `aud` are not DPoP's).
+fn decode_proof(
+    proof: &str,
+    header: jsonwebtoken::Header,
+) -> Result<(jsonwebtoken::jwk::Jwk, ProofClaims), ApiError> {
+    let jwk = header
+        .jwk
+        .ok_or_else(|| invalid("dpop proof has no `jwk` header"))?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| invalid("dpop proof `jwk` is not usable"))?;
+    let mut v = Validation::new(header.alg);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.algorithms = vec![header.alg];
+    let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &v)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                invalid("dpop proof signature does not verify")
+            }
+            _ => invalid("dpop proof claims are missing or malformed (jti, htm, htu, iat)"),
+        })?
+        .claims;
+    Ok((jwk, claims))
 }
 
 #[cfg(test)]

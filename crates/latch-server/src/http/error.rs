@@ -1,0 +1,63 @@
+//! Error responses: `{"error": {"code", "message", "request_id"}}` ([`ErrorBody`]) and
+//! [`AppError`], an [`ApiError`] as an HTTP response.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latch_core::ApiError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Error body: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Error details.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code (see `ErrorCode`).
+    pub code: String,
+    /// Lowercase, secret-free message.
+    pub message: String,
+    /// The request id, for support.
+    pub request_id: Option<String>,
+}
+
+/// An [`ApiError`] as an HTTP response.
+#[derive(Debug)]
+pub struct AppError(pub ApiError);
+
+impl From<ApiError> for AppError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code.as_str().into(),
+                message: self.0.message.clone(),
+                request_id: None,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        resp.extensions_mut().insert(self.0);
+        resp
+    }
+}
+
+/// The result of a handler: a value or an [`AppError`] response.
+pub type ApiResult<T> = Result<T, AppError>;

@@ -1,0 +1,203 @@
+//! The `/mcp` edge: streamable HTTP transport, `Origin`/`Host` checks (DNS-rebinding
+//! protection), MCP authorization (a workload bearer token, else a 401 pointing at the RFC 9728
+//! metadata) and session ownership.
+
+use axum::response::IntoResponse;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
+use latch_core::broker::CallCtx;
+
+use crate::http::error::AppError;
+use crate::http::extract::bearer;
+use crate::http::middleware::request_meta;
+use crate::http::state::AppState;
+
+/// Whether a browser `Origin` (`scheme://host[:port]`) names one of the allowed hosts (MCP
+/// streamable HTTP: servers must validate `Origin`). `null` and anything unparsable are not.
+fn origin_is_allowed(origin: &str, allowed: &[String]) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(r) => r.split_once(']').map_or("", |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(authority) || a.eq_ignore_ascii_case(host))
+}
+
+/// Host names the MCP endpoint accepts in `Host` (DNS-rebinding protection): loopback and
+/// the public URL's authority.
+fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
+    let mut v = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+    let authority = base_url
+        .split_once("://")
+        .map_or(base_url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if !authority.is_empty() {
+        v.push(authority.to_owned());
+        if let Some((host, _)) = authority.rsplit_once(':') {
+            v.push(host.to_owned());
+        }
+    }
+    v
+}
+
+/// `/mcp` (streamable HTTP, behind the bearer-token check) and its RFC 9728 metadata.
+pub(crate) fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let dispatch: Arc<dyn crate::http::mcp::Dispatch> =
+        Arc::new(crate::http::mcp::RouterDispatch::new(api));
+    let allowed = mcp_allowed_hosts(&state.base_url);
+    let origin_allowed = Arc::new(allowed.clone());
+    let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed);
+    config.cancellation_token = state.mcp_cancel.clone();
+    config.max_request_body_bytes = max_body_bytes;
+    let service = StreamableHttpService::new(
+        move || Ok(crate::http::mcp::LatchMcp::per_request(dispatch.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            mcp_auth,
+        ))
+        .layer(Extension(McpSessions::default()))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let allowed = origin_allowed.clone();
+                async move {
+                    match req.headers().get(header::ORIGIN) {
+                        Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => (
+                            StatusCode::FORBIDDEN,
+                            "the `Origin` of this request is not allowed to use /mcp",
+                        )
+                            .into_response(),
+                        _ => next.run(req).await,
+                    }
+                }
+            },
+        ))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(crate::http::routes::oauth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(crate::http::routes::oauth::protected_resource_metadata),
+        )
+        .layer(axum::middleware::from_fn(request_meta))
+        .with_state(state)
+}
+
+/// Which workload (id and run) created each MCP session. Bounded: beyond the cap the oldest
+/// bindings are dropped, and an unbound session id is refused (404) rather than trusted.
+#[derive(Clone, Default)]
+struct McpSessions(Arc<std::sync::Mutex<McpSessionMap>>);
+
+#[derive(Default)]
+struct McpSessionMap {
+    owners: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+const MAX_MCP_SESSIONS: usize = 10_000;
+
+impl McpSessions {
+    fn owner(&self, id: &str) -> Option<String> {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.owners.get(id).cloned()
+    }
+
+    fn bind(&self, id: &str, who: String) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.owners.insert(id.to_owned(), who).is_none() {
+            g.order.push_back(id.to_owned());
+        }
+        while g.order.len() > MAX_MCP_SESSIONS {
+            if let Some(old) = g.order.pop_front() {
+                g.owners.remove(&old);
+            }
+        }
+    }
+}
+
+/// The MCP authorization check (MCP spec, Authorization; RFC 6750 §3; RFC 9728 §5.1): a valid
+/// workload token (issuer, signature, expiry and audience checked by the broker) or a 401 whose
+/// challenge names the protected resource metadata.
+async fn mcp_auth(
+    State(s): State<AppState>,
+    Extension(sessions): Extension<McpSessions>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ctx = CallCtx::new(None, None);
+    match s
+        .broker
+        .authenticate_workload(&ctx, bearer(req.headers()))
+        .await
+    {
+        // The tool calls authenticate (and audit) again through the REST API. An MCP session
+        // belongs to the workload (down to its run) that created it: to anyone else it does
+        // not exist.
+        Ok(w) => {
+            let who = format!("{}\n{}", w.id, w.run_binding.as_deref().unwrap_or(""));
+            let sid = req
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(id) = &sid
+                && sessions.owner(id).as_deref() != Some(who.as_str())
+            {
+                return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
+            }
+            let resp = next.run(req).await;
+            if sid.is_none()
+                && let Some(new) = resp
+                    .headers()
+                    .get("mcp-session-id")
+                    .and_then(|v| v.to_str().ok())
+            {
+                sessions.bind(new, who);
+            }
+            resp
+        }
+        Err(e) => {
+            let status =
+                StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let err = if status == StatusCode::FORBIDDEN {
+                "insufficient_scope"
+            } else {
+                "invalid_token"
+            };
+            let challenge = format!(
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error=\"{err}\"",
+                s.base_url
+            );
+            let mut r = AppError(e).into_response();
+            *r.status_mut() = status;
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            r
+        }
+    }
+}

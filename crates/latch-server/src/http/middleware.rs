@@ -1,0 +1,86 @@
+//! Middleware every request passes: [`request_meta`] (request id, source address, access log,
+//! request id in error bodies).
+
+use axum::response::IntoResponse;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use latch_core::ApiError;
+
+use crate::http::error::{ErrorBody, ErrorDetail};
+use crate::http::state::ReqMeta;
+
+/// Middleware: request id (always the broker's own), source address, structured access log,
+/// error bodies get the id.
+pub async fn request_meta(mut req: Request, next: Next) -> Response {
+    // The id the audit trail records is always the broker's own: a caller could otherwise give
+    // its events the id of someone else's call. A well-formed caller id is kept beside it (logs,
+    // `x-client-request-id`) for correlation.
+    // An in-process call made for an outer request (`/mcp` tool calls) keeps the outer
+    // request's id and source (extensions are never set from the network).
+    let inherited = req.extensions().get::<ReqMeta>().cloned();
+    let request_id = inherited
+        .as_ref()
+        .map_or_else(|| latch_core::model::new_id("rq"), |m| m.request_id.clone());
+    let client_request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(str::to_owned);
+    let source_ip = match inherited {
+        Some(m) => m.source_ip,
+        None => req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(ReqMeta {
+        request_id: request_id.clone(),
+        source_ip,
+    });
+    let start = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: err.code.as_str().into(),
+                message: err.message,
+                request_id: Some(request_id.clone()),
+            },
+        };
+        let headers = resp.headers().clone();
+        resp = (resp.status(), Json(body)).into_response();
+        for (k, v) in headers.iter() {
+            if k != header::CONTENT_LENGTH {
+                resp.headers_mut().insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(v) = client_request_id
+        .as_deref()
+        .and_then(|c| HeaderValue::from_str(c).ok())
+    {
+        resp.headers_mut().insert("x-client-request-id", v);
+    }
+    metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
+    tracing::info!(target: "latch::http", request_id = %request_id,
+        client_request_id = client_request_id.as_deref().unwrap_or(""), %method, %path, status,
+        latency_us = start.elapsed().as_micros() as u64, "request");
+    resp
+}

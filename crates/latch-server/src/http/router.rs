@@ -1,0 +1,89 @@
+//! [`router`]: every route, its body limits and middleware; `/mcp` merged in from
+//! [`crate::http::mcp::edge`].
+
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use latch_core::{ApiError, ErrorCode};
+
+use crate::http::error::AppError;
+use crate::http::middleware::request_meta;
+use crate::http::routes::{
+    access, approvals, audit, ca, dev, health, introspection, leases, oauth, proxy, scan, tasks,
+};
+use crate::http::state::AppState;
+
+async fn not_found() -> AppError {
+    AppError(ApiError::new(ErrorCode::InvalidRequest, "no such endpoint"))
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics_endpoint))
+        .route("/.well-known/jwks.json", get(health::jwks))
+        .route("/v1/ssh/ca.pub", get(ca::ssh_ca))
+        .route("/v1/ssh/krl", get(ca::ssh_krl))
+        .route("/v1/x509/ca.pem", get(ca::x509_ca))
+        .route("/v1/x509/crl", get(ca::x509_crl))
+        .route("/v1/openapi.json", get(crate::http::openapi::openapi_json))
+        .route("/v1/tasks", post(tasks::open_task).get(tasks::list_tasks))
+        .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete_task))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel_task))
+        .route("/v1/tasks/{id}/requests", post(access::request_access))
+        .route("/v1/tasks/{id}/requests/{rid}", get(access::get_request))
+        .route(
+            "/v1/tasks/{id}/requests/{rid}/claim",
+            post(access::claim_request),
+        )
+        .route("/v1/tasks/{id}/leases", get(leases::task_leases))
+        .route("/v1/leases/{id}/renew", post(leases::renew_lease))
+        .route("/v1/leases/{id}/revoke", post(leases::revoke_lease))
+        .route("/v1/approvals/pending", get(approvals::pending))
+        .route("/v1/approvals/{rid}/approve", post(approvals::approve))
+        .route("/v1/approvals/{rid}/deny", post(approvals::deny))
+        .route("/v1/oauth/introspect", post(introspection::introspect))
+        .route("/v1/oauth/revoke", post(introspection::oauth_revoke))
+        .route("/v1/audit", get(audit::audit))
+        .route("/v1/audit/export", get(audit::audit_export))
+        .route("/v1/audit/checkpoints", post(audit::audit_checkpoint))
+        .route("/v1/audit/find", post(audit::audit_find))
+        .route(
+            "/v1/tasks/{id}/events",
+            post(tasks::report_tool_use).get(tasks::task_events),
+        )
+        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::authorization_server_metadata),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/scan", post(scan::scan))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    state
+                        .scan
+                        .config
+                        .max_bytes
+                        .saturating_mul(2)
+                        .saturating_add(4096),
+                ))
+                .layer(Extension(state.scan.clone())),
+        )
+        .merge(
+            Router::new()
+                .route("/v1/proxy/rules/{resource}", get(proxy::proxy_rules))
+                .layer(Extension(state.proxy.clone())),
+        );
+    if state.dev.is_some() {
+        r = r.route("/v1/dev/tokens", post(dev::dev_token));
+    }
+    let api: Router = r
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(request_meta))
+        .with_state(state.clone());
+    crate::http::mcp::edge::mcp_router(state, api.clone(), max_body_bytes).merge(api)
+}

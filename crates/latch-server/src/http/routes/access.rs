@@ -1,0 +1,165 @@
+//! Access requests and claims: `POST /v1/tasks/{id}/requests`, `GET …/requests/{rid}`,
+//! `POST …/requests/{rid}/claim`, and the [`AccessResponse`] shape renewals share.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use latch_core::ErrorCode;
+use latch_core::broker::CallCtx;
+use latch_core::broker::{AccessOutcome, Grant, RequestAccess};
+use latch_core::model::{AccessRequest, Lease};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiJson, as_workload, rest_binding};
+use crate::http::state::{AppState, ReqMeta};
+
+/// A credential as delivered (once).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct CredentialBody {
+    /// `bearer_token`, `dpop_token` (DPoP-bound, RFC 9449), …
+    pub kind: String,
+    /// The secret value. Shown only in this response; Latch keeps only its keyed HMAC.
+    pub value: String,
+    /// Non-secret metadata.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+// Debug of anything holding a credential says only that it is there (never the value).
+impl std::fmt::Debug for CredentialBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialBody")
+            .field("kind", &self.kind)
+            .field("value", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of an access request, a claim, or a renewal.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessResponse {
+    /// `granted`, `denied`, `pending` (step-up), or `renewed` (renewal).
+    pub status: String,
+    /// For `denied`: `policy_denied` or `environment_separation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The request, with its decision (policy ids, reasons or step-up groups) and digest.
+    pub request: AccessRequest,
+    /// The lease, when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// The credential, when granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialBody>,
+    /// HTTP request id.
+    pub request_id: String,
+}
+
+pub(crate) fn grant_body(g: Grant, request_id: &str) -> AccessResponse {
+    AccessResponse {
+        status: "granted".into(),
+        code: None,
+        request: g.request,
+        lease: Some(g.lease),
+        credential: Some(CredentialBody {
+            kind: g.credential.kind.clone(),
+            value: g.credential.secret.expose_secret().to_owned(),
+            metadata: g.credential.metadata.clone(),
+        }),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<AccessResponse>) {
+    let plain = |status: &str, code: Option<String>, request: AccessRequest| AccessResponse {
+        status: status.into(),
+        code,
+        request,
+        lease: None,
+        credential: None,
+        request_id: request_id.to_owned(),
+    };
+    let (st, body, decision) = match o {
+        AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
+        AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
+        AccessOutcome::Denied(r) => {
+            let sep = r.decision.policy_ids().is_empty()
+                && matches!(&r.decision, latch_core::model::Decision::Deny { reasons, .. }
+                    if reasons.iter().any(|x| x.starts_with(latch_core::broker::SEPARATION_REASON)));
+            let code = if sep {
+                ErrorCode::EnvironmentSeparation
+            } else {
+                ErrorCode::PolicyDenied
+            };
+            (
+                StatusCode::FORBIDDEN,
+                plain("denied", Some(code.as_str().into()), r),
+                "deny",
+            )
+        }
+    };
+    metrics::counter!("latch_access_decisions_total", "decision" => decision).increment(1);
+    (st, Json(body))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = AccessResponse, description = "allowed: credential minted (shown once)"),
+              (status = 202, body = AccessResponse, description = "step-up: waiting for approvers"),
+              (status = 403, body = AccessResponse, description = "denied, with policy ids and reasons"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn request_access(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RequestAccess>,
+) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests")).await?;
+        s.broker.request_access(ctx, &w, &id, body, &binding).await
+    })
+    .await;
+    Ok(outcome_response(r?, &m.request_id))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_request(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(String, String)>,
+) -> ApiResult<Json<AccessRequest>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker.request(&w, &id, &rid).await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
+    responses((status = 201, body = AccessResponse, description = "approved and re-evaluated: credential minted (once)"),
+              (status = 202, body = AccessResponse, description = "still pending"),
+              (status = 403, body = AccessResponse, description = "denied"),
+              (status = 409, body = ErrorBody, description = "already claimed"), (status = 410, body = ErrorBody)))]
+pub(crate) async fn claim_request(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        let binding = rest_binding(
+            &s,
+            &headers,
+            &format!("/v1/tasks/{id}/requests/{rid}/claim"),
+        )
+        .await?;
+        s.broker.claim(ctx, &w, &id, &rid, &binding).await
+    })
+    .await;
+    Ok(outcome_response(r?, &m.request_id))
+}

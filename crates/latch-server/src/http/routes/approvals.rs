@@ -1,0 +1,100 @@
+//! Step-up approvals: `GET /v1/approvals/pending`, `POST /v1/approvals/{rid}/approve`,
+//! `…/deny`.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::{Extension, Json};
+use latch_core::broker::CallCtx;
+use latch_core::model::{AccessRequest, Approval, Human, Task, Verdict};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiJson, as_human};
+use crate::http::state::{AppState, ReqMeta};
+
+/// A pending request as an approver sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PendingView {
+    /// The request (resource, actions, TTL, justification, step-up groups, digest).
+    pub request: AccessRequest,
+    /// Its task (purpose, repository, branch, environment, on whose behalf).
+    pub task: Task,
+    /// Votes so far.
+    pub approvals: Vec<Approval>,
+}
+
+#[utoipa::path(get, path = "/v1/approvals/pending", security(("bearer" = [])),
+    responses((status = 200, body = [PendingView], description = "requests the caller may vote on")))]
+pub(crate) async fn pending(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<PendingView>>> {
+    let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
+        let mut out = Vec::new();
+        for (request, task) in s.broker.pending_for(&h).await? {
+            let approvals = s.broker.approvals(&request.id).await?;
+            out.push(PendingView {
+                request,
+                task,
+                approvals,
+            });
+        }
+        Ok(out)
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+/// A vote.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    /// The digest of the request being approved, as shown by `GET /v1/approvals/pending`.
+    pub digest: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn vote(
+    s: AppState,
+    m: ReqMeta,
+    headers: HeaderMap,
+    rid: String,
+    body: VoteBody,
+    verdict: Verdict,
+) -> ApiResult<Json<AccessRequest>> {
+    let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        s.broker
+            .vote(ctx, &h, &rid, &body.digest, verdict, &body.reason)
+            .await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+#[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    ApiJson(body): ApiJson<VoteBody>,
+) -> ApiResult<Json<AccessRequest>> {
+    vote(s, m, headers, rid, body, Verdict::Approve).await
+}
+
+#[utoipa::path(post, path = "/v1/approvals/{rid}/deny", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
+    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn deny(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(rid): Path<String>,
+    ApiJson(body): ApiJson<VoteBody>,
+) -> ApiResult<Json<AccessRequest>> {
+    vote(s, m, headers, rid, body, Verdict::Deny).await
+}

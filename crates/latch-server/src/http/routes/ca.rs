@@ -1,0 +1,87 @@
+//! The certificate authorities' public side: `/v1/ssh/ca.pub`, `/v1/ssh/krl`,
+//! `/v1/x509/ca.pem`, `/v1/x509/crl`, served from the [`CaPublisher`](latch_core::ports::CaPublisher) ports in [`AppState`].
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use latch_core::{ApiError, ErrorCode};
+
+use crate::http::error::AppError;
+use crate::http::state::AppState;
+
+fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
+    AppError(ApiError::new(
+        if e.retryable {
+            ErrorCode::StoreUnavailable
+        } else {
+            ErrorCode::ProviderFailed
+        },
+        e.message,
+    ))
+}
+
+fn no_provider(kind: &str) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("no {kind} provider is configured"),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/ssh/ca.pub", responses((status = 200, content_type = "text/plain",
+    description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)")))]
+pub(crate) async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh_ca.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_public(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/ssh/krl", responses((status = 200, content_type = "application/octet-stream",
+    description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`")))]
+pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.ssh_ca.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    let krl = p.revocation_list().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        krl,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/ca.pem", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)")))]
+pub(crate) async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509_ca.as_ref().ok_or_else(|| no_provider("x509"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        p.ca_public(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/x509/crl", responses((status = 200, content_type = "application/x-pem-file",
+    description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates")))]
+pub(crate) async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
+    let p = s.x509_ca.as_ref().ok_or_else(|| no_provider("x509"))?;
+    let crl = p.revocation_list().await.map_err(provider_unavailable)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pem-file"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crl,
+    )
+        .into_response())
+}

@@ -1,0 +1,64 @@
+//! Health, readiness, metrics and the published signing keys: `/healthz`, `/readyz`,
+//! `/metrics`, `/.well-known/jwks.json`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use latch_core::{ApiError, ErrorCode};
+
+use crate::http::error::{ApiResult, AppError, ErrorBody};
+use crate::http::state::AppState;
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "process is up")))]
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Longest `/readyz` waits for the store before answering 503 (a load balancer's probe must
+/// get an answer, not a hang, when the database stalls).
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the store answers within [`READY_STORE_TIMEOUT`]. The body also reports how the
+/// caches are trusted (`cache.state`: `exclusive` for a single broker; with replicas `fresh`,
+/// `stale` or `bypassed`, as the change feed stands); a stale or bypassed cache is still
+/// correct (lookups read the database), so it does not make the replica unready.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `cache` reports the change feed"), (status = 503, body = ErrorBody)))]
+pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    match tokio::time::timeout(READY_STORE_TIMEOUT, s.broker.store().ping()).await {
+        Ok(r) => r.map_err(|e| AppError(e.into()))?,
+        Err(_) => {
+            return Err(AppError(ApiError::new(
+                ErrorCode::StoreUnavailable,
+                format!(
+                    "the store did not answer within {}s",
+                    READY_STORE_TIMEOUT.as_secs()
+                ),
+            )));
+        }
+    }
+    Ok(Json(
+        serde_json::json!({"status": "ready", "cache": s.broker.cache_state()}),
+    ))
+}
+
+pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
+    // 1 while introspection may answer from the in-memory cache, 0 while it reads the store.
+    let answering = matches!(
+        s.broker.cache_state(),
+        latch_core::broker::CacheState::Exclusive | latch_core::broker::CacheState::Fresh { .. }
+    );
+    metrics::gauge!("latch_cache_answering").set(if answering { 1.0 } else { 0.0 });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, description = "RFC 7517 JWK Set of the keys that sign access tokens")))]
+pub(crate) async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json((s.jwks)()),
+    )
+}

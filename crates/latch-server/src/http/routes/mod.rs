@@ -1,0 +1,14 @@
+//! One file per resource of the HTTP API. Handlers stay thin: extract, call the broker, map.
+
+pub mod access;
+pub mod approvals;
+pub mod audit;
+pub mod ca;
+pub mod dev;
+pub mod health;
+pub mod introspection;
+pub mod leases;
+pub mod oauth;
+pub mod proxy;
+pub mod scan;
+pub mod tasks;

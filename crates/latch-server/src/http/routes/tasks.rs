@@ -1,0 +1,143 @@
+//! Tasks and their timelines: `/v1/tasks`, `/v1/tasks/{id}`, `…/complete`, `…/cancel`,
+//! `…/events`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
+use latch_core::broker::CallCtx;
+use latch_core::broker::OpenTask;
+use latch_core::model::{AuditEvent, Task, TaskState};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiJson, ApiQuery, as_workload};
+use crate::http::state::{AppState, ReqMeta};
+
+#[utoipa::path(post, path = "/v1/tasks", request_body = OpenTask, security(("bearer" = [])),
+    responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn open_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OpenTask>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.open_task(ctx, &w, body).await
+    })
+    .await;
+    let t = r?;
+    metrics::counter!("latch_tasks_opened_total").increment(1);
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+#[utoipa::path(get, path = "/v1/tasks", security(("bearer" = [])), responses((status = 200, body = [Task])))]
+pub(crate) async fn list_tasks(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<Task>>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker.list_tasks(&w).await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker.task(&w, &id).await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+async fn end_task(
+    s: AppState,
+    m: ReqMeta,
+    headers: HeaderMap,
+    id: String,
+    state: TaskState,
+) -> ApiResult<Json<Task>> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.end_task(ctx, &w, &id, state).await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task, description = "task completed; every lease revoked"), (status = 409, body = ErrorBody)))]
+pub(crate) async fn complete_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    end_task(s, m, headers, id, TaskState::Completed).await
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Task, description = "task cancelled; every lease revoked"), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_task(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    end_task(s, m, headers, id, TaskState::Cancelled).await
+}
+
+/// Timeline query.
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only after this sequence number.
+    pub after_seq: Option<i64>,
+    /// Page size (default 1000, at most 1000).
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/v1/tasks/{id}/events", request_body = latch_core::audit::ToolUseReport,
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 201, body = AuditEvent, description = "recorded as a `tool.used` event"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn report_tool_use(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<latch_core::audit::ToolUseReport>,
+) -> ApiResult<(StatusCode, Json<AuditEvent>)> {
+    let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
+        s.broker.report_tool_use(ctx, &w, &id, body).await
+    })
+    .await;
+    Ok((StatusCode::CREATED, Json(r?)))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path), EventsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = [AuditEvent], description = "the task's timeline, in order"),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn task_events(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<Vec<AuditEvent>>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker
+            .task_events(&w, &id, q.after_seq, q.limit.unwrap_or(1000).min(1000))
+            .await
+    })
+    .await;
+    Ok(Json(r?))
+}
