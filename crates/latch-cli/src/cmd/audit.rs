@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
-use latch_core::audit::{
-    AuditCheckpoint, VerifyOptions, VerifyReport, escape_text, verify_export,
-};
+use latch_core::audit::{AuditCheckpoint, VerifyOptions, VerifyReport, escape_text, verify_export};
 use latch_server::audit::JwksCheckpointVerifier;
 use serde_json::{Value, json};
 
@@ -277,8 +275,7 @@ async fn tail(
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = cursor.map_or_else(|| format!("last={last}"), |s| format!("after_seq={s}"));
-        let Some(page) = get_events(c, &filter.query(&format!("{after}&limit=1000"))).await?
-        else {
+        let Some(page) = get_events(c, &filter.query(&format!("{after}&limit=1000"))).await? else {
             return Ok(ExitCode::from(1));
         };
         if let Some(s) = print_events(&page, json_out) {
@@ -301,7 +298,8 @@ async fn last_events(
     let mut kept: std::collections::VecDeque<Value> = Default::default();
     let mut after = 0i64;
     loop {
-        let Some(body) = get_events(c, &filter.query(&format!("after_seq={after}&limit=1000"))).await?
+        let Some(body) =
+            get_events(c, &filter.query(&format!("after_seq={after}&limit=1000"))).await?
         else {
             return Ok(None);
         };
@@ -333,8 +331,9 @@ async fn export_to(
         return Ok(ExitCode::from(1));
     }
     match out {
-        Some(p) => std::fs::write(&p, text)
-            .map_err(|e| format!("cannot write `{}`: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::write(&p, text).map_err(|e| format!("cannot write `{}`: {e}", p.display()))?
+        }
         None => {
             let mut o = std::io::stdout().lock();
             o.write_all(text.as_bytes()).map_err(|e| e.to_string())?;

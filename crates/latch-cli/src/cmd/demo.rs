@@ -399,7 +399,12 @@ async fn production_request(
 }
 
 /// Steps 7–8: self-approval is refused; bob approves the exact request (by its digest).
-async fn approval_steps(s: &mut Script, who: &Actors, rid: &str, digest: &str) -> Result<(), String> {
+async fn approval_steps(
+    s: &mut Script,
+    who: &Actors,
+    rid: &str,
+    digest: &str,
+) -> Result<(), String> {
     let (alice, bob) = (&who.alice, &who.bob);
     s.step("alice, the human the agent works for, tries to approve her own agent's request");
     let a = alice

@@ -408,8 +408,10 @@ fn workload_token(args: &ExecArgs, token: Option<String>) -> Result<String, Stri
             token
         }
     };
-    Ok(token
-        .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?)
+    Ok(
+        token
+            .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?,
+    )
 }
 
 /// Opens the task the command runs in; answers its id.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::header::InvalidHeaderValue;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -251,8 +252,11 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         Err(_) => return deny(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
     let mut headers = end_to_end(&parts.headers, true);
-    if let Err(refused) = inject(&p, &mut headers) {
-        return refused;
+    if inject(&p, &mut headers).is_err() {
+        return deny(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "credential cannot be sent as a header",
+        );
     }
     let req_bytes = body.len();
     let answer = p
@@ -349,38 +353,37 @@ async fn admit(
 fn end_to_end(from: &HeaderMap, drop_authorization: bool) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (k, v) in from.iter() {
-        if !hop_by_hop(k) && !(drop_authorization && k == header::AUTHORIZATION) {
+        let agent_credential = drop_authorization && k == header::AUTHORIZATION;
+        if !hop_by_hop(k) && !agent_credential {
             headers.append(k.clone(), v.clone());
         }
     }
     headers
 }
 
-/// Adds the credential to `headers` as `--inject` says (marked sensitive), or answers the
-/// refusal to send when it cannot be a header value.
-fn inject(p: &Proxy, headers: &mut HeaderMap) -> Result<(), Response> {
+/// Adds the credential to `headers` as `--inject` says (marked sensitive).
+///
+/// # Errors
+/// The credential cannot be a header value.
+fn inject(p: &Proxy, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
     let secret = p.credential.expose_secret();
-    let injected = match &p.inject {
-        Inject::Bearer => {
-            HeaderValue::from_str(&format!("Bearer {secret}")).map(|v| (header::AUTHORIZATION, v))
-        }
-        Inject::Header(name) => HeaderValue::from_str(secret).map(|v| (name.clone(), v)),
+    let (k, mut v) = match &p.inject {
+        Inject::Bearer => (
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}"))?,
+        ),
+        Inject::Header(name) => (name.clone(), HeaderValue::from_str(secret)?),
         Inject::Basic(user) => {
             let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-            HeaderValue::from_str(&format!("Basic {b}")).map(|v| (header::AUTHORIZATION, v))
+            (
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {b}"))?,
+            )
         }
     };
-    match injected {
-        Ok((k, mut v)) => {
-            v.set_sensitive(true);
-            headers.insert(k, v);
-            Ok(())
-        }
-        Err(_) => Err(deny(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "credential cannot be sent as a header",
-        )),
-    }
+    v.set_sensitive(true);
+    headers.insert(k, v);
+    Ok(())
 }
 
 /// Consecutive failed task checks after which the proxy stops serving (fails closed).
