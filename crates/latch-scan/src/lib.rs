@@ -4,7 +4,8 @@
 //! - **Latch credentials**: opaque secrets in Latch's format (`ltcpg_…`, `ltcrd_…`, `ltcsk_…`,
 //!   valid CRC-32 checksum; see [`latch_core::credential_format`]) and JWTs, whose header and
 //!   payload are decoded (never the signature) so a broker can tell its own access tokens (its
-//!   `iss`, `typ: at+jwt`, a `kid` of its JWKS). Whether a candidate belongs to a lease is decided
+//!   `iss`, `typ: at+jwt`, a `kid` of its JWKS: [`is_latch_jwt`], the one rule the CLI and the
+//!   broker share). Whether a candidate belongs to a lease is decided
 //!   by the broker from the value's keyed HMAC, not here.
 //! - **Third-party secrets**: private keys, cloud keys and tokens of the big providers, using a
 //!   vendored subset of the gitleaks rule set (`rules/gitleaks.toml`, MIT), plus one Latch rule
@@ -78,6 +79,56 @@ pub struct JwtInfo {
     pub iss: Option<String>,
 }
 
+/// The RFC 9068 `typ` of the broker's access tokens (compared ignoring ASCII case).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Whether a JWT found by a scan is one of this broker's access tokens: the one "is this
+/// credential ours" rule of the scan CLI and `POST /v1/scan`.
+///
+/// All three must hold, each read from the token's unverified header and payload:
+/// - payload `iss` is exactly `issuer` (the broker's issuer URL, as in its RFC 8414 metadata);
+/// - header `typ` is `at+jwt` (RFC 9068), ASCII case ignored;
+/// - header `kid` is present and is one of `kids` (the `kid`s of the broker's JWKS).
+///
+/// A token without a `kid` is never ours, even if a key of the JWKS has no `kid`. An empty
+/// `issuer` matches nothing.
+///
+/// # Security
+/// This is a routing decision, not authentication: nothing is verified. It decides which JWTs
+/// the CLI may send to the broker (a third party's token, a CI's OIDC token, never leaves the
+/// machine: a `kid` alone is not enough, since key ids such as `key-1` are not unique across
+/// issuers) and which the broker labels `latch_access_token`. Whether a value belongs to a lease
+/// is decided by the broker from its keyed HMAC.
+pub fn is_latch_jwt<S: AsRef<str>>(info: &JwtInfo, issuer: &str, kids: &[S]) -> bool {
+    if issuer.is_empty() || info.iss.as_deref() != Some(issuer) {
+        return false;
+    }
+    if !info
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP))
+    {
+        return false;
+    }
+    info.kid
+        .as_deref()
+        .is_some_and(|kid| kids.iter().any(|k| k.as_ref() == kid))
+}
+
+/// The `kid`s of a JWK Set (RFC 7517 `{"keys": [{"kid": …}, …]}`); keys without a string
+/// `kid` are left out. Anything else than a JWK Set gives no `kid`.
+pub fn jwks_kids(jwks: &serde_json::Value) -> Vec<String> {
+    jwks.get("keys")
+        .and_then(serde_json::Value::as_array)
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.get("kid").and_then(serde_json::Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One secret found in the input. Contains no secret material.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -114,6 +165,17 @@ impl Finding {
     /// credentials and JWTs).
     pub fn is_latch_candidate(&self) -> bool {
         matches!(self.family, Family::Latch | Family::Jwt)
+    }
+
+    /// Whether this finding is one of the broker's own credentials as far as a scanner can
+    /// tell without asking it: any Latch-format credential (checksum-valid), or a JWT that
+    /// passes [`is_latch_jwt`] for `issuer` and `kids`. Third-party secrets never are.
+    pub fn is_ours<S: AsRef<str>>(&self, issuer: &str, kids: &[S]) -> bool {
+        match (self.family, &self.jwt) {
+            (Family::Latch, _) => true,
+            (Family::Jwt, Some(info)) => is_latch_jwt(info, issuer, kids),
+            _ => false,
+        }
     }
 }
 

@@ -300,28 +300,7 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     #[cfg(target_os = "linux")]
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| format!("cannot protect the identity token (PR_SET_DUMPABLE): {e}"))?;
-    let token = match &args.token_file {
-        Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
-            let t = t.trim().to_owned();
-            if t.is_empty() {
-                return Err(format!("--token-file {} is empty", f.display()));
-            }
-            Some(t)
-        }
-        None => {
-            if token_on_command_line() {
-                eprintln!(
-                    "latch: WARNING: --token on the command line is visible to every process \
-                     (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
-                );
-            }
-            token
-        }
-    };
-    let token = token
-        .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?;
+    let token = workload_token(&args, token)?;
     let wanted: Vec<(String, Vec<String>)> = args
         .requests
         .iter()
@@ -330,43 +309,11 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     #[cfg(unix)]
     let mut sigs = forwardable_signals()?;
     let c = Client::new(server, Some(token));
-    let ttl = args
-        .ttl
-        .map(|d| std::time::Duration::from(d).as_secs() as i64);
-    let a = c
-        .post(
-            "/v1/tasks",
-            &json!({"purpose": args.task_purpose, "environment": args.environment,
-                    "ttl_secs": args.task_ttl.map(|d| std::time::Duration::from(d).as_secs() as i64)}),
-        )
-        .await?;
-    if !a.ok() {
-        return Err(format!("cannot open a task: {}", a.error_line()));
-    }
-    let task = a.body["id"].as_str().unwrap_or_default().to_owned();
+    let task = open_task(&c, &args).await?;
     eprintln!("latch: task {task} opened");
 
     // Obtain every credential; an interruption meanwhile cancels the task.
-    let obtain_all = async {
-        let mut got = Vec::new();
-        for (res, acts) in &wanted {
-            match obtain(
-                &c,
-                &task,
-                res,
-                acts,
-                ttl,
-                &args.task_purpose,
-                args.wait_approval.into(),
-            )
-            .await?
-            {
-                Obtained::Granted(b) => got.push((res.clone(), b)),
-                Obtained::Refused(code, msg) => return Ok(Err((code, msg))),
-            }
-        }
-        Ok::<_, String>(Ok(got))
-    };
+    let obtain_all = obtain_all(&c, &task, &wanted, &args);
     #[cfg(unix)]
     let outcome = tokio::select! {
         r = obtain_all => r,
@@ -391,10 +338,8 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         }
     };
 
-    // Hand the credentials over.
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    env.insert("LATCH_TASK_ID".into(), task.clone());
-    // A fresh private directory of ours inside `--credential-dir`, removed at the end.
+    // Hand the credentials over: a fresh private directory of ours inside
+    // `--credential-dir` (removed at the end), or the environment.
     let cred_dir = match &args.credential_dir {
         Some(dir) => match create_private_dir(dir) {
             Ok(d) => Some(d),
@@ -405,26 +350,138 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         },
         None => None,
     };
-    let remove_cred_dir = || {
-        if let Some(d) = &cred_dir {
-            let _ = std::fs::remove_dir_all(d);
+    let env = match hand_over(&task, &grants, cred_dir.as_deref()) {
+        Ok(env) => env,
+        Err(e) => {
+            remove_dir(cred_dir.as_deref());
+            end_task(&c, &task, "cancel").await;
+            return Err(e);
         }
     };
-    for (res, b) in &grants {
+    let mut child = match spawn(&args.command, &env) {
+        Ok(ch) => ch,
+        Err(e) => {
+            remove_dir(cred_dir.as_deref());
+            end_task(&c, &task, "complete").await;
+            eprintln!(
+                "latch: cannot run `{}`: {e}; task {task} completed",
+                args.command.first().map_or("", String::as_str)
+            );
+            return Ok(ExitCode::from(127));
+        }
+    };
+    drop(env);
+
+    #[cfg(unix)]
+    let status = wait_forwarding(&mut child, &mut sigs).await;
+    #[cfg(not(unix))]
+    let status = child.wait().await;
+    remove_dir(cred_dir.as_deref());
+    let revoked = end_task(&c, &task, "complete").await;
+    let code = command_exit_code(status);
+    if revoked {
+        eprintln!("latch: command exited ({code}); task {task} completed, credentials revoked");
+    }
+    Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
+}
+
+/// The workload token: from `--token-file` (trimmed, not empty), else `--token` or
+/// `LATCH_TOKEN` (with a warning when it was given on the command line).
+fn workload_token(args: &ExecArgs, token: Option<String>) -> Result<String, String> {
+    let token = match &args.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
+            let t = t.trim().to_owned();
+            if t.is_empty() {
+                return Err(format!("--token-file {} is empty", f.display()));
+            }
+            Some(t)
+        }
+        None => {
+            if token_on_command_line() {
+                eprintln!(
+                    "latch: WARNING: --token on the command line is visible to every process \
+                     (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
+                );
+            }
+            token
+        }
+    };
+    Ok(
+        token
+            .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?,
+    )
+}
+
+/// Opens the task the command runs in; answers its id.
+async fn open_task(c: &Client, args: &ExecArgs) -> Result<String, String> {
+    let a = c
+        .post(
+            "/v1/tasks",
+            &json!({"purpose": args.task_purpose, "environment": args.environment,
+                    "ttl_secs": args.task_ttl.map(|d| std::time::Duration::from(d).as_secs() as i64)}),
+        )
+        .await?;
+    if !a.ok() {
+        return Err(format!("cannot open a task: {}", a.error_line()));
+    }
+    Ok(a.body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Every grant asked for by `--request`, in order: `Ok(Err(..))` at the first refusal (its
+/// exit code and message).
+async fn obtain_all(
+    c: &Client,
+    task: &str,
+    wanted: &[(String, Vec<String>)],
+    args: &ExecArgs,
+) -> Result<Result<Vec<(String, Value)>, (ExitCode, String)>, String> {
+    let ttl = args
+        .ttl
+        .map(|d| std::time::Duration::from(d).as_secs() as i64);
+    let mut got = Vec::new();
+    for (res, acts) in wanted {
+        match obtain(
+            c,
+            task,
+            res,
+            acts,
+            ttl,
+            &args.task_purpose,
+            args.wait_approval.into(),
+        )
+        .await?
+        {
+            Obtained::Granted(b) => got.push((res.clone(), b)),
+            Obtained::Refused(code, msg) => return Ok(Err((code, msg))),
+        }
+    }
+    Ok(Ok(got))
+}
+
+/// The command's environment: `LATCH_TASK_ID`, and per grant `LATCH_LEASE_ID_<RESOURCE>` and
+/// either `LATCH_CREDENTIAL_<RESOURCE>` or, with `cred_dir`, the path of a `0600` file
+/// holding it in `LATCH_CREDENTIAL_FILE_<RESOURCE>`. Prints one line per grant.
+fn hand_over(
+    task: &str,
+    grants: &[(String, Value)],
+    cred_dir: Option<&std::path::Path>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("LATCH_TASK_ID".into(), task.to_owned());
+    for (res, b) in grants {
         let sfx = env_suffix(res);
         let value = b["credential"]["value"].as_str().unwrap_or_default();
         env.insert(
             format!("LATCH_LEASE_ID_{sfx}"),
             b["lease"]["id"].as_str().unwrap_or_default().to_owned(),
         );
-        match &cred_dir {
+        match cred_dir {
             Some(dir) => {
                 let path = dir.join(res);
-                if let Err(e) = write_private_file(&path, value) {
-                    remove_cred_dir();
-                    end_task(&c, &task, "cancel").await;
-                    return Err(format!("cannot write {}: {e}", path.display()));
-                }
+                write_private_file(&path, value)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 env.insert(
                     format!("LATCH_CREDENTIAL_FILE_{sfx}"),
                     path.display().to_string(),
@@ -440,11 +497,31 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
             b["lease"]["expires_at_unix_secs"]
         );
     }
+    Ok(env)
+}
 
-    let mut cmd = tokio::process::Command::new(&args.command[0]);
-    cmd.args(&args.command[1..])
+/// Removes the credential directory, if any (best effort).
+fn remove_dir(dir: Option<&std::path::Path>) {
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Starts the command with `env` and without `LATCH_TOKEN`, inheriting stdio.
+fn spawn(
+    command: &[String],
+    env: &BTreeMap<String, String>,
+) -> std::io::Result<tokio::process::Child> {
+    let Some((program, rest)) = command.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no command",
+        ));
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(rest)
         .env_remove("LATCH_TOKEN")
-        .envs(&env)
+        .envs(env)
         .stdin(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
@@ -453,36 +530,30 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     // `latch exec` is SIGKILLed the task TTL bounds the credentials.)
     #[cfg(unix)]
     cmd.process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(ch) => ch,
-        Err(e) => {
-            remove_cred_dir();
-            end_task(&c, &task, "complete").await;
-            eprintln!(
-                "latch: cannot run `{}`: {e}; task {task} completed",
-                args.command[0]
-            );
-            return Ok(ExitCode::from(127));
-        }
-    };
-    drop(env);
+    cmd.spawn()
+}
 
-    #[cfg(unix)]
-    let status = loop {
+/// Waits for the command, forwarding the signals we receive meanwhile to its process group.
+#[cfg(unix)]
+async fn wait_forwarding(
+    child: &mut tokio::process::Child,
+    sigs: &mut [(i32, tokio::signal::unix::Signal)],
+) -> std::io::Result<std::process::ExitStatus> {
+    loop {
         tokio::select! {
-            st = child.wait() => break st,
-            n = next_signal(&mut sigs) => {
+            st = child.wait() => return st,
+            n = next_signal(sigs) => {
                 if let Some(pid) = child.id() {
                     forward(pid, n);
                 }
             }
         }
-    };
-    #[cfg(not(unix))]
-    let status = child.wait().await;
-    remove_cred_dir();
-    let revoked = end_task(&c, &task, "complete").await;
-    let code: u8 = match status {
+    }
+}
+
+/// The command's exit code: its own, 128 + the signal that ended it, or 1.
+fn command_exit_code(status: std::io::Result<std::process::ExitStatus>) -> u8 {
+    match status {
         Ok(st) => {
             #[cfg(unix)]
             {
@@ -502,11 +573,7 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
             eprintln!("latch: waiting for the command failed: {e}");
             1
         }
-    };
-    if revoked {
-        eprintln!("latch: command exited ({code}); task {task} completed, credentials revoked");
     }
-    Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
 }
 
 /// Whether `--token` was given as an argument (before `--`) rather than through `LATCH_TOKEN`.

@@ -196,7 +196,45 @@ async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
     Ok(s.failures)
 }
 
+/// The demo's principals, each a client with its own token.
+struct Actors {
+    /// The workload (CI job) acting for alice.
+    agent: Client,
+    /// A prod approver, and the human the agent works for.
+    alice: Client,
+    /// Another prod approver.
+    bob: Client,
+    /// An admin who reads the audit trail.
+    auditor: Client,
+}
+
+/// The credentials minted along the way: all of them must be dead at the end.
+struct Minted {
+    cache: String,
+    deploy: String,
+    renewed: String,
+}
+
+/// The scripted main flow: identities, the sandbox, the production deploy with step-up
+/// approval, renewal, a denial, the end of both tasks, and the audit trail.
 async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
+    let who = identities(s, anon).await?;
+    let (sandbox, cache) = sandbox_steps(s, anon, &who.agent).await?;
+    let (prod, rid, digest) = production_request(s, &who.agent).await?;
+    approval_steps(s, &who, &rid, &digest).await?;
+    let (deploy, renewed) = claim_and_renew(s, anon, &who.agent, &prod, &rid).await?;
+    admin_denied(s, &who.agent, &prod).await?;
+    let minted = Minted {
+        cache,
+        deploy,
+        renewed,
+    };
+    end_steps(s, anon, &who.agent, &sandbox, &prod, &minted).await?;
+    audit_trail_step(s, &who.auditor, &prod, &minted).await
+}
+
+/// Step 1: development tokens for the workload and three humans; a malformed token is refused.
+async fn identities(s: &mut Script, anon: &Client) -> Result<Actors, String> {
     // ---------------------------------------------------------------- identities
     s.step(
         "The agent proves what it is: a GitHub-Actions-shaped workload token (development issuer)",
@@ -243,6 +281,21 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         "a malformed token is refused (401 token_malformed)",
     );
 
+    Ok(Actors {
+        agent,
+        alice,
+        bob,
+        auditor,
+    })
+}
+
+/// Steps 2–4: a sandbox task, a granted CI-cache credential, and the refused reach for
+/// production. Answers the task id and the cache token.
+async fn sandbox_steps(
+    s: &mut Script,
+    anon: &Client,
+    agent: &Client,
+) -> Result<(String, String), String> {
     // ---------------------------------------------------------------- sandbox
     s.step("Open a sandbox task");
     let a = agent
@@ -298,6 +351,15 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         "refused by the hard sandbox/production separation; nothing minted",
     );
 
+    Ok((sandbox, cache_tok))
+}
+
+/// Steps 5–6: a production task and a deploy request sent to step-up approval. Answers the
+/// task id, the request id and its digest.
+async fn production_request(
+    s: &mut Script,
+    agent: &Client,
+) -> Result<(String, String, String), String> {
     // ---------------------------------------------------------------- production
     s.step("Open a production task for a deploy");
     let a = agent
@@ -333,6 +395,17 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         &digest[..16.min(digest.len())]
     ));
 
+    Ok((prod, rid, digest))
+}
+
+/// Steps 7–8: self-approval is refused; bob approves the exact request (by its digest).
+async fn approval_steps(
+    s: &mut Script,
+    who: &Actors,
+    rid: &str,
+    digest: &str,
+) -> Result<(), String> {
+    let (alice, bob) = (&who.alice, &who.bob);
     s.step("alice, the human the agent works for, tries to approve her own agent's request");
     let a = alice
         .post(
@@ -350,7 +423,7 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
     let seen = p
         .body
         .as_array()
-        .is_some_and(|v| v.iter().any(|x| x["request"]["id"] == rid.as_str()));
+        .is_some_and(|v| v.iter().any(|x| x["request"]["id"] == rid));
     s.check(
         seen,
         "bob's pending list shows the request with its task and digest",
@@ -376,6 +449,18 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         "quorum reached; policy re-evaluated with the approval: approved",
     );
 
+    Ok(())
+}
+
+/// Steps 9–10: the approved request is claimed once, then its lease renewed. Answers the
+/// deploy token and its renewed replacement.
+async fn claim_and_renew(
+    s: &mut Script,
+    anon: &Client,
+    agent: &Client,
+    prod: &str,
+    rid: &str,
+) -> Result<(String, String), String> {
     s.step("The agent claims its approved request: policy is evaluated again, then the token is minted");
     let a = agent
         .post(
@@ -424,6 +509,11 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         "the replaced token is inactive, the renewed one active",
     );
 
+    Ok((deploy_tok, renewed_tok))
+}
+
+/// Step 11: admin on the payments database is denied by `no-agent-admin`.
+async fn admin_denied(s: &mut Script, agent: &Client, prod: &str) -> Result<(), String> {
     s.step(
         "Ask for admin on the payments database: denied, with the deciding policy and its reason",
     );
@@ -442,9 +532,21 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         "denied by `no-agent-admin`",
     );
 
+    Ok(())
+}
+
+/// Step 12: both tasks completed; every token is dead and every lease revoked.
+async fn end_steps(
+    s: &mut Script,
+    anon: &Client,
+    agent: &Client,
+    sandbox: &str,
+    prod: &str,
+    minted: &Minted,
+) -> Result<(), String> {
     // ---------------------------------------------------------------- end
     s.step("Complete both tasks: every lease is revoked");
-    for t in [&sandbox, &prod] {
+    for t in [sandbox, prod] {
         let a = agent
             .post(&format!("/v1/tasks/{t}/complete"), &json!({}))
             .await?;
@@ -454,7 +556,7 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         );
     }
     let mut all_dead = true;
-    for tok in [&cache_tok, &deploy_tok, &renewed_tok] {
+    for tok in [&minted.cache, &minted.deploy, &minted.renewed] {
         all_dead &= introspect(anon, tok).await?.body["active"] == false;
     }
     s.check(
@@ -468,6 +570,16 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         .is_some_and(|v| !v.is_empty() && v.iter().all(|l| l["state"] == "revoked"));
     s.check(revoked, "the production task's leases show `revoked`");
 
+    Ok(())
+}
+
+/// Step 13: the production task's audit events, with no token in them.
+async fn audit_trail_step(
+    s: &mut Script,
+    auditor: &Client,
+    prod: &str,
+    minted: &Minted,
+) -> Result<(), String> {
     s.step("The audit trail recorded every step (never a secret)");
     let a = auditor
         .get(&format!("/v1/audit?task_id={prod}&limit=1000"))
@@ -483,7 +595,7 @@ async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
         ));
     }
     let text = a.body.to_string();
-    let leaked = [&cache_tok, &deploy_tok, &renewed_tok]
+    let leaked = [&minted.cache, &minted.deploy, &minted.renewed]
         .iter()
         .any(|t| text.contains(t.as_str()));
     s.check(

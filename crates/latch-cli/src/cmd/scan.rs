@@ -2,8 +2,9 @@
 //! Latch credentials it finds.
 //!
 //! Scanning is local ([`latch_scan::Scanner`]): third-party secrets never leave the machine.
-//! Only values that look like Latch credentials (checksum-valid `ltc…_` values, and JWTs whose
-//! `kid` is one of the broker's keys) are sent, one by one with their location, to
+//! Only values that look like Latch credentials (checksum-valid `ltc…_` values, and JWTs that
+//! carry the broker's issuer, `typ: at+jwt` and a `kid` of its keys, see
+//! [`latch_scan::is_latch_jwt`]) are sent, one by one with their location, to
 //! `POST /v1/scan`, where the broker matches them by
 //! keyed HMAC, revokes live ones and records `leak.detected` audit events. `--offline` skips
 //! that step.
@@ -152,6 +153,139 @@ fn describe(r: &Report) -> String {
     )
 }
 
+/// What the broker's access tokens carry: its issuer URL and the `kid`s of its JWKS, read
+/// before scanning so that only its own JWTs are sent to it ([`latch_scan::is_latch_jwt`]).
+struct BrokerKeys {
+    issuer: String,
+    kids: Vec<String>,
+}
+
+impl BrokerKeys {
+    /// Reads the issuer (RFC 8414 metadata) and the key ids (JWKS) of the broker behind `c`.
+    async fn fetch(c: &Client) -> Result<Self, String> {
+        let meta = c.get("/.well-known/oauth-authorization-server").await?;
+        if !meta.ok() {
+            return Err(format!(
+                "cannot read the broker's metadata: {}",
+                meta.error_line()
+            ));
+        }
+        let issuer = meta.body["issuer"].as_str().unwrap_or_default().to_owned();
+        let a = c.get("/.well-known/jwks.json").await?;
+        if !a.ok() {
+            return Err(format!("cannot read the broker's keys: {}", a.error_line()));
+        }
+        Ok(Self {
+            issuer,
+            kids: latch_scan::jwks_kids(&a.body),
+        })
+    }
+
+    /// Whether `f` may be sent to the broker: one of its credentials, as far as the scanner
+    /// can tell ([`Finding::is_ours`]).
+    fn owns(&self, f: &Finding) -> bool {
+        f.is_ours(&self.issuer, &self.kids)
+    }
+}
+
+/// The inputs of a scan: `None` for stdin (no path, or `-`), then every file under the paths
+/// given; what cannot be read is added to `skipped`.
+fn collect_inputs(
+    paths: &[PathBuf],
+    skipped: &mut Vec<String>,
+) -> Result<Vec<Option<PathBuf>>, String> {
+    let stdin_mode = paths.is_empty() || paths.iter().any(|p| p.as_os_str() == "-");
+    let mut inputs: Vec<Option<PathBuf>> = Vec::new();
+    if stdin_mode {
+        inputs.push(None);
+    }
+    for p in paths.iter().filter(|p| p.as_os_str() != "-") {
+        let mut files = Vec::new();
+        files_under(p, true, &mut files, skipped)?;
+        inputs.extend(files.into_iter().map(Some));
+    }
+    Ok(inputs)
+}
+
+/// Reads one input (stdin when `None`): its label in reports and its bytes (wiped on drop).
+fn read_input(input: Option<&Path>) -> Result<(String, Zeroizing<Vec<u8>>), String> {
+    Ok(match input {
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("stdin: {e}"))?;
+            ("<stdin>".to_owned(), Zeroizing::new(buf))
+        }
+        Some(p) => (
+            p.display().to_string(),
+            Zeroizing::new(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        ),
+    })
+}
+
+/// `--redact`: writes a file back with its findings masked (a named FIFO or device is only
+/// reported); for stdin, answers the masked text to write to stdout.
+fn redact_input(
+    input: Option<&Path>,
+    data: &[u8],
+    findings: &[Finding],
+) -> Result<Option<Vec<u8>>, String> {
+    match input {
+        None => return Ok(Some(redact(data, findings))),
+        Some(p) if !findings.is_empty() && !std::fs::metadata(p).is_ok_and(|m| m.is_file()) => {
+            eprintln!(
+                "latch scan: {}: not a regular file, not redacted",
+                p.display()
+            );
+        }
+        Some(p) if !findings.is_empty() => {
+            std::fs::write(p, redact(data, findings))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        Some(_) => {}
+    }
+    Ok(None)
+}
+
+/// The report: pretty JSON (`--json`), or one line per finding and a count.
+fn report_text(reports: &[Report], json_out: bool) -> String {
+    if json_out {
+        let arr: Vec<Value> = reports
+            .iter()
+            .map(|r| {
+                json!({"path": r.path, "line": r.finding.line, "column": r.finding.column,
+                       "kind": r.response.as_ref().and_then(|v| v["kind"].as_str()).unwrap_or(&r.finding.kind),
+                       "rule": r.finding.rule,
+                       "response": r.response.as_ref().map(|v| v["response"].clone())})
+            })
+            .collect();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&arr).unwrap_or_default()
+        )
+    } else {
+        let mut s: String = reports.iter().map(|r| describe(r) + "\n").collect();
+        s.push_str(&format!("{} finding(s)\n", reports.len()));
+        s
+    }
+}
+
+/// Exit code 7 on any finding; else 1 when an input named on the command line was skipped.
+fn exit_code(reports: &[Report], skipped: &[String]) -> ExitCode {
+    if !reports.is_empty() {
+        ExitCode::from(EXIT_FINDINGS)
+    } else if skipped
+        .iter()
+        .any(|s| !s.ends_with("(inside a directory; not followed)"))
+    {
+        eprintln!("latch scan: input(s) named on the command line were skipped, not scanned");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Runs `latch scan`.
 ///
 /// # Errors
@@ -170,63 +304,24 @@ pub async fn run(
         }
         (_, true) => None,
     };
-    let stdin_mode = args.paths.is_empty() || args.paths.iter().any(|p| p.as_os_str() == "-");
-    let mut inputs: Vec<Option<PathBuf>> = Vec::new();
-    if stdin_mode {
-        inputs.push(None);
-    }
     let mut skipped = Vec::new();
-    for p in args.paths.iter().filter(|p| p.as_os_str() != "-") {
-        let mut files = Vec::new();
-        files_under(p, true, &mut files, &mut skipped)?;
-        inputs.extend(files.into_iter().map(Some));
-    }
-    // Only JWTs signed with one of the broker's keys are sent to it: other JWTs (a CI's OIDC
-    // token, a third party's session) never leave the machine.
-    let mut kids: Vec<String> = Vec::new();
-    if let Some(c) = &client {
-        let a = c.get("/.well-known/jwks.json").await?;
-        if !a.ok() {
-            return Err(format!("cannot read the broker's keys: {}", a.error_line()));
-        }
-        kids = a.body["keys"]
-            .as_array()
-            .map(|k| {
-                k.iter()
-                    .filter_map(|k| k["kid"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-    }
-    let ours = |f: &Finding| match (&f.family, &f.jwt) {
-        (latch_scan::Family::Latch, _) => true,
-        (latch_scan::Family::Jwt, Some(info)) => {
-            info.kid.as_ref().is_some_and(|k| kids.contains(k))
-        }
-        _ => false,
+    let inputs = collect_inputs(&args.paths, &mut skipped)?;
+    // Only the broker's own JWTs (its issuer, `typ: at+jwt`, one of its key ids) are sent to
+    // it: other JWTs (a CI's OIDC token, a third party's session) never leave the machine.
+    let keys = match &client {
+        Some(c) => Some(BrokerKeys::fetch(c).await?),
+        None => None,
     };
     let scanner = Scanner::new();
     let mut reports = Vec::new();
     let mut redacted_stdin = None;
     for input in inputs {
-        let (label, data) = match &input {
-            None => {
-                let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .map_err(|e| format!("stdin: {e}"))?;
-                ("<stdin>".to_owned(), Zeroizing::new(buf))
-            }
-            Some(p) => (
-                p.display().to_string(),
-                Zeroizing::new(std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?),
-            ),
-        };
+        let (label, data) = read_input(input.as_deref())?;
         let findings = scanner.scan(&data);
         for f in &findings {
             let mut response = None;
-            if let Some(c) = &client
-                && ours(f)
+            if let (Some(c), Some(keys)) = (&client, &keys)
+                && keys.owns(f)
             {
                 let loc = format!("{label}:{}:{}", f.line, f.column);
                 response = check(c, f.secret(&data), &loc).await?;
@@ -237,44 +332,13 @@ pub async fn run(
                 response,
             });
         }
-        if args.redact {
-            match &input {
-                None => redacted_stdin = Some(redact(&data, &findings)),
-                Some(p)
-                    if !findings.is_empty() && !std::fs::metadata(p).is_ok_and(|m| m.is_file()) =>
-                {
-                    eprintln!(
-                        "latch scan: {}: not a regular file, not redacted",
-                        p.display()
-                    );
-                }
-                Some(p) if !findings.is_empty() => {
-                    std::fs::write(p, redact(&data, &findings))
-                        .map_err(|e| format!("{}: {e}", p.display()))?;
-                }
-                Some(_) => {}
-            }
+        if args.redact
+            && let Some(out) = redact_input(input.as_deref(), &data, &findings)?
+        {
+            redacted_stdin = Some(out);
         }
     }
-    let report_text = if json_out {
-        let arr: Vec<Value> = reports
-            .iter()
-            .map(|r| {
-                json!({"path": r.path, "line": r.finding.line, "column": r.finding.column,
-                       "kind": r.response.as_ref().and_then(|v| v["kind"].as_str()).unwrap_or(&r.finding.kind),
-                       "rule": r.finding.rule,
-                       "response": r.response.as_ref().map(|v| v["response"].clone())})
-            })
-            .collect();
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&arr).unwrap_or_default()
-        )
-    } else {
-        let mut s: String = reports.iter().map(|r| describe(r) + "\n").collect();
-        s.push_str(&format!("{} finding(s)\n", reports.len()));
-        s
-    };
+    let report_text = report_text(&reports, json_out);
     if let Some(out) = redacted_stdin {
         std::io::stdout()
             .write_all(&out)
@@ -286,15 +350,5 @@ pub async fn run(
     for s in &skipped {
         eprintln!("latch scan: {s}");
     }
-    Ok(if !reports.is_empty() {
-        ExitCode::from(EXIT_FINDINGS)
-    } else if skipped
-        .iter()
-        .any(|s| !s.ends_with("(inside a directory; not followed)"))
-    {
-        eprintln!("latch scan: input(s) named on the command line were skipped, not scanned");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(&reports, &skipped))
 }

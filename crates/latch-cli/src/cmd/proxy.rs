@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
+use axum::http::header::InvalidHeaderValue;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -231,82 +232,31 @@ pub fn normalize_path(raw: &str) -> Option<String> {
     Some(path)
 }
 
+/// Serves one request: checks it ([`admit`]), injects the credential, forwards it upstream
+/// and relays the answer, recording a `tool.used` event.
 async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let raw_path = req.uri().path().to_owned();
-    if p.stopped.load(Ordering::SeqCst) {
-        return deny(StatusCode::SERVICE_UNAVAILABLE, "the task has ended");
-    }
-    if method == Method::CONNECT {
-        return deny(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT tunnels cannot carry an injected credential; use http:// URLs",
-        );
-    }
-    // Rules are checked against (and the upstream gets) the normalised path, never the raw one.
-    let Some(path) = normalize_path(&raw_path) else {
-        record(&p, &method, "/{refused}", 403, (0, 0), started, "denied").await;
-        return deny(
-            StatusCode::FORBIDDEN,
-            "path refused (encoded slash, backslash or .. above the root)",
-        );
+    let uri = req.uri().clone();
+    let path = match admit(&p, &method, &uri, started).await {
+        Ok(path) => path,
+        Err(refused) => return refused,
     };
-    // Absolute-form (HTTP_PROXY): only the configured upstream host.
-    if let Some(auth) = req.uri().authority()
-        && Some(auth.host()) != p.upstream.host_str()
-    {
-        record(&p, &method, &path, 403, (0, 0), started, "denied").await;
-        return deny(StatusCode::FORBIDDEN, "not the configured upstream");
-    }
-    let allowed_by = |rules: &[Rule]| rules.iter().any(|r| r.matches(&method, &path));
-    let broker_ok = p.broker_rules.as_deref().is_none_or(allowed_by);
-    let flags_ok = p.rules.is_empty() || allowed_by(&p.rules);
-    if !(broker_ok && flags_ok) {
-        record(&p, &method, &path, 403, (0, 0), started, "denied").await;
-        return deny(
-            StatusCode::FORBIDDEN,
-            "method or path not allowed for this resource",
-        );
-    }
     let mut url = p.upstream.clone();
     let base = p.upstream.path().trim_end_matches('/');
     url.set_path(&format!("{base}{path}"));
-    url.set_query(req.uri().query());
+    url.set_query(uri.query());
     let (parts, body) = req.into_parts();
     let body: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return deny(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
-    let mut headers = HeaderMap::new();
-    for (k, v) in parts.headers.iter() {
-        // The agent cannot choose the credential: its own Authorization is dropped.
-        if !hop_by_hop(k) && k != header::AUTHORIZATION {
-            headers.append(k.clone(), v.clone());
-        }
-    }
-    let secret = p.credential.expose_secret();
-    let injected = match &p.inject {
-        Inject::Bearer => {
-            HeaderValue::from_str(&format!("Bearer {secret}")).map(|v| (header::AUTHORIZATION, v))
-        }
-        Inject::Header(name) => HeaderValue::from_str(secret).map(|v| (name.clone(), v)),
-        Inject::Basic(user) => {
-            let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-            HeaderValue::from_str(&format!("Basic {b}")).map(|v| (header::AUTHORIZATION, v))
-        }
-    };
-    match injected {
-        Ok((k, mut v)) => {
-            v.set_sensitive(true);
-            headers.insert(k, v);
-        }
-        Err(_) => {
-            return deny(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "credential cannot be sent as a header",
-            );
-        }
+    let mut headers = end_to_end(&parts.headers, true);
+    if inject(&p, &mut headers).is_err() {
+        return deny(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "credential cannot be sent as a header",
+        );
     }
     let req_bytes = body.len();
     let answer = p
@@ -327,12 +277,7 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
         }
     };
     let status = resp.status();
-    let mut out_headers = HeaderMap::new();
-    for (k, v) in resp.headers().iter() {
-        if !hop_by_hop(k) {
-            out_headers.append(k.clone(), v.clone());
-        }
-    }
+    let out_headers = end_to_end(resp.headers(), false);
     let bytes = resp.bytes().await.unwrap_or_default();
     let outcome = if status.is_success() || status.is_redirection() {
         "ok"
@@ -353,6 +298,92 @@ async fn handle(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     *r.status_mut() = status;
     *r.headers_mut() = out_headers;
     r
+}
+
+/// Whether the proxy forwards a request for `method` and `uri`: it is still serving, the request is no `CONNECT`, its
+/// path normalises, it is for the upstream host, and the broker's rules and the `--allow`
+/// flags both allow it. Answers the normalised path (what rules see and the upstream gets), or
+/// the refusal to send (recorded as `denied` when it concerns a path).
+async fn admit(
+    p: &Proxy,
+    method: &Method,
+    uri: &axum::http::Uri,
+    started: Instant,
+) -> Result<String, Response> {
+    if p.stopped.load(Ordering::SeqCst) {
+        return Err(deny(StatusCode::SERVICE_UNAVAILABLE, "the task has ended"));
+    }
+    if method == Method::CONNECT {
+        return Err(deny(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT tunnels cannot carry an injected credential; use http:// URLs",
+        ));
+    }
+    // Rules are checked against (and the upstream gets) the normalised path, never the raw one.
+    let Some(path) = normalize_path(uri.path()) else {
+        record(p, method, "/{refused}", 403, (0, 0), started, "denied").await;
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            "path refused (encoded slash, backslash or .. above the root)",
+        ));
+    };
+    // Absolute-form (HTTP_PROXY): only the configured upstream host.
+    if let Some(auth) = uri.authority()
+        && Some(auth.host()) != p.upstream.host_str()
+    {
+        record(p, method, &path, 403, (0, 0), started, "denied").await;
+        return Err(deny(StatusCode::FORBIDDEN, "not the configured upstream"));
+    }
+    let allowed_by = |rules: &[Rule]| rules.iter().any(|r| r.matches(method, &path));
+    let broker_ok = p.broker_rules.as_deref().is_none_or(allowed_by);
+    let flags_ok = p.rules.is_empty() || allowed_by(&p.rules);
+    if !(broker_ok && flags_ok) {
+        record(p, method, &path, 403, (0, 0), started, "denied").await;
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            "method or path not allowed for this resource",
+        ));
+    }
+    Ok(path)
+}
+
+/// The end-to-end headers of `from` (hop-by-hop ones dropped); for a request
+/// (`drop_authorization`) also without the agent's own `Authorization`: the agent cannot
+/// choose the credential.
+fn end_to_end(from: &HeaderMap, drop_authorization: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (k, v) in from.iter() {
+        let agent_credential = drop_authorization && k == header::AUTHORIZATION;
+        if !hop_by_hop(k) && !agent_credential {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    headers
+}
+
+/// Adds the credential to `headers` as `--inject` says (marked sensitive).
+///
+/// # Errors
+/// The credential cannot be a header value.
+fn inject(p: &Proxy, headers: &mut HeaderMap) -> Result<(), InvalidHeaderValue> {
+    let secret = p.credential.expose_secret();
+    let (k, mut v) = match &p.inject {
+        Inject::Bearer => (
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {secret}"))?,
+        ),
+        Inject::Header(name) => (name.clone(), HeaderValue::from_str(secret)?),
+        Inject::Basic(user) => {
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+            (
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {b}"))?,
+            )
+        }
+    };
+    v.set_sensitive(true);
+    headers.insert(k, v);
+    Ok(())
 }
 
 /// Consecutive failed task checks after which the proxy stops serving (fails closed).
@@ -413,72 +444,16 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
     if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
         return Err("--upstream must be an http(s) URL with a host".into());
     }
-    let inject = match args.inject.split_once(':') {
-        None if args.inject == "bearer" => Inject::Bearer,
-        Some(("header", name)) => Inject::Header(
-            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("--inject: {e}"))?,
-        ),
-        Some(("basic", user)) if !user.contains(':') => Inject::Basic(user.to_owned()),
-        _ => return Err("--inject must be bearer, header:<name> or basic:<user>".into()),
-    };
-    // Anyone who can reach the proxy acts with the credential: loopback unless asked otherwise.
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?
-        .collect();
-    if !args.allow_remote && (addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback())) {
-        return Err(format!(
-            "--listen {} is not a loopback address; add --allow-remote to expose the proxy",
-            args.listen
-        ));
-    }
+    let inject = parse_inject(&args.inject)?;
+    check_listen(&args).await?;
     let rules = args
         .allow
         .iter()
         .map(|r| Rule::parse(r))
         .collect::<Result<Vec<_>, _>>()?;
     let broker = Client::new(server, Some(token));
-    let r = broker
-        .get(&format!("/v1/proxy/rules/{}", args.resource))
-        .await?;
-    if !r.ok() {
-        return Err(format!("cannot read the proxy rules: {}", r.error_line()));
-    }
-    let broker_rules = if r.body["restricted"].as_bool() == Some(true) {
-        Some(
-            r.body["allow"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str())
-                        .map(Rule::parse)
-                        .collect()
-                })
-                .unwrap_or_else(|| Ok(Vec::new()))?,
-        )
-    } else {
-        None
-    };
-    let a = broker
-        .post(
-            &format!("/v1/tasks/{}/requests", args.task),
-            &json!({"resource": args.resource, "actions": args.actions,
-                    "justification": format!("latch proxy to {}", upstream.host_str().unwrap_or(""))}),
-        )
-        .await?;
-    if a.status != 201 {
-        return Err(format!("no credential for the proxy: {}", a.error_line()));
-    }
-    let credential = SecretString::from(
-        a.body["credential"]["value"]
-            .as_str()
-            .ok_or("grant without a credential")?
-            .to_owned(),
-    );
-    let lease = a.body["lease"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let broker_rules = broker_rules(&broker, &args.resource).await?;
+    let (credential, lease) = grant(&broker, &args, &upstream).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| format!("listen {}: {e}", args.listen))?;
@@ -502,41 +477,120 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
         "latch proxy listening on http://{addr} for task {} (lease {lease})",
         args.task
     );
-    let watcher = proxy.clone();
-    let poll = args.poll;
-    let ended = async move {
-        let mut failures = 0u32;
-        loop {
-            tokio::time::sleep(poll).await;
-            match poll_once(&watcher).await {
-                Poll::Serving => failures = 0,
-                Poll::Failed(why) => {
-                    failures += 1;
-                    eprintln!(
-                        "latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {why}"
-                    );
-                    if failures >= MAX_POLL_FAILURES {
-                        watcher.stopped.store(true, Ordering::SeqCst);
-                        println!(
-                            "latch proxy: cannot confirm task {} is open; stopping",
-                            watcher.task
-                        );
-                        return;
-                    }
-                }
-                Poll::Stop(why) => {
-                    watcher.stopped.store(true, Ordering::SeqCst);
-                    println!("latch proxy: task {}: {why}; stopping", watcher.task);
-                    return;
-                }
-            }
-        }
-    };
+    let ended = watch(proxy.clone(), args.poll);
     let app = axum::Router::new().fallback(handle).with_state(proxy);
     axum::serve(listener, app)
         .with_graceful_shutdown(ended)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// `--inject`: `bearer`, `header:<name>` or `basic:<user>`.
+fn parse_inject(inject: &str) -> Result<Inject, String> {
+    Ok(match inject.split_once(':') {
+        None if inject == "bearer" => Inject::Bearer,
+        Some(("header", name)) => Inject::Header(
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("--inject: {e}"))?,
+        ),
+        Some(("basic", user)) if !user.contains(':') => Inject::Basic(user.to_owned()),
+        _ => return Err("--inject must be bearer, header:<name> or basic:<user>".into()),
+    })
+}
+
+/// Anyone who can reach the proxy acts with the credential: `--listen` must resolve to
+/// loopback addresses only, unless `--allow-remote`.
+async fn check_listen(args: &ProxyArgs) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?
+        .collect();
+    if !args.allow_remote && (addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback())) {
+        return Err(format!(
+            "--listen {} is not a loopback address; add --allow-remote to expose the proxy",
+            args.listen
+        ));
+    }
+    Ok(())
+}
+
+/// The broker's `[[proxy.rules]]` for `resource` (`None`: the broker does not restrict it).
+async fn broker_rules(broker: &Client, resource: &str) -> Result<Option<Vec<Rule>>, String> {
+    let r = broker.get(&format!("/v1/proxy/rules/{resource}")).await?;
+    if !r.ok() {
+        return Err(format!("cannot read the proxy rules: {}", r.error_line()));
+    }
+    if r.body["restricted"].as_bool() != Some(true) {
+        return Ok(None);
+    }
+    let rules = r.body["allow"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(Rule::parse)
+                .collect()
+        })
+        .unwrap_or_else(|| Ok(Vec::new()))?;
+    Ok(Some(rules))
+}
+
+/// Asks for access to the resource in the task; answers the credential and its lease id (a
+/// denial or a pending approval is an error).
+async fn grant(
+    broker: &Client,
+    args: &ProxyArgs,
+    upstream: &reqwest::Url,
+) -> Result<(SecretString, String), String> {
+    let a = broker
+        .post(
+            &format!("/v1/tasks/{}/requests", args.task),
+            &json!({"resource": args.resource, "actions": args.actions,
+                    "justification": format!("latch proxy to {}", upstream.host_str().unwrap_or(""))}),
+        )
+        .await?;
+    if a.status != 201 {
+        return Err(format!("no credential for the proxy: {}", a.error_line()));
+    }
+    let credential = SecretString::from(
+        a.body["credential"]["value"]
+            .as_str()
+            .ok_or("grant without a credential")?
+            .to_owned(),
+    );
+    let lease = a.body["lease"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((credential, lease))
+}
+
+/// Checks the task every `poll`; completes (and marks the proxy stopped) when it must stop
+/// serving: at once on a [`Poll::Stop`], after [`MAX_POLL_FAILURES`] failed checks in a row.
+async fn watch(watcher: Arc<Proxy>, poll: Duration) {
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(poll).await;
+        match poll_once(&watcher).await {
+            Poll::Serving => failures = 0,
+            Poll::Failed(why) => {
+                failures += 1;
+                eprintln!("latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {why}");
+                if failures >= MAX_POLL_FAILURES {
+                    watcher.stopped.store(true, Ordering::SeqCst);
+                    println!(
+                        "latch proxy: cannot confirm task {} is open; stopping",
+                        watcher.task
+                    );
+                    return;
+                }
+            }
+            Poll::Stop(why) => {
+                watcher.stopped.store(true, Ordering::SeqCst);
+                println!("latch proxy: task {}: {why}; stopping", watcher.task);
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

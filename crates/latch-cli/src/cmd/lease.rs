@@ -1,0 +1,71 @@
+//! `latch lease`: list a task's leases, renew one (fresh policy evaluation), revoke one.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{Conn, secs};
+use crate::render::{print_access, print_answer, print_json};
+
+#[derive(Subcommand)]
+pub(crate) enum LeaseCmd {
+    /// Leases of a task.
+    List {
+        /// Task id.
+        task: String,
+    },
+    /// Renew (fresh policy evaluation).
+    Renew {
+        /// Lease id.
+        id: String,
+        /// TTL, e.g. `10m`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Revoke.
+    Revoke {
+        /// Lease id.
+        id: String,
+    },
+}
+
+/// Runs `latch lease …`.
+///
+/// # Errors
+/// An unreachable broker.
+pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> {
+    let c = conn.client();
+    let a = match cmd {
+        LeaseCmd::List { task } => c.get(&format!("/v1/tasks/{task}/leases")).await?,
+        LeaseCmd::Renew { id, ttl } => {
+            c.post(
+                &format!("/v1/leases/{id}/renew"),
+                &json!({"ttl_secs": secs(ttl)}),
+            )
+            .await?
+        }
+        LeaseCmd::Revoke { id } => {
+            c.post(&format!("/v1/leases/{id}/revoke"), &json!({}))
+                .await?
+        }
+    };
+    Ok(print_answer(conn.json, &a, |b| match b.as_array() {
+        Some(v) => v.iter().for_each(print_lease),
+        None if b.get("credential").is_some() => print_access(b),
+        None => print_json(b),
+    }))
+}
+
+/// One line per lease.
+fn print_lease(l: &Value) {
+    println!(
+        "{}  {:<13} {} {} expires={} renewals={}",
+        l["id"].as_str().unwrap_or("?"),
+        l["state"].as_str().unwrap_or("?"),
+        l["resource_id"].as_str().unwrap_or("?"),
+        l["actions"],
+        l["expires_at_unix_secs"],
+        l["renewals"]
+    );
+}

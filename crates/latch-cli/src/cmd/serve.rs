@@ -1,0 +1,36 @@
+//! `latch serve`: runs the broker until Ctrl-C or SIGTERM, then shuts it down gracefully.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Loads `config`, starts the broker and serves until a stop signal.
+///
+/// # Errors
+/// An unreadable or invalid configuration, a broker that cannot start, or a signal handler
+/// that cannot be installed.
+pub(crate) async fn run(config: &Path) -> Result<ExitCode, String> {
+    let cfg = latch_server::Config::load(config).map_err(|e| e.to_string())?;
+    let server = latch_server::start(cfg, Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    stop_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C (and, on Unix, SIGTERM).
+async fn stop_signal() -> Result<(), String> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `latch task`: open, show (or its timeline), report a tool use, list, complete, cancel.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{Conn, audit, secs};
+use crate::client::{Answer, Client};
+use crate::render::print_answer;
+
+#[derive(Subcommand)]
+pub(crate) enum TaskCmd {
+    /// Open a task.
+    Open {
+        /// Purpose.
+        #[arg(long)]
+        purpose: String,
+        /// Environment.
+        #[arg(long)]
+        environment: String,
+        /// Repository (default: the workload identity's).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Branch (default: the workload identity's).
+        #[arg(long)]
+        branch: Option<String>,
+        /// TTL, e.g. `1h`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
+    /// Show a task.
+    Show {
+        /// Task id.
+        id: String,
+        /// Print the task's whole story in order (its audit events) instead.
+        #[arg(long)]
+        timeline: bool,
+    },
+    /// Report a use of a tool in a task (recorded as a `tool.used` audit event).
+    Event {
+        /// Task id.
+        id: String,
+        /// Tool name, e.g. `psql`.
+        #[arg(long)]
+        tool: String,
+        /// What it acted on.
+        #[arg(long)]
+        target: Option<String>,
+        /// `ok`, `error`, `denied`, …
+        #[arg(long, default_value = "ok")]
+        outcome: String,
+        /// Lease whose credential was used.
+        #[arg(long)]
+        lease: Option<String>,
+        /// Attribute `key=value` (repeat).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
+    },
+    /// List your tasks.
+    List,
+    /// Complete a task (revokes every lease).
+    Complete {
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task (revokes every lease).
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+}
+
+/// Runs `latch task …`.
+///
+/// # Errors
+/// An unreachable broker, or a malformed `--attr`.
+pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
+    let c = conn.client();
+    let a = match cmd {
+        TaskCmd::Open {
+            purpose,
+            environment,
+            repository,
+            branch,
+            ttl,
+        } => {
+            c.post(
+                "/v1/tasks",
+                &json!({"purpose": purpose, "environment": environment, "repository": repository,
+                    "branch": branch, "ttl_secs": secs(ttl)}),
+            )
+            .await?
+        }
+        TaskCmd::Show { id, timeline: true } => return timeline(&c, &id, conn.json).await,
+        TaskCmd::Show {
+            id,
+            timeline: false,
+        } => c.get(&format!("/v1/tasks/{id}")).await?,
+        TaskCmd::Event {
+            id,
+            tool,
+            target,
+            outcome,
+            lease,
+            attrs,
+        } => {
+            let a = report_event(&c, &id, &tool, target, &outcome, lease, &attrs).await?;
+            return Ok(print_answer(conn.json, &a, |b| {
+                println!(
+                    "recorded: seq {} {}",
+                    b["seq"],
+                    b["id"].as_str().unwrap_or("?")
+                )
+            }));
+        }
+        TaskCmd::List => c.get("/v1/tasks").await?,
+        TaskCmd::Complete { id } => {
+            c.post(&format!("/v1/tasks/{id}/complete"), &json!({}))
+                .await?
+        }
+        TaskCmd::Cancel { id } => {
+            c.post(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+                .await?
+        }
+    };
+    Ok(print_answer(conn.json, &a, print_tasks))
+}
+
+/// `latch task show --timeline`: the task's audit events in order, one line each (or as JSON).
+async fn timeline(c: &Client, id: &str, json: bool) -> Result<ExitCode, String> {
+    let events = match audit::task_timeline(c, id).await? {
+        Ok(v) => v,
+        Err(line) => {
+            eprintln!("error: {line}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for e in &events {
+        if json {
+            println!("{e}");
+        } else {
+            println!("{}", audit::render_event(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `latch task event`: `POST /v1/tasks/{id}/events` with the `--attr key=value` pairs.
+async fn report_event(
+    c: &Client,
+    id: &str,
+    tool: &str,
+    target: Option<String>,
+    outcome: &str,
+    lease: Option<String>,
+    attrs: &[String],
+) -> Result<Answer, String> {
+    let mut map = serde_json::Map::new();
+    for kv in attrs {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("`--attr {kv}` is not key=value"))?;
+        map.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    c.post(
+        &format!("/v1/tasks/{id}/events"),
+        &json!({"tool": tool, "target": target,
+            "outcome": outcome, "lease_id": lease, "attributes": map}),
+    )
+    .await
+}
+
+/// One line per task (a list, or the one task answered).
+fn print_tasks(b: &Value) {
+    let one = |t: &Value| {
+        println!(
+            "{}  {:<9} env={:<11} repo={} branch={} expires={}  {}",
+            t["id"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["environment"].as_str().unwrap_or("?"),
+            t["repository"].as_str().unwrap_or("-"),
+            t["branch"].as_str().unwrap_or("-"),
+            t["expires_at_unix_secs"],
+            t["purpose"].as_str().unwrap_or("")
+        )
+    };
+    match b.as_array() {
+        Some(v) => v.iter().for_each(one),
+        None => one(b),
+    }
+}
