@@ -130,9 +130,59 @@ where
     for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
 {
-    let body = encode_write(w)?;
-    // (what failed, for errors; the row kind, for conflicts; the compare-and-set key; query)
-    let (what, kind, cas_on, query) = match w {
+    if let Write::RequireTaskOpen { task_id, version } = w {
+        let found = sqlx::query::<DB>(DB::REQUIRE_TASK_OPEN)
+            .bind(task_id.as_str())
+            .bind(*version)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| write_error::<DB>("check task", &e))?;
+        return cas("task", task_id, u64::from(found.is_some()));
+    }
+    let Some((what, kind, cas_on, query)) = write_statement::<DB>(w, encode_write(w)?) else {
+        return Ok(());
+    };
+    match cas_on {
+        Some((id, replaced)) => {
+            let done = query
+                .bind(replaced)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| write_error::<DB>(what, &e))?;
+            cas(kind, id, DB::rows_affected(&done))
+        }
+        None => {
+            query
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| write_error::<DB>(what, &e))?;
+            Ok(())
+        }
+    }
+}
+
+/// A write as its statement: (what failed, for errors; the row kind, for conflicts; the
+/// compare-and-set key and replaced version of an update; the query with the row bound).
+/// `None` for a guard, which writes nothing.
+type WriteStatement<'q, DB> = (
+    &'static str,
+    &'static str,
+    Option<(&'q str, i64)>,
+    sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+);
+
+/// The statement of one row write, with its body.
+fn write_statement<DB>(w: &Write, body: String) -> Option<WriteStatement<'_, DB>>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    let statement = match w {
         Write::InsertTask(t) | Write::UpdateTask(t) => {
             let update = matches!(w, Write::UpdateTask(_));
             let q = sqlx::query::<DB>(if update {
@@ -215,33 +265,9 @@ where
                 q,
             )
         }
-        Write::RequireTaskOpen { task_id, version } => {
-            let found = sqlx::query::<DB>(DB::REQUIRE_TASK_OPEN)
-                .bind(task_id.as_str())
-                .bind(*version)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(|e| write_error::<DB>("check task", &e))?;
-            return cas("task", task_id, u64::from(found.is_some()));
-        }
+        Write::RequireTaskOpen { .. } => return None,
     };
-    match cas_on {
-        Some((id, replaced)) => {
-            let done = query
-                .bind(replaced)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| write_error::<DB>(what, &e))?;
-            cas(kind, id, DB::rows_affected(&done))
-        }
-        None => {
-            query
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| write_error::<DB>(what, &e))?;
-            Ok(())
-        }
-    }
+    Some(statement)
 }
 
 /// Appends `events` after the chain head ([`Dialect::lock_chain_head`]); returns their seqs.

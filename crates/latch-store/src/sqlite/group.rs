@@ -19,8 +19,9 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
+use latch_core::model::Lease;
 use latch_core::ports::{StoreError, Write, WriteBatch};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use super::BUSY_TIMEOUT;
@@ -365,48 +366,37 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
                 params![a.id, a.request_id, a.approver, a.created_at_unix_secs, body],
             )?;
         }
-        Write::InsertLease(l) => {
-            execute(
-                conn,
-                "insert lease",
-                sql::INSERT_LEASE,
-                params![
-                    l.id,
-                    l.task_id,
-                    l.request_id,
-                    l.state.as_str(),
-                    l.issued_at_unix_secs,
-                    l.expires_at_unix_secs,
-                    l.next_revoke_at_unix_secs,
-                    l.credential_hmac.as_deref(),
-                    l.version,
-                    body
-                ],
-            )?;
-        }
-        Write::UpdateLease(l) => {
-            let n = execute(
-                conn,
-                "update lease",
-                sql::UPDATE_LEASE,
-                params![
-                    l.id,
-                    l.task_id,
-                    l.request_id,
-                    l.state.as_str(),
-                    l.issued_at_unix_secs,
-                    l.expires_at_unix_secs,
-                    l.next_revoke_at_unix_secs,
-                    l.credential_hmac.as_deref(),
-                    l.version,
-                    body,
-                    l.version - 1
-                ],
-            )?;
-            cas("lease", &l.id, n as u64)?;
+        Write::InsertLease(l) | Write::UpdateLease(l) => {
+            apply_lease(conn, l, body, matches!(w, Write::UpdateLease(_)))?;
         }
     }
     Ok(())
+}
+
+/// Inserts a lease, or updates it compare-and-set on its version.
+fn apply_lease(conn: &Connection, l: &Lease, body: &str, update: bool) -> Result<(), StoreError> {
+    let state = l.state.as_str();
+    let hmac = l.credential_hmac.as_deref();
+    let replaced = l.version - 1;
+    let row: [&dyn ToSql; 11] = [
+        &l.id,
+        &l.task_id,
+        &l.request_id,
+        &state,
+        &l.issued_at_unix_secs,
+        &l.expires_at_unix_secs,
+        &l.next_revoke_at_unix_secs,
+        &hmac,
+        &l.version,
+        &body,
+        &replaced,
+    ];
+    if !update {
+        execute(conn, "insert lease", sql::INSERT_LEASE, &row[..10])?;
+        return Ok(());
+    }
+    let n = execute(conn, "update lease", sql::UPDATE_LEASE, &row[..])?;
+    cas("lease", &l.id, n as u64)
 }
 
 /// The foreign keys of the schema (`requests.task_id`, `approvals.request_id`,
