@@ -13,13 +13,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::broker::BrokerParts;
 use latch_core::policy::{PolicyEngine, PolicyLoadError};
-use latch_core::ports::{CaPublisher, CredentialProvider, IdentityVerifier, Store, StoreError};
+use latch_core::ports::{
+    CaPublisher, ChangeFeed, CredentialProvider, FeedSettings, IdentityVerifier, Store, UseOnce,
+};
 use latch_core::{Broker, BrokerSettings, Clock, SystemClock};
 use latch_identity::{IssuerConfig, IssuerKind, JwksSource, Preset, SigningAlgorithm};
 use latch_providers::keyring::{KeyError, MasterKey, SigningKeys};
 use latch_providers::ssh::SshProvider;
 use latch_providers::x509::X509Provider;
-use latch_store::{PgStore, SqliteStore};
+use latch_store::Opened;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,7 +36,6 @@ use crate::http::router::router;
 use crate::http::state::{AppState, ScanSettings};
 use crate::jobs;
 use crate::jobs::ca_rotation::{CaRotation, RotatingCa};
-use crate::jobs::store_upkeep::SharedStoreUpkeep;
 use crate::policy::{PolicyStamp, policy_stamp};
 
 pub use crate::policy::{load_policy, reload_now};
@@ -135,15 +136,9 @@ async fn master_key(
     }
 }
 
-/// The store, and the PostgreSQL store again when it is one (replicas: change feed, shared
-/// replay cache, upkeep).
-struct Stores {
-    store: Arc<dyn Store>,
-    pg: Option<PgStore>,
-}
-
-/// Creates the data directory (owner-only) and opens the configured store.
-async fn build_store(config: &Config, data_dir: &Path) -> Result<Stores, StartError> {
+/// Creates the data directory (owner-only) and opens the configured store with its
+/// capabilities (a change feed and a shared use-once cache when replicas share it).
+async fn build_store(config: &Config, data_dir: &Path) -> Result<Opened, StartError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StartError(format!("cannot create `{}`: {e}", data_dir.display())))?;
     restrict_data_dir(data_dir)?;
@@ -152,25 +147,11 @@ async fn build_store(config: &Config, data_dir: &Path) -> Result<Stores, StartEr
         .url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("latch.db").display()));
-    // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise.
-    if is_postgres_url(&url) {
-        // Opening waits up to the pool's acquire timeout (10 s) for an unreachable server.
-        tracing::info!("connecting to the postgresql store");
-        let pg = PgStore::open(&url)
-            .await
-            .map_err(|e| StartError(format!("store: {e}")))?;
-        return Ok(Stores {
-            store: Arc::new(pg.clone()),
-            pg: Some(pg),
-        });
-    }
-    let sqlite = SqliteStore::open(&url)
+    // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise. Opening
+    // PostgreSQL waits up to the pool's acquire timeout (10 s) for an unreachable server.
+    latch_store::open(&url)
         .await
-        .map_err(|e| StartError(format!("store: {e}")))?;
-    Ok(Stores {
-        store: Arc::new(sqlite),
-        pg: None,
-    })
+        .map_err(|e| StartError(format!("store: {e}")))
 }
 
 /// Loads (or creates and seals) the token signing keys with the configured algorithm.
@@ -454,7 +435,7 @@ fn build_dpop(
     config: &Config,
     clock: Arc<dyn Clock>,
     master: &MasterKey,
-    pg: Option<&PgStore>,
+    once: Option<Arc<dyn UseOnce>>,
 ) -> DpopVerifier {
     let v = DpopVerifier::new(
         clock,
@@ -465,8 +446,8 @@ fn build_dpop(
         },
     )
     .with_nonce_key(&master.dpop_nonce_key());
-    match pg {
-        Some(pg) => v.with_shared_replay(Arc::new(pg.clone())),
+    match once {
+        Some(once) => v.with_shared_replay(once),
         None => v,
     }
 }
@@ -522,7 +503,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let stamp = policy_stamp(&config);
     let policy = load_policy(&config)?;
     let data_dir = config.path(&config.server.data_dir);
-    let Stores { store, pg } = build_store(&config, &data_dir).await?;
+    let Opened {
+        store, feed, once, ..
+    } = build_store(&config, &data_dir).await?;
     let master = master_key(&config, &data_dir).await?;
     let keys = build_signing_keys(&config, store.as_ref(), &master).await?;
     let (listener, addr, base_url) = bind(&config).await?;
@@ -545,9 +528,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     // Other replicas change the shared store: follow their changes to keep the broker's caches
     // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
     let max_staleness = config.store.max_cache_staleness;
-    let change_feed = pg.as_ref().map(|pg| {
+    let change_feed = feed.as_ref().map(|feed| {
         broker.set_cache_trusted(false);
-        pg.watch_with(latch_store::FeedSettings {
+        feed.watch(FeedSettings {
             heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
             stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
         })
@@ -566,7 +549,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             dev: identity.dev,
             keys,
             base_url: base_url.clone(),
-            dpop: build_dpop(&config, clock.clone(), &master, pg.as_ref()),
+            dpop: build_dpop(&config, clock.clone(), &master, once.clone()),
             workload_issuers: identity.workload_issuers,
             mcp_cancel: mcp_cancel.clone(),
             checkpointer: checkpointer.clone(),
@@ -590,7 +573,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let background = Background {
         broker: broker.clone(),
         store,
-        pg,
+        shared: feed.map(|feed| (feed, once)),
         clock,
         checkpointer: checkpointer.clone(),
         rotation,
@@ -612,7 +595,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
 struct Background {
     broker: Arc<Broker>,
     store: Arc<dyn Store>,
-    pg: Option<PgStore>,
+    /// The change feed and use-once cache of a store replicas share.
+    shared: Option<(Arc<dyn ChangeFeed>, Option<Arc<dyn UseOnce>>)>,
     clock: Arc<dyn Clock>,
     checkpointer: Arc<Checkpointer>,
     rotation: CaRotation,
@@ -638,11 +622,11 @@ async fn spawn_jobs(
             rx.clone(),
         )));
     }
-    if let Some(pg) = b.pg {
-        let upkeep: Arc<dyn SharedStoreUpkeep> = Arc::new(pg);
-        jobs::store_upkeep::warn_if_public(upkeep.as_ref()).await;
+    if let Some((feed, once)) = b.shared {
+        jobs::store_upkeep::warn_if_public(feed.as_ref()).await;
         tasks.push(tokio::spawn(jobs::store_upkeep::run(
-            upkeep,
+            feed,
+            once,
             b.clock,
             rx.clone(),
         )));
@@ -675,12 +659,6 @@ async fn spawn_jobs(
         )));
     }
     tasks
-}
-
-/// Whether a `store.url` names PostgreSQL.
-fn is_postgres_url(url: &str) -> bool {
-    let u = url.trim_start();
-    u.starts_with("postgres://") || u.starts_with("postgresql://")
 }
 
 /// The data directory holds the database (token HMACs, audit trail) and possibly the generated
@@ -736,17 +714,3 @@ impl RotatingCa for X509Provider {
     }
 }
 
-#[async_trait]
-impl SharedStoreUpkeep for PgStore {
-    async fn public_may_connect(&self) -> Result<bool, StoreError> {
-        PgStore::public_may_connect(self).await
-    }
-
-    async fn notification_queue_usage(&self) -> Result<f64, StoreError> {
-        PgStore::notification_queue_usage(self).await
-    }
-
-    async fn forget_expired_once(&self, now_unix_secs: i64) -> Result<u64, StoreError> {
-        PgStore::forget_expired_once(self, now_unix_secs).await
-    }
-}

@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::ThumbprintHash;
 use jsonwebtoken::{DecodingKey, Validation};
+use latch_core::ports::UseOnce;
 use latch_core::{ApiError, Clock, ErrorCode};
 use serde::Deserialize;
 
@@ -98,7 +99,7 @@ struct ProofClaims {
 /// Alone, the replay cache and the nonce key live in this process. With several replicas
 /// behind a load balancer give every replica the same nonce key
 /// ([`with_nonce_key`](Self::with_nonce_key), derived from the shared master key) and a
-/// [`SharedReplayCache`] ([`with_shared_replay`](Self::with_shared_replay)): otherwise a proof
+/// shared [`UseOnce`] cache ([`with_shared_replay`](Self::with_shared_replay)): otherwise a proof
 /// could be replayed once per replica inside its `iat` window, and a nonce from one replica
 /// would not be accepted by another.
 pub struct DpopVerifier {
@@ -106,44 +107,7 @@ pub struct DpopVerifier {
     settings: DpopSettings,
     seen: Mutex<ReplayCache>,
     nonce_key: hmac::Key,
-    shared: Option<Arc<dyn SharedReplayCache>>,
-}
-
-/// Replay protection shared by every replica (RFC 9449 §11.1): a proof accepted by one is
-/// refused by all the others.
-#[async_trait::async_trait]
-pub trait SharedReplayCache: Send + Sync {
-    /// Records `key` (a digest of the proof's key thumbprint and `jti`) as used until
-    /// `expires_at_unix_secs`: `Ok(true)` the first time, `Ok(false)` for a replay.
-    ///
-    /// # Errors
-    /// When the shared cache cannot be reached; the proof is then refused (retryable).
-    async fn first_use(
-        &self,
-        key: &str,
-        expires_at_unix_secs: i64,
-        now_unix_secs: i64,
-    ) -> Result<bool, ApiError>;
-}
-
-#[async_trait::async_trait]
-impl SharedReplayCache for latch_store::PgStore {
-    async fn first_use(
-        &self,
-        key: &str,
-        expires_at_unix_secs: i64,
-        now_unix_secs: i64,
-    ) -> Result<bool, ApiError> {
-        self.use_once(key, expires_at_unix_secs, now_unix_secs)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "dpop: the shared replay cache is unreachable");
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    "cannot check the dpop proof for replay right now: retry shortly",
-                )
-            })
-    }
+    shared: Option<Arc<dyn UseOnce>>,
 }
 
 /// Width of a replay-cache bucket of `iat`s (seconds).
@@ -234,7 +198,7 @@ impl DpopVerifier {
     /// Checks every proof against `shared` instead of this process's cache, so a proof is
     /// accepted once across all the replicas that share it, and no per-process cap exists that
     /// one caller's flood of fresh proofs could fill.
-    pub fn with_shared_replay(mut self, shared: Arc<dyn SharedReplayCache>) -> Self {
+    pub fn with_shared_replay(mut self, shared: Arc<dyn UseOnce>) -> Self {
         self.shared = Some(shared);
         self
     }
@@ -308,10 +272,17 @@ impl DpopVerifier {
             // A digest: fixed size, and the jti (client-chosen text) never reaches the store.
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
             let expires = claims.iat + self.settings.max_age_secs + 1;
-            if !shared
+            let first = shared
                 .first_use(&hex::encode(digest.as_ref()), expires, now)
-                .await?
-            {
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "dpop: the shared replay cache is unreachable");
+                    ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        "cannot check the dpop proof for replay right now: retry shortly",
+                    )
+                })?;
+            if !first {
                 return Err(invalid("dpop proof was already used (`jti` replay)"));
             }
             return Ok(jkt);
@@ -494,6 +465,7 @@ mod tests {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use jsonwebtoken::{Algorithm, EncodingKey};
     use latch_core::ManualClock;
+    use latch_core::ports::StoreError;
     use serde_json::json;
 
     struct Key {
@@ -761,13 +733,17 @@ mod tests {
     struct MemoryShared(Mutex<HashSet<String>>, std::sync::atomic::AtomicBool);
 
     #[async_trait::async_trait]
-    impl SharedReplayCache for MemoryShared {
-        async fn first_use(&self, key: &str, _exp: i64, _now: i64) -> Result<bool, ApiError> {
+    impl UseOnce for MemoryShared {
+        async fn first_use(&self, key: &str, _exp: i64, _now: i64) -> Result<bool, StoreError> {
             if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(ApiError::new(ErrorCode::StoreUnavailable, "down"));
+                return Err(StoreError::Unavailable("down".into()));
             }
             assert_eq!(key.len(), 64, "a sha-256 digest, not the jti");
             Ok(self.0.lock().unwrap().insert(key.to_owned()))
+        }
+
+        async fn forget_expired(&self, _now: i64) -> Result<u64, StoreError> {
+            Ok(0)
         }
     }
 

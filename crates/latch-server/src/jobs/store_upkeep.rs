@@ -5,38 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use latch_core::Clock;
-use latch_core::ports::StoreError;
+use latch_core::ports::{ChangeFeed, UseOnce};
 use tokio::sync::watch;
-
-/// What the upkeep job needs from a shared store. Implemented in `startup.rs` for the
-/// PostgreSQL store, so this job never names it.
-#[async_trait]
-pub trait SharedStoreUpkeep: Send + Sync {
-    /// Whether any role may connect to the store's database (PUBLIC has CONNECT).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot answer.
-    async fn public_may_connect(&self) -> Result<bool, StoreError>;
-
-    /// Usage of the notification queue, 0 to 1.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot answer.
-    async fn notification_queue_usage(&self) -> Result<f64, StoreError>;
-
-    /// Deletes one-time values that expired before `now_unix_secs`; returns how many.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot answer.
-    async fn forget_expired_once(&self, now_unix_secs: i64) -> Result<u64, StoreError>;
-}
 
 /// Warns once at start if the database is open to every role, then runs the upkeep every 10 s
 /// until `stop` turns true.
 pub(crate) async fn run(
-    store: Arc<dyn SharedStoreUpkeep>,
+    feed: Arc<dyn ChangeFeed>,
+    once: Option<Arc<dyn UseOnce>>,
     clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -45,9 +22,10 @@ pub(crate) async fn run(
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {
                 ticks += 1;
-                watch_notification_queue(store.as_ref()).await;
+                watch_notification_queue(feed.as_ref()).await;
                 if ticks.is_multiple_of(6)
-                    && let Err(e) = store.forget_expired_once(clock.now_unix_secs()).await
+                    && let Some(once) = &once
+                    && let Err(e) = once.forget_expired(clock.now_unix_secs()).await
                 {
                     tracing::warn!(error = %e, "cannot purge expired dpop proofs; will retry");
                 }
@@ -59,8 +37,8 @@ pub(crate) async fn run(
 
 /// Warns when any role may connect to the store's database: such a role can pin the
 /// notification queue and block revocations.
-pub(crate) async fn warn_if_public(store: &dyn SharedStoreUpkeep) {
-    if store.public_may_connect().await.unwrap_or(false) {
+pub(crate) async fn warn_if_public(feed: &dyn ChangeFeed) {
+    if feed.public_may_connect().await.unwrap_or(false) {
         tracing::warn!(
             "any role may connect to the store's database (PUBLIC has CONNECT): such a role can pin \
              PostgreSQL's notification queue and block revocations; run \
@@ -71,8 +49,8 @@ pub(crate) async fn warn_if_public(store: &dyn SharedStoreUpkeep) {
 
 /// Publishes PostgreSQL's notification-queue usage (`latch_pg_notification_queue_usage`,
 /// 0 to 1) and warns from half full: when it is full, no lease or task change can commit.
-async fn watch_notification_queue(pg: &dyn SharedStoreUpkeep) {
-    match pg.notification_queue_usage().await {
+async fn watch_notification_queue(feed: &dyn ChangeFeed) {
+    match feed.queue_usage().await {
         Ok(usage) => {
             metrics::gauge!("latch_pg_notification_queue_usage").set(usage);
             if usage >= 0.5 {
