@@ -3,7 +3,7 @@
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
 # the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests,
 # PostgreSQL and Redis when they are not already listening on loopback, and starts those two) and
-# runs every test of the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
+# runs clippy and rustdoc with warnings denied and every test of the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,6 +69,13 @@ if ! reachable 6379; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
+# The rules the build enforces (workspace lints in Cargo.toml, thresholds in clippy.toml): no
+# unwrap/expect/panic in library code, documented public items, no function over 120 lines.
+lint_status=0
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings || lint_status=1
+say "cargo doc --workspace --no-deps (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked || lint_status=1
 say "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -80,4 +87,5 @@ set -e
 # cargo's last summary is a doc-test run that may count 0; close with the workspace total.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"
+[ "$lint_status" = 0 ] || { echo "clippy or rustdoc reported problems (above)" >&2; [ "$status" != 0 ] || status=1; }
 exit "$status"

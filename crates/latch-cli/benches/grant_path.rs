@@ -12,6 +12,14 @@
 //! * `http/*`: one grant and one introspection through HTTP on loopback, one client.
 //!
 //! Run: `cargo bench -p latch-cli --bench grant_path` (about a minute and a half).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

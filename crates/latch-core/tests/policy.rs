@@ -1,6 +1,14 @@
 //! Policy-engine invariants: default deny, forbid wins, evaluation errors deny, step-up from
 //! annotations, `@max_ttl`, and load errors with positions.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 use latch_core::broker::decide;
 use latch_core::model::{
     Decision, DenyCode, GroupQuorum, Resource, Task, TaskState, Workload, WorkloadClaims,

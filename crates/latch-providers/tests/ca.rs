@@ -1,6 +1,14 @@
 //! Certificate-authority keys: generated on first start, sealed at rest, reloaded after a
 //! restart, rotated with the old public keys published until what they signed has expired.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,13 @@
 //! The `jwt` credential provider.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 mod common;
 
 use std::sync::Arc;

@@ -1,5 +1,13 @@
 //! Master key, sealing and signing-key persistence.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 mod common;
 
 use base64::Engine;

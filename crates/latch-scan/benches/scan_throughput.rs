@@ -1,5 +1,13 @@
 //! Scan throughput on a generated CI/agent log (MB/s), with a few planted secrets.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use latch_scan::Scanner;
 

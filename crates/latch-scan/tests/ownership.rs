@@ -1,6 +1,14 @@
 //! The one "is this credential ours" rule ([`latch_scan::is_latch_jwt`], [`Finding::is_ours`]):
 //! issuer, `typ: at+jwt` and a `kid` of the broker's JWKS must all match.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latch_core::credential_format::{self, CredentialKind};

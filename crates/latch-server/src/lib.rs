@@ -1,4 +1,4 @@
-//! Latch's HTTP server: configuration (`latch.toml`), the axum [`http::router`], background
+//! Latch's HTTP server: configuration (`latch.toml`), the axum [`http::router()`], background
 //! [`jobs`] (reaper, policy watcher, change feed, audit sinks, …), and [`startup`], the one place
 //! that names concrete implementations.
 

@@ -1,6 +1,6 @@
 //! Startup: the one place that names concrete implementations (SQLite or PostgreSQL store, OIDC
 //! verifier, credential providers — JWT, PostgreSQL, Redis, OpenSSH and X.509 certificates —
-//! system clock) and wires them into the [`Broker`], the HTTP state and the [`jobs`](crate::jobs).
+//! system clock) and wires them into the [`Broker`], the HTTP state and the [`jobs`].
 //!
 //! [`start`] reads as its steps: `build_store`, `build_signing_keys`, `build_identity`,
 //! `build_providers`, `build_broker`, `build_http_state`, `spawn_jobs`.
@@ -591,12 +591,15 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     })
 }
 
+/// The capabilities of a store replicas share: its change feed and use-once cache.
+type SharedStore = (Arc<dyn ChangeFeed>, Option<Arc<dyn UseOnce>>);
+
 /// What the background jobs run on.
 struct Background {
     broker: Arc<Broker>,
     store: Arc<dyn Store>,
     /// The change feed and use-once cache of a store replicas share.
-    shared: Option<(Arc<dyn ChangeFeed>, Option<Arc<dyn UseOnce>>)>,
+    shared: Option<SharedStore>,
     clock: Arc<dyn Clock>,
     checkpointer: Arc<Checkpointer>,
     rotation: CaRotation,
@@ -713,4 +716,3 @@ impl RotatingCa for X509Provider {
         X509Provider::current_generation(self)
     }
 }
-

@@ -5,6 +5,14 @@
 //! The graph is read from the sources: every `crate::a::b…` path (including `use crate::{a, b}`
 //! groups) and `super::…` path outside comments is an edge from the file's module to the module
 //! it names. Simple text parsing, on purpose: it only has to see what a reader sees.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,14 @@
 //! `PgStore` against the conformance suite, plus the replica-specific behaviour: two stores
 //! (two pools, as two replicas have) racing on one database, reaper claims, and the change feed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 use std::sync::Arc;
 use std::time::Duration;
 

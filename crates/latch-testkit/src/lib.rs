@@ -3,6 +3,13 @@
 //!
 //! Tests use the fake clock and never sleep for TTL logic.
 
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines,
+    reason = "test support: a set-up step that fails aborts the test that called it, and the store suite's scenarios read best in one piece"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -407,12 +407,19 @@ struct WorkerOut {
     last_done: Option<Instant>,
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "constant bounds hdrhistogram accepts (1 <= low, high >= 2 * low, sigfig <= 5)"
+)]
 fn new_hist() -> Histogram<u64> {
     // Microseconds, 1 µs to 60 s, 3 significant figures.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one worker's whole configuration; a struct would only be built to be taken apart"
+)]
 async fn worker(
     http: reqwest::Client,
     mode: Arc<Mode>,

@@ -1,6 +1,14 @@
 //! Latch's integration tests: one binary (as rustls does), every test against a real server on
 //! 127.0.0.1:0 with a fake clock, over HTTP.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unimplemented,
+    clippy::too_many_lines,
+    reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
+)]
 mod api;
 mod approvals;
 mod audit;

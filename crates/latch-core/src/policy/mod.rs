@@ -235,6 +235,10 @@ impl fmt::Debug for PolicyEngine {
 
 const NS: &str = "Latch";
 
+#[expect(
+    clippy::expect_used,
+    reason = "the names are constants of this module; a bad one fails every policy test at once"
+)]
 fn type_name(t: &str) -> EntityTypeName {
     // The names are constants of ours; parsing cannot fail.
     EntityTypeName::from_str(&format!("{NS}::{t}")).expect("valid entity type name")

@@ -175,6 +175,10 @@ impl CaKeyring {
     ///
     /// # Panics
     /// Never: a keyring always holds at least one generation.
+    #[expect(
+        clippy::expect_used,
+        reason = "every constructor loads or creates generation 0 before returning a keyring"
+    )]
     pub fn current(&self) -> &CaGeneration {
         self.generations
             .last()

@@ -200,6 +200,10 @@ impl MasterKey {
 
     /// HKDF-SHA256 (RFC 5869) of the master key with an empty salt and the given `info`,
     /// 32 bytes of output.
+    #[expect(
+        clippy::expect_used,
+        reason = "HKDF-SHA256 yields up to 255 * 32 bytes; 32 is always within it"
+    )]
     fn derive(&self, info: &str) -> Zeroizing<[u8; 32]> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&self.bytes[..]);
         let info = [info.as_bytes()];
@@ -210,6 +214,10 @@ impl MasterKey {
         out
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "AES-256-GCM takes exactly the 32-byte key derive() returns"
+    )]
     fn sealing_key(&self) -> RandomizedNonceKey {
         let key = self.derive(SEAL_INFO);
         RandomizedNonceKey::new(&AES_256_GCM, &key[..]).expect("AES-256-GCM accepts a 32-byte key")
@@ -249,6 +257,10 @@ impl MasterKey {
     /// # Security
     /// The blob can only be opened with the same master key **and** the same `name`. Random
     /// nonces are safe for far more seals than a key store performs (NIST SP 800-38D: 2³²).
+    #[expect(
+        clippy::expect_used,
+        reason = "only a broken system random generator or AES-GCM fails here (see # Panics)"
+    )]
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
         let key = self.sealing_key();
         let mut in_out = Zeroizing::new(plaintext.to_vec());

@@ -1,6 +1,6 @@
 //! Test doubles shared by the integration tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate that includes this module uses a different part of it")]
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -174,6 +174,10 @@ impl DpopVerifier {
     ///
     /// # Panics
     /// If the system random generator fails while generating the nonce key.
+    #[expect(
+        clippy::expect_used,
+        reason = "no safe way on without a random generator (see # Panics)"
+    )]
     pub fn new(clock: Arc<dyn Clock>, settings: DpopSettings) -> Self {
         let nonce_key =
             hmac::Key::generate(hmac::HMAC_SHA256, &aws_lc_rs::rand::SystemRandom::new())

@@ -1,6 +1,6 @@
 //! Request extractors and the shape every handler shares: [`ApiJson`] and [`ApiQuery`] (whose
 //! rejections are `invalid_request` errors), the bearer token, the DPoP binding of REST calls,
-//! and [`as_workload`] / [`as_human`] (authenticate, run, commit the call's audit events).
+//! and `as_workload` / `as_human` (authenticate, run, commit the call's audit events).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;

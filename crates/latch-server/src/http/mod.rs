@@ -1,14 +1,14 @@
 //! The HTTP edge: axum handlers that extract the caller, validate the body, call one
 //! [`Broker`](latch_core::Broker) method and map the result.
 //!
-//! * [`state`]: [`AppState`](state::AppState) (ports only) and per-request metadata;
-//! * [`error`]: the error body and [`AppError`](error::AppError);
+//! * [`state`]: [`AppState`] (ports only) and per-request metadata;
+//! * [`error`]: the error body and [`AppError`];
 //! * [`extract`]: body/query extractors, bearer token, the workload/human call shape;
 //! * [`middleware`]: request id, source address, access log;
 //! * [`dpop`]: DPoP proof verification (RFC 9449);
 //! * [`routes`]: one file per resource;
 //! * [`mcp`]: the MCP tools and the `/mcp` edge;
-//! * [`openapi`]: the OpenAPI document; [`router`]: the whole API, testable with
+//! * [`openapi`]: the OpenAPI document; [`router()`]: the whole API, testable with
 //!   `tower::ServiceExt::oneshot`.
 //!
 //! Inside the crate, modules name each other by their full path (`crate::http::state::…`),

@@ -48,10 +48,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 ///   `audit_head` table (`SELECT … FOR UPDATE`), taken last in the transaction: appends are
 ///   serialised across every replica and the log stays one gapless chain.
 /// * Lease and task updates send `NOTIFY latch_changes` in the same transaction (delivered at
-///   commit), which [`watch`](Self::watch) turns into [`StoreChange`]s.
-/// * Reaper claims ([`Store::claim_due_leases`]) use `FOR UPDATE SKIP LOCKED` and a claim
+///   commit), which `watch` turns into `StoreChange`s.
+/// * Reaper claims (`Store::claim_due_leases`) use `FOR UPDATE SKIP LOCKED` and a claim
 ///   expiry, so replicas split the due leases and a dead replica's claims are taken over.
-/// * Migrations embedded from `migrations/postgres/` run at [`open`](Self::open), under
+/// * Migrations embedded from `migrations/postgres/` run at `open`, under
 ///   sqlx's advisory lock (replicas starting together migrate once).
 ///
 /// Cloning is cheap and shares the pool.

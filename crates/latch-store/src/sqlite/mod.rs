@@ -55,7 +55,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// * Reads use a separate pool of read-only connections, which WAL lets run alongside the
 ///   writer. An in-memory database uses the single writer connection for everything (each
 ///   connection would otherwise see its own database).
-/// * Schema migrations embedded from `migrations/sqlite/` run at [`open`](Self::open).
+/// * Schema migrations embedded from `migrations/sqlite/` run at `open`.
 ///
 /// Cloning is cheap and shares the connections.
 pub type SqliteStore = SqlStore<Sqlite>;
