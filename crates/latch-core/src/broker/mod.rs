@@ -55,7 +55,9 @@ pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
 pub use introspection::Introspection;
-pub use leak::{LeakFinding, LeakResponse, LeakScope};
+pub use leak::{
+    LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
+};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
 
