@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod proxy;
+
+pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -694,50 +698,6 @@ impl Default for ScanConfig {
             on_leak: latch_core::broker::LeakScope::default(),
             max_bytes: default_max_bytes(),
         }
-    }
-}
-
-/// `[proxy]` in `latch.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyConfig {
-    /// Per-resource allow rules.
-    #[serde(default)]
-    pub rules: Vec<ProxyRule>,
-}
-
-/// `[[proxy.rules]]`: what `latch proxy` may forward for one resource.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyRule {
-    /// Resource id.
-    pub resource: String,
-    /// `METHOD:PATH` entries: `METHOD` an HTTP method or `*`; `PATH` starting with `/`, a
-    /// trailing `*` matching any rest.
-    pub allow: Vec<String>,
-}
-
-impl ProxyConfig {
-    /// Checks every rule's syntax.
-    ///
-    /// # Errors
-    /// A message naming the bad entry.
-    pub fn validate(&self) -> Result<(), String> {
-        for r in &self.rules {
-            for a in &r.allow {
-                let ok = a.split_once(':').is_some_and(|(m, p)| {
-                    (m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic())))
-                        && p.starts_with('/')
-                });
-                if !ok {
-                    return Err(format!(
-                        "[[proxy.rules]] for `{}`: `{a}` is not METHOD:/path",
-                        r.resource
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -400,6 +400,7 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         revoke_backoff_max_secs: config.reaper.revoke_backoff_max.as_secs().max(1) as i64,
         revoke_alert_after: config.reaper.alert_after_attempts.max(1),
         reaper_claim_secs: config.store.reaper_claim.as_secs().max(1) as i64,
+        admin_groups: config.admin.groups.clone(),
         ..BrokerSettings::default()
     }
 }
@@ -478,7 +479,6 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
         jwks: Arc::new(move || keys.jwks()),
         metrics: metrics_handle(),
         introspection_clients: Arc::new(config.introspection_clients.clone()),
-        admin_groups: Arc::new(config.admin.groups.clone()),
         base_url: p.base_url.clone(),
         dpop: Arc::new(p.dpop),
         workload_issuers: Arc::new(p.workload_issuers),

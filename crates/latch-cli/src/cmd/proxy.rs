@@ -30,6 +30,8 @@ use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use latch_server::config::{ProxyRule, normalize_path};
+
 use crate::client::Client;
 
 /// Largest request body forwarded (bytes).
@@ -76,49 +78,15 @@ enum Inject {
     Basic(String),
 }
 
-struct Rule {
-    method: Option<Method>,
-    path: String,
-}
-
-impl Rule {
-    fn parse(s: &str) -> Result<Self, String> {
-        let (m, p) = s
-            .split_once(':')
-            .ok_or_else(|| format!("--allow {s:?}: expected METHOD:PATH"))?;
-        let method = if m == "*" {
-            None
-        } else {
-            Some(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|e| e.to_string())?)
-        };
-        if !p.starts_with('/') {
-            return Err(format!("--allow {s:?}: the path must start with /"));
-        }
-        Ok(Self {
-            method,
-            path: p.to_owned(),
-        })
-    }
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        if self.method.as_ref().is_some_and(|m| m != method) {
-            return false;
-        }
-        match self.path.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => path == self.path,
-        }
-    }
-}
-
 struct Proxy {
     upstream: reqwest::Url,
     http: reqwest::Client,
     credential: SecretString,
     inject: Inject,
     /// The broker's `[[proxy.rules]]` for the resource (`None`: not restricted by the broker).
-    broker_rules: Option<Vec<Rule>>,
+    broker_rules: Option<Vec<ProxyRule>>,
     /// The `--allow` flags (may only narrow).
-    rules: Vec<Rule>,
+    rules: Vec<ProxyRule>,
     broker: Client,
     task: String,
     lease: String,
@@ -197,39 +165,6 @@ async fn record(
         Ok(a) => eprintln!("latch proxy: tool-use event refused: {}", a.error_line()),
         Err(e) => eprintln!("latch proxy: tool-use event not recorded: {e}"),
     }
-}
-
-/// The request path with `%2e`/`%2E` decoded and `.`/`..` segments resolved, as the upstream
-/// would see it. `None` (refused) for an encoded `/` or `\`, a `\`, or `..` above the root.
-pub fn normalize_path(raw: &str) -> Option<String> {
-    let lower = raw.to_ascii_lowercase();
-    if !raw.starts_with('/') || raw.contains('\\') || lower.contains("%2f") || lower.contains("%5c")
-    {
-        return None;
-    }
-    let decoded = raw.replace("%2e", ".").replace("%2E", ".");
-    let mut out: Vec<&str> = Vec::new();
-    let segs: Vec<&str> = decoded[1..].split('/').collect();
-    let mut trailing = false;
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
-        match *seg {
-            "." => trailing = last,
-            ".." => {
-                out.pop()?;
-                trailing = last;
-            }
-            s => {
-                out.push(s);
-                trailing = false;
-            }
-        }
-    }
-    let mut path = format!("/{}", out.join("/"));
-    if trailing && !path.ends_with('/') {
-        path.push('/');
-    }
-    Some(path)
 }
 
 /// Serves one request: checks it ([`admit`]), injects the credential, forwards it upstream
@@ -334,7 +269,7 @@ async fn admit(
         record(p, method, &path, 403, (0, 0), started, "denied").await;
         return Err(deny(StatusCode::FORBIDDEN, "not the configured upstream"));
     }
-    let allowed_by = |rules: &[Rule]| rules.iter().any(|r| r.matches(method, &path));
+    let allowed_by = |rules: &[ProxyRule]| rules.iter().any(|r| r.matches(method.as_str(), &path));
     let broker_ok = p.broker_rules.as_deref().is_none_or(allowed_by);
     let flags_ok = p.rules.is_empty() || allowed_by(&p.rules);
     if !(broker_ok && flags_ok) {
@@ -449,7 +384,7 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
     let rules = args
         .allow
         .iter()
-        .map(|r| Rule::parse(r))
+        .map(|r| ProxyRule::parse(r).map_err(|e| format!("--allow {r:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let broker = Client::new(server, Some(token));
     let broker_rules = broker_rules(&broker, &args.resource).await?;
@@ -514,7 +449,7 @@ async fn check_listen(args: &ProxyArgs) -> Result<(), String> {
 }
 
 /// The broker's `[[proxy.rules]]` for `resource` (`None`: the broker does not restrict it).
-async fn broker_rules(broker: &Client, resource: &str) -> Result<Option<Vec<Rule>>, String> {
+async fn broker_rules(broker: &Client, resource: &str) -> Result<Option<Vec<ProxyRule>>, String> {
     let r = broker.get(&format!("/v1/proxy/rules/{resource}")).await?;
     if !r.ok() {
         return Err(format!("cannot read the proxy rules: {}", r.error_line()));
@@ -527,7 +462,9 @@ async fn broker_rules(broker: &Client, resource: &str) -> Result<Option<Vec<Rule
         .map(|a| {
             a.iter()
                 .filter_map(|v| v.as_str())
-                .map(Rule::parse)
+                .map(|r| {
+                    ProxyRule::parse(r).map_err(|e| format!("the broker's proxy rule {r:?}: {e}"))
+                })
                 .collect()
         })
         .unwrap_or_else(|| Ok(Vec::new()))?;
@@ -615,37 +552,5 @@ mod tests {
         );
         assert_eq!(path_template("/v1/organizations"), "/v1/organizations");
         assert_eq!(path_template("/"), "/");
-    }
-
-    #[test]
-    fn allow_rules() {
-        let r = Rule::parse("GET:/v1/orders/*").unwrap();
-        assert!(r.matches(&Method::GET, "/v1/orders/1"));
-        assert!(!r.matches(&Method::POST, "/v1/orders/1"));
-        assert!(!r.matches(&Method::GET, "/v1/admin"));
-        let any = Rule::parse("*:/health").unwrap();
-        assert!(any.matches(&Method::DELETE, "/health"));
-        assert!(!any.matches(&Method::DELETE, "/health/x"));
-        assert!(Rule::parse("GET/x").is_err());
-    }
-
-    #[test]
-    fn paths_are_normalised_before_the_rules() {
-        let n = |s: &str| normalize_path(s);
-        assert_eq!(n("/v1/orders/../admin").as_deref(), Some("/v1/admin"));
-        assert_eq!(
-            n("/v1/orders/%2E%2E/%2e%2e/secret").as_deref(),
-            Some("/secret")
-        );
-        assert_eq!(n("/v1/./orders/.").as_deref(), Some("/v1/orders/"));
-        assert_eq!(n("/v1/orders/1").as_deref(), Some("/v1/orders/1"));
-        assert_eq!(n("/").as_deref(), Some("/"));
-        assert_eq!(n("/v1/orders/"), Some("/v1/orders/".into()));
-        assert_eq!(n("/../x"), None);
-        assert_eq!(n("/v1/orders%2f..%2fadmin"), None);
-        assert_eq!(n("/v1/orders/..%5cadmin"), None);
-        assert_eq!(n("/v1\\x"), None);
-        let r = Rule::parse("GET:/v1/orders/*").unwrap();
-        assert!(!r.matches(&Method::GET, &n("/v1/orders/../admin").unwrap()));
     }
 }

@@ -2,7 +2,37 @@
 
 use super::*;
 
+/// A pending request as an approver sees it (`GET /v1/approvals/pending`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingView {
+    /// The request (resource, actions, TTL, justification, step-up groups, digest).
+    pub request: AccessRequest,
+    /// Its task (purpose, repository, branch, environment, on whose behalf).
+    pub task: Task,
+    /// Votes so far.
+    pub approvals: Vec<Approval>,
+}
+
 impl Broker {
+    /// The requests `human` may vote on (as [`Broker::pending_for`]), each with its task and the
+    /// votes recorded so far.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn pending_views(&self, human: &Human) -> Result<Vec<PendingView>> {
+        let mut out = Vec::new();
+        for (request, task) in self.pending_for(human).await? {
+            let approvals = self.store.approvals(&request.id).await?;
+            out.push(PendingView {
+                request,
+                task,
+                approvals,
+            });
+        }
+        Ok(out)
+    }
+
     /// Pending requests the human could vote on (they are in a required group, and the request
     /// is not their own agent's), oldest first, with each request's task.
     ///

@@ -12,6 +12,9 @@ use super::*;
 /// Longest `location` kept in an audit event (characters).
 const LOCATION_MAX: usize = 512;
 
+/// The kind a scan reports for one of the broker's own access tokens (a JWT).
+pub const LATCH_ACCESS_TOKEN_KIND: &str = "latch_access_token";
+
 /// What a scan found and where; contains no secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeakFinding {
@@ -50,7 +53,111 @@ pub struct LeakResponse {
     pub task_cancelled: bool,
 }
 
+/// One finding of a scan as the broker needs it: what and where, and for a Latch candidate the
+/// secret itself.
+#[derive(Clone)]
+pub struct ScanHit<'a> {
+    /// What and where. For a JWT the scanner's ownership rule (`latch_scan::is_latch_jwt`)
+    /// says is ours, the kind is already [`LATCH_ACCESS_TOKEN_KIND`].
+    pub finding: LeakFinding,
+    /// The secret, for Latch-format credentials and JWTs (matched against leases by keyed
+    /// HMAC); `None` for a third-party secret (recorded, nothing to revoke).
+    ///
+    /// # Security
+    /// Only hashed; never stored, logged or returned.
+    pub secret: Option<&'a [u8]>,
+    /// Whether the finding is a JWT (labelled [`LATCH_ACCESS_TOKEN_KIND`] once it matches a
+    /// lease).
+    pub jwt: bool,
+}
+
+impl std::fmt::Debug for ScanHit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScanHit")
+            .field("finding", &self.finding)
+            .field("secret", &self.secret.map(|_| "[redacted]"))
+            .field("jwt", &self.jwt)
+            .finish()
+    }
+}
+
+/// What the broker made of one [`ScanHit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanAnswer {
+    /// The finding's kind as reported ([`LATCH_ACCESS_TOKEN_KIND`] for a JWT that matched a
+    /// lease).
+    pub kind: String,
+    /// For Latch candidates: what the broker did.
+    pub response: Option<LeakResponse>,
+}
+
+/// What the broker did about all the findings of one scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// One answer per hit, in the hits' order.
+    pub answers: Vec<ScanAnswer>,
+    /// Every lease revoked because of this scan.
+    pub revoked_leases: Vec<String>,
+}
+
 impl Broker {
+    /// Responds to everything one scan found (`POST /v1/scan`): every Latch candidate is
+    /// answered by [`Broker::respond_to_leak`] (a value repeated in the text is checked once and
+    /// its answer reused), with no cap; the third-party secrets are collapsed into one
+    /// `leak.detected` event ([`Broker::record_leaks`]).
+    ///
+    /// # Errors
+    /// `store_unavailable` (audit fails closed: the caller must report the scan as failed).
+    ///
+    /// # Security
+    /// As [`Broker::respond_to_leak`]: the secrets are only hashed.
+    pub async fn respond_to_findings(
+        &self,
+        ctx: &CallCtx,
+        actor: &str,
+        hits: Vec<ScanHit<'_>>,
+        scope: LeakScope,
+    ) -> Result<ScanOutcome> {
+        let mut out = ScanOutcome {
+            answers: Vec::with_capacity(hits.len()),
+            revoked_leases: Vec::new(),
+        };
+        let mut answers: HashMap<&[u8], LeakResponse> = HashMap::new();
+        let mut third_party = Vec::new();
+        for hit in hits {
+            let mut kind = hit.finding.kind.clone();
+            let Some(secret) = hit.secret else {
+                third_party.push(hit.finding);
+                out.answers.push(ScanAnswer {
+                    kind,
+                    response: None,
+                });
+                continue;
+            };
+            let r = match answers.get(secret) {
+                Some(r) => r.clone(),
+                None => {
+                    let value = std::str::from_utf8(secret).unwrap_or_default();
+                    let r = self
+                        .respond_to_leak(ctx, actor, value, &hit.finding, scope)
+                        .await?;
+                    out.revoked_leases.extend(r.revoked_leases.iter().cloned());
+                    answers.insert(secret, r.clone());
+                    r
+                }
+            };
+            if r.matched && hit.jwt {
+                kind = LATCH_ACCESS_TOKEN_KIND.into();
+            }
+            out.answers.push(ScanAnswer {
+                kind,
+                response: Some(r),
+            });
+        }
+        self.record_leaks(ctx, actor, &third_party).await?;
+        Ok(out)
+    }
+
     /// Responds to a credential `value` found by a scan: revokes it (and, with
     /// [`LeakScope::Task`], cancels its task) if Latch issued it and it is still live, then
     /// records a `leak.detected` event naming `finding`, the value's keyed HMAC and what was

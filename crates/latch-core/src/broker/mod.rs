@@ -8,7 +8,8 @@
 //! Each use case is an `impl Broker` block in a file of its own: `auth` (callers), `tasks`,
 //! `access` (request, claim, mint), `approvals` (pending view, votes, quorum), `leases` (list,
 //! renew), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
-//! (leak response). `call` holds the per-call context, `input` the use cases' inputs, outputs
+//! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export).
+//! `call` holds the per-call context, `input` the use cases' inputs, outputs
 //! and input checks, `cache` the live-lease index and task cache and how far they are trusted.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
 //! steps several use cases share (task ownership, revocation writes and attempts, the policy
@@ -34,6 +35,7 @@ use crate::ttl;
 
 mod access;
 mod approvals;
+mod audit_read;
 mod auth;
 mod cache;
 mod call;
@@ -46,13 +48,16 @@ mod revocation;
 mod tasks;
 
 pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_case};
+pub use approvals::PendingView;
 pub use cache::CacheState;
 pub use call::CallCtx;
 pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
 pub use introspection::Introspection;
-pub use leak::{LeakFinding, LeakResponse, LeakScope};
+pub use leak::{
+    LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
+};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
 
@@ -94,6 +99,9 @@ pub struct BrokerSettings {
     /// (default 2 s); past it the answer is `active: false` (fail closed), so a stalled
     /// database makes resource servers refuse rather than hang.
     pub introspection_store_timeout: Duration,
+    /// Human groups allowed to read the audit log (query, find, export, checkpoints); from
+    /// `[admin] groups` in `latch.toml` (default `latch-admins`).
+    pub admin_groups: Vec<String>,
 }
 
 impl Default for BrokerSettings {
@@ -111,6 +119,7 @@ impl Default for BrokerSettings {
             replica_id: format!("replica-{}", uuid::Uuid::new_v4().simple()),
             reaper_claim_secs: 30,
             introspection_store_timeout: Duration::from_secs(2),
+            admin_groups: vec!["latch-admins".into()],
         }
     }
 }
@@ -236,9 +245,18 @@ impl Broker {
         &self.clock
     }
 
-    /// The store (for read-only views such as the audit log).
+    /// The store port, for wiring (startup, background jobs, tests). HTTP handlers use the
+    /// use cases instead (e.g. [`Broker::audit_query`], [`Broker::ping`]).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Whether the store answers (readiness probes).
+    ///
+    /// # Errors
+    /// `store_unavailable` when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
     }
 
     /// Configured resources.

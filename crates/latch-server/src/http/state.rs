@@ -26,8 +26,6 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// RFC 7662 clients.
     pub introspection_clients: Arc<Vec<IntrospectionClient>>,
-    /// Human groups allowed to read audit.
-    pub admin_groups: Arc<Vec<String>>,
     /// Public base URL (the `iss` of minted tokens; DPoP `htu`s are checked against it).
     pub base_url: String,
     /// DPoP proof verifier (RFC 9449).

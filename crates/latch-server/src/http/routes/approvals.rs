@@ -5,24 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use latch_core::broker::CallCtx;
-use latch_core::model::{AccessRequest, Approval, Human, Task, Verdict};
+pub use latch_core::broker::PendingView;
+use latch_core::model::{AccessRequest, Human, Verdict};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJson, as_human};
 use crate::http::state::{AppState, ReqMeta};
-
-/// A pending request as an approver sees it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PendingView {
-    /// The request (resource, actions, TTL, justification, step-up groups, digest).
-    pub request: AccessRequest,
-    /// Its task (purpose, repository, branch, environment, on whose behalf).
-    pub task: Task,
-    /// Votes so far.
-    pub approvals: Vec<Approval>,
-}
 
 #[utoipa::path(get, path = "/v1/approvals/pending", security(("bearer" = [])),
     responses((status = 200, body = [PendingView], description = "requests the caller may vote on")))]
@@ -32,16 +22,7 @@ pub(crate) async fn pending(
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<PendingView>>> {
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
-        let mut out = Vec::new();
-        for (request, task) in s.broker.pending_for(&h).await? {
-            let approvals = s.broker.approvals(&request.id).await?;
-            out.push(PendingView {
-                request,
-                task,
-                approvals,
-            });
-        }
-        Ok(out)
+        s.broker.pending_views(&h).await
     })
     .await;
     Ok(Json(r?))

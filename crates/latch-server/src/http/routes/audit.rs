@@ -8,7 +8,6 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use latch_core::broker::CallCtx;
 use latch_core::model::{AuditEvent, AuditFilter, Human};
-use latch_core::{ApiError, ErrorCode};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -41,17 +40,6 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-fn require_admin(s: &AppState, h: &Human) -> Result<(), ApiError> {
-    if h.groups.iter().any(|g| s.admin_groups.contains(g)) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::WrongPrincipalKind,
-            "reading the audit log needs an admin group",
-        ))
-    }
-}
-
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent]), (status = 403, body = ErrorBody)))]
 pub(crate) async fn audit(
@@ -61,15 +49,6 @@ pub(crate) async fn audit(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
-        require_admin(&s, &h)?;
-        let after_seq = match (q.after_seq, q.last) {
-            (Some(a), _) => Some(a),
-            (None, Some(n)) => {
-                let head = s.broker.store().audit_head().await?.map_or(0, |h| h.0);
-                Some((head - i64::from(n)).max(0))
-            }
-            (None, None) => None,
-        };
         let f = AuditFilter {
             task_id: q.task_id,
             lease_id: q.lease_id,
@@ -78,10 +57,10 @@ pub(crate) async fn audit(
             since_unix_secs: q.since_unix_secs,
             until_unix_secs: q.until_unix_secs,
             credential_hmac: None,
-            after_seq,
-            limit: Some(q.limit.unwrap_or(100).min(1000)),
+            after_seq: q.after_seq,
+            limit: q.limit,
         };
-        Ok(s.broker.store().audit_events(&f).await?)
+        s.broker.audit_query(&h, f, q.last).await
     })
     .await;
     Ok(Json(r?))
@@ -108,20 +87,11 @@ pub(crate) async fn audit_export(
     ApiQuery(q): ApiQuery<ExportQuery>,
 ) -> ApiResult<Response> {
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
-        require_admin(&s, &h)?;
-        let ev = AuditEvent::new(
-            s.broker.clock().now_unix_secs(),
-            "audit.exported",
-            &h.id,
-            "ok",
-        )
-        .detail(serde_json::json!({
-            "after_seq": q.after_seq, "checkpoints_only": q.checkpoints_only,
-        }));
-        s.broker.record_event(ctx, ev).await?;
-        Ok(s.checkpointer
-            .export(q.after_seq.unwrap_or(0).max(0), q.checkpoints_only)
-            .await?)
+        let after_seq = s
+            .broker
+            .export_audit(ctx, &h, q.after_seq, q.checkpoints_only)
+            .await?;
+        Ok(s.checkpointer.export(after_seq, q.checkpoints_only).await?)
     })
     .await;
     let body = r?;
@@ -144,7 +114,7 @@ pub(crate) async fn audit_checkpoint(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
-        require_admin(&s, &h)?;
+        s.broker.require_audit_admin(&h)?;
         Ok(s.checkpointer.checkpoint().await?)
     })
     .await;
@@ -182,47 +152,9 @@ pub(crate) async fn audit_find(
     ApiJson(body): ApiJson<FindRequest>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
-        require_admin(&s, &h)?;
-        let value = body.value.expose_secret().trim();
-        if value.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "`value` must not be empty",
-            ));
-        }
-        let hmac = s.broker.credential_hmac(value);
-        let f = AuditFilter {
-            credential_hmac: Some(hmac),
-            limit: Some(1000),
-            ..AuditFilter::default()
-        };
-        let mut found = s.broker.store().audit_events(&f).await?;
-        // The lease's later events (renewals, revocation) belong to the story too.
-        let leases: std::collections::BTreeSet<String> =
-            found.iter().filter_map(|e| e.lease_id.clone()).collect();
-        for l in leases {
-            let more = s
-                .broker
-                .store()
-                .audit_events(&AuditFilter {
-                    lease_id: Some(l),
-                    limit: Some(1000),
-                    ..AuditFilter::default()
-                })
-                .await?;
-            found.extend(more);
-        }
-        found.sort_by_key(|e| e.seq);
-        found.dedup_by_key(|e| e.seq);
-        let ev = AuditEvent::new(
-            s.broker.clock().now_unix_secs(),
-            "audit.searched",
-            &h.id,
-            "ok",
-        )
-        .detail(serde_json::json!({ "matches": found.len() }));
-        s.broker.record_event(ctx, ev).await?;
-        Ok(found)
+        s.broker
+            .find_credential(ctx, &h, body.value.expose_secret())
+            .await
     })
     .await;
     Ok(Json(r?))

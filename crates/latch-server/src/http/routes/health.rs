@@ -25,8 +25,8 @@ const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// correct (lookups read the database), so it does not make the replica unready.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `cache` reports the change feed"), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    match tokio::time::timeout(READY_STORE_TIMEOUT, s.broker.store().ping()).await {
-        Ok(r) => r.map_err(|e| AppError(e.into()))?,
+    match tokio::time::timeout(READY_STORE_TIMEOUT, s.broker.ping()).await {
+        Ok(r) => r.map_err(AppError)?,
         Err(_) => {
             return Err(AppError(ApiError::new(
                 ErrorCode::StoreUnavailable,

@@ -1,8 +1,11 @@
 //! `POST /v1/scan`: the leak scanner for agent frameworks (prompts, tool output, transcripts).
 //!
 //! Any authenticated caller (workload or human) may submit up to `[scan] max_bytes` of text.
-//! Every finding is reported by location and kind, never by value. Latch credentials found are
-//! answered by [`Broker::respond_to_leak`](latch_core::Broker::respond_to_leak) (revoked at once,
+//! Every finding is reported by location and kind, never by value. A JWT is labelled
+//! `latch_access_token` by the one ownership rule [`latch_scan::is_latch_jwt`] (shared with
+//! `latch scan`). The response is the use case
+//! [`Broker::respond_to_findings`](latch_core::Broker::respond_to_findings): Latch credentials found
+//! are answered by [`Broker::respond_to_leak`](latch_core::Broker::respond_to_leak) (revoked at once,
 //! with `on_leak = "task"` their whole task too when the leaked credential was live), each as a
 //! `leak.detected` audit event; every Latch candidate in the text is checked (no cap below
 //! `max_bytes`; a value repeated is checked once). Third-party secrets are collapsed into at most
@@ -13,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use latch_core::broker::{CallCtx, LeakFinding, LeakResponse};
+use latch_core::broker::{CallCtx, LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, ScanHit};
 use latch_core::model::Principal;
 use latch_core::{ApiError, ErrorCode};
 use latch_scan::{Family, Scanner};
@@ -86,22 +89,6 @@ pub struct ScanResponse {
     pub revoked_leases: Vec<String>,
 }
 
-fn is_ours(s: &AppState, settings: &ScanSettings, info: &latch_scan::JwtInfo) -> bool {
-    if info.iss.as_deref() != Some(settings.issuer.as_str())
-        || !info
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
-    {
-        return false;
-    }
-    let jwks = (s.jwks)();
-    jwks["keys"].as_array().is_some_and(|keys| {
-        keys.iter()
-            .any(|k| k["kid"].as_str() == info.kid.as_deref())
-    })
-}
-
 #[utoipa::path(post, path = "/v1/scan", request_body = ScanRequest, security(("bearer" = [])),
     responses((status = 200, body = ScanResponse, description = "findings (location and kind, never values); Latch credentials found are revoked"),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -135,61 +122,50 @@ pub(crate) async fn scan(
             .take(SOURCE_MAX)
             .collect();
         let found = scanner().scan(text);
-        let mut out = ScanResponse {
-            findings: Vec::with_capacity(found.len()),
-            revoked_leases: Vec::new(),
-        };
-        // Latch candidates first, every one of them (a cheap HMAC lookup each; a repeated value
-        // is answered once), independently of how many third-party findings there are.
-        let mut answers: std::collections::HashMap<&[u8], LeakResponse> =
-            std::collections::HashMap::new();
-        let mut third_party = Vec::new();
-        for f in found {
-            let mut kind = f.kind.clone();
-            if let Some(info) = &f.jwt
-                && is_ours(&s, &settings, info)
-            {
-                kind = "latch_access_token".into();
-            }
-            let lf = LeakFinding {
-                kind: kind.clone(),
-                rule: f.rule.clone(),
-                location: format!("{source}:{}:{}", f.line, f.column),
-            };
-            let mut response = None;
-            if f.is_latch_candidate() {
-                let secret = f.secret(text);
-                let r = match answers.get(secret) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let value = std::str::from_utf8(secret).unwrap_or_default();
-                        let r = s
-                            .broker
-                            .respond_to_leak(&ctx, &actor, value, &lf, settings.config.on_leak)
-                            .await?;
-                        out.revoked_leases.extend(r.revoked_leases.iter().cloned());
-                        answers.insert(secret, r.clone());
-                        r
-                    }
-                };
-                if r.matched && f.family == Family::Jwt {
-                    kind = "latch_access_token".into();
+        // The one "is this JWT ours" rule, shared with `latch scan`.
+        let kids = latch_scan::jwks_kids(&(s.jwks)());
+        let hits: Vec<ScanHit<'_>> = found
+            .iter()
+            .map(|f| {
+                let ours = f
+                    .jwt
+                    .as_ref()
+                    .is_some_and(|info| latch_scan::is_latch_jwt(info, &settings.issuer, &kids));
+                ScanHit {
+                    finding: LeakFinding {
+                        kind: if ours {
+                            LATCH_ACCESS_TOKEN_KIND.into()
+                        } else {
+                            f.kind.clone()
+                        },
+                        rule: f.rule.clone(),
+                        location: format!("{source}:{}:{}", f.line, f.column),
+                    },
+                    secret: f.is_latch_candidate().then(|| f.secret(text)),
+                    jwt: f.family == Family::Jwt,
                 }
-                response = Some(r);
-            } else {
-                third_party.push(lf);
-            }
-            out.findings.push(ScanFinding {
-                kind,
-                rule: f.rule,
-                line: f.line,
-                column: f.column,
-                start: f.start,
-                end: f.end,
-                response,
-            });
-        }
-        s.broker.record_leaks(&ctx, &actor, &third_party).await?;
+            })
+            .collect();
+        let outcome = s
+            .broker
+            .respond_to_findings(&ctx, &actor, hits, settings.config.on_leak)
+            .await?;
+        let out = ScanResponse {
+            findings: found
+                .into_iter()
+                .zip(outcome.answers)
+                .map(|(f, a)| ScanFinding {
+                    kind: a.kind,
+                    rule: f.rule,
+                    line: f.line,
+                    column: f.column,
+                    start: f.start,
+                    end: f.end,
+                    response: a.response,
+                })
+                .collect(),
+            revoked_leases: outcome.revoked_leases,
+        };
         metrics::counter!("latch_scan_findings_total").increment(out.findings.len() as u64);
         Ok(out)
     }
