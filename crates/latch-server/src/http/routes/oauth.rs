@@ -508,7 +508,7 @@ async fn exchange(
                 status: StatusCode::BAD_REQUEST,
                 error: "access_denied",
                 description: format!("policy denied the request: {}", reasons.join("; ")),
-                latch_code: Some(ErrorCode::PolicyDenied.as_str()),
+                latch_code: Some(crate::http::routes::access::denial_code(&r.decision).as_str()),
                 extra: json!({"policy_ids": ids, "reasons": reasons, "request_id": r.id, "task_id": r.task_id}),
                 dpop_nonce: None,
             })
