@@ -8,8 +8,9 @@
 //! Each use case is an `impl Broker` block in a file of its own: `auth` (callers), `tasks`,
 //! `access` (request, claim, mint), `approvals` (pending view, votes, quorum), `leases` (list,
 //! renew), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
-//! (leak response). `call` holds the per-call context, `input` the use cases' inputs, outputs
-//! and input checks, `cache` the live-lease index and task cache and how far they are trusted.
+//! (leak response), `exchange` (RFC 8693 token exchange). `call` holds the per-call context,
+//! `input` the use cases' inputs, outputs and input checks, `cache` the live-lease index and
+//! task cache and how far they are trusted.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
 //! steps several use cases share (task ownership, revocation writes and attempts, the policy
 //! decision, request expiry, the `request.decided` event).
@@ -37,6 +38,7 @@ mod approvals;
 mod auth;
 mod cache;
 mod call;
+mod exchange;
 mod input;
 mod introspection;
 mod leak;
@@ -48,6 +50,10 @@ mod tasks;
 pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_case};
 pub use cache::CacheState;
 pub use call::CallCtx;
+pub use exchange::{
+    AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
+    LatchAccessDetail, auth_req_id,
+};
 pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
