@@ -248,7 +248,12 @@ pub struct GroupQuorum {
 /// Why a request is denied: the one vocabulary every surface (REST, `/oauth/token`, MCP,
 /// renewal) reads, set where the decision is made ([`crate::policy::decide`], an approver's
 /// vote). [`as_str`](Self::as_str) is the stable error code the API answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Stored and sent as the `code` of a deny [`Decision`], in snake case
+/// (`environment_separation`, `policy_denied`, `approver_denied`, `step_up_required`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum DenyCode {
     /// A non-production task asked for a production resource (hard separation, before policy).
     EnvironmentSeparation,
@@ -279,10 +284,11 @@ impl DenyCode {
         }
     }
 
-    /// The code of a denial read back from its stored or wire form, which carries no code
-    /// (the JSON shape predates it): the reasons the deciding code wrote are recognised, and
-    /// anything else is a policy denial.
-    fn of_stored(policy_ids: &[String], reasons: &[String]) -> Self {
+    /// Legacy fallback, ONLY for a denial stored before deny decisions carried their `code`
+    /// (rows written by older brokers): the code is recovered from the reasons the deciding
+    /// code wrote then, and anything else is a policy denial. Every denial written since
+    /// carries `code`, so no new data is ever classified by its reason text.
+    fn of_legacy_row(policy_ids: &[String], reasons: &[String]) -> Self {
         let any_starts_with = |prefix: &str| reasons.iter().any(|r| r.starts_with(prefix));
         if !policy_ids.is_empty() {
             Self::PolicyDenied
@@ -301,8 +307,10 @@ pub const APPROVER_DENIED_REASON: &str = "denied by approver";
 
 /// Cedar's verdict on a request.
 ///
-/// Its JSON form (`{"decision": "deny", "policy_ids": […], "reasons": […]}`) carries no deny
-/// code; decoding recovers it (see [`DenyCode`]).
+/// Its JSON form is tagged by `decision`; a denial is
+/// `{"decision": "deny", "code": "<deny code>", "policy_ids": […], "reasons": […]}` (see
+/// [`DenyCode`] for the codes). A stored denial without `code` predates the field and is
+/// decoded by the legacy reason rule (`DenyCode::of_legacy_row`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(tag = "decision", rename_all = "snake_case")]
@@ -316,8 +324,7 @@ pub enum Decision {
     },
     /// Denied; `reasons` are human-readable (from `@reason` annotations or built in).
     Deny {
-        /// Why, as a stable code (not serialized).
-        #[serde(skip)]
+        /// Why, as a stable code (`code` in JSON).
         code: DenyCode,
         /// Determining policies (forbids), empty for default deny.
         policy_ids: Vec<String>,
@@ -333,7 +340,8 @@ pub enum Decision {
     },
 }
 
-/// [`Decision`] as stored and sent: the same JSON, without the deny code.
+/// [`Decision`] as read back: the same JSON, where a denial's `code` may be missing (rows
+/// written before the field existed).
 #[derive(Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 enum DecisionWire {
@@ -342,6 +350,8 @@ enum DecisionWire {
         max_ttl_secs: Option<i64>,
     },
     Deny {
+        #[serde(default)]
+        code: Option<DenyCode>,
         policy_ids: Vec<String>,
         reasons: Vec<String>,
     },
@@ -362,10 +372,11 @@ impl<'de> Deserialize<'de> for Decision {
                 max_ttl_secs,
             },
             DecisionWire::Deny {
+                code,
                 policy_ids,
                 reasons,
             } => Decision::Deny {
-                code: DenyCode::of_stored(&policy_ids, &reasons),
+                code: code.unwrap_or_else(|| DenyCode::of_legacy_row(&policy_ids, &reasons)),
                 policy_ids,
                 reasons,
             },
@@ -740,7 +751,8 @@ pub struct AuditFilter {
 mod tests {
     use super::*;
 
-    /// Every deny code a broker stores comes back from the stored JSON, which has no `code` key.
+    /// Every deny code a broker stores is written as `code` and comes back from the stored
+    /// JSON; a legacy row without `code` still decodes to the code it was decided with.
     #[test]
     fn stored_denials_keep_their_code() {
         let cases = [
@@ -774,12 +786,32 @@ mod tests {
                 policy_ids,
                 reasons: vec![reason],
             };
-            let json = serde_json::to_string(&d).unwrap();
-            assert!(!json.contains("\"code\""), "{json}");
-            let back: Decision = serde_json::from_str(&json).unwrap();
+            let mut json = serde_json::to_value(&d).unwrap();
+            assert_eq!(json["code"], serde_json::to_value(code).unwrap(), "{json}");
+            let back: Decision = serde_json::from_value(json.clone()).unwrap();
             assert_eq!(back, d);
             assert_eq!(back.deny_code(), Some(code));
+            // A row written before deny decisions carried `code`.
+            json.as_object_mut().unwrap().remove("code");
+            let legacy: Decision = serde_json::from_value(json).unwrap();
+            assert_eq!(legacy, d);
         }
+        // The stored code wins over the reason text: new data is never classified by prefix.
+        let d = Decision::Deny {
+            code: DenyCode::PolicyDenied,
+            policy_ids: vec![],
+            reasons: vec![format!("{}: quoted", crate::policy::SEPARATION_REASON)],
+        };
+        let back: Decision = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(back.deny_code(), Some(DenyCode::PolicyDenied));
+        assert_eq!(
+            serde_json::to_value(DenyCode::EnvironmentSeparation).unwrap(),
+            "environment_separation"
+        );
+        assert_eq!(
+            serde_json::to_value(DenyCode::ApproverDenied).unwrap(),
+            "approver_denied"
+        );
         assert_eq!(DenyCode::ApproverDenied.as_str(), "policy_denied");
         assert_eq!(DenyCode::StepUpRequired.as_str(), "policy_denied");
         assert_eq!(

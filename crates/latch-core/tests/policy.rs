@@ -445,10 +445,10 @@ fn decide_sets_the_deny_code_each_surface_answers() {
     assert_eq!(ok.deny_code(), None);
 }
 
-/// The stored and wire form of a decision is unchanged (no `code` key), and decoding it
-/// recovers the code, so a denial read back from the store answers the same code.
+/// The stored and wire form of a denial carries its `code`, and decoding it recovers the
+/// code, so a denial read back from the store answers the same code.
 #[test]
-fn deny_code_survives_the_store_without_changing_the_json() {
+fn deny_code_survives_the_store() {
     let e = engine(&[("a.cedar", PERMIT_ALL)]);
     let none = ApprovalContext::default();
     let sep = eval(
@@ -469,7 +469,11 @@ fn deny_code_survives_the_store_without_changing_the_json() {
     );
     for d in [sep, plain] {
         let json = serde_json::to_value(&d).unwrap();
-        assert!(json.get("code").is_none(), "{json}");
+        assert_eq!(
+            json["code"],
+            serde_json::to_value(d.deny_code().unwrap()).unwrap(),
+            "{json}"
+        );
         assert_eq!(json["decision"], "deny");
         let back: Decision = serde_json::from_value(json).unwrap();
         assert_eq!(back, d);

@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod cases;
 mod cli;
+mod deny_codes;
 mod exec;
 mod flow;
 mod interop;

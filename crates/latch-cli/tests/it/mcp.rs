@@ -312,7 +312,7 @@ async fn latch_mcp_refuses_to_start_with_a_bad_token() {
 
 /// One JSON-RPC message to `/mcp`; returns status, session id and the JSON answer (plain or
 /// the last `data:` of an SSE stream).
-async fn mcp_post(
+pub(crate) async fn mcp_post(
     s: &TestServer,
     token: &str,
     session: Option<&str>,
@@ -357,7 +357,7 @@ async fn mcp_post(
 }
 
 /// Initializes an MCP session over HTTP; returns its id.
-async fn mcp_session(s: &TestServer, token: &str) -> String {
+pub(crate) async fn mcp_session(s: &TestServer, token: &str) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "t", "version": "0"}}});

@@ -8,9 +8,10 @@
 //! Each use case is an `impl Broker` block in a file of its own: `auth` (callers), `tasks`,
 //! `access` (request, claim, mint), `approvals` (pending view, votes, quorum), `leases` (list,
 //! renew), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
-//! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export).
-//! `call` holds the per-call context, `input` the use cases' inputs, outputs
-//! and input checks, `cache` the live-lease index and task cache and how far they are trusted.
+//! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export),
+//! `exchange` (RFC 8693 token exchange). `call` holds the per-call context, `input` the use
+//! cases' inputs, outputs and input checks, `cache` the live-lease index and task cache and how
+//! far they are trusted.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
 //! steps several use cases share (task ownership, revocation writes and attempts, the policy
 //! decision, request expiry, the `request.decided` event).
@@ -39,6 +40,7 @@ mod audit_read;
 mod auth;
 mod cache;
 mod call;
+mod exchange;
 mod input;
 mod introspection;
 mod leak;
@@ -51,6 +53,10 @@ pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_
 pub use approvals::PendingView;
 pub use cache::CacheState;
 pub use call::CallCtx;
+pub use exchange::{
+    AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
+    LatchAccessDetail, auth_req_id,
+};
 pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 pub use axum::http::Method;
 use axum::http::header;
+use latch_core::ErrorCode;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -304,10 +305,10 @@ pub struct TaskArgs {
     pub task_id: String,
 }
 
-/// What would make a denied request allowed, from its decision.
-fn what_would_allow(code: &str, decision: &Value) -> Vec<String> {
+/// What would make a denied request allowed, from its code and decision.
+fn what_would_allow(code: ErrorCode, decision: &Value) -> Vec<String> {
     let mut v = Vec::new();
-    if code == "environment_separation" {
+    if code == ErrorCode::EnvironmentSeparation {
         v.push(
             "this resource belongs to another environment and sandbox and production tasks are hard-separated: do not retry in a more privileged environment; ask a human to run this work under an identity entitled to that environment".into(),
         );
@@ -346,7 +347,10 @@ fn access_result(status: u16, b: Value) -> CallToolResult {
             "note": "the credential is shown only once; renew with renew_lease before it expires",
         })),
         Some("denied") => {
-            let code = b["code"].as_str().unwrap_or("policy_denied").to_owned();
+            // The typed code REST answered for this denial (the decision's `DenyCode`), so a
+            // tool result carries exactly the REST and `/oauth/token` code.
+            let code = serde_json::from_value::<ErrorCode>(b["code"].clone())
+                .unwrap_or(ErrorCode::PolicyDenied);
             let d = &b["request"]["decision"];
             CallToolResult::structured(json!({
                 "status": "denied",
@@ -354,7 +358,7 @@ fn access_result(status: u16, b: Value) -> CallToolResult {
                 "request_id": b["request"]["id"],
                 "policy_ids": d["policy_ids"],
                 "reasons": d["reasons"],
-                "what_would_make_it_allowed": what_would_allow(&code, d),
+                "what_would_make_it_allowed": what_would_allow(code, d),
             }))
         }
         Some("pending") => CallToolResult::structured(json!({

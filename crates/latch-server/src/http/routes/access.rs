@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 use latch_core::ErrorCode;
 use latch_core::broker::CallCtx;
 use latch_core::broker::{AccessOutcome, Grant, RequestAccess};
-use latch_core::model::{AccessRequest, Lease};
+use latch_core::model::{AccessRequest, Decision, DenyCode, Lease};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -73,6 +73,16 @@ pub(crate) fn grant_body(g: Grant, request_id: &str) -> AccessResponse {
     }
 }
 
+/// The error code a denied request answers on every surface (REST `code`, OAuth `latch_code`,
+/// MCP `code`): the typed [`DenyCode`] the decision carries, mapped by
+/// [`DenyCode::error_code`].
+pub(crate) fn denial_code(decision: &Decision) -> ErrorCode {
+    decision
+        .deny_code()
+        .unwrap_or(DenyCode::PolicyDenied)
+        .error_code()
+}
+
 fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<AccessResponse>) {
     let plain = |status: &str, code: Option<String>, request: AccessRequest| AccessResponse {
         status: status.into(),
@@ -86,14 +96,7 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
         AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
         AccessOutcome::Denied(r) => {
-            let sep = r.decision.policy_ids().is_empty()
-                && matches!(&r.decision, latch_core::model::Decision::Deny { reasons, .. }
-                    if reasons.iter().any(|x| x.starts_with(latch_core::broker::SEPARATION_REASON)));
-            let code = if sep {
-                ErrorCode::EnvironmentSeparation
-            } else {
-                ErrorCode::PolicyDenied
-            };
+            let code = denial_code(&r.decision);
             (
                 StatusCode::FORBIDDEN,
                 plain("denied", Some(code.as_str().into()), r),

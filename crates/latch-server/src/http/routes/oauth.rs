@@ -2,8 +2,10 @@
 //! Requests (RFC 9396) at `/oauth/token`, DPoP-bound results (RFC 9449), authorization server
 //! metadata (RFC 8414) and protected resource metadata for the MCP endpoint (RFC 9728).
 //!
-//! The token endpoint is a thin front of the same broker calls as the REST API: it opens a
-//! task and asks for access, so policy decides exactly as for `POST /v1/tasks/{id}/requests`.
+//! The token endpoint is a thin front of the broker's token exchange use case
+//! ([`latch_core::Broker::exchange_token`], which opens a task and asks for access, so policy
+//! decides exactly as for `POST /v1/tasks/{id}/requests`): it checks the form, verifies the
+//! DPoP proof (bound to this HTTP request) and renders the answer.
 //! Errors use the OAuth error response (RFC 6749 §5.2): `{"error", "error_description"}`, plus
 //! `latch_code` (the stable Latch error code) and, for denials and step-up, the details.
 
@@ -14,10 +16,10 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use latch_core::broker::{AccessOutcome, CallCtx, OpenTask, RequestAccess};
-use latch_core::model::{Decision, Principal, TokenBinding, Workload};
+use latch_core::broker::{CallCtx, ExchangeError, ExchangeOutcome, ExchangeRequest, auth_req_id};
+use latch_core::model::Decision;
 use latch_core::{ApiError, ErrorCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::http::dpop::{DPOP_ALGORITHMS, ProofCheck};
@@ -31,36 +33,7 @@ pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// Token type of an OAuth access token (RFC 8693 §3): what the endpoint issues.
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-/// The RFC 9396 `authorization_details` type Latch understands.
-pub const AUTHZ_DETAILS_TYPE: &str = "latch_access";
-
-/// One RFC 9396 authorization details object of type [`AUTHZ_DETAILS_TYPE`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LatchAccessDetail {
-    /// Always `latch_access`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Latch resource id (e.g. `ci-cache`).
-    pub resource: String,
-    /// Actions on it (e.g. `["read"]`).
-    pub actions: Vec<String>,
-    /// Repository of the task (must equal the one the subject token proves, if any).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    /// Branch of the task (must equal the one the subject token proves, if any).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch: Option<String>,
-    /// Environment of the task; default: the resource's environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub environment: Option<String>,
-    /// Why (task purpose and justification shown to approvers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub purpose: Option<String>,
-    /// Requested lifetime (seconds); clamped by policy and the resource's bounds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl_secs: Option<i64>,
-}
+pub use latch_core::broker::{AUTHZ_DETAILS_TYPE, LatchAccessDetail};
 
 /// An OAuth error answer (RFC 6749 §5.2).
 #[derive(Debug)]
@@ -114,6 +87,16 @@ impl From<ApiError> for OAuthError {
     }
 }
 
+impl From<ExchangeError> for OAuthError {
+    fn from(e: ExchangeError) -> Self {
+        match e {
+            ExchangeError::InvalidRequest(m) => Self::new("invalid_request", m),
+            ExchangeError::InvalidDetails(m) => Self::new("invalid_authorization_details", m),
+            ExchangeError::Broker(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": self.error, "error_description": self.description});
@@ -152,20 +135,10 @@ fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     f.get(k).map(String::as_str).filter(|v| !v.is_empty())
 }
 
-fn principal_id(p: &Principal) -> (String, String) {
-    match p {
-        Principal::Workload(w) => (w.id.clone(), w.issuer.clone()),
-        Principal::Human(h) => (h.id.clone(), h.issuer.clone()),
-    }
-}
-
 /// The form of `POST /oauth/token` (`application/x-www-form-urlencoded`), for the OpenAPI
 /// document; the handler reads the same fields.
 #[derive(utoipa::ToSchema)]
-#[expect(
-    dead_code,
-    reason = "only its schema is used, for the OpenAPI document"
-)]
+#[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
 pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`.
     grant_type: String,
@@ -230,229 +203,101 @@ pub async fn token(
     resp
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "the RFC 8693 flow moves into latch-core as its own use case (issue 12, item 4)"
-)]
+/// The RFC 8693 exchange behind `POST /oauth/token`: the form checks, the parties, the DPoP
+/// proof, then the broker's [`latch_core::Broker::exchange_token`], rendered.
 async fn exchange(
     s: &AppState,
     ctx: &CallCtx,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
 ) -> Result<ExchangeResponse, OAuthError> {
+    let (subject_token, actor_token) = check_form(form).map_err(|e| *e)?;
+    let parties = s
+        .broker
+        .exchange_parties(ctx, subject_token, actor_token)
+        .await?;
+    // DPoP only once the caller authenticated (so anonymous callers cannot fill the replay
+    // cache), but before any state change (so a nonce challenge costs nothing).
+    let jkt = dpop_jkt(s, headers).await?;
+    let request = ExchangeRequest {
+        jkt,
+        auth_req_id: form_value(form, "auth_req_id").map(str::to_owned),
+        authorization_details: form_value(form, "authorization_details").map(str::to_owned),
+    };
+    let outcome = s.broker.exchange_token(ctx, &parties, request).await?;
+    render(s, outcome).map_err(|e| *e)
+}
+
+/// The grant type and token types of the form (RFC 8693 §2.1); returns the subject token and
+/// the actor token, if any.
+fn check_form(form: &HashMap<String, String>) -> Result<(&str, Option<&str>), Box<OAuthError>> {
     match form_value(form, "grant_type") {
         Some(GRANT_TOKEN_EXCHANGE) => {}
         Some(_) => {
-            return Err(OAuthError::new(
+            return Err(Box::new(OAuthError::new(
                 "unsupported_grant_type",
                 "only the token-exchange grant (rfc 8693) is supported",
-            ));
+            )));
         }
         None => {
-            return Err(OAuthError::new(
+            return Err(Box::new(OAuthError::new(
                 "invalid_request",
                 "`grant_type` is missing",
-            ));
+            )));
         }
     }
     let token_type_ok = |t: Option<&str>| matches!(t, Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN));
-    let subject_token = form_value(form, "subject_token")
-        .ok_or_else(|| OAuthError::new("invalid_request", "`subject_token` is missing"))?;
+    let subject_token = form_value(form, "subject_token").ok_or_else(|| {
+        Box::new(OAuthError::new(
+            "invalid_request",
+            "`subject_token` is missing",
+        ))
+    })?;
     if !token_type_ok(form_value(form, "subject_token_type")) {
-        return Err(OAuthError::new(
+        return Err(Box::new(OAuthError::new(
             "invalid_request",
             "`subject_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
-        ));
+        )));
     }
     let actor_token = form_value(form, "actor_token");
     if actor_token.is_some() && !token_type_ok(form_value(form, "actor_token_type")) {
-        return Err(OAuthError::new(
+        return Err(Box::new(OAuthError::new(
             "invalid_request",
             "`actor_token_type` must be urn:ietf:params:oauth:token-type:jwt or :id_token",
-        ));
+        )));
     }
-    let subject = s.broker.authenticate(ctx, Some(subject_token)).await?;
-    let actor = match actor_token {
-        Some(t) => Some(s.broker.authenticate(ctx, Some(t)).await?),
-        None => None,
-    };
-    // DPoP only once the caller authenticated (so anonymous callers cannot fill the replay
-    // cache), but before any state change (so a nonce challenge costs nothing).
-    let jkt = match headers.get("dpop").map(|v| v.to_str()) {
-        None => None,
-        Some(Err(_)) => {
-            return Err(
-                ApiError::new(ErrorCode::DpopProofInvalid, "dpop header is not ascii").into(),
-            );
-        }
+    Ok((subject_token, actor_token))
+}
+
+/// The key thumbprint of the request's `DPoP` proof for `POST /oauth/token` (RFC 9449 §4.3),
+/// `None` without a proof.
+async fn dpop_jkt(s: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("dpop").map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Err(_)) => Err(ApiError::new(
+            ErrorCode::DpopProofInvalid,
+            "dpop header is not ascii",
+        )),
         Some(Ok(proof)) => {
             let htu = format!("{}/oauth/token", s.base_url);
-            Some(
-                s.dpop
-                    .verify(
-                        proof,
-                        ProofCheck {
-                            htm: "POST",
-                            htu: &htu,
-                            access_token: None,
-                            expected_jkt: None,
-                            relayed: false,
-                        },
-                    )
-                    .await?,
-            )
+            let check = ProofCheck {
+                htm: "POST",
+                htu: &htu,
+                access_token: None,
+                expected_jkt: None,
+                relayed: false,
+            };
+            Ok(Some(s.dpop.verify(proof, check).await?))
         }
-    };
-    // The workload owns the task; a human on either side is the one it acts for.
-    let (workload, human): (Workload, Option<String>) = match (&subject, &actor) {
-        (Principal::Workload(w), None) => ((**w).clone(), None),
-        (Principal::Workload(w), Some(Principal::Human(h)))
-        | (Principal::Human(h), Some(Principal::Workload(w))) => {
-            ((**w).clone(), Some(h.id.clone()))
-        }
-        _ => {
-            return Err(OAuthError::new(
-                "invalid_request",
-                "one of `subject_token` and `actor_token` must be a workload identity, and at most one a human's",
-            ));
-        }
-    };
-    let (sub_id, _) = principal_id(&subject);
-    let binding = TokenBinding {
-        jkt,
-        act: actor.as_ref().map(|a| {
-            let (id, iss) = principal_id(a);
-            json!({"sub": id, "iss": iss})
-        }),
-        subject: (sub_id != workload.id).then_some(sub_id),
-    };
+    }
+}
 
-    let (outcome, detail) = if let Some(id) = form_value(form, "auth_req_id") {
-        let (task_id, req_id) = id
-            .split_once('.')
-            .ok_or_else(|| OAuthError::new("invalid_request", "`auth_req_id` is malformed"))?;
-        // The human of the poll must be the one the task was opened for.
-        let opened = s.broker.task(&workload, task_id).await?;
-        if let Some(h) = &human
-            && !opened
-                .on_behalf_of
-                .as_deref()
-                .is_some_and(|o| o.eq_ignore_ascii_case(h))
-        {
-            return Err(ApiError::new(
-                ErrorCode::TaskIdentityMismatch,
-                format!(
-                    "human {} is not the one this request was made for",
-                    latch_core::error::quote(h)
-                ),
-            )
-            .into());
-        }
-        let o = s
-            .broker
-            .claim(ctx, &workload, task_id, req_id, &binding)
-            .await?;
-        let req = match &o {
-            AccessOutcome::Granted(g) => &g.request,
-            AccessOutcome::Denied(r) | AccessOutcome::Pending(r) => r,
-        };
-        let task = s.broker.task(&workload, task_id).await?;
-        let d = LatchAccessDetail {
-            kind: AUTHZ_DETAILS_TYPE.into(),
-            resource: req.resource_id.clone(),
-            actions: req.actions.clone(),
-            repository: task.repository.clone(),
-            branch: task.branch.clone(),
-            environment: Some(task.environment.clone()),
-            purpose: Some(task.purpose.clone()),
-            ttl_secs: Some(req.ttl_secs),
-        };
-        (o, d)
-    } else {
-        let raw = form_value(form, "authorization_details").ok_or_else(|| {
-            OAuthError::new(
-                "invalid_request",
-                "`authorization_details` (rfc 9396) is missing",
-            )
-        })?;
-        let details: Vec<LatchAccessDetail> = serde_json::from_str(raw).map_err(|e| {
-            OAuthError::new(
-                "invalid_authorization_details",
-                format!("`authorization_details` is not a json array of latch_access objects: {e}"),
-            )
-        })?;
-        let [d] = <[LatchAccessDetail; 1]>::try_from(details).map_err(|_| {
-            OAuthError::new(
-                "invalid_authorization_details",
-                "exactly one authorization details object is accepted (one token has one audience)",
-            )
-        })?;
-        if d.kind != AUTHZ_DETAILS_TYPE {
-            return Err(OAuthError::new(
-                "invalid_authorization_details",
-                format!("authorization details type must be `{AUTHZ_DETAILS_TYPE}`"),
-            ));
-        }
-        let environment = match &d.environment {
-            Some(e) => e.clone(),
-            None => s
-                .broker
-                .resources()
-                .find(|r| r.id == d.resource)
-                .map(|r| r.environment.clone())
-                .ok_or_else(|| {
-                    OAuthError::from(ApiError::new(
-                        ErrorCode::UnknownResource,
-                        format!("no resource {}", latch_core::error::quote(&d.resource)),
-                    ))
-                })?,
-        };
-        let purpose = d
-            .purpose
-            .clone()
-            .unwrap_or_else(|| "oauth token exchange".into());
-        let task = s
-            .broker
-            .open_task(
-                ctx,
-                &workload,
-                OpenTask {
-                    purpose: purpose.clone(),
-                    repository: d.repository.clone(),
-                    branch: d.branch.clone(),
-                    environment: environment.clone(),
-                    ttl_secs: None,
-                    on_behalf_of: human,
-                },
-            )
-            .await?;
-        let o = s
-            .broker
-            .request_access(
-                ctx,
-                &workload,
-                &task.id,
-                RequestAccess {
-                    resource: d.resource.clone(),
-                    actions: d.actions.clone(),
-                    ttl_secs: d.ttl_secs,
-                    justification: purpose,
-                    params: Value::Null,
-                },
-                &binding,
-            )
-            .await?;
-        let d = LatchAccessDetail {
-            repository: task.repository.clone(),
-            branch: task.branch.clone(),
-            environment: Some(environment),
-            ..d
-        };
-        (o, d)
-    };
+/// The RFC 8693 §2.2.1 answer of a grant, or the RFC 6749 §5.2 error of a step-up
+/// (`authorization_pending`) or a denial (`access_denied`, with the denial's Latch code).
+fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Box<OAuthError>> {
+    let now = s.broker.clock().now_unix_secs();
     match outcome {
-        AccessOutcome::Granted(g) => {
-            let now = s.broker.clock().now_unix_secs();
+        ExchangeOutcome::Granted { grant: g, detail } => {
             let bound = g.lease.binding.jkt.is_some();
             metrics::counter!("latch_access_decisions_total", "decision" => "allow").increment(1);
             Ok(ExchangeResponse {
@@ -461,17 +306,12 @@ async fn exchange(
                 token_type: if bound { "DPoP" } else { "Bearer" },
                 expires_in: g.lease.expires_at_unix_secs - now,
                 scope: g.lease.actions.join(" "),
-                // What was granted, not what was asked for (the ttl may have been capped).
-                authorization_details: vec![LatchAccessDetail {
-                    actions: g.lease.actions.clone(),
-                    ttl_secs: Some(g.lease.expires_at_unix_secs - g.lease.issued_at_unix_secs),
-                    ..detail
-                }],
+                authorization_details: vec![detail],
                 task_id: g.lease.task_id.clone(),
                 lease_id: g.lease.id.clone(),
             })
         }
-        AccessOutcome::Pending(r) => {
+        ExchangeOutcome::Pending(r) => {
             metrics::counter!("latch_access_decisions_total", "decision" => "step_up").increment(1);
             let (groups, names) = match &r.decision {
                 Decision::StepUp { groups, .. } => (
@@ -484,7 +324,7 @@ async fn exchange(
                 ),
                 _ => (json!([]), String::new()),
             };
-            Err(OAuthError {
+            Err(Box::new(OAuthError {
                 status: StatusCode::BAD_REQUEST,
                 error: "authorization_pending",
                 description: format!(
@@ -492,16 +332,16 @@ async fn exchange(
                 ),
                 latch_code: None,
                 extra: json!({
-                    "auth_req_id": format!("{}.{}", r.task_id, r.id),
+                    "auth_req_id": auth_req_id(&r),
                     "interval": 5,
-                    "expires_in": r.expires_at_unix_secs - s.broker.clock().now_unix_secs(),
+                    "expires_in": r.expires_at_unix_secs - now,
                     "approvers": groups,
                     "request_digest": r.digest,
                 }),
                 dpop_nonce: None,
-            })
+            }))
         }
-        AccessOutcome::Denied(r) => {
+        ExchangeOutcome::Denied(r) => {
             metrics::counter!("latch_access_decisions_total", "decision" => "deny").increment(1);
             let (ids, reasons) = match &r.decision {
                 Decision::Deny {
@@ -511,14 +351,14 @@ async fn exchange(
                 } => (policy_ids.clone(), reasons.clone()),
                 d => (d.policy_ids().to_vec(), vec![]),
             };
-            Err(OAuthError {
+            Err(Box::new(OAuthError {
                 status: StatusCode::BAD_REQUEST,
                 error: "access_denied",
                 description: format!("policy denied the request: {}", reasons.join("; ")),
-                latch_code: Some(ErrorCode::PolicyDenied.as_str()),
+                latch_code: Some(crate::http::routes::access::denial_code(&r.decision).as_str()),
                 extra: json!({"policy_ids": ids, "reasons": reasons, "request_id": r.id, "task_id": r.task_id}),
                 dpop_nonce: None,
-            })
+            }))
         }
     }
 }
