@@ -2,6 +2,7 @@
 //! audit events. Times are whole seconds since the Unix epoch (`*_unix_secs`), durations are
 //! whole seconds (`*_secs`).
 
+pub use crate::kinds::{AuditKind, UnknownAuditKind};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -631,9 +632,9 @@ pub struct AuditEvent {
     pub id: String,
     /// When.
     pub at_unix_secs: i64,
-    /// Dotted kind: `auth.succeeded`, `auth.failed`, `task.opened`, `request.decided`,
-    /// `approval.recorded`, `credential.issued`, `credential.renewed`, `credential.revoked`,
-    /// `credential.revocation_failed`, `policy.reloaded`, `policy.reload_refused`, …
+    /// Dotted kind, the string form of an [`AuditKind`] (`auth.succeeded`, `task.opened`,
+    /// `credential.issued`, …; see its variants for the full list). A `String` so records from
+    /// other versions still decode; see [`AuditKind`] for why.
     pub kind: String,
     /// Who acted (principal id, human id, or `latch` for the broker itself).
     pub actor: String,
@@ -667,13 +668,13 @@ fn is_zero(v: &i64) -> bool {
 }
 
 impl AuditEvent {
-    /// A new event at `at_unix_secs`; fill the ids with the builder methods.
-    pub fn new(at_unix_secs: i64, kind: &str, actor: &str, outcome: &str) -> Self {
+    /// A new event of `kind` at `at_unix_secs`; fill the ids with the builder methods.
+    pub fn new(at_unix_secs: i64, kind: AuditKind, actor: &str, outcome: &str) -> Self {
         Self {
             seq: 0,
             id: new_id("evt"),
             at_unix_secs,
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             actor: actor.to_owned(),
             request_id: None,
             task_id: None,
@@ -684,6 +685,11 @@ impl AuditEvent {
             prev_hash: None,
             hash: None,
         }
+    }
+    /// True when this event's `kind` is `kind`'s string form.
+    #[must_use]
+    pub fn is(&self, kind: AuditKind) -> bool {
+        self.kind == kind.as_str()
     }
     /// Sets the task id.
     pub fn task(mut self, id: &str) -> Self {

@@ -1,6 +1,9 @@
 //! Test doubles shared by the integration tests.
 
-#![allow(dead_code, reason = "each test crate that includes this module uses a different part of it")]
+#![allow(
+    dead_code,
+    reason = "each test crate that includes this module uses a different part of it"
+)]
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::{Extension, Json};
 use latch_core::broker::CallCtx;
-use latch_core::model::{AuditEvent, AuditFilter, Human};
+use latch_core::model::{AuditEvent, AuditFilter, AuditKind, Human};
 use latch_core::{ApiError, ErrorCode};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -111,7 +111,7 @@ pub(crate) async fn audit_export(
         require_admin(&s, &h)?;
         let ev = AuditEvent::new(
             s.broker.clock().now_unix_secs(),
-            "audit.exported",
+            AuditKind::AuditExported,
             &h.id,
             "ok",
         )
@@ -216,7 +216,7 @@ pub(crate) async fn audit_find(
         found.dedup_by_key(|e| e.seq);
         let ev = AuditEvent::new(
             s.broker.clock().now_unix_secs(),
-            "audit.searched",
+            AuditKind::AuditSearched,
             &h.id,
             "ok",
         )
