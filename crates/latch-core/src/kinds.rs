@@ -153,6 +153,49 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// The credential providers built into Latch: the `kind` of a `[[resources]]` entry
+    /// ([`crate::model::Resource::kind`]) and a lease's `provider`
+    /// ([`crate::model::Lease::provider`]), and what each built-in
+    /// [`crate::ports::CredentialProvider::kind`] returns.
+    ///
+    /// Those fields stay `String`s: the `CredentialProvider` port is open (an embedder or a
+    /// test may register a provider of its own kind), and a resource naming a kind no
+    /// registered provider serves is reported when access is requested, as before. This enum
+    /// is the one place the built-in names are spelled.
+    ProviderKind, UnknownProviderKind, "provider kind" {
+        /// Signed JWT access tokens.
+        Jwt => "jwt",
+        /// PostgreSQL login roles.
+        Postgres => "postgres",
+        /// Redis ACL users.
+        Redis => "redis",
+        /// OpenSSH user certificates.
+        Ssh => "ssh",
+        /// X.509 client certificates.
+        X509 => "x509",
+    }
+}
+
+string_enum! {
+    /// How sensitive a resource's data is ([`crate::model::Resource::sensitivity`], the Cedar
+    /// attribute `resource.sensitivity`), least to most. Policies compare the string form
+    /// (`resource.sensitivity == "secret"`).
+    ///
+    /// `Resource::sensitivity` stays a `String` for now: configuration has never rejected
+    /// other values, so narrowing the field would change which configurations load.
+    Sensitivity, UnknownSensitivity, "sensitivity" {
+        /// Public data.
+        Public => "public",
+        /// Internal data (the default for a resource that names none).
+        Internal => "internal",
+        /// Confidential data.
+        Confidential => "confidential",
+        /// Secret data.
+        Secret => "secret",
+    }
+}
+
 impl AuditKind {
     /// The event recording that a task entered `state` (`task.opened`, `task.completed`,
     /// `task.cancelled`, `task.expired`).
@@ -190,6 +233,25 @@ mod tests {
                 .contains("unknown audit event kind `credential.rev`")
         );
         assert!(err.to_string().contains("credential.revoked"));
+    }
+
+    #[test]
+    fn provider_kinds_and_sensitivities_keep_their_strings() {
+        let kinds: Vec<_> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, ["jwt", "postgres", "redis", "ssh", "x509"]);
+        let levels: Vec<_> = Sensitivity::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(levels, ["public", "internal", "confidential", "secret"]);
+        assert_eq!("x509".parse::<ProviderKind>(), Ok(ProviderKind::X509));
+        assert_eq!(
+            serde_json::to_string(&Sensitivity::Secret).unwrap(),
+            "\"secret\""
+        );
+        let err = "top_secret".parse::<Sensitivity>().unwrap_err().to_string();
+        assert!(err.contains("unknown sensitivity `top_secret`"), "{err}");
+        assert!(
+            err.ends_with("public, internal, confidential, secret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! audit events. Times are whole seconds since the Unix epoch (`*_unix_secs`), durations are
 //! whole seconds (`*_secs`).
 
-pub use crate::kinds::{AuditKind, UnknownAuditKind};
+pub use crate::kinds::{
+    AuditKind, ProviderKind, Sensitivity, UnknownAuditKind, UnknownProviderKind, UnknownSensitivity,
+};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -180,11 +182,13 @@ pub struct Task {
 pub struct Resource {
     /// Resource id, e.g. `payments-db`.
     pub id: String,
-    /// Provider kind that mints for it (`jwt`, …).
+    /// Provider kind that mints for it: a [`ProviderKind`] string (`jwt`, …) or the kind of a
+    /// provider registered by the embedder.
     pub kind: String,
     /// Environment the resource lives in.
     pub environment: String,
-    /// Data sensitivity (`public`, `internal`, `confidential`, `secret`).
+    /// Data sensitivity: a [`Sensitivity`] string (`public`, `internal`, `confidential`,
+    /// `secret`).
     pub sensitivity: String,
     /// Audience the credential is for (JWT `aud`).
     pub audience: String,
@@ -532,7 +536,7 @@ pub struct Lease {
     pub request_id: String,
     /// Resource.
     pub resource_id: String,
-    /// Provider kind.
+    /// Provider kind (the resource's `kind`; see [`ProviderKind`]).
     pub provider: String,
     /// Actions granted (the credential's scope).
     pub actions: Vec<String>,

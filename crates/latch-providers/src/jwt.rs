@@ -21,7 +21,7 @@ use crate::keyring::SigningKeys;
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "jwt";
+pub const KIND: &str = latch_core::model::ProviderKind::Jwt.as_str();
 
 /// The claims of an access token minted by [`JwtProvider`]. Times are whole seconds since the
 /// Unix epoch (RFC 7519 `NumericDate`).

@@ -469,11 +469,11 @@ impl Default for AdminConfig {
 pub struct ResourceConfig {
     /// Id used in requests and policies.
     pub id: String,
-    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509`.
+    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509` (see [`latch_core::model::ProviderKind`]).
     pub kind: String,
     /// Environment it lives in.
     pub environment: String,
-    /// `public`, `internal`, `confidential` or `secret`.
+    /// `public`, `internal`, `confidential` or `secret` (see [`latch_core::model::Sensitivity`]).
     #[serde(default = "default_sensitivity")]
     pub sensitivity: String,
     /// Audience of its credentials.
@@ -497,7 +497,7 @@ pub struct ResourceConfig {
 }
 
 fn default_sensitivity() -> String {
-    "internal".into()
+    latch_core::model::Sensitivity::Internal.as_str().into()
 }
 
 /// A configuration error, naming the file and what is wrong.
