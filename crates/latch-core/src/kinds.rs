@@ -196,6 +196,68 @@ string_enum! {
     }
 }
 
+/// A deployment environment name (`sandbox`, `staging`, `production`, …) as a task or a
+/// resource states it; serialized as the bare string (TOML, JSON and the Cedar `environment`
+/// attribute are unchanged).
+///
+/// A validated newtype rather than a closed enum: operators name their own environments, and
+/// which of them are production is configuration (`tasks.production_environments`), not code.
+/// What the type owns is the one comparison rule, ASCII case-insensitive, used both for the
+/// production test and for matching an identity's proven environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Environment(String);
+
+impl Environment {
+    /// The name as given (case preserved).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when `other` names this environment (ASCII case-insensitive).
+    #[must_use]
+    pub fn is(&self, other: &str) -> bool {
+        self.0.eq_ignore_ascii_case(other)
+    }
+
+    /// True when this is one of `production_environments` (the configured list).
+    #[must_use]
+    pub fn is_production(&self, production_environments: &[String]) -> bool {
+        production_environments.iter().any(|p| self.is(p))
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for Environment {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Environment {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl PartialEq<str> for Environment {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Environment {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 impl AuditKind {
     /// The event recording that a task entered `state` (`task.opened`, `task.completed`,
     /// `task.cancelled`, `task.expired`).
@@ -252,6 +314,16 @@ mod tests {
             err.ends_with("public, internal, confidential, secret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn environments_are_bare_strings_compared_without_case() {
+        let e = Environment::from("Production");
+        assert_eq!(serde_json::to_string(&e).unwrap(), "\"Production\"");
+        assert!(e.is("production"));
+        assert!(e.is_production(&["staging".into(), "PRODUCTION".into()]));
+        assert!(!Environment::from("sandbox").is_production(&["production".into()]));
+        assert_eq!(e, "Production");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! whole seconds (`*_secs`).
 
 pub use crate::kinds::{
-    AuditKind, ProviderKind, Sensitivity, UnknownAuditKind, UnknownProviderKind, UnknownSensitivity,
+    AuditKind, Environment, ProviderKind, Sensitivity, UnknownAuditKind, UnknownProviderKind,
+    UnknownSensitivity,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -159,7 +160,8 @@ pub struct Task {
     /// Branch the work is on.
     pub branch: Option<String>,
     /// Environment (`sandbox`, `staging`, `production`, …).
-    pub environment: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub environment: Environment,
     /// True when `environment` is one of the configured production environments.
     pub production: bool,
     /// The human the agent acts for, if known.
@@ -186,7 +188,8 @@ pub struct Resource {
     /// provider registered by the embedder.
     pub kind: String,
     /// Environment the resource lives in.
-    pub environment: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub environment: Environment,
     /// Data sensitivity: a [`Sensitivity`] string (`public`, `internal`, `confidential`,
     /// `secret`).
     pub sensitivity: String,

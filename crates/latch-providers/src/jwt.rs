@@ -165,7 +165,7 @@ impl CredentialProvider for JwtProvider {
             task_id: req.task.id.clone(),
             scope: req.actions.join(" "),
             resource: req.resource.id.clone(),
-            environment: req.resource.environment.clone(),
+            environment: req.resource.environment.to_string(),
             cnf: req.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
             act: req.binding.act.clone(),
         };

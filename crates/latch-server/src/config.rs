@@ -636,12 +636,9 @@ impl Config {
                 latch_core::model::Resource {
                     id: r.id.clone(),
                     kind: r.kind.clone(),
-                    production: self
-                        .tasks
-                        .production_environments
-                        .iter()
-                        .any(|p| p.eq_ignore_ascii_case(&r.environment)),
-                    environment: r.environment.clone(),
+                    production: latch_core::model::Environment::from(r.environment.as_str())
+                        .is_production(&self.tasks.production_environments),
+                    environment: r.environment.as_str().into(),
                     sensitivity: r.sensitivity.clone(),
                     audience: r.audience.clone(),
                     actions: r.actions.clone(),

@@ -36,7 +36,7 @@ fn task(id: &str) -> Task {
         purpose: "replicas".to_owned(),
         repository: None,
         branch: None,
-        environment: "sandbox".to_owned(),
+        environment: "sandbox".into(),
         production: false,
         on_behalf_of: None,
         state: TaskState::Open,

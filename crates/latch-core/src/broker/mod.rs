@@ -269,10 +269,7 @@ impl Broker {
     }
 
     fn is_production(&self, env: &str) -> bool {
-        self.settings
-            .production_environments
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case(env))
+        Environment::from(env).is_production(&self.settings.production_environments)
     }
 
     async fn commit(

@@ -90,7 +90,7 @@ impl Broker {
             repository,
             branch,
             production: self.is_production(&input.environment),
-            environment: input.environment,
+            environment: input.environment.into(),
             on_behalf_of,
             state: TaskState::Open,
             created_at_unix_secs: now,

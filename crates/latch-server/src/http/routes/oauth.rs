@@ -363,7 +363,7 @@ async fn exchange(
             actions: req.actions.clone(),
             repository: task.repository.clone(),
             branch: task.branch.clone(),
-            environment: Some(task.environment.clone()),
+            environment: Some(task.environment.to_string()),
             purpose: Some(task.purpose.clone()),
             ttl_secs: Some(req.ttl_secs),
         };
@@ -399,7 +399,7 @@ async fn exchange(
                 .broker
                 .resources()
                 .find(|r| r.id == d.resource)
-                .map(|r| r.environment.clone())
+                .map(|r| r.environment.to_string())
                 .ok_or_else(|| {
                     OAuthError::from(ApiError::new(
                         ErrorCode::UnknownResource,
