@@ -28,7 +28,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use latch_core::broker::{CallCtx, RequestAccess};
 use latch_core::digest::CredentialHasher;
-use latch_core::model::{AuditEvent, Resource, Task, TaskState, Workload, WorkloadClaims, new_id};
+use latch_core::model::{
+    AuditEvent, AuditKind, Resource, Task, TaskState, Workload, WorkloadClaims, new_id,
+};
 use latch_core::policy::{ApprovalContext, EvalInput, PolicyEngine, PolicySource};
 use latch_core::ports::{CredentialProvider, MintRequest, Write, WriteBatch};
 use latch_providers::jwt::JwtProvider;
@@ -304,7 +306,7 @@ fn bench_broker(c: &mut Criterion) {
     });
     g.bench_function("commit 1 audit event (1 tx, fsync)", |b| {
         b.iter(|| {
-            let e = AuditEvent::new(now(), "bench.event", "bench", "ok");
+            let e = AuditEvent::new(now(), AuditKind::ToolUsed, "bench", "ok");
             black_box(
                 rt.block_on(store.apply(WriteBatch::new().audit(e)))
                     .expect("apply"),
@@ -319,7 +321,7 @@ fn bench_broker(c: &mut Criterion) {
         lease.id = new_id("lease");
         lease.request_id = req.id.clone();
         req.lease_id = Some(lease.id.clone());
-        let ev = |kind: &str| {
+        let ev = |kind: AuditKind| {
             AuditEvent::new(now(), kind, "bench", "ok")
                 .task(&task_id)
                 .lease(&lease.id)
@@ -328,9 +330,14 @@ fn bench_broker(c: &mut Criterion) {
         batch
             .write(Write::InsertRequest(req.clone()))
             .write(Write::InsertLease(lease.clone()))
-            .audit(AuditEvent::new(now(), "auth.succeeded", "bench", "ok"))
-            .audit(ev("access.decided"))
-            .audit(ev("credential.issued"))
+            .audit(AuditEvent::new(
+                now(),
+                AuditKind::AuthSucceeded,
+                "bench",
+                "ok",
+            ))
+            .audit(ev(AuditKind::RequestDecided))
+            .audit(ev(AuditKind::CredentialIssued))
     };
     g.bench_function(
         "commit grant batch: request+lease+3 audit (1 tx, fsync)",

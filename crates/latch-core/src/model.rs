@@ -2,6 +2,10 @@
 //! audit events. Times are whole seconds since the Unix epoch (`*_unix_secs`), durations are
 //! whole seconds (`*_secs`).
 
+pub use crate::kinds::{
+    AuditKind, Environment, ProviderKind, Sensitivity, UnknownAuditKind, UnknownProviderKind,
+    UnknownSensitivity,
+};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -156,7 +160,8 @@ pub struct Task {
     /// Branch the work is on.
     pub branch: Option<String>,
     /// Environment (`sandbox`, `staging`, `production`, …).
-    pub environment: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub environment: Environment,
     /// True when `environment` is one of the configured production environments.
     pub production: bool,
     /// The human the agent acts for, if known.
@@ -179,11 +184,14 @@ pub struct Task {
 pub struct Resource {
     /// Resource id, e.g. `payments-db`.
     pub id: String,
-    /// Provider kind that mints for it (`jwt`, …).
+    /// Provider kind that mints for it: a [`ProviderKind`] string (`jwt`, …) or the kind of a
+    /// provider registered by the embedder.
     pub kind: String,
     /// Environment the resource lives in.
-    pub environment: String,
-    /// Data sensitivity (`public`, `internal`, `confidential`, `secret`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub environment: Environment,
+    /// Data sensitivity: a [`Sensitivity`] string (`public`, `internal`, `confidential`,
+    /// `secret`).
     pub sensitivity: String,
     /// Audience the credential is for (JWT `aud`).
     pub audience: String,
@@ -542,7 +550,7 @@ pub struct Lease {
     pub request_id: String,
     /// Resource.
     pub resource_id: String,
-    /// Provider kind.
+    /// Provider kind (the resource's `kind`; see [`ProviderKind`]).
     pub provider: String,
     /// Actions granted (the credential's scope).
     pub actions: Vec<String>,
@@ -642,9 +650,9 @@ pub struct AuditEvent {
     pub id: String,
     /// When.
     pub at_unix_secs: i64,
-    /// Dotted kind: `auth.succeeded`, `auth.failed`, `task.opened`, `request.decided`,
-    /// `approval.recorded`, `credential.issued`, `credential.renewed`, `credential.revoked`,
-    /// `credential.revocation_failed`, `policy.reloaded`, `policy.reload_refused`, …
+    /// Dotted kind, the string form of an [`AuditKind`] (`auth.succeeded`, `task.opened`,
+    /// `credential.issued`, …; see its variants for the full list). A `String` so records from
+    /// other versions still decode; see [`AuditKind`] for why.
     pub kind: String,
     /// Who acted (principal id, human id, or `latch` for the broker itself).
     pub actor: String,
@@ -678,13 +686,13 @@ fn is_zero(v: &i64) -> bool {
 }
 
 impl AuditEvent {
-    /// A new event at `at_unix_secs`; fill the ids with the builder methods.
-    pub fn new(at_unix_secs: i64, kind: &str, actor: &str, outcome: &str) -> Self {
+    /// A new event of `kind` at `at_unix_secs`; fill the ids with the builder methods.
+    pub fn new(at_unix_secs: i64, kind: AuditKind, actor: &str, outcome: &str) -> Self {
         Self {
             seq: 0,
             id: new_id("evt"),
             at_unix_secs,
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             actor: actor.to_owned(),
             request_id: None,
             task_id: None,
@@ -695,6 +703,11 @@ impl AuditEvent {
             prev_hash: None,
             hash: None,
         }
+    }
+    /// True when this event's `kind` is `kind`'s string form.
+    #[must_use]
+    pub fn is(&self, kind: AuditKind) -> bool {
+        self.kind == kind.as_str()
     }
     /// Sets the task id.
     pub fn task(mut self, id: &str) -> Self {

@@ -21,7 +21,7 @@ use crate::keyring::SigningKeys;
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "jwt";
+pub const KIND: &str = latch_core::model::ProviderKind::Jwt.as_str();
 
 /// The claims of an access token minted by [`JwtProvider`]. Times are whole seconds since the
 /// Unix epoch (RFC 7519 `NumericDate`).
@@ -165,7 +165,7 @@ impl CredentialProvider for JwtProvider {
             task_id: req.task.id.clone(),
             scope: req.actions.join(" "),
             resource: req.resource.id.clone(),
-            environment: req.resource.environment.clone(),
+            environment: req.resource.environment.to_string(),
             cnf: req.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
             act: req.binding.act.clone(),
         };

@@ -69,7 +69,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::util::{self, SecretRef};
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "postgres";
+pub const KIND: &str = latch_core::model::ProviderKind::Postgres.as_str();
 
 /// Prefix of every role this provider creates.
 pub const ROLE_PREFIX: &str = "latch_";

@@ -60,7 +60,7 @@ use serde_json::json;
 use crate::util::{self, SecretRef};
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "redis";
+pub const KIND: &str = latch_core::model::ProviderKind::Redis.as_str();
 
 /// Prefix of every ACL user this provider creates.
 pub const USER_PREFIX: &str = "latch_";

@@ -66,7 +66,7 @@ use crate::keyring::{CaKeyring, GeneratedCa, KeyError, MasterKey};
 use crate::util;
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "ssh";
+pub const KIND: &str = latch_core::model::ProviderKind::Ssh.as_str();
 
 /// Key blob prefix of the SSH user CA generations.
 pub const CA_BLOB_PREFIX: &str = "ssh-user-ca";

@@ -57,7 +57,7 @@ use crate::keyring::{CaKeyring, GeneratedCa, KeyError, MasterKey};
 use crate::util;
 
 /// Provider kind as named in resource configuration.
-pub const KIND: &str = "x509";
+pub const KIND: &str = latch_core::model::ProviderKind::X509.as_str();
 
 /// Key blob prefix of the X.509 client CA generations.
 pub const CA_BLOB_PREFIX: &str = "x509-client-ca";

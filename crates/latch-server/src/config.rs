@@ -473,11 +473,11 @@ impl Default for AdminConfig {
 pub struct ResourceConfig {
     /// Id used in requests and policies.
     pub id: String,
-    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509`.
+    /// Provider kind: `jwt`, `postgres`, `redis`, `ssh` or `x509` (see [`latch_core::model::ProviderKind`]).
     pub kind: String,
     /// Environment it lives in.
     pub environment: String,
-    /// `public`, `internal`, `confidential` or `secret`.
+    /// `public`, `internal`, `confidential` or `secret` (see [`latch_core::model::Sensitivity`]).
     #[serde(default = "default_sensitivity")]
     pub sensitivity: String,
     /// Audience of its credentials.
@@ -501,7 +501,7 @@ pub struct ResourceConfig {
 }
 
 fn default_sensitivity() -> String {
-    "internal".into()
+    latch_core::model::Sensitivity::Internal.as_str().into()
 }
 
 /// A configuration error, naming the file and what is wrong.
@@ -640,12 +640,9 @@ impl Config {
                 latch_core::model::Resource {
                     id: r.id.clone(),
                     kind: r.kind.clone(),
-                    production: self
-                        .tasks
-                        .production_environments
-                        .iter()
-                        .any(|p| p.eq_ignore_ascii_case(&r.environment)),
-                    environment: r.environment.clone(),
+                    production: latch_core::model::Environment::from(r.environment.as_str())
+                        .is_production(&self.tasks.production_environments),
+                    environment: r.environment.as_str().into(),
                     sensitivity: r.sensitivity.clone(),
                     audience: r.audience.clone(),
                     actions: r.actions.clone(),

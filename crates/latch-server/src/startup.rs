@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latch_core::broker::BrokerParts;
+use latch_core::model::ProviderKind;
 use latch_core::policy::{PolicyEngine, PolicyLoadError};
 use latch_core::ports::{
     CaPublisher, ChangeFeed, CredentialProvider, FeedSettings, IdentityVerifier, Store, UseOnce,
@@ -690,7 +691,7 @@ fn restrict_data_dir(dir: &Path) -> Result<(), StartError> {
 #[async_trait]
 impl RotatingCa for SshProvider {
     fn label(&self) -> &'static str {
-        "ssh"
+        ProviderKind::Ssh.as_str()
     }
 
     async fn rotate_if_due(&self, master: &MasterKey, max_age_secs: i64) -> Result<bool, KeyError> {
@@ -705,7 +706,7 @@ impl RotatingCa for SshProvider {
 #[async_trait]
 impl RotatingCa for X509Provider {
     fn label(&self) -> &'static str {
-        "x509"
+        ProviderKind::X509.as_str()
     }
 
     async fn rotate_if_due(&self, master: &MasterKey, max_age_secs: i64) -> Result<bool, KeyError> {

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
-use latch_core::model::{AuditEvent, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims};
+use latch_core::model::{
+    AuditEvent, AuditKind, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims,
+};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use latch_store::{PgStore, StoreChange};
 use latch_testkit::{FrozenBackends, PG_ADDR, TempPgDatabase, service_available};
@@ -34,7 +36,7 @@ fn task(id: &str) -> Task {
         purpose: "replicas".to_owned(),
         repository: None,
         branch: None,
-        environment: "sandbox".to_owned(),
+        environment: "sandbox".into(),
         production: false,
         on_behalf_of: None,
         state: TaskState::Open,
@@ -71,7 +73,7 @@ fn lease(id: &str, task_id: &str, state: LeaseState, expires: i64) -> Lease {
 }
 
 fn event(id: &str, lease_id: Option<&str>) -> AuditEvent {
-    let mut e = AuditEvent::new(500, "pg.test", "tester", "ok");
+    let mut e = AuditEvent::new(500, AuditKind::ToolUsed, "tester", "ok");
     e.id = id.to_owned();
     if let Some(l) = lease_id {
         e = e.lease(l);

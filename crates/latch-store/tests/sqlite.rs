@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use latch_core::model::{
-    AccessRequest, AuditEvent, AuditFilter, Decision, Lease, LeaseState, RequestState, Task,
-    TaskState, Workload, WorkloadClaims,
+    AccessRequest, AuditEvent, AuditFilter, AuditKind, Decision, Lease, LeaseState, RequestState,
+    Task, TaskState, Workload, WorkloadClaims,
 };
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use latch_store::SqliteStore;
@@ -64,7 +64,7 @@ fn task(id: &str) -> Task {
         purpose: "durability".to_owned(),
         repository: None,
         branch: None,
-        environment: "sandbox".to_owned(),
+        environment: "sandbox".into(),
         production: false,
         on_behalf_of: None,
         state: TaskState::Open,
@@ -127,7 +127,7 @@ fn lease(id: &str, task_id: &str) -> Lease {
 }
 
 fn event(id: &str) -> AuditEvent {
-    let mut e = AuditEvent::new(10, "credential.issued", "wl_dur", "ok")
+    let mut e = AuditEvent::new(10, AuditKind::CredentialIssued, "wl_dur", "ok")
         .task("task_dur")
         .lease("lease_dur");
     e.id = id.to_owned();

@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn stored_bodies_escape_separators_bidi_and_c1_controls() {
-        let e = crate::model::AuditEvent::new(1, "tool.used", "wl", "ok")
+        let e = crate::model::AuditEvent::new(1, crate::model::AuditKind::ToolUsed, "wl", "ok")
             .detail(serde_json::json!({"v": "a\u{2028}b\u{202e}c\u{85}d\u{e0041}\ne"}));
         let body = encode_event(&e).unwrap();
         assert!(body.is_ascii() || !body.chars().any(|c| c.is_control() || is_deceptive(c)));

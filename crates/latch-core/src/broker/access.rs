@@ -366,7 +366,7 @@ impl Broker {
         } else {
             let ev = AuditEvent::new(
                 now,
-                "credential.mint_failed",
+                AuditKind::CredentialMintFailed,
                 &req.principal_id,
                 "provider_failed",
             )
@@ -559,7 +559,7 @@ fn issued_event(
     resource: &Resource,
     credential_kind: &str,
 ) -> AuditEvent {
-    AuditEvent::new(now, "credential.issued", &req.principal_id, "ok")
+    AuditEvent::new(now, AuditKind::CredentialIssued, &req.principal_id, "ok")
         .task(&lease.task_id)
         .access_request(&req.id)
         .lease(&lease.id)

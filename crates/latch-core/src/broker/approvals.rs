@@ -189,7 +189,7 @@ impl Broker {
         r.version += 1;
         let recorded = AuditEvent::new(
             now,
-            "approval.recorded",
+            AuditKind::ApprovalRecorded,
             &human.id,
             verdict_str(ballot.verdict),
         )

@@ -104,8 +104,13 @@ impl Broker {
         }
         found.sort_by_key(|e| e.seq);
         found.dedup_by_key(|e| e.seq);
-        let ev = AuditEvent::new(self.now(), "audit.searched", &human.id, "ok")
-            .detail(json!({ "matches": found.len() }));
+        let ev = AuditEvent::new(
+            self.now(),
+            crate::model::AuditKind::AuditSearched,
+            &human.id,
+            "ok",
+        )
+        .detail(json!({ "matches": found.len() }));
         self.record_event(ctx, ev).await?;
         Ok(found)
     }
@@ -126,7 +131,13 @@ impl Broker {
         checkpoints_only: bool,
     ) -> Result<i64> {
         self.require_audit_admin(human)?;
-        let ev = AuditEvent::new(self.now(), "audit.exported", &human.id, "ok").detail(json!({
+        let ev = AuditEvent::new(
+            self.now(),
+            crate::model::AuditKind::AuditExported,
+            &human.id,
+            "ok",
+        )
+        .detail(json!({
             "after_seq": after_seq, "checkpoints_only": checkpoints_only,
         }));
         self.record_event(ctx, ev).await?;

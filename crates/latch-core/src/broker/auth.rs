@@ -44,13 +44,13 @@ impl Broker {
                     Principal::Workload(w) => (w.id.clone(), "workload", w.issuer.clone()),
                     Principal::Human(h) => (h.id.clone(), "human", h.issuer.clone()),
                 };
-                ctx.push(AuditEvent::new(now, "auth.succeeded", &actor, "ok").detail(
+                ctx.push(AuditEvent::new(now, AuditKind::AuthSucceeded, &actor, "ok").detail(
                     json!({"principal_kind": kind, "issuer": issuer, "source_ip": ctx.source_ip}),
                 ));
                 Ok(p)
             }
             Err(e) => {
-                let ev = AuditEvent::new(now, "auth.failed", "anonymous", e.code.as_str())
+                let ev = AuditEvent::new(now, AuditKind::AuthFailed, "anonymous", e.code.as_str())
                     .detail(json!({"message": e.message, "source_ip": ctx.source_ip}));
                 self.commit(ctx, WriteBatch::new().audit(ev)).await?;
                 Err(e)

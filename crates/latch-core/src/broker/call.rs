@@ -50,7 +50,7 @@ pub(super) fn fold_authentication(
 ) -> Vec<AuditEvent> {
     let mut out = Vec::with_capacity(pending.len() + own.len());
     for p in pending {
-        if p.kind == "auth.succeeded"
+        if p.is(AuditKind::AuthSucceeded)
             && let Some(e) = own.iter_mut().find(|e| e.actor == p.actor)
         {
             match &mut e.detail {
@@ -76,15 +76,16 @@ mod fold_tests {
     use super::*;
 
     fn auth(actor: &str) -> AuditEvent {
-        AuditEvent::new(1, "auth.succeeded", actor, "ok")
+        AuditEvent::new(1, AuditKind::AuthSucceeded, actor, "ok")
             .detail(json!({"issuer": "https://ci", "principal_kind": "workload"}))
     }
 
     #[test]
     fn authentication_folds_into_the_callers_own_event_only() {
         let own = vec![
-            AuditEvent::new(1, "request.decided", "wl", "allow").detail(json!({"resource": "r"})),
-            AuditEvent::new(1, "credential.issued", "wl", "ok"),
+            AuditEvent::new(1, AuditKind::RequestDecided, "wl", "allow")
+                .detail(json!({"resource": "r"})),
+            AuditEvent::new(1, AuditKind::CredentialIssued, "wl", "ok"),
         ];
         let out = fold_authentication(vec![auth("wl")], own);
         assert_eq!(out.len(), 2);
@@ -94,15 +95,18 @@ mod fold_tests {
         // Another actor's event, or none at all: the authentication keeps its own record.
         let out = fold_authentication(
             vec![auth("wl")],
-            vec![AuditEvent::new(1, "task.expired", "latch", "ok")],
+            vec![AuditEvent::new(1, AuditKind::TaskExpired, "latch", "ok")],
         );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].kind, "auth.succeeded");
         let out = fold_authentication(vec![auth("wl")], vec![]);
         assert_eq!(out[0].kind, "auth.succeeded");
         // A failure is never folded.
-        let failed = AuditEvent::new(1, "auth.failed", "wl", "token_expired");
-        let out = fold_authentication(vec![failed], vec![AuditEvent::new(1, "x", "wl", "ok")]);
+        let failed = AuditEvent::new(1, AuditKind::AuthFailed, "wl", "token_expired");
+        let out = fold_authentication(
+            vec![failed],
+            vec![AuditEvent::new(1, AuditKind::ToolUsed, "wl", "ok")],
+        );
         assert_eq!(out.len(), 2);
     }
 }

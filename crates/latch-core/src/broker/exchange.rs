@@ -282,7 +282,7 @@ impl Broker {
             actions: req.actions.clone(),
             repository: task.repository.clone(),
             branch: task.branch.clone(),
-            environment: Some(task.environment.clone()),
+            environment: Some(task.environment.to_string()),
             purpose: Some(task.purpose.clone()),
             ttl_secs: Some(req.ttl_secs),
         };
@@ -301,7 +301,7 @@ impl Broker {
     ) -> std::result::Result<(AccessOutcome, LatchAccessDetail), ExchangeError> {
         let environment = match &d.environment {
             Some(e) => e.clone(),
-            None => self.resource(&d.resource)?.environment.clone(),
+            None => self.resource(&d.resource)?.environment.to_string(),
         };
         let purpose = d
             .purpose

@@ -315,7 +315,7 @@ impl Broker {
     }
 
     fn leak_event(&self, actor: &str, outcome: &str) -> AuditEvent {
-        AuditEvent::new(self.now(), "leak.detected", actor, outcome)
+        AuditEvent::new(self.now(), AuditKind::LeakDetected, actor, outcome)
     }
 }
 

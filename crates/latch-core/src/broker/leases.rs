@@ -130,7 +130,7 @@ impl Broker {
         n.version += 1;
         n.revocation_handle = minted.revocation_handle;
         n.credential_hmac = Some(self.hasher.hmac_secret(&minted.credential.secret));
-        let ev = AuditEvent::new(now, "credential.renewed", &caller.id, "ok")
+        let ev = AuditEvent::new(now, AuditKind::CredentialRenewed, &caller.id, "ok")
             .task(&task.id)
             .lease(&n.id)
             .access_request(&n.request_id)
@@ -180,7 +180,7 @@ impl Broker {
         };
         let ev = AuditEvent::new(
             now,
-            "credential.renewal_denied",
+            AuditKind::CredentialRenewalDenied,
             &caller.id,
             decision.kind(),
         )

@@ -293,10 +293,7 @@ impl Broker {
     }
 
     fn is_production(&self, env: &str) -> bool {
-        self.settings
-            .production_environments
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case(env))
+        Environment::from(env).is_production(&self.settings.production_environments)
     }
 
     async fn commit(
@@ -440,7 +437,7 @@ impl Broker {
                 n.revoked_at_unix_secs = Some(now);
                 n.next_revoke_at_unix_secs = None;
                 batch = batch.write(Write::UpdateLease(n.clone())).audit(
-                    AuditEvent::new(now, "credential.revoked", actor, "ok")
+                    AuditEvent::new(now, AuditKind::CredentialRevoked, actor, "ok")
                         .task(&l.task_id)
                         .lease(&l.id)
                         .access_request(&l.request_id)
@@ -452,7 +449,7 @@ impl Broker {
                 }
                 n.next_revoke_at_unix_secs = Some(now);
                 batch = batch.write(Write::UpdateLease(n.clone())).audit(
-                    AuditEvent::new(now, "credential.revocation_requested", actor, "ok")
+                    AuditEvent::new(now, AuditKind::CredentialRevocationRequested, actor, "ok")
                         .task(&l.task_id)
                         .lease(&l.id)
                         .detail(json!({"reason": n.revoke_reason, "provider": l.provider})),
@@ -484,7 +481,7 @@ impl Broker {
                 n.revoked_at_unix_secs = Some(now);
                 n.next_revoke_at_unix_secs = None;
                 n.last_revoke_error = None;
-                let ev = AuditEvent::new(now, "credential.revoked", BROKER, "ok")
+                let ev = AuditEvent::new(now, AuditKind::CredentialRevoked, BROKER, "ok")
                     .task(&n.task_id)
                     .lease(&n.id)
                     .access_request(&n.request_id)
@@ -507,7 +504,7 @@ impl Broker {
                     n.state = LeaseState::RevokeFailed;
                 }
                 tracing::warn!(lease_id = %n.id, attempts = n.revoke_attempts, error = %e.message, "revocation failed; will retry");
-                let ev = AuditEvent::new(now, "credential.revocation_failed", BROKER, "retry")
+                let ev = AuditEvent::new(now, AuditKind::CredentialRevocationFailed, BROKER, "retry")
                     .task(&n.task_id)
                     .lease(&n.id)
                     .detail(json!({"error": e.message, "attempts": n.revoke_attempts,
@@ -581,7 +578,7 @@ impl Broker {
         let mut r = req;
         r.state = RequestState::Expired;
         r.version += 1;
-        let ev = AuditEvent::new(self.now(), "request.expired", BROKER, "expired")
+        let ev = AuditEvent::new(self.now(), AuditKind::RequestExpired, BROKER, "expired")
             .task(&r.task_id)
             .access_request(&r.id);
         match self
@@ -603,7 +600,7 @@ fn decision_event(now: i64, actor: &str, req: &AccessRequest) -> AuditEvent {
         Decision::StepUp { groups, .. } => (vec![], groups.clone(), None),
         Decision::Allow { max_ttl_secs, .. } => (vec![], vec![], *max_ttl_secs),
     };
-    AuditEvent::new(now, "request.decided", actor, req.decision.kind())
+    AuditEvent::new(now, AuditKind::RequestDecided, actor, req.decision.kind())
         .task(&req.task_id)
         .access_request(&req.id)
         .detail(json!({

@@ -27,7 +27,7 @@ impl Broker {
         let now = self.now();
         let fingerprint = engine.fingerprint().to_owned();
         let count = engine.policy_ids().len();
-        let ev = AuditEvent::new(now, "policy.reloaded", BROKER, "ok")
+        let ev = AuditEvent::new(now, AuditKind::PolicyReloaded, BROKER, "ok")
             .detail(json!({"fingerprint": fingerprint, "policies": count, "source": source}));
         self.commit(&CallCtx::default(), WriteBatch::new().audit(ev))
             .await?;
@@ -67,10 +67,17 @@ impl Broker {
                 if !matches!(d, Decision::Allow { .. }) {
                     let id = l.id.clone();
                     let ctx = CallCtx::default();
-                    let ev = AuditEvent::new(now, "credential.policy_revoked", BROKER, d.kind())
-                        .task(&l.task_id)
-                        .lease(&l.id)
-                        .detail(json!({"policy_ids": d.policy_ids(), "fingerprint": report.fingerprint}));
+                    let ev = AuditEvent::new(
+                        now,
+                        AuditKind::CredentialPolicyRevoked,
+                        BROKER,
+                        d.kind(),
+                    )
+                    .task(&l.task_id)
+                    .lease(&l.id)
+                    .detail(
+                        json!({"policy_ids": d.policy_ids(), "fingerprint": report.fingerprint}),
+                    );
                     ctx.push(ev);
                     match self.revoke_lease(&ctx, l, "policy_changed", BROKER).await {
                         Ok(_) => report.leases_revoked.push(id),
@@ -90,8 +97,13 @@ impl Broker {
     /// # Errors
     /// `store_unavailable`.
     pub async fn record_reload_refused(&self, source: &str, error: &str) -> Result<()> {
-        let ev = AuditEvent::new(self.now(), "policy.reload_refused", BROKER, "invalid")
-            .detail(json!({"source": source, "error": error}));
+        let ev = AuditEvent::new(
+            self.now(),
+            AuditKind::PolicyReloadRefused,
+            BROKER,
+            "invalid",
+        )
+        .detail(json!({"source": source, "error": error}));
         self.commit(&CallCtx::default(), WriteBatch::new().audit(ev))
             .await
             .map(|_| ())

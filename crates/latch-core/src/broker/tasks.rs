@@ -90,7 +90,7 @@ impl Broker {
             repository,
             branch,
             production: self.is_production(&input.environment),
-            environment: input.environment,
+            environment: input.environment.into(),
             on_behalf_of,
             state: TaskState::Open,
             created_at_unix_secs: now,
@@ -98,7 +98,7 @@ impl Broker {
             ended_at_unix_secs: None,
             version: 1,
         };
-        let ev = AuditEvent::new(now, "task.opened", &caller.id, "ok").task(&task.id).detail(json!({
+        let ev = AuditEvent::new(now, AuditKind::TaskOpened, &caller.id, "ok").task(&task.id).detail(json!({
             "purpose": task.purpose, "repository": task.repository, "branch": task.branch,
             "environment": task.environment, "production": task.production,
             "expires_at_unix_secs": task.expires_at_unix_secs, "on_behalf_of": task.on_behalf_of,
@@ -177,15 +177,16 @@ impl Broker {
                 }
             }
         }
-        let mut event = AuditEvent::new(self.now(), "tool.used", &caller.id, &report.outcome)
-            .task(&task.id)
-            .detail(json!({
-                "tool": report.tool,
-                "target": report.target,
-                "duration_ms": report.duration_ms,
-                "attributes": report.attributes,
-                "task_state": task.state,
-            }));
+        let mut event =
+            AuditEvent::new(self.now(), AuditKind::ToolUsed, &caller.id, &report.outcome)
+                .task(&task.id)
+                .detail(json!({
+                    "tool": report.tool,
+                    "target": report.target,
+                    "duration_ms": report.duration_ms,
+                    "attributes": report.attributes,
+                    "task_state": task.state,
+                }));
         if let Some(lid) = &report.lease_id {
             event = event.lease(lid);
         }
@@ -268,9 +269,8 @@ impl Broker {
         t.version += 1;
         let leases = self.store.leases_by_task(&task.id).await?;
         let live: Vec<Lease> = leases.into_iter().filter(|l| l.state.is_live()).collect();
-        let kind = format!("task.{}", state.as_str());
         let mut batch = WriteBatch::new().write(Write::UpdateTask(t.clone())).audit(
-            AuditEvent::new(now, &kind, actor, "ok")
+            AuditEvent::new(now, AuditKind::task_entered(state), actor, "ok")
                 .task(&t.id)
                 .detail(json!({"live_leases": live.len()})),
         );

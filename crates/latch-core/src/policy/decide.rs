@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use super::{ApprovalContext, EvalInput, PolicyEngine, PolicyTestCase};
 use crate::error::quote;
 use crate::model::{
-    Approval, Decision, DenyCode, GroupQuorum, Resource, Task, TaskState, Verdict, Workload,
+    Approval, Decision, DenyCode, Environment, GroupQuorum, Resource, Task, TaskState, Verdict,
+    Workload,
 };
 
 /// Prefix of the reason given when hard separation denies.
@@ -72,10 +73,9 @@ pub fn run_policy_case(
             .branch
             .clone()
             .or_else(|| case.principal.branch.clone()),
-        environment: case.environment.clone(),
-        production: production_environments
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case(&case.environment)),
+        environment: case.environment.as_str().into(),
+        production: Environment::from(case.environment.as_str())
+            .is_production(production_environments),
         on_behalf_of: None,
         state: TaskState::Open,
         created_at_unix_secs: now_unix_secs,

@@ -508,7 +508,7 @@ impl PolicyEngine {
         let r = input.resource;
         let mut ra: HashMap<String, RestrictedExpression> = HashMap::new();
         ra.insert("kind".into(), s(&r.kind));
-        ra.insert("environment".into(), s(&r.environment));
+        ra.insert("environment".into(), s(r.environment.as_str()));
         ra.insert("sensitivity".into(), s(&r.sensitivity));
         ra.insert("audience".into(), s(&r.audience));
         ra.insert(
@@ -541,7 +541,7 @@ impl PolicyEngine {
         let mut task = vec![
             ("id".to_owned(), s(&t.id)),
             ("purpose".to_owned(), s(&t.purpose)),
-            ("environment".to_owned(), s(&t.environment)),
+            ("environment".to_owned(), s(t.environment.as_str())),
             (
                 "production".to_owned(),
                 RestrictedExpression::new_bool(t.production),

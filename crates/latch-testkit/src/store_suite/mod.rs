@@ -92,7 +92,7 @@ fn task(id: &str, owner: &str, created: i64, expires: i64, state: TaskState) -> 
         purpose: format!("purpose of {id}"),
         repository: Some("acme/payments".to_owned()),
         branch: Some("main".to_owned()),
-        environment: "staging".to_owned(),
+        environment: "staging".into(),
         production: false,
         on_behalf_of: Some("alice".to_owned()),
         state,

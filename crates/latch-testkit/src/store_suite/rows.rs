@@ -76,7 +76,7 @@ pub(super) async fn tasks(s: &dyn Store) {
     t2.branch = None;
     t2.on_behalf_of = None;
     t2.production = true;
-    t2.environment = "production".to_owned();
+    t2.environment = "production".into();
     let mut t3 = task("task_c03", "wl_b", 1200, 1800, TaskState::Completed);
     t3.ended_at_unix_secs = Some(1700);
     let t4 = task("task_c04", "wl_b", 1300, 3000, TaskState::Open);

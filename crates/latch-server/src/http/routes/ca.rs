@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use latch_core::model::ProviderKind;
 use latch_core::{ApiError, ErrorCode};
 
 use crate::http::error::AppError;
@@ -21,7 +22,7 @@ fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
     ))
 }
 
-fn no_provider(kind: &str) -> AppError {
+fn no_provider(kind: ProviderKind) -> AppError {
     AppError(ApiError::new(
         ErrorCode::InvalidRequest,
         format!("no {kind} provider is configured"),
@@ -31,7 +32,10 @@ fn no_provider(kind: &str) -> AppError {
 #[utoipa::path(get, path = "/v1/ssh/ca.pub", responses((status = 200, content_type = "text/plain",
     description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)")))]
 pub(crate) async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
-    let p = s.ssh_ca.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    let p = s
+        .ssh_ca
+        .as_ref()
+        .ok_or_else(|| no_provider(ProviderKind::Ssh))?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -45,7 +49,10 @@ pub(crate) async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppErr
 #[utoipa::path(get, path = "/v1/ssh/krl", responses((status = 200, content_type = "application/octet-stream",
     description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`")))]
 pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
-    let p = s.ssh_ca.as_ref().ok_or_else(|| no_provider("ssh"))?;
+    let p = s
+        .ssh_ca
+        .as_ref()
+        .ok_or_else(|| no_provider(ProviderKind::Ssh))?;
     let krl = p.revocation_list().await.map_err(provider_unavailable)?;
     Ok((
         [
@@ -60,7 +67,10 @@ pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppEr
 #[utoipa::path(get, path = "/v1/x509/ca.pem", responses((status = 200, content_type = "application/x-pem-file",
     description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)")))]
 pub(crate) async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
-    let p = s.x509_ca.as_ref().ok_or_else(|| no_provider("x509"))?;
+    let p = s
+        .x509_ca
+        .as_ref()
+        .ok_or_else(|| no_provider(ProviderKind::X509))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-pem-file"),
@@ -74,7 +84,10 @@ pub(crate) async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppEr
 #[utoipa::path(get, path = "/v1/x509/crl", responses((status = 200, content_type = "application/x-pem-file",
     description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates")))]
 pub(crate) async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
-    let p = s.x509_ca.as_ref().ok_or_else(|| no_provider("x509"))?;
+    let p = s
+        .x509_ca
+        .as_ref()
+        .ok_or_else(|| no_provider(ProviderKind::X509))?;
     let crl = p.revocation_list().await.map_err(provider_unavailable)?;
     Ok((
         [
