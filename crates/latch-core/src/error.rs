@@ -98,6 +98,9 @@ pub enum ErrorCode {
     // --- server (5xx) ---
     /// The credential provider failed.
     ProviderFailed,
+    /// The target of the resource (its database, cache, …) is not answering; the broker sends
+    /// it no work until a probe succeeds. Retry later.
+    TargetUnavailable,
     /// The store failed; nothing was changed.
     StoreUnavailable,
     /// Unexpected internal error.
@@ -148,6 +151,7 @@ impl ErrorCode {
             LeaseNotActive => "lease_not_active",
             Conflict => "conflict",
             ProviderFailed => "provider_failed",
+            TargetUnavailable => "target_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
         }
@@ -173,7 +177,7 @@ impl ErrorCode {
             TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
             RequestExpired => 410,
             ProviderFailed => 502,
-            StoreUnavailable => 503,
+            StoreUnavailable | TargetUnavailable => 503,
             Internal => 500,
         }
     }

@@ -67,6 +67,10 @@ pub struct ProviderError {
     /// Whether the request itself (its `params`) is at fault: the broker answers 400
     /// `invalid_request` instead of 502 `provider_failed`.
     pub invalid_request: bool,
+    /// Whether the target did not answer at all (refused, reset, timed out): the broker then
+    /// treats the target as down until a probe succeeds. An error the target answered with
+    /// (a refused statement) is not an outage.
+    pub unreachable: bool,
 }
 
 impl ProviderError {
@@ -76,6 +80,15 @@ impl ProviderError {
             message: message.into(),
             retryable: true,
             invalid_request: false,
+            unreachable: false,
+        }
+    }
+    /// The target did not answer (connection refused or dropped, timed out): retryable, and an
+    /// outage of the target.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self {
+            unreachable: true,
+            ..Self::retryable(message)
         }
     }
     /// A permanent failure (bad parameters).
@@ -84,6 +97,7 @@ impl ProviderError {
             message: message.into(),
             retryable: false,
             invalid_request: false,
+            unreachable: false,
         }
     }
     /// A permanent failure caused by the request (malformed, missing or unacceptable `params`,
@@ -93,6 +107,7 @@ impl ProviderError {
             message: message.into(),
             retryable: false,
             invalid_request: true,
+            unreachable: false,
         }
     }
 }
@@ -144,6 +159,17 @@ pub trait CredentialProvider: Send + Sync + 'static {
     /// # Errors
     /// [`ProviderError`]; retryable ones are retried with backoff.
     async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError>;
+
+    /// Checks that `resource`'s target answers (connect and one trivial command), so the broker
+    /// learns that an unhealthy target is back and resumes its parked revocations. The broker
+    /// bounds the call with its target deadline. The default, for providers without external
+    /// state, always succeeds.
+    ///
+    /// # Errors
+    /// A retryable [`ProviderError`] while the target does not answer.
+    async fn probe(&self, _resource: &Resource) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// The public side of a certificate authority that signs credentials (OpenSSH user CA, X.509
@@ -311,6 +337,26 @@ pub trait Store: Send + Sync + 'static {
         self.due_leases(now_unix_secs, issuing_grace_secs, limit)
             .await
     }
+    /// Claims the leases of resource `resource_id` whose revocation is pending (`revoking`,
+    /// `revoke_failed`), whatever their next attempt time, for `owner` until
+    /// `claim_until_unix_secs`, and returns them (by id, at most `limit`): what a target that
+    /// answers again must revoke at once.
+    ///
+    /// # Contract
+    /// As [`claim_due_leases`](Self::claim_due_leases): a lease claimed by another owner whose
+    /// claim has not expired at `now_unix_secs` is not returned; this owner's own claims are.
+    /// Stores used by a single process may return them unclaimed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn claim_pending_revocations(
+        &self,
+        now_unix_secs: i64,
+        resource_id: &str,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError>;
     /// Leases whose revocation was requested or done (`revoking`, `revoke_failed`, `revoked`)
     /// and whose `expires_at_unix_secs > now_unix_secs`, with id greater than `after_id`,
     /// ordered by id (paging). Certificate providers build their revocation lists (OpenSSH KRL,

@@ -190,7 +190,7 @@ fn pg_err(what: &str, e: &tokio_postgres::Error) -> ProviderError {
             db.message(),
             db.code().code()
         )),
-        None => ProviderError::retryable(format!("postgres {what}: {}", io_kind(e))),
+        None => ProviderError::unreachable(format!("postgres {what}: {}", io_kind(e))),
     }
 }
 
@@ -444,6 +444,14 @@ impl CredentialProvider for PostgresProvider {
     /// # Errors
     /// Retryable when PostgreSQL is unreachable or a statement fails (the broker retries with
     /// backoff); permanent when the resource is no longer configured correctly.
+    /// Connects as the admin and runs `SELECT 1`.
+    ///
+    /// # Errors
+    /// Unreachable while PostgreSQL does not answer.
+    async fn probe(&self, resource: &Resource) -> Result<(), ProviderError> {
+        Self::ping(resource).await
+    }
+
     async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError> {
         let role = handle_or_derived(lease);
         if !valid_role(&role) {
@@ -454,13 +462,27 @@ impl CredentialProvider for PostgresProvider {
         let client = s.connect().await?;
         revoke_role(&s, &client, &role)
             .await
-            .map_err(|e| ProviderError::retryable(e.message))?;
+            .map_err(|e| ProviderError {
+                retryable: true,
+                ..e
+            })?;
         tracing::info!(lease_id = %lease.id, role = %role, "dropped postgres role");
         Ok(())
     }
 }
 
 impl PostgresProvider {
+    /// Opens an admin connection to `resource` and runs `SELECT 1`.
+    async fn ping(resource: &Resource) -> Result<(), ProviderError> {
+        let s = PgSettings::load(resource)?;
+        let client = s.connect().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| pg_err("probe", &e))?;
+        Ok(())
+    }
+
     fn resource_for(&self, lease: &Lease) -> Result<Resource, ProviderError> {
         self.resources
             .get(&lease.resource_id)

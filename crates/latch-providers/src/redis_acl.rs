@@ -203,6 +203,11 @@ impl RedisSettings {
     }
 }
 
+/// Redis's answer to `CLIENT KILL USER` for a user that does not exist.
+fn no_such_user(e: &redis::RedisError) -> bool {
+    e.to_string().to_ascii_lowercase().contains("no such user")
+}
+
 fn redis_err(what: &str, e: &redis::RedisError) -> ProviderError {
     let transient =
         e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped();
@@ -211,7 +216,7 @@ fn redis_err(what: &str, e: &redis::RedisError) -> ProviderError {
         e.to_string().chars().take(200).collect::<String>()
     );
     if transient {
-        ProviderError::retryable(msg)
+        ProviderError::unreachable(msg)
     } else {
         ProviderError::permanent(msg)
     }
@@ -365,6 +370,20 @@ impl CredentialProvider for RedisProvider {
     ///
     /// # Errors
     /// Retryable on any Redis failure (the broker retries with backoff).
+    /// Connects as the admin and sends `PING`.
+    ///
+    /// # Errors
+    /// Unreachable while Redis does not answer.
+    async fn probe(&self, resource: &Resource) -> Result<(), ProviderError> {
+        let s = RedisSettings::load(resource)?;
+        let mut con = s.connect().await?;
+        redis::cmd("PING")
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .map_err(|e| redis_err("probe", &e))?;
+        Ok(())
+    }
+
     async fn revoke(&self, lease: &Lease) -> Result<(), ProviderError> {
         let user = handle_or_derived(lease);
         if !valid_user(&user) {
@@ -379,13 +398,14 @@ impl CredentialProvider for RedisProvider {
             ))
         })?;
         let s = RedisSettings::load(resource)?;
-        let retry = |what: &str, e: redis::RedisError| {
-            ProviderError::retryable(redis_err(what, &e).message)
+        let retry = |what: &str, e: redis::RedisError| ProviderError {
+            retryable: true,
+            ..redis_err(what, &e)
         };
-        let mut con = s
-            .connect()
-            .await
-            .map_err(|e| ProviderError::retryable(e.message))?;
+        let mut con = s.connect().await.map_err(|e| ProviderError {
+            retryable: true,
+            ..e
+        })?;
         let exists: redis::Value = redis::cmd("ACL")
             .arg("GETUSER")
             .arg(&user)
@@ -402,13 +422,19 @@ impl CredentialProvider for RedisProvider {
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| retry("acl setuser off", e))?;
-        redis::cmd("CLIENT")
+        // Another worker may have deleted the user since ACL GETUSER: "No such user" means
+        // there is nothing left to disconnect, not a failure.
+        match redis::cmd("CLIENT")
             .arg("KILL")
             .arg("USER")
             .arg(&user)
             .query_async::<redis::Value>(&mut con)
             .await
-            .map_err(|e| retry("client kill", e))?;
+        {
+            Ok(_) => {}
+            Err(e) if no_such_user(&e) => return Ok(()),
+            Err(e) => return Err(retry("client kill", e)),
+        }
         redis::cmd("ACL")
             .arg("DELUSER")
             .arg(&user)

@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod proxy;
+mod targets;
 
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
+pub use targets::TargetsConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +36,9 @@ pub struct Config {
     /// Background revocation.
     #[serde(default)]
     pub reaper: ReaperConfig,
+    /// Calls to targets (deadlines, per-target concurrency, health probes).
+    #[serde(default)]
+    pub targets: TargetsConfig,
     /// Trusted identity issuers (workload and human).
     #[serde(default)]
     pub issuers: Vec<latch_identity::IssuerConfig>,

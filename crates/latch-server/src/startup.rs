@@ -287,7 +287,10 @@ async fn build_identity(
     } else {
         None
     };
+    // Issuer discovery and JWKS fetches: each request is further bounded by the issuer's
+    // `jwks_fetch_timeout`; a JWKS host that accepts and never answers fails that fetch only.
     let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| StartError(format!("http client: {e}")))?;
@@ -402,6 +405,8 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         revoke_alert_after: config.reaper.alert_after_attempts.max(1),
         reaper_claim_secs: config.store.reaper_claim.as_secs().max(1) as i64,
         admin_groups: config.admin.groups.clone(),
+        target_call_timeout: config.targets.call_timeout(),
+        target_concurrency: config.targets.concurrency.max(1),
         ..BrokerSettings::default()
     }
 }
@@ -491,6 +496,7 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
             issuer: p.base_url,
         }),
         proxy: Arc::new(config.proxy.clone()),
+        ready_requires_targets: config.targets.ready_requires_targets,
     }
 }
 
@@ -616,7 +622,12 @@ async fn spawn_jobs(
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     // Reaper: one pass at start (revokes what expired while we were down), then periodic.
-    jobs::reaper::reap_once(&b.broker).await;
+    jobs::reaper::reap_at_start(b.broker.clone()).await;
+    tasks.push(tokio::spawn(jobs::targets::run(
+        b.broker.clone(),
+        config.targets.probe_interval(),
+        rx.clone(),
+    )));
     if config.reaper.enabled {
         let every = config.reaper.interval.max(Duration::from_millis(100));
         tasks.push(tokio::spawn(jobs::reaper::run(

@@ -235,6 +235,22 @@ pub(crate) const CLAIM_DUE_LEASES: &str = concat!(
      WHERE l.id = due.id RETURNING l.body"
 );
 
+/// Pending revocations of one resource (single-process stores, no claims). Parameters: `$1`
+/// resource id, `$2` limit. The resource id lives in the body only: pending revocations are few.
+pub(crate) const PENDING_REVOCATIONS_SQLITE: &str = "SELECT body FROM leases \
+     WHERE state IN ('revoking', 'revoke_failed') \
+     AND json_extract(body, '$.resource_id') = $1 ORDER BY id LIMIT $2";
+
+/// Claims the pending revocations of one resource. Parameters: `$1` now, `$2` resource id,
+/// `$3` owner, `$4` claim until, `$5` limit. The owner's own claims are taken again.
+pub(crate) const CLAIM_PENDING_REVOCATIONS: &str = "WITH p AS (SELECT id FROM leases \
+     WHERE state IN ('revoking', 'revoke_failed') \
+     AND (body::jsonb ->> 'resource_id') = $2 \
+     AND (claim_until IS NULL OR claim_until <= $1 OR claim_owner = $3) \
+     ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+     UPDATE leases l SET claim_owner = $3, claim_until = $4 FROM p \
+     WHERE l.id = p.id RETURNING l.body";
+
 /// The audit query's leading predicate, chosen so an index serves it: by task, by lease, or
 /// neither. Parameters: `$1` task, `$2` lease.
 pub(crate) fn audit_events_lead(task: bool, lease: bool) -> &'static str {

@@ -445,6 +445,35 @@ where
         decode_all("lease", bodies)
     }
 
+    async fn claim_pending_revocations(
+        &self,
+        now: i64,
+        resource_id: &str,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let bodies = if DB::CLAIMS {
+            sqlx::query_scalar::<DB, String>(sql::CLAIM_PENDING_REVOCATIONS)
+                .bind(now)
+                .bind(resource_id)
+                .bind(owner)
+                .bind(claim_until_unix_secs)
+                .bind(limit(n))
+                .fetch_all(&self.writer)
+                .await
+                .map_err(|e| write_error::<DB>("claim pending revocations", &e))?
+        } else {
+            sqlx::query_scalar::<DB, String>(sql::PENDING_REVOCATIONS_SQLITE)
+                .bind(resource_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
+        };
+        decode_all("lease", bodies)
+    }
+
     async fn revoked_unexpired_leases(
         &self,
         now: i64,

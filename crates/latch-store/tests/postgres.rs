@@ -272,6 +272,58 @@ async fn reaper_claims_split_work_and_expire() {
     finish(db, stores).await;
 }
 
+/// A target's pending revocations are claimed whatever their schedule; another replica's live
+/// claim keeps them from a second worker until it expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_revocation_claims_keep_one_worker_per_lease() {
+    let Some((db, stores)) = replicas("pendclaims", 2).await else {
+        return;
+    };
+    let (a, b) = (&stores[0], &stores[1]);
+    let mut batch = WriteBatch::new().write(Write::InsertTask(task("task_p")));
+    for i in 0..3 {
+        let mut l = lease(&format!("lease_p{i}"), "task_p", LeaseState::Revoking, 100);
+        l.next_revoke_at_unix_secs = Some(10_000);
+        batch = batch.write(Write::InsertLease(l));
+    }
+    a.apply(batch).await.expect("insert");
+    let resource = stores[0]
+        .lease("lease_p0")
+        .await
+        .expect("read")
+        .expect("lease")
+        .resource_id;
+    let got_a = a
+        .claim_pending_revocations(200, &resource, "a", 260, 100)
+        .await
+        .expect("claim");
+    assert_eq!(got_a.len(), 3, "not due for hours, claimed anyway");
+    assert!(
+        b.claim_pending_revocations(230, &resource, "b", 290, 100)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "A's claims hold B off"
+    );
+    assert_eq!(
+        a.claim_pending_revocations(230, &resource, "a", 290, 100)
+            .await
+            .expect("claim")
+            .len(),
+        3,
+        "A may take its own again"
+    );
+    assert_eq!(
+        b.claim_pending_revocations(300, &resource, "b", 360, 100)
+            .await
+            .expect("claim")
+            .len(),
+        3,
+        "expired claims are taken over"
+    );
+    finish(db, stores).await;
+}
+
 /// Concurrent claimers never get the same lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_share_a_lease() {

@@ -28,3 +28,5 @@ mod proxy;
 mod replicas;
 mod restart;
 mod revocation;
+mod target_outage;
+mod targets;

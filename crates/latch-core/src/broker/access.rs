@@ -219,6 +219,7 @@ impl Broker {
             version: task.version,
         };
         if external {
+            self.require_target_up(&resource.id)?;
             // Durable intent first: a crash after minting leaves a lease the reaper revokes.
             let mut pre = WriteBatch::new()
                 .write(guard.clone())
@@ -240,7 +241,10 @@ impl Broker {
             params,
             binding,
         };
-        let minted = match provider.mint(&mint_req).await {
+        let minted = match self
+            .call_target(&resource.id, external, "mint", provider.mint(&mint_req))
+            .await
+        {
             Ok(m) => m,
             Err(e) => return Err(self.mint_failed(ctx, &req, &lease, external, e, now).await),
         };
@@ -267,7 +271,9 @@ impl Broker {
         let generation = self.live_generation();
         if let Err(e) = self.commit(ctx, batch).await {
             if external {
-                let _ = provider.revoke(&lease).await;
+                let _ = self
+                    .call_target(&resource.id, external, "revoke", provider.revoke(&lease))
+                    .await;
             }
             return Err(e.into());
         }
@@ -360,9 +366,7 @@ impl Broker {
                 now,
             );
             let _ = self.commit(ctx, b).await;
-            for l in rv {
-                let _ = self.attempt_revoke(l).await;
-            }
+            let _ = self.revoke_all(rv).await;
         } else {
             let ev = AuditEvent::new(
                 now,
@@ -375,12 +379,7 @@ impl Broker {
             .detail(json!({"error": e.message}));
             let _ = self.commit(ctx, WriteBatch::new().audit(ev)).await;
         }
-        let code = if e.invalid_request {
-            ErrorCode::InvalidRequest
-        } else {
-            ErrorCode::ProviderFailed
-        };
-        ApiError::new(code, format!("could not mint: {}", e.message))
+        targets::provider_api_error(&e, "could not mint")
     }
 
     /// An access request of the caller's task.

@@ -114,16 +114,14 @@ impl Broker {
             params: &req.params,
             binding: &lease.binding,
         };
-        let minted = provider.renew(&lease, &mint_req).await.map_err(|e| {
-            ApiError::new(
-                if e.invalid_request {
-                    ErrorCode::InvalidRequest
-                } else {
-                    ErrorCode::ProviderFailed
-                },
-                format!("could not renew: {}", e.message),
-            )
-        })?;
+        let external = provider.has_external_state();
+        if external {
+            self.require_target_up(&resource.id)?;
+        }
+        let minted = self
+            .call_target(&resource.id, external, "renew", provider.renew(&lease, &mint_req))
+            .await
+            .map_err(|e| targets::provider_api_error(&e, "could not renew"))?;
         let mut n = lease.clone();
         n.expires_at_unix_secs = expires;
         n.renewals += 1;
@@ -196,9 +194,7 @@ impl Broker {
         );
         self.commit(ctx, b).await?;
         self.index_remove(lease);
-        for l in rv {
-            let _ = self.attempt_revoke(l).await;
-        }
+        let _ = self.revoke_all(rv).await;
         Ok(ApiError::new(
             code.error_code(),
             format!(

@@ -47,6 +47,7 @@ mod leak;
 mod leases;
 mod reload;
 mod revocation;
+mod targets;
 mod tasks;
 
 pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_case};
@@ -66,11 +67,13 @@ pub use leak::{
 };
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
+pub use targets::{TargetStatus, TendReport};
 
 use crate::policy::quorum_context;
 use cache::{CacheTrust, LiveEntry, LiveIndex};
 use call::fold_authentication;
 use input::{check_binding, check_name};
+use targets::{Attempt, Targets};
 
 /// Operator settings the broker enforces.
 #[derive(Debug, Clone)]
@@ -108,6 +111,11 @@ pub struct BrokerSettings {
     /// Human groups allowed to read the audit log (query, find, export, checkpoints); from
     /// `[admin] groups` in `latch.toml` (default `latch-admins`).
     pub admin_groups: Vec<String>,
+    /// Overall deadline of one call to a target (a provider's mint, renew, revoke or probe),
+    /// connect included (default 10 s); `[targets] call_timeout` in `latch.toml`.
+    pub target_call_timeout: Duration,
+    /// Revocations one target works on at once (default 4); `[targets] concurrency`.
+    pub target_concurrency: usize,
 }
 
 impl Default for BrokerSettings {
@@ -126,6 +134,8 @@ impl Default for BrokerSettings {
             reaper_claim_secs: 30,
             introspection_store_timeout: Duration::from_secs(2),
             admin_groups: vec!["latch-admins".into()],
+            target_call_timeout: Duration::from_secs(10),
+            target_concurrency: 4,
         }
     }
 }
@@ -166,6 +176,8 @@ pub struct Broker {
     /// stale (another replica ended the task): every grant's batch carries
     /// [`Write::RequireTaskOpen`], which the store checks inside the commit.
     task_cache: RwLock<HashMap<String, Task>>,
+    /// Target health, revocation lanes and the in-flight set (see [`targets`]).
+    targets: Targets,
 }
 
 impl std::fmt::Debug for Broker {
@@ -241,6 +253,7 @@ impl Broker {
                 trust: CacheTrust::Always,
             }),
             task_cache: RwLock::new(HashMap::new()),
+            targets: Targets::default(),
         };
         b.load_live_index().await?;
         Ok(b)
@@ -447,7 +460,9 @@ impl Broker {
                 if matches!(n.state, LeaseState::Active | LeaseState::Issuing) {
                     n.state = LeaseState::Revoking;
                 }
-                n.next_revoke_at_unix_secs = Some(now);
+                // The caller attempts it right away; until that attempt could have ended, no
+                // reaper (here or on another replica) takes it up as due.
+                n.next_revoke_at_unix_secs = Some(now + self.claim_secs());
                 batch = batch.write(Write::UpdateLease(n.clone())).audit(
                     AuditEvent::new(now, AuditKind::CredentialRevocationRequested, actor, "ok")
                         .task(&l.task_id)
@@ -460,18 +475,15 @@ impl Broker {
         (batch, external)
     }
 
-    /// One revocation attempt of a lease in `revoking`/`revoke_failed`: on success `revoked`;
-    /// on failure the next attempt is scheduled with exponential backoff and, after
-    /// `revoke_alert_after` attempts, the lease shows `revoke_failed`.
-    async fn attempt_revoke(&self, lease: Lease) -> Result<bool> {
+    /// Records the outcome of one revocation attempt: on success `revoked`; on failure the next
+    /// attempt is scheduled with exponential backoff and, after `revoke_alert_after` attempts,
+    /// the lease shows `revoke_failed`.
+    async fn record_attempt(
+        &self,
+        lease: Lease,
+        result: std::result::Result<(), crate::ports::ProviderError>,
+    ) -> Result<()> {
         let now = self.now();
-        let result = match self.providers.get(&lease.provider) {
-            Some(p) => p.revoke(&lease).await,
-            None => Err(crate::ports::ProviderError::retryable(format!(
-                "provider `{}` is not configured",
-                lease.provider
-            ))),
-        };
         let mut n = lease.clone();
         n.version += 1;
         let ctx = CallCtx::default();
@@ -491,7 +503,7 @@ impl Broker {
                     WriteBatch::new().write(Write::UpdateLease(n)).audit(ev),
                 )
                 .await?;
-                Ok(true)
+                Ok(())
             }
             Err(e) => {
                 n.revoke_attempts += 1;
@@ -514,7 +526,7 @@ impl Broker {
                     WriteBatch::new().write(Write::UpdateLease(n)).audit(ev),
                 )
                 .await?;
-                Ok(false)
+                Ok(())
             }
         }
     }

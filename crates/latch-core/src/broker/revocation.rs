@@ -13,6 +13,9 @@ pub struct ReapReport {
     pub leases_revoked: usize,
     /// Revocation attempts that failed (will be retried).
     pub revocations_failed: usize,
+    /// Revocations not attempted because their target is down (resumed when it answers) or
+    /// another worker of this process is on them.
+    pub revocations_parked: usize,
 }
 
 impl Broker {
@@ -84,9 +87,7 @@ impl Broker {
         );
         self.commit(ctx, b).await?;
         self.index_remove(&lease);
-        for l in rv {
-            let _ = self.attempt_revoke(l).await;
-        }
+        let _ = self.revoke_all(rv).await;
         self.store
             .lease(&lease.id)
             .await?
@@ -123,44 +124,46 @@ impl Broker {
                 now,
                 self.settings.issuing_grace_secs,
                 &self.settings.replica_id,
-                now + self.settings.reaper_claim_secs.max(1),
+                now + self.claim_secs(),
                 500,
             )
             .await?;
+        let mut attempts = Vec::new();
         for l in due {
-            let l = match l.state {
-                LeaseState::Active | LeaseState::Issuing => {
-                    let reason = if l.state == LeaseState::Active {
-                        "expired"
-                    } else {
-                        "mint_interrupted"
-                    };
-                    let (b, rv) = self.revocation_writes(
-                        WriteBatch::new(),
-                        std::slice::from_ref(&l),
-                        reason,
-                        BROKER,
-                        now,
-                    );
-                    match self.commit(&ctx, b).await {
-                        Ok(_) => {}
-                        Err(StoreError::Conflict(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.index_remove(&l);
-                    match rv.into_iter().next() {
-                        Some(x) => x,
-                        None => {
-                            report.leases_revoked += 1;
-                            continue;
-                        }
-                    }
+            if matches!(l.state, LeaseState::Active | LeaseState::Issuing) {
+                let reason = if l.state == LeaseState::Active {
+                    "expired"
+                } else {
+                    "mint_interrupted"
+                };
+                let (b, rv) = self.revocation_writes(
+                    WriteBatch::new(),
+                    std::slice::from_ref(&l),
+                    reason,
+                    BROKER,
+                    now,
+                );
+                match self.commit(&ctx, b).await {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e.into()),
                 }
-                _ => l,
-            };
-            match self.attempt_revoke(l).await {
-                Ok(true) => report.leases_revoked += 1,
-                Ok(false) => report.revocations_failed += 1,
+                self.index_remove(&l);
+                match rv.into_iter().next() {
+                    Some(x) => attempts.push(x),
+                    None => report.leases_revoked += 1,
+                }
+            } else {
+                attempts.push(l);
+            }
+        }
+        // Every target at once, each in its own lane: a target that hangs costs its own
+        // leases one call deadline, and nobody else anything.
+        for outcome in self.revoke_all(attempts).await {
+            match outcome {
+                Ok(Attempt::Revoked) => report.leases_revoked += 1,
+                Ok(Attempt::Failed) => report.revocations_failed += 1,
+                Ok(Attempt::Skipped) => report.revocations_parked += 1,
                 Err(e) if e.code == ErrorCode::Conflict => {}
                 Err(e) => return Err(e),
             }

@@ -281,9 +281,7 @@ impl Broker {
         for l in &live {
             self.index_remove(l);
         }
-        for l in to_revoke {
-            let _ = self.attempt_revoke(l).await;
-        }
+        let _ = self.revoke_all(to_revoke).await;
         self.sweep_ended_task(&t, &reason, actor).await?;
         Ok(t)
     }
@@ -313,9 +311,7 @@ impl Broker {
                     for l in &stray {
                         self.index_remove(l);
                     }
-                    for l in to_revoke {
-                        let _ = self.attempt_revoke(l).await;
-                    }
+                    let _ = self.revoke_all(to_revoke).await;
                 }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),

@@ -109,6 +109,16 @@ impl Store for MemStore {
     ) -> Result<Vec<Lease>, StoreError> {
         unimplemented!()
     }
+    async fn claim_pending_revocations(
+        &self,
+        _now: i64,
+        _resource_id: &str,
+        _owner: &str,
+        _until: i64,
+        _limit: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        unimplemented!()
+    }
     async fn revoked_unexpired_leases(
         &self,
         _now: i64,

@@ -44,6 +44,8 @@ pub struct AppState {
     pub scan: Arc<ScanSettings>,
     /// `latch proxy` rules (`GET /v1/proxy/rules/{resource}`).
     pub proxy: Arc<ProxyConfig>,
+    /// `[targets] ready_requires_targets`: `/readyz` answers 503 while a target is down.
+    pub ready_requires_targets: bool,
 }
 
 /// Request id and source address, set by middleware for every request.

@@ -24,7 +24,11 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = sink.name().to_owned();
-    let http = reqwest::Client::new();
+    // Every delivery is also bounded by the sink's own `timeout` (see `deliver_once`).
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
     let mut backoff = poll;
     loop {
         let delay = match deliver_once(store.as_ref(), &sink, &base_dir, &http).await {

@@ -10,3 +10,4 @@ pub mod policy_watch;
 pub mod reaper;
 pub mod serve;
 pub mod store_upkeep;
+pub mod targets;

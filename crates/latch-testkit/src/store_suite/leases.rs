@@ -185,6 +185,35 @@ pub(super) async fn leases(s: &dyn Store) {
     let act = ok(s.active_leases("lease_c07", 10).await, "active_leases");
     assert!(act.is_empty(), "active_leases: past the end");
 
+    let pending = ok(
+        s.claim_pending_revocations(1000, "payments-db", "suite", 1030, 100)
+            .await,
+        "claim_pending_revocations",
+    );
+    assert_eq!(
+        ids(&pending, lease_id),
+        ["lease_c04", "lease_c05", "lease_c09"],
+        "claim_pending_revocations: revoking/revoke_failed of the resource, whatever the schedule"
+    );
+    assert!(
+        ok(
+            s.claim_pending_revocations(1000, "other-db", "suite", 1030, 100)
+                .await,
+            "claim_pending_revocations",
+        )
+        .is_empty(),
+        "claim_pending_revocations: another resource's leases are not returned"
+    );
+    assert_eq!(
+        ok(
+            s.claim_pending_revocations(1000, "payments-db", "suite", 1030, 100)
+                .await,
+            "claim_pending_revocations",
+        )
+        .len(),
+        3,
+        "claim_pending_revocations: the owner's own claims are taken again"
+    );
     let rv = ok(
         s.revoked_unexpired_leases(1500, "", 100).await,
         "revoked_unexpired_leases",

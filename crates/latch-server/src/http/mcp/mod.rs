@@ -72,8 +72,14 @@ pub struct HttpDispatch {
 impl HttpDispatch {
     /// Calls go to `base` (e.g. `https://latch.example`).
     pub fn new(base: &str) -> Self {
+        // A broker that accepts and never answers fails the tool call, not the session.
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: base.trim_end_matches('/').to_owned(),
         }
     }

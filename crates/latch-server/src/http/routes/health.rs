@@ -23,7 +23,12 @@ const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// caches are trusted (`cache.state`: `exclusive` for a single broker; with replicas `fresh`,
 /// `stale` or `bypassed`, as the change feed stands); a stale or bypassed cache is still
 /// correct (lookups read the database), so it does not make the replica unready.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `cache` reports the change feed"), (status = 503, body = ErrorBody)))]
+///
+/// `targets` lists every target whose provider keeps external state (databases, caches) with
+/// its health; while one is down, `status` is `degraded` (revocations for it are parked until it
+/// answers) and, with `[targets] ready_requires_targets = true`, the answer is 503
+/// `target_unavailable`.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `status` is `ready` or `degraded` (a target is down, listed under `targets`); `cache` reports the change feed"), (status = 503, body = ErrorBody)))]
 pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     match tokio::time::timeout(READY_STORE_TIMEOUT, s.broker.ping()).await {
         Ok(r) => r.map_err(AppError)?,
@@ -37,9 +42,24 @@ pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_js
             )));
         }
     }
-    Ok(Json(
-        serde_json::json!({"status": "ready", "cache": s.broker.cache_state()}),
-    ))
+    let targets = s.broker.target_statuses();
+    let down: Vec<&str> = targets
+        .iter()
+        .filter(|t| !t.healthy)
+        .map(|t| t.resource_id.as_str())
+        .collect();
+    if !down.is_empty() && s.ready_requires_targets {
+        return Err(AppError(ApiError::new(
+            ErrorCode::TargetUnavailable,
+            format!("targets not answering: {}", down.join(", ")),
+        )));
+    }
+    let status = if down.is_empty() { "ready" } else { "degraded" };
+    Ok(Json(serde_json::json!({
+        "status": status,
+        "cache": s.broker.cache_state(),
+        "targets": targets,
+    })))
 }
 
 pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
@@ -49,6 +69,7 @@ pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResp
         latch_core::broker::CacheState::Exclusive | latch_core::broker::CacheState::Fresh { .. }
     );
     metrics::gauge!("latch_cache_answering").set(if answering { 1.0 } else { 0.0 });
+    crate::jobs::targets::export_gauges(&s.broker);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
