@@ -22,7 +22,8 @@
 //!
 //! Key patterns do not constrain keyless commands, so after the template's rules every user also
 //! gets [`SERVER_WIDE_DENY`] (`-@dangerous -@admin -flushall -flushdb -swapdb -select -move
-//! -migrate -keys -scan -randomkey -client -debug -config -shutdown -monitor -acl`); if a rule
+//! -migrate -keys -scan -randomkey -client -debug -config -shutdown -monitor -acl -function
+//! -script|flush -script|kill -dbsize -pubsub -memory -cluster -copy`); if a rule
 //! grants `@connection` (or all commands), only `CLIENT SETNAME`, `GETNAME` and `ID` are allowed
 //! back. No template can undo this.
 //!
@@ -102,6 +103,19 @@ pub const SERVER_WIDE_DENY: &[&str] = &[
     "-shutdown",
     "-monitor",
     "-acl",
+    // Server-wide code and caches: functions are shared by every client (`FUNCTION FLUSH`,
+    // `DELETE`, `LOAD`, `RESTORE` change them for everyone; `FCALL` of a loaded one stays
+    // allowed), and `SCRIPT FLUSH` / `KILL` act on other clients' scripts.
+    "-function",
+    "-script|flush",
+    "-script|kill",
+    // Whole-server views: key counts, channel names, allocator state.
+    "-dbsize",
+    "-pubsub",
+    "-memory",
+    "-cluster",
+    // `COPY … DB n` writes into another database; ACLs cannot refuse one option.
+    "-copy",
 ];
 
 /// Harmless `CLIENT` subcommands allowed back when a template grants `@connection`.
