@@ -16,6 +16,7 @@ pub mod clock;
 pub mod credential_format;
 pub mod digest;
 pub mod error;
+pub mod json;
 pub mod kinds;
 pub mod model;
 pub mod policy;

@@ -5,7 +5,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latch_core::error::quote;
 use latch_core::{ApiError, ErrorCode};
-use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::config::SigningAlgorithm;
@@ -26,45 +25,21 @@ fn malformed(msg: &str) -> ApiError {
     ApiError::new(ErrorCode::TokenMalformed, msg)
 }
 
-/// A JSON object whose members are unique (RFC 7515 §5.2 lets us reject duplicates, and we do:
-/// two parsers must never see different values).
-struct StrictObject(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for StrictObject {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrictObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a json object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<StrictObject, A::Error> {
-                let mut m = Map::new();
-                while let Some(k) = a.next_key::<String>()? {
-                    if m.contains_key(&k) {
-                        return Err(A::Error::custom("duplicate member"));
-                    }
-                    let v: Value = a.next_value()?;
-                    m.insert(k, v);
-                }
-                Ok(StrictObject(m))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 fn decode_object(segment: &str, what: &str) -> Result<Map<String, Value>, ApiError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| malformed(&format!("token {what} is not base64url")))?;
-    serde_json::from_slice::<StrictObject>(&bytes)
-        .map(|o| o.0)
-        .map_err(|_| {
-            malformed(&format!(
-                "token {what} is not a json object with unique members"
-            ))
-        })
+    // Unique member names at every depth (RFC 7515 §5.2, RFC 7519 §4): a nested duplicate
+    // (two `uid`s in `kubernetes.io.serviceaccount`) must not let two parsers see two principals.
+    match latch_core::json::parse(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(malformed(&format!("token {what} is not a json object"))),
+        Err(latch_core::json::StrictJsonError::DuplicateMember(name)) => Err(malformed(&format!(
+            "token {what} repeats the member name {}",
+            quote(&name)
+        ))),
+        Err(_) => Err(malformed(&format!("token {what} is not json"))),
+    }
 }
 
 /// Steps 1 and 2 of verification: size, shape, header policy.

@@ -163,8 +163,8 @@ async fn read_file(path: &Path) -> Result<Value, String> {
             path.display()
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|_| format!("jwks file `{}` is not valid json", path.display()))
+    latch_core::json::parse(&bytes)
+        .map_err(|e| format!("jwks file `{}` is not valid json ({e})", path.display()))
 }
 
 async fn get_json(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Value, String> {
@@ -199,7 +199,9 @@ async fn get_json(http: &reqwest::Client, url: &str, timeout: Duration) -> Resul
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|_| format!("{shown} is not valid json"))
+    // Unique member names at every depth: a key set that means two things to two parsers is
+    // refused.
+    latch_core::json::parse(&body).map_err(|e| format!("{shown} is not valid json ({e})"))
 }
 
 fn describe(e: &reqwest::Error) -> &'static str {

@@ -465,6 +465,26 @@ async fn kubernetes_projected_service_account_case() {
         .expect("object")
         .remove("uid");
     rejected(&v, &key.token(&no_uid), ErrorCode::ClaimsInvalid).await;
+
+    // A correctly signed token whose service account carries `uid` twice: serde_json would keep
+    // the second, another parser the first. Refused, whichever comes first.
+    let text = serde_json::to_string(&payload).expect("json");
+    let real = "\"uid\":\"0a1b2c3d-4e5f-4a6b-9c8d-7e6f5a4b3c2d\"";
+    assert!(text.contains(real), "{text}");
+    for twice in [
+        format!("{real},\"uid\":\"ffffffff-0000-4000-8000-000000000000\""),
+        format!("\"uid\":\"ffffffff-0000-4000-8000-000000000000\",{real}"),
+    ] {
+        let claims = text.replacen(real, &twice, 1);
+        let msg = format!(
+            "{}.{}",
+            b64_json(&json!({"alg": key.alg(), "kid": key.kid, "typ": "JWT"})),
+            URL_SAFE_NO_PAD.encode(claims.as_bytes())
+        );
+        let token = format!("{msg}.{}", URL_SAFE_NO_PAD.encode(key.sign_bytes(msg.as_bytes())));
+        let e = rejected(&v, &token, ErrorCode::TokenMalformed).await;
+        assert!(e.message.contains("uid"), "{e}");
+    }
 }
 
 #[tokio::test]
