@@ -35,6 +35,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// `nbf` (or `iat`) is in the future beyond the leeway.
     TokenNotYetValid,
+    /// The token lives longer than its issuer's `max_token_lifetime` (`exp - iat`, or
+    /// `exp - now` without `iat`): a stolen long-lived token is worth too much.
+    TokenLifetimeTooLong,
     /// A required claim is missing or has the wrong type.
     ClaimsInvalid,
     /// The issuer's JWKS could not be fetched or parsed.
@@ -123,6 +126,7 @@ impl ErrorCode {
             AudienceMismatch => "audience_mismatch",
             TokenExpired => "token_expired",
             TokenNotYetValid => "token_not_yet_valid",
+            TokenLifetimeTooLong => "token_lifetime_too_long",
             ClaimsInvalid => "claims_invalid",
             JwksUnavailable => "jwks_unavailable",
             WrongPrincipalKind => "wrong_principal_kind",
@@ -163,7 +167,7 @@ impl ErrorCode {
         match self {
             TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
             | UnknownIssuer | UnknownKid | SignatureInvalid | AudienceMismatch | TokenExpired
-            | TokenNotYetValid | ClaimsInvalid | JwksUnavailable | ClientAuthFailed
+            | TokenNotYetValid | TokenLifetimeTooLong | ClaimsInvalid | JwksUnavailable | ClientAuthFailed
             | DpopProofInvalid => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind => 403,

@@ -32,17 +32,50 @@ fn numeric_date(c: &Claims, name: &str) -> Result<Option<i64>, ApiError> {
     }
 }
 
-/// Checks `exp`, `nbf`, `iat` and `aud`; returns `exp`.
+/// `kubernetes.io.warnafter`, if the token carries one.
+fn kubernetes_warnafter(c: &Claims) -> Result<Option<i64>, ApiError> {
+    match c.get("kubernetes.io").and_then(|k| k.get("warnafter")) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| invalid("claim `kubernetes.io.warnafter` is not an integer")),
+        Some(_) => Err(invalid("claim `kubernetes.io.warnafter` is not a number")),
+    }
+}
+
+/// What [`check_validity`] checks a token against.
+pub(crate) struct Validity<'a> {
+    /// Unix seconds, from the injected clock.
+    pub now: i64,
+    /// Tolerated clock skew, seconds.
+    pub leeway: i64,
+    /// The audience `aud` must contain.
+    pub audience: &'a str,
+    /// Longest `exp - iat` (or `exp - now` without `iat`), seconds.
+    pub max_lifetime: i64,
+    /// The issuer's preset (Kubernetes: `warnafter` counts as expiry).
+    pub preset: Preset,
+}
+
+/// Checks `exp`, `nbf`, `iat`, the token's lifetime and `aud`; returns the effective expiry
+/// (`exp`, or for Kubernetes an earlier `kubernetes.io.warnafter`: the API server extends
+/// kubelet-requested tokens to a year and records the intended expiry there, and the kubelet
+/// refreshes the file well before it, so a token past it is one nobody refreshes).
 ///
 /// # Errors
-/// `claims_invalid`, `token_expired`, `token_not_yet_valid`, `audience_mismatch`.
-pub(crate) fn check_validity(
-    c: &Claims,
-    now: i64,
-    leeway: i64,
-    audience: &str,
-) -> Result<i64, ApiError> {
+/// `claims_invalid`, `token_expired`, `token_not_yet_valid`, `token_lifetime_too_long`,
+/// `audience_mismatch`.
+pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiError> {
+    let (now, leeway, audience) = (v.now, v.leeway, v.audience);
     let exp = numeric_date(c, "exp")?.ok_or_else(|| invalid("claim `exp` is missing"))?;
+    let exp = match v.preset {
+        Preset::Kubernetes => match kubernetes_warnafter(c)? {
+            Some(w) => exp.min(w),
+            None => exp,
+        },
+        _ => exp,
+    };
     let nbf = numeric_date(c, "nbf")?;
     let iat = numeric_date(c, "iat")?;
     if now > exp.saturating_add(leeway) {
@@ -59,6 +92,20 @@ pub(crate) fn check_validity(
         return Err(ApiError::new(
             ErrorCode::TokenNotYetValid,
             "token is not valid yet (`iat` is in the future)",
+        ));
+    }
+    // Without `iat` the remaining lifetime is measured from now (with the leeway).
+    let lifetime = match iat {
+        Some(t) => exp.saturating_sub(t),
+        None => exp.saturating_sub(now).saturating_sub(leeway),
+    };
+    if lifetime > v.max_lifetime {
+        return Err(ApiError::new(
+            ErrorCode::TokenLifetimeTooLong,
+            format!(
+                "token lifetime of {lifetime}s exceeds the issuer's max_token_lifetime of {}s",
+                v.max_lifetime
+            ),
         ));
     }
     let contains = match c.get("aud") {

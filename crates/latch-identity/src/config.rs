@@ -25,6 +25,7 @@ pub enum IssuerKind {
 
 impl IssuerKind {
     /// The configuration spelling (`workload`, `human`).
+    /// The configuration spelling, also stored in [`latch_core::model::Workload::preset`].
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Workload => "workload",
@@ -56,6 +57,22 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The longest token lifetime accepted by default, from what each platform issues:
+    /// GitHub Actions tokens live 5–15 minutes (15 min); GitLab CI `id_tokens` live as long as
+    /// the job's timeout, 1 h by default (2 h; raise it to your longest job timeout);
+    /// Kubernetes projected tokens 10 min to 48 h (48 h; an extended token's
+    /// `kubernetes.io.warnafter` counts as its expiry); human ID tokens typically 1 h (24 h);
+    /// anything else 1 h.
+    pub fn default_max_token_lifetime(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::GithubActions => 15 * 60,
+            Self::GitlabCi => 2 * 3600,
+            Self::Kubernetes => 48 * 3600,
+            Self::Human => 24 * 3600,
+            Self::Generic => 3600,
+        })
+    }
+
     /// The configuration spelling, also stored in [`latch_core::model::Workload::preset`].
     pub fn as_str(self) -> &'static str {
         match self {
@@ -219,6 +236,11 @@ pub struct IssuerConfig {
     /// at most 300 s.
     #[serde(default = "default_leeway", with = "humantime_serde")]
     pub leeway: Duration,
+    /// Longest accepted token lifetime (humantime): `exp - iat`, or `exp - now` when the token
+    /// has no `iat`. Default per preset ([`Preset::default_max_token_lifetime`]); between 1 min
+    /// and 30 days.
+    #[serde(default, with = "humantime_serde")]
+    pub max_token_lifetime: Option<Duration>,
     /// `generic` preset only: the claim holding the stable subject. Default `sub`.
     #[serde(default)]
     pub subject_claim: Option<String>,
@@ -249,6 +271,7 @@ impl IssuerConfig {
             algorithms: default_algorithms(),
             jwks,
             leeway: DEFAULT_LEEWAY,
+            max_token_lifetime: None,
             subject_claim: None,
             id_claim: None,
             groups_claim: None,
@@ -267,6 +290,19 @@ impl IssuerConfig {
     pub fn with_algorithms(mut self, algorithms: impl Into<Vec<SigningAlgorithm>>) -> Self {
         self.algorithms = algorithms.into();
         self
+    }
+
+    /// Sets the longest accepted token lifetime.
+    #[must_use]
+    pub fn with_max_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_token_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The longest accepted token lifetime: configured, or the preset's default.
+    pub fn effective_max_token_lifetime(&self) -> Duration {
+        self.max_token_lifetime
+            .unwrap_or_else(|| self.effective_preset().default_max_token_lifetime())
     }
 
     /// Sets the leeway.
@@ -382,6 +418,12 @@ pub enum ConfigError {
     /// `leeway` is above [`MAX_LEEWAY`].
     #[error("issuer `{name}`: `leeway` must be at most 300s")]
     LeewayTooLarge {
+        /// The issuer's name.
+        name: String,
+    },
+    /// `max_token_lifetime` is below 1 minute or above 30 days.
+    #[error("issuer `{name}`: `max_token_lifetime` must be between 1m and 30d")]
+    TokenLifetimeOutOfRange {
         /// The issuer's name.
         name: String,
     },

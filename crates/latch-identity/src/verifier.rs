@@ -78,6 +78,8 @@ struct IssuerRuntime {
     cfg: IssuerConfig,
     preset: Preset,
     leeway_secs: i64,
+    /// Longest accepted `exp - iat` (or `exp - now`), seconds.
+    max_lifetime_secs: i64,
     subject_claim: String,
     id_claim: String,
     groups_claim: String,
@@ -377,9 +379,13 @@ impl OidcVerifier {
         let claims = &unverified.claims;
         let exp = claims::check_validity(
             claims,
-            self.clock.now_unix_secs(),
-            iss.leeway_secs,
-            &iss.cfg.audience,
+            &claims::Validity {
+                now: self.clock.now_unix_secs(),
+                leeway: iss.leeway_secs,
+                audience: &iss.cfg.audience,
+                max_lifetime: iss.max_lifetime_secs,
+                preset: iss.preset,
+            },
         )?;
 
         // 7: principal.
@@ -464,6 +470,10 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
     if cfg.leeway > MAX_LEEWAY {
         return Err(ConfigError::LeewayTooLarge { name });
     }
+    let lifetime = cfg.effective_max_token_lifetime();
+    if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(30 * 86_400) {
+        return Err(ConfigError::TokenLifetimeOutOfRange { name });
+    }
     match &cfg.jwks {
         JwksSource::Discovery => {
             check_fetch_url(&jwks::discovery_url(&cfg.issuer)).map_err(|reason| {
@@ -485,6 +495,7 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
     Ok(IssuerRuntime {
         preset,
         leeway_secs: secs(cfg.leeway),
+        max_lifetime_secs: secs(lifetime),
         subject_claim: cfg
             .subject_claim
             .clone()
@@ -507,8 +518,8 @@ impl IdentityVerifier for OidcVerifier {
     /// # Errors
     /// An [`ApiError`] with `token_too_large`, `token_malformed`, `alg_not_allowed`,
     /// `header_key_forbidden`, `unknown_issuer`, `unknown_kid`, `jwks_unavailable`,
-    /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `audience_mismatch` or
-    /// `claims_invalid`. The message never contains the token.
+    /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `token_lifetime_too_long`,
+    /// `audience_mismatch` or `claims_invalid`. The message never contains the token.
     async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let now = self.clock.now_unix_secs();
         let key: Option<[u8; 32]> = (token.len() <= self.options.max_token_bytes).then(|| {

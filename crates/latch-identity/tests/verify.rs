@@ -1235,3 +1235,111 @@ fn invalid_configurations_are_config_errors() {
     )
     .expect("valid");
 }
+
+#[tokio::test]
+async fn token_lifetimes_are_bounded_per_issuer() {
+    let key = TestKey::ed("k1");
+    let clock = ManualClock::new(NOW);
+    let v = static_verifier(&key, &clock);
+    // Generic issuers: one hour by default.
+    let mut c = claims(NOW);
+    c["exp"] = json!(NOW + 3600);
+    v.verify(&key.token(&c)).await.expect("one hour is fine");
+    c["exp"] = json!(NOW + 3601);
+    let e = rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
+    assert!(e.message.contains("3601"), "{e}");
+    // The year 3000.
+    c["exp"] = json!(32_503_680_000_i64);
+    rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
+    // Without `iat`, measured from now.
+    c.as_object_mut().expect("object").remove("iat");
+    rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
+    c["exp"] = json!(NOW + 3000);
+    v.verify(&key.token(&c)).await.expect("no iat, short");
+    // A backdated `iat` does not buy time: exp - iat is what counts.
+    let mut c = claims(NOW);
+    c["iat"] = json!(NOW - 86_400);
+    c["exp"] = json!(NOW + 600);
+    rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
+
+    // Configured per issuer.
+    let alg = SigningAlgorithm::from_jose(key.alg()).expect("alg");
+    let v = verifier(
+        vec![
+            generic_issuer(JwksSource::Static(jwk_set(&[&key])), alg)
+                .with_max_token_lifetime(Duration::from_secs(3 * 3600)),
+        ],
+        &clock,
+    );
+    let mut c = claims(NOW);
+    c["exp"] = json!(NOW + 3 * 3600);
+    v.verify(&key.token(&c)).await.expect("configured 3h");
+
+    // Out-of-range settings do not start.
+    for bad in [Duration::from_secs(30), Duration::from_secs(31 * 86_400)] {
+        let cfg = generic_issuer(JwksSource::Static(jwk_set(&[&key])), alg)
+            .with_max_token_lifetime(bad);
+        let r = OidcVerifier::new(
+            vec![cfg],
+            VerifierOptions::default(),
+            Arc::new(clock.clone()),
+            http(),
+        );
+        assert!(
+            matches!(r, Err(latch_identity::ConfigError::TokenLifetimeOutOfRange { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn github_tokens_live_at_most_fifteen_minutes() {
+    let key = TestKey::rsa("gh-1");
+    let clock = ManualClock::new(NOW);
+    let cfg = IssuerConfig::new(
+        "github",
+        "https://token.actions.githubusercontent.com",
+        IssuerKind::Workload,
+        AUD,
+        JwksSource::Static(jwk_set(&[&key])),
+    )
+    .with_preset(Preset::GithubActions);
+    let v = verifier(vec![cfg], &clock);
+    let mut payload = case("github-actions-environment.json");
+    payload["aud"] = json!(AUD);
+    let iat = payload["iat"].as_i64().expect("iat");
+    clock.set(iat + 10);
+    payload["exp"] = json!(iat + 900);
+    v.verify(&key.token(&payload)).await.expect("15 minutes");
+    payload["exp"] = json!(iat + 901);
+    rejected(&v, &key.token(&payload), ErrorCode::TokenLifetimeTooLong).await;
+}
+
+#[tokio::test]
+async fn an_extended_kubernetes_token_expires_at_warnafter() {
+    let key = TestKey::rsa("k8s-1");
+    let clock = ManualClock::new(NOW);
+    let cfg = IssuerConfig::new(
+        "cluster",
+        "https://kubernetes.default.svc.cluster.local",
+        IssuerKind::Workload,
+        AUD,
+        JwksSource::Static(jwk_set(&[&key])),
+    )
+    .with_preset(Preset::Kubernetes);
+    let v = verifier(vec![cfg], &clock);
+    let mut payload = case("kubernetes-projected-service-account.json");
+    let iat = payload["iat"].as_i64().expect("iat");
+    clock.set(iat + 60);
+    // The API server extended a kubelet token to a year and kept the intended expiry.
+    payload["exp"] = json!(iat + 365 * 86_400);
+    rejected(&v, &key.token(&payload), ErrorCode::TokenLifetimeTooLong).await;
+    payload["kubernetes.io"]["warnafter"] = json!(iat + 3607);
+    let w = workload(v.verify(&key.token(&payload)).await.expect("verifies"));
+    assert_eq!(w.token_expires_at_unix_secs, iat + 3607);
+    clock.set(iat + 3607 + 61);
+    rejected(&v, &key.token(&payload), ErrorCode::TokenExpired).await;
+    payload["kubernetes.io"]["warnafter"] = json!("soon");
+    clock.set(iat + 60);
+    rejected(&v, &key.token(&payload), ErrorCode::ClaimsInvalid).await;
+}

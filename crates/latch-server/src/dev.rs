@@ -17,6 +17,10 @@ pub const DEV_WORKLOAD_ISSUER: &str = "latch-dev://workload";
 /// Issuer of development human tokens.
 pub const DEV_HUMAN_ISSUER: &str = "latch-dev://human";
 
+/// Longest development token lifetime, seconds (also the development issuers'
+/// `max_token_lifetime`).
+pub const MAX_TOKEN_TTL_SECS: i64 = 3600;
+
 /// What token to mint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,7 +115,7 @@ impl DevIssuer {
     /// A lowercase message for a bad request.
     pub fn mint(&self, req: &DevTokenRequest, now_unix_secs: i64) -> Result<String, String> {
         let ttl = req.ttl_secs.unwrap_or(600);
-        if !(1..=3600).contains(&ttl) {
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl) {
             return Err("`ttl_secs` must be 1 to 3600".into());
         }
         let jti = uuid::Uuid::new_v4().to_string();

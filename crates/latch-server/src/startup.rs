@@ -248,6 +248,8 @@ async fn build_dev_issuer(
         )
         .with_preset(preset)
         .with_algorithms(vec![SigningAlgorithm::EdDSA])
+        // Development tokens live up to an hour (`latch dev token --ttl`).
+        .with_max_token_lifetime(Duration::from_secs(crate::dev::MAX_TOKEN_TTL_SECS as u64))
     };
     let issuers = [
         issuer(
