@@ -35,6 +35,10 @@ pub struct WorkloadClaims {
     /// Owner (organisation or group) of the repository.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository_owner: Option<String>,
+    /// Stable id of the owner (GitHub `repository_owner_id`, GitLab `namespace_id`), as a
+    /// string: survives renames, and a re-registered owner name gets a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_owner_id: Option<String>,
     /// Full git ref the run is for, e.g. `refs/heads/main` or `refs/pull/7/merge`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub git_ref: Option<String>,
@@ -68,6 +72,21 @@ pub struct WorkloadClaims {
     /// Kubernetes service account UID (the stable identity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_uid: Option<String>,
+}
+
+impl WorkloadClaims {
+    /// A repository or owner name spelled as its platform compares it: GitHub and GitLab
+    /// resolve owner and repository names case-insensitively, so `Acme/Payments` and
+    /// `acme/payments` are one repository there and are written in lowercase here (principal
+    /// claims, task repositories, Cedar attributes). Other presets keep the name as issued.
+    /// Names are not ids: policies that must survive renames and re-registrations bind to
+    /// `repository_id` / `repository_owner_id` instead.
+    pub fn canonical_name(preset: &str, name: &str) -> String {
+        match preset {
+            "github_actions" | "gitlab_ci" => name.to_lowercase(),
+            _ => name.to_owned(),
+        }
+    }
 }
 
 /// A verified workload principal: what the caller **is**, proven by a token it did not choose.

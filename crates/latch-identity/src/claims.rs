@@ -260,10 +260,12 @@ fn github(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
     let mut w = workload(ctx, &sub, sub.clone());
     w.run_binding = Some(format!("gh-run:{run_id}/{run_attempt}"));
     w.on_behalf_of = opt_str(c, "actor")?;
+    let canonical = |n: String| WorkloadClaims::canonical_name(Preset::GithubActions.as_str(), &n);
     w.claims = WorkloadClaims {
-        repository: Some(req_str(c, "repository")?),
+        repository: Some(canonical(req_str(c, "repository")?)),
         repository_id: opt_str(c, "repository_id")?,
-        repository_owner: opt_str(c, "repository_owner")?,
+        repository_owner: opt_str(c, "repository_owner")?.map(canonical),
+        repository_owner_id: opt_str(c, "repository_owner_id")?,
         git_ref: Some(git_ref),
         branch,
         ref_protected: opt_bool(c, "ref_protected")?,
@@ -295,10 +297,12 @@ fn gitlab(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
     let mut w = workload(ctx, &sub, sub.clone());
     w.run_binding = Some(format!("gl-job:{job_id}"));
     w.on_behalf_of = opt_str(c, "user_login")?;
+    let canonical = |n: String| WorkloadClaims::canonical_name(Preset::GitlabCi.as_str(), &n);
     w.claims = WorkloadClaims {
-        repository: Some(req_str(c, "project_path")?),
+        repository: Some(canonical(req_str(c, "project_path")?)),
         repository_id: opt_str(c, "project_id")?,
-        repository_owner: opt_str(c, "namespace_path")?,
+        repository_owner: opt_str(c, "namespace_path")?.map(canonical),
+        repository_owner_id: opt_str(c, "namespace_id")?,
         git_ref,
         branch,
         ref_protected,
@@ -354,6 +358,7 @@ fn generic(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
         repository: opt_str(c, "repository")?,
         repository_id: opt_str(c, "repository_id")?,
         repository_owner: opt_str(c, "repository_owner")?,
+        repository_owner_id: opt_str(c, "repository_owner_id")?,
         git_ref: opt_str(c, "git_ref")?,
         branch: if untrusted_source {
             None

@@ -319,6 +319,17 @@ async fn github_actions_environment_case() {
     );
     assert!(!c.untrusted_source);
     assert_eq!(c.namespace, None);
+    assert_eq!(c.repository_owner_id.as_deref(), Some("1048576"));
+
+    // GitHub compares owner and repository names case-insensitively: the same repository
+    // spelled in another case is the same lowercase name to tasks and policies.
+    let mut shouted = payload.clone();
+    shouted["repository"] = json!("Acme-Corp/Payments-API");
+    shouted["repository_owner"] = json!("ACME-corp");
+    let w = workload(v.verify(&key.token(&shouted)).await.expect("verifies"));
+    assert_eq!(w.claims.repository.as_deref(), Some("acme-corp/payments-api"));
+    assert_eq!(w.claims.repository_owner.as_deref(), Some("acme-corp"));
+    assert_eq!(w.claims.repository_id.as_deref(), Some("734001"));
 }
 
 #[tokio::test]
@@ -390,6 +401,7 @@ async fn gitlab_ci_branch_case() {
     assert_eq!(c.repository.as_deref(), Some("acme-corp/inventory"));
     assert_eq!(c.repository_id.as_deref(), Some("20"));
     assert_eq!(c.repository_owner.as_deref(), Some("acme-corp"));
+    assert_eq!(c.repository_owner_id.as_deref(), Some("72"));
     assert_eq!(c.git_ref.as_deref(), Some("refs/heads/feature-branch-1"));
     assert_eq!(c.branch.as_deref(), Some("feature-branch-1"));
     assert_eq!(c.ref_protected, Some(false));

@@ -26,6 +26,7 @@ mod policy;
 mod providers;
 mod proxy;
 mod replicas;
+mod repo_identity;
 mod restart;
 mod revocation;
 mod target_outage;

@@ -28,7 +28,12 @@ impl Broker {
                 quote(env)
             )));
         }
-        let repository = match (&input.repository, &claims.repository) {
+        // Spelled as the platform compares names (GitHub, GitLab: case-insensitive).
+        let asked = input
+            .repository
+            .as_ref()
+            .map(|r| WorkloadClaims::canonical_name(&caller.preset, r));
+        let repository = match (&asked, &claims.repository) {
             (Some(r), Some(id)) if r != id => {
                 return Err(mismatch(format!(
                     "task repository {} is not the repository the identity proves ({})",
