@@ -3,7 +3,7 @@
 //!
 //! Each accepted connection is served by hyper's HTTP/1 connection (with a header read
 //! timeout and a bounded head) in a task of its own, which also closes it after `[http]
-//! idle_timeout` without a byte moving, or at once when it is evicted. [`conns::Conns`] caps
+//! idle_timeout` without a byte moving, or at once when it is evicted. `conns::Conns` caps
 //! the connections in total and per address; when a cap is reached the oldest idle connection
 //! makes room, so idle or half-sent connections can never lock out a client with a request to
 //! send, and the process never runs out of file descriptors.
