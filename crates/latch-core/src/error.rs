@@ -98,6 +98,12 @@ pub enum ErrorCode {
     LeaseNotActive,
     /// A concurrent change won; retry.
     Conflict,
+    // --- limits (408 / 429) ---
+    /// The request was not answered within the server's request timeout.
+    RequestTimeout,
+    /// Too many failed authentications came from the caller's address: requests carrying
+    /// credentials are refused until the window ends (see the `Retry-After` header).
+    RateLimited,
     // --- server (5xx) ---
     /// The credential provider failed.
     ProviderFailed,
@@ -154,6 +160,8 @@ impl ErrorCode {
             RequestExpired => "request_expired",
             LeaseNotActive => "lease_not_active",
             Conflict => "conflict",
+            RequestTimeout => "request_timeout",
+            RateLimited => "rate_limited",
             ProviderFailed => "provider_failed",
             TargetUnavailable => "target_unavailable",
             StoreUnavailable => "store_unavailable",
@@ -180,6 +188,8 @@ impl ErrorCode {
             TaskNotFound | RequestNotFound | LeaseNotFound => 404,
             TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
             RequestExpired => 410,
+            RequestTimeout => 408,
+            RateLimited => 429,
             ProviderFailed => 502,
             StoreUnavailable | TargetUnavailable => 503,
             Internal => 500,

@@ -11,6 +11,7 @@
 //! orchestrates them.
 
 pub mod audit;
+pub mod auth_failures;
 pub mod broker;
 pub mod clock;
 pub mod credential_format;

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod http;
 mod proxy;
 mod targets;
 
+pub use http::{AuthFailuresConfig, HttpConfig};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use targets::TargetsConfig;
 
@@ -66,6 +68,12 @@ pub struct Config {
     /// What `latch proxy` may forward per resource.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// Limits of the HTTP listener (timeouts, connection caps, header size).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Aggregation and rate limit of failed authentications per source.
+    #[serde(default)]
+    pub auth_failures: AuthFailuresConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -548,6 +556,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.proxy.validate().map_err(ConfigError)?;
+        self.http.validate().map_err(ConfigError)?;
+        self.auth_failures.validate().map_err(ConfigError)?;
         let mut sinks = std::collections::HashSet::new();
         for sink in &self.audit.sinks {
             let n = sink.name();

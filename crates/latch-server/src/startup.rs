@@ -395,7 +395,8 @@ fn build_rotation(config: &Config, master: &Arc<MasterKey>, providers: &Provider
     }
 }
 
-/// The broker's settings from `[tasks]`, `[approvals]`, `[reaper]` and `[store]`.
+/// The broker's settings from `[tasks]`, `[approvals]`, `[reaper]`, `[store]` and
+/// `[auth_failures]`.
 fn broker_settings(config: &Config) -> BrokerSettings {
     BrokerSettings {
         production_environments: config.tasks.production_environments.clone(),
@@ -409,6 +410,7 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         admin_groups: config.admin.groups.clone(),
         target_call_timeout: config.targets.call_timeout(),
         target_concurrency: config.targets.concurrency.max(1),
+        auth_failures: config.auth_failures.settings(),
         ..BrokerSettings::default()
     }
 }
@@ -566,7 +568,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             x509,
         },
     );
-    let app = router(state, config.server.max_body_bytes);
+    let app = router(
+        state,
+        config.server.max_body_bytes,
+        config.http.request_timeout,
+    );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(jobs::serve::cancel_on_stop(mcp_cancel, rx.clone()));
     let mut tasks = Vec::new();
@@ -578,7 +584,19 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(jobs::serve::run(listener, app, rx.clone())));
+    tasks.push(tokio::spawn(jobs::serve::then_flush_auth_failures(
+        jobs::serve::run(
+            listener,
+            app,
+            jobs::serve::Limits::new(&config.http),
+            rx.clone(),
+        ),
+        broker.clone(),
+    )));
+    tasks.push(tokio::spawn(jobs::serve::flush_auth_failures(
+        broker.clone(),
+        rx.clone(),
+    )));
     let background = Background {
         broker: broker.clone(),
         store,

@@ -1,14 +1,22 @@
-//! Authentication of callers (workloads and humans), queued as audit events on the call.
+//! Authentication of callers (workloads and humans), queued as audit events on the call; and
+//! the failures, aggregated per source and rate-limited ([`crate::auth_failures`]).
 
 use super::*;
+use crate::auth_failures::{AuthFailureSummary, Recorded};
 
 impl Broker {
     /// Verifies a bearer token. Success queues an `auth.succeeded` event in `ctx` (committed
-    /// with the call's first change); failure records `auth.failed` at once.
+    /// with the call's first change); failure goes to
+    /// [`record_auth_failure`](Self::record_auth_failure) (audited at once if it is the first of
+    /// its code from the caller's source in the current window, else counted for the window's
+    /// summary).
     ///
     /// # Errors
-    /// The verifier's authentication error (`token_expired`, `unknown_kid`, …).
+    /// `rate_limited` when the caller's source had too many failures in its window (nothing is
+    /// verified or written); else the verifier's authentication error (`token_expired`,
+    /// `unknown_kid`, …); `store_unavailable` if a failure that must be audited at once cannot be.
     pub async fn authenticate(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Principal> {
+        self.check_auth_limit(ctx)?;
         let now = self.now();
         let result = match token {
             None => Err(ApiError::new(
@@ -50,10 +58,82 @@ impl Broker {
                 Ok(p)
             }
             Err(e) => {
-                let ev = AuditEvent::new(now, AuditKind::AuthFailed, "anonymous", e.code.as_str())
-                    .detail(json!({"message": e.message, "source_ip": ctx.source_ip}));
-                self.commit(ctx, WriteBatch::new().audit(ev)).await?;
+                self.record_auth_failure(ctx, &e).await?;
                 Err(e)
+            }
+        }
+    }
+
+    /// Refuses a call whose source (`ctx.source_ip`) had `max_failures` failed
+    /// authentications in its current window; the refusal is counted in the window's summary.
+    /// Calls without a source (in-process) are never refused.
+    ///
+    /// # Errors
+    /// `rate_limited` (429), with the seconds until the window ends in the message; the HTTP
+    /// layer adds them as `Retry-After` ([`auth_retry_after`](Self::auth_retry_after)).
+    pub fn check_auth_limit(&self, ctx: &CallCtx) -> Result<()> {
+        let Some(ip) = ctx.source_ip.as_deref() else {
+            return Ok(());
+        };
+        match self.auth_failures.check(ip, self.now()) {
+            None => Ok(()),
+            Some(secs) => Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many failed authentications from this address; retry in {secs}s"),
+            )),
+        }
+    }
+
+    /// Seconds until a rate-limited source may try again (`None`: it is not limited). Counts
+    /// nothing.
+    pub fn auth_retry_after(&self, source_ip: Option<&str>) -> Option<u64> {
+        self.auth_failures.retry_after(source_ip?, self.now())
+    }
+
+    /// Records a failed authentication by `ctx`'s source (also client authentication of
+    /// introspection and revocation calls): the first failure of its code in the source's
+    /// window is committed at once as `auth.failed` (outcome: the code; detail: message,
+    /// `source_ip`, `window_start_unix_secs`); later ones only count towards the window's
+    /// summary, written by [`flush_auth_failures`](Self::flush_auth_failures).
+    ///
+    /// # Errors
+    /// `store_unavailable` if an event that must be written at once cannot be.
+    pub async fn record_auth_failure(&self, ctx: &CallCtx, e: &ApiError) -> Result<()> {
+        let now = self.now();
+        let source = ctx.source_ip.as_deref().unwrap_or("unknown");
+        match self.auth_failures.record(source, e.code, now) {
+            Recorded::Counted => Ok(()),
+            Recorded::AuditNow {
+                window_start_unix_secs,
+            } => {
+                let ev = AuditEvent::new(now, AuditKind::AuthFailed, "anonymous", e.code.as_str())
+                    .detail(json!({"message": e.message, "source_ip": ctx.source_ip,
+                        "window_start_unix_secs": window_start_unix_secs}));
+                self.commit(ctx, WriteBatch::new().audit(ev)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes the summaries of failed-authentication windows that have closed (with `all`, of
+    /// every window: at shutdown) as `auth.failed` events with outcome `repeated`, in one
+    /// batch; returns how many. Run periodically by the server.
+    ///
+    /// # Errors
+    /// `store_unavailable`: the summaries are kept for the next flush.
+    pub async fn flush_auth_failures(&self, all: bool) -> Result<usize> {
+        let due: Vec<AuthFailureSummary> = self.auth_failures.take_due(self.now(), all);
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let batch = due
+            .iter()
+            .fold(WriteBatch::new(), |b, s| b.audit(s.event()));
+        match self.commit(&CallCtx::default(), batch).await {
+            Ok(_) => Ok(due.len()),
+            Err(e) => {
+                self.auth_failures.requeue(due);
+                Err(e.into())
             }
         }
     }

@@ -116,6 +116,8 @@ pub struct BrokerSettings {
     pub target_call_timeout: Duration,
     /// Revocations one target works on at once (default 4); `[targets] concurrency`.
     pub target_concurrency: usize,
+    /// Aggregation and rate limit of failed authentications per source (`[auth_failures]`).
+    pub auth_failures: crate::auth_failures::AuthFailureSettings,
 }
 
 impl Default for BrokerSettings {
@@ -136,6 +138,7 @@ impl Default for BrokerSettings {
             admin_groups: vec!["latch-admins".into()],
             target_call_timeout: Duration::from_secs(10),
             target_concurrency: 4,
+            auth_failures: crate::auth_failures::AuthFailureSettings::default(),
         }
     }
 }
@@ -178,6 +181,8 @@ pub struct Broker {
     task_cache: RwLock<HashMap<String, Task>>,
     /// Target health, revocation lanes and the in-flight set (see [`targets`]).
     targets: Targets,
+    /// Failed authentications per source: aggregated audit and rate limit (see `auth`).
+    auth_failures: crate::auth_failures::AuthFailures,
 }
 
 impl std::fmt::Debug for Broker {
@@ -245,6 +250,9 @@ impl Broker {
                 .map(|r| (r.id.clone(), r))
                 .collect(),
             hasher: CredentialHasher::new(&parts.hmac_key),
+            auth_failures: crate::auth_failures::AuthFailures::new(
+                parts.settings.auth_failures.clone(),
+            ),
             settings: parts.settings,
             live: RwLock::new(LiveIndex {
                 by_hmac: HashMap::new(),

@@ -1,18 +1,20 @@
 //! Middleware every request passes: [`request_meta`] (request id, source address, access log,
-//! request id in error bodies).
+//! request id in error bodies), [`auth_limit`] (sources with too many failed authentications
+//! get `429` before any work), [`request_timeout`] (`408` past `[http] request_timeout`).
 
 use axum::response::IntoResponse;
 use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use latch_core::ApiError;
+use latch_core::broker::CallCtx;
+use latch_core::{ApiError, ErrorCode};
 
-use crate::http::error::{ErrorBody, ErrorDetail};
-use crate::http::state::ReqMeta;
+use crate::http::error::{AppError, ErrorBody, ErrorDetail};
+use crate::http::state::{AppState, ReqMeta};
 
 /// Middleware: request id (always the broker's own), source address, structured access log,
 /// error bodies get the id.
@@ -83,4 +85,64 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
         client_request_id = client_request_id.as_deref().unwrap_or(""), %method, %path, status,
         latency_us = start.elapsed().as_micros() as u64, "request");
     resp
+}
+
+/// Middleware: a request carrying credentials (an `Authorization` header) from a source that
+/// had too many failed authentications in its window is answered `429 rate_limited` at once,
+/// before its body is read or its token verified. Every `429` gets a `Retry-After` (seconds
+/// until the source's window ends; RFC 9110 §10.2.3), also those the broker gives for
+/// credentials sent in a body (`POST /oauth/token`). Runs inside [`request_meta`].
+pub async fn auth_limit(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let source = req
+        .extensions()
+        .get::<ReqMeta>()
+        .and_then(|m| m.source_ip.clone());
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let ctx = CallCtx::new(None, source.clone());
+        if let Err(e) = s.broker.check_auth_limit(&ctx) {
+            metrics::counter!("latch_auth_rate_limited_total").increment(1);
+            let mut r = AppError(e).into_response();
+            retry_after(&s, source.as_deref(), &mut r);
+            return r;
+        }
+    }
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+        retry_after(&s, source.as_deref(), &mut resp);
+    }
+    resp
+}
+
+fn retry_after(s: &AppState, source: Option<&str>, resp: &mut Response) {
+    if resp.headers().contains_key(header::RETRY_AFTER) {
+        return;
+    }
+    let secs = s.broker.auth_retry_after(source).unwrap_or(1);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+}
+
+/// Middleware: a request not answered within `limit` (its body read included) gets
+/// `408 request_timeout`. Only the wait for the response head is bounded: a streamed body
+/// (MCP SSE) is not cut; `/mcp` is not behind it at all.
+pub async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics::counter!("latch_http_request_timeouts_total").increment(1);
+            AppError(ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request was not answered in time",
+            ))
+            .into_response()
+        }
+    }
 }

@@ -1,5 +1,7 @@
-//! [`router`]: every route, its body limits and middleware; `/mcp` merged in from
+//! [`router`]: every route, its body limits, timeout and middleware; `/mcp` merged in from
 //! [`crate::http::mcp::edge`].
+
+use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -16,8 +18,9 @@ async fn not_found() -> AppError {
     AppError(ApiError::new(ErrorCode::InvalidRequest, "no such endpoint"))
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound), and
+/// every route but `/mcp` answered within `request_timeout` (else `408`).
+pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -83,6 +86,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let api: Router = r
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            crate::http::middleware::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::middleware::auth_limit,
+        ))
         .layer(axum::middleware::from_fn(request_meta))
         .with_state(state.clone());
     crate::http::mcp::edge::mcp_router(state, api.clone(), max_body_bytes).merge(api)

@@ -1,29 +1,236 @@
-//! The HTTP listener itself, served until shutdown, and the watcher that ends open MCP streams
-//! when shutdown starts (so the graceful shutdown does not wait on them).
+//! The HTTP listener, served until shutdown, and the watcher that ends open MCP streams when
+//! shutdown starts (so the graceful shutdown does not wait on them).
+//!
+//! Each accepted connection is served by hyper's HTTP/1 connection (with a header read
+//! timeout and a bounded head) in a task of its own, which also closes it after `[http]
+//! idle_timeout` without a byte moving, or at once when it is evicted. `conns::Conns` caps
+//! the connections in total and per address; when a cap is reached the oldest idle connection
+//! makes room, so idle or half-sent connections can never lock out a client with a request to
+//! send, and the process never runs out of file descriptors.
+
+mod conns;
+mod io;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
-/// Serves `app` on `listener` until `stop` turns true, then drains in-flight requests.
-pub(crate) async fn run(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|v| *v).await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "server stopped");
+use crate::config::HttpConfig;
+use crate::jobs::serve::conns::{Busy, Conns, Slot};
+use crate::jobs::serve::io::{Activity, CountedBody, TrackedIo};
+
+/// File descriptors left to everything but client connections (store, outbound HTTP, logs).
+const RESERVED_FDS: usize = 128;
+
+/// The listener's limits, from `[http]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    max_connections_per_address: usize,
+    max_header_bytes: usize,
+}
+
+impl Limits {
+    /// `[http]`, with `max_connections` lowered to leave [`RESERVED_FDS`] of the process's
+    /// open-file limit (a warning says so).
+    pub(crate) fn new(http: &HttpConfig) -> Self {
+        let mut max = http.max_connections;
+        if let Some(fds) = open_file_limit() {
+            let room = fds.saturating_sub(RESERVED_FDS).max(16);
+            if room < max {
+                tracing::warn!(
+                    configured = max,
+                    open_file_limit = fds,
+                    effective = room,
+                    "http.max_connections lowered to fit the open-file limit (raise `ulimit -n`)"
+                );
+                max = room;
+            }
+        }
+        Self {
+            header_read_timeout: http.header_read_timeout,
+            idle_timeout: http.idle_timeout,
+            max_connections: max,
+            max_connections_per_address: http.max_connections_per_address.min(max),
+            max_header_bytes: http.max_header_bytes,
+        }
     }
+}
+
+/// The soft limit on open files (Linux: `/proc/self/limits`; elsewhere unknown).
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then stops accepting and drains
+/// in-flight requests (idle connections close at once).
+pub(crate) async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conns = Conns::new(limits.max_connections, limits.max_connections_per_address);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|v| *v) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
+        match conns.admit(peer.ip()) {
+            Ok(slot) => {
+                tokio::spawn(serve_connection(
+                    stream,
+                    peer,
+                    slot,
+                    app.clone(),
+                    builder.clone(),
+                    limits.idle_timeout,
+                    stop.clone(),
+                ));
+            }
+            Err(why) => {
+                // Closed at once: the descriptor is returned before the next accept.
+                drop(stream);
+                metrics::counter!("latch_http_connections_refused_total", "reason" => why.as_str())
+                    .increment(1);
+            }
+        }
+    }
+    drop(listener);
+    conns.all_ended().await;
+}
+
+/// An accept error: per-connection ones are ignored; others (out of file descriptors) pause
+/// accepting briefly instead of spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accept failed; pausing 100ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Serves one connection until it ends, is evicted, goes idle for `idle`, or (after `stop`)
+/// has finished its in-flight request.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    app: Router,
+    builder: http1::Builder,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
+    let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+    let busy = slot.busy.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mark = Busy::enter(&busy);
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| CountedBody::new(b, mark)))
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let close: CancellationToken = slot.close.clone();
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            () = close.cancelled() => {
+                tracing::debug!(%peer, "connection closed to make room");
+                break;
+            }
+            _ = stop.wait_for(|v| *v), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(activity.idle_at(idle)) => {
+                if tokio::time::Instant::now() >= activity.idle_at(idle) {
+                    tracing::debug!(%peer, "idle connection closed");
+                    metrics::counter!("latch_http_idle_closed_total").increment(1);
+                    break;
+                }
+            }
+        }
+    }
+    drop(slot);
 }
 
 /// Cancels `cancel` (open MCP streams) as soon as `stop` turns true.
 pub(crate) async fn cancel_on_stop(cancel: CancellationToken, mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|v| *v).await;
     cancel.cancel();
+}
+
+/// Runs `serve` to its end (the drain after `stop`), then writes the summaries of every open
+/// failed-authentication window, so none is lost at shutdown.
+pub(crate) async fn then_flush_auth_failures(
+    serve: impl Future<Output = ()>,
+    broker: Arc<latch_core::Broker>,
+) {
+    serve.await;
+    if let Err(e) = broker.flush_auth_failures(true).await {
+        tracing::warn!(error = %e, "failed-authentication summaries not written at shutdown");
+    }
+}
+
+/// Writes the summaries of closed failed-authentication windows every second until `stop`.
+pub(crate) async fn flush_auth_failures(
+    broker: Arc<latch_core::Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Err(e) = broker.flush_auth_failures(false).await {
+                    tracing::warn!(error = %e, "failed-authentication summaries not written; retrying");
+                }
+            }
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+        }
+    }
 }

@@ -103,6 +103,10 @@ pub(crate) fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) ->
             "/.well-known/oauth-protected-resource/mcp",
             get(crate::http::routes::oauth::protected_resource_metadata),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::middleware::auth_limit,
+        ))
         .layer(axum::middleware::from_fn(request_meta))
         .with_state(state)
 }
@@ -148,7 +152,12 @@ async fn mcp_auth(
     req: Request,
     next: Next,
 ) -> Response {
-    let ctx = CallCtx::new(None, None);
+    // The peer's address, so failures are counted (and limited) per source.
+    let source_ip = req
+        .extensions()
+        .get::<crate::http::state::ReqMeta>()
+        .and_then(|m| m.source_ip.clone());
+    let ctx = CallCtx::new(None, source_ip);
     match s
         .broker
         .authenticate_workload(&ctx, bearer(req.headers()))
@@ -180,6 +189,8 @@ async fn mcp_auth(
             }
             resp
         }
+        // Too many failures from this source: no challenge, `Retry-After` (from `auth_limit`).
+        Err(e) if e.code == latch_core::ErrorCode::RateLimited => AppError(e).into_response(),
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);

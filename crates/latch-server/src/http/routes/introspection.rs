@@ -79,12 +79,24 @@ fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
     ok
 }
 
-fn client_auth_failed() -> Response {
-    let mut r = AppError(ApiError::new(
-        ErrorCode::ClientAuthFailed,
-        "client authentication failed",
-    ))
-    .into_response();
+/// Whether the caller presents HTTP Basic client credentials (right or wrong).
+fn presents_basic(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+}
+
+/// The `401` of failed client authentication, counted (and audited, aggregated) against the
+/// caller's source like every failed authentication.
+async fn client_auth_failed(s: &AppState, m: &ReqMeta) -> Response {
+    let e = ApiError::new(ErrorCode::ClientAuthFailed, "client authentication failed");
+    if let Err(store) = s.broker.record_auth_failure(&m.ctx(), &e).await {
+        return AppError(store).into_response();
+    }
+    metrics::counter!("latch_auth_failures_total", "code" => e.code.as_str()).increment(1);
+    let mut r = AppError(e).into_response();
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"latch\""),
@@ -96,11 +108,15 @@ fn client_auth_failed() -> Response {
     security(("basic" = [])), responses((status = 200, body = Introspection), (status = 401, body = ErrorBody)))]
 pub(crate) async fn introspect(
     State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Response {
+    if let Err(e) = s.broker.check_auth_limit(&m.ctx()) {
+        return AppError(e).into_response();
+    }
     if client_auth(&s, &headers).is_none() {
-        return client_auth_failed();
+        return client_auth_failed(&s, &m).await;
     }
     // A relayed proof is only meaningful with the request it was made for.
     if form.dpop_proof.is_some() && (form.htm.is_none() || form.htu.is_none()) {
@@ -157,7 +173,13 @@ pub(crate) async fn oauth_revoke(
 ) -> Response {
     let ctx = m.ctx();
     let owner: Option<Workload>;
-    let actor = if let Some(c) = client_auth(&s, &headers) {
+    if let Err(e) = s.broker.check_auth_limit(&ctx) {
+        return AppError(e).into_response();
+    }
+    let actor = if presents_basic(&headers) {
+        let Some(c) = client_auth(&s, &headers) else {
+            return client_auth_failed(&s, &m).await;
+        };
         owner = None;
         format!("client:{c}")
     } else {
@@ -167,7 +189,20 @@ pub(crate) async fn oauth_revoke(
                 owner = Some(w);
                 id
             }
-            Err(_) => return client_auth_failed(),
+            Err(e) if e.code == ErrorCode::RateLimited => return AppError(e).into_response(),
+            // Already recorded by the broker.
+            Err(_) => {
+                let mut r = AppError(ApiError::new(
+                    ErrorCode::ClientAuthFailed,
+                    "client authentication failed",
+                ))
+                .into_response();
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"latch\""),
+                );
+                return r;
+            }
         }
     };
     let r = s

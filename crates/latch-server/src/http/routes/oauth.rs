@@ -73,6 +73,9 @@ impl From<ApiError> for OAuthError {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
             ErrorCode::RequestExpired => (StatusCode::BAD_REQUEST, "expired_token"),
+            // Too many failed authentications from this source (`Retry-After` is added by the
+            // `auth_limit` middleware); `latch_code` says `rate_limited`.
+            ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
             c if c.http_status() == 401 => (StatusCode::BAD_REQUEST, "invalid_grant"),
             _ => (StatusCode::BAD_REQUEST, "invalid_request"),
         };
