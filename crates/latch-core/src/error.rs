@@ -175,8 +175,8 @@ impl ErrorCode {
         match self {
             TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
             | UnknownIssuer | UnknownKid | SignatureInvalid | AudienceMismatch | TokenExpired
-            | TokenNotYetValid | TokenLifetimeTooLong | ClaimsInvalid | JwksUnavailable | ClientAuthFailed
-            | DpopProofInvalid => 401,
+            | TokenNotYetValid | TokenLifetimeTooLong | ClaimsInvalid | JwksUnavailable
+            | ClientAuthFailed | DpopProofInvalid => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind => 403,
             InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,

@@ -7,8 +7,8 @@
 //! recipient to reject duplicates, and Latch does, in token headers and claims, JWKS documents,
 //! DPoP proofs and request bodies.
 
-use serde::de::{DeserializeOwned, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 /// Why a document was refused. The message never quotes the document (it may hold secrets).
@@ -140,7 +140,10 @@ mod tests {
             r#"{"kubernetes.io":{"serviceaccount":{"uid":"a","name":"b","uid":"c"}}}"#,
         ] {
             assert!(
-                matches!(parse(doc.as_bytes()), Err(StrictJsonError::DuplicateMember(_))),
+                matches!(
+                    parse(doc.as_bytes()),
+                    Err(StrictJsonError::DuplicateMember(_))
+                ),
                 "{doc}"
             );
         }

@@ -327,7 +327,10 @@ async fn github_actions_environment_case() {
     shouted["repository"] = json!("Acme-Corp/Payments-API");
     shouted["repository_owner"] = json!("ACME-corp");
     let w = workload(v.verify(&key.token(&shouted)).await.expect("verifies"));
-    assert_eq!(w.claims.repository.as_deref(), Some("acme-corp/payments-api"));
+    assert_eq!(
+        w.claims.repository.as_deref(),
+        Some("acme-corp/payments-api")
+    );
     assert_eq!(w.claims.repository_owner.as_deref(), Some("acme-corp"));
     assert_eq!(w.claims.repository_id.as_deref(), Some("734001"));
 }
@@ -493,7 +496,10 @@ async fn kubernetes_projected_service_account_case() {
             b64_json(&json!({"alg": key.alg(), "kid": key.kid, "typ": "JWT"})),
             URL_SAFE_NO_PAD.encode(claims.as_bytes())
         );
-        let token = format!("{msg}.{}", URL_SAFE_NO_PAD.encode(key.sign_bytes(msg.as_bytes())));
+        let token = format!(
+            "{msg}.{}",
+            URL_SAFE_NO_PAD.encode(key.sign_bytes(msg.as_bytes()))
+        );
         let e = rejected(&v, &token, ErrorCode::TokenMalformed).await;
         assert!(e.message.contains("uid"), "{e}");
     }
@@ -1289,8 +1295,8 @@ async fn token_lifetimes_are_bounded_per_issuer() {
 
     // Out-of-range settings do not start.
     for bad in [Duration::from_secs(30), Duration::from_secs(31 * 86_400)] {
-        let cfg = generic_issuer(JwksSource::Static(jwk_set(&[&key])), alg)
-            .with_max_token_lifetime(bad);
+        let cfg =
+            generic_issuer(JwksSource::Static(jwk_set(&[&key])), alg).with_max_token_lifetime(bad);
         let r = OidcVerifier::new(
             vec![cfg],
             VerifierOptions::default(),
@@ -1298,7 +1304,10 @@ async fn token_lifetimes_are_bounded_per_issuer() {
             http(),
         );
         assert!(
-            matches!(r, Err(latch_identity::ConfigError::TokenLifetimeOutOfRange { .. })),
+            matches!(
+                r,
+                Err(latch_identity::ConfigError::TokenLifetimeOutOfRange { .. })
+            ),
             "{bad:?}"
         );
     }

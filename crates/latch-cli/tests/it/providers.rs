@@ -758,7 +758,11 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
         &["ACL", "LIST"],
         &["FUNCTION", "FLUSH"],
         &["FUNCTION", "DELETE", "lib"],
-        &["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', function() return 1 end)"],
+        &[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=x\nredis.register_function('f', function() return 1 end)",
+        ],
         &["FUNCTION", "RESTORE", "payload"],
         &["FUNCTION", "KILL"],
         &["FUNCTION", "DUMP"],

@@ -213,8 +213,14 @@ async fn a_frozen_postgres_stalls_nothing_and_its_revocation_lands_within_a_seco
         .await;
     let took = started.elapsed();
     assert_eq!(done.status, 200, "{}", done.body);
-    assert!(took < Duration::from_millis(2500), "completion took {took:?}");
-    let leases = s.get(Some(&agent), &format!("/v1/tasks/{t1}/leases")).await.body;
+    assert!(
+        took < Duration::from_millis(2500),
+        "completion took {took:?}"
+    );
+    let leases = s
+        .get(Some(&agent), &format!("/v1/tasks/{t1}/leases"))
+        .await
+        .body;
     assert_eq!(leases[0]["state"], "revoking", "{leases}");
     assert_eq!(leases[0]["revoke_attempts"], 1, "{leases}");
     assert!(
@@ -277,7 +283,10 @@ async fn a_frozen_postgres_stalls_nothing_and_its_revocation_lands_within_a_seco
         "{:?} {report:?}",
         started.elapsed()
     );
-    assert!(!redis_user_exists(&mut redis_admin, &ruser).await, "{report:?}");
+    assert!(
+        !redis_user_exists(&mut redis_admin, &ruser).await,
+        "{report:?}"
+    );
 
     // A restart during the freeze does not hang on the target (its startup reaper pass waits
     // at most 2 s, and each call at most the 1 s deadline).
@@ -311,14 +320,19 @@ async fn a_frozen_postgres_stalls_nothing_and_its_revocation_lands_within_a_seco
     let gone_after = back.elapsed();
     eprintln!("revoked {gone_after:?} after the target answered again");
     for _ in 0..40 {
-        if s.get(Some(&agent), &format!("/v1/tasks/{t1}/leases")).await.body[0]["state"]
+        if s.get(Some(&agent), &format!("/v1/tasks/{t1}/leases"))
+            .await
+            .body[0]["state"]
             == "revoked"
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let leases = s.get(Some(&agent), &format!("/v1/tasks/{t1}/leases")).await.body;
+    let leases = s
+        .get(Some(&agent), &format!("/v1/tasks/{t1}/leases"))
+        .await
+        .body;
     assert_eq!(leases[0]["state"], "revoked", "{leases}");
     let ready = s.get(None, "/readyz").await;
     assert_eq!(ready.body["status"], "ready", "{}", ready.body);

@@ -307,10 +307,7 @@ async fn a_hung_target_fails_its_own_calls_only_and_its_revocations_resume_when_
     assert!(!t.live.lock().unwrap().contains(&a.id));
     assert!(b.target_statuses().iter().all(|s| s.healthy));
     // One failure (the timed-out attempt), one revocation: nothing spurious.
-    assert_eq!(
-        events(&b, &a.id, "credential.revocation_failed").await,
-        1
-    );
+    assert_eq!(events(&b, &a.id, "credential.revocation_failed").await, 1);
     assert_eq!(events(&b, &a.id, "credential.revoked").await, 1);
     for (id, n) in t.revokes.lock().unwrap().iter() {
         assert_eq!(*n, 1, "lease {id} revoked {n} times");

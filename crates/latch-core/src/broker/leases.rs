@@ -119,7 +119,12 @@ impl Broker {
             self.require_target_up(&resource.id)?;
         }
         let minted = self
-            .call_target(&resource.id, external, "renew", provider.renew(&lease, &mint_req))
+            .call_target(
+                &resource.id,
+                external,
+                "renew",
+                provider.renew(&lease, &mint_req),
+            )
             .await
             .map_err(|e| targets::provider_api_error(&e, "could not renew"))?;
         let mut n = lease.clone();

@@ -290,7 +290,11 @@ impl Broker {
         };
         let ok = result.is_ok();
         self.record_attempt(lease, result).await?;
-        Ok(if ok { Attempt::Revoked } else { Attempt::Failed })
+        Ok(if ok {
+            Attempt::Revoked
+        } else {
+            Attempt::Failed
+        })
     }
 
     /// Attempts every lease in `leases` at once (each in its target's lane, each bounded by the

@@ -2,7 +2,7 @@
 //! per `[reaper] interval`, each followed by the scheduled CA rotation check.
 //!
 //! A pass never holds up the next: passes run as their own tasks, up to
-//! [`MAX_OVERLAPPING_PASSES`] at once, so a pass waiting on a target that stopped answering (at
+//! `MAX_OVERLAPPING_PASSES` (3) at once, so a pass waiting on a target that stopped answering (at
 //! most one `[targets] call_timeout`) does not delay the revocations other targets have due. The
 //! broker keeps overlapping passes from working on the same lease (its in-flight set, and the
 //! store's claims across replicas).
