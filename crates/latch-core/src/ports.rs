@@ -21,6 +21,15 @@ use crate::model::{
 pub trait IdentityVerifier: Send + Sync + 'static {
     /// Verifies `token` (a compact JWS) and returns the principal it proves.
     async fn verify(&self, token: &str) -> Result<Principal, ApiError>;
+
+    /// Whether `token` verified recently and is still within its cached validity: a constant
+    /// time digest lookup, no parsing or signature check. Lets a rate-limited source's callers
+    /// that already proved who they are go on while new, unverified tokens from it are refused
+    /// (a flood of bad tokens from a shared NAT address must not lock out its good agents).
+    /// Default: `false`.
+    fn recently_verified(&self, _token: &str) -> bool {
+        false
+    }
 }
 
 /// What a provider is asked to mint.

@@ -513,6 +513,19 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
 
 #[async_trait]
 impl IdentityVerifier for OidcVerifier {
+    /// A digest lookup in the cache of verified workload tokens ([`CACHE_SECS`]).
+    fn recently_verified(&self, token: &str) -> bool {
+        if token.len() > self.options.max_token_bytes {
+            return false;
+        }
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let now = self.clock.now_unix_secs();
+        let mut k = [0u8; 32];
+        k.copy_from_slice(d.as_ref());
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(&k).is_some_and(|(_, until)| now < *until)
+    }
+
     /// Verifies `token` and maps it onto a principal.
     ///
     /// # Errors

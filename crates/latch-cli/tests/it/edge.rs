@@ -402,6 +402,23 @@ async fn a_bad_token_flood_is_refused_early_and_summarised_in_a_few_audit_rows()
     // Another address is not limited, and its good token works.
     assert_eq!(s.get(Some(&good), "/v1/tasks").await.status, 200);
     assert_eq!(s.get(Some("garbage"), "/v1/tasks").await.status, 401);
+    // Now that the good token has proved itself (verified within the last minute), an agent
+    // behind the limited address that holds it goes on: a shared NAT address flooded by one
+    // client does not lock out the others. Accepting it costs a digest lookup, no parsing.
+    let r = attacker
+        .get(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = attacker
+        .get(format!("{}/v1/tasks", s.base))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "unproven tokens are still refused");
 
     // The audit trail holds the first failure of each code, not one row per bad token.
     let rows = s.audit("kind=auth.failed").await;
@@ -423,7 +440,9 @@ async fn a_bad_token_flood_is_refused_early_and_summarised_in_a_few_audit_rows()
     let d = &summaries[0]["detail"];
     assert_eq!(d["count"], unauthorized, "{d}");
     assert_eq!(d["recorded"], 2);
-    assert_eq!(d["rate_limited"], limited + 3, "{d}");
+    // The flood's refusals, plus four refused calls after it (token exchange, MCP, the good
+    // token before it proved itself, the forged one after).
+    assert_eq!(d["rate_limited"], limited + 4, "{d}");
     assert_eq!(
         d["codes"]["token_malformed"].as_u64().unwrap()
             + d["codes"]["signature_invalid"].as_u64().unwrap(),

@@ -16,7 +16,7 @@ impl Broker {
     /// verified or written); else the verifier's authentication error (`token_expired`,
     /// `unknown_kid`, …); `store_unavailable` if a failure that must be audited at once cannot be.
     pub async fn authenticate(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Principal> {
-        self.check_auth_limit(ctx)?;
+        self.check_auth_limit_for(ctx, token)?;
         let now = self.now();
         let result = match token {
             None => Err(ApiError::new(
@@ -82,6 +82,21 @@ impl Broker {
                 format!("too many failed authentications from this address; retry in {secs}s"),
             )),
         }
+    }
+
+    /// [`check_auth_limit`](Self::check_auth_limit), except that a bearer `token` the verifier
+    /// accepted recently ([`IdentityVerifier::recently_verified`]) goes through: the limit
+    /// refuses unproven tokens from a flooding address, not the agents behind the same address
+    /// that already proved who they are.
+    ///
+    /// # Errors
+    /// `rate_limited` (429), as `check_auth_limit`.
+    pub fn check_auth_limit_for(&self, ctx: &CallCtx, token: Option<&str>) -> Result<()> {
+        let limited = self.auth_retry_after(ctx.source_ip.as_deref()).is_some();
+        if limited && token.is_some_and(|t| self.verifier.recently_verified(t)) {
+            return Ok(());
+        }
+        self.check_auth_limit(ctx)
     }
 
     /// Seconds until a rate-limited source may try again (`None`: it is not limited). Counts

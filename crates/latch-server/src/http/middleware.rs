@@ -101,9 +101,15 @@ pub async fn auth_limit(
         .extensions()
         .get::<ReqMeta>()
         .and_then(|m| m.source_ip.clone());
-    if req.headers().contains_key(header::AUTHORIZATION) {
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
         let ctx = CallCtx::new(None, source.clone());
-        if let Err(e) = s.broker.check_auth_limit(&ctx) {
+        // `Bearer <token>` or `DPoP <token>` (RFC 6750 §2.1, RFC 9449 §7.1).
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, t)| t.trim());
+        if let Err(e) = s.broker.check_auth_limit_for(&ctx, token) {
             metrics::counter!("latch_auth_rate_limited_total").increment(1);
             let mut r = AppError(e).into_response();
             retry_after(&s, source.as_deref(), &mut r);
