@@ -513,7 +513,7 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
 
 #[async_trait]
 impl IdentityVerifier for OidcVerifier {
-    /// A digest lookup in the cache of verified workload tokens ([`CACHE_SECS`]).
+    /// A digest lookup in the cache of verified workload tokens (kept `CACHE_SECS`, 60 s).
     fn recently_verified(&self, token: &str) -> bool {
         if token.len() > self.options.max_token_bytes {
             return false;
