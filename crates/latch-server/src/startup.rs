@@ -149,8 +149,12 @@ async fn build_store(config: &Config, data_dir: &Path) -> Result<Opened, StartEr
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("latch.db").display()));
     // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise. Opening
-    // PostgreSQL waits up to the pool's acquire timeout (10 s) for an unreachable server.
-    latch_store::open(&url)
+    // PostgreSQL waits up to `store.acquire_timeout` for an unreachable server.
+    let deadlines = latch_store::Deadlines {
+        acquire: config.store.acquire_timeout,
+        operation: config.store.timeout,
+    };
+    latch_store::open_with(&url, deadlines)
         .await
         .map_err(|e| StartError(format!("store: {e}")))
 }
