@@ -806,6 +806,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_commit_that_lost_its_connection_has_an_unknown_outcome() {
+        let reset = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            commit_outcome::<sqlx::Postgres>(&reset),
+            StoreError::OutcomeUnknown(m) if m.starts_with("postgres: commit:")
+        ));
+        assert!(matches!(
+            commit_outcome::<sqlx::Sqlite>(&sqlx::Error::WorkerCrashed),
+            StoreError::OutcomeUnknown(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_unavailable() {
+        let budget = Duration::from_millis(50);
+        let until = tokio::time::Instant::now() + budget;
+        let r = within::<sqlx::Postgres, ()>(until, budget, "read task", std::future::pending())
+            .await;
+        assert!(matches!(
+            r,
+            Err(StoreError::Unavailable(m)) if m == "postgres: read task: no answer within 50 ms"
+        ));
+    }
+
+    #[test]
     fn every_migration_file_is_embedded() {
         let root = env!("CARGO_MANIFEST_DIR");
         assert_every_file_embedded(

@@ -23,6 +23,7 @@ mod interop;
 mod leak;
 mod mcp;
 mod oauth;
+mod outcome;
 mod policy;
 mod providers;
 mod proxy;
