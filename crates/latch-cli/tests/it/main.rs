@@ -31,5 +31,6 @@ mod replicas;
 mod repo_identity;
 mod restart;
 mod revocation;
+mod store_outage;
 mod target_outage;
 mod targets;
