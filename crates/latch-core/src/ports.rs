@@ -271,7 +271,6 @@ pub enum StoreError {
     OutcomeUnknown(String),
 }
 
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

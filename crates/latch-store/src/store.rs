@@ -357,10 +357,8 @@ where
     }
 
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        self.bounded("task", async {
-            self.one("task", sql::TASK, id).await
-        })
-        .await
+        self.bounded("task", async { self.one("task", sql::TASK, id).await })
+            .await
     }
 
     async fn tasks_by_owner(&self, owner_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {
@@ -434,10 +432,8 @@ where
     }
 
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError> {
-        self.bounded("lease", async {
-            self.one("lease", sql::LEASE, id).await
-        })
-        .await
+        self.bounded("lease", async { self.one("lease", sql::LEASE, id).await })
+            .await
     }
 
     async fn leases_by_task(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
@@ -752,13 +748,15 @@ pub(crate) async fn within<DB: Dialect, T>(
     what: &str,
     op: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout_at(until, op).await.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "{}: {what}: no answer within {} ms",
-            DB::LABEL,
-            budget.as_millis()
-        )))
-    })
+    tokio::time::timeout_at(until, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "{}: {what}: no answer within {} ms",
+                DB::LABEL,
+                budget.as_millis()
+            )))
+        })
 }
 
 /// What a failed `COMMIT` means: the server's own error answer (a deferred constraint, a
@@ -767,11 +765,9 @@ pub(crate) async fn within<DB: Dialect, T>(
 pub(crate) fn commit_outcome<DB: Dialect>(e: &sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Database(_) => write_error::<DB>("commit", e),
-        other => StoreError::OutcomeUnknown(format!(
-            "{}: commit: {}",
-            DB::LABEL,
-            DB::describe(other)
-        )),
+        other => {
+            StoreError::OutcomeUnknown(format!("{}: commit: {}", DB::LABEL, DB::describe(other)))
+        }
     }
 }
 
@@ -822,8 +818,8 @@ mod tests {
     async fn a_call_past_its_deadline_is_unavailable() {
         let budget = Duration::from_millis(50);
         let until = tokio::time::Instant::now() + budget;
-        let r = within::<sqlx::Postgres, ()>(until, budget, "read task", std::future::pending())
-            .await;
+        let r =
+            within::<sqlx::Postgres, ()>(until, budget, "read task", std::future::pending()).await;
         assert!(matches!(
             r,
             Err(StoreError::Unavailable(m)) if m == "postgres: read task: no answer within 50 ms"

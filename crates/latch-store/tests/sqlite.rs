@@ -435,7 +435,9 @@ async fn a_write_fails_fast_and_unwritten_while_another_process_holds_the_lock()
     .await
     .expect("open");
     let other = rusqlite::Connection::open(db.path()).expect("second connection");
-    other.execute_batch("BEGIN IMMEDIATE").expect("take the lock");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the lock");
     let started = std::time::Instant::now();
     let r = store
         .apply(WriteBatch::new().write(Write::InsertTask(task("task_locked"))))

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, ToolUseReport};
 use latch_core::broker::{AccessOutcome, BrokerParts, CallCtx, OpenTask, RequestAccess};
 use latch_core::model::{
-    AccessRequest, Approval, AuditEvent, AuditFilter, Lease, LeaseState, Principal, Resource,
-    Task, TaskState, Workload, WorkloadClaims,
+    AccessRequest, Approval, AuditEvent, AuditFilter, Lease, LeaseState, Principal, Resource, Task,
+    TaskState, Workload, WorkloadClaims,
 };
 use latch_core::policy::{PolicyEngine, PolicySource};
 use latch_core::ports::{

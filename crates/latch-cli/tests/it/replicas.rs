@@ -150,7 +150,13 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-    pub(super) async fn post(&self, base: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    pub(super) async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
         self.call("POST", format!("{base}{path}"), token, body)
             .await
     }
@@ -192,7 +198,13 @@ impl Client {
     }
 
     /// Opens a task for `agent` on `base`; returns its id.
-    pub(super) async fn open_task(&self, base: &str, agent: &str, purpose: &str, environment: &str) -> String {
+    pub(super) async fn open_task(
+        &self,
+        base: &str,
+        agent: &str,
+        purpose: &str,
+        environment: &str,
+    ) -> String {
         let (s, task) = self
             .post(
                 base,

@@ -9,8 +9,8 @@ use latch_core::ports::{StoreError, Write, WriteBatch};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
 use sqlx::{ConnectOptions, Connection, Postgres, Transaction};
 
-use crate::sql::{self, Dialect};
 use crate::Deadlines;
+use crate::sql::{self, Dialect};
 use crate::store::{Migrations, SqlStore, migration_failed, migrator};
 
 mod feed;

@@ -22,20 +22,21 @@ impl PgStore {
         expires_at_unix_secs: i64,
         now_unix_secs: i64,
     ) -> Result<bool, StoreError> {
-        let first = self.bounded("record one-time value", async {
-            sqlx::query_scalar::<_, i32>(
-            "INSERT INTO used_once (key, expires_at) VALUES ($1, $2) \
+        let first = self
+            .bounded("record one-time value", async {
+                sqlx::query_scalar::<_, i32>(
+                    "INSERT INTO used_once (key, expires_at) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at \
              WHERE used_once.expires_at < $3 RETURNING 1",
-        )
-        .bind(key)
-        .bind(expires_at_unix_secs)
-        .bind(now_unix_secs)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(|e| write_error("record one-time value", &e))
-        })
-        .await?;
+                )
+                .bind(key)
+                .bind(expires_at_unix_secs)
+                .bind(now_unix_secs)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(|e| write_error("record one-time value", &e))
+            })
+            .await?;
         Ok(first.is_some())
     }
 

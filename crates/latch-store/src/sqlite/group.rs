@@ -164,9 +164,9 @@ fn give_up(state: &AtomicU8, deadline: Duration) -> StoreError {
         Ok(_) => StoreError::Unavailable(format!(
             "sqlite: apply: the writer did not start the batch within {waited} ms"
         )),
-        Err(_) => StoreError::OutcomeUnknown(format!(
-            "sqlite: commit: no answer within {waited} ms"
-        )),
+        Err(_) => {
+            StoreError::OutcomeUnknown(format!("sqlite: commit: no answer within {waited} ms"))
+        }
     }
 }
 
