@@ -356,6 +356,10 @@ async fn build_providers(
                 .await
                 .map_err(|e| StartError(format!("ssh ca: {e}")))?,
         );
+        tracing::info!(
+            refresh_secs = p.krl_refresh_secs(),
+            "ssh: hosts must fetch /v1/ssh/krl at least this often (a revoked certificate is accepted up to this long)"
+        );
         all.push(p.clone());
         Some(p)
     } else {
@@ -366,6 +370,10 @@ async fn build_providers(
             X509Provider::load_or_create(store.clone(), master, clock.clone(), &resources)
                 .await
                 .map_err(|e| StartError(format!("x509 ca: {e}")))?,
+        );
+        tracing::info!(
+            validity_secs = p.crl_validity_secs(),
+            "x509: each crl is valid this long (a relying party caching it accepts a revoked certificate up to this long)"
         );
         all.push(p.clone());
         Some(p)

@@ -31,6 +31,7 @@ mod replicas;
 mod repo_identity;
 mod restart;
 mod revocation;
+mod revocation_lists;
 mod store_outage;
 mod target_outage;
 mod targets;
