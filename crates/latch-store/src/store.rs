@@ -514,25 +514,28 @@ where
         claim_until_unix_secs: i64,
         n: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        let bodies = if DB::CLAIMS {
-            sqlx::query_scalar::<DB, String>(sql::CLAIM_PENDING_REVOCATIONS)
-                .bind(now)
-                .bind(resource_id)
-                .bind(owner)
-                .bind(claim_until_unix_secs)
-                .bind(limit(n))
-                .fetch_all(&self.writer)
-                .await
-                .map_err(|e| write_error::<DB>("claim pending revocations", &e))?
-        } else {
-            sqlx::query_scalar::<DB, String>(sql::PENDING_REVOCATIONS_SQLITE)
-                .bind(resource_id)
-                .bind(limit(n))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
-        };
-        decode_all("lease", bodies)
+        self.bounded("claim pending revocations", async {
+            let bodies = if DB::CLAIMS {
+                sqlx::query_scalar::<DB, String>(sql::CLAIM_PENDING_REVOCATIONS)
+                    .bind(now)
+                    .bind(resource_id)
+                    .bind(owner)
+                    .bind(claim_until_unix_secs)
+                    .bind(limit(n))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(|e| write_error::<DB>("claim pending revocations", &e))?
+            } else {
+                sqlx::query_scalar::<DB, String>(sql::PENDING_REVOCATIONS_SQLITE)
+                    .bind(resource_id)
+                    .bind(limit(n))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
+            };
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn revoked_unexpired_leases(

@@ -93,6 +93,18 @@ impl Store for Faulty {
     async fn due_leases(&self, now: i64, grace: i64, n: u32) -> Result<Vec<Lease>, StoreError> {
         self.inner.due_leases(now, grace, n).await
     }
+    async fn claim_pending_revocations(
+        &self,
+        now: i64,
+        resource_id: &str,
+        owner: &str,
+        until: i64,
+        n: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        self.inner
+            .claim_pending_revocations(now, resource_id, owner, until, n)
+            .await
+    }
     async fn revoked_unexpired_leases(
         &self,
         now: i64,
