@@ -259,9 +259,16 @@ pub enum StoreError {
     /// A compare-and-set failed or a unique key exists; nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The store failed; nothing was written.
+    /// The store failed or did not answer within its deadline; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write's commit was sent but its answer was lost (the connection broke, or the
+    /// deadline passed, during `COMMIT`): the batch may or may not be durable. Only
+    /// [`Store::apply`] returns it; the broker then re-reads what the batch wrote before
+    /// answering, so a write that committed is never reported as failed. Answered like
+    /// [`StoreError::Unavailable`] (`store_unavailable`) when the re-read cannot tell.
+    #[error("store unavailable, outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -269,6 +276,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::new(crate::ErrorCode::Conflict, m),
             StoreError::Unavailable(m) => ApiError::new(crate::ErrorCode::StoreUnavailable, m),
+            StoreError::OutcomeUnknown(m) => ApiError::new(
+                crate::ErrorCode::StoreUnavailable,
+                format!("{m}; the change may have been applied: read it back before retrying"),
+            ),
         }
     }
 }
@@ -282,6 +293,8 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when a compare-and-set or unique key fails; nothing is written.
+    /// [`StoreError::Unavailable`] when the store failed before the commit (nothing is
+    /// written); [`StoreError::OutcomeUnknown`] when it failed during the commit.
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError>;
     /// A task by id.
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;

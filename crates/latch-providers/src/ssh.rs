@@ -33,8 +33,11 @@
 //! Revoking a lease puts its key id in the KRL served by the broker ([`SshProvider::krl`]):
 //! every certificate of the lease (renewals included) is revoked for every CA generation. sshd
 //! reads the KRL from the file named by `RevokedKeys`; operators fetch it periodically
-//! (`curl -o /etc/ssh/latch.krl https://latch/v1/ssh/krl`). Entries leave the KRL once the
-//! lease's end has passed, when the certificate has expired anyway.
+//! (`curl -o /etc/ssh/latch.krl https://latch/v1/ssh/krl`), at least every
+//! [`SshProvider::krl_refresh_secs`] (the shortest `max_ttl` of the CA's resources, at most a
+//! minute): a host that does refuses a revoked certificate at most that long after the
+//! revocation. Entries leave the KRL once the lease's end has passed, when the certificate has
+//! expired anyway.
 //!
 //! # KRL format
 //! Written here from [PROTOCOL.krl] (it is data formatting, no cryptography; no Rust crate
@@ -207,6 +210,27 @@ pub struct SshProvider {
     /// Longest life of a certificate (the largest `max_lifetime_secs` of the resources, plus
     /// back-dating): how long a rotated-out CA key stays published.
     retain_secs: i64,
+    /// The interval at which hosts must fetch the KRL ([`krl_refresh_secs`]).
+    krl_refresh_secs: i64,
+}
+
+/// The longest interval at which hosts should fetch the KRL, seconds (one minute), when no
+/// resource's `max_ttl` is shorter (see [`krl_refresh_secs`]).
+pub const MAX_KRL_REFRESH_SECS: i64 = 60;
+
+/// The interval at which hosts must fetch the KRL for `resources` (seconds): the shortest
+/// `max_ttl_secs` among the `ssh` ones, capped at [`MAX_KRL_REFRESH_SECS`] and at least 1.
+/// A KRL carries no expiry of its own; a host that fetches it this often refuses a revoked
+/// certificate at most this long after the revocation (never longer than any certificate of
+/// these resources can live).
+pub fn krl_refresh_secs<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> i64 {
+    resources
+        .into_iter()
+        .filter(|r| r.kind == KIND)
+        .map(|r| r.max_ttl_secs)
+        .min()
+        .unwrap_or(MAX_KRL_REFRESH_SECS)
+        .clamp(1, MAX_KRL_REFRESH_SECS)
 }
 
 impl std::fmt::Debug for SshProvider {
@@ -276,13 +300,22 @@ impl SshProvider {
             .max()
             .unwrap_or(0)
             + MAX_BACKDATE_SECS as i64;
+        let krl_refresh_secs = krl_refresh_secs(resources.values());
         Ok(Self {
             store,
             clock,
             ca: RwLock::new(Arc::new(parse_ring(ring)?)),
             resources,
             retain_secs,
+            krl_refresh_secs,
         })
+    }
+
+    /// How often hosts must fetch the KRL (seconds): the shortest `max_ttl` among this CA's
+    /// resources, at most [`MAX_KRL_REFRESH_SECS`]. Also the longest a host that fetches it
+    /// this often goes on accepting a revoked certificate.
+    pub fn krl_refresh_secs(&self) -> i64 {
+        self.krl_refresh_secs
     }
 
     fn state(&self) -> Arc<CaState> {

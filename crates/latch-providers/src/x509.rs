@@ -29,8 +29,16 @@
 //!
 //! # Revocation
 //! [`X509Provider::crl_pem`]: one CRL (RFC 5280 §5) per published CA generation listing the
-//! serials of every lease whose revocation was requested and whose end has not passed, valid
-//! for [`CRL_VALIDITY_SECS`]. Relying parties refresh it from `GET /v1/x509/crl`.
+//! serials of every lease whose revocation was requested and whose end has not passed. It is
+//! signed afresh for every request (`thisUpdate` = now) and valid for
+//! [`X509Provider::crl_validity_secs`]: the shortest `max_ttl` among the CA's resources, at
+//! most [`MAX_CRL_VALIDITY_SECS`]. Relying parties refresh it from `GET /v1/x509/crl`.
+//!
+//! Why: a relying party that honours `nextUpdate` keeps using the CRL it fetched until then, so
+//! a certificate revoked just after that fetch is still accepted for up to `nextUpdate −
+//! thisUpdate` (or until its own `notAfter`, whichever comes first). A CRL that outlives the
+//! certificates it is meant to cut short protects nothing; one no longer than the shortest
+//! `max_ttl` bounds the exposure after a revocation by that window for every resource.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -62,8 +70,24 @@ pub const KIND: &str = latch_core::model::ProviderKind::X509.as_str();
 /// Key blob prefix of the X.509 client CA generations.
 pub const CA_BLOB_PREFIX: &str = "x509-client-ca";
 
-/// How long a served CRL is valid (`nextUpdate - thisUpdate`), seconds.
-pub const CRL_VALIDITY_SECS: i64 = 3600;
+/// The longest a served CRL is valid (`nextUpdate − thisUpdate`), seconds: one hour, when no
+/// resource's `max_ttl` is shorter (see [`X509Provider::crl_validity_secs`]).
+pub const MAX_CRL_VALIDITY_SECS: i64 = 3600;
+
+/// How long a CRL served for `resources` is valid (`nextUpdate − thisUpdate`, seconds): the
+/// shortest `max_ttl_secs` among the `x509` ones, capped at [`MAX_CRL_VALIDITY_SECS`] and at
+/// least 1. With it, no certificate of any of these resources can live longer than one CRL
+/// validity window, so a relying party that refreshes at `nextUpdate` learns of every
+/// revocation while the certificate could still be valid for the longest-lived resource.
+pub fn crl_validity_secs<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> i64 {
+    resources
+        .into_iter()
+        .filter(|r| r.kind == KIND)
+        .map(|r| r.max_ttl_secs)
+        .min()
+        .unwrap_or(MAX_CRL_VALIDITY_SECS)
+        .clamp(1, MAX_CRL_VALIDITY_SECS)
+}
 
 /// Validity of a CA certificate, seconds (10 years).
 const CA_VALIDITY_SECS: i64 = 10 * 365 * 24 * 3600;
@@ -205,6 +229,8 @@ pub struct X509Provider {
     ca: RwLock<Arc<CaState>>,
     resources: HashMap<String, Resource>,
     retain_secs: i64,
+    /// `nextUpdate − thisUpdate` of the served CRLs ([`crl_validity_secs`]).
+    crl_validity_secs: i64,
 }
 
 impl std::fmt::Debug for X509Provider {
@@ -243,13 +269,23 @@ impl X509Provider {
             .map(|r| r.max_lifetime_secs)
             .max()
             .unwrap_or(0);
+        let crl_validity_secs = crl_validity_secs(resources.values());
         Ok(Self {
             store,
             clock,
             ca: RwLock::new(Arc::new(parse_ring(ring)?)),
             resources,
             retain_secs,
+            crl_validity_secs,
         })
+    }
+
+    /// How long each served CRL is valid (`nextUpdate − thisUpdate`, seconds): the shortest
+    /// `max_ttl` among this CA's resources, at most [`MAX_CRL_VALIDITY_SECS`]. It is also the
+    /// longest a relying party that caches the CRL for its whole validity can go on accepting
+    /// a revoked certificate.
+    pub fn crl_validity_secs(&self) -> i64 {
+        self.crl_validity_secs
     }
 
     fn state(&self) -> Arc<CaState> {
@@ -318,7 +354,7 @@ impl X509Provider {
     }
 
     /// One CRL per published CA (PEM, concatenated), listing every revoked, unexpired lease's
-    /// certificate serial.
+    /// certificate serial, signed now and valid for [`crl_validity_secs`](Self::crl_validity_secs).
     ///
     /// # Errors
     /// Retryable when the store cannot be read; permanent if signing fails.
@@ -360,7 +396,7 @@ impl X509Provider {
                 Issuer::from_ca_cert_der(&g.public.clone().into(), key).map_err(crl_err)?;
             let params = CertificateRevocationListParams {
                 this_update: time_at(now)?,
-                next_update: time_at(now + CRL_VALIDITY_SECS)?,
+                next_update: time_at(now + self.crl_validity_secs)?,
                 crl_number: SerialNumber::from(now.max(1) as u64),
                 issuing_distribution_point: None,
                 revoked_certs: revoked.clone(),

@@ -149,3 +149,81 @@ async fn ssh_and_x509_rotation_keeps_old_keys_published_until_expiry() {
     assert_ne!(ssh.ca_public_keys(), first_ssh);
     assert_eq!(x509.ca_pem().matches("BEGIN CERTIFICATE").count(), 1);
 }
+
+/// `nextUpdate − thisUpdate` of every served CRL is the shortest `max_ttl` among the CA's
+/// resources (capped at one hour), so no certificate outlives one CRL validity window; a
+/// CRL is signed afresh for each fetch.
+#[tokio::test]
+async fn crl_validity_is_the_shortest_max_ttl_of_the_cas_resources() {
+    use x509_parser::prelude::FromDer;
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let m = master(4);
+    let clock = ManualClock::new(1_800_000_000);
+    let mut short = resource("x509", serde_json::json!({}));
+    short.id = "x509-short".into();
+    short.max_ttl_secs = 300;
+    let mut ssh_shorter = resource("ssh", serde_json::json!({"principals": ["deploy"]}));
+    ssh_shorter.max_ttl_secs = 30;
+    let resources = vec![resource("x509", serde_json::json!({})), short, ssh_shorter];
+    let x509 = X509Provider::load_or_create(store.clone(), &m, Arc::new(clock.clone()), &resources)
+        .await
+        .unwrap();
+    // Only the CA's own resources count (the ssh one signs with another CA).
+    assert_eq!(x509.crl_validity_secs(), 300);
+    let windows = |pem_text: String| -> Vec<(i64, i64)> {
+        x509_parser::pem::Pem::iter_from_buffer(pem_text.as_bytes())
+            .map(|p| {
+                let p = p.unwrap();
+                assert_eq!(p.label, "X509 CRL");
+                let (_, crl) =
+                    x509_parser::revocation_list::CertificateRevocationList::from_der(&p.contents)
+                        .unwrap();
+                let this = crl.last_update().timestamp();
+                let next = crl.next_update().expect("nextUpdate").timestamp();
+                (this, next)
+            })
+            .collect()
+    };
+    let first = windows(x509.crl_pem().await.unwrap());
+    assert_eq!(first, vec![(1_800_000_000, 1_800_000_300)]);
+    // Fetched again later: signed for that moment, not replayed from a cache.
+    clock.advance(200);
+    let again = windows(x509.crl_pem().await.unwrap());
+    assert_eq!(again, vec![(1_800_000_200, 1_800_000_500)]);
+
+    // Long-lived resources only: one hour at most.
+    let mut long = resource("x509", serde_json::json!({}));
+    long.max_ttl_secs = 86_400;
+    assert_eq!(latch_providers::x509::crl_validity_secs([&long]), 3600);
+    assert_eq!(
+        latch_providers::x509::crl_validity_secs(std::iter::empty()),
+        3600
+    );
+}
+
+/// The KRL's refresh interval is the shortest `max_ttl` among the SSH CA's resources, at most
+/// one minute.
+#[tokio::test]
+async fn krl_refresh_interval_is_the_shortest_max_ttl_at_most_a_minute() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let m = master(5);
+    let clock = ManualClock::new(1_800_000_000);
+    let ssh_res = resource("ssh", serde_json::json!({"principals": ["deploy"]}));
+    let ssh = SshProvider::load_or_create(
+        store.clone(),
+        &m,
+        Arc::new(clock.clone()),
+        std::slice::from_ref(&ssh_res),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ssh.krl_refresh_secs(), 60);
+    let mut quick = ssh_res;
+    quick.max_ttl_secs = 20;
+    let mut x509_quicker = resource("x509", serde_json::json!({}));
+    x509_quicker.max_ttl_secs = 5;
+    assert_eq!(
+        latch_providers::ssh::krl_refresh_secs([&quick, &x509_quicker]),
+        20
+    );
+}

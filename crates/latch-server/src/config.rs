@@ -137,6 +137,16 @@ pub struct StoreConfig {
     /// the feed's connection stalls silently; beyond it, lookups read the database.
     #[serde(default = "default_max_cache_staleness", with = "humantime_serde")]
     pub max_cache_staleness: Duration,
+    /// The longest one store call may take, the wait for a connection included (default 2 s,
+    /// 100 ms to 60 s). Past it the call answers 503 `store_unavailable`, so a store that is
+    /// down or frozen makes writes fail fast instead of hanging. PostgreSQL connections also
+    /// get it as `statement_timeout`; SQLite as its busy timeout.
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The longest a store call waits for a pooled connection, and startup for the first
+    /// connection to PostgreSQL (default 2 s, 100 ms to `timeout`).
+    #[serde(default = "default_store_timeout", with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -145,6 +155,8 @@ impl Default for StoreConfig {
             url: None,
             reaper_claim: default_reaper_claim(),
             max_cache_staleness: default_max_cache_staleness(),
+            timeout: default_store_timeout(),
+            acquire_timeout: default_store_timeout(),
         }
     }
 }
@@ -159,8 +171,14 @@ impl std::fmt::Debug for StoreConfig {
             .field("url_scheme", &scheme)
             .field("reaper_claim", &self.reaper_claim)
             .field("max_cache_staleness", &self.max_cache_staleness)
+            .field("timeout", &self.timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn default_max_cache_staleness() -> Duration {
@@ -628,6 +646,19 @@ impl Config {
                 staleness.as_millis()
             )));
         }
+        let (timeout, acquire) = (self.store.timeout, self.store.acquire_timeout);
+        if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(60) {
+            return Err(ConfigError(format!(
+                "`store.timeout` must be 100ms to 60s (got {}ms)",
+                timeout.as_millis()
+            )));
+        }
+        if acquire < Duration::from_millis(100) || acquire > timeout {
+            return Err(ConfigError(format!(
+                "`store.acquire_timeout` must be 100ms to `store.timeout` (got {}ms)",
+                acquire.as_millis()
+            )));
+        }
         if self.tasks.default_ttl > self.tasks.max_ttl || self.tasks.default_ttl.as_secs() == 0 {
             return Err(ConfigError(
                 "`tasks.default_ttl` must be 1s to `tasks.max_ttl`".into(),
@@ -726,6 +757,27 @@ mod tests {
         let parsed = Config::parse(&text, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         parsed
+    }
+
+    #[test]
+    fn store_deadlines_default_to_two_seconds_and_are_bounded() {
+        let c = with_store("").expect("defaults");
+        assert_eq!(c.store.timeout, Duration::from_secs(2));
+        assert_eq!(c.store.acquire_timeout, Duration::from_secs(2));
+        let c = with_store("timeout = \"5s\"\nacquire_timeout = \"500ms\"").expect("set");
+        assert_eq!(c.store.timeout, Duration::from_secs(5));
+        assert_eq!(c.store.acquire_timeout, Duration::from_millis(500));
+        for (extra, message) in [
+            ("timeout = \"50ms\"", "`store.timeout` must be 100ms to 60s"),
+            ("timeout = \"2m\"", "`store.timeout` must be 100ms to 60s"),
+            (
+                "acquire_timeout = \"3s\"",
+                "`store.acquire_timeout` must be 100ms to `store.timeout`",
+            ),
+        ] {
+            let e = with_store(extra).unwrap_err();
+            assert!(e.to_string().contains(message), "{extra}: {e}");
+        }
     }
 
     #[test]

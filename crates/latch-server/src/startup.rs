@@ -149,8 +149,12 @@ async fn build_store(config: &Config, data_dir: &Path) -> Result<Opened, StartEr
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("latch.db").display()));
     // PostgreSQL for replicas sharing one database; SQLite (embedded) otherwise. Opening
-    // PostgreSQL waits up to the pool's acquire timeout (10 s) for an unreachable server.
-    latch_store::open(&url)
+    // PostgreSQL waits up to `store.acquire_timeout` for an unreachable server.
+    let deadlines = latch_store::Deadlines {
+        acquire: config.store.acquire_timeout,
+        operation: config.store.timeout,
+    };
+    latch_store::open_with(&url, deadlines)
         .await
         .map_err(|e| StartError(format!("store: {e}")))
 }
@@ -352,6 +356,10 @@ async fn build_providers(
                 .await
                 .map_err(|e| StartError(format!("ssh ca: {e}")))?,
         );
+        tracing::info!(
+            refresh_secs = p.krl_refresh_secs(),
+            "ssh: hosts must fetch /v1/ssh/krl at least this often (a revoked certificate is accepted up to this long)"
+        );
         all.push(p.clone());
         Some(p)
     } else {
@@ -362,6 +370,10 @@ async fn build_providers(
             X509Provider::load_or_create(store.clone(), master, clock.clone(), &resources)
                 .await
                 .map_err(|e| StartError(format!("x509 ca: {e}")))?,
+        );
+        tracing::info!(
+            validity_secs = p.crl_validity_secs(),
+            "x509: each crl is valid this long (a relying party caching it accepts a revoked certificate up to this long)"
         );
         all.push(p.clone());
         Some(p)

@@ -17,6 +17,7 @@
 //! appear in error messages.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use latch_core::ports::{ChangeFeed, Store, StoreError, UseOnce};
 
@@ -56,10 +57,59 @@ impl std::fmt::Debug for Opened {
     }
 }
 
-/// Opens the store named by `url` and brings its schema up to date.
+/// How long store calls may take before they are answered [`StoreError::Unavailable`].
+///
+/// Every call of the [`Store`] port (and of the PostgreSQL use-once cache) is bounded by
+/// `operation`, the wait for a connection included; a call whose deadline passes is abandoned
+/// (its connection is dropped, so an uncommitted transaction is rolled back by the server). A
+/// write abandoned after its `COMMIT` was sent answers [`StoreError::OutcomeUnknown`]: the
+/// caller re-reads before reporting failure.
+///
+/// Backend details: PostgreSQL pools wait at most `acquire` for a connection (also the connect
+/// timeout of [`open`]) and set `statement_timeout` to `operation` on their connections (a
+/// statement stuck on a lock fails on the server too); SQLite's busy timeout is `operation`.
+/// A frozen server (it accepts TCP and never answers) is caught only by the client-side
+/// deadline, which is why both exist. Schema migrations at [`open`] are not bounded by
+/// `operation` (they may take long) but by [`MIGRATION_TIMEOUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Longest wait for a pooled connection, and for the first connection at [`open`]
+    /// (default 2 s).
+    pub acquire: Duration,
+    /// Longest one store call may take in all, the wait for a connection included
+    /// (default 2 s).
+    pub operation: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            acquire: DEFAULT_DEADLINE,
+            operation: DEFAULT_DEADLINE,
+        }
+    }
+}
+
+/// The default of both [`Deadlines`]: 2 s.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long the schema migrations at [`open`] may take (on PostgreSQL including the wait for
+/// the advisory lock another replica holds while it migrates): 120 s.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// [`open_with`] the default [`Deadlines`] (2 s).
+///
+/// # Errors
+/// As [`open_with`].
+pub async fn open(url: &str) -> Result<Opened, StoreError> {
+    open_with(url, Deadlines::default()).await
+}
+
+/// Opens the store named by `url` and brings its schema up to date; every later store call
+/// is bounded by `deadlines`.
 ///
 /// * `postgres://…` or `postgresql://…`: a [`PgStore`], with its change feed and use-once
-///   cache (it waits up to 10 s for an unreachable server).
+///   cache (it waits up to `deadlines.acquire` for an unreachable or unresponsive server).
 /// * Anything else: a [`SqliteStore`] — `sqlite://path/to/file.db` (with optional `?…`
 ///   parameters), a plain file path, or `sqlite::memory:` / `:memory:` for a private in-memory
 ///   database. It has neither capability (one process owns it).
@@ -70,10 +120,10 @@ impl std::fmt::Debug for Opened {
 ///
 /// # Security
 /// A PostgreSQL URL may carry a password: it is never logged, and errors do not quote it.
-pub async fn open(url: &str) -> Result<Opened, StoreError> {
+pub async fn open_with(url: &str, deadlines: Deadlines) -> Result<Opened, StoreError> {
     if is_postgres_url(url) {
         tracing::info!("connecting to the postgresql store");
-        let pg = Arc::new(PgStore::open(url).await?);
+        let pg = Arc::new(PgStore::open_with(url, deadlines).await?);
         return Ok(Opened {
             store: pg.clone(),
             feed: Some(pg.clone()),
@@ -82,7 +132,7 @@ pub async fn open(url: &str) -> Result<Opened, StoreError> {
         });
     }
     Ok(Opened {
-        store: Arc::new(SqliteStore::open(url).await?),
+        store: Arc::new(SqliteStore::open_with(url, deadlines).await?),
         feed: None,
         once: None,
         backend: "sqlite",

@@ -5,6 +5,9 @@
 //! [`SqliteStore`](crate::SqliteStore) (`SqlStore<sqlx::Sqlite>`) and
 //! [`PgStore`](crate::PgStore) (`SqlStore<sqlx::Postgres>`).
 
+use std::future::Future;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
@@ -27,6 +30,8 @@ pub struct SqlStore<DB: Dialect> {
     pub(crate) writer: Pool<DB>,
     /// What only this backend has (SQLite: the group writer; PostgreSQL: listen options).
     pub(crate) extra: DB::Extra,
+    /// The longest one call may take ([`crate::Deadlines::operation`]).
+    pub(crate) deadline: Duration,
 }
 
 impl<DB: Dialect> Clone for SqlStore<DB> {
@@ -35,6 +40,7 @@ impl<DB: Dialect> Clone for SqlStore<DB> {
             reader: self.reader.clone(),
             writer: self.writer.clone(),
             extra: self.extra.clone(),
+            deadline: self.deadline,
         }
     }
 }
@@ -54,35 +60,58 @@ where
     /// Applies `batch` in one write transaction: its writes, the backend's after-write step,
     /// then its audit events, appended last so the chain head is held only for the appends and
     /// the commit. Nothing is written unless everything is.
+    ///
+    /// Bounded by the store's deadline: before `COMMIT` is sent, a failure or the deadline is
+    /// [`StoreError::Unavailable`] (the transaction is dropped, so the server rolls it back);
+    /// after, a lost answer is [`StoreError::OutcomeUnknown`] ([`commit_outcome`]).
     pub(crate) async fn apply_in_transaction(
         &self,
         batch: &WriteBatch,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = DB::begin_write(self).await?;
-        let result = async {
-            for w in &batch.writes {
-                apply_write::<DB>(&mut tx, w).await?;
+        let until = tokio::time::Instant::now() + self.deadline;
+        let staged = within::<DB, _>(until, self.deadline, "apply", async {
+            let mut tx = DB::begin_write(self).await?;
+            let result = async {
+                for w in &batch.writes {
+                    apply_write::<DB>(&mut tx, w).await?;
+                }
+                DB::after_writes(&mut tx, &batch.writes).await?;
+                if batch.audit.is_empty() {
+                    return Ok(Vec::new());
+                }
+                append_events::<DB>(&mut tx, &batch.audit).await
             }
-            DB::after_writes(&mut tx, &batch.writes).await?;
-            if batch.audit.is_empty() {
-                return Ok(Vec::new());
+            .await;
+            match result {
+                Ok(seqs) => Ok((tx, seqs)),
+                Err(err) => {
+                    // Best effort: dropping the transaction rolls back too.
+                    let _ = tx.rollback().await;
+                    Err(err)
+                }
             }
-            append_events::<DB>(&mut tx, &batch.audit).await
-        }
+        })
         .await;
-        match result {
-            Ok(seqs) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| write_error::<DB>("commit", &e))?;
-                Ok(seqs)
-            }
-            Err(err) => {
-                // Best effort: dropping the transaction rolls back too.
-                let _ = tx.rollback().await;
-                Err(err)
-            }
+        let (tx, seqs) = staged?;
+        match tokio::time::timeout_at(until, tx.commit()).await {
+            Ok(Ok(())) => Ok(seqs),
+            Ok(Err(e)) => Err(commit_outcome::<DB>(&e)),
+            Err(_) => Err(StoreError::OutcomeUnknown(format!(
+                "{}: commit: no answer within {} ms",
+                DB::LABEL,
+                self.deadline.as_millis()
+            ))),
         }
+    }
+
+    /// Runs `op` within the store's deadline ([`within`]).
+    pub(crate) async fn bounded<T>(
+        &self,
+        what: &str,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let until = tokio::time::Instant::now() + self.deadline;
+        within::<DB, T>(until, self.deadline, what, op).await
     }
 
     /// One body by key, decoded as `what`.
@@ -328,82 +357,108 @@ where
     }
 
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        self.one("task", sql::TASK, id).await
+        self.bounded("task", async { self.one("task", sql::TASK, id).await })
+            .await
     }
 
     async fn tasks_by_owner(&self, owner_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::TASKS_BY_OWNER)
-            .bind(owner_id)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list tasks by owner", &e))?;
-        decode_all("task", bodies)
+        self.bounded("tasks by owner", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::TASKS_BY_OWNER)
+                .bind(owner_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list tasks by owner", &e))?;
+            decode_all("task", bodies)
+        })
+        .await
     }
 
     async fn expired_open_tasks(&self, now: i64, n: u32) -> Result<Vec<Task>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_OPEN_TASKS)
-            .bind(now)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list expired tasks", &e))?;
-        decode_all("task", bodies)
+        self.bounded("expired open tasks", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_OPEN_TASKS)
+                .bind(now)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list expired tasks", &e))?;
+            decode_all("task", bodies)
+        })
+        .await
     }
 
     async fn request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
-        self.one("request", sql::REQUEST, id).await
+        self.bounded("request", async {
+            self.one("request", sql::REQUEST, id).await
+        })
+        .await
     }
 
     async fn pending_requests(&self, n: u32) -> Result<Vec<AccessRequest>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::PENDING_REQUESTS)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list pending requests", &e))?;
-        decode_all("request", bodies)
+        self.bounded("pending requests", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::PENDING_REQUESTS)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list pending requests", &e))?;
+            decode_all("request", bodies)
+        })
+        .await
     }
 
     async fn expired_requests(&self, now: i64, n: u32) -> Result<Vec<AccessRequest>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_REQUESTS)
-            .bind(now)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list expired requests", &e))?;
-        decode_all("request", bodies)
+        self.bounded("expired requests", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::EXPIRED_REQUESTS)
+                .bind(now)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list expired requests", &e))?;
+            decode_all("request", bodies)
+        })
+        .await
     }
 
     async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::APPROVALS)
-            .bind(request_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list approvals", &e))?;
-        decode_all("approval", bodies)
+        self.bounded("approvals", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::APPROVALS)
+                .bind(request_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list approvals", &e))?;
+            decode_all("approval", bodies)
+        })
+        .await
     }
 
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError> {
-        self.one("lease", sql::LEASE, id).await
+        self.bounded("lease", async { self.one("lease", sql::LEASE, id).await })
+            .await
     }
 
     async fn leases_by_task(&self, task_id: &str) -> Result<Vec<Lease>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::LEASES_BY_TASK)
-            .bind(task_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list leases by task", &e))?;
-        decode_all("lease", bodies)
+        self.bounded("leases by task", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::LEASES_BY_TASK)
+                .bind(task_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list leases by task", &e))?;
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn active_leases(&self, after_id: &str, n: u32) -> Result<Vec<Lease>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_LEASES)
-            .bind(after_id)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list active leases", &e))?;
-        decode_all("lease", bodies)
+        self.bounded("active leases", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_LEASES)
+                .bind(after_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list active leases", &e))?;
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn due_leases(
@@ -412,14 +467,17 @@ where
         issuing_grace_secs: i64,
         n: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::DUE_LEASES)
-            .bind(now)
-            .bind(issuing_grace_secs)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list due leases", &e))?;
-        decode_all("lease", bodies)
+        self.bounded("due leases", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::DUE_LEASES)
+                .bind(now)
+                .bind(issuing_grace_secs)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list due leases", &e))?;
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn claim_due_leases(
@@ -430,19 +488,22 @@ where
         claim_until_unix_secs: i64,
         n: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        if !DB::CLAIMS {
-            return self.due_leases(now, issuing_grace_secs, n).await;
-        }
-        let bodies = sqlx::query_scalar::<DB, String>(sql::CLAIM_DUE_LEASES)
-            .bind(now)
-            .bind(issuing_grace_secs)
-            .bind(limit(n))
-            .bind(owner)
-            .bind(claim_until_unix_secs)
-            .fetch_all(&self.writer)
-            .await
-            .map_err(|e| write_error::<DB>("claim due leases", &e))?;
-        decode_all("lease", bodies)
+        self.bounded("claim due leases", async {
+            if !DB::CLAIMS {
+                return self.due_leases(now, issuing_grace_secs, n).await;
+            }
+            let bodies = sqlx::query_scalar::<DB, String>(sql::CLAIM_DUE_LEASES)
+                .bind(now)
+                .bind(issuing_grace_secs)
+                .bind(limit(n))
+                .bind(owner)
+                .bind(claim_until_unix_secs)
+                .fetch_all(&self.writer)
+                .await
+                .map_err(|e| write_error::<DB>("claim due leases", &e))?;
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn claim_pending_revocations(
@@ -453,25 +514,28 @@ where
         claim_until_unix_secs: i64,
         n: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        let bodies = if DB::CLAIMS {
-            sqlx::query_scalar::<DB, String>(sql::CLAIM_PENDING_REVOCATIONS)
-                .bind(now)
-                .bind(resource_id)
-                .bind(owner)
-                .bind(claim_until_unix_secs)
-                .bind(limit(n))
-                .fetch_all(&self.writer)
-                .await
-                .map_err(|e| write_error::<DB>("claim pending revocations", &e))?
-        } else {
-            sqlx::query_scalar::<DB, String>(sql::PENDING_REVOCATIONS_SQLITE)
-                .bind(resource_id)
-                .bind(limit(n))
-                .fetch_all(&self.reader)
-                .await
-                .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
-        };
-        decode_all("lease", bodies)
+        self.bounded("claim pending revocations", async {
+            let bodies = if DB::CLAIMS {
+                sqlx::query_scalar::<DB, String>(sql::CLAIM_PENDING_REVOCATIONS)
+                    .bind(now)
+                    .bind(resource_id)
+                    .bind(owner)
+                    .bind(claim_until_unix_secs)
+                    .bind(limit(n))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(|e| write_error::<DB>("claim pending revocations", &e))?
+            } else {
+                sqlx::query_scalar::<DB, String>(sql::PENDING_REVOCATIONS_SQLITE)
+                    .bind(resource_id)
+                    .bind(limit(n))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
+            };
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn revoked_unexpired_leases(
@@ -480,56 +544,65 @@ where
         after_id: &str,
         n: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        let bodies = sqlx::query_scalar::<DB, String>(sql::REVOKED_UNEXPIRED_LEASES)
-            .bind(now)
-            .bind(after_id)
-            .bind(limit(n))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list revoked leases", &e))?;
-        decode_all("lease", bodies)
+        self.bounded("revoked unexpired leases", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::REVOKED_UNEXPIRED_LEASES)
+                .bind(now)
+                .bind(after_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list revoked leases", &e))?;
+            decode_all("lease", bodies)
+        })
+        .await
     }
 
     async fn lease_by_credential_hmac(&self, hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
-        let body = sqlx::query_scalar::<DB, String>(sql::LEASE_BY_CREDENTIAL_HMAC)
-            .bind(hmac_hex)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("find lease by credential", &e))?;
-        body.map(|b| decode("lease", &b)).transpose()
+        self.bounded("lease by credential hmac", async {
+            let body = sqlx::query_scalar::<DB, String>(sql::LEASE_BY_CREDENTIAL_HMAC)
+                .bind(hmac_hex)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("find lease by credential", &e))?;
+            body.map(|b| decode("lease", &b)).transpose()
+        })
+        .await
     }
 
     async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let n = filter
-            .limit
-            .unwrap_or(AUDIT_DEFAULT_LIMIT)
-            .min(AUDIT_MAX_LIMIT);
-        let Ok(hmac) = codec::hmac_filter(filter.credential_hmac.as_deref()) else {
-            return Ok(Vec::new());
-        };
-        // Static statements, each led by a predicate an index serves; the remaining filters are
-        // optional.
-        let sql = format!(
-            "{}{}{}",
-            sql::audit_events_lead(filter.task_id.is_some(), filter.lease_id.is_some()),
-            DB::AUDIT_KIND_FILTER,
-            sql::AUDIT_EVENTS_REST
-        );
-        let rows = sqlx::query_as::<DB, EventRow>(sqlx::AssertSqlSafe(sql))
-            .bind(filter.task_id.as_deref())
-            .bind(filter.lease_id.as_deref())
-            .bind(filter.kind_prefix.as_deref())
-            .bind(filter.kind_prefix.as_deref().map(codec::like_prefix))
-            .bind(filter.after_seq.unwrap_or(0))
-            .bind(limit(n))
-            .bind(filter.actor.as_deref())
-            .bind(filter.since_unix_secs)
-            .bind(filter.until_unix_secs)
-            .bind(hmac)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("list audit events", &e))?;
-        codec::decode_events(rows)
+        self.bounded("audit events", async {
+            let n = filter
+                .limit
+                .unwrap_or(AUDIT_DEFAULT_LIMIT)
+                .min(AUDIT_MAX_LIMIT);
+            let Ok(hmac) = codec::hmac_filter(filter.credential_hmac.as_deref()) else {
+                return Ok(Vec::new());
+            };
+            // Static statements, each led by a predicate an index serves; the remaining filters are
+            // optional.
+            let sql = format!(
+                "{}{}{}",
+                sql::audit_events_lead(filter.task_id.is_some(), filter.lease_id.is_some()),
+                DB::AUDIT_KIND_FILTER,
+                sql::AUDIT_EVENTS_REST
+            );
+            let rows = sqlx::query_as::<DB, EventRow>(sqlx::AssertSqlSafe(sql))
+                .bind(filter.task_id.as_deref())
+                .bind(filter.lease_id.as_deref())
+                .bind(filter.kind_prefix.as_deref())
+                .bind(filter.kind_prefix.as_deref().map(codec::like_prefix))
+                .bind(filter.after_seq.unwrap_or(0))
+                .bind(limit(n))
+                .bind(filter.actor.as_deref())
+                .bind(filter.since_unix_secs)
+                .bind(filter.until_unix_secs)
+                .bind(hmac)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list audit events", &e))?;
+            codec::decode_events(rows)
+        })
+        .await
     }
 
     async fn audit_records(
@@ -537,30 +610,39 @@ where
         after_seq: i64,
         limit_n: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query_as::<DB, RecordRow>(sql::AUDIT_RECORDS)
-            .bind(after_seq)
-            .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read audit records", &e))?;
-        Ok(codec::records(rows))
+        self.bounded("audit records", async {
+            let rows = sqlx::query_as::<DB, RecordRow>(sql::AUDIT_RECORDS)
+                .bind(after_seq)
+                .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read audit records", &e))?;
+            Ok(codec::records(rows))
+        })
+        .await
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
-        sqlx::query_as::<DB, (i64, String)>(DB::AUDIT_HEAD)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read audit head", &e))
+        self.bounded("audit head", async {
+            sqlx::query_as::<DB, (i64, String)>(DB::AUDIT_HEAD)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read audit head", &e))
+        })
+        .await
     }
 
     async fn put_checkpoint(&self, cp: &AuditCheckpoint) -> Result<(), StoreError> {
-        let query = sqlx::query::<DB>(sql::INSERT_CHECKPOINT)
-            .bind(cp.seq)
-            .bind(cp.hash.as_str())
-            .bind(cp.at_unix_secs)
-            .bind(cp.kid.as_str())
-            .bind(cp.jws.as_str());
-        self.write_one("store checkpoint", query).await
+        self.bounded("put checkpoint", async {
+            let query = sqlx::query::<DB>(sql::INSERT_CHECKPOINT)
+                .bind(cp.seq)
+                .bind(cp.hash.as_str())
+                .bind(cp.at_unix_secs)
+                .bind(cp.kid.as_str())
+                .bind(cp.jws.as_str());
+            self.write_one("store checkpoint", query).await
+        })
+        .await
     }
 
     async fn checkpoints(
@@ -568,74 +650,127 @@ where
         after_seq: i64,
         limit_n: u32,
     ) -> Result<Vec<AuditCheckpoint>, StoreError> {
-        let rows = sqlx::query_as::<DB, CheckpointRow>(sql::CHECKPOINTS)
-            .bind(after_seq)
-            .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
-        Ok(rows.into_iter().map(codec::checkpoint).collect())
+        self.bounded("checkpoints", async {
+            let rows = sqlx::query_as::<DB, CheckpointRow>(sql::CHECKPOINTS)
+                .bind(after_seq)
+                .bind(limit(limit_n.clamp(1, BULK_MAX_LIMIT)))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
+            Ok(rows.into_iter().map(codec::checkpoint).collect())
+        })
+        .await
     }
 
     async fn last_checkpoint(&self) -> Result<Option<AuditCheckpoint>, StoreError> {
-        let row = sqlx::query_as::<DB, CheckpointRow>(sql::LAST_CHECKPOINT)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
-        Ok(row.map(codec::checkpoint))
+        self.bounded("last checkpoint", async {
+            let row = sqlx::query_as::<DB, CheckpointRow>(sql::LAST_CHECKPOINT)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read checkpoints", &e))?;
+            Ok(row.map(codec::checkpoint))
+        })
+        .await
     }
 
     async fn sink_cursor(&self, sink: &str) -> Result<i64, StoreError> {
-        let seq = sqlx::query_scalar::<DB, i64>(sql::SINK_CURSOR)
-            .bind(sink)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read sink cursor", &e))?;
-        Ok(seq.unwrap_or(0))
+        self.bounded("sink cursor", async {
+            let seq = sqlx::query_scalar::<DB, i64>(sql::SINK_CURSOR)
+                .bind(sink)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read sink cursor", &e))?;
+            Ok(seq.unwrap_or(0))
+        })
+        .await
     }
 
     async fn set_sink_cursor(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
-        let query = sqlx::query::<DB>(DB::UPSERT_SINK_CURSOR)
-            .bind(sink)
-            .bind(seq);
-        self.write_one("store sink cursor", query).await
+        self.bounded("set sink cursor", async {
+            let query = sqlx::query::<DB>(DB::UPSERT_SINK_CURSOR)
+                .bind(sink)
+                .bind(seq);
+            self.write_one("store sink cursor", query).await
+        })
+        .await
     }
 
     async fn key_blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
-            .bind(name)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(|e| unavailable::<DB>("read key blob", &e))
+        self.bounded("key blob", async {
+            sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read key blob", &e))
+        })
+        .await
     }
 
     async fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let mut tx = DB::begin_write(self).await?;
-        // A concurrent insert of the same name makes this one wait for it (or for the write
-        // lock), then do nothing; the SELECT then sees the winner's blob.
-        sqlx::query::<DB>(sql::INSERT_KEY_BLOB)
-            .bind(name)
-            .bind(blob)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| write_error::<DB>("store key blob", &e))?;
-        let stored = sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| unavailable::<DB>("read key blob", &e))?;
-        tx.commit()
-            .await
-            .map_err(|e| write_error::<DB>("commit", &e))?;
-        Ok(stored)
+        self.bounded("put key blob if absent", async {
+            let mut tx = DB::begin_write(self).await?;
+            // A concurrent insert of the same name makes this one wait for it (or for the write
+            // lock), then do nothing; the SELECT then sees the winner's blob.
+            sqlx::query::<DB>(sql::INSERT_KEY_BLOB)
+                .bind(name)
+                .bind(blob)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error::<DB>("store key blob", &e))?;
+            let stored = sqlx::query_scalar::<DB, Vec<u8>>(sql::KEY_BLOB)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| unavailable::<DB>("read key blob", &e))?;
+            tx.commit()
+                .await
+                .map_err(|e| write_error::<DB>("commit", &e))?;
+            Ok(stored)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query::<DB>("SELECT 1")
-            .fetch_one(&self.reader)
-            .await
-            .map(|_| ())
-            .map_err(|e| unavailable::<DB>("ping", &e))
+        self.bounded("ping", async {
+            sqlx::query::<DB>("SELECT 1")
+                .fetch_one(&self.reader)
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable::<DB>("ping", &e))
+        })
+        .await
+    }
+}
+
+/// Runs `op` until `until` at the latest; past it the call is dropped (with its connection:
+/// a transaction it held is rolled back by the server) and answered
+/// [`StoreError::Unavailable`]. `budget` is only for the message.
+pub(crate) async fn within<DB: Dialect, T>(
+    until: tokio::time::Instant,
+    budget: Duration,
+    what: &str,
+    op: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout_at(until, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "{}: {what}: no answer within {} ms",
+                DB::LABEL,
+                budget.as_millis()
+            )))
+        })
+}
+
+/// What a failed `COMMIT` means: the server's own error answer (a deferred constraint, a
+/// serialisation failure) rolled the transaction back, as [`write_error`]; any other failure
+/// (the connection broke, the answer never came) leaves the outcome unknown.
+pub(crate) fn commit_outcome<DB: Dialect>(e: &sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(_) => write_error::<DB>("commit", e),
+        other => {
+            StoreError::OutcomeUnknown(format!("{}: commit: {}", DB::LABEL, DB::describe(other)))
+        }
     }
 }
 
@@ -668,6 +803,31 @@ pub(crate) fn migration_failed(e: &sqlx::migrate::MigrateError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_that_lost_its_connection_has_an_unknown_outcome() {
+        let reset = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(matches!(
+            commit_outcome::<sqlx::Postgres>(&reset),
+            StoreError::OutcomeUnknown(m) if m.starts_with("postgres: commit:")
+        ));
+        assert!(matches!(
+            commit_outcome::<sqlx::Sqlite>(&sqlx::Error::WorkerCrashed),
+            StoreError::OutcomeUnknown(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_unavailable() {
+        let budget = Duration::from_millis(50);
+        let until = tokio::time::Instant::now() + budget;
+        let r =
+            within::<sqlx::Postgres, ()>(until, budget, "read task", std::future::pending()).await;
+        assert!(matches!(
+            r,
+            Err(StoreError::Unavailable(m)) if m == "postgres: read task: no answer within 50 ms"
+        ));
+    }
 
     #[test]
     fn every_migration_file_is_embedded() {

@@ -417,3 +417,43 @@ async fn grouped_batches_fail_and_succeed_independently() {
     assert_eq!(events.len(), 21, "one audit event per committed batch");
     store.close().await;
 }
+
+/// Another process holds the write lock: a write answers `Unavailable` within the store's
+/// deadline (not after a long busy wait), writes nothing (the writer thread drops the batch its
+/// caller gave up on), and writes work again once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_fails_fast_and_unwritten_while_another_process_holds_the_lock() {
+    let db = TempDb::new("locked");
+    let deadline = std::time::Duration::from_millis(300);
+    let store = SqliteStore::open_with(
+        db.path(),
+        latch_store::Deadlines {
+            acquire: deadline,
+            operation: deadline,
+        },
+    )
+    .await
+    .expect("open");
+    let other = rusqlite::Connection::open(db.path()).expect("second connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the lock");
+    let started = std::time::Instant::now();
+    let r = store
+        .apply(WriteBatch::new().write(Write::InsertTask(task("task_locked"))))
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    other.execute_batch("ROLLBACK").expect("release the lock");
+    store
+        .apply(WriteBatch::new().write(Write::InsertTask(task("task_after"))))
+        .await
+        .expect("write after the lock is gone");
+    assert!(store.task("task_locked").await.expect("read").is_none());
+    assert!(store.task("task_after").await.expect("read").is_some());
+    store.close().await;
+}

@@ -106,6 +106,7 @@ async fn full_flow_grant_separation_step_up_renew_deny_complete() {
     for t in [&t1, &t2, &t3] {
         assert_eq!(s.introspect(t).await["active"], false);
     }
+    // Completing again is idempotent (a retry after a lost answer); cancelling it is not.
     let again = s
         .post(
             Some(&agent),
@@ -113,7 +114,12 @@ async fn full_flow_grant_separation_step_up_renew_deny_complete() {
             json!({}),
         )
         .await;
-    assert_eq!(again.code(), Some("task_not_open"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["state"], "completed");
+    let cancel = s
+        .post(Some(&agent), &format!("/v1/tasks/{prod}/cancel"), json!({}))
+        .await;
+    assert_eq!(cancel.code(), Some("task_not_open"));
     let after = s
         .request(&agent, &prod, "payments-db", &["read"], None)
         .await;

@@ -18,15 +18,15 @@ use latch_testkit::{PG_ADDR, TempPgDatabase, service_available};
 use serde_json::{Value, json};
 
 /// One `latch serve` process; killed (SIGKILL) on drop.
-struct Replica {
+pub(super) struct Replica {
     child: Child,
-    base: String,
+    pub(super) base: String,
     /// Set when the replica logs that its store change feed is connected (caches trusted).
     feed_up: Arc<AtomicBool>,
 }
 
 impl Replica {
-    fn spawn(config: &Path) -> Self {
+    pub(super) fn spawn(config: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_latch"))
             .args(["serve", "--config", config.to_str().expect("utf-8 path")])
             .env("LATCH_LOG", "info")
@@ -92,7 +92,7 @@ impl Drop for Replica {
 
 /// The example configuration on a fresh PostgreSQL database, with a fast reaper and short
 /// reaper claims.
-fn config(db: &TempPgDatabase) -> (PathBuf, PathBuf) {
+pub(super) fn config(db: &TempPgDatabase) -> (PathBuf, PathBuf) {
     config_with(db, None)
 }
 
@@ -123,8 +123,8 @@ fn config_with(db: &TempPgDatabase, public_url: Option<&str>) -> (PathBuf, PathB
     (dir, path)
 }
 
-struct Client {
-    http: reqwest::Client,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
 }
 
 impl Client {
@@ -150,7 +150,13 @@ impl Client {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-    async fn post(&self, base: &str, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    pub(super) async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
         self.call("POST", format!("{base}{path}"), token, body)
             .await
     }
@@ -192,7 +198,13 @@ impl Client {
     }
 
     /// Opens a task for `agent` on `base`; returns its id.
-    async fn open_task(&self, base: &str, agent: &str, purpose: &str, environment: &str) -> String {
+    pub(super) async fn open_task(
+        &self,
+        base: &str,
+        agent: &str,
+        purpose: &str,
+        environment: &str,
+    ) -> String {
         let (s, task) = self
             .post(
                 base,
@@ -206,7 +218,7 @@ impl Client {
     }
 }
 
-async fn agent(c: &Client, base: &str) -> String {
+pub(super) async fn agent(c: &Client, base: &str) -> String {
     c.token(
         base,
         json!({"kind": "workload", "repository": "acme/payments-api",
@@ -522,8 +534,8 @@ async fn a_dead_replicas_reaper_claims_are_taken_over() {
 
 /// A private PostgreSQL server (initdb on a temp dir, run as the `postgres` user) that a test
 /// may restart without disturbing the shared one.
-struct PrivatePg {
-    dir: PathBuf,
+pub(super) struct PrivatePg {
+    pub(super) dir: PathBuf,
     port: u16,
 }
 
@@ -545,7 +557,7 @@ impl PrivatePg {
             .expect("run postgres tool")
     }
 
-    fn start() -> Option<Self> {
+    pub(super) fn start() -> Option<Self> {
         if !Path::new(&format!("{}/initdb", Self::BIN)).exists() {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -616,7 +628,7 @@ impl PrivatePg {
         );
     }
 
-    fn addr(&self) -> String {
+    pub(super) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }

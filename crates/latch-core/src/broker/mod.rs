@@ -2,7 +2,8 @@
 //!
 //! HTTP handlers and the CLI stay thin: they extract the caller, call one method here, and map
 //! the result. Every state change is committed together with its audit events
-//! ([`crate::ports::WriteBatch`]); a failed commit means the action did not happen.
+//! ([`crate::ports::WriteBatch`]); a failed commit means the action did not happen (a commit
+//! whose answer was lost is read back first, see `outcome`).
 //!
 //! # Map
 //! Each use case is an `impl Broker` block in a file of its own: `auth` (callers), `tasks`,
@@ -11,7 +12,7 @@
 //! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export),
 //! `exchange` (RFC 8693 token exchange). `call` holds the per-call context, `input` the use
 //! cases' inputs, outputs and input checks, `cache` the live-lease index and task cache and how
-//! far they are trusted.
+//! far they are trusted, `outcome` the read-back of a commit whose answer was lost.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
 //! steps several use cases share (task ownership, revocation writes and attempts, the policy
 //! decision, request expiry, the `request.decided` event).
@@ -45,6 +46,7 @@ mod input;
 mod introspection;
 mod leak;
 mod leases;
+mod outcome;
 mod reload;
 mod revocation;
 mod targets;
@@ -339,7 +341,19 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        match self.store.apply(batch).await {
+        let plan = outcome::ReadBack::of(&batch);
+        let applied = match self.store.apply(batch).await {
+            // The commit's answer was lost: read back whether it happened before answering.
+            Err(StoreError::OutcomeUnknown(m)) => match self.committed_after_all(&plan).await {
+                Some(seqs) => {
+                    tracing::warn!("a commit's answer was lost, but its writes are stored");
+                    Ok(seqs)
+                }
+                None => Err(StoreError::OutcomeUnknown(m)),
+            },
+            other => other,
+        };
+        match applied {
             Ok(seqs) => {
                 for t in tasks {
                     self.cache_task(t);

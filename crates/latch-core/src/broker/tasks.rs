@@ -238,8 +238,14 @@ impl Broker {
 
     /// Ends a task (`completed` or `cancelled`) and revokes every lease in it.
     ///
+    /// Idempotent: ending a task the caller already ended in the same state answers the task
+    /// as stored (nothing new is written or audited beyond the call's authentication), after
+    /// making sure no lease of it is still live. So a client whose first attempt got no answer
+    /// or a 503 (the store failed while committing it) can simply retry.
+    ///
     /// # Errors
-    /// `task_not_found`, `task_not_open`, `conflict`, `store_unavailable`.
+    /// `task_not_found`, `task_not_open` (ended otherwise: expired, or the other of completed
+    /// and cancelled), `conflict`, `store_unavailable`.
     pub async fn end_task(
         &self,
         ctx: &CallCtx,
@@ -251,7 +257,25 @@ impl Broker {
             return Err(bad("a task can only be completed or cancelled"));
         }
         let task = self.owned_task(caller, task_id).await?;
+        if task.state == state {
+            return self.ended_already(task, &caller.id).await;
+        }
         self.end_task_internal(ctx, task, state, &caller.id).await
+    }
+
+    /// The answer to ending `task` again in the state it already has: the task, once every
+    /// lease of it has left the live index and none is still active (a lease granted between
+    /// the first end's read and its commit is swept, as the first end would have).
+    async fn ended_already(&self, task: Task, actor: &str) -> Result<Task> {
+        // What the first end revoked leaves the index as it would have after its commit.
+        for l in self.store.leases_by_task(&task.id).await? {
+            if !matches!(l.state, LeaseState::Active | LeaseState::Issuing) {
+                self.index_remove(&l);
+            }
+        }
+        let reason = format!("task_{}", task.state.as_str());
+        self.sweep_ended_task(&task, &reason, actor).await?;
+        Ok(task)
     }
 
     pub(super) async fn end_task_internal(

@@ -14,7 +14,7 @@ use latch_core::audit::{AuditCheckpoint, AuditRecord};
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
 use latch_core::ports::{Store, StoreError, WriteBatch};
 
-/// An in-memory store implementing only the key-blob methods.
+/// An in-memory store implementing only the key-blob methods (and an empty revocation list).
 #[derive(Default)]
 pub struct MemStore {
     blobs: Mutex<HashMap<String, Vec<u8>>>,
@@ -119,13 +119,14 @@ impl Store for MemStore {
     ) -> Result<Vec<Lease>, StoreError> {
         unimplemented!()
     }
+    /// No leases are stored here, so none is revoked (CRLs and KRLs come out empty).
     async fn revoked_unexpired_leases(
         &self,
         _now: i64,
         _after_id: &str,
         _limit: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        unimplemented!()
+        Ok(Vec::new())
     }
     async fn lease_by_credential_hmac(&self, _hmac_hex: &str) -> Result<Option<Lease>, StoreError> {
         unimplemented!()

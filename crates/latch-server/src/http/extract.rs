@@ -100,8 +100,14 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Commits audit events still pending (e.g. the caller's authentication) and returns `r`.
-/// Audit fails closed: if they cannot be recorded, the call fails.
+/// Audit fails closed: if they cannot be recorded, the call fails. A call that already failed
+/// because the store is unavailable is answered at once: trying the store again would only
+/// wait out another store deadline before the same 503.
 pub(crate) async fn finish<T>(s: &AppState, ctx: &CallCtx, r: Result<T, ApiError>) -> ApiResult<T> {
+    let r = match r {
+        Err(e) if e.code == latch_core::ErrorCode::StoreUnavailable => return Err(AppError(e)),
+        other => other,
+    };
     let flushed = s.broker.flush(ctx).await;
     match (r, flushed) {
         (Ok(v), Ok(())) => Ok(v),

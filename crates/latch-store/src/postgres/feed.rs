@@ -120,10 +120,13 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached.
     pub async fn notification_queue_usage(&self) -> Result<f64, StoreError> {
-        sqlx::query_scalar::<_, f64>("SELECT pg_notification_queue_usage()")
-            .fetch_one(&self.writer)
-            .await
-            .map_err(|e| super::unavailable("notification queue usage", &e))
+        self.bounded("notification queue usage", async {
+            sqlx::query_scalar::<_, f64>("SELECT pg_notification_queue_usage()")
+                .fetch_one(&self.writer)
+                .await
+                .map_err(|e| super::unavailable("notification queue usage", &e))
+        })
+        .await
     }
 
     /// Whether roles without a grant of their own may connect to this database (`PUBLIC` holds
@@ -134,12 +137,15 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached.
     pub async fn public_may_connect(&self) -> Result<bool, StoreError> {
-        sqlx::query_scalar::<_, bool>(
-            "SELECT has_database_privilege('public', current_database(), 'CONNECT')",
-        )
-        .fetch_one(&self.writer)
+        self.bounded("database privileges", async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT has_database_privilege('public', current_database(), 'CONNECT')",
+            )
+            .fetch_one(&self.writer)
+            .await
+            .map_err(|e| super::unavailable("database privileges", &e))
+        })
         .await
-        .map_err(|e| super::unavailable("database privileges", &e))
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::ports::{StoreError, Write, WriteBatch};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
-use sqlx::{Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, Postgres, Transaction};
 
+use crate::Deadlines;
 use crate::sql::{self, Dialect};
 use crate::store::{Migrations, SqlStore, migration_failed, migrator};
 
@@ -35,8 +36,6 @@ pub(crate) const MIGRATIONS: Migrations = &[
 
 /// Default connection-pool size.
 const POOL_SIZE: u32 = 16;
-/// How long a caller waits for a pooled connection (a restarting server makes this the wait).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A [`Store`](latch_core::ports::Store) on PostgreSQL (13 or newer), for one broker or several replicas sharing it.
 ///
@@ -70,27 +69,43 @@ impl std::fmt::Debug for SqlStore<Postgres> {
 }
 
 impl SqlStore<Postgres> {
-    /// Connects to the database named by `url` (`postgres://user@host:port/db?…`, as libpq
-    /// accepts; TLS is not compiled in, so use a local socket, loopback or a private network)
-    /// and brings its schema up to date.
+    /// [`open_with`](Self::open_with) the default [`Deadlines`] (2 s).
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the URL is malformed, the server is unreachable, or a
-    /// migration fails (including an applied migration whose SQL has since changed).
+    /// As [`open_with`](Self::open_with).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Deadlines::default()).await
+    }
+
+    /// Connects to the database named by `url` (`postgres://user@host:port/db?…`, as libpq
+    /// accepts; TLS is not compiled in, so use a local socket, loopback or a private network)
+    /// and brings its schema up to date. Every later call is bounded by `deadlines` (see
+    /// [`Deadlines`]): the pool waits at most `deadlines.acquire` for a connection (also
+    /// here, for the first one), its connections carry `statement_timeout =
+    /// deadlines.operation`, and each call is abandoned once `deadlines.operation` has passed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the URL is malformed, the server is unreachable or
+    /// does not answer within `deadlines.acquire`, or a migration fails (including an applied
+    /// migration whose SQL has since changed) or does not finish within
+    /// [`MIGRATION_TIMEOUT`](crate::MIGRATION_TIMEOUT).
+    pub async fn open_with(url: &str, deadlines: Deadlines) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url.trim()).map_err(|_| {
             // The sqlx error may quote the URL, password included.
             StoreError::Unavailable("postgres: invalid store url".into())
         })?;
         let options = options.application_name("latch");
+        // The change feed and the migrations use their own connections, without the
+        // statement timeout (a LISTEN lives long; a migration may take long).
         let listen_options = options.clone();
+        let statement_timeout = deadlines.operation.as_millis().max(1).to_string();
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(deadlines.acquire)
             // A pooled connection is checked before use, so a restarted server costs one
             // failed check per stale connection, not a failed call.
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.options([("statement_timeout", statement_timeout.as_str())]))
             .await
             .map_err(|e| unavailable("connect", &e))?;
         // One pool for reads and writes; the change feed opens its own connections.
@@ -98,8 +113,9 @@ impl SqlStore<Postgres> {
             reader: pool.clone(),
             writer: pool,
             extra: listen_options,
+            deadline: deadlines.operation,
         };
-        store.migrate().await?;
+        store.migrate(deadlines.acquire).await?;
         Ok(store)
     }
 
@@ -108,11 +124,24 @@ impl SqlStore<Postgres> {
         self.writer.close().await;
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        migrator(MIGRATIONS)
-            .run(&self.writer)
+    /// Runs the migrations on a connection of their own (no statement timeout), within
+    /// [`MIGRATION_TIMEOUT`](crate::MIGRATION_TIMEOUT).
+    async fn migrate(&self, connect_timeout: Duration) -> Result<(), StoreError> {
+        let run = async {
+            let mut conn = tokio::time::timeout(connect_timeout, self.extra.connect())
+                .await
+                .map_err(|_| StoreError::Unavailable("postgres: connect: no answer".into()))?
+                .map_err(|e| unavailable("connect", &e))?;
+            let done = migrator(MIGRATIONS)
+                .run(&mut conn)
+                .await
+                .map_err(|e| migration_failed(&e));
+            let _ = conn.close().await;
+            done
+        };
+        tokio::time::timeout(crate::MIGRATION_TIMEOUT, run)
             .await
-            .map_err(|e| migration_failed(&e))
+            .map_err(|_| StoreError::Unavailable("postgres: schema migration timed out".into()))?
     }
 }
 

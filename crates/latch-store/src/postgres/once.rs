@@ -13,7 +13,8 @@ impl PgStore {
     /// key cannot both get `true`.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the database cannot be reached; callers must then
+    /// [`StoreError::Unavailable`] when the database cannot be reached or does not answer
+    /// within the store's deadline; callers must then
     /// refuse (never accept a value unchecked).
     pub async fn use_once(
         &self,
@@ -21,17 +22,21 @@ impl PgStore {
         expires_at_unix_secs: i64,
         now_unix_secs: i64,
     ) -> Result<bool, StoreError> {
-        let first = sqlx::query_scalar::<_, i32>(
-            "INSERT INTO used_once (key, expires_at) VALUES ($1, $2) \
+        let first = self
+            .bounded("record one-time value", async {
+                sqlx::query_scalar::<_, i32>(
+                    "INSERT INTO used_once (key, expires_at) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at \
              WHERE used_once.expires_at < $3 RETURNING 1",
-        )
-        .bind(key)
-        .bind(expires_at_unix_secs)
-        .bind(now_unix_secs)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(|e| write_error("record one-time value", &e))?;
+                )
+                .bind(key)
+                .bind(expires_at_unix_secs)
+                .bind(now_unix_secs)
+                .fetch_optional(&self.writer)
+                .await
+                .map_err(|e| write_error("record one-time value", &e))
+            })
+            .await?;
         Ok(first.is_some())
     }
 
@@ -40,12 +45,15 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when the database cannot be reached.
     pub async fn forget_expired_once(&self, now_unix_secs: i64) -> Result<u64, StoreError> {
-        sqlx::query("DELETE FROM used_once WHERE expires_at < $1")
-            .bind(now_unix_secs)
-            .execute(&self.writer)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(|e| write_error("purge one-time values", &e))
+        self.bounded("purge one-time values", async {
+            sqlx::query("DELETE FROM used_once WHERE expires_at < $1")
+                .bind(now_unix_secs)
+                .execute(&self.writer)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(|e| write_error("purge one-time values", &e))
+        })
+        .await
     }
 }
 

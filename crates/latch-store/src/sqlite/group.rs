@@ -11,12 +11,19 @@
 //! back to its savepoint and answered with its own error; the others are unaffected. Replies are
 //! sent only after `COMMIT` succeeded, so nothing is acknowledged that is not durable.
 //!
+//! A caller waits at most the store's deadline. A batch whose caller gave up before the thread
+//! took it (after `BEGIN IMMEDIATE`, which may wait for another process's lock) is skipped, never written, and the caller answers [`StoreError::Unavailable`]; once
+//! taken it is committed (or not) regardless, and the caller that gave up answers
+//! [`StoreError::OutcomeUnknown`]. One atomic per batch decides which ([`Job::state`]).
+//!
 //! [`Store::apply`]: latch_core::ports::Store::apply
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::model::Lease;
@@ -24,7 +31,6 @@ use latch_core::ports::{StoreError, Write, WriteBatch};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
-use super::BUSY_TIMEOUT;
 use crate::codec::{cas, encode_audit, encode_write};
 use crate::sql::{self, numbered_for_sqlite};
 
@@ -41,7 +47,31 @@ struct Job {
     bodies: Vec<String>,
     audit_bodies: Vec<String>,
     reply: Reply,
+    /// [`QUEUED`] until the writer, holding the write lock, takes the batch ([`TAKEN`]) or its caller gives up
+    /// ([`ABANDONED`]); whichever compare-and-swap wins decides.
+    state: Arc<AtomicU8>,
 }
+
+impl Job {
+    /// Takes the batch for this transaction: `false` if its caller gave up first (a batch
+    /// taken earlier, being retried alone, stays taken).
+    fn take(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(now) => now == TAKEN,
+        }
+    }
+}
+
+/// The batch waits in the queue.
+const QUEUED: u8 = 0;
+/// The writer thread has taken the batch: it will be committed or not, whatever the caller does.
+const TAKEN: u8 = 1;
+/// The caller gave up first: the writer skips the batch.
+const ABANDONED: u8 = 2;
 
 struct Running {
     jobs: mpsc::Sender<Job>,
@@ -54,10 +84,11 @@ pub(super) struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Opens a connection to the (existing, migrated) database file and starts the thread.
-    pub(super) async fn start(path: &Path) -> Result<Self, StoreError> {
+    /// Opens a connection to the (existing, migrated) database file, waiting at most
+    /// `busy_timeout` on another process's lock, and starts the thread.
+    pub(super) async fn start(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let path: PathBuf = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open(&path))
+        let conn = tokio::task::spawn_blocking(move || open(&path, busy_timeout))
             .await
             .map_err(|_| StoreError::Unavailable("sqlite: open writer: task failed".into()))??;
         let (jobs, rx) = mpsc::channel::<Job>();
@@ -70,8 +101,13 @@ impl GroupWriter {
         })
     }
 
-    /// Commits `batch` (in a group with whatever else is queued) and returns its audit seqs.
-    pub(super) async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
+    /// Commits `batch` (in a group with whatever else is queued) and returns its audit seqs,
+    /// waiting at most `deadline` (see the module docs for what a caller that gives up answers).
+    pub(super) async fn apply(
+        &self,
+        batch: WriteBatch,
+        deadline: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
         let bodies = batch
             .writes
             .iter()
@@ -83,11 +119,13 @@ impl GroupWriter {
             .map(encode_audit)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
         let job = Job {
             batch,
             bodies,
             audit_bodies,
             reply,
+            state: state.clone(),
         };
         {
             let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,9 +134,12 @@ impl GroupWriter {
             };
             r.jobs.send(job).map_err(|_| closed())?;
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("sqlite: writer stopped".into()))?
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(answered) => {
+                answered.map_err(|_| StoreError::Unavailable("sqlite: writer stopped".into()))?
+            }
+            Err(_) => Err(give_up(&state, deadline)),
+        }
     }
 
     /// Stops the thread after the batches already queued, and waits for it.
@@ -115,17 +156,31 @@ impl GroupWriter {
     }
 }
 
+/// The answer of a caller whose deadline passed: nothing written if it withdraws its batch
+/// before the writer takes it, otherwise an unknown outcome.
+fn give_up(state: &AtomicU8, deadline: Duration) -> StoreError {
+    let waited = deadline.as_millis();
+    match state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => StoreError::Unavailable(format!(
+            "sqlite: apply: the writer did not start the batch within {waited} ms"
+        )),
+        Err(_) => {
+            StoreError::OutcomeUnknown(format!("sqlite: commit: no answer within {waited} ms"))
+        }
+    }
+}
+
 fn closed() -> StoreError {
     StoreError::Unavailable("sqlite: store is closed".into())
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
+fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| unavailable("open writer", &e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
+    conn.busy_timeout(busy_timeout)
         .map_err(|e| unavailable("set busy timeout", &e))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -186,6 +241,14 @@ fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, Store
     }
     let mut results = Vec::with_capacity(group.len());
     for job in group {
+        // Taken only now that the write lock is held (waiting for it can take up to the busy
+        // timeout): a caller that gave up meanwhile gets its batch dropped unwritten.
+        if !job.take() {
+            results.push(Err(StoreError::Unavailable(
+                "sqlite: apply: abandoned by its caller".into(),
+            )));
+            continue;
+        }
         if let Err(e) = exec(conn, "SAVEPOINT b") {
             rollback(conn);
             return all(unavailable("savepoint", &e));

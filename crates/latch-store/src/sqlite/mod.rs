@@ -2,7 +2,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use latch_core::audit::{GENESIS_HASH, chain_hash};
@@ -13,6 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use crate::Deadlines;
 use crate::sql::{self, Dialect};
 use crate::store::{Migrations, SqlStore, migration_failed, migrator};
 
@@ -38,15 +38,12 @@ pub(crate) const MIGRATIONS: Migrations = &[
 
 /// Connections in the read pool of a file database.
 const READ_POOL_SIZE: u32 = 4;
-/// How long a connection waits on a lock held by another process before failing.
-pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a caller waits for a pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The embedded default [`Store`](latch_core::ports::Store): SQLite through sqlx.
 ///
 /// * Journal mode WAL, `synchronous=FULL` (a committed batch survives power loss), foreign keys
-///   enforced, busy timeout 5 s.
+///   enforced; the busy timeout (how long a connection waits on a lock another process holds)
+///   is the store's operation deadline ([`Deadlines`]), which bounds every call.
 /// * File databases: every [`apply`](latch_core::ports::Store::apply) goes to one dedicated
 ///   writer thread that owns a `rusqlite` connection and commits whatever batches are queued
 ///   together — one `BEGIN IMMEDIATE` transaction and one fsync per group, one savepoint per
@@ -77,8 +74,19 @@ impl std::fmt::Debug for SqlStore<Sqlite> {
 }
 
 impl SqlStore<Sqlite> {
+    /// [`open_with`](Self::open_with) the default [`Deadlines`] (2 s).
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    pub async fn open(url_or_path: &str) -> Result<Self, StoreError> {
+        Self::open_with(url_or_path, Deadlines::default()).await
+    }
+
     /// Opens (creating if missing) the database named by `url_or_path` and brings its schema up
-    /// to date.
+    /// to date; every later call is bounded by `deadlines` (see [`Deadlines`]). A write the
+    /// group writer has not started when its deadline passes is dropped unwritten
+    /// ([`StoreError::Unavailable`]); one it has started answers
+    /// [`StoreError::OutcomeUnknown`].
     ///
     /// Accepts `sqlite://path/to/file.db` (with optional `?…` parameters), a plain file path,
     /// and `sqlite::memory:` (or `:memory:`) for a private in-memory database that lives as long
@@ -88,7 +96,7 @@ impl SqlStore<Sqlite> {
     /// [`StoreError::Unavailable`] when the URL is malformed, the file cannot be opened or
     /// created, or a migration fails (including a previously applied migration whose SQL has
     /// since changed).
-    pub async fn open(url_or_path: &str) -> Result<Self, StoreError> {
+    pub async fn open_with(url_or_path: &str, deadlines: Deadlines) -> Result<Self, StoreError> {
         let trimmed = url_or_path.trim();
         let memory = is_memory(trimmed);
         let base = if memory {
@@ -101,13 +109,13 @@ impl SqlStore<Sqlite> {
         .map_err(|e| StoreError::Unavailable(format!("invalid sqlite location: {e}")))?;
         let base = base
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(deadlines.operation)
             .synchronous(SqliteSynchronous::Full);
         let filename = base.get_filename().to_owned();
         let store = if memory {
-            Self::open_memory(base).await?
+            Self::open_memory(base, deadlines).await?
         } else {
-            Self::open_file(base).await?
+            Self::open_file(base, deadlines).await?
         };
         store.migrate().await?;
         store.chain_unhashed().await?;
@@ -115,7 +123,7 @@ impl SqlStore<Sqlite> {
             return Ok(store);
         }
         // Started after the migrations, so its connection sees the current schema.
-        match GroupWriter::start(&filename).await {
+        match GroupWriter::start(&filename, deadlines.operation).await {
             Ok(group) => Ok(Self {
                 extra: SqliteExtra {
                     group: Some(Arc::new(group)),
@@ -130,13 +138,16 @@ impl SqlStore<Sqlite> {
     }
 
     /// One connection that is never closed: the database lives as long as it does.
-    async fn open_memory(base: SqliteConnectOptions) -> Result<Self, StoreError> {
+    async fn open_memory(
+        base: SqliteConnectOptions,
+        deadlines: Deadlines,
+    ) -> Result<Self, StoreError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(deadlines.acquire)
             .connect_with(base)
             .await
             .map_err(|e| unavailable("open in-memory database", &e))?;
@@ -144,14 +155,18 @@ impl SqlStore<Sqlite> {
             writer: pool.clone(),
             reader: pool,
             extra: SqliteExtra { group: None },
+            deadline: deadlines.operation,
         })
     }
 
     /// The writer connection (creating the file, in WAL mode) and a lazy read-only pool.
-    async fn open_file(base: SqliteConnectOptions) -> Result<Self, StoreError> {
+    async fn open_file(
+        base: SqliteConnectOptions,
+        deadlines: Deadlines,
+    ) -> Result<Self, StoreError> {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(deadlines.acquire)
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
@@ -162,12 +177,13 @@ impl SqlStore<Sqlite> {
         // Opened after the writer, so the file exists and is already in WAL mode.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(deadlines.acquire)
             .connect_lazy_with(base.read_only(true));
         Ok(Self {
             writer,
             reader,
             extra: SqliteExtra { group: None },
+            deadline: deadlines.operation,
         })
     }
 
@@ -264,7 +280,7 @@ impl Dialect for Sqlite {
 
     async fn apply(store: &SqliteStore, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
         match &store.extra.group {
-            Some(group) => group.apply(batch).await,
+            Some(group) => group.apply(batch, store.deadline).await,
             None => store.apply_in_transaction(&batch).await,
         }
     }

@@ -54,6 +54,8 @@ pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppEr
         .as_ref()
         .ok_or_else(|| no_provider(ProviderKind::Ssh))?;
     let krl = p.revocation_list().await.map_err(provider_unavailable)?;
+    // Never served from an HTTP cache: hosts refresh it on their own schedule (at most the
+    // provider's refresh interval), and a cached copy would add its age to the exposure.
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -89,6 +91,8 @@ pub(crate) async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppE
         .as_ref()
         .ok_or_else(|| no_provider(ProviderKind::X509))?;
     let crl = p.revocation_list().await.map_err(provider_unavailable)?;
+    // Signed per request; never served from an HTTP cache, so what a relying party holds is
+    // at most one CRL validity window (the shortest `max_ttl` of the CA's resources) old.
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-pem-file"),
