@@ -16,7 +16,7 @@
 use tracing::Metadata;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
@@ -100,25 +100,32 @@ pub fn env_filter(default: &str) -> EnvFilter {
 }
 
 /// A dispatcher writing `format` lines to `writer`, for events that pass both `filter` and
-/// [`third_party_cap`] (a per-layer filter, so nothing can bypass the cap).
+/// [`third_party_cap`].
+///
+/// Both are global filters, layered in front of the one output layer, so an event must pass
+/// each (nothing can bypass the cap). Not per-layer filters (`Layer::with_filter`): with
+/// those, a probe that asks whether a disabled event is enabled without emitting it (sqlx's
+/// `enabled!` before each query log) leaves a per-thread mark behind that drops the next
+/// event of a callsite cached as always enabled (tracing-subscriber 0.3): `latch is serving`
+/// went missing on a PostgreSQL store.
 pub fn dispatch<W>(format: Format, filter: EnvFilter, writer: W) -> tracing::Dispatch
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = filter.and(filter_fn(third_party_cap));
-    let layer = match format {
+    let output = match format {
         Format::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(false)
             .with_writer(writer)
-            .with_filter(filter)
             .boxed(),
-        Format::Text => tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_filter(filter)
-            .boxed(),
+        Format::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
-    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+    tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(filter_fn(third_party_cap))
+            .with(output),
+    )
 }
 
 /// Installs [`dispatch`] as the process's global subscriber, with `log` records forwarded to
@@ -205,6 +212,45 @@ mod tests {
         ] {
             assert!(out.contains(shown), "{shown} missing: {out}");
         }
+    }
+
+    /// The metadata of a `log` record `sqlx::query` at debug, as `tracing-log` hands it to
+    /// the dispatcher when sqlx asks `log_enabled!` before logging a query.
+    struct Probe;
+    static PROBE: Probe = Probe;
+    static PROBE_META: Metadata<'static> = Metadata::new(
+        "log probe",
+        "sqlx::query",
+        tracing::Level::DEBUG,
+        None,
+        None,
+        None,
+        tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&PROBE)),
+        tracing::metadata::Kind::EVENT,
+    );
+    impl tracing::callsite::Callsite for Probe {
+        fn set_interest(&self, _: tracing::subscriber::Interest) {}
+        fn metadata(&self) -> &Metadata<'_> {
+            &PROBE_META
+        }
+    }
+
+    #[test]
+    fn a_probe_for_a_capped_event_does_not_swallow_the_next_line() {
+        // sqlx asks `log_enabled!` (through tracing-log: `Dispatch::enabled`) and then logs
+        // through a callsite that is never enabled; the question must leave nothing behind
+        // that drops Latch's next line on the thread (it did with per-layer filters).
+        let buf = Buf::default();
+        let out = buf.clone();
+        let d = dispatch(Format::Json, EnvFilter::new("info"), move || out.clone());
+        tracing::dispatcher::with_default(&d, || {
+            for _ in 0..3 {
+                let _ = d.enabled(&PROBE_META);
+                tracing::warn!(target: "latch_server::startup", "line-after-probe");
+            }
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(out.matches("line-after-probe").count(), 3, "{out}");
     }
 
     #[test]
