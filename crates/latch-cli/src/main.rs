@@ -118,40 +118,22 @@ enum Cmd {
     },
 }
 
-/// Tracing for the broker's logs: JSON lines on stdout (`serve`) or text on stderr, filtered
-/// by `LATCH_LOG` (default `info`).
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if json {
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_current_span(false)
-            .try_init();
-    } else {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
-
-/// Tracing for the commands that run a broker in this process; the client commands log
+/// Tracing for the commands that run Latch code in this process, through
+/// [`latch_server::logging`] (the operator's `LATCH_LOG` plus the fixed cap on third-party
+/// libraries): `serve` writes JSON lines on stdout; `demo` text on stderr (only errors unless
+/// `LATCH_LOG` is set, so the account of its steps stays readable); `mcp` text on stderr only
+/// when `LATCH_LOG` is set (stdout carries the protocol). The other client commands log
 /// nothing.
 fn init_tracing_for(cmd: &Cmd) {
-    match cmd {
-        Cmd::Serve { .. } => init_tracing(true),
-        // Keep the broker's own logs quiet so the account of the demo's steps is readable.
-        Cmd::Demo if std::env::var_os("LATCH_LOG").is_none() => {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
-        Cmd::Demo => init_tracing(false),
-        _ => {}
-    }
+    use latch_server::logging::{ENV_VAR, Format, env_filter, init};
+    let set = std::env::var_os(ENV_VAR).is_some();
+    // A second initialisation (never in this binary) would keep the first subscriber.
+    let _ = match cmd {
+        Cmd::Serve { .. } => init(Format::Json, env_filter("info"), std::io::stdout),
+        Cmd::Demo => init(Format::Text, env_filter("error"), std::io::stderr),
+        Cmd::Mcp { .. } if set => init(Format::Text, env_filter("warn"), std::io::stderr),
+        _ => Ok(()),
+    };
 }
 
 #[tokio::main]

@@ -228,7 +228,14 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Quotes user input for an error message: backticks, at most 80 characters, control
 /// characters escaped, so hostile input cannot forge lines or flood logs.
+///
+/// # Security
+/// Input shaped like a credential ([`looks_like_credential`]), e.g. a token sent as a lease
+/// id or a password as a resource name, is not repeated: it reads `` `[credential]` ``.
 pub fn quote(input: &str) -> String {
+    if looks_like_credential(input) {
+        return "`[credential]`".to_owned();
+    }
     let mut out = String::with_capacity(input.len().min(84) + 2);
     out.push('`');
     for (i, c) in input.chars().enumerate() {
@@ -244,4 +251,131 @@ pub fn quote(input: &str) -> String {
     }
     out.push('`');
     out
+}
+
+/// Whether `input` (trimmed) has the shape of a credential the broker or an identity provider
+/// issues: a Latch-format secret with a valid checksum ([`crate::credential_format`]) or a
+/// compact JWS or JWE (three or five base64url segments, the first a JSON object, `eyJ…`).
+/// Error messages and the access log never repeat such a value.
+pub fn looks_like_credential(input: &str) -> bool {
+    let t = input.trim();
+    if crate::credential_format::parse(t).is_some() {
+        return true;
+    }
+    let segments = t.split('.').count();
+    t.starts_with("eyJ")
+        && (segments == 3 || segments == 5)
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// A (de)serialisation error message (serde_json, serde_urlencoded, axum's rejections)
+/// without the input values it quotes: serde's `string "…"` becomes `a string` and
+/// `unknown variant `…`` loses its value, so `invalid type: string "eyJ…", expected i64`
+/// reads `invalid type: a string, expected i64`. Field names, expected types and positions
+/// stay, so the message still says what to fix.
+///
+/// # Security
+/// A caller that puts a credential in the wrong field must not get it echoed into an error
+/// body (and from there into its own logs and transcripts); the broker never repeats a value.
+pub fn without_input_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let string = rest.find("string \"").map(|i| (i, "string \""));
+        let variant = rest
+            .find("unknown variant `")
+            .map(|i| (i, "unknown variant `"));
+        let next = match (string, variant) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let Some((at, marker)) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        let value = &rest[at + marker.len()..];
+        let (replacement, end) = if marker.ends_with('"') {
+            ("a string", closing_quote(value))
+        } else {
+            ("unknown variant", value.find('`'))
+        };
+        out.push_str(replacement);
+        match end {
+            Some(e) => rest = &value[e + 1..],
+            // Unterminated: drop the remainder rather than risk echoing it.
+            None => return out,
+        }
+    }
+}
+
+/// The byte index of the `"` closing a Rust-`Debug`-escaped string whose opening quote came
+/// just before `s`.
+fn closing_quote(s: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod input_value_tests {
+    use super::without_input_values;
+
+    #[test]
+    fn credentials_are_never_quoted() {
+        use super::{looks_like_credential, quote};
+        let secret =
+            crate::credential_format::generate(crate::credential_format::CredentialKind::Postgres)
+                .unwrap();
+        assert!(looks_like_credential(&secret));
+        assert_eq!(quote(&secret), "`[credential]`");
+        assert_eq!(
+            quote(" eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln "),
+            "`[credential]`"
+        );
+        // Ids, names and almost-tokens are quoted as before.
+        for plain in [
+            "lease_01a23beb358074b8",
+            "ci-cache",
+            "eyJ.only-two",
+            "a.b.c",
+        ] {
+            assert!(!looks_like_credential(plain), "{plain}");
+            assert_eq!(quote(plain), format!("`{plain}`"));
+        }
+    }
+
+    #[test]
+    fn serde_messages_keep_their_shape_but_lose_the_values() {
+        assert_eq!(
+            without_input_values(
+                "ttl_secs: invalid type: string \"eyJ.a\\\"b.c\", expected i64 at line 1 column 9"
+            ),
+            "ttl_secs: invalid type: a string, expected i64 at line 1 column 9"
+        );
+        assert_eq!(
+            without_input_values("unknown variant `ltcpg_x`, expected `workload` or `human`"),
+            "unknown variant, expected `workload` or `human`"
+        );
+        assert_eq!(
+            without_input_values("unknown field `ttl`, expected `ttl_secs`"),
+            "unknown field `ttl`, expected `ttl_secs`"
+        );
+        assert_eq!(
+            without_input_values("invalid value: string \"unterminated"),
+            "invalid value: a string"
+        );
+        // A serde_json message really has this shape.
+        let e = serde_json::from_str::<i64>("\"secret-value\"").unwrap_err();
+        let m = without_input_values(&e.to_string());
+        assert!(!m.contains("secret-value") && m.contains("a string"), "{m}");
+    }
 }

@@ -173,11 +173,8 @@ impl DevIssuer {
                 }
                 c
             }
-            other => {
-                return Err(format!(
-                    "unknown token kind `{other}` (expected `workload` or `human`)"
-                ));
-            }
+            // The kind given is not repeated: it could be anything, a credential included.
+            _ => return Err("unknown token kind (expected `workload` or `human`)".to_owned()),
         };
         let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

@@ -8,6 +8,7 @@ pub mod dev;
 pub mod examples;
 pub mod http;
 pub mod jobs;
+pub mod logging;
 pub mod policy;
 pub mod startup;
 

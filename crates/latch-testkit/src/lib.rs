@@ -62,17 +62,17 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// Installs the capturing subscriber once per test process (trace level for Latch's crates).
+/// Installs the capturing subscriber once per test process: the broker's own logging set-up
+/// ([`latch_server::logging`]) at the most verbose level, `trace`, which the fixed cap holds
+/// at `info` for third-party libraries as in production.
 fn capture_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,latch_core=trace,latch_server=trace,latch_identity=trace,latch_providers=trace,latch_store=trace",
-            ))
-            .with_writer(|| LogSink)
-            .try_init();
+        let _ = latch_server::logging::init(
+            latch_server::logging::Format::Json,
+            tracing_subscriber::EnvFilter::new("trace"),
+            || LogSink,
+        );
     });
 }
 

@@ -21,6 +21,7 @@ mod exec;
 mod flow;
 mod interop;
 mod leak;
+mod log_secrets;
 mod mcp;
 mod oauth;
 mod outcome;

@@ -154,7 +154,8 @@ fn parse_details(raw: Option<&str>) -> std::result::Result<LatchAccessDetail, Ex
     })?;
     let details: Vec<LatchAccessDetail> = serde_json::from_str(raw).map_err(|e| {
         ExchangeError::InvalidDetails(format!(
-            "`authorization_details` is not a json array of latch_access objects: {e}"
+            "`authorization_details` is not a json array of latch_access objects: {}",
+            crate::error::without_input_values(&e.to_string())
         ))
     })?;
     let [d] = <[LatchAccessDetail; 1]>::try_from(details).map_err(|_| {

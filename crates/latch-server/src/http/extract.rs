@@ -31,7 +31,10 @@ where
             ))),
             Err(e) => Err(AppError(ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("invalid json body: {}", e.body_text()),
+                format!(
+                    "invalid json body: {}",
+                    latch_core::error::without_input_values(&e.body_text())
+                ),
             ))),
         }
     }
@@ -87,7 +90,10 @@ where
             Ok(Query(v)) => Ok(Self(v)),
             Err(e) => Err(AppError(ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("invalid query string: {}", e.body_text()),
+                format!(
+                    "invalid query string: {}",
+                    latch_core::error::without_input_values(&e.body_text())
+                ),
             ))),
         }
     }

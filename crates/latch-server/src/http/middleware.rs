@@ -82,7 +82,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     }
     metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
     tracing::info!(target: "latch::http", request_id = %request_id,
-        client_request_id = client_request_id.as_deref().unwrap_or(""), %method, %path, status,
+        client_request_id = client_request_id.as_deref().unwrap_or(""), %method, path = %crate::logging::path_for_log(&path), status,
         latency_us = start.elapsed().as_micros() as u64, "request");
     resp
 }

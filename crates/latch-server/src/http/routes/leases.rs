@@ -55,7 +55,10 @@ pub(crate) async fn renew_lease(
         serde_json::from_slice(&body).map_err(|e| {
             AppError(ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("invalid json body: {e}"),
+                format!(
+                    "invalid json body: {}",
+                    latch_core::error::without_input_values(&e.to_string())
+                ),
             ))
         })?
     };
