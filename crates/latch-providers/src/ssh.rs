@@ -507,7 +507,8 @@ impl CredentialProvider for SshProvider {
         let s = SshSettings::load(req.resource)?;
         let params: SshParams = serde_json::from_value(req.params.clone()).map_err(|e| {
             ProviderError::invalid_request(format!(
-                "ssh requests need params {{\"public_key\": \"ssh-ed25519 AAAA…\", \"principals\": […]}}: {e}"
+                "ssh requests need params {{\"public_key\": \"ssh-ed25519 AAAA…\", \"principals\": […]}}: {}",
+                latch_core::error::without_input_values(&e.to_string())
             ))
         })?;
         let public = PublicKey::from_openssh(params.public_key.trim()).map_err(|_| {

@@ -23,8 +23,10 @@ pub(crate) fn settings<T: DeserializeOwned>(resource: &Resource) -> Result<T, Pr
     };
     serde_json::from_value(value).map_err(|e| {
         ProviderError::permanent(format!(
-            "resource {} has invalid `{}` settings: {e}",
-            resource.id, resource.kind
+            "resource {} has invalid `{}` settings: {}",
+            resource.id,
+            resource.kind,
+            latch_core::error::without_input_values(&e.to_string())
         ))
     })
 }

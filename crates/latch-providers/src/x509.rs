@@ -533,7 +533,8 @@ impl X509Provider {
         let s = X509Settings::load(req.resource)?;
         let params: X509Params = serde_json::from_value(req.params.clone()).map_err(|e| {
             ProviderError::invalid_request(format!(
-                "x509 requests need params {{\"public_key_pem\": …}} or {{\"csr_pem\": …}}: {e}"
+                "x509 requests need params {{\"public_key_pem\": …}} or {{\"csr_pem\": …}}: {}",
+                latch_core::error::without_input_values(&e.to_string())
             ))
         })?;
         let mut leaf = CertificateParams::default();
