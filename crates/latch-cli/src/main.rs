@@ -138,6 +138,7 @@ fn init_tracing_for(cmd: &Cmd) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     init_tracing_for(&cli.cmd);
     match run(cli.cmd).await {
@@ -147,6 +148,28 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Exit status of a process whose output pipe closed (128 + SIGPIPE), as shells report it.
+const CLOSED_PIPE_EXIT: i32 = 141;
+
+/// `latch audit tail | head -1`: once the reader closes the pipe, Rust's `println!` panics
+/// ("failed printing to stdout: Broken pipe"). Like any Unix filter, exit quietly instead, with
+/// the status a SIGPIPE death would give; every other panic keeps the default report.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(CLOSED_PIPE_EXIT);
+        }
+        default(info);
+    }));
 }
 
 /// Runs one verb; `Err` is printed as `error: …` with exit code 1.

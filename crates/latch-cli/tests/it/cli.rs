@@ -168,3 +168,40 @@ async fn client_commands_drive_a_task_with_json_output() {
     assert_eq!(code, Some(1));
     s.stop().await;
 }
+
+/// `latch audit tail | head -1`: the reader closes the pipe after one line; the CLI exits
+/// quietly (0 or 141, as a SIGPIPE death), never with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_output_pipe_ends_the_cli_quietly() {
+    use std::io::Read;
+    let s = TestServer::start().await;
+    let admin = s.human("auditor", &["latch-admins"]).await;
+    let agent = s.agent("pipe").await;
+    for _ in 0..20 {
+        s.open_task(&agent, "sandbox", 600).await;
+    }
+    let (status, stderr) = tokio::task::block_in_place(|| {
+        let mut child = latch()
+            .args(["audit", "tail", "--last", "1000"])
+            .env("LATCH_SERVER", &s.base)
+            .env("LATCH_TOKEN", &admin)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        out.read_exact(&mut first).unwrap();
+        drop(out); // what `head -c 16` does
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status, err)
+    });
+    assert!(
+        matches!(status.code(), Some(0 | 141)),
+        "{status:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    s.stop().await;
+}
