@@ -269,6 +269,78 @@ pub fn looks_like_credential(input: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// `text` with every credential-shaped word ([`looks_like_credential`]) replaced by
+/// `[credential]`. A word is a maximal run of `A-Z a-z 0-9 _ - .` (the alphabet of Latch secrets
+/// and compact JWS/JWE), trailing dots trimmed (sentence punctuation).
+///
+/// # Security
+/// The last line of defence for text that leaves the broker (error bodies) or is kept (audit
+/// details): whatever path put a caller's credential into a message (an unknown JSON member
+/// name, a library's error text), it is not repeated.
+pub fn redact_credentials(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    // Byte spans of the credential-shaped words.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut consider = |from: usize, to: usize| {
+        let word = text[from..to].trim_end_matches('.');
+        if word.len() >= 16 && looks_like_credential(word) {
+            spans.push((from, from + word.len()));
+        }
+    };
+    let mut start: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        match (is_word(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                consider(s, i);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        consider(s, text.len());
+    }
+    if spans.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (from, to) in spans {
+        out.push_str(&text[at..from]);
+        out.push_str("[credential]");
+        at = to;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// `value` with [`redact_credentials`] applied to every string in it (object keys included).
+pub fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(r) = redact_credentials(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(map) => {
+            let keys: Vec<String> = map
+                .keys()
+                .filter(|k| matches!(redact_credentials(k), std::borrow::Cow::Owned(_)))
+                .cloned()
+                .collect();
+            for k in keys {
+                if let Some(v) = map.remove(&k) {
+                    map.insert(redact_credentials(&k).into_owned(), v);
+                }
+            }
+            map.values_mut().for_each(redact_json);
+        }
+        _ => {}
+    }
+}
+
 /// A (de)serialisation error message (serde_json, serde_urlencoded, axum's rejections)
 /// without the input values it quotes: serde's `string "…"` becomes `a string` and
 /// `unknown variant `…`` loses its value, so `invalid type: string "eyJ…", expected i64`
@@ -328,6 +400,31 @@ fn closing_quote(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod input_value_tests {
     use super::without_input_values;
+
+    #[test]
+    fn credential_shaped_words_are_redacted_anywhere_in_a_text() {
+        use super::redact_credentials;
+        let secret =
+            crate::credential_format::generate(crate::credential_format::CredentialKind::Postgres)
+                .unwrap();
+        let secret: &str = &secret;
+        let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl";
+        for (text, want) in [
+            (
+                format!("Failed to deserialize: `{secret}`: unknown field `{secret}`, expected one of"),
+                "Failed to deserialize: `[credential]`: unknown field `[credential]`, expected one of".to_owned(),
+            ),
+            (format!("token {jwt}."), "token [credential].".to_owned()),
+            (format!("a={jwt}&b=1"), "a=[credential]&b=1".to_owned()),
+        ] {
+            assert_eq!(redact_credentials(&text), want);
+        }
+        let plain = "no resource `build-hosts` in environment `prod.eu-1`";
+        assert!(matches!(
+            redact_credentials(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn credentials_are_never_quoted() {

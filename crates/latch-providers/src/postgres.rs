@@ -460,12 +460,26 @@ impl CredentialProvider for PostgresProvider {
         let resource = self.resource_for(lease)?;
         let s = PgSettings::load(&resource)?;
         let client = s.connect().await?;
-        revoke_role(&s, &client, &role)
-            .await
-            .map_err(|e| ProviderError {
-                retryable: true,
-                ..e
-            })?;
+        // Revocations of one database run concurrently (one lane per target); catalog updates
+        // of `DROP OWNED` / `REVOKE` on shared objects can then collide ("tuple concurrently
+        // updated", serialization failures, deadlocks). Those are retried here at once, so a
+        // healthy database never shows a revocation failure for them.
+        let mut attempt = 0u64;
+        loop {
+            match revoke_role(&s, &client, &role).await {
+                Ok(()) => break,
+                Err(e) if attempt < 4 && is_catalog_race(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(ProviderError {
+                        retryable: true,
+                        ..e
+                    });
+                }
+            }
+        }
         tracing::info!(lease_id = %lease.id, role = %role, "dropped postgres role");
         Ok(())
     }
@@ -494,6 +508,14 @@ impl PostgresProvider {
                 ))
             })
     }
+}
+
+/// A statement that lost a race with a concurrent catalog change (SQLSTATE `XX000` "tuple
+/// concurrently updated", `40001` serialization failure, `40P01` deadlock): retrying succeeds.
+fn is_catalog_race(e: &ProviderError) -> bool {
+    ["(XX000)", "(40001)", "(40P01)"]
+        .iter()
+        .any(|c| e.message.contains(c))
 }
 
 fn handle_or_derived(lease: &Lease) -> String {

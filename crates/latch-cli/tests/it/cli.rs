@@ -195,7 +195,12 @@ async fn a_closed_output_pipe_ends_the_cli_quietly() {
         drop(out); // what `head -c 16` does
         let status = child.wait().unwrap();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         (status, err)
     });
     assert!(

@@ -16,6 +16,7 @@ mod auth;
 mod cases;
 mod cli;
 mod deny_codes;
+mod echo;
 mod edge;
 mod exec;
 mod flow;

@@ -363,3 +363,40 @@ async fn one_lease_is_revoked_by_one_worker_at_a_time() {
     assert_eq!(t.revokes.lock().unwrap().get(&a.id), Some(&1));
     assert_eq!(events(&b, &a.id, "credential.revocation_failed").await, 0);
 }
+
+#[tokio::test]
+async fn every_lease_parked_behind_a_dead_target_says_what_it_waits_for() {
+    let clock = ManualClock::new(1_000_000);
+    let t = Arc::new(Targets::default());
+    let b = broker(&clock, t.clone()).await;
+    let t1 = task(&b, 3600).await;
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(grant(&b, &t1.id, "db-a", 600).await.unwrap().id);
+    }
+    // More leases than the target's lane (4): some are never attempted.
+    t.hang("db-a");
+    b.end_task(
+        &CallCtx::default(),
+        &workload(),
+        &t1.id,
+        TaskState::Completed,
+    )
+    .await
+    .unwrap();
+    let mut never_attempted = 0;
+    for id in &ids {
+        let l = lease(&b, id).await;
+        assert_eq!(l.state, LeaseState::Revoking);
+        let why = l.last_revoke_error.clone().unwrap_or_default();
+        assert!(!why.is_empty(), "{l:?}");
+        if l.revoke_attempts == 0 {
+            never_attempted += 1;
+            assert!(why.contains("not attempted"), "{why}");
+        }
+    }
+    assert!(never_attempted >= 3, "{never_attempted}");
+    t.release("db-a");
+    let r = b.tend_targets().await.unwrap();
+    assert_eq!(r.leases_revoked, 7, "{r:?}");
+}

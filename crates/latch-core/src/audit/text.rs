@@ -62,6 +62,14 @@ pub(crate) fn check_text(field: &str, v: &str, max: usize, required: bool) -> Re
             "`{field}` is longer than {max} characters"
         )));
     }
+    if matches!(
+        crate::error::redact_credentials(v),
+        std::borrow::Cow::Owned(_)
+    ) {
+        return Err(invalid(format!(
+            "`{field}` contains what looks like a credential; never paste one into a request"
+        )));
+    }
     Ok(())
 }
 

@@ -102,9 +102,13 @@ pub(super) fn check_name(field: &str, v: &str) -> Result<()> {
         && v.len() <= 128
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(bad(format!("`{field}` {} is not a valid name", quote(v))))
+    if !ok {
+        return Err(bad(format!("`{field}` {} is not a valid name", quote(v))));
     }
+    if crate::error::looks_like_credential(v) {
+        return Err(bad(format!(
+            "`{field}` looks like a credential; never paste one into a request"
+        )));
+    }
+    Ok(())
 }

@@ -331,6 +331,9 @@ impl Broker {
             if e.request_id.is_none() {
                 e.request_id.clone_from(&ctx.request_id);
             }
+            // Defence in depth: free text a caller wrote (a tool name, an attribute) never keeps
+            // a credential-shaped word in the trail.
+            crate::error::redact_json(&mut e.detail);
         }
         batch.audit = audit;
         let tasks: Vec<Task> = batch

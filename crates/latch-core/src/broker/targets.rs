@@ -267,7 +267,7 @@ impl Broker {
             return Ok(Attempt::Skipped);
         };
         if !self.targets.is_healthy(&lease.resource_id) {
-            return Ok(Attempt::Skipped);
+            return self.park(lease).await;
         }
         let lane = self.targets.lane(&lease.resource_id, self.lane_permits());
         let Ok(_permit) = lane.acquire_owned().await else {
@@ -275,7 +275,7 @@ impl Broker {
         };
         // The target may have failed while this attempt waited for its turn.
         if !self.targets.is_healthy(&lease.resource_id) {
-            return Ok(Attempt::Skipped);
+            return self.park(lease).await;
         }
         let result = match self.providers.get(&lease.provider) {
             Some(p) => {
@@ -295,6 +295,44 @@ impl Broker {
         } else {
             Attempt::Failed
         })
+    }
+
+    /// Skips a revocation because its target is down. A lease parked for the first time (never
+    /// attempted, no error shown) records why, once, so every stuck lease says what it waits
+    /// for: `last_revoke_error` names the outage, `revoke_attempts` stays as it is.
+    async fn park(&self, lease: Lease) -> Result<Attempt> {
+        if lease.last_revoke_error.is_some() {
+            return Ok(Attempt::Skipped);
+        }
+        let last = self
+            .target_statuses()
+            .into_iter()
+            .find(|s| s.resource_id == lease.resource_id)
+            .and_then(|s| s.last_error)
+            .unwrap_or_default();
+        let now = self.now();
+        let mut n = lease.clone();
+        n.version += 1;
+        n.last_revoke_error = Some(format!(
+            "not attempted: the target is not answering ({last}); revoked as soon as it answers"
+        ));
+        let ev = AuditEvent::new(now, AuditKind::CredentialRevocationFailed, BROKER, "parked")
+            .task(&n.task_id)
+            .lease(&n.id)
+            .detail(
+                json!({"error": n.last_revoke_error, "attempts": n.revoke_attempts,
+                "state": n.state.as_str()}),
+            );
+        match self
+            .commit(
+                &CallCtx::default(),
+                WriteBatch::new().write(Write::UpdateLease(n)).audit(ev),
+            )
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(Attempt::Skipped),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Attempts every lease in `leases` at once (each in its target's lane, each bounded by the

@@ -43,7 +43,8 @@ impl IntoResponse for AppError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.0.code.as_str().into(),
-                message: self.0.message.clone(),
+                // Whatever put a caller's credential into a message, it is not repeated.
+                message: latch_core::error::redact_credentials(&self.0.message).into_owned(),
                 request_id: None,
             },
         };

@@ -37,6 +37,8 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                 && v.len() <= 64
                 && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                // Logged and echoed: never a credential sent in its place.
+                && !latch_core::error::looks_like_credential(v)
         })
         .map(str::to_owned);
     let source_ip = match inherited {
@@ -59,7 +61,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: err.code.as_str().into(),
-                message: err.message,
+                message: latch_core::error::redact_credentials(&err.message).into_owned(),
                 request_id: Some(request_id.clone()),
             },
         };

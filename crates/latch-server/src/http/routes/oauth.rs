@@ -102,7 +102,8 @@ impl From<ExchangeError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": self.error, "error_description": self.description});
+        let description = latch_core::error::redact_credentials(&self.description).into_owned();
+        let mut body = json!({"error": self.error, "error_description": description});
         if let Some(c) = self.latch_code {
             body["latch_code"] = json!(c);
         }
