@@ -1,9 +1,10 @@
 //! DPoP proof verification (RFC 9449) and server nonces.
 //!
 //! A DPoP proof is a JWT (`typ: dpop+jwt`) signed by the client's key, whose public half is in
-//! the proof's `jwk` header. The checks follow RFC 9449 §4.3: one well-formed JWT, an
-//! asymmetric `alg`, a public `jwk` that verifies the signature (verified by the `jsonwebtoken`
-//! library, not by hand), `htm` and `htu` matching the request, `iat` within the acceptance
+//! the proof's `jwk` header. The checks follow RFC 9449 §4.3: one well-formed JWT whose header
+//! and claims repeat no member name (parsed strictly, `proof`), an asymmetric `alg` (the
+//! RFC 7518 names, and RFC 9864's `Ed25519`), a public `jwk` that verifies the signature
+//! (verified by the `jsonwebtoken` library, not by hand), `htm` and `htu` matching the request, `iat` within the acceptance
 //! window of the injected [`Clock`], `jti` not seen before (replay), `ath` equal to the hash of
 //! the access token when one is presented, and, when the server requires it, a fresh server
 //! `nonce` (§8). The key's RFC 7638 SHA-256 thumbprint is what a token is bound to (`cnf.jkt`).
@@ -16,16 +17,13 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::ThumbprintHash;
-use jsonwebtoken::{DecodingKey, Validation};
 use latch_core::ports::UseOnce;
 use latch_core::{ApiError, Clock, ErrorCode};
-use serde::Deserialize;
 
-/// Algorithms accepted in DPoP proofs (asymmetric only; RFC 9449 §4.3 check 5).
-pub const DPOP_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "ES384", "RS256", "PS256"];
+mod proof;
 
-/// Longest accepted proof (bytes), so a hostile header is not parsed.
-const MAX_PROOF_BYTES: usize = 8 * 1024;
+pub use proof::DPOP_ALGORITHMS;
+use proof::ProofClaims;
 
 /// Settings of the verifier.
 #[derive(Debug, Clone)]
@@ -70,18 +68,6 @@ pub struct ProofCheck<'a> {
     /// A proof a resource server relays to introspection: exempt from the server nonce (the
     /// resource server cannot get one for its client); every other check applies.
     pub relayed: bool,
-}
-
-#[derive(Deserialize)]
-struct ProofClaims {
-    jti: String,
-    htm: String,
-    htu: String,
-    iat: i64,
-    #[serde(default)]
-    ath: Option<String>,
-    #[serde(default)]
-    nonce: Option<String>,
 }
 
 /// Verifies DPoP proofs, remembers their `jti`s until they are too old to be accepted anyway,
@@ -252,8 +238,7 @@ impl DpopVerifier {
     /// `dpop_nonce_required` when a server nonce is required and missing or stale.
     /// `store_unavailable` (retryable) when the replay caches cannot take the proof.
     pub async fn verify(&self, proof: &str, check: ProofCheck<'_>) -> Result<String, ApiError> {
-        let header = check_header(proof)?;
-        let (jwk, claims) = decode_proof(proof, header)?;
+        let (jwk, claims) = proof::verify_proof(proof)?;
         let now = self.clock.now_unix_secs();
         self.check_claims(&claims, &check, now)?;
         let jkt = jwk
@@ -374,87 +359,6 @@ impl DpopVerifier {
     }
 }
 
-/// The proof's JOSE header checks: size, `typ`, `alg`, and a `jwk` that is a public key of a
-/// supported type with nothing private, unknown or remote (`jku`, `x5c`, `x5u`).
-fn check_header(proof: &str) -> Result<jsonwebtoken::Header, ApiError> {
-    if proof.len() > MAX_PROOF_BYTES {
-        return Err(invalid("dpop proof is too large"));
-    }
-    let header = jsonwebtoken::decode_header(proof)
-        .map_err(|_| invalid("dpop proof is not a well-formed jwt"))?;
-    if header.typ.as_deref() != Some("dpop+jwt") {
-        return Err(invalid("dpop proof `typ` must be `dpop+jwt`"));
-    }
-    let alg = format!("{:?}", header.alg);
-    if !DPOP_ALGORITHMS.contains(&alg.as_str()) {
-        return Err(invalid(format!(
-            "dpop proof `alg` {alg} is not one of {DPOP_ALGORITHMS:?}"
-        )));
-    }
-    // The `jwk` must be a public key: a private one in the header is refused outright.
-    let raw_header = proof
-        .split('.')
-        .next()
-        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .ok_or_else(|| invalid("dpop proof header is not json"))?;
-    if raw_header.get("jwk").and_then(|j| j.get("d")).is_some() {
-        return Err(invalid("dpop proof `jwk` contains a private key"));
-    }
-    // The key is the `jwk` and nothing else: no key locations or certificate chains.
-    for h in ["jku", "x5c", "x5u"] {
-        if raw_header.get(h).is_some() {
-            return Err(invalid(format!("dpop proof header must not carry `{h}`")));
-        }
-    }
-    // Only the public members of its key type (and nothing private or unknown).
-    if let Some(j) = raw_header.get("jwk").and_then(|j| j.as_object()) {
-        let allowed: &[&str] = match j.get("kty").and_then(|k| k.as_str()) {
-            Some("OKP") => &["kty", "crv", "x"],
-            Some("EC") => &["kty", "crv", "x", "y"],
-            Some("RSA") => &["kty", "n", "e"],
-            _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
-        };
-        const META: &[&str] = &["alg", "kid", "use", "key_ops"];
-        if let Some(k) = j
-            .keys()
-            .find(|k| !allowed.contains(&k.as_str()) && !META.contains(&k.as_str()))
-        {
-            return Err(invalid(format!(
-                "dpop proof `jwk` member `{}` is not a public member of its key type",
-                latch_core::error::quote(k)
-            )));
-        }
-    }
-    Ok(header)
-}
-
-/// The proof's key and its signature-checked claims (`exp`, `nbf`, `aud` are not DPoP's).
-fn decode_proof(
-    proof: &str,
-    header: jsonwebtoken::Header,
-) -> Result<(jsonwebtoken::jwk::Jwk, ProofClaims), ApiError> {
-    let jwk = header
-        .jwk
-        .ok_or_else(|| invalid("dpop proof has no `jwk` header"))?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| invalid("dpop proof `jwk` is not usable"))?;
-    let mut v = Validation::new(header.alg);
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    v.algorithms = vec![header.alg];
-    let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &v)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                invalid("dpop proof signature does not verify")
-            }
-            _ => invalid("dpop proof claims are missing or malformed (jti, htm, htu, iat)"),
-        })?
-        .claims;
-    Ok((jwk, claims))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,8 +392,13 @@ mod tests {
     }
 
     fn sign(k: &Key, header: serde_json::Value, claims: serde_json::Value) -> String {
-        let h = URL_SAFE_NO_PAD.encode(header.to_string());
-        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        sign_raw(k, &header.to_string(), &claims.to_string())
+    }
+
+    /// Signs header and claims given as text (so they can repeat a member name).
+    fn sign_raw(k: &Key, header: &str, claims: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header);
+        let p = URL_SAFE_NO_PAD.encode(claims);
         let input = format!("{h}.{p}");
         let sig = jsonwebtoken::crypto::sign(
             input.as_bytes(),
@@ -560,10 +469,7 @@ mod tests {
                 json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": jwk}),
                 "alg",
             ),
-            (
-                json!({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}),
-                "well-formed",
-            ),
+            (json!({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}), "alg"),
             (json!({"typ": "dpop+jwt", "alg": "EdDSA"}), "no `jwk`"),
             (
                 json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": k.x, "d": "AAAA"}}),
@@ -815,6 +721,137 @@ mod tests {
             normalize_htu("https://latch.example/oauth/token"),
             normalize_htu("https://latch.example/oauth/other")
         );
+    }
+
+    /// RFC 9864 §2.2 names Ed25519 signatures `Ed25519` (oauth4webapi sends that name): the
+    /// same key and signature as `EdDSA`, so the same thumbprint; only with an Ed25519 key.
+    #[test]
+    fn the_fully_specified_ed25519_name_is_accepted_like_eddsa() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let v = verifier(false);
+        let full = sign(
+            &k,
+            json!({"typ": "dpop+jwt", "alg": "Ed25519", "jwk": jwk}),
+            claims(),
+        );
+        let legacy = sign(
+            &k,
+            json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}),
+            claims(),
+        );
+        let a = verify(&v, &full, check()).unwrap();
+        assert_eq!(a, verify(&v, &legacy, check()).unwrap());
+        assert!(DPOP_ALGORITHMS.contains(&"Ed25519"));
+        // The name fixes the curve: an Ed448 or an EC key under `Ed25519` is refused.
+        for bad in [
+            json!({"kty": "OKP", "crv": "Ed448", "x": k.x}),
+            json!({"kty": "EC", "crv": "P-256", "x": k.x, "y": k.x}),
+        ] {
+            let p = sign(
+                &k,
+                json!({"typ": "dpop+jwt", "alg": "Ed25519", "jwk": bad}),
+                claims(),
+            );
+            let e = verify(&v, &p, check()).unwrap_err();
+            assert!(e.message.contains("not a key for"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn an_es256_proof_verifies_through_the_library() {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let kp =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = kp.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
+            URL_SAFE_NO_PAD.encode(claims().to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_ec_der(pkcs8.as_ref()),
+            Algorithm::ES256,
+        )
+        .unwrap();
+        let v = verifier(false);
+        assert!(verify(&v, &format!("{input}.{sig}"), check()).is_ok());
+        // Under another curve's name: refused before any signature check.
+        let p384 = input.replacen(
+            &URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
+            &URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES384", "jwk": jwk}).to_string()),
+            1,
+        );
+        let e = verify(&v, &format!("{p384}.{sig}"), check()).unwrap_err();
+        assert!(e.message.contains("not a key for"), "{}", e.message);
+    }
+
+    /// A proof that repeats a member name means two things to two parsers: refused, in the
+    /// header, inside its `jwk`, and in the claims (validly signed all the same).
+    #[test]
+    fn a_proof_repeating_a_member_name_is_refused_at_any_depth() {
+        let k = key();
+        let v = verifier(false);
+        let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{}"}}"#, k.x);
+        let good_header = format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{jwk}}}"#);
+        let c = |extra: &str| {
+            format!(
+                r#"{{"jti":"{}","htm":"POST","htu":"{HTU}","iat":{NOW}{extra}}}"#,
+                uuid::Uuid::new_v4()
+            )
+        };
+        // The well-formed twin passes, so each refusal below is the duplicate's.
+        assert!(verify(&v, &sign_raw(&k, &good_header, &c("")), check()).is_ok());
+        for (header, claims, want) in [
+            (
+                format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","alg":"EdDSA","jwk":{jwk}}}"#),
+                c(""),
+                "header: member `alg` appears twice",
+            ),
+            (
+                format!(
+                    r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{{"kty":"OKP","crv":"Ed25519","x":"{0}","x":"{0}"}}}}"#,
+                    k.x
+                ),
+                c(""),
+                "header: member `x` appears twice",
+            ),
+            (
+                good_header.clone(),
+                c(r#","htu":"https://elsewhere.example/oauth/token""#),
+                "claims: member",
+            ),
+            (
+                good_header.clone(),
+                c(r#","ext":{"a":1,"a":2}"#),
+                "claims: member",
+            ),
+        ] {
+            let e = verify(&v, &sign_raw(&k, &header, &claims), check()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::DpopProofInvalid);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_proof_needing_a_jws_extension_is_refused() {
+        let k = key();
+        let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": k.x});
+        let v = verifier(false);
+        for (member, value) in [("crit", json!(["b64"])), ("b64", json!(false))] {
+            let mut h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk});
+            h[member] = value;
+            let e = verify(&v, &sign(&k, h, claims()), check()).unwrap_err();
+            assert!(e.message.contains(member), "{}", e.message);
+        }
+        // Members that change nothing (a `kid`) are ignored.
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk, "kid": "k1"});
+        assert!(verify(&v, &sign(&k, h, claims()), check()).is_ok());
     }
 
     #[test]
