@@ -23,6 +23,7 @@ mod interop;
 mod leak;
 mod mcp;
 mod oauth;
+mod oauth4webapi;
 mod outcome;
 mod policy;
 mod providers;
