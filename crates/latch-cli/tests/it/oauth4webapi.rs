@@ -174,7 +174,10 @@ async fn oauth4webapi_drives_discovery_exchange_dpop_introspection_and_revocatio
     let m = &r["metadata"];
     assert_eq!(m["issuer"], s.base.as_str());
     assert_eq!(m["token_endpoint"], format!("{}/oauth/token", s.base));
-    assert_eq!(m["authorization_details_types_supported"], json!(["latch_access"]));
+    assert_eq!(
+        m["authorization_details_types_supported"],
+        json!(["latch_access"])
+    );
     for alg in ["Ed25519", "EdDSA", "ES256"] {
         assert!(
             m["dpop_signing_alg_values_supported"]

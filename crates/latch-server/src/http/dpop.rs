@@ -770,7 +770,8 @@ mod tests {
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
+            URL_SAFE_NO_PAD
+                .encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
             URL_SAFE_NO_PAD.encode(claims().to_string())
         );
         let sig = jsonwebtoken::crypto::sign(
@@ -783,8 +784,10 @@ mod tests {
         assert!(verify(&v, &format!("{input}.{sig}"), check()).is_ok());
         // Under another curve's name: refused before any signature check.
         let p384 = input.replacen(
-            &URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
-            &URL_SAFE_NO_PAD.encode(json!({"typ": "dpop+jwt", "alg": "ES384", "jwk": jwk}).to_string()),
+            &URL_SAFE_NO_PAD
+                .encode(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string()),
+            &URL_SAFE_NO_PAD
+                .encode(json!({"typ": "dpop+jwt", "alg": "ES384", "jwk": jwk}).to_string()),
             1,
         );
         let e = verify(&v, &format!("{p384}.{sig}"), check()).unwrap_err();

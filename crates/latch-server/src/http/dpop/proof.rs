@@ -162,8 +162,8 @@ pub(super) fn verify_proof(proof: &str) -> Result<(Jwk, ProofClaims), ApiError> 
     else {
         return Err(invalid("dpop proof is not a well-formed jwt"));
     };
-    let header = latch_core::json::parse(&part(h64, "header")?)
-        .map_err(|e| strict_error("header", &e))?;
+    let header =
+        latch_core::json::parse(&part(h64, "header")?).map_err(|e| strict_error("header", &e))?;
     let header = header
         .as_object()
         .ok_or_else(|| invalid("dpop proof header is not a json object"))?;
