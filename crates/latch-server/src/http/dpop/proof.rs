@@ -178,3 +178,199 @@ pub(super) fn verify_proof(proof: &str) -> Result<(Jwk, ProofClaims), ApiError> 
         .map_err(|e| strict_error("claims", &e))?;
     Ok((jwk, claims))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+    };
+    use jsonwebtoken::EncodingKey;
+    use jsonwebtoken::jwk::ThumbprintHash;
+    use serde_json::json;
+
+    /// A client key: its signing key and its public `jwk`.
+    struct Key {
+        encoding: EncodingKey,
+        alg: Algorithm,
+        jwk: Value,
+    }
+
+    fn ed25519() -> Key {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let kp = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Key {
+            encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            alg: Algorithm::EdDSA,
+            jwk: json!({"kty": "OKP", "crv": "Ed25519",
+                "x": URL_SAFE_NO_PAD.encode(kp.public_key().as_ref())}),
+        }
+    }
+
+    fn p256() -> Key {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let kp =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = kp.public_key().as_ref();
+        Key {
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            alg: Algorithm::ES256,
+            jwk: json!({"kty": "EC", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])}),
+        }
+    }
+
+    /// Signs header and claims given as text (so they can repeat a member name).
+    fn sign(k: &Key, header: &str, claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &k.encoding, k.alg).unwrap();
+        format!("{input}.{sig}")
+    }
+
+    fn header(alg: &str, jwk: &Value) -> String {
+        json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk}).to_string()
+    }
+
+    fn claims() -> String {
+        json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST",
+            "htu": "https://latch.example/oauth/token", "iat": 1_800_000_000})
+        .to_string()
+    }
+
+    fn refused(proof: &str) -> String {
+        let e = verify_proof(proof).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DpopProofInvalid);
+        e.message
+    }
+
+    /// RFC 9864 §2.2 names Ed25519 signatures `Ed25519` (oauth4webapi sends that name): the
+    /// same key and signature as `EdDSA`, so the same thumbprint; only with an Ed25519 key.
+    #[test]
+    fn the_fully_specified_ed25519_name_is_accepted_like_eddsa() {
+        let k = ed25519();
+        let (full, c) = verify_proof(&sign(&k, &header("Ed25519", &k.jwk), &claims())).unwrap();
+        let (legacy, _) = verify_proof(&sign(&k, &header("EdDSA", &k.jwk), &claims())).unwrap();
+        assert_eq!(c.htm, "POST");
+        assert_eq!(
+            full.thumbprint(ThumbprintHash::SHA256),
+            legacy.thumbprint(ThumbprintHash::SHA256)
+        );
+        assert!(DPOP_ALGORITHMS.contains(&"Ed25519"));
+        // The name fixes the curve: an Ed448 or an EC key under `Ed25519` is refused.
+        let x = k.jwk["x"].clone();
+        for bad in [
+            json!({"kty": "OKP", "crv": "Ed448", "x": x}),
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": x}),
+        ] {
+            let m = refused(&sign(&k, &header("Ed25519", &bad), &claims()));
+            assert!(m.contains("not a key for"), "{m}");
+        }
+        // A `jwk` member `alg` that jsonwebtoken does not know changes nothing.
+        let mut with_alg = k.jwk.clone();
+        with_alg["alg"] = json!("Ed25519");
+        assert!(verify_proof(&sign(&k, &header("Ed25519", &with_alg), &claims())).is_ok());
+    }
+
+    #[test]
+    fn an_es256_proof_verifies_and_only_under_its_curve() {
+        let k = p256();
+        assert!(verify_proof(&sign(&k, &header("ES256", &k.jwk), &claims())).is_ok());
+        let m = refused(&sign(&k, &header("ES384", &k.jwk), &claims()));
+        assert!(m.contains("not a key for"), "{m}");
+        // Signed by another P-256 key than the header's.
+        let other = p256();
+        let m = refused(&sign(&other, &header("ES256", &k.jwk), &claims()));
+        assert!(m.contains("signature"), "{m}");
+    }
+
+    /// A proof that repeats a member name means two things to two parsers: refused, in the
+    /// header, inside its `jwk`, and in the claims (validly signed all the same).
+    #[test]
+    fn a_proof_repeating_a_member_name_is_refused_at_any_depth() {
+        let k = ed25519();
+        let x = k.jwk["x"].as_str().unwrap().to_owned();
+        let jwk = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}"#);
+        let good_header = format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{jwk}}}"#);
+        let c = |extra: &str| {
+            format!(
+                r#"{{"jti":"{}","htm":"POST","htu":"https://latch.example/oauth/token","iat":1800000000{extra}}}"#,
+                uuid::Uuid::new_v4()
+            )
+        };
+        // The well-formed twin passes, so each refusal below is the duplicate's.
+        assert!(verify_proof(&sign(&k, &good_header, &c(""))).is_ok());
+        for (header, claims, want) in [
+            (
+                format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","alg":"EdDSA","jwk":{jwk}}}"#),
+                c(""),
+                "header: member `alg` appears twice",
+            ),
+            (
+                format!(
+                    r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{{"kty":"OKP","crv":"Ed25519","x":"{x}","x":"{x}"}}}}"#
+                ),
+                c(""),
+                "header: member `x` appears twice",
+            ),
+            (
+                good_header.clone(),
+                c(r#","htu":"https://elsewhere.example/oauth/token""#),
+                "claims: member `htu` appears twice",
+            ),
+            (
+                good_header.clone(),
+                c(r#","ext":{"a":1,"a":2}"#),
+                "claims: member `a` appears twice",
+            ),
+        ] {
+            let m = refused(&sign(&k, &header, &claims));
+            assert!(m.contains(want), "{want}: {m}");
+        }
+    }
+
+    #[test]
+    fn a_proof_needing_a_jws_extension_or_naming_a_remote_key_is_refused() {
+        let k = ed25519();
+        for (member, value) in [
+            ("crit", json!(["b64"])),
+            ("b64", json!(false)),
+            ("jku", json!("https://evil.example/jwks")),
+            ("x5u", json!("https://evil.example/c")),
+            ("x5c", json!(["AAAA"])),
+        ] {
+            let mut h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": k.jwk});
+            h[member] = value;
+            let m = refused(&sign(&k, &h.to_string(), &claims()));
+            assert!(m.contains(&format!("`{member}`")), "{m}");
+        }
+        // Members that change nothing (a `kid`) are ignored.
+        let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": k.jwk, "kid": "k1"});
+        assert!(verify_proof(&sign(&k, &h.to_string(), &claims())).is_ok());
+    }
+
+    #[test]
+    fn a_proof_that_is_not_a_compact_jws_is_refused() {
+        let k = ed25519();
+        let good = sign(&k, &header("EdDSA", &k.jwk), &claims());
+        for bad in [
+            String::new(),
+            "a.b".into(),
+            format!("{good}.extra"),
+            good.replacen('.', "=.", 1),
+            format!("{}.{}", "x".repeat(MAX_PROOF_BYTES), good),
+        ] {
+            refused(&bad);
+        }
+        // Claims that are not the DPoP claims.
+        let m = refused(&sign(&k, &header("EdDSA", &k.jwk), r#"{"jti":"1"}"#));
+        assert!(m.contains("claims are missing"), "{m}");
+        let m = refused(&sign(&k, &header("EdDSA", &k.jwk), "[1]"));
+        assert!(m.contains("claims"), "{m}");
+    }
+}
