@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
-# the MCP server test, OpenSSH server and client and OpenSSL for the certificate provider tests,
+# the MCP server test, Node.js and the pinned oauth4webapi npm package for the OAuth client test, OpenSSH server and client and OpenSSL for the certificate provider tests,
 # PostgreSQL and Redis when they are not already listening on loopback, and starts those two) and
 # runs clippy and rustdoc with warnings denied and every test of the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
 set -euo pipefail
@@ -35,6 +35,17 @@ if ! python3 -c 'import mcp' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages 'mcp'
 fi
 python3 -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'
+# The OAuth interoperability test drives panva's oauth4webapi (npm) from Node.js: the version
+# pinned by testdata/oauth4webapi/package-lock.json, installed there (node_modules is not
+# committed). Node 20 or newer (WebCrypto Ed25519).
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || echo "warning: Node.js $node_major is older than 20; the oauth4webapi test may fail" >&2
+if ! (cd testdata/oauth4webapi && npm ls oauth4webapi >/dev/null 2>&1); then
+  say "installing oauth4webapi (independent OAuth client for the interop test)"
+  (cd testdata/oauth4webapi && npm ci --no-audit --no-fund)
+fi
+(cd testdata/oauth4webapi && node -p '"oauth4webapi " + require("./node_modules/oauth4webapi/package.json").version')
 
 # The provider tests drive a real sshd (started by the tests themselves on a free loopback port),
 # the ssh client and ssh-keygen, and `openssl verify`. Only installed when missing.

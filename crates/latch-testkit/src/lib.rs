@@ -142,6 +142,9 @@ pub struct TestOptions {
     pub pending_ttl: Option<&'static str>,
     /// Extra policy files (name, text) written beside the example policies before start.
     pub extra_policies: Vec<(String, String)>,
+    /// Text replacements (from, to) made in the example configuration before start, e.g.
+    /// `signing_alg = "EdDSA"` to `signing_alg = "ES256"`. Each `from` must occur.
+    pub replace: Vec<(String, String)>,
 }
 
 /// A running broker for tests.
@@ -254,6 +257,10 @@ impl TestServer {
             text = text.replace("watch = true ", "watch = false");
         } else {
             text = text.replace("poll_interval = \"2s\"", "poll_interval = \"100ms\"");
+        }
+        for (from, to) in &opts.replace {
+            assert!(text.contains(from.as_str()), "the example has no {from:?}");
+            text = text.replace(from.as_str(), to);
         }
         if let Some(p) = opts.pending_ttl {
             text = text.replace("pending_ttl = \"15m\"", &format!("pending_ttl = \"{p}\""));

@@ -25,6 +25,7 @@ mod leak;
 mod log_secrets;
 mod mcp;
 mod oauth;
+mod oauth4webapi;
 mod outcome;
 mod policy;
 mod providers;

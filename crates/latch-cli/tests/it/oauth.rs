@@ -61,6 +61,23 @@ impl DpopKey {
         }
         jsonwebtoken::encode(&h, &c, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
     }
+
+    /// A proof of this key over a header and claims given as text (so they can repeat a
+    /// member name).
+    pub fn raw_proof(&self, header: &str, claims: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_ed_der(&self.pkcs8),
+            Algorithm::EdDSA,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
 }
 
 /// `POST /oauth/token` with a form and an optional DPoP proof; also returns `DPoP-Nonce`.
@@ -726,5 +743,58 @@ async fn introspection_of_a_bound_token_needs_a_complete_relayed_proof() {
     let i = introspect_with_proof(&s, &tok, &proof, api).await;
     assert_eq!(i["active"], true, "{i}");
     assert_eq!(i["cnf"]["jkt"], key.jkt());
+    s.stop().await;
+}
+
+/// A proof whose header or claims repeat a member name is refused although its signature
+/// verifies: with "last one wins" (what a lenient parser does) each of these would pass, and
+/// the same bytes would mean something else to a party that keeps the first one.
+#[tokio::test]
+async fn a_dpop_proof_repeating_a_member_name_is_refused() {
+    let s = TestServer::start_with(dpop_options("")).await;
+    let agent = s.agent("707").await;
+    let key = DpopKey::generate();
+    let d = details("bound-api", &["read"], "sandbox");
+    let form = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", agent.as_str()),
+        ("subject_token_type", JWT),
+        ("authorization_details", d.as_str()),
+    ];
+    let htu = format!("{}/oauth/token", s.base);
+    let now = s.clock.now_unix_secs();
+    let jwk = serde_json::to_string(&key.jwk).unwrap();
+    let header = format!(r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{jwk}}}"#);
+    let claims = |extra: &str| {
+        format!(
+            r#"{{"jti":"{}","htm":"POST"{extra},"htu":"{htu}","iat":{now}}}"#,
+            uuid::Uuid::new_v4()
+        )
+    };
+    for (h, c) in [
+        (
+            format!(r#"{{"typ":"dpop+jwt","alg":"HS256","alg":"EdDSA","jwk":{jwk}}}"#),
+            claims(""),
+        ),
+        (
+            header.clone(),
+            claims(r#","htu":"https://elsewhere.example/oauth/token""#),
+        ),
+    ] {
+        let (r, _) = token_request(&s, &form, Some(&key.raw_proof(&h, &c))).await;
+        assert_eq!(r.body["error"], "invalid_dpop_proof", "{}", r.body);
+        assert!(
+            r.body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("appears twice"),
+            "{}",
+            r.body
+        );
+    }
+    // The same proof without the duplicate is good.
+    let (r, _) = token_request(&s, &form, Some(&key.raw_proof(&header, &claims("")))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["token_type"], "DPoP");
     s.stop().await;
 }

@@ -20,7 +20,7 @@ use crate::http::routes::{
           leases::renew_lease, leases::revoke_lease, approvals::pending, approvals::approve, approvals::deny,
           introspection::introspect, introspection::oauth_revoke, audit::audit, audit::audit_export,
           audit::audit_checkpoint, audit::audit_find, tasks::report_tool_use, tasks::task_events,
-          dev::dev_token, oauth::token, oauth::authorization_server_metadata,
+          dev::dev_token, dev::dev_jwks, oauth::token, oauth::authorization_server_metadata,
           oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules),
     components(schemas(ErrorBody, ErrorDetail, access::AccessResponse, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,

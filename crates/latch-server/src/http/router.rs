@@ -81,7 +81,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
                 .layer(Extension(state.proxy.clone())),
         );
     if state.dev.is_some() {
-        r = r.route("/v1/dev/tokens", post(dev::dev_token));
+        r = r
+            .route("/v1/dev/tokens", post(dev::dev_token))
+            .route("/v1/dev/jwks.json", get(dev::dev_jwks));
     }
     let api: Router = r
         .fallback(not_found)

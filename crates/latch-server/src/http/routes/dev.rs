@@ -1,8 +1,11 @@
-//! The development issuer's token endpoint: `POST /v1/dev/tokens` (routed only when enabled).
+//! The development issuer's token endpoint, `POST /v1/dev/tokens`, and its public keys,
+//! `GET /v1/dev/jwks.json` (both routed only when enabled).
 
 use crate::dev::DevTokenRequest;
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use latch_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -41,4 +44,26 @@ pub(crate) async fn dev_token(
         .mint(&req, now)
         .map_err(|m| AppError(ApiError::new(ErrorCode::InvalidRequest, m)))?;
     Ok(Json(DevTokenResponse { token }))
+}
+
+/// `GET /v1/dev/jwks.json`: the development issuer's public key (RFC 7517 JWK Set), so that
+/// anyone, not only Latch, can verify the tokens it mints for `latch-dev://workload` and
+/// `latch-dev://human`. Routed only when the development issuer is enabled; advertised in the
+/// authorization server metadata as `latch_dev_jwks_uri`. Deliberately apart from
+/// `/.well-known/jwks.json`: those keys sign access tokens, this one signs identities anyone
+/// may ask for, and a verifier must not trust the one for the other.
+#[utoipa::path(get, path = "/v1/dev/jwks.json",
+    responses((status = 200, description = "RFC 7517 JWK Set of the development issuer (issuers `latch-dev://workload` and `latch-dev://human`)"),
+              (status = 400, body = crate::http::error::ErrorBody, description = "development issuer disabled")))]
+pub(crate) async fn dev_jwks(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let dev = s.dev.as_ref().ok_or_else(|| {
+        AppError(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the development issuer is disabled",
+        ))
+    })?;
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(dev.jwks().clone()),
+    ))
 }

@@ -49,7 +49,19 @@ impl std::fmt::Debug for TokenForm {
     }
 }
 
-fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
+/// Undoes the `application/x-www-form-urlencoded` encoding (`+` is a space, `%XX` a byte) that
+/// RFC 6749 §2.3.1 applies to a client id or secret before HTTP Basic; `None` when the bytes
+/// are not UTF-8.
+fn form_decode(s: &str) -> Option<String> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+}
+
+/// The client id and secret of an HTTP Basic `Authorization` header (RFC 7617), as sent.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, b64) = v.split_once(' ')?;
@@ -61,19 +73,43 @@ fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let raw = String::from_utf8(raw).ok()?;
     let (id, secret) = raw.split_once(':')?;
-    let got = hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        secret.as_bytes(),
-    ));
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// The configured introspection client the request authenticates as (HTTP Basic), if any.
+///
+/// RFC 6749 §2.3.1: the client form-urlencodes its id and secret before HTTP Basic, so they are
+/// decoded first (what oauth4webapi and other OAuth clients send). Clients that put them in
+/// Basic as they are (`curl -u`, RFC 7617 alone) are understood too: a secret that holds `+` or
+/// `%` is tried both ways. Either way the caller must know the secret; the comparison of
+/// digests is constant-time.
+fn client_auth(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    let (raw_id, raw_secret) = basic_credentials(headers)?;
+    let mut candidates = Vec::with_capacity(2);
+    if let (Some(id), Some(secret)) = (form_decode(&raw_id), form_decode(&raw_secret)) {
+        candidates.push((id, secret));
+    }
+    if !candidates
+        .iter()
+        .any(|(id, secret)| *id == raw_id && *secret == raw_secret)
+    {
+        candidates.push((raw_id, raw_secret));
+    }
     let mut ok = None;
-    for c in s.introspection_clients.iter() {
-        let same = aws_lc_rs::constant_time::verify_slices_are_equal(
-            got.as_bytes(),
-            c.secret_sha256.to_ascii_lowercase().as_bytes(),
-        )
-        .is_ok();
-        if c.id == id && same {
-            ok = Some(c.id.clone());
+    for (id, secret) in &candidates {
+        let got = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            secret.as_bytes(),
+        ));
+        for c in s.introspection_clients.iter() {
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                got.as_bytes(),
+                c.secret_sha256.to_ascii_lowercase().as_bytes(),
+            )
+            .is_ok();
+            if c.id == *id && same {
+                ok = Some(c.id.clone());
+            }
         }
     }
     ok

@@ -370,9 +370,12 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414 §3).
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server",
     responses((status = 200, description = "RFC 8414 authorization server metadata")))]
+///
+/// With the development issuer enabled, two Latch extensions say where to verify its tokens:
+/// `latch_dev_issuers` (its `iss` values) and `latch_dev_jwks_uri` (its JWK Set).
 pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::Json<Value> {
     let b = &s.base_url;
-    axum::Json(json!({
+    let mut m = json!({
         "issuer": b,
         "token_endpoint": format!("{b}/oauth/token"),
         "jwks_uri": format!("{b}/.well-known/jwks.json"),
@@ -388,7 +391,15 @@ pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::J
         "subject_token_types_supported": [TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
         "actor_token_types_supported": [TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
         "issued_token_types_supported": [TOKEN_TYPE_ACCESS_TOKEN],
-    }))
+    });
+    if s.dev.is_some() {
+        m["latch_dev_issuers"] = json!([
+            crate::dev::DEV_WORKLOAD_ISSUER,
+            crate::dev::DEV_HUMAN_ISSUER
+        ]);
+        m["latch_dev_jwks_uri"] = json!(format!("{b}/v1/dev/jwks.json"));
+    }
+    axum::Json(m)
 }
 
 /// `GET /.well-known/oauth-protected-resource[/mcp]` (RFC 9728 §3): metadata of the MCP
