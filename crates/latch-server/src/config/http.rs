@@ -205,9 +205,7 @@ mod tests {
         };
         assert!(bad(|c| c.idle_timeout = Duration::ZERO).contains("http.idle_timeout"));
         assert_eq!(h.body_timeout, Duration::from_secs(10));
-        assert!(
-            bad(|c| c.body_timeout = Duration::from_millis(50)).contains("http.body_timeout")
-        );
+        assert!(bad(|c| c.body_timeout = Duration::from_millis(50)).contains("http.body_timeout"));
         assert!(bad(|c| c.max_connections = 0).contains("http.max_connections"));
         assert!(bad(|c| c.max_connections_per_address = 2_000).contains("per_address"));
         assert!(bad(|c| c.max_header_bytes = 1024).contains("max_header_bytes"));

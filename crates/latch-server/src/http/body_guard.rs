@@ -183,8 +183,15 @@ mod tests {
         let (_tx, body) = sized(100_000_000);
         let req = Request::post("/").body(body).unwrap();
         let t = tokio::time::Instant::now();
-        let r = app(1024, Duration::from_secs(10)).oneshot(req).await.unwrap();
-        assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
+        let r = app(1024, Duration::from_secs(10))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(r.headers()[header::CONNECTION], "close");
         assert_eq!(json(r).await["error"]["code"], "body_too_large");
@@ -203,9 +210,15 @@ mod tests {
         });
         let t = tokio::time::Instant::now();
         let req = Request::post("/").body(body).unwrap();
-        let r = app(1024, Duration::from_millis(300)).oneshot(req).await.unwrap();
+        let r = app(1024, Duration::from_millis(300))
+            .oneshot(req)
+            .await
+            .unwrap();
         let e = t.elapsed();
-        assert!(e >= Duration::from_millis(300) && e < Duration::from_millis(550), "{e:?}");
+        assert!(
+            e >= Duration::from_millis(300) && e < Duration::from_millis(550),
+            "{e:?}"
+        );
         assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(r.headers()[header::CONNECTION], "close");
         assert_eq!(json(r).await["error"]["code"], "request_timeout");
