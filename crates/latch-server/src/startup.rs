@@ -584,6 +584,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         state,
         config.server.max_body_bytes,
         config.http.request_timeout,
+        config.http.body_timeout,
     );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(jobs::serve::cancel_on_stop(mcp_cancel, rx.clone()));

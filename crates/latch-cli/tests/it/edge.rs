@@ -1,5 +1,6 @@
-//! The HTTP edge under abuse (issue 13): idle, half-sent and stalled connections beyond the
-//! caps against the real `latch serve`, and a flood of bad bearer tokens from one address.
+//! The HTTP edge under abuse (issue 13): idle, half-sent and stalled connections, and bodies
+//! trickled a byte at a time, beyond the caps against the real `latch serve`, and a flood of bad
+//! bearer tokens from one address.
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -500,4 +501,191 @@ async fn failed_client_authentication_is_counted_and_limited_too() {
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert_eq!(mine[0]["outcome"], "client_auth_failed");
     s.stop().await;
+}
+
+/// A request head for `path` declaring a body of `len` bytes, with a bearer token if given.
+fn post_head(path: &str, len: usize, host: SocketAddr, token: Option<&str>) -> String {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let ctype = if path == "/oauth/token" {
+        "application/x-www-form-urlencoded"
+    } else {
+        "application/json"
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {len}\r\n{auth}\r\n"
+    )
+}
+
+/// Reads what the server sends on `s` until it closes it or `within` passes; what it sent and
+/// whether it closed.
+async fn read_until_closed(s: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_bodies_beyond_the_caps_cannot_lock_out_a_client() {
+    let srv = Served::start(
+        "\n[http]\nheader_read_timeout = \"1s\"\nidle_timeout = \"10s\"\nrequest_timeout = \"10s\"\n\
+         body_timeout = \"2s\"\nmax_connections = 60\nmax_connections_per_address = 20\n",
+    );
+    let http = fresh_client();
+    let tok: Value = http
+        .post(format!("{}/v1/dev/tokens", srv.base))
+        .json(&json!({"kind": "workload", "run_id": "13", "git_ref": "refs/heads/main"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tok = tok["token"].as_str().unwrap().to_owned();
+
+    // 75 connections from three addresses (25 each, beyond the per-address cap of 20 and the
+    // total of 60), each with a complete request head and the first byte of a body it then
+    // trickles a byte every 300 ms: token requests without credentials, `POST /mcp` with a
+    // valid token (exempt from the request timeout), and task requests.
+    let heads = [
+        post_head("/oauth/token", 1000, srv.addr, None),
+        post_head("/mcp", 60_000, srv.addr, Some(&tok)),
+        post_head("/v1/tasks", 1000, srv.addr, Some(&tok)),
+    ];
+    let mut held = Vec::new();
+    for i in 0..75 {
+        let mut s = connect_from(&format!("127.0.0.{}", 60 + i % 3), srv.addr).await;
+        let _ = s.write_all(heads[i % 3].as_bytes()).await;
+        let _ = s.write_all(b"{").await;
+        held.push(s);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for s in &mut held {
+                    let _ = s.write_all(b" ").await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            held
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // A normal client from another address is served at once, unauthenticated, authenticated
+    // and at /mcp.
+    let t = Instant::now();
+    let r = fresh_client()
+        .get(format!("{}/healthz", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let t = Instant::now();
+    let r = fresh_client()
+        .get(format!("{}/v1/tasks", srv.base))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let t = Instant::now();
+    let r = fresh_client()
+        .post(format!("{}/mcp", srv.base))
+        .bearer_auth(&tok)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "edge-test", "version": "0"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // Every slow body is ended by the server within the 2 s body timeout (evicted to make
+    // room, or answered 408), `/mcp` included; none is answered otherwise.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut held = trickle.await.unwrap();
+    let t = Instant::now();
+    let mut timed_out = 0;
+    for s in &mut held {
+        let (sent, closed) = read_until_closed(s, Duration::from_secs(3)).await;
+        assert!(closed, "the server closed the connection: {sent}");
+        assert!(
+            sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
+            "{sent}"
+        );
+        if sent.contains("\"request_timeout\"") {
+            timed_out += 1;
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(timed_out > 0, "those not evicted got 408");
+    drop(held);
+
+    // A declared body above `server.max_body_bytes` gets 413 at once, before any of it is
+    // sent, and the connection is closed; at /mcp too.
+    for (path, token) in [("/oauth/token", None), ("/mcp", Some(tok.as_str()))] {
+        let mut s = connect_from("127.0.0.63", srv.addr).await;
+        let t = Instant::now();
+        s.write_all(post_head(path, 100_000_000, srv.addr, token).as_bytes())
+            .await
+            .unwrap();
+        let (sent, closed) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        assert!(sent.starts_with("HTTP/1.1 413"), "{path}: {sent}");
+        assert!(sent.contains("\"body_too_large\""), "{path}: {sent}");
+        assert!(closed, "{path}");
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    // A body trickled a byte at a time (never idle, the request timeout far off) gets 408
+    // after the 2 s body timeout, at /mcp with a valid token too, and is closed.
+    for (path, token) in [("/oauth/token", None), ("/mcp", Some(tok.as_str()))] {
+        let mut s = connect_from("127.0.0.64", srv.addr).await;
+        s.write_all(post_head(path, 60_000, srv.addr, token).as_bytes())
+            .await
+            .unwrap();
+        let t = Instant::now();
+        let mut answer = String::new();
+        let mut buf = [0u8; 4096];
+        while t.elapsed() < Duration::from_secs(5) && !answer.contains("request_timeout") {
+            let _ = s.write_all(b" ").await;
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+        let e = t.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"request_timeout\""), "{path}: {answer}");
+        assert!(
+            e >= Duration::from_millis(1800) && e < Duration::from_millis(3000),
+            "{path}: {e:?}"
+        );
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(1)).await;
+        assert!(closed, "{path}: closed after the 408");
+    }
+    assert!(srv.open_connections(&fresh_client()).await <= 2.0);
 }

@@ -24,10 +24,16 @@ pub struct HttpConfig {
     /// `408 request_timeout`. Streams already answered (MCP SSE) are not cut. Default 30 s.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Longest wait for a request's whole body, from its request head, on every route (`/mcp`
+    /// included); past it the answer is `408 request_timeout` and the connection is closed.
+    /// Only the body's arrival is bounded: a long-lived response (MCP SSE, a streamed `POST
+    /// /mcp` answer) is not cut. Default 10 s.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Connections open at once (default 1,024, lowered at start to leave 128 file
     /// descriptors of the process limit for everything else). When full, a new connection
-    /// closes the oldest idle one (no request in flight); if none is idle, the new one is
-    /// closed at once.
+    /// closes the oldest one with no request in flight (idle, or still receiving a request
+    /// head or body); if there is none, the new one is closed at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Connections open at once from one address (IPv6: one /64 network); default 64. Past
@@ -49,6 +55,9 @@ fn default_idle_timeout() -> Duration {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_max_connections() -> usize {
     1024
 }
@@ -65,6 +74,7 @@ impl Default for HttpConfig {
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
             request_timeout: default_request_timeout(),
+            body_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
             max_connections_per_address: default_max_connections_per_address(),
             max_header_bytes: default_max_header_bytes(),
@@ -87,6 +97,7 @@ impl HttpConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
             ("request_timeout", self.request_timeout),
+            ("body_timeout", self.body_timeout),
         ] {
             if d < Duration::from_millis(100) {
                 return Err(format!("`http.{key}` must be at least 100ms"));
@@ -193,6 +204,8 @@ mod tests {
             c.validate().unwrap_err()
         };
         assert!(bad(|c| c.idle_timeout = Duration::ZERO).contains("http.idle_timeout"));
+        assert_eq!(h.body_timeout, Duration::from_secs(10));
+        assert!(bad(|c| c.body_timeout = Duration::from_millis(50)).contains("http.body_timeout"));
         assert!(bad(|c| c.max_connections = 0).contains("http.max_connections"));
         assert!(bad(|c| c.max_connections_per_address = 2_000).contains("per_address"));
         assert!(bad(|c| c.max_header_bytes = 1024).contains("max_header_bytes"));

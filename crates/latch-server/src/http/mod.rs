@@ -5,6 +5,8 @@
 //! * [`error`]: the error body and [`AppError`];
 //! * [`extract`]: body/query extractors, bearer token, the workload/human call shape;
 //! * [`middleware`]: request id, source address, access log;
+//! * [`body_guard`]: request bodies: `413` for an oversize declared length, `408` past
+//!   `[http] body_timeout`;
 //! * [`dpop`]: DPoP proof verification (RFC 9449);
 //! * [`routes`]: one file per resource;
 //! * [`mcp`]: the MCP tools and the `/mcp` edge;
@@ -15,6 +17,7 @@
 //! never through the re-exports below; `tests/module_graph.rs` checks that no module imports
 //! one that imports it back.
 
+pub mod body_guard;
 pub mod dpop;
 pub mod error;
 pub mod extract;

@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use latch_core::{ApiError, ErrorCode};
 
+use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::error::AppError;
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
@@ -18,9 +19,31 @@ async fn not_found() -> AppError {
     AppError(ApiError::new(ErrorCode::InvalidRequest, "no such endpoint"))
 }
 
-/// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound), and
-/// every route but `/mcp` answered within `request_timeout` (else `408`).
-pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration) -> Router {
+/// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound; a
+/// larger declared length gets `413` before the body is read), received within `body_timeout`
+/// of the request head on every route, `/mcp` included (else `408`), and every route but `/mcp`
+/// answered within `request_timeout` (else `408`).
+pub fn router(
+    state: AppState,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    body_timeout: Duration,
+) -> Router {
+    let guard = |max_bytes: usize| {
+        axum::middleware::from_fn_with_state(
+            BodyGuard {
+                max_bytes,
+                timeout: body_timeout,
+            },
+            body_guard,
+        )
+    };
+    let scan_max = state
+        .scan
+        .config
+        .max_bytes
+        .saturating_mul(2)
+        .saturating_add(4096);
     let mut r = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -64,19 +87,6 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         )
         .merge(
             Router::new()
-                .route("/v1/scan", post(scan::scan))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    state
-                        .scan
-                        .config
-                        .max_bytes
-                        .saturating_mul(2)
-                        .saturating_add(4096),
-                ))
-                .layer(Extension(state.scan.clone())),
-        )
-        .merge(
-            Router::new()
                 .route("/v1/proxy/rules/{resource}", get(proxy::proxy_rules))
                 .layer(Extension(state.proxy.clone())),
         );
@@ -85,7 +95,16 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
             .route("/v1/dev/tokens", post(dev::dev_token))
             .route("/v1/dev/jwks.json", get(dev::dev_jwks));
     }
+    // The body guard of the routes so far, then `/v1/scan` with its own bound.
     let api: Router = r
+        .route_layer(guard(max_body_bytes))
+        .merge(
+            Router::new()
+                .route("/v1/scan", post(scan::scan))
+                .layer(guard(scan_max))
+                .layer(axum::extract::DefaultBodyLimit::max(scan_max))
+                .layer(Extension(state.scan.clone())),
+        )
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
@@ -98,5 +117,9 @@ pub fn router(state: AppState, max_body_bytes: usize, request_timeout: Duration)
         ))
         .layer(axum::middleware::from_fn(request_meta))
         .with_state(state.clone());
-    crate::http::mcp::edge::mcp_router(state, api.clone(), max_body_bytes).merge(api)
+    let mcp_guard = BodyGuard {
+        max_bytes: max_body_bytes,
+        timeout: body_timeout,
+    };
+    crate::http::mcp::edge::mcp_router(state, api.clone(), mcp_guard).merge(api)
 }

@@ -4,9 +4,11 @@
 //! Each accepted connection is served by hyper's HTTP/1 connection (with a header read
 //! timeout and a bounded head) in a task of its own, which also closes it after `[http]
 //! idle_timeout` without a byte moving, or at once when it is evicted. `conns::Conns` caps
-//! the connections in total and per address; when a cap is reached the oldest idle connection
-//! makes room, so idle or half-sent connections can never lock out a client with a request to
-//! send, and the process never runs out of file descriptors.
+//! the connections in total and per address; when a cap is reached the oldest connection with
+//! no request in flight makes room — idle, half-sent, or still receiving a request body (its
+//! bound: `[http] body_timeout`, in [`crate::http::body_guard`]) — so idle or slow connections
+//! can never lock out a client with a request to send, and the process never runs out of file
+//! descriptors.
 
 mod conns;
 mod io;
@@ -27,7 +29,7 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 use crate::jobs::serve::conns::{Busy, Conns, Slot};
-use crate::jobs::serve::io::{Activity, CountedBody, TrackedIo};
+use crate::jobs::serve::io::{Activity, CountedBody, ReceivedBody, TrackedIo};
 
 /// File descriptors left to everything but client connections (store, outbound HTTP, logs).
 const RESERVED_FDS: usize = 128;
@@ -161,7 +163,9 @@ async fn serve_connection(
     let busy = slot.busy.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        let mark = Busy::enter(&busy);
+        // Busy (not evictable) once the body has arrived or the response has begun.
+        let mark = Busy::new(&busy);
+        let req = req.map(|b| ReceivedBody::new(b, mark.clone()));
         let app = app.clone();
         async move {
             let resp = app.oneshot(req).await?;

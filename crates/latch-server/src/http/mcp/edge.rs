@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use latch_core::broker::CallCtx;
 
+use crate::http::body_guard::BodyGuard;
 use crate::http::error::AppError;
 use crate::http::extract::bearer;
 use crate::http::middleware::request_meta;
@@ -55,8 +56,9 @@ fn mcp_allowed_hosts(base_url: &str) -> Vec<String> {
     v
 }
 
-/// `/mcp` (streamable HTTP, behind the bearer-token check) and its RFC 9728 metadata.
-pub(crate) fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) -> Router {
+/// `/mcp` (streamable HTTP, behind the bearer-token check, its request bodies bounded by
+/// `guard`) and its RFC 9728 metadata.
+pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Router {
     use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService,
@@ -67,7 +69,7 @@ pub(crate) fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) ->
     let origin_allowed = Arc::new(allowed.clone());
     let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed);
     config.cancellation_token = state.mcp_cancel.clone();
-    config.max_request_body_bytes = max_body_bytes;
+    config.max_request_body_bytes = guard.max_bytes;
     let service = StreamableHttpService::new(
         move || Ok(crate::http::mcp::LatchMcp::per_request(dispatch.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -75,6 +77,10 @@ pub(crate) fn mcp_router(state: AppState, api: Router, max_body_bytes: usize) ->
     );
     Router::new()
         .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::http::body_guard::body_guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mcp_auth,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -185,19 +185,37 @@ impl Drop for Slot {
     }
 }
 
-/// Marks a request in flight on its connection until dropped (with the response body).
-pub(crate) struct Busy(Arc<AtomicUsize>);
+/// A request on its connection. It counts the connection busy (never evicted) from
+/// [`Busy::enter`] — its body received in full, or its response begun — until it is dropped
+/// (with the request body and the response body). Before that its body is still arriving and
+/// the connection stays evictable like an idle one, so slow bodies cannot pin the slots.
+pub(crate) struct Busy {
+    count: Arc<AtomicUsize>,
+    entered: AtomicBool,
+}
 
 impl Busy {
-    pub(crate) fn enter(busy: &Arc<AtomicUsize>) -> Self {
-        busy.fetch_add(1, Ordering::AcqRel);
-        Self(busy.clone())
+    /// A request on the connection whose in-flight count is `count`, not yet counted.
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(Self {
+            count: count.clone(),
+            entered: AtomicBool::new(false),
+        })
+    }
+
+    /// Counts the request in flight (once, however often called).
+    pub(crate) fn enter(&self) {
+        if !self.entered.swap(true, Ordering::AcqRel) {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if *self.entered.get_mut() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -207,6 +225,41 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn entered(count: &Arc<AtomicUsize>) -> Arc<Busy> {
+        let b = Busy::new(count);
+        b.enter();
+        b
+    }
+
+    #[test]
+    fn a_connection_still_receiving_its_request_body_is_evicted_like_an_idle_one() {
+        let c = Conns::new(2, 2);
+        // Two connections whose requests are still arriving (a body trickled a byte at a
+        // time), one from each of two addresses.
+        let slow = c.admit(ip("10.0.0.1")).unwrap();
+        let slow_req = Busy::new(&slow.busy);
+        let other = c.admit(ip("10.0.0.2")).unwrap();
+        let other_req = Busy::new(&other.busy);
+        // A new client from a third address: the oldest receiving one makes room.
+        let fresh = c.admit(ip("10.0.0.3")).unwrap();
+        assert!(slow.close.is_cancelled());
+        assert!(!other.close.is_cancelled());
+        // Once a body is complete, its connection is busy until the request is done.
+        other_req.enter();
+        other_req.enter();
+        assert_eq!(other.busy.load(Ordering::Acquire), 1, "counted once");
+        let fresh_req = Busy::new(&fresh.busy);
+        fresh_req.enter();
+        assert_eq!(c.admit(ip("10.0.0.4")).err(), Some(Refused::Total));
+        drop(other_req);
+        assert_eq!(other.busy.load(Ordering::Acquire), 0);
+        let _next = c.admit(ip("10.0.0.4")).unwrap();
+        assert!(other.close.is_cancelled());
+        drop((slow_req, fresh_req));
+        assert_eq!(fresh.busy.load(Ordering::Acquire), 0);
+        assert_eq!(slow.busy.load(Ordering::Acquire), 0, "never counted");
     }
 
     #[tokio::test]
@@ -220,14 +273,14 @@ mod tests {
         assert!(!a2.close.is_cancelled());
         assert_eq!(c.open(), 2);
         // Busy connections are never evicted.
-        let _b2 = Busy::enter(&a2.busy);
-        let _b3 = Busy::enter(&a3.busy);
+        let _b2 = entered(&a2.busy);
+        let _b3 = entered(&a3.busy);
         assert_eq!(c.admit(ip("10.0.0.1")).err(), Some(Refused::PerAddress));
         let b1 = c.admit(ip("10.0.0.2")).unwrap();
         // Full in total: the oldest idle one, of any address, goes.
         let b2 = c.admit(ip("::ffff:10.0.0.3")).unwrap();
         assert!(b1.close.is_cancelled());
-        let _busy = Busy::enter(&b2.busy);
+        let _busy = entered(&b2.busy);
         assert_eq!(c.admit(ip("10.0.0.4")).err(), Some(Refused::Total));
         drop((a1, b1));
         assert_eq!(c.open(), 3, "evicted slots were already freed");

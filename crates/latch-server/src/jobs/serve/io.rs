@@ -1,6 +1,7 @@
 //! What a connection needs besides hyper: the time its last byte moved ([`Activity`],
-//! [`TrackedIo`]) and a response body that keeps its request counted as in flight until it
-//! ends ([`CountedBody`]).
+//! [`TrackedIo`]), a request body that counts its request in flight once it has arrived in full
+//! ([`ReceivedBody`]), and a response body that keeps it counted until it ends
+//! ([`CountedBody`]).
 
 use std::io;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use hyper::body::{Frame, SizeHint};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -109,15 +110,57 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
     }
 }
 
-/// A response body holding its request's [`Busy`] mark until the body ends or is dropped, so
-/// a connection streaming a response (MCP SSE) is never taken for idle.
+/// A request body that enters its request's [`Busy`] once it has been received in full (at
+/// once if it is empty): until then its connection stays evictable.
+pub(crate) struct ReceivedBody {
+    inner: Incoming,
+    busy: Arc<Busy>,
+}
+
+impl ReceivedBody {
+    pub(crate) fn new(inner: Incoming, busy: Arc<Busy>) -> Self {
+        if inner.is_end_stream() {
+            busy.enter();
+        }
+        Self { inner, busy }
+    }
+}
+
+impl hyper::body::Body for ReceivedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.busy.enter();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body holding its request's [`Busy`] mark (entered) until the body ends or is
+/// dropped, so a connection streaming a response (MCP SSE) is never taken for idle.
 pub(crate) struct CountedBody {
     inner: Body,
-    _busy: Busy,
+    _busy: Arc<Busy>,
 }
 
 impl CountedBody {
-    pub(crate) fn new(inner: Body, busy: Busy) -> Self {
+    pub(crate) fn new(inner: Body, busy: Arc<Busy>) -> Self {
+        busy.enter();
         Self { inner, _busy: busy }
     }
 }
