@@ -274,7 +274,13 @@ async fn idle_and_half_sent_connections_beyond_the_caps_cannot_lock_out_a_client
         "six more rounds added more than three rounds hold: baseline {baseline}, {peaks:?}, end {end} KiB"
     );
     let settled = peaks[3];
-    let last = peaks.iter().skip(3).chain([&end]).max().copied().unwrap_or(0);
+    let last = peaks
+        .iter()
+        .skip(3)
+        .chain([&end])
+        .max()
+        .copied()
+        .unwrap_or(0);
     assert!(
         last.saturating_sub(settled) < one_round,
         "memory still grows after three rounds: baseline {baseline}, {peaks:?}, end {end} KiB"
