@@ -49,12 +49,16 @@ pub enum ErrorCode {
     /// A DPoP proof (RFC 9449 §4.3) is malformed, badly signed, for another method or URL,
     /// stale, replayed, or does not match the token's key or hash.
     DpopProofInvalid,
-    // --- request validation (400 / 422) ---
-    /// The request body or a parameter is invalid.
+    // --- request validation (400 / 413 / 415 / 422) ---
+    /// The request body or a parameter is malformed or breaks a rule the API document states
+    /// (types, lengths, patterns, bounds, duplicate JSON member names).
     InvalidRequest,
     /// The request body is larger than the server accepts.
     BodyTooLarge,
-    /// A TTL is zero, negative or above its bound.
+    /// The request body is not of the media type the endpoint reads (`application/json`, or
+    /// `application/x-www-form-urlencoded` for the OAuth endpoints).
+    UnsupportedMediaType,
+    /// A TTL is zero, negative or above the bound the configuration sets.
     TtlOutOfBounds,
     /// The task's repository or branch does not match what the workload identity proves.
     TaskIdentityMismatch,
@@ -79,6 +83,13 @@ pub enum ErrorCode {
     ApproverNotEligible,
     /// The approver is the human the agent acts for, or the requester itself.
     SelfApprovalForbidden,
+    // --- routing (404 / 405) ---
+    /// No such endpoint, or an endpoint this server does not offer (a certificate authority or
+    /// the development issuer that is not configured).
+    NotFound,
+    /// The endpoint exists but not for this HTTP method (the `Allow` header lists those it
+    /// takes).
+    MethodNotAllowed,
     // --- state (404 / 409 / 410) ---
     /// No such task visible to the caller.
     TaskNotFound,
@@ -142,6 +153,7 @@ impl ErrorCode {
             DpopNonceRequired => "dpop_nonce_required",
             InvalidRequest => "invalid_request",
             BodyTooLarge => "body_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
             TtlOutOfBounds => "ttl_out_of_bounds",
             TaskIdentityMismatch => "task_identity_mismatch",
             UnknownResource => "unknown_resource",
@@ -151,6 +163,8 @@ impl ErrorCode {
             EnvironmentSeparation => "environment_separation",
             ApproverNotEligible => "approver_not_eligible",
             SelfApprovalForbidden => "self_approval_forbidden",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
             TaskNotFound => "task_not_found",
             RequestNotFound => "request_not_found",
             LeaseNotFound => "lease_not_found",
@@ -179,13 +193,21 @@ impl ErrorCode {
             | ClientAuthFailed | DpopProofInvalid => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind => 403,
-            InvalidRequest | TtlOutOfBounds | UnknownResource | UnknownAction => 400,
+            InvalidRequest => 400,
             BodyTooLarge => 413,
-            TaskIdentityMismatch | ApprovalDigestMismatch => 422,
+            UnsupportedMediaType => 415,
+            // Well-formed requests the configuration refuses: the API document can state the
+            // shape of a request, not which resources, actions and TTLs this broker offers.
+            TtlOutOfBounds
+            | UnknownResource
+            | UnknownAction
+            | TaskIdentityMismatch
+            | ApprovalDigestMismatch => 422,
             PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => {
                 403
             }
-            TaskNotFound | RequestNotFound | LeaseNotFound => 404,
+            NotFound | TaskNotFound | RequestNotFound | LeaseNotFound => 404,
+            MethodNotAllowed => 405,
             TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
             RequestExpired => 410,
             RequestTimeout => 408,

@@ -14,6 +14,7 @@ pub const AUTHZ_DETAILS_TYPE: &str = "latch_access";
 
 /// One RFC 9396 authorization details object of type [`AUTHZ_DETAILS_TYPE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LatchAccessDetail {
     /// Always `latch_access`.
@@ -152,7 +153,8 @@ fn parse_details(raw: Option<&str>) -> std::result::Result<LatchAccessDetail, Ex
     let raw = raw.filter(|r| !r.is_empty()).ok_or_else(|| {
         ExchangeError::InvalidRequest("`authorization_details` (rfc 9396) is missing".into())
     })?;
-    let details: Vec<LatchAccessDetail> = serde_json::from_str(raw).map_err(|e| {
+    // Strict: a duplicate member name (at any depth) is refused, so the details mean one thing.
+    let details: Vec<LatchAccessDetail> = crate::json::from_slice(raw.as_bytes()).map_err(|e| {
         ExchangeError::InvalidDetails(format!(
             "`authorization_details` is not a json array of latch_access objects: {}",
             crate::error::without_input_values(&e.to_string())
