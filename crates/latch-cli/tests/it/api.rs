@@ -144,7 +144,7 @@ async fn errors_are_json_with_stable_codes_and_the_request_id() {
     assert_eq!(b["error"]["code"], "body_too_large");
     // Unknown endpoint.
     let r = s.get(None, "/v1/nope").await;
-    assert_eq!(r.code(), Some("invalid_request"));
+    assert_eq!((r.status, r.code()), (404, Some("not_found")));
     // 401 carries WWW-Authenticate.
     let r = s
         .http

@@ -441,3 +441,79 @@ async fn mcp_session_belongs_to_the_workload_that_created_it() {
     assert_eq!(st, 404);
     s.stop().await;
 }
+
+/// The SDK client: a session over streamable HTTP, closed with the transport's `DELETE`
+/// (session termination); prints the session id, the `DELETE`'s status and the SDK's warnings.
+const TERMINATE: &str = r#"
+import asyncio, json, logging, sys
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+base, agent = sys.argv[1:3]
+warnings = []
+class Warnings(logging.Handler):
+    def emit(self, record):
+        if record.levelno >= logging.WARNING:
+            warnings.append(record.getMessage())
+logging.getLogger("mcp").addHandler(Warnings())
+seen = {"session": None, "delete": None}
+
+async def hook(response):
+    sid = response.headers.get("mcp-session-id")
+    if sid:
+        seen["session"] = sid
+    if response.request.method == "DELETE":
+        seen["delete"] = response.status_code
+
+async def main():
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {agent}"})
+    http.event_hooks["response"].append(hook)
+    async with http:
+        async with streamable_http_client(f"{base}/mcp", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                await session.list_tools()
+    print(json.dumps({**seen, "warnings": warnings}))
+
+asyncio.run(main())
+"#;
+
+/// MCP streamable HTTP: a client ends its session with `DELETE` (a server that does not
+/// support that answers `405`). The MCP Python SDK takes `200`/`204` as done and logs any
+/// other answer as a failed termination (rmcp's `202` was one); afterwards the session id is
+/// unknown (`404`).
+#[tokio::test]
+async fn mcp_python_sdk_terminates_its_session_cleanly() {
+    if !sdk_available() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let agent = s.agent("904").await;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", TERMINATE, &s.base, &agent])
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the MCP Python SDK client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let o: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(o["delete"], 204, "{o}");
+    assert_eq!(o["warnings"], json!([]), "{o}");
+    let sid = o["session"].as_str().expect("a session id").to_owned();
+    let (st, _, _, _) = mcp_post(
+        &s,
+        &agent,
+        Some(&sid),
+        None,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(st, 404, "a terminated session is gone");
+    s.stop().await;
+}

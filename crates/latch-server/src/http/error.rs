@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use latch_core::ApiError;
+use latch_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -50,14 +50,40 @@ impl IntoResponse for AppError {
         };
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, bearer_challenge(self.0.code));
         }
         resp.extensions_mut().insert(self.0);
         resp
     }
+}
+
+/// The `WWW-Authenticate` challenge of a `401` (RFC 6750 §3): a request that carried no token
+/// gets no error code (§3.1: "the resource server SHOULD NOT include an error code"), any
+/// other failed authentication `invalid_token`.
+pub fn bearer_challenge(code: ErrorCode) -> HeaderValue {
+    if code == ErrorCode::TokenMissing {
+        HeaderValue::from_static("Bearer realm=\"latch\"")
+    } else {
+        HeaderValue::from_static("Bearer realm=\"latch\", error=\"invalid_token\"")
+    }
+}
+
+/// Unknown paths: `404 not_found` in the JSON error shape.
+pub(crate) async fn not_found() -> AppError {
+    AppError(ApiError::new(ErrorCode::NotFound, "no such endpoint"))
+}
+
+/// A known path with a method it does not take: `405 method_not_allowed` in the JSON error
+/// shape; axum adds the `Allow` header listing the methods it takes (RFC 9110 §15.5.6).
+pub(crate) async fn method_not_allowed(method: axum::http::Method) -> AppError {
+    AppError(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "this endpoint does not take {}",
+            latch_core::error::quote(method.as_str())
+        ),
+    ))
 }
 
 /// The result of a handler: a value or an [`AppError`] response.

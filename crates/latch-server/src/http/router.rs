@@ -5,19 +5,13 @@ use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use latch_core::{ApiError, ErrorCode};
 
 use crate::http::body_guard::{BodyGuard, body_guard};
-use crate::http::error::AppError;
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
     access, approvals, audit, ca, dev, health, introspection, leases, oauth, proxy, scan, tasks,
 };
 use crate::http::state::AppState;
-
-async fn not_found() -> AppError {
-    AppError(ApiError::new(ErrorCode::InvalidRequest, "no such endpoint"))
-}
 
 /// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound; a
 /// larger declared length gets `413` before the body is read), received within `body_timeout`
@@ -105,7 +99,8 @@ pub fn router(
                 .layer(axum::extract::DefaultBodyLimit::max(scan_max))
                 .layer(Extension(state.scan.clone())),
         )
-        .fallback(not_found)
+        .fallback(crate::http::error::not_found)
+        .method_not_allowed_fallback(crate::http::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,

@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use latch_core::broker::CallCtx;
+use latch_core::{ApiError, ErrorCode};
 
 use crate::http::body_guard::BodyGuard;
 use crate::http::error::AppError;
@@ -77,6 +78,9 @@ pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Rout
     );
     Router::new()
         .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| strict_json_body(req, next, guard.max_bytes),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             guard,
             crate::http::body_guard::body_guard,
@@ -109,12 +113,42 @@ pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Rout
             "/.well-known/oauth-protected-resource/mcp",
             get(crate::http::routes::oauth::protected_resource_metadata),
         )
+        .method_not_allowed_fallback(crate::http::error::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::http::middleware::auth_limit,
         ))
         .layer(axum::middleware::from_fn(request_meta))
         .with_state(state)
+}
+
+/// JSON-RPC messages posted to `/mcp` are strict JSON ([`latch_core::json`]): a member name
+/// repeated in one object (at any depth) is refused with `400 invalid_request`, so a tool
+/// call's arguments mean to Latch what they mean to any other reader. Bodies over the limit
+/// get `413 body_too_large`. Runs after authentication (no body is read for an unknown caller).
+async fn strict_json_body(req: Request, next: Next, max_body_bytes: usize) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return AppError(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                "request body is too large",
+            ))
+            .into_response();
+        }
+    };
+    if let Err(latch_core::json::StrictJsonError::DuplicateMember(name)) =
+        latch_core::json::parse(&bytes)
+    {
+        return crate::http::extract::duplicate_member(&name).into_response();
+    }
+    // Anything else that is not JSON-RPC is for the transport to answer.
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Which workload (id and run) created each MCP session. Bounded: beyond the cap the oldest
@@ -134,6 +168,14 @@ impl McpSessions {
     fn owner(&self, id: &str) -> Option<String> {
         let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         g.owners.get(id).cloned()
+    }
+
+    /// Forgets a terminated session (its id is then refused, 404, as an unknown one).
+    fn unbind(&self, id: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.owners.remove(id).is_some() {
+            g.order.retain(|o| o != id);
+        }
     }
 
     fn bind(&self, id: &str, who: String) {
@@ -184,7 +226,17 @@ async fn mcp_auth(
             {
                 return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
             }
-            let resp = next.run(req).await;
+            let deleting = req.method() == axum::http::Method::DELETE;
+            let mut resp = next.run(req).await;
+            if deleting && resp.status() == StatusCode::ACCEPTED {
+                // rmcp answers a session termination `202`; clients (the MCP Python SDK) take
+                // only `200`/`204` as done (`405` would mean "not supported"): the session is
+                // closed, nothing is to come, so `204`.
+                if let Some(id) = &sid {
+                    sessions.unbind(id);
+                }
+                resp = StatusCode::NO_CONTENT.into_response();
+            }
             if sid.is_none()
                 && let Some(new) = resp
                     .headers()
@@ -200,13 +252,16 @@ async fn mcp_auth(
         Err(e) => {
             let status =
                 StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            // RFC 6750 §3.1: no error code when the request carried no token at all.
             let err = if status == StatusCode::FORBIDDEN {
-                "insufficient_scope"
+                ", error=\"insufficient_scope\""
+            } else if e.code == latch_core::ErrorCode::TokenMissing {
+                ""
             } else {
-                "invalid_token"
+                ", error=\"invalid_token\""
             };
             let challenge = format!(
-                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\", error=\"{err}\"",
+                "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"{err}",
                 s.base_url
             );
             let mut r = AppError(e).into_response();

@@ -8,7 +8,7 @@ use axum::response::Response;
 use latch_core::model::ProviderKind;
 use latch_core::{ApiError, ErrorCode};
 
-use crate::http::error::AppError;
+use crate::http::error::{AppError, ErrorBody};
 use crate::http::state::AppState;
 
 fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
@@ -24,13 +24,14 @@ fn provider_unavailable(e: latch_core::ports::ProviderError) -> AppError {
 
 fn no_provider(kind: ProviderKind) -> AppError {
     AppError(ApiError::new(
-        ErrorCode::InvalidRequest,
+        ErrorCode::NotFound,
         format!("no {kind} provider is configured"),
     ))
 }
 
 #[utoipa::path(get, path = "/v1/ssh/ca.pub", responses((status = 200, content_type = "text/plain",
-    description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)")))]
+    description = "OpenSSH public keys of the user CA for sshd's `TrustedUserCAKeys` (current first, rotated-out keys while their certificates may be valid)"),
+    (status = 404, body = ErrorBody, description = "`not_found`: no ssh provider is configured")))]
 pub(crate) async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s
         .ssh_ca
@@ -47,7 +48,10 @@ pub(crate) async fn ssh_ca(State(s): State<AppState>) -> Result<Response, AppErr
 }
 
 #[utoipa::path(get, path = "/v1/ssh/krl", responses((status = 200, content_type = "application/octet-stream",
-    description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`")))]
+    description = "OpenSSH KRL (PROTOCOL.krl) of revoked certificates for sshd's `RevokedKeys`"),
+    (status = 404, body = ErrorBody, description = "`not_found`: no ssh provider is configured"),
+    (status = 502, body = ErrorBody, description = "`provider_failed`"),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the revocation list could not be read now")))]
 pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s
         .ssh_ca
@@ -67,7 +71,8 @@ pub(crate) async fn ssh_krl(State(s): State<AppState>) -> Result<Response, AppEr
 }
 
 #[utoipa::path(get, path = "/v1/x509/ca.pem", responses((status = 200, content_type = "application/x-pem-file",
-    description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)")))]
+    description = "PEM certificates of the client CA (current first, rotated-out ones while their certificates may be valid)"),
+    (status = 404, body = ErrorBody, description = "`not_found`: no x509 provider is configured")))]
 pub(crate) async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s
         .x509_ca
@@ -84,7 +89,10 @@ pub(crate) async fn x509_ca(State(s): State<AppState>) -> Result<Response, AppEr
 }
 
 #[utoipa::path(get, path = "/v1/x509/crl", responses((status = 200, content_type = "application/x-pem-file",
-    description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates")))]
+    description = "PEM CRLs (RFC 5280), one per published CA, of revoked client certificates"),
+    (status = 404, body = ErrorBody, description = "`not_found`: no x509 provider is configured"),
+    (status = 502, body = ErrorBody, description = "`provider_failed`"),
+    (status = 503, body = ErrorBody, description = "`store_unavailable`: the revocation list could not be read now")))]
 pub(crate) async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppError> {
     let p = s
         .x509_ca

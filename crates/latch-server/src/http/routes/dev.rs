@@ -10,7 +10,7 @@ use latch_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::error::{ApiResult, AppError};
+use crate::http::error::{ApiResult, AppError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
@@ -28,14 +28,15 @@ impl std::fmt::Debug for DevTokenResponse {
 }
 
 #[utoipa::path(post, path = "/v1/dev/tokens", request_body = DevTokenRequest,
-    responses((status = 200, body = DevTokenResponse), (status = 404, description = "development issuer disabled")))]
+    responses((status = 200, body = DevTokenResponse, description = "a signed development token"),
+              (status = 404, body = ErrorBody, description = "`not_found`: the development issuer is disabled (the route does not exist then)")))]
 pub(crate) async fn dev_token(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<DevTokenRequest>,
 ) -> ApiResult<Json<DevTokenResponse>> {
     let dev = s.dev.as_ref().ok_or_else(|| {
         AppError(ApiError::new(
-            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound,
             "the development issuer is disabled",
         ))
     })?;

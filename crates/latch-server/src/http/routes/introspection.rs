@@ -1,7 +1,6 @@
 //! OAuth token introspection (RFC 7662) and revocation (RFC 7009) for resource servers:
 //! `/v1/oauth/introspect`, `/v1/oauth/revoke`, with client authentication.
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::http::error::{AppError, ErrorBody};
-use crate::http::extract::{bearer, finish};
+use crate::http::extract::{ApiForm, bearer, finish};
 use crate::http::state::{AppState, ReqMeta};
 
 /// `application/x-www-form-urlencoded` body of RFC 7662 / RFC 7009 calls.
@@ -146,7 +145,7 @@ pub(crate) async fn introspect(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    ApiForm(form): ApiForm<TokenForm>,
 ) -> Response {
     if let Err(e) = s.broker.check_auth_limit(&m.ctx()) {
         return AppError(e).into_response();
@@ -205,7 +204,7 @@ pub(crate) async fn oauth_revoke(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    Form(form): Form<TokenForm>,
+    ApiForm(form): ApiForm<TokenForm>,
 ) -> Response {
     let ctx = m.ctx();
     let owner: Option<Workload>;

@@ -7,16 +7,17 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use latch_core::broker::CallCtx;
-use latch_core::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::http::error::{ApiResult, AppError, ErrorBody};
-use crate::http::extract::as_workload;
+use crate::http::error::{ApiResult, ErrorBody};
+use crate::http::extract::{ApiJsonOrEmpty, as_workload};
 use crate::http::state::{AppState, ReqMeta};
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/leases", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = [Lease])))]
+#[utoipa::path(get, path = "/v1/tasks/{id}/leases", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = [Lease], description = "the task's leases"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`")))]
 pub(crate) async fn task_leases(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -34,34 +35,28 @@ pub(crate) async fn task_leases(
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
-    /// Requested TTL in seconds (default: the original request's).
+    /// Requested TTL in seconds (default: the original request's); clamped to the resource's
+    /// maximum.
+    #[schema(minimum = 1)]
     pub ttl_secs: Option<i64>,
 }
 
-#[utoipa::path(post, path = "/v1/leases/{id}/renew", request_body = RenewBody, security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/leases/{id}/renew", request_body(content = Option<RenewBody>, description = "optional: an empty body keeps the original TTL"),
+    security(("bearer" = [])), params(("id" = String, Path, description = "lease id")),
     responses((status = 200, body = AccessResponse, description = "fresh policy evaluation passed; new credential"),
-              (status = 403, body = ErrorBody, description = "policy no longer allows it; the lease was revoked"),
-              (status = 400, body = ErrorBody, description = "max ttl reached")))]
+              (status = 403, body = ErrorBody, description = "`policy_denied`, `environment_separation`: policy no longer allows it, the lease was revoked; `wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`lease_not_found`"),
+              (status = 409, body = ErrorBody, description = "`lease_not_active`, `task_not_open`, `conflict`"),
+              (status = 422, body = ErrorBody, description = "`ttl_out_of_bounds`: the lease reached its resource's maximum TTL"),
+              (status = 502, body = ErrorBody, description = "`provider_failed`"),
+              (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]
 pub(crate) async fn renew_lease(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiJsonOrEmpty(body): ApiJsonOrEmpty<RenewBody>,
 ) -> ApiResult<Json<AccessResponse>> {
-    let body: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RenewBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "invalid json body: {}",
-                    latch_core::error::without_input_values(&e.to_string())
-                ),
-            ))
-        })?
-    };
     let ttl = body.ttl_secs;
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
         s.broker.renew(ctx, &w, &id, ttl).await
@@ -74,8 +69,11 @@ pub(crate) async fn renew_lease(
     Ok(Json(body))
 }
 
-#[utoipa::path(post, path = "/v1/leases/{id}/revoke", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Lease), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/leases/{id}/revoke", security(("bearer" = [])), params(("id" = String, Path, description = "lease id")),
+    responses((status = 200, body = Lease, description = "the lease, revoked"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`lease_not_found`"),
+              (status = 409, body = ErrorBody, description = "`lease_not_active`, `conflict`")))]
 pub(crate) async fn revoke_lease(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

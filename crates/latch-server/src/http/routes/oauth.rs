@@ -76,6 +76,7 @@ impl From<ApiError> for OAuthError {
             // Too many failed authentications from this source (`Retry-After` is added by the
             // `auth_limit` middleware); `latch_code` says `rate_limited`.
             ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
+            ErrorCode::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
             c if c.http_status() == 401 => (StatusCode::BAD_REQUEST, "invalid_grant"),
             _ => (StatusCode::BAD_REQUEST, "invalid_request"),
         };
@@ -123,16 +124,53 @@ impl IntoResponse for OAuthError {
 }
 
 /// The successful answer of RFC 8693 §2.2.1.
-#[derive(Serialize)]
-struct ExchangeResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ExchangeResponse {
+    /// The credential (shown once).
     access_token: String,
+    /// `urn:ietf:params:oauth:token-type:access_token`.
     issued_token_type: &'static str,
+    /// `Bearer`, or `DPoP` when bound to the proof's key.
     token_type: &'static str,
+    /// Seconds until it expires.
     expires_in: i64,
+    /// The granted actions, space-separated.
     scope: String,
+    /// The granted `latch_access` detail (RFC 9396).
     authorization_details: Vec<LatchAccessDetail>,
+    /// The task opened for it.
     task_id: String,
+    /// Its lease.
     lease_id: String,
+}
+
+/// An OAuth error answer of `POST /oauth/token` (RFC 6749 §5.2), for the OpenAPI document.
+/// Step-up (`authorization_pending`) adds `auth_req_id`, `interval`, `expires_in`, `approvers`
+/// and `request_digest`; a denial (`access_denied`) adds `policy_ids`, `reasons`, `request_id`
+/// and `task_id`.
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_grant`, `unsupported_grant_type`,
+    /// `invalid_authorization_details`, `access_denied`, `authorization_pending`,
+    /// `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce`, `temporarily_unavailable`.
+    error: String,
+    /// Lowercase, secret-free description.
+    error_description: String,
+    /// The stable Latch error code, when one applies.
+    latch_code: Option<ErrorCode>,
+}
+
+/// An answer of `POST /oauth/token` refused before the endpoint ran (the `429` of a source with
+/// too many failed authentications, sent a credential in a header), or by it, for the OpenAPI
+/// document.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TokenEndpointRefusal {
+    /// The endpoint's OAuth error.
+    OAuth(OAuthErrorBody),
+    /// Refused by the HTTP layer.
+    Latch(crate::http::error::ErrorBody),
 }
 
 fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
@@ -145,14 +183,18 @@ fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
 #[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
 pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    #[schema(schema_with = grant_type_schema)]
     grant_type: String,
     /// The workload identity token (or, for on-behalf-of, the human's).
+    #[schema(min_length = 1)]
     subject_token: String,
     /// `urn:ietf:params:oauth:token-type:jwt` or `…:id_token`.
+    #[schema(schema_with = subject_token_type_schema)]
     subject_token_type: String,
     /// Optional: the acting party's token (a human's, or the workload's for on-behalf-of).
     actor_token: Option<String>,
-    /// Type of `actor_token`.
+    /// Type of `actor_token` (required with it).
+    #[schema(schema_with = actor_token_type_schema)]
     actor_token_type: Option<String>,
     /// JSON array with one `{"type": "latch_access", "resource", "actions", "repository",
     /// "branch", "environment", "purpose", "ttl_secs"}` (RFC 9396).
@@ -160,6 +202,35 @@ pub struct TokenExchangeForm {
     /// To collect the token of an approved step-up: the `auth_req_id` of the
     /// `authorization_pending` answer (instead of `authorization_details`).
     auth_req_id: Option<String>,
+}
+
+fn enum_of(values: &[&str], description: &str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+fn grant_type_schema() -> utoipa::openapi::schema::Object {
+    enum_of(
+        &[GRANT_TOKEN_EXCHANGE],
+        "The token-exchange grant (RFC 8693 §2.1).",
+    )
+}
+
+fn subject_token_type_schema() -> utoipa::openapi::schema::Object {
+    enum_of(
+        &[TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
+        "Type of `subject_token` (RFC 8693 §3).",
+    )
+}
+
+fn actor_token_type_schema() -> utoipa::openapi::schema::Object {
+    enum_of(
+        &[TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
+        "Type of `actor_token` (required with it).",
+    )
 }
 
 /// `POST /oauth/token` (RFC 8693 token exchange).
@@ -172,14 +243,21 @@ pub struct TokenExchangeForm {
 #[utoipa::path(post, path = "/oauth/token",
     request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
     params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): binds the issued token to its key")),
-    responses((status = 200, description = "RFC 8693 §2.2.1 answer: access_token, issued_token_type, token_type (`Bearer` or `DPoP`), expires_in, scope, authorization_details, task_id, lease_id"),
-              (status = 400, description = "RFC 6749 §5.2 error: `invalid_request`, `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)")))]
+    responses((status = 200, body = ExchangeResponse, description = "RFC 8693 §2.2.1 answer"),
+              (status = 400, body = OAuthErrorBody, description = "RFC 6749 §5.2 error: `invalid_request` (also a body that is not `application/x-www-form-urlencoded`, or a parameter given twice), `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)"),
+              (status = 413, body = OAuthErrorBody, description = "`invalid_request` with `latch_code` `body_too_large`"),
+              (status = 429, body = TokenEndpointRefusal, description = "too many failed authentications from this source (`latch_code` or `code` `rate_limited`); see `Retry-After`"),
+              (status = 503, body = OAuthErrorBody, description = "`temporarily_unavailable`: the store or the credential provider failed")))]
 pub async fn token(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<HashMap<String, String>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let form = match read_form(&headers, body) {
+        Ok(f) => f,
+        Err(e) => return (*e).into_response(),
+    };
     let ctx = CallCtx::new(Some(m.request_id.clone()), m.source_ip.clone());
     let r = exchange(&s, &ctx, &headers, &form).await;
     let flushed = s.broker.flush(&ctx).await;
@@ -205,6 +283,60 @@ pub async fn token(
         resp.headers_mut().insert("dpop-nonce", n);
     }
     resp
+}
+
+/// The form of a token request (RFC 6749 §3.2: `application/x-www-form-urlencoded`, no
+/// parameter more than once), or the OAuth error saying what is wrong with it: `400
+/// invalid_request` (`latch_code` `unsupported_media_type` or `invalid_request`), `413` for a
+/// body over the limit (`body_too_large`).
+fn read_form(
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<HashMap<String, String>, Box<OAuthError>> {
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_type {
+        return Err(Box::new(OAuthError::from(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be `application/x-www-form-urlencoded` (rfc 6749 §3.2)",
+        ))));
+    }
+    let body = body.map_err(|e| {
+        Box::new(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError::from(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                "request body is too large",
+            ))
+        } else {
+            OAuthError::new("invalid_request", "the request body could not be read")
+        })
+    })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).map_err(|e| {
+        Box::new(OAuthError::new(
+            "invalid_request",
+            format!(
+                "invalid form body: {}",
+                latch_core::error::without_input_values(&e.to_string())
+            ),
+        ))
+    })?;
+    let mut form = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if form.contains_key(&k) {
+            return Err(Box::new(OAuthError::new(
+                "invalid_request",
+                format!(
+                    "parameter {} is given more than once (rfc 6749 §3.2)",
+                    latch_core::error::quote(&k)
+                ),
+            )));
+        }
+        form.insert(k, v);
+    }
+    Ok(form)
 }
 
 /// The RFC 8693 exchange behind `POST /oauth/token`: the form checks, the parties, the DPoP
