@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
-# the MCP server test, Node.js and the pinned oauth4webapi npm package for the OAuth client test, OpenSSH server and client and OpenSSL for the certificate provider tests,
-# PostgreSQL and Redis when they are not already listening on loopback, and starts those two) and
-# runs clippy and rustdoc with warnings denied and every test of the workspace. With CI=true a test that cannot reach what it needs fails instead of skipping.
+# the MCP server test, Node.js and the pinned oauth4webapi npm package for the OAuth client test,
+# openapi-spec-validator and schemathesis for the OpenAPI conformance test, OpenSSH server and
+# client and OpenSSL for the certificate provider tests, PostgreSQL and Redis when they are not
+# already listening on loopback, and starts those two) and runs clippy and rustdoc with warnings
+# denied and every test of the workspace. With CI=true a test that cannot reach what it needs
+# fails instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +49,14 @@ if ! (cd testdata/oauth4webapi && npm ls oauth4webapi >/dev/null 2>&1); then
   (cd testdata/oauth4webapi && npm ci --no-audit --no-fund)
 fi
 (cd testdata/oauth4webapi && node -p '"oauth4webapi " + require("./node_modules/oauth4webapi/package.json").version')
+# The HTTP API against its OpenAPI document: openapi-spec-validator (the document is valid
+# OpenAPI 3.1) and schemathesis (a property-based fuzzer run against a live broker, `--checks all`).
+if ! python3 -c 'import openapi_spec_validator, schemathesis' >/dev/null 2>&1; then
+  say "installing openapi-spec-validator and schemathesis (independent checks of the OpenAPI document)"
+  python3 -m pip install -q 'openapi-spec-validator>=0.9,<1' 'schemathesis>=4,<5' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'openapi-spec-validator>=0.9,<1' 'schemathesis>=4,<5'
+fi
+python3 -c 'import importlib.metadata as m; print("openapi-spec-validator", m.version("openapi-spec-validator"), "schemathesis", m.version("schemathesis"))'
 
 # The provider tests drive a real sshd (started by the tests themselves on a free loopback port),
 # the ssh client and ssh-keygen, and `openssl verify`. Only installed when missing.

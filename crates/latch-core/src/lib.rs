@@ -20,6 +20,8 @@ pub mod error;
 pub mod json;
 pub mod kinds;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod policy;
 pub mod ports;
 pub mod ttl;

@@ -26,6 +26,7 @@ pub const MAX_TOKEN_TTL_SECS: i64 = 3600;
 #[serde(deny_unknown_fields)]
 pub struct DevTokenRequest {
     /// `workload` (GitHub-Actions-shaped) or `human`.
+    #[schema(schema_with = dev_token_kind)]
     pub kind: String,
     /// Human id (`sub`) for human tokens.
     pub subject: Option<String>,
@@ -47,7 +48,17 @@ pub struct DevTokenRequest {
     /// Run attempt (workload; default `1`).
     pub run_attempt: Option<String>,
     /// Token lifetime, seconds (default 600, at most 3600).
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl_secs: Option<i64>,
+}
+
+/// The `kind` of a [`DevTokenRequest`], for the OpenAPI document.
+fn dev_token_kind() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["workload", "human"]))
+        .description(Some("`workload` (GitHub-Actions-shaped) or `human`."))
+        .build()
 }
 
 /// The development issuer's key.

@@ -26,6 +26,7 @@ mod log_secrets;
 mod mcp;
 mod oauth;
 mod oauth4webapi;
+mod openapi;
 mod outcome;
 mod policy;
 mod providers;

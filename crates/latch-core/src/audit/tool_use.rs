@@ -13,12 +13,15 @@ use crate::error::{ApiError, ErrorCode};
 pub struct ToolUseReport {
     /// Tool name, e.g. `psql`, `github.create_pull_request` (1–128 characters, no control,
     /// bidi or zero-width characters).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::tool))]
     pub tool: String,
     /// What it acted on (a resource id, host, path; ≤ 512 characters).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::target))]
     pub target: Option<String>,
     /// `ok`, `error`, `denied`, … (`[a-z0-9_]`, 1–32 characters; default `ok`).
     #[serde(default = "default_outcome")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::outcome))]
     pub outcome: String,
     /// The lease whose credential was used, if any (must belong to the task).
     #[serde(default)]
@@ -33,8 +36,36 @@ pub struct ToolUseReport {
     /// # Security
     /// Never put credentials here: the audit log is read by many.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::attributes))]
     pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The schemas of the report's fields (`schema_with` takes no description: each carries its
+/// field's).
+#[cfg(feature = "openapi")]
+mod schemas {
+    use crate::openapi::{described, text};
+    use utoipa::openapi::schema::Object;
+
+    pub(super) fn tool() -> Object {
+        described(
+            text(128, true, false),
+            "Tool name, e.g. `psql`, `github.create_pull_request` (1–128 characters, no control, bidi or zero-width characters).",
+        )
+    }
+    pub(super) fn target() -> Object {
+        described(
+            text(512, true, true),
+            "What it acted on (a resource id, host, path; 1–512 characters).",
+        )
+    }
+    pub(super) fn outcome() -> Object {
+        described(
+            crate::openapi::outcome(),
+            "`ok`, `error`, `denied`, … (`[a-z0-9_]`, 1–32 characters; default `ok`).",
+        )
+    }
+    pub(super) use crate::openapi::attributes;
 }
 
 fn default_outcome() -> String {

@@ -8,18 +8,70 @@ use super::*;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OpenTask {
-    /// Why access is needed (1–1024 characters).
+    /// Why access is needed (1–1024 characters; no control, bidi or zero-width characters).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::purpose))]
     pub purpose: String,
     /// Repository; defaults to the workload's, and must equal it when the identity names one.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::repository))]
     pub repository: Option<String>,
     /// Branch; defaults to the workload's, and must equal it when the identity names one.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::branch))]
     pub branch: Option<String>,
     /// Environment (`sandbox`, `staging`, `production`, …).
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::environment))]
     pub environment: String,
-    /// Task TTL in seconds (default and bound from configuration).
+    /// Task TTL in seconds (default and upper bound from configuration: `422
+    /// ttl_out_of_bounds` above it).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub ttl_secs: Option<i64>,
     /// Human the agent acts for; must match the identity's when it names one.
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::on_behalf_of))]
     pub on_behalf_of: Option<String>,
+}
+
+/// The schemas of the input fields (`schema_with` takes no description: each carries its
+/// field's).
+#[cfg(feature = "openapi")]
+mod schemas {
+    use crate::openapi::{described, name, text};
+    use utoipa::openapi::schema::Object;
+
+    pub(super) fn purpose() -> Object {
+        described(
+            text(1024, true, false),
+            "Why access is needed (1–1024 characters; no control, bidi or zero-width characters).",
+        )
+    }
+    pub(super) fn repository() -> Object {
+        described(
+            name(true),
+            "Repository; defaults to the workload's, and must equal it when the identity names one.",
+        )
+    }
+    pub(super) fn branch() -> Object {
+        described(
+            name(true),
+            "Branch; defaults to the workload's, and must equal it when the identity names one.",
+        )
+    }
+    pub(super) fn environment() -> Object {
+        described(
+            name(false),
+            "Environment (`sandbox`, `staging`, `production`, …).",
+        )
+    }
+    pub(super) fn on_behalf_of() -> Object {
+        described(
+            name(true),
+            "Human the agent acts for; must match the identity's when it names one.",
+        )
+    }
+    pub(super) fn justification() -> Object {
+        described(
+            text(1024, false, false),
+            "Why (shown to approvers; ≤ 1024 characters, no control, bidi or zero-width characters).",
+        )
+    }
 }
 
 /// Input to request access in a task.
@@ -27,14 +79,19 @@ pub struct OpenTask {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RequestAccess {
-    /// Resource id.
+    /// Resource id (`422 unknown_resource` if none is configured by that id).
     pub resource: String,
-    /// Actions, e.g. `["read"]`.
+    /// Actions, e.g. `["read"]` (`422 unknown_action` for one the resource does not offer).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub actions: Vec<String>,
-    /// Requested TTL in seconds (default: the resource's default TTL); clamped to the bounds.
+    /// Requested TTL in seconds (default: the resource's default TTL); clamped to the
+    /// resource's maximum.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub ttl_secs: Option<i64>,
-    /// Why (shown to approvers; ≤ 1024 characters).
+    /// Why (shown to approvers; ≤ 1024 characters, no control, bidi or zero-width
+    /// characters).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::justification))]
     pub justification: String,
     /// Provider-specific parameters (e.g. a public key); never secrets.
     #[serde(default)]

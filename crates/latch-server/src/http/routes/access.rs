@@ -58,6 +58,17 @@ pub struct AccessResponse {
     pub request_id: String,
 }
 
+/// A `403` of an access request or claim, for the OpenAPI document: a policy denial (an
+/// [`AccessResponse`] with `status: denied`) or an [`ErrorBody`] (`wrong_principal_kind`).
+#[derive(ToSchema)]
+#[serde(untagged)]
+pub enum AccessRefusal {
+    /// Denied by policy.
+    Denied(Box<AccessResponse>),
+    /// Refused before policy ran.
+    Error(ErrorBody),
+}
+
 pub(crate) fn grant_body(g: Grant, request_id: &str) -> AccessResponse {
     AccessResponse {
         status: "granted".into(),
@@ -108,11 +119,18 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
     (st, Json(body))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])),
+    params(("id" = String, Path, description = "task id"),
+           ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449) for `POST` of this URL: binds the credential to its key")),
     responses((status = 201, body = AccessResponse, description = "allowed: credential minted (shown once)"),
               (status = 202, body = AccessResponse, description = "step-up: waiting for approvers"),
-              (status = 403, body = AccessResponse, description = "denied, with policy ids and reasons"),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 400, body = ErrorBody, description = "`invalid_request` (see the request schema; also parameters the resource's provider refuses), `dpop_required` (the resource only takes DPoP-bound credentials), `dpop_nonce_required`"),
+              (status = 403, body = AccessRefusal, description = "denied (an `AccessResponse` with policy ids and reasons), or `wrong_principal_kind` (a human token)"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`"),
+              (status = 409, body = ErrorBody, description = "`task_not_open`, `conflict`"),
+              (status = 422, body = ErrorBody, description = "`unknown_resource`, `unknown_action`: the resource or action is not configured"),
+              (status = 502, body = ErrorBody, description = "`provider_failed`: the credential provider failed"),
+              (status = 503, body = ErrorBody, description = "`target_unavailable` (the resource's target is down), `store_unavailable`")))]
 pub(crate) async fn request_access(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -128,8 +146,11 @@ pub(crate) async fn request_access(
     Ok(outcome_response(r?, &m.request_id))
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
-    responses((status = 200, body = AccessRequest), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])),
+    params(("id" = String, Path, description = "task id"), ("rid" = String, Path, description = "request id")),
+    responses((status = 200, body = AccessRequest, description = "the request and its decision"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`")))]
 pub(crate) async fn get_request(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -143,11 +164,18 @@ pub(crate) async fn get_request(
     Ok(Json(r?))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])), params(("id" = String, Path), ("rid" = String, Path)),
+#[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])),
+    params(("id" = String, Path, description = "task id"), ("rid" = String, Path, description = "request id"),
+           ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449) for `POST` of this URL: binds the credential to its key")),
     responses((status = 201, body = AccessResponse, description = "approved and re-evaluated: credential minted (once)"),
               (status = 202, body = AccessResponse, description = "still pending"),
-              (status = 403, body = AccessResponse, description = "denied"),
-              (status = 409, body = ErrorBody, description = "already claimed"), (status = 410, body = ErrorBody)))]
+              (status = 400, body = ErrorBody, description = "`dpop_required`, `dpop_nonce_required`"),
+              (status = 403, body = AccessRefusal, description = "denied (an `AccessResponse`), or `wrong_principal_kind` (a human token)"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`"),
+              (status = 409, body = ErrorBody, description = "`request_not_pending` (denied, or already claimed), `task_not_open`, `conflict`"),
+              (status = 410, body = ErrorBody, description = "`request_expired`: not approved or claimed in time"),
+              (status = 502, body = ErrorBody, description = "`provider_failed`"),
+              (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]
 pub(crate) async fn claim_request(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

@@ -15,7 +15,8 @@ use crate::http::extract::{ApiJson, as_human};
 use crate::http::state::{AppState, ReqMeta};
 
 #[utoipa::path(get, path = "/v1/approvals/pending", security(("bearer" = [])),
-    responses((status = 200, body = [PendingView], description = "requests the caller may vote on")))]
+    responses((status = 200, body = [PendingView], description = "requests the caller may vote on"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a workload token")))]
 pub(crate) async fn pending(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -34,9 +35,17 @@ pub(crate) async fn pending(
 pub struct VoteBody {
     /// The digest of the request being approved, as shown by `GET /v1/approvals/pending`.
     pub digest: String,
-    /// Why.
+    /// Why (≤ 1024 characters; no control, bidi or zero-width characters).
     #[serde(default)]
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
+}
+
+fn reason_schema() -> utoipa::openapi::schema::Object {
+    latch_core::openapi::described(
+        latch_core::openapi::text(1024, false, false),
+        "Why (≤ 1024 characters; no control, bidi or zero-width characters).",
+    )
 }
 
 async fn vote(
@@ -56,8 +65,14 @@ async fn vote(
     Ok(Json(r?))
 }
 
-#[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
-    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])),
+    params(("rid" = String, Path, description = "request id")),
+    responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
+              (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
+              (status = 404, body = ErrorBody, description = "`request_not_found`"),
+              (status = 409, body = ErrorBody, description = "`request_not_pending`, `already_voted`, `conflict`"),
+              (status = 410, body = ErrorBody, description = "`request_expired`"),
+              (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn approve(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -68,8 +83,14 @@ pub(crate) async fn approve(
     vote(s, m, headers, rid, body, Verdict::Approve).await
 }
 
-#[utoipa::path(post, path = "/v1/approvals/{rid}/deny", request_body = VoteBody, security(("bearer" = [])), params(("rid" = String, Path)),
-    responses((status = 200, body = AccessRequest), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/approvals/{rid}/deny", request_body = VoteBody, security(("bearer" = [])),
+    params(("rid" = String, Path, description = "request id")),
+    responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
+              (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
+              (status = 404, body = ErrorBody, description = "`request_not_found`"),
+              (status = 409, body = ErrorBody, description = "`request_not_pending`, `already_voted`, `conflict`"),
+              (status = 410, body = ErrorBody, description = "`request_expired`"),
+              (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn deny(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

@@ -18,6 +18,7 @@ use crate::http::state::{AppState, ReqMeta};
 
 /// Audit query. Every filter is optional; results are in `seq` order.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only this task.
     pub task_id: Option<String>,
@@ -35,13 +36,16 @@ pub struct AuditQuery {
     pub after_seq: Option<i64>,
     /// Without `after_seq`: start from the last this-many records of the log (before the other
     /// filters apply), as `tail` does.
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub last: Option<u32>,
-    /// Page size (default 100, at most 1000).
+    /// Page size (default 100; larger values are read as 1000).
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/v1/audit", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 200, body = [AuditEvent]), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = [AuditEvent], description = "matching records, in `seq` order"),
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: not a human of the admin groups (`[admin] groups`)")))]
 pub(crate) async fn audit(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -68,6 +72,7 @@ pub(crate) async fn audit(
 
 /// Export query.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Only records after this sequence number.
     pub after_seq: Option<i64>,
@@ -79,7 +84,7 @@ pub struct ExportQuery {
 #[utoipa::path(get, path = "/v1/audit/export", params(ExportQuery), security(("bearer" = [])),
     responses((status = 200, content_type = "application/x-ndjson",
         description = "JSON lines: records with their chain hashes, each checkpoint after the record it seals (format `latch-audit/1`)"),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: not a human of the admin groups (`[admin] groups`)")))]
 pub(crate) async fn audit_export(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -107,7 +112,7 @@ pub(crate) async fn audit_export(
 
 #[utoipa::path(post, path = "/v1/audit/checkpoints", security(("bearer" = [])),
     responses((status = 200, body = latch_core::audit::AuditCheckpoint, description = "the checkpoint at the chain head (signed now unless it already was)"),
-        (status = 204, description = "the log is empty"), (status = 403, body = ErrorBody)))]
+        (status = 204, description = "the log is empty"), (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: not a human of the admin groups (`[admin] groups`)")))]
 pub(crate) async fn audit_checkpoint(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -132,8 +137,15 @@ pub struct FindRequest {
     ///
     /// # Security
     /// Only its keyed HMAC is computed and compared; the value is neither stored nor logged.
-    #[schema(value_type = String)]
+    #[schema(schema_with = find_value_schema)]
     pub value: secrecy::SecretString,
+}
+
+fn find_value_schema() -> utoipa::openapi::schema::Object {
+    latch_core::openapi::described(
+        latch_core::openapi::not_blank(),
+        "The leaked value; surrounding whitespace is ignored (not only whitespace). Only its keyed HMAC is computed and compared; the value is neither stored nor logged.",
+    )
 }
 
 impl std::fmt::Debug for FindRequest {
@@ -144,7 +156,7 @@ impl std::fmt::Debug for FindRequest {
 
 #[utoipa::path(post, path = "/v1/audit/find", request_body = FindRequest, security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent], description = "events that name the credential by its keyed HMAC"),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: not a human of the admin groups (`[admin] groups`)")))]
 pub(crate) async fn audit_find(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

@@ -28,7 +28,7 @@ const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// its health; while one is down, `status` is `degraded` (revocations for it are parked until it
 /// answers) and, with `[targets] ready_requires_targets = true`, the answer is 503
 /// `target_unavailable`.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `status` is `ready` or `degraded` (a target is down, listed under `targets`); `cache` reports the change feed"), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "store reachable; `status` is `ready` or `degraded` (a target is down, listed under `targets`); `cache` reports the change feed"), (status = 503, body = ErrorBody, description = "`store_unavailable` (the store did not answer in time), `target_unavailable` (with `[targets] ready_requires_targets`)")))]
 pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     match tokio::time::timeout(READY_STORE_TIMEOUT, s.broker.ping()).await {
         Ok(r) => r.map_err(AppError)?,

@@ -31,9 +31,10 @@ pub struct ProxyRules {
 }
 
 #[utoipa::path(get, path = "/v1/proxy/rules/{resource}", security(("bearer" = [])),
-    params(("resource" = String, Path)),
+    params(("resource" = String, Path, description = "resource id")),
     responses((status = 200, body = ProxyRules, description = "what `latch proxy` may forward for this resource"),
-        (status = 400, body = ErrorBody, description = "`unknown_resource`"), (status = 401, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+        (status = 422, body = ErrorBody, description = "`unknown_resource`: no such resource is configured")))]
 pub(crate) async fn proxy_rules(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

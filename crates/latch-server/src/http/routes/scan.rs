@@ -91,7 +91,7 @@ pub struct ScanResponse {
 
 #[utoipa::path(post, path = "/v1/scan", request_body = ScanRequest, security(("bearer" = [])),
     responses((status = 200, body = ScanResponse, description = "findings (location and kind, never values); Latch credentials found are revoked"),
-        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 413, body = ErrorBody, description = "`body_too_large`: the body, or `text`, is larger than `[scan] max_bytes`")))]
 pub(crate) async fn scan(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,

@@ -15,7 +15,9 @@ use crate::http::extract::{ApiJson, ApiQuery, as_workload};
 use crate::http::state::{AppState, ReqMeta};
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = OpenTask, security(("bearer" = [])),
-    responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Task, description = "the task, open and bound to the caller (principal and run)"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 422, body = ErrorBody, description = "`task_identity_mismatch` (environment, repository, branch or `on_behalf_of` contradict the identity), `ttl_out_of_bounds` (above `[tasks] max_ttl`)")))]
 pub(crate) async fn open_task(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -31,7 +33,9 @@ pub(crate) async fn open_task(
     Ok((StatusCode::CREATED, Json(t)))
 }
 
-#[utoipa::path(get, path = "/v1/tasks", security(("bearer" = [])), responses((status = 200, body = [Task])))]
+#[utoipa::path(get, path = "/v1/tasks", security(("bearer" = [])),
+    responses((status = 200, body = [Task], description = "the caller's tasks"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token")))]
 pub(crate) async fn list_tasks(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -44,8 +48,10 @@ pub(crate) async fn list_tasks(
     Ok(Json(r?))
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Task), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task, description = "the task"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found` (also for tasks of other workloads or runs)")))]
 pub(crate) async fn get_task(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -73,8 +79,11 @@ async fn end_task(
     Ok(Json(r?))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Task, description = "task completed; every lease revoked"), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task, description = "task completed; every lease revoked"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`"),
+              (status = 409, body = ErrorBody, description = "`task_not_open` (already ended), `conflict` (a concurrent change won; retry)")))]
 pub(crate) async fn complete_task(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -84,8 +93,11 @@ pub(crate) async fn complete_task(
     end_task(s, m, headers, id, TaskState::Completed).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Task, description = "task cancelled; every lease revoked"), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+    responses((status = 200, body = Task, description = "task cancelled; every lease revoked"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found`"),
+              (status = 409, body = ErrorBody, description = "`task_not_open` (already ended), `conflict` (a concurrent change won; retry)")))]
 pub(crate) async fn cancel_task(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -97,17 +109,20 @@ pub(crate) async fn cancel_task(
 
 /// Timeline query.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Only after this sequence number.
     pub after_seq: Option<i64>,
-    /// Page size (default 1000, at most 1000).
+    /// Page size (default 1000; larger values are read as 1000).
+    #[param(value_type = Option<u64>, maximum = 4294967295_u64)]
     pub limit: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/events", request_body = latch_core::audit::ToolUseReport,
-    security(("bearer" = [])), params(("id" = String, Path)),
+    security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
     responses((status = 201, body = AuditEvent, description = "recorded as a `tool.used` event"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+        (status = 404, body = ErrorBody, description = "`task_not_found`, `lease_not_found` (the lease is not in this task)")))]
 pub(crate) async fn report_tool_use(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -122,10 +137,11 @@ pub(crate) async fn report_tool_use(
     Ok((StatusCode::CREATED, Json(r?)))
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path), EventsQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path, description = "task id"), EventsQuery),
     security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent], description = "the task's timeline, in order"),
-        (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+        (status = 404, body = ErrorBody, description = "`task_not_found`")))]
 pub(crate) async fn task_events(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
