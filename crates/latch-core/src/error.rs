@@ -66,6 +66,8 @@ pub enum ErrorCode {
     UnknownResource,
     /// The action is not offered by the resource.
     UnknownAction,
+    /// The body names a lease that is not one of the task's (a tool-use report's `lease_id`).
+    UnknownLease,
     /// The approval's digest is not the digest of the pending request.
     ApprovalDigestMismatch,
     /// The resource only accepts sender-constrained credentials: send a DPoP proof
@@ -158,6 +160,7 @@ impl ErrorCode {
             TaskIdentityMismatch => "task_identity_mismatch",
             UnknownResource => "unknown_resource",
             UnknownAction => "unknown_action",
+            UnknownLease => "unknown_lease",
             ApprovalDigestMismatch => "approval_digest_mismatch",
             PolicyDenied => "policy_denied",
             EnvironmentSeparation => "environment_separation",
@@ -201,6 +204,7 @@ impl ErrorCode {
             TtlOutOfBounds
             | UnknownResource
             | UnknownAction
+            | UnknownLease
             | TaskIdentityMismatch
             | ApprovalDigestMismatch => 422,
             PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => {

@@ -158,7 +158,8 @@ async fn tool_use_reports_build_the_task_timeline_and_are_bounded() {
         assert_eq!(r.status, 400, "{b}: {}", r.body);
         assert_eq!(r.code(), Some("invalid_request"), "{b}");
     }
-    // A lease of another task, and another run's task, are not found.
+    // A lease of another task is refused (422: the task exists, the body names a lease that is
+    // not its own); another run's task is not found.
     let t2 = s.open_task(&agent, "sandbox", 600).await;
     let r = s
         .post(
@@ -167,7 +168,12 @@ async fn tool_use_reports_build_the_task_timeline_and_are_bounded() {
             json!({"tool": "psql", "lease_id": lease}),
         )
         .await;
-    assert_eq!(r.code(), Some("lease_not_found"), "{}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (422, Some("unknown_lease")),
+        "{}",
+        r.body
+    );
     let other = s.agent("other-run").await;
     let r = s
         .post(

@@ -157,7 +157,7 @@ impl Broker {
     ///
     /// # Errors
     /// `invalid_request` (bounds of [`ToolUseReport::validate`]), `task_not_found`,
-    /// `lease_not_found` (the lease is not in this task), `store_unavailable`.
+    /// `unknown_lease` (the lease is not in this task), `store_unavailable`.
     ///
     /// # Security
     /// The report is the agent's own claim; it is stored as such, JSON-escaped, never trusted
@@ -175,8 +175,10 @@ impl Broker {
             match self.store.lease(lid).await? {
                 Some(l) if l.task_id == task.id => {}
                 _ => {
+                    // The task (the target) exists; the body names something that does not
+                    // belong to it: 422, not 404.
                     return Err(ApiError::new(
-                        ErrorCode::LeaseNotFound,
+                        ErrorCode::UnknownLease,
                         format!("no lease {} in task {}", quote(lid), quote(&task.id)),
                     ));
                 }
