@@ -70,6 +70,22 @@ pub fn name(nullable: bool) -> Object {
         .build()
 }
 
+/// An unsigned integer up to `max` (`null` too with `nullable`), without a `format`: the
+/// registry's `int64` would say the bound is 2^63 - 1, and a `u64` takes more.
+pub fn unsigned(max: u64, nullable: bool) -> Object {
+    ObjectBuilder::new()
+        .schema_type(if nullable {
+            SchemaType::Array(vec![Type::Integer, Type::Null])
+        } else {
+            SchemaType::Type(Type::Integer)
+        })
+        .minimum(Some(utoipa::Number::UInt(0)))
+        .maximum(Some(utoipa::Number::UInt(
+            usize::try_from(max).unwrap_or(usize::MAX),
+        )))
+        .build()
+}
+
 /// A tool outcome: 1–32 of `a-z`, `0-9`, `_`.
 pub fn outcome() -> Object {
     string(false)

@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 /// credentials on purpose; the per-source limit would otherwise answer everything `429`.
 const FUZZ_CONFIG: &str = "\n[auth_failures]\nmax_failures = 1000000\n";
 
-/// Examples per operation and phase: about a minute for the whole run on two cores.
+/// Examples per operation and phase: well under a minute for the whole run on two cores
+/// (`LATCH_SCHEMATHESIS_EXAMPLES` asks for more).
 const MAX_EXAMPLES: &str = "25";
-/// Longest the schemathesis run may take before the test fails.
+/// Longest the schemathesis run may take before the test fails (ten times that with more
+/// examples).
 const RUN_LIMIT: Duration = Duration::from_secs(240);
 
 fn tools_available() -> bool {
@@ -59,6 +61,8 @@ async fn openapi_document_is_valid_and_schemathesis_finds_no_failure() {
     let config_file = s.dir.join("schemathesis.toml");
     std::fs::write(&config_file, config).unwrap();
     let seed = std::env::var("LATCH_SCHEMATHESIS_SEED").unwrap_or_else(|_| "14".into());
+    let examples =
+        std::env::var("LATCH_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.into());
     let run = tokio::process::Command::new("python3")
         .args(["-m", "schemathesis.cli", "--no-color", "--config-file"])
         .arg(&config_file)
@@ -68,7 +72,7 @@ async fn openapi_document_is_valid_and_schemathesis_finds_no_failure() {
             "--checks",
             "all",
             "--max-examples",
-            MAX_EXAMPLES,
+            &examples,
             "--seed",
             &seed,
         ])
@@ -82,9 +86,14 @@ async fn openapi_document_is_valid_and_schemathesis_finds_no_failure() {
         .current_dir(&s.dir)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(RUN_LIMIT, run)
+    let limit = if examples == MAX_EXAMPLES {
+        RUN_LIMIT
+    } else {
+        RUN_LIMIT * 10
+    };
+    let out = tokio::time::timeout(limit, run)
         .await
-        .unwrap_or_else(|_| panic!("schemathesis did not finish within {RUN_LIMIT:?}"))
+        .unwrap_or_else(|_| panic!("schemathesis did not finish within {limit:?}"))
         .expect("schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -28,6 +28,7 @@ pub struct ToolUseReport {
     pub lease_id: Option<String>,
     /// How long the call took (milliseconds).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = schemas::duration_ms))]
     pub duration_ms: Option<u64>,
     /// Free-form details: a JSON object of at most [`MAX_ATTRIBUTES_BYTES`] bytes serialized,
     /// [`MAX_ATTRIBUTES_KEYS`] keys and depth [`MAX_ATTRIBUTES_DEPTH`]. Values may hold any
@@ -63,6 +64,12 @@ mod schemas {
         described(
             crate::openapi::outcome(),
             "`ok`, `error`, `denied`, … (`[a-z0-9_]`, 1–32 characters; default `ok`).",
+        )
+    }
+    pub(super) fn duration_ms() -> Object {
+        described(
+            crate::openapi::unsigned(u64::MAX, true),
+            "How long the call took (milliseconds).",
         )
     }
     pub(super) use crate::openapi::attributes;

@@ -1,6 +1,7 @@
-//! Request extractors and the shape every handler shares: [`ApiJson`] and [`ApiQuery`] (whose
-//! rejections are `invalid_request` errors), the bearer token, the DPoP binding of REST calls,
-//! and `as_workload` / `as_human` (authenticate, run, commit the call's audit events).
+//! Request extractors and the shape every handler shares: [`ApiJson`] (strict JSON),
+//! [`ApiJsonOrEmpty`], [`ApiForm`] and [`ApiQuery`] (whose rejections are JSON errors:
+//! `415`, `413`, `400 invalid_request`), the bearer token, the DPoP binding of REST calls, and
+//! `as_workload` / `as_human` (authenticate, run, commit the call's audit events).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request};

@@ -120,7 +120,7 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])),
-    params(("id" = String, Path, description = "task id"),
+    params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"),
            ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449) for `POST` of this URL: binds the credential to its key")),
     responses((status = 201, body = AccessResponse, description = "allowed: credential minted (shown once)"),
               (status = 202, body = AccessResponse, description = "step-up: waiting for approvers"),
@@ -147,7 +147,7 @@ pub(crate) async fn request_access(
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])),
-    params(("id" = String, Path, description = "task id"), ("rid" = String, Path, description = "request id")),
+    params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"), ("rid" = String, Path, description = "request id", pattern = "^req_[0-9a-f]{32}$")),
     responses((status = 200, body = AccessRequest, description = "the request and its decision"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`")))]
@@ -165,7 +165,7 @@ pub(crate) async fn get_request(
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])),
-    params(("id" = String, Path, description = "task id"), ("rid" = String, Path, description = "request id"),
+    params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"), ("rid" = String, Path, description = "request id", pattern = "^req_[0-9a-f]{32}$"),
            ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449) for `POST` of this URL: binds the credential to its key")),
     responses((status = 201, body = AccessResponse, description = "approved and re-evaluated: credential minted (once)"),
               (status = 202, body = AccessResponse, description = "still pending"),

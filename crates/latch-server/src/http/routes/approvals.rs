@@ -66,7 +66,7 @@ async fn vote(
 }
 
 #[utoipa::path(post, path = "/v1/approvals/{rid}/approve", request_body = VoteBody, security(("bearer" = [])),
-    params(("rid" = String, Path, description = "request id")),
+    params(("rid" = String, Path, description = "request id", pattern = "^req_[0-9a-f]{32}$")),
     responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),
@@ -84,7 +84,7 @@ pub(crate) async fn approve(
 }
 
 #[utoipa::path(post, path = "/v1/approvals/{rid}/deny", request_body = VoteBody, security(("bearer" = [])),
-    params(("rid" = String, Path, description = "request id")),
+    params(("rid" = String, Path, description = "request id", pattern = "^req_[0-9a-f]{32}$")),
     responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),

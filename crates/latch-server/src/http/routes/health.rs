@@ -62,6 +62,8 @@ pub(crate) async fn readyz(State(s): State<AppState>) -> ApiResult<Json<serde_js
     })))
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain; version=0.0.4",
+    description = "Prometheus text exposition of the broker's metrics")))]
 pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
     // 1 while introspection may answer from the in-memory cache, 0 while it reads the store.
     let answering = matches!(

@@ -14,7 +14,7 @@ use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::extract::{ApiJsonOrEmpty, as_workload};
 use crate::http::state::{AppState, ReqMeta};
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/leases", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+#[utoipa::path(get, path = "/v1/tasks/{id}/leases", security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
     responses((status = 200, body = [Lease], description = "the task's leases"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found`")))]
@@ -42,7 +42,7 @@ pub struct RenewBody {
 }
 
 #[utoipa::path(post, path = "/v1/leases/{id}/renew", request_body(content = Option<RenewBody>, description = "optional: an empty body keeps the original TTL"),
-    security(("bearer" = [])), params(("id" = String, Path, description = "lease id")),
+    security(("bearer" = [])), params(("id" = String, Path, description = "lease id", pattern = "^lease_[0-9a-f]{32}$")),
     responses((status = 200, body = AccessResponse, description = "fresh policy evaluation passed; new credential"),
               (status = 403, body = ErrorBody, description = "`policy_denied`, `environment_separation`: policy no longer allows it, the lease was revoked; `wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`lease_not_found`"),
@@ -69,7 +69,7 @@ pub(crate) async fn renew_lease(
     Ok(Json(body))
 }
 
-#[utoipa::path(post, path = "/v1/leases/{id}/revoke", security(("bearer" = [])), params(("id" = String, Path, description = "lease id")),
+#[utoipa::path(post, path = "/v1/leases/{id}/revoke", security(("bearer" = [])), params(("id" = String, Path, description = "lease id", pattern = "^lease_[0-9a-f]{32}$")),
     responses((status = 200, body = Lease, description = "the lease, revoked"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`lease_not_found`"),

@@ -48,7 +48,7 @@ pub(crate) async fn list_tasks(
     Ok(Json(r?))
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+#[utoipa::path(get, path = "/v1/tasks/{id}", security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
     responses((status = 200, body = Task, description = "the task"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found` (also for tasks of other workloads or runs)")))]
@@ -79,7 +79,7 @@ async fn end_task(
     Ok(Json(r?))
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
     responses((status = 200, body = Task, description = "task completed; every lease revoked"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found`"),
@@ -93,7 +93,7 @@ pub(crate) async fn complete_task(
     end_task(s, m, headers, id, TaskState::Completed).await
 }
 
-#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
     responses((status = 200, body = Task, description = "task cancelled; every lease revoked"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found`"),
@@ -119,10 +119,11 @@ pub struct EventsQuery {
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/events", request_body = latch_core::audit::ToolUseReport,
-    security(("bearer" = [])), params(("id" = String, Path, description = "task id")),
+    security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
     responses((status = 201, body = AuditEvent, description = "recorded as a `tool.used` event"),
         (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
-        (status = 404, body = ErrorBody, description = "`task_not_found`, `lease_not_found` (the lease is not in this task)")))]
+        (status = 404, body = ErrorBody, description = "`task_not_found`"),
+        (status = 422, body = ErrorBody, description = "`unknown_lease`: `lease_id` is not a lease of this task")))]
 pub(crate) async fn report_tool_use(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -137,7 +138,7 @@ pub(crate) async fn report_tool_use(
     Ok((StatusCode::CREATED, Json(r?)))
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path, description = "task id"), EventsQuery),
+#[utoipa::path(get, path = "/v1/tasks/{id}/events", params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"), EventsQuery),
     security(("bearer" = [])),
     responses((status = 200, body = [AuditEvent], description = "the task's timeline, in order"),
         (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
