@@ -55,11 +55,11 @@ pub(crate) async fn dev_token(
 /// may ask for, and a verifier must not trust the one for the other.
 #[utoipa::path(get, path = "/v1/dev/jwks.json",
     responses((status = 200, description = "RFC 7517 JWK Set of the development issuer (issuers `latch-dev://workload` and `latch-dev://human`)"),
-              (status = 400, body = crate::http::error::ErrorBody, description = "development issuer disabled")))]
+              (status = 404, body = ErrorBody, description = "`not_found`: the development issuer is disabled (the route does not exist then)")))]
 pub(crate) async fn dev_jwks(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
     let dev = s.dev.as_ref().ok_or_else(|| {
         AppError(ApiError::new(
-            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound,
             "the development issuer is disabled",
         ))
     })?;
