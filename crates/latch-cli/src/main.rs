@@ -143,6 +143,9 @@ async fn main() -> ExitCode {
     init_tracing_for(&cli.cmd);
     match run(cli.cmd).await {
         Ok(code) => code,
+        // A verb that writes with `write!` reports a closed pipe as an error: the reader
+        // (`| head`) is done, which is not a failure.
+        Err(e) if e.contains("Broken pipe") => ExitCode::from(CLOSED_PIPE_EXIT as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

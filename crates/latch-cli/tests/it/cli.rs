@@ -180,33 +180,39 @@ async fn a_closed_output_pipe_ends_the_cli_quietly() {
     for _ in 0..20 {
         s.open_task(&agent, "sandbox", 600).await;
     }
-    let (status, stderr) = tokio::task::block_in_place(|| {
-        let mut child = latch()
-            .args(["audit", "tail", "--last", "1000"])
-            .env("LATCH_SERVER", &s.base)
-            .env("LATCH_TOKEN", &admin)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut first = [0u8; 16];
-        out.read_exact(&mut first).unwrap();
-        drop(out); // what `head -c 16` does
-        let status = child.wait().unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status, err)
-    });
-    assert!(
-        matches!(status.code(), Some(0 | 141)),
-        "{status:?}: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    for args in [
+        &["audit", "tail", "--last", "1000"][..],
+        &["audit", "export"],
+    ] {
+        let (status, stderr) = tokio::task::block_in_place(|| {
+            let mut child = latch()
+                .args(args)
+                .env("LATCH_SERVER", &s.base)
+                .env("LATCH_TOKEN", &admin)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = child.stdout.take().unwrap();
+            let mut first = [0u8; 16];
+            out.read_exact(&mut first).unwrap();
+            drop(out); // what `head -c 16` does
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            (status, err)
+        });
+        assert!(
+            matches!(status.code(), Some(0 | 141)),
+            "{status:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
     s.stop().await;
 }

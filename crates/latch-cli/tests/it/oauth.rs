@@ -798,3 +798,52 @@ async fn a_dpop_proof_repeating_a_member_name_is_refused() {
     assert_eq!(r.body["token_type"], "DPoP");
     s.stop().await;
 }
+
+/// RFC 9449 §4.3 check 1: a request carries at most one `DPoP` header. A tester bound a token
+/// with a valid proof followed by `DPoP: garbage` (only the first was checked).
+#[tokio::test]
+async fn a_request_with_two_dpop_headers_is_refused() {
+    let s = TestServer::start().await;
+    let agent = s.agent("two-proofs").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let key = DpopKey::generate();
+    let path = format!("/v1/tasks/{task}/requests");
+    let now = s.clock.now_unix_secs();
+    let r = s
+        .http
+        .post(format!("{}{path}", s.base))
+        .bearer_auth(&agent)
+        .header(
+            "DPoP",
+            key.proof("POST", &format!("{}{path}", s.base), now, None, None),
+        )
+        .header("DPoP", "garbage")
+        .json(&json!({"resource": "ci-cache", "actions": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "dpop_proof_invalid", "{body}");
+    let htu = format!("{}/oauth/token", s.base);
+    let r = s
+        .http
+        .post(&htu)
+        .header("DPoP", key.proof("POST", &htu, now, None, None))
+        .header("DPoP", key.proof("POST", &htu, now, None, None))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", agent.as_str()),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+    s.stop().await;
+}

@@ -209,6 +209,7 @@ pub(crate) async fn rest_binding(
     headers: &HeaderMap,
     path: &str,
 ) -> Result<latch_core::model::TokenBinding, ApiError> {
+    crate::http::dpop::one_proof_header(headers)?;
     let Some(v) = headers.get("dpop") else {
         return Ok(Default::default());
     };

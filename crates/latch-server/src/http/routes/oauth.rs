@@ -408,6 +408,7 @@ fn check_form(form: &HashMap<String, String>) -> Result<(&str, Option<&str>), Bo
 /// The key thumbprint of the request's `DPoP` proof for `POST /oauth/token` (RFC 9449 §4.3),
 /// `None` without a proof.
 async fn dpop_jkt(s: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    crate::http::dpop::one_proof_header(headers)?;
     match headers.get("dpop").map(|v| v.to_str()) {
         None => Ok(None),
         Some(Err(_)) => Err(ApiError::new(
