@@ -359,6 +359,22 @@ impl DpopVerifier {
     }
 }
 
+/// RFC 9449 §4.3, check 1: a request carries at most one `DPoP` header. With several, only the
+/// first would be checked and the rest ignored, so two parties could read one request as bound
+/// to two different keys.
+///
+/// # Errors
+/// `dpop_proof_invalid` when the request carries more than one `DPoP` header.
+pub(crate) fn one_proof_header(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if headers.get_all("dpop").iter().count() > 1 {
+        return Err(ApiError::new(
+            latch_core::ErrorCode::DpopProofInvalid,
+            "a request carries at most one `DPoP` header (RFC 9449 §4.3)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,20 +742,4 @@ mod tests {
             "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
         );
     }
-}
-
-/// RFC 9449 §4.3, check 1: a request carries at most one `DPoP` header. With several, only the
-/// first would be checked and the rest ignored, so two parties could read one request as bound
-/// to two different keys.
-///
-/// # Errors
-/// `dpop_proof_invalid` when the request carries more than one `DPoP` header.
-pub(crate) fn one_proof_header(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    if headers.get_all("dpop").iter().count() > 1 {
-        return Err(ApiError::new(
-            latch_core::ErrorCode::DpopProofInvalid,
-            "a request carries at most one `DPoP` header (RFC 9449 §4.3)",
-        ));
-    }
-    Ok(())
 }
