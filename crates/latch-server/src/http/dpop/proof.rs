@@ -111,7 +111,8 @@ fn check_header(header: &Map<String, Value>) -> Result<(Algorithm, Jwk), ApiErro
         _ => return Err(invalid("dpop proof `jwk` has no supported `kty`")),
     };
     // Only the public members of its key type (and nothing private or unknown).
-    const META: &[&str] = &["alg", "kid", "use", "key_ops"];
+    // `ext` is what WebCrypto's JWK export adds (RFC 7517 leaves room for such members).
+    const META: &[&str] = &["alg", "kid", "use", "key_ops", "ext"];
     if let Some(k) = jwk
         .keys()
         .find(|k| !public.contains(&k.as_str()) && !META.contains(&k.as_str()))
@@ -275,6 +276,11 @@ mod tests {
         let mut with_alg = k.jwk.clone();
         with_alg["alg"] = json!("Ed25519");
         assert!(verify_proof(&sign(&k, &header("Ed25519", &with_alg), &claims())).is_ok());
+        // A key exported by WebCrypto carries `ext` and `key_ops`: still a public key.
+        let mut exported = k.jwk.clone();
+        exported["ext"] = json!(true);
+        exported["key_ops"] = json!(["verify"]);
+        assert!(verify_proof(&sign(&k, &header("Ed25519", &exported), &claims())).is_ok());
     }
 
     #[test]
