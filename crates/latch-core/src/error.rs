@@ -92,6 +92,12 @@ pub enum ErrorCode {
     /// The endpoint exists but not for this HTTP method (the `Allow` header lists those it
     /// takes).
     MethodNotAllowed,
+    /// The request's `Accept` header admits no media type the endpoint answers with (`/mcp`
+    /// needs both `application/json` and `text/event-stream`).
+    NotAcceptable,
+    /// The request's `Origin` is not one the endpoint serves (`/mcp`: DNS-rebinding
+    /// protection, MCP streamable HTTP transport).
+    OriginNotAllowed,
     // --- state (404 / 409 / 410) ---
     /// No such task visible to the caller.
     TaskNotFound,
@@ -168,6 +174,8 @@ impl ErrorCode {
             SelfApprovalForbidden => "self_approval_forbidden",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
+            NotAcceptable => "not_acceptable",
+            OriginNotAllowed => "origin_not_allowed",
             TaskNotFound => "task_not_found",
             RequestNotFound => "request_not_found",
             LeaseNotFound => "lease_not_found",
@@ -212,6 +220,8 @@ impl ErrorCode {
             }
             NotFound | TaskNotFound | RequestNotFound | LeaseNotFound => 404,
             MethodNotAllowed => 405,
+            NotAcceptable => 406,
+            OriginNotAllowed => 403,
             TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
             RequestExpired => 410,
             RequestTimeout => 408,

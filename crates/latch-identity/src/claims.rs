@@ -140,11 +140,30 @@ pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiErr
     Ok(exp)
 }
 
+/// A mapped claim's text: refused when it holds a control character or one that can rewrite
+/// or hide what a human reads (bidi controls, zero-width and invisible characters:
+/// [`latch_core::audit::is_deceptive`]). Such a claim would reach policies, audit records and
+/// approvers' screens looking like another value (`acme/payments\u{200b}` for
+/// `acme/payments`); no platform's repository, branch, namespace or account names need them.
+fn plain_text(s: &str, shown: &str) -> Result<(), ApiError> {
+    if s.chars()
+        .any(|ch| ch.is_control() || latch_core::audit::is_deceptive(ch))
+    {
+        return Err(invalid(format!(
+            "claim `{shown}` holds a control, bidi or zero-width character"
+        )));
+    }
+    Ok(())
+}
+
 /// A claim that is a string, or an integer rendered as a string (issuers differ on ids).
+///
+/// # Errors
+/// `claims_invalid` for another type, or text that fails [`plain_text`].
 fn opt_str_in(c: &Claims, name: &str, shown: &str) -> Result<Option<String>, ApiError> {
     match c.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => plain_text(s, shown).map(|()| Some(s.clone())),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         Some(_) => Err(invalid(format!("claim `{shown}` is not a string"))),
     }
@@ -385,7 +404,7 @@ fn human(c: &Claims, ctx: &MapContext<'_>) -> Result<Human, ApiError> {
         Some(Value::Array(items)) => items
             .iter()
             .map(|g| match g {
-                Value::String(s) => Ok(s.clone()),
+                Value::String(s) => plain_text(s, ctx.groups_claim).map(|()| s.clone()),
                 _ => Err(invalid(format!(
                     "claim {} is not an array of strings",
                     quote(ctx.groups_claim)

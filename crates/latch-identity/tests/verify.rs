@@ -335,6 +335,45 @@ async fn github_actions_environment_case() {
     assert_eq!(w.claims.repository_id.as_deref(), Some("734001"));
 }
 
+/// A correctly signed token whose repository, ref or actor holds a control, bidi or zero-width
+/// character is refused: `acme-corp/payments-api\u{200b}` would open a task that looks, to
+/// approvers and audit readers, like the real repository's (an attacker opened one so).
+#[tokio::test]
+async fn claims_with_hidden_or_control_characters_are_refused() {
+    let key = TestKey::rsa("gh-1");
+    let clock = ManualClock::new(NOW);
+    let payload = case("github-actions-environment.json");
+    let cfg = IssuerConfig::new(
+        "github",
+        "https://token.actions.githubusercontent.com",
+        IssuerKind::Workload,
+        AUD,
+        JwksSource::Static(jwk_set(&[&key])),
+    )
+    .with_preset(Preset::GithubActions);
+    let v = verifier(vec![cfg], &clock);
+    for (claim, value) in [
+        ("repository", "acme-corp/payments-api\u{200b}"),
+        ("repository", "acme-corp/\u{202e}ipa-stnemyap"),
+        ("ref", "refs/heads/main\u{1b}[2K"),
+        ("ref", "refs/heads/fix\nrefs/heads/main"),
+        ("actor", "dev\u{2066}-one"),
+        (
+            "sub",
+            "repo:acme-corp/payments-api:environment:production\u{feff}",
+        ),
+    ] {
+        let mut p = payload.clone();
+        p[claim] = json!(value);
+        let e = rejected(&v, &key.token(&p), ErrorCode::ClaimsInvalid).await;
+        assert!(e.message.contains(claim), "{claim}: {}", e.message);
+    }
+    // Ordinary non-ASCII text is not refused.
+    let mut p = payload.clone();
+    p["actor"] = json!("zoë");
+    v.verify(&key.token(&p)).await.expect("verifies");
+}
+
 #[tokio::test]
 async fn github_actions_fork_pull_request_is_never_the_trusted_branch() {
     let key = TestKey::rsa("gh-1");
@@ -542,6 +581,12 @@ async fn human_issuer_maps_id_and_groups() {
     }
 
     c["groups"] = json!("db-approvers");
+    rejected(&v, &key.token(&c), ErrorCode::ClaimsInvalid).await;
+    // A group name with a hidden character could pass for an approver group on screen.
+    c["groups"] = json!(["prod-approvers\u{200d}"]);
+    rejected(&v, &key.token(&c), ErrorCode::ClaimsInvalid).await;
+    c["groups"] = json!(["db-approvers"]);
+    c["preferred_username"] = json!("bob\u{202e}");
     rejected(&v, &key.token(&c), ErrorCode::ClaimsInvalid).await;
 }
 

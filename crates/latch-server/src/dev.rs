@@ -28,12 +28,14 @@ pub struct DevTokenRequest {
     /// `workload` (GitHub-Actions-shaped) or `human`.
     #[schema(schema_with = dev_token_kind)]
     pub kind: String,
-    /// Human id (`sub`) for human tokens.
+    /// Human id (`sub`); required for human tokens.
+    #[schema(min_length = 1)]
     pub subject: Option<String>,
     /// Approver groups for human tokens.
     #[serde(default)]
     pub groups: Vec<String>,
     /// `owner/name` (workload; default `acme/app`).
+    #[schema(pattern = "^[^/]+/.+$")]
     pub repository: Option<String>,
     /// Git ref (workload; default `refs/heads/main`).
     pub git_ref: Option<String>,
@@ -135,6 +137,7 @@ impl DevIssuer {
                 let sub = req
                     .subject
                     .clone()
+                    .filter(|s| !s.is_empty())
                     .ok_or("`subject` is required for a human token")?;
                 json!({"iss": DEV_HUMAN_ISSUER, "sub": sub, "aud": self.audience, "groups": req.groups,
                        "iat": now_unix_secs, "nbf": now_unix_secs, "exp": now_unix_secs + ttl, "jti": jti})
@@ -143,6 +146,7 @@ impl DevIssuer {
                 let repo = req.repository.clone().unwrap_or_else(|| "acme/app".into());
                 let (owner, _) = repo
                     .split_once('/')
+                    .filter(|(o, n)| !o.is_empty() && !n.is_empty())
                     .ok_or("`repository` must be `owner/name`")?;
                 let git_ref = req
                     .git_ref

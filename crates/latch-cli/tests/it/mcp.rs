@@ -517,3 +517,116 @@ async fn mcp_python_sdk_terminates_its_session_cleanly() {
     assert_eq!(st, 404, "a terminated session is gone");
     s.stop().await;
 }
+
+/// Every refusal of `/mcp` has the API's JSON error shape (`{"error": {"code", "message"}}`),
+/// the transport's own included (rmcp answers those in `text/plain`): no session id, an
+/// unknown session, a wrong method, `Accept` or `Content-Type`, a body that is not JSON, a
+/// foreign `Origin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_transport_refusals_have_the_json_error_shape() {
+    let s = TestServer::start().await;
+    let agent = s.agent("mcp-json-errors").await;
+    let sid = mcp_session(&s, &agent).await;
+    let url = format!("{}/mcp", s.base);
+    let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}).to_string();
+    let both = "application/json, text/event-stream";
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "no session id",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "application/json")
+                .body(list.clone()),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown session",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "application/json")
+                .header("Mcp-Session-Id", "made-up")
+                .body(list.clone()),
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            s.http
+                .put(&url)
+                .header("Accept", both)
+                .header("Mcp-Session-Id", &sid)
+                .body(list.clone()),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "accept",
+            s.http
+                .post(&url)
+                .header("Accept", "text/html")
+                .header("Content-Type", "application/json")
+                .header("Mcp-Session-Id", &sid)
+                .body(list.clone()),
+            406,
+            "not_acceptable",
+        ),
+        (
+            "content type",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "text/plain")
+                .header("Mcp-Session-Id", &sid)
+                .body(list.clone()),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "not json",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "application/json")
+                .header("Mcp-Session-Id", &sid)
+                .body("{not json"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "origin",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "application/json")
+                .header("Origin", "https://evil.example")
+                .body(list.clone()),
+            403,
+            "origin_not_allowed",
+        ),
+    ];
+    for (what, rb, status, code) in cases {
+        let r = rb.bearer_auth(&agent).send().await.unwrap();
+        let st = r.status().as_u16();
+        let ct = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = r.text().await.unwrap();
+        // rmcp may answer a malformed body with a JSON-RPC parse error instead; that is JSON too.
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({ct}): {text:?}: {e}"));
+        if body.get("jsonrpc").is_some() {
+            assert!(body["error"].is_object(), "{what}: {body}");
+            continue;
+        }
+        assert_eq!(st, status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].is_string(), "{what}: {body}");
+    }
+    s.stop().await;
+}

@@ -847,3 +847,46 @@ async fn a_request_with_two_dpop_headers_is_refused() {
     assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
     s.stop().await;
 }
+
+/// RFC 9449 §8: with `dpop_require_nonce`, the REST grant's `dpop_nonce_required` answer
+/// carries the nonce to use (an attacker found it only on `/oauth/token`), and a successful
+/// answer carries the next one.
+#[tokio::test]
+async fn rest_grant_nonce_challenge_carries_the_nonce() {
+    let s = TestServer::start_with(dpop_options("[oauth]\ndpop_require_nonce = true\n")).await;
+    let agent = s.agent("rest-nonce").await;
+    let task = s.open_task(&agent, "sandbox", 3600).await;
+    let key = DpopKey::generate();
+    let url = format!("{}/v1/tasks/{task}/requests", s.base);
+    let now = s.clock.now_unix_secs();
+    let send = |proof: String| {
+        s.http
+            .post(&url)
+            .bearer_auth(&agent)
+            .header("DPoP", proof)
+            .json(&json!({"resource": "ci-cache", "actions": ["read"]}))
+            .send()
+    };
+    let r = send(key.proof("POST", &url, now, None, None))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let nonce = r
+        .headers()
+        .get("dpop-nonce")
+        .expect("DPoP-Nonce header on the challenge")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "dpop_nonce_required", "{body}");
+    let r = send(key.proof("POST", &url, now, None, Some(&nonce)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().contains_key("dpop-nonce"), "next nonce");
+    // A request without a proof gets no nonce: nothing to bind.
+    let plain = s.request(&agent, &task, "ci-cache", &["read"], None).await;
+    assert_eq!(plain.status, 201, "{}", plain.body);
+    s.stop().await;
+}

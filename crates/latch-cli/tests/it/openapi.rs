@@ -224,6 +224,34 @@ fn assert_error_shape(
     );
 }
 
+/// The RFC 6749 §5.2 error shape of the OAuth client endpoints:
+/// `{"error", "error_description", "latch_code", "request_id"}`, as `application/json`.
+fn assert_oauth_error(
+    what: &str,
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+    want_status: u16,
+    error: &str,
+    latch_code: &str,
+) {
+    assert_eq!(status.as_u16(), want_status, "{what}: {body}");
+    assert_eq!(
+        headers[reqwest::header::CONTENT_TYPE],
+        "application/json",
+        "{what}"
+    );
+    assert_eq!(body["error"], error, "{what}: {body}");
+    assert_eq!(body["latch_code"], latch_code, "{what}: {body}");
+    assert!(body["error_description"].is_string(), "{what}: {body}");
+    assert!(
+        body["request_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rq_")),
+        "{what}: {body}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_paths_and_methods_answer_in_the_json_error_shape() {
     use reqwest::Method;
@@ -320,8 +348,10 @@ async fn body_rejections_answer_in_the_json_error_shape() {
         .request(&agent, &task, "ci-cache", &["read"], Some(0))
         .await;
     assert_eq!((r.status, r.code()), (422, Some("ttl_out_of_bounds")));
-    // The OAuth client endpoints: 415 and 400 (formerly axum's `text/plain` 415 and 422), in
-    // the JSON error shape.
+    // The OAuth client endpoints answer errors as RFC 7662 §2.3 / RFC 7009 §2.2.1 say, in the
+    // RFC 6749 §5.2 shape (with `latch_code`): 415 and 400 (formerly axum's `text/plain` 415
+    // and 422), and a failed client authentication `401 invalid_client` (formerly Latch's
+    // own shape, which OAuth clients cannot read).
     for path in ["/v1/oauth/introspect", "/v1/oauth/revoke"] {
         let basic = |r: reqwest::RequestBuilder| {
             r.basic_auth(
@@ -333,16 +363,42 @@ async fn body_rejections_answer_in_the_json_error_shape() {
             basic(r).json(&json!({"token": "x"}))
         })
         .await;
-        assert_error_shape(path, st, &h, &b, 415, "unsupported_media_type");
+        assert_oauth_error(
+            path,
+            st,
+            &h,
+            &b,
+            415,
+            "invalid_request",
+            "unsupported_media_type",
+        );
         let (st, h, b) = raw(&s, Method::POST, path, |r| basic(r).form(&[("nope", "x")])).await;
-        assert_error_shape(path, st, &h, &b, 400, "invalid_request");
+        assert_oauth_error(path, st, &h, &b, 400, "invalid_request", "invalid_request");
         let (st, h, b) = raw(&s, Method::POST, path, |r| {
             basic(r)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body("token=a&token=b")
         })
         .await;
-        assert_error_shape(path, st, &h, &b, 400, "invalid_request");
+        assert_oauth_error(path, st, &h, &b, 400, "invalid_request", "invalid_request");
+        let (st, h, b) = raw(&s, Method::POST, path, |r| {
+            r.basic_auth(latch_server::examples::DEMO_CLIENT_ID, Some("wrong"))
+                .form(&[("token", "x")])
+        })
+        .await;
+        assert_oauth_error(
+            path,
+            st,
+            &h,
+            &b,
+            401,
+            "invalid_client",
+            "client_auth_failed",
+        );
+        assert_eq!(
+            h[reqwest::header::WWW_AUTHENTICATE],
+            "Basic realm=\"latch\""
+        );
     }
     // The token endpoint answers in its own (RFC 6749 §5.2) shape.
     let (st, _, b) = raw(&s, Method::POST, "/oauth/token", |r| {

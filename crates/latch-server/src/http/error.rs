@@ -26,6 +26,42 @@ pub struct ErrorDetail {
     pub request_id: Option<String>,
 }
 
+/// The error body of the OAuth client endpoints, `/v1/oauth/introspect` (RFC 7662 §2.3) and
+/// `/v1/oauth/revoke` (RFC 7009 §2.2.1), which answer errors as RFC 6749 §5.2 says:
+/// `{"error", "error_description", "latch_code", "request_id"}`; a failed client
+/// authentication is `401 invalid_client` with `WWW-Authenticate: Basic`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OAuthClientError {
+    /// RFC 6749 §5.2 code: `invalid_client`, `invalid_request`, `temporarily_unavailable`.
+    pub error: &'static str,
+    /// Lowercase, secret-free description.
+    pub error_description: String,
+    /// The stable Latch error code (see `ErrorCode`).
+    pub latch_code: &'static str,
+    /// The request id, for support.
+    pub request_id: String,
+}
+
+/// Whether `path` is an OAuth client endpoint, whose errors take the RFC 6749 §5.2 shape
+/// ([`OAuthClientError`]).
+pub fn is_oauth_client_endpoint(path: &str) -> bool {
+    matches!(path, "/v1/oauth/introspect" | "/v1/oauth/revoke")
+}
+
+/// The RFC 6749 §5.2 `error` for a Latch error code on an OAuth client endpoint.
+pub fn oauth_client_error(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::ClientAuthFailed => "invalid_client",
+        c if c.http_status() == 401 => "invalid_client",
+        ErrorCode::RateLimited
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::TargetUnavailable
+        | ErrorCode::Internal
+        | ErrorCode::RequestTimeout => "temporarily_unavailable",
+        _ => "invalid_request",
+    }
+}
+
 /// An [`ApiError`] as an HTTP response.
 #[derive(Debug)]
 pub struct AppError(pub ApiError);

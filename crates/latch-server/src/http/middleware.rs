@@ -1,6 +1,7 @@
 //! Middleware every request passes: [`request_meta`] (request id, source address, access log,
 //! request id in error bodies), [`auth_limit`] (sources with too many failed authentications
-//! get `429` before any work), [`request_timeout`] (`408` past `[http] request_timeout`).
+//! get `429` before any work), [`request_timeout`] (`408` past `[http] request_timeout`),
+//! [`dpop_nonce`] (the `DPoP-Nonce` header of REST answers).
 
 use axum::response::IntoResponse;
 use std::net::SocketAddr;
@@ -58,15 +59,28 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: err.code.as_str().into(),
-                message: latch_core::error::redact_credentials(&err.message).into_owned(),
-                request_id: Some(request_id.clone()),
-            },
-        };
+        let message = latch_core::error::redact_credentials(&err.message).into_owned();
         let headers = resp.headers().clone();
-        resp = (resp.status(), Json(body)).into_response();
+        resp = if method == axum::http::Method::POST
+            && crate::http::error::is_oauth_client_endpoint(&path)
+        {
+            let body = crate::http::error::OAuthClientError {
+                error: crate::http::error::oauth_client_error(err.code),
+                error_description: message,
+                latch_code: err.code.as_str(),
+                request_id: request_id.clone(),
+            };
+            (resp.status(), Json(body)).into_response()
+        } else {
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code: err.code.as_str().into(),
+                    message,
+                    request_id: Some(request_id.clone()),
+                },
+            };
+            (resp.status(), Json(body)).into_response()
+        };
         for (k, v) in headers.iter() {
             if k != header::CONTENT_LENGTH {
                 resp.headers_mut().insert(k.clone(), v.clone());
@@ -153,4 +167,30 @@ pub async fn request_timeout(
             .into_response()
         }
     }
+}
+
+/// Middleware: with `[oauth] dpop_require_nonce`, REST answers carry a fresh server nonce in a
+/// `DPoP-Nonce` header (RFC 9449 §8) where a client needs one: on a `400 dpop_nonce_required`
+/// (the challenge, so the client can retry at once) and on every answer to a request that
+/// carried a `DPoP` proof (the nonce for its next proof). `/oauth/token` sets its own.
+pub async fn dpop_nonce(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let sent_proof = req.headers().contains_key("dpop");
+    let mut resp = next.run(req).await;
+    if !s.dpop.requires_nonce() || resp.headers().contains_key("dpop-nonce") {
+        return resp;
+    }
+    let challenged = resp
+        .extensions()
+        .get::<ApiError>()
+        .is_some_and(|e| e.code == ErrorCode::DpopNonceRequired);
+    if (challenged || sent_proof)
+        && let Ok(v) = HeaderValue::from_str(&s.dpop.issue_nonce())
+    {
+        resp.headers_mut().insert("dpop-nonce", v);
+    }
+    resp
 }

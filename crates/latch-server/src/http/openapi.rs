@@ -32,7 +32,7 @@ use crate::http::routes::{
           audit::audit_checkpoint, audit::audit_find, tasks::report_tool_use, tasks::task_events,
           dev::dev_token, dev::dev_jwks, oauth::token, oauth::authorization_server_metadata,
           oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules),
-    components(schemas(ErrorBody, ErrorDetail, access::AccessResponse, access::CredentialBody,
+    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError, access::AccessResponse, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
                        introspection::TokenForm, dev::DevTokenResponse, DevTokenRequest, ErrorCode,
                        audit::FindRequest, latch_core::audit::ToolUseReport,
@@ -166,7 +166,7 @@ impl CommonResponses {
     fn applicable(path: &str, op: &Operation) -> Vec<&'static Common> {
         // Every route is behind the request timeout and the failed-authentication limit.
         let mut v = vec![&TIMEOUT, &RATE_LIMITED];
-        if path == "/oauth/token" {
+        if path == "/oauth/token" || crate::http::error::is_oauth_client_endpoint(path) {
             // The OAuth token endpoint answers in the RFC 6749 §5.2 shape (documented there).
             return v;
         }
@@ -230,9 +230,10 @@ impl utoipa::Modify for CommonResponses {
     }
 }
 
-/// Form parameters that need others (JSON Schema 2020-12 `dependentRequired`, which the
-/// derive cannot state): a relayed DPoP proof needs the method and URL it was made for
-/// (`TokenForm`), an actor token its type (`TokenExchangeForm`).
+/// Parameters that need others (JSON Schema 2020-12 `dependentRequired` and `if`/`then`, which
+/// the derive cannot state): a relayed DPoP proof needs the method and URL it was made for
+/// (`TokenForm`), an actor token its type (`TokenExchangeForm`), a human development token its
+/// subject (`DevTokenRequest`).
 struct DependentRequired;
 
 impl utoipa::Modify for DependentRequired {
@@ -256,6 +257,17 @@ impl utoipa::Modify for DependentRequired {
                     .get_or_insert_with(Default::default)
                     .insert("dependentRequired".into(), rule);
             }
+        }
+        // A human development token needs its `subject` (JSON Schema 2020-12 `if`/`then`).
+        if let Some(RefOr::T(utoipa::openapi::Schema::Object(o))) =
+            c.schemas.get_mut("DevTokenRequest")
+        {
+            let ext = o.extensions.get_or_insert_with(Default::default);
+            ext.insert(
+                "if".into(),
+                serde_json::json!({"properties": {"kind": {"const": "human"}}, "required": ["kind"]}),
+            );
+            ext.insert("then".into(), serde_json::json!({"required": ["subject"]}));
         }
     }
 }

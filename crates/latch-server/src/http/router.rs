@@ -108,6 +108,10 @@ pub fn router(
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            crate::http::middleware::dpop_nonce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             crate::http::middleware::auth_limit,
         ))
         .layer(axum::middleware::from_fn(request_meta))

@@ -78,6 +78,7 @@ pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Rout
     );
     Router::new()
         .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn(json_transport_errors))
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| strict_json_body(req, next, guard.max_bytes),
         ))
@@ -95,11 +96,13 @@ pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Rout
                 let allowed = origin_allowed.clone();
                 async move {
                     match req.headers().get(header::ORIGIN) {
-                        Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => (
-                            StatusCode::FORBIDDEN,
-                            "the `Origin` of this request is not allowed to use /mcp",
-                        )
-                            .into_response(),
+                        Some(o) if !origin_is_allowed(o.to_str().unwrap_or(""), &allowed) => {
+                            AppError(ApiError::new(
+                                ErrorCode::OriginNotAllowed,
+                                "the `Origin` of this request is not allowed to use /mcp",
+                            ))
+                            .into_response()
+                        }
                         _ => next.run(req).await,
                     }
                 }
@@ -122,8 +125,9 @@ pub(crate) fn mcp_router(state: AppState, api: Router, guard: BodyGuard) -> Rout
         .with_state(state)
 }
 
-/// JSON-RPC messages posted to `/mcp` are strict JSON ([`latch_core::json`]): a member name
-/// repeated in one object (at any depth) is refused with `400 invalid_request`, so a tool
+/// JSON-RPC messages posted to `/mcp` are strict JSON ([`latch_core::json`]): a body sent as
+/// `application/json` that is not JSON, or a member name repeated in one object (at any depth),
+/// is refused with `400 invalid_request`, so a tool
 /// call's arguments mean to Latch what they mean to any other reader. Bodies over the limit
 /// get `413 body_too_large`. Runs after authentication (no body is read for an unknown caller).
 async fn strict_json_body(req: Request, next: Next, max_body_bytes: usize) -> Response {
@@ -141,14 +145,88 @@ async fn strict_json_body(req: Request, next: Next, max_body_bytes: usize) -> Re
             .into_response();
         }
     };
-    if let Err(latch_core::json::StrictJsonError::DuplicateMember(name)) =
-        latch_core::json::parse(&bytes)
-    {
-        return crate::http::extract::duplicate_member(&name).into_response();
+    let json_typed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    match latch_core::json::parse(&bytes) {
+        Err(latch_core::json::StrictJsonError::DuplicateMember(name)) => {
+            return crate::http::extract::duplicate_member(&name).into_response();
+        }
+        // rmcp answers a body that is not JSON `415`; it is a malformed request.
+        Err(latch_core::json::StrictJsonError::Invalid(m)) if json_typed => {
+            return AppError(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the body is not json: {m}"),
+            ))
+            .into_response();
+        }
+        _ => {}
     }
     // Anything else that is not JSON-RPC is for the transport to answer.
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// The transport's own refusals (rmcp answers them in `text/plain`: no session id, an unknown
+/// session, a wrong method, `Accept` or `Content-Type`, a body that is not JSON-RPC) get the
+/// API's JSON error shape, like every other error of the broker: `400 invalid_request`,
+/// `404 not_found`, `405 method_not_allowed` (its `Allow` kept), `406 not_acceptable`,
+/// `415 unsupported_media_type`. JSON-RPC answers (`application/json`, `text/event-stream`)
+/// pass as they are.
+///
+/// # Security
+/// The transport's text is kept as the message only after credential-shaped words are
+/// redacted ([`latch_core::error::redact_credentials`]) and cut to 200 characters.
+async fn json_transport_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_text = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| !v.contains("json") && !v.contains("event-stream"));
+    if status.as_u16() < 400 || !is_text {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        400 => ErrorCode::InvalidRequest,
+        403 => ErrorCode::OriginNotAllowed,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        406 => ErrorCode::NotAcceptable,
+        413 => ErrorCode::BodyTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        _ => ErrorCode::Internal,
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let clean: String = latch_core::error::redact_credentials(text.trim())
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let message = if clean.is_empty() {
+        format!("mcp transport refused the request ({status})")
+    } else {
+        format!("mcp transport: {}", clean.to_lowercase())
+    };
+    let mut out = AppError(ApiError::new(code, message)).into_response();
+    *out.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// Which workload (id and run) created each MCP session. Bounded: beyond the cap the oldest
@@ -224,7 +302,8 @@ async fn mcp_auth(
             if let Some(id) = &sid
                 && sessions.owner(id).as_deref() != Some(who.as_str())
             {
-                return (StatusCode::NOT_FOUND, "no such mcp session").into_response();
+                return AppError(ApiError::new(ErrorCode::NotFound, "no such mcp session"))
+                    .into_response();
             }
             let deleting = req.method() == axum::http::Method::DELETE;
             let mut resp = next.run(req).await;

@@ -12,7 +12,7 @@ use latch_core::{ApiError, ErrorCode};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::http::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, OAuthClientError};
 use crate::http::extract::{ApiForm, bearer, finish};
 use crate::http::state::{AppState, ReqMeta};
 
@@ -140,7 +140,15 @@ async fn client_auth_failed(s: &AppState, m: &ReqMeta) -> Response {
 }
 
 #[utoipa::path(post, path = "/v1/oauth/introspect", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    security(("basic" = [])), responses((status = 200, body = Introspection), (status = 401, body = ErrorBody)))]
+    security(("basic" = [])), responses((status = 200, body = Introspection),
+              (status = 400, body = OAuthClientError, description = "`invalid_request`: the form is malformed (a parameter given twice, `dpop_proof` without `htm`/`htu`)"),
+              (status = 401, body = OAuthClientError, description = "`invalid_client` (`latch_code` `client_auth_failed`): client authentication failed; `WWW-Authenticate: Basic realm=\"latch\"`"),
+              (status = 408, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `request_timeout`)"),
+              (status = 413, body = OAuthClientError, description = "`invalid_request` (`latch_code` `body_too_large`)"),
+              (status = 415, body = OAuthClientError, description = "`invalid_request` (`latch_code` `unsupported_media_type`): the body is not `application/x-www-form-urlencoded`"),
+              (status = 429, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `rate_limited`): too many failed authentications from this source; see `Retry-After`"),
+              (status = 500, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `internal`)"),
+              (status = 503, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `store_unavailable`)")))]
 pub(crate) async fn introspect(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -199,7 +207,15 @@ pub(crate) async fn introspect(
 }
 
 #[utoipa::path(post, path = "/v1/oauth/revoke", request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    security(("basic" = []), ("bearer" = [])), responses((status = 200, description = "revoked, or unknown (RFC 7009 §2.2)"), (status = 401, body = ErrorBody)))]
+    security(("basic" = []), ("bearer" = [])), responses((status = 200, description = "revoked, or unknown (RFC 7009 §2.2)"),
+              (status = 400, body = OAuthClientError, description = "`invalid_request`: the form is malformed (a parameter given twice, `dpop_proof` without `htm`/`htu`)"),
+              (status = 401, body = OAuthClientError, description = "`invalid_client` (`latch_code` `client_auth_failed`): client authentication failed; `WWW-Authenticate: Basic realm=\"latch\"`"),
+              (status = 408, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `request_timeout`)"),
+              (status = 413, body = OAuthClientError, description = "`invalid_request` (`latch_code` `body_too_large`)"),
+              (status = 415, body = OAuthClientError, description = "`invalid_request` (`latch_code` `unsupported_media_type`): the body is not `application/x-www-form-urlencoded`"),
+              (status = 429, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `rate_limited`): too many failed authentications from this source; see `Retry-After`"),
+              (status = 500, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `internal`)"),
+              (status = 503, body = OAuthClientError, description = "`temporarily_unavailable` (`latch_code` `store_unavailable`)")))]
 pub(crate) async fn oauth_revoke(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
