@@ -81,9 +81,12 @@ impl WorkloadClaims {
     /// claims, task repositories, Cedar attributes). Other presets keep the name as issued.
     /// Names are not ids: policies that must survive renames and re-registrations bind to
     /// `repository_id` / `repository_owner_id` instead.
+    ///
+    /// Only ASCII letters are folded: the platforms' names are ASCII, and Unicode lowercasing
+    /// would make other names collide with them (`K`, U+212A KELVIN SIGN, lowercases to `k`).
     pub fn canonical_name(preset: &str, name: &str) -> String {
         match preset {
-            "github_actions" | "gitlab_ci" => name.to_lowercase(),
+            "github_actions" | "gitlab_ci" => name.to_ascii_lowercase(),
             _ => name.to_owned(),
         }
     }

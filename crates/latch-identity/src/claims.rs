@@ -94,10 +94,11 @@ pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiErr
             "token is not valid yet (`iat` is in the future)",
         ));
     }
-    // Without `iat` the remaining lifetime is measured from now (with the leeway).
+    // Without `iat` the remaining lifetime is measured from now, with no leeway: a token
+    // whose issue time is unknown never lives longer than `max_lifetime` from here.
     let lifetime = match iat {
         Some(t) => exp.saturating_sub(t),
-        None => exp.saturating_sub(now).saturating_sub(leeway),
+        None => exp.saturating_sub(now),
     };
     if lifetime > v.max_lifetime {
         return Err(ApiError::new(

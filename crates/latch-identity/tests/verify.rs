@@ -333,6 +333,14 @@ async fn github_actions_environment_case() {
     );
     assert_eq!(w.claims.repository_owner.as_deref(), Some("acme-corp"));
     assert_eq!(w.claims.repository_id.as_deref(), Some("734001"));
+    // Only ASCII is folded: U+212A KELVIN SIGN is not `k` (Unicode lowercasing said it was).
+    let mut kelvin = payload.clone();
+    kelvin["repository"] = json!("acme-corp/\u{212A}ube");
+    let w = workload(v.verify(&key.token(&kelvin)).await.expect("verifies"));
+    assert_eq!(
+        w.claims.repository.as_deref(),
+        Some("acme-corp/\u{212A}ube")
+    );
 }
 
 /// A correctly signed token whose repository, ref or actor holds a control, bidi or zero-width
@@ -1319,6 +1327,11 @@ async fn token_lifetimes_are_bounded_per_issuer() {
     rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
     c["exp"] = json!(NOW + 3000);
     v.verify(&key.token(&c)).await.expect("no iat, short");
+    // Exactly the bound from now, and a leeway's worth past it (an attacker got 3660 s).
+    c["exp"] = json!(NOW + 3600);
+    v.verify(&key.token(&c)).await.expect("no iat, the bound");
+    c["exp"] = json!(NOW + 3630);
+    rejected(&v, &key.token(&c), ErrorCode::TokenLifetimeTooLong).await;
     // A backdated `iat` does not buy time: exp - iat is what counts.
     let mut c = claims(NOW);
     c["iat"] = json!(NOW - 86_400);

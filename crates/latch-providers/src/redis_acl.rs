@@ -23,7 +23,7 @@
 //! Key patterns do not constrain keyless commands, so after the template's rules every user also
 //! gets [`SERVER_WIDE_DENY`] (`-@dangerous -@admin -flushall -flushdb -swapdb -select -move
 //! -migrate -keys -scan -randomkey -client -debug -config -shutdown -monitor -acl -function
-//! -script|flush -script|kill -dbsize -pubsub -memory -cluster -copy`); if a rule
+//! -script|flush -script|kill -script|debug -dbsize -pubsub -memory -cluster -copy`); if a rule
 //! grants `@connection` (or all commands), only `CLIENT SETNAME`, `GETNAME` and `ID` are allowed
 //! back. No template can undo this.
 //!
@@ -105,10 +105,12 @@ pub const SERVER_WIDE_DENY: &[&str] = &[
     "-acl",
     // Server-wide code and caches: functions are shared by every client (`FUNCTION FLUSH`,
     // `DELETE`, `LOAD`, `RESTORE` change them for everyone; `FCALL` of a loaded one stays
-    // allowed), and `SCRIPT FLUSH` / `KILL` act on other clients' scripts.
+    // allowed), and `SCRIPT FLUSH` / `KILL` act on other clients' scripts. `SCRIPT DEBUG SYNC`
+    // stops the whole server while its debugging session lasts.
     "-function",
     "-script|flush",
     "-script|kill",
+    "-script|debug",
     // Whole-server views: key counts, channel names, allocator state.
     "-dbsize",
     "-pubsub",

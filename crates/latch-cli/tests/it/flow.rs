@@ -232,7 +232,12 @@ async fn task_fields_must_match_the_identity_and_bounds() {
         )
         .await;
     assert_eq!(r.code(), Some("task_identity_mismatch"));
-    for ttl in [0, -5, 8 * 3600 + 1] {
+    // Below the schema's `minimum: 1`: malformed (400); above the configured bound: 422.
+    for (ttl, code) in [
+        (0, "invalid_request"),
+        (-5, "invalid_request"),
+        (8 * 3600 + 1, "ttl_out_of_bounds"),
+    ] {
         let r = s
             .post(
                 Some(&agent),
@@ -240,7 +245,7 @@ async fn task_fields_must_match_the_identity_and_bounds() {
                 json!({"purpose": "x", "environment": "sandbox", "ttl_secs": ttl}),
             )
             .await;
-        assert_eq!(r.code(), Some("ttl_out_of_bounds"), "ttl {ttl}");
+        assert_eq!(r.code(), Some(code), "ttl {ttl}");
     }
     let r = s
         .post(
@@ -287,7 +292,7 @@ async fn task_fields_must_match_the_identity_and_bounds() {
     let r = s
         .request(&agent, task, "ci-cache", &["read"], Some(0))
         .await;
-    assert_eq!(r.code(), Some("ttl_out_of_bounds"));
+    assert_eq!(r.code(), Some("invalid_request"));
     s.stop().await;
 }
 

@@ -596,6 +596,17 @@ async fn mcp_transport_refusals_have_the_json_error_shape() {
             "invalid_request",
         ),
         (
+            "a batch",
+            s.http
+                .post(&url)
+                .header("Accept", both)
+                .header("Content-Type", "application/json")
+                .header("Mcp-Session-Id", &sid)
+                .body("[1, 2]"),
+            400,
+            "invalid_request",
+        ),
+        (
             "origin",
             s.http
                 .post(&url)

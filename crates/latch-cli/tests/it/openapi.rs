@@ -337,7 +337,36 @@ async fn body_rejections_answer_in_the_json_error_shape() {
     })
     .await;
     assert_error_shape("huge body", st, &h, &b, 413, "body_too_large");
-    // 422: well-formed, but not what this broker offers.
+    // A content coding the broker does not decode, or a charset other than UTF-8: 415, never
+    // read as if plain (a gzip-labelled plain body opened a task before).
+    for (content_type, coding) in [
+        ("application/json", Some("gzip")),
+        ("application/json; charset=utf-16", None),
+    ] {
+        let (st, h, b) = raw(&s, Method::POST, "/v1/tasks", |r| {
+            let r = r
+                .bearer_auth(&agent)
+                .header("content-type", content_type)
+                .body(r#"{"purpose": "x", "environment": "sandbox"}"#);
+            match coding {
+                Some(c) => r.header("content-encoding", c),
+                None => r,
+            }
+        })
+        .await;
+        assert_error_shape(content_type, st, &h, &b, 415, "unsupported_media_type");
+    }
+    // The OAuth endpoints answer a too-large body in their RFC 6749 §5.2 shape too (the layer
+    // that refuses it answered in Latch's shape before).
+    for path in ["/oauth/token", "/v1/oauth/introspect"] {
+        let (st, h, b) = raw(&s, Method::POST, path, |r| {
+            r.header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("grant_type=x&a={}", "a".repeat(200_000)))
+        })
+        .await;
+        assert_oauth_error(path, st, &h, &b, 413, "invalid_request", "body_too_large");
+    }
+    // 422: well-formed, but not what this broker offers (a TTL below the schema's minimum is 400).
     let r = s
         .request(&agent, &task, "no-such-db", &["read"], None)
         .await;
@@ -347,7 +376,7 @@ async fn body_rejections_answer_in_the_json_error_shape() {
     let r = s
         .request(&agent, &task, "ci-cache", &["read"], Some(0))
         .await;
-    assert_eq!((r.status, r.code()), (422, Some("ttl_out_of_bounds")));
+    assert_eq!((r.status, r.code()), (400, Some("invalid_request")));
     // The OAuth client endpoints answer errors as RFC 7662 §2.3 / RFC 7009 §2.2.1 say, in the
     // RFC 6749 §5.2 shape (with `latch_code`): 415 and 400 (formerly axum's `text/plain` 415
     // and 422), and a failed client authentication `401 invalid_client` (formerly Latch's

@@ -708,7 +708,7 @@ max_ttl = "30m"
 url = "redis://{REDIS_ADDR}/"
 [resources.settings.rules]
 read = ["~{prefix}:*", "+@read", "+@connection"]
-write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
+write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection", "+@scripting"]
 "#
         ),
         ..Default::default()
@@ -769,6 +769,8 @@ write = ["~{prefix}:*", "+@read", "+@write", "+@keyspace", "+@connection"]
         &["FUNCTION", "LIST"],
         &["SCRIPT", "FLUSH"],
         &["SCRIPT", "KILL"],
+        // The Lua debugger in sync mode stops the whole server while it lasts.
+        &["SCRIPT", "DEBUG", "SYNC"],
         &["DBSIZE"],
         &["PUBSUB", "CHANNELS"],
         &["MEMORY", "STATS"],

@@ -108,10 +108,11 @@ impl Broker {
             }
         }
         let ttl = input.ttl_secs.unwrap_or(resource.default_ttl_secs);
+        // The schema says `minimum: 1`: below it the request is malformed.
         if ttl <= 0 {
             return Err(ApiError::new(
-                ErrorCode::TtlOutOfBounds,
-                format!("ttl must be positive, got {ttl}"),
+                ErrorCode::InvalidRequest,
+                format!("`ttl_secs` must be at least 1, got {ttl}"),
             ));
         }
         let ttl_secs = ttl.min(resource.max_ttl_secs);

@@ -56,10 +56,11 @@ impl Broker {
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::Internal, "lease has no request"))?;
         let ttl = ttl_secs.unwrap_or(req.ttl_secs);
+        // The schema says `minimum: 1`: below it the request is malformed.
         if ttl <= 0 {
             return Err(ApiError::new(
-                ErrorCode::TtlOutOfBounds,
-                format!("ttl must be positive, got {ttl}"),
+                ErrorCode::InvalidRequest,
+                format!("`ttl_secs` must be at least 1, got {ttl}"),
             ));
         }
         // As for a new request: clamp to the resource's max before policy sees it.

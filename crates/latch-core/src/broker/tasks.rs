@@ -78,7 +78,15 @@ impl Broker {
         let ttl = input
             .ttl_secs
             .unwrap_or(self.settings.task_default_ttl_secs);
-        if ttl <= 0 || ttl > self.settings.task_max_ttl_secs {
+        // Below 1 breaks the documented schema (`minimum: 1`): a malformed request. Above the
+        // configured bound: a well-formed one this broker refuses.
+        if ttl <= 0 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`ttl_secs` must be at least 1, got {ttl}"),
+            ));
+        }
+        if ttl > self.settings.task_max_ttl_secs {
             return Err(ApiError::new(
                 ErrorCode::TtlOutOfBounds,
                 format!(

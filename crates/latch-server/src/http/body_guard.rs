@@ -40,6 +40,16 @@ pub struct BodyGuard {
 /// # Security
 /// Bounds what a slow or oversize upload can hold of a connection slot and of memory.
 pub async fn body_guard(State(g): State<BodyGuard>, req: Request, next: Next) -> Response {
+    // RFC 9110 §8.4: a body in a content coding the server does not decode is refused (`415`),
+    // never read as if it were plain: what Latch parsed would not be what the client sent.
+    // Likewise a text body declared in another charset than UTF-8 (RFC 8259 §8.1).
+    if let Some(problem) = unreadable_encoding(req.headers()) {
+        metrics::counter!("latch_http_body_refused_total", "reason" => "encoding").increment(1);
+        return closing(AppError(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            problem,
+        )));
+    }
     let declared = req.body().size_hint().lower();
     if declared > u64::try_from(g.max_bytes).unwrap_or(u64::MAX) {
         metrics::counter!("latch_http_body_refused_total", "reason" => "too_large").increment(1);
@@ -63,6 +73,34 @@ pub async fn body_guard(State(g): State<BodyGuard>, req: Request, next: Next) ->
             )))
         }
     }
+}
+
+/// Why the body's declared encoding cannot be read, if it cannot: a `Content-Encoding` other
+/// than `identity`, or a `charset` other than UTF-8 (ASCII is UTF-8).
+fn unreadable_encoding(headers: &axum::http::HeaderMap) -> Option<&'static str> {
+    for v in headers.get_all(axum::http::header::CONTENT_ENCODING) {
+        let plain = v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .all(|c| c.trim().is_empty() || c.trim().eq_ignore_ascii_case("identity"))
+        });
+        if !plain {
+            return Some(
+                "content codings (`Content-Encoding`) are not accepted: send the body as is",
+            );
+        }
+    }
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    })?;
+    (!matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii"))
+        .then_some("only utf-8 bodies are accepted (`charset`)")
 }
 
 /// The error as a response that closes the connection after it (the rest of the body is not

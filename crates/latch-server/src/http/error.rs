@@ -42,10 +42,14 @@ pub struct OAuthClientError {
     pub request_id: String,
 }
 
-/// Whether `path` is an OAuth client endpoint, whose errors take the RFC 6749 §5.2 shape
-/// ([`OAuthClientError`]).
+/// Whether `path` is an OAuth endpoint, whose errors take the RFC 6749 §5.2 shape
+/// ([`OAuthClientError`]) also when a shared layer gives them (`408`, `413`, `429`): the token
+/// endpoint and the client endpoints.
 pub fn is_oauth_client_endpoint(path: &str) -> bool {
-    matches!(path, "/v1/oauth/introspect" | "/v1/oauth/revoke")
+    matches!(
+        path,
+        "/oauth/token" | "/v1/oauth/introspect" | "/v1/oauth/revoke"
+    )
 }
 
 /// The RFC 6749 §5.2 `error` for a Latch error code on an OAuth client endpoint.

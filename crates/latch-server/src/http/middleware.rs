@@ -171,23 +171,27 @@ pub async fn request_timeout(
 
 /// Middleware: with `[oauth] dpop_require_nonce`, REST answers carry a fresh server nonce in a
 /// `DPoP-Nonce` header (RFC 9449 §8) where a client needs one: on a `400 dpop_nonce_required`
-/// (the challenge, so the client can retry at once) and on every answer to a request that
-/// carried a `DPoP` proof (the nonce for its next proof). `/oauth/token` sets its own.
+/// (the challenge, so the client can retry at once) and on every successful answer to a
+/// request that carried a `DPoP` proof (the nonce for its next proof). `/oauth/token` sets its
+/// own.
 pub async fn dpop_nonce(
     axum::extract::State(s): axum::extract::State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let sent_proof = req.headers().contains_key("dpop");
+    let token_endpoint = req.uri().path() == "/oauth/token";
     let mut resp = next.run(req).await;
-    if !s.dpop.requires_nonce() || resp.headers().contains_key("dpop-nonce") {
+    if !s.dpop.requires_nonce() || token_endpoint || resp.headers().contains_key("dpop-nonce") {
         return resp;
     }
     let challenged = resp
         .extensions()
         .get::<ApiError>()
         .is_some_and(|e| e.code == ErrorCode::DpopNonceRequired);
-    if (challenged || sent_proof)
+    // The challenge comes after authentication (the proof is checked in the workload's call),
+    // and a refused request gets no nonce: unauthenticated callers cannot farm them.
+    if (challenged || (sent_proof && resp.status().is_success()))
         && let Ok(v) = HeaderValue::from_str(&s.dpop.issue_nonce())
     {
         resp.headers_mut().insert("dpop-nonce", v);

@@ -166,6 +166,14 @@ async fn strict_json_body(req: Request, next: Next, max_body_bytes: usize) -> Re
             ))
             .into_response();
         }
+        // MCP 2025-06-18 dropped JSON-RPC batches: one message, one object.
+        Ok(v) if json_typed && !v.is_object() => {
+            return AppError(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "a json-rpc message must be one json object (batches are not supported)",
+            ))
+            .into_response();
+        }
         _ => {}
     }
     // Anything else that is not JSON-RPC is for the transport to answer.

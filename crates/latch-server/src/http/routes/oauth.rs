@@ -161,18 +161,6 @@ pub struct OAuthErrorBody {
     latch_code: Option<ErrorCode>,
 }
 
-/// An answer of `POST /oauth/token` refused before the endpoint ran (the `429` of a source with
-/// too many failed authentications, sent a credential in a header), or by it, for the OpenAPI
-/// document.
-#[derive(utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum TokenEndpointRefusal {
-    /// The endpoint's OAuth error.
-    OAuth(OAuthErrorBody),
-    /// Refused by the HTTP layer.
-    Latch(crate::http::error::ErrorBody),
-}
-
 fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     f.get(k).map(String::as_str).filter(|v| !v.is_empty())
 }
@@ -185,8 +173,12 @@ pub struct TokenExchangeForm {
     /// `urn:ietf:params:oauth:grant-type:token-exchange`.
     #[schema(schema_with = grant_type_schema)]
     grant_type: String,
-    /// The workload identity token (or, for on-behalf-of, the human's).
-    #[schema(min_length = 1)]
+    /// The workload identity token (or, for on-behalf-of, the human's): a compact JWS
+    /// (RFC 7515 §7.1).
+    #[schema(
+        min_length = 5,
+        pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"
+    )]
     subject_token: String,
     /// `urn:ietf:params:oauth:token-type:jwt` or `…:id_token`.
     #[schema(schema_with = subject_token_type_schema)]
@@ -245,8 +237,9 @@ fn actor_token_type_schema() -> utoipa::openapi::schema::Object {
     params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): binds the issued token to its key")),
     responses((status = 200, body = ExchangeResponse, description = "RFC 8693 §2.2.1 answer"),
               (status = 400, body = OAuthErrorBody, description = "RFC 6749 §5.2 error: `invalid_request` (also a body that is not `application/x-www-form-urlencoded`, or a parameter given twice), `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)"),
+              (status = 408, body = OAuthErrorBody, description = "`temporarily_unavailable` with `latch_code` `request_timeout`: the body or the answer took too long"),
               (status = 413, body = OAuthErrorBody, description = "`invalid_request` with `latch_code` `body_too_large`"),
-              (status = 429, body = TokenEndpointRefusal, description = "too many failed authentications from this source (`latch_code` or `code` `rate_limited`); see `Retry-After`"),
+              (status = 429, body = OAuthErrorBody, description = "`temporarily_unavailable` with `latch_code` `rate_limited`: too many failed authentications from this source; see `Retry-After`"),
               (status = 503, body = OAuthErrorBody, description = "`temporarily_unavailable`: the store or the credential provider failed")))]
 pub async fn token(
     State(s): State<AppState>,
