@@ -2,6 +2,8 @@
 # The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
 # the MCP server test, Node.js and the pinned oauth4webapi npm package for the OAuth client test,
+# the pinned oidc-provider npm package, Debian's chromium and Python's playwright for the sign-in
+# and console tests,
 # openapi-spec-validator and schemathesis for the OpenAPI conformance test, OpenSSH server and
 # client and OpenSSL for the certificate provider tests, PostgreSQL and Redis when they are not
 # already listening on loopback, and starts those two) and runs clippy and rustdoc with warnings
@@ -49,6 +51,22 @@ if ! (cd testdata/oauth4webapi && npm ls oauth4webapi >/dev/null 2>&1); then
   (cd testdata/oauth4webapi && npm ci --no-audit --no-fund)
 fi
 (cd testdata/oauth4webapi && node -p '"oauth4webapi " + require("./node_modules/oauth4webapi/package.json").version')
+# Sign-in tests run a real OpenID Provider, panva's oidc-provider (npm, OpenID Certified), pinned
+# by testdata/oidc-provider/package-lock.json and started by the tests on a free loopback port.
+if ! (cd testdata/oidc-provider && npm ls oidc-provider >/dev/null 2>&1); then
+  say "installing oidc-provider (a real OpenID Provider for the sign-in tests)"
+  (cd testdata/oidc-provider && npm ci --no-audit --no-fund)
+fi
+(cd testdata/oidc-provider && node -p '"oidc-provider " + require("./node_modules/oidc-provider/package.json").version')
+# The console's end-to-end test drives Debian's headless Chromium with Python's playwright (no
+# browser download: the test points playwright at /usr/bin/chromium).
+[ -x /usr/bin/chromium ] || apt_install chromium
+if ! python3 -c 'import playwright' >/dev/null 2>&1; then
+  say "installing playwright (Python; drives Debian's chromium for the console test)"
+  python3 -m pip install -q 'playwright>=1.40,<2' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'playwright>=1.40,<2'
+fi
+python3 -c 'import importlib.metadata as m; print("playwright", m.version("playwright"))'
 # The HTTP API against its OpenAPI document: openapi-spec-validator (the document is valid
 # OpenAPI 3.1) and schemathesis (a property-based fuzzer run against a live broker, `--checks all`).
 if ! python3 -c 'import openapi_spec_validator, schemathesis' >/dev/null 2>&1; then

@@ -20,6 +20,7 @@ pub use latch_core::ManualClock;
 use latch_server::{Server, StartOptions};
 use serde_json::{Value, json};
 
+pub mod oidc;
 pub mod store_suite;
 
 /// Issuer URL of the [`TestIssuer`].
