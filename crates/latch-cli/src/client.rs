@@ -3,12 +3,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
-/// A client bound to one server and (optionally) one bearer token.
+/// A client bound to one server and (optionally) one bearer token, or the human's stored
+/// sign-in for that server (`latch login`), refreshed as it nears expiry.
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    login: Option<std::sync::Arc<tokio::sync::Mutex<crate::credentials::StoredLogin>>>,
+    login_error: Option<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -16,6 +19,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("base", &self.base)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("signed_in", &self.login.is_some())
             .finish()
     }
 }
@@ -63,20 +67,57 @@ impl Client {
             http: reqwest::Client::new(),
             base: base.trim_end_matches('/').to_owned(),
             token,
+            login: None,
+            login_error: None,
         }
+    }
+
+    /// The same client, presenting the stored sign-in for its server when it has no token.
+    /// A stored sign-in that cannot be read is reported by the first call.
+    pub fn with_stored_login(mut self) -> Self {
+        if self.token.is_some() {
+            return self;
+        }
+        match crate::credentials::load(&self.base) {
+            Ok(Some(l)) => self.login = Some(std::sync::Arc::new(tokio::sync::Mutex::new(l))),
+            Ok(None) => {}
+            Err(e) => self.login_error = Some(e),
+        }
+        self
     }
 
     /// The same client with another bearer token.
     pub fn with_token(&self, token: &str) -> Self {
         Self {
             token: Some(token.to_owned()),
+            login: None,
+            login_error: None,
             ..self.clone()
+        }
+    }
+
+    /// The bearer token to send: the given one, else the stored sign-in's (refreshed when due).
+    async fn bearer(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        if let Some(e) = &self.login_error {
+            return Err(e.clone());
+        }
+        match &self.login {
+            Some(l) => {
+                let mut g = l.lock().await;
+                crate::credentials::current_token(&self.base, &mut g)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
         }
     }
 
     /// Sends `rb` with the bearer token, answering (status, body text).
     async fn send_raw(&self, rb: reqwest::RequestBuilder) -> Result<(u16, String), String> {
-        let rb = match &self.token {
+        let rb = match self.bearer().await? {
             Some(t) => rb.bearer_auth(t),
             None => rb,
         };
@@ -144,6 +185,8 @@ impl Client {
         // Client credentials replace the bearer token for this call.
         Self {
             token: None,
+            login: None,
+            login_error: None,
             ..self.clone()
         }
         .send(rb)

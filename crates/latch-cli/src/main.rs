@@ -14,6 +14,9 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod cmd;
+mod credentials;
+mod login_callback;
+mod oidc;
 mod render;
 
 use cmd::Conn;
@@ -50,6 +53,25 @@ enum Cmd {
     Request(cmd::request::RequestArgs),
     /// Claim the credential of an approved request (delivered once).
     Claim(cmd::request::ClaimArgs),
+    /// Sign in as a human through the broker's identity provider (browser with a loopback
+    /// redirect, or `--device`); the sign-in is stored for `--server` and used by commands
+    /// given no token.
+    Login {
+        #[command(flatten)]
+        args: cmd::login::LoginArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who the broker takes you for (the stored sign-in, or `--token`).
+    Whoami {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Forget the stored sign-in for `--server` (and revoke it at the identity provider).
+    Logout {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Pending requests you may approve (human token).
     Pending {
         #[command(flatten)]
@@ -183,6 +205,9 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Task { cmd, conn } => cmd::task::run(cmd, &conn).await,
         Cmd::Request(args) => cmd::request::run(args).await,
         Cmd::Claim(args) => cmd::request::claim(args).await,
+        Cmd::Login { args, conn } => cmd::login::login(&args, &conn).await,
+        Cmd::Whoami { conn } => cmd::login::whoami(&conn).await,
+        Cmd::Logout { conn } => cmd::login::logout(&conn).await,
         Cmd::Pending { conn } => cmd::approve::pending(&conn).await,
         Cmd::Approve(v) => cmd::approve::vote(v, "approve").await,
         Cmd::Deny(v) => cmd::approve::vote(v, "deny").await,

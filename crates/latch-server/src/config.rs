@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod http;
+mod login;
 mod proxy;
 mod targets;
 
 pub use http::{AuthFailuresConfig, HttpConfig};
+pub use login::{LoginConfig, LoginSettings};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use targets::TargetsConfig;
 
@@ -74,6 +76,9 @@ pub struct Config {
     /// Aggregation and rate limit of failed authentications per source.
     #[serde(default)]
     pub auth_failures: AuthFailuresConfig,
+    /// Terminal sign-in for humans (`latch login`); off unless configured.
+    #[serde(default)]
+    pub login: Option<LoginConfig>,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -574,6 +579,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.proxy.validate().map_err(ConfigError)?;
+        if let Some(l) = &self.login {
+            l.settings(&self.issuers).map_err(ConfigError)?;
+        }
         self.http.validate().map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
         let mut sinks = std::collections::HashSet::new();

@@ -513,6 +513,12 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
         }),
         proxy: Arc::new(config.proxy.clone()),
         ready_requires_targets: config.targets.ready_requires_targets,
+        // Checked when the configuration was loaded.
+        login: config
+            .login
+            .as_ref()
+            .and_then(|l| l.settings(&config.issuers).ok())
+            .map(Arc::new),
     }
 }
 

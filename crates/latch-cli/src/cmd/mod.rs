@@ -14,6 +14,7 @@ pub(crate) mod demo;
 pub(crate) mod dev;
 pub(crate) mod exec;
 pub(crate) mod lease;
+pub(crate) mod login;
 pub(crate) mod mcp;
 pub(crate) mod policy;
 pub(crate) mod proxy;
@@ -34,7 +35,8 @@ pub(crate) struct Conn {
         global = true
     )]
     pub(crate) server: String,
-    /// Bearer token (workload token for agent commands, human token for approvals).
+    /// Bearer token (workload token for agent commands, human token for approvals). Without
+    /// it, the sign-in `latch login` stored for `--server` is used.
     #[arg(long, env = "LATCH_TOKEN", global = true, hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Print the raw JSON answer (for scripts).
@@ -43,9 +45,10 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A client for `--server` with `--token`.
+    /// A client for `--server` with `--token`, else with the stored sign-in for that server
+    /// (`latch login`).
     pub(crate) fn client(&self) -> Client {
-        Client::new(&self.server, self.token.clone())
+        Client::new(&self.server, self.token.clone()).with_stored_login()
     }
 }
 

@@ -23,6 +23,7 @@ mod flow;
 mod interop;
 mod leak;
 mod log_secrets;
+mod login;
 mod mcp;
 mod oauth;
 mod oauth4webapi;

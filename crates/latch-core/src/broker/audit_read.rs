@@ -13,16 +13,20 @@ const QUERY_DEFAULT_LIMIT: u32 = 100;
 const QUERY_MAX_LIMIT: u32 = 1000;
 
 impl Broker {
+    /// Whether `human` is in one of [`BrokerSettings::admin_groups`].
+    pub fn is_admin(&self, human: &Human) -> bool {
+        human
+            .groups
+            .iter()
+            .any(|g| self.settings.admin_groups.contains(g))
+    }
+
     /// Checks that `human` may read the audit trail (is in one of the admin groups).
     ///
     /// # Errors
     /// `wrong_principal_kind` when they are in none.
     pub fn require_audit_admin(&self, human: &Human) -> Result<()> {
-        if human
-            .groups
-            .iter()
-            .any(|g| self.settings.admin_groups.contains(g))
-        {
+        if self.is_admin(human) {
             Ok(())
         } else {
             Err(ApiError::new(

@@ -17,7 +17,8 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
-    access, approvals, audit, ca, dev, health, introspection, leases, oauth, proxy, scan, tasks,
+    access, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy, scan,
+    tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -31,8 +32,10 @@ use crate::http::routes::{
           introspection::introspect, introspection::oauth_revoke, audit::audit, audit::audit_export,
           audit::audit_checkpoint, audit::audit_find, tasks::report_tool_use, tasks::task_events,
           dev::dev_token, dev::dev_jwks, oauth::token, oauth::authorization_server_metadata,
-          oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules),
-    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError, access::AccessResponse, access::CredentialBody,
+          oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules, login::whoami,
+          login::login_config),
+    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError,
+                       login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
                        introspection::TokenForm, dev::DevTokenResponse, DevTokenRequest, ErrorCode,
                        audit::FindRequest, latch_core::audit::ToolUseReport,

@@ -9,7 +9,8 @@ use axum::{Extension, Router};
 use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
-    access, approvals, audit, ca, dev, health, introspection, leases, oauth, proxy, scan, tasks,
+    access, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy, scan,
+    tasks,
 };
 use crate::http::state::AppState;
 
@@ -48,6 +49,8 @@ pub fn router(
         .route("/v1/x509/ca.pem", get(ca::x509_ca))
         .route("/v1/x509/crl", get(ca::x509_crl))
         .route("/v1/openapi.json", get(crate::http::openapi::openapi_json))
+        .route("/v1/whoami", get(login::whoami))
+        .route("/v1/login/config", get(login::login_config))
         .route("/v1/tasks", post(tasks::open_task).get(tasks::list_tasks))
         .route("/v1/tasks/{id}", get(tasks::get_task))
         .route("/v1/tasks/{id}/complete", post(tasks::complete_task))

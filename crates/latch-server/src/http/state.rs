@@ -46,6 +46,8 @@ pub struct AppState {
     pub proxy: Arc<ProxyConfig>,
     /// `[targets] ready_requires_targets`: `/readyz` answers 503 while a target is down.
     pub ready_requires_targets: bool,
+    /// `[login]`: what `GET /v1/login/config` publishes, when terminal sign-in is configured.
+    pub login: Option<Arc<crate::config::LoginSettings>>,
 }
 
 /// Request id and source address, set by middleware for every request.

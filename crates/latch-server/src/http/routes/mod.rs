@@ -8,6 +8,7 @@ pub mod dev;
 pub mod health;
 pub mod introspection;
 pub mod leases;
+pub mod login;
 pub mod oauth;
 pub mod proxy;
 pub mod scan;
