@@ -3,8 +3,7 @@
 //! approved, denied or claimed; the CLI prints claim text escaped; a denial says step-up only
 //! when an approval could allow the request.
 
-use latch_core::Clock;
-use latch_testkit::{TestIssuer, TestOptions, TestServer};
+use latch_testkit::TestServer;
 use serde_json::{Value, json};
 
 fn latch(s: &TestServer, token: &str) -> std::process::Command {
@@ -235,78 +234,113 @@ async fn a_deny_says_step_up_only_when_an_approval_could_allow() {
     s.stop().await;
 }
 
-/// Claim text an approver reads is escaped on every CLI print: a branch carrying ESC, CR,
-/// LF, U+202E and U+200B reaches `latch pending` and `latch task list` as visible escapes.
+/// What `latch` prints is escaped, whatever the server sends: a branch, purpose, reason or
+/// error message carrying ESC, CR, LF, U+202E or U+200B reaches the terminal as visible escapes
+/// in `latch pending`, `latch task list`, `latch lease list`, `latch admin leases`, an access
+/// answer and an error line (human output), and as `\uXXXX` escapes with `--json`. The broker
+/// refuses such claims at authentication; a stub stands in for a broker that did not (an older
+/// version, a proxy, a compromised server), so the CLI's own rule is what is tested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_escapes_hostile_claim_text() {
-    // Secret reads from any branch, so the request reaches `security` for step-up.
-    let s = TestServer::start_with(TestOptions {
-        extra_policies: vec![(
-            "30-any-branch.cedar".into(),
-            "@id(\"any-branch-reads-secrets\")\npermit (principal, action == Latch::Action::\"read\", resource)\n\
-             when { resource.sensitivity == \"secret\" };\n"
-                .into(),
-        )],
-        ..TestOptions::default()
-    })
-    .await;
-    let hostile = "feat\u{1b}[31m\r\nneeds: []\u{202E}x\u{200B}";
-    let mut claims = TestIssuer::github_claims(s.clock.now_unix_secs(), "lc5");
-    claims["ref"] = json!(format!("refs/heads/{hostile}"));
-    let agent = s.issuer.sign(&claims);
-    let task = s.open_task(&agent, "production", 3600).await;
-    let t = s.get(Some(&agent), &format!("/v1/tasks/{task}")).await;
-    assert!(
-        t.body["branch"].as_str().unwrap().contains('\u{202E}'),
-        "the claim is kept as proven: {}",
-        t.body
-    );
-    let r = s
-        .request(&agent, &task, "vault-prod", &["read"], Some(300))
-        .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let rid = r.body["request"]["id"].as_str().unwrap().to_owned();
-    let sec = s.human("sam", &["security"]).await;
+async fn the_cli_escapes_hostile_text_from_the_server() {
+    use axum::routing::{get, post};
+    const HOSTILE: &str = "feat\u{1b}[31m\r\nneeds: []\u{202E}x\u{200B}";
+    let task = json!({"id": "task_1", "state": "open", "environment": "production",
+        "repository": HOSTILE, "branch": HOSTILE, "purpose": HOSTILE, "on_behalf_of": HOSTILE,
+        "expires_at_unix_secs": 1, "owner": {"id": HOSTILE}});
+    let request = json!({"id": "req_1", "actions": [HOSTILE], "resource_id": HOSTILE,
+        "ttl_secs": 60, "justification": HOSTILE, "digest": HOSTILE, "state": "pending",
+        "decision": {"decision": "deny", "code": "policy_denied", "policy_ids": [HOSTILE],
+            "reasons": [HOSTILE], "groups": [HOSTILE]}});
+    let lease = json!({"id": "lease_1", "state": "active", "resource_id": HOSTILE,
+        "actions": [HOSTILE], "task_id": "task_1", "expires_at_unix_secs": 1, "renewals": 0});
+    let pending = json!([{"request": request, "task": task, "approvals": []}]);
+    let denied = json!({"status": "denied", "request": request});
+    let leases = json!({"items": [{"lease": lease, "principal_id": HOSTILE, "repository": HOSTILE,
+        "branch": HOSTILE, "environment": HOSTILE}], "next": HOSTILE});
+    let error = json!({"error": {"code": HOSTILE, "message": HOSTILE, "request_id": "r"}});
+    let app = axum::Router::new()
+        .route(
+            "/v1/approvals/pending",
+            get(move || async move { axum::Json(pending) }),
+        )
+        .route(
+            "/v1/tasks",
+            get({
+                let t = task.clone();
+                move || async move { axum::Json(json!([t])) }
+            }),
+        )
+        .route(
+            "/v1/tasks/task_1/leases",
+            get({
+                let l = lease.clone();
+                move || async move { axum::Json(json!([l])) }
+            }),
+        )
+        .route(
+            "/v1/admin/leases",
+            get(move || async move { axum::Json(leases) }),
+        )
+        .route(
+            "/v1/tasks/task_1/requests",
+            post(move || async move { (axum::http::StatusCode::FORBIDDEN, axum::Json(denied)) }),
+        )
+        .route(
+            "/v1/approvals/req_1/approve",
+            post(move || async move { (axum::http::StatusCode::CONFLICT, axum::Json(error)) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["pending"],
+        vec!["task", "list"],
+        vec!["lease", "list", "task_1"],
+        vec!["admin", "leases"],
+        vec!["request", "task_1", "--resource", "r", "--action", "a"],
+        vec!["approve", "req_1", "--digest", "d", "--reason", "r"],
+    ];
     let outputs = tokio::task::block_in_place(|| {
-        vec![
-            latch(&s, &sec).arg("pending").output().unwrap(),
-            latch(&s, &agent).args(["task", "list"]).output().unwrap(),
-            latch(&s, &agent)
-                .args(["task", "show", &task])
-                .output()
-                .unwrap(),
-            latch(&s, &sec)
-                .args(["pending", "--json"])
-                .output()
-                .unwrap(),
-            latch(&s, &agent)
-                .args(["task", "list", "--json"])
-                .output()
-                .unwrap(),
-        ]
-    });
-    let mut saw_branch = 0;
-    for o in &outputs {
-        assert!(o.status.success(), "{o:?}");
-        for text in [&o.stdout, &o.stderr] {
-            let text = String::from_utf8_lossy(text);
-            for bad in ['\u{1b}', '\r', '\u{202E}', '\u{200B}'] {
-                assert!(!text.contains(bad), "{bad:?} printed raw: {text:?}");
-            }
-            assert!(!text.contains("\nneeds: []"), "a forged line: {text:?}");
-            if text.contains("feat\\u{001b}[31m\\u{000d}\\u{000a}needs: []\\u{202e}x\\u{200b}")
-                || text.contains("feat\\u001b[31m\\r\\nneeds: []\\u202ex\\u200b")
-            {
-                saw_branch += 1;
+        let mut v = Vec::new();
+        for json_out in [false, true] {
+            for args in &cmds {
+                let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_latch"));
+                c.args(args)
+                    .env("LATCH_SERVER", &base)
+                    .env("LATCH_TOKEN", "t");
+                if json_out {
+                    c.arg("--json");
+                }
+                v.push((args.join(" "), json_out, c.output().unwrap()));
             }
         }
+        v
+    });
+    for (cmd, json_out, o) in &outputs {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        for bad in ['\u{1b}', '\r', '\u{202E}', '\u{200B}'] {
+            assert!(
+                !text.contains(bad),
+                "`latch {cmd}` (json {json_out}) printed {bad:?} raw: {text:?}"
+            );
+        }
+        assert!(
+            !text.contains("\nneeds: []"),
+            "`latch {cmd}`: a forged line: {text:?}"
+        );
+        let escaped = if *json_out {
+            "feat\\u001b[31m\\r\\nneeds: []\\u202ex\\u200b"
+        } else {
+            "feat\\u{001b}[31m\\u{000d}\\u{000a}needs: []\\u{202e}x\\u{200b}"
+        };
+        assert!(
+            text.contains(escaped),
+            "`latch {cmd}` (json {json_out}) shows it escaped: {text:?}"
+        );
     }
-    assert_eq!(
-        saw_branch,
-        outputs.len(),
-        "the branch is shown, escaped, by each"
-    );
-    let p = String::from_utf8_lossy(&outputs[0].stdout).into_owned();
-    assert!(p.contains(&rid), "{p}");
-    s.stop().await;
+    server.abort();
 }
