@@ -440,3 +440,110 @@ async fn latch_admin_drives_operators_from_the_cli() {
     assert!(out.contains("cancelled"), "{out}");
     s.stop().await;
 }
+
+/// Property (issue 15, item 5), through the broker: a freeze on a scope refuses exactly the
+/// grants whose workload, repository or resource falls in it (`all`: every grant), and lifting
+/// it restores policy's decision. Two workloads of two repositories ask for two resources;
+/// policy allows all four asks, so every refusal is the freeze's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_refuses_exactly_its_scope_and_lifting_restores_policy() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let s = TestServer::start().await;
+    let ops = s.human("olga", &["latch-admins"]).await;
+    let a = s.agent("prop-a").await;
+    let b = other_repo_agent(&s, "prop-b").await;
+    let mut who = Vec::new();
+    for (token, repo) in [(&a, "acme/payments-api"), (&b, "acme/billing")] {
+        let task = s.open_task(token, "sandbox", 3600).await;
+        let t = s.get(Some(token), &format!("/v1/tasks/{task}")).await.body;
+        who.push((
+            token.clone(),
+            task,
+            t["owner"]["id"].as_str().unwrap().to_owned(),
+            repo,
+        ));
+    }
+    let resources = ["ci-cache", "staging-db"];
+    let ask = |i: usize, res: &'static str| {
+        let (token, task, _, _) = who[i].clone();
+        let s = &s;
+        async move {
+            s.request(&token, &task, res, &["read"], Some(60))
+                .await
+                .status
+        }
+    };
+    // Policy's decision without a freeze: every ask is granted.
+    for i in 0..2 {
+        for r in resources {
+            assert_eq!(ask(i, r).await, 201);
+        }
+    }
+    let scopes = prop_oneof![
+        Just(("all", None)),
+        (0..2usize).prop_map(|i| ("workload", Some(i))),
+        (0..2usize).prop_map(|i| ("repository", Some(i))),
+        (0..2usize).prop_map(|i| ("resource", Some(i))),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 12,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        runner
+            .run(&scopes, |(kind, pick)| {
+                handle.block_on(async {
+                    let value = pick.map(|i| match kind {
+                        "workload" => who[i].2.clone(),
+                        "repository" => who[i].3.to_owned(),
+                        _ => resources[i].to_owned(),
+                    });
+                    let mut scope = json!({"kind": kind});
+                    if let Some(v) = &value {
+                        scope["value"] = json!(v);
+                    }
+                    let f = s
+                        .post(
+                            Some(&ops),
+                            "/v1/admin/freezes",
+                            json!({"scope": scope, "reason": "property"}),
+                        )
+                        .await;
+                    assert_eq!(f.status, 201, "{}", f.body);
+                    for (i, (_, _, principal, repo)) in who.iter().enumerate() {
+                        for r in resources {
+                            let covered = match kind {
+                                "all" => true,
+                                "workload" => value.as_deref() == Some(principal.as_str()),
+                                "repository" => value.as_deref() == Some(*repo),
+                                _ => value.as_deref() == Some(r),
+                            };
+                            let got = ask(i, r).await;
+                            let want = if covered { 423 } else { 201 };
+                            assert_eq!(got, want, "{kind} {value:?}: workload {i} asking {r}");
+                        }
+                    }
+                    let id = f.body["freeze"]["id"].as_str().unwrap();
+                    let l = s
+                        .post(
+                            Some(&ops),
+                            &format!("/v1/admin/freezes/{id}/lift"),
+                            json!({"reason": "done"}),
+                        )
+                        .await;
+                    assert_eq!(l.status, 200);
+                    for i in 0..2 {
+                        for r in resources {
+                            assert_eq!(ask(i, r).await, 201, "lifted: policy decides again");
+                        }
+                    }
+                });
+                Ok(())
+            })
+            .unwrap();
+    });
+    s.stop().await;
+}
