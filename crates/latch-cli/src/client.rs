@@ -51,11 +51,15 @@ impl Answer {
         match self.body.get("error") {
             Some(e) => format!(
                 "{} ({}): {}",
-                e["code"].as_str().unwrap_or("?"),
+                crate::render::txt(&e["code"], "?"),
                 self.status,
-                e["message"].as_str().unwrap_or("")
+                crate::render::txt(&e["message"], "")
             ),
-            None => format!("http {}: {}", self.status, self.body),
+            None => format!(
+                "http {}: {}",
+                self.status,
+                crate::render::txt(&self.body, "")
+            ),
         }
     }
 }

@@ -88,6 +88,14 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Operators (admin token): every open task and live lease, revoke, cancel, and the kill
+    /// switch (freeze, unfreeze, freezes); each action takes a required `--reason`.
+    Admin {
+        #[command(subcommand)]
+        cmd: cmd::admin::AdminCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Audit trail: tail, export, verify, find (admin token; `verify --file` works offline).
     Audit {
         #[command(subcommand)]
@@ -169,7 +177,7 @@ async fn main() -> ExitCode {
         // (`| head`) is done, which is not a failure.
         Err(e) if e.contains("Broken pipe") => ExitCode::from(CLOSED_PIPE_EXIT as u8),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", latch_core::audit::escape_text(&e));
             ExitCode::from(1)
         }
     }
@@ -212,6 +220,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Approve(v) => cmd::approve::vote(v, "approve").await,
         Cmd::Deny(v) => cmd::approve::vote(v, "deny").await,
         Cmd::Lease { cmd, conn } => cmd::lease::run(cmd, &conn).await,
+        Cmd::Admin { cmd, conn } => cmd::admin::run(cmd, &conn).await,
         Cmd::Audit { cmd, conn } => cmd::audit::run(cmd, &conn.client(), conn.json).await,
         Cmd::Policy { cmd } => cmd::policy::run(cmd),
         Cmd::Exec { args, conn } => cmd::exec::run(args, &conn.server, conn.token).await,

@@ -3,9 +3,44 @@
 
 use std::process::ExitCode;
 
+use latch_core::audit::{escape_text, is_deceptive};
 use serde_json::Value;
 
 use crate::client::Answer;
+
+/// A value of an answer as one safe terminal word: a string escaped with [`escape_text`]
+/// (control, bidi and zero-width characters made visible), `null` or absent as `default`, any
+/// other value as its JSON, escaped the same way.
+///
+/// # Security
+/// Every human-facing print of server text goes through this (or [`safe_json`]): claim
+/// values such as a branch name are the workload's to choose, and reach an approver's terminal.
+pub(crate) fn txt(v: &Value, default: &str) -> String {
+    match v {
+        Value::Null => default.to_owned(),
+        Value::String(s) => escape_text(s).into_owned(),
+        other => escape_text(&other.to_string()).into_owned(),
+    }
+}
+
+/// JSON text whose bidi, zero-width and other invisible characters (and any control character
+/// other than the layout's own line breaks) are written as `\uXXXX` escapes: the same JSON
+/// value, nothing a terminal could misread. (`serde_json` already escapes control characters
+/// inside strings; it leaves U+202E and U+200B as they are.)
+pub(crate) fn safe_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if (c.is_control() && c != '\n') || is_deceptive(c) {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Prints `a` and answers its exit code.
 ///
@@ -14,10 +49,7 @@ use crate::client::Answer;
 /// stderr. Exit codes: 3 for `"status": "denied"`, 4 for `"pending"`, 0 for another 2xx, else 1.
 pub(crate) fn print_answer(json: bool, a: &Answer, human: impl FnOnce(&Value)) -> ExitCode {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&a.body).unwrap_or_default()
-        );
+        print_json(&a.body);
     } else if a.ok() {
         human(&a.body);
     } else if a.body.get("status").is_none() {
@@ -37,41 +69,50 @@ pub(crate) fn print_answer(json: bool, a: &Answer, human: impl FnOnce(&Value)) -
 /// the approvers needed, the lease, and the credential (shown once).
 pub(crate) fn print_access(b: &Value) {
     let d = &b["request"]["decision"];
-    println!("status:   {}", b["status"].as_str().unwrap_or("?"));
-    println!("request:  {}", b["request"]["id"].as_str().unwrap_or("?"));
+    println!("status:   {}", txt(&b["status"], "?"));
+    println!("request:  {}", txt(&b["request"]["id"], "?"));
     println!(
         "decision: {} (policies: {})",
-        d["decision"].as_str().unwrap_or("?"),
-        d["policy_ids"]
+        txt(&d["decision"], "?"),
+        txt(&d["policy_ids"], "[]")
     );
+    if let Some(code) = d["code"].as_str() {
+        println!("code:     {}", escape_text(code));
+    }
     if let Some(rs) = d["reasons"].as_array() {
         for r in rs {
-            println!("reason:   {}", r.as_str().unwrap_or(""));
+            println!("reason:   {}", txt(r, ""));
         }
     }
     if let Some(g) = d["groups"].as_array() {
-        println!("approval needed from: {}", Value::Array(g.clone()));
         println!(
-            "digest:   {}",
-            b["request"]["digest"].as_str().unwrap_or("")
+            "approval needed from: {}",
+            txt(&Value::Array(g.clone()), "")
         );
+        println!("digest:   {}", txt(&b["request"]["digest"], ""));
     }
     if !b["lease"].is_null() {
         println!(
             "lease:    {} (expires {})",
-            b["lease"]["id"].as_str().unwrap_or("?"),
-            b["lease"]["expires_at_unix_secs"]
+            txt(&b["lease"]["id"], "?"),
+            txt(&b["lease"]["expires_at_unix_secs"], "?")
         );
     }
     if let Some(v) = b["credential"]["value"].as_str() {
+        // The credential is printed as minted (a PEM certificate spans lines); it comes from
+        // the broker's provider, not from a workload's claims.
         println!(
             "credential ({}), shown once:\n{v}",
-            b["credential"]["kind"].as_str().unwrap_or("?")
+            txt(&b["credential"]["kind"], "?")
         );
     }
 }
 
-/// Prints `b` as pretty JSON.
+/// Prints `b` as pretty JSON ([`safe_json`]: the same value, with invisible and bidi
+/// characters escaped).
 pub(crate) fn print_json(b: &Value) {
-    println!("{}", serde_json::to_string_pretty(b).unwrap_or_default());
+    println!(
+        "{}",
+        safe_json(&serde_json::to_string_pretty(b).unwrap_or_default())
+    );
 }

@@ -85,6 +85,11 @@ pub enum ErrorCode {
     ApproverNotEligible,
     /// The approver is the human the agent acts for, or the requester itself.
     SelfApprovalForbidden,
+    /// The caller is not an operator: the route needs a human in one of `[admin] groups`.
+    NotAdmin,
+    /// An operator froze grants in a scope that covers this request (a kill switch): no
+    /// credential is granted, claimed or renewed there until the freeze is lifted.
+    Frozen,
     // --- routing (404 / 405) ---
     /// No such endpoint, or an endpoint this server does not offer (a certificate authority or
     /// the development issuer that is not configured).
@@ -107,6 +112,13 @@ pub enum ErrorCode {
     LeaseNotFound,
     /// The task is no longer open.
     TaskNotOpen,
+    /// The request's task has ended (completed, cancelled or expired): the request was closed
+    /// with it and can no longer be approved, denied or claimed.
+    TaskEnded,
+    /// The freeze named is already lifted.
+    FreezeNotActive,
+    /// No such freeze.
+    FreezeNotFound,
     /// The request is not pending (already decided, granted or expired).
     RequestNotPending,
     /// The approver already voted on this request.
@@ -180,6 +192,11 @@ impl ErrorCode {
             RequestNotFound => "request_not_found",
             LeaseNotFound => "lease_not_found",
             TaskNotOpen => "task_not_open",
+            TaskEnded => "task_ended",
+            FreezeNotActive => "freeze_not_active",
+            FreezeNotFound => "freeze_not_found",
+            NotAdmin => "not_admin",
+            Frozen => "frozen",
             RequestNotPending => "request_not_pending",
             AlreadyVoted => "already_voted",
             RequestExpired => "request_expired",
@@ -215,14 +232,19 @@ impl ErrorCode {
             | UnknownLease
             | TaskIdentityMismatch
             | ApprovalDigestMismatch => 422,
-            PolicyDenied | EnvironmentSeparation | ApproverNotEligible | SelfApprovalForbidden => {
-                403
-            }
-            NotFound | TaskNotFound | RequestNotFound | LeaseNotFound => 404,
+            PolicyDenied
+            | EnvironmentSeparation
+            | ApproverNotEligible
+            | SelfApprovalForbidden
+            | NotAdmin => 403,
+            // RFC 4918 `423 Locked`: the request is fine, the scope is locked until lifted.
+            Frozen => 423,
+            NotFound | TaskNotFound | RequestNotFound | LeaseNotFound | FreezeNotFound => 404,
             MethodNotAllowed => 405,
             NotAcceptable => 406,
             OriginNotAllowed => 403,
-            TaskNotOpen | RequestNotPending | AlreadyVoted | LeaseNotActive | Conflict => 409,
+            TaskNotOpen | TaskEnded | RequestNotPending | AlreadyVoted | LeaseNotActive
+            | FreezeNotActive | Conflict => 409,
             RequestExpired => 410,
             RequestTimeout => 408,
             RateLimited => 429,

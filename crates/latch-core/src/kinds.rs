@@ -122,6 +122,9 @@ string_enum! {
         RequestDecided => "request.decided",
         /// A pending access request expired undecided or unclaimed.
         RequestExpired => "request.expired",
+        /// A pending or approved request was closed because its task ended. Outcome: the
+        /// task's state (`completed`, `cancelled`, `expired`).
+        RequestCancelled => "request.cancelled",
         /// A human approver voted on a pending request.
         ApprovalRecorded => "approval.recorded",
         /// A credential was minted and its lease recorded.
@@ -150,6 +153,16 @@ string_enum! {
         AuditExported => "audit.exported",
         /// An administrator searched the audit log.
         AuditSearched => "audit.searched",
+        /// An operator acted on another principal's task or lease (`detail.action`:
+        /// `revoke_lease`, `cancel_task`), with the reason they gave. Committed with the change.
+        OperatorActed => "operator.acted",
+        /// An operator engaged a kill switch: every live credential in a scope revoked and new
+        /// grants there frozen (`detail`: scope, reason, leases revoked).
+        FreezeEngaged => "freeze.engaged",
+        /// An operator lifted a freeze (`detail`: scope, reason).
+        FreezeLifted => "freeze.lifted",
+        /// A grant, claim or renewal was refused because a freeze covers it. Outcome `frozen`.
+        AccessFrozen => "access.frozen",
     }
 }
 

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod credential_format;
 pub mod digest;
 pub mod error;
+pub mod freeze;
 pub mod json;
 pub mod kinds;
 pub mod model;

@@ -250,6 +250,9 @@ pub enum RequestState {
     Granted,
     /// Not decided or claimed in time.
     Expired,
+    /// Closed before it was decided or claimed because its task ended (completed, cancelled,
+    /// expired); it can no longer be approved, denied or claimed.
+    Cancelled,
 }
 
 impl RequestState {
@@ -261,6 +264,7 @@ impl RequestState {
             RequestState::Denied => "denied",
             RequestState::Granted => "granted",
             RequestState::Expired => "expired",
+            RequestState::Cancelled => "cancelled",
         }
     }
 }

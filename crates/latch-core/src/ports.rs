@@ -225,6 +225,10 @@ pub enum Write {
     InsertLease(Lease),
     /// Compare-and-set update of a lease.
     UpdateLease(Lease),
+    /// Insert a kill-switch freeze.
+    InsertFreeze(crate::freeze::Freeze),
+    /// Compare-and-set update of a freeze (lifting it).
+    UpdateFreeze(crate::freeze::Freeze),
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -316,12 +320,25 @@ pub trait Store: Send + Sync + 'static {
         now_unix_secs: i64,
         limit: u32,
     ) -> Result<Vec<AccessRequest>, StoreError>;
+    /// The `pending` and `approved` requests of a task (those its end must close), oldest
+    /// first.
+    async fn open_requests_by_task(&self, task_id: &str) -> Result<Vec<AccessRequest>, StoreError>;
     /// Approvals recorded for a request, in order.
     async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError>;
     /// A lease by id.
     async fn lease(&self, id: &str) -> Result<Option<Lease>, StoreError>;
     /// Leases of a task.
     async fn leases_by_task(&self, task_id: &str) -> Result<Vec<Lease>, StoreError>;
+    /// Open tasks with id greater than `after_id`, ordered by id (operators' paging).
+    async fn open_tasks(&self, after_id: &str, limit: u32) -> Result<Vec<Task>, StoreError>;
+    /// Leases that may still work (`issuing` or `active`) with id greater than `after_id`,
+    /// ordered by id (operators' paging, the kill switch).
+    async fn live_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
+    /// Every active freeze, oldest first. Read on each grant, claim and renewal, so it must
+    /// not be served from a cache that can miss another replica's write.
+    async fn active_freezes(&self) -> Result<Vec<crate::freeze::Freeze>, StoreError>;
+    /// A freeze by id.
+    async fn freeze(&self, id: &str) -> Result<Option<crate::freeze::Freeze>, StoreError>;
     /// Active leases with id greater than `after_id`, ordered by id (paging).
     async fn active_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
     /// Leases needing work from the reaper: active and expired, issuing for longer than

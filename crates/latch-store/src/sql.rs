@@ -178,10 +178,23 @@ pub(crate) const PENDING_REQUESTS: &str = "SELECT body FROM requests WHERE state
      ORDER BY created_at, id LIMIT $1";
 pub(crate) const EXPIRED_REQUESTS: &str = "SELECT body FROM requests \
      WHERE state IN ('pending', 'approved') AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2";
+pub(crate) const OPEN_REQUESTS_BY_TASK: &str = "SELECT body FROM requests \
+     WHERE task_id = $1 AND state IN ('pending', 'approved') ORDER BY created_at, id";
 pub(crate) const APPROVALS: &str = "SELECT body FROM approvals WHERE request_id = $1 ORDER BY seq";
 pub(crate) const LEASE: &str = "SELECT body FROM leases WHERE id = $1";
 pub(crate) const LEASES_BY_TASK: &str =
     "SELECT body FROM leases WHERE task_id = $1 ORDER BY issued_at, id";
+pub(crate) const OPEN_TASKS: &str =
+    "SELECT body FROM tasks WHERE state = 'open' AND id > $1 ORDER BY id LIMIT $2";
+pub(crate) const LIVE_LEASES: &str = "SELECT body FROM leases \
+     WHERE state IN ('issuing', 'active') AND id > $1 ORDER BY id LIMIT $2";
+pub(crate) const ACTIVE_FREEZES: &str =
+    "SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id";
+pub(crate) const FREEZE: &str = "SELECT body FROM freezes WHERE id = $1";
+pub(crate) const INSERT_FREEZE: &str = "INSERT INTO freezes (id, state, created_at, version, body) \
+     VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const UPDATE_FREEZE: &str = "UPDATE freezes SET state = $2, created_at = $3, \
+     version = $4, body = $5 WHERE id = $1 AND version = $6";
 pub(crate) const ACTIVE_LEASES: &str =
     "SELECT body FROM leases WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2";
 pub(crate) const REVOKED_UNEXPIRED_LEASES: &str = "SELECT body FROM leases \

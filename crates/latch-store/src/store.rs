@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
+use latch_core::freeze::Freeze;
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
@@ -127,6 +128,27 @@ where
             .await
             .map_err(|e| unavailable::<DB>(&format!("read {what}"), &e))?;
         body.map(|b| decode(what, &b)).transpose()
+    }
+
+    /// One page of bodies after `after_id` (`$1`), at most `n` (`$2`), decoded as `what`.
+    async fn paged<T: serde::de::DeserializeOwned>(
+        &self,
+        label: &str,
+        what: &str,
+        sql: &'static str,
+        after_id: &str,
+        n: u32,
+    ) -> Result<Vec<T>, StoreError> {
+        self.bounded(label, async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql)
+                .bind(after_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>(&format!("list {label}"), &e))?;
+            decode_all(what, bodies)
+        })
+        .await
     }
 
     /// Runs one write statement in its own write transaction.
@@ -294,6 +316,26 @@ where
                 q,
             )
         }
+        Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
+            let update = matches!(w, Write::UpdateFreeze(_));
+            let q = sqlx::query::<DB>(if update {
+                sql::UPDATE_FREEZE
+            } else {
+                sql::INSERT_FREEZE
+            })
+            .bind(f.id.as_str())
+            .bind(f.state.as_str())
+            .bind(f.created_at_unix_secs)
+            .bind(f.version)
+            .bind(body);
+            let cas_on = update.then(|| (f.id.as_str(), f.version - 1));
+            let what = if update {
+                "update freeze"
+            } else {
+                "insert freeze"
+            };
+            (what, "freeze", cas_on, q)
+        }
         Write::RequireTaskOpen { .. } => return None,
     };
     Some(statement)
@@ -419,6 +461,18 @@ where
         .await
     }
 
+    async fn open_requests_by_task(&self, task_id: &str) -> Result<Vec<AccessRequest>, StoreError> {
+        self.bounded("open requests by task", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::OPEN_REQUESTS_BY_TASK)
+                .bind(task_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list a task's open requests", &e))?;
+            decode_all("request", bodies)
+        })
+        .await
+    }
+
     async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
         self.bounded("approvals", async {
             let bodies = sqlx::query_scalar::<DB, String>(sql::APPROVALS)
@@ -444,6 +498,34 @@ where
                 .await
                 .map_err(|e| unavailable::<DB>("list leases by task", &e))?;
             decode_all("lease", bodies)
+        })
+        .await
+    }
+
+    async fn open_tasks(&self, after_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {
+        self.paged("open tasks", "task", sql::OPEN_TASKS, after_id, n)
+            .await
+    }
+
+    async fn live_leases(&self, after_id: &str, n: u32) -> Result<Vec<Lease>, StoreError> {
+        self.paged("live leases", "lease", sql::LIVE_LEASES, after_id, n)
+            .await
+    }
+
+    async fn active_freezes(&self) -> Result<Vec<Freeze>, StoreError> {
+        self.bounded("active freezes", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_FREEZES)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list active freezes", &e))?;
+            decode_all("freeze", bodies)
+        })
+        .await
+    }
+
+    async fn freeze(&self, id: &str) -> Result<Option<Freeze>, StoreError> {
+        self.bounded("freeze", async {
+            self.one("freeze", sql::FREEZE, id).await
         })
         .await
     }
@@ -801,66 +883,4 @@ pub(crate) fn migration_failed(e: &sqlx::migrate::MigrateError) -> StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_commit_that_lost_its_connection_has_an_unknown_outcome() {
-        let reset = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(matches!(
-            commit_outcome::<sqlx::Postgres>(&reset),
-            StoreError::OutcomeUnknown(m) if m.starts_with("postgres: commit:")
-        ));
-        assert!(matches!(
-            commit_outcome::<sqlx::Sqlite>(&sqlx::Error::WorkerCrashed),
-            StoreError::OutcomeUnknown(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_call_past_its_deadline_is_unavailable() {
-        let budget = Duration::from_millis(50);
-        let until = tokio::time::Instant::now() + budget;
-        let r =
-            within::<sqlx::Postgres, ()>(until, budget, "read task", std::future::pending()).await;
-        assert!(matches!(
-            r,
-            Err(StoreError::Unavailable(m)) if m == "postgres: read task: no answer within 50 ms"
-        ));
-    }
-
-    #[test]
-    fn every_migration_file_is_embedded() {
-        let root = env!("CARGO_MANIFEST_DIR");
-        assert_every_file_embedded(
-            &format!("{root}/migrations/sqlite"),
-            crate::sqlite::MIGRATIONS,
-        );
-        assert_every_file_embedded(
-            &format!("{root}/migrations/postgres"),
-            crate::postgres::MIGRATIONS,
-        );
-    }
-
-    /// Checks that `migrations` lists every `*.sql` file of `dir`, named `NNNN_description.sql`,
-    /// in strictly increasing version order.
-    fn assert_every_file_embedded(dir: &str, migrations: Migrations) {
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .expect("migrations dir")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .filter(|n| n.ends_with(".sql"))
-            .collect();
-        files.sort();
-        let embedded: Vec<String> = migrations
-            .iter()
-            .map(|(v, d, _)| format!("{v:04}_{d}.sql"))
-            .collect();
-        assert_eq!(files, embedded, "list each {dir}/*.sql file in MIGRATIONS");
-        assert!(migrations.windows(2).all(|w| w[0].0 < w[1].0));
-    }
-}
+mod tests;

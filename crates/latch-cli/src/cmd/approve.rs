@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::Conn;
-use crate::render::print_answer;
+use crate::render::{print_answer, txt};
 
 // No doc comment: clap would take it as the `about` of `approve` and `deny`.
 #[derive(Args)]
@@ -36,34 +36,35 @@ pub(crate) async fn pending(conn: &Conn) -> Result<ExitCode, String> {
     }))
 }
 
-/// One pending approval: request, what it asks, its task, and who must approve.
+/// One pending approval: request, what it asks, its task, and who must approve. Every value
+/// is escaped ([`txt`]): repository, branch and purpose are the workload's to choose.
 fn print_pending(p: &Value) {
     let r = &p["request"];
     let t = &p["task"];
     println!(
         "request {}  task {}",
-        r["id"].as_str().unwrap_or("?"),
-        t["id"].as_str().unwrap_or("?")
+        txt(&r["id"], "?"),
+        txt(&t["id"], "?")
     );
     println!(
         "  {} on {} for {}s — {}",
-        r["actions"],
-        r["resource_id"].as_str().unwrap_or("?"),
-        r["ttl_secs"],
-        r["justification"].as_str().unwrap_or("")
+        txt(&r["actions"], "[]"),
+        txt(&r["resource_id"], "?"),
+        txt(&r["ttl_secs"], "?"),
+        txt(&r["justification"], "")
     );
     println!(
         "  task: {} (env {}, repo {}, branch {}, for {})",
-        t["purpose"].as_str().unwrap_or(""),
-        t["environment"].as_str().unwrap_or("?"),
-        t["repository"].as_str().unwrap_or("-"),
-        t["branch"].as_str().unwrap_or("-"),
-        t["on_behalf_of"].as_str().unwrap_or("-")
+        txt(&t["purpose"], ""),
+        txt(&t["environment"], "?"),
+        txt(&t["repository"], "-"),
+        txt(&t["branch"], "-"),
+        txt(&t["on_behalf_of"], "-")
     );
     println!(
         "  needs: {}  digest: {}",
-        r["decision"]["groups"],
-        r["digest"].as_str().unwrap_or("")
+        txt(&r["decision"]["groups"], "[]"),
+        txt(&r["digest"], "")
     );
 }
 
@@ -83,8 +84,8 @@ pub(crate) async fn vote(v: Vote, verb: &str) -> Result<ExitCode, String> {
     Ok(print_answer(v.conn.json, &a, |b| {
         println!(
             "request {} is now {}",
-            b["id"].as_str().unwrap_or("?"),
-            b["state"].as_str().unwrap_or("?")
+            txt(&b["id"], "?"),
+            txt(&b["state"], "?")
         );
     }))
 }

@@ -120,8 +120,9 @@ fn print_events(events: &Value, json_out: bool) -> Option<i64> {
     let mut last = None;
     for e in events.as_array().into_iter().flatten() {
         if json_out {
-            // One object per line: serde_json escapes control characters in strings.
-            println!("{e}");
+            // One object per line: serde_json escapes control characters in strings, `safe_json`
+            // bidi and invisible ones.
+            println!("{}", crate::render::safe_json(&e.to_string()));
         } else {
             println!("{}", render_event(e));
         }

@@ -157,8 +157,8 @@ async fn obtain(
                 }
                 eprintln!(
                     "latch: waiting for approval of {resource} by {} (request {rid}, digest {})",
-                    a.body["request"]["decision"]["groups"],
-                    a.body["request"]["digest"].as_str().unwrap_or("")
+                    crate::render::txt(&a.body["request"]["decision"]["groups"], "[]"),
+                    crate::render::txt(&a.body["request"]["digest"], "")
                 );
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 a = c
@@ -251,7 +251,11 @@ where
                 if now + wait > deadline {
                     return Err(e);
                 }
-                eprintln!("latch: {e}; retrying in {} ms", wait.as_millis());
+                eprintln!(
+                    "latch: {}; retrying in {} ms",
+                    latch_core::audit::escape_text(&e),
+                    wait.as_millis()
+                );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
@@ -281,7 +285,8 @@ async fn end_task(c: &Client, task: &str, how: &str) -> bool {
         Ok(()) => true,
         Err(e) => {
             eprintln!(
-                "latch: WARNING: could not {how} task {task}: {e}; its credentials expire with it"
+                "latch: WARNING: could not {how} task {task}: {}; its credentials expire with it",
+                latch_core::audit::escape_text(&e)
             );
             false
         }
@@ -493,8 +498,8 @@ fn hand_over(
         }
         eprintln!(
             "latch: {res} granted (lease {}, expires at {})",
-            b["lease"]["id"].as_str().unwrap_or("?"),
-            b["lease"]["expires_at_unix_secs"]
+            crate::render::txt(&b["lease"]["id"], "?"),
+            crate::render::txt(&b["lease"]["expires_at_unix_secs"], "?")
         );
     }
     Ok(env)

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Conn, secs};
-use crate::render::{print_access, print_answer, print_json};
+use crate::render::{print_access, print_answer, print_json, txt};
 
 #[derive(Subcommand)]
 pub(crate) enum LeaseCmd {
@@ -61,11 +61,11 @@ pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> 
 fn print_lease(l: &Value) {
     println!(
         "{}  {:<13} {} {} expires={} renewals={}",
-        l["id"].as_str().unwrap_or("?"),
-        l["state"].as_str().unwrap_or("?"),
-        l["resource_id"].as_str().unwrap_or("?"),
-        l["actions"],
-        l["expires_at_unix_secs"],
-        l["renewals"]
+        txt(&l["id"], "?"),
+        txt(&l["state"], "?"),
+        txt(&l["resource_id"], "?"),
+        txt(&l["actions"], "[]"),
+        txt(&l["expires_at_unix_secs"], "?"),
+        txt(&l["renewals"], "?")
     );
 }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::client::Client;
 
+pub(crate) mod admin;
 pub(crate) mod approve;
 pub(crate) mod audit;
 pub(crate) mod bench;

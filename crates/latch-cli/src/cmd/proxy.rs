@@ -511,7 +511,10 @@ async fn watch(watcher: Arc<Proxy>, poll: Duration) {
             Poll::Serving => failures = 0,
             Poll::Failed(why) => {
                 failures += 1;
-                eprintln!("latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {why}");
+                eprintln!(
+                    "latch proxy: task check failed ({failures}/{MAX_POLL_FAILURES}): {}",
+                    latch_core::audit::escape_text(&why)
+                );
                 if failures >= MAX_POLL_FAILURES {
                     watcher.stopped.store(true, Ordering::SeqCst);
                     println!(
@@ -523,7 +526,11 @@ async fn watch(watcher: Arc<Proxy>, poll: Duration) {
             }
             Poll::Stop(why) => {
                 watcher.stopped.store(true, Ordering::SeqCst);
-                println!("latch proxy: task {}: {why}; stopping", watcher.task);
+                println!(
+                    "latch proxy: task {}: {}; stopping",
+                    watcher.task,
+                    latch_core::audit::escape_text(&why)
+                );
                 return;
             }
         }

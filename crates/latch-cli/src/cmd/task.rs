@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Conn, audit, secs};
 use crate::client::{Answer, Client};
-use crate::render::print_answer;
+use crate::render::{print_answer, safe_json, txt};
 
 #[derive(Subcommand)]
 pub(crate) enum TaskCmd {
@@ -109,8 +109,8 @@ pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
             return Ok(print_answer(conn.json, &a, |b| {
                 println!(
                     "recorded: seq {} {}",
-                    b["seq"],
-                    b["id"].as_str().unwrap_or("?")
+                    txt(&b["seq"], "?"),
+                    txt(&b["id"], "?")
                 )
             }));
         }
@@ -138,7 +138,7 @@ async fn timeline(c: &Client, id: &str, json: bool) -> Result<ExitCode, String> 
     };
     for e in &events {
         if json {
-            println!("{e}");
+            println!("{}", safe_json(&e.to_string()));
         } else {
             println!("{}", audit::render_event(e));
         }
@@ -176,13 +176,13 @@ fn print_tasks(b: &Value) {
     let one = |t: &Value| {
         println!(
             "{}  {:<9} env={:<11} repo={} branch={} expires={}  {}",
-            t["id"].as_str().unwrap_or("?"),
-            t["state"].as_str().unwrap_or("?"),
-            t["environment"].as_str().unwrap_or("?"),
-            t["repository"].as_str().unwrap_or("-"),
-            t["branch"].as_str().unwrap_or("-"),
-            t["expires_at_unix_secs"],
-            t["purpose"].as_str().unwrap_or("")
+            txt(&t["id"], "?"),
+            txt(&t["state"], "?"),
+            txt(&t["environment"], "?"),
+            txt(&t["repository"], "-"),
+            txt(&t["branch"], "-"),
+            txt(&t["expires_at_unix_secs"], "?"),
+            txt(&t["purpose"], "")
         )
     };
     match b.as_array() {

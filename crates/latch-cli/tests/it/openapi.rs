@@ -129,10 +129,10 @@ async fn fuzz_config(s: &TestServer, agent: &str, admin: &str) -> String {
         r#"
 # Schema-valid requests get 2xx, or a refusal that depends on state or configuration rather
 # than on the request's shape: 401/403 (who), 404 (no such id), 409/410 (state), 422 (a
-# resource, action or TTL this broker does not offer), 429. A 400 means the document failed to
-# state a rule.
+# resource, action or TTL this broker does not offer), 423 (an operator's freeze: the fuzzer
+# engages kill switches too), 429. A 400 means the document failed to state a rule.
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "401", "403", "404", "409", "410", "422", "429"]
+expected-statuses = ["2xx", "401", "403", "404", "409", "410", "422", "423", "429"]
 
 [dictionaries.tasks]
 values = ["{sandbox}", "{sandbox2}", "{prod}"]
@@ -162,9 +162,10 @@ parameters = {{ "path.id" = {{ dictionary = "tasks", probability = 0.7 }} }}
 include-path-regex = "^/v1/proxy/"
 parameters = {{ "path.resource" = {{ dictionary = "resources", probability = 0.7 }} }}
 
-# Approvals and the audit trail are for humans (the admin groups for the audit trail).
+# Approvals, the audit trail and the operators' routes are for humans (the admin groups for the
+# audit trail and the operators' routes).
 [[operations]]
-include-path-regex = "^/v1/(approvals|audit)"
+include-path-regex = "^/v1/(approvals|audit|admin)"
 headers = {{ Authorization = "Bearer {admin}" }}
 
 # Introspection and revocation authenticate OAuth clients (HTTP Basic, RFC 6749 §2.3.1).
@@ -176,7 +177,7 @@ headers = {{ Authorization = "Basic {basic}" }}
 # subject token does not verify, which is every token the fuzzer can make up.
 [[operations]]
 include-path = "/oauth/token"
-checks = {{ positive_data_acceptance = {{ expected-statuses = ["2xx", "400", "401", "403", "404", "409", "410", "422", "429"] }} }}
+checks = {{ positive_data_acceptance = {{ expected-statuses = ["2xx", "400", "401", "403", "404", "409", "410", "422", "423", "429"] }} }}
 "#
     )
 }

@@ -87,6 +87,21 @@ impl Store for Faulty {
     async fn expired_requests(&self, now: i64, n: u32) -> Result<Vec<AccessRequest>, StoreError> {
         self.inner.expired_requests(now, n).await
     }
+    async fn open_tasks(&self, after: &str, n: u32) -> Result<Vec<Task>, StoreError> {
+        self.inner.open_tasks(after, n).await
+    }
+    async fn live_leases(&self, after: &str, n: u32) -> Result<Vec<Lease>, StoreError> {
+        self.inner.live_leases(after, n).await
+    }
+    async fn active_freezes(&self) -> Result<Vec<latch_core::freeze::Freeze>, StoreError> {
+        self.inner.active_freezes().await
+    }
+    async fn freeze(&self, id: &str) -> Result<Option<latch_core::freeze::Freeze>, StoreError> {
+        self.inner.freeze(id).await
+    }
+    async fn open_requests_by_task(&self, task_id: &str) -> Result<Vec<AccessRequest>, StoreError> {
+        self.inner.open_requests_by_task(task_id).await
+    }
     async fn approvals(&self, request_id: &str) -> Result<Vec<Approval>, StoreError> {
         self.inner.approvals(request_id).await
     }

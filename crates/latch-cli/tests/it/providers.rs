@@ -14,17 +14,17 @@ use serde_json::{Value, json};
 const PG_ADDR: &str = "127.0.0.1:5432";
 const REDIS_ADDR: &str = "127.0.0.1:6379";
 
-fn suffix() -> String {
+pub(crate) fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("latch-{tag}-{}", suffix()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-async fn pg_admin() -> tokio_postgres::Client {
+pub(crate) async fn pg_admin() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
         tokio_postgres::NoTls,
@@ -35,7 +35,7 @@ async fn pg_admin() -> tokio_postgres::Client {
     client
 }
 
-async fn pg_login(
+pub(crate) async fn pg_login(
     user: &str,
     password: &str,
     port: u16,
@@ -49,7 +49,7 @@ async fn pg_login(
     Ok(client)
 }
 
-fn pg_resource(id: &str, schema: &str, port: u16) -> String {
+pub(crate) fn pg_resource(id: &str, schema: &str, port: u16) -> String {
     format!(
         r#"
 [[resources]]
@@ -69,7 +69,7 @@ write = ["GRANT USAGE ON SCHEMA {schema} TO {{role}}", "GRANT SELECT, INSERT ON 
     )
 }
 
-async fn grant(
+pub(crate) async fn grant(
     s: &TestServer,
     token: &str,
     task: &str,
@@ -1110,7 +1110,7 @@ fn ssh_login(sshd: &Sshd, key: &Path, cert: &str, user: &str) -> bool {
 }
 
 /// Like [`tool_available`] for programs without a harmless probe flag: checks the path.
-fn binary_available(path: &str) -> bool {
+pub(crate) fn binary_available(path: &str) -> bool {
     let ok = Path::new(path).exists();
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -1364,7 +1364,7 @@ extensions = ["permit-pty"]
 
 // ------------------------------------------------------------------------------------ x509
 
-fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
+pub(crate) fn openssl(args: &[&str], dir: &Path) -> std::process::Output {
     Command::new("openssl")
         .args(args)
         .current_dir(dir)

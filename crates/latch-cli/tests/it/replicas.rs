@@ -946,3 +946,72 @@ async fn a_dpop_proof_is_good_once_across_replicas() {
     drop((a, b));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A kill switch engaged on one replica holds at once on the other (freezes are read from the
+/// shared store on every grant), the credential it revoked is inactive there within a second,
+/// and the lift on the other replica restores grants on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_freeze_engaged_on_one_replica_holds_on_the_other() {
+    if !service_available("postgres", PG_ADDR) {
+        return;
+    }
+    let db = TempPgDatabase::create("freeze").await;
+    let (dir, path) = config(&db);
+    let a = Replica::spawn(&path);
+    let b = Replica::spawn(&path);
+    a.wait_feed().await;
+    b.wait_feed().await;
+    let (ua, ub) = (a.base.clone(), b.base.clone());
+    let c = Client {
+        http: reqwest::Client::new(),
+    };
+    let agent = agent(&c, &ua).await;
+    let ops = c
+        .token(
+            &ua,
+            json!({"kind": "human", "subject": "olga", "groups": ["latch-admins"], "ttl_secs": 600}),
+        )
+        .await;
+    let t = c.open_task(&ub, &agent, "freeze", "sandbox").await;
+    let ask =
+        json!({"resource": "ci-cache", "actions": ["read"], "ttl_secs": 300, "justification": "j"});
+    let path_req = format!("/v1/tasks/{t}/requests");
+    let (s, g) = c.post(&ub, &path_req, Some(&agent), ask.clone()).await;
+    assert_eq!(s, 201, "{g}");
+    let cred = g["credential"]["value"].as_str().unwrap().to_owned();
+    assert!(c.active(&ub, &cred).await);
+    let (s, f) = c
+        .post(
+            &ua,
+            "/v1/admin/freezes",
+            Some(&ops),
+            json!({"scope": {"kind": "repository", "value": "acme/payments-api"}, "reason": "drill"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{f}");
+    let took = until_inactive(&c, &ub, &cred, Duration::from_secs(1)).await;
+    eprintln!("the kill switch on A reached B's introspection in {took:?}");
+    let (s, r) = c.post(&ub, &path_req, Some(&agent), ask.clone()).await;
+    assert_eq!(
+        (s, r["error"]["code"].as_str()),
+        (423, Some("frozen")),
+        "{r}"
+    );
+    let (s, l) = c.get(&ub, "/v1/admin/freezes", &ops).await;
+    assert_eq!((s, l.as_array().map(Vec::len)), (200, Some(1)), "{l}");
+    let fid = f["freeze"]["id"].as_str().unwrap();
+    let (s, _) = c
+        .post(
+            &ub,
+            &format!("/v1/admin/freezes/{fid}/lift"),
+            Some(&ops),
+            json!({"reason": "done"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, g) = c.post(&ua, &path_req, Some(&agent), ask).await;
+    assert_eq!(s, 201, "lifted on B, granted on A: {g}");
+    drop((a, b));
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

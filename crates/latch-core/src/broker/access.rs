@@ -46,8 +46,9 @@ impl Broker {
     ///
     /// # Errors
     /// `task_not_found`, `task_not_open`, `unknown_resource`, `unknown_action`,
-    /// `ttl_out_of_bounds`, `invalid_request`, `provider_failed`, `store_unavailable`, and
-    /// `dpop_required` when the resource requires a key binding and `binding` names no key.
+    /// `ttl_out_of_bounds`, `invalid_request`, `frozen` (an operator froze the scope),
+    /// `provider_failed`, `store_unavailable`, and `dpop_required` when the resource requires a
+    /// key binding and `binding` names no key.
     ///
     /// # Security
     /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
@@ -62,6 +63,8 @@ impl Broker {
         let task = self.owned_task_cached(caller, task_id).await?;
         self.open_task_check(&task)?;
         let checked = self.check_request(&input, binding)?;
+        self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request")
+            .await?;
         let now = self.now();
         let decision = self.decide(&Ask {
             task: &task,
@@ -159,9 +162,15 @@ impl Broker {
                 req.state = RequestState::Pending;
                 req.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
                 let decided = decision_event(now, &caller, &req);
+                // Never a pending request in a task that ended meanwhile: its end closed the
+                // task's requests, and this one would escape that.
                 self.commit(
                     ctx,
                     WriteBatch::new()
+                        .write(Write::RequireTaskOpen {
+                            task_id: task.id.clone(),
+                            version: task.version,
+                        })
                         .write(Write::InsertRequest(req.clone()))
                         .audit(decided),
                 )
@@ -279,6 +288,9 @@ impl Broker {
             return Err(e.into());
         }
         self.index_insert_since(&lease, task, generation);
+        // A kill switch engaged while this grant was deciding: the lease is revoked, not
+        // delivered (see `freezes`).
+        self.recheck_frozen(ctx, task, &lease).await?;
         Ok(AccessOutcome::Granted(Box::new(Grant {
             request: req,
             lease,
@@ -409,8 +421,8 @@ impl Broker {
     ///
     /// # Errors
     /// `request_not_found`, `request_not_pending` (denied, or already claimed), `request_expired`,
-    /// `task_not_open`, `provider_failed`, and `dpop_required` when the resource requires a key
-    /// binding.
+    /// `task_not_open`, `frozen` (an operator froze the scope), `provider_failed`, and
+    /// `dpop_required` when the resource requires a key binding.
     ///
     /// # Security
     /// `binding` must come from verified inputs only.
@@ -442,6 +454,15 @@ impl Broker {
                     format!("request `{}` expired", req.id),
                 ));
             }
+            RequestState::Cancelled => {
+                return Err(ApiError::new(
+                    ErrorCode::TaskNotOpen,
+                    format!(
+                        "request `{}` was closed when its task `{}` ended",
+                        req.id, task.id
+                    ),
+                ));
+            }
             RequestState::Approved => {}
         }
         let now = self.now();
@@ -455,6 +476,8 @@ impl Broker {
         self.open_task_check(&task)?;
         let resource = self.resource(&req.resource_id)?.clone();
         check_binding(&resource, binding)?;
+        self.refuse_if_frozen(ctx, &task, &resource.id, "claim")
+            .await?;
         let approval = self.approval_context(&req).await?;
         let decision = self.decide(&Ask {
             task: &task,

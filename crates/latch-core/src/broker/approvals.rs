@@ -52,7 +52,11 @@ impl Broker {
             if !eligible {
                 continue;
             }
-            if let Some(t) = self.store.task(&r.task_id).await? {
+            // A request whose task has ended (or run out of time) can no longer be decided.
+            if let Some(t) = self.store.task(&r.task_id).await?
+                && t.state == TaskState::Open
+                && now < t.expires_at_unix_secs
+            {
                 out.push((r, t));
             }
         }
@@ -67,7 +71,8 @@ impl Broker {
     /// approval in context; the request becomes `approved` (claimable) or `denied`.
     ///
     /// # Errors
-    /// `request_not_found`, `request_not_pending`, `request_expired`, `approval_digest_mismatch`,
+    /// `request_not_found`, `task_ended` (its task was completed, cancelled or expired: the
+    /// request is closed), `request_not_pending`, `request_expired`, `approval_digest_mismatch`,
     /// `self_approval_forbidden`, `approver_not_eligible`, `already_voted`, `conflict`.
     pub async fn vote(
         &self,
@@ -112,13 +117,30 @@ impl Broker {
                 format!("no request {}", quote(request_id)),
             )
         })?;
+        let task = self.task_unchecked(&req.task_id).await?;
+        let now = self.now();
+        let task_ended = task.state != TaskState::Open || now >= task.expires_at_unix_secs;
+        if task_ended || req.state == RequestState::Cancelled {
+            return Err(ApiError::new(
+                ErrorCode::TaskEnded,
+                format!(
+                    "request `{}` can no longer be decided: its task `{}` has ended ({})",
+                    req.id,
+                    task.id,
+                    if task.state == TaskState::Open {
+                        "expired"
+                    } else {
+                        task.state.as_str()
+                    }
+                ),
+            ));
+        }
         if req.state != RequestState::Pending {
             return Err(ApiError::new(
                 ErrorCode::RequestNotPending,
                 format!("request `{}` is {}", req.id, req.state.as_str()),
             ));
         }
-        let now = self.now();
         if now >= req.expires_at_unix_secs {
             self.expire_request(req.clone()).await?;
             return Err(ApiError::new(

@@ -37,7 +37,7 @@ impl Broker {
     ///
     /// # Errors
     /// `lease_not_found`, `lease_not_active`, `task_not_open`, `policy_denied`,
-    /// `environment_separation`, `ttl_out_of_bounds` (max TTL reached), `provider_failed`.
+    /// `environment_separation`, `ttl_out_of_bounds` (max TTL reached), `frozen`, `provider_failed`.
     pub async fn renew(
         &self,
         ctx: &CallCtx,
@@ -50,6 +50,8 @@ impl Broker {
         check_renewable(&lease, now)?;
         self.open_task_check(&task)?;
         let resource = self.resource(&lease.resource_id)?.clone();
+        self.refuse_if_frozen(ctx, &task, &resource.id, "renewal")
+            .await?;
         let req = self
             .store
             .request(&lease.request_id)

@@ -42,10 +42,12 @@ mod auth;
 mod cache;
 mod call;
 mod exchange;
+mod freezes;
 mod input;
 mod introspection;
 mod leak;
 mod leases;
+mod operators;
 mod outcome;
 mod reload;
 mod revocation;
@@ -60,6 +62,7 @@ pub use exchange::{
     AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
     LatchAccessDetail, auth_req_id,
 };
+pub use freezes::{FreezeReport, FreezeRequest};
 pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
@@ -67,6 +70,7 @@ pub use introspection::Introspection;
 pub use leak::{
     LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
 };
+pub use operators::{LeasePage, LiveLease, OperatorFilter, TaskPage};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
 pub use targets::{TargetStatus, TendReport};

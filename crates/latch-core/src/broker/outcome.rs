@@ -135,6 +135,9 @@ impl Broker {
                 .ok()?
                 .iter()
                 .any(|stored| stored == a),
+            Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
+                self.store.freeze(&f.id).await.ok()?.as_ref() == Some(f)
+            }
             Write::RequireTaskOpen { .. } => true,
         };
         Some(same)

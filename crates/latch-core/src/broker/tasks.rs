@@ -295,6 +295,20 @@ impl Broker {
         state: TaskState,
         actor: &str,
     ) -> Result<Task> {
+        self.end_task_with(ctx, task, state, actor, Vec::new())
+            .await
+    }
+
+    /// Ends `task` in `state` (revoking its leases, closing its open requests), with `extra`
+    /// audit events (an operator's reason) in the same batch.
+    pub(super) async fn end_task_with(
+        &self,
+        ctx: &CallCtx,
+        task: Task,
+        state: TaskState,
+        actor: &str,
+        extra: Vec<AuditEvent>,
+    ) -> Result<Task> {
         if task.state != TaskState::Open {
             return Err(ApiError::new(
                 ErrorCode::TaskNotOpen,
@@ -313,6 +327,13 @@ impl Broker {
                 .task(&t.id)
                 .detail(json!({"live_leases": live.len()})),
         );
+        for e in extra {
+            batch = batch.audit(e);
+        }
+        // Its undecided and unclaimed requests end with it: none stays in an approver's list,
+        // none can be approved or claimed afterwards.
+        let open = self.store.open_requests_by_task(&task.id).await?;
+        batch = close_requests(batch, &open, state, actor, now);
         let reason = format!("task_{}", state.as_str());
         let (batch2, to_revoke) = self.revocation_writes(batch, &live, &reason, actor, now);
         batch = batch2;
@@ -364,4 +385,30 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Adds to `batch` the closing of `requests` (pending or approved) because their task entered
+/// `state`: each becomes `cancelled`, with a `request.cancelled` event whose outcome is the
+/// task's state.
+pub(super) fn close_requests(
+    mut batch: WriteBatch,
+    requests: &[AccessRequest],
+    state: TaskState,
+    actor: &str,
+    now: i64,
+) -> WriteBatch {
+    for r in requests {
+        if !matches!(r.state, RequestState::Pending | RequestState::Approved) {
+            continue;
+        }
+        let mut n = r.clone();
+        n.state = RequestState::Cancelled;
+        n.version += 1;
+        let ev = AuditEvent::new(now, AuditKind::RequestCancelled, actor, state.as_str())
+            .task(&n.task_id)
+            .access_request(&n.id)
+            .detail(json!({"was": r.state.as_str(), "task_state": state.as_str()}));
+        batch = batch.write(Write::UpdateRequest(n)).audit(ev);
+    }
+    batch
 }

@@ -734,26 +734,35 @@ impl PolicyEngine {
                                 .collect()
                         })
                         .flatten();
-                    let lifted = groups.as_ref().and_then(|groups| {
+                    // Lifting them must make the action allowed; when it still denies, that
+                    // denial (e.g. no policy permits it) is the deciding reason, not step-up:
+                    // no approval could allow the request.
+                    let hypothetical = groups.as_ref().map(|groups| {
                         let mut hyp = input.approval.clone();
                         hyp.approved = true;
                         hyp.approvers.push("(pending approval)".into());
                         hyp.groups.extend(groups.iter().map(|(g, _)| g.clone()));
-                        matches!(
-                            self.eval_one(input, &entities, action, &hyp),
-                            ActionVerdict::Allow { .. }
-                        )
-                        .then(|| groups.clone())
+                        self.eval_one(input, &entities, action, &hyp)
                     });
-                    match lifted {
-                        Some(groups) => {
+                    match (groups, hypothetical) {
+                        (Some(groups), Some(ActionVerdict::Allow { .. })) => {
                             step_ids.extend(policy_ids);
                             for (g, q) in groups {
                                 let e = step_groups.entry(g.clone()).or_insert(q);
                                 *e = (*e).max(q);
                             }
                         }
-                        None => {
+                        (
+                            _,
+                            Some(ActionVerdict::Deny {
+                                policy_ids: ids,
+                                reasons: why,
+                            }),
+                        ) => {
+                            deny_ids.extend(ids);
+                            deny_reasons.extend(why);
+                        }
+                        _ => {
                             deny_ids.extend(policy_ids);
                             deny_reasons.extend(reasons);
                         }

@@ -82,6 +82,24 @@ impl Store for MemStore {
     async fn pending_requests(&self, _limit: u32) -> Result<Vec<AccessRequest>, StoreError> {
         unimplemented!()
     }
+    async fn open_tasks(&self, _after: &str, _limit: u32) -> Result<Vec<Task>, StoreError> {
+        unimplemented!()
+    }
+    async fn live_leases(&self, _after: &str, _limit: u32) -> Result<Vec<Lease>, StoreError> {
+        unimplemented!()
+    }
+    async fn active_freezes(&self) -> Result<Vec<latch_core::freeze::Freeze>, StoreError> {
+        unimplemented!()
+    }
+    async fn freeze(&self, _id: &str) -> Result<Option<latch_core::freeze::Freeze>, StoreError> {
+        unimplemented!()
+    }
+    async fn open_requests_by_task(
+        &self,
+        _task_id: &str,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        unimplemented!()
+    }
     async fn expired_requests(
         &self,
         _now: i64,

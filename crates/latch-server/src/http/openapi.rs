@@ -17,7 +17,8 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
-    access, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy, scan,
+    access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
+    scan,
     tasks,
 };
 
@@ -33,7 +34,9 @@ use crate::http::routes::{
           audit::audit_checkpoint, audit::audit_find, tasks::report_tool_use, tasks::task_events,
           dev::dev_token, dev::dev_jwks, oauth::token, oauth::authorization_server_metadata,
           oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules, login::whoami,
-          login::login_config),
+          login::login_config,
+          admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
+          admin::engage, admin::lift),
     components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
@@ -41,7 +44,11 @@ use crate::http::routes::{
                        audit::FindRequest, latch_core::audit::ToolUseReport,
                        latch_core::audit::AuditCheckpoint, oauth::TokenExchangeForm,
                        scan::ScanRequest, scan::ScanResponse, scan::ScanFinding, proxy::ProxyRules,
-                       latch_core::broker::LeakResponse)),
+                       latch_core::broker::LeakResponse, admin::ReasonBody, admin::FreezeBody,
+                       latch_core::broker::TaskPage, latch_core::broker::LeasePage,
+                       latch_core::broker::LiveLease, latch_core::broker::FreezeReport,
+                       latch_core::freeze::Freeze, latch_core::freeze::FreezeScope,
+                       latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState)),
     modifiers(&Security, &CommonResponses, &DependentRequired)
 )]
 pub struct ApiDoc;

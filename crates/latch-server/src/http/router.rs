@@ -9,7 +9,8 @@ use axum::{Extension, Router};
 use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
-    access, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy, scan,
+    access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
+    scan,
     tasks,
 };
 use crate::http::state::AppState;
@@ -67,6 +68,12 @@ pub fn router(
         .route("/v1/approvals/pending", get(approvals::pending))
         .route("/v1/approvals/{rid}/approve", post(approvals::approve))
         .route("/v1/approvals/{rid}/deny", post(approvals::deny))
+        .route("/v1/admin/tasks", get(admin::tasks))
+        .route("/v1/admin/tasks/{id}/cancel", post(admin::cancel_task))
+        .route("/v1/admin/leases", get(admin::leases))
+        .route("/v1/admin/leases/{id}/revoke", post(admin::revoke_lease))
+        .route("/v1/admin/freezes", get(admin::freezes).post(admin::engage))
+        .route("/v1/admin/freezes/{id}/lift", post(admin::lift))
         .route("/v1/oauth/introspect", post(introspection::introspect))
         .route("/v1/oauth/revoke", post(introspection::oauth_revoke))
         .route("/v1/audit", get(audit::audit))

@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "used_once",
         include_str!("../../migrations/postgres/0002_used_once.sql"),
     ),
+    (
+        4,
+        "operators",
+        include_str!("../../migrations/postgres/0004_operators.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -432,8 +432,36 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertLease(l) | Write::UpdateLease(l) => {
             apply_lease(conn, l, body, matches!(w, Write::UpdateLease(_)))?;
         }
+        Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
+            apply_freeze(conn, f, body, matches!(w, Write::UpdateFreeze(_)))?;
+        }
     }
     Ok(())
+}
+
+/// Inserts a freeze, or updates it compare-and-set on its version.
+fn apply_freeze(
+    conn: &Connection,
+    f: &latch_core::freeze::Freeze,
+    body: &str,
+    update: bool,
+) -> Result<(), StoreError> {
+    let state = f.state.as_str();
+    let replaced = f.version - 1;
+    let row: [&dyn ToSql; 6] = [
+        &f.id,
+        &state,
+        &f.created_at_unix_secs,
+        &f.version,
+        &body,
+        &replaced,
+    ];
+    if !update {
+        execute(conn, "insert freeze", sql::INSERT_FREEZE, &row[..5])?;
+        return Ok(());
+    }
+    let n = execute(conn, "update freeze", sql::UPDATE_FREEZE, &row[..])?;
+    cas("freeze", &f.id, n as u64)
 }
 
 /// Inserts a lease, or updates it compare-and-set on its version.
@@ -475,7 +503,11 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
             "SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)",
             &a.request_id,
         ),
-        Write::InsertTask(_) | Write::UpdateTask(_) | Write::RequireTaskOpen { .. } => {
+        Write::InsertTask(_)
+        | Write::UpdateTask(_)
+        | Write::RequireTaskOpen { .. }
+        | Write::InsertFreeze(_)
+        | Write::UpdateFreeze(_) => {
             return Ok(());
         }
     };

@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "audit_chain",
         include_str!("../../migrations/sqlite/0002_audit_chain.sql"),
     ),
+    (
+        4,
+        "operators",
+        include_str!("../../migrations/sqlite/0004_operators.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

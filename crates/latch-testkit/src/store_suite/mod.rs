@@ -34,6 +34,7 @@ use serde_json::json;
 
 mod audit;
 mod leases;
+mod operators;
 mod rows;
 
 use audit::{
@@ -55,6 +56,9 @@ pub async fn run_all(store: Arc<dyn Store>) {
     requests(s).await;
     approvals(s).await;
     leases(s).await;
+    operators::open_requests(s).await;
+    operators::operator_pages(s).await;
+    operators::freezes(s).await;
     concurrent_cas(store.clone()).await;
     audit(s).await;
     audit_bulk_limits(s).await;

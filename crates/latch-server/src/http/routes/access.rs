@@ -128,6 +128,7 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
               (status = 403, body = AccessRefusal, description = "denied (an `AccessResponse` with policy ids and reasons), or `wrong_principal_kind` (a human token)"),
               (status = 404, body = ErrorBody, description = "`task_not_found`"),
               (status = 409, body = ErrorBody, description = "`task_not_open`, `conflict`"),
+              (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 422, body = ErrorBody, description = "`unknown_resource`, `unknown_action`: the resource or action is not configured"),
               (status = 502, body = ErrorBody, description = "`provider_failed`: the credential provider failed"),
               (status = 503, body = ErrorBody, description = "`target_unavailable` (the resource's target is down), `store_unavailable`")))]
@@ -172,7 +173,8 @@ pub(crate) async fn get_request(
               (status = 400, body = ErrorBody, description = "`dpop_required`, `dpop_nonce_required`"),
               (status = 403, body = AccessRefusal, description = "denied (an `AccessResponse`), or `wrong_principal_kind` (a human token)"),
               (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`"),
-              (status = 409, body = ErrorBody, description = "`request_not_pending` (denied, or already claimed), `task_not_open`, `conflict`"),
+              (status = 409, body = ErrorBody, description = "`request_not_pending` (denied, or already claimed), `task_not_open` (also a request closed when its task ended), `conflict`"),
+              (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 410, body = ErrorBody, description = "`request_expired`: not approved or claimed in time"),
               (status = 502, body = ErrorBody, description = "`provider_failed`"),
               (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]

@@ -15,7 +15,7 @@ use crate::http::extract::{ApiJson, as_human};
 use crate::http::state::{AppState, ReqMeta};
 
 #[utoipa::path(get, path = "/v1/approvals/pending", security(("bearer" = [])),
-    responses((status = 200, body = [PendingView], description = "requests the caller may vote on"),
+    responses((status = 200, body = [PendingView], description = "requests the caller may vote on: pending, unexpired, in an open task"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a workload token")))]
 pub(crate) async fn pending(
     State(s): State<AppState>,
@@ -70,7 +70,7 @@ async fn vote(
     responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),
-              (status = 409, body = ErrorBody, description = "`request_not_pending`, `already_voted`, `conflict`"),
+              (status = 409, body = ErrorBody, description = "`task_ended` (the request's task was completed, cancelled or expired: the request is closed), `request_not_pending`, `already_voted`, `conflict`"),
               (status = 410, body = ErrorBody, description = "`request_expired`"),
               (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn approve(
@@ -88,7 +88,7 @@ pub(crate) async fn approve(
     responses((status = 200, body = AccessRequest, description = "the request with the vote counted"),
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),
-              (status = 409, body = ErrorBody, description = "`request_not_pending`, `already_voted`, `conflict`"),
+              (status = 409, body = ErrorBody, description = "`task_ended` (the request's task was completed, cancelled or expired: the request is closed), `request_not_pending`, `already_voted`, `conflict`"),
               (status = 410, body = ErrorBody, description = "`request_expired`"),
               (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn deny(

@@ -47,6 +47,7 @@ pub struct RenewBody {
               (status = 403, body = ErrorBody, description = "`policy_denied`, `environment_separation`: policy no longer allows it, the lease was revoked; `wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`lease_not_found`"),
               (status = 409, body = ErrorBody, description = "`lease_not_active`, `task_not_open`, `conflict`"),
+              (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 422, body = ErrorBody, description = "`ttl_out_of_bounds`: the lease reached its resource's maximum TTL"),
               (status = 502, body = ErrorBody, description = "`provider_failed`"),
               (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]

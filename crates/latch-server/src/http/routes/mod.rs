@@ -1,6 +1,7 @@
 //! One file per resource of the HTTP API. Handlers stay thin: extract, call the broker, map.
 
 pub mod access;
+pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod ca;

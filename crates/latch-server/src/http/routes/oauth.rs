@@ -73,6 +73,8 @@ impl From<ApiError> for OAuthError {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
             }
             ErrorCode::RequestExpired => (StatusCode::BAD_REQUEST, "expired_token"),
+            // An operator froze the scope: a denial like policy's, `latch_code` says `frozen`.
+            ErrorCode::Frozen => (StatusCode::BAD_REQUEST, "access_denied"),
             // Too many failed authentications from this source (`Retry-After` is added by the
             // `auth_limit` middleware); `latch_code` says `rate_limited`.
             ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable"),
@@ -236,7 +238,7 @@ fn actor_token_type_schema() -> utoipa::openapi::schema::Object {
     request_body(content = TokenExchangeForm, content_type = "application/x-www-form-urlencoded"),
     params(("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449): binds the issued token to its key")),
     responses((status = 200, body = ExchangeResponse, description = "RFC 8693 §2.2.1 answer"),
-              (status = 400, body = OAuthErrorBody, description = "RFC 6749 §5.2 error: `invalid_request` (also a body that is not `application/x-www-form-urlencoded`, or a parameter given twice), `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)"),
+              (status = 400, body = OAuthErrorBody, description = "RFC 6749 §5.2 error: `invalid_request` (also a body that is not `application/x-www-form-urlencoded`, or a parameter given twice), `invalid_grant`, `unsupported_grant_type`, `invalid_authorization_details`, `access_denied` (policy ids and reasons; `latch_code` `frozen` when an operator froze the scope), `authorization_pending` (step-up; poll with `auth_req_id`), `expired_token`, `invalid_dpop_proof`, `use_dpop_nonce` (with a `DPoP-Nonce` header)"),
               (status = 408, body = OAuthErrorBody, description = "`temporarily_unavailable` with `latch_code` `request_timeout`: the body or the answer took too long"),
               (status = 413, body = OAuthErrorBody, description = "`invalid_request` with `latch_code` `body_too_large`"),
               (status = 429, body = OAuthErrorBody, description = "`temporarily_unavailable` with `latch_code` `rate_limited`: too many failed authentications from this source; see `Retry-After`"),
