@@ -150,6 +150,11 @@ string_enum! {
         AuditExported => "audit.exported",
         /// An administrator searched the audit log.
         AuditSearched => "audit.searched",
+        /// A notification to approvers was delivered. Outcome `ok`.
+        NotificationDelivered => "notification.delivered",
+        /// Delivering a notification failed. Outcome `retry` (it will be tried again) or
+        /// `gave_up` (after the configured number of attempts).
+        NotificationFailed => "notification.failed",
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod json;
 pub mod kinds;
 pub mod model;
+pub mod notify;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod policy;

@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod http;
+mod notify;
 mod proxy;
 mod targets;
 
 pub use http::{AuthFailuresConfig, HttpConfig};
+pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use targets::TargetsConfig;
 
@@ -74,6 +76,12 @@ pub struct Config {
     /// Aggregation and rate limit of failed authentications per source.
     #[serde(default)]
     pub auth_failures: AuthFailuresConfig,
+    /// Retries of approver notifications.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// Channels that tell approvers a request waits (Slack, signed webhook, e-mail).
+    #[serde(default)]
+    pub notifications: Vec<NotificationConfig>,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -576,6 +584,16 @@ impl Config {
         self.proxy.validate().map_err(ConfigError)?;
         self.http.validate().map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
+        let mut channels = std::collections::HashSet::new();
+        for c in &self.notifications {
+            c.validate().map_err(ConfigError)?;
+            if !channels.insert(&c.name) {
+                return Err(ConfigError(format!(
+                    "duplicate notification channel name `{}`",
+                    c.name
+                )));
+            }
+        }
         let mut sinks = std::collections::HashSet::new();
         for sink in &self.audit.sinks {
             let n = sink.name();

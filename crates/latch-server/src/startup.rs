@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::broker::BrokerParts;
 use latch_core::model::ProviderKind;
+use latch_core::notify::NotificationChannel;
 use latch_core::policy::{PolicyEngine, PolicyLoadError};
 use latch_core::ports::{
     CaPublisher, ChangeFeed, CredentialProvider, FeedSettings, IdentityVerifier, Store, UseOnce,
@@ -30,7 +31,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Checkpointer;
-use crate::config::Config;
+use crate::config::{Config, SmtpTls, read_secret};
+use crate::notify::email::{EmailChannel, SmtpSettings};
+use crate::notify::slack::SlackChannel;
+use crate::notify::webhook::{WebhookChannel, signing_key};
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
 use crate::http::router::router;
@@ -423,8 +427,63 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         target_call_timeout: config.targets.call_timeout(),
         target_concurrency: config.targets.concurrency.max(1),
         auth_failures: config.auth_failures.settings(),
+        notify: config.notify.settings(&config.notifications),
         ..BrokerSettings::default()
     }
+}
+
+/// The approver-notification channels of `[[notifications]]`, their secrets read from files
+/// or the environment.
+fn build_channels(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+) -> Result<Vec<Arc<dyn NotificationChannel>>, StartError> {
+    let timeout = config.notify.attempt_timeout.max(Duration::from_millis(100));
+    let http = crate::notify::http_client(timeout).map_err(StartError)?;
+    let mut out: Vec<Arc<dyn NotificationChannel>> = Vec::new();
+    for c in &config.notifications {
+        let fail = |e: String| StartError(format!("notification channel `{}`: {e}", c.name));
+        let secret = |file: &Option<std::path::PathBuf>, env: &Option<String>| {
+            read_secret(&config.base_dir, file.as_deref(), env.as_deref()).map_err(fail)
+        };
+        let ch: Arc<dyn NotificationChannel> = match c.kind.as_str() {
+            "slack" => Arc::new(SlackChannel::new(
+                c.name.clone(),
+                secret(&c.url_file, &c.url_env)?,
+                http.clone(),
+            )),
+            "webhook" => Arc::new(WebhookChannel::new(
+                c.name.clone(),
+                c.url.clone().unwrap_or_default(),
+                signing_key(&secret(&c.secret_file, &c.secret_env)?).map_err(fail)?,
+                clock.clone(),
+                http.clone(),
+            )),
+            _ => {
+                let credentials = match &c.username {
+                    Some(u) => Some((u.clone(), secret(&c.password_file, &c.password_env)?)),
+                    None => None,
+                };
+                Arc::new(
+                    EmailChannel::new(
+                        c.name.clone(),
+                        SmtpSettings {
+                            host: c.smtp_host.clone().unwrap_or_default(),
+                            port: c.smtp_port,
+                            tls: c.tls.unwrap_or(SmtpTls::Starttls),
+                            credentials,
+                            from: c.from.clone().unwrap_or_default(),
+                            to: c.to.clone(),
+                            timeout,
+                        },
+                    )
+                    .map_err(StartError)?,
+                )
+            }
+        };
+        out.push(ch);
+    }
+    Ok(out)
 }
 
 /// The broker over the store, verifier, policies and providers.
@@ -436,6 +495,7 @@ async fn build_broker(
     policy: PolicyEngine,
     providers: Providers,
     master: &MasterKey,
+    base_url: &str,
 ) -> Result<Arc<Broker>, StartError> {
     let broker = Broker::new(BrokerParts {
         clock,
@@ -445,7 +505,10 @@ async fn build_broker(
         providers: providers.all,
         resources: providers.resources,
         hmac_key: master.hmac_key().to_vec(),
-        settings: broker_settings(config),
+        settings: BrokerSettings {
+            public_url: base_url.to_owned(),
+            ..broker_settings(config)
+        },
     })
     .await
     .map_err(|e| StartError(format!("broker: {}", e.message)))?;
@@ -546,8 +609,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         policy,
         providers,
         &master,
+        &base_url,
     )
     .await?;
+    let channels = build_channels(&config, &clock)?;
     // Other replicas change the shared store: follow their changes to keep the broker's caches
     // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
     let max_staleness = config.store.max_cache_staleness;
@@ -610,6 +675,17 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         broker.clone(),
         rx.clone(),
     )));
+    if !channels.is_empty() {
+        tasks.push(tokio::spawn(jobs::notify::run(
+            jobs::notify::NotifyJob {
+                broker: broker.clone(),
+                channels,
+                poll: config.notify.poll_interval(),
+                attempt_timeout: config.notify.attempt_timeout.max(Duration::from_millis(100)),
+            },
+            rx.clone(),
+        )));
+    }
     let background = Background {
         broker: broker.clone(),
         store,

@@ -46,6 +46,7 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
         Write::InsertApproval(a) => encode("approval", a),
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
+        Write::InsertNotification(n) | Write::UpdateNotification(n) => encode("notification", n),
     }
 }
 

@@ -24,6 +24,7 @@ mod interop;
 mod leak;
 mod log_secrets;
 mod mcp;
+mod notify;
 mod oauth;
 mod oauth4webapi;
 mod openapi;

@@ -135,6 +135,13 @@ impl Broker {
                 .ok()?
                 .iter()
                 .any(|stored| stored == a),
+            Write::InsertNotification(n) | Write::UpdateNotification(n) => self
+                .store
+                .notifications_for_request(&n.notice.request_id)
+                .await
+                .ok()?
+                .iter()
+                .any(|stored| stored == n),
             Write::RequireTaskOpen { .. } => true,
         };
         Some(same)

@@ -32,7 +32,7 @@ use crate::http::routes::{
           audit::audit_checkpoint, audit::audit_find, tasks::report_tool_use, tasks::task_events,
           dev::dev_token, dev::dev_jwks, oauth::token, oauth::authorization_server_metadata,
           oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules),
-    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError, access::AccessResponse, access::CredentialBody,
+    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
                        introspection::TokenForm, dev::DevTokenResponse, DevTokenRequest, ErrorCode,
                        audit::FindRequest, latch_core::audit::ToolUseReport,

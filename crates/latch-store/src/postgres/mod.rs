@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "used_once",
         include_str!("../../migrations/postgres/0002_used_once.sql"),
     ),
+    (
+        5,
+        "notifications",
+        include_str!("../../migrations/postgres/0005_notifications.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::model::Lease;
+use latch_core::notify::Notification;
 use latch_core::ports::{StoreError, Write, WriteBatch};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
@@ -432,8 +433,37 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertLease(l) | Write::UpdateLease(l) => {
             apply_lease(conn, l, body, matches!(w, Write::UpdateLease(_)))?;
         }
+        Write::InsertNotification(n) | Write::UpdateNotification(n) => {
+            apply_notification(conn, n, body, matches!(w, Write::UpdateNotification(_)))?;
+        }
     }
     Ok(())
+}
+
+/// Inserts an outbox row, or updates it compare-and-set on its version.
+fn apply_notification(
+    conn: &Connection,
+    n: &Notification,
+    body: &str,
+    update: bool,
+) -> Result<(), StoreError> {
+    let state = n.state.as_str();
+    let replaced = n.version - 1;
+    let row: [&dyn ToSql; 7] = [
+        &n.id,
+        &n.notice.request_id,
+        &state,
+        &n.next_attempt_at_unix_secs,
+        &n.version,
+        &body,
+        &replaced,
+    ];
+    if !update {
+        execute(conn, "insert notification", sql::INSERT_NOTIFICATION, &row[..6])?;
+        return Ok(());
+    }
+    let count = execute(conn, "update notification", sql::UPDATE_NOTIFICATION, &row[..])?;
+    cas("notification", &n.id, count as u64)
 }
 
 /// Inserts a lease, or updates it compare-and-set on its version.
@@ -475,7 +505,11 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
             "SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)",
             &a.request_id,
         ),
-        Write::InsertTask(_) | Write::UpdateTask(_) | Write::RequireTaskOpen { .. } => {
+        Write::InsertTask(_)
+        | Write::UpdateTask(_)
+        | Write::RequireTaskOpen { .. }
+        | Write::InsertNotification(_)
+        | Write::UpdateNotification(_) => {
             return Ok(());
         }
     };

@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "audit_chain",
         include_str!("../../migrations/sqlite/0002_audit_chain.sql"),
     ),
+    (
+        5,
+        "notifications",
+        include_str!("../../migrations/sqlite/0005_notifications.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.
