@@ -488,14 +488,13 @@ fn build_channels(
 
 /// The broker over the store, verifier, policies and providers.
 async fn build_broker(
-    config: &Config,
+    settings: BrokerSettings,
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
     verifier: Arc<dyn IdentityVerifier>,
     policy: PolicyEngine,
     providers: Providers,
     master: &MasterKey,
-    base_url: &str,
 ) -> Result<Arc<Broker>, StartError> {
     let broker = Broker::new(BrokerParts {
         clock,
@@ -505,10 +504,7 @@ async fn build_broker(
         providers: providers.all,
         resources: providers.resources,
         hmac_key: master.hmac_key().to_vec(),
-        settings: BrokerSettings {
-            public_url: base_url.to_owned(),
-            ..broker_settings(config)
-        },
+        settings,
     })
     .await
     .map_err(|e| StartError(format!("broker: {}", e.message)))?;
@@ -601,15 +597,18 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let rotation = build_rotation(&config, &master, &providers);
     rotation.run().await;
     let (ssh, x509) = (providers.ssh.clone(), providers.x509.clone());
+    let settings = BrokerSettings {
+        public_url: base_url.clone(),
+        ..broker_settings(&config)
+    };
     let broker = build_broker(
-        &config,
+        settings,
         clock.clone(),
         store.clone(),
         identity.verifier,
         policy,
         providers,
         &master,
-        &base_url,
     )
     .await?;
     let channels = build_channels(&config, &clock)?;
@@ -675,18 +674,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         broker.clone(),
         rx.clone(),
     )));
-    if !channels.is_empty() {
-        tasks.push(tokio::spawn(jobs::notify::run(
-            jobs::notify::NotifyJob {
-                broker: broker.clone(),
-                channels,
-                poll: config.notify.poll_interval(),
-                attempt_timeout: config.notify.attempt_timeout.max(Duration::from_millis(100)),
-            },
-            rx.clone(),
-        )));
-    }
     let background = Background {
+        channels,
         broker: broker.clone(),
         store,
         shared: feed.map(|feed| (feed, once)),
@@ -712,6 +701,8 @@ type SharedStore = (Arc<dyn ChangeFeed>, Option<Arc<dyn UseOnce>>);
 
 /// What the background jobs run on.
 struct Background {
+    /// Approver-notification channels (`[[notifications]]`).
+    channels: Vec<Arc<dyn NotificationChannel>>,
     broker: Arc<Broker>,
     store: Arc<dyn Store>,
     /// The change feed and use-once cache of a store replicas share.
@@ -722,14 +713,25 @@ struct Background {
     stamp: PolicyStamp,
 }
 
-/// The reaper (one pass now, then periodic), the shared store's upkeep, checkpoints, audit
-/// sinks and the policy watcher, as configured.
+/// The notification job, the reaper (one pass now, then periodic), the shared store's upkeep,
+/// checkpoints, audit sinks and the policy watcher, as configured.
 async fn spawn_jobs(
     config: &Config,
     b: Background,
     rx: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if !b.channels.is_empty() {
+        tasks.push(tokio::spawn(jobs::notify::run(
+            jobs::notify::NotifyJob {
+                broker: b.broker.clone(),
+                channels: b.channels,
+                poll: config.notify.poll_interval(),
+                attempt_timeout: config.notify.attempt_timeout.max(Duration::from_millis(100)),
+            },
+            rx.clone(),
+        )));
+    }
     // Reaper: one pass at start (revokes what expired while we were down), then periodic.
     jobs::reaper::reap_at_start(b.broker.clone()).await;
     tasks.push(tokio::spawn(jobs::targets::run(
