@@ -34,12 +34,20 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
     || apt_install python3-jwt python3-cryptography
 fi
 python3 -c 'import jwt, cryptography; print("PyJWT", jwt.__version__)'
-if ! python3 -c 'import mcp' >/dev/null 2>&1; then
+# URL-mode elicitation (MCP 2025-11-25) needs a recent SDK: upgrade one that lacks it.
+if ! python3 -c 'import mcp.types as t; t.ElicitRequestURLParams' >/dev/null 2>&1; then
   say "installing the MCP Python SDK (independent MCP client for the MCP server test)"
-  python3 -m pip install -q 'mcp' 2>/dev/null \
-    || python3 -m pip install -q --break-system-packages 'mcp'
+  python3 -m pip install -q -U 'mcp' 2>/dev/null \
+    || python3 -m pip install -q -U --break-system-packages 'mcp'
 fi
 python3 -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))'
+# Notification tests: an SMTP sink (aiosmtpd) and an independent Standard Webhooks verifier.
+if ! python3 -c 'import aiosmtpd, standardwebhooks' >/dev/null 2>&1; then
+  say "installing aiosmtpd and standardwebhooks (receivers for the notification tests)"
+  python3 -m pip install -q 'aiosmtpd>=1.4' 'standardwebhooks>=1.0' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'aiosmtpd>=1.4' 'standardwebhooks>=1.0'
+fi
+python3 -c 'import importlib.metadata as m; print("aiosmtpd", m.version("aiosmtpd"), "standardwebhooks", m.version("standardwebhooks"))'
 # The OAuth interoperability test drives panva's oauth4webapi (npm) from Node.js: the version
 # pinned by testdata/oauth4webapi/package-lock.json, installed there (node_modules is not
 # committed). Node 20 or newer (WebCrypto Ed25519).

@@ -163,6 +163,11 @@ string_enum! {
         FreezeLifted => "freeze.lifted",
         /// A grant, claim or renewal was refused because a freeze covers it. Outcome `frozen`.
         AccessFrozen => "access.frozen",
+        /// A notification to approvers was delivered. Outcome `ok`.
+        NotificationDelivered => "notification.delivered",
+        /// Delivering a notification failed. Outcome `retry` (it will be tried again) or
+        /// `gave_up` (after the configured number of attempts).
+        NotificationFailed => "notification.failed",
     }
 }
 

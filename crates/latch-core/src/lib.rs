@@ -21,6 +21,7 @@ pub mod freeze;
 pub mod json;
 pub mod kinds;
 pub mod model;
+pub mod notify;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod policy;

@@ -229,6 +229,11 @@ pub enum Write {
     InsertFreeze(crate::freeze::Freeze),
     /// Compare-and-set update of a freeze (lifting it).
     UpdateFreeze(crate::freeze::Freeze),
+    /// Insert an outbox row (a notification to deliver), in the batch of the decision it
+    /// tells of.
+    InsertNotification(crate::notify::Notification),
+    /// Compare-and-set update of an outbox row (its delivery outcome); releases its claim.
+    UpdateNotification(crate::notify::Notification),
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -396,6 +401,40 @@ pub trait Store: Send + Sync + 'static {
         claim_until_unix_secs: i64,
         limit: u32,
     ) -> Result<Vec<Lease>, StoreError>;
+    /// Claims outbox rows that are due (`pending`, `next_attempt_at_unix_secs <= now`) for
+    /// `owner` until `claim_until_unix_secs`, and returns them, oldest due first.
+    ///
+    /// # Contract
+    /// As [`claim_due_leases`](Self::claim_due_leases): a row claimed by another owner whose
+    /// claim has not expired is not returned, so replicas split the work; every
+    /// [`Write::UpdateNotification`] releases the claim. The outcome is still recorded by a
+    /// compare-and-set update, so two owners cannot both record one attempt. Stores used by a
+    /// single process may return the due rows unclaimed. The default (a store without an
+    /// outbox) returns none.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn claim_due_notifications(
+        &self,
+        now_unix_secs: i64,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::notify::Notification>, StoreError> {
+        let _ = (now_unix_secs, owner, claim_until_unix_secs, limit);
+        Ok(Vec::new())
+    }
+    /// The outbox rows written for one access request, oldest first (none by default).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn notifications_for_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<crate::notify::Notification>, StoreError> {
+        let _ = request_id;
+        Ok(Vec::new())
+    }
     /// Leases whose revocation was requested or done (`revoking`, `revoke_failed`, `revoked`)
     /// and whose `expires_at_unix_secs > now_unix_secs`, with id greater than `after_id`,
     /// ordered by id (paging). Certificate providers build their revocation lists (OpenSSH KRL,

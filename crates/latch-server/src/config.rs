@@ -8,11 +8,13 @@ use serde::Deserialize;
 
 mod http;
 mod login;
+mod notify;
 mod proxy;
 mod targets;
 
 pub use http::{AuthFailuresConfig, HttpConfig};
 pub use login::{LoginConfig, LoginSettings};
+pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use targets::TargetsConfig;
 
@@ -79,6 +81,12 @@ pub struct Config {
     /// Terminal sign-in for humans (`latch login`); off unless configured.
     #[serde(default)]
     pub login: Option<LoginConfig>,
+    /// Retries of approver notifications.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// Channels that tell approvers a request waits (Slack, signed webhook, e-mail).
+    #[serde(default)]
+    pub notifications: Vec<NotificationConfig>,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -584,6 +592,16 @@ impl Config {
         }
         self.http.validate().map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
+        let mut channels = std::collections::HashSet::new();
+        for c in &self.notifications {
+            c.validate().map_err(ConfigError)?;
+            if !channels.insert(&c.name) {
+                return Err(ConfigError(format!(
+                    "duplicate notification channel name `{}`",
+                    c.name
+                )));
+            }
+        }
         let mut sinks = std::collections::HashSet::new();
         for sink in &self.audit.sinks {
             let n = sink.name();

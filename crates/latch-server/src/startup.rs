@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::broker::BrokerParts;
 use latch_core::model::ProviderKind;
+use latch_core::notify::NotificationChannel;
 use latch_core::policy::{PolicyEngine, PolicyLoadError};
 use latch_core::ports::{
     CaPublisher, ChangeFeed, CredentialProvider, FeedSettings, IdentityVerifier, Store, UseOnce,
@@ -30,7 +31,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Checkpointer;
-use crate::config::Config;
+use crate::config::{Config, SmtpTls, read_secret};
+use crate::notify::email::{EmailChannel, SmtpSettings};
+use crate::notify::slack::SlackChannel;
+use crate::notify::webhook::{WebhookChannel, signing_key};
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
 use crate::http::router::router;
@@ -423,13 +427,68 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         target_call_timeout: config.targets.call_timeout(),
         target_concurrency: config.targets.concurrency.max(1),
         auth_failures: config.auth_failures.settings(),
+        notify: config.notify.settings(&config.notifications),
         ..BrokerSettings::default()
     }
 }
 
+/// The approver-notification channels of `[[notifications]]`, their secrets read from files
+/// or the environment.
+fn build_channels(
+    config: &Config,
+    clock: &Arc<dyn Clock>,
+) -> Result<Vec<Arc<dyn NotificationChannel>>, StartError> {
+    let timeout = config.notify.attempt_timeout.max(Duration::from_millis(100));
+    let http = crate::notify::http_client(timeout).map_err(StartError)?;
+    let mut out: Vec<Arc<dyn NotificationChannel>> = Vec::new();
+    for c in &config.notifications {
+        let fail = |e: String| StartError(format!("notification channel `{}`: {e}", c.name));
+        let secret = |file: &Option<std::path::PathBuf>, env: &Option<String>| {
+            read_secret(&config.base_dir, file.as_deref(), env.as_deref()).map_err(fail)
+        };
+        let ch: Arc<dyn NotificationChannel> = match c.kind.as_str() {
+            "slack" => Arc::new(SlackChannel::new(
+                c.name.clone(),
+                secret(&c.url_file, &c.url_env)?,
+                http.clone(),
+            )),
+            "webhook" => Arc::new(WebhookChannel::new(
+                c.name.clone(),
+                c.url.clone().unwrap_or_default(),
+                signing_key(&secret(&c.secret_file, &c.secret_env)?).map_err(fail)?,
+                clock.clone(),
+                http.clone(),
+            )),
+            _ => {
+                let credentials = match &c.username {
+                    Some(u) => Some((u.clone(), secret(&c.password_file, &c.password_env)?)),
+                    None => None,
+                };
+                Arc::new(
+                    EmailChannel::new(
+                        c.name.clone(),
+                        SmtpSettings {
+                            host: c.smtp_host.clone().unwrap_or_default(),
+                            port: c.smtp_port,
+                            tls: c.tls.unwrap_or(SmtpTls::Starttls),
+                            credentials,
+                            from: c.from.clone().unwrap_or_default(),
+                            to: c.to.clone(),
+                            timeout,
+                        },
+                    )
+                    .map_err(StartError)?,
+                )
+            }
+        };
+        out.push(ch);
+    }
+    Ok(out)
+}
+
 /// The broker over the store, verifier, policies and providers.
 async fn build_broker(
-    config: &Config,
+    settings: BrokerSettings,
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
     verifier: Arc<dyn IdentityVerifier>,
@@ -445,7 +504,7 @@ async fn build_broker(
         providers: providers.all,
         resources: providers.resources,
         hmac_key: master.hmac_key().to_vec(),
-        settings: broker_settings(config),
+        settings,
     })
     .await
     .map_err(|e| StartError(format!("broker: {}", e.message)))?;
@@ -544,8 +603,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let rotation = build_rotation(&config, &master, &providers);
     rotation.run().await;
     let (ssh, x509) = (providers.ssh.clone(), providers.x509.clone());
+    let settings = BrokerSettings {
+        public_url: base_url.clone(),
+        ..broker_settings(&config)
+    };
     let broker = build_broker(
-        &config,
+        settings,
         clock.clone(),
         store.clone(),
         identity.verifier,
@@ -554,6 +617,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         &master,
     )
     .await?;
+    let channels = build_channels(&config, &clock)?;
     // Other replicas change the shared store: follow their changes to keep the broker's caches
     // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
     let max_staleness = config.store.max_cache_staleness;
@@ -617,6 +681,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         rx.clone(),
     )));
     let background = Background {
+        channels,
         broker: broker.clone(),
         store,
         shared: feed.map(|feed| (feed, once)),
@@ -642,6 +707,8 @@ type SharedStore = (Arc<dyn ChangeFeed>, Option<Arc<dyn UseOnce>>);
 
 /// What the background jobs run on.
 struct Background {
+    /// Approver-notification channels (`[[notifications]]`).
+    channels: Vec<Arc<dyn NotificationChannel>>,
     broker: Arc<Broker>,
     store: Arc<dyn Store>,
     /// The change feed and use-once cache of a store replicas share.
@@ -652,14 +719,25 @@ struct Background {
     stamp: PolicyStamp,
 }
 
-/// The reaper (one pass now, then periodic), the shared store's upkeep, checkpoints, audit
-/// sinks and the policy watcher, as configured.
+/// The notification job, the reaper (one pass now, then periodic), the shared store's upkeep,
+/// checkpoints, audit sinks and the policy watcher, as configured.
 async fn spawn_jobs(
     config: &Config,
     b: Background,
     rx: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
+    if !b.channels.is_empty() {
+        tasks.push(tokio::spawn(jobs::notify::run(
+            jobs::notify::NotifyJob {
+                broker: b.broker.clone(),
+                channels: b.channels,
+                poll: config.notify.poll_interval(),
+                attempt_timeout: config.notify.attempt_timeout.max(Duration::from_millis(100)),
+            },
+            rx.clone(),
+        )));
+    }
     // Reaper: one pass at start (revokes what expired while we were down), then periodic.
     jobs::reaper::reap_at_start(b.broker.clone()).await;
     tasks.push(tokio::spawn(jobs::targets::run(

@@ -47,6 +47,7 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertApproval(a) => encode("approval", a),
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
         Write::InsertFreeze(f) | Write::UpdateFreeze(f) => encode("freeze", f),
+        Write::InsertNotification(n) | Write::UpdateNotification(n) => encode("notification", n),
     }
 }
 

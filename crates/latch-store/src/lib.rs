@@ -25,6 +25,7 @@ mod codec;
 mod postgres;
 mod sql;
 mod sqlite;
+mod statement;
 mod store;
 
 pub use latch_core::ports::{FeedSettings, StoreChange};

@@ -154,6 +154,13 @@ pub(crate) const INSERT_LEASE: &str = "INSERT INTO leases (id, task_id, request_
 pub(crate) const UPDATE_LEASE: &str = "UPDATE leases SET task_id = $2, request_id = $3, \
      state = $4, issued_at = $5, expires_at = $6, next_revoke_at = $7, credential_hmac = $8, \
      version = $9, body = $10 WHERE id = $1 AND version = $11";
+/// `$1` id, `$2` request, `$3` state, `$4` next attempt, `$5` version, `$6` body.
+pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
+     (id, request_id, state, next_attempt_at, version, body) VALUES ($1, $2, $3, $4, $5, $6)";
+/// As [`INSERT_NOTIFICATION`], `$7` the version replaced; releases the row's claim.
+pub(crate) const UPDATE_NOTIFICATION: &str = "UPDATE notifications SET request_id = $2, \
+     state = $3, next_attempt_at = $4, version = $5, body = $6, claim_owner = NULL, \
+     claim_until = NULL WHERE id = $1 AND version = $7";
 /// `$1` seq, `$2` body, `$3` previous hash, `$4` hash.
 pub(crate) const INSERT_AUDIT_EVENT: &str =
     "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES ($1, $2, $3, $4)";
@@ -263,6 +270,21 @@ pub(crate) const CLAIM_PENDING_REVOCATIONS: &str = "WITH p AS (SELECT id FROM le
      ORDER BY id LIMIT $5 FOR UPDATE SKIP LOCKED) \
      UPDATE leases l SET claim_owner = $3, claim_until = $4 FROM p \
      WHERE l.id = p.id RETURNING l.body";
+
+/// Outbox rows of one request (`$1`), oldest first.
+pub(crate) const NOTIFICATIONS_FOR_REQUEST: &str =
+    "SELECT body FROM notifications WHERE request_id = $1 ORDER BY id";
+/// Due outbox rows, unclaimed (single-process stores): `$1` now, `$2` limit.
+pub(crate) const DUE_NOTIFICATIONS: &str = "SELECT body FROM notifications \
+     WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2";
+/// Claims due outbox rows: `$1` now, `$2` owner, `$3` claim until, `$4` limit. Rows another
+/// replica holds a live claim on are left to it; `SKIP LOCKED` leaves those it is claiming now.
+pub(crate) const CLAIM_DUE_NOTIFICATIONS: &str = "WITH due AS (SELECT id FROM notifications \
+     WHERE state = 'pending' AND next_attempt_at <= $1 \
+     AND (claim_until IS NULL OR claim_until <= $1) \
+     ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+     UPDATE notifications n SET claim_owner = $2, claim_until = $3 FROM due \
+     WHERE n.id = due.id RETURNING n.body";
 
 /// The audit query's leading predicate, chosen so an index serves it: by task, by lease, or
 /// neither. Parameters: `$1` task, `$2` lease.

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
 use latch_core::freeze::Freeze;
 use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
+use latch_core::notify::Notification;
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
@@ -20,6 +21,7 @@ use crate::codec::{
     cas, decode, decode_all, encode_audit, encode_write, limit,
 };
 use crate::sql::{self, Dialect, unavailable, write_error};
+use crate::statement::write_statement;
 
 /// A [`Store`] on one SQL backend: pools for reads and writes, and the backend's own state.
 ///
@@ -210,135 +212,6 @@ where
             Ok(())
         }
     }
-}
-
-/// A write as its statement: (what failed, for errors; the row kind, for conflicts; the
-/// compare-and-set key and replaced version of an update; the query with the row bound).
-/// `None` for a guard, which writes nothing.
-type WriteStatement<'q, DB> = (
-    &'static str,
-    &'static str,
-    Option<(&'q str, i64)>,
-    sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
-);
-
-/// The statement of one row write, with its body.
-fn write_statement<DB>(w: &Write, body: String) -> Option<WriteStatement<'_, DB>>
-where
-    DB: Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
-    for<'a> String: Encode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Type<DB>,
-    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
-{
-    let statement = match w {
-        Write::InsertTask(t) | Write::UpdateTask(t) => {
-            let update = matches!(w, Write::UpdateTask(_));
-            let q = sqlx::query::<DB>(if update {
-                sql::UPDATE_TASK
-            } else {
-                sql::INSERT_TASK
-            })
-            .bind(t.id.as_str())
-            .bind(t.owner.id.as_str())
-            .bind(t.state.as_str())
-            .bind(t.created_at_unix_secs)
-            .bind(t.expires_at_unix_secs)
-            .bind(t.version)
-            .bind(body);
-            let cas_on = update.then(|| (t.id.as_str(), t.version - 1));
-            (
-                if update { "update task" } else { "insert task" },
-                "task",
-                cas_on,
-                q,
-            )
-        }
-        Write::InsertRequest(r) | Write::UpdateRequest(r) => {
-            let update = matches!(w, Write::UpdateRequest(_));
-            let q = sqlx::query::<DB>(if update {
-                sql::UPDATE_REQUEST
-            } else {
-                sql::INSERT_REQUEST
-            })
-            .bind(r.id.as_str())
-            .bind(r.task_id.as_str())
-            .bind(r.state.as_str())
-            .bind(r.created_at_unix_secs)
-            .bind(r.expires_at_unix_secs)
-            .bind(r.version)
-            .bind(body);
-            let cas_on = update.then(|| (r.id.as_str(), r.version - 1));
-            let what = if update {
-                "update request"
-            } else {
-                "insert request"
-            };
-            (what, "request", cas_on, q)
-        }
-        Write::InsertApproval(a) => {
-            let q = sqlx::query::<DB>(sql::INSERT_APPROVAL)
-                .bind(a.id.as_str())
-                .bind(a.request_id.as_str())
-                .bind(a.approver.as_str())
-                .bind(a.created_at_unix_secs)
-                .bind(body);
-            ("insert approval", "approval", None, q)
-        }
-        Write::InsertLease(l) | Write::UpdateLease(l) => {
-            let update = matches!(w, Write::UpdateLease(_));
-            let q = sqlx::query::<DB>(if update {
-                DB::UPDATE_LEASE
-            } else {
-                sql::INSERT_LEASE
-            })
-            .bind(l.id.as_str())
-            .bind(l.task_id.as_str())
-            .bind(l.request_id.as_str())
-            .bind(l.state.as_str())
-            .bind(l.issued_at_unix_secs)
-            .bind(l.expires_at_unix_secs)
-            .bind(l.next_revoke_at_unix_secs)
-            .bind(l.credential_hmac.as_deref())
-            .bind(l.version)
-            .bind(body);
-            let cas_on = update.then(|| (l.id.as_str(), l.version - 1));
-            (
-                if update {
-                    "update lease"
-                } else {
-                    "insert lease"
-                },
-                "lease",
-                cas_on,
-                q,
-            )
-        }
-        Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
-            let update = matches!(w, Write::UpdateFreeze(_));
-            let q = sqlx::query::<DB>(if update {
-                sql::UPDATE_FREEZE
-            } else {
-                sql::INSERT_FREEZE
-            })
-            .bind(f.id.as_str())
-            .bind(f.state.as_str())
-            .bind(f.created_at_unix_secs)
-            .bind(f.version)
-            .bind(body);
-            let cas_on = update.then(|| (f.id.as_str(), f.version - 1));
-            let what = if update {
-                "update freeze"
-            } else {
-                "insert freeze"
-            };
-            (what, "freeze", cas_on, q)
-        }
-        Write::RequireTaskOpen { .. } => return None,
-    };
-    Some(statement)
 }
 
 /// Appends `events` after the chain head ([`Dialect::lock_chain_head`]); returns their seqs.
@@ -616,6 +489,51 @@ where
                     .map_err(|e| unavailable::<DB>("list pending revocations", &e))?
             };
             decode_all("lease", bodies)
+        })
+        .await
+    }
+
+    async fn claim_due_notifications(
+        &self,
+        now: i64,
+        owner: &str,
+        claim_until_unix_secs: i64,
+        n: u32,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.bounded("claim due notifications", async {
+            let bodies = if DB::CLAIMS {
+                sqlx::query_scalar::<DB, String>(sql::CLAIM_DUE_NOTIFICATIONS)
+                    .bind(now)
+                    .bind(owner)
+                    .bind(claim_until_unix_secs)
+                    .bind(limit(n))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(|e| write_error::<DB>("claim due notifications", &e))?
+            } else {
+                sqlx::query_scalar::<DB, String>(sql::DUE_NOTIFICATIONS)
+                    .bind(now)
+                    .bind(limit(n))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(|e| unavailable::<DB>("list due notifications", &e))?
+            };
+            decode_all("notification", bodies)
+        })
+        .await
+    }
+
+    async fn notifications_for_request(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<Notification>, StoreError> {
+        self.bounded("notifications", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::NOTIFICATIONS_FOR_REQUEST)
+                .bind(request_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("read notifications", &e))?;
+            decode_all("notification", bodies)
         })
         .await
     }

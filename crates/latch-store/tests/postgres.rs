@@ -724,3 +724,86 @@ async fn a_batch_of_many_lease_changes_notifies_them_all() {
     drop(feed);
     finish(db, stores).await;
 }
+
+fn notification(id: &str, due: i64) -> latch_core::notify::Notification {
+    use latch_core::notify::{ApprovalNotice, Notification, NotificationState};
+    Notification {
+        id: id.to_owned(),
+        channel: "hook".to_owned(),
+        event: "request.step_up".to_owned(),
+        state: NotificationState::Pending,
+        created_at_unix_secs: 10,
+        next_attempt_at_unix_secs: due,
+        attempts: 0,
+        last_error: None,
+        delivered_at_unix_secs: None,
+        notice: ApprovalNotice {
+            request_id: "req_pg".to_owned(),
+            task_id: "task_n".to_owned(),
+            workload: "w".to_owned(),
+            resource: "db".to_owned(),
+            environment: "production".to_owned(),
+            sensitivity: "secret".to_owned(),
+            actions: vec!["read".to_owned()],
+            ttl_secs: 60,
+            purpose: "p".to_owned(),
+            justification: "j".to_owned(),
+            repository: None,
+            branch: None,
+            on_behalf_of: None,
+            groups: vec!["g".to_owned()],
+            digest: "d".to_owned(),
+            expires_at_unix_secs: 1000,
+            console_url: "http://latch.test/console/requests/req_pg".to_owned(),
+        },
+        version: 1,
+    }
+}
+
+/// The notification outbox on PostgreSQL: replicas split due rows, a live claim keeps others
+/// off, an outcome update (compare-and-set) releases it, and expired claims are taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notification_claims_split_work_and_expire() {
+    use latch_core::notify::NotificationState;
+    let Some((db, stores)) = replicas("notify", 2).await else {
+        return;
+    };
+    let (a, b) = (&stores[0], &stores[1]);
+    let mut batch = WriteBatch::new();
+    for i in 0..6 {
+        batch = batch.write(Write::InsertNotification(notification(
+            &format!("ntf_{i:02}"),
+            100 + i,
+        )));
+    }
+    batch = batch.write(Write::InsertNotification(notification("ntf_later", 900)));
+    a.apply(batch).await.expect("insert");
+    assert_eq!(b.notifications_for_request("req_pg").await.unwrap().len(), 7);
+    let got_a = a.claim_due_notifications(200, "a", 260, 4).await.unwrap();
+    let got_b = b.claim_due_notifications(200, "b", 260, 100).await.unwrap();
+    assert_eq!((got_a.len(), got_b.len()), (4, 2), "B gets only the unclaimed due rows");
+    assert!(
+        a.claim_due_notifications(230, "c", 290, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "everything due is claimed until 260"
+    );
+    // B records a delivery: compare-and-set, and a stale second write is a conflict.
+    let mut done = got_b[0].clone();
+    done.state = NotificationState::Delivered;
+    done.version += 1;
+    b.apply(WriteBatch::new().write(Write::UpdateNotification(done.clone())))
+        .await
+        .expect("deliver");
+    assert!(matches!(
+        a.apply(WriteBatch::new().write(Write::UpdateNotification(done)))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Past the claims, C takes over the five rows still due (not the delivered one, not the
+    // one due at 900).
+    let got_c = a.claim_due_notifications(300, "c", 360, 100).await.unwrap();
+    assert_eq!(got_c.len(), 5, "expired claims are taken over");
+    finish(db, stores).await;
+}

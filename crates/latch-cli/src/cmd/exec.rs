@@ -124,8 +124,13 @@ async fn obtain(
         .await?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut a: Answer = a;
+    let mut status = WaitStatus::new(resource);
     loop {
-        match a.body.get("status").and_then(Value::as_str) {
+        let state = a.body.get("status").and_then(Value::as_str);
+        if state != Some("pending") {
+            status.finish();
+        }
+        match state {
             Some("granted") => return Ok(Obtained::Granted(a.body)),
             Some("denied") => {
                 let d = &a.body["request"]["decision"];
@@ -145,6 +150,7 @@ async fn obtain(
             Some("pending") => {
                 let rid = a.body["request"]["id"].as_str().unwrap_or("").to_owned();
                 if tokio::time::Instant::now() >= deadline {
+                    status.finish();
                     return Ok(Obtained::Refused(
                         ExitCode::from(4),
                         format!(
@@ -155,11 +161,7 @@ async fn obtain(
                         ),
                     ));
                 }
-                eprintln!(
-                    "latch: waiting for approval of {resource} by {} (request {rid}, digest {})",
-                    crate::render::txt(&a.body["request"]["decision"]["groups"], "[]"),
-                    crate::render::txt(&a.body["request"]["digest"], "")
-                );
+                status.show(&a.body, deadline);
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 a = c
                     .post(
@@ -171,6 +173,94 @@ async fn obtain(
             _ => return Err(format!("access to {resource}: {}", a.error_line())),
         }
     }
+}
+
+/// What `latch exec` shows while a request waits for approvers: the console URL and the
+/// request once, then one status line. On a terminal the line is rewritten in place (carriage
+/// return); otherwise a line is printed only when what it says changes.
+struct WaitStatus<'a> {
+    resource: &'a str,
+    tty: bool,
+    /// The request id the header was printed for.
+    announced: Option<String>,
+    /// The last status line written.
+    last: String,
+    /// Whether the terminal's cursor sits at the end of a status line.
+    open_line: bool,
+}
+
+impl<'a> WaitStatus<'a> {
+    fn new(resource: &'a str) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            resource,
+            tty: std::io::stderr().is_terminal(),
+            announced: None,
+            last: String::new(),
+            open_line: false,
+        }
+    }
+
+    fn show(&mut self, body: &Value, deadline: tokio::time::Instant) {
+        use std::io::Write;
+        let req = &body["request"];
+        let rid = req["id"].as_str().unwrap_or("");
+        if self.announced.as_deref() != Some(rid) {
+            self.finish();
+            eprintln!(
+                "latch: access to {} needs approval by {} (request {rid}, digest {})",
+                self.resource,
+                groups_text(&req["decision"]["groups"]),
+                req["digest"].as_str().unwrap_or("")
+            );
+            match body["console_url"].as_str() {
+                Some(url) => eprintln!("latch: approve it at {url}"),
+                None => eprintln!("latch: an approver can run `latch approve {rid}`"),
+            }
+            self.announced = Some(rid.to_owned());
+        }
+        let approvals = req["approvers"].as_array().map_or(0, Vec::len);
+        let line = format!(
+            "latch: waiting for approval of {} ({approvals} approval(s) so far)",
+            self.resource
+        );
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            // `\x1b[K` clears what a longer earlier line left behind.
+            let _ = write!(err, "\r{line}, {}s left\x1b[K", left.as_secs());
+            let _ = err.flush();
+            self.open_line = true;
+        } else if line != self.last {
+            let _ = writeln!(err, "{line}");
+        }
+        self.last = line;
+    }
+
+    /// Ends the status line on a terminal, so what follows starts on a line of its own.
+    fn finish(&mut self) {
+        if self.open_line {
+            eprintln!();
+            self.open_line = false;
+        }
+    }
+}
+
+/// `[{"group":"g","quorum":2}]` as `2 of g`.
+fn groups_text(groups: &Value) -> String {
+    let Some(gs) = groups.as_array() else {
+        return groups.to_string();
+    };
+    gs.iter()
+        .map(|g| {
+            format!(
+                "{} of {}",
+                g["quorum"].as_u64().unwrap_or(1),
+                latch_core::audit::escape_text(g["group"].as_str().unwrap_or("?"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(unix)]

@@ -27,6 +27,7 @@ mod lifecycle;
 mod log_secrets;
 mod login;
 mod mcp;
+mod notify;
 mod oauth;
 mod oauth4webapi;
 mod openapi;

@@ -162,19 +162,20 @@ impl Broker {
                 req.state = RequestState::Pending;
                 req.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
                 let decided = decision_event(now, &caller, &req);
-                // Never a pending request in a task that ended meanwhile: its end closed the
-                // task's requests, and this one would escape that.
-                self.commit(
-                    ctx,
-                    WriteBatch::new()
-                        .write(Write::RequireTaskOpen {
-                            task_id: task.id.clone(),
-                            version: task.version,
-                        })
-                        .write(Write::InsertRequest(req.clone()))
-                        .audit(decided),
-                )
-                .await?;
+                // Never a pending request in a task that ended meanwhile (its end closed the
+                // task's requests, and this one would escape that). The approvers'
+                // notifications join the decision's batch (the outbox): the request never waits
+                // on their delivery, and neither is stored without the other.
+                let mut batch = WriteBatch::new()
+                    .write(Write::RequireTaskOpen {
+                        task_id: task.id.clone(),
+                        version: task.version,
+                    })
+                    .write(Write::InsertRequest(req.clone()));
+                batch
+                    .writes
+                    .extend(self.step_up_notifications(task, resource, &req));
+                self.commit(ctx, batch.audit(decided)).await?;
                 Ok(AccessOutcome::Pending(req))
             }
             Decision::Allow { max_ttl_secs, .. } => {

@@ -48,6 +48,7 @@ mod introspection;
 mod leak;
 mod leases;
 mod operators;
+mod notify;
 mod outcome;
 mod reload;
 mod revocation;
@@ -67,6 +68,7 @@ pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
 pub use introspection::Introspection;
+pub use notify::DeliveryOutcome;
 pub use leak::{
     LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
 };
@@ -124,6 +126,13 @@ pub struct BrokerSettings {
     pub target_concurrency: usize,
     /// Aggregation and rate limit of failed authentications per source (`[auth_failures]`).
     pub auth_failures: crate::auth_failures::AuthFailureSettings,
+    /// The broker's public base URL (`[server] public_url`, default `http://<listen
+    /// address>`): the base of the approval console's links
+    /// ([`Broker::request_console_url`]). A trailing `/` is ignored.
+    pub public_url: String,
+    /// Notifications to approvers: channels and the groups they serve, retries
+    /// (`[[notifications]]`, `[notify]`).
+    pub notify: crate::notify::NotifySettings,
 }
 
 impl Default for BrokerSettings {
@@ -145,6 +154,8 @@ impl Default for BrokerSettings {
             target_call_timeout: Duration::from_secs(10),
             target_concurrency: 4,
             auth_failures: crate::auth_failures::AuthFailureSettings::default(),
+            public_url: "http://localhost".into(),
+            notify: crate::notify::NotifySettings::default(),
         }
     }
 }
@@ -308,6 +319,22 @@ impl Broker {
     /// Settings.
     pub fn settings(&self) -> &BrokerSettings {
         &self.settings
+    }
+
+    /// The approval console's page of one access request:
+    /// `{public_url}/console/requests/{request_id}`. The one place this URL is spelled: every
+    /// pending answer (REST, MCP, `/oauth/token`, `latch exec`) and every notification uses it.
+    pub fn request_console_url(&self, request_id: &str) -> String {
+        format!("{}/console/requests/{request_id}", self.public_base())
+    }
+
+    /// The approval console's page of one task: `{public_url}/console/tasks/{task_id}`.
+    pub fn task_console_url(&self, task_id: &str) -> String {
+        format!("{}/console/tasks/{task_id}", self.public_base())
+    }
+
+    fn public_base(&self) -> &str {
+        self.settings.public_url.trim_end_matches('/')
     }
 
     /// Keyed HMAC of a credential value (for leak search and revocation by value).

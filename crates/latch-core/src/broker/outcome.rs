@@ -138,6 +138,13 @@ impl Broker {
             Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
                 self.store.freeze(&f.id).await.ok()?.as_ref() == Some(f)
             }
+            Write::InsertNotification(n) | Write::UpdateNotification(n) => self
+                .store
+                .notifications_for_request(&n.notice.request_id)
+                .await
+                .ok()?
+                .iter()
+                .any(|stored| stored == n),
             Write::RequireTaskOpen { .. } => true,
         };
         Some(same)

@@ -38,7 +38,7 @@ use crate::http::routes::{
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
           admin::engage, admin::lift),
     components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError,
-                       login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::CredentialBody,
+                       login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
                        introspection::TokenForm, dev::DevTokenResponse, DevTokenRequest, ErrorCode,
                        audit::FindRequest, latch_core::audit::ToolUseReport,

@@ -6,6 +6,7 @@ pub mod audit_sinks;
 pub mod ca_rotation;
 pub mod change_feed;
 pub mod checkpoints;
+pub mod notify;
 pub mod policy_watch;
 pub mod reaper;
 pub mod serve;

@@ -37,6 +37,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "operators",
         include_str!("../../migrations/postgres/0004_operators.sql"),
     ),
+    (
+        5,
+        "notifications",
+        include_str!("../../migrations/postgres/0005_notifications.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

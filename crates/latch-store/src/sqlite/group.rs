@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::model::Lease;
+use latch_core::notify::Notification;
 use latch_core::ports::{StoreError, Write, WriteBatch};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
@@ -435,6 +436,9 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertFreeze(f) | Write::UpdateFreeze(f) => {
             apply_freeze(conn, f, body, matches!(w, Write::UpdateFreeze(_)))?;
         }
+        Write::InsertNotification(n) | Write::UpdateNotification(n) => {
+            apply_notification(conn, n, body, matches!(w, Write::UpdateNotification(_)))?;
+        }
     }
     Ok(())
 }
@@ -490,6 +494,32 @@ fn apply_lease(conn: &Connection, l: &Lease, body: &str, update: bool) -> Result
     cas("lease", &l.id, n as u64)
 }
 
+/// Inserts an outbox row, or updates it compare-and-set on its version.
+fn apply_notification(
+    conn: &Connection,
+    n: &Notification,
+    body: &str,
+    update: bool,
+) -> Result<(), StoreError> {
+    let state = n.state.as_str();
+    let replaced = n.version - 1;
+    let row: [&dyn ToSql; 7] = [
+        &n.id,
+        &n.notice.request_id,
+        &state,
+        &n.next_attempt_at_unix_secs,
+        &n.version,
+        &body,
+        &replaced,
+    ];
+    if !update {
+        execute(conn, "insert notification", sql::INSERT_NOTIFICATION, &row[..6])?;
+        return Ok(());
+    }
+    let count = execute(conn, "update notification", sql::UPDATE_NOTIFICATION, &row[..])?;
+    cas("notification", &n.id, count as u64)
+}
+
 /// The foreign keys of the schema (`requests.task_id`, `approvals.request_id`,
 /// `leases.task_id`), checked for one write.
 fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
@@ -507,7 +537,9 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::UpdateTask(_)
         | Write::RequireTaskOpen { .. }
         | Write::InsertFreeze(_)
-        | Write::UpdateFreeze(_) => {
+        | Write::UpdateFreeze(_)
+        | Write::InsertNotification(_)
+        | Write::UpdateNotification(_) => {
             return Ok(());
         }
     };

@@ -39,6 +39,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "operators",
         include_str!("../../migrations/sqlite/0004_operators.sql"),
     ),
+    (
+        5,
+        "notifications",
+        include_str!("../../migrations/sqlite/0005_notifications.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

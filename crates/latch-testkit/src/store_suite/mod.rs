@@ -35,6 +35,7 @@ use serde_json::json;
 mod audit;
 mod leases;
 mod operators;
+mod notify;
 mod rows;
 
 use audit::{
@@ -65,6 +66,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     key_blobs(store.clone()).await;
     audit_filters(s).await;
     checkpoints_and_cursors(s).await;
+    notify::notifications(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;
 }

@@ -374,9 +374,42 @@ fn access_result(status: u16, b: Value) -> CallToolResult {
             "approvers_needed": b["request"]["decision"]["groups"],
             "digest": b["request"]["digest"],
             "expires_at_unix_secs": b["request"]["expires_at_unix_secs"],
-            "next_step": "a human must approve (step-up); call check_request with this task_id and request_id (wait_secs up to 60) until the status is granted or denied",
+            "console_url": b["console_url"],
+            "next_step": "a human must approve (step-up): send your human to console_url, then call check_request with this task_id and request_id (wait_secs up to 60) until the status is granted or denied",
         })),
         _ => error_result(status, b),
+    }
+}
+
+/// How long a URL elicitation may hold the tool call while the client asks its user.
+const ELICITATION_WAIT: Duration = Duration::from_secs(30);
+
+/// Offers the console page as a URL-mode elicitation (MCP 2025-11-25 `elicitation/create`,
+/// `mode: "url"`) when the client declared `elicitation.url`; otherwise does nothing. The
+/// user's answer changes nothing (the approval happens in the console); a client that does not
+/// answer within [`ELICITATION_WAIT`] only delays the tool result. The URL is in the tool
+/// result either way.
+async fn offer_console(ctx: &RequestContext<RoleServer>, url: &str, request_id: &str) {
+    if !ctx
+        .peer
+        .supported_elicitation_modes()
+        .contains(&rmcp::service::ElicitationMode::Url)
+    {
+        return;
+    }
+    let Ok(parsed) = url::Url::parse(url) else {
+        return;
+    };
+    let message = format!(
+        "Access request {request_id} needs a human approver. Open the Latch console to review it."
+    );
+    match ctx
+        .peer
+        .elicit_url_with_timeout(message, parsed, request_id, Some(ELICITATION_WAIT))
+        .await
+    {
+        Ok(action) => tracing::debug!(request_id, ?action, "console URL elicitation answered"),
+        Err(e) => tracing::debug!(request_id, error = %e, "console URL elicitation not answered"),
     }
 }
 
@@ -496,6 +529,11 @@ impl LatchMcp {
                     "ttl_secs": a.ttl_secs, "justification": a.justification})),
             )
             .await?;
+        if let Some(url) = b.get("console_url").and_then(Value::as_str)
+            && b.get("status").and_then(Value::as_str) == Some("pending")
+        {
+            offer_console(&ctx, url, b["request"]["id"].as_str().unwrap_or("")).await;
+        }
         Ok(access_result(st, b))
     }
 

@@ -54,8 +54,29 @@ pub struct AccessResponse {
     /// The credential, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialBody>,
+    /// For `pending`: the request's page in the approval console
+    /// (`{public_url}/console/requests/{request id}`), where the agent sends its human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
     /// HTTP request id.
     pub request_id: String,
+}
+
+/// An access request as its owner reads it: the request, and while it waits for approvers the
+/// console page to send a human to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RequestView {
+    /// The request and its decision.
+    #[serde(flatten)]
+    pub request: AccessRequest,
+    /// While `pending`: the request's page in the approval console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+}
+
+/// The console URL to show with `r`: only while it waits for approvers.
+pub(crate) fn console_url_of(broker: &latch_core::Broker, r: &AccessRequest) -> Option<String> {
+    (r.state == latch_core::model::RequestState::Pending).then(|| broker.request_console_url(&r.id))
 }
 
 /// A `403` of an access request or claim, for the OpenAPI document: a policy denial (an
@@ -80,6 +101,7 @@ pub(crate) fn grant_body(g: Grant, request_id: &str) -> AccessResponse {
             value: g.credential.secret.expose_secret().to_owned(),
             metadata: g.credential.metadata.clone(),
         }),
+        console_url: None,
         request_id: request_id.to_owned(),
     }
 }
@@ -94,10 +116,15 @@ pub(crate) fn denial_code(decision: &Decision) -> ErrorCode {
         .error_code()
 }
 
-fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<AccessResponse>) {
+fn outcome_response(
+    broker: &latch_core::Broker,
+    o: AccessOutcome,
+    request_id: &str,
+) -> (StatusCode, Json<AccessResponse>) {
     let plain = |status: &str, code: Option<String>, request: AccessRequest| AccessResponse {
         status: status.into(),
         code,
+        console_url: console_url_of(broker, &request),
         request,
         lease: None,
         credential: None,
@@ -123,7 +150,7 @@ fn outcome_response(o: AccessOutcome, request_id: &str) -> (StatusCode, Json<Acc
     params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"),
            ("DPoP" = Option<String>, Header, description = "DPoP proof (RFC 9449) for `POST` of this URL: binds the credential to its key")),
     responses((status = 201, body = AccessResponse, description = "allowed: credential minted (shown once)"),
-              (status = 202, body = AccessResponse, description = "step-up: waiting for approvers"),
+              (status = 202, body = AccessResponse, description = "step-up: waiting for approvers; `console_url` is the request's page in the approval console"),
               (status = 400, body = ErrorBody, description = "`invalid_request` (see the request schema; also parameters the resource's provider refuses), `dpop_required` (the resource only takes DPoP-bound credentials), `dpop_nonce_required`"),
               (status = 403, body = AccessRefusal, description = "denied (an `AccessResponse` with policy ids and reasons), or `wrong_principal_kind` (a human token)"),
               (status = 404, body = ErrorBody, description = "`task_not_found`"),
@@ -144,12 +171,12 @@ pub(crate) async fn request_access(
         s.broker.request_access(ctx, &w, &id, body, &binding).await
     })
     .await;
-    Ok(outcome_response(r?, &m.request_id))
+    Ok(outcome_response(&s.broker, r?, &m.request_id))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])),
     params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$"), ("rid" = String, Path, description = "request id", pattern = "^req_[0-9a-f]{32}$")),
-    responses((status = 200, body = AccessRequest, description = "the request and its decision"),
+    responses((status = 200, body = RequestView, description = "the request and its decision; while pending, its console page"),
               (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
               (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`")))]
 pub(crate) async fn get_request(
@@ -157,12 +184,15 @@ pub(crate) async fn get_request(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path((id, rid)): Path<(String, String)>,
-) -> ApiResult<Json<AccessRequest>> {
+) -> ApiResult<Json<RequestView>> {
     let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
         s.broker.request(&w, &id, &rid).await
     })
-    .await;
-    Ok(Json(r?))
+    .await?;
+    Ok(Json(RequestView {
+        console_url: console_url_of(&s.broker, &r),
+        request: r,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/requests/{rid}/claim", security(("bearer" = [])),
@@ -194,5 +224,5 @@ pub(crate) async fn claim_request(
         s.broker.claim(ctx, &w, &id, &rid, &binding).await
     })
     .await;
-    Ok(outcome_response(r?, &m.request_id))
+    Ok(outcome_response(&s.broker, r?, &m.request_id))
 }

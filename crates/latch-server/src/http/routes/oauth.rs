@@ -147,8 +147,9 @@ pub struct ExchangeResponse {
 }
 
 /// An OAuth error answer of `POST /oauth/token` (RFC 6749 §5.2), for the OpenAPI document.
-/// Step-up (`authorization_pending`) adds `auth_req_id`, `interval`, `expires_in`, `approvers`
-/// and `request_digest`; a denial (`access_denied`) adds `policy_ids`, `reasons`, `request_id`
+/// Step-up (`authorization_pending`) adds `auth_req_id`, `interval`, `expires_in`, `approvers`,
+/// `request_digest` and `latch_console_url` (the request's page in the approval console, where
+/// the agent sends its human); a denial (`access_denied`) adds `policy_ids`, `reasons`, `request_id`
 /// and `task_id`.
 #[derive(utoipa::ToSchema)]
 #[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
@@ -161,6 +162,8 @@ pub struct OAuthErrorBody {
     error_description: String,
     /// The stable Latch error code, when one applies.
     latch_code: Option<ErrorCode>,
+    /// `authorization_pending` only: the request's page in the approval console.
+    latch_console_url: Option<String>,
 }
 
 fn form_value<'a>(f: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
@@ -469,6 +472,7 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
                     "expires_in": r.expires_at_unix_secs - now,
                     "approvers": groups,
                     "request_digest": r.digest,
+                    "latch_console_url": s.broker.request_console_url(&r.id),
                 }),
                 dpop_nonce: None,
             }))
