@@ -46,6 +46,8 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
         Write::InsertApproval(a) => encode("approval", a),
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
+        Write::InsertConsoleSession(c) => encode("console session", c),
+        Write::DeleteConsoleSession { .. } => Ok(String::new()),
     }
 }
 

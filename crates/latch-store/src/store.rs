@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
-use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
+use latch_core::model::{
+    AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
+};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
@@ -293,6 +295,18 @@ where
                 cas_on,
                 q,
             )
+        }
+        Write::InsertConsoleSession(c) => {
+            let q = sqlx::query::<DB>(sql::INSERT_CONSOLE_SESSION)
+                .bind(c.id_hmac.as_str())
+                .bind(c.human_id.as_str())
+                .bind(c.expires_at_unix_secs)
+                .bind(body);
+            ("insert console session", "console session", None, q)
+        }
+        Write::DeleteConsoleSession { id_hmac } => {
+            let q = sqlx::query::<DB>(sql::DELETE_CONSOLE_SESSION).bind(id_hmac.as_str());
+            ("delete console session", "console session", None, q)
         }
         Write::RequireTaskOpen { .. } => return None,
     };
@@ -726,6 +740,30 @@ where
                 .await
                 .map_err(|e| write_error::<DB>("commit", &e))?;
             Ok(stored)
+        })
+        .await
+    }
+
+    async fn console_session(&self, id_hmac: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        self.bounded("console session", async {
+            self.one("console session", sql::CONSOLE_SESSION, id_hmac)
+                .await
+        })
+        .await
+    }
+
+    async fn purge_console_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        self.bounded("purge console sessions", async {
+            let mut tx = DB::begin_write(self).await?;
+            let done = sqlx::query::<DB>(sql::PURGE_CONSOLE_SESSIONS)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error::<DB>("purge console sessions", &e))?;
+            tx.commit()
+                .await
+                .map_err(|e| write_error::<DB>("commit", &e))?;
+            Ok(DB::rows_affected(&done))
         })
         .await
     }

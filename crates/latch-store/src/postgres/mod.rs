@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "used_once",
         include_str!("../../migrations/postgres/0002_used_once.sql"),
     ),
+    (
+        3,
+        "console_sessions",
+        include_str!("../../migrations/postgres/0003_console_sessions.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -432,6 +432,22 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertLease(l) | Write::UpdateLease(l) => {
             apply_lease(conn, l, body, matches!(w, Write::UpdateLease(_)))?;
         }
+        Write::InsertConsoleSession(c) => {
+            execute(
+                conn,
+                "insert console session",
+                sql::INSERT_CONSOLE_SESSION,
+                params![c.id_hmac, c.human_id, c.expires_at_unix_secs, body],
+            )?;
+        }
+        Write::DeleteConsoleSession { id_hmac } => {
+            execute(
+                conn,
+                "delete console session",
+                sql::DELETE_CONSOLE_SESSION,
+                params![id_hmac],
+            )?;
+        }
     }
     Ok(())
 }
@@ -475,7 +491,11 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
             "SELECT EXISTS (SELECT 1 FROM requests WHERE id = ?1)",
             &a.request_id,
         ),
-        Write::InsertTask(_) | Write::UpdateTask(_) | Write::RequireTaskOpen { .. } => {
+        Write::InsertTask(_)
+        | Write::UpdateTask(_)
+        | Write::RequireTaskOpen { .. }
+        | Write::InsertConsoleSession(_)
+        | Write::DeleteConsoleSession { .. } => {
             return Ok(());
         }
     };

@@ -34,6 +34,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "audit_chain",
         include_str!("../../migrations/sqlite/0002_audit_chain.sql"),
     ),
+    (
+        3,
+        "console_sessions",
+        include_str!("../../migrations/sqlite/0003_console_sessions.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.
