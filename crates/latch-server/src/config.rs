@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod console;
 mod http;
 mod proxy;
 mod targets;
 
+pub use console::ConsoleConfig;
 pub use http::{AuthFailuresConfig, HttpConfig};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use targets::TargetsConfig;
@@ -74,6 +76,9 @@ pub struct Config {
     /// Aggregation and rate limit of failed authentications per source.
     #[serde(default)]
     pub auth_failures: AuthFailuresConfig,
+    /// The approval console (`/console/`) and human sign-in.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -664,6 +669,8 @@ impl Config {
                 "`tasks.default_ttl` must be 1s to `tasks.max_ttl`".into(),
             ));
         }
+        self.console
+            .validate(&self.issuers, self.dev_issuer.enabled)?;
         for c in &self.introspection_clients {
             if c.secret_sha256.len() != 64
                 || !c.secret_sha256.chars().all(|c| c.is_ascii_hexdigit())

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Checkpointer;
 use crate::config::Config;
+use crate::console::ConsoleState;
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
 use crate::http::router::router;
@@ -201,6 +202,8 @@ async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr, String), Star
 /// issuer's, when enabled).
 struct Identity {
     verifier: Arc<dyn IdentityVerifier>,
+    /// The same verifier, as itself (the console verifies ID tokens with it).
+    oidc: Arc<latch_identity::OidcVerifier>,
     dev: Option<Arc<DevIssuer>>,
     workload_issuers: Vec<String>,
 }
@@ -315,7 +318,8 @@ async fn build_identity(
         .map_err(|e| StartError(format!("issuers: {e}")))?,
     );
     Ok(Identity {
-        verifier,
+        verifier: verifier.clone(),
+        oidc: verifier,
         dev,
         workload_issuers,
     })
@@ -328,6 +332,65 @@ struct Providers {
     resources: Vec<latch_core::model::Resource>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+}
+
+/// The approval console's state when `[console] enabled`: its sign-in at the configured human
+/// issuer (redirect URI `{public_url}/console/callback`), the development sign-in when the
+/// development issuer is on, the login-state key from the master key.
+fn build_console(
+    config: &Config,
+    base_url: &str,
+    master: &MasterKey,
+    oidc: Arc<latch_identity::OidcVerifier>,
+    once: Option<Arc<dyn UseOnce>>,
+) -> Result<Option<Arc<ConsoleState>>, StartError> {
+    let c = &config.console;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let base = base_url.trim_end_matches('/');
+    let rp = match &c.issuer {
+        Some(name) => {
+            let issuer = config
+                .issuers
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| StartError(format!("[console]: no issuer `{name}`")))?;
+            let secret = c
+                .client_secret(|p| config.path(p))
+                .map_err(|e| StartError(e.to_string()))?;
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| StartError(format!("http client: {e}")))?;
+            Some(crate::console::oidc::RelyingParty::new(
+                name,
+                &issuer.issuer,
+                c.client_id.as_deref().unwrap_or_default(),
+                secret,
+                &format!("{base}/console/callback"),
+                &c.scopes,
+                http,
+                oidc,
+            ))
+        }
+        None => None,
+    };
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let state = ConsoleState::new(
+        base,
+        secs(c.session_ttl),
+        secs(c.login_ttl),
+        rp,
+        config.dev_issuer.enabled,
+        &master.console_login_key(),
+        once,
+    )
+    .map_err(StartError)?;
+    tracing::info!(console = %format!("{base}/console/"), "approval console enabled");
+    Ok(Some(Arc::new(state)))
 }
 
 /// Every provider; the certificate authorities are generated (and sealed) only when a
@@ -487,6 +550,7 @@ struct HttpParts {
     checkpointer: Arc<Checkpointer>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+    console: Option<Arc<ConsoleState>>,
 }
 
 /// The HTTP layer's state: ports and settings only.
@@ -513,6 +577,7 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
         }),
         proxy: Arc::new(config.proxy.clone()),
         ready_requires_targets: config.targets.ready_requires_targets,
+        console: p.console,
     }
 }
 
@@ -565,6 +630,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         clock.clone(),
     ));
     let mcp_cancel = CancellationToken::new();
+    let console = build_console(&config, &base_url, &master, identity.oidc, once.clone())?;
     let state = build_http_state(
         &config,
         HttpParts {
@@ -578,6 +644,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             checkpointer: checkpointer.clone(),
             ssh,
             x509,
+            console,
         },
     );
     let app = router(

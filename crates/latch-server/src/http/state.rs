@@ -46,6 +46,8 @@ pub struct AppState {
     pub proxy: Arc<ProxyConfig>,
     /// `[targets] ready_requires_targets`: `/readyz` answers 503 while a target is down.
     pub ready_requires_targets: bool,
+    /// The approval console (`/console/`), when `[console] enabled`.
+    pub console: Option<Arc<crate::console::ConsoleState>>,
 }
 
 /// Request id and source address, set by middleware for every request.
