@@ -259,13 +259,51 @@ async fn a_replayed_or_forged_callback_is_refused_and_audited() {
     c.stop().await;
 }
 
+/// Copies the pending request `rid` (and its task) into the broker's store as if its claims
+/// held hostile text: the verifier refuses such claims today, but rows written before that
+/// rule, or by another version, must still reach an approver's screen harmless. Returns the
+/// copies' (task, request) ids.
+async fn hostile_copy(s: &TestServer, task_id: &str, rid: &str, hostile: &str) -> (String, String) {
+    let url = format!("sqlite://{}", s.dir.join("data/latch.db").display());
+    let store = latch_store::open(&url).await.unwrap().store;
+    let mut task = store.task(task_id).await.unwrap().unwrap();
+    let mut req = store.request(rid).await.unwrap().unwrap();
+    task.id = latch_core::model::new_id("task");
+    task.branch = Some(hostile.to_owned());
+    task.owner.claims.branch = Some(hostile.to_owned());
+    task.repository = Some(format!("acme/pay\u{200b}ments{hostile}"));
+    task.purpose = format!("deploy {hostile}");
+    req.id = latch_core::model::new_id("req");
+    req.task_id = task.id.clone();
+    req.justification = format!("because {hostile}");
+    let batch = latch_core::ports::WriteBatch::new()
+        .write(latch_core::ports::Write::InsertTask(task.clone()))
+        .write(latch_core::ports::Write::InsertRequest(req.clone()));
+    store.apply(batch).await.unwrap();
+    (task.id, req.id)
+}
+
 #[tokio::test]
 async fn the_pending_page_shows_exactly_what_is_approved_with_hostile_text_escaped() {
     let Some(c) = Console::start().await else {
         return;
     };
-    let hostile = "refs/heads/evil\u{1b}[31m\r\nfake\u{202e}txt\u{200b}";
-    let (_agent, task, rid, digest) = pending_write(&c.s, hostile, "5101").await;
+    let (_agent, real_task, real_rid, _) = pending_write(&c.s, "refs/heads/main", "5101").await;
+    let hostile = "evil\u{1b}[31m\r\nfake\u{202e}txt\u{200b}";
+    let (task, rid) = hostile_copy(&c.s, &real_task, &real_rid, hostile).await;
+    let digest =
+        c.s.broker()
+            .console_request(
+                &latch_core::model::Human {
+                    id: "bob".into(),
+                    issuer: "x".into(),
+                    groups: vec!["prod-approvers".into()],
+                },
+                &rid,
+            )
+            .await
+            .unwrap()
+            .digest;
     let bob = c.signed_in("bob").await;
     let (status, html) = page(&bob, &c.url("/console/")).await;
     assert_eq!(status, 200);
@@ -278,6 +316,10 @@ async fn the_pending_page_shows_exactly_what_is_approved_with_hostile_text_escap
         "{html}"
     );
     assert!(html.contains("hidden characters shown"));
+    assert!(
+        html.contains("acme/pay\\u{200b}ments"),
+        "the repository, escaped"
+    );
     for shown in [
         "ci-cache",
         "sandbox",
@@ -291,24 +333,31 @@ async fn the_pending_page_shows_exactly_what_is_approved_with_hostile_text_escap
     ] {
         assert!(html.contains(shown), "{shown} not shown");
     }
-    // alice (no groups) sees nothing to approve; carol (admin) neither.
+    // alice (no groups, the agent's human) sees nothing to approve.
     let alice = c.signed_in("alice").await;
     let (_, html) = page(&alice, &c.url("/console/")).await;
     assert!(!html.contains(&rid));
-    // The request page carries the digest it shows, and the task page escapes the branch too.
+    // The request page carries the digest it shows.
     let (status, html) = page(&bob, &c.url(&format!("/console/requests/{rid}"))).await;
     assert_eq!(status, 200);
     assert_eq!(field(&html, "digest"), digest);
-    let (status, html) = page(&bob, &c.url(&format!("/console/tasks/{task}"))).await;
+    assert!(!html.contains('\u{202e}'));
+    // An approver of a task's request reads its timeline.
+    let (status, html) = page(&bob, &c.url(&format!("/console/tasks/{real_task}"))).await;
     assert_eq!(status, 200, "an approver of its request may read the task");
     assert!(html.contains("task.opened") && html.contains("request.decided"));
-    assert!(!html.contains('\u{202e}'));
-    // The task's own human may read it; a human with no part in it may not.
-    let (status, _) = page(&alice, &c.url(&format!("/console/tasks/{task}"))).await;
+    // The task's own human and admins read the hostile task, escaped; others do not.
+    let (status, html) = page(&alice, &c.url(&format!("/console/tasks/{task}"))).await;
     assert_eq!(status, 200);
+    for raw in ['\u{1b}', '\r', '\u{202e}', '\u{200b}'] {
+        assert!(!html.contains(raw), "raw {raw:?} reached the task page");
+    }
     let carol = c.signed_in("carol").await; // latch-admins
     let (status, _) = page(&carol, &c.url(&format!("/console/tasks/{task}"))).await;
     assert_eq!(status, 200, "admins read every task");
+    let mallory = c.signed_in("mallory").await; // no groups, not the task's human
+    let (status, _) = page(&mallory, &c.url(&format!("/console/tasks/{task}"))).await;
+    assert_eq!(status, 404, "no part in it: not found");
     c.stop().await;
 }
 
@@ -608,4 +657,55 @@ fn browser_available() -> bool {
     }
     eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
     false
+}
+
+/// What `latch login` will rely on: the provider's public `latch-cli` client signs in with a
+/// loopback redirect and PKCE (RFC 8252), and its access token for resource `urn:latch` (a JWT
+/// with `groups`) is a human bearer token the broker accepts.
+#[tokio::test]
+async fn a_cli_access_token_from_the_provider_is_a_human_bearer_token() {
+    use base64::Engine;
+    let Some(c) = Console::start().await else {
+        return;
+    };
+    let verifier = "a-pkce-verifier-of-enough-length-0123456789-abcdefghijklmnop";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()),
+    );
+    let redirect = "http://127.0.0.1:49152/callback";
+    let auth = format!(
+        "{}/auth?client_id=latch-cli&response_type=code&scope=openid%20groups%20offline_access\
+         &redirect_uri={}&state=s1&code_challenge={challenge}&code_challenge_method=S256&resource={}",
+        c.op.issuer,
+        "http%3A%2F%2F127.0.0.1%3A49152%2Fcallback",
+        "urn%3Alatch"
+    );
+    let b = oidc::browser();
+    let back = oidc::sign_in(&b, &auth, "dave", redirect).await;
+    let code = back
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    let tokens: serde_json::Value = b
+        .post(format!("{}/token", c.op.issuer))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+            ("client_id", "latch-cli"),
+            ("resource", RESOURCE),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    assert!(tokens["refresh_token"].is_string(), "{tokens}");
+    let r = c.s.get(Some(access), "/v1/approvals/pending").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.stop().await;
 }
