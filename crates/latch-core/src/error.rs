@@ -132,6 +132,11 @@ pub enum ErrorCode {
     // --- limits (408 / 429) ---
     /// The request was not answered within the server's request timeout.
     RequestTimeout,
+    /// A console form arrived without the signed-in session's CSRF token (or with another).
+    CsrfTokenInvalid,
+    /// A console sign-in could not complete (the provider's error, a login state that is
+    /// missing, expired, replayed or does not match, an ID token refused).
+    SignInFailed,
     /// Too many failed authentications came from the caller's address: requests carrying
     /// credentials are refused until the window ends (see the `Retry-After` header).
     RateLimited,
@@ -171,6 +176,8 @@ impl ErrorCode {
             DpopProofInvalid => "dpop_proof_invalid",
             DpopRequired => "dpop_required",
             DpopNonceRequired => "dpop_nonce_required",
+            CsrfTokenInvalid => "csrf_token_invalid",
+            SignInFailed => "sign_in_failed",
             InvalidRequest => "invalid_request",
             BodyTooLarge => "body_too_large",
             UnsupportedMediaType => "unsupported_media_type",
@@ -220,7 +227,8 @@ impl ErrorCode {
             | TokenNotYetValid | TokenLifetimeTooLong | ClaimsInvalid | JwksUnavailable
             | ClientAuthFailed | DpopProofInvalid => 401,
             DpopRequired | DpopNonceRequired => 400,
-            WrongPrincipalKind => 403,
+            WrongPrincipalKind | CsrfTokenInvalid => 403,
+            SignInFailed => 400,
             InvalidRequest => 400,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,

@@ -168,6 +168,14 @@ string_enum! {
         /// Delivering a notification failed. Outcome `retry` (it will be tried again) or
         /// `gave_up` (after the configured number of attempts).
         NotificationFailed => "notification.failed",
+        /// A human signed in to the approval console (a server-side session was opened).
+        /// Outcome `ok`; detail: how (`oidc`, `dev`), the issuer and groups.
+        ConsoleSignedIn => "console.signed_in",
+        /// A console sign-in failed (the provider's error, a bad state, an ID token refused).
+        /// Outcome: the error code.
+        ConsoleSignInFailed => "console.sign_in_failed",
+        /// A human signed out of the console (the session was deleted).
+        ConsoleSignedOut => "console.signed_out",
     }
 }
 

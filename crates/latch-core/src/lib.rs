@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth_failures;
 pub mod broker;
 pub mod clock;
+pub mod console;
 pub mod credential_format;
 pub mod digest;
 pub mod error;

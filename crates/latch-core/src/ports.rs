@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use crate::audit::{AuditCheckpoint, AuditRecord};
 use crate::error::ApiError;
 use crate::model::{
-    AccessRequest, Approval, AuditEvent, AuditFilter, DeliveredCredential, Lease, Principal,
-    Resource, Task, TokenBinding,
+    AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, DeliveredCredential, Lease,
+    Principal, Resource, Task, TokenBinding,
 };
 
 /// Verifies a bearer token and maps it onto a principal (workload or human).
@@ -234,6 +234,13 @@ pub enum Write {
     InsertNotification(crate::notify::Notification),
     /// Compare-and-set update of an outbox row (its delivery outcome); releases its claim.
     UpdateNotification(crate::notify::Notification),
+    /// Insert an approval-console session (keyed by the HMAC of its id, never the id).
+    InsertConsoleSession(ConsoleSession),
+    /// Delete an approval-console session (sign-out); deleting one that is gone is no error.
+    DeleteConsoleSession {
+        /// The HMAC (hex) of the session id.
+        id_hmac: String,
+    },
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -484,6 +491,16 @@ pub trait Store: Send + Sync + 'static {
     async fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Cheap health check.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The approval-console session whose id has HMAC `id_hmac` (hex), expired or not.
+    ///
+    /// Stores that keep no console sessions answer `None` (the default).
+    async fn console_session(&self, _id_hmac: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        Ok(None)
+    }
+    /// Deletes the console sessions that expired before `now_unix_secs`; returns how many.
+    async fn purge_console_sessions(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 // ------------------------------------------------------------------ store capabilities

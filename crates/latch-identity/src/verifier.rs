@@ -308,6 +308,77 @@ impl OidcVerifier {
     }
 
     async fn verify_token(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_parts(token, None).await.map(|(p, _)| p)
+    }
+
+    /// Verifies an OpenID Connect ID token (OpenID Connect Core 1.0 §3.1.3.7) from the human
+    /// issuer named `issuer_name`, issued to `client_id`: every check of [`Self::verify`]
+    /// (signature with the issuer's keys, `exp`/`nbf`/`iat` with its leeway and lifetime bound,
+    /// `iss`), with `aud` containing `client_id` instead of the issuer's configured audience,
+    /// `azp` (when present) equal to `client_id`, and `nonce` equal to `nonce` (constant time).
+    /// Returns the human and the token's `name` claim, if any.
+    ///
+    /// # Errors
+    /// As [`Self::verify`]; `unknown_issuer` when the token's `iss` is not that issuer's, or it
+    /// is not a human issuer; `claims_invalid` for a missing or different `nonce` or `azp`.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        issuer_name: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<(latch_core::model::Human, Option<String>), ApiError> {
+        let (principal, claims) = self.verify_parts(token, Some(client_id)).await?;
+        let expected = self
+            .issuers
+            .iter()
+            .find(|i| i.cfg.name == issuer_name && i.cfg.kind == IssuerKind::Human)
+            .map(|i| i.cfg.issuer.as_str());
+        let Principal::Human(human) = principal else {
+            return Err(ApiError::new(
+                ErrorCode::UnknownIssuer,
+                "the id token is not from a human issuer",
+            ));
+        };
+        if expected != Some(human.issuer.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownIssuer,
+                format!("the id token is not from issuer `{issuer_name}`"),
+            ));
+        }
+        let got = claims.get("nonce").and_then(serde_json::Value::as_str);
+        let nonce_ok = got.is_some_and(|g| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), nonce.as_bytes())
+                .is_ok()
+        });
+        if !nonce_ok {
+            return Err(ApiError::new(
+                ErrorCode::ClaimsInvalid,
+                "the id token's `nonce` is missing or not this sign-in's",
+            ));
+        }
+        if let Some(azp) = claims.get("azp")
+            && azp.as_str() != Some(client_id)
+        {
+            return Err(ApiError::new(
+                ErrorCode::ClaimsInvalid,
+                "the id token's `azp` is not this client",
+            ));
+        }
+        let name = claims
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Ok((human, name))
+    }
+
+    /// Verifies `token` (with `audience` instead of its issuer's configured one, when given);
+    /// returns the principal and the verified claims.
+    async fn verify_parts(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<(Principal, serde_json::Map<String, serde_json::Value>), ApiError> {
         // 1–2: size, shape, header policy.
         let unverified = jose::parse(token, self.options.max_token_bytes)?;
 
@@ -382,7 +453,7 @@ impl OidcVerifier {
             &claims::Validity {
                 now: self.clock.now_unix_secs(),
                 leeway: iss.leeway_secs,
-                audience: &iss.cfg.audience,
+                audience: audience.unwrap_or(&iss.cfg.audience),
                 max_lifetime: iss.max_lifetime_secs,
                 preset: iss.preset,
             },
@@ -397,7 +468,8 @@ impl OidcVerifier {
             groups_claim: &iss.groups_claim,
             exp,
         };
-        claims::map_principal(claims, &ctx)
+        let principal = claims::map_principal(claims, &ctx)?;
+        Ok((principal, unverified.claims))
     }
 }
 

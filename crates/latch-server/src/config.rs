@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod console;
 mod http;
 mod login;
 mod notify;
 mod proxy;
 mod targets;
 
+pub use console::ConsoleConfig;
 pub use http::{AuthFailuresConfig, HttpConfig};
 pub use login::{LoginConfig, LoginSettings};
 pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
@@ -87,6 +89,9 @@ pub struct Config {
     /// Channels that tell approvers a request waits (Slack, signed webhook, e-mail).
     #[serde(default)]
     pub notifications: Vec<NotificationConfig>,
+    /// The approval console (`/console/`) and human sign-in.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -690,6 +695,8 @@ impl Config {
                 "`tasks.default_ttl` must be 1s to `tasks.max_ttl`".into(),
             ));
         }
+        self.console
+            .validate(&self.issuers, self.dev_issuer.enabled)?;
         for c in &self.introspection_clients {
             if c.secret_sha256.len() != 64
                 || !c.secret_sha256.chars().all(|c| c.is_ascii_hexdigit())

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod examples;
 pub mod http;

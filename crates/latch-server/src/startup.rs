@@ -35,6 +35,7 @@ use crate::config::{Config, SmtpTls, read_secret};
 use crate::notify::email::{EmailChannel, SmtpSettings};
 use crate::notify::slack::SlackChannel;
 use crate::notify::webhook::{WebhookChannel, signing_key};
+use crate::console::ConsoleState;
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
 use crate::http::router::router;
@@ -205,6 +206,8 @@ async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr, String), Star
 /// issuer's, when enabled).
 struct Identity {
     verifier: Arc<dyn IdentityVerifier>,
+    /// The same verifier, as itself (the console verifies ID tokens with it).
+    oidc: Arc<latch_identity::OidcVerifier>,
     dev: Option<Arc<DevIssuer>>,
     workload_issuers: Vec<String>,
 }
@@ -319,7 +322,8 @@ async fn build_identity(
         .map_err(|e| StartError(format!("issuers: {e}")))?,
     );
     Ok(Identity {
-        verifier,
+        verifier: verifier.clone(),
+        oidc: verifier,
         dev,
         workload_issuers,
     })
@@ -332,6 +336,65 @@ struct Providers {
     resources: Vec<latch_core::model::Resource>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+}
+
+/// The approval console's state when `[console] enabled`: its sign-in at the configured human
+/// issuer (redirect URI `{public_url}/console/callback`), the development sign-in when the
+/// development issuer is on, the login-state key from the master key.
+fn build_console(
+    config: &Config,
+    base_url: &str,
+    master: &MasterKey,
+    oidc: Arc<latch_identity::OidcVerifier>,
+    once: Option<Arc<dyn UseOnce>>,
+) -> Result<Option<Arc<ConsoleState>>, StartError> {
+    let c = &config.console;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let base = base_url.trim_end_matches('/');
+    let rp = match &c.issuer {
+        Some(name) => {
+            let issuer = config
+                .issuers
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| StartError(format!("[console]: no issuer `{name}`")))?;
+            let secret = c
+                .client_secret(|p| config.path(p))
+                .map_err(|e| StartError(e.to_string()))?;
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| StartError(format!("http client: {e}")))?;
+            Some(crate::console::oidc::RelyingParty::new(
+                name,
+                &issuer.issuer,
+                c.client_id.as_deref().unwrap_or_default(),
+                secret,
+                &format!("{base}/console/callback"),
+                &c.scopes,
+                http,
+                oidc,
+            ))
+        }
+        None => None,
+    };
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    let state = ConsoleState::new(
+        base,
+        secs(c.session_ttl),
+        secs(c.login_ttl),
+        rp,
+        config.dev_issuer.enabled,
+        &master.console_login_key(),
+        once,
+    )
+    .map_err(StartError)?;
+    tracing::info!(console = %format!("{base}/console/"), "approval console enabled");
+    Ok(Some(Arc::new(state)))
 }
 
 /// Every provider; the certificate authorities are generated (and sealed) only when a
@@ -546,6 +609,7 @@ struct HttpParts {
     checkpointer: Arc<Checkpointer>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+    console: Option<Arc<ConsoleState>>,
 }
 
 /// The HTTP layer's state: ports and settings only.
@@ -578,6 +642,7 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
             .as_ref()
             .and_then(|l| l.settings(&config.issuers).ok())
             .map(Arc::new),
+        console: p.console,
     }
 }
 
@@ -635,6 +700,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         clock.clone(),
     ));
     let mcp_cancel = CancellationToken::new();
+    let console = build_console(&config, &base_url, &master, identity.oidc, once.clone())?;
     let state = build_http_state(
         &config,
         HttpParts {
@@ -648,6 +714,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             checkpointer: checkpointer.clone(),
             ssh,
             x509,
+            console,
         },
     );
     let app = router(

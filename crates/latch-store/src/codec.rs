@@ -48,6 +48,8 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
         Write::InsertFreeze(f) | Write::UpdateFreeze(f) => encode("freeze", f),
         Write::InsertNotification(n) | Write::UpdateNotification(n) => encode("notification", n),
+        Write::InsertConsoleSession(c) => encode("console session", c),
+        Write::DeleteConsoleSession { .. } => Ok(String::new()),
     }
 }
 

@@ -173,7 +173,17 @@ pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
 pub(crate) const INSERT_KEY_BLOB: &str =
     "INSERT INTO key_blobs (name, blob) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 
+/// `$1` session id HMAC, `$2` human, `$3` expires, `$4` body.
+pub(crate) const INSERT_CONSOLE_SESSION: &str = "INSERT INTO console_sessions \
+     (id_hmac, human_id, expires_at, body) VALUES ($1, $2, $3, $4)";
+/// `$1` session id HMAC.
+pub(crate) const DELETE_CONSOLE_SESSION: &str = "DELETE FROM console_sessions WHERE id_hmac = $1";
+/// `$1` now: sessions that expired before it.
+pub(crate) const PURGE_CONSOLE_SESSIONS: &str =
+    "DELETE FROM console_sessions WHERE expires_at < $1";
+
 // ------------------------------------------------------------------ reads
+pub(crate) const CONSOLE_SESSION: &str = "SELECT body FROM console_sessions WHERE id_hmac = $1";
 
 pub(crate) const TASK: &str = "SELECT body FROM tasks WHERE id = $1";
 pub(crate) const TASKS_BY_OWNER: &str = "SELECT body FROM tasks WHERE owner_id = $1 \

@@ -151,6 +151,18 @@ where
             };
             (what, "freeze", cas_on, q)
         }
+        Write::InsertConsoleSession(c) => {
+            let q = sqlx::query::<DB>(sql::INSERT_CONSOLE_SESSION)
+                .bind(c.id_hmac.as_str())
+                .bind(c.human_id.as_str())
+                .bind(c.expires_at_unix_secs)
+                .bind(body);
+            ("insert console session", "console session", None, q)
+        }
+        Write::DeleteConsoleSession { id_hmac } => {
+            let q = sqlx::query::<DB>(sql::DELETE_CONSOLE_SESSION).bind(id_hmac.as_str());
+            ("delete console session", "console session", None, q)
+        }
         Write::RequireTaskOpen { .. } => return None,
     };
     Some(statement)

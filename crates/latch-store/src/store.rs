@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
 use latch_core::freeze::Freeze;
-use latch_core::model::{AccessRequest, Approval, AuditEvent, AuditFilter, Lease, Task};
+use latch_core::model::{
+    AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
+};
 use latch_core::notify::Notification;
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
@@ -726,6 +728,30 @@ where
                 .await
                 .map_err(|e| write_error::<DB>("commit", &e))?;
             Ok(stored)
+        })
+        .await
+    }
+
+    async fn console_session(&self, id_hmac: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        self.bounded("console session", async {
+            self.one("console session", sql::CONSOLE_SESSION, id_hmac)
+                .await
+        })
+        .await
+    }
+
+    async fn purge_console_sessions(&self, now: i64) -> Result<u64, StoreError> {
+        self.bounded("purge console sessions", async {
+            let mut tx = DB::begin_write(self).await?;
+            let done = sqlx::query::<DB>(sql::PURGE_CONSOLE_SESSIONS)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error::<DB>("purge console sessions", &e))?;
+            tx.commit()
+                .await
+                .map_err(|e| write_error::<DB>("commit", &e))?;
+            Ok(DB::rows_affected(&done))
         })
         .await
     }

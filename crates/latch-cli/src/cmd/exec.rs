@@ -207,15 +207,20 @@ impl<'a> WaitStatus<'a> {
         let rid = req["id"].as_str().unwrap_or("");
         if self.announced.as_deref() != Some(rid) {
             self.finish();
+            // Everything the server sent is escaped before it reaches the terminal.
+            let shown = crate::render::txt(&req["id"], "");
             eprintln!(
-                "latch: access to {} needs approval by {} (request {rid}, digest {})",
+                "latch: access to {} needs approval by {} (request {shown}, digest {})",
                 self.resource,
                 groups_text(&req["decision"]["groups"]),
-                req["digest"].as_str().unwrap_or("")
+                crate::render::txt(&req["digest"], "")
             );
             match body["console_url"].as_str() {
-                Some(url) => eprintln!("latch: approve it at {url}"),
-                None => eprintln!("latch: an approver can run `latch approve {rid}`"),
+                Some(_) => eprintln!(
+                    "latch: approve it at {}",
+                    crate::render::txt(&body["console_url"], "")
+                ),
+                None => eprintln!("latch: an approver can run `latch approve {shown}`"),
             }
             self.announced = Some(rid.to_owned());
         }
@@ -249,7 +254,7 @@ impl<'a> WaitStatus<'a> {
 /// `[{"group":"g","quorum":2}]` as `2 of g`.
 fn groups_text(groups: &Value) -> String {
     let Some(gs) = groups.as_array() else {
-        return groups.to_string();
+        return crate::render::txt(groups, "");
     };
     gs.iter()
         .map(|g| {

@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod cases;
 mod cli;
+mod console;
 mod deny_codes;
 mod echo;
 mod edge;

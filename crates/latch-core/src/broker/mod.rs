@@ -8,7 +8,7 @@
 //! # Map
 //! Each use case is an `impl Broker` block in a file of its own: `auth` (callers), `tasks`,
 //! `access` (request, claim, mint), `approvals` (pending view, votes, quorum), `leases` (list,
-//! renew), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
+//! renew), `console` (the approval console's sessions, views and reading rules), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
 //! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export),
 //! `exchange` (RFC 8693 token exchange). `call` holds the per-call context, `input` the use
 //! cases' inputs, outputs and input checks, `cache` the live-lease index and task cache and how
@@ -41,6 +41,7 @@ mod audit_read;
 mod auth;
 mod cache;
 mod call;
+mod console;
 mod exchange;
 mod freezes;
 mod input;

@@ -145,6 +145,12 @@ impl Broker {
                 .ok()?
                 .iter()
                 .any(|stored| stored == n),
+            Write::InsertConsoleSession(c) => {
+                self.store.console_session(&c.id_hmac).await.ok()?.as_ref() == Some(c)
+            }
+            Write::DeleteConsoleSession { id_hmac } => {
+                self.store.console_session(id_hmac).await.ok()?.is_none()
+            }
             Write::RequireTaskOpen { .. } => true,
         };
         Some(same)

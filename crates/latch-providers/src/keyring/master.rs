@@ -26,6 +26,8 @@ const SEAL_INFO: &str = "latch key blob seal v1";
 const HMAC_INFO: &str = "latch credential hmac v1";
 /// HKDF info of the DPoP server-nonce key.
 const DPOP_NONCE_INFO: &str = "latch dpop nonce v1";
+/// HKDF info of the approval console's login-state key.
+const CONSOLE_LOGIN_INFO: &str = "latch console login v1";
 
 /// The broker's 256-bit master key, from which the key-blob sealing key and the credential HMAC
 /// key are derived (HKDF-SHA256, RFC 5869).
@@ -246,6 +248,19 @@ impl MasterKey {
         Zeroizing::new(key.to_vec())
     }
 
+    /// The 32-byte AES-256-GCM key that seals the approval console's login state (the
+    /// `state`, `nonce` and PKCE verifier of a sign-in in progress, kept in a short-lived
+    /// cookie), derived with HKDF-SHA256 and info `"latch console login v1"`: every replica
+    /// opens what another sealed.
+    ///
+    /// # Security
+    /// Independent of the sealing, credential-HMAC and DPoP keys (distinct HKDF info). Zeroized
+    /// on drop.
+    pub fn console_login_key(&self) -> Zeroizing<Vec<u8>> {
+        let key = self.derive(CONSOLE_LOGIN_INFO);
+        Zeroizing::new(key.to_vec())
+    }
+
     /// Encrypts `plaintext` as a blob to be stored under `name`, with AES-256-GCM, a fresh random
     /// 96-bit nonce, and `[version] || name` as additional authenticated data. Output length is
     /// `plaintext.len() + 29` bytes (see the [module docs](super) for the layout).
@@ -342,6 +357,8 @@ mod tests {
         assert_ne!(&k.hmac_key()[..], &[7u8; 32][..]);
         assert_ne!(&k.dpop_nonce_key()[..], &k.hmac_key()[..]);
         assert_eq!(*k.dpop_nonce_key(), *k.dpop_nonce_key());
+        assert_ne!(&k.console_login_key()[..], &k.hmac_key()[..]);
+        assert_ne!(&k.console_login_key()[..], &k.dpop_nonce_key()[..]);
     }
 
     #[test]

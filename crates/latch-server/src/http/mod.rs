@@ -10,6 +10,7 @@
 //! * [`dpop`]: DPoP proof verification (RFC 9449);
 //! * [`routes`]: one file per resource;
 //! * [`mcp`]: the MCP tools and the `/mcp` edge;
+//! * [`console`]: the approval console's HTML pages and sign-in (`/console/`);
 //! * [`openapi`]: the OpenAPI document; [`router()`]: the whole API, testable with
 //!   `tower::ServiceExt::oneshot`.
 //!
@@ -18,6 +19,7 @@
 //! one that imports it back.
 
 pub mod body_guard;
+pub mod console;
 pub mod dpop;
 pub mod error;
 pub mod extract;

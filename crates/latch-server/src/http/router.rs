@@ -99,6 +99,9 @@ pub fn router(
             .route("/v1/dev/tokens", post(dev::dev_token))
             .route("/v1/dev/jwks.json", get(dev::dev_jwks));
     }
+    if let Some(c) = &state.console {
+        r = r.merge(crate::http::console::routes(c.dev_login));
+    }
     // The body guard of the routes so far, then `/v1/scan` with its own bound.
     let api: Router = r
         .route_layer(guard(max_body_bytes))

@@ -48,6 +48,8 @@ pub struct AppState {
     pub ready_requires_targets: bool,
     /// `[login]`: what `GET /v1/login/config` publishes, when terminal sign-in is configured.
     pub login: Option<Arc<crate::config::LoginSettings>>,
+    /// The approval console (`/console/`), when `[console] enabled`.
+    pub console: Option<Arc<crate::console::ConsoleState>>,
 }
 
 /// Request id and source address, set by middleware for every request.

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         include_str!("../../migrations/postgres/0002_used_once.sql"),
     ),
     (
+        3,
+        "console_sessions",
+        include_str!("../../migrations/postgres/0003_console_sessions.sql"),
+    ),
+    (
         4,
         "operators",
         include_str!("../../migrations/postgres/0004_operators.sql"),

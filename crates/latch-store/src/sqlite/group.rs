@@ -439,6 +439,22 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertNotification(n) | Write::UpdateNotification(n) => {
             apply_notification(conn, n, body, matches!(w, Write::UpdateNotification(_)))?;
         }
+        Write::InsertConsoleSession(c) => {
+            execute(
+                conn,
+                "insert console session",
+                sql::INSERT_CONSOLE_SESSION,
+                params![c.id_hmac, c.human_id, c.expires_at_unix_secs, body],
+            )?;
+        }
+        Write::DeleteConsoleSession { id_hmac } => {
+            execute(
+                conn,
+                "delete console session",
+                sql::DELETE_CONSOLE_SESSION,
+                params![id_hmac],
+            )?;
+        }
     }
     Ok(())
 }
@@ -539,7 +555,9 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::InsertFreeze(_)
         | Write::UpdateFreeze(_)
         | Write::InsertNotification(_)
-        | Write::UpdateNotification(_) => {
+        | Write::UpdateNotification(_)
+        | Write::InsertConsoleSession(_)
+        | Write::DeleteConsoleSession { .. } => {
             return Ok(());
         }
     };

@@ -35,6 +35,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         include_str!("../../migrations/sqlite/0002_audit_chain.sql"),
     ),
     (
+        3,
+        "console_sessions",
+        include_str!("../../migrations/sqlite/0003_console_sessions.sql"),
+    ),
+    (
         4,
         "operators",
         include_str!("../../migrations/sqlite/0004_operators.sql"),

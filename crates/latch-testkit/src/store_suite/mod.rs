@@ -42,7 +42,7 @@ use audit::{
     audit, audit_bulk_limits, audit_chain, audit_filters, checkpoints_and_cursors, key_blobs,
 };
 use leases::{approvals, concurrent_cas, leases};
-use rows::{batch_atomicity, ping, requests, require_task_open, tasks};
+use rows::{batch_atomicity, console_sessions, ping, requests, require_task_open, tasks};
 
 /// Runs every conformance check against `store`, which must be empty.
 ///
@@ -67,6 +67,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     audit_filters(s).await;
     checkpoints_and_cursors(s).await;
     notify::notifications(s).await;
+    console_sessions(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;
 }

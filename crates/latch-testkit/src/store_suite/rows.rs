@@ -449,3 +449,58 @@ pub(super) async fn requests(s: &dyn Store) {
         "duplicate changes nothing"
     );
 }
+
+/// Console sessions: inserted and read back by the HMAC of their id, deleted (deleting one that
+/// is gone is no error), and purged once expired; never keyed by anything but the HMAC.
+pub(super) async fn console_sessions(s: &dyn Store) {
+    let session = |h: &str, expires: i64| latch_core::model::ConsoleSession {
+        id_hmac: h.to_owned(),
+        human_id: "bob".to_owned(),
+        issuer: "https://sso.example".to_owned(),
+        groups: vec!["prod-approvers".to_owned()],
+        name: Some("Bob".to_owned()),
+        via: "oidc".to_owned(),
+        created_at_unix_secs: 1000,
+        expires_at_unix_secs: expires,
+    };
+    let a = session("aa01", 2000);
+    let b = session("bb02", 5000);
+    for x in [&a, &b] {
+        apply_ok(
+            s,
+            WriteBatch::new().write(Write::InsertConsoleSession(x.clone())),
+            "insert console session",
+        )
+        .await;
+    }
+    assert_eq!(
+        ok(s.console_session("aa01").await, "read console session"),
+        Some(a.clone()),
+        "a console session reads back as written"
+    );
+    assert_eq!(ok(s.console_session("cc03").await, "read"), None);
+    let dup = s
+        .apply(WriteBatch::new().write(Write::InsertConsoleSession(a.clone())))
+        .await;
+    assert!(dup.is_err(), "one session per id");
+    assert_eq!(
+        ok(
+            s.purge_console_sessions(3000).await,
+            "purge console sessions"
+        ),
+        1,
+        "only the expired session is purged"
+    );
+    assert_eq!(ok(s.console_session("aa01").await, "read"), None);
+    for _ in 0..2 {
+        apply_ok(
+            s,
+            WriteBatch::new().write(Write::DeleteConsoleSession {
+                id_hmac: "bb02".to_owned(),
+            }),
+            "delete console session",
+        )
+        .await;
+    }
+    assert_eq!(ok(s.console_session("bb02").await, "read"), None);
+}
