@@ -32,9 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::Checkpointer;
 use crate::config::{Config, SmtpTls, read_secret};
-use crate::notify::email::{EmailChannel, SmtpSettings};
-use crate::notify::slack::SlackChannel;
-use crate::notify::webhook::{WebhookChannel, signing_key};
 use crate::console::ConsoleState;
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
@@ -42,6 +39,9 @@ use crate::http::router::router;
 use crate::http::state::{AppState, ScanSettings};
 use crate::jobs;
 use crate::jobs::ca_rotation::{CaRotation, RotatingCa};
+use crate::notify::email::{EmailChannel, SmtpSettings};
+use crate::notify::slack::SlackChannel;
+use crate::notify::webhook::{WebhookChannel, signing_key};
 use crate::policy::{PolicyStamp, policy_stamp};
 
 pub use crate::policy::{load_policy, reload_now};
@@ -501,7 +501,10 @@ fn build_channels(
     config: &Config,
     clock: &Arc<dyn Clock>,
 ) -> Result<Vec<Arc<dyn NotificationChannel>>, StartError> {
-    let timeout = config.notify.attempt_timeout.max(Duration::from_millis(100));
+    let timeout = config
+        .notify
+        .attempt_timeout
+        .max(Duration::from_millis(100));
     let http = crate::notify::http_client(timeout).map_err(StartError)?;
     let mut out: Vec<Arc<dyn NotificationChannel>> = Vec::new();
     for c in &config.notifications {
@@ -800,7 +803,10 @@ async fn spawn_jobs(
                 broker: b.broker.clone(),
                 channels: b.channels,
                 poll: config.notify.poll_interval(),
-                attempt_timeout: config.notify.attempt_timeout.max(Duration::from_millis(100)),
+                attempt_timeout: config
+                    .notify
+                    .attempt_timeout
+                    .max(Duration::from_millis(100)),
             },
             rx.clone(),
         )));

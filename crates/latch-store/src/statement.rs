@@ -110,6 +110,30 @@ where
                 q,
             )
         }
+        Write::InsertNotification(_)
+        | Write::UpdateNotification(_)
+        | Write::InsertFreeze(_)
+        | Write::UpdateFreeze(_)
+        | Write::InsertConsoleSession(_)
+        | Write::DeleteConsoleSession { .. } => return side_statement(w, body),
+        Write::RequireTaskOpen { .. } => return None,
+    };
+    Some(statement)
+}
+
+/// The statements of the side tables (notifications, freezes, console sessions): the rest of
+/// [`write_statement`].
+fn side_statement<DB>(w: &Write, body: String) -> Option<WriteStatement<'_, DB>>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    for<'a> String: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
+{
+    let statement = match w {
         Write::InsertNotification(n) | Write::UpdateNotification(n) => {
             let update = matches!(w, Write::UpdateNotification(_));
             let q = sqlx::query::<DB>(if update {
@@ -163,7 +187,8 @@ where
             let q = sqlx::query::<DB>(sql::DELETE_CONSOLE_SESSION).bind(id_hmac.as_str());
             ("delete console session", "console session", None, q)
         }
-        Write::RequireTaskOpen { .. } => return None,
+        // Written by `write_statement` itself.
+        _ => return None,
     };
     Some(statement)
 }

@@ -778,10 +778,17 @@ async fn notification_claims_split_work_and_expire() {
     }
     batch = batch.write(Write::InsertNotification(notification("ntf_later", 900)));
     a.apply(batch).await.expect("insert");
-    assert_eq!(b.notifications_for_request("req_pg").await.unwrap().len(), 7);
+    assert_eq!(
+        b.notifications_for_request("req_pg").await.unwrap().len(),
+        7
+    );
     let got_a = a.claim_due_notifications(200, "a", 260, 4).await.unwrap();
     let got_b = b.claim_due_notifications(200, "b", 260, 100).await.unwrap();
-    assert_eq!((got_a.len(), got_b.len()), (4, 2), "B gets only the unclaimed due rows");
+    assert_eq!(
+        (got_a.len(), got_b.len()),
+        (4, 2),
+        "B gets only the unclaimed due rows"
+    );
     assert!(
         a.claim_due_notifications(230, "c", 290, 100)
             .await

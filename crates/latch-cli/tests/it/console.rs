@@ -676,9 +676,7 @@ async fn a_cli_access_token_from_the_provider_is_a_human_bearer_token() {
     let auth = format!(
         "{}/auth?client_id=latch-cli&response_type=code&scope=openid%20groups%20offline_access\
          &redirect_uri={}&state=s1&code_challenge={challenge}&code_challenge_method=S256&resource={}",
-        c.op.issuer,
-        "http%3A%2F%2F127.0.0.1%3A49152%2Fcallback",
-        "urn%3Alatch"
+        c.op.issuer, "http%3A%2F%2F127.0.0.1%3A49152%2Fcallback", "urn%3Alatch"
     );
     let b = oidc::browser();
     let back = oidc::sign_in(&b, &auth, "dave", redirect).await;

@@ -187,7 +187,10 @@ fn assert_no_credential(text: &str, tokens: &[&str]) {
     for t in tokens {
         assert!(!text.contains(t), "a token is in a message: {text}");
     }
-    assert!(!text.contains("eyJ"), "a JWT-shaped value is in a message: {text}");
+    assert!(
+        !text.contains("eyJ"),
+        "a JWT-shaped value is in a message: {text}"
+    );
     assert!(!text.contains("ltc_"), "a credential-shaped value: {text}");
 }
 
@@ -218,7 +221,11 @@ async fn step_up_is_told_to_slack_and_to_a_signed_webhook() {
     // Slack: one message (the `db-owners` channel serves no group of this request).
     let got = slack.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(slack.all().len(), 1, "only the channel serving prod-approvers is told");
+    assert_eq!(
+        slack.all().len(),
+        1,
+        "only the channel serving prod-approvers is told"
+    );
     let m: Value = serde_json::from_slice(&got[0].body).unwrap();
     let blocks = m["blocks"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "header");
@@ -228,27 +235,48 @@ async fn step_up_is_told_to_slack_and_to_a_signed_webhook() {
         .and_then(|b| b["elements"].as_array()?.first().cloned())
         .expect("a button");
     assert_eq!(button["type"], "button");
-    assert_eq!(button["url"], console.as_str(), "the button opens the console page");
+    assert_eq!(
+        button["url"],
+        console.as_str(),
+        "the button opens the console page"
+    );
     let text = m.to_string();
-    for needle in ["deploy-pipeline", "production", "deploy", "10m", "prod-approvers"] {
+    for needle in [
+        "deploy-pipeline",
+        "production",
+        "deploy",
+        "10m",
+        "prod-approvers",
+    ] {
         assert!(text.contains(needle), "{needle} missing: {text}");
     }
     // Agent text cannot mention, link or format, nor hide characters.
     assert!(!text.contains("<!channel>"), "{text}");
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
     assert!(!text.contains("<https://evil"), "{text}");
-    assert!(!text.contains("mrkdwn"), "agent text is never mrkdwn: {text}");
+    assert!(
+        !text.contains("mrkdwn"),
+        "agent text is never mrkdwn: {text}"
+    );
 
     // Webhook: signed per Standard Webhooks, verified independently.
     let got = hook.wait_for(1).await;
     let r = &got[0];
     let id = r.headers["webhook-id"].to_str().unwrap();
     assert!(id.starts_with("ntf_"), "{id}");
-    assert!(r.headers["webhook-signature"].to_str().unwrap().starts_with("v1,"));
+    assert!(
+        r.headers["webhook-signature"]
+            .to_str()
+            .unwrap()
+            .starts_with("v1,")
+    );
     assert!(python_verifies(SECRET, r), "the signature verifies");
     let mut tampered = r.clone();
     tampered.body = Bytes::from(String::from_utf8_lossy(&r.body).replace("deploy", "destroy"));
-    assert!(!python_verifies(SECRET, &tampered), "a changed body does not verify");
+    assert!(
+        !python_verifies(SECRET, &tampered),
+        "a changed body does not verify"
+    );
     let b: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(b["type"], "request.step_up");
     assert_eq!(b["data"]["request_id"], rid);
@@ -289,7 +317,10 @@ async fn a_failing_receiver_gets_retries_with_backoff_and_the_same_id() {
         .iter()
         .map(|r| r.headers["webhook-id"].to_str().unwrap())
         .collect();
-    assert!(ids.iter().all(|i| *i == ids[0]), "one idempotency id: {ids:?}");
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "one idempotency id: {ids:?}"
+    );
     // Each attempt is signed afresh and verifies.
     assert!(got.iter().all(|r| python_verifies(SECRET, r)));
     for _ in 0..100 {
@@ -444,8 +475,14 @@ async fn step_up_is_mailed_through_smtp() {
     drop(sink);
     let _ = std::fs::remove_file(&out);
     assert!(mail.contains("RCPT approvers@example.test"), "{mail}");
-    assert!(mail.contains("Subject: [Latch] Approval needed: deploy on deploy-pipeline"), "{mail}");
-    assert!(mail.contains(&format!("{}/console/requests/{rid}", s.base)), "{mail}");
+    assert!(
+        mail.contains("Subject: [Latch] Approval needed: deploy on deploy-pipeline"),
+        "{mail}"
+    );
+    assert!(
+        mail.contains(&format!("{}/console/requests/{rid}", s.base)),
+        "{mail}"
+    );
     assert!(mail.contains("Message-ID: <ntf_"), "{mail}");
     assert_no_credential(&mail, &[&agent]);
     s.stop().await;
@@ -465,7 +502,10 @@ async fn every_pending_answer_carries_the_console_url() {
         .await;
     assert_eq!(g.status, 200);
     assert_eq!(g.body["console_url"], console.as_str());
-    assert_eq!(g.body["id"], rid, "the request's own members stay at the top");
+    assert_eq!(
+        g.body["id"], rid,
+        "the request's own members stay at the top"
+    );
     let c = s
         .post(
             Some(&agent),
@@ -524,7 +564,13 @@ asyncio.run(main())
 
 async fn eliciting_client(s: &TestServer, agent: &str, elicit: bool) -> Value {
     let out = tokio::process::Command::new("python3")
-        .args(["-c", ELICITING_CLIENT, &s.base, agent, if elicit { "1" } else { "0" }])
+        .args([
+            "-c",
+            ELICITING_CLIENT,
+            &s.base,
+            agent,
+            if elicit { "1" } else { "0" },
+        ])
         .output()
         .await
         .expect("python3");
@@ -559,10 +605,12 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
     // A client without the capability gets no elicitation, and the URL in the result.
     let without = eliciting_client(&s, &agent, false).await;
     assert_eq!(without["elicited"], json!([]), "{without}");
-    assert!(without["result"]["console_url"]
-        .as_str()
-        .unwrap()
-        .starts_with(&format!("{}/console/requests/req_", s.base)));
+    assert!(
+        without["result"]["console_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/console/requests/req_", s.base))
+    );
     s.stop().await;
 }
 
@@ -580,8 +628,19 @@ async fn exec_prints_the_console_url_once_and_no_line_per_poll() {
         .env("LATCH_TOKEN", &agent)
         .current_dir(&dir)
         .args([
-            "exec", "--task-purpose", "deploy", "--environment", "production", "--request",
-            "deploy-pipeline:deploy", "--ttl", "10m", "--wait-approval", "60s", "--", "true",
+            "exec",
+            "--task-purpose",
+            "deploy",
+            "--environment",
+            "production",
+            "--request",
+            "deploy-pipeline:deploy",
+            "--ttl",
+            "10m",
+            "--wait-approval",
+            "60s",
+            "--",
+            "true",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -597,7 +656,9 @@ async fn exec_prints_the_console_url_once_and_no_line_per_poll() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let rid = pending["request"]["id"].as_str().expect("the request reached the approver");
+    let rid = pending["request"]["id"]
+        .as_str()
+        .expect("the request reached the approver");
     // Let `latch exec` poll a few times (every 2 s) before approving.
     tokio::time::sleep(Duration::from_millis(5_000)).await;
     let a = s
@@ -621,7 +682,10 @@ async fn exec_prints_the_console_url_once_and_no_line_per_poll() {
         1,
         "one status line while nothing changes: {stderr}"
     );
-    assert!(!stderr.contains('\r'), "no carriage returns off a terminal: {stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "no carriage returns off a terminal: {stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     s.stop().await;
 }

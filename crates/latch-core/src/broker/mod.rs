@@ -48,8 +48,8 @@ mod input;
 mod introspection;
 mod leak;
 mod leases;
-mod operators;
 mod notify;
+mod operators;
 mod outcome;
 mod reload;
 mod revocation;
@@ -69,10 +69,10 @@ pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
 pub use introspection::Introspection;
-pub use notify::DeliveryOutcome;
 pub use leak::{
     LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
 };
+pub use notify::DeliveryOutcome;
 pub use operators::{LeasePage, LiveLease, OperatorFilter, TaskPage};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;

@@ -217,7 +217,11 @@ impl NotificationConfig {
                         "notification channel `{n}`: `url` must be an http(s) URL"
                     ));
                 }
-                one_of(self.secret_file.is_some(), self.secret_env.is_some(), "secret")
+                one_of(
+                    self.secret_file.is_some(),
+                    self.secret_env.is_some(),
+                    "secret",
+                )
             }
             "email" => {
                 if self.smtp_host.as_deref().is_none_or(str::is_empty)
@@ -261,7 +265,8 @@ pub fn read_secret(
             } else {
                 base_dir.join(f)
             };
-            std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
+            std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
         }
         (None, Some(v)) => std::env::var(v)
             .map_err(|_| format!("environment variable `{v}` is not set (or not UTF-8)"))?,

@@ -18,8 +18,7 @@ use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    scan,
-    tasks,
+    scan, tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.

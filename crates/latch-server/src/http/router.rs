@@ -10,8 +10,7 @@ use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    scan,
-    tasks,
+    scan, tasks,
 };
 use crate::http::state::AppState;
 

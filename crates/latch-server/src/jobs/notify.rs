@@ -73,7 +73,9 @@ pub(crate) async fn run(job: NotifyJob, mut stop: watch::Receiver<bool>) {
                     });
                 }
             }
-            Err(e) => tracing::warn!(code = %e.code, error = %e.message, "reading the notification outbox failed"),
+            Err(e) => {
+                tracing::warn!(code = %e.code, error = %e.message, "reading the notification outbox failed")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(job.poll) => {}

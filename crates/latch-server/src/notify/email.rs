@@ -118,7 +118,9 @@ pub fn text(n: &ApprovalNotice) -> String {
         ("Workload", n.workload.clone()),
         (
             "On behalf of",
-            n.on_behalf_of.clone().unwrap_or_else(|| "(nobody named)".into()),
+            n.on_behalf_of
+                .clone()
+                .unwrap_or_else(|| "(nobody named)".into()),
         ),
         ("Approver groups", n.groups.join(", ")),
         ("Request digest", n.digest.clone()),
@@ -127,7 +129,10 @@ pub fn text(n: &ApprovalNotice) -> String {
     for (k, v) in rows {
         out.push_str(&format!("{k}: {}\n", line(&v, 1000)));
     }
-    out.push_str(&format!("\nReview it in the Latch console:\n{}\n", n.console_url));
+    out.push_str(&format!(
+        "\nReview it in the Latch console:\n{}\n",
+        n.console_url
+    ));
     out
 }
 

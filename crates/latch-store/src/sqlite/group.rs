@@ -529,10 +529,20 @@ fn apply_notification(
         &replaced,
     ];
     if !update {
-        execute(conn, "insert notification", sql::INSERT_NOTIFICATION, &row[..6])?;
+        execute(
+            conn,
+            "insert notification",
+            sql::INSERT_NOTIFICATION,
+            &row[..6],
+        )?;
         return Ok(());
     }
-    let count = execute(conn, "update notification", sql::UPDATE_NOTIFICATION, &row[..])?;
+    let count = execute(
+        conn,
+        "update notification",
+        sql::UPDATE_NOTIFICATION,
+        &row[..],
+    )?;
     cas("notification", &n.id, count as u64)
 }
 

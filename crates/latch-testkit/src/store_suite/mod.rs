@@ -34,8 +34,8 @@ use serde_json::json;
 
 mod audit;
 mod leases;
-mod operators;
 mod notify;
+mod operators;
 mod rows;
 
 use audit::{

@@ -61,12 +61,20 @@ pub(super) async fn notifications(s: &dyn Store) {
         s.notifications_for_request("req_ntf_1").await,
         "notifications_for_request",
     );
-    assert_eq!(mine, vec![a.clone(), b.clone()], "notifications_for_request");
+    assert_eq!(
+        mine,
+        vec![a.clone(), b.clone()],
+        "notifications_for_request"
+    );
     let due = ok(
         s.claim_due_notifications(120, "suite", 180, 100).await,
         "claim_due_notifications",
     );
-    assert_eq!(due, vec![a.clone()], "claim_due_notifications: only what is due");
+    assert_eq!(
+        due,
+        vec![a.clone()],
+        "claim_due_notifications: only what is due"
+    );
     let mut done = a.clone();
     done.state = NotificationState::Delivered;
     done.delivered_at_unix_secs = Some(120);
