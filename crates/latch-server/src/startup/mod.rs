@@ -5,6 +5,9 @@
 //! [`start`] reads as its steps: `build_store`, `build_signing_keys`, `build_identity`,
 //! `build_providers`, `build_broker`, `build_http_state`, `spawn_jobs`.
 
+mod channels;
+
+use channels::build_channels;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -31,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Checkpointer;
-use crate::config::{Config, SmtpTls, read_secret};
+use crate::config::Config;
 use crate::console::ConsoleState;
 use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
 use crate::http::dpop::{DpopSettings, DpopVerifier};
@@ -39,9 +42,6 @@ use crate::http::router::router;
 use crate::http::state::{AppState, ScanSettings};
 use crate::jobs;
 use crate::jobs::ca_rotation::{CaRotation, RotatingCa};
-use crate::notify::email::{EmailChannel, SmtpSettings};
-use crate::notify::slack::SlackChannel;
-use crate::notify::webhook::{WebhookChannel, signing_key};
 use crate::policy::{PolicyStamp, policy_stamp};
 
 pub use crate::policy::{load_policy, reload_now};
@@ -493,63 +493,6 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         notify: config.notify.settings(&config.notifications),
         ..BrokerSettings::default()
     }
-}
-
-/// The approver-notification channels of `[[notifications]]`, their secrets read from files
-/// or the environment.
-fn build_channels(
-    config: &Config,
-    clock: &Arc<dyn Clock>,
-) -> Result<Vec<Arc<dyn NotificationChannel>>, StartError> {
-    let timeout = config
-        .notify
-        .attempt_timeout
-        .max(Duration::from_millis(100));
-    let http = crate::notify::http_client(timeout).map_err(StartError)?;
-    let mut out: Vec<Arc<dyn NotificationChannel>> = Vec::new();
-    for c in &config.notifications {
-        let fail = |e: String| StartError(format!("notification channel `{}`: {e}", c.name));
-        let secret = |file: &Option<std::path::PathBuf>, env: &Option<String>| {
-            read_secret(&config.base_dir, file.as_deref(), env.as_deref()).map_err(fail)
-        };
-        let ch: Arc<dyn NotificationChannel> = match c.kind.as_str() {
-            "slack" => Arc::new(SlackChannel::new(
-                c.name.clone(),
-                secret(&c.url_file, &c.url_env)?,
-                http.clone(),
-            )),
-            "webhook" => Arc::new(WebhookChannel::new(
-                c.name.clone(),
-                c.url.clone().unwrap_or_default(),
-                signing_key(&secret(&c.secret_file, &c.secret_env)?).map_err(fail)?,
-                clock.clone(),
-                http.clone(),
-            )),
-            _ => {
-                let credentials = match &c.username {
-                    Some(u) => Some((u.clone(), secret(&c.password_file, &c.password_env)?)),
-                    None => None,
-                };
-                Arc::new(
-                    EmailChannel::new(
-                        c.name.clone(),
-                        SmtpSettings {
-                            host: c.smtp_host.clone().unwrap_or_default(),
-                            port: c.smtp_port,
-                            tls: c.tls.unwrap_or(SmtpTls::Starttls),
-                            credentials,
-                            from: c.from.clone().unwrap_or_default(),
-                            to: c.to.clone(),
-                            timeout,
-                        },
-                    )
-                    .map_err(StartError)?,
-                )
-            }
-        };
-        out.push(ch);
-    }
-    Ok(out)
 }
 
 /// The broker over the store, verifier, policies and providers.
