@@ -103,7 +103,7 @@ pub enum ErrorCode {
     /// The request's `Origin` is not one the endpoint serves (`/mcp`: DNS-rebinding
     /// protection, MCP streamable HTTP transport).
     OriginNotAllowed,
-    // --- state (404 / 409 / 410) ---
+    // --- state (404 / 409) ---
     /// No such task visible to the caller.
     TaskNotFound,
     /// No such access request visible to the caller.
@@ -253,7 +253,7 @@ impl ErrorCode {
             OriginNotAllowed => 403,
             TaskNotOpen | TaskEnded | RequestNotPending | AlreadyVoted | LeaseNotActive
             | FreezeNotActive | Conflict => 409,
-            RequestExpired => 410,
+            RequestExpired => 409,
             RequestTimeout => 408,
             RateLimited => 429,
             ProviderFailed => 502,

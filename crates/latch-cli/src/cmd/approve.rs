@@ -16,8 +16,8 @@ pub(crate) struct Vote {
     /// Digest of the request, as shown by `latch pending`.
     #[arg(long)]
     digest: String,
-    /// Reason.
-    #[arg(long, default_value = "")]
+    /// Why you approve or deny (required; recorded in the audit trail with your verdict).
+    #[arg(long)]
     reason: String,
     #[command(flatten)]
     conn: Conn,

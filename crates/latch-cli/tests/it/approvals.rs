@@ -176,6 +176,17 @@ async fn an_approver_can_deny() {
     let agent = s.agent("4").await;
     let bob = s.human("bob", &["prod-approvers"]).await;
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
+    // A verdict needs a reason: missing, empty or blank is refused and changes nothing.
+    for body in [
+        json!({"digest": digest}),
+        json!({"digest": digest, "reason": ""}),
+        json!({"digest": digest, "reason": "  "}),
+    ] {
+        let r = s
+            .post(Some(&bob), &format!("/v1/approvals/{rid}/deny"), body)
+            .await;
+        assert_eq!((r.status, r.code()), (400, Some("invalid_request")), "{}", r.body);
+    }
     let r = vote(&s, &bob, &rid, &digest, "deny").await;
     assert_eq!(r.body["state"], "denied");
     let c = s
@@ -206,8 +217,11 @@ async fn pending_and_approved_requests_expire() {
     let bob = s.human("bob", &["prod-approvers"]).await;
     let (prod, rid, digest) = pending_deploy(&s, &agent).await;
     s.clock.advance(601);
-    let r = vote(&s, &bob, &rid, &digest, "approve").await;
-    assert_eq!((r.status, r.code()), (410, Some("request_expired")));
+    // Expired before quorum: every vote, first or later, approve or deny, is the same 409.
+    for verb in ["approve", "approve", "deny"] {
+        let r = vote(&s, &bob, &rid, &digest, verb).await;
+        assert_eq!((r.status, r.code()), (409, Some("request_expired")), "{verb}");
+    }
     let c = s
         .post(
             Some(&agent),

@@ -143,7 +143,7 @@ async fn an_expired_request_leaves_the_list() {
     let (st, b) = vote(&s, &bob, &rid, &digest, "approve").await;
     assert_eq!(
         (st, b["error"]["code"].as_str()),
-        (410, Some("request_expired"))
+        (409, Some("request_expired"))
     );
     s.stop().await;
 }

@@ -526,8 +526,10 @@ async fn every_pending_answer_carries_the_console_url() {
 }
 
 /// An MCP client (the official Python SDK) over streamable HTTP that opens a production task
-/// and asks for a deploy; with `elicit` set it declares URL-mode elicitation and records what
-/// the server sends. Prints one JSON line.
+/// and asks for a deploy; with `elicit` "1" or "hold" it declares URL-mode elicitation and
+/// records what the server sends. With "hold" it keeps its answer until the tool result has
+/// arrived (at most 20 s), as a client whose user ignores the dialog would, and records
+/// whether the result came first. Prints one JSON line.
 const ELICITING_CLIENT: &str = r#"
 import asyncio, json, sys
 from mcp import ClientSession
@@ -535,13 +537,24 @@ import mcp.types as types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-base, agent, elicit = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+base, agent, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+elicit = mode in ("1", "hold")
 seen = []
+got_result = asyncio.Event()
+answered = asyncio.Event()
 
 async def on_elicit(ctx, params):
-    seen.append({"mode": getattr(params, "mode", None), "url": getattr(params, "url", None),
-                 "elicitation_id": getattr(params, "elicitation_id", None),
-                 "message": params.message})
+    entry = {"mode": getattr(params, "mode", None), "url": getattr(params, "url", None),
+             "elicitation_id": getattr(params, "elicitation_id", None),
+             "message": params.message}
+    seen.append(entry)
+    if mode == "hold":
+        try:
+            await asyncio.wait_for(got_result.wait(), 20)
+        except asyncio.TimeoutError:
+            pass
+        entry["answered_after_result"] = got_result.is_set()
+    answered.set()
     return types.ElicitResult(action="accept")
 
 async def main():
@@ -555,6 +568,9 @@ async def main():
                 task = t.structured_content["id"]
                 r = await session.call_tool("request_access", {"task_id": task,
                     "resource": "deploy-pipeline", "actions": ["deploy"], "justification": "ship it"})
+                got_result.set()
+                if elicit:
+                    await asyncio.wait_for(answered.wait(), 25)
                 print(json.dumps({"protocol": init.protocol_version, "elicited": seen,
                                   "result": r.structured_content,
                                   "text": " ".join(c.text for c in r.content if getattr(c, "text", None))}))
@@ -562,15 +578,9 @@ async def main():
 asyncio.run(main())
 "#;
 
-async fn eliciting_client(s: &TestServer, agent: &str, elicit: bool) -> Value {
+async fn eliciting_client(s: &TestServer, agent: &str, mode: &str) -> Value {
     let out = tokio::process::Command::new("python3")
-        .args([
-            "-c",
-            ELICITING_CLIENT,
-            &s.base,
-            agent,
-            if elicit { "1" } else { "0" },
-        ])
+        .args(["-c", ELICITING_CLIENT, &s.base, agent, mode])
         .output()
         .await
         .expect("python3");
@@ -591,7 +601,7 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
     }
     let s = TestServer::start().await;
     let agent = s.agent("ntf-7").await;
-    let with = eliciting_client(&s, &agent, true).await;
+    let with = eliciting_client(&s, &agent, "1").await;
     let rid = with["result"]["request_id"].as_str().unwrap();
     let console = format!("{}/console/requests/{rid}", s.base);
     assert_eq!(with["result"]["status"], "pending", "{with}");
@@ -603,7 +613,7 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
     assert_eq!(e[0]["url"], console.as_str(), "{with}");
     assert_eq!(e[0]["elicitation_id"], rid, "{with}");
     // A client without the capability gets no elicitation, and the URL in the result.
-    let without = eliciting_client(&s, &agent, false).await;
+    let without = eliciting_client(&s, &agent, "0").await;
     assert_eq!(without["elicited"], json!([]), "{without}");
     assert!(
         without["result"]["console_url"]
@@ -611,6 +621,11 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
             .unwrap()
             .starts_with(&format!("{}/console/requests/req_", s.base))
     );
+    // A client whose user never answers the dialog still gets the pending result at once:
+    // the tool call does not wait on the elicitation.
+    let held = eliciting_client(&s, &agent, "hold").await;
+    assert_eq!(held["result"]["status"], "pending", "{held}");
+    assert_eq!(held["elicited"][0]["answered_after_result"], true, "{held}");
     s.stop().await;
 }
 

@@ -83,7 +83,7 @@ impl Broker {
         verdict: Verdict,
         reason: &str,
     ) -> Result<AccessRequest> {
-        check_text("reason", reason, self.settings.max_text_len, false)?;
+        check_text("reason", reason, self.settings.max_text_len, true)?;
         let ballot = Ballot {
             human,
             verdict,
@@ -135,6 +135,12 @@ impl Broker {
                 ),
             ));
         }
+        if req.state == RequestState::Expired {
+            return Err(ApiError::new(
+                ErrorCode::RequestExpired,
+                format!("request `{}` expired before it was decided", req.id),
+            ));
+        }
         if req.state != RequestState::Pending {
             return Err(ApiError::new(
                 ErrorCode::RequestNotPending,
@@ -145,7 +151,7 @@ impl Broker {
             self.expire_request(req.clone()).await?;
             return Err(ApiError::new(
                 ErrorCode::RequestExpired,
-                format!("request `{}` expired", req.id),
+                format!("request `{}` expired before it was decided", req.id),
             ));
         }
         if !constant_time_eq(digest.as_bytes(), req.digest.as_bytes()) {

@@ -383,12 +383,15 @@ fn build_console(
         None => None,
     };
     let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    // The development sign-in only stands in for a missing provider: with a real issuer
+    // configured, humans sign in there and nowhere else.
+    let dev_login = config.dev_issuer.enabled && rp.is_none();
     let state = ConsoleState::new(
         base,
         secs(c.session_ttl),
         secs(c.login_ttl),
         rp,
-        config.dev_issuer.enabled,
+        dev_login,
         &master.console_login_key(),
         once,
     )

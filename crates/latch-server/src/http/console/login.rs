@@ -9,9 +9,9 @@
 //!   server-side session is opened and its cookie set. The answer is a small page that moves on
 //!   to `/console/` itself: a `SameSite=Strict` cookie set at the end of a cross-site redirect
 //!   chain would not be sent on a redirect that continues it.
-//! * `GET|POST /console/login/dev`: with `[dev_issuer] enabled` only, sign in by pasting a
-//!   development human token (`latch dev token --human …`); the form is bound to the browser
-//!   by the sealed login cookie.
+//! * `GET|POST /console/login/dev`: only with `[dev_issuer] enabled` and no OpenID Provider
+//!   configured, sign in by pasting a development human token (`latch dev token --kind human
+//!   …`); the form is bound to the browser by the sealed login cookie.
 //! * `POST /console/logout`: deletes the session (CSRF-checked).
 //!
 //! Every sign-in, failed sign-in and sign-out is audited (no token or code in the trail).

@@ -303,7 +303,7 @@ pub fn dev_login(login_id: &str) -> Markup {
         p.warn { "The development issuer is enabled: anyone who can reach this broker can mint human tokens. Never enable it in production." }
         form.vote method="post" action="/console/login/dev" {
             input type="hidden" name="login" value=(login_id);
-            label for="token" { "Development human token (" code { "latch dev token --human you --groups prod-approvers" } ")" }
+            label for="token" { "Development human token (" code { "latch dev token --kind human --subject you --group prod-approvers" } ")" }
             input #token type="password" name="token" required autocomplete="off";
             div.buttons { button.approve type="submit" { "Sign in" } }
         }

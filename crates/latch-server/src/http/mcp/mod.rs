@@ -381,14 +381,18 @@ fn access_result(status: u16, b: Value) -> CallToolResult {
     }
 }
 
-/// How long a URL elicitation may hold the tool call while the client asks its user.
-const ELICITATION_WAIT: Duration = Duration::from_secs(30);
+/// How long the broker keeps listening for the client's answer to a URL elicitation (the
+/// answer changes nothing; it is only logged).
+const ELICITATION_WAIT: Duration = Duration::from_secs(300);
 
 /// Offers the console page as a URL-mode elicitation (MCP 2025-11-25 `elicitation/create`,
-/// `mode: "url"`) when the client declared `elicitation.url`; otherwise does nothing. The
-/// user's answer changes nothing (the approval happens in the console); a client that does not
-/// answer within [`ELICITATION_WAIT`] only delays the tool result. The URL is in the tool
-/// result either way.
+/// `mode: "url"`) when the client declared `elicitation.url`; otherwise does nothing.
+///
+/// The request is sent on the tool call's own stream, before the tool result, and the tool
+/// call does not wait for the user's answer: a client that shows a dialog its user ignores
+/// still gets the pending result (with the same URL) at once. The answer changes nothing
+/// (the approval happens in the console); a background task logs it, or its absence after
+/// [`ELICITATION_WAIT`].
 async fn offer_console(ctx: &RequestContext<RoleServer>, url: &str, request_id: &str) {
     if !ctx
         .peer
@@ -400,16 +404,33 @@ async fn offer_console(ctx: &RequestContext<RoleServer>, url: &str, request_id: 
     let Ok(parsed) = url::Url::parse(url) else {
         return;
     };
-    let message = format!(
-        "Access request {request_id} needs a human approver. Open the Latch console to review it."
-    );
-    match ctx
-        .peer
-        .elicit_url_with_timeout(message, parsed, request_id, Some(ELICITATION_WAIT))
-        .await
-    {
-        Ok(action) => tracing::debug!(request_id, ?action, "console URL elicitation answered"),
-        Err(e) => tracing::debug!(request_id, error = %e, "console URL elicitation not answered"),
+    let params = rmcp::model::ElicitRequestParams::UrlElicitationParams {
+        meta: None,
+        message: format!(
+            "Access request {request_id} needs a human approver. Open the Latch console to review it."
+        ),
+        url: parsed.to_string(),
+        elicitation_id: request_id.to_owned(),
+    };
+    let request = rmcp::model::ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(params));
+    let mut options = rmcp::service::PeerRequestOptions::no_options();
+    options.timeout = Some(ELICITATION_WAIT);
+    // Sent now (it rides this call's stream); answered, or not, later.
+    match ctx.peer.send_request_with_option(request, options).await {
+        Ok(handle) => {
+            let request_id = request_id.to_owned();
+            tokio::spawn(async move {
+                match handle.await_response().await {
+                    Ok(answer) => {
+                        tracing::debug!(request_id, ?answer, "console URL elicitation answered");
+                    }
+                    Err(e) => {
+                        tracing::debug!(request_id, error = %e, "console URL elicitation not answered");
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::debug!(request_id, error = %e, "console URL elicitation not sent"),
     }
 }
 

@@ -205,7 +205,7 @@ pub(crate) async fn get_request(
               (status = 404, body = ErrorBody, description = "`task_not_found`, `request_not_found`"),
               (status = 409, body = ErrorBody, description = "`request_not_pending` (denied, or already claimed), `task_not_open` (also a request closed when its task ended), `conflict`"),
               (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
-              (status = 410, body = ErrorBody, description = "`request_expired`: not approved or claimed in time"),
+              (status = 409, body = ErrorBody, description = "`request_expired`: not approved or claimed in time"),
               (status = 502, body = ErrorBody, description = "`provider_failed`"),
               (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]
 pub(crate) async fn claim_request(

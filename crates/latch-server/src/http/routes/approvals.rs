@@ -35,16 +35,16 @@ pub(crate) async fn pending(
 pub struct VoteBody {
     /// The digest of the request being approved, as shown by `GET /v1/approvals/pending`.
     pub digest: String,
-    /// Why (≤ 1024 characters; no control, bidi or zero-width characters).
-    #[serde(default)]
+    /// Why (1–1024 characters, not only white space; no control, bidi or zero-width
+    /// characters). Required: the audit trail records every verdict with its reason.
     #[schema(schema_with = reason_schema)]
     pub reason: String,
 }
 
 fn reason_schema() -> utoipa::openapi::schema::Object {
     latch_core::openapi::described(
-        latch_core::openapi::text(1024, false, false),
-        "Why (≤ 1024 characters; no control, bidi or zero-width characters).",
+        latch_core::openapi::text(1024, true, false),
+        "Why (1–1024 characters, not only white space; no control, bidi or zero-width characters). Required.",
     )
 }
 
@@ -71,7 +71,7 @@ async fn vote(
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),
               (status = 409, body = ErrorBody, description = "`task_ended` (the request's task was completed, cancelled or expired: the request is closed), `request_not_pending`, `already_voted`, `conflict`"),
-              (status = 410, body = ErrorBody, description = "`request_expired`"),
+              (status = 409, body = ErrorBody, description = "`request_expired`: the request expired before reaching quorum"),
               (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn approve(
     State(s): State<AppState>,
@@ -89,7 +89,7 @@ pub(crate) async fn approve(
               (status = 403, body = ErrorBody, description = "`approver_not_eligible`, `self_approval_forbidden`, `wrong_principal_kind` (a workload token)"),
               (status = 404, body = ErrorBody, description = "`request_not_found`"),
               (status = 409, body = ErrorBody, description = "`task_ended` (the request's task was completed, cancelled or expired: the request is closed), `request_not_pending`, `already_voted`, `conflict`"),
-              (status = 410, body = ErrorBody, description = "`request_expired`"),
+              (status = 409, body = ErrorBody, description = "`request_expired`: the request expired before reaching quorum"),
               (status = 422, body = ErrorBody, description = "`approval_digest_mismatch`: the digest is not the pending request's")))]
 pub(crate) async fn deny(
     State(s): State<AppState>,
