@@ -48,6 +48,13 @@ if ! python3 -c 'import aiosmtpd, standardwebhooks' >/dev/null 2>&1; then
     || python3 -m pip install -q --break-system-packages 'aiosmtpd>=1.4' 'standardwebhooks>=1.0'
 fi
 python3 -c 'import importlib.metadata as m; print("aiosmtpd", m.version("aiosmtpd"), "standardwebhooks", m.version("standardwebhooks"))'
+# The metrics test parses `/metrics` with the Prometheus project's own Python client.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  say "installing prometheus_client (independent parser of the /metrics exposition)"
+  python3 -m pip install -q 'prometheus_client>=0.20' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'prometheus_client>=0.20'
+fi
+python3 -c 'import importlib.metadata as m; print("prometheus_client", m.version("prometheus_client"))'
 # The OAuth interoperability test drives panva's oauth4webapi (npm) from Node.js: the version
 # pinned by testdata/oauth4webapi/package-lock.json, installed there (node_modules is not
 # committed). Node 20 or newer (WebCrypto Ed25519).

@@ -300,6 +300,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Counts of live state at one moment, for the gauges of `/metrics`: read on demand, never
+/// kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Tasks in state `open`.
+    pub open_tasks: i64,
+    /// Leases `issuing` or `active`: credentials that may work at their target.
+    pub live_leases: i64,
+    /// Leases `revoking`: revocation committed, not yet confirmed by the target (retried).
+    pub revoking_leases: i64,
+    /// Requests `pending`: waiting for a human's step-up approval.
+    pub pending_requests: i64,
+    /// Approver notifications not yet delivered (retried with backoff).
+    pub pending_notifications: i64,
+}
+
 /// Durable state. Implementations: SQLite (embedded default), PostgreSQL (replicas).
 ///
 /// Every state change goes through [`apply`](Self::apply) together with its audit events.
@@ -491,6 +507,15 @@ pub trait Store: Send + Sync + 'static {
     async fn put_key_blob_if_absent(&self, name: &str, blob: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Cheap health check.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Counts of open tasks, live and revoking leases, pending requests and undelivered
+    /// notifications ([`Census`]), read in one statement.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; a store that keeps no such state answers it (the
+    /// default).
+    async fn census(&self) -> Result<Census, StoreError> {
+        Err(StoreError::Unavailable("this store keeps no census".into()))
+    }
     /// The approval-console session whose id has HMAC `id_hmac` (hex), expired or not.
     ///
     /// Stores that keep no console sessions answer `None` (the default).

@@ -10,6 +10,7 @@ pub mod examples;
 pub mod http;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod startup;

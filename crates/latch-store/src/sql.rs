@@ -205,6 +205,14 @@ pub(crate) const OPEN_TASKS: &str =
     "SELECT body FROM tasks WHERE state = 'open' AND id > $1 ORDER BY id LIMIT $2";
 pub(crate) const LIVE_LEASES: &str = "SELECT body FROM leases \
      WHERE state IN ('issuing', 'active') AND id > $1 ORDER BY id LIMIT $2";
+/// One row: open tasks, live leases, revoking leases, pending requests, pending
+/// notifications (each counted on its `state` index).
+pub(crate) const CENSUS: &str = "SELECT \
+     (SELECT COUNT(*) FROM tasks WHERE state = 'open'), \
+     (SELECT COUNT(*) FROM leases WHERE state IN ('issuing', 'active')), \
+     (SELECT COUNT(*) FROM leases WHERE state = 'revoking'), \
+     (SELECT COUNT(*) FROM requests WHERE state = 'pending'), \
+     (SELECT COUNT(*) FROM notifications WHERE state = 'pending')";
 pub(crate) const ACTIVE_FREEZES: &str =
     "SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id";
 pub(crate) const FREEZE: &str = "SELECT body FROM freezes WHERE id = $1";

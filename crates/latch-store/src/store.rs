@@ -15,7 +15,7 @@ use latch_core::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
 };
 use latch_core::notify::Notification;
-use latch_core::ports::{Store, StoreError, Write, WriteBatch};
+use latch_core::ports::{Census, Store, StoreError, Write, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
 use crate::codec::{
@@ -763,6 +763,24 @@ where
                 .await
                 .map(|_| ())
                 .map_err(|e| unavailable::<DB>("ping", &e))
+        })
+        .await
+    }
+
+    async fn census(&self) -> Result<Census, StoreError> {
+        self.bounded("census", async {
+            let (open_tasks, live_leases, revoking_leases, pending_requests, pending_notifications) =
+                sqlx::query_as::<DB, (i64, i64, i64, i64, i64)>(sql::CENSUS)
+                    .fetch_one(&self.reader)
+                    .await
+                    .map_err(|e| unavailable::<DB>("count live state", &e))?;
+            Ok(Census {
+                open_tasks,
+                live_leases,
+                revoking_leases,
+                pending_requests,
+                pending_notifications,
+            })
         })
         .await
     }

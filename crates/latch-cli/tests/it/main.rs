@@ -28,6 +28,7 @@ mod lifecycle;
 mod log_secrets;
 mod login;
 mod mcp;
+mod metrics;
 mod notify;
 mod oauth;
 mod oauth4webapi;

@@ -204,10 +204,11 @@ impl Broker {
         &self,
         resource_id: &str,
         external: bool,
-        what: &str,
+        what: &'static str,
         call: impl Future<Output = std::result::Result<T, ProviderError>>,
     ) -> std::result::Result<T, ProviderError> {
         let limit = self.settings.target_call_timeout;
+        let started = std::time::Instant::now();
         let out = match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
             Err(_) => {
@@ -218,6 +219,19 @@ impl Broker {
                 )))
             }
         };
+        let outcome = match &out {
+            Ok(_) => "ok",
+            Err(e) if e.unreachable => "unreachable",
+            Err(_) => "error",
+        };
+        // Latency of the call at its target (a metric, not TTL logic: real elapsed time).
+        metrics::histogram!(
+            "latch_provider_call_duration_seconds",
+            "resource" => resource_id.to_owned(),
+            "call" => what,
+            "outcome" => outcome
+        )
+        .record(started.elapsed().as_secs_f64());
         if external {
             let failure = match &out {
                 Ok(_) => None,

@@ -51,6 +51,11 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The route template (`/v1/tasks/{id}`), never the raw path, labels the latency metric.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     req.extensions_mut().insert(ReqMeta {
         request_id: request_id.clone(),
         source_ip,
@@ -96,7 +101,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     {
         resp.headers_mut().insert("x-client-request-id", v);
     }
-    metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
+    crate::metrics::http_request(route.as_deref(), method.as_str(), status, start.elapsed());
     tracing::info!(target: "latch::http", request_id = %request_id,
         client_request_id = client_request_id.as_deref().unwrap_or(""), %method, path = %crate::logging::path_for_log(&path), status,
         latency_us = start.elapsed().as_micros() as u64, "request");

@@ -24,6 +24,8 @@ pub struct AppState {
     pub jwks: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
+    /// Bounds the store counts behind the live-state gauges of `/metrics`.
+    pub census: Arc<crate::metrics::CensusGate>,
     /// RFC 7662 clients.
     pub introspection_clients: Arc<Vec<IntrospectionClient>>,
     /// Public base URL (the `iss` of minted tokens; DPoP `htu`s are checked against it).

@@ -68,7 +68,9 @@ pub struct StartOptions {
 pub fn metrics_handle() -> PrometheusHandle {
     static H: OnceLock<PrometheusHandle> = OnceLock::new();
     H.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = crate::metrics::with_buckets(PrometheusBuilder::new())
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (embedding); then ours only renders.
         let _ = metrics::set_global_recorder(recorder);
@@ -411,6 +413,13 @@ async fn build_providers(
     base_url: &str,
 ) -> Result<Providers, StartError> {
     let resources = config.domain_resources();
+    let named: Vec<(String, String)> = resources
+        .iter()
+        .map(|r| (r.id.clone(), r.kind.clone()))
+        .collect();
+    // The recorder first: what is described or zeroed before it exists is lost.
+    let _ = metrics_handle();
+    crate::metrics::describe_and_zero(&named);
     let mut all: Vec<Arc<dyn CredentialProvider>> = vec![
         Arc::new(latch_providers::jwt::JwtProvider::new(
             base_url.to_owned(),
@@ -572,6 +581,7 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
         dev: p.dev,
         jwks: Arc::new(move || keys.jwks()),
         metrics: metrics_handle(),
+        census: Arc::default(),
         introspection_clients: Arc::new(config.introspection_clients.clone()),
         base_url: p.base_url.clone(),
         dpop: Arc::new(p.dpop),

@@ -68,6 +68,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     checkpoints_and_cursors(s).await;
     notify::notifications(s).await;
     console_sessions(s).await;
+    operators::census(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;
 }

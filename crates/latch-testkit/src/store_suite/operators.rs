@@ -124,3 +124,23 @@ pub(super) async fn freezes(s: &dyn Store) {
     );
     assert_eq!(ok(s.freeze("frz_c02").await, "freeze"), Some(lifted));
 }
+
+/// `census`: the counts behind the `/metrics` gauges agree with the listings they summarise.
+pub(super) async fn census(s: &dyn Store) {
+    let c = ok(s.census().await, "census");
+    let open = ok(s.open_tasks("", 10_000).await, "open_tasks");
+    let live = ok(s.live_leases("", 10_000).await, "live_leases");
+    let pending = ok(s.pending_requests(10_000).await, "pending_requests");
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    assert_eq!(c.open_tasks, count(open.len()), "open tasks: {c:?}");
+    assert_eq!(c.live_leases, count(live.len()), "live leases: {c:?}");
+    assert_eq!(
+        c.pending_requests,
+        count(pending.len()),
+        "pending requests: {c:?}"
+    );
+    assert!(
+        c.revoking_leases >= 0 && c.pending_notifications >= 0,
+        "{c:?}"
+    );
+}

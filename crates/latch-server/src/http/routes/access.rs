@@ -130,6 +130,10 @@ fn outcome_response(
         credential: None,
         request_id: request_id.to_owned(),
     };
+    let resource = match &o {
+        AccessOutcome::Granted(g) => g.request.resource_id.clone(),
+        AccessOutcome::Pending(r) | AccessOutcome::Denied(r) => r.resource_id.clone(),
+    };
     let (st, body, decision) = match o {
         AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
@@ -142,7 +146,7 @@ fn outcome_response(
             )
         }
     };
-    metrics::counter!("latch_access_decisions_total", "decision" => decision).increment(1);
+    crate::metrics::access_decision(decision, &resource);
     (st, Json(body))
 }
 

@@ -72,6 +72,9 @@ pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResp
     );
     metrics::gauge!("latch_cache_answering").set(if answering { 1.0 } else { 0.0 });
     crate::jobs::targets::export_gauges(&s.broker);
+    if s.census.due(s.broker.clock().monotonic()) {
+        crate::metrics::record_census(s.broker.store().census().await);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -434,7 +434,7 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
     match outcome {
         ExchangeOutcome::Granted { grant: g, detail } => {
             let bound = g.lease.binding.jkt.is_some();
-            metrics::counter!("latch_access_decisions_total", "decision" => "allow").increment(1);
+            crate::metrics::access_decision("allow", &g.lease.resource_id);
             Ok(ExchangeResponse {
                 access_token: g.credential.secret.expose_secret().to_owned(),
                 issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
@@ -447,7 +447,7 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
             })
         }
         ExchangeOutcome::Pending(r) => {
-            metrics::counter!("latch_access_decisions_total", "decision" => "step_up").increment(1);
+            crate::metrics::access_decision("step_up", &r.resource_id);
             let (groups, names) = match &r.decision {
                 Decision::StepUp { groups, .. } => (
                     json!(groups),
@@ -478,7 +478,7 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
             }))
         }
         ExchangeOutcome::Denied(r) => {
-            metrics::counter!("latch_access_decisions_total", "decision" => "deny").increment(1);
+            crate::metrics::access_decision("deny", &r.resource_id);
             let (ids, reasons) = match &r.decision {
                 Decision::Deny {
                     policy_ids,

@@ -1,0 +1,234 @@
+//! `/metrics` read by an independent parser (Python's `prometheus_client`, the Prometheus
+//! project's own client library): every family has HELP and TYPE, the families a dashboard or
+//! an alert needs exist from start, latency histograms have buckets and are labelled by route
+//! template (never a raw path), and the live-state gauges follow the store.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use latch_testkit::{TestServer, tool_available};
+use serde_json::{Value, json};
+
+/// Reads the exposition text on stdin; prints `{family: {type, help, samples: [[name,
+/// labels, value]]}}`. The parser names a counter family without its `_total`.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = {"type": f.type, "help": f.documentation,
+                   "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+print(json.dumps(out))
+"#;
+
+async fn scrape(s: &TestServer) -> (String, Value) {
+    let r = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(families: &Value, family: &str, name: &str, labels: &Value) -> Option<f64> {
+    families[family]["samples"]
+        .as_array()?
+        .iter()
+        .find(|s| {
+            s[0] == name
+                && labels
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .all(|(k, v)| &s[1][k] == v)
+        })
+        .and_then(|s| s[2].as_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_described_present_from_start_and_follow_live_state() {
+    if !tool_available("python3", &["-c", "import prometheus_client"]) {
+        return;
+    }
+    let s = TestServer::start().await;
+    let (text, f) = scrape(&s).await;
+    // Every family has TYPE and HELP (an undescribed one parses as `unknown` with no help).
+    for (name, fam) in f.as_object().unwrap() {
+        assert_ne!(fam["type"], "unknown", "{name} has no TYPE:\n{text}");
+        assert_ne!(fam["help"], "", "{name} has no HELP:\n{text}");
+    }
+    // Present from start, before any event.
+    let zero = json!({});
+    for (family, name, kind) in [
+        ("latch_open_tasks", "latch_open_tasks", "gauge"),
+        ("latch_live_leases", "latch_live_leases", "gauge"),
+        ("latch_revoking_leases", "latch_revoking_leases", "gauge"),
+        (
+            "latch_pending_approvals",
+            "latch_pending_approvals",
+            "gauge",
+        ),
+        (
+            "latch_pending_notifications",
+            "latch_pending_notifications",
+            "gauge",
+        ),
+        ("latch_tasks_opened", "latch_tasks_opened_total", "counter"),
+        ("latch_renewals", "latch_renewals_total", "counter"),
+        (
+            "latch_leases_reaped",
+            "latch_leases_reaped_total",
+            "counter",
+        ),
+        (
+            "latch_revocation_failures",
+            "latch_revocation_failures_total",
+            "counter",
+        ),
+        (
+            "latch_census_errors",
+            "latch_census_errors_total",
+            "counter",
+        ),
+    ] {
+        assert_eq!(f[family]["type"], kind, "{family}:\n{text}");
+        assert!(
+            sample(&f, family, name, &zero).is_some(),
+            "{name} missing at start:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(&f, "latch_open_tasks", "latch_open_tasks", &zero),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&f, "latch_live_leases", "latch_live_leases", &zero),
+        Some(0.0)
+    );
+    for decision in ["allow", "deny", "step_up"] {
+        assert!(
+            sample(
+                &f,
+                "latch_access_decisions",
+                "latch_access_decisions_total",
+                &json!({"decision": decision, "resource": "deploy-pipeline"})
+            )
+            .is_some(),
+            "decisions on deploy-pipeline ({decision}) missing at start:\n{text}"
+        );
+    }
+
+    // A grant in sandbox, a step-up in production.
+    let agent = s.agent("metrics-1").await;
+    let sandbox = s.open_task(&agent, "sandbox", 1800).await;
+    let g = s
+        .request(&agent, &sandbox, "ci-cache", &["read"], None)
+        .await;
+    assert_eq!(g.status, 201, "{}", g.body);
+    let prod = s.open_task(&agent, "production", 3600).await;
+    let p = s
+        .request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(600))
+        .await;
+    assert_eq!(p.status, 202, "{}", p.body);
+    // The gauges are counted at most every 5 s (of the server's clock).
+    s.clock.advance(6);
+    let (text, f) = scrape(&s).await;
+    assert_eq!(
+        sample(&f, "latch_open_tasks", "latch_open_tasks", &zero),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&f, "latch_live_leases", "latch_live_leases", &zero),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &f,
+            "latch_pending_approvals",
+            "latch_pending_approvals",
+            &zero
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let allowed = json!({"decision": "allow", "resource": "ci-cache"});
+    assert!(
+        sample(
+            &f,
+            "latch_access_decisions",
+            "latch_access_decisions_total",
+            &allowed
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // Latency histograms: buckets (not a summary), labelled by route template.
+    let h = &f["latch_http_request_duration_seconds"];
+    assert_eq!(h["type"], "histogram", "{text}");
+    let route =
+        json!({"route": "/v1/tasks/{id}/requests", "method": "POST", "status_class": "2xx"});
+    assert!(
+        sample(
+            &f,
+            "latch_http_request_duration_seconds",
+            "latch_http_request_duration_seconds_count",
+            &route
+        )
+        .is_some_and(|v| v >= 2.0),
+        "{text}"
+    );
+    assert!(
+        h["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s[0] == "latch_http_request_duration_seconds_bucket" && s[1]["le"] == "0.005"),
+        "{text}"
+    );
+    // No raw path (and so no task or request id) ever becomes a label.
+    assert!(
+        !text.contains(&sandbox) && !text.contains("route=\"/v1/tasks/task_"),
+        "{text}"
+    );
+    let mint = json!({"resource": "ci-cache", "call": "mint", "outcome": "ok"});
+    assert_eq!(
+        f["latch_provider_call_duration_seconds"]["type"], "histogram",
+        "{text}"
+    );
+    assert!(
+        sample(
+            &f,
+            "latch_provider_call_duration_seconds",
+            "latch_provider_call_duration_seconds_count",
+            &mint
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    s.stop().await;
+}

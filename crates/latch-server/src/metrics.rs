@@ -1,0 +1,400 @@
+//! The broker's Prometheus metrics: one table of every family with its type and HELP text,
+//! the label sets known at start (exported as zeros, so a dashboard or an alert sees a family
+//! before its first event), the HTTP latency histogram, and the live-state gauges read from the
+//! store at scrape time.
+//!
+//! Format: the Prometheus text exposition format 0.0.4 (HELP and TYPE lines for every family),
+//! rendered by `metrics-exporter-prometheus`. Histograms have explicit buckets (seconds), so they
+//! are exported as histograms, not summaries.
+//!
+//! # Security
+//! Labels carry only bounded, non-secret values: route templates (never raw paths, which may
+//! carry ids), status classes, resource ids and provider names from the configuration, error
+//! codes. No subject, token or credential is ever a label.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use latch_core::ports::Census;
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// A metric family's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic count (`_total`).
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Observations in buckets (seconds).
+    Histogram,
+}
+
+/// One family: name, type, unit and HELP text.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// Type.
+    pub kind: Kind,
+    /// HELP text.
+    pub help: &'static str,
+}
+
+const fn family(name: &'static str, kind: Kind, help: &'static str) -> Family {
+    Family { name, kind, help }
+}
+
+/// HTTP request latency, by route template, method and status class.
+pub const HTTP_DURATION: &str = "latch_http_request_duration_seconds";
+/// Provider call latency (mint, renew, revoke, probe), by resource, call and outcome.
+pub const PROVIDER_DURATION: &str = "latch_provider_call_duration_seconds";
+
+/// Every family the broker exports.
+pub const FAMILIES: &[Family] = &[
+    family(
+        "latch_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by status code.",
+    ),
+    family(
+        HTTP_DURATION,
+        Kind::Histogram,
+        "HTTP request latency in seconds, by route template, method and status class (2xx, 4xx, 5xx).",
+    ),
+    family(
+        "latch_http_connections",
+        Kind::Gauge,
+        "HTTP connections open now.",
+    ),
+    family(
+        "latch_http_connections_refused_total",
+        Kind::Counter,
+        "Connections refused at accept, by reason (per_address, total).",
+    ),
+    family(
+        "latch_http_idle_closed_total",
+        Kind::Counter,
+        "Idle keep-alive connections closed by the broker.",
+    ),
+    family(
+        "latch_http_body_refused_total",
+        Kind::Counter,
+        "Request bodies refused, by reason (encoding, too_large, timeout).",
+    ),
+    family(
+        "latch_http_request_timeouts_total",
+        Kind::Counter,
+        "Requests that exceeded the request deadline.",
+    ),
+    family(
+        "latch_auth_failures_total",
+        Kind::Counter,
+        "Failed authentications, by error code.",
+    ),
+    family(
+        "latch_auth_rate_limited_total",
+        Kind::Counter,
+        "Requests refused because their source failed authentication too often.",
+    ),
+    family("latch_tasks_opened_total", Kind::Counter, "Tasks opened."),
+    family(
+        "latch_access_decisions_total",
+        Kind::Counter,
+        "Access decisions, by decision (allow, deny, step_up) and resource.",
+    ),
+    family(
+        "latch_renewals_total",
+        Kind::Counter,
+        "Lease renewals granted.",
+    ),
+    family(
+        "latch_leases_reaped_total",
+        Kind::Counter,
+        "Leases revoked by the reaper (expired, interrupted mints, retried revocations).",
+    ),
+    family(
+        "latch_revocation_failures_total",
+        Kind::Counter,
+        "Revocation attempts that failed and will be retried.",
+    ),
+    family(
+        PROVIDER_DURATION,
+        Kind::Histogram,
+        "Latency of calls to credential targets in seconds, by resource, call (mint, renew, revoke, probe) and outcome (ok, error, unreachable).",
+    ),
+    family(
+        "latch_target_up",
+        Kind::Gauge,
+        "1 while a credential target answers, 0 while it is down, by resource and provider.",
+    ),
+    family(
+        "latch_target_consecutive_failures",
+        Kind::Gauge,
+        "Consecutive unanswered calls to a target, by resource and provider.",
+    ),
+    family(
+        "latch_open_tasks",
+        Kind::Gauge,
+        "Tasks open now (read from the store at scrape time).",
+    ),
+    family(
+        "latch_live_leases",
+        Kind::Gauge,
+        "Leases issuing or active now: credentials that may work at their target.",
+    ),
+    family(
+        "latch_revoking_leases",
+        Kind::Gauge,
+        "Leases whose revocation is committed but not yet confirmed by their target (the retry backlog).",
+    ),
+    family(
+        "latch_pending_approvals",
+        Kind::Gauge,
+        "Access requests waiting for a human's step-up approval.",
+    ),
+    family(
+        "latch_pending_notifications",
+        Kind::Gauge,
+        "Approver notifications not yet delivered (the retry backlog).",
+    ),
+    family(
+        "latch_census_errors_total",
+        Kind::Counter,
+        "Scrapes whose live-state gauges could not be read from the store.",
+    ),
+    family(
+        "latch_notifications_delivered_total",
+        Kind::Counter,
+        "Approver notifications delivered, by channel and kind.",
+    ),
+    family(
+        "latch_notifications_retried_total",
+        Kind::Counter,
+        "Approver notification attempts that failed and will be retried, by channel and kind.",
+    ),
+    family(
+        "latch_notifications_failed_total",
+        Kind::Counter,
+        "Approver notifications given up on, by channel and kind.",
+    ),
+    family(
+        "latch_audit_sink_failures_total",
+        Kind::Counter,
+        "Failed deliveries to an audit sink, by sink.",
+    ),
+    family(
+        "latch_audit_chain_alarms_total",
+        Kind::Counter,
+        "Audit chain verifications that found a break.",
+    ),
+    family(
+        "latch_change_feed_interruptions_total",
+        Kind::Counter,
+        "Interruptions of the store's change feed (caches fall back to the store).",
+    ),
+    family(
+        "latch_cache_answering",
+        Kind::Gauge,
+        "1 while introspection may answer from the in-memory cache, 0 while it reads the store.",
+    ),
+    family(
+        "latch_pg_notification_queue_usage",
+        Kind::Gauge,
+        "PostgreSQL's LISTEN/NOTIFY queue usage (0 to 1).",
+    ),
+    family(
+        "latch_policy_reload_refused_total",
+        Kind::Counter,
+        "Policy reloads refused (the policy set did not validate).",
+    ),
+    family(
+        "latch_scan_findings_total",
+        Kind::Counter,
+        "Secrets found by the leak scanner.",
+    ),
+];
+
+/// Latency buckets in seconds: 0.5 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// `builder` with this module's histogram buckets.
+///
+/// # Errors
+/// Never with these constant buckets; the exporter's error otherwise.
+pub fn with_buckets(
+    builder: PrometheusBuilder,
+) -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    builder
+        .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(PROVIDER_DURATION.into()), BUCKETS)
+}
+
+/// Describes every family (HELP text) and exports each unlabelled counter and gauge, and the
+/// label sets known from the configuration, as zero. Idempotent.
+///
+/// `resources` are `(resource id, provider name)` pairs from the configuration.
+pub fn describe_and_zero(resources: &[(String, String)]) {
+    for f in FAMILIES {
+        match f.kind {
+            Kind::Counter => describe_counter!(f.name, f.help),
+            Kind::Gauge => describe_gauge!(f.name, f.help),
+            Kind::Histogram => describe_histogram!(f.name, Unit::Seconds, f.help),
+        }
+    }
+    for f in FAMILIES {
+        match (f.kind, f.name) {
+            // Labelled families: zeros for the label sets known now, below.
+            (
+                _,
+                "latch_http_requests_total"
+                | "latch_http_connections_refused_total"
+                | "latch_http_body_refused_total"
+                | "latch_auth_failures_total"
+                | "latch_access_decisions_total"
+                | "latch_notifications_delivered_total"
+                | "latch_notifications_retried_total"
+                | "latch_notifications_failed_total"
+                | "latch_audit_sink_failures_total"
+                | "latch_target_up"
+                | "latch_target_consecutive_failures",
+            )
+            | (Kind::Histogram, _) => {}
+            (Kind::Counter, name) => metrics::counter!(name).increment(0),
+            (Kind::Gauge, name) => metrics::gauge!(name).increment(0.0),
+        }
+    }
+    for reason in ["per_address", "total"] {
+        metrics::counter!("latch_http_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for reason in ["encoding", "too_large", "timeout"] {
+        metrics::counter!("latch_http_body_refused_total", "reason" => reason).increment(0);
+    }
+    for (resource, _) in resources {
+        for decision in ["allow", "deny", "step_up"] {
+            decision_counter(decision, resource).increment(0);
+        }
+    }
+}
+
+fn decision_counter(decision: &'static str, resource: &str) -> metrics::Counter {
+    metrics::counter!(
+        "latch_access_decisions_total",
+        "decision" => decision,
+        "resource" => resource.to_owned()
+    )
+}
+
+/// Counts one access decision (`allow`, `deny`, `step_up`) on `resource` (a configured id).
+pub fn access_decision(decision: &'static str, resource: &str) {
+    decision_counter(decision, resource).increment(1);
+}
+
+/// The status class label of `status`: `1xx` … `5xx`.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Records one answered HTTP request: its status, and its latency under its route template
+/// (`route` is axum's matched path, e.g. `/v1/tasks/{id}`; `None` for unmatched paths).
+pub fn http_request(route: Option<&str>, method: &str, status: u16, elapsed: Duration) {
+    metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
+    metrics::histogram!(
+        HTTP_DURATION,
+        "route" => route.unwrap_or("unmatched").to_owned(),
+        "method" => method.to_owned(),
+        "status_class" => status_class(status)
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// How long the live-state gauges are reused before the store is counted again: `/metrics`
+/// is public, and a scrape flood must not become a flood of `COUNT` queries.
+const CENSUS_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// One server's gate on store counts for the live-state gauges: at most one read per
+/// [`CENSUS_MAX_AGE`] of its clock's monotonic time.
+#[derive(Debug, Default)]
+pub struct CensusGate(Mutex<Option<Duration>>);
+
+impl CensusGate {
+    /// Whether the gauges are due for a fresh read at monotonic time `now`; marks them read
+    /// when they are.
+    pub fn due(&self, now: Duration) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.saturating_sub(t) < CENSUS_MAX_AGE) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// Sets the live-state gauges from `census` (or counts a failed read).
+pub fn record_census(census: Result<Census, latch_core::ports::StoreError>) {
+    match census {
+        Ok(c) => {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "gauges are f64; counts stay far below 2^52"
+            )]
+            let f = |n: i64| n as f64;
+            metrics::gauge!("latch_open_tasks").set(f(c.open_tasks));
+            metrics::gauge!("latch_live_leases").set(f(c.live_leases));
+            metrics::gauge!("latch_revoking_leases").set(f(c.revoking_leases));
+            metrics::gauge!("latch_pending_approvals").set(f(c.pending_requests));
+            metrics::gauge!("latch_pending_notifications").set(f(c.pending_notifications));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: live-state gauges not refreshed");
+            metrics::counter!("latch_census_errors_total").increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_named_once_with_help() {
+        let mut names: Vec<_> = FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a family is listed twice");
+        for f in FAMILIES {
+            assert!(f.name.starts_with("latch_"), "{}", f.name);
+            assert_eq!(
+                f.kind == Kind::Counter,
+                f.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                f.name
+            );
+            assert!(f.help.ends_with('.'), "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn the_census_is_read_at_most_once_per_max_age() {
+        let g = CensusGate::default();
+        assert!(g.due(Duration::from_secs(100)));
+        assert!(!g.due(Duration::from_secs(104)));
+        assert!(g.due(Duration::from_secs(105)));
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(201), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
