@@ -318,7 +318,7 @@ pub fn http_request(route: Option<&str>, method: &str, status: u16, elapsed: Dur
 
 /// How long the live-state gauges are reused before the store is counted again: `/metrics`
 /// is public, and a scrape flood must not become a flood of `COUNT` queries.
-const CENSUS_MAX_AGE: Duration = Duration::from_secs(5);
+pub const CENSUS_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// One server's gate on store counts for the live-state gauges: at most one read per
 /// [`CENSUS_MAX_AGE`] of its clock's monotonic time.
