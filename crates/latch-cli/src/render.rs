@@ -161,3 +161,23 @@ pub(crate) fn print_next_steps(b: &Value) {
         );
     }
 }
+
+/// Prints a multi-line error (a configuration file's parse error, with its source line and a
+/// caret under the column) as `error: ` and its lines, each line escaped on its own
+/// ([`escape_text`]) so the layout survives and no line can carry a terminal control.
+pub(crate) fn print_error_lines(msg: &str) {
+    let mut lines = msg.trim_end_matches('\n').split('\n');
+    eprintln!("error: {}", escape_text(lines.next().unwrap_or("")));
+    for line in lines {
+        eprintln!("{}", escape_text(line));
+    }
+}
+
+/// Loads the configuration at `path`; on an error, prints it ([`print_error_lines`]) and answers
+/// exit code 1.
+pub(crate) fn load_config(path: &std::path::Path) -> Result<latch_server::Config, ExitCode> {
+    latch_server::Config::load(path).map_err(|e| {
+        print_error_lines(&e.to_string());
+        ExitCode::from(1)
+    })
+}

@@ -340,3 +340,28 @@ async fn plain_output_ids_next_steps_and_approve_without_a_digest() {
     assert!(lease.trim().starts_with("lease_") && lease.trim().lines().count() == 1, "{lease}");
     s.stop().await;
 }
+
+/// A configuration file that does not parse is reported with its line and column and the
+/// source line with a caret under the column, over several lines (not `\u{000a}` escapes).
+#[test]
+fn a_toml_error_prints_readably_over_several_lines() {
+    let dir = std::env::temp_dir().join(format!("latch-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:0\"\nbad = = 3\n").unwrap();
+    for args in [&["serve", "--config"][..], &["policy", "validate", "--config"]] {
+        let out = latch().args(args).arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("\\u{"), "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines.len() >= 4, "{err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains("line 3, column 7"),
+            "{err}"
+        );
+        assert!(lines.contains(&"3 | bad = = 3"), "{err}");
+        assert!(lines.contains(&"  |       ^"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
