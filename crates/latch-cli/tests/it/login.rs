@@ -100,7 +100,7 @@ async fn finished(child: std::process::Child) -> (i32, String) {
 /// 400 page saying it was ignored, and the sign-in goes on waiting.
 async fn stray_requests(redirect: &str) {
     for stray in [
-        format!("{redirect}"),
+        redirect.to_owned(),
         format!("{redirect}?code=stolen-or-stale&state=not-this-attempt"),
         format!("{redirect}?code=no-state-at-all"),
         format!("{redirect}?error=access_denied&state=forged"),
