@@ -65,6 +65,11 @@ impl Answer {
 }
 
 impl Client {
+    /// The broker URL this client talks to, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A client for `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, token: Option<String>) -> Self {
         Self {

@@ -8,12 +8,59 @@
 
 use std::time::Duration;
 
-use oauth2::basic::BasicClient;
-use oauth2::{
-    AuthUrl, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, PkceCodeChallenge,
-    RedirectUrl, RefreshToken, Scope, TokenResponse, TokenUrl,
+use std::sync::Arc;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
 };
-use serde::Deserialize;
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, EndpointNotSet,
+    PkceCodeChallenge, RedirectUrl, RefreshToken, Scope, StandardRevocableToken, TokenResponse,
+    TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::login_callback::{PendingPage, Receiver};
+
+/// The token endpoint's answer beyond RFC 6749: the OpenID Connect ID token (Core 1.0 §3.1.3.3).
+#[derive(Clone, Deserialize, Serialize)]
+pub struct IdTokenField {
+    /// The ID token, when the provider sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<String>,
+}
+
+impl std::fmt::Debug for IdTokenField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdTokenField")
+            .field("id_token", &self.id_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl oauth2::ExtraTokenFields for IdTokenField {}
+
+/// A token response with the ID token kept.
+type TokenAnswer = oauth2::StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+/// `oauth2`'s client with [`TokenAnswer`] as its token response.
+type OauthClient<
+    HasAuthUrl = EndpointNotSet,
+    HasDeviceAuthUrl = EndpointNotSet,
+    HasTokenUrl = EndpointNotSet,
+> = oauth2::Client<
+    BasicErrorResponse,
+    TokenAnswer,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    HasAuthUrl,
+    HasDeviceAuthUrl,
+    EndpointNotSet,
+    EndpointNotSet,
+    HasTokenUrl,
+>;
 
 /// What the broker publishes for terminal sign-in (`GET /v1/login/config`).
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +91,9 @@ pub struct ProviderMetadata {
     /// RFC 7009 revocation endpoint, when offered.
     #[serde(default)]
     pub revocation_endpoint: Option<String>,
+    /// The ID token signing algorithms the provider uses (JOSE names).
+    #[serde(default)]
+    pub id_token_signing_alg_values_supported: Vec<String>,
 }
 
 /// Tokens from a sign-in or a refresh.
@@ -157,7 +207,7 @@ fn url_err(what: &str) -> impl Fn(oauth2::url::ParseError) -> String + '_ {
     move |e| format!("the identity provider's {what} is not a URL: {e}")
 }
 
-fn tokens(t: &oauth2::basic::BasicTokenResponse) -> Tokens {
+fn tokens(t: &TokenAnswer) -> Tokens {
     Tokens {
         access_token: t.access_token().secret().clone(),
         refresh_token: t.refresh_token().map(|r| r.secret().clone()),
@@ -179,29 +229,32 @@ fn token_error<E: std::error::Error>(
 
 /// Signs in through a loopback redirect: prints (and, unless `no_browser`, opens) the
 /// authorization URL, waits up to `timeout` for the provider to redirect the browser to
-/// `http://127.0.0.1:<port>/callback`, checks `state`, and redeems the code with its PKCE
-/// verifier.
+/// `http://127.0.0.1:<port>/callback` with this attempt's `state`, redeems the code with its
+/// PKCE verifier and checks the ID token ([`check_id_token`]). Answers the tokens and the
+/// browser's page, still waiting for the caller's verdict ([`PendingPage::finish`]); on an
+/// error the page shows the failure before this returns.
 ///
 /// # Errors
-/// The listener cannot bind, the provider reports an error, `state` does not match, the wait
-/// times out, or the code cannot be redeemed.
+/// The listener cannot bind, the provider reports an error, the wait times out, the code cannot
+/// be redeemed, or the ID token is missing or does not verify.
 ///
 /// # Security
-/// The listener binds loopback only and takes one callback; `state` (random, compared in full)
-/// binds the answer to this attempt; the code is useless without the PKCE verifier, which never
-/// leaves this process.
+/// The listener binds loopback only. A request without this attempt's `state` (random,
+/// compared in full) is answered `400` and ignored, so a stray or forged request can neither
+/// end nor hijack the sign-in; the code is useless without the PKCE verifier, which never leaves
+/// this process; the ID token's signature, issuer, audience, lifetime and `nonce` are checked.
 pub async fn sign_in_loopback(
     settings: &LoginSettings,
     meta: &ProviderMetadata,
     no_browser: bool,
     timeout: Duration,
-) -> Result<Tokens, String> {
+) -> Result<(Tokens, PendingPage), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot listen on loopback for the sign-in redirect: {e}"))?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
-    let client = BasicClient::new(ClientId::new(settings.client_id.clone()))
+    let client = OauthClient::new(ClientId::new(settings.client_id.clone()))
         .set_auth_uri(
             AuthUrl::new(meta.authorization_endpoint.clone())
                 .map_err(url_err("authorization endpoint"))?,
@@ -214,32 +267,107 @@ pub async fn sign_in_loopback(
     let nonce = CsrfToken::new_random();
     let mut req = client
         .authorize_url(CsrfToken::new_random)
-        .add_scopes(settings.scopes.iter().cloned().map(Scope::new))
+        .add_scopes(scopes(settings).map(Scope::new))
         .add_extra_param("nonce", nonce.secret().clone())
         .set_pkce_challenge(challenge);
     if let Some(r) = &settings.resource {
         req = req.add_extra_param("resource", r.clone());
     }
     let (url, state) = req.url();
+    let mut receiver = Receiver::start(listener, state.secret().clone());
     eprintln!("Sign in with your browser:\n\n  {url}\n");
     if !no_browser {
         open_browser(url.as_str());
     }
-    let (code, got_state) = crate::login_callback::wait_for_code(listener, timeout).await?;
-    if got_state.as_bytes() != state.secret().as_bytes() {
-        return Err("the sign-in answer does not belong to this attempt (`state` differs)".into());
-    }
+    let arrived = match receiver.wait(timeout).await {
+        Ok(a) => a,
+        Err(e) => {
+            receiver.close().await;
+            return Err(e);
+        }
+    };
     let mut exchange = client
-        .exchange_code(AuthorizationCode::new(code))
+        .exchange_code(AuthorizationCode::new(arrived.code.clone()))
         .set_pkce_verifier(verifier);
     if let Some(r) = &settings.resource {
         exchange = exchange.add_extra_param("resource", r.clone());
     }
-    let t = exchange
-        .request_async(&oauth_http())
+    let checked = match exchange.request_async(&oauth_http()).await {
+        Ok(t) => check_id_token(
+            t.extra_fields().id_token.as_deref(),
+            settings,
+            meta,
+            nonce.secret(),
+        )
         .await
-        .map_err(token_error)?;
-    Ok(tokens(&t))
+        .map(|()| tokens(&t)),
+        Err(e) => Err(token_error(e)),
+    };
+    let page = PendingPage::new(arrived, receiver);
+    match checked {
+        Ok(t) => Ok((t, page)),
+        Err(e) => {
+            page.finish(Err(e.clone())).await;
+            Err(e)
+        }
+    }
+}
+
+/// The scopes to ask for: the broker's, with `openid` (this is an OpenID Connect sign-in).
+fn scopes(settings: &LoginSettings) -> impl Iterator<Item = String> + '_ {
+    let openid = (!settings.scopes.iter().any(|s| s == "openid")).then(|| "openid".to_owned());
+    openid.into_iter().chain(settings.scopes.iter().cloned())
+}
+
+/// Checks the ID token of a code exchange (OpenID Connect Core 1.0 §3.1.3.7) with Latch's own
+/// verifier: signature with the provider's keys (discovery), `iss` equal to the issuer, `aud`
+/// containing (and `azp`, when present, equal to) the client id, `exp`/`iat` with 60 s of
+/// leeway, and `nonce` equal to this attempt's.
+///
+/// # Errors
+/// No ID token, keys that cannot be fetched, or a token that fails a check.
+async fn check_id_token(
+    id_token: Option<&str>,
+    settings: &LoginSettings,
+    meta: &ProviderMetadata,
+    nonce: &str,
+) -> Result<(), String> {
+    use latch_identity::{
+        IssuerConfig, IssuerKind, JwksSource, OidcVerifier, SigningAlgorithm, VerifierOptions,
+    };
+    let Some(id_token) = id_token else {
+        return Err("the identity provider returned no ID token".to_owned());
+    };
+    let mut algorithms: Vec<SigningAlgorithm> = meta
+        .id_token_signing_alg_values_supported
+        .iter()
+        .filter_map(|a| SigningAlgorithm::from_jose(a))
+        .collect();
+    if algorithms.is_empty() {
+        // OpenID Connect Discovery 1.0 §3: RS256 must be supported.
+        algorithms.push(SigningAlgorithm::RS256);
+    }
+    const NAME: &str = "login";
+    let issuer = IssuerConfig::new(
+        NAME,
+        settings.issuer.clone(),
+        IssuerKind::Human,
+        settings.client_id.clone(),
+        JwksSource::Discovery,
+    )
+    .with_algorithms(algorithms);
+    let verifier = OidcVerifier::new(
+        vec![issuer],
+        VerifierOptions::default(),
+        Arc::new(latch_core::SystemClock),
+        http_client(),
+    )
+    .map_err(|e| format!("the identity provider cannot be checked: {e}"))?;
+    verifier
+        .verify_id_token(id_token, NAME, &settings.client_id, nonce)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the ID token is not acceptable: {}", e.message))
 }
 
 /// Signs in with the device authorization grant (RFC 8628): prints where to go and the code to
@@ -259,7 +387,7 @@ pub async fn sign_in_device(
                 .into(),
         );
     };
-    let client = BasicClient::new(ClientId::new(settings.client_id.clone()))
+    let client = OauthClient::new(ClientId::new(settings.client_id.clone()))
         .set_device_authorization_url(
             DeviceAuthorizationUrl::new(device.clone())
                 .map_err(url_err("device authorization endpoint"))?,
@@ -269,7 +397,7 @@ pub async fn sign_in_device(
         );
     let mut req = client
         .exchange_device_code()
-        .add_scopes(settings.scopes.iter().cloned().map(Scope::new));
+        .add_scopes(scopes(settings).map(Scope::new));
     if let Some(r) = &settings.resource {
         req = req.add_extra_param("resource", r.clone());
     }
@@ -310,7 +438,7 @@ pub async fn refresh(
     resource: Option<&str>,
     refresh_token: &str,
 ) -> Result<Tokens, String> {
-    let client = BasicClient::new(ClientId::new(client_id.to_owned())).set_token_uri(
+    let client = OauthClient::new(ClientId::new(client_id.to_owned())).set_token_uri(
         TokenUrl::new(token_endpoint.to_owned()).map_err(url_err("token endpoint"))?,
     );
     let token = RefreshToken::new(refresh_token.to_owned());

@@ -57,12 +57,35 @@ pub(crate) fn print_answer(json: bool, a: &Answer, human: impl FnOnce(&Value)) -
     } else {
         human(&a.body);
     }
+    exit_code(a)
+}
+
+/// The exit code of an answer: 3 for `"status": "denied"`, 4 for `"pending"`, 0 for another
+/// 2xx, else 1.
+pub(crate) fn exit_code(a: &Answer) -> ExitCode {
     match (a.status, a.body.get("status").and_then(Value::as_str)) {
         (_, Some("denied")) => ExitCode::from(3),
         (_, Some("pending")) => ExitCode::from(4),
         (s, _) if (200..300).contains(&s) => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
+}
+
+/// `--id-only`: prints the id at JSON `pointer` of the answer (of each element, for a list),
+/// one per line and nothing else, so a shell can capture it (`REQ=$(latch request … --id-only)`);
+/// an error without such an id goes to stderr. Answers [`exit_code`].
+pub(crate) fn print_ids(a: &Answer, pointer: &str) -> ExitCode {
+    let ids: Vec<&Value> = match a.body.as_array() {
+        Some(v) if a.ok() => v.iter().filter_map(|x| x.pointer(pointer)).collect(),
+        _ => a.body.pointer(pointer).into_iter().collect(),
+    };
+    if ids.is_empty() && !a.ok() {
+        eprintln!("error: {}", a.error_line());
+    }
+    for id in ids {
+        println!("{}", txt(id, ""));
+    }
+    exit_code(a)
 }
 
 /// Prints an access answer (request, claim, renewal): status, request, decision and reasons,
@@ -91,6 +114,9 @@ pub(crate) fn print_access(b: &Value) {
         );
         println!("digest:   {}", txt(&b["request"]["digest"], ""));
     }
+    if b["status"] == "pending" {
+        print_next_steps(b);
+    }
     if !b["lease"].is_null() {
         println!(
             "lease:    {} (expires {})",
@@ -115,4 +141,43 @@ pub(crate) fn print_json(b: &Value) {
         "{}",
         safe_json(&serde_json::to_string_pretty(b).unwrap_or_default())
     );
+}
+
+/// For a pending answer: where the approver looks at the request, and the exact commands that
+/// come next (the approver's, then the agent's claim), so nobody copies ids out of JSON.
+pub(crate) fn print_next_steps(b: &Value) {
+    let rid = txt(&b["request"]["id"], "?");
+    if b["console_url"].is_string() {
+        println!("console:  {}", txt(&b["console_url"], ""));
+    }
+    println!(
+        "next:     an approver runs `latch approve {rid} --reason \"…\"` (it shows the request and \
+         asks to confirm)"
+    );
+    if let Some(task) = b["request"]["task_id"].as_str() {
+        println!(
+            "          then `latch claim {} {rid}` collects the credential",
+            escape_text(task)
+        );
+    }
+}
+
+/// Prints a multi-line error (a configuration file's parse error, with its source line and a
+/// caret under the column) as `error: ` and its lines, each line escaped on its own
+/// ([`escape_text`]) so the layout survives and no line can carry a terminal control.
+pub(crate) fn print_error_lines(msg: &str) {
+    let mut lines = msg.trim_end_matches('\n').split('\n');
+    eprintln!("error: {}", escape_text(lines.next().unwrap_or("")));
+    for line in lines {
+        eprintln!("{}", escape_text(line));
+    }
+}
+
+/// Loads the configuration at `path`; on an error, prints it ([`print_error_lines`]) and answers
+/// exit code 1.
+pub(crate) fn load_config(path: &std::path::Path) -> Result<latch_server::Config, ExitCode> {
+    latch_server::Config::load(path).map_err(|e| {
+        print_error_lines(&e.to_string());
+        ExitCode::from(1)
+    })
 }

@@ -154,10 +154,12 @@ async fn obtain(
                     return Ok(Obtained::Refused(
                         ExitCode::from(4),
                         format!(
-                            "access to {resource} needs approval from {} (request {rid}, digest {}); \
-                             not waiting longer (--wait-approval)",
-                            a.body["request"]["decision"]["groups"],
-                            a.body["request"]["digest"].as_str().unwrap_or("")
+                            "access to {resource} needs approval from {} (request {}); not \
+                             waiting longer: run again with `--wait-approval 10m`, and an \
+                             approver approves it meanwhile (the console link or `latch approve`, \
+                             printed while it waits)",
+                            groups_text(&a.body["request"]["decision"]["groups"]),
+                            crate::render::txt(&a.body["request"]["id"], "")
                         ),
                     ));
                 }
@@ -215,13 +217,16 @@ impl<'a> WaitStatus<'a> {
                 groups_text(&req["decision"]["groups"]),
                 crate::render::txt(&req["digest"], "")
             );
-            match body["console_url"].as_str() {
-                Some(_) => eprintln!(
+            if body["console_url"].is_string() {
+                eprintln!(
                     "latch: approve it at {}",
                     crate::render::txt(&body["console_url"], "")
-                ),
-                None => eprintln!("latch: an approver can run `latch approve {shown}`"),
+                );
             }
+            eprintln!(
+                "latch: or an approver runs `latch approve {shown} --reason \"…\"` (it shows the \
+                 request and asks to confirm)"
+            );
             self.announced = Some(rid.to_owned());
         }
         let approvals = req["approvers"].as_array().map_or(0, Vec::len);

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Conn, secs};
-use crate::render::{print_access, print_answer, print_json, txt};
+use crate::render::{print_access, print_answer, print_ids, print_json, txt};
 
 #[derive(Subcommand)]
 pub(crate) enum LeaseCmd {
@@ -14,6 +14,9 @@ pub(crate) enum LeaseCmd {
     List {
         /// Task id.
         task: String,
+        /// Print only the lease ids, one per line (for `LEASE=$(latch lease list … --id-only)`).
+        #[arg(long)]
+        id_only: bool,
     },
     /// Renew (fresh policy evaluation).
     Renew {
@@ -37,7 +40,13 @@ pub(crate) enum LeaseCmd {
 pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> {
     let c = conn.client();
     let a = match cmd {
-        LeaseCmd::List { task } => c.get(&format!("/v1/tasks/{task}/leases")).await?,
+        LeaseCmd::List { task, id_only } => {
+            let a = c.get(&format!("/v1/tasks/{task}/leases")).await?;
+            if id_only && !conn.json {
+                return Ok(print_ids(&a, "/id"));
+            }
+            a
+        }
         LeaseCmd::Renew { id, ttl } => {
             c.post(
                 &format!("/v1/leases/{id}/renew"),

@@ -64,55 +64,39 @@ pub(crate) async fn login(args: &LoginArgs, conn: &Conn) -> Result<ExitCode, Str
         Ok(m) => m,
         Err(e) => return fail(&e),
     };
-    let tokens = if args.device {
-        oidc::sign_in_device(&settings, &meta).await
+    let (tokens, page) = if args.device {
+        (oidc::sign_in_device(&settings, &meta).await, None)
     } else {
-        oidc::sign_in_loopback(
+        match oidc::sign_in_loopback(
             &settings,
             &meta,
             args.no_browser,
             Duration::from(args.timeout),
         )
         .await
+        {
+            Ok((t, page)) => (Ok(t), Some(page)),
+            Err(e) => (Err(e), None),
+        }
     };
     let tokens = match tokens {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
-    // The broker must accept the token as a human: check before storing it.
-    let who = match broker
-        .with_token(&tokens.access_token)
-        .get("/v1/whoami")
-        .await
-    {
-        Ok(a) if a.ok() && a.body["kind"] == "human" => a.body,
-        Ok(a) if a.ok() => {
-            return fail("the broker took the signed-in token for a workload, not a human");
-        }
-        Ok(a) => {
-            return fail(&format!(
-                "the broker refused the token from {}: {}",
-                settings.issuer,
-                a.error_line()
-            ));
-        }
+    let stored = accept(&broker, &settings, &meta, tokens, &conn.server).await;
+    // The browser's page says "Signed in" only now: after the code exchange, the ID token's
+    // checks, the broker's acceptance and the stored sign-in.
+    if let Some(page) = page {
+        let outcome = match &stored {
+            Ok((login, _)) => Ok(login.subject.clone()),
+            Err(e) => Err(e.clone()),
+        };
+        page.finish(outcome).await;
+    }
+    let (login, who) = match stored {
+        Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let login = StoredLogin {
-        issuer: settings.issuer.clone(),
-        client_id: settings.client_id.clone(),
-        resource: settings.resource.clone(),
-        token_endpoint: meta.token_endpoint.clone(),
-        revocation_endpoint: meta.revocation_endpoint.clone(),
-        access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token,
-        expires_at_unix_secs: tokens.expires_in.map(|s| now() + s as i64),
-        subject: who["id"].as_str().unwrap_or_default().to_owned(),
-        groups: strings(&who["groups"]),
-    };
-    if let Err(e) = credentials::save(&conn.server, &login) {
-        return fail(&e);
-    }
     if conn.json {
         println!("{who}");
     } else {
@@ -129,6 +113,50 @@ pub(crate) async fn login(args: &LoginArgs, conn: &Conn) -> Result<ExitCode, Str
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that the broker takes `tokens` for a human (`GET /v1/whoami`) and stores the sign-in
+/// for `server`; answers it and the broker's `whoami`.
+async fn accept(
+    broker: &Client,
+    settings: &oidc::LoginSettings,
+    meta: &oidc::ProviderMetadata,
+    tokens: oidc::Tokens,
+    server: &str,
+) -> Result<(StoredLogin, serde_json::Value), String> {
+    let who = match broker
+        .with_token(&tokens.access_token)
+        .get("/v1/whoami")
+        .await?
+    {
+        a if a.ok() && a.body["kind"] == "human" => a.body,
+        a if a.ok() => {
+            return Err(
+                "the broker took the signed-in token for a workload, not a human".to_owned(),
+            );
+        }
+        a => {
+            return Err(format!(
+                "the broker refused the token from {}: {}",
+                settings.issuer,
+                a.error_line()
+            ));
+        }
+    };
+    let login = StoredLogin {
+        issuer: settings.issuer.clone(),
+        client_id: settings.client_id.clone(),
+        resource: settings.resource.clone(),
+        token_endpoint: meta.token_endpoint.clone(),
+        revocation_endpoint: meta.revocation_endpoint.clone(),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        expires_at_unix_secs: tokens.expires_in.map(|s| now() + s as i64),
+        subject: who["id"].as_str().unwrap_or_default().to_owned(),
+        groups: strings(&who["groups"]),
+    };
+    credentials::save(server, &login)?;
+    Ok((login, who))
 }
 
 fn strings(v: &serde_json::Value) -> Vec<String> {

@@ -53,7 +53,10 @@ pub(crate) fn run(cmd: PolicyCmd) -> Result<ExitCode, String> {
 
 /// `latch policy validate`: the number of valid policies, the fingerprint, and their ids.
 fn validate(config: &Path) -> Result<ExitCode, String> {
-    let cfg = latch_server::Config::load(config).map_err(|e| e.to_string())?;
+    let cfg = match crate::render::load_config(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let engine = latch_server::startup::load_policy(&cfg).map_err(|e| e.to_string())?;
     println!(
         "ok: {} policies valid against the schema (fingerprint {})",
@@ -69,11 +72,20 @@ fn validate(config: &Path) -> Result<ExitCode, String> {
 /// `latch policy test`: one PASS/FAIL line per case and a total (or the JSON results);
 /// exit code 5 when a case failed.
 fn test(file: &Path, config: &Path, json: bool) -> Result<ExitCode, String> {
-    let cfg = latch_server::Config::load(config).map_err(|e| e.to_string())?;
+    let cfg = match crate::render::load_config(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let engine = latch_server::startup::load_policy(&cfg).map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-    let cases: CaseFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let cases: CaseFile = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::render::print_error_lines(&format!("{}: {e}", file.display()));
+            return Ok(ExitCode::from(1));
+        }
+    };
     let resources = cfg.domain_resources();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

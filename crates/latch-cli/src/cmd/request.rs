@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{Conn, secs};
-use crate::render::{print_access, print_answer};
+use crate::render::{print_access, print_answer, print_ids};
 
 // No doc comments on the argument structs: clap would take them as the command's `about`.
 #[derive(Args)]
@@ -38,6 +38,10 @@ pub(crate) struct RequestArgs {
     /// Certificate request (PEM) file: sets `params.csr_pem` (x509).
     #[arg(long, value_name = "FILE")]
     csr: Option<PathBuf>,
+    /// Print only the request's id (for `REQ=$(latch request … --id-only)`); the exit code
+    /// still says granted (0), denied (3) or pending (4). A granted credential is not printed.
+    #[arg(long)]
+    id_only: bool,
     #[command(flatten)]
     conn: Conn,
 }
@@ -72,6 +76,9 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
         .client()
         .post(&format!("/v1/tasks/{}/requests", args.task), &body)
         .await?;
+    if args.id_only && !args.conn.json {
+        return Ok(print_ids(&a, "/request/id"));
+    }
     Ok(print_answer(args.conn.json, &a, print_access))
 }
 

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 /// An unreadable or invalid configuration, a broker that cannot start, or a signal handler
 /// that cannot be installed.
 pub(crate) async fn run(config: &Path) -> Result<ExitCode, String> {
-    let cfg = latch_server::Config::load(config).map_err(|e| e.to_string())?;
+    let cfg = match crate::render::load_config(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
     let server = latch_server::start(cfg, Default::default())
         .await
         .map_err(|e| e.to_string())?;

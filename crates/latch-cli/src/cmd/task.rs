@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Conn, audit, secs};
 use crate::client::{Answer, Client};
-use crate::render::{print_answer, safe_json, txt};
+use crate::render::{print_answer, print_ids, safe_json, txt};
 
 #[derive(Subcommand)]
 pub(crate) enum TaskCmd {
@@ -28,6 +28,9 @@ pub(crate) enum TaskCmd {
         /// TTL, e.g. `1h`.
         #[arg(long)]
         ttl: Option<humantime::Duration>,
+        /// Print only the new task's id (for `TASK=$(latch task open … --id-only)`).
+        #[arg(long)]
+        id_only: bool,
     },
     /// Show a task.
     Show {
@@ -84,13 +87,19 @@ pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
             repository,
             branch,
             ttl,
+            id_only,
         } => {
-            c.post(
-                "/v1/tasks",
-                &json!({"purpose": purpose, "environment": environment, "repository": repository,
-                    "branch": branch, "ttl_secs": secs(ttl)}),
-            )
-            .await?
+            let a = c
+                .post(
+                    "/v1/tasks",
+                    &json!({"purpose": purpose, "environment": environment,
+                        "repository": repository, "branch": branch, "ttl_secs": secs(ttl)}),
+                )
+                .await?;
+            if id_only && !conn.json {
+                return Ok(print_ids(&a, "/id"));
+            }
+            a
         }
         TaskCmd::Show { id, timeline: true } => return timeline(&c, &id, conn.json).await,
         TaskCmd::Show {

@@ -216,3 +216,152 @@ async fn a_closed_output_pipe_ends_the_cli_quietly() {
     }
     s.stop().await;
 }
+
+/// Plain output with nothing copied from JSON: `--id-only` captures the task, request and
+/// lease ids; a pending request prints its console page and the exact next commands;
+/// `latch approve` without `--digest` shows the request as `latch pending` does and votes with
+/// its digest (`--yes` without a terminal, a typed `y` on one), and refuses without either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_output_ids_next_steps_and_approve_without_a_digest() {
+    let s = TestServer::start().await;
+    let agent = s.agent("plain").await;
+    let bob = s.human("bob", &["prod-approvers"]).await;
+    let run = |token: &str, args: &[&str]| {
+        let out = latch()
+            .args(args)
+            .env("LATCH_SERVER", &s.base)
+            .env("LATCH_TOKEN", token)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let open = [
+        "task",
+        "open",
+        "--purpose",
+        "deploy",
+        "--environment",
+        "production",
+        "--id-only",
+    ];
+    let (code, task, err) = tokio::task::block_in_place(|| run(&agent, &open));
+    assert_eq!(code, Some(0), "{err}");
+    let task = task.trim().to_owned();
+    assert!(task.starts_with("task_") && !task.contains(' '), "{task}");
+    let ask = [
+        "request",
+        &task,
+        "--resource",
+        "deploy-pipeline",
+        "--action",
+        "deploy",
+    ];
+    let (code, out, _) = tokio::task::block_in_place(|| run(&agent, &ask));
+    assert_eq!(code, Some(4), "{out}");
+    let rid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("request:  "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(
+        out.contains(&format!("console:  {}/console/requests/{rid}", s.base)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("latch approve {rid} --reason")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("latch claim {task} {rid}")), "{out}");
+    let (code, rid2, _) = tokio::task::block_in_place(|| {
+        run(&agent, &[&ask[..], &["--id-only"]].concat())
+    });
+    assert_eq!(code, Some(4));
+    let rid2 = rid2.trim().to_owned();
+    assert!(rid2.starts_with("req_") && rid2 != rid, "{rid2}");
+
+    // No digest, no terminal, no --yes: refused, naming both ways out; nothing voted.
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        run(&bob, &["approve", &rid, "--reason", "release window"])
+    });
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--digest") && err.contains("--yes"), "{err}");
+    // --yes: the request is shown as `latch pending` shows it, then approved by that digest.
+    let (_, pending, _) = tokio::task::block_in_place(|| run(&bob, &["pending"]));
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        run(&bob, &["approve", &rid, "--reason", "release window", "--yes"])
+    });
+    assert_eq!(code, Some(0), "{out}{err}");
+    let shown: String = out.lines().take(4).map(|l| format!("{l}\n")).collect();
+    assert!(pending.contains(&shown), "{shown} not in {pending}");
+    assert!(out.contains(&format!("request {rid} is now approved")), "{out}");
+    // An unknown request says where to look.
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        run(&bob, &["deny", "req_nope", "--reason", "x", "--yes"])
+    });
+    assert_eq!(code, Some(1));
+    assert!(err.contains("latch pending"), "{err}");
+
+    // On a terminal (a pseudo-terminal from util-linux `script`), a typed `y` confirms.
+    if latch_testkit::tool_available("script", &["--version"]) {
+        let cmd = format!(
+            "{} deny {rid2} --reason 'not now'",
+            env!("CARGO_BIN_EXE_latch")
+        );
+        let out = tokio::task::block_in_place(|| {
+            use std::io::Write;
+            let mut child = Command::new("script")
+                .args(["-qec", &cmd, "/dev/null"])
+                .env("LATCH_SERVER", &s.base)
+                .env("LATCH_TOKEN", &bob)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+            child.wait_with_output().unwrap()
+        });
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Deny this request? [y/N]"), "{text}");
+        assert!(text.contains(&format!("request {rid2} is now denied")), "{text}");
+    }
+
+    let (code, out, _) = tokio::task::block_in_place(|| run(&agent, &["claim", &task, &rid]));
+    assert_eq!(code, Some(0), "{out}");
+    let (code, lease, _) =
+        tokio::task::block_in_place(|| run(&agent, &["lease", "list", &task, "--id-only"]));
+    assert_eq!(code, Some(0));
+    assert!(lease.trim().starts_with("lease_") && lease.trim().lines().count() == 1, "{lease}");
+    s.stop().await;
+}
+
+/// A configuration file that does not parse is reported with its line and column and the
+/// source line with a caret under the column, over several lines (not `\u{000a}` escapes).
+#[test]
+fn a_toml_error_prints_readably_over_several_lines() {
+    let dir = std::env::temp_dir().join(format!("latch-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:0\"\nbad = = 3\n").unwrap();
+    for args in [&["serve", "--config"][..], &["policy", "validate", "--config"]] {
+        let out = latch().args(args).arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("\\u{"), "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines.len() >= 4, "{err}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains("line 3, column 7"),
+            "{err}"
+        );
+        assert!(lines.contains(&"3 | bad = = 3"), "{err}");
+        assert!(lines.contains(&"  |       ^"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

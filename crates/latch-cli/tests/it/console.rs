@@ -149,9 +149,6 @@ async fn sign_in_through_a_real_provider_opens_a_strict_server_side_session() {
     assert_eq!(r.status(), 303);
     let to = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(to.starts_with(&c.op.issuer), "{to}");
-    // With a provider configured, the development sign-in does not exist, dev issuer or not.
-    let dev = b.get(c.url("/console/login/dev")).send().await.unwrap();
-    assert_eq!(dev.status(), 404);
     for p in [
         "code_challenge_method=S256",
         "code_challenge=",
@@ -167,6 +164,9 @@ async fn sign_in_through_a_real_provider_opens_a_strict_server_side_session() {
         "{login_cookie}"
     );
     assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Lax"));
+    // With a provider configured, the development sign-in does not exist, dev issuer or not.
+    let dev = b.get(c.url("/console/login/dev")).send().await.unwrap();
+    assert_eq!(dev.status(), 404);
 
     let (browser, resp) = c.sign_in("bob").await;
     assert_eq!(resp.status(), 200);

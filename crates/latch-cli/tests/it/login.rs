@@ -33,9 +33,12 @@ fn stored(config_dir: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(config_dir.join("credentials.json")).unwrap()).unwrap()
 }
 
-/// Runs `latch login --no-browser`, signs `user` in at the provider from the printed URL as a
-/// browser would, and lets the provider's redirect reach the CLI's loopback listener.
-async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (i32, String) {
+/// Starts `latch login --no-browser` and answers the child and the authorization URL it
+/// printed (checked: PKCE S256, `latch-cli`, the resource, `state`, `nonce`, a loopback redirect).
+async fn start_login(
+    s: &TestServer,
+    config_dir: &std::path::Path,
+) -> (std::process::Child, String) {
     let mut child = latch(config_dir)
         .args([
             "login",
@@ -51,25 +54,38 @@ async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let url = lines.find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()));
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        url
     })
     .await
     .unwrap()
     .expect("the sign-in URL on stderr");
-    let auth = reqwest::Url::parse(&url).unwrap();
-    let q: std::collections::HashMap<String, String> = auth.query_pairs().into_owned().collect();
+    let q = query(&url);
     assert_eq!(q["code_challenge_method"], "S256", "{url}");
     assert_eq!(q["client_id"], "latch-cli");
     assert_eq!(q["resource"], RESOURCE);
     assert!(q.contains_key("state") && q.contains_key("nonce"), "{url}");
-    let redirect = q["redirect_uri"].clone();
-    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
-    let callback = sign_in(&browser(), &url, user, &redirect).await;
-    let r = reqwest::get(&callback).await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    assert!(q["scope"].split(' ').any(|s| s == "openid"), "{url}");
+    assert!(
+        q["redirect_uri"].starts_with("http://127.0.0.1:"),
+        "{}",
+        q["redirect_uri"]
+    );
+    (child, url)
+}
+
+fn query(url: &str) -> std::collections::HashMap<String, String> {
+    reqwest::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+async fn finished(child: std::process::Child) -> (i32, String) {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -78,6 +94,99 @@ async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// Sends requests that are not the provider's redirect to the loopback callback: each gets a
+/// 400 page saying it was ignored, and the sign-in goes on waiting.
+async fn stray_requests(redirect: &str) {
+    for stray in [
+        redirect.to_owned(),
+        format!("{redirect}?code=stolen-or-stale&state=not-this-attempt"),
+        format!("{redirect}?code=no-state-at-all"),
+        format!("{redirect}?error=access_denied&state=forged"),
+        format!("{redirect}?error=access_denied"),
+    ] {
+        let r = reqwest::get(&stray).await.unwrap();
+        assert_eq!(r.status(), 400, "{stray}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("ignored"), "{stray}: {body}");
+        assert!(!body.contains("Signed in"), "{stray}: {body}");
+    }
+}
+
+/// Runs `latch login --no-browser`, first sends stray requests to its loopback callback (which
+/// must not end the sign-in), then signs `user` in at the provider from the printed URL as a
+/// browser would, and lets the provider's redirect reach the CLI's loopback listener; the
+/// browser's page says "Signed in" only once the sign-in is complete.
+async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (i32, String) {
+    let (child, url) = start_login(s, config_dir).await;
+    let redirect = query(&url)["redirect_uri"].clone();
+    stray_requests(&redirect).await;
+    let callback = sign_in(&browser(), &url, user, &redirect).await;
+    let r = reqwest::get(&callback).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(&format!("Signed in to Latch as {user}")), "{page}");
+    // The redirect has been used: a replay of it ends nothing and shows no success.
+    let again = reqwest::get(&callback).await;
+    assert!(
+        again.as_ref().map_or(true, |r| r.status() != 200),
+        "a replayed redirect is not a second success"
+    );
+    finished(child).await
+}
+
+/// The redirect with this attempt's `state` ends the sign-in even when it fails: a code the
+/// provider does not know gives a failure page (never "Signed in") and exit 1; so does the
+/// provider's `error=` with the matching `state`. Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latch_login_shows_failure_pages_for_a_failed_sign_in() {
+    if !provider_available() {
+        return;
+    }
+    let p = OidcProvider::start(
+        &["http://127.0.0.1:9/console/callback".to_owned()],
+        RESOURCE,
+    );
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            "{}\n[login]\nissuer = \"corp\"\nclient_id = \"latch-cli\"\nresource = \"{RESOURCE}\"\n",
+            p.issuer_toml("corp", RESOURCE)
+        ),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile_dir().join("latch");
+
+    let (child, url) = start_login(&s, &dir).await;
+    let q = query(&url);
+    stray_requests(&q["redirect_uri"]).await;
+    let forged = format!(
+        "{}?code=made-up-code&state={}",
+        q["redirect_uri"], q["state"]
+    );
+    let r = reqwest::get(&forged).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("The sign-in failed"), "{page}");
+    assert!(!page.contains("Signed in"), "{page}");
+    let (code, out) = finished(child).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(!dir.join("credentials.json").exists());
+
+    let (child, url) = start_login(&s, &dir).await;
+    let q = query(&url);
+    let refused = format!(
+        "{}?error=access_denied&error_description=no&state={}",
+        q["redirect_uri"], q["state"]
+    );
+    let r = reqwest::get(&refused).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("refused"));
+    let (code, _) = finished(child).await;
+    assert_eq!(code, 1);
+    assert!(!dir.join("credentials.json").exists());
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

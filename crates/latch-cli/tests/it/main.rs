@@ -16,6 +16,7 @@ mod auth;
 mod cases;
 mod cli;
 mod console;
+mod demo;
 mod deny_codes;
 mod echo;
 mod edge;

@@ -1,6 +1,9 @@
 //! `latch demo`: starts the broker on the embedded default (SQLite, built-in keys, the example
 //! policies) and drives a scripted agent through the main flow over real HTTP, printing each step
-//! and failing (exit 1) if any step does not behave as described.
+//! and failing (exit 1) if any step does not behave as described. The production approval is
+//! given through the approval console's HTML forms ([`console`]).
+
+mod console;
 
 use serde_json::{Value, json};
 
@@ -162,11 +165,13 @@ impl DemoDb {
 async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
     let path = write_example(dir, "127.0.0.1:0").map_err(|e| e.to_string())?;
     let db = DemoDb::prepare().await;
+    let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    // The approval console, with the development sign-in (no OpenID Provider configured).
+    text.push_str("\n[console]\nenabled = true\n");
     if let Ok(db) = &db {
-        let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         text.push_str(&db.resource());
-        std::fs::write(&path, text).map_err(|e| e.to_string())?;
     }
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
     let config = latch_server::Config::load(&path).map_err(|e| e.to_string())?;
     let server = latch_server::start(config, Default::default())
         .await
@@ -202,8 +207,8 @@ struct Actors {
     agent: Client,
     /// A prod approver, and the human the agent works for.
     alice: Client,
-    /// Another prod approver.
-    bob: Client,
+    /// Another prod approver, who approves in the console with his development token.
+    bob_token: String,
     /// An admin who reads the audit trail.
     auditor: Client,
 }
@@ -220,8 +225,9 @@ struct Minted {
 async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
     let who = identities(s, anon).await?;
     let (sandbox, cache) = sandbox_steps(s, anon, &who.agent).await?;
-    let (prod, rid, digest) = production_request(s, &who.agent).await?;
-    approval_steps(s, &who, &rid, &digest).await?;
+    let (prod, pending) = production_request(s, &who.agent).await?;
+    approval_steps(s, anon, &who, &pending).await?;
+    let rid = pending.id;
     let (deploy, renewed) = claim_and_renew(s, anon, &who.agent, &prod, &rid).await?;
     admin_denied(s, &who.agent, &prod).await?;
     let minted = Minted {
@@ -253,13 +259,11 @@ async fn identities(s: &mut Script, anon: &Client) -> Result<Actors, String> {
         )
         .await?,
     );
-    let bob = anon.with_token(
-        &token(
-            anon,
-            json!({"kind": "human", "subject": "bob", "groups": ["prod-approvers"]}),
-        )
-        .await?,
-    );
+    let bob_token = token(
+        anon,
+        json!({"kind": "human", "subject": "bob", "groups": ["prod-approvers"]}),
+    )
+    .await?;
     let auditor = anon.with_token(
         &token(
             anon,
@@ -284,7 +288,7 @@ async fn identities(s: &mut Script, anon: &Client) -> Result<Actors, String> {
     Ok(Actors {
         agent,
         alice,
-        bob,
+        bob_token,
         auditor,
     })
 }
@@ -354,12 +358,19 @@ async fn sandbox_steps(
     Ok((sandbox, cache_tok))
 }
 
+/// The request waiting for approval, as the agent's pending answer gives it.
+struct Pending {
+    id: String,
+    digest: String,
+    console_url: String,
+}
+
 /// Steps 5–6: a production task and a deploy request sent to step-up approval. Answers the
-/// task id, the request id and its digest.
+/// task id and the pending request.
 async fn production_request(
     s: &mut Script,
     agent: &Client,
-) -> Result<(String, String, String), String> {
+) -> Result<(String, Pending), String> {
     // ---------------------------------------------------------------- production
     s.step("Open a production task for a deploy");
     let a = agent
@@ -395,19 +406,29 @@ async fn production_request(
         &digest[..16.min(digest.len())]
     ));
 
-    Ok((prod, rid, digest))
+    let console_url = short(&a.body["console_url"]);
+    Ok((
+        prod,
+        Pending {
+            id: rid,
+            digest,
+            console_url,
+        },
+    ))
 }
 
-/// Steps 7–8: self-approval is refused; bob approves the exact request (by its digest).
+/// Steps 7–8: self-approval is refused; bob approves the exact request in the approval console
+/// (its form carries the digest the page displayed).
 async fn approval_steps(
     s: &mut Script,
+    anon: &Client,
     who: &Actors,
-    rid: &str,
-    digest: &str,
+    p: &Pending,
 ) -> Result<(), String> {
-    let (alice, bob) = (&who.alice, &who.bob);
+    let (rid, digest) = (&p.id, &p.digest);
     s.step("alice, the human the agent works for, tries to approve her own agent's request");
-    let a = alice
+    let a = who
+        .alice
         .post(
             &format!("/v1/approvals/{rid}/approve"),
             &json!({"digest": digest, "reason": "lgtm"}),
@@ -418,37 +439,9 @@ async fn approval_steps(
         "refused (self_approval_forbidden)",
     );
 
-    s.step("bob sees the pending request and approves the exact request (bound by its digest)");
-    let p = bob.get("/v1/approvals/pending").await?;
-    let seen = p
-        .body
-        .as_array()
-        .is_some_and(|v| v.iter().any(|x| x["request"]["id"] == rid));
-    s.check(
-        seen,
-        "bob's pending list shows the request with its task and digest",
-    );
-    let wrong = bob
-        .post(
-            &format!("/v1/approvals/{rid}/approve"),
-            &json!({"digest": "0".repeat(64), "reason": "x"}),
-        )
+    s.step("bob opens the request in the approval console and approves what the page shows");
+    console::approve_in_console(s, anon.base(), &who.bob_token, rid, digest, &p.console_url)
         .await?;
-    s.check(
-        wrong.code() == Some("approval_digest_mismatch"),
-        "an approval for another digest is refused",
-    );
-    let a = bob
-        .post(
-            &format!("/v1/approvals/{rid}/approve"),
-            &json!({"digest": digest, "reason": "release window open"}),
-        )
-        .await?;
-    s.check(
-        a.ok() && a.body["state"] == "approved",
-        "quorum reached; policy re-evaluated with the approval: approved",
-    );
-
     Ok(())
 }
 
