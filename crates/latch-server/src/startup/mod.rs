@@ -378,7 +378,8 @@ fn build_console(
                 &c.scopes,
                 http,
                 oidc,
-            ))
+            )
+            .with_post_logout_redirect_uri(&format!("{base}/console/logout")))
         }
         None => None,
     };
@@ -395,7 +396,8 @@ fn build_console(
         &master.console_login_key(),
         once,
     )
-    .map_err(StartError)?;
+    .map_err(StartError)?
+    .with_authority_max_age(secs(c.authority_max_age));
     tracing::info!(console = %format!("{base}/console/"), "approval console enabled");
     Ok(Some(Arc::new(state)))
 }
