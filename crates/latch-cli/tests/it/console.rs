@@ -18,7 +18,7 @@ pub(crate) const RESOURCE: &str = "urn:latch";
 
 /// A step-up for writes to `ci-cache` (a sandbox resource, so any branch may ask), approved by
 /// `prod-approvers`: lets a task from a hostile branch reach the pending list.
-const CACHE_STEP_UP: &str = r#"
+pub(crate) const CACHE_STEP_UP: &str = r#"
 @id("console-test-cache-writes")
 @step_up("prod-approvers")
 @reason("writes to the ci cache need approval in this test")
@@ -34,7 +34,7 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         Self::start_with("").await
     }
 

@@ -7,9 +7,8 @@
 
 use latch_testkit::oidc;
 use latch_testkit::{TestOptions, TestServer};
-use serde_json::json;
 
-use crate::console::{Console, field, page, pending_write};
+use crate::console::{CACHE_STEP_UP, Console, field, page, pending_write};
 
 /// A sandbox task of `agent` holding one live `ci-cache` credential: (task, lease).
 async fn task_with_lease(s: &TestServer, agent: &str) -> (String, String) {
@@ -166,7 +165,7 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
     let csrf = field(&html, "csrf");
     // Past `authority_max_age` (default 10 min): the page stays readable, the vote is not
     // counted, and the browser is sent through sign-in back to this page.
-    c.s.clock.advance(std::time::Duration::from_secs(11 * 60));
+    c.s.clock.advance(11 * 60);
     let (status, _) = page(&bob, &c.url(&path)).await;
     assert_eq!(status, 200);
     let vote = [
@@ -203,7 +202,7 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
     let carol = c.signed_in("carol").await;
     let (_, html) = page(&carol, &c.url("/console/operators")).await;
     let csrf = field(&html, "csrf");
-    c.s.clock.advance(std::time::Duration::from_secs(11 * 60));
+    c.s.clock.advance(11 * 60);
     let (status, loc, _) = post_form(
         &carol,
         &c.url(&format!("/console/operators/leases/{lease}/revoke")),
@@ -219,6 +218,7 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
 async fn a_stale_development_sign_in_signs_in_again_and_returns() {
     let s = TestServer::start_with(TestOptions {
         extra_config: "\n[console]\nenabled = true\nauthority_max_age = \"2m\"\n".into(),
+        extra_policies: vec![("30-console-test.cedar".into(), CACHE_STEP_UP.into())],
         ..Default::default()
     })
     .await;
@@ -248,7 +248,7 @@ async fn a_stale_development_sign_in_signs_in_again_and_returns() {
     let path = format!("/console/requests/{rid}");
     let (_, html) = page(&b, &format!("{}{path}", s.base)).await;
     let csrf = field(&html, "csrf");
-    s.clock.advance(std::time::Duration::from_secs(3 * 60));
+    s.clock.advance(3 * 60);
     let vote = [
         ("csrf", csrf.as_str()),
         ("digest", digest.as_str()),
@@ -407,7 +407,7 @@ async fn console_errors_carry_the_consoles_security_headers_and_bad_callbacks_ar
     }
     assert!(limited >= 40, "{limited} of 80 refused");
     // After the window (so this test's own audit reads are not limited).
-    s.clock.advance(std::time::Duration::from_secs(120));
+    s.clock.advance(120);
     let _ = s.broker().flush_auth_failures(true).await;
     let failed = s.audit("kind=console.sign_in_failed").await;
     assert_eq!(failed.len(), 1, "the first is written at once; the rest are counted");
