@@ -265,8 +265,7 @@ impl VoteStanding {
         if !open {
             return Self::Closed;
         }
-        if t
-            .on_behalf_of
+        if t.on_behalf_of
             .as_deref()
             .is_some_and(|h| h.eq_ignore_ascii_case(&human.id))
         {

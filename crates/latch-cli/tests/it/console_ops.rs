@@ -68,7 +68,11 @@ async fn operators_list_revoke_cancel_and_freeze_from_the_console() {
     for id in [&task, &task2, &lease, &lease2] {
         assert!(html.contains(id.as_str()), "{id} not listed");
     }
-    let (_, html) = page(&carol, &c.url("/console/operators?repository=acme%2Fbilling")).await;
+    let (_, html) = page(
+        &carol,
+        &c.url("/console/operators?repository=acme%2Fbilling"),
+    )
+    .await;
     assert!(!html.contains(&lease) && html.contains("No live lease matches"));
     let (_, html) = page(
         &carol,
@@ -91,12 +95,18 @@ async fn operators_list_revoke_cancel_and_freeze_from_the_console() {
     .await;
     assert_eq!((status, loc.as_str()), (303, "/console/operators"));
     let (_, html) = page(&carol, &c.url("/console/operators")).await;
-    assert!(!html.contains(&lease), "the revoked lease is no longer live");
+    assert!(
+        !html.contains(&lease),
+        "the revoked lease is no longer live"
+    );
     let acted = c.s.audit("kind=operator.acted").await;
     assert_eq!(acted.len(), 1, "{acted:?}");
     assert_eq!(acted[0]["actor"], "carol");
     assert_eq!(acted[0]["detail"]["action"], "revoke_lease");
-    assert_eq!(acted[0]["detail"]["reason"], "credential pasted in a ticket");
+    assert_eq!(
+        acted[0]["detail"]["reason"],
+        "credential pasted in a ticket"
+    );
 
     // Cancel a task.
     let (status, loc, _) = post_form(
@@ -114,22 +124,37 @@ async fn operators_list_revoke_cancel_and_freeze_from_the_console() {
     let (status, _, body) = post_form(
         &carol,
         &c.url("/console/kill-switch"),
-        &[("csrf", &csrf), ("kind", "resource"), ("value", "ci-cache"), ("reason", "")],
+        &[
+            ("csrf", &csrf),
+            ("kind", "resource"),
+            ("value", "ci-cache"),
+            ("reason", ""),
+        ],
     )
     .await;
     assert_eq!(status, 400, "a reason is required: {body}");
     let (status, _, body) = post_form(
         &carol,
         &c.url("/console/kill-switch"),
-        &[("csrf", &csrf), ("kind", "resource"), ("value", "ci-cache"), ("reason", "incident 42")],
+        &[
+            ("csrf", &csrf),
+            ("kind", "resource"),
+            ("value", "ci-cache"),
+            ("reason", "incident 42"),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("1 live lease(s) revoked"), "{body}");
     let (_, html) = page(&carol, &c.url("/console/")).await;
-    assert!(html.contains("resource:ci-cache") && html.contains("incident 42"), "{html}");
+    assert!(
+        html.contains("resource:ci-cache") && html.contains("incident 42"),
+        "{html}"
+    );
     let t3 = c.s.open_task(&agent, "sandbox", 3600).await;
-    let g = c.s.request(&agent, &t3, "ci-cache", &["read"], Some(300)).await;
+    let g =
+        c.s.request(&agent, &t3, "ci-cache", &["read"], Some(300))
+            .await;
     assert_eq!(g.status, 423, "{}", g.body);
     let (_, html) = page(&carol, &c.url("/console/kill-switch")).await;
     let frz = html
@@ -145,11 +170,19 @@ async fn operators_list_revoke_cancel_and_freeze_from_the_console() {
     )
     .await;
     assert_eq!((status, loc.as_str()), (303, "/console/kill-switch"));
-    let g = c.s.request(&agent, &t3, "ci-cache", &["read"], Some(300)).await;
+    let g =
+        c.s.request(&agent, &t3, "ci-cache", &["read"], Some(300))
+            .await;
     assert_eq!(g.status, 201, "{}", g.body);
     let ev = c.s.audit("kind=freeze.").await;
-    assert!(ev.iter().any(|e| e["kind"] == "freeze.engaged" && e["actor"] == "carol"));
-    assert!(ev.iter().any(|e| e["kind"] == "freeze.lifted" && e["detail"]["reason"] == "incident 42 closed"));
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "freeze.engaged" && e["actor"] == "carol")
+    );
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "freeze.lifted" && e["detail"]["reason"] == "incident 42 closed")
+    );
     c.stop().await;
 }
 
@@ -176,7 +209,10 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
     ];
     let (status, loc, _) = post_form(&bob, &c.url(&path), &vote).await;
     assert_eq!(status, 303);
-    assert_eq!(loc, format!("/console/login?next=%2Fconsole%2Frequests%2F{rid}"));
+    assert_eq!(
+        loc,
+        format!("/console/login?next=%2Fconsole%2Frequests%2F{rid}")
+    );
     assert!(c.s.broker().approvals(&rid).await.unwrap().is_empty());
     // Sign-in again: the provider's session lives, so no form; the groups come from the new ID
     // token; the answer leads back to the request.
@@ -209,7 +245,10 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
         &[("csrf", &csrf), ("reason", "stale")],
     )
     .await;
-    assert_eq!((status, loc.as_str()), (303, "/console/login?next=%2Fconsole%2Foperators"));
+    assert_eq!(
+        (status, loc.as_str()),
+        (303, "/console/login?next=%2Fconsole%2Foperators")
+    );
     assert!(c.s.audit("kind=operator.acted").await.is_empty());
     c.stop().await;
 }
@@ -274,7 +313,10 @@ async fn a_stale_development_sign_in_signs_in_again_and_returns() {
     assert_eq!(s.broker().approvals(&rid).await.unwrap().len(), 1);
     // A return path off the console is ignored.
     let html = b
-        .get(format!("{}/console/login?next=https://evil.example/", s.base))
+        .get(format!(
+            "{}/console/login?next=https://evil.example/",
+            s.base
+        ))
         .send()
         .await
         .unwrap()
@@ -300,7 +342,10 @@ async fn the_vote_form_is_shown_only_to_who_may_vote() {
     let (status, html) = page(&alice, &path).await;
     assert_eq!(status, 200);
     assert!(!html.contains("name=\"verdict\""));
-    assert!(html.contains("you are the human this agent acts for"), "{html}");
+    assert!(
+        html.contains("you are the human this agent acts for"),
+        "{html}"
+    );
     let carol = c.signed_in("carol").await;
     let (_, html) = page(&carol, &path).await;
     assert!(!html.contains("name=\"verdict\""));
@@ -381,15 +426,27 @@ async fn console_errors_carry_the_consoles_security_headers_and_bad_callbacks_ar
         assert_eq!(r.status(), status, "{method} {path}");
         let h = r.headers();
         assert!(
-            h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"),
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'"),
             "{path}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["referrer-policy"], "no-referrer");
         assert_eq!(h["cache-control"], "no-store");
     }
-    let r = b.get(format!("{}/console/nope", s.base)).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let r = b
+        .get(format!("{}/console/nope", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 
     // A flood of bad callbacks: refused at the limit, and a bounded number of audit rows.
     let mut limited = 0;
@@ -410,11 +467,17 @@ async fn console_errors_carry_the_consoles_security_headers_and_bad_callbacks_ar
     s.clock.advance(120);
     let _ = s.broker().flush_auth_failures(true).await;
     let failed = s.audit("kind=console.sign_in_failed").await;
-    assert_eq!(failed.len(), 1, "the first is written at once; the rest are counted");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the first is written at once; the rest are counted"
+    );
     let summaries = s.audit("kind=auth.failed").await;
     assert!(summaries.len() <= 2, "{summaries:?}");
     assert!(
-        summaries.iter().any(|e| e["outcome"] == "repeated" && e["detail"]["count"].as_u64() >= Some(30)),
+        summaries
+            .iter()
+            .any(|e| e["outcome"] == "repeated" && e["detail"]["count"].as_u64() >= Some(30)),
         "{summaries:?}"
     );
     s.stop().await;
@@ -431,7 +494,10 @@ async fn sign_out_says_the_providers_session_is_unchanged_and_links_to_its_sign_
     let (status, _, html) = post_form(&bob, &c.url("/console/logout"), &[("csrf", &csrf)]).await;
     assert_eq!(status, 200);
     assert!(html.contains("is unchanged"), "{html}");
-    let end = format!("{}/session/end?client_id=latch-console&amp;post_logout_redirect_uri=", c.op.issuer);
+    let end = format!(
+        "{}/session/end?client_id=latch-console&amp;post_logout_redirect_uri=",
+        c.op.issuer
+    );
     assert!(html.contains(&end), "{html}");
     let link = html
         .split("href=\"")
@@ -439,7 +505,10 @@ async fn sign_out_says_the_providers_session_is_unchanged_and_links_to_its_sign_
         .and_then(|p| p.split('"').next())
         .unwrap()
         .replace("&amp;", "&");
-    assert!(link.contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1"), "{link}");
+    assert!(
+        link.contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1"),
+        "{link}"
+    );
     // The provider accepts the link (the client and its post-logout URI are registered).
     let r = bob.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());

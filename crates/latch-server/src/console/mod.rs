@@ -247,9 +247,9 @@ pub fn safe_return_path(path: &str) -> Option<String> {
         && !path.contains("//")
         && !path.contains("/../")
         && !path.ends_with("/..")
-        && path.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"/-_.~%?=&+".contains(&b)
-        });
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~%?=&+".contains(&b));
     ok.then(|| path.to_owned())
 }
 

@@ -369,17 +369,19 @@ fn build_console(
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| StartError(format!("http client: {e}")))?;
-            Some(crate::console::oidc::RelyingParty::new(
-                name,
-                &issuer.issuer,
-                c.client_id.as_deref().unwrap_or_default(),
-                secret,
-                &format!("{base}/console/callback"),
-                &c.scopes,
-                http,
-                oidc,
+            Some(
+                crate::console::oidc::RelyingParty::new(
+                    name,
+                    &issuer.issuer,
+                    c.client_id.as_deref().unwrap_or_default(),
+                    secret,
+                    &format!("{base}/console/callback"),
+                    &c.scopes,
+                    http,
+                    oidc,
+                )
+                .with_post_logout_redirect_uri(&format!("{base}/console/logout")),
             )
-            .with_post_logout_redirect_uri(&format!("{base}/console/logout")))
         }
         None => None,
     };

@@ -62,7 +62,10 @@ pub fn routes(dev_login: bool) -> Router<AppState> {
             "/console/operators/leases/{id}/revoke",
             post(ops::revoke_lease),
         )
-        .route("/console/operators/tasks/{id}/cancel", post(ops::cancel_task))
+        .route(
+            "/console/operators/tasks/{id}/cancel",
+            post(ops::cancel_task),
+        )
         .route(
             "/console/kill-switch",
             get(ops::kill_switch).post(ops::engage),

@@ -161,7 +161,7 @@ async fn operator_post(
     }
     let human = match session::authority(s, &signed, back) {
         Ok(h) => h,
-        Err(redirect) => return redirect,
+        Err(to) => return see_other(&to),
     };
     act(human, form, signed)
         .await
@@ -177,12 +177,18 @@ pub(crate) async fn revoke_lease(
     body: Bytes,
 ) -> Response {
     let ctx: CallCtx = m.ctx();
-    operator_post(&s, &headers, &body, "/console/operators", async |h, f, _| {
-        s.broker
-            .operator_revoke_lease(&ctx, &h, &id, f.reason.trim())
-            .await?;
-        Ok(see_other("/console/operators"))
-    })
+    operator_post(
+        &s,
+        &headers,
+        &body,
+        "/console/operators",
+        async |h, f, _| {
+            s.broker
+                .operator_revoke_lease(&ctx, &h, &id, f.reason.trim())
+                .await?;
+            Ok(see_other("/console/operators"))
+        },
+    )
     .await
 }
 
@@ -195,12 +201,18 @@ pub(crate) async fn cancel_task(
     body: Bytes,
 ) -> Response {
     let ctx = m.ctx();
-    operator_post(&s, &headers, &body, "/console/operators", async |h, f, _| {
-        s.broker
-            .operator_cancel_task(&ctx, &h, &id, f.reason.trim())
-            .await?;
-        Ok(see_other("/console/operators"))
-    })
+    operator_post(
+        &s,
+        &headers,
+        &body,
+        "/console/operators",
+        async |h, f, _| {
+            s.broker
+                .operator_cancel_task(&ctx, &h, &id, f.reason.trim())
+                .await?;
+            Ok(see_other("/console/operators"))
+        },
+    )
     .await
 }
 
@@ -235,18 +247,24 @@ pub(crate) async fn engage(
     body: Bytes,
 ) -> Response {
     let ctx = m.ctx();
-    operator_post(&s, &headers, &body, "/console/kill-switch", async |h, f, signed| {
-        let input = FreezeRequest {
-            scope: scope(&f)?,
-            reason: f.reason.trim().to_owned(),
-        };
-        let report = s.broker.engage_freeze(&ctx, &h, input).await?;
-        let token = csrf::token(&s, &signed);
-        Ok(html(
-            StatusCode::OK,
-            ops_views::engaged(&who(&s, &signed, &token), &report),
-        ))
-    })
+    operator_post(
+        &s,
+        &headers,
+        &body,
+        "/console/kill-switch",
+        async |h, f, signed| {
+            let input = FreezeRequest {
+                scope: scope(&f)?,
+                reason: f.reason.trim().to_owned(),
+            };
+            let report = s.broker.engage_freeze(&ctx, &h, input).await?;
+            let token = csrf::token(&s, &signed);
+            Ok(html(
+                StatusCode::OK,
+                ops_views::engaged(&who(&s, &signed, &token), &report),
+            ))
+        },
+    )
     .await
 }
 
@@ -259,11 +277,15 @@ pub(crate) async fn lift(
     body: Bytes,
 ) -> Response {
     let ctx = m.ctx();
-    operator_post(&s, &headers, &body, "/console/kill-switch", async |h, f, _| {
-        s.broker
-            .lift_freeze(&ctx, &h, &id, f.reason.trim())
-            .await?;
-        Ok(see_other("/console/kill-switch"))
-    })
+    operator_post(
+        &s,
+        &headers,
+        &body,
+        "/console/kill-switch",
+        async |h, f, _| {
+            s.broker.lift_freeze(&ctx, &h, &id, f.reason.trim()).await?;
+            Ok(see_other("/console/kill-switch"))
+        },
+    )
     .await
 }

@@ -109,7 +109,12 @@ fn leases_table(who: &Who<'_>, leases: &LeasePage) -> Markup {
 }
 
 /// Open tasks and live leases of every workload, filtered by `f`.
-pub fn operators(who: &Who<'_>, f: &OperatorFilter, tasks: &TaskPage, leases: &LeasePage) -> Markup {
+pub fn operators(
+    who: &Who<'_>,
+    f: &OperatorFilter,
+    tasks: &TaskPage,
+    leases: &LeasePage,
+) -> Markup {
     let body = html! {
         h1 { "Operators: open tasks and live leases" }
         p { "Every workload's open tasks and live credentials. Revoking or cancelling needs a reason; both are audited with your name." }

@@ -87,7 +87,10 @@ pub(crate) async fn request_page(
     match s.broker.console_request(&human, &request_id).await {
         Ok(view) => {
             let token = csrf::token(&s, &signed);
-            html(StatusCode::OK, views::request(&who(&s, &signed, &token), &view))
+            html(
+                StatusCode::OK,
+                views::request(&who(&s, &signed, &token), &view),
+            )
         }
         Err(e) => error_page(&e),
     }
@@ -140,10 +143,11 @@ pub(crate) async fn vote(
             }
         };
         csrf::check(&s, &signed, form.csrf.as_deref())?;
-        let human = match session::authority(&s, &signed, &format!("/console/requests/{request_id}")) {
-            Ok(h) => h,
-            Err(redirect) => return Ok(Err(redirect)),
-        };
+        let human =
+            match session::authority(&s, &signed, &format!("/console/requests/{request_id}")) {
+                Ok(h) => h,
+                Err(to) => return Ok(Err(see_other(&to))),
+            };
         let verdict = match form.verdict.as_str() {
             "approve" => Verdict::Approve,
             "deny" => Verdict::Deny,
