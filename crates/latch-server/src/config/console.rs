@@ -178,3 +178,23 @@ impl ConsoleConfig {
         Ok(SecretString::from(value))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_max_age_is_bounded_by_the_session() {
+        let mut c = ConsoleConfig {
+            enabled: true,
+            ..ConsoleConfig::default()
+        };
+        assert_eq!(c.authority_max_age, Duration::from_secs(600));
+        assert!(c.validate(&[], true).is_ok());
+        c.authority_max_age = c.session_ttl + Duration::from_secs(1);
+        let e = c.validate(&[], true).unwrap_err().to_string();
+        assert!(e.contains("authority_max_age"), "{e}");
+        c.authority_max_age = Duration::from_secs(30);
+        assert!(c.validate(&[], true).is_err());
+    }
+}
