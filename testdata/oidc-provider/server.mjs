@@ -19,7 +19,9 @@
 //   erin   prod-approvers, latch-admins
 //
 // Clients:
-//   latch-console  confidential (client_secret_basic), authorization code + PKCE (S256)
+//   latch-console  confidential (client_secret_basic), authorization code + PKCE (S256);
+//                  post_logout_redirect_uris: each redirect URI with `/callback` replaced by
+//                  `/logout` (RP-Initiated Logout 1.0, the console's signed-out page)
 //   latch-cli      public native client: loopback redirect (any port, RFC 8252) with PKCE, device
 //                  authorization grant (RFC 8628), refresh tokens
 //
@@ -60,6 +62,7 @@ const configuration = {
       client_id: 'latch-console',
       client_secret: consoleSecret,
       redirect_uris: redirectUris,
+      post_logout_redirect_uris: redirectUris.map((u) => u.replace(/\/callback$/, '/logout')),
       response_types: ['code'],
       grant_types: ['authorization_code'],
       token_endpoint_auth_method: 'client_secret_basic',

@@ -16,7 +16,8 @@ use serde_json::Value;
 use crate::audit::{escape_text, is_deceptive};
 use crate::broker::PendingView;
 use crate::model::{
-    AccessRequest, Approval, AuditEvent, Decision, GroupQuorum, Resource, Task, Verdict,
+    AccessRequest, Approval, AuditEvent, Decision, GroupQuorum, Human, RequestState, Resource,
+    Task, TaskState, Verdict,
 };
 
 /// A text from a workload or an issuer, made safe to show.
@@ -235,6 +236,73 @@ fn github_run_url(task: &Task) -> Option<String> {
     Some(url)
 }
 
+/// Whether the human looking at a request may vote on it, and if not, why. The vote itself
+/// checks the same rules again ([`crate::Broker::vote`]); this only decides whether the console
+/// offers the form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteStanding {
+    /// They may vote.
+    May,
+    /// The request is no longer open to votes (decided, expired, or its task has ended).
+    Closed,
+    /// They are the human the request's agent acts for.
+    OwnAgent,
+    /// They already voted on it.
+    AlreadyVoted,
+    /// None of their groups is one the request asks; these are the groups it needs.
+    NotEligible(Vec<String>),
+}
+
+impl VoteStanding {
+    /// The standing of `human` on `pv` at `now` (Unix seconds).
+    pub fn of(human: &Human, pv: &PendingView, now: i64) -> Self {
+        let (r, t) = (&pv.request, &pv.task);
+        let open = r.state == RequestState::Pending
+            && now < r.expires_at_unix_secs
+            && t.state == TaskState::Open
+            && now < t.expires_at_unix_secs;
+        if !open {
+            return Self::Closed;
+        }
+        if t.on_behalf_of
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&human.id))
+        {
+            return Self::OwnAgent;
+        }
+        if pv
+            .approvals
+            .iter()
+            .any(|a| a.approver.eq_ignore_ascii_case(&human.id))
+        {
+            return Self::AlreadyVoted;
+        }
+        if !r
+            .step_up_groups
+            .iter()
+            .any(|g| human.groups.contains(&g.group))
+        {
+            return Self::NotEligible(r.step_up_groups.iter().map(|g| g.group.clone()).collect());
+        }
+        Self::May
+    }
+
+    /// Why they may not vote, in a sentence (`None` when they may).
+    pub fn why_not(&self) -> Option<String> {
+        match self {
+            Self::May => None,
+            Self::Closed => Some("this request is no longer open to votes".into()),
+            Self::OwnAgent => Some("you are the human this agent acts for".into()),
+            Self::AlreadyVoted => Some("you already voted".into()),
+            Self::NotEligible(groups) if groups.is_empty() => {
+                Some("this request asks no approver group".into())
+            }
+            Self::NotEligible(groups) => Some(format!("needs {}", groups.join(" or "))),
+        }
+    }
+}
+
 /// A request exactly as an approver is asked to approve it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestView {
@@ -286,11 +354,20 @@ pub struct RequestView {
     pub expires_at_unix_secs: i64,
     /// Seconds left until then (0 when past).
     pub seconds_left: i64,
+    /// Whether the human it was made for may vote on it.
+    pub standing: VoteStanding,
 }
 
 impl RequestView {
-    /// The view of `pv` (with its resource's configuration, if still configured) at `now`.
-    pub fn of(pv: &PendingView, resource: Option<&Resource>, production: bool, now: i64) -> Self {
+    /// The view of `pv` (with its resource's configuration, if still configured) at `now`, for
+    /// `human`.
+    pub fn of(
+        human: &Human,
+        pv: &PendingView,
+        resource: Option<&Resource>,
+        production: bool,
+        now: i64,
+    ) -> Self {
         let r: &AccessRequest = &pv.request;
         let t: &Task = &pv.task;
         let step_up_policies = match &r.decision {
@@ -322,6 +399,7 @@ impl RequestView {
             created_at_unix_secs: r.created_at_unix_secs,
             expires_at_unix_secs: r.expires_at_unix_secs,
             seconds_left: (r.expires_at_unix_secs - now).max(0),
+            standing: VoteStanding::of(human, pv, now),
         }
     }
 }

@@ -14,11 +14,11 @@ use latch_testkit::{TestOptions, TestServer};
 use serde_json::json;
 
 /// The RFC 8707 resource whose access tokens the provider issues as JWTs for Latch.
-const RESOURCE: &str = "urn:latch";
+pub(crate) const RESOURCE: &str = "urn:latch";
 
 /// A step-up for writes to `ci-cache` (a sandbox resource, so any branch may ask), approved by
 /// `prod-approvers`: lets a task from a hostile branch reach the pending list.
-const CACHE_STEP_UP: &str = r#"
+pub(crate) const CACHE_STEP_UP: &str = r#"
 @id("console-test-cache-writes")
 @step_up("prod-approvers")
 @reason("writes to the ci cache need approval in this test")
@@ -28,13 +28,18 @@ unless { context.approval.groups.contains("prod-approvers") };
 "#;
 
 /// A broker on a fixed free port whose console signs in at `op`.
-struct Console {
-    s: TestServer,
-    op: OidcProvider,
+pub(crate) struct Console {
+    pub(crate) s: TestServer,
+    pub(crate) op: OidcProvider,
 }
 
 impl Console {
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
+        Self::start_with("").await
+    }
+
+    /// [`Console::start`] with `console_extra` appended to its `[console]` section.
+    pub(crate) async fn start_with(console_extra: &str) -> Option<Self> {
         if !oidc::provider_available() {
             return None;
         }
@@ -54,7 +59,7 @@ impl Console {
             extra_policies: vec![("30-console-test.cedar".into(), CACHE_STEP_UP.into())],
             extra_config: format!(
                 "{}\n[console]\nenabled = true\nissuer = \"test-sso\"\nclient_id = \"latch-console\"\n\
-                 client_secret_file = \"{}\"\nsession_ttl = \"1h\"\n",
+                 client_secret_file = \"{}\"\nsession_ttl = \"1h\"\n{console_extra}\n",
                 op.issuer_toml("test-sso", RESOURCE),
                 secret_file.display()
             ),
@@ -65,12 +70,12 @@ impl Console {
         Some(Self { s, op })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.s.base)
     }
 
     /// Signs `user` in through the provider; returns the browser and the callback's answer.
-    async fn sign_in(&self, user: &str) -> (reqwest::Client, reqwest::Response) {
+    pub(crate) async fn sign_in(&self, user: &str) -> (reqwest::Client, reqwest::Response) {
         let browser = oidc::browser();
         let callback = oidc::sign_in(
             &browser,
@@ -84,25 +89,25 @@ impl Console {
         (browser, resp)
     }
 
-    async fn signed_in(&self, user: &str) -> reqwest::Client {
+    pub(crate) async fn signed_in(&self, user: &str) -> reqwest::Client {
         let (browser, resp) = self.sign_in(user).await;
         assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
         browser
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.s.stop().await;
         drop(self.op);
     }
 }
 
-async fn page(b: &reqwest::Client, url: &str) -> (u16, String) {
+pub(crate) async fn page(b: &reqwest::Client, url: &str) -> (u16, String) {
     let r = b.get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// The value of `name="…" value="…"` in a page.
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let pat = format!("name=\"{name}\" value=\"");
     let i = html
         .find(&pat)
@@ -113,7 +118,7 @@ fn field(html: &str, name: &str) -> String {
 
 /// A sandbox task of a workload on `git_ref` (acting for alice) with a pending write to
 /// `ci-cache`; returns (agent token, task, request id, digest).
-async fn pending_write(
+pub(crate) async fn pending_write(
     s: &TestServer,
     git_ref: &str,
     run: &str,

@@ -100,6 +100,20 @@ impl Broker {
         Ok(found.filter(|s| now < s.expires_at_unix_secs))
     }
 
+    /// The human a console session may act as — vote, or act as an operator — or `None` when
+    /// its sign-in is more than `max_age_secs` old. A session keeps the groups it was signed in
+    /// with; past this age they may no longer be true (a human removed from an approver or
+    /// admin group), so the caller must sign the human in again, which reads their groups
+    /// afresh from the identity provider. Reading pages needs no fresh authority.
+    ///
+    /// # Security
+    /// This bounds how long a group change at the identity provider takes to reach the
+    /// console's decisions (`[console] authority_max_age`, default 10 minutes).
+    pub fn console_authority(&self, session: &ConsoleSession, max_age_secs: i64) -> Option<Human> {
+        let age = self.now().saturating_sub(session.created_at_unix_secs);
+        (age <= max_age_secs).then(|| session.human())
+    }
+
     /// Signs the session out: deletes it and records `console.signed_out`.
     ///
     /// # Errors
@@ -129,6 +143,12 @@ impl Broker {
     /// the human when known (an ID token that verified but failed a later check), else
     /// `anonymous`; `reason` must hold no token or secret.
     ///
+    /// Failures are counted per source like every failed authentication
+    /// ([`crate::auth_failures`]): the first of its code in the source's window is written at
+    /// once, later ones only count towards the window's `auth.failed` summary, so a flood of bad
+    /// callbacks writes a bounded number of rows. Callers refuse a limited source first
+    /// ([`Broker::check_auth_limit`]).
+    ///
     /// # Errors
     /// `store_unavailable`.
     pub async fn console_sign_in_failed(
@@ -138,6 +158,12 @@ impl Broker {
         code: ErrorCode,
         reason: &str,
     ) -> Result<()> {
+        let source = ctx.source_ip.as_deref().unwrap_or("unknown");
+        if let crate::auth_failures::Recorded::Counted =
+            self.auth_failures.record(source, code, self.now())
+        {
+            return Ok(());
+        }
         let ev = AuditEvent::new(
             self.now(),
             AuditKind::ConsoleSignInFailed,
@@ -159,7 +185,7 @@ impl Broker {
             .pending_views(human)
             .await?
             .iter()
-            .map(|pv| self.request_view(pv, now))
+            .map(|pv| self.request_view(human, pv, now))
             .collect())
     }
 
@@ -194,7 +220,7 @@ impl Broker {
             task,
             approvals,
         };
-        Ok(self.request_view(&pv, self.now()))
+        Ok(self.request_view(human, &pv, self.now()))
     }
 
     /// A task's timeline from the audit trail, for `human` (see the module's reading rule).
@@ -255,10 +281,10 @@ impl Broker {
         Ok(false)
     }
 
-    fn request_view(&self, pv: &PendingView, now: i64) -> RequestView {
+    fn request_view(&self, human: &Human, pv: &PendingView, now: i64) -> RequestView {
         let resource = self.resources.get(&pv.request.resource_id);
         let production = resource.is_some_and(|r| self.is_production(r.environment.as_str()));
-        RequestView::of(pv, resource, production, now)
+        RequestView::of(human, pv, resource, production, now)
     }
 }
 

@@ -17,6 +17,7 @@ use super::ConfigError;
 /// client_id = "latch-console"
 /// client_secret_file = "/etc/latch/console-client-secret"   # or client_secret_env
 /// session_ttl = "8h"
+/// authority_max_age = "10m"
 /// ```
 ///
 /// # Security
@@ -44,6 +45,12 @@ pub struct ConsoleConfig {
     /// How long a console session lasts (default 8 h, 5 min to 7 days).
     #[serde(default = "default_session_ttl", with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// How long a sign-in's groups are trusted for a vote or an operator action (default
+    /// 10 min, 1 min to `session_ttl`). Past it, pages stay readable but the action is not
+    /// taken: the browser is sent through sign-in again (silent while the provider's own
+    /// session lives), which reads the groups afresh, and back to the page it came from.
+    #[serde(default = "default_authority_max_age", with = "humantime_serde")]
+    pub authority_max_age: Duration,
     /// How long a sign-in may take at the provider (default 10 min, 1 min to 1 h).
     #[serde(default = "default_login_ttl", with = "humantime_serde")]
     pub login_ttl: Duration,
@@ -56,6 +63,9 @@ fn default_scopes() -> Vec<String> {
 }
 fn default_session_ttl() -> Duration {
     Duration::from_secs(8 * 3600)
+}
+fn default_authority_max_age() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_login_ttl() -> Duration {
     Duration::from_secs(600)
@@ -71,6 +81,7 @@ impl Default for ConsoleConfig {
             client_secret_env: None,
             scopes: default_scopes(),
             session_ttl: default_session_ttl(),
+            authority_max_age: default_authority_max_age(),
             login_ttl: default_login_ttl(),
         }
     }
@@ -81,7 +92,8 @@ impl ConsoleConfig {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the field: an issuer that is missing or not `kind = "human"`, a
-    /// client id or secret source missing (or both secret sources given), a TTL out of bounds,
+    /// client id or secret source missing (or both secret sources given), a TTL out of bounds
+    /// (`authority_max_age` above `session_ttl` included),
     /// or an enabled console with neither a provider nor the development issuer.
     pub fn validate(
         &self,
@@ -95,6 +107,9 @@ impl ConsoleConfig {
         if !(Duration::from_secs(300)..=Duration::from_secs(7 * 86_400)).contains(&self.session_ttl)
         {
             return err("`session_ttl` must be 5m to 7d");
+        }
+        if !(Duration::from_secs(60)..=self.session_ttl).contains(&self.authority_max_age) {
+            return err("`authority_max_age` must be 1m to `session_ttl`");
         }
         if !(Duration::from_secs(60)..=Duration::from_secs(3600)).contains(&self.login_ttl) {
             return err("`login_ttl` must be 1m to 1h");
@@ -161,5 +176,25 @@ impl ConsoleConfig {
             return Err(ConfigError("[console]: the client secret is empty".into()));
         }
         Ok(SecretString::from(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_max_age_is_bounded_by_the_session() {
+        let mut c = ConsoleConfig {
+            enabled: true,
+            ..ConsoleConfig::default()
+        };
+        assert_eq!(c.authority_max_age, Duration::from_secs(600));
+        assert!(c.validate(&[], true).is_ok());
+        c.authority_max_age = c.session_ttl + Duration::from_secs(1);
+        let e = c.validate(&[], true).unwrap_err().to_string();
+        assert!(e.contains("authority_max_age"), "{e}");
+        c.authority_max_age = Duration::from_secs(30);
+        assert!(c.validate(&[], true).is_err());
     }
 }

@@ -43,6 +43,9 @@ pub struct ConsoleState {
     pub session_ttl_secs: i64,
     /// Login-state lifetime (seconds).
     pub login_ttl_secs: i64,
+    /// How long a sign-in's groups count for votes and operator actions (seconds; see
+    /// `Broker::console_authority`). Default 600.
+    pub authority_max_age_secs: i64,
     /// The OpenID Provider sign-in, when an issuer is configured.
     pub oidc: Option<oidc::RelyingParty>,
     /// Whether the development sign-in (`POST /console/login/dev`) is offered.
@@ -101,12 +104,21 @@ impl ConsoleState {
             secure_cookies: !is_loopback_http(base_url),
             session_ttl_secs,
             login_ttl_secs,
+            authority_max_age_secs: 600.min(session_ttl_secs),
             oidc,
             dev_login,
             sealer: LoginSealer::new(login_key)?,
             once,
             used: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// These settings with votes and operator actions trusting a sign-in's groups for
+    /// `secs` seconds.
+    #[must_use]
+    pub fn with_authority_max_age(mut self, secs: i64) -> Self {
+        self.authority_max_age_secs = secs;
+        self
     }
 
     /// Records the login state `id` as used until `expires_at`: `Ok(true)` the first time,
@@ -158,6 +170,10 @@ pub struct LoginState {
     pub pkce_verifier: String,
     /// When it stops being accepted (Unix seconds).
     pub expires_at: i64,
+    /// The console page to return to once signed in (a path under `/console/`, checked by
+    /// [`safe_return_path`]).
+    #[serde(default)]
+    pub return_to: Option<String>,
 }
 
 impl std::fmt::Debug for LoginState {
@@ -221,6 +237,22 @@ impl LoginSealer {
     }
 }
 
+/// `path` when it is a safe place to send a browser back to after sign-in: a path under
+/// `/console/` on this broker (not `//…`, no backslash, no scheme, no control or non-ASCII
+/// characters, at most 512 bytes). Anything else is `None`, and the browser goes to the
+/// console's front page: a sign-in never redirects off the console (no open redirect).
+pub fn safe_return_path(path: &str) -> Option<String> {
+    let ok = path.len() <= 512
+        && path.starts_with("/console/")
+        && !path.contains("//")
+        && !path.contains("/../")
+        && !path.ends_with("/..")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~%?=&+".contains(&b));
+    ok.then(|| path.to_owned())
+}
+
 /// `n` random bytes as base64url (session ids, login ids, nonces).
 ///
 /// # Errors
@@ -246,6 +278,23 @@ mod tests {
     }
 
     #[test]
+    fn only_console_paths_are_returned_to() {
+        assert!(safe_return_path("/console/requests/req_1").is_some());
+        assert!(safe_return_path("/console/operators?workload=a%23b").is_some());
+        for bad in [
+            "https://evil.example/console/",
+            "//evil.example/console/",
+            "/console//evil",
+            "/console/../v1/admin",
+            "/console/\\evil",
+            "/v1/tasks",
+            "/console/x\r\nLocation: y",
+        ] {
+            assert!(safe_return_path(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn sealed_login_state_opens_only_unchanged() {
         let s = LoginSealer::new(&[7u8; 32]).unwrap();
         let st = LoginState {
@@ -254,6 +303,7 @@ mod tests {
             nonce: "n".into(),
             pkce_verifier: "v".into(),
             expires_at: 9,
+            return_to: None,
         };
         let sealed = s.seal(&st).unwrap();
         assert_eq!(s.open(&sealed).unwrap().state, "s");

@@ -56,6 +56,9 @@ struct ProviderMeta {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
+    /// OpenID Connect RP-Initiated Logout 1.0 §2.1, when the provider offers it.
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
 }
 
 /// The console's client at the human issuer.
@@ -67,6 +70,7 @@ pub struct RelyingParty {
     client_id: String,
     client_secret: SecretString,
     redirect_uri: String,
+    post_logout_redirect_uri: Option<String>,
     scopes: Vec<String>,
     http: reqwest::Client,
     verifier: Arc<latch_identity::OidcVerifier>,
@@ -130,11 +134,41 @@ impl RelyingParty {
             client_id: client_id.to_owned(),
             client_secret,
             redirect_uri: redirect_uri.to_owned(),
+            post_logout_redirect_uri: None,
             scopes,
             http,
             verifier,
             meta: tokio::sync::RwLock::new(None),
         }
+    }
+
+    /// This relying party, sending `uri` as the `post_logout_redirect_uri` of its sign-out
+    /// links (it must be registered at the provider for the client).
+    #[must_use]
+    pub fn with_post_logout_redirect_uri(mut self, uri: &str) -> Self {
+        self.post_logout_redirect_uri = Some(uri.to_owned());
+        self
+    }
+
+    /// Where a human signs out at the provider too: its `end_session_endpoint` (OpenID
+    /// Connect RP-Initiated Logout 1.0 §2) with `client_id` and, when registered,
+    /// `post_logout_redirect_uri`. No `id_token_hint`: the console keeps no ID token, so the
+    /// provider asks the human to confirm. `None` when discovery offers no such endpoint (or
+    /// the provider cannot be reached now), or it is neither https nor loopback http.
+    pub async fn end_session_url(&self) -> Option<String> {
+        let m = self.meta().await.ok()?;
+        let end = m.end_session_endpoint?;
+        if !(end.starts_with("https://") || is_loopback_http(&end)) {
+            return None;
+        }
+        let mut url = url::Url::parse(&end).ok()?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.client_id);
+        if let Some(back) = &self.post_logout_redirect_uri {
+            url.query_pairs_mut()
+                .append_pair("post_logout_redirect_uri", back);
+        }
+        Some(url.to_string())
     }
 
     /// The provider's metadata, discovered at most once an hour.

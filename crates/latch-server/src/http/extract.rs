@@ -70,6 +70,37 @@ where
     }
 }
 
+/// The raw body (within the route's body limit, rejections as [`ApiJson`]'s `413` / `400`),
+/// with its headers' media type, for a handler that must check its caller before reading it
+/// ([`RawJson::parse`]): the operators' routes answer a non-admin `403 not_admin` whatever the
+/// body holds.
+pub struct RawJson {
+    json: bool,
+    bytes: Bytes,
+}
+
+impl RawJson {
+    /// The body read as [`ApiJson`] reads it.
+    ///
+    /// # Errors
+    /// `unsupported_media_type` (415), `invalid_request` (400), as [`ApiJson`].
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if !self.json {
+            return Err(unsupported_media_type("application/json").0);
+        }
+        strict_json(&self.bytes).map_err(|e| e.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = AppError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(req.headers());
+        let bytes = body_bytes(req, state).await?;
+        Ok(Self { json, bytes })
+    }
+}
+
 /// `application/x-www-form-urlencoded` body extractor (the OAuth endpoints, RFC 6749 §3.2,
 /// RFC 7662 §2.1, RFC 7009 §2.1) whose rejections are JSON errors like [`ApiJson`]'s:
 /// `415 unsupported_media_type`, `413 body_too_large`, `400 invalid_request` (a parameter
@@ -233,6 +264,23 @@ pub(crate) async fn rest_binding(
     Ok(latch_core::model::TokenBinding {
         jkt: Some(jkt),
         ..Default::default()
+    })
+}
+
+/// The query string `raw` read as a `T`, as [`ApiQuery`] reads it (for handlers that check
+/// their caller first).
+///
+/// # Errors
+/// `invalid_request` (400).
+pub(crate) fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or_default()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "invalid query string: {}",
+                latch_core::error::without_input_values(&e.to_string())
+            ),
+        )
     })
 }
 

@@ -127,6 +127,9 @@ pub fn router(
             crate::http::middleware::auth_limit,
         ))
         .layer(axum::middleware::from_fn(request_meta))
+        .layer(axum::middleware::from_fn(
+            crate::http::console::console_headers,
+        ))
         .with_state(state.clone());
     let mcp_guard = BodyGuard {
         max_bytes: max_body_bytes,

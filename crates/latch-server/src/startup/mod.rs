@@ -371,16 +371,19 @@ fn build_console(
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| StartError(format!("http client: {e}")))?;
-            Some(crate::console::oidc::RelyingParty::new(
-                name,
-                &issuer.issuer,
-                c.client_id.as_deref().unwrap_or_default(),
-                secret,
-                &format!("{base}/console/callback"),
-                &c.scopes,
-                http,
-                oidc,
-            ))
+            Some(
+                crate::console::oidc::RelyingParty::new(
+                    name,
+                    &issuer.issuer,
+                    c.client_id.as_deref().unwrap_or_default(),
+                    secret,
+                    &format!("{base}/console/callback"),
+                    &c.scopes,
+                    http,
+                    oidc,
+                )
+                .with_post_logout_redirect_uri(&format!("{base}/console/logout")),
+            )
         }
         None => None,
     };
@@ -397,7 +400,8 @@ fn build_console(
         &master.console_login_key(),
         once,
     )
-    .map_err(StartError)?;
+    .map_err(StartError)?
+    .with_authority_max_age(secs(c.authority_max_age));
     tracing::info!(console = %format!("{base}/console/"), "approval console enabled");
     Ok(Some(Arc::new(state)))
 }

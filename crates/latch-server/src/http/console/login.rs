@@ -25,7 +25,7 @@ use latch_core::model::Human;
 use latch_core::{ApiError, ErrorCode};
 use serde::Deserialize;
 
-use crate::console::{ConsoleState, LOGIN_COOKIE, LoginState, random_token};
+use crate::console::{ConsoleState, LOGIN_COOKIE, LoginState, random_token, safe_return_path};
 use crate::http::console::session::{self, SignedIn};
 use crate::http::console::{csrf, error_page, html, see_other, views};
 use crate::http::state::{AppState, ReqMeta};
@@ -54,20 +54,27 @@ fn with_cookies(mut resp: Response, cookies: &[String]) -> Response {
     resp
 }
 
+/// What a sign-in is started with: `next`, the console page to come back to.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
 /// A fresh login state and its sealed cookie.
 fn new_login(
     c: &ConsoleState,
     now: i64,
-    state: String,
-    nonce: String,
-    pkce_verifier: String,
+    start: (String, String, String),
+    return_to: Option<&str>,
 ) -> Result<(LoginState, String), ApiError> {
+    let (state, nonce, pkce_verifier) = start;
     let st = LoginState {
         id: random_token(32).map_err(failed)?,
         state,
         nonce,
         pkce_verifier,
         expires_at: now + c.login_ttl_secs,
+        return_to: return_to.and_then(safe_return_path),
     };
     let sealed = c.sealer.seal(&st).map_err(failed)?;
     Ok((st, session::login_cookie(c, &sealed)))
@@ -100,21 +107,26 @@ async fn take_login(
     }
 }
 
-/// `GET /console/login`.
-pub(crate) async fn login(State(s): State<AppState>) -> Response {
-    match login_inner(&s).await {
+/// `GET /console/login[?next=/console/…]`.
+pub(crate) async fn login(State(s): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    match login_inner(&s, q.next.as_deref()).await {
         Ok(r) => r,
         Err(e) => error_page(&e),
     }
 }
 
-async fn login_inner(s: &AppState) -> Result<Response, ApiError> {
+async fn login_inner(s: &AppState, next: Option<&str>) -> Result<Response, ApiError> {
     let c = console(s)?;
     let Some(rp) = &c.oidc else {
-        return dev_form_inner(s);
+        return dev_form_inner(s, next);
     };
     let start = rp.start().await?;
-    let (_, cookie) = new_login(c, now(s), start.state, start.nonce, start.pkce_verifier)?;
+    let (_, cookie) = new_login(
+        c,
+        now(s),
+        (start.state, start.nonce, start.pkce_verifier),
+        next,
+    )?;
     Ok(with_cookies(see_other(&start.url), &[cookie]))
 }
 
@@ -142,12 +154,21 @@ pub(crate) async fn callback(
         ));
     };
     let clear = session::clear_login_cookie(c);
+    // Sign-in failures count like every failed authentication: a flooding source is refused
+    // before anything is exchanged or written.
+    if let Err(e) = s.broker.check_auth_limit(&ctx) {
+        return with_cookies(error_page(&e), &[clear]);
+    }
     match finish_sign_in(&s, c, &headers, &q).await {
-        Ok((human, name)) => match open_session(&s, c, &ctx, &human, name.as_deref(), "oidc").await
-        {
-            Ok(cookie) => with_cookies(html(StatusCode::OK, views::signed_in()), &[cookie, clear]),
-            Err(e) => with_cookies(error_page(&e), &[clear]),
-        },
+        Ok((human, name, back)) => {
+            match open_session(&s, c, &ctx, &human, name.as_deref(), "oidc").await {
+                Ok(cookie) => with_cookies(
+                    html(StatusCode::OK, views::signed_in(back.as_deref())),
+                    &[cookie, clear],
+                ),
+                Err(e) => with_cookies(error_page(&e), &[clear]),
+            }
+        }
         Err((who, e)) => {
             if let Err(audit) = s
                 .broker
@@ -161,13 +182,14 @@ pub(crate) async fn callback(
     }
 }
 
-/// Checks the callback and completes the code flow; on failure, who (when known) and why.
+/// Checks the callback and completes the code flow: the human, their name, and the page to
+/// return to; on failure, who (when known) and why.
 async fn finish_sign_in(
     s: &AppState,
     c: &ConsoleState,
     headers: &HeaderMap,
     q: &CallbackQuery,
-) -> Result<(Human, Option<String>), (Option<String>, ApiError)> {
+) -> Result<(Human, Option<String>, Option<String>), (Option<String>, ApiError)> {
     let rp = c
         .oidc
         .as_ref()
@@ -205,9 +227,11 @@ async fn finish_sign_in(
         .code
         .as_deref()
         .ok_or_else(|| (None, failed("the sign-in answer has no code")))?;
-    rp.finish(code, &st.pkce_verifier, &st.nonce)
+    let (human, name) = rp
+        .finish(code, &st.pkce_verifier, &st.nonce)
         .await
-        .map_err(|e| (None, e))
+        .map_err(|e| (None, e))?;
+    Ok((human, name, st.return_to))
 }
 
 /// Opens a session for `human`; returns its cookie.
@@ -226,19 +250,19 @@ async fn open_session(
     Ok(session::session_cookie(c, &id))
 }
 
-/// `GET /console/login/dev`: the development sign-in form.
-pub(crate) async fn dev_form(State(s): State<AppState>) -> Response {
-    dev_form_inner(&s).unwrap_or_else(|e| error_page(&e))
+/// `GET /console/login/dev[?next=/console/…]`: the development sign-in form.
+pub(crate) async fn dev_form(State(s): State<AppState>, Query(q): Query<LoginQuery>) -> Response {
+    dev_form_inner(&s, q.next.as_deref()).unwrap_or_else(|e| error_page(&e))
 }
 
-fn dev_form_inner(s: &AppState) -> Result<Response, ApiError> {
+fn dev_form_inner(s: &AppState, next: Option<&str>) -> Result<Response, ApiError> {
     let c = console(s)?;
     if !c.dev_login {
         return Err(failed(
             "no identity provider is configured for the console, and the development issuer is off",
         ));
     }
-    let (st, cookie) = new_login(c, now(s), String::new(), String::new(), String::new())?;
+    let (st, cookie) = new_login(c, now(s), Default::default(), next)?;
     Ok(with_cookies(
         html(StatusCode::OK, views::dev_login(&st.id)),
         &[cookie],
@@ -267,6 +291,9 @@ pub(crate) async fn dev_login(
         ));
     };
     let clear = session::clear_login_cookie(c);
+    if let Err(e) = s.broker.check_auth_limit(&ctx) {
+        return with_cookies(error_page(&e), &[clear]);
+    }
     let result = async {
         let form: DevLoginForm = serde_urlencoded::from_bytes(&body)
             .map_err(|_| failed("the sign-in form is incomplete"))?;
@@ -291,11 +318,15 @@ pub(crate) async fn dev_login(
                 "the development sign-in takes development human tokens only",
             ));
         }
-        open_session(&s, c, &ctx, &human, None, "dev").await
+        let cookie = open_session(&s, c, &ctx, &human, None, "dev").await?;
+        Ok((cookie, st.return_to))
     }
     .await;
     match result {
-        Ok(cookie) => with_cookies(see_other("/console/"), &[cookie, clear]),
+        Ok((cookie, back)) => with_cookies(
+            see_other(back.as_deref().unwrap_or("/console/")),
+            &[cookie, clear],
+        ),
         Err(e) => {
             let _ = s
                 .broker
@@ -325,7 +356,7 @@ pub(crate) async fn logout(
         let signed: Option<SignedIn> = session::current(&s, &headers).await?;
         let Some(signed) = signed else {
             return Ok(with_cookies(
-                html(StatusCode::OK, views::signed_out()),
+                signed_out(c).await,
                 &[session::clear_session_cookie(c)],
             ));
         };
@@ -336,10 +367,29 @@ pub(crate) async fn logout(
             .close_console_session(&ctx, &signed.session)
             .await?;
         Ok(with_cookies(
-            html(StatusCode::OK, views::signed_out()),
+            signed_out(c).await,
             &[session::clear_session_cookie(c)],
         ))
     }
     .await;
     result.unwrap_or_else(|e| error_page(&e))
+}
+
+/// The signed-out page: the provider's own session is unchanged; a link to end it too when
+/// the provider offers RP-Initiated Logout.
+async fn signed_out(c: &ConsoleState) -> Response {
+    let provider = match &c.oidc {
+        Some(rp) => Some((rp.issuer_name.as_str(), rp.end_session_url().await)),
+        None => None,
+    };
+    html(StatusCode::OK, views::signed_out(provider))
+}
+
+/// `GET /console/logout`: the signed-out page (also where the provider sends the browser back
+/// after signing out there). Signs nothing out: that is `POST`, with the CSRF token.
+pub(crate) async fn signed_out_page(State(s): State<AppState>) -> Response {
+    match console(&s) {
+        Ok(c) => signed_out(c).await,
+        Err(e) => error_page(&e),
+    }
 }

@@ -6,17 +6,24 @@
 //!   callback, sign-out;
 //! * [`pages`]: the pending list, a request's page (approve / deny), a task's timeline, the
 //!   stylesheet;
-//! * [`views`]: the templates (`maud`, which escapes every value it renders).
+//! * [`ops`]: the operators' pages (open tasks and live leases, revoke, cancel, the kill
+//!   switch), for humans in `[admin] groups`;
+//! * [`views`], [`ops_views`]: the templates (`maud`, which escapes every value it renders).
 //!
 //! Routes: `GET /console/`, `GET|POST /console/requests/{request_id}`,
-//! `GET /console/tasks/{task_id}`, `GET /console/login`, `GET /console/callback`,
-//! `GET|POST /console/login/dev` (only with `[dev_issuer] enabled`), `POST /console/logout`,
-//! `GET /console/static/console.css`. They are HTML, not JSON API, and are left out of the
-//! OpenAPI document.
+//! `GET /console/tasks/{task_id}`, `GET /console/operators`,
+//! `POST /console/operators/leases/{id}/revoke`, `POST /console/operators/tasks/{id}/cancel`,
+//! `GET|POST /console/kill-switch`, `POST /console/kill-switch/{id}/lift`,
+//! `GET /console/login`, `GET /console/callback`, `GET|POST /console/login/dev` (only with
+//! `[dev_issuer] enabled`), `GET|POST /console/logout`, `GET /console/static/console.css`;
+//! anything else under `/console/` is a `404` page. They are HTML, not JSON API, and are left
+//! out of the OpenAPI document.
 //!
-//! Every answer carries a strict Content-Security-Policy (no script at all, styles only from
-//! the stylesheet, forms only to the console itself, no framing), `nosniff`, `no-referrer` and
-//! `Cache-Control: no-store`.
+//! Every answer under `/console` — errors the router or its layers give included (`404`,
+//! `405`, `413`, `408`, `429`) — carries a strict Content-Security-Policy (no script at all,
+//! styles only from the stylesheet, forms only to the console itself, no framing), `nosniff`,
+//! `no-referrer` and `Cache-Control: no-store` ([`console_headers`], a layer of the whole
+//! router).
 
 use axum::Router;
 use axum::extract::Request;
@@ -30,6 +37,8 @@ use crate::http::state::AppState;
 
 pub mod csrf;
 pub mod login;
+pub mod ops;
+pub mod ops_views;
 pub mod pages;
 pub mod session;
 pub mod views;
@@ -48,22 +57,61 @@ pub fn routes(dev_login: bool) -> Router<AppState> {
             get(pages::request_page).post(pages::vote),
         )
         .route("/console/tasks/{task_id}", get(pages::task_page))
+        .route("/console/operators", get(ops::operators))
+        .route(
+            "/console/operators/leases/{id}/revoke",
+            post(ops::revoke_lease),
+        )
+        .route(
+            "/console/operators/tasks/{id}/cancel",
+            post(ops::cancel_task),
+        )
+        .route(
+            "/console/kill-switch",
+            get(ops::kill_switch).post(ops::engage),
+        )
+        .route("/console/kill-switch/{id}/lift", post(ops::lift))
         .route("/console/static/console.css", get(pages::stylesheet))
         .route("/console/login", get(login::login))
         .route("/console/callback", get(login::callback))
-        .route("/console/logout", post(login::logout));
+        .route(
+            "/console/logout",
+            get(login::signed_out_page).post(login::logout),
+        )
+        .route("/console/{*rest}", axum::routing::any(not_found));
     if dev_login {
         r = r.route(
             "/console/login/dev",
             get(login::dev_form).post(login::dev_login),
         );
     }
-    r.layer(axum::middleware::from_fn(security_headers))
+    r
 }
 
-/// Adds the console's security headers to every answer under `/console/`.
-async fn security_headers(req: Request, next: Next) -> Response {
+/// Any other path under `/console/`: a `404` page.
+async fn not_found() -> Response {
+    error_page(&ApiError::new(
+        ErrorCode::NotFound,
+        "there is no such page in the console",
+    ))
+}
+
+/// Middleware of the whole router: adds the console's security headers to every answer to a
+/// path under `/console` (pages, and the errors of the router and its layers alike).
+pub async fn console_headers(req: Request, next: Next) -> Response {
+    let console = {
+        let p = req.uri().path();
+        p == "/console" || p.starts_with("/console/")
+    };
     let mut resp = next.run(req).await;
+    if console {
+        security_headers(&mut resp);
+    }
+    resp
+}
+
+/// The console's security headers.
+fn security_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -83,7 +131,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
         "cross-origin-opener-policy",
         HeaderValue::from_static("same-origin"),
     );
-    resp
 }
 
 /// An HTML page with `status`.

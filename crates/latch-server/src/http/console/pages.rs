@@ -18,8 +18,17 @@ use crate::http::state::{AppState, ReqMeta};
 /// The console's stylesheet.
 const STYLESHEET: &str = include_str!("console.css");
 
+/// What the page header needs to know about the viewer.
+pub(crate) fn who<'a>(s: &AppState, signed: &'a SignedIn, csrf: &'a str) -> views::Who<'a> {
+    views::Who {
+        session: &signed.session,
+        csrf,
+        admin: s.broker.is_admin(&signed.session.human()),
+    }
+}
+
 /// The signed-in human, or the answer to send instead (to the sign-in, or an error page).
-async fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
+pub(crate) async fn signed_in(s: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
     if s.console.is_none() {
         return Err(error_page(&ApiError::new(
             ErrorCode::NotFound,
@@ -45,14 +54,21 @@ pub(crate) async fn index(State(s): State<AppState>, headers: HeaderMap) -> Resp
         Err(r) => return r,
     };
     let human = signed.session.human();
-    match s.broker.console_pending(&human).await {
-        Ok(views) => {
-            let token = csrf::token(&s, &signed);
-            html(
-                StatusCode::OK,
-                views::pending(&signed.session, &token, &views),
-            )
+    let token = csrf::token(&s, &signed);
+    let who = who(&s, &signed, &token);
+    let freezes = if who.admin {
+        match s.broker.active_freezes(&human).await {
+            Ok(f) => Some(f),
+            Err(e) => return error_page(&e),
         }
+    } else {
+        None
+    };
+    match s.broker.console_pending(&human).await {
+        Ok(views) => html(
+            StatusCode::OK,
+            views::pending(&who, &views, freezes.as_deref()),
+        ),
         Err(e) => error_page(&e),
     }
 }
@@ -73,7 +89,7 @@ pub(crate) async fn request_page(
             let token = csrf::token(&s, &signed);
             html(
                 StatusCode::OK,
-                views::request(&signed.session, &token, &view),
+                views::request(&who(&s, &signed, &token), &view),
             )
         }
         Err(e) => error_page(&e),
@@ -127,6 +143,11 @@ pub(crate) async fn vote(
             }
         };
         csrf::check(&s, &signed, form.csrf.as_deref())?;
+        let human =
+            match session::authority(&s, &signed, &format!("/console/requests/{request_id}")) {
+                Ok(h) => h,
+                Err(to) => return Ok(Err(see_other(&to))),
+            };
         let verdict = match form.verdict.as_str() {
             "approve" => Verdict::Approve,
             "deny" => Verdict::Deny,
@@ -137,7 +158,6 @@ pub(crate) async fn vote(
                 ));
             }
         };
-        let human = signed.session.human();
         s.broker
             .vote(
                 &ctx,
@@ -148,10 +168,13 @@ pub(crate) async fn vote(
                 form.reason.trim(),
             )
             .await
+            .map(Ok)
     }
     .await;
     match result {
-        Ok(r) => see_other(&format!("/console/requests/{}", r.id)),
+        Ok(Ok(r)) => see_other(&format!("/console/requests/{}", r.id)),
+        // The sign-in is too old to vote with: through sign-in again, back to this page.
+        Ok(Err(redirect)) => redirect,
         Err(e) => error_page(&e),
     }
 }
@@ -171,7 +194,7 @@ pub(crate) async fn task_page(
     match s.broker.console_task(&human, &task_id).await {
         Ok(t) => {
             let token = csrf::token(&s, &signed);
-            html(StatusCode::OK, views::task(&signed.session, &token, &t))
+            html(StatusCode::OK, views::task(&who(&s, &signed, &token), &t))
         }
         Err(e) => error_page(&e),
     }

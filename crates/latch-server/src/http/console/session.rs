@@ -9,7 +9,7 @@
 use axum::http::HeaderMap;
 use axum::http::header;
 use latch_core::ApiError;
-use latch_core::model::ConsoleSession;
+use latch_core::model::{ConsoleSession, Human};
 
 use crate::console::{ConsoleState, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::http::state::AppState;
@@ -87,4 +87,21 @@ pub async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<SignedI
         session,
         id: id.to_owned(),
     }))
+}
+
+/// The human `signed` may act as now — vote, or act as an operator — or, when its sign-in is
+/// older than `[console] authority_max_age`, the sign-in URL to send the browser to (it reads
+/// the groups afresh and comes back to `back`). Nothing is done in the second case.
+///
+/// # Errors
+/// The sign-in path (`/console/login?next=…`) to redirect to instead (with
+/// a `303 See Other`).
+pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, String> {
+    let max_age = s.console.as_deref().map_or(0, |c| c.authority_max_age_secs);
+    s.broker
+        .console_authority(&signed.session, max_age)
+        .ok_or_else(|| {
+            let q = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
+            format!("/console/login?{q}")
+        })
 }

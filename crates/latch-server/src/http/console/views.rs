@@ -4,12 +4,24 @@
 //! marked when they held such characters. No credential, token or secret is ever passed here.
 
 use latch_core::ApiError;
-use latch_core::console::{ParamsView, RequestView, RunView, Shown, TaskTimeline};
+use latch_core::console::{ParamsView, RequestView, RunView, Shown, TaskTimeline, VoteStanding};
+use latch_core::freeze::Freeze;
 use latch_core::model::ConsoleSession;
 use maud::{DOCTYPE, Markup, html};
 
+/// Who is looking at a page: their session, the CSRF token of its forms, and whether they
+/// are an operator (admins get the operator links).
+pub struct Who<'a> {
+    /// The session.
+    pub session: &'a ConsoleSession,
+    /// The session's CSRF token.
+    pub csrf: &'a str,
+    /// Whether the human is in one of the admin groups (`Broker::is_admin`).
+    pub admin: bool,
+}
+
 /// `2026-12-03 15:31:38 UTC`.
-fn when(unix: i64) -> String {
+pub(crate) fn when(unix: i64) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -29,7 +41,7 @@ fn span(secs: i64) -> String {
     }
 }
 
-fn shown(s: &Shown) -> Markup {
+pub(crate) fn shown(s: &Shown) -> Markup {
     html! {
         span.text { (s.text) }
         @if s.deceptive {
@@ -38,14 +50,14 @@ fn shown(s: &Shown) -> Markup {
     }
 }
 
-fn opt(s: Option<&Shown>) -> Markup {
+pub(crate) fn opt(s: Option<&Shown>) -> Markup {
     match s {
         Some(s) => shown(s),
         None => html! { span.none { "—" } },
     }
 }
 
-fn page(title: &str, who: Option<(&ConsoleSession, &str)>, body: &Markup) -> Markup {
+pub(crate) fn page(title: &str, who: Option<&Who<'_>>, body: &Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -60,15 +72,22 @@ fn page(title: &str, who: Option<(&ConsoleSession, &str)>, body: &Markup) -> Mar
                 header.top {
                     a.brand href="/console/" { "Latch" }
                     span.sub { "approval console" }
-                    @if let Some((s, csrf)) = who {
+                    @if let Some(w) = who {
+                        @if w.admin {
+                            nav.ops {
+                                a href="/console/operators" { "Operators" }
+                                " · "
+                                a href="/console/kill-switch" { "Kill switch" }
+                            }
+                        }
                         span.who {
-                            "Signed in as " strong { (Shown::of(&s.human_id).text) }
-                            @if !s.groups.is_empty() {
-                                " (" (s.groups.iter().map(|g| Shown::of(g).text).collect::<Vec<_>>().join(", ")) ")"
+                            "Signed in as " strong { (Shown::of(&w.session.human_id).text) }
+                            @if !w.session.groups.is_empty() {
+                                " (" (w.session.groups.iter().map(|g| Shown::of(g).text).collect::<Vec<_>>().join(", ")) ")"
                             }
                         }
                         form.inline method="post" action="/console/logout" {
-                            input type="hidden" name="csrf" value=(csrf);
+                            input type="hidden" name="csrf" value=(w.csrf);
                             button.link type="submit" { "Sign out" }
                         }
                     }
@@ -158,9 +177,40 @@ fn request_details(v: &RequestView) -> Markup {
     }
 }
 
-/// The pending list.
-pub fn pending(s: &ConsoleSession, csrf: &str, views: &[RequestView]) -> Markup {
+/// The active freezes, for operators (each links to the kill-switch page).
+pub(crate) fn freeze_list(freezes: &[Freeze]) -> Markup {
+    html! {
+        @if freezes.is_empty() {
+            p.empty { "No freeze is active." }
+        } @else {
+            table.freezes {
+                thead { tr { th { "Scope" } th { "Engaged by" } th { "Reason" } th { "Since" } } }
+                tbody {
+                    @for f in freezes {
+                        tr {
+                            td { code { (Shown::of(&f.scope.label()).text) } }
+                            td { (shown(&Shown::of(&f.engaged_by))) }
+                            td { (shown(&Shown::of(&f.reason))) }
+                            td { (when(f.created_at_unix_secs)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The pending list; for operators, the active freezes above it (`freezes` is `None` for
+/// everyone else).
+pub fn pending(who: &Who<'_>, views: &[RequestView], freezes: Option<&[Freeze]>) -> Markup {
     let body = html! {
+        @if let Some(freezes) = freezes {
+            section.card.freezes {
+                h2 { "Active freezes (kill switch)" }
+                (freeze_list(freezes))
+                p { a href="/console/kill-switch" { "Manage the kill switch" } " · " a href="/console/operators" { "Open tasks and live leases" } }
+            }
+        }
         h1 { "Waiting for your approval" }
         @if views.is_empty() {
             p.empty { "Nothing is waiting for you." }
@@ -173,11 +223,12 @@ pub fn pending(s: &ConsoleSession, csrf: &str, views: &[RequestView]) -> Markup 
             }
         }
     };
-    page("Pending", Some((s, csrf)), &body)
+    page("Pending", Some(who), &body)
 }
 
-/// A request's page, with the approve / deny form while it is pending.
-pub fn request(s: &ConsoleSession, csrf: &str, v: &RequestView) -> Markup {
+/// A request's page, with the approve / deny form when the viewer may vote on it, else why
+/// they may not.
+pub fn request(who: &Who<'_>, v: &RequestView) -> Markup {
     let body = html! {
         h1 { "Request " code { (v.id) } " · " span.state { (v.state) } }
         section.card {
@@ -191,9 +242,9 @@ pub fn request(s: &ConsoleSession, csrf: &str, v: &RequestView) -> Markup {
                 }
             }
         }
-        @if v.state == "pending" {
+        @if v.standing == VoteStanding::May {
             form.vote method="post" action=(format!("/console/requests/{}", v.id)) {
-                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="csrf" value=(who.csrf);
                 input type="hidden" name="digest" value=(v.digest);
                 p.digest { "You decide on exactly what is shown above (digest " code.hash { (v.digest) } ")." }
                 label for="reason" { "Reason" }
@@ -203,14 +254,18 @@ pub fn request(s: &ConsoleSession, csrf: &str, v: &RequestView) -> Markup {
                     button.deny type="submit" name="verdict" value="deny" { "Deny" }
                 }
             }
+        } @else if let Some(why) = v.standing.why_not() {
+            @if v.state == "pending" {
+                p.novote { "You cannot vote on this request: " strong { (why) } "." }
+            }
         }
         p { a href="/console/" { "← all pending requests" } }
     };
-    page("Request", Some((s, csrf)), &body)
+    page("Request", Some(who), &body)
 }
 
 /// A task's timeline.
-pub fn task(s: &ConsoleSession, csrf: &str, t: &TaskTimeline) -> Markup {
+pub fn task(who: &Who<'_>, t: &TaskTimeline) -> Markup {
     let body = html! {
         h1 { "Task " code { (t.id) } " · " span.state { (t.state) } }
         section.card {
@@ -244,7 +299,7 @@ pub fn task(s: &ConsoleSession, csrf: &str, t: &TaskTimeline) -> Markup {
         }
         p { a href="/console/" { "← all pending requests" } }
     };
-    page("Task", Some((s, csrf)), &body)
+    page("Task", Some(who), &body)
 }
 
 /// A refusal or failure.
@@ -259,6 +314,8 @@ pub fn error(e: &ApiError) -> Markup {
         "already_voted" => "You already voted on this request",
         "self_approval_forbidden" => "You cannot approve your own agent's request",
         "approver_not_eligible" => "You are not an approver of this request",
+        "not_admin" => "Operators only",
+        "rate_limited" => "Too many failed sign-ins",
         "request_not_found" | "task_not_found" | "not_found" => "Not found",
         _ => "The request could not be completed",
     };
@@ -271,26 +328,38 @@ pub fn error(e: &ApiError) -> Markup {
     page(headline, None, &body)
 }
 
-/// After a successful sign-in: moves on to the console (a meta refresh, no script).
-pub fn signed_in() -> Markup {
+/// After a successful sign-in: moves on to `back` (a checked console path), else the
+/// console's front page (a meta refresh, no script).
+pub fn signed_in(back: Option<&str>) -> Markup {
+    let to = back.unwrap_or("/console/");
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
-                meta http-equiv="refresh" content="0;url=/console/";
+                meta http-equiv="refresh" content=(format!("0;url={to}"));
                 title { "Signed in · Latch console" }
                 link rel="stylesheet" href="/console/static/console.css";
             }
-            body { main { p { "Signed in. " a href="/console/" { "Continue to the console" } } } }
+            body { main { p { "Signed in. " a href=(to) { "Continue to the console" } } } }
         }
     }
 }
 
-/// After signing out.
-pub fn signed_out() -> Markup {
+/// After signing out. `provider`: the identity provider's name and, when it offers one, its
+/// sign-out URL (RP-Initiated Logout).
+pub fn signed_out(provider: Option<(&str, Option<String>)>) -> Markup {
     let body = html! {
         h1 { "Signed out" }
+        p { "You are signed out of the Latch console." }
+        @if let Some((name, end)) = provider {
+            p.provider {
+                "Your session at the identity provider " code { (name) } " is unchanged: signing in again may not ask for your password."
+                @if let Some(url) = end {
+                    " " a.button href=(url) rel="noreferrer" { "Sign out at the identity provider too" }
+                }
+            }
+        }
         p { a href="/console/login" { "Sign in again" } }
     };
     page("Signed out", None, &body)

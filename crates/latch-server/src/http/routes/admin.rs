@@ -1,8 +1,11 @@
 //! Operators (humans in `[admin] groups`): `GET /v1/admin/tasks`, `GET /v1/admin/leases`,
 //! `POST /v1/admin/leases/{id}/revoke`, `POST /v1/admin/tasks/{id}/cancel`, and the kill
 //! switch: `GET`/`POST /v1/admin/freezes`, `POST /v1/admin/freezes/{id}/lift`.
+//!
+//! Each checks that the caller is an operator before it reads the query or the body: a
+//! non-admin gets `403 not_admin` whatever they send, and learns nothing of the schemas.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use latch_core::broker::{
@@ -17,7 +20,7 @@ use utoipa::openapi::schema::{
 };
 
 use crate::http::error::{ApiResult, ErrorBody};
-use crate::http::extract::{ApiJson, ApiQuery, as_human};
+use crate::http::extract::{RawJson, as_human, parse_query};
 use crate::http::state::{AppState, ReqMeta};
 
 /// Filters and paging of the operators' lists. Every filter is optional; given ones must all
@@ -139,10 +142,11 @@ pub(crate) async fn tasks(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<OperatorQuery>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Json<TaskPage>> {
-    let f = OperatorFilter::from(q);
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let f = OperatorFilter::from(parse_query::<OperatorQuery>(q.as_deref())?);
         s.broker.operator_tasks(&h, &f).await
     })
     .await;
@@ -156,10 +160,11 @@ pub(crate) async fn leases(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<OperatorQuery>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Json<LeasePage>> {
-    let f = OperatorFilter::from(q);
     let r = as_human(&s, &m, &headers, async |_ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let f = OperatorFilter::from(parse_query::<OperatorQuery>(q.as_deref())?);
         s.broker.operator_leases(&h, &f).await
     })
     .await;
@@ -177,9 +182,11 @@ pub(crate) async fn revoke_lease(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ReasonBody>,
+    body: RawJson,
 ) -> ApiResult<Json<Lease>> {
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let body: ReasonBody = body.parse()?;
         s.broker
             .operator_revoke_lease(ctx, &h, &id, &body.reason)
             .await
@@ -199,9 +206,11 @@ pub(crate) async fn cancel_task(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ReasonBody>,
+    body: RawJson,
 ) -> ApiResult<Json<Task>> {
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let body: ReasonBody = body.parse()?;
         s.broker
             .operator_cancel_task(ctx, &h, &id, &body.reason)
             .await
@@ -233,16 +242,18 @@ pub(crate) async fn engage(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<FreezeBody>,
+    body: RawJson,
 ) -> ApiResult<(StatusCode, Json<FreezeReport>)> {
-    let input = FreezeRequest {
-        scope: FreezeScope {
-            kind: body.scope.kind,
-            value: body.scope.value,
-        },
-        reason: body.reason,
-    };
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let body: FreezeBody = body.parse()?;
+        let input = FreezeRequest {
+            scope: FreezeScope {
+                kind: body.scope.kind,
+                value: body.scope.value,
+            },
+            reason: body.reason,
+        };
         s.broker.engage_freeze(ctx, &h, input).await
     })
     .await;
@@ -260,9 +271,11 @@ pub(crate) async fn lift(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<ReasonBody>,
+    body: RawJson,
 ) -> ApiResult<Json<Freeze>> {
     let r = as_human(&s, &m, &headers, async |ctx: &CallCtx, h: Human| {
+        s.broker.require_operator(&h)?;
+        let body: ReasonBody = body.parse()?;
         s.broker.lift_freeze(ctx, &h, &id, &body.reason).await
     })
     .await;
