@@ -260,8 +260,10 @@ async fn a_replayed_or_forged_callback_is_refused_and_audited() {
     assert_eq!(r.status(), 400);
     let r = browser.get(&callback).send().await.unwrap();
     assert_eq!(r.status(), 400, "the login cookie was cleared");
+    // Audited, the first failure of the source in full and the rest in the per-source
+    // summary (`auth.failed`), so a flood cannot grow the trail.
     let ev = c.s.audit("kind=console.sign_in_failed").await;
-    assert!(ev.len() >= 3, "{ev:?}");
+    assert!(!ev.is_empty(), "{ev:?}");
     assert!(ev.iter().all(|e| e["outcome"] == "sign_in_failed"));
     assert!(!serde_json::to_string(&ev).unwrap().contains("code="));
     c.stop().await;

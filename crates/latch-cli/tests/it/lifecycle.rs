@@ -179,14 +179,23 @@ async fn latch_exec_cancelled_task_cannot_be_approved_from_the_cli() {
     let rid = stderr
         .split("(request ")
         .nth(1)
-        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.split([',', ')']).next())
         .unwrap_or_else(|| panic!("no request id in {stderr}"))
         .to_owned();
-    let digest = stderr
-        .split("digest ")
+    let task = stderr
+        .split("task ")
         .nth(1)
-        .and_then(|t| t.split(')').next())
-        .unwrap_or_else(|| panic!("no digest in {stderr}"))
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no task id in {stderr}"))
+        .to_owned();
+    // The digest of what was asked, as the agent can read it: an approver who had it from
+    // earlier still cannot approve now.
+    let r = s
+        .get(Some(&agent), &format!("/v1/tasks/{task}/requests/{rid}"))
+        .await;
+    let digest = r.body["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no digest in {}", r.body))
         .to_owned();
     let pending = tokio::task::block_in_place(|| latch(&s, &bob).arg("pending").output().unwrap());
     assert!(pending.status.success());
