@@ -63,7 +63,7 @@ async fn crash_and_restart_keeps_state_and_reaps_expired_leases() {
         .post(
             Some(&bob),
             &format!("/v1/approvals/{rid}/approve"),
-            json!({"digest": digest}),
+            json!({"digest": digest, "reason": "after the restart"}),
         )
         .await;
     assert_eq!(a.body["state"], "approved", "{}", a.body);
