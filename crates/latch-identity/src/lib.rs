@@ -21,11 +21,13 @@ mod claims;
 mod config;
 mod jose;
 mod jwks;
+mod spiffe;
+pub mod spiffe_id;
 mod verifier;
 
 pub use config::{
     ConfigError, DEFAULT_LEEWAY, IssuerConfig, IssuerKind, JwksSource, MAX_LEEWAY, Preset,
-    SigningAlgorithm, VerifierOptions,
+    SigningAlgorithm, SpiffeSettings, VerifierOptions,
 };
 pub use verifier::OidcVerifier;
 
