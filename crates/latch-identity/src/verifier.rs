@@ -159,14 +159,11 @@ impl OidcVerifier {
             if !names.insert(name.clone()) {
                 return Err(ConfigError::DuplicateName { name });
             }
-            let index = match &rt.spiffe {
-                Some(s) => &mut by_td,
-                None => &mut by_iss,
+            let (index, key) = match &rt.spiffe {
+                Some(s) => (&mut by_td, s.trust_domain.clone()),
+                None => (&mut by_iss, rt.cfg.issuer.clone()),
             };
-            if index
-                .insert(rt.cfg.issuer.clone(), runtimes.len())
-                .is_some()
-            {
+            if index.insert(key, runtimes.len()).is_some() {
                 return Err(ConfigError::DuplicateIssuer {
                     name,
                     issuer: rt.cfg.issuer.clone(),
@@ -511,7 +508,7 @@ impl OidcVerifier {
             let id = id?;
             let rt = self
                 .by_td
-                .get(&format!("spiffe://{}", id.trust_domain()))
+                .get(id.trust_domain())
                 .and_then(|i| self.issuers.get(*i))
                 .ok_or_else(|| {
                     ApiError::new(
