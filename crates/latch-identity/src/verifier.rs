@@ -129,8 +129,9 @@ impl OidcVerifier {
     /// # Errors
     /// [`ConfigError`] for an empty or duplicate name or issuer, an empty audience or algorithm
     /// list, a preset that does not fit the kind, an option that does not apply to the preset,
-    /// a leeway above 300 s, a JWKS or discovery URL that is not https (or loopback http), or an
-    /// out-of-range verifier option.
+    /// a leeway above 300 s, a JWKS or discovery URL that is not https (or loopback http), an
+    /// out-of-range verifier option, or wrong `kind = "spiffe"` settings (`BadSpiffe`; two
+    /// issuers for one trust domain are `DuplicateIssuer`).
     pub fn new(
         issuers: Vec<IssuerConfig>,
         options: VerifierOptions,
@@ -680,7 +681,8 @@ impl IdentityVerifier for OidcVerifier {
     ///
     /// # Errors
     /// An [`ApiError`] with `token_too_large`, `token_malformed`, `alg_not_allowed`,
-    /// `header_key_forbidden`, `unknown_issuer`, `unknown_kid`, `jwks_unavailable`,
+    /// `header_key_forbidden`, `unknown_issuer`, `spiffe_id_invalid`, `unknown_kid`,
+    /// `jwks_unavailable`,
     /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `token_lifetime_too_long`,
     /// `audience_mismatch` or `claims_invalid`. The message never contains the token.
     async fn verify(&self, token: &str) -> Result<Principal, ApiError> {

@@ -29,7 +29,7 @@ impl Authority {
         let msg = format!(
             "{}.{}",
             enc(&json!({"alg": "ES256", "kid": "mesh-1", "typ": "JWT"})),
-            enc(&json!({"sub": sub, "aud": [aud], "exp": exp, "iat": exp - 300}))
+            enc(&json!({"sub": sub, "aud": [aud], "exp": exp, "iat": exp - 600}))
         );
         let sig = self.0.sign(&SystemRandom::new(), msg.as_bytes()).unwrap();
         format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
