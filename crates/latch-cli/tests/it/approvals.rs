@@ -185,12 +185,7 @@ async fn an_approver_can_deny() {
         let r = s
             .post(Some(&bob), &format!("/v1/approvals/{rid}/deny"), body)
             .await;
-        assert_eq!(
-            (r.status, r.code()),
-            (400, Some("invalid_request")),
-            "{}",
-            r.body
-        );
+        assert_eq!((r.status, r.code()), (400, Some("invalid_request")), "{}", r.body);
     }
     let r = vote(&s, &bob, &rid, &digest, "deny").await;
     assert_eq!(r.body["state"], "denied");
@@ -225,11 +220,7 @@ async fn pending_and_approved_requests_expire() {
     // Expired before quorum: every vote, first or later, approve or deny, is the same 409.
     for verb in ["approve", "approve", "deny"] {
         let r = vote(&s, &bob, &rid, &digest, verb).await;
-        assert_eq!(
-            (r.status, r.code()),
-            (409, Some("request_expired")),
-            "{verb}"
-        );
+        assert_eq!((r.status, r.code()), (409, Some("request_expired")), "{verb}");
     }
     let c = s
         .post(

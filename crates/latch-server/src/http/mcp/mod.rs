@@ -412,8 +412,7 @@ async fn offer_console(ctx: &RequestContext<RoleServer>, url: &str, request_id: 
         url: parsed.to_string(),
         elicitation_id: request_id.to_owned(),
     };
-    let request =
-        rmcp::model::ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(params));
+    let request = rmcp::model::ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(params));
     let mut options = rmcp::service::PeerRequestOptions::no_options();
     options.timeout = Some(ELICITATION_WAIT);
     // Sent now (it rides this call's stream); answered, or not, later.
