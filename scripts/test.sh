@@ -34,6 +34,13 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
     || apt_install python3-jwt python3-cryptography
 fi
 python3 -c 'import jwt, cryptography; print("PyJWT", jwt.__version__)'
+# SPIFFE tests: the `spiffe` package (py-spiffe) judges every JWT-SVID before Latch does.
+if ! python3 -c 'import spiffe.svid.jwt_svid' >/dev/null 2>&1; then
+  say "installing spiffe (independent JWT-SVID parser for the SPIFFE tests)"
+  python3 -m pip install -q 'spiffe>=0.2,<1' 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'spiffe>=0.2,<1'
+fi
+python3 -c 'import importlib.metadata as m; print("spiffe", m.version("spiffe"))'
 # URL-mode elicitation (MCP 2025-11-25) needs a recent SDK: upgrade one that lacks it.
 if ! python3 -c 'import mcp.types as t; t.ElicitRequestURLParams' >/dev/null 2>&1; then
   say "installing the MCP Python SDK (independent MCP client for the MCP server test)"

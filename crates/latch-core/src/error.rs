@@ -23,8 +23,11 @@ pub enum ErrorCode {
     AlgNotAllowed,
     /// The header carries key material or a key location (`jwk`, `jku`, `x5c`, `x5u`).
     HeaderKeyForbidden,
-    /// `iss` names no configured issuer.
+    /// `iss` names no configured issuer (for a JWT-SVID: its trust domain is not configured).
     UnknownIssuer,
+    /// A JWT-SVID's `sub` is not a valid SPIFFE ID (SPIFFE-ID specification §2), or names a
+    /// trust domain rather than a workload.
+    SpiffeIdInvalid,
     /// `kid` is not in the issuer's JWKS, even after a (rate-limited) refresh.
     UnknownKid,
     /// The signature does not verify.
@@ -163,6 +166,7 @@ impl ErrorCode {
             AlgNotAllowed => "alg_not_allowed",
             HeaderKeyForbidden => "header_key_forbidden",
             UnknownIssuer => "unknown_issuer",
+            SpiffeIdInvalid => "spiffe_id_invalid",
             UnknownKid => "unknown_kid",
             SignatureInvalid => "signature_invalid",
             AudienceMismatch => "audience_mismatch",
@@ -223,9 +227,9 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
-            | UnknownIssuer | UnknownKid | SignatureInvalid | AudienceMismatch | TokenExpired
-            | TokenNotYetValid | TokenLifetimeTooLong | ClaimsInvalid | JwksUnavailable
-            | ClientAuthFailed | DpopProofInvalid => 401,
+            | UnknownIssuer | SpiffeIdInvalid | UnknownKid | SignatureInvalid
+            | AudienceMismatch | TokenExpired | TokenNotYetValid | TokenLifetimeTooLong
+            | ClaimsInvalid | JwksUnavailable | ClientAuthFailed | DpopProofInvalid => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind | CsrfTokenInvalid => 403,
             SignInFailed => 400,

@@ -72,6 +72,17 @@ pub struct WorkloadClaims {
     /// Kubernetes service account UID (the stable identity).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_uid: Option<String>,
+    /// SPIFFE workloads: the SPIFFE ID (`spiffe://example.org/ns/payments/sa/api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// SPIFFE workloads: the trust domain (`example.org`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// SPIFFE workloads: the SPIFFE ID's path segments, in order (`["ns", "payments", "sa",
+    /// "api"]`). Cedar sees them as the set `spiffe_path` and the set of leading paths
+    /// `spiffe_path_prefixes` (`["/ns", "/ns/payments", …]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spiffe_path: Vec<String>,
 }
 
 impl WorkloadClaims {

@@ -479,3 +479,76 @@ fn deny_code_survives_the_store() {
         assert_eq!(back, d);
     }
 }
+
+fn spiffe_workload(id: &str, trust_domain: &str, path: &[&str]) -> Workload {
+    Workload {
+        id: id.into(),
+        issuer: format!("spiffe://{trust_domain}"),
+        subject: id.into(),
+        preset: "spiffe".into(),
+        run_binding: None,
+        on_behalf_of: None,
+        claims: WorkloadClaims {
+            spiffe_id: Some(id.into()),
+            trust_domain: Some(trust_domain.into()),
+            spiffe_path: path.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+        token_expires_at_unix_secs: 2_000_000_000,
+    }
+}
+
+#[test]
+fn spiffe_path_segments_and_prefixes_reach_cedar() {
+    // Membership of a segment, the first segment, a leading path, the trust domain: no string
+    // matching on the ID's text.
+    let e = engine(&[(
+        "spiffe.cedar",
+        r#"
+@id("payments-anywhere")
+permit (principal, action == Latch::Action::"read", resource)
+when { principal has spiffe_path && principal.spiffe_path.contains("payments") };
+
+@id("ns-payments-prefix")
+permit (principal, action == Latch::Action::"write", resource)
+when {
+  principal has trust_domain && principal.trust_domain == "example.org" &&
+  principal has spiffe_path_prefixes && principal.spiffe_path_prefixes.contains("/ns/payments")
+};
+
+@id("first-segment-ns")
+permit (principal, action == Latch::Action::"deploy", resource)
+when { principal has spiffe_path_prefixes && principal.spiffe_path_prefixes.contains("/ns") };
+"#,
+    )]);
+    let r = resource("staging", false, "internal");
+    let t = task("staging", false);
+    let a = ApprovalContext::default();
+    let api = spiffe_workload(
+        "spiffe://example.org/ns/payments/sa/api",
+        "example.org",
+        &["ns", "payments", "sa", "api"],
+    );
+    let tail = spiffe_workload(
+        "spiffe://example.org/sa/web/payments",
+        "example.org",
+        &["sa", "web", "payments"],
+    );
+    let partner = spiffe_workload(
+        "spiffe://partner.example/ns/payments",
+        "partner.example",
+        &["ns", "payments"],
+    );
+    let allowed = |w: &Workload, action: &str| {
+        matches!(eval(&e, w, &r, &t, action, &a), Decision::Allow { .. })
+    };
+    assert!(allowed(&api, "read"));
+    assert!(allowed(&tail, "read"), "segment anywhere in the path");
+    assert!(allowed(&api, "write"));
+    assert!(!allowed(&tail, "write"), "payments is not under /ns");
+    assert!(!allowed(&partner, "write"), "another trust domain");
+    assert!(allowed(&api, "deploy"));
+    assert!(!allowed(&tail, "deploy"), "first segment is sa, not ns");
+    // A workload of another preset has none of the attributes.
+    assert!(!allowed(&workload(false), "read"));
+}

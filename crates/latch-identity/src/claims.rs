@@ -50,8 +50,8 @@ pub(crate) struct Validity<'a> {
     pub now: i64,
     /// Tolerated clock skew, seconds.
     pub leeway: i64,
-    /// The audience `aud` must contain.
-    pub audience: &'a str,
+    /// `aud` must contain one of these (one for OIDC issuers, one or more for SPIFFE).
+    pub audiences: &'a [String],
     /// Longest `exp - iat` (or `exp - now` without `iat`), seconds.
     pub max_lifetime: i64,
     /// The issuer's preset (Kubernetes: `warnafter` counts as expiry).
@@ -67,7 +67,8 @@ pub(crate) struct Validity<'a> {
 /// `claims_invalid`, `token_expired`, `token_not_yet_valid`, `token_lifetime_too_long`,
 /// `audience_mismatch`.
 pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiError> {
-    let (now, leeway, audience) = (v.now, v.leeway, v.audience);
+    let (now, leeway) = (v.now, v.leeway);
+    let wanted = |a: &String| v.audiences.contains(a);
     let exp = numeric_date(c, "exp")?.ok_or_else(|| invalid("claim `exp` is missing"))?;
     let exp = match v.preset {
         Preset::Kubernetes => match kubernetes_warnafter(c)? {
@@ -111,12 +112,12 @@ pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiErr
     }
     let contains = match c.get("aud") {
         None => false,
-        Some(Value::String(a)) => a == audience,
+        Some(Value::String(a)) => wanted(a),
         Some(Value::Array(items)) => {
             let mut found = false;
             for item in items {
                 match item {
-                    Value::String(a) => found |= a == audience,
+                    Value::String(a) => found |= wanted(a),
                     _ => {
                         return Err(invalid(
                             "claim `aud` is not a string or an array of strings",
@@ -132,10 +133,20 @@ pub(crate) fn check_validity(c: &Claims, v: &Validity<'_>) -> Result<i64, ApiErr
             ));
         }
     };
-    if !contains {
+    if c.get("aud").is_none() {
         return Err(ApiError::new(
             ErrorCode::AudienceMismatch,
-            format!("token audience does not contain {}", quote(audience)),
+            "token has no `aud` claim",
+        ));
+    }
+    if !contains {
+        let shown = match v.audiences {
+            [one] => quote(one),
+            _ => "any of the issuer's audiences".to_owned(),
+        };
+        return Err(ApiError::new(
+            ErrorCode::AudienceMismatch,
+            format!("token audience does not contain {shown}"),
         ));
     }
     Ok(exp)
@@ -225,6 +236,8 @@ pub(crate) fn map_principal(c: &Claims, ctx: &MapContext<'_>) -> Result<Principa
         Preset::Kubernetes => kubernetes(c, ctx).map(|w| Principal::Workload(Box::new(w))),
         Preset::Generic => generic(c, ctx).map(|w| Principal::Workload(Box::new(w))),
         Preset::Human => human(c, ctx).map(Principal::Human),
+        // Mapped from the parsed SPIFFE ID by `spiffe::workload`, never from claims.
+        Preset::Spiffe => Err(invalid("a JWT-SVID is mapped from its SPIFFE ID")),
     }
 }
 
@@ -394,6 +407,7 @@ fn generic(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
         namespace: opt_str(c, "namespace")?,
         service_account: opt_str(c, "service_account")?,
         service_account_uid: opt_str(c, "service_account_uid")?,
+        ..WorkloadClaims::default()
     };
     Ok(w)
 }

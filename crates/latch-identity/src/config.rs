@@ -21,15 +21,19 @@ pub enum IssuerKind {
     Workload,
     /// Tokens map to [`latch_core::model::Human`].
     Human,
+    /// SPIFFE JWT-SVIDs (SPIFFE JWT-SVID specification), chosen by the trust domain of their
+    /// `sub` rather than by `iss`; they map to a [`latch_core::model::Workload`] with preset
+    /// `spiffe`. See [`SpiffeSettings`].
+    Spiffe,
 }
 
 impl IssuerKind {
-    /// The configuration spelling (`workload`, `human`).
-    /// The configuration spelling, also stored in [`latch_core::model::Workload::preset`].
+    /// The configuration spelling (`workload`, `human`, `spiffe`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Workload => "workload",
             Self::Human => "human",
+            Self::Spiffe => "spiffe",
         }
     }
 }
@@ -54,6 +58,8 @@ pub enum Preset {
     Generic,
     /// A human identity provider (`kind = "human"` only).
     Human,
+    /// SPIFFE JWT-SVIDs (`kind = "spiffe"` only): the SPIFFE ID is the identity.
+    Spiffe,
 }
 
 impl Preset {
@@ -69,7 +75,7 @@ impl Preset {
             Self::GitlabCi => 2 * 3600,
             Self::Kubernetes => 48 * 3600,
             Self::Human => 24 * 3600,
-            Self::Generic => 3600,
+            Self::Generic | Self::Spiffe => 3600,
         })
     }
 
@@ -81,6 +87,7 @@ impl Preset {
             Self::Kubernetes => "kubernetes",
             Self::Generic => "generic",
             Self::Human => "human",
+            Self::Spiffe => "spiffe",
         }
     }
 }
@@ -92,42 +99,80 @@ impl fmt::Display for Preset {
 }
 
 /// A JWS signature algorithm an issuer may use (RFC 7518 §3.1). Symmetric (`HS*`) algorithms
-/// and `none` are deliberately not representable.
+/// and `none` are deliberately not representable. `ES512` is not offered: the JOSE library
+/// Latch uses cannot verify it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 pub enum SigningAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 (keys of 2048 to 8192 bits).
     RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256 (RFC 7518 §3.5).
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
     /// ECDSA on P-256 with SHA-256.
     ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
     /// EdDSA on Ed25519 (RFC 8037).
     EdDSA,
 }
 
 impl SigningAlgorithm {
-    /// The JOSE name (`RS256`, `ES256`, `EdDSA`).
+    /// The algorithms a JWT-SVID may use that Latch verifies (SPIFFE JWT-SVID §3: RS, ES and
+    /// PS families; `ES512` is not supported by the JOSE library): the default of a
+    /// `kind = "spiffe"` issuer.
+    pub const JWT_SVID: [Self; 8] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+    ];
+
+    /// The JOSE name (`RS256`, `PS256`, `ES384`, `EdDSA`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
             Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
             Self::EdDSA => "EdDSA",
         }
     }
 
     /// Parses a JOSE `alg` value; `None` for anything Latch does not accept.
     pub fn from_jose(alg: &str) -> Option<Self> {
-        match alg {
-            "RS256" => Some(Self::RS256),
-            "ES256" => Some(Self::ES256),
-            "EdDSA" => Some(Self::EdDSA),
-            _ => None,
-        }
+        [Self::EdDSA]
+            .into_iter()
+            .chain(Self::JWT_SVID)
+            .find(|a| a.as_str() == alg)
     }
 
     pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
         match self {
-            Self::RS256 => jsonwebtoken::Algorithm::RS256,
-            Self::ES256 => jsonwebtoken::Algorithm::ES256,
-            Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            Self::RS256 => A::RS256,
+            Self::RS384 => A::RS384,
+            Self::RS512 => A::RS512,
+            Self::PS256 => A::PS256,
+            Self::PS384 => A::PS384,
+            Self::PS512 => A::PS512,
+            Self::ES256 => A::ES256,
+            Self::ES384 => A::ES384,
+            Self::EdDSA => A::EdDSA,
         }
     }
 }
@@ -211,20 +256,37 @@ fn default_leeway() -> Duration {
 /// jwks = { discovery = true }
 /// leeway = "60s"
 /// ```
+///
+/// A SPIFFE trust domain (`kind = "spiffe"`, see [`SpiffeSettings`]) is configured with
+/// `trust_domain`, a list `audience`, and one of `bundle_file` or `bundle_endpoint`; `issuer`,
+/// `preset`, `jwks` and the claim options do not apply.
+///
+/// ```toml
+/// [[issuers]]
+/// name = "mesh"
+/// kind = "spiffe"
+/// trust_domain = "example.org"
+/// audience = ["https://latch.example"]
+/// bundle_endpoint = "https://spire.example.org/bundle"
+/// bundle_refresh = "5m"   # default: the bundle's spiffe_refresh_hint, else 5 minutes
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "IssuerToml")]
 pub struct IssuerConfig {
     /// Label for logs and error messages.
     pub name: String,
-    /// The exact `iss` value (RFC 7519 §4.1.1); compared byte for byte.
+    /// The exact `iss` value (RFC 7519 §4.1.1); compared byte for byte. For `kind = "spiffe"`,
+    /// `spiffe://<trust domain>` (informational: JWT-SVIDs are chosen by the trust domain of
+    /// their `sub`, and their `iss`, if any, is not used).
     pub issuer: String,
-    /// Workload or human.
+    /// Workload, human or spiffe.
     pub kind: IssuerKind,
     /// Claim mapping. Default: `generic` for workload issuers, `human` for human issuers.
     #[serde(default)]
     pub preset: Option<Preset>,
     /// The audience Latch expects; a token's `aud` (string or array) must contain it
-    /// (RFC 7519 §4.1.3). Required.
+    /// (RFC 7519 §4.1.3). Required, except for `kind = "spiffe"`, where it is empty and
+    /// [`SpiffeSettings::audiences`] holds the accepted audiences.
     pub audience: String,
     /// Accepted signature algorithms. Default `["RS256"]`.
     #[serde(default = "default_algorithms")]
@@ -251,6 +313,11 @@ pub struct IssuerConfig {
     /// Default `groups`.
     #[serde(default)]
     pub groups_claim: Option<String>,
+    /// `kind = "spiffe"` only (and required there): the trust domain, its audiences and the
+    /// bundle's refresh. The bundle's location is [`Self::jwks`] (`File` for `bundle_file`,
+    /// `Url` for `bundle_endpoint`, or `Static`).
+    #[serde(default)]
+    pub spiffe: Option<SpiffeSettings>,
 }
 
 impl IssuerConfig {
@@ -275,6 +342,23 @@ impl IssuerConfig {
             subject_claim: None,
             id_claim: None,
             groups_claim: None,
+            spiffe: None,
+        }
+    }
+
+    /// A `kind = "spiffe"` issuer for `settings.trust_domain`, whose trust bundle (a JWK Set
+    /// whose JWT-SVID keys have `use` `jwt-svid`) comes from `bundle` (`Url`, `File` or
+    /// `Static`; `Discovery` is refused by [`crate::OidcVerifier::new`]). Algorithms default to
+    /// [`SigningAlgorithm::JWT_SVID`].
+    pub fn spiffe(name: impl Into<String>, settings: SpiffeSettings, bundle: JwksSource) -> Self {
+        Self {
+            issuer: format!("spiffe://{}", settings.trust_domain),
+            kind: IssuerKind::Spiffe,
+            preset: Some(Preset::Spiffe),
+            audience: String::new(),
+            algorithms: SigningAlgorithm::JWT_SVID.to_vec(),
+            spiffe: Some(settings),
+            ..Self::new(name, "", IssuerKind::Spiffe, "", bundle)
         }
     }
 
@@ -317,8 +401,197 @@ impl IssuerConfig {
         self.preset.unwrap_or(match self.kind {
             IssuerKind::Workload => Preset::Generic,
             IssuerKind::Human => Preset::Human,
+            IssuerKind::Spiffe => Preset::Spiffe,
         })
     }
+}
+
+/// A SPIFFE trust domain's JWT-SVID settings (a `kind = "spiffe"` issuer).
+///
+/// # Security
+/// Only keys of the trust bundle whose `use` is `jwt-svid` verify JWT-SVIDs (SPIFFE Trust
+/// Domain and Bundle §4.2.2); X.509 authorities and keys without `use` are ignored. A
+/// `bundle_endpoint` is fetched with the `https_web` profile (§5.2.1: Web PKI server
+/// authentication); plain `http` is accepted only on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffeSettings {
+    /// The trust domain name (`example.org`), as in SPIFFE IDs: lowercase `a-z0-9.-_`.
+    pub trust_domain: String,
+    /// A JWT-SVID's `aud` must contain one of these (SPIFFE JWT-SVID §3.2). At least one.
+    pub audiences: Vec<String>,
+    /// How long a fetched bundle is used before it is fetched again. `None`: the bundle's
+    /// `spiffe_refresh_hint` (seconds, kept within 30 s to 1 day), else 5 minutes.
+    pub refresh: Option<Duration>,
+}
+
+impl SpiffeSettings {
+    /// Settings for `trust_domain` accepting `audiences`, refreshed on the bundle's hint.
+    pub fn new(trust_domain: impl Into<String>, audiences: Vec<String>) -> Self {
+        Self {
+            trust_domain: trust_domain.into(),
+            audiences,
+            refresh: None,
+        }
+    }
+}
+
+/// `audience = "…"` or `audience = ["…", …]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The `[[issuers]]` table as written; [`IssuerConfig`] after the kind-specific checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerToml {
+    name: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    kind: IssuerKind,
+    #[serde(default)]
+    preset: Option<Preset>,
+    audience: OneOrMany,
+    #[serde(default)]
+    algorithms: Option<Vec<SigningAlgorithm>>,
+    #[serde(default)]
+    jwks: Option<JwksSource>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    leeway: Duration,
+    #[serde(default, with = "humantime_serde")]
+    max_token_lifetime: Option<Duration>,
+    #[serde(default)]
+    subject_claim: Option<String>,
+    #[serde(default)]
+    id_claim: Option<String>,
+    #[serde(default)]
+    groups_claim: Option<String>,
+    #[serde(default)]
+    trust_domain: Option<String>,
+    #[serde(default)]
+    bundle_file: Option<PathBuf>,
+    #[serde(default)]
+    bundle_endpoint: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    bundle_refresh: Option<Duration>,
+}
+
+impl TryFrom<IssuerToml> for IssuerConfig {
+    type Error = String;
+
+    fn try_from(t: IssuerToml) -> Result<Self, Self::Error> {
+        let name = t.name.clone();
+        if t.kind == IssuerKind::Spiffe {
+            return spiffe_from_toml(name, t_rest(t));
+        }
+        let only_spiffe = [
+            ("trust_domain", t.trust_domain.is_some()),
+            ("bundle_file", t.bundle_file.is_some()),
+            ("bundle_endpoint", t.bundle_endpoint.is_some()),
+            ("bundle_refresh", t.bundle_refresh.is_some()),
+        ];
+        if let Some((field, _)) = only_spiffe.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "issuer `{name}`: `{field}` applies only to `kind = \"spiffe\"`"
+            ));
+        }
+        let OneOrMany::One(audience) = t.audience else {
+            return Err(format!(
+                "issuer `{name}`: `audience` is one string (a list is for `kind = \"spiffe\"`)"
+            ));
+        };
+        let Some(issuer) = t.issuer else {
+            return Err(format!("issuer `{name}`: `issuer` is required"));
+        };
+        Ok(Self {
+            name,
+            issuer,
+            kind: t.kind,
+            preset: t.preset,
+            audience,
+            algorithms: t.algorithms.unwrap_or_else(default_algorithms),
+            jwks: t.jwks.unwrap_or_else(default_jwks),
+            leeway: t.leeway,
+            max_token_lifetime: t.max_token_lifetime,
+            subject_claim: t.subject_claim,
+            id_claim: t.id_claim,
+            groups_claim: t.groups_claim,
+            spiffe: None,
+        })
+    }
+}
+
+/// The fields a `kind = "spiffe"` table may carry, and whether it carried the others.
+struct SpiffeToml {
+    trust_domain: Option<String>,
+    audience: OneOrMany,
+    algorithms: Option<Vec<SigningAlgorithm>>,
+    leeway: Duration,
+    max_token_lifetime: Option<Duration>,
+    bundle_file: Option<PathBuf>,
+    bundle_endpoint: Option<String>,
+    bundle_refresh: Option<Duration>,
+    /// The first OIDC-only field given, if any.
+    foreign: Option<&'static str>,
+}
+
+fn t_rest(t: IssuerToml) -> SpiffeToml {
+    let foreign = [
+        ("issuer", t.issuer.is_some()),
+        ("preset", t.preset.is_some_and(|p| p != Preset::Spiffe)),
+        ("jwks", t.jwks.is_some()),
+        ("subject_claim", t.subject_claim.is_some()),
+        ("id_claim", t.id_claim.is_some()),
+        ("groups_claim", t.groups_claim.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(f, set)| set.then_some(f));
+    SpiffeToml {
+        trust_domain: t.trust_domain,
+        audience: t.audience,
+        algorithms: t.algorithms,
+        leeway: t.leeway,
+        max_token_lifetime: t.max_token_lifetime,
+        bundle_file: t.bundle_file,
+        bundle_endpoint: t.bundle_endpoint,
+        bundle_refresh: t.bundle_refresh,
+        foreign,
+    }
+}
+
+fn spiffe_from_toml(name: String, t: SpiffeToml) -> Result<IssuerConfig, String> {
+    if let Some(field) = t.foreign {
+        return Err(format!(
+            "issuer `{name}`: `{field}` does not apply to `kind = \"spiffe\"` (JWT-SVIDs are \
+             chosen by trust domain and verified with its bundle)"
+        ));
+    }
+    let Some(trust_domain) = t.trust_domain else {
+        return Err(format!("issuer `{name}`: `trust_domain` is required"));
+    };
+    let audiences = match t.audience {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(a) => a,
+    };
+    let bundle = match (t.bundle_file, t.bundle_endpoint) {
+        (Some(f), None) => JwksSource::File(f),
+        (None, Some(u)) => JwksSource::Url(u),
+        _ => {
+            return Err(format!(
+                "issuer `{name}`: give exactly one of `bundle_file` and `bundle_endpoint`"
+            ));
+        }
+    };
+    let mut settings = SpiffeSettings::new(trust_domain, audiences);
+    settings.refresh = t.bundle_refresh;
+    let mut cfg = IssuerConfig::spiffe(name, settings, bundle).with_leeway(t.leeway);
+    if let Some(a) = t.algorithms {
+        cfg.algorithms = a;
+    }
+    cfg.max_token_lifetime = t.max_token_lifetime;
+    Ok(cfg)
 }
 
 fn default_max_token_bytes() -> usize {
@@ -430,6 +703,15 @@ pub enum ConfigError {
     /// A URL does not parse or is not allowed.
     #[error("issuer `{name}`: {reason}")]
     BadUrl {
+        /// The issuer's name.
+        name: String,
+        /// What is wrong (lowercase).
+        reason: String,
+    },
+    /// A `kind = "spiffe"` issuer's settings are missing or wrong (trust domain, audiences,
+    /// bundle source, algorithms, refresh).
+    #[error("issuer `{name}`: {reason}")]
+    BadSpiffe {
         /// The issuer's name.
         name: String,
         /// What is wrong (lowercase).

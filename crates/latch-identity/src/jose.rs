@@ -17,6 +17,8 @@ const FORBIDDEN_HEADER_KEYS: [&str; 4] = ["jwk", "jku", "x5c", "x5u"];
 pub(crate) struct Unverified {
     pub alg: SigningAlgorithm,
     pub kid: Option<String>,
+    /// The header's `typ` (RFC 7515 §4.1.9), if any.
+    pub typ: Option<String>,
     /// The payload, parsed with duplicate members rejected.
     pub claims: Map<String, Value>,
 }
@@ -110,5 +112,15 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Unverified, ApiErro
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(malformed("token header `kid` is not a string")),
     };
-    Ok(Unverified { alg, kid, claims })
+    let typ = match header.get("typ") {
+        None => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(malformed("token header `typ` is not a string")),
+    };
+    Ok(Unverified {
+        alg,
+        kid,
+        typ,
+        claims,
+    })
 }

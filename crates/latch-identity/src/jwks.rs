@@ -55,12 +55,19 @@ fn is_signature_key(k: &Jwk) -> bool {
     type_ok && use_ok && ops_ok
 }
 
-/// Whether `k` is of the type `alg` needs (RFC 7518 §3.3–3.4, RFC 8037 §3.1).
+/// Whether `k` is of the type `alg` needs (RFC 7518 §3.3–3.5, RFC 8037 §3.1).
 pub(crate) fn fits(k: &Jwk, alg: SigningAlgorithm) -> bool {
+    use SigningAlgorithm as A;
     match (&k.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), SigningAlgorithm::RS256) => true,
+        (
+            AlgorithmParameters::RSA(_),
+            A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512,
+        ) => true,
         (AlgorithmParameters::EllipticCurve(p), SigningAlgorithm::ES256) => {
             p.curve == EllipticCurve::P256
+        }
+        (AlgorithmParameters::EllipticCurve(p), SigningAlgorithm::ES384) => {
+            p.curve == EllipticCurve::P384
         }
         (AlgorithmParameters::OctetKeyPair(p), SigningAlgorithm::EdDSA) => {
             p.curve == EllipticCurve::Ed25519
@@ -115,6 +122,81 @@ pub(crate) fn select<'a>(
             }
         }
     }
+}
+
+/// The `use` of a SPIFFE bundle key that verifies JWT-SVIDs (SPIFFE Trust Domain and Bundle
+/// §4.2.2).
+const JWT_SVID_USE: &str = "jwt-svid";
+
+/// Keeps a SPIFFE trust bundle's JWT authorities: keys whose `use` is `jwt-svid`, with a `kid`
+/// (§4.2.2 requires it), asymmetric and of a supported type. X.509 authorities (`x509-svid`)
+/// and keys without `use` are ignored, as are keys that do not parse.
+fn jwt_svid_keys(keys: &[Value]) -> Vec<Jwk> {
+    keys.iter()
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .filter(is_jwt_svid_key)
+        .collect()
+}
+
+fn is_jwt_svid_key(k: &Jwk) -> bool {
+    let use_ok =
+        matches!(&k.common.public_key_use, Some(PublicKeyUse::Other(u)) if u == JWT_SVID_USE);
+    let type_ok = matches!(
+        k.algorithm,
+        AlgorithmParameters::RSA(_) | AlgorithmParameters::EllipticCurve(_)
+    );
+    let ops_ok = k
+        .common
+        .key_operations
+        .as_ref()
+        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    use_ok && type_ok && ops_ok && k.common.key_id.as_deref().is_some_and(|id| !id.is_empty())
+}
+
+/// Shortest and longest honoured `spiffe_refresh_hint` (seconds).
+const HINT_BOUNDS: (i64, i64) = (30, 86_400);
+
+/// A SPIFFE trust bundle's JWT authorities and its `spiffe_refresh_hint` (seconds, within
+/// 30 s to 1 day), if it gives a positive integer one (SPIFFE Trust Domain and Bundle §4.1.2).
+pub(crate) fn bundle_keys(doc: &Value) -> Result<(Vec<Jwk>, Option<i64>), String> {
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "trust bundle has no `keys` array".to_owned())?;
+    let hint = doc
+        .get("spiffe_refresh_hint")
+        .and_then(Value::as_i64)
+        .filter(|h| *h > 0)
+        .map(|h| h.clamp(HINT_BOUNDS.0, HINT_BOUNDS.1));
+    Ok((jwt_svid_keys(keys), hint))
+}
+
+/// What a key source yields: the keys, and how long to use them when the source says
+/// (a SPIFFE bundle's refresh hint, seconds).
+pub(crate) struct Loaded {
+    pub keys: Vec<Jwk>,
+    pub refresh_hint: Option<i64>,
+}
+
+/// Loads a SPIFFE trust bundle from `source` (`File`, `Url` or `Static`; never discovery).
+/// Errors are lowercase and secret-free.
+pub(crate) async fn load_bundle(
+    source: &JwksSource,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Result<Loaded, String> {
+    let doc = match source {
+        JwksSource::Static(set) => {
+            serde_json::to_value(set).map_err(|_| "trust bundle is not a jwk set".to_owned())?
+        }
+        JwksSource::File(path) => read_file(path).await?,
+        JwksSource::Url(url) => get_json(http, url, timeout).await?,
+        JwksSource::Discovery => {
+            return Err("a trust bundle is not found by discovery".to_owned());
+        }
+    };
+    let (keys, refresh_hint) = bundle_keys(&doc)?;
+    Ok(Loaded { keys, refresh_hint })
 }
 
 /// Loads the current keys from `source`. Errors are lowercase and secret-free.

@@ -21,6 +21,8 @@ use crate::config::{
 };
 use crate::jose;
 use crate::jwks::{self, Selection};
+use crate::spiffe::{self, SpiffeRuntime};
+use crate::spiffe_id::SpiffeId;
 
 /// Verifies compact-JWS bearer tokens (RFC 7515, RFC 7519) from the configured issuers and maps
 /// them onto a [`Principal`] with the issuer's preset.
@@ -43,6 +45,8 @@ use crate::jwks::{self, Selection};
 pub struct OidcVerifier {
     issuers: Vec<IssuerRuntime>,
     by_iss: HashMap<String, usize>,
+    /// `kind = "spiffe"` issuers by trust domain.
+    by_td: HashMap<String, usize>,
     options: VerifierOptions,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
@@ -83,6 +87,8 @@ struct IssuerRuntime {
     subject_claim: String,
     id_claim: String,
     groups_claim: String,
+    /// `kind = "spiffe"` only.
+    spiffe: Option<SpiffeRuntime>,
     state: Mutex<KeyState>,
     /// Serialises fetches for this issuer.
     refresh: tokio::sync::Mutex<()>,
@@ -92,6 +98,9 @@ struct IssuerRuntime {
 struct KeyState {
     keys: Option<Arc<[Jwk]>>,
     loaded_at: i64,
+    /// How long the loaded keys are used (seconds); `None`: `jwks_cache_ttl`. Set for SPIFFE
+    /// bundles (configured refresh, else the bundle's hint, else 5 minutes).
+    ttl: Option<i64>,
     last_attempt: Option<i64>,
 }
 
@@ -120,8 +129,9 @@ impl OidcVerifier {
     /// # Errors
     /// [`ConfigError`] for an empty or duplicate name or issuer, an empty audience or algorithm
     /// list, a preset that does not fit the kind, an option that does not apply to the preset,
-    /// a leeway above 300 s, a JWKS or discovery URL that is not https (or loopback http), or an
-    /// out-of-range verifier option.
+    /// a leeway above 300 s, a JWKS or discovery URL that is not https (or loopback http), an
+    /// out-of-range verifier option, or wrong `kind = "spiffe"` settings (`BadSpiffe`; two
+    /// issuers for one trust domain are `DuplicateIssuer`).
     pub fn new(
         issuers: Vec<IssuerConfig>,
         options: VerifierOptions,
@@ -142,6 +152,7 @@ impl OidcVerifier {
         }
         let mut names = HashSet::new();
         let mut by_iss = HashMap::new();
+        let mut by_td = HashMap::new();
         let mut runtimes = Vec::with_capacity(issuers.len());
         for cfg in issuers {
             let rt = check_issuer(cfg)?;
@@ -149,10 +160,11 @@ impl OidcVerifier {
             if !names.insert(name.clone()) {
                 return Err(ConfigError::DuplicateName { name });
             }
-            if by_iss
-                .insert(rt.cfg.issuer.clone(), runtimes.len())
-                .is_some()
-            {
+            let (index, key) = match &rt.spiffe {
+                Some(s) => (&mut by_td, s.trust_domain.clone()),
+                None => (&mut by_iss, rt.cfg.issuer.clone()),
+            };
+            if index.insert(key, runtimes.len()).is_some() {
                 return Err(ConfigError::DuplicateIssuer {
                     name,
                     issuer: rt.cfg.issuer.clone(),
@@ -163,6 +175,7 @@ impl OidcVerifier {
         Ok(Self {
             issuers: runtimes,
             by_iss,
+            by_td,
             options,
             clock,
             http,
@@ -212,8 +225,9 @@ impl OidcVerifier {
                 ))),
             }
         };
-        let fresh =
-            |st: &KeyState, now: i64| iss.is_static() || now.saturating_sub(st.loaded_at) < ttl;
+        let fresh = |st: &KeyState, now: i64| {
+            iss.is_static() || now.saturating_sub(st.loaded_at) < st.ttl.unwrap_or(ttl)
+        };
 
         // Fast path: cached and fresh.
         {
@@ -280,20 +294,29 @@ impl OidcVerifier {
     async fn fetch(&self, iss: &IssuerRuntime, now: i64) -> Result<Arc<[Jwk]>, ApiError> {
         iss.state().last_attempt = Some(now);
         tracing::debug!(issuer = %iss.cfg.name, "fetching jwks");
-        match jwks::load(
-            &iss.cfg.jwks,
-            &iss.cfg.issuer,
-            &self.http,
-            self.options.jwks_fetch_timeout,
-        )
-        .await
-        {
-            Ok(keys) => {
+        let timeout = self.options.jwks_fetch_timeout;
+        let loaded = match &iss.spiffe {
+            Some(s) => jwks::load_bundle(&iss.cfg.jwks, &self.http, timeout)
+                .await
+                .map(|l| {
+                    let ttl = s
+                        .refresh
+                        .or(l.refresh_hint)
+                        .unwrap_or(spiffe::DEFAULT_REFRESH_SECS);
+                    (l.keys, Some(ttl))
+                }),
+            None => jwks::load(&iss.cfg.jwks, &iss.cfg.issuer, &self.http, timeout)
+                .await
+                .map(|k| (k, None)),
+        };
+        match loaded {
+            Ok((keys, ttl)) => {
                 let keys: Arc<[Jwk]> = keys.into();
                 tracing::info!(issuer = %iss.cfg.name, keys = keys.len(), "jwks loaded");
                 let mut st = iss.state();
                 st.keys = Some(keys.clone());
                 st.loaded_at = now;
+                st.ttl = ttl;
                 Ok(keys)
             }
             Err(reason) => {
@@ -382,32 +405,11 @@ impl OidcVerifier {
         // 1–2: size, shape, header policy.
         let unverified = jose::parse(token, self.options.max_token_bytes)?;
 
-        // 3: issuer, chosen by exact `iss`.
-        let iss_value = match unverified.claims.get("iss") {
-            Some(serde_json::Value::String(s)) => s.as_str(),
-            Some(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::ClaimsInvalid,
-                    "claim `iss` is not a string",
-                ));
-            }
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::ClaimsInvalid,
-                    "claim `iss` is missing",
-                ));
-            }
-        };
-        let iss = self
-            .by_iss
-            .get(iss_value)
-            .and_then(|i| self.issuers.get(*i))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UnknownIssuer,
-                    format!("issuer {} is not trusted", quote(iss_value)),
-                )
-            })?;
+        // 3: issuer, chosen by exact `iss` (JWT-SVIDs: by the trust domain of `sub`).
+        let (iss, svid) = self.choose_issuer(&unverified.claims)?;
+        if svid.is_some() {
+            spiffe::check_typ(unverified.typ.as_deref())?;
+        }
         let alg = unverified.alg;
         if !iss.cfg.algorithms.contains(&alg) {
             return Err(ApiError::new(
@@ -448,18 +450,26 @@ impl OidcVerifier {
 
         // 6: claims.
         let claims = &unverified.claims;
+        let configured = match &iss.spiffe {
+            Some(s) => s.audiences.clone(),
+            None => vec![iss.cfg.audience.clone()],
+        };
         let exp = claims::check_validity(
             claims,
             &claims::Validity {
                 now: self.clock.now_unix_secs(),
                 leeway: iss.leeway_secs,
-                audience: audience.unwrap_or(&iss.cfg.audience),
+                audiences: &audience.map_or(configured, |a| vec![a.to_owned()]),
                 max_lifetime: iss.max_lifetime_secs,
                 preset: iss.preset,
             },
         )?;
 
         // 7: principal.
+        if let Some(id) = svid {
+            let w = spiffe::workload(&id, exp)?;
+            return Ok((Principal::Workload(Box::new(w)), unverified.claims));
+        }
         let ctx = MapContext {
             issuer: &iss.cfg.issuer,
             preset: iss.preset,
@@ -470,6 +480,59 @@ impl OidcVerifier {
         };
         let principal = claims::map_principal(claims, &ctx)?;
         Ok((principal, unverified.claims))
+    }
+}
+
+impl OidcVerifier {
+    /// The issuer whose keys verify this token: the one whose `iss` it names; else, for a
+    /// JWT-SVID (`sub` a SPIFFE ID, with `kind = "spiffe"` issuers configured), the one of its
+    /// trust domain, with the parsed SPIFFE ID. The claims are not verified yet: they only choose
+    /// which configuration and keys to verify with.
+    ///
+    /// # Errors
+    /// `claims_invalid` for a missing or non-string `iss` (not a JWT-SVID);
+    /// `spiffe_id_invalid` for a `sub` that looks like a SPIFFE ID but is not one;
+    /// `unknown_issuer` for an untrusted issuer or trust domain.
+    fn choose_issuer(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(&IssuerRuntime, Option<SpiffeId>), ApiError> {
+        let iss_value = claims.get("iss");
+        if let Some(serde_json::Value::String(s)) = iss_value
+            && let Some(rt) = self.by_iss.get(s).and_then(|i| self.issuers.get(*i))
+        {
+            return Ok((rt, None));
+        }
+        if !self.by_td.is_empty()
+            && let Some(id) = spiffe::subject(claims)
+        {
+            let id = id?;
+            let rt = self
+                .by_td
+                .get(id.trust_domain())
+                .and_then(|i| self.issuers.get(*i))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UnknownIssuer,
+                        format!("trust domain {} is not trusted", quote(id.trust_domain())),
+                    )
+                })?;
+            return Ok((rt, Some(id)));
+        }
+        match iss_value {
+            Some(serde_json::Value::String(s)) => Err(ApiError::new(
+                ErrorCode::UnknownIssuer,
+                format!("issuer {} is not trusted", quote(s)),
+            )),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::ClaimsInvalid,
+                "claim `iss` is not a string",
+            )),
+            None => Err(ApiError::new(
+                ErrorCode::ClaimsInvalid,
+                "claim `iss` is missing",
+            )),
+        }
     }
 }
 
@@ -499,17 +562,30 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
         name: name.clone(),
         field,
     };
+    let spiffe = if cfg.kind == IssuerKind::Spiffe {
+        Some(spiffe::check_settings(&cfg)?)
+    } else {
+        if cfg.spiffe.is_some() {
+            return Err(ConfigError::BadSpiffe {
+                name,
+                reason: "spiffe settings need `kind = \"spiffe\"`".to_owned(),
+            });
+        }
+        None
+    };
     if cfg.issuer.is_empty() {
         return Err(empty("issuer"));
     }
-    if cfg.audience.is_empty() {
+    if cfg.audience.is_empty() && spiffe.is_none() {
         return Err(empty("audience"));
     }
     if cfg.algorithms.is_empty() {
         return Err(empty("algorithms"));
     }
     let preset = cfg.effective_preset();
-    if (cfg.kind == IssuerKind::Human) != (preset == Preset::Human) {
+    if (cfg.kind == IssuerKind::Human) != (preset == Preset::Human)
+        || (cfg.kind == IssuerKind::Spiffe) != (preset == Preset::Spiffe)
+    {
         return Err(ConfigError::PresetKindMismatch {
             name,
             kind: cfg.kind,
@@ -547,6 +623,8 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
         return Err(ConfigError::TokenLifetimeOutOfRange { name });
     }
     match &cfg.jwks {
+        // Checked with the rest of the SPIFFE settings.
+        _ if spiffe.is_some() => {}
         JwksSource::Discovery => {
             check_fetch_url(&jwks::discovery_url(&cfg.issuer)).map_err(|reason| {
                 ConfigError::BadUrl {
@@ -577,6 +655,7 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
             .groups_claim
             .clone()
             .unwrap_or_else(|| "groups".to_owned()),
+        spiffe,
         state: Mutex::new(KeyState::default()),
         refresh: tokio::sync::Mutex::new(()),
         cfg,
@@ -602,7 +681,8 @@ impl IdentityVerifier for OidcVerifier {
     ///
     /// # Errors
     /// An [`ApiError`] with `token_too_large`, `token_malformed`, `alg_not_allowed`,
-    /// `header_key_forbidden`, `unknown_issuer`, `unknown_kid`, `jwks_unavailable`,
+    /// `header_key_forbidden`, `unknown_issuer`, `spiffe_id_invalid`, `unknown_kid`,
+    /// `jwks_unavailable`,
     /// `signature_invalid`, `token_expired`, `token_not_yet_valid`, `token_lifetime_too_long`,
     /// `audience_mismatch` or `claims_invalid`. The message never contains the token.
     async fn verify(&self, token: &str) -> Result<Principal, ApiError> {

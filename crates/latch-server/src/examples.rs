@@ -17,6 +17,10 @@ pub const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "20-guards.cedar",
         include_str!("../../../examples/policies/20-guards.cedar"),
     ),
+    (
+        "30-spiffe.cedar",
+        include_str!("../../../examples/policies/30-spiffe.cedar"),
+    ),
 ];
 
 /// Writes the example configuration into `dir` (listening on `listen`, data in `dir/data`) and

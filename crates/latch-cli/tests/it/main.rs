@@ -45,6 +45,7 @@ mod repo_identity;
 mod restart;
 mod revocation;
 mod revocation_lists;
+mod spiffe;
 mod store_outage;
 mod target_outage;
 mod targets;

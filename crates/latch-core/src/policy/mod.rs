@@ -402,6 +402,9 @@ impl PolicyEngine {
                 namespace: Some("n".into()),
                 service_account: Some("s".into()),
                 service_account_uid: Some("u".into()),
+                spiffe_id: Some("spiffe://td/a".into()),
+                trust_domain: Some("td".into()),
+                spiffe_path: vec!["a".into()],
             },
             token_expires_at_unix_secs: 0,
         };
@@ -497,12 +500,32 @@ impl PolicyEngine {
             ("namespace", &c.namespace),
             ("service_account", &c.service_account),
             ("service_account_uid", &c.service_account_uid),
+            ("spiffe_id", &c.spiffe_id),
+            ("trust_domain", &c.trust_domain),
             ("on_behalf_of", &w.on_behalf_of),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
                 wa.insert(k.into(), s(v));
             }
+        }
+        if c.spiffe_id.is_some() {
+            // Segments as a set (membership), and every leading path (`/ns`, `/ns/payments`,
+            // …) as a set, so a policy matches a position in the path with `contains` rather
+            // than with `like` on the ID's text.
+            let segments = c.spiffe_path.iter().map(|p| s(p));
+            let prefixes = (1..=c.spiffe_path.len()).map(|n| {
+                let prefix: String = c.spiffe_path[..n].iter().map(|p| format!("/{p}")).collect();
+                s(&prefix)
+            });
+            wa.insert(
+                "spiffe_path".into(),
+                RestrictedExpression::new_set(segments),
+            );
+            wa.insert(
+                "spiffe_path_prefixes".into(),
+                RestrictedExpression::new_set(prefixes),
+            );
         }
         if let Some(p) = c.ref_protected {
             wa.insert("ref_protected".into(), RestrictedExpression::new_bool(p));
