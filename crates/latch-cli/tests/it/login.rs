@@ -126,7 +126,10 @@ async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (
     let r = reqwest::get(&callback).await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    assert!(page.contains(&format!("Signed in to Latch as {user}")), "{page}");
+    assert!(
+        page.contains(&format!("Signed in to Latch as {user}")),
+        "{page}"
+    );
     // The redirect has been used: a replay of it ends nothing and shows no success.
     let again = reqwest::get(&callback).await;
     assert!(
