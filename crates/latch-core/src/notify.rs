@@ -80,8 +80,11 @@ pub struct ApprovalNotice {
     pub digest: String,
     /// When the request stops waiting (Unix seconds).
     pub expires_at_unix_secs: i64,
-    /// The request's page in the approval console.
-    pub console_url: String,
+    /// The request's page in the approval console; `None` when the broker does not serve the
+    /// console (the notice then names the `latch approve` command instead). Rows written
+    /// before it was optional hold a string and still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
 }
 
 /// One outbox row: a message for one channel, with its delivery state.

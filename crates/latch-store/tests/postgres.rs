@@ -754,7 +754,7 @@ fn notification(id: &str, due: i64) -> latch_core::notify::Notification {
             groups: vec!["g".to_owned()],
             digest: "d".to_owned(),
             expires_at_unix_secs: 1000,
-            console_url: "http://latch.test/console/requests/req_pg".to_owned(),
+            console_url: Some("http://latch.test/console/requests/req_pg".to_owned()),
         },
         version: 1,
     }

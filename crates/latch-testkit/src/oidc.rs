@@ -1,6 +1,7 @@
 //! A real OpenID Provider for tests: panva's `oidc-provider` (npm), run by Node.js from
 //! `testdata/oidc-provider/server.mjs` on a free loopback port, and a driver that signs a test
-//! user in through its login (and consent) forms with an HTTP client, as a browser would.
+//! user in through its login (and consent) forms with an HTTP client, as a browser would
+//! (`sign_in` for redirect flows, `device_sign_in` for the device authorization grant).
 //!
 //! Users and groups (any password): `alice` (none), `bob` and `dave` (`prod-approvers`),
 //! `carol` (`latch-admins`), `erin` (both). Clients: `latch-console` (confidential, code flow +
@@ -127,7 +128,68 @@ pub fn browser() -> reqwest::Client {
 /// # Panics
 /// When a page is neither a redirect nor a provider form, after 20 steps, or on HTTP errors.
 pub async fn sign_in(http: &reqwest::Client, start: &str, user: &str, stop_at: &str) -> String {
-    let mut resp = http.get(start).send().await.expect("http");
+    let resp = http.get(start).send().await.expect("http");
+    match drive(http, resp, user, Some(stop_at), false).await {
+        Ok(url) => url,
+        Err(page) => panic!("sign-in did not reach {stop_at}; last page: {page:.400}"),
+    }
+}
+
+/// What the human does on the provider's device confirmation page (RFC 8628 §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAnswer {
+    /// Confirms the code, then signs in (login, consent).
+    Confirm,
+    /// Aborts at the confirmation step: the device is refused (`access_denied`).
+    Abort,
+}
+
+/// Plays the human of a device authorization grant (RFC 8628 §3.3) with a cookie-keeping
+/// client: opens `verification_uri`, types `user_code` into the provider's user-code form,
+/// then confirms (and signs `user` in through the login and consent forms) or aborts.
+/// Returns the provider's last page (its "success" page, or the page after the abort).
+///
+/// # Panics
+/// When a page is neither a redirect nor a provider form before the end, after 20 steps, or
+/// on HTTP errors.
+pub async fn device_sign_in(
+    http: &reqwest::Client,
+    verification_uri: &str,
+    user_code: &str,
+    user: &str,
+    answer: DeviceAnswer,
+) -> String {
+    let page = http.get(verification_uri).send().await.expect("http");
+    let url = page.url().clone();
+    let body = page.text().await.expect("body");
+    let (action, mut fields) =
+        parse_form(&body).unwrap_or_else(|| panic!("no user-code form at {url}: {body:.400}"));
+    assert!(
+        body.contains("name=\"user_code\""),
+        "not the user-code form: {body:.400}"
+    );
+    fields.push(("user_code".into(), user_code.into()));
+    let target = url.join(&action).expect("form action");
+    let resp = http.post(target).form(&fields).send().await.expect("http");
+    // The walk ends on the success page (no form), or back at the user-code form with the
+    // provider's message after an abort.
+    match drive(http, resp, user, None, answer == DeviceAnswer::Abort).await {
+        Ok(url) => panic!("unexpected redirect out of the provider: {url}"),
+        Err(page) => page,
+    }
+}
+
+/// Follows redirects and fills in the provider's forms (login as `user`, consent, the device
+/// confirmation — with `abort`, its abort button instead) until a redirect leads to a URL
+/// starting with `stop_at` (`Ok`, that URL) or a page has no form, or is the device user-code
+/// form again (`Err`, that page).
+async fn drive(
+    http: &reqwest::Client,
+    mut resp: reqwest::Response,
+    user: &str,
+    stop_at: Option<&str>,
+    abort: bool,
+) -> Result<String, String> {
     for _ in 0..20 {
         let url = resp.url().clone();
         if resp.status().is_redirection() {
@@ -137,24 +199,30 @@ pub async fn sign_in(http: &reqwest::Client, start: &str, user: &str, stop_at: &
                 .and_then(|v| v.to_str().ok())
                 .expect("redirect location");
             let next = url.join(loc).expect("redirect url").to_string();
-            if next.starts_with(stop_at) {
-                return next;
+            if stop_at.is_some_and(|s| next.starts_with(s)) {
+                return Ok(next);
             }
             resp = http.get(&next).send().await.expect("http");
             continue;
         }
         let status = resp.status();
         let body = resp.text().await.expect("body");
-        let (action, mut fields) = parse_form(&body)
-            .unwrap_or_else(|| panic!("page {url} ({status}) has no form: {body:.400}"));
+        let form = parse_form(&body).filter(|_| !body.contains("op.deviceInputForm"));
+        let Some((action, mut fields)) = form else {
+            return Err(format!("page {url} ({status}): {body}"));
+        };
         if body.contains("name=\"login\"") {
             fields.push(("login".into(), user.into()));
             fields.push(("password".into(), "any password".into()));
         }
+        if abort && fields.iter().any(|(k, _)| k == "confirm") {
+            fields.retain(|(k, _)| k != "confirm");
+            fields.push(("abort".into(), "yes".into()));
+        }
         let target = url.join(&action).expect("form action");
         resp = http.post(target).form(&fields).send().await.expect("http");
     }
-    panic!("sign-in did not reach {stop_at}");
+    panic!("the provider's pages did not end within 20 steps");
 }
 
 /// The first form's action and its hidden inputs.

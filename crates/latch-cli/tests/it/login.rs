@@ -1,10 +1,13 @@
 //! `latch login`, `whoami`, `logout` against a real OpenID Provider (panva `oidc-provider`):
-//! the loopback redirect with PKCE, the stored sign-in (mode 0600), refresh, revocation.
+//! the loopback redirect with PKCE, the device authorization grant (RFC 8628), the stored
+//! sign-in (mode 0600), refresh, revocation.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use latch_testkit::oidc::{OidcProvider, browser, provider_available, sign_in};
+use latch_testkit::oidc::{
+    DeviceAnswer, OidcProvider, browser, device_sign_in, provider_available, sign_in,
+};
 use latch_testkit::{TestOptions, TestServer};
 use serde_json::Value;
 
@@ -126,7 +129,10 @@ async fn login_as(s: &TestServer, config_dir: &std::path::Path, user: &str) -> (
     let r = reqwest::get(&callback).await.unwrap();
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    assert!(page.contains(&format!("Signed in to Latch as {user}")), "{page}");
+    assert!(
+        page.contains(&format!("Signed in to Latch as {user}")),
+        "{page}"
+    );
     // The redirect has been used: a replay of it ends nothing and shows no success.
     let again = reqwest::get(&callback).await;
     assert!(
@@ -297,6 +303,149 @@ async fn latch_login_signs_a_human_in_through_a_real_provider() {
     let (code, _, err) = run(&dir, &["whoami", "--server", &s.base]);
     assert_eq!(code, 1);
     assert!(err.contains("latch login"), "{err}");
+    s.stop().await;
+}
+
+/// `latch login --device` running as a child: its stderr, collected as it comes, and where
+/// it sends the human (the verification URI, without the code) and the user code it prints.
+struct DeviceLogin {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    verification_uri: String,
+    user_code: String,
+}
+
+/// Starts `latch login --device` and reads the verification URI and user code it prints
+/// (RFC 8628 §3.3: "open URI and check/enter the code").
+async fn start_device_login(s: &TestServer, config_dir: &std::path::Path) -> DeviceLogin {
+    let mut child = latch(config_dir)
+        .args(["login", "--device", "--server", &s.base])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let keep = seen.clone();
+    let (uri, code) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let (mut uri, mut code) = (None, None);
+        for l in lines.by_ref() {
+            keep.lock().unwrap().push_str(&format!("{l}\n"));
+            let t = l.trim();
+            if t.starts_with("http") {
+                uri = Some(t.to_owned());
+            }
+            if let Some((_, c)) = t.split_once("the code ") {
+                code = Some(c.trim().to_owned());
+                break;
+            }
+        }
+        // Keep collecting stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for l in lines {
+                keep.lock().unwrap().push_str(&format!("{l}\n"));
+            }
+        });
+        (uri, code)
+    })
+    .await
+    .unwrap();
+    let printed = seen.lock().unwrap().clone();
+    let uri = uri.unwrap_or_else(|| panic!("no verification URI on stderr: {printed}"));
+    let user_code = code.unwrap_or_else(|| panic!("no user code on stderr: {printed}"));
+    // The provider gives `verification_uri_complete`; the human here uses the plain URI and
+    // types the code, as one on another device would.
+    let mut url = reqwest::Url::parse(&uri).unwrap();
+    assert!(
+        url.query_pairs()
+            .any(|(k, v)| k == "user_code" && v == user_code.as_str()),
+        "the complete URI carries the code it shows: {printed}"
+    );
+    url.set_query(None);
+    DeviceLogin {
+        child,
+        stderr: seen,
+        verification_uri: url.to_string(),
+        user_code,
+    }
+}
+
+/// The device authorization grant end to end against the real provider: the human enters the
+/// code, signs in and consents in a cookie-keeping HTTP client; the CLI (polling) stores the
+/// sign-in with mode 0600 and `whoami` shows the user and groups. A human who aborts at the
+/// confirmation step makes the CLI exit 1 with one clear error line, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latch_login_device_grant_signs_in_and_a_refusal_exits_1() {
+    if !provider_available() {
+        return;
+    }
+    let p = OidcProvider::start(
+        &["http://127.0.0.1:9/console/callback".to_owned()],
+        RESOURCE,
+    );
+    let s = TestServer::start_with(TestOptions {
+        extra_config: format!(
+            "{}\n[login]\nissuer = \"corp\"\nclient_id = \"latch-cli\"\nresource = \"{RESOURCE}\"\n",
+            p.issuer_toml("corp", RESOURCE)
+        ),
+        ..Default::default()
+    })
+    .await;
+
+    // Confirmed: signed in.
+    let dir = tempfile_dir().join("latch");
+    let d = start_device_login(&s, &dir).await;
+    assert!(
+        !dir.join("credentials.json").exists(),
+        "nothing before the human acts"
+    );
+    let page = device_sign_in(
+        &browser(),
+        &d.verification_uri,
+        &d.user_code,
+        "dave",
+        DeviceAnswer::Confirm,
+    )
+    .await;
+    assert!(page.contains("Sign-in Success"), "{page:.600}");
+    let (code, out) = finished(d.child).await;
+    let err = d.stderr.lock().unwrap().clone();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("as dave (groups: prod-approvers)"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("credentials.json")), 0o600);
+    }
+    assert_eq!(stored(&dir)["logins"][&s.base]["subject"], "dave");
+    let (code, out, err) = run(&dir, &["whoami", "--server", &s.base]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("human dave (groups: prod-approvers)"),
+        "{out}"
+    );
+
+    // Aborted at the confirmation: exit 1, one line naming the refusal, nothing stored.
+    let dir = tempfile_dir().join("latch");
+    let d = start_device_login(&s, &dir).await;
+    let page = device_sign_in(
+        &browser(),
+        &d.verification_uri,
+        &d.user_code,
+        "erin",
+        DeviceAnswer::Abort,
+    )
+    .await;
+    assert!(page.contains("interrupted"), "{page:.600}");
+    let (code, out) = finished(d.child).await;
+    let err = d.stderr.lock().unwrap().clone();
+    assert_eq!(code, 1, "{out}{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("access_denied"), "{err}");
+    assert!(!dir.join("credentials.json").exists());
     s.stop().await;
 }
 

@@ -16,6 +16,7 @@ mod auth;
 mod cases;
 mod cli;
 mod console;
+mod console_links;
 mod console_ops;
 mod demo;
 mod deny_codes;

@@ -3,7 +3,8 @@
 //! Standard Webhooks (verified here by the Python `standardwebhooks` library, or a Python HMAC
 //! check written from the specification), e-mail to an `aiosmtpd` sink — with retries and
 //! backoff, without the request ever waiting on a receiver, and never with a credential in a
-//! message. Also: every pending answer carries the request's console URL.
+//! message. Also: every pending answer carries the request's console URL when the broker serves
+//! the console (`console_links.rs`: and none when it does not).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,14 +20,14 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
 
 /// One received HTTP request.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     /// `500` to the first `n` requests, then `200`.
     FailFirst(usize),
     /// Never answers.
@@ -34,14 +35,14 @@ enum Behaviour {
 }
 
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     behaviour: Behaviour,
 }
 
 impl Receiver {
     /// Serves on 127.0.0.1:0; returns the receiver and its URL.
-    async fn start(behaviour: Behaviour) -> (Self, String) {
+    pub(crate) async fn start(behaviour: Behaviour) -> (Self, String) {
         let r = Receiver {
             got: Arc::default(),
             behaviour,
@@ -55,12 +56,12 @@ impl Receiver {
         (r, url)
     }
 
-    fn all(&self) -> Vec<Received> {
+    pub(crate) fn all(&self) -> Vec<Received> {
         self.got.lock().unwrap().clone()
     }
 
     /// Waits (bounded, real time) until `n` requests arrived.
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Received> {
         for _ in 0..200 {
             let all = self.all();
             if all.len() >= n {
@@ -88,26 +89,46 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
-/// A server whose `[[notifications]]` are `channels` (TOML), with fast polling.
+/// Serves the approval console (its development sign-in): only then do answers and
+/// notifications link to it.
+pub(crate) const CONSOLE: &str = "\n[console]\nenabled = true\n";
+
+/// A server serving the console, whose `[[notifications]]` are `channels` (TOML), with fast
+/// polling.
 async fn server_with(channels: &str, max_attempts: u32) -> TestServer {
     TestServer::start_with(TestOptions {
-        extra_config: format!(
-            "\n[notify]\npoll_interval = \"20ms\"\nbackoff = \"2s\"\nbackoff_max = \"4s\"\n\
-             attempt_timeout = \"1s\"\nmax_attempts = {max_attempts}\n{channels}"
-        ),
+        extra_config: notify_config(channels, max_attempts, true),
+        ..TestOptions::default()
+    })
+    .await
+}
+
+/// `[notify]` with fast polling, `channels`, and the console when `console`.
+pub(crate) fn notify_config(channels: &str, max_attempts: u32, console: bool) -> String {
+    format!(
+        "\n[notify]\npoll_interval = \"20ms\"\nbackoff = \"2s\"\nbackoff_max = \"4s\"\n\
+         attempt_timeout = \"1s\"\nmax_attempts = {max_attempts}\n{channels}{}",
+        if console { CONSOLE } else { "" }
+    )
+}
+
+/// A server serving the console, without notifications.
+async fn console_server() -> TestServer {
+    TestServer::start_with(TestOptions {
+        extra_config: CONSOLE.into(),
         ..TestOptions::default()
     })
     .await
 }
 
 /// A file holding `text`, for `*_file` secrets.
-fn secret_file(text: &str) -> std::path::PathBuf {
+pub(crate) fn secret_file(text: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("latch-secret-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&p, text).unwrap();
     p
 }
 
-fn webhook_channel(name: &str, url: &str, groups: &str) -> String {
+pub(crate) fn webhook_channel(name: &str, url: &str, groups: &str) -> String {
     let f = secret_file(SECRET);
     format!(
         "\n[[notifications]]\nname = \"{name}\"\nkind = \"webhook\"\ngroups = {groups}\n\
@@ -118,7 +139,7 @@ fn webhook_channel(name: &str, url: &str, groups: &str) -> String {
 
 /// Opens a production task and asks for a deploy (step-up by `prod-approvers`); returns the
 /// answer and how long it took.
-async fn step_up(s: &TestServer, agent: &str) -> (latch_testkit::Resp, Duration) {
+pub(crate) async fn step_up(s: &TestServer, agent: &str) -> (latch_testkit::Resp, Duration) {
     let task = s.open_task(agent, "production", 3600).await;
     let t0 = Instant::now();
     let p = s
@@ -490,7 +511,7 @@ async fn step_up_is_mailed_through_smtp() {
 
 #[tokio::test]
 async fn every_pending_answer_carries_the_console_url() {
-    let s = TestServer::start().await;
+    let s = console_server().await;
     let agent = s.agent("ntf-6").await;
     let (p, _) = step_up(&s, &agent).await;
     let rid = p.body["request"]["id"].as_str().unwrap();
@@ -599,7 +620,7 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
     if !tool_available("python3", &["-c", "import mcp"]) {
         return;
     }
-    let s = TestServer::start().await;
+    let s = console_server().await;
     let agent = s.agent("ntf-7").await;
     let with = eliciting_client(&s, &agent, "1").await;
     let rid = with["result"]["request_id"].as_str().unwrap();
@@ -634,7 +655,7 @@ async fn mcp_offers_the_console_url_as_a_url_elicitation_when_the_client_support
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_prints_the_console_url_once_and_no_line_per_poll() {
     use std::process::Stdio;
-    let s = TestServer::start().await;
+    let s = console_server().await;
     let agent = s.agent("ntf-8").await;
     let dir = std::env::temp_dir().join(format!("latch-exec-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -131,6 +131,9 @@ pub struct BrokerSettings {
     /// address>`): the base of the approval console's links
     /// ([`Broker::request_console_url`]). A trailing `/` is ignored.
     pub public_url: String,
+    /// Whether this broker serves the approval console (`[console] enabled`, default false).
+    /// Without it no answer or notification carries a console link (it would be a `404`).
+    pub console_enabled: bool,
     /// Notifications to approvers: channels and the groups they serve, retries
     /// (`[[notifications]]`, `[notify]`).
     pub notify: crate::notify::NotifySettings,
@@ -156,6 +159,7 @@ impl Default for BrokerSettings {
             target_concurrency: 4,
             auth_failures: crate::auth_failures::AuthFailureSettings::default(),
             public_url: "http://localhost".into(),
+            console_enabled: false,
             notify: crate::notify::NotifySettings::default(),
         }
     }
@@ -323,15 +327,22 @@ impl Broker {
     }
 
     /// The approval console's page of one access request:
-    /// `{public_url}/console/requests/{request_id}`. The one place this URL is spelled: every
-    /// pending answer (REST, MCP, `/oauth/token`, `latch exec`) and every notification uses it.
-    pub fn request_console_url(&self, request_id: &str) -> String {
-        format!("{}/console/requests/{request_id}", self.public_base())
+    /// `{public_url}/console/requests/{request_id}`, or `None` when this broker does not serve
+    /// the console ([`BrokerSettings::console_enabled`]). The one place this URL is spelled:
+    /// every pending answer (REST, MCP, `/oauth/token`, `latch exec`) and every notification
+    /// uses it, so none of them ever links to a page that does not exist.
+    pub fn request_console_url(&self, request_id: &str) -> Option<String> {
+        self.settings
+            .console_enabled
+            .then(|| format!("{}/console/requests/{request_id}", self.public_base()))
     }
 
-    /// The approval console's page of one task: `{public_url}/console/tasks/{task_id}`.
-    pub fn task_console_url(&self, task_id: &str) -> String {
-        format!("{}/console/tasks/{task_id}", self.public_base())
+    /// The approval console's page of one task: `{public_url}/console/tasks/{task_id}`, or
+    /// `None` when the console is not served.
+    pub fn task_console_url(&self, task_id: &str) -> Option<String> {
+        self.settings
+            .console_enabled
+            .then(|| format!("{}/console/tasks/{task_id}", self.public_base()))
     }
 
     fn public_base(&self) -> &str {

@@ -102,7 +102,8 @@ pub fn subject(n: &ApprovalNotice) -> String {
     )
 }
 
-/// The plain-text body: every field on its own escaped line, then the console URL.
+/// The plain-text body: every field on its own escaped line, then the console URL (or, when
+/// the console is not served, the `latch approve` command).
 pub fn text(n: &ApprovalNotice) -> String {
     let rows = [
         ("Request", n.request_id.clone()),
@@ -129,10 +130,13 @@ pub fn text(n: &ApprovalNotice) -> String {
     for (k, v) in rows {
         out.push_str(&format!("{k}: {}\n", line(&v, 1000)));
     }
-    out.push_str(&format!(
-        "\nReview it in the Latch console:\n{}\n",
-        n.console_url
-    ));
+    match &n.console_url {
+        Some(url) => out.push_str(&format!("\nReview it in the Latch console:\n{url}\n")),
+        None => out.push_str(&format!(
+            "\nReview and approve it with:\nlatch approve {}\n",
+            line(&n.request_id, 200)
+        )),
+    }
     out
 }
 

@@ -54,7 +54,8 @@ fn field(label: &str, value: &str) -> Value {
 }
 
 /// The Block Kit message for one notice: a header, the facts as plain-text fields, the
-/// justification, and a button (and link) to the console page.
+/// justification, and a button (and link) to the console page (or the `latch approve` command
+/// when the console is not served).
 pub fn message(n: &ApprovalNotice) -> Value {
     let fields = vec![
         field("Resource", &n.resource),
@@ -83,15 +84,25 @@ pub fn message(n: &ApprovalNotice) -> Value {
             {"type": "section", "text": {"type": "plain_text", "text": format!("Task purpose: {}", plain(&n.purpose, 1000)), "emoji": false}},
             {"type": "section", "fields": fields},
             {"type": "section", "text": {"type": "plain_text", "text": format!("Justification: {}", plain(&n.justification, 1000)), "emoji": false}},
-            {"type": "actions", "elements": [{
-                "type": "button", "action_id": "open_console",
-                "text": {"type": "plain_text", "text": "Review in the Latch console", "emoji": false},
-                "url": n.console_url, "style": "primary",
-            }]},
+            next_step(n),
             {"type": "context", "elements": [{"type": "plain_text", "emoji": false,
                 "text": plain(&format!("Request {} · task {} · digest {}", n.request_id, n.task_id, n.digest), 300)}]},
         ],
     })
+}
+
+/// The button to the console page when the broker serves the console; otherwise the
+/// `latch approve` command an approver runs.
+fn next_step(n: &ApprovalNotice) -> Value {
+    match &n.console_url {
+        Some(url) => json!({"type": "actions", "elements": [{
+            "type": "button", "action_id": "open_console",
+            "text": {"type": "plain_text", "text": "Review in the Latch console", "emoji": false},
+            "url": url, "style": "primary",
+        }]}),
+        None => json!({"type": "section", "text": {"type": "plain_text", "emoji": false,
+            "text": plain(&format!("Review and approve with: latch approve {}", n.request_id), 300)}}),
+    }
 }
 
 #[async_trait]
@@ -136,7 +147,7 @@ mod tests {
             groups: vec!["prod-approvers".into()],
             digest: "ab".into(),
             expires_at_unix_secs: 0,
-            console_url: "https://latch.example/console/requests/req_1".into(),
+            console_url: Some("https://latch.example/console/requests/req_1".into()),
         }
     }
 

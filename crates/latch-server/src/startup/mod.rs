@@ -507,6 +507,7 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         target_concurrency: config.targets.concurrency.max(1),
         auth_failures: config.auth_failures.settings(),
         notify: config.notify.settings(&config.notifications),
+        console_enabled: config.console.enabled,
         ..BrokerSettings::default()
     }
 }

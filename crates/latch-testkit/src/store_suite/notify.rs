@@ -34,7 +34,7 @@ fn row(id: &str, request_id: &str, due: i64) -> Notification {
             groups: vec!["g".to_owned()],
             digest: "d".to_owned(),
             expires_at_unix_secs: 1000,
-            console_url: format!("http://latch.test/console/requests/{request_id}"),
+            console_url: Some(format!("http://latch.test/console/requests/{request_id}")),
         },
         version: 1,
     }

@@ -75,7 +75,9 @@ pub(super) async fn approve_in_console(
 ) -> Result<bool, String> {
     let http = browser()?;
     let page_url = format!("{base}/console/requests/{rid}");
-    s.say(format!("the agent's answer points its human to {console_url}"));
+    s.say(format!(
+        "the agent's answer points its human to {console_url}"
+    ));
     s.check(
         console_url == page_url,
         "the pending answer carries the request's console page",

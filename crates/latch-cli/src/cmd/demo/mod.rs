@@ -367,10 +367,7 @@ struct Pending {
 
 /// Steps 5–6: a production task and a deploy request sent to step-up approval. Answers the
 /// task id and the pending request.
-async fn production_request(
-    s: &mut Script,
-    agent: &Client,
-) -> Result<(String, Pending), String> {
+async fn production_request(s: &mut Script, agent: &Client) -> Result<(String, Pending), String> {
     // ---------------------------------------------------------------- production
     s.step("Open a production task for a deploy");
     let a = agent

@@ -367,18 +367,37 @@ fn access_result(status: u16, b: Value) -> CallToolResult {
                 "what_would_make_it_allowed": what_would_allow(code, d),
             }))
         }
-        Some("pending") => CallToolResult::structured(json!({
-            "status": "pending",
-            "request_id": b["request"]["id"],
-            "task_id": b["request"]["task_id"],
-            "approvers_needed": b["request"]["decision"]["groups"],
-            "digest": b["request"]["digest"],
-            "expires_at_unix_secs": b["request"]["expires_at_unix_secs"],
-            "console_url": b["console_url"],
-            "next_step": "a human must approve (step-up): send your human to console_url, then call check_request with this task_id and request_id (wait_secs up to 60) until the status is granted or denied",
-        })),
+        Some("pending") => CallToolResult::structured(pending_result(&b)),
         _ => error_result(status, b),
     }
+}
+
+/// The `pending` answer of `request_access` / `check_request`: `console_url` only when the
+/// broker serves the approval console (the REST answer carries it then), and a next step that
+/// names what the human can actually use.
+fn pending_result(b: &Value) -> Value {
+    let mut out = json!({
+        "status": "pending",
+        "request_id": b["request"]["id"],
+        "task_id": b["request"]["task_id"],
+        "approvers_needed": b["request"]["decision"]["groups"],
+        "digest": b["request"]["digest"],
+        "expires_at_unix_secs": b["request"]["expires_at_unix_secs"],
+    });
+    let then = "then call check_request with this task_id and request_id (wait_secs up to 60) until the status is granted or denied";
+    out["next_step"] = match b.get("console_url").filter(|u| u.is_string()) {
+        Some(url) => {
+            out["console_url"] = url.clone();
+            json!(format!(
+                "a human must approve (step-up): send your human to console_url, {then}"
+            ))
+        }
+        None => json!(format!(
+            "a human must approve (step-up): an approver runs `latch approve {}`, {then}",
+            b["request"]["id"].as_str().unwrap_or("REQUEST_ID")
+        )),
+    };
+    out
 }
 
 /// How long the broker keeps listening for the client's answer to a URL elicitation (the

@@ -54,8 +54,9 @@ pub struct AccessResponse {
     /// The credential, when granted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialBody>,
-    /// For `pending`: the request's page in the approval console
-    /// (`{public_url}/console/requests/{request id}`), where the agent sends its human.
+    /// For `pending`, when the broker serves the approval console (`[console] enabled`): the
+    /// request's page there (`{public_url}/console/requests/{request id}`), where the agent
+    /// sends its human. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
     /// HTTP request id.
@@ -69,14 +70,17 @@ pub struct RequestView {
     /// The request and its decision.
     #[serde(flatten)]
     pub request: AccessRequest,
-    /// While `pending`: the request's page in the approval console.
+    /// While `pending`, when the console is served: the request's page in the approval
+    /// console. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
 }
 
 /// The console URL to show with `r`: only while it waits for approvers.
 pub(crate) fn console_url_of(broker: &latch_core::Broker, r: &AccessRequest) -> Option<String> {
-    (r.state == latch_core::model::RequestState::Pending).then(|| broker.request_console_url(&r.id))
+    (r.state == latch_core::model::RequestState::Pending)
+        .then(|| broker.request_console_url(&r.id))
+        .flatten()
 }
 
 /// A `403` of an access request or claim, for the OpenAPI document: a policy denial (an

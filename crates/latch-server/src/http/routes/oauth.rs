@@ -148,8 +148,8 @@ pub struct ExchangeResponse {
 
 /// An OAuth error answer of `POST /oauth/token` (RFC 6749 §5.2), for the OpenAPI document.
 /// Step-up (`authorization_pending`) adds `auth_req_id`, `interval`, `expires_in`, `approvers`,
-/// `request_digest` and `latch_console_url` (the request's page in the approval console, where
-/// the agent sends its human); a denial (`access_denied`) adds `policy_ids`, `reasons`, `request_id`
+/// `request_digest` and, when the broker serves the approval console, `latch_console_url` (the
+/// request's page there, where the agent sends its human); a denial (`access_denied`) adds `policy_ids`, `reasons`, `request_id`
 /// and `task_id`.
 #[derive(utoipa::ToSchema)]
 #[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
@@ -162,7 +162,8 @@ pub struct OAuthErrorBody {
     error_description: String,
     /// The stable Latch error code, when one applies.
     latch_code: Option<ErrorCode>,
-    /// `authorization_pending` only: the request's page in the approval console.
+    /// `authorization_pending` only, and only when the broker serves the approval console
+    /// (`[console] enabled`): the request's page there.
     latch_console_url: Option<String>,
 }
 
@@ -459,6 +460,17 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
                 ),
                 _ => (json!([]), String::new()),
             };
+            let mut extra = json!({
+                "auth_req_id": auth_req_id(&r),
+                "interval": 5,
+                "expires_in": r.expires_at_unix_secs - now,
+                "approvers": groups,
+                "request_digest": r.digest,
+            });
+            // Only a console this broker serves is linked (otherwise the link would be a 404).
+            if let Some(url) = s.broker.request_console_url(&r.id) {
+                extra["latch_console_url"] = json!(url);
+            }
             Err(Box::new(OAuthError {
                 status: StatusCode::BAD_REQUEST,
                 error: "authorization_pending",
@@ -466,14 +478,7 @@ fn render(s: &AppState, outcome: ExchangeOutcome) -> Result<ExchangeResponse, Bo
                     "approval needed (step-up) from {names}; repeat this request with `auth_req_id` until it is granted"
                 ),
                 latch_code: None,
-                extra: json!({
-                    "auth_req_id": auth_req_id(&r),
-                    "interval": 5,
-                    "expires_in": r.expires_at_unix_secs - now,
-                    "approvers": groups,
-                    "request_digest": r.digest,
-                    "latch_console_url": s.broker.request_console_url(&r.id),
-                }),
+                extra,
                 dpop_nonce: None,
             }))
         }
