@@ -207,12 +207,13 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
         ("verdict", "approve"),
         ("reason", "looks right"),
     ];
-    let (status, loc, _) = post_form(&bob, &c.url(&path), &vote).await;
-    assert_eq!(status, 303);
-    assert_eq!(
-        loc,
-        format!("/console/login?next=%2Fconsole%2Frequests%2F{rid}")
-    );
+    // A page with a link, not a redirect: a POST redirected on to the provider would be
+    // blocked by the console's `form-action 'self'` and the click would do nothing.
+    let (status, loc, body) = post_form(&bob, &c.url(&path), &vote).await;
+    assert_eq!((status, loc.as_str()), (403, ""));
+    let loc = format!("/console/login?next=%2Fconsole%2Frequests%2F{rid}");
+    assert!(body.contains(&format!("href=\"{loc}\"")), "{body}");
+    assert!(body.contains("Nothing was recorded"), "{body}");
     assert!(c.s.broker().approvals(&rid).await.unwrap().is_empty());
     // Sign-in again: the provider's session lives, so no form; the groups come from the new ID
     // token; the answer leads back to the request.
@@ -239,15 +240,16 @@ async fn a_stale_sign_in_must_sign_in_again_before_its_vote_counts() {
     let (_, html) = page(&carol, &c.url("/console/operators")).await;
     let csrf = field(&html, "csrf");
     c.s.clock.advance(11 * 60);
-    let (status, loc, _) = post_form(
+    let (status, loc, body) = post_form(
         &carol,
         &c.url(&format!("/console/operators/leases/{lease}/revoke")),
         &[("csrf", &csrf), ("reason", "stale")],
     )
     .await;
-    assert_eq!(
-        (status, loc.as_str()),
-        (303, "/console/login?next=%2Fconsole%2Foperators")
+    assert_eq!((status, loc.as_str()), (403, ""));
+    assert!(
+        body.contains("href=\"/console/login?next=%2Fconsole%2Foperators\""),
+        "{body}"
     );
     assert!(c.s.audit("kind=operator.acted").await.is_empty());
     c.stop().await;
@@ -294,9 +296,10 @@ async fn a_stale_development_sign_in_signs_in_again_and_returns() {
         ("verdict", "approve"),
         ("reason", "ok"),
     ];
-    let (status, loc, _) = post_form(&b, &format!("{}{path}", s.base), &vote).await;
-    assert_eq!(status, 303);
-    assert!(loc.starts_with("/console/login?next="), "{loc}");
+    let (status, _, body) = post_form(&b, &format!("{}{path}", s.base), &vote).await;
+    assert_eq!(status, 403);
+    let loc = format!("/console/login?next=%2Fconsole%2Frequests%2F{rid}");
+    assert!(body.contains(&format!("href=\"{loc}\"")), "{body}");
     assert!(s.broker().approvals(&rid).await.unwrap().is_empty());
     // The development form, and back to the request.
     assert_eq!(dev_sign_in(&loc).await, path);

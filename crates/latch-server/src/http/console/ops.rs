@@ -161,7 +161,7 @@ async fn operator_post(
     }
     let human = match session::authority(s, &signed, back) {
         Ok(h) => h,
-        Err(to) => return see_other(&to),
+        Err(page) => return page,
     };
     act(human, form, signed)
         .await

@@ -7,6 +7,7 @@
 //! provider's top-level redirect to the callback, and lives `login_ttl`.
 
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::http::header;
 use latch_core::ApiError;
 use latch_core::model::{ConsoleSession, Human};
@@ -90,18 +91,30 @@ pub async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<SignedI
 }
 
 /// The human `signed` may act as now — vote, or act as an operator — or, when its sign-in is
-/// older than `[console] authority_max_age`, the sign-in URL to send the browser to (it reads
-/// the groups afresh and comes back to `back`). Nothing is done in the second case.
+/// older than `[console] authority_max_age`, the page asking to sign in again (a link to the
+/// sign-in, which reads the groups afresh and comes back to `back`). Nothing is done in the
+/// second case.
+///
+/// The answer is a page with a link, not a redirect: a redirect from a form's POST to the
+/// identity provider would be blocked by the console's own `form-action 'self'`, and the
+/// click would silently do nothing.
 ///
 /// # Errors
-/// The sign-in path (`/console/login?next=…`) to redirect to instead (with
-/// a `303 See Other`).
-pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, String> {
+/// The `403 reauthentication_required` page to answer instead.
+pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, Response> {
     let max_age = s.console.as_deref().map_or(0, |c| c.authority_max_age_secs);
     s.broker
         .console_authority(&signed.session, max_age)
         .ok_or_else(|| {
             let q = serde_urlencoded::to_string([("next", back)]).unwrap_or_default();
-            format!("/console/login?{q}")
+            let mut resp = super::html(
+                axum::http::StatusCode::FORBIDDEN,
+                super::views::sign_in_again(&format!("/console/login?{q}"), max_age),
+            );
+            resp.headers_mut().insert(
+                "x-latch-error",
+                axum::http::HeaderValue::from_static("reauthentication_required"),
+            );
+            resp
         })
 }

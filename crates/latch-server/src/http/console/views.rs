@@ -346,6 +346,19 @@ pub fn signed_in(back: Option<&str>) -> Markup {
     }
 }
 
+/// A vote or operator action refused because the sign-in is older than `max_age_secs`: nothing
+/// was done; a link (not a redirect) leads through sign-in and back.
+pub fn sign_in_again(to: &str, max_age_secs: i64) -> Markup {
+    let body = html! {
+        h1 { "Sign in again to act" }
+        p.warn {
+            "Your sign-in is older than " (span(max_age_secs)) ". Votes and operator actions need a recent sign-in, so that your groups are read afresh from the identity provider. Nothing was recorded."
+        }
+        p { a.button href=(to) { "Sign in again and come back" } }
+    };
+    page("Sign in again", None, &body)
+}
+
 /// After signing out. `provider`: the identity provider's name and, when it offers one, its
 /// sign-out URL (RP-Initiated Logout).
 pub fn signed_out(provider: Option<(&str, Option<String>)>) -> Markup {
