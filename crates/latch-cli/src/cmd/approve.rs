@@ -73,6 +73,28 @@ fn pending_text(p: &Value) -> String {
     )
 }
 
+/// Why `v.request` is not in the caller's pending list, in the broker's own words when it has
+/// them: the vote is sent with a digest no request has, and the broker checks the request's
+/// state (`request_not_found`, `409 task_ended`, `409 request_expired`, `409
+/// request_not_pending`) before the digest, so the answer names the state and nothing can be
+/// recorded. A request still pending for other approvers answers a digest mismatch: then the
+/// generic sentence.
+async fn not_votable(v: &Vote, verb: &str) -> String {
+    let generic = format!(
+        "request {} is not among the requests you may vote on (see `latch pending`): it does \
+         not exist, is not pending, or needs other approvers",
+        escape_text(&v.request)
+    );
+    let probe = json!({"digest": "0".repeat(64), "reason": "state check"});
+    let path = format!("/v1/approvals/{}/{verb}", v.request);
+    match v.conn.client().post(&path, &probe).await {
+        Ok(a) if !a.ok() && a.code() != Some("approval_digest_mismatch") => {
+            format!("{} (see `latch pending`)", a.error_line())
+        }
+        _ => generic,
+    }
+}
+
 /// Without `--digest`: fetches the request from the caller's pending list, shows it as
 /// `latch pending` does (on stderr with `--json`), and on a terminal asks to confirm `verb`.
 /// Answers the digest of what was shown, or `None` when the human declined.
@@ -102,11 +124,7 @@ async fn shown_digest(v: &Vote, verb: &str) -> Result<Option<String>, String> {
         .as_array()
         .and_then(|l| l.iter().find(|p| p["request"]["id"] == v.request.as_str()))
     else {
-        return Err(format!(
-            "request {} is not among the requests you may vote on (see `latch pending`): it \
-             does not exist, is not pending, or needs other approvers",
-            escape_text(&v.request)
-        ));
+        return Err(not_votable(v, verb).await);
     };
     let Some(digest) = p["request"]["digest"].as_str() else {
         return Err("the broker's pending list carries no digest".to_owned());

@@ -214,6 +214,16 @@ async fn latch_exec_cancelled_task_cannot_be_approved_from_the_cli() {
         !String::from_utf8_lossy(&approve.stdout).contains("is now approved"),
         "{err}"
     );
+    // Without --digest (the README's way): the same stable code, not a generic sentence.
+    let approve = tokio::task::block_in_place(|| {
+        latch(&s, &bob)
+            .args(["approve", &rid, "--reason", "ok", "--yes"])
+            .output()
+            .unwrap()
+    });
+    let err = String::from_utf8_lossy(&approve.stderr);
+    assert_eq!(approve.status.code(), Some(1), "{err}");
+    assert!(err.contains("task_ended (409)"), "{err}");
     s.stop().await;
 }
 
