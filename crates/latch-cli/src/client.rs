@@ -138,7 +138,33 @@ impl Client {
         Ok((status, resp.text().await.map_err(|e| e.to_string())?))
     }
 
+    /// Sends `rb`; when the broker answers `401 insufficient_user_authentication` (RFC 9470:
+    /// the sign-in is too old for a vote or an operator action) to a stored sign-in that has a
+    /// refresh token, refreshes it once (fresh groups from the provider) and sends again.
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
+        let again = rb.try_clone();
+        let a = self.send_once(rb).await?;
+        if a.status != 401 || a.code() != Some("insufficient_user_authentication") {
+            return Ok(a);
+        }
+        let (Some(login), Some(again)) = (
+            self.token.is_none().then_some(()).and(self.login.as_ref()),
+            again,
+        ) else {
+            return Ok(a);
+        };
+        {
+            let mut g = login.lock().await;
+            if g.refresh_token.is_none() {
+                return Ok(a);
+            }
+            // Due now: the next `bearer()` refreshes it.
+            g.expires_at_unix_secs = Some(0);
+        }
+        self.send_once(again).await
+    }
+
+    async fn send_once(&self, rb: reqwest::RequestBuilder) -> Result<Answer, String> {
         let (status, text) = self.send_raw(rb).await?;
         let body = if text.is_empty() {
             Value::Null

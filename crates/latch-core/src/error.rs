@@ -36,6 +36,11 @@ pub enum ErrorCode {
     AudienceMismatch,
     /// `exp` is in the past beyond the leeway.
     TokenExpired,
+    /// The human's groups were asserted longer ago than the authority bound
+    /// (`[approvals] authority_max_age`): votes and operator actions need a recent sign-in, so
+    /// a group removed at the identity provider stops counting soon (RFC 9470's
+    /// `insufficient_user_authentication`).
+    InsufficientUserAuthentication,
     /// `nbf` (or `iat`) is in the future beyond the leeway.
     TokenNotYetValid,
     /// The token lives longer than its issuer's `max_token_lifetime` (`exp - iat`, or
@@ -171,6 +176,7 @@ impl ErrorCode {
             SignatureInvalid => "signature_invalid",
             AudienceMismatch => "audience_mismatch",
             TokenExpired => "token_expired",
+            InsufficientUserAuthentication => "insufficient_user_authentication",
             TokenNotYetValid => "token_not_yet_valid",
             TokenLifetimeTooLong => "token_lifetime_too_long",
             ClaimsInvalid => "claims_invalid",
@@ -229,7 +235,8 @@ impl ErrorCode {
             TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
             | UnknownIssuer | SpiffeIdInvalid | UnknownKid | SignatureInvalid
             | AudienceMismatch | TokenExpired | TokenNotYetValid | TokenLifetimeTooLong
-            | ClaimsInvalid | JwksUnavailable | ClientAuthFailed | DpopProofInvalid => 401,
+            | ClaimsInvalid | JwksUnavailable | ClientAuthFailed | DpopProofInvalid
+            | InsufficientUserAuthentication => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind | CsrfTokenInvalid => 403,
             SignInFailed => 400,

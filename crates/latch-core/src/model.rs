@@ -138,6 +138,11 @@ pub struct Human {
     pub issuer: String,
     /// Approver groups the issuer asserts.
     pub groups: Vec<String>,
+    /// When the issuer asserted `groups` (Unix seconds): the token's `iat`, or the console
+    /// session's sign-in. Votes and operator actions refuse groups older than
+    /// `[approvals] authority_max_age`; `None` (a token without `iat`) counts as too old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_asserted_at_unix_secs: Option<i64>,
 }
 
 /// A signed-in human's approval-console session, as stored.
@@ -174,6 +179,7 @@ impl ConsoleSession {
             id: self.human_id.clone(),
             issuer: self.issuer.clone(),
             groups: self.groups.clone(),
+            groups_asserted_at_unix_secs: Some(self.created_at_unix_secs),
         }
     }
 }

@@ -437,5 +437,7 @@ fn human(c: &Claims, ctx: &MapContext<'_>) -> Result<Human, ApiError> {
         id,
         issuer: ctx.issuer.to_owned(),
         groups,
+        // When the issuer asserted these groups (RFC 7519 §4.1.6 `iat`).
+        groups_asserted_at_unix_secs: c.get("iat").and_then(Value::as_i64),
     })
 }

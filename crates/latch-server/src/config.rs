@@ -303,16 +303,26 @@ pub struct ApprovalsConfig {
     /// How long a step-up request waits (and an approved one waits to be claimed).
     #[serde(default = "default_pending", with = "humantime_serde")]
     pub pending_ttl: Duration,
+    /// How old a human's groups may be for a vote or an operator action to count: since the
+    /// token's `iat` (API, CLI) or the console sign-in (default 10 min). Bounds how long a
+    /// group removed at the identity provider keeps counting.
+    #[serde(default = "default_authority", with = "humantime_serde")]
+    pub authority_max_age: Duration,
 }
 
 fn default_pending() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
+fn default_authority() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
 impl Default for ApprovalsConfig {
     fn default() -> Self {
         Self {
             pending_ttl: default_pending(),
+            authority_max_age: default_authority(),
         }
     }
 }

@@ -239,7 +239,9 @@ async fn pending_and_approved_requests_expire() {
         )
         .await;
     assert_eq!(c.code(), Some("request_expired"));
-    // Approved but never claimed.
+    // Approved but never claimed (bob signs in again: his first token's groups are older
+    // than `authority_max_age` by now).
+    let bob = s.human("bob", &["prod-approvers"]).await;
     let p = s
         .request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(600))
         .await;
@@ -435,5 +437,54 @@ async fn text_shown_to_approvers_cannot_carry_control_or_bidi_characters() {
     let r = s.post(Some(&agent), &format!("/v1/tasks/{t}/requests"),
         json!({"resource": "deploy-pipeline", "actions": ["deploy"], "justification": "ok\nneeds: nothing"})).await;
     assert_eq!(r.code(), Some("invalid_request"));
+    s.stop().await;
+}
+
+/// An approver's groups count only while recent (`[approvals] authority_max_age`, 10 min by
+/// default): a token older than that cannot vote or act as an operator, whatever its own
+/// lifetime, so a removal from a group at the identity provider stops counting soon.
+#[tokio::test]
+async fn votes_and_operator_actions_need_recent_groups() {
+    let s = TestServer::start().await;
+    let agent = s.agent("fresh-1").await;
+    let bob = s.human("bob", &["prod-approvers"]).await;
+    let carol = s.human("carol", &["latch-admins"]).await;
+    let (_prod, rid, digest) = pending_deploy(&s, &agent).await;
+    s.clock.advance(11 * 60);
+    let r = s
+        .http
+        .post(format!("{}/v1/approvals/{rid}/approve", s.base))
+        .bearer_auth(&bob)
+        .json(&json!({"digest": digest, "reason": "late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // RFC 9470 §3: the token is good, its sign-in too old for this call.
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"latch\", error=\"insufficient_user_authentication\", error_description=\"a more recent sign-in is needed\""
+    );
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        b["error"]["code"], "insufficient_user_authentication",
+        "{b}"
+    );
+    assert!(s.broker().approvals(&rid).await.unwrap().is_empty());
+    // An operator may still read with it, but not act.
+    let list = s.get(Some(&carol), "/v1/admin/tasks").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let freeze = s
+        .post(
+            Some(&carol),
+            "/v1/admin/freezes",
+            json!({"scope": {"kind": "all"}, "reason": "drill"}),
+        )
+        .await;
+    assert_eq!(freeze.code(), Some("insufficient_user_authentication"));
+    // Signed in again (a fresh token): the vote counts.
+    let bob = s.human("bob", &["prod-approvers"]).await;
+    let r = vote(&s, &bob, &rid, &digest, "approve").await;
+    assert_eq!(r.body["state"], "approved", "{}", r.body);
     s.stop().await;
 }

@@ -308,6 +308,7 @@ async fn the_pending_page_shows_exactly_what_is_approved_with_hostile_text_escap
                     id: "bob".into(),
                     issuer: "x".into(),
                     groups: vec!["prod-approvers".into()],
+                    groups_asserted_at_unix_secs: None,
                 },
                 &rid,
             )

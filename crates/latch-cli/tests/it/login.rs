@@ -262,6 +262,37 @@ async fn latch_login_signs_a_human_in_through_a_real_provider() {
     assert_ne!(refreshed["access_token"], first["access_token"]);
     assert!(refreshed["expires_at_unix_secs"].as_i64().unwrap() > 1);
 
+    // A vote with groups older than `[approvals] authority_max_age` is answered `401
+    // insufficient_user_authentication` (RFC 9470): the CLI refreshes the sign-in once and
+    // sends again. (The broker's clock runs ahead of the provider's here, so the refreshed
+    // token is still too old for it, and the refusal is what the user finally sees.)
+    let agent = s.agent("login-fresh").await;
+    let task = s.open_task(&agent, "production", 3600).await;
+    let p = s
+        .request(&agent, &task, "deploy-pipeline", &["deploy"], Some(600))
+        .await;
+    let rid = p.body["request"]["id"].as_str().unwrap().to_owned();
+    let digest = p.body["request"]["digest"].as_str().unwrap().to_owned();
+    s.clock.advance(11 * 60);
+    let before = stored(&dir)["logins"][&s.base]["access_token"].clone();
+    let (code, _, err) = run(
+        &dir,
+        &[
+            "approve", &rid, "--digest", &digest, "--reason", "ok", "--server", &s.base,
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("insufficient_user_authentication (401)"),
+        "{err}"
+    );
+    let after = stored(&dir)["logins"][&s.base]["access_token"].clone();
+    assert_ne!(
+        before, after,
+        "the CLI refreshed the sign-in before giving up"
+    );
+    let refreshed = stored(&dir)["logins"][&s.base].clone();
+
     // A credentials file others can read is refused, as OpenSSH refuses such keys.
     #[cfg(unix)]
     {

@@ -73,7 +73,8 @@ impl Broker {
     /// # Errors
     /// `request_not_found`, `task_ended` (its task was completed, cancelled or expired: the
     /// request is closed), `request_not_pending`, `request_expired`, `approval_digest_mismatch`,
-    /// `self_approval_forbidden`, `approver_not_eligible`, `already_voted`, `conflict`.
+    /// `self_approval_forbidden`, `approver_not_eligible`, `insufficient_user_authentication`
+    /// (groups older than `authority_max_age_secs`), `already_voted`, `conflict`.
     pub async fn vote(
         &self,
         ctx: &CallCtx,
@@ -192,6 +193,8 @@ impl Broker {
         }
         let needed = self.step_groups(&req);
         let groups = eligible_groups(human, &needed)?;
+        // The groups that make the vote count must be recent (a removal at the provider).
+        self.require_recent_groups(human)?;
         let mut approvals = self.store.approvals(&req.id).await?;
         if approvals
             .iter()

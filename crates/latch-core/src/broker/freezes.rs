@@ -61,7 +61,7 @@ impl Broker {
         human: &Human,
         input: FreezeRequest,
     ) -> Result<FreezeReport> {
-        self.require_operator(human)?;
+        self.require_operator_action(human)?;
         check_text("reason", &input.reason, self.settings.max_text_len, true)?;
         self.check_scope(&input.scope)?;
         let now = self.now();
@@ -196,7 +196,7 @@ impl Broker {
         freeze_id: &str,
         reason: &str,
     ) -> Result<Freeze> {
-        self.require_operator(human)?;
+        self.require_operator_action(human)?;
         check_text("reason", reason, self.settings.max_text_len, true)?;
         let f = self.store.freeze(freeze_id).await?.ok_or_else(|| {
             ApiError::new(

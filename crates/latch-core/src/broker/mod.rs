@@ -120,6 +120,10 @@ pub struct BrokerSettings {
     /// Human groups allowed to read the audit log (query, find, export, checkpoints); from
     /// `[admin] groups` in `latch.toml` (default `latch-admins`).
     pub admin_groups: Vec<String>,
+    /// How old a human's groups may be (seconds since the token's `iat` or the console
+    /// sign-in) for a vote or an operator action to count (default 600); `[approvals]
+    /// authority_max_age`.
+    pub authority_max_age_secs: i64,
     /// Overall deadline of one call to a target (a provider's mint, renew, revoke or probe),
     /// connect included (default 10 s); `[targets] call_timeout` in `latch.toml`.
     pub target_call_timeout: Duration,
@@ -155,6 +159,7 @@ impl Default for BrokerSettings {
             reaper_claim_secs: 30,
             introspection_store_timeout: Duration::from_secs(2),
             admin_groups: vec!["latch-admins".into()],
+            authority_max_age_secs: 600,
             target_call_timeout: Duration::from_secs(10),
             target_concurrency: 4,
             auth_failures: crate::auth_failures::AuthFailureSettings::default(),

@@ -91,7 +91,46 @@ impl OperatorFilter {
 }
 
 impl Broker {
-    /// Checks that `human` is an operator (in one of the admin groups).
+    /// Checks that `human`'s groups were asserted at most `authority_max_age_secs` ago (the
+    /// token's `iat`, or the console sign-in), so that a group removed at the identity provider
+    /// stops counting for votes and operator actions within that bound, whatever the token's
+    /// own lifetime.
+    ///
+    /// # Errors
+    /// `insufficient_user_authentication` (401, RFC 9470) when they are older, or undated.
+    ///
+    /// # Security
+    /// Fails closed: a token without `iat` cannot vote or act as an operator.
+    pub fn require_recent_groups(&self, human: &Human) -> Result<()> {
+        let max = self.settings.authority_max_age_secs;
+        let fresh = human
+            .groups_asserted_at_unix_secs
+            .is_some_and(|at| self.now().saturating_sub(at) <= max);
+        if fresh {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::InsufficientUserAuthentication,
+            format!(
+                "`{}`'s groups were asserted more than {max} s ago: sign in again (`latch login`, or a fresh token) so that they are read afresh, then repeat",
+                human.id
+            ),
+        ))
+    }
+
+    /// Checks that `human` is an operator whose groups were asserted recently: what every
+    /// operator action (revoke, cancel, kill switch, lift) needs.
+    ///
+    /// # Errors
+    /// `not_admin`; `insufficient_user_authentication` when the groups are older than
+    /// `authority_max_age_secs` ([`Broker::require_recent_groups`]).
+    pub fn require_operator_action(&self, human: &Human) -> Result<()> {
+        self.require_operator(human)?;
+        self.require_recent_groups(human)
+    }
+
+    /// Checks that `human` is an operator (in one of the admin groups). Enough to read;
+    /// actions also need recent groups ([`Broker::require_operator_action`]).
     ///
     /// # Errors
     /// `not_admin` when they are in none.
@@ -232,7 +271,7 @@ impl Broker {
         lease_id: &str,
         reason: &str,
     ) -> Result<Lease> {
-        self.require_operator(human)?;
+        self.require_operator_action(human)?;
         check_text("reason", reason, self.settings.max_text_len, true)?;
         let lease = self.store.lease(lease_id).await?.ok_or_else(|| {
             ApiError::new(
@@ -279,7 +318,7 @@ impl Broker {
         task_id: &str,
         reason: &str,
     ) -> Result<Task> {
-        self.require_operator(human)?;
+        self.require_operator_action(human)?;
         check_text("reason", reason, self.settings.max_text_len, true)?;
         let task = self.task_unchecked(task_id).await?;
         let acted = operator_event(self.now(), human, "cancel_task", reason).task(&task.id);

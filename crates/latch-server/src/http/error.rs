@@ -99,11 +99,17 @@ impl IntoResponse for AppError {
 }
 
 /// The `WWW-Authenticate` challenge of a `401` (RFC 6750 §3): a request that carried no token
-/// gets no error code (§3.1: "the resource server SHOULD NOT include an error code"), any
-/// other failed authentication `invalid_token`.
+/// gets no error code (§3.1: "the resource server SHOULD NOT include an error code"), a token
+/// whose sign-in is too old for a vote or an operator action `insufficient_user_authentication`
+/// (RFC 9470 §3), any other failed authentication `invalid_token`.
 pub fn bearer_challenge(code: ErrorCode) -> HeaderValue {
     if code == ErrorCode::TokenMissing {
         HeaderValue::from_static("Bearer realm=\"latch\"")
+    } else if code == ErrorCode::InsufficientUserAuthentication {
+        // RFC 9470 §3: the token is valid, but its authentication is too old for this call.
+        HeaderValue::from_static(
+            "Bearer realm=\"latch\", error=\"insufficient_user_authentication\", error_description=\"a more recent sign-in is needed\"",
+        )
     } else {
         HeaderValue::from_static("Bearer realm=\"latch\", error=\"invalid_token\"")
     }

@@ -498,6 +498,9 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         task_default_ttl_secs: config.tasks.default_ttl.as_secs() as i64,
         task_max_ttl_secs: config.tasks.max_ttl.as_secs() as i64,
         pending_ttl_secs: config.approvals.pending_ttl.as_secs().max(1) as i64,
+        authority_max_age_secs: i64::try_from(config.approvals.authority_max_age.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1),
         revoke_backoff_base_secs: config.reaper.revoke_backoff.as_secs().max(1) as i64,
         revoke_backoff_max_secs: config.reaper.revoke_backoff_max.as_secs().max(1) as i64,
         revoke_alert_after: config.reaper.alert_after_attempts.max(1),

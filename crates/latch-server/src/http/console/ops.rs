@@ -156,13 +156,14 @@ async fn operator_post(
     if let Err(e) = csrf::check(s, &signed, form.csrf.as_deref()) {
         return error_page(&e);
     }
-    if let Err(e) = s.broker.require_operator(&signed.session.human()) {
-        return error_page(&e);
-    }
+    // A stale sign-in first: it gets the sign-in-again page, not the broker's refusal.
     let human = match session::authority(s, &signed, back) {
         Ok(h) => h,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
+    if let Err(e) = s.broker.require_operator_action(&human) {
+        return error_page(&e);
+    }
     act(human, form, signed)
         .await
         .unwrap_or_else(|e| error_page(&e))

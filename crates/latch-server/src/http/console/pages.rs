@@ -146,7 +146,7 @@ pub(crate) async fn vote(
         let human =
             match session::authority(&s, &signed, &format!("/console/requests/{request_id}")) {
                 Ok(h) => h,
-                Err(page) => return Ok(Err(page)),
+                Err(page) => return Ok(Err(*page)),
             };
         let verdict = match form.verdict.as_str() {
             "approve" => Verdict::Approve,

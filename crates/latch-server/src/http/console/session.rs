@@ -101,7 +101,7 @@ pub async fn current(s: &AppState, headers: &HeaderMap) -> Result<Option<SignedI
 ///
 /// # Errors
 /// The `403 reauthentication_required` page to answer instead.
-pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, Response> {
+pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, Box<Response>> {
     let max_age = s.console.as_deref().map_or(0, |c| c.authority_max_age_secs);
     s.broker
         .console_authority(&signed.session, max_age)
@@ -115,6 +115,6 @@ pub fn authority(s: &AppState, signed: &SignedIn, back: &str) -> Result<Human, R
                 "x-latch-error",
                 axum::http::HeaderValue::from_static("reauthentication_required"),
             );
-            resp
+            Box::new(resp)
         })
 }
