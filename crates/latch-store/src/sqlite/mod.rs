@@ -179,16 +179,31 @@ impl SqlStore<Sqlite> {
         base: SqliteConnectOptions,
         deadlines: Deadlines,
     ) -> Result<Self, StoreError> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(deadlines.acquire)
-            .connect_with(
-                base.clone()
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
-            )
-            .await
-            .map_err(|e| unavailable("open database", &e))?;
+        // Creating the file and switching it to WAL can outlast one acquire deadline on a
+        // loaded machine (fsyncs); opening is done once, so it gets three of them.
+        let mut attempt = 0;
+        let writer = loop {
+            attempt += 1;
+            match SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(deadlines.acquire)
+                .connect_with(
+                    base.clone()
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal),
+                )
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::PoolTimedOut) if attempt < 3 => {
+                    tracing::warn!(
+                        attempt,
+                        "sqlite: opening the database timed out; trying again"
+                    );
+                }
+                Err(e) => return Err(unavailable("open database", &e)),
+            }
+        };
         // Opened after the writer, so the file exists and is already in WAL mode.
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
