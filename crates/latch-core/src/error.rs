@@ -232,10 +232,23 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            TokenMissing | TokenTooLarge | TokenMalformed | AlgNotAllowed | HeaderKeyForbidden
-            | UnknownIssuer | SpiffeIdInvalid | UnknownKid | SignatureInvalid
-            | AudienceMismatch | TokenExpired | TokenNotYetValid | TokenLifetimeTooLong
-            | ClaimsInvalid | JwksUnavailable | ClientAuthFailed | DpopProofInvalid
+            TokenMissing
+            | TokenTooLarge
+            | TokenMalformed
+            | AlgNotAllowed
+            | HeaderKeyForbidden
+            | UnknownIssuer
+            | SpiffeIdInvalid
+            | UnknownKid
+            | SignatureInvalid
+            | AudienceMismatch
+            | TokenExpired
+            | TokenNotYetValid
+            | TokenLifetimeTooLong
+            | ClaimsInvalid
+            | JwksUnavailable
+            | ClientAuthFailed
+            | DpopProofInvalid
             | InsufficientUserAuthentication => 401,
             DpopRequired | DpopNonceRequired => 400,
             WrongPrincipalKind | CsrfTokenInvalid => 403,

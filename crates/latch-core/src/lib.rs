@@ -15,6 +15,7 @@ pub mod auth_failures;
 pub mod broker;
 pub mod clock;
 pub mod console;
+pub mod console_session;
 pub mod credential_format;
 pub mod digest;
 pub mod error;

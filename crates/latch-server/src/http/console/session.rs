@@ -7,8 +7,8 @@
 //! provider's top-level redirect to the callback, and lives `login_ttl`.
 
 use axum::http::HeaderMap;
-use axum::response::Response;
 use axum::http::header;
+use axum::response::Response;
 use latch_core::ApiError;
 use latch_core::model::{ConsoleSession, Human};
 
