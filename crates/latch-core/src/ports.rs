@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use crate::audit::{AuditCheckpoint, AuditRecord};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, DeliveredCredential, Lease,
     Principal, Resource, Task, TokenBinding,
@@ -29,6 +29,29 @@ pub trait IdentityVerifier: Send + Sync + 'static {
     /// Default: `false`.
     fn recently_verified(&self, _token: &str) -> bool {
         false
+    }
+
+    /// The principal an X.509-SVID proves (SPIFFE X.509-SVID specification), presented as the
+    /// client certificate of a mutual-TLS connection whose chain the listener already verified
+    /// to the authorities of `spiffe_id`'s trust domain. `not_after_unix_secs` is the leaf's
+    /// `notAfter`. Default: no X.509-SVIDs are accepted.
+    ///
+    /// # Security
+    /// Only the listener may call this, with what its certificate verifier checked; a SPIFFE ID
+    /// from anywhere else (a header, a body) is never a credential.
+    ///
+    /// # Errors
+    /// `unknown_issuer` when no `kind = "spiffe"` issuer is configured for the trust domain;
+    /// `spiffe_id_invalid` for an ID that names no workload.
+    fn x509_svid_principal(
+        &self,
+        _spiffe_id: &str,
+        _not_after_unix_secs: i64,
+    ) -> Result<Principal, ApiError> {
+        Err(ApiError::new(
+            ErrorCode::UnknownIssuer,
+            "this broker accepts no x509-svids",
+        ))
     }
 }
 

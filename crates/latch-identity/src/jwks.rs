@@ -185,18 +185,26 @@ pub(crate) async fn load_bundle(
     http: &reqwest::Client,
     timeout: Duration,
 ) -> Result<Loaded, String> {
-    let doc = match source {
-        JwksSource::Static(set) => {
-            serde_json::to_value(set).map_err(|_| "trust bundle is not a jwk set".to_owned())?
-        }
-        JwksSource::File(path) => read_file(path).await?,
-        JwksSource::Url(url) => get_json(http, url, timeout).await?,
-        JwksSource::Discovery => {
-            return Err("a trust bundle is not found by discovery".to_owned());
-        }
-    };
+    let doc = bundle_document(source, http, timeout).await?;
     let (keys, refresh_hint) = bundle_keys(&doc)?;
     Ok(Loaded { keys, refresh_hint })
+}
+
+/// Reads a SPIFFE trust bundle document (a JWK set with SPIFFE members) from `source`.
+/// Errors are lowercase and secret-free.
+pub(crate) async fn bundle_document(
+    source: &JwksSource,
+    http: &reqwest::Client,
+    timeout: Duration,
+) -> Result<Value, String> {
+    match source {
+        JwksSource::Static(set) => {
+            serde_json::to_value(set).map_err(|_| "trust bundle is not a jwk set".to_owned())
+        }
+        JwksSource::File(path) => read_file(path).await,
+        JwksSource::Url(url) => get_json(http, url, timeout).await,
+        JwksSource::Discovery => Err("a trust bundle is not found by discovery".to_owned()),
+    }
 }
 
 /// Loads the current keys from `source`. Errors are lowercase and secret-free.

@@ -27,6 +27,7 @@ mod jwks;
 mod spiffe;
 pub mod spiffe_id;
 mod verifier;
+pub mod x509_svid;
 
 pub use config::{
     ConfigError, DEFAULT_LEEWAY, IssuerConfig, IssuerKind, JwksSource, MAX_LEEWAY, Preset,

@@ -664,6 +664,29 @@ fn check_issuer(cfg: IssuerConfig) -> Result<IssuerRuntime, ConfigError> {
 
 #[async_trait]
 impl IdentityVerifier for OidcVerifier {
+    /// The workload of a listener-verified X.509-SVID: the same principal a JWT-SVID with that
+    /// SPIFFE ID would prove (preset `spiffe`), valid until the certificate's `notAfter`.
+    fn x509_svid_principal(
+        &self,
+        spiffe_id: &str,
+        not_after_unix_secs: i64,
+    ) -> Result<Principal, ApiError> {
+        let id = SpiffeId::parse(spiffe_id).map_err(|e| {
+            ApiError::new(
+                ErrorCode::SpiffeIdInvalid,
+                format!("client certificate spiffe id: {e}"),
+            )
+        })?;
+        if !self.by_td.contains_key(id.trust_domain()) {
+            return Err(ApiError::new(
+                ErrorCode::UnknownIssuer,
+                "no spiffe trust domain is configured for this client certificate",
+            ));
+        }
+        let w = spiffe::workload(&id, not_after_unix_secs)?;
+        Ok(Principal::Workload(Box::new(w)))
+    }
+
     /// A digest lookup in the cache of verified workload tokens (kept `CACHE_SECS`, 60 s).
     fn recently_verified(&self, token: &str) -> bool {
         if token.len() > self.options.max_token_bytes {

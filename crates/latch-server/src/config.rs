@@ -112,6 +112,9 @@ pub struct ServerConfig {
     /// Largest accepted request body, bytes.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// HTTPS on the listener, and X.509-SVIDs as client certificates (`[server.tls]`).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_listen() -> String {
@@ -131,6 +134,7 @@ impl Default for ServerConfig {
             public_url: None,
             data_dir: default_data_dir(),
             max_body_bytes: default_body_limit(),
+            tls: None,
         }
     }
 }
@@ -597,6 +601,15 @@ impl Config {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        }
+    }
+
+    /// `[server.tls]` with its files resolved against the configuration's directory.
+    pub fn resolve_tls(&self, t: &crate::tls::TlsConfig) -> crate::tls::TlsConfig {
+        crate::tls::TlsConfig {
+            cert_file: self.path(&t.cert_file),
+            key_file: self.path(&t.key_file),
+            client_certificates: t.client_certificates,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod startup;
+pub mod tls;
 
 pub use config::Config;
 pub use http::mcp;

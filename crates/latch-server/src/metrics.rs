@@ -73,6 +73,16 @@ pub const FAMILIES: &[Family] = &[
         "Connections refused at accept, by reason (per_address, total).",
     ),
     family(
+        "latch_tls_handshakes_failed_total",
+        Kind::Counter,
+        "TLS handshakes on the listener that failed or timed out ([server.tls]).",
+    ),
+    family(
+        "latch_tls_client_certificates_refused_total",
+        Kind::Counter,
+        "Client certificates refused on the listener, by reason (not_an_svid, unknown_trust_domain, chain).",
+    ),
+    family(
         "latch_http_idle_closed_total",
         Kind::Counter,
         "Idle keep-alive connections closed by the broker.",
@@ -252,6 +262,7 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
                 "latch_http_requests_total"
                 | "latch_http_connections_refused_total"
                 | "latch_http_body_refused_total"
+                | "latch_tls_client_certificates_refused_total"
                 | "latch_auth_failures_total"
                 | "latch_access_decisions_total"
                 | "latch_notifications_delivered_total"
@@ -268,6 +279,10 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
     }
     for reason in ["per_address", "total"] {
         metrics::counter!("latch_http_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for reason in ["not_an_svid", "unknown_trust_domain", "chain"] {
+        metrics::counter!("latch_tls_client_certificates_refused_total", "reason" => reason)
+            .increment(0);
     }
     for reason in ["encoding", "too_large", "timeout"] {
         metrics::counter!("latch_http_body_refused_total", "reason" => reason).increment(0);

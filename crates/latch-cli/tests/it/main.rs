@@ -50,3 +50,5 @@ mod spiffe;
 mod store_outage;
 mod target_outage;
 mod targets;
+mod x509_svid;
+mod svid_credentials;

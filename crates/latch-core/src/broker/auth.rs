@@ -18,12 +18,16 @@ impl Broker {
     pub async fn authenticate(&self, ctx: &CallCtx, token: Option<&str>) -> Result<Principal> {
         self.check_auth_limit_for(ctx, token)?;
         let now = self.now();
-        let result = match token {
-            None => Err(ApiError::new(
+        // A bearer token names the caller; without one, the connection's X.509-SVID does.
+        let result = match (token, &ctx.peer_svid) {
+            (Some(t), _) => self.verifier.verify(t).await,
+            (None, Some(svid)) => self
+                .verifier
+                .x509_svid_principal(&svid.spiffe_id, svid.not_after_unix_secs),
+            (None, None) => Err(ApiError::new(
                 ErrorCode::TokenMissing,
                 "no bearer token was presented",
             )),
-            Some(t) => self.verifier.verify(t).await,
         };
         // One canonical spelling per human (self-approval and quorum compare these ids).
         let result = result.and_then(|p| {
@@ -52,9 +56,17 @@ impl Broker {
                     Principal::Workload(w) => (w.id.clone(), "workload", w.issuer.clone()),
                     Principal::Human(h) => (h.id.clone(), "human", h.issuer.clone()),
                 };
-                ctx.push(AuditEvent::new(now, AuditKind::AuthSucceeded, &actor, "ok").detail(
-                    json!({"principal_kind": kind, "issuer": issuer, "source_ip": ctx.source_ip}),
-                ));
+                let method = if token.is_none() {
+                    "x509_svid"
+                } else {
+                    "bearer"
+                };
+                ctx.push(
+                    AuditEvent::new(now, AuditKind::AuthSucceeded, &actor, "ok").detail(
+                        json!({"principal_kind": kind, "issuer": issuer, "source_ip": ctx.source_ip,
+                           "method": method}),
+                    ),
+                );
                 Ok(p)
             }
             Err(e) => {

@@ -11,7 +11,19 @@ pub struct CallCtx {
     pub request_id: Option<String>,
     /// Caller's address.
     pub source_ip: Option<String>,
+    /// The X.509-SVID of the caller's mutual-TLS connection, as the listener verified it.
+    pub peer_svid: Option<PeerSvid>,
     pub(super) pending: Mutex<Vec<AuditEvent>>,
+}
+
+/// A client certificate the listener verified as an X.509-SVID (SPIFFE X.509-SVID): chain to
+/// its trust domain's authorities, one URI SAN, not a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSvid {
+    /// The SPIFFE ID of its URI SAN.
+    pub spiffe_id: String,
+    /// The leaf's `notAfter` (Unix seconds).
+    pub not_after_unix_secs: i64,
 }
 
 impl CallCtx {
@@ -20,8 +32,21 @@ impl CallCtx {
         Self {
             request_id,
             source_ip,
+            peer_svid: None,
             pending: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This context, for a call that arrived over a mutual-TLS connection whose client
+    /// certificate is `svid`.
+    ///
+    /// # Security
+    /// Only the listener's verified certificate may be passed here (see
+    /// [`IdentityVerifier::x509_svid_principal`](crate::ports::IdentityVerifier::x509_svid_principal)).
+    #[must_use]
+    pub fn with_peer_svid(mut self, svid: Option<PeerSvid>) -> Self {
+        self.peer_svid = svid;
+        self
     }
     pub(super) fn push(&self, e: AuditEvent) {
         self.pending

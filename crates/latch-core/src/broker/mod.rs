@@ -59,7 +59,7 @@ mod tasks;
 pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_case};
 pub use approvals::PendingView;
 pub use cache::CacheState;
-pub use call::CallCtx;
+pub use call::{CallCtx, PeerSvid};
 pub use exchange::{
     AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
     LatchAccessDetail, auth_req_id,

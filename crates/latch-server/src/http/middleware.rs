@@ -42,8 +42,8 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                 && !latch_core::error::looks_like_credential(v)
         })
         .map(str::to_owned);
-    let source_ip = match inherited {
-        Some(m) => m.source_ip,
+    let source_ip = match &inherited {
+        Some(m) => m.source_ip.clone(),
         None => req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -56,9 +56,18 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned());
+    // The listener inserts the connection's verified X.509-SVID (mutual TLS).
+    let peer_svid = match &inherited {
+        Some(m) => m.peer_svid.clone(),
+        None => req
+            .extensions()
+            .get::<latch_core::broker::PeerSvid>()
+            .cloned(),
+    };
     req.extensions_mut().insert(ReqMeta {
         request_id: request_id.clone(),
         source_ip,
+        peer_svid,
     });
     let start = std::time::Instant::now();
     let mut resp = next.run(req).await;

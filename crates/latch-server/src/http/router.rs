@@ -48,6 +48,7 @@ pub fn router(
         .route("/v1/ssh/krl", get(ca::ssh_krl))
         .route("/v1/x509/ca.pem", get(ca::x509_ca))
         .route("/v1/x509/crl", get(ca::x509_crl))
+        .route("/v1/spiffe/bundle", get(ca::spiffe_bundle))
         .route("/v1/openapi.json", get(crate::http::openapi::openapi_json))
         .route("/v1/whoami", get(login::whoami))
         .route("/v1/login/config", get(login::login_config))

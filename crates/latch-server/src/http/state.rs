@@ -22,6 +22,8 @@ pub struct AppState {
     pub dev: Option<Arc<DevIssuer>>,
     /// Published signing keys (RFC 7517 JWK Set).
     pub jwks: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The SPIFFE bundle of what Latch mints as SVIDs (`GET /v1/spiffe/bundle`).
+    pub spiffe_bundle: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
     /// Prometheus exposition.
     pub metrics: PrometheusHandle,
     /// Bounds the store counts behind the live-state gauges of `/metrics`.
@@ -61,11 +63,14 @@ pub struct ReqMeta {
     pub request_id: String,
     /// Peer address.
     pub source_ip: Option<String>,
+    /// The connection's client certificate, when the listener verified it as an X.509-SVID.
+    pub peer_svid: Option<latch_core::broker::PeerSvid>,
 }
 
 impl ReqMeta {
     pub(crate) fn ctx(&self) -> CallCtx {
         CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
+            .with_peer_svid(self.peer_svid.clone())
     }
 }
 

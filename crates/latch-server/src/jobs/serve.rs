@@ -88,6 +88,7 @@ pub(crate) async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let conns = Conns::new(limits.max_connections, limits.max_connections_per_address);
@@ -113,12 +114,16 @@ pub(crate) async fn run(
             Ok(slot) => {
                 tokio::spawn(serve_connection(
                     stream,
-                    peer,
-                    slot,
-                    app.clone(),
-                    builder.clone(),
-                    limits.idle_timeout,
-                    stop.clone(),
+                    Conn {
+                        peer,
+                        slot,
+                        app: app.clone(),
+                        builder: builder.clone(),
+                        idle: limits.idle_timeout,
+                        handshake: limits.header_read_timeout,
+                        stop: stop.clone(),
+                    },
+                    tls.clone(),
                 ));
             }
             Err(why) => {
@@ -147,22 +152,67 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// Serves one connection until it ends, is evicted, goes idle for `idle`, or (after `stop`)
-/// has finished its in-flight request.
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection and what serving it needs.
+struct Conn {
     peer: SocketAddr,
     slot: Slot,
     app: Router,
     builder: http1::Builder,
     idle: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+    /// Bound on the TLS handshake (the header read timeout: a handshake is part of the head).
+    handshake: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+/// Serves one connection, over TLS when `tls` is set (the client's X.509-SVID, if it presented
+/// one, goes into every request as a [`latch_core::broker::PeerSvid`]).
+async fn serve_connection(stream: TcpStream, c: Conn, tls: Option<tokio_rustls::TlsAcceptor>) {
     let activity = Activity::new();
-    let io = TokioIo::new(TrackedIo::new(stream, activity.clone()));
+    let tracked = TrackedIo::new(stream, activity.clone());
+    let Some(acceptor) = tls else {
+        return serve_io(TokioIo::new(tracked), None, activity, c).await;
+    };
+    match tokio::time::timeout(c.handshake, acceptor.accept(tracked)).await {
+        Ok(Ok(tls_stream)) => {
+            let svid = crate::tls::peer_svid(tls_stream.get_ref().1);
+            serve_io(TokioIo::new(tls_stream), svid, activity, c).await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, peer = %c.peer, "tls handshake failed");
+            metrics::counter!("latch_tls_handshakes_failed_total").increment(1);
+        }
+        Err(_) => {
+            tracing::debug!(peer = %c.peer, "tls handshake timed out");
+            metrics::counter!("latch_tls_handshakes_failed_total").increment(1);
+        }
+    }
+}
+
+/// Serves one connection's HTTP until it ends, is evicted, goes idle for `idle`, or (after
+/// `stop`) has finished its in-flight request.
+async fn serve_io<I>(
+    io: I,
+    svid: Option<latch_core::broker::PeerSvid>,
+    activity: std::sync::Arc<Activity>,
+    c: Conn,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Conn {
+        peer,
+        slot,
+        app,
+        builder,
+        idle,
+        mut stop,
+        ..
+    } = c;
     let busy = slot.busy.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(s) = &svid {
+            req.extensions_mut().insert(s.clone());
+        }
         // Busy (not evictable) once the body has arrived or the response has begun.
         let mark = Busy::new(&busy);
         let req = req.map(|b| ReceivedBody::new(b, mark.clone()));

@@ -6,8 +6,10 @@
 //! `build_providers`, `build_broker`, `build_http_state`, `spawn_jobs`.
 
 mod channels;
+mod identity;
 
 use channels::build_channels;
+use identity::build_identity;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -22,8 +24,8 @@ use latch_core::ports::{
     CaPublisher, ChangeFeed, CredentialProvider, FeedSettings, IdentityVerifier, Store, UseOnce,
 };
 use latch_core::{Broker, BrokerSettings, Clock, SystemClock};
-use latch_identity::{IssuerConfig, IssuerKind, JwksSource, Preset, SigningAlgorithm};
-use latch_providers::keyring::{KeyError, MasterKey, SigningKeys};
+use latch_providers::jwt::JwtProvider;
+use latch_providers::keyring::{KeyError, MasterKey, SigningAlg, SigningKeys};
 use latch_providers::ssh::SshProvider;
 use latch_providers::x509::X509Provider;
 use latch_store::Opened;
@@ -36,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::Checkpointer;
 use crate::config::Config;
 use crate::console::ConsoleState;
-use crate::dev::{DEV_HUMAN_ISSUER, DEV_WORKLOAD_ISSUER, DevIssuer};
+use crate::dev::DevIssuer;
 use crate::http::dpop::{DpopSettings, DpopVerifier};
 use crate::http::router::router;
 use crate::http::state::{AppState, ScanSettings};
@@ -196,139 +198,15 @@ async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr, String), Star
     let addr = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
-    let base_url = config
-        .server
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let base_url = config.server.public_url.clone().unwrap_or_else(|| {
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    });
     Ok((listener, addr, base_url))
-}
-
-/// Who callers are: the token verifier over every configured issuer (plus the development
-/// issuer's, when enabled).
-struct Identity {
-    verifier: Arc<dyn IdentityVerifier>,
-    /// The same verifier, as itself (the console verifies ID tokens with it).
-    oidc: Arc<latch_identity::OidcVerifier>,
-    dev: Option<Arc<DevIssuer>>,
-    workload_issuers: Vec<String>,
-}
-
-/// The development issuer's signing key: opened from the store, or generated and sealed there.
-async fn dev_issuer_key(store: &dyn Store, master: &MasterKey) -> Result<Vec<u8>, StartError> {
-    let sealed_name = "dev-issuer-ed25519";
-    let blob = match store
-        .key_blob(sealed_name)
-        .await
-        .map_err(|e| StartError(e.to_string()))?
-    {
-        Some(blob) => blob,
-        None => {
-            let fresh = DevIssuer::generate_pkcs8().map_err(StartError)?;
-            let blob = master.seal(sealed_name, &fresh);
-            store
-                .put_key_blob_if_absent(sealed_name, &blob)
-                .await
-                .map_err(|e| StartError(e.to_string()))?
-        }
-    };
-    Ok(master
-        .open(sealed_name, &blob)
-        .map_err(|e| StartError(format!("dev issuer key: {e}")))?
-        .to_vec())
-}
-
-/// The development issuer and the two issuers (workload, human) it adds.
-async fn build_dev_issuer(
-    config: &Config,
-    store: &dyn Store,
-    master: &MasterKey,
-) -> Result<(Arc<DevIssuer>, [IssuerConfig; 2]), StartError> {
-    tracing::warn!(
-        "the development issuer is enabled: anyone who can reach /v1/dev/tokens can mint identities"
-    );
-    let pkcs8 = dev_issuer_key(store, master).await?;
-    let dev = Arc::new(
-        DevIssuer::from_pkcs8(&pkcs8, config.dev_issuer.audience.clone()).map_err(StartError)?,
-    );
-    let issuer = |name: &str, iss: &str, kind, preset| {
-        IssuerConfig::new(
-            name,
-            iss,
-            kind,
-            dev.audience(),
-            JwksSource::Static(dev.jwks().clone()),
-        )
-        .with_preset(preset)
-        .with_algorithms(vec![SigningAlgorithm::EdDSA])
-        // Development tokens live up to an hour (`latch dev token --ttl`).
-        .with_max_token_lifetime(Duration::from_secs(crate::dev::MAX_TOKEN_TTL_SECS as u64))
-    };
-    let issuers = [
-        issuer(
-            "dev-workload",
-            DEV_WORKLOAD_ISSUER,
-            IssuerKind::Workload,
-            Preset::GithubActions,
-        ),
-        issuer(
-            "dev-human",
-            DEV_HUMAN_ISSUER,
-            IssuerKind::Human,
-            Preset::Human,
-        ),
-    ];
-    Ok((dev, issuers))
-}
-
-/// The OIDC verifier over the configured issuers (JWKS files resolved against the config
-/// directory) and, when enabled, the development issuer.
-async fn build_identity(
-    config: &Config,
-    store: &dyn Store,
-    master: &MasterKey,
-    clock: Arc<dyn Clock>,
-) -> Result<Identity, StartError> {
-    let mut issuers = config.issuers.clone();
-    for i in &mut issuers {
-        if let JwksSource::File(p) = &i.jwks {
-            i.jwks = JwksSource::File(config.path(p));
-        }
-    }
-    let dev = if config.dev_issuer.enabled {
-        let (dev, extra) = build_dev_issuer(config, store, master).await?;
-        issuers.extend(extra);
-        Some(dev)
-    } else {
-        None
-    };
-    // Issuer discovery and JWKS fetches: each request is further bounded by the issuer's
-    // `jwks_fetch_timeout`; a JWKS host that accepts and never answers fails that fetch only.
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| StartError(format!("http client: {e}")))?;
-    let workload_issuers: Vec<String> = issuers
-        .iter()
-        .filter(|i| i.kind == IssuerKind::Workload)
-        .map(|i| i.issuer.clone())
-        .collect();
-    let verifier = Arc::new(
-        latch_identity::OidcVerifier::new(
-            issuers,
-            latch_identity::VerifierOptions::default(),
-            clock,
-            http,
-        )
-        .map_err(|e| StartError(format!("issuers: {e}")))?,
-    );
-    Ok(Identity {
-        verifier: verifier.clone(),
-        oidc: verifier,
-        dev,
-        workload_issuers,
-    })
 }
 
 /// The credential providers, and the certificate authorities among them (published over HTTP,
@@ -338,6 +216,8 @@ struct Providers {
     resources: Vec<latch_core::model::Resource>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+    /// The JWT-SVID keys, when a `jwt` resource mints JWT-SVIDs.
+    svid_keys: Option<Arc<SigningKeys>>,
 }
 
 /// The approval console's state when `[console] enabled`: its sign-in at the configured human
@@ -424,11 +304,30 @@ async fn build_providers(
     // The recorder first: what is described or zeroed before it exists is lost.
     let _ = metrics_handle();
     crate::metrics::describe_and_zero(&named);
+    let jwt = JwtProvider::new(base_url.to_owned(), keys.clone());
+    // JWT-SVIDs are ES256 (EdDSA is not a JWT-SVID algorithm): a key of their own unless the
+    // broker already signs with ES256.
+    let svid_keys = if JwtProvider::any_jwt_svid(&resources) {
+        Some(if keys.alg() == SigningAlg::Es256 {
+            keys.clone()
+        } else {
+            Arc::new(
+                SigningKeys::load_or_create(store.as_ref(), master, SigningAlg::Es256)
+                    .await
+                    .map_err(|e| StartError(format!("jwt-svid keys: {e}")))?,
+            )
+        })
+    } else {
+        None
+    };
+    let jwt = match &svid_keys {
+        Some(k) => jwt
+            .with_svid_keys(k.clone())
+            .map_err(|e| StartError(e.message))?,
+        None => jwt,
+    };
     let mut all: Vec<Arc<dyn CredentialProvider>> = vec![
-        Arc::new(latch_providers::jwt::JwtProvider::new(
-            base_url.to_owned(),
-            keys.clone(),
-        )),
+        Arc::new(jwt),
         Arc::new(latch_providers::postgres::PostgresProvider::new(&resources)),
         Arc::new(latch_providers::redis_acl::RedisProvider::new(&resources)),
     ];
@@ -468,6 +367,7 @@ async fn build_providers(
         resources,
         ssh,
         x509,
+        svid_keys,
     })
 }
 
@@ -575,6 +475,7 @@ struct HttpParts {
     checkpointer: Arc<Checkpointer>,
     ssh: Option<Arc<SshProvider>>,
     x509: Option<Arc<X509Provider>>,
+    svid_keys: Option<Arc<SigningKeys>>,
     console: Option<Arc<ConsoleState>>,
 }
 
@@ -583,7 +484,15 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
     let ssh_ca: Option<Arc<dyn CaPublisher>> = p.ssh.map(|p| p as Arc<dyn CaPublisher>);
     let x509_ca: Option<Arc<dyn CaPublisher>> = p.x509.map(|p| p as Arc<dyn CaPublisher>);
     let keys = p.keys;
+    let (svid, ca) = (p.svid_keys, x509_ca.clone());
+    let spiffe_bundle = Arc::new(move || {
+        crate::http::routes::ca::build_spiffe_bundle(
+            ca.as_ref().map(|c| c.ca_public()).as_deref(),
+            svid.as_ref().map(|k| k.jwks()).as_ref(),
+        )
+    });
     AppState {
+        spiffe_bundle,
         checkpointer: p.checkpointer,
         broker: p.broker,
         dev: p.dev,
@@ -630,11 +539,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     let keys = build_signing_keys(&config, store.as_ref(), &master).await?;
     let (listener, addr, base_url) = bind(&config).await?;
     let identity = build_identity(&config, store.as_ref(), &master, clock.clone()).await?;
+    let tls = identity::listener_tls(&config, &identity).await?;
     let providers = build_providers(&config, &store, &master, &keys, &clock, &base_url).await?;
     let master = Arc::new(master);
     let rotation = build_rotation(&config, &master, &providers);
     rotation.run().await;
     let (ssh, x509) = (providers.ssh.clone(), providers.x509.clone());
+    let svid_keys = providers.svid_keys.clone();
     let settings = BrokerSettings {
         public_url: base_url.clone(),
         ..broker_settings(&config)
@@ -681,6 +592,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             checkpointer: checkpointer.clone(),
             ssh,
             x509,
+            svid_keys,
             console,
         },
     );
@@ -706,6 +618,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             listener,
             app,
             jobs::serve::Limits::new(&config.http),
+            tls,
             rx.clone(),
         ),
         broker.clone(),

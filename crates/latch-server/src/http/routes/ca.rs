@@ -1,5 +1,5 @@
 //! The certificate authorities' public side: `/v1/ssh/ca.pub`, `/v1/ssh/krl`,
-//! `/v1/x509/ca.pem`, `/v1/x509/crl`, served from the [`CaPublisher`](latch_core::ports::CaPublisher) ports in [`AppState`].
+//! `/v1/x509/ca.pem`, `/v1/x509/crl`, `/v1/spiffe/bundle`, served from the [`CaPublisher`](latch_core::ports::CaPublisher) ports in [`AppState`].
 
 use axum::extract::State;
 use axum::http::header;
@@ -109,4 +109,48 @@ pub(crate) async fn x509_crl(State(s): State<AppState>) -> Result<Response, AppE
         crl,
     )
         .into_response())
+}
+
+/// The SPIFFE bundle (SPIFFE Trust Domain and Bundle §4) of the SVIDs Latch mints: its X.509
+/// CA (`use: "x509-svid"`, from the `x509` provider) and its JWT-SVID keys (`use: "jwt-svid"`,
+/// ES256, from `jwt` resources with `format = "jwt_svid"`). A service that verifies SVIDs
+/// trusts Latch's trust domains by loading this bundle (e.g. as a SPIRE federated bundle).
+#[utoipa::path(get, path = "/v1/spiffe/bundle", responses((status = 200, content_type = "application/json",
+    description = "SPIFFE bundle: a JWK set with `x509-svid` and `jwt-svid` entries, `spiffe_refresh_hint` (seconds)")))]
+pub(crate) async fn spiffe_bundle(State(s): State<AppState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        (s.spiffe_bundle)().to_string(),
+    )
+        .into_response()
+}
+
+/// Builds the bundle served at `GET /v1/spiffe/bundle` from the X.509 CA's published PEM
+/// certificates and the JWT-SVID keys' JWK set.
+pub fn build_spiffe_bundle(
+    x509_ca_pem: Option<&str>,
+    jwt_svid_jwks: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut keys = Vec::new();
+    if let Some(pem) = x509_ca_pem {
+        for der in CertificateDer::pem_slice_iter(pem.as_bytes()).flatten() {
+            keys.extend(latch_identity::x509_svid::bundle_entry(der.as_ref()));
+        }
+    }
+    if let Some(set) = jwt_svid_jwks
+        .and_then(|j| j.get("keys"))
+        .and_then(serde_json::Value::as_array)
+    {
+        for k in set {
+            let mut k = k.clone();
+            k["use"] = serde_json::json!("jwt-svid");
+            keys.push(k);
+        }
+    }
+    serde_json::json!({"keys": keys, "spiffe_refresh_hint": 300})
 }
