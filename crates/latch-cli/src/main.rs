@@ -39,6 +39,9 @@ enum Cmd {
         /// Configuration file.
         #[arg(long, short, env = "LATCH_CONFIG", default_value = "latch.toml")]
         config: PathBuf,
+        /// Address to listen on (`127.0.0.1:9090`), instead of `[server] listen`.
+        #[arg(long, env = "LATCH_LISTEN")]
+        listen: Option<String>,
     },
     /// Start a broker on the embedded default and drive a scripted agent through the main flow.
     Demo,
@@ -46,6 +49,11 @@ enum Cmd {
     Task {
         #[command(subcommand)]
         cmd: cmd::task::TaskCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// What may be requested: resources with their environment, kind, actions and TTL bounds.
+    Resources {
         #[command(flatten)]
         conn: Conn,
     },
@@ -208,9 +216,10 @@ fn quiet_on_closed_pipe() {
 /// Runs one verb; `Err` is printed as `error: …` with exit code 1.
 async fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
-        Cmd::Serve { config } => cmd::serve::run(&config).await,
+        Cmd::Serve { config, listen } => cmd::serve::run(&config, listen).await,
         Cmd::Demo => Ok(ExitCode::from(cmd::demo::run().await as u8)),
         Cmd::Task { cmd, conn } => cmd::task::run(cmd, &conn).await,
+        Cmd::Resources { conn } => cmd::resources::run(&conn).await,
         Cmd::Request(args) => cmd::request::run(args).await,
         Cmd::Claim(args) => cmd::request::claim(args).await,
         Cmd::Login { args, conn } => cmd::login::login(&args, &conn).await,

@@ -20,6 +20,7 @@ pub(crate) mod mcp;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod request;
+pub(crate) mod resources;
 pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod task;

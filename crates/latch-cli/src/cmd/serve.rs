@@ -3,16 +3,20 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Loads `config`, starts the broker and serves until a stop signal.
+/// Loads `config`, starts the broker (on `listen` when given, else `[server] listen`) and
+/// serves until a stop signal.
 ///
 /// # Errors
 /// An unreadable or invalid configuration, a broker that cannot start, or a signal handler
 /// that cannot be installed.
-pub(crate) async fn run(config: &Path) -> Result<ExitCode, String> {
-    let cfg = match crate::render::load_config(config) {
+pub(crate) async fn run(config: &Path, listen: Option<String>) -> Result<ExitCode, String> {
+    let mut cfg = match crate::render::load_config(config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if let Some(l) = listen {
+        cfg.server.listen = l;
+    }
     let server = latch_server::start(cfg, Default::default())
         .await
         .map_err(|e| e.to_string())?;

@@ -52,3 +52,4 @@ mod target_outage;
 mod targets;
 mod x509_svid;
 mod svid_credentials;
+mod cli_catalog;

@@ -41,6 +41,7 @@ mod audit_read;
 mod auth;
 mod cache;
 mod call;
+mod catalog;
 mod console;
 mod exchange;
 mod freezes;
@@ -60,6 +61,7 @@ pub use crate::policy::{SEPARATION_REASON, decide, login_principals, run_policy_
 pub use approvals::PendingView;
 pub use cache::CacheState;
 pub use call::{CallCtx, PeerSvid};
+pub use catalog::ResourceInfo;
 pub use exchange::{
     AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
     LatchAccessDetail, auth_req_id,

@@ -18,7 +18,7 @@ use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    scan, tasks,
+    resources, scan, tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -26,7 +26,7 @@ use crate::http::routes::{
 #[openapi(
     info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
     paths(health::healthz, health::readyz, health::metrics_endpoint, health::jwks, openapi_json, ca::ssh_ca, ca::ssh_krl, ca::x509_ca, ca::x509_crl, ca::spiffe_bundle,
-          tasks::open_task, tasks::list_tasks, tasks::get_task, tasks::complete_task, tasks::cancel_task,
+          resources::list_resources, tasks::open_task, tasks::list_tasks, tasks::get_task, tasks::complete_task, tasks::cancel_task,
           access::request_access, access::get_request, access::claim_request, leases::task_leases,
           leases::renew_lease, leases::revoke_lease, approvals::pending, approvals::approve, approvals::deny,
           introspection::introspect, introspection::oauth_revoke, audit::audit, audit::audit_export,
@@ -36,7 +36,7 @@ use crate::http::routes::{
           login::login_config,
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
           admin::engage, admin::lift),
-    components(schemas(ErrorBody, ErrorDetail, crate::http::error::OAuthClientError,
+    components(schemas(ErrorBody, ErrorDetail, latch_core::broker::ResourceInfo, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
                        introspection::TokenForm, dev::DevTokenResponse, DevTokenRequest, ErrorCode,

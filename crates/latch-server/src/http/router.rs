@@ -10,7 +10,7 @@ use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    scan, tasks,
+    resources, scan, tasks,
 };
 use crate::http::state::AppState;
 
@@ -51,6 +51,7 @@ pub fn router(
         .route("/v1/spiffe/bundle", get(ca::spiffe_bundle))
         .route("/v1/openapi.json", get(crate::http::openapi::openapi_json))
         .route("/v1/whoami", get(login::whoami))
+        .route("/v1/resources", get(resources::list_resources))
         .route("/v1/login/config", get(login::login_config))
         .route("/v1/tasks", post(tasks::open_task).get(tasks::list_tasks))
         .route("/v1/tasks/{id}", get(tasks::get_task))

@@ -12,5 +12,6 @@ pub mod leases;
 pub mod login;
 pub mod oauth;
 pub mod proxy;
+pub mod resources;
 pub mod scan;
 pub mod tasks;
