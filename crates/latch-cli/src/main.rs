@@ -117,7 +117,8 @@ enum Cmd {
         conn: Conn,
     },
     /// MCP server over stdio, acting as the workload whose token it is started with
-    /// (`LATCH_TOKEN`). The broker also serves MCP over streamable HTTP at `/mcp`.
+    /// (`--token`, else the ambient identity: see `--identity`; resolved once at start). The
+    /// broker also serves MCP over streamable HTTP at `/mcp`.
     Mcp {
         #[command(flatten)]
         conn: Conn,
