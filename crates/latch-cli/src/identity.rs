@@ -212,23 +212,27 @@ impl Ambient {
                 .map(|t| t.trim().to_owned())
                 .ok_or_else(|| format!("${v} is not set (workload identity)")),
             Source::Kubernetes(p) | Source::File(p) => read_token_file(p),
-            Source::Github | Source::Spiffe(_) => {
-                let mut g = self.cached.lock().await;
-                if let Some((t, exp)) = g.as_ref()
-                    && exp - REFETCH_MARGIN_SECS > now()
-                {
-                    return Ok(t.clone());
-                }
-                let t = match &self.source {
-                    Source::Github => self.github().await?,
-                    Source::Spiffe(e) => self.spiffe(e).await?,
-                    _ => unreachable!("matched above"),
-                };
-                // Without a readable `exp` the token is not kept.
-                *g = jwt_exp(&t).map(|exp| (t.clone(), exp));
-                Ok(t)
-            }
+            Source::Github => self.fetched(None).await,
+            Source::Spiffe(e) => self.fetched(Some(e)).await,
         }
+    }
+
+    /// A token fetched over the network (GitHub's token service, or the Workload API at
+    /// `spiffe`), kept until [`REFETCH_MARGIN_SECS`] before its `exp`.
+    async fn fetched(&self, spiffe: Option<&str>) -> Result<String, String> {
+        let mut g = self.cached.lock().await;
+        if let Some((t, exp)) = g.as_ref()
+            && exp - REFETCH_MARGIN_SECS > now()
+        {
+            return Ok(t.clone());
+        }
+        let t = match spiffe {
+            None => self.github().await?,
+            Some(e) => self.spiffe(e).await?,
+        };
+        // Without a readable `exp` the token is not kept.
+        *g = jwt_exp(&t).map(|exp| (t.clone(), exp));
+        Ok(t)
     }
 
     /// GitHub Actions: `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=…` with the request token.
