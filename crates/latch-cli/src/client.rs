@@ -12,6 +12,7 @@ pub struct Client {
     token: Option<String>,
     login: Option<std::sync::Arc<tokio::sync::Mutex<crate::credentials::StoredLogin>>>,
     login_error: Option<String>,
+    ambient: Option<std::sync::Arc<crate::identity::Ambient>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -20,6 +21,10 @@ impl std::fmt::Debug for Client {
             .field("base", &self.base)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("signed_in", &self.login.is_some())
+            .field(
+                "ambient",
+                &self.ambient.as_ref().map(|a| a.source().describe()),
+            )
             .finish()
     }
 }
@@ -78,6 +83,16 @@ impl Client {
             token,
             login: None,
             login_error: None,
+            ambient: None,
+        }
+    }
+
+    /// A client presenting workload tokens from `ambient` (fetched or read again as they
+    /// near expiry: see [`crate::identity`]).
+    pub fn with_ambient(base: &str, ambient: std::sync::Arc<crate::identity::Ambient>) -> Self {
+        Self {
+            ambient: Some(ambient),
+            ..Self::new(base, None)
         }
     }
 
@@ -101,14 +116,22 @@ impl Client {
             token: Some(token.to_owned()),
             login: None,
             login_error: None,
+            ambient: None,
             ..self.clone()
         }
     }
 
-    /// The bearer token to send: the given one, else the stored sign-in's (refreshed when due).
-    async fn bearer(&self) -> Result<Option<String>, String> {
+    /// The bearer token to send: the given one, else the ambient workload identity's, else the
+    /// stored sign-in's (refreshed when due).
+    ///
+    /// # Errors
+    /// The ambient source or the stored sign-in fails (one line, never a token).
+    pub async fn bearer(&self) -> Result<Option<String>, String> {
         if let Some(t) = &self.token {
             return Ok(Some(t.clone()));
+        }
+        if let Some(a) = &self.ambient {
+            return a.token().await.map(Some);
         }
         if let Some(e) = &self.login_error {
             return Err(e.clone());
@@ -222,6 +245,7 @@ impl Client {
             token: None,
             login: None,
             login_error: None,
+            ambient: None,
             ..self.clone()
         }
         .send(rb)

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod cmd;
 mod credentials;
+mod identity;
 mod login_callback;
 mod oidc;
 mod render;
@@ -124,7 +125,8 @@ enum Cmd {
         conn: Conn,
     },
     /// MCP server over stdio, acting as the workload whose token it is started with
-    /// (`LATCH_TOKEN`). The broker also serves MCP over streamable HTTP at `/mcp`.
+    /// (`--token`, else the ambient identity: see `--identity`; resolved once at start). The
+    /// broker also serves MCP over streamable HTTP at `/mcp`.
     Mcp {
         #[command(flatten)]
         conn: Conn,
@@ -232,13 +234,13 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Admin { cmd, conn } => cmd::admin::run(cmd, &conn).await,
         Cmd::Audit { cmd, conn } => cmd::audit::run(cmd, &conn.client(), conn.json).await,
         Cmd::Policy { cmd } => cmd::policy::run(cmd),
-        Cmd::Exec { args, conn } => cmd::exec::run(args, &conn.server, conn.token).await,
+        Cmd::Exec { args, conn } => cmd::exec::run(args, &conn).await,
         Cmd::Mcp { conn } => cmd::mcp::run(conn).await,
         Cmd::Scan { args, conn } => {
-            cmd::scan::run(args, &conn.server, conn.token.clone(), conn.json).await
+            cmd::scan::run(args, &conn.server, conn.plain_token(), conn.json).await
         }
         Cmd::Proxy { args, conn } => {
-            cmd::proxy::run(args, &conn.server, conn.token.clone()).await?;
+            cmd::proxy::run(args, conn.workload_client()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => Ok(ExitCode::from(cmd::bench::run(args).await?)),

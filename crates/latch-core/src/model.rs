@@ -83,6 +83,24 @@ pub struct WorkloadClaims {
     /// `spiffe_path_prefixes` (`["/ns", "/ns/payments", …]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spiffe_path: Vec<String>,
+    /// GitHub Actions: the workflow run's id (`run_id`), the same for every job and attempt of
+    /// the run. With `run_attempt` it is the run binding (`gh-run:{run_id}/{run_attempt}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// GitHub Actions: the attempt of the run (`run_attempt`, `"1"` for the first; a re-run
+    /// gets the next number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_attempt: Option<String>,
+    /// GitLab CI: the pipeline's id (`pipeline_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<String>,
+    /// GitLab CI: the job's id (`job_id`, the run binding `gl-job:{job_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Kubernetes: the UID of the pod the token is bound to (`kubernetes.io.pod.uid`, the run
+    /// binding `pod:{uid}`); absent for tokens not bound to a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 impl WorkloadClaims {

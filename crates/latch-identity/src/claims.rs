@@ -307,6 +307,8 @@ fn github(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
         untrusted_source,
         runner_environment: opt_str(c, "runner_environment")?,
         workflow_ref,
+        run_id: Some(run_id),
+        run_attempt: Some(run_attempt),
         ..WorkloadClaims::default()
     };
     Ok(w)
@@ -344,6 +346,8 @@ fn gitlab(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
         untrusted_source,
         runner_environment: opt_str(c, "runner_environment")?,
         workflow_ref: opt_str(c, "ci_config_ref_uri")?,
+        pipeline_id: opt_str(c, "pipeline_id")?,
+        job_id: Some(job_id),
         ..WorkloadClaims::default()
     };
     Ok(w)
@@ -364,13 +368,13 @@ fn kubernetes(c: &Claims, ctx: &MapContext<'_>) -> Result<Workload, ApiError> {
         None => None,
     };
     let mut w = workload(ctx, &format!("sa:{sa_uid}"), sub);
-    w.run_binding = pod_uid
-        .filter(|u| !u.is_empty())
-        .map(|u| format!("pod:{u}"));
+    let pod_uid = pod_uid.filter(|u| !u.is_empty());
+    w.run_binding = pod_uid.as_ref().map(|u| format!("pod:{u}"));
     w.claims = WorkloadClaims {
         namespace: Some(namespace),
         service_account: opt_str_in(sa, "name", "kubernetes.io.serviceaccount.name")?,
         service_account_uid: Some(sa_uid),
+        pod_uid,
         ..WorkloadClaims::default()
     };
     Ok(w)

@@ -8,8 +8,12 @@
 //! signal number when a signal ended it).
 //!
 //! # Security
-//! The workload identity token (`LATCH_TOKEN`) is removed from the child's environment: the
-//! command gets only the task's credentials, never the power to open more tasks. Since the
+//! The workload identity token (`LATCH_TOKEN`) and every other identity source's secret in the
+//! environment (`ACTIONS_ID_TOKEN_REQUEST_URL`/`_TOKEN`, the GitLab ID token variable, an
+//! `--identity env:VAR`) are removed from the child's environment: the command gets only the
+//! task's credentials, never the power to open more tasks. A token file or a SPIFFE Workload
+//! API socket readable by the same user cannot be hidden this way: run the command as another
+//! user (or in another container) when that matters. Since the
 //! command runs as the same user, `latch exec` also makes itself non-dumpable
 //! (`PR_SET_DUMPABLE` 0, Linux) before anything else, so the command cannot read the token
 //! from `/proc/$PPID/environ` or `/proc/$PPID/mem` (a process with CAP_SYS_PTRACE, e.g. an
@@ -397,7 +401,7 @@ async fn end_task(c: &Client, task: &str, how: &str) -> bool {
 ///
 /// # Errors
 /// Transport failures before the task exists, and invalid arguments.
-pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<ExitCode, String> {
+pub async fn run(args: ExecArgs, conn: &super::Conn) -> Result<ExitCode, String> {
     // First of all: the command runs as our uid and could otherwise read our environment
     // (`/proc/$PPID/environ`, where `LATCH_TOKEN` stays whatever we do to `environ`) and
     // memory. A non-dumpable process's `/proc` files are off-limits to other processes
@@ -405,7 +409,8 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     #[cfg(target_os = "linux")]
     nix::sys::prctl::set_dumpable(false)
         .map_err(|e| format!("cannot protect the identity token (PR_SET_DUMPABLE): {e}"))?;
-    let token = workload_token(&args, token)?;
+    let c = workload_client(&args, conn)?;
+    let hidden = hidden_env(conn);
     let wanted: Vec<(String, Vec<String>)> = args
         .requests
         .iter()
@@ -413,7 +418,6 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
         .collect::<Result<_, _>>()?;
     #[cfg(unix)]
     let mut sigs = forwardable_signals()?;
-    let c = Client::new(server, Some(token));
     let task = open_task(&c, &args).await?;
     eprintln!("latch: task {task} opened");
 
@@ -463,7 +467,7 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
             return Err(e);
         }
     };
-    let mut child = match spawn(&args.command, &env) {
+    let mut child = match spawn(&args.command, &env, &hidden) {
         Ok(ch) => ch,
         Err(e) => {
             remove_dir(cred_dir.as_deref());
@@ -490,33 +494,53 @@ pub async fn run(args: ExecArgs, server: &str, token: Option<String>) -> Result<
     Ok(ExitCode::from(if revoked || code != 0 { code } else { 1 }))
 }
 
-/// The workload token: from `--token-file` (trimmed, not empty), else `--token` or
-/// `LATCH_TOKEN` (with a warning when it was given on the command line).
-fn workload_token(args: &ExecArgs, token: Option<String>) -> Result<String, String> {
-    let token = match &args.token_file {
-        Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
-            let t = t.trim().to_owned();
-            if t.is_empty() {
-                return Err(format!("--token-file {} is empty", f.display()));
-            }
-            Some(t)
+/// The client presenting the workload identity: `--token-file` (trimmed, not empty), else
+/// `--token` (with a warning: it is visible in the process list), else the ambient identity
+/// (`--identity`, or the first found: see [`crate::identity`]).
+fn workload_client(args: &ExecArgs, conn: &super::Conn) -> Result<Client, String> {
+    if let Some(f) = &args.token_file {
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read --token-file {}: {e}", f.display()))?;
+        let t = t.trim().to_owned();
+        if t.is_empty() {
+            return Err(format!("--token-file {} is empty", f.display()));
         }
-        None => {
-            if token_on_command_line() {
-                eprintln!(
-                    "latch: WARNING: --token on the command line is visible to every process \
-                     (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
-                );
-            }
-            token
-        }
-    };
-    Ok(
-        token
-            .ok_or("`latch exec` needs a workload token (--token-file, LATCH_TOKEN or --token)")?,
-    )
+        return Ok(Client::new(&conn.server, Some(t)));
+    }
+    if let Some(t) = &conn.token {
+        eprintln!(
+            "latch: WARNING: --token on the command line is visible to every process \
+             (ps, /proc/PID/cmdline), including the command; use LATCH_TOKEN or --token-file"
+        );
+        return Ok(Client::new(&conn.server, Some(t.clone())));
+    }
+    let settings = conn.identity_settings();
+    let src = settings
+        .source()?
+        .ok_or_else(|| crate::identity::NOT_FOUND.to_owned())?;
+    Ok(Client::with_ambient(
+        &conn.server,
+        crate::identity::Ambient::new(src, &settings.audience),
+    ))
+}
+
+/// Variables the command must not inherit: every identity source's secrets (`LATCH_TOKEN`,
+/// the GitHub Actions token service's URL and request token, the GitLab ID token variable,
+/// an `--identity env:VAR`), so it cannot obtain identity tokens and open tasks itself.
+fn hidden_env(conn: &super::Conn) -> Vec<String> {
+    let mut v: Vec<String> = [
+        crate::identity::TOKEN_ENV,
+        crate::identity::GITHUB_URL_ENV,
+        crate::identity::GITHUB_TOKEN_ENV,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    v.push(conn.gitlab_token_var.clone());
+    if let Ok(Some(src)) = conn.identity_settings().source() {
+        v.extend(src.secret_env());
+    }
+    v
 }
 
 /// Opens the task the command runs in; answers its id.
@@ -612,10 +636,12 @@ fn remove_dir(dir: Option<&std::path::Path>) {
     }
 }
 
-/// Starts the command with `env` and without `LATCH_TOKEN`, inheriting stdio.
+/// Starts the command with `env` and without the `hidden` variables (identity sources),
+/// inheriting stdio.
 fn spawn(
     command: &[String],
     env: &BTreeMap<String, String>,
+    hidden: &[String],
 ) -> std::io::Result<tokio::process::Child> {
     let Some((program, rest)) = command.split_first() else {
         return Err(std::io::Error::new(
@@ -624,9 +650,11 @@ fn spawn(
         ));
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(rest)
-        .env_remove("LATCH_TOKEN")
-        .envs(env)
+    cmd.args(rest);
+    for h in hidden {
+        cmd.env_remove(h);
+    }
+    cmd.envs(env)
         .stdin(std::process::Stdio::inherit())
         .stdout(std::process::Stdio::inherit())
         .stderr(std::process::Stdio::inherit());
@@ -679,14 +707,6 @@ fn command_exit_code(status: std::io::Result<std::process::ExitStatus>) -> u8 {
             1
         }
     }
-}
-
-/// Whether `--token` was given as an argument (before `--`) rather than through `LATCH_TOKEN`.
-fn token_on_command_line() -> bool {
-    std::env::args_os()
-        .skip(1)
-        .take_while(|a| a != "--")
-        .any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="))
 }
 
 #[cfg(unix)]

@@ -38,7 +38,7 @@ pub(crate) enum LeaseCmd {
 /// # Errors
 /// An unreachable broker.
 pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> {
-    let c = conn.client();
+    let c = conn.workload_client()?;
     let a = match cmd {
         LeaseCmd::List { task, id_only } => {
             let a = c.get(&format!("/v1/tasks/{task}/leases")).await?;

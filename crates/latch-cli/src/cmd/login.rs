@@ -186,7 +186,7 @@ pub(crate) async fn whoami(conn: &Conn) -> Result<ExitCode, String> {
         Err(e) => return fail(&e),
     };
     if !a.ok() {
-        if a.status == 401 && conn.token.is_none() {
+        if a.status == 401 && conn.plain_token().is_none() {
             return fail(&format!(
                 "{}; sign in with `latch login` or pass a token (`--token`)",
                 a.error_line()

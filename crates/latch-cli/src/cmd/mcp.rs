@@ -12,9 +12,11 @@ use super::Conn;
 pub(crate) async fn run(conn: Conn) -> Result<ExitCode, String> {
     use latch_server::mcp::{Dispatch, HttpDispatch, LatchMcp};
     use rmcp::ServiceExt;
-    let token = conn
-        .token
-        .ok_or("`latch mcp` needs the workload token it acts as (--token or LATCH_TOKEN)")?;
+    // Resolved once: the MCP session acts with this token until it ends (an ambient token
+    // that expires meanwhile is refused by the broker; restart `latch mcp`).
+    let token = conn.workload_client()?.bearer().await?.ok_or(
+        "`latch mcp` needs the workload token it acts as (--token, --identity or LATCH_TOKEN)",
+    )?;
     let dispatch = std::sync::Arc::new(HttpDispatch::new(&conn.server));
     let (status, body) = dispatch
         .call(&token, latch_server::mcp::Method::GET, "/v1/tasks", None)

@@ -373,8 +373,7 @@ async fn poll_once(p: &Proxy) -> Poll {
 /// # Security
 /// The credential lives only in this process (a `SecretString`, never printed); the agent's
 /// `Authorization` header is dropped, so it cannot swap credentials.
-pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result<(), String> {
-    let token = token.ok_or("latch proxy needs the workload token (--token or LATCH_TOKEN)")?;
+pub async fn run(args: ProxyArgs, broker: Client) -> Result<(), String> {
     let upstream = reqwest::Url::parse(&args.upstream).map_err(|e| format!("--upstream: {e}"))?;
     if !matches!(upstream.scheme(), "http" | "https") || upstream.host_str().is_none() {
         return Err("--upstream must be an http(s) URL with a host".into());
@@ -386,7 +385,6 @@ pub async fn run(args: ProxyArgs, server: &str, token: Option<String>) -> Result
         .iter()
         .map(|r| ProxyRule::parse(r).map_err(|e| format!("--allow {r:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let broker = Client::new(server, Some(token));
     let broker_rules = broker_rules(&broker, &args.resource).await?;
     let (credential, lease) = grant(&broker, &args, &upstream).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

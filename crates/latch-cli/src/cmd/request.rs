@@ -73,7 +73,7 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
     }
     let a = args
         .conn
-        .client()
+        .workload_client()?
         .post(&format!("/v1/tasks/{}/requests", args.task), &body)
         .await?;
     if args.id_only && !args.conn.json {
@@ -89,7 +89,7 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
 pub(crate) async fn claim(args: ClaimArgs) -> Result<ExitCode, String> {
     let a = args
         .conn
-        .client()
+        .workload_client()?
         .post(
             &format!("/v1/tasks/{}/requests/{}/claim", args.task, args.request),
             &json!({}),

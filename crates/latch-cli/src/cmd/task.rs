@@ -79,7 +79,7 @@ pub(crate) enum TaskCmd {
 /// # Errors
 /// An unreachable broker, or a malformed `--attr`.
 pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
-    let c = conn.client();
+    let c = conn.workload_client()?;
     let a = match cmd {
         TaskCmd::Open {
             purpose,

@@ -9,6 +9,7 @@
     clippy::too_many_lines,
     reason = "test code: a failed step fails the test, and a scenario reads best in one piece"
 )]
+mod ambient;
 mod api;
 mod approvals;
 mod audit;
@@ -24,6 +25,7 @@ mod echo;
 mod edge;
 mod exec;
 mod flow;
+mod gh_action;
 mod interop;
 mod kill_switch;
 mod leak;

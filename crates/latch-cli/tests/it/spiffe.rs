@@ -11,12 +11,19 @@ use latch_core::clock::Clock;
 use latch_testkit::{TestOptions, TestServer, tool_available};
 use serde_json::{Value, json};
 
-const AUD: &str = "https://latch.example";
+pub(crate) const AUD: &str = "https://latch.example";
 
-struct Authority(EcdsaKeyPair);
+/// A SPIFFE trust domain's JWT authority (P-256), for minting JWT-SVIDs.
+pub(crate) struct Authority(EcdsaKeyPair);
 
 impl Authority {
-    fn bundle(&self) -> Value {
+    /// A fresh authority.
+    pub(crate) fn generate() -> Self {
+        Self(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
+    }
+
+    /// Its JWT bundle (a JWKS with `spiffe_refresh_hint`).
+    pub(crate) fn bundle(&self) -> Value {
         let point = self.0.public_key().as_ref();
         let b = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b(&point[1..33]), "y": b(&point[33..]),
@@ -24,7 +31,8 @@ impl Authority {
                "spiffe_refresh_hint": 300})
     }
 
-    fn svid(&self, sub: &str, aud: &str, exp: i64) -> String {
+    /// A JWT-SVID for `sub`.
+    pub(crate) fn svid(&self, sub: &str, aud: &str, exp: i64) -> String {
         let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
         let msg = format!(
             "{}.{}",

@@ -55,7 +55,7 @@ pub fn run_policy_case(
         id: "policy-test#workload".into(),
         issuer: "policy-test".into(),
         subject: "workload".into(),
-        preset: "generic".into(),
+        preset: case.preset.clone().unwrap_or_else(|| "generic".into()),
         run_binding: None,
         on_behalf_of: None,
         claims: case.principal.clone(),

@@ -405,6 +405,11 @@ impl PolicyEngine {
                 spiffe_id: Some("spiffe://td/a".into()),
                 trust_domain: Some("td".into()),
                 spiffe_path: vec!["a".into()],
+                run_id: Some("1".into()),
+                run_attempt: Some("1".into()),
+                pipeline_id: Some("1".into()),
+                job_id: Some("1".into()),
+                pod_uid: Some("p".into()),
             },
             token_expires_at_unix_secs: 0,
         };
@@ -502,6 +507,12 @@ impl PolicyEngine {
             ("service_account_uid", &c.service_account_uid),
             ("spiffe_id", &c.spiffe_id),
             ("trust_domain", &c.trust_domain),
+            ("run_id", &c.run_id),
+            ("run_attempt", &c.run_attempt),
+            ("pipeline_id", &c.pipeline_id),
+            ("job_id", &c.job_id),
+            ("pod_uid", &c.pod_uid),
+            ("run_binding", &w.run_binding),
             ("on_behalf_of", &w.on_behalf_of),
         ];
         for (k, v) in opt {
@@ -826,6 +837,10 @@ pub struct PolicyTestCase {
     /// The workload principal's claims.
     #[serde(default)]
     pub principal: crate::model::WorkloadClaims,
+    /// The principal's issuer preset (`github_actions`, `gitlab_ci`, `kubernetes`, `spiffe`;
+    /// default `generic`).
+    #[serde(default)]
+    pub preset: Option<String>,
     /// The task's environment.
     pub environment: String,
     /// The task's repository (defaults to the principal's).
