@@ -613,7 +613,9 @@ impl Config {
             l.settings(&self.issuers).map_err(ConfigError)?;
         }
         self.http.validate().map_err(ConfigError)?;
-        self.mcp.validate().map_err(ConfigError)?;
+        self.mcp
+            .validate(self.http.request_timeout)
+            .map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {

@@ -55,7 +55,7 @@ pub enum ToolCallOutcome {
         reasons: Vec<String>,
     },
     /// Waiting for approvers: retry the exact same call after approval.
-    Pending(AccessRequest),
+    Pending(Box<AccessRequest>),
 }
 
 /// The facts of one call the audit event records.
@@ -251,7 +251,7 @@ impl Broker {
                 "upstream_outcome": "not_called"});
             self.record_call(ctx, f, "step_up", detail, Some(&req.id))
                 .await?;
-            return Ok(Some(ToolCallOutcome::Pending(req)));
+            return Ok(Some(ToolCallOutcome::Pending(Box::new(req))));
         }
         if req.state != RequestState::Approved {
             return Ok(None);
@@ -391,7 +391,7 @@ impl Broker {
         metrics::counter!("latch_gateway_calls_total", "upstream" => f.tool.upstream.clone(),
             "decision" => "step_up")
         .increment(1);
-        Ok(ToolCallOutcome::Pending(req))
+        Ok(ToolCallOutcome::Pending(Box::new(req)))
     }
 
     /// Sends an allowed call upstream and records it with the upstream's outcome.

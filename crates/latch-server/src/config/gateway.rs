@@ -5,7 +5,7 @@
 //! name = "db"                              # [a-z][a-z0-9-]{0,31}; tools are `db__<tool>`
 //! transport = "streamable_http"            # or "stdio"
 //! url = "https://mcp.internal.example/mcp" # streamable_http
-//! call_timeout = "30s"                     # per tool call (default 30 s)
+//! call_timeout = "20s"                     # per tool call (default 20 s)
 //! [mcp.upstreams.credential]               # what Latch sends; the agent never sees it
 //! secret_env = "DB_MCP_TOKEN"              # or secret_file = "secrets/db-mcp-token"
 //! header = "Authorization"                 # default; streamable_http only
@@ -72,7 +72,8 @@ pub struct UpstreamConfig {
     /// child does not inherit Latch's environment beyond `PATH`, `HOME` and `LANG`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Deadline of one tool call (default 30 s).
+    /// Deadline of one tool call (default 20 s); must be below `[http] request_timeout`, so
+    /// a call's audit event is written before the HTTP request times out.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
     /// The credential Latch presents to the upstream.
@@ -81,7 +82,7 @@ pub struct UpstreamConfig {
 }
 
 fn default_call_timeout() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(20)
 }
 
 /// `[mcp.upstreams.credential]`: a secret Latch holds for the upstream.
@@ -138,7 +139,7 @@ impl McpConfig {
     ///
     /// # Errors
     /// A message naming the upstream and the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self, request_timeout: Duration) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
         for u in &self.upstreams {
             if !latch_core::gateway::valid_upstream_name(&u.name) {
@@ -151,6 +152,12 @@ impl McpConfig {
                 return Err(format!("duplicate mcp upstream name `{}`", u.name));
             }
             u.validate()?;
+            if u.call_timeout >= request_timeout {
+                return Err(format!(
+                    "mcp upstream `{}`: `call_timeout` must be below [http] request_timeout ({request_timeout:?})",
+                    u.name
+                ));
+            }
         }
         Ok(())
     }
@@ -247,7 +254,7 @@ mod tests {
 
     fn parse(t: &str) -> Result<McpConfig, String> {
         let c: McpConfig = toml::from_str(t).map_err(|e| e.to_string())?;
-        c.validate().map(|()| c)
+        c.validate(Duration::from_secs(30)).map(|()| c)
     }
 
     #[test]

@@ -45,9 +45,11 @@ pub(super) async fn list_tools(
             tools.push(tool);
         }
     }
-    let mut out = ListToolsResult::default();
-    out.tools = tools;
-    Ok(out)
+    Ok(ListToolsResult {
+        result_type: Some(rmcp::model::ResultType::COMPLETE),
+        tools,
+        ..Default::default()
+    })
 }
 
 /// The task a gateway call names: `_meta["latch/task_id"]`, else the session's.

@@ -126,7 +126,7 @@ pub(crate) async fn call_tool(
             r.status = "pending".into();
             r.policy_ids = req.decision.policy_ids().to_vec();
             r.console_url = console_url_of(&s.broker, &req);
-            r.request = Some(req);
+            r.request = Some(*req);
             StatusCode::ACCEPTED
         }
     };
