@@ -37,7 +37,7 @@ mod decide;
 mod tool;
 pub(crate) use decide::quorum_context;
 pub use decide::{SEPARATION_REASON, decide, login_principals, run_policy_case};
-pub use tool::{TOOL_ACTION, ToolEvalInput, arguments_tags};
+pub use tool::{MAX_TAGS, TOOL_ACTION, ToolEvalInput, arguments_tags};
 
 /// A named policy or schema text (file path and contents).
 #[derive(Debug, Clone)]
