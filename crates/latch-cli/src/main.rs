@@ -46,6 +46,9 @@ enum Cmd {
     },
     /// Start a broker on the embedded default and drive a scripted agent through the main flow.
     Demo,
+    /// The demo's tiny MCP server on stdio (the upstream `latch demo` fronts with its gateway).
+    #[command(hide = true)]
+    DemoUpstream,
     /// Tasks: open, show, list, complete, cancel.
     Task {
         #[command(subcommand)]
@@ -220,6 +223,10 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
     match cmd {
         Cmd::Serve { config, listen } => cmd::serve::run(&config, listen).await,
         Cmd::Demo => Ok(ExitCode::from(cmd::demo::run().await as u8)),
+        Cmd::DemoUpstream => {
+            cmd::demo::gateway::serve_upstream().await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Task { cmd, conn } => cmd::task::run(cmd, &conn).await,
         Cmd::Resources { conn } => cmd::resources::run(&conn).await,
         Cmd::Request(args) => cmd::request::run(args).await,

@@ -78,6 +78,12 @@ pub enum ErrorCode {
     UnknownLease,
     /// The approval's digest is not the digest of the pending request.
     ApprovalDigestMismatch,
+    /// The MCP gateway offers no tool by this name (`<upstream>__<tool>`, see
+    /// `GET /v1/gateway/tools`).
+    UnknownTool,
+    /// A gateway tool call named no task: set one with `open_task` in the MCP session, or
+    /// send `_meta["latch/task_id"]` with the call.
+    TaskRequired,
     /// The resource only accepts sender-constrained credentials: send a DPoP proof
     /// (RFC 9449) with the request so the credential is bound to your key.
     DpopRequired,
@@ -151,6 +157,9 @@ pub enum ErrorCode {
     // --- server (5xx) ---
     /// The credential provider failed.
     ProviderFailed,
+    /// An MCP gateway upstream gave no result (unreachable, protocol error or timeout; the
+    /// message and the audit record say which).
+    UpstreamFailed,
     /// The target of the resource (its database, cache, …) is not answering; the broker sends
     /// it no work until a probe succeeds. Retry later.
     TargetUnavailable,
@@ -197,6 +206,8 @@ impl ErrorCode {
             UnknownAction => "unknown_action",
             UnknownLease => "unknown_lease",
             ApprovalDigestMismatch => "approval_digest_mismatch",
+            UnknownTool => "unknown_tool",
+            TaskRequired => "task_required",
             PolicyDenied => "policy_denied",
             EnvironmentSeparation => "environment_separation",
             ApproverNotEligible => "approver_not_eligible",
@@ -222,6 +233,7 @@ impl ErrorCode {
             RequestTimeout => "request_timeout",
             RateLimited => "rate_limited",
             ProviderFailed => "provider_failed",
+            UpstreamFailed => "upstream_failed",
             TargetUnavailable => "target_unavailable",
             StoreUnavailable => "store_unavailable",
             Internal => "internal",
@@ -263,7 +275,9 @@ impl ErrorCode {
             | UnknownAction
             | UnknownLease
             | TaskIdentityMismatch
-            | ApprovalDigestMismatch => 422,
+            | ApprovalDigestMismatch
+            | UnknownTool => 422,
+            TaskRequired => 400,
             PolicyDenied
             | EnvironmentSeparation
             | ApproverNotEligible
@@ -280,7 +294,7 @@ impl ErrorCode {
             RequestExpired => 409,
             RequestTimeout => 408,
             RateLimited => 429,
-            ProviderFailed => 502,
+            ProviderFailed | UpstreamFailed => 502,
             StoreUnavailable | TargetUnavailable => 503,
             Internal => 500,
         }

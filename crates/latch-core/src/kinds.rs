@@ -118,6 +118,10 @@ string_enum! {
         TaskExpired => "task.expired",
         /// An agent reported a tool use in a task. Outcome: the reported outcome.
         ToolUsed => "tool.used",
+        /// A tool call through the MCP gateway: decided, and forwarded when allowed. Outcome:
+        /// the upstream's (`ok`, `error`, `timeout`) when forwarded, else the decision
+        /// (`deny`, `step_up`) or the refusal's code (`task_not_open`, `frozen`).
+        ToolCalled => "tool.called",
         /// Policy decided an access request. Outcome: `allow`, `deny` or `step_up`.
         RequestDecided => "request.decided",
         /// A pending access request expired undecided or unclaimed.

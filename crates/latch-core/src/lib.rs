@@ -20,6 +20,7 @@ pub mod credential_format;
 pub mod digest;
 pub mod error;
 pub mod freeze;
+pub mod gateway;
 pub mod json;
 pub mod kinds;
 pub mod model;

@@ -552,3 +552,104 @@ when { principal has spiffe_path_prefixes && principal.spiffe_path_prefixes.cont
     // A workload of another preset has none of the attributes.
     assert!(!allowed(&workload(false), "read"));
 }
+
+/// Gateway tool calls: the example policies (with those written before the gateway, which must
+/// still validate) decide on the tool and its arguments, as entity tags.
+#[test]
+fn tool_calls_are_decided_on_their_arguments() {
+    use latch_core::policy::ToolEvalInput;
+    let p = |f: &str| std::fs::read_to_string(format!("../../examples/policies/{f}")).unwrap();
+    let files = [
+        "10-permits.cedar",
+        "20-guards.cedar",
+        "30-spiffe.cedar",
+        "50-gateway.cedar",
+    ];
+    let texts: Vec<String> = files.iter().map(|f| p(f)).collect();
+    let srcs: Vec<(&str, &str)> = files
+        .iter()
+        .zip(&texts)
+        .map(|(f, t)| (*f, t.as_str()))
+        .collect();
+    let e = engine(&srcs);
+    e.check_tool_shape("latch.cedarschema").unwrap();
+    let w = workload(false);
+    let t = task("sandbox", false);
+    let none = ApprovalContext::default();
+    let decide_tool = |tool: &str, args: serde_json::Value, approval: &ApprovalContext| {
+        let args = args.as_object().cloned().unwrap();
+        e.evaluate_tool(&ToolEvalInput {
+            workload: &w,
+            task: &t,
+            upstream: "db",
+            tool,
+            name: &format!("db__{tool}"),
+            arguments: &args,
+            arguments_digest: "d",
+            now_unix_secs: 1_000,
+            source_ip: None,
+            approval,
+        })
+    };
+    assert!(matches!(
+        decide_tool(
+            "query",
+            serde_json::json!({"query": "select * from sandbox.t", "limit": 1.5, "n": 9_007_199_254_740_993_u64, "opts": {"a": [1, null]}}),
+            &none
+        ),
+        Decision::Allow { .. }
+    ));
+    match decide_tool(
+        "query",
+        serde_json::json!({"query": "select * from production.users"}),
+        &none,
+    ) {
+        Decision::Deny { policy_ids, .. } => {
+            assert_eq!(policy_ids, ["gateway-no-production-schema"]);
+        }
+        d => panic!("{d:?}"),
+    }
+    match decide_tool("admin_reset", serde_json::json!({"target": "x"}), &none) {
+        Decision::StepUp { groups, .. } => assert_eq!(groups[0].group, "prod-approvers"),
+        d => panic!("{d:?}"),
+    }
+    let approved = ApprovalContext {
+        approved: true,
+        approvers: vec!["bob".into()],
+        groups: vec!["prod-approvers".into()],
+    };
+    assert!(matches!(
+        decide_tool("admin_reset", serde_json::json!({"target": "x"}), &approved),
+        Decision::Allow { .. }
+    ));
+    // A production task gets no gateway permit from the examples: default deny.
+    let tp = task("production", true);
+    let args = serde_json::Map::new();
+    let d = e.evaluate_tool(&ToolEvalInput {
+        workload: &w,
+        task: &tp,
+        upstream: "db",
+        tool: "query",
+        name: "db__query",
+        arguments: &args,
+        arguments_digest: "d",
+        now_unix_secs: 1_000,
+        source_ip: None,
+        approval: &none,
+    });
+    assert!(matches!(d, Decision::Deny { .. }), "{d:?}");
+    // Integers that fit are `long`; floats are `number` with `text` only; too many paths deny.
+    let tags = latch_core::policy::arguments_tags(
+        serde_json::json!({"i": 3, "f": 0.5, "o": {"k": "v"}})
+            .as_object()
+            .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(&"o.k"));
+    let many: serde_json::Map<String, serde_json::Value> = (0..300)
+        .map(|i| (format!("k{i}"), serde_json::json!(i)))
+        .collect();
+    assert!(latch_core::policy::arguments_tags(&many).is_err());
+}

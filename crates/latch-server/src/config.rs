@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod console;
+mod gateway;
 mod http;
 mod login;
 mod notify;
@@ -14,6 +15,9 @@ mod proxy;
 mod targets;
 
 pub use console::ConsoleConfig;
+pub use gateway::{
+    McpConfig, UpstreamConfig, UpstreamCredentialConfig, UpstreamSecret, UpstreamTransport,
+};
 pub use http::{AuthFailuresConfig, HttpConfig};
 pub use login::{LoginConfig, LoginSettings};
 pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
@@ -92,6 +96,9 @@ pub struct Config {
     /// The approval console (`/console/`) and human sign-in.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The MCP gateway's upstream servers (`[[mcp.upstreams]]`).
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -619,6 +626,9 @@ impl Config {
             l.settings(&self.issuers).map_err(ConfigError)?;
         }
         self.http.validate().map_err(ConfigError)?;
+        self.mcp
+            .validate(self.http.request_timeout)
+            .map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {

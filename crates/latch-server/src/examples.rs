@@ -25,6 +25,10 @@ pub const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "40-ci-runs.cedar",
         include_str!("../../../examples/policies/40-ci-runs.cedar"),
     ),
+    (
+        "50-gateway.cedar",
+        include_str!("../../../examples/policies/50-gateway.cedar"),
+    ),
 ];
 
 /// Writes the example configuration into `dir` (listening on `listen`, data in `dir/data`) and

@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod dev;
 pub mod examples;
+pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod logging;

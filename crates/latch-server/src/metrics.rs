@@ -114,6 +114,11 @@ pub const FAMILIES: &[Family] = &[
         "Access decisions, by decision (allow, deny, step_up) and resource.",
     ),
     family(
+        "latch_gateway_calls_total",
+        Kind::Counter,
+        "MCP gateway tool calls, by upstream and decision (allow, deny, step_up, refused).",
+    ),
+    family(
         "latch_renewals_total",
         Kind::Counter,
         "Lease renewals granted.",
@@ -265,6 +270,7 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
                 | "latch_tls_client_certificates_refused_total"
                 | "latch_auth_failures_total"
                 | "latch_access_decisions_total"
+                | "latch_gateway_calls_total"
                 | "latch_notifications_delivered_total"
                 | "latch_notifications_retried_total"
                 | "latch_notifications_failed_total"

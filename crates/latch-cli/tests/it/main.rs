@@ -32,6 +32,7 @@ mod leak;
 mod lifecycle;
 mod log_secrets;
 mod login;
+mod gateway;
 mod mcp;
 mod metrics;
 mod notify;

@@ -464,6 +464,15 @@ impl Broker {
                     ),
                 ));
             }
+            RequestState::Approved if gateway::is_tool_request(&req) => {
+                return Err(ApiError::new(
+                    ErrorCode::RequestNotPending,
+                    format!(
+                        "request `{}` approves a gateway tool call: retry the exact same call to use it",
+                        req.id
+                    ),
+                ));
+            }
             RequestState::Approved => {}
         }
         let now = self.now();

@@ -268,6 +268,17 @@ impl Broker {
         if !ctxa.approved {
             return Ok(());
         }
+        if gateway::is_tool_request(r) {
+            // A tool call's arguments are not stored (only their digest): policy decides again
+            // when the agent retries the exact call, with these approvals in context.
+            r.state = RequestState::Approved;
+            r.decision = Decision::Allow {
+                policy_ids: r.decision.policy_ids().to_vec(),
+                max_ttl_secs: None,
+            };
+            r.expires_at_unix_secs = now + self.settings.pending_ttl_secs;
+            return Ok(());
+        }
         let resource = self.resource(&r.resource_id)?.clone();
         let d = self.decide(&Ask {
             task,

@@ -45,6 +45,7 @@ mod catalog;
 mod console;
 mod exchange;
 mod freezes;
+mod gateway;
 mod input;
 mod introspection;
 mod leak;
@@ -67,6 +68,7 @@ pub use exchange::{
     LatchAccessDetail, auth_req_id,
 };
 pub use freezes::{FreezeReport, FreezeRequest};
+pub use gateway::ToolCallOutcome;
 pub use input::{
     AccessOutcome, Grant, OpenTask, RequestAccess, resource_requires_dpop, valid_human_id,
 };
@@ -212,6 +214,8 @@ pub struct Broker {
     targets: Targets,
     /// Failed authentications per source: aggregated audit and rate limit (see `auth`).
     auth_failures: crate::auth_failures::AuthFailures,
+    /// The MCP gateway's upstreams, when configured (see `gateway`).
+    gateway: std::sync::OnceLock<Arc<dyn crate::gateway::ToolUpstreams>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -291,6 +295,7 @@ impl Broker {
             }),
             task_cache: RwLock::new(HashMap::new()),
             targets: Targets::default(),
+            gateway: std::sync::OnceLock::new(),
         };
         b.load_live_index().await?;
         Ok(b)

@@ -34,8 +34,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Decision, DenyCode, GroupQuorum, Resource, Task, Workload};
 
 mod decide;
+mod tool;
 pub(crate) use decide::quorum_context;
 pub use decide::{SEPARATION_REASON, decide, login_principals, run_policy_case};
+pub use tool::{MAX_TAGS, TOOL_ACTION, ToolEvalInput, arguments_tags};
 
 /// A named policy or schema text (file path and contents).
 #[derive(Debug, Clone)]
@@ -481,7 +483,39 @@ impl PolicyEngine {
     }
 
     fn entities_vec(input: &EvalInput<'_>) -> Result<Vec<Entity>, PolicyLoadError> {
-        let w = input.workload;
+        let bad = |e: String| PolicyLoadError {
+            file: String::new(),
+            line: None,
+            column: None,
+            message: e,
+        };
+        let workload = Self::workload_entity(input.workload).map_err(bad)?;
+        let r = input.resource;
+        let mut ra: HashMap<String, RestrictedExpression> = HashMap::new();
+        ra.insert("kind".into(), s(&r.kind));
+        ra.insert("environment".into(), s(r.environment.as_str()));
+        ra.insert("sensitivity".into(), s(&r.sensitivity));
+        ra.insert("audience".into(), s(&r.audience));
+        ra.insert(
+            "production".into(),
+            RestrictedExpression::new_bool(r.production),
+        );
+        ra.insert(
+            "max_ttl_secs".into(),
+            RestrictedExpression::new_long(r.max_ttl_secs),
+        );
+        if let Some(o) = &r.owner {
+            ra.insert("owner".into(), s(o));
+        }
+        Ok(vec![
+            workload,
+            Entity::new(uid("Resource", &r.id), ra, HashSet::new())
+                .map_err(|e| bad(e.to_string()))?,
+        ])
+    }
+
+    /// The workload principal as a Cedar entity (its mapped claims as attributes).
+    fn workload_entity(w: &Workload) -> Result<Entity, String> {
         let c = &w.claims;
         let mut wa: HashMap<String, RestrictedExpression> = HashMap::new();
         wa.insert("issuer".into(), s(&w.issuer));
@@ -541,39 +575,11 @@ impl PolicyEngine {
         if let Some(p) = c.ref_protected {
             wa.insert("ref_protected".into(), RestrictedExpression::new_bool(p));
         }
-        let r = input.resource;
-        let mut ra: HashMap<String, RestrictedExpression> = HashMap::new();
-        ra.insert("kind".into(), s(&r.kind));
-        ra.insert("environment".into(), s(r.environment.as_str()));
-        ra.insert("sensitivity".into(), s(&r.sensitivity));
-        ra.insert("audience".into(), s(&r.audience));
-        ra.insert(
-            "production".into(),
-            RestrictedExpression::new_bool(r.production),
-        );
-        ra.insert(
-            "max_ttl_secs".into(),
-            RestrictedExpression::new_long(r.max_ttl_secs),
-        );
-        if let Some(o) = &r.owner {
-            ra.insert("owner".into(), s(o));
-        }
-        let bad = |e: String| PolicyLoadError {
-            file: String::new(),
-            line: None,
-            column: None,
-            message: e,
-        };
-        Ok(vec![
-            Entity::new(uid("Workload", &w.id), wa, HashSet::new())
-                .map_err(|e| bad(e.to_string()))?,
-            Entity::new(uid("Resource", &r.id), ra, HashSet::new())
-                .map_err(|e| bad(e.to_string()))?,
-        ])
+        Entity::new(uid("Workload", &w.id), wa, HashSet::new()).map_err(|e| e.to_string())
     }
 
-    fn context(input: &EvalInput<'_>) -> Result<Context, String> {
-        let t = input.task;
+    /// `context.task` as Cedar sees it.
+    fn task_record(t: &Task) -> Result<RestrictedExpression, String> {
         let mut task = vec![
             ("id".to_owned(), s(&t.id)),
             ("purpose".to_owned(), s(&t.purpose)),
@@ -589,16 +595,26 @@ impl PolicyEngine {
         if let Some(b) = &t.branch {
             task.push(("branch".into(), s(b)));
         }
-        let task = RestrictedExpression::new_record(task).map_err(|e| e.to_string())?;
-        let approval = RestrictedExpression::new_record([
+        RestrictedExpression::new_record(task).map_err(|e| e.to_string())
+    }
+
+    /// `context.approval` as Cedar sees it.
+    fn approval_record(a: &ApprovalContext) -> Result<RestrictedExpression, String> {
+        RestrictedExpression::new_record([
             (
                 "approved".to_owned(),
-                RestrictedExpression::new_bool(input.approval.approved),
+                RestrictedExpression::new_bool(a.approved),
             ),
-            ("approvers".to_owned(), set_of(&input.approval.approvers)),
-            ("groups".to_owned(), set_of(&input.approval.groups)),
+            ("approvers".to_owned(), set_of(&a.approvers)),
+            ("groups".to_owned(), set_of(&a.groups)),
         ])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+    }
+
+    fn context(input: &EvalInput<'_>) -> Result<Context, String> {
+        let t = input.task;
+        let task = Self::task_record(t)?;
+        let approval = Self::approval_record(input.approval)?;
         let mut pairs = vec![
             ("task".to_owned(), task),
             ("approval".to_owned(), approval),
@@ -652,7 +668,21 @@ impl PolicyEngine {
             Ok(r) => r,
             Err(e) => return deny(vec![], vec![format!("cannot build policy request: {e}")]),
         };
-        let resp = self.authorizer.is_authorized(&req, &self.set, entities);
+        self.judge(
+            &req,
+            entities,
+            &format!("`{action}` on `{}`", input.resource.id),
+        )
+    }
+
+    /// Cedar's verdict on one built request; `what` names it in the default-deny reason.
+    /// Evaluation errors deny, naming the policies that failed.
+    fn judge(&self, req: &Request, entities: &Entities, what: &str) -> ActionVerdict {
+        let deny = |policy_ids: Vec<String>, reasons: Vec<String>| ActionVerdict::Deny {
+            policy_ids,
+            reasons,
+        };
+        let resp = self.authorizer.is_authorized(req, &self.set, entities);
         let errors: Vec<_> = resp.diagnostics().errors().collect();
         if !errors.is_empty() {
             let ids = errors
@@ -685,10 +715,7 @@ impl PolicyEngine {
             }
             CedarDecision::Deny if ids.is_empty() => deny(
                 vec![],
-                vec![format!(
-                    "no policy permits `{action}` on `{}` (default deny)",
-                    input.resource.id
-                )],
+                vec![format!("no policy permits {what} (default deny)")],
             ),
             CedarDecision::Deny => {
                 let reasons = ids
@@ -703,6 +730,21 @@ impl PolicyEngine {
                 deny(ids, reasons)
             }
         }
+    }
+
+    /// The step-up groups (with quorums) of `policy_ids` when every one is a `@step_up`
+    /// forbid; `None` when any is not (or there are none).
+    fn step_up_groups(&self, policy_ids: &[String]) -> Option<Vec<(String, u32)>> {
+        if policy_ids.is_empty() {
+            return None;
+        }
+        policy_ids
+            .iter()
+            .map(|id| {
+                let m = self.meta.get(id)?;
+                Some((m.step_up.clone()?, m.quorum))
+            })
+            .collect()
     }
 
     /// Evaluates every action of `input`; all must be allowed.
@@ -757,17 +799,7 @@ impl PolicyEngine {
                 } => {
                     // Step-up only if every deciding policy is a step-up forbid, and lifting
                     // them (a hypothetical approval by their groups) makes the action allowed.
-                    let groups: Option<Vec<(String, u32)>> = (!policy_ids.is_empty())
-                        .then(|| {
-                            policy_ids
-                                .iter()
-                                .map(|id| {
-                                    let m = self.meta.get(id)?;
-                                    Some((m.step_up.clone()?, m.quorum))
-                                })
-                                .collect()
-                        })
-                        .flatten();
+                    let groups = self.step_up_groups(&policy_ids);
                     // Lifting them must make the action allowed; when it still denies, that
                     // denial (e.g. no policy permits it) is the deciding reason, not step-up:
                     // no approval could allow the request.

@@ -17,8 +17,8 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
-    access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    resources, scan, tasks,
+    access, admin, approvals, audit, ca, dev, gateway, health, introspection, leases, login, oauth,
+    proxy, resources, scan, tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -35,7 +35,7 @@ use crate::http::routes::{
           oauth::protected_resource_metadata, scan::scan, proxy::proxy_rules, login::whoami,
           login::login_config,
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
-          admin::engage, admin::lift),
+          admin::engage, admin::lift, gateway::tools, gateway::call_tool),
     components(schemas(ErrorBody, ErrorDetail, latch_core::broker::ResourceInfo, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
@@ -47,7 +47,9 @@ use crate::http::routes::{
                        latch_core::broker::TaskPage, latch_core::broker::LeasePage,
                        latch_core::broker::LiveLease, latch_core::broker::FreezeReport,
                        latch_core::freeze::Freeze, latch_core::freeze::FreezeScope,
-                       latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState)),
+                       latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState,
+                       gateway::GatewayTools, gateway::ToolCallResponse,
+                       latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall)),
     modifiers(&Security, &CommonResponses, &DependentRequired)
 )]
 pub struct ApiDoc;

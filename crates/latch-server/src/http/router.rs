@@ -9,8 +9,8 @@ use axum::{Extension, Router};
 use crate::http::body_guard::{BodyGuard, body_guard};
 use crate::http::middleware::request_meta;
 use crate::http::routes::{
-    access, admin, approvals, audit, ca, dev, health, introspection, leases, login, oauth, proxy,
-    resources, scan, tasks,
+    access, admin, approvals, audit, ca, dev, gateway, health, introspection, leases, login, oauth,
+    proxy, resources, scan, tasks,
 };
 use crate::http::state::AppState;
 
@@ -64,6 +64,8 @@ pub fn router(
             post(access::claim_request),
         )
         .route("/v1/tasks/{id}/leases", get(leases::task_leases))
+        .route("/v1/tasks/{id}/tool-calls", post(gateway::call_tool))
+        .route("/v1/gateway/tools", get(gateway::tools))
         .route("/v1/leases/{id}/renew", post(leases::renew_lease))
         .route("/v1/leases/{id}/revoke", post(leases::revoke_lease))
         .route("/v1/approvals/pending", get(approvals::pending))

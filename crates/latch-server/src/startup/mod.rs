@@ -6,6 +6,7 @@
 //! `build_providers`, `build_broker`, `build_http_state`, `spawn_jobs`.
 
 mod channels;
+mod gateway;
 mod identity;
 
 use channels::build_channels;
@@ -560,6 +561,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         &master,
     )
     .await?;
+    gateway::build_gateway(&config, &broker)?;
     let channels = build_channels(&config, &clock)?;
     // Other replicas change the shared store: follow their changes to keep the broker's caches
     // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.

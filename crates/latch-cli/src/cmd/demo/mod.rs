@@ -4,6 +4,7 @@
 //! given through the approval console's HTML forms ([`console`]).
 
 mod console;
+pub(crate) mod gateway;
 
 use serde_json::{Value, json};
 
@@ -168,6 +169,11 @@ async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
     let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
     // The approval console, with the development sign-in (no OpenID Provider configured).
     text.push_str("\n[console]\nenabled = true\n");
+    // The MCP gateway fronts this binary's own tiny upstream (`latch demo-upstream`), with a
+    // credential only Latch and the upstream see.
+    let secret = format!("demo-upstream-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(dir.join("demo-upstream-token"), &secret).map_err(|e| e.to_string())?;
+    text.push_str(&gateway::upstream_config("demo-upstream-token")?);
     if let Ok(db) = &db {
         text.push_str(&db.resource());
     }
@@ -186,7 +192,7 @@ async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
         step: 0,
         failures: vec![],
     };
-    let mut r = script(&mut s, &anon).await;
+    let mut r = script(&mut s, &anon, &secret).await;
     if r.is_ok() {
         r = database_step(&mut s, &anon, &db).await;
     }
@@ -222,9 +228,10 @@ struct Minted {
 
 /// The scripted main flow: identities, the sandbox, the production deploy with step-up
 /// approval, renewal, a denial, the end of both tasks, and the audit trail.
-async fn script(s: &mut Script, anon: &Client) -> Result<(), String> {
+async fn script(s: &mut Script, anon: &Client, upstream_secret: &str) -> Result<(), String> {
     let who = identities(s, anon).await?;
     let (sandbox, cache) = sandbox_steps(s, anon, &who.agent).await?;
+    gateway::gateway_step(s, &who.agent, &who.auditor, &sandbox, upstream_secret).await?;
     let (prod, pending) = production_request(s, &who.agent).await?;
     approval_steps(s, anon, &who, &pending).await?;
     let rid = pending.id;

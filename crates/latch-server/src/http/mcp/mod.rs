@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub mod edge;
+pub mod gateway;
 
 /// Sends one REST call with a bearer token and returns status and JSON body.
 #[async_trait]
@@ -204,6 +205,9 @@ pub struct LatchMcp {
     dispatch: Arc<dyn Dispatch>,
     token: TokenSource,
     tool_router: ToolRouter<Self>,
+    /// The task gateway calls run in when they name none (see [`gateway`]): the last one
+    /// `open_task` opened in this session. One `LatchMcp` per MCP session.
+    session_task: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for LatchMcp {
@@ -478,6 +482,7 @@ impl LatchMcp {
             dispatch,
             token: TokenSource::Fixed(Arc::new(token)),
             tool_router: Self::tool_router(),
+            session_task: Arc::default(),
         }
     }
 
@@ -487,7 +492,19 @@ impl LatchMcp {
             dispatch,
             token: TokenSource::PerRequest,
             tool_router: Self::tool_router(),
+            session_task: Arc::default(),
         }
+    }
+
+    fn session_task(&self) -> Option<String> {
+        self.session_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_session_task(&self, task: Option<String>) {
+        *self.session_task.lock().unwrap_or_else(|p| p.into_inner()) = task;
     }
 
     async fn call(
@@ -548,6 +565,9 @@ impl LatchMcp {
                     "repository": a.repository, "branch": a.branch, "ttl_secs": a.ttl_secs})),
             )
             .await?;
+        if (200..300).contains(&st) {
+            self.set_session_task(b["id"].as_str().map(str::to_owned));
+        }
         Ok(plain(st, b))
     }
 
@@ -677,12 +697,31 @@ impl LatchMcp {
         let (st, b) = self
             .call(&ctx, Method::POST, &path, Some(json!({})))
             .await?;
+        if (200..300).contains(&st) && self.session_task().as_deref() == Some(a.task_id.as_str()) {
+            self.set_session_task(None);
+        }
         Ok(plain(st, b))
     }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for LatchMcp {
+    async fn list_tools(
+        &self,
+        _request: Option<rmcp::model::PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListToolsResult, ErrorData> {
+        gateway::list_tools(self, context).await
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        gateway::call_tool(self, request, context).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("latch", env!("CARGO_PKG_VERSION")))
@@ -691,7 +730,10 @@ impl ServerHandler for LatchMcp {
                  request_access for each resource you need (least privilege, shortest ttl). \
                  If the answer is pending, a human must approve: poll check_request. Report \
                  what you do with the access with report_tool_use. Call complete_task when \
-                 done; it revokes everything.",
+                 done; it revokes everything. Tools named <upstream>__<tool> are other \
+                 servers' tools through Latch's gateway: each call runs in the task open_task \
+                 last opened in this session (or _meta[\"latch/task_id\"]) and policy decides \
+                 it; a pending answer means retry the same call once a human approved.",
             )
     }
 }

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod ca;
 pub mod dev;
+pub mod gateway;
 pub mod health;
 pub mod introspection;
 pub mod leases;
