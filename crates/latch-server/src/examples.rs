@@ -21,6 +21,10 @@ pub const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "30-spiffe.cedar",
         include_str!("../../../examples/policies/30-spiffe.cedar"),
     ),
+    (
+        "40-copilots.cedar",
+        include_str!("../../../examples/policies/40-copilots.cedar"),
+    ),
 ];
 
 /// Writes the example configuration into `dir` (listening on `listen`, data in `dir/data`) and

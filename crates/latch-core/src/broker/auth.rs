@@ -23,6 +23,16 @@ impl Broker {
                 ErrorCode::TokenMissing,
                 "no bearer token was presented",
             )),
+            // An access token Latch issued to an MCP client: looked up by its HMAC, accepted
+            // only through the resource it was issued for.
+            Some(t)
+                if crate::credential_format::parse(t)
+                    == Some(crate::credential_format::CredentialKind::OAuthAccess) =>
+            {
+                self.verify_oauth_access(ctx, t)
+                    .await
+                    .map(|w| Principal::Workload(Box::new(w)))
+            }
             Some(t) => self.verifier.verify(t).await,
         };
         // One canonical spelling per human (self-approval and quorum compare these ids).

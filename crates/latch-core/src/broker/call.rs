@@ -11,6 +11,10 @@ pub struct CallCtx {
     pub request_id: Option<String>,
     /// Caller's address.
     pub source_ip: Option<String>,
+    /// The protected resource the call came through (Latch's own `/mcp` URL for REST calls an
+    /// MCP tool makes in-process), `None` for the REST API itself. Access tokens Latch issued
+    /// to MCP clients are accepted only where it equals their resource.
+    pub resource: Option<String>,
     pub(super) pending: Mutex<Vec<AuditEvent>>,
 }
 
@@ -20,8 +24,16 @@ impl CallCtx {
         Self {
             request_id,
             source_ip,
+            resource: None,
             pending: Mutex::new(Vec::new()),
         }
+    }
+
+    /// This context, for a call that came through the protected `resource`.
+    #[must_use]
+    pub fn with_resource(mut self, resource: Option<String>) -> Self {
+        self.resource = resource;
+        self
     }
     pub(super) fn push(&self, e: AuditEvent) {
         self.pending

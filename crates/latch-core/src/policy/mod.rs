@@ -405,6 +405,7 @@ impl PolicyEngine {
                 spiffe_id: Some("spiffe://td/a".into()),
                 trust_domain: Some("td".into()),
                 spiffe_path: vec!["a".into()],
+                ..Default::default()
             },
             token_expires_at_unix_secs: 0,
         };
@@ -503,6 +504,8 @@ impl PolicyEngine {
             ("spiffe_id", &c.spiffe_id),
             ("trust_domain", &c.trust_domain),
             ("on_behalf_of", &w.on_behalf_of),
+            ("client_id", &c.client_id),
+            ("client_metadata_url", &c.client_metadata_url),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
@@ -525,6 +528,12 @@ impl PolicyEngine {
             wa.insert(
                 "spiffe_path_prefixes".into(),
                 RestrictedExpression::new_set(prefixes),
+            );
+        }
+        if let Some(d) = c.developer_machine {
+            wa.insert(
+                "developer_machine".into(),
+                RestrictedExpression::new_bool(d),
             );
         }
         if let Some(p) = c.ref_protected {
@@ -826,6 +835,12 @@ pub struct PolicyTestCase {
     /// The workload principal's claims.
     #[serde(default)]
     pub principal: crate::model::WorkloadClaims,
+    /// The principal's preset (default `generic`; `mcp_client` for an MCP client).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// The human the principal acts for.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
     /// The task's environment.
     pub environment: String,
     /// The task's repository (defaults to the principal's).

@@ -61,11 +61,15 @@ pub struct ReqMeta {
     pub request_id: String,
     /// Peer address.
     pub source_ip: Option<String>,
+    /// The protected resource the request came through: `{base}/mcp` for `/mcp` and the REST
+    /// calls its tools make in-process, else `None` (see `CallCtx::resource`).
+    pub resource: Option<String>,
 }
 
 impl ReqMeta {
     pub(crate) fn ctx(&self) -> CallCtx {
         CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
+            .with_resource(self.resource.clone())
     }
 }
 
