@@ -31,6 +31,7 @@ mod lifecycle;
 mod log_secrets;
 mod login;
 mod mcp;
+mod mcp_oauth;
 mod metrics;
 mod notify;
 mod oauth;
