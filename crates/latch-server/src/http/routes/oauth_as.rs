@@ -45,7 +45,9 @@ pub use crate::console::cimd::check_redirect_uris;
 /// A client registration request (RFC 7591 §2); other members are ignored.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegistrationRequest {
-    /// Where codes may be sent (https, or http on loopback).
+    /// Where codes may be sent (1 to 10 absolute URIs: https, or http on a loopback host; no
+    /// fragment).
+    #[schema(min_items = 1, max_items = 10)]
     pub redirect_uris: Vec<String>,
     /// A name shown to the human on the consent page.
     #[serde(default)]
@@ -234,6 +236,7 @@ pub async fn revoke(
 #[expect(dead_code, reason = "only the OpenAPI document reads these fields")]
 pub struct RevokeForm {
     /// The access or refresh token.
+    #[schema(min_length = 1)]
     token: String,
     /// `access_token` or `refresh_token` (ignored: both revoke the grant).
     token_type_hint: Option<String>,
