@@ -45,11 +45,24 @@ pub enum CredentialKind {
     Redis,
     /// Any other opaque secret Latch generates (`ltcsk_`).
     Secret,
+    /// An access token Latch's authorization server issued to an MCP client (`ltcoa_`).
+    OAuthAccess,
+    /// A refresh token Latch's authorization server issued to an MCP client (`ltcor_`).
+    OAuthRefresh,
+    /// An authorization code of Latch's authorization server (`ltcoc_`).
+    OAuthCode,
 }
 
 impl CredentialKind {
     /// Every kind.
-    pub const ALL: [CredentialKind; 3] = [Self::Postgres, Self::Redis, Self::Secret];
+    pub const ALL: [CredentialKind; 6] = [
+        Self::Postgres,
+        Self::Redis,
+        Self::Secret,
+        Self::OAuthAccess,
+        Self::OAuthRefresh,
+        Self::OAuthCode,
+    ];
 
     /// The two-letter code after `ltc`.
     pub fn code(self) -> &'static str {
@@ -57,6 +70,9 @@ impl CredentialKind {
             Self::Postgres => "pg",
             Self::Redis => "rd",
             Self::Secret => "sk",
+            Self::OAuthAccess => "oa",
+            Self::OAuthRefresh => "or",
+            Self::OAuthCode => "oc",
         }
     }
 
@@ -66,6 +82,9 @@ impl CredentialKind {
             Self::Postgres => "latch_postgres_password",
             Self::Redis => "latch_redis_password",
             Self::Secret => "latch_secret",
+            Self::OAuthAccess => "latch_oauth_access_token",
+            Self::OAuthRefresh => "latch_oauth_refresh_token",
+            Self::OAuthCode => "latch_oauth_code",
         }
     }
 

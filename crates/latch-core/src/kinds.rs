@@ -180,6 +180,24 @@ string_enum! {
         ConsoleSignInFailed => "console.sign_in_failed",
         /// A human signed out of the console (the session was deleted).
         ConsoleSignedOut => "console.signed_out",
+        /// A client registered itself with the authorization server (RFC 7591). Outcome `ok`;
+        /// detail: client id, name, redirect URIs.
+        OAuthClientRegistered => "oauth.client_registered",
+        /// A human consented to an MCP client on the consent page: a grant and its
+        /// authorization code were stored. Outcome `ok`; detail: grant, client, redirect host,
+        /// resource.
+        OAuthConsented => "oauth.consented",
+        /// A human consented to an MCP client and its first tokens were issued for the
+        /// authorization code. Outcome `ok`; detail: grant, client, resource (never a token).
+        OAuthGrantIssued => "oauth.grant_issued",
+        /// A grant's refresh token was rotated (new access and refresh tokens). Outcome `ok`.
+        OAuthGrantRefreshed => "oauth.grant_refreshed",
+        /// A grant was revoked: by its client (RFC 7009), its human, an admin, or replay
+        /// detection. Outcome: the reason (`client`, `human`, `admin`, `code_replay`,
+        /// `refresh_replay`).
+        OAuthGrantRevoked => "oauth.grant_revoked",
+        /// A human refused an MCP client on the consent page. Outcome `denied`.
+        OAuthConsentDenied => "oauth.consent_denied",
     }
 }
 

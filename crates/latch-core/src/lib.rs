@@ -25,6 +25,7 @@ pub mod json;
 pub mod kinds;
 pub mod model;
 pub mod notify;
+pub mod oauth_grant;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod policy;

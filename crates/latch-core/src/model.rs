@@ -101,6 +101,17 @@ pub struct WorkloadClaims {
     /// binding `pod:{uid}`); absent for tokens not bound to a pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// MCP clients acting for a human (preset `mcp_client`): the OAuth client id (a Client ID
+    /// Metadata Document URL, or the `mcpc_…` id of a registered client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// MCP clients identified by a Client ID Metadata Document: its URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_metadata_url: Option<String>,
+    /// MCP clients: whether the client runs on the human's own machine (its redirect URI was a
+    /// loopback address when the human consented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer_machine: Option<bool>,
 }
 
 impl WorkloadClaims {

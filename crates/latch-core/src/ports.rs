@@ -264,6 +264,11 @@ pub enum Write {
         /// The HMAC (hex) of the session id.
         id_hmac: String,
     },
+    /// Insert an OAuth authorization server record (a registered client, a grant, a code or
+    /// token stored as its HMAC); an existing key is a conflict.
+    InsertOAuth(crate::oauth_grant::OAuthRecord),
+    /// Compare-and-set update of an OAuth record (a grant revoked, a code or refresh token used).
+    UpdateOAuth(crate::oauth_grant::OAuthRecord),
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -543,6 +548,16 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// Stores that keep no console sessions answer `None` (the default).
     async fn console_session(&self, _id_hmac: &str) -> Result<Option<ConsoleSession>, StoreError> {
+        Ok(None)
+    }
+    /// The OAuth authorization server record stored under `key`
+    /// ([`crate::oauth_grant::OAuthRecord::key`]), expired or not.
+    ///
+    /// Stores that keep no such records answer `None` (the default).
+    async fn oauth_record(
+        &self,
+        _key: &str,
+    ) -> Result<Option<crate::oauth_grant::OAuthRecord>, StoreError> {
         Ok(None)
     }
     /// Deletes the console sessions that expired before `now_unix_secs`; returns how many.

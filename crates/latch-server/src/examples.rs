@@ -29,6 +29,10 @@ pub const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "50-gateway.cedar",
         include_str!("../../../examples/policies/50-gateway.cedar"),
     ),
+    (
+        "40-copilots.cedar",
+        include_str!("../../../examples/policies/40-copilots.cedar"),
+    ),
 ];
 
 /// Writes the example configuration into `dir` (listening on `listen`, data in `dir/data`) and

@@ -50,6 +50,7 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertNotification(n) | Write::UpdateNotification(n) => encode("notification", n),
         Write::InsertConsoleSession(c) => encode("console session", c),
         Write::DeleteConsoleSession { .. } => Ok(String::new()),
+        Write::InsertOAuth(r) | Write::UpdateOAuth(r) => encode("oauth record", r),
     }
 }
 

@@ -182,7 +182,15 @@ pub(crate) const DELETE_CONSOLE_SESSION: &str = "DELETE FROM console_sessions WH
 pub(crate) const PURGE_CONSOLE_SESSIONS: &str =
     "DELETE FROM console_sessions WHERE expires_at < $1";
 
+/// `$1` key, `$2` kind, `$3` grant, `$4` human, `$5` expires, `$6` version, `$7` body.
+pub(crate) const INSERT_OAUTH: &str = "INSERT INTO oauth_records \
+     (key, kind, grant_id, human_id, expires_at, version, body) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// As [`INSERT_OAUTH`], `$8` the version replaced.
+pub(crate) const UPDATE_OAUTH: &str = "UPDATE oauth_records SET kind = $2, grant_id = $3, \
+     human_id = $4, expires_at = $5, version = $6, body = $7 WHERE key = $1 AND version = $8";
+
 // ------------------------------------------------------------------ reads
+pub(crate) const OAUTH_RECORD: &str = "SELECT body FROM oauth_records WHERE key = $1";
 pub(crate) const CONSOLE_SESSION: &str = "SELECT body FROM console_sessions WHERE id_hmac = $1";
 
 pub(crate) const TASK: &str = "SELECT body FROM tasks WHERE id = $1";

@@ -115,7 +115,9 @@ where
         | Write::InsertFreeze(_)
         | Write::UpdateFreeze(_)
         | Write::InsertConsoleSession(_)
-        | Write::DeleteConsoleSession { .. } => return side_statement(w, body),
+        | Write::DeleteConsoleSession { .. }
+        | Write::InsertOAuth(_)
+        | Write::UpdateOAuth(_) => return side_statement(w, body),
         Write::RequireTaskOpen { .. } => return None,
     };
     Some(statement)
@@ -186,6 +188,29 @@ where
         Write::DeleteConsoleSession { id_hmac } => {
             let q = sqlx::query::<DB>(sql::DELETE_CONSOLE_SESSION).bind(id_hmac.as_str());
             ("delete console session", "console session", None, q)
+        }
+        Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
+            let update = matches!(w, Write::UpdateOAuth(_));
+            let q = sqlx::query::<DB>(if update {
+                sql::UPDATE_OAUTH
+            } else {
+                sql::INSERT_OAUTH
+            })
+            .bind(r.key())
+            .bind(r.kind())
+            .bind(r.grant_id().to_owned())
+            .bind(r.human_id().to_owned())
+            .bind(r.expires_at_unix_secs())
+            .bind(r.version())
+            .bind(body);
+            // The key is owned here, so the compare-and-set names the row kind only.
+            let cas_on = update.then_some(("oauth record", r.version() - 1));
+            let what = if update {
+                "update oauth record"
+            } else {
+                "insert oauth record"
+            };
+            (what, "oauth record", cas_on, q)
         }
         // Written by `write_statement` itself.
         _ => return None,

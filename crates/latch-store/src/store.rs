@@ -740,6 +740,16 @@ where
         .await
     }
 
+    async fn oauth_record(
+        &self,
+        key: &str,
+    ) -> Result<Option<latch_core::oauth_grant::OAuthRecord>, StoreError> {
+        self.bounded("oauth record", async {
+            self.one("oauth record", sql::OAUTH_RECORD, key).await
+        })
+        .await
+    }
+
     async fn purge_console_sessions(&self, now: i64) -> Result<u64, StoreError> {
         self.bounded("purge console sessions", async {
             let mut tx = DB::begin_write(self).await?;

@@ -34,6 +34,7 @@ mod log_secrets;
 mod login;
 mod gateway;
 mod mcp;
+mod mcp_oauth;
 mod metrics;
 mod notify;
 mod oauth;

@@ -178,6 +178,12 @@ headers = {{ Authorization = "Basic {basic}" }}
 [[operations]]
 include-path = "/oauth/token"
 checks = {{ positive_data_acceptance = {{ expected-statuses = ["2xx", "400", "401", "403", "404", "409", "410", "422", "423", "429"] }} }}
+
+# RFC 7591 §3.2.2: a redirect URI the server will not use (not https nor loopback http, which a
+# JSON schema cannot say) is a 400 `invalid_redirect_uri`.
+[[operations]]
+include-path = "/oauth/register"
+checks = {{ positive_data_acceptance = {{ expected-statuses = ["2xx", "400", "429"] }} }}
 "#
     )
 }

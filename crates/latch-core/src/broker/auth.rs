@@ -20,6 +20,16 @@ impl Broker {
         let now = self.now();
         // A bearer token names the caller; without one, the connection's X.509-SVID does.
         let result = match (token, &ctx.peer_svid) {
+            // An access token Latch issued to an MCP client: looked up by its HMAC, accepted
+            // only through the resource it was issued for.
+            (Some(t), _)
+                if crate::credential_format::parse(t)
+                    == Some(crate::credential_format::CredentialKind::OAuthAccess) =>
+            {
+                self.verify_oauth_access(ctx, t)
+                    .await
+                    .map(|w| Principal::Workload(Box::new(w)))
+            }
             (Some(t), _) => self.verifier.verify(t).await,
             (None, Some(svid)) => self
                 .verifier

@@ -13,6 +13,10 @@ pub struct CallCtx {
     pub source_ip: Option<String>,
     /// The X.509-SVID of the caller's mutual-TLS connection, as the listener verified it.
     pub peer_svid: Option<PeerSvid>,
+    /// The protected resource the call came through (Latch's own `/mcp` URL for REST calls an
+    /// MCP tool makes in-process), `None` for the REST API itself. Access tokens Latch issued
+    /// to MCP clients are accepted only where it equals their resource.
+    pub resource: Option<String>,
     pub(super) pending: Mutex<Vec<AuditEvent>>,
 }
 
@@ -33,6 +37,7 @@ impl CallCtx {
             request_id,
             source_ip,
             peer_svid: None,
+            resource: None,
             pending: Mutex::new(Vec::new()),
         }
     }
@@ -46,6 +51,13 @@ impl CallCtx {
     #[must_use]
     pub fn with_peer_svid(mut self, svid: Option<PeerSvid>) -> Self {
         self.peer_svid = svid;
+        self
+    }
+
+    /// This context, for a call that came through the protected `resource`.
+    #[must_use]
+    pub fn with_resource(mut self, resource: Option<String>) -> Self {
+        self.resource = resource;
         self
     }
     pub(super) fn push(&self, e: AuditEvent) {

@@ -51,6 +51,7 @@ mod introspection;
 mod leak;
 mod leases;
 mod notify;
+mod oauth_grants;
 mod operators;
 mod outcome;
 mod reload;
@@ -77,6 +78,9 @@ pub use leak::{
     LATCH_ACCESS_TOKEN_KIND, LeakFinding, LeakResponse, LeakScope, ScanAnswer, ScanHit, ScanOutcome,
 };
 pub use notify::DeliveryOutcome;
+pub use oauth_grants::{
+    CodeExchange, ConsentClient, ConsentRequest, GrantError, IssuedTokens, pkce_s256_matches,
+};
 pub use operators::{LeasePage, LiveLease, OperatorFilter, TaskPage};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
@@ -145,6 +149,8 @@ pub struct BrokerSettings {
     /// Notifications to approvers: channels and the groups they serve, retries
     /// (`[[notifications]]`, `[notify]`).
     pub notify: crate::notify::NotifySettings,
+    /// Lifetimes of the MCP authorization server's codes and tokens (`[mcp_oauth]`).
+    pub oauth: crate::oauth_grant::OAuthGrantSettings,
 }
 
 impl Default for BrokerSettings {
@@ -170,6 +176,7 @@ impl Default for BrokerSettings {
             public_url: "http://localhost".into(),
             console_enabled: false,
             notify: crate::notify::NotifySettings::default(),
+            oauth: crate::oauth_grant::OAuthGrantSettings::default(),
         }
     }
 }

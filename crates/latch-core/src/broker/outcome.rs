@@ -151,6 +151,9 @@ impl Broker {
             Write::DeleteConsoleSession { id_hmac } => {
                 self.store.console_session(id_hmac).await.ok()?.is_none()
             }
+            Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
+                self.store.oauth_record(&r.key()).await.ok()?.as_ref() == Some(r)
+            }
             Write::RequireTaskOpen { .. } => true,
         };
         Some(same)

@@ -57,7 +57,7 @@ pub fn run_policy_case(
         subject: "workload".into(),
         preset: case.preset.clone().unwrap_or_else(|| "generic".into()),
         run_binding: None,
-        on_behalf_of: None,
+        on_behalf_of: case.on_behalf_of.clone(),
         claims: case.principal.clone(),
         token_expires_at_unix_secs: now_unix_secs + 600,
     };
@@ -76,7 +76,7 @@ pub fn run_policy_case(
         environment: case.environment.as_str().into(),
         production: Environment::from(case.environment.as_str())
             .is_production(production_environments),
-        on_behalf_of: None,
+        on_behalf_of: case.on_behalf_of.clone(),
         state: TaskState::Open,
         created_at_unix_secs: now_unix_secs,
         expires_at_unix_secs: now_unix_secs + 3600,

@@ -412,6 +412,7 @@ impl PolicyEngine {
                 pipeline_id: Some("1".into()),
                 job_id: Some("1".into()),
                 pod_uid: Some("p".into()),
+                ..Default::default()
             },
             token_expires_at_unix_secs: 0,
         };
@@ -548,6 +549,8 @@ impl PolicyEngine {
             ("pod_uid", &c.pod_uid),
             ("run_binding", &w.run_binding),
             ("on_behalf_of", &w.on_behalf_of),
+            ("client_id", &c.client_id),
+            ("client_metadata_url", &c.client_metadata_url),
         ];
         for (k, v) in opt {
             if let Some(v) = v {
@@ -570,6 +573,12 @@ impl PolicyEngine {
             wa.insert(
                 "spiffe_path_prefixes".into(),
                 RestrictedExpression::new_set(prefixes),
+            );
+        }
+        if let Some(d) = c.developer_machine {
+            wa.insert(
+                "developer_machine".into(),
+                RestrictedExpression::new_bool(d),
             );
         }
         if let Some(p) = c.ref_protected {
@@ -869,10 +878,13 @@ pub struct PolicyTestCase {
     /// The workload principal's claims.
     #[serde(default)]
     pub principal: crate::model::WorkloadClaims,
-    /// The principal's issuer preset (`github_actions`, `gitlab_ci`, `kubernetes`, `spiffe`;
-    /// default `generic`).
+    /// The principal's issuer preset (`github_actions`, `gitlab_ci`, `kubernetes`, `spiffe`,
+    /// `mcp_client` for an MCP client acting for a human; default `generic`).
     #[serde(default)]
     pub preset: Option<String>,
+    /// The human the principal acts for.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
     /// The task's environment.
     pub environment: String,
     /// The task's repository (defaults to the principal's).

@@ -22,6 +22,7 @@ use latch_core::ports::UseOnce;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub mod cimd;
 pub mod oidc;
 
 /// Cookie holding the session id.
@@ -29,7 +30,7 @@ pub const SESSION_COOKIE: &str = "latch_console";
 /// Cookie holding the sealed login state.
 pub const LOGIN_COOKIE: &str = "latch_console_login";
 /// Longest a login-state cookie may be (bytes of its value).
-const MAX_LOGIN_COOKIE: usize = 2048;
+const MAX_LOGIN_COOKIE: usize = 3072;
 /// Most login states remembered as used in memory.
 const MAX_USED: usize = 100_000;
 
@@ -54,6 +55,10 @@ pub struct ConsoleState {
     pub sealer: LoginSealer,
     /// Shared use-once store (replicas), when the store has one.
     pub once: Option<Arc<dyn UseOnce>>,
+    /// MCP clients' Client ID Metadata Documents (the authorization endpoint's clients).
+    /// Loopback `http` documents are allowed only while the broker itself runs on loopback
+    /// `http` (development).
+    pub client_metadata: cimd::ClientMetadataFetcher,
     used: Mutex<HashMap<String, i64>>,
 }
 
@@ -109,6 +114,7 @@ impl ConsoleState {
             dev_login,
             sealer: LoginSealer::new(login_key)?,
             once,
+            client_metadata: cimd::ClientMetadataFetcher::new(is_loopback_http(base_url)),
             used: Mutex::new(HashMap::new()),
         })
     }
@@ -239,10 +245,10 @@ impl LoginSealer {
 
 /// `path` when it is a safe place to send a browser back to after sign-in: a path under
 /// `/console/` on this broker (not `//…`, no backslash, no scheme, no control or non-ASCII
-/// characters, at most 512 bytes). Anything else is `None`, and the browser goes to the
+/// characters, at most 1024 bytes: an authorization request of an MCP client fits). Anything else is `None`, and the browser goes to the
 /// console's front page: a sign-in never redirects off the console (no open redirect).
 pub fn safe_return_path(path: &str) -> Option<String> {
-    let ok = path.len() <= 512
+    let ok = path.len() <= 1024
         && path.starts_with("/console/")
         && !path.contains("//")
         && !path.contains("/../")

@@ -42,6 +42,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
                 && !latch_core::error::looks_like_credential(v)
         })
         .map(str::to_owned);
+    let resource = inherited.as_ref().and_then(|m| m.resource.clone());
     let source_ip = match &inherited {
         Some(m) => m.source_ip.clone(),
         None => req
@@ -68,6 +69,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
         request_id: request_id.clone(),
         source_ip,
         peer_svid,
+        resource,
     });
     let start = std::time::Instant::now();
     let mut resp = next.run(req).await;

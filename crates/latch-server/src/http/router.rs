@@ -88,6 +88,12 @@ pub fn router(
             post(tasks::report_tool_use).get(tasks::task_events),
         )
         .route("/oauth/token", post(oauth::token))
+        .route("/oauth/register", post(crate::http::routes::oauth_as::register))
+        .route("/oauth/revoke", post(crate::http::routes::oauth_as::revoke))
+        .route(
+            "/v1/oauth/grants/{id}",
+            axum::routing::delete(crate::http::routes::oauth_as::revoke_grant),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::authorization_server_metadata),

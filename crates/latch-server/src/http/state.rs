@@ -65,12 +65,16 @@ pub struct ReqMeta {
     pub source_ip: Option<String>,
     /// The connection's client certificate, when the listener verified it as an X.509-SVID.
     pub peer_svid: Option<latch_core::broker::PeerSvid>,
+    /// The protected resource the request came through: `{base}/mcp` for `/mcp` and the REST
+    /// calls its tools make in-process, else `None` (see `CallCtx::resource`).
+    pub resource: Option<String>,
 }
 
 impl ReqMeta {
     pub(crate) fn ctx(&self) -> CallCtx {
         CallCtx::new(Some(self.request_id.clone()), self.source_ip.clone())
             .with_peer_svid(self.peer_svid.clone())
+            .with_resource(self.resource.clone())
     }
 }
 

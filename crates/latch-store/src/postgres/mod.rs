@@ -47,6 +47,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "notifications",
         include_str!("../../migrations/postgres/0005_notifications.sql"),
     ),
+    (
+        6,
+        "oauth_records",
+        include_str!("../../migrations/postgres/0006_oauth_records.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -455,8 +455,32 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
                 params![id_hmac],
             )?;
         }
+        Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
+            apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
+        }
     }
     Ok(())
+}
+
+/// Inserts an OAuth record, or updates it compare-and-set on its version.
+fn apply_oauth(
+    conn: &Connection,
+    r: &latch_core::oauth_grant::OAuthRecord,
+    body: &str,
+    update: bool,
+) -> Result<(), StoreError> {
+    let key = r.key();
+    let (kind, grant, human) = (r.kind(), r.grant_id(), r.human_id());
+    let (expires, version, replaced) = (r.expires_at_unix_secs(), r.version(), r.version() - 1);
+    let row: [&dyn ToSql; 8] = [
+        &key, &kind, &grant, &human, &expires, &version, &body, &replaced,
+    ];
+    if !update {
+        execute(conn, "insert oauth record", sql::INSERT_OAUTH, &row[..7])?;
+        return Ok(());
+    }
+    let n = execute(conn, "update oauth record", sql::UPDATE_OAUTH, &row[..])?;
+    cas("oauth record", r.kind(), n as u64)
 }
 
 /// Inserts a freeze, or updates it compare-and-set on its version.
@@ -567,7 +591,9 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::InsertNotification(_)
         | Write::UpdateNotification(_)
         | Write::InsertConsoleSession(_)
-        | Write::DeleteConsoleSession { .. } => {
+        | Write::DeleteConsoleSession { .. }
+        | Write::InsertOAuth(_)
+        | Write::UpdateOAuth(_) => {
             return Ok(());
         }
     };

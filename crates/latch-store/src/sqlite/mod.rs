@@ -49,6 +49,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "notifications",
         include_str!("../../migrations/sqlite/0005_notifications.sql"),
     ),
+    (
+        6,
+        "oauth_records",
+        include_str!("../../migrations/sqlite/0006_oauth_records.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

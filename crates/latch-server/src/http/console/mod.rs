@@ -14,6 +14,7 @@
 //! `GET /console/tasks/{task_id}`, `GET /console/operators`,
 //! `POST /console/operators/leases/{id}/revoke`, `POST /console/operators/tasks/{id}/cancel`,
 //! `GET|POST /console/kill-switch`, `POST /console/kill-switch/{id}/lift`,
+//! `GET|POST /console/authorize` (the OAuth authorization endpoint for MCP clients),
 //! `GET /console/login`, `GET /console/callback`, `GET|POST /console/login/dev` (only with
 //! `[dev_issuer] enabled`), `GET|POST /console/logout`, `GET /console/static/console.css`;
 //! anything else under `/console/` is a `404` page. They are HTML, not JSON API, and are left
@@ -35,6 +36,7 @@ use latch_core::{ApiError, ErrorCode};
 
 use crate::http::state::AppState;
 
+pub mod authorize;
 pub mod csrf;
 pub mod login;
 pub mod ops;
@@ -72,6 +74,10 @@ pub fn routes(dev_login: bool) -> Router<AppState> {
         )
         .route("/console/kill-switch/{id}/lift", post(ops::lift))
         .route("/console/static/console.css", get(pages::stylesheet))
+        .route(
+            "/console/authorize",
+            get(authorize::authorize).post(authorize::decide),
+        )
         .route("/console/login", get(login::login))
         .route("/console/callback", get(login::callback))
         .route(
@@ -113,10 +119,14 @@ pub async fn console_headers(req: Request, next: Next) -> Response {
 /// The console's security headers.
 fn security_headers(resp: &mut Response) {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A page may have set a narrower variant (the consent page adds its client's origin to
+    // `form-action`); every other answer gets the console's own.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

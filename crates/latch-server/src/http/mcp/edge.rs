@@ -283,15 +283,20 @@ impl McpSessions {
 async fn mcp_auth(
     State(s): State<AppState>,
     Extension(sessions): Extension<McpSessions>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    // The peer's address, so failures are counted (and limited) per source.
-    let source_ip = req
-        .extensions()
-        .get::<crate::http::state::ReqMeta>()
-        .and_then(|m| m.source_ip.clone());
-    let ctx = CallCtx::new(None, source_ip);
+    // The peer's address, so failures are counted (and limited) per source; and this
+    // resource, so tokens Latch issued for `/mcp` work here and in the tools' REST calls.
+    let resource = Some(format!("{}/mcp", s.base_url));
+    let source_ip = match req.extensions_mut().get_mut::<crate::http::state::ReqMeta>() {
+        Some(m) => {
+            m.resource.clone_from(&resource);
+            m.source_ip.clone()
+        }
+        None => None,
+    };
+    let ctx = CallCtx::new(None, source_ip).with_resource(resource);
     match s
         .broker
         .authenticate_workload(&ctx, bearer(req.headers()))

@@ -12,6 +12,7 @@ pub mod introspection;
 pub mod leases;
 pub mod login;
 pub mod oauth;
+pub mod oauth_as;
 pub mod proxy;
 pub mod resources;
 pub mod scan;

@@ -257,6 +257,10 @@ pub async fn token(
         Ok(f) => f,
         Err(e) => return (*e).into_response(),
     };
+    // The authorization code and refresh token grants of MCP clients (`oauth_as`).
+    if let Some(resp) = crate::http::routes::oauth_as::other_grant(&s, &m, &form).await {
+        return resp;
+    }
     let ctx = CallCtx::new(Some(m.request_id.clone()), m.source_ip.clone());
     let r = exchange(&s, &ctx, &headers, &form).await;
     let flushed = s.broker.flush(&ctx).await;
@@ -529,6 +533,22 @@ pub async fn authorization_server_metadata(State(s): State<AppState>) -> axum::J
         "actor_token_types_supported": [TOKEN_TYPE_JWT, TOKEN_TYPE_ID_TOKEN],
         "issued_token_types_supported": [TOKEN_TYPE_ACCESS_TOKEN],
     });
+    if let (Value::Object(m), Value::Object(extra)) =
+        (&mut m, crate::http::routes::oauth_as::metadata_members(&s))
+    {
+        if s.console.is_some() {
+            m.insert(
+                "grant_types_supported".into(),
+                json!([GRANT_TOKEN_EXCHANGE, "authorization_code", "refresh_token"]),
+            );
+            // `/v1/oauth/revoke` stays the lease revocation of resource servers.
+            m.insert(
+                "latch_lease_revocation_endpoint".into(),
+                json!(format!("{b}/v1/oauth/revoke")),
+            );
+        }
+        m.extend(extra);
+    }
     if s.dev.is_some() {
         m["latch_dev_issuers"] = json!([
             crate::dev::DEV_WORKLOAD_ISSUER,
@@ -548,7 +568,13 @@ pub async fn protected_resource_metadata(State(s): State<AppState>) -> axum::Jso
     let b = &s.base_url;
     axum::Json(json!({
         "resource": format!("{b}/mcp"),
-        "authorization_servers": *s.workload_issuers,
+        // With the console on, Latch is the authorization server MCP clients sign in at;
+        // otherwise bearer tokens are the workload issuers' own.
+        "authorization_servers": if s.console.is_some() {
+            vec![b.clone()]
+        } else {
+            (*s.workload_issuers).clone()
+        },
         "bearer_methods_supported": ["header"],
         "resource_name": "Latch MCP server",
         "resource_documentation": format!("{b}/v1/openapi.json"),
