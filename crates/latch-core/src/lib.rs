@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod policy;
 pub mod ports;
 pub mod ttl;
+pub mod workload_claims;
 
 pub use broker::{Broker, BrokerSettings};
 pub use clock::{Clock, ManualClock, SystemClock};

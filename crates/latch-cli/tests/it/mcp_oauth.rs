@@ -55,10 +55,16 @@ fn check_common(o: &Value) {
     assert_eq!(o["rotated"], true, "{o}");
     assert_eq!(o["mcp_with_token"], 200, "{o}");
     assert_eq!(o["rest_direct"]["status"], 401, "{o}");
-    assert_eq!(o["rest_direct"]["body"]["error"]["code"], "audience_mismatch");
+    assert_eq!(
+        o["rest_direct"]["body"]["error"]["code"],
+        "audience_mismatch"
+    );
     assert_eq!(o["other_resource"]["status"], 400);
     assert_eq!(o["other_resource"]["body"]["error"], "invalid_target");
-    assert_eq!(o["mcp_after"], 401, "the revoked grant's access token must stop at once");
+    assert_eq!(
+        o["mcp_after"], 401,
+        "the revoked grant's access token must stop at once"
+    );
     assert_eq!(o["refresh_after"]["status"], 400);
     assert_eq!(o["refresh_after"]["body"]["error"], "invalid_grant");
 }
@@ -94,7 +100,10 @@ async fn mcp_sdk_signs_a_copilot_in_with_dynamic_registration() {
     assert_eq!(task.owner.on_behalf_of.as_deref(), Some("erin"));
     assert_eq!(task.on_behalf_of.as_deref(), Some("erin"));
     assert_eq!(task.owner.claims.developer_machine, Some(true));
-    assert_eq!(task.owner.claims.client_id.as_deref(), o["client_id"].as_str());
+    assert_eq!(
+        task.owner.claims.client_id.as_deref(),
+        o["client_id"].as_str()
+    );
     // The production read waits for prod-approvers (40-copilots.cedar) ...
     let rid = o["pending"]["request_id"].as_str().unwrap();
     let digest = o["pending"]["digest"].as_str().unwrap();
@@ -129,16 +138,24 @@ async fn mcp_sdk_signs_a_copilot_in_with_dynamic_registration() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_redirection() || r.status() == 200, "{}", r.status());
+    assert!(
+        r.status().is_redirection() || r.status() == 200,
+        "{}",
+        r.status()
+    );
     assert_eq!(c.s.broker().approvals(rid).await.unwrap().len(), 1);
 
-    let kinds: Vec<(String, String)> = c
-        .s
-        .audit("kind=oauth.")
-        .await
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["outcome"].as_str().unwrap().to_owned()))
-        .collect();
+    let kinds: Vec<(String, String)> =
+        c.s.audit("kind=oauth.")
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_owned(),
+                    e["outcome"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
     for k in [
         ("oauth.client_registered", "ok"),
         ("oauth.consented", "ok"),
@@ -174,13 +191,13 @@ async fn mcp_sdk_signs_a_copilot_in_with_a_client_metadata_document() {
 }
 
 /// `GET /console/authorize` with these parameters, in `browser`.
-async fn authorize(c: &Console, browser: &reqwest::Client, p: &[(&str, &str)]) -> reqwest::Response {
+async fn authorize(
+    c: &Console,
+    browser: &reqwest::Client,
+    p: &[(&str, &str)],
+) -> reqwest::Response {
     let u = reqwest::Url::parse_with_params(&c.url("/console/authorize"), p).unwrap();
-    browser
-        .get(u)
-        .send()
-        .await
-        .unwrap()
+    browser.get(u).send().await.unwrap()
 }
 
 fn location(r: &reqwest::Response) -> String {
@@ -199,8 +216,14 @@ async fn consent(
 ) -> String {
     let r = authorize(c, browser, p).await;
     assert_eq!(r.status(), 200, "{}", location(&r));
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("form-action 'self' http://127.0.0.1:9"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' http://127.0.0.1:9"),
+        "{csp}"
+    );
     let html = r.text().await.unwrap();
     let mut form: Vec<(&str, &str)> = p.to_vec();
     let csrf = field(&html, "csrf");
@@ -225,7 +248,13 @@ fn query(url: &str, k: &str) -> Option<String> {
 }
 
 async fn token(c: &Console, form: &[(&str, &str)]) -> (u16, Value) {
-    let r = c.s.http.post(c.url("/oauth/token")).form(form).send().await.unwrap();
+    let r =
+        c.s.http
+            .post(c.url("/oauth/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -252,40 +281,54 @@ async fn the_authorization_server_refuses_what_it_must() {
     };
     let base = c.s.base.clone();
     // Metadata: Latch names itself, and says what it supports.
-    let prm = c.s.get(None, "/.well-known/oauth-protected-resource/mcp").await;
+    let prm =
+        c.s.get(None, "/.well-known/oauth-protected-resource/mcp")
+            .await;
     assert_eq!(prm.body["authorization_servers"], json!([base]));
-    let asm = c.s.get(None, "/.well-known/oauth-authorization-server").await.body;
-    assert_eq!(asm["authorization_endpoint"], format!("{base}/console/authorize"));
-    assert_eq!(asm["registration_endpoint"], format!("{base}/oauth/register"));
+    let asm =
+        c.s.get(None, "/.well-known/oauth-authorization-server")
+            .await
+            .body;
+    assert_eq!(
+        asm["authorization_endpoint"],
+        format!("{base}/console/authorize")
+    );
+    assert_eq!(
+        asm["registration_endpoint"],
+        format!("{base}/oauth/register")
+    );
     assert_eq!(asm["revocation_endpoint"], format!("{base}/oauth/revoke"));
     assert_eq!(asm["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(asm["client_id_metadata_document_supported"], true);
     for g in ["authorization_code", "refresh_token"] {
-        assert!(asm["grant_types_supported"].as_array().unwrap().contains(&json!(g)));
+        assert!(
+            asm["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(g))
+        );
     }
 
-    let reg = c
-        .s
-        .http
-        .post(c.url("/oauth/register"))
-        .json(&json!({"client_name": "Refusal Tests", "redirect_uris": [REDIRECT]}))
-        .send()
-        .await
-        .unwrap();
+    let reg =
+        c.s.http
+            .post(c.url("/oauth/register"))
+            .json(&json!({"client_name": "Refusal Tests", "redirect_uris": [REDIRECT]}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(reg.status(), 201);
     let client_id = reg.json::<Value>().await.unwrap()["client_id"]
         .as_str()
         .unwrap()
         .to_owned();
     // A non-loopback http redirect URI cannot be registered.
-    let bad = c
-        .s
-        .http
-        .post(c.url("/oauth/register"))
-        .json(&json!({"redirect_uris": ["http://evil.example/cb"]}))
-        .send()
-        .await
-        .unwrap();
+    let bad =
+        c.s.http
+            .post(c.url("/oauth/register"))
+            .json(&json!({"redirect_uris": ["http://evil.example/cb"]}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(bad.status(), 400);
 
     let resource = format!("{base}/mcp");
@@ -316,7 +359,10 @@ async fn the_authorization_server_refuses_what_it_must() {
     plain.retain(|(k, _)| *k != "code_challenge_method");
     plain.push(("code_challenge_method", "plain"));
     let r = authorize(&c, &alice, &plain).await;
-    assert_eq!(query(&location(&r), "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        query(&location(&r), "error").as_deref(),
+        Some("invalid_request")
+    );
     // A token for another resource cannot be asked for.
     let mut other = params(REDIRECT);
     other.retain(|(k, _)| *k != "resource");
@@ -337,7 +383,10 @@ async fn the_authorization_server_refuses_what_it_must() {
         let r = authorize(&c, &alice, &p).await;
         assert_eq!(r.status(), 400, "{url}");
         let page = r.text().await.unwrap();
-        assert!(page.contains("private, loopback or reserved"), "{url}: {page}");
+        assert!(
+            page.contains("private, loopback or reserved"),
+            "{url}: {page}"
+        );
     }
     // Deny.
     let loc = consent(&c, &alice, &params(REDIRECT), "deny").await;
@@ -359,8 +408,19 @@ async fn the_authorization_server_refuses_what_it_must() {
     };
     let as_refs = |v: &Vec<(&'static str, String)>| -> Vec<(&'static str, String)> { v.clone() };
     let wrong = as_refs(&exchange("wrong-verifier-wrong-verifier-wrong-verifier-x"));
-    let (st, body) = token(&c, &wrong.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
-    assert_eq!((st, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    let (st, body) = token(
+        &c,
+        &wrong
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     let good = exchange(VERIFIER);
     let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (st, tokens) = token(&c, &good).await;
@@ -372,7 +432,11 @@ async fn the_authorization_server_refuses_what_it_must() {
     assert_eq!(mcp_status(&c, &access).await, 200);
     // The code again: refused, and what it gave is revoked.
     let (st, body) = token(&c, &good).await;
-    assert_eq!((st, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     assert_eq!(mcp_status(&c, &access).await, 401);
 
     // A human or an admin revokes a grant through the API; others do not see it.
@@ -391,12 +455,7 @@ async fn the_authorization_server_refuses_what_it_must() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     latch_testkit::register_minted(&access);
     latch_testkit::register_minted(&refresh);
-    let grant = c
-        .s
-        .audit("kind=oauth.grant_issued")
-        .await
-        .last()
-        .unwrap()["detail"]["grant_id"]
+    let grant = c.s.audit("kind=oauth.grant_issued").await.last().unwrap()["detail"]["grant_id"]
         .as_str()
         .unwrap()
         .to_owned();

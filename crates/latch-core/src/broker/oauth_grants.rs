@@ -11,14 +11,14 @@
 //! or refresh token presented a second time revokes its grant.
 
 use super::*;
-use crate::model;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use crate::credential_format::{self, CredentialKind};
+use crate::model;
 use crate::oauth_grant::{
     GrantState, MCP_CLIENT_PRESET, OAuthClient, OAuthGrant, OAuthRecord, OAuthToken, TokenKind,
     client_key, grant_key, token_key,
 };
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 
 /// A refusal of the token endpoint (RFC 6749 §5.2): the OAuth `error` and a secret-free
 /// description; or a broker failure.
@@ -139,11 +139,12 @@ impl Broker {
     }
 
     /// The token row of `value` (a code or token) with its grant, if both exist.
-    async fn oauth_token_and_grant(
-        &self,
-        value: &str,
-    ) -> Result<Option<(OAuthToken, OAuthGrant)>> {
-        let token = match self.store.oauth_record(&token_key(&self.oauth_hmac(value))).await? {
+    async fn oauth_token_and_grant(&self, value: &str) -> Result<Option<(OAuthToken, OAuthGrant)>> {
+        let token = match self
+            .store
+            .oauth_record(&token_key(&self.oauth_hmac(value)))
+            .await?
+        {
             Some(OAuthRecord::Token(t)) => t,
             _ => return Ok(None),
         };
@@ -265,8 +266,13 @@ impl Broker {
         human: &Human,
         client_id: &str,
     ) -> Result<()> {
-        let ev = AuditEvent::new(self.now(), AuditKind::OAuthConsentDenied, &human.id, "denied")
-            .detail(json!({"client_id": client_id}));
+        let ev = AuditEvent::new(
+            self.now(),
+            AuditKind::OAuthConsentDenied,
+            &human.id,
+            "denied",
+        )
+        .detail(json!({"client_id": client_id}));
         self.commit(ctx, WriteBatch::new().audit(ev)).await?;
         Ok(())
     }
@@ -274,7 +280,10 @@ impl Broker {
     /// A refused token request: counted like other failed authentications (the first of a
     /// window audited at once), then answered `invalid_grant`.
     async fn grant_refused(&self, ctx: &CallCtx, description: &str) -> GrantError {
-        let e = ApiError::new(ErrorCode::ClientAuthFailed, format!("token request: {description}"));
+        let e = ApiError::new(
+            ErrorCode::ClientAuthFailed,
+            format!("token request: {description}"),
+        );
         if let Err(e) = self.record_auth_failure(ctx, &e).await {
             return GrantError::Broker(e);
         }
@@ -306,7 +315,10 @@ impl Broker {
             self.revoke_grant_row(ctx, grant, "code_replay", "anonymous")
                 .await?;
             return Err(self
-                .grant_refused(ctx, "authorization code was already used; its grant is revoked")
+                .grant_refused(
+                    ctx,
+                    "authorization code was already used; its grant is revoked",
+                )
                 .await);
         }
         let now = self.now();
@@ -566,11 +578,7 @@ impl Broker {
     /// # Errors
     /// `token_expired` (expired, or its grant revoked or ended), `audience_mismatch` (presented
     /// outside the resource it was issued for), `store_unavailable`.
-    pub(super) async fn verify_oauth_access(
-        &self,
-        ctx: &CallCtx,
-        token: &str,
-    ) -> Result<Workload> {
+    pub(super) async fn verify_oauth_access(&self, ctx: &CallCtx, token: &str) -> Result<Workload> {
         let invalid = || ApiError::new(ErrorCode::TokenExpired, "access token is not active");
         let Some((t, g)) = self.oauth_token_and_grant(token).await? else {
             return Err(invalid());
@@ -589,7 +597,11 @@ impl Broker {
                 "this access token is for another resource",
             ));
         }
-        Ok(copilot(&self.settings.public_url, &g, t.expires_at_unix_secs))
+        Ok(copilot(
+            &self.settings.public_url,
+            &g,
+            t.expires_at_unix_secs,
+        ))
     }
 }
 

@@ -133,7 +133,10 @@ impl ClientMetadataFetcher {
             return Err("the client metadata url needs a path".into());
         }
         let port = u.port_or_known_default().unwrap_or(443);
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             Duration::from_secs(3),
             tokio::net::lookup_host((bare.as_str(), port)),
@@ -214,12 +217,17 @@ impl ClientMetadataFetcher {
             .as_deref()
             .is_some_and(|m| m != "none")
         {
-            return Err("only public clients (token_endpoint_auth_method none) are supported".into());
+            return Err(
+                "only public clients (token_endpoint_auth_method none) are supported".into(),
+            );
         }
         check_redirect_uris(&doc.redirect_uris)?;
         let m = ClientMetadata {
             client_id: doc.client_id,
-            client_name: doc.client_name.filter(|n| !n.is_empty()).map(|n| n.chars().take(128).collect()),
+            client_name: doc
+                .client_name
+                .filter(|n| !n.is_empty())
+                .map(|n| n.chars().take(128).collect()),
             redirect_uris: doc.redirect_uris,
         };
         let mut cache = self.lock();

@@ -14,6 +14,24 @@ use crate::http::routes::{
 };
 use crate::http::state::AppState;
 
+/// The OAuth endpoints: token (exchange, code, refresh), MCP client registration and
+/// revocation, grants, and the authorization server metadata (RFC 8414).
+fn oauth_routes() -> Router<AppState> {
+    use crate::http::routes::oauth_as;
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/register", post(oauth_as::register))
+        .route("/oauth/revoke", post(oauth_as::revoke))
+        .route(
+            "/v1/oauth/grants/{id}",
+            axum::routing::delete(oauth_as::revoke_grant),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::authorization_server_metadata),
+        )
+}
+
 /// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound; a
 /// larger declared length gets `413` before the body is read), received within `body_timeout`
 /// of the request head on every route, `/mcp` included (else `408`), and every route but `/mcp`
@@ -87,17 +105,7 @@ pub fn router(
             "/v1/tasks/{id}/events",
             post(tasks::report_tool_use).get(tasks::task_events),
         )
-        .route("/oauth/token", post(oauth::token))
-        .route("/oauth/register", post(crate::http::routes::oauth_as::register))
-        .route("/oauth/revoke", post(crate::http::routes::oauth_as::revoke))
-        .route(
-            "/v1/oauth/grants/{id}",
-            axum::routing::delete(crate::http::routes::oauth_as::revoke_grant),
-        )
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(oauth::authorization_server_metadata),
-        )
+        .merge(oauth_routes())
         .merge(
             Router::new()
                 .route("/v1/proxy/rules/{resource}", get(proxy::proxy_rules))

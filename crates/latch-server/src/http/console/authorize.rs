@@ -117,7 +117,9 @@ async fn check(s: &AppState, p: &HashMap<String, String>) -> Result<AuthzRequest
         (client, r.redirect_uris)
     };
     if !uris.iter().any(|u| u == redirect_uri) {
-        return Err(page("redirect_uri is not one of the client's redirect uris"));
+        return Err(page(
+            "redirect_uri is not one of the client's redirect uris",
+        ));
     }
     let state = get("state").map(str::to_owned);
     let back = |error: &'static str, d: &str| Refusal::Redirect {
@@ -133,7 +135,11 @@ async fn check(s: &AppState, p: &HashMap<String, String>) -> Result<AuthzRequest
         ));
     }
     let challenge = get("code_challenge")
-        .filter(|c| c.len() == 43 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+        .filter(|c| {
+            c.len() == 43
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        })
         .ok_or_else(|| back("invalid_request", "a pkce s256 code_challenge is required"))?;
     if get("code_challenge_method") != Some("S256") {
         return Err(back(
@@ -159,9 +165,17 @@ async fn check(s: &AppState, p: &HashMap<String, String>) -> Result<AuthzRequest
 }
 
 /// A redirect to the client with `params` added (and RFC 9207 `iss`).
-fn to_client(s: &AppState, redirect_uri: &str, state: Option<&str>, params: &[(&str, &str)]) -> Response {
+fn to_client(
+    s: &AppState,
+    redirect_uri: &str,
+    state: Option<&str>,
+    params: &[(&str, &str)],
+) -> Response {
     let Ok(mut u) = url::Url::parse(redirect_uri) else {
-        return error_page(&ApiError::new(ErrorCode::InvalidRequest, "bad redirect_uri"));
+        return error_page(&ApiError::new(
+            ErrorCode::InvalidRequest,
+            "bad redirect_uri",
+        ));
     };
     {
         let mut q = u.query_pairs_mut();
@@ -231,7 +245,8 @@ pub(crate) async fn authorize(
             &format!("form-action 'self' {origin}"),
         );
         if let Ok(v) = HeaderValue::from_str(&csp) {
-            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+            resp.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
         }
     }
     resp
@@ -248,7 +263,11 @@ fn consent_page(
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
-    let name = req.client.client_name.as_deref().unwrap_or("(unnamed client)");
+    let name = req
+        .client
+        .client_name
+        .as_deref()
+        .unwrap_or("(unnamed client)");
     let ident = if req.client.client_id_is_url {
         req.client.client_id.clone()
     } else {
@@ -330,7 +349,10 @@ pub(crate) async fn decide(
             &s,
             &req.redirect_uri,
             req.state.as_deref(),
-            &[("error", "access_denied"), ("error_description", "the human refused")],
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the human refused"),
+            ],
         );
     }
     let developer_machine = loopback_redirect(&req.redirect_uri);

@@ -289,7 +289,10 @@ async fn mcp_auth(
     // The peer's address, so failures are counted (and limited) per source; and this
     // resource, so tokens Latch issued for `/mcp` work here and in the tools' REST calls.
     let resource = Some(format!("{}/mcp", s.base_url));
-    let source_ip = match req.extensions_mut().get_mut::<crate::http::state::ReqMeta>() {
+    let source_ip = match req
+        .extensions_mut()
+        .get_mut::<crate::http::state::ReqMeta>()
+    {
         Some(m) => {
             m.resource.clone_from(&resource);
             m.source_ip.clone()

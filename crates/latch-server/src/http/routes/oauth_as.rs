@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use crate::http::error::ApiResult;
 use crate::http::extract::{ApiJson, as_human};
+use crate::http::state::{AppState, ReqMeta};
 use latch_core::broker::CallCtx;
 use latch_core::model::Human;
-use crate::http::state::{AppState, ReqMeta};
 
 /// `grant_type` of the authorization code grant.
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
@@ -88,7 +88,10 @@ pub async fn register(
     if let Err(e) = check_redirect_uris(&r.redirect_uris) {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", &e);
     }
-    if r.token_endpoint_auth_method.as_deref().is_some_and(|m| m != "none") {
+    if r.token_endpoint_auth_method
+        .as_deref()
+        .is_some_and(|m| m != "none")
+    {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_client_metadata",
@@ -217,7 +220,11 @@ pub async fn revoke(
 ) -> Response {
     let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let Some(token) = form.get("token").filter(|t| !t.is_empty()) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
     };
     let ctx = m.ctx();
     let r = s.broker.oauth_revoke_token(&ctx, token).await;
