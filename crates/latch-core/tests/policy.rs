@@ -609,6 +609,23 @@ fn tool_calls_are_decided_on_their_arguments() {
         }
         d => panic!("{d:?}"),
     }
+    // Spellings that dodge a case-sensitive text match are caught through `folded`.
+    for q in [
+        "select * from PRODUCTION.users",
+        "select * from \"production\".users",
+        "select * from production .users",
+        "select * from production/**/.users",
+        "set search_path=production; select * from users",
+        "select * from \u{ff50}roduction.users",
+        "select * from [Production].[users]",
+    ] {
+        match decide_tool("query", serde_json::json!({ "query": q }), &none) {
+            Decision::Deny { policy_ids, .. } => {
+                assert_eq!(policy_ids, ["gateway-no-production-schema"], "{q}");
+            }
+            d => panic!("{q}: {d:?}"),
+        }
+    }
     match decide_tool("admin_reset", serde_json::json!({"target": "x"}), &none) {
         Decision::StepUp { groups, .. } => assert_eq!(groups[0].group, "prod-approvers"),
         d => panic!("{d:?}"),

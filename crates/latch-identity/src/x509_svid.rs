@@ -110,8 +110,20 @@ pub struct X509TrustSource {
     pub trust_domain: String,
     /// Its bundle (a file or an endpoint): the same SPIFFE bundle its JWT-SVID keys come from.
     pub bundle: JwksSource,
-    /// How often to read the bundle again.
-    pub refresh: Duration,
+    /// How often to read the bundle again, when configured (`bundle_refresh`); else the
+    /// bundle's `spiffe_refresh_hint`, else 5 minutes (as for its JWT-SVID keys).
+    pub refresh: Option<Duration>,
+}
+
+/// What a bundle read yields for the listener: its X.509 authorities (DER) and when to read it
+/// again.
+#[derive(Debug, Clone)]
+pub struct X509Authorities {
+    /// The `x5c[0]` of every `x509-svid` entry; empty when the bundle has none (the trust
+    /// domain's X.509-SVIDs are then refused).
+    pub ders: Vec<Vec<u8>>,
+    /// The configured refresh, else the bundle's hint (30 s to 1 day), else 5 minutes.
+    pub next_read: Duration,
 }
 
 /// The trust domains of the `kind = "spiffe"` issuers, for the listener's client certificates.
@@ -124,9 +136,7 @@ pub fn x509_trust_sources(issuers: &[IssuerConfig]) -> Vec<X509TrustSource> {
             Some(X509TrustSource {
                 trust_domain: s.trust_domain.clone(),
                 bundle: i.jwks.clone(),
-                refresh: s.refresh.unwrap_or(Duration::from_secs(
-                    crate::spiffe::DEFAULT_REFRESH_SECS as u64,
-                )),
+                refresh: s.refresh,
             })
         })
         .collect()
@@ -138,12 +148,19 @@ pub fn x509_trust_sources(issuers: &[IssuerConfig]) -> Vec<X509TrustSource> {
 /// # Errors
 /// A lowercase, secret-free reason: unreadable source, not a JWK set, a bad `x5c`.
 pub async fn load_x509_authorities(
-    source: &JwksSource,
+    source: &X509TrustSource,
     http: &reqwest::Client,
     timeout: Duration,
-) -> Result<Vec<Vec<u8>>, String> {
-    let doc = crate::jwks::bundle_document(source, http, timeout).await?;
-    x509_authorities(&doc)
+) -> Result<X509Authorities, String> {
+    let doc = crate::jwks::bundle_document(&source.bundle, http, timeout).await?;
+    let ders = x509_authorities(&doc)?;
+    let (_, hint) = crate::jwks::bundle_keys(&doc)?;
+    let next_read = source.refresh.unwrap_or_else(|| {
+        Duration::from_secs(
+            u64::try_from(hint.unwrap_or(crate::spiffe::DEFAULT_REFRESH_SECS)).unwrap_or(300),
+        )
+    });
+    Ok(X509Authorities { ders, next_read })
 }
 
 fn x509_authorities(doc: &Value) -> Result<Vec<Vec<u8>>, String> {

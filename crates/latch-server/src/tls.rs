@@ -10,9 +10,10 @@
 //!    (signatures, validity, `clientAuth` when the leaf has extended key usage).
 //!
 //! The authorities come from the `x509-svid` entries of each `kind = "spiffe"` issuer's trust
-//! bundle and are read again at the bundle's refresh interval ([`refresh_authorities`]); a
-//! trust domain whose bundle cannot be read keeps its last authorities (none at first, so its
-//! SVIDs are refused: fail closed).
+//! bundle and are read again at its refresh interval (`bundle_refresh`, else the bundle's
+//! `spiffe_refresh_hint`, else 5 minutes; [`refresh_authorities`]). A bundle that reads but
+//! holds no authority removes the trust domain's (fail closed: a retired CA is not trusted on);
+//! one that cannot be read keeps the last ones (none at first) and is tried again in a minute.
 //!
 //! The listener inserts the verified leaf as a [`PeerSvid`] in every request of the connection;
 //! [`latch_core::Broker::authenticate`] takes it as the caller's identity when no bearer token
@@ -84,7 +85,7 @@ pub enum TlsError {
     },
     /// `client_certificates` is on but no `kind = "spiffe"` issuer is configured.
     #[error(
-        "[server.tls] client_certificates = \"{0}\" needs at least one [[issuers]] entry with kind = \"spiffe\" (its trust bundle holds the x509 authorities)"
+        "[server.tls] client_certificates = \"{0}\" (the default is \"optional\") needs at least one [[issuers]] entry with kind = \"spiffe\" (its trust bundle holds the x509 authorities); for HTTPS without client certificates set client_certificates = \"none\""
     )]
     NoTrustDomain(&'static str),
     /// rustls refused the configuration.
@@ -135,6 +136,14 @@ impl Authorities {
             .unwrap_or_else(|p| p.into_inner())
             .insert(trust_domain.to_owned(), v);
         Ok(n)
+    }
+
+    /// Forgets `trust_domain`'s authorities: its X.509-SVIDs are refused from now on.
+    pub fn clear(&self, trust_domain: &str) {
+        self.by_td
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(trust_domain);
     }
 
     fn get(&self, trust_domain: &str) -> Option<Arc<dyn ClientCertVerifier>> {
@@ -328,53 +337,83 @@ pub async fn start(
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let tls = listener_tls(cfg, trust)?;
     if cfg.client_certificates != ClientCertificates::None {
-        load_authorities(&tls.authorities, trust, http).await;
+        let first = load_authorities(&tls.authorities, trust, http).await;
         tokio::spawn(refresh_authorities(
             tls.authorities.clone(),
             trust.to_vec(),
             http.clone(),
+            first,
         ));
     }
     Ok(tls.acceptor)
 }
 
-/// Loads every trust domain's X.509 authorities once (at start: the listener opens with them).
+/// Loads every trust domain's X.509 authorities once (at start: the listener opens with them);
+/// answers when to read each again.
 pub async fn load_authorities(
     authorities: &Authorities,
     trust: &[X509TrustSource],
     http: &reqwest::Client,
-) {
+) -> Vec<Duration> {
+    let mut next = Vec::with_capacity(trust.len());
     for t in trust {
-        load_one(authorities, t, http).await;
+        next.push(load_one(authorities, t, http).await);
     }
+    next
 }
 
-async fn load_one(authorities: &Authorities, t: &X509TrustSource, http: &reqwest::Client) {
-    let r = load_x509_authorities(&t.bundle, http, Duration::from_secs(10))
-        .await
-        .and_then(|ders| authorities.set(&t.trust_domain, ders));
-    match r {
-        Ok(n) => {
-            tracing::debug!(trust_domain = %t.trust_domain, authorities = n, "x509 authorities loaded")
+/// Reads one trust domain's bundle and installs its authorities; answers when to read it
+/// again. A bundle that reads but holds no `x509-svid` authority removes the trust domain's
+/// authorities (a retired CA stops being trusted: fail closed); one that cannot be read keeps
+/// the last ones and is read again after a minute.
+async fn load_one(
+    authorities: &Authorities,
+    t: &X509TrustSource,
+    http: &reqwest::Client,
+) -> Duration {
+    match load_x509_authorities(t, http, Duration::from_secs(10)).await {
+        Ok(a) if a.ders.is_empty() => {
+            authorities.clear(&t.trust_domain);
+            tracing::warn!(trust_domain = %t.trust_domain,
+                "the bundle has no x509-svid authorities; this trust domain's x509-svids are refused");
+            a.next_read
         }
-        Err(e) => tracing::warn!(trust_domain = %t.trust_domain, error = %e,
-            "x509 authorities not loaded; the last ones (or none) stay in force"),
+        Ok(a) => {
+            match authorities.set(&t.trust_domain, a.ders) {
+                Ok(n) => tracing::debug!(trust_domain = %t.trust_domain, authorities = n,
+                    "x509 authorities loaded"),
+                Err(e) => {
+                    // Unusable authorities are not trusted either.
+                    authorities.clear(&t.trust_domain);
+                    tracing::warn!(trust_domain = %t.trust_domain, error = %e,
+                        "x509 authorities refused; this trust domain's x509-svids are refused");
+                }
+            }
+            a.next_read
+        }
+        Err(e) => {
+            tracing::warn!(trust_domain = %t.trust_domain, error = %e,
+                "trust bundle not read; the last x509 authorities (or none) stay in force");
+            Duration::from_secs(60).min(t.refresh.unwrap_or(Duration::from_secs(60)))
+        }
     }
 }
 
-/// Reads each trust domain's bundle again at its refresh interval, until the process ends.
+/// Reads each trust domain's bundle again when its refresh interval says, until the process
+/// ends.
 pub async fn refresh_authorities(
     authorities: Arc<Authorities>,
     trust: Vec<X509TrustSource>,
     http: reqwest::Client,
+    first: Vec<Duration>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for t in trust {
+    for (t, mut wait) in trust.into_iter().zip(first) {
         let (authorities, http) = (authorities.clone(), http.clone());
         tasks.spawn(async move {
             loop {
-                tokio::time::sleep(t.refresh).await;
-                load_one(&authorities, &t, &http).await;
+                tokio::time::sleep(wait).await;
+                wait = load_one(&authorities, &t, &http).await;
             }
         });
     }
@@ -390,4 +429,80 @@ pub fn peer_svid(conn: &rustls::ServerConnection) -> Option<PeerSvid> {
         spiffe_id: checked.spiffe_id.to_string(),
         not_after_unix_secs: checked.not_after_unix_secs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn ca_der() -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn write_bundle(path: &Path, ders: &[Vec<u8>], hint: i64) {
+        let keys: Vec<serde_json::Value> = ders
+            .iter()
+            .map(|d| {
+                serde_json::json!({"use": "x509-svid", "kty": "EC",
+                    "x5c": [base64::engine::general_purpose::STANDARD.encode(d)]})
+            })
+            .collect();
+        let doc = serde_json::json!({"keys": keys, "spiffe_refresh_hint": hint});
+        std::fs::write(path, doc.to_string()).unwrap();
+    }
+
+    /// A bundle that drops its last X.509 authority stops the trust domain's SVIDs at the next
+    /// read (fail closed); one that cannot be read keeps the last authorities; the next read
+    /// follows the bundle's hint when no refresh is configured.
+    #[tokio::test]
+    async fn authorities_follow_the_bundle_and_fail_closed() {
+        let dir = std::env::temp_dir().join(format!("latch-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bundle.json");
+        let t = X509TrustSource {
+            trust_domain: "example.org".into(),
+            bundle: latch_identity::JwksSource::File(file.clone()),
+            refresh: None,
+        };
+        let http = reqwest::Client::new();
+        let a = Authorities::default();
+        write_bundle(&file, &[ca_der()], 45);
+        assert_eq!(load_one(&a, &t, &http).await, Duration::from_secs(45));
+        assert!(a.get("example.org").is_some());
+
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(load_one(&a, &t, &http).await, Duration::from_secs(60));
+        assert!(
+            a.get("example.org").is_some(),
+            "an unreadable bundle keeps the last ones"
+        );
+
+        write_bundle(&file, &[], 45);
+        load_one(&a, &t, &http).await;
+        assert!(a.get("example.org").is_none(), "no authority left: refused");
+
+        std::fs::write(
+            &file,
+            r#"{"keys": [{"use": "x509-svid", "x5c": ["AAAA"]}]}"#,
+        )
+        .unwrap();
+        write_bundle(&file, &[ca_der()], 45);
+        load_one(&a, &t, &http).await;
+        assert!(a.get("example.org").is_some());
+        std::fs::write(
+            &file,
+            r#"{"keys": [{"use": "x509-svid", "kty": "EC", "x5c": ["AAAA"]}]}"#,
+        )
+        .unwrap();
+        load_one(&a, &t, &http).await;
+        assert!(
+            a.get("example.org").is_none(),
+            "unusable authorities: refused"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -525,7 +525,8 @@ fn workload_client(args: &ExecArgs, conn: &super::Conn) -> Result<Client, String
 }
 
 /// Variables the command must not inherit: every identity source's secrets (`LATCH_TOKEN`,
-/// the GitHub Actions token service's URL and request token, the GitLab ID token variable,
+/// the GitHub Actions token service's URL and request token, the GitLab ID token variable (the
+/// configured one and the default `LATCH_ID_TOKEN`),
 /// an `--identity env:VAR`), so it cannot obtain identity tokens and open tasks itself.
 fn hidden_env(conn: &super::Conn) -> Vec<String> {
     let mut v: Vec<String> = [
@@ -537,6 +538,8 @@ fn hidden_env(conn: &super::Conn) -> Vec<String> {
     .map(|s| (*s).to_owned())
     .collect();
     v.push(conn.gitlab_token_var.clone());
+    // The default GitLab variable too, when another one is configured.
+    v.push("LATCH_ID_TOKEN".to_owned());
     if let Ok(Some(src)) = conn.identity_settings().source() {
         v.extend(src.secret_env());
     }

@@ -121,6 +121,12 @@ pub fn arguments_tags(
                 "object"
             }
         };
+        let text = match v {
+            Value::String(x) => x.clone(),
+            Value::Array(_) | Value::Object(_) => canonical_json(v),
+            other => other.to_string(),
+        };
+        rec.push(("folded".to_owned(), s(&fold(&text))));
         rec.push(("kind".to_owned(), s(kind)));
         let record = RestrictedExpression::new_record(rec).map_err(|e| e.to_string())?;
         out.push((path.clone(), record));
@@ -339,4 +345,24 @@ impl PolicyEngine {
         })?;
         Ok(())
     }
+}
+
+/// The `folded` form of an argument's text, for deny rules that must not be dodged by spelling:
+/// Unicode NFKC (fullwidth and compatibility forms become their plain letters), lowercase, and
+/// without whitespace, quotes, backquotes, brackets and SQL comment markers (`/*`, `*/`, `--`).
+/// `"Production" . users`, `PRODUCTION/**/.users` and `ｐroduction.users` all fold to
+/// `production.users`.
+///
+/// # Security
+/// Folding narrows the ways around a text rule; it does not make a deny-list complete (a query
+/// can name a schema through `search_path`, a view, a function). Prefer permits that allow known
+/// shapes over forbids that name bad ones.
+pub fn fold(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lower: String = text.nfkc().collect::<String>().to_lowercase();
+    let stripped = lower.replace("/*", "").replace("*/", "").replace("--", "");
+    stripped
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '`' | '[' | ']'))
+        .collect()
 }

@@ -85,8 +85,18 @@ pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
                 return allow_loopback;
             }
             let s = v6.segments();
+            // Transition ranges reach IPv4 (and so private IPv4) through a gateway: NAT64
+            // 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32,
+            // IPv4-compatible ::/96; and site-local fec0::/10, discard-only 100::/64.
+            let transition = (s[0] == 0x64 && s[1] == 0xff9b)
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0)
+                || s[..6].iter().all(|x| *x == 0)
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x100 && s[1..4].iter().all(|x| *x == 0));
             !(v6.is_unspecified()
                 || v6.is_multicast()
+                || transition
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || s[0] == 0x2001 && s[1] == 0x0db8)
@@ -298,10 +308,17 @@ mod tests {
             "fd00::1",
             "::ffff:10.0.0.1",
             "::",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2001:0:a00:1::1",
+            "::a00:1",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!address_allowed(a.parse().unwrap(), false), "{a}");
         }
         assert!(address_allowed("93.184.215.14".parse().unwrap(), false));
+        assert!(address_allowed("2606:4700::1111".parse().unwrap(), false));
         assert!(address_allowed("127.0.0.1".parse().unwrap(), true));
     }
 
