@@ -276,10 +276,17 @@ impl Broker {
         {
             Ok(_) => {}
             Err(StoreError::Conflict(_)) => {
-                return Err(ApiError::new(
+                // Another retry used the approval first: this call is refused, and audited
+                // like every other call (upstream not called).
+                let e = ApiError::new(
                     ErrorCode::RequestNotPending,
                     format!("request `{}` was used by another call", req.id),
-                ));
+                );
+                let detail = json!({"decision": "refused", "code": e.code,
+                    "reasons": [e.message], "upstream_outcome": "not_called"});
+                self.record_call(ctx, f, e.code.as_str(), detail, Some(&req.id))
+                    .await?;
+                return Err(e);
             }
             Err(e) => return Err(e.into()),
         }
