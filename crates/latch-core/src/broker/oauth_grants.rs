@@ -352,9 +352,25 @@ impl Broker {
             version: code.version + 1,
             ..code
         };
+        let replay = ("code_replay", "authorization code was already used");
+        self.redeem(ctx, grant, used, AuditKind::OAuthGrantIssued, replay, now)
+            .await
+    }
+
+    /// Marks `used` (a code or a refresh token) used and issues a fresh token pair, in one
+    /// commit with its audit event. When another redemption of the same code or token won the
+    /// race (a compare-and-set conflict), it is a replay: the grant is revoked.
+    async fn redeem(
+        &self,
+        ctx: &CallCtx,
+        grant: OAuthGrant,
+        used: OAuthToken,
+        kind: AuditKind,
+        (replay_reason, replay_message): (&str, &'static str),
+        now: i64,
+    ) -> Result<IssuedTokens, GrantError> {
         let (tokens, writes) = self.token_pair(&grant, now)?;
-        let ev = AuditEvent::new(now, AuditKind::OAuthGrantIssued, &grant.human.id, "ok")
-            .detail(grant_detail(&grant));
+        let ev = AuditEvent::new(now, kind, &grant.human.id, "ok").detail(grant_detail(&grant));
         let batch = writes
             .into_iter()
             .fold(
@@ -364,11 +380,10 @@ impl Broker {
             .audit(ev);
         match self.commit(ctx, batch).await {
             Ok(_) => Ok(tokens),
-            // Another redemption of the same code won the race: a replay.
             Err(StoreError::Conflict(_)) => {
-                self.revoke_grant_row(ctx, grant, "code_replay", "anonymous")
+                self.revoke_grant_row(ctx, grant, replay_reason, "anonymous")
                     .await?;
-                Err(invalid_grant("authorization code was already used"))
+                Err(invalid_grant(replay_message))
             }
             Err(e) => Err(GrantError::Broker(e.into())),
         }
@@ -425,25 +440,16 @@ impl Broker {
             version: rt.version + 1,
             ..rt
         };
-        let (tokens, writes) = self.token_pair(&grant, now)?;
-        let ev = AuditEvent::new(now, AuditKind::OAuthGrantRefreshed, &grant.human.id, "ok")
-            .detail(grant_detail(&grant));
-        let batch = writes
-            .into_iter()
-            .fold(
-                WriteBatch::new().write(Write::UpdateOAuth(OAuthRecord::Token(used))),
-                WriteBatch::write,
-            )
-            .audit(ev);
-        match self.commit(ctx, batch).await {
-            Ok(_) => Ok(tokens),
-            Err(StoreError::Conflict(_)) => {
-                self.revoke_grant_row(ctx, grant, "refresh_replay", "anonymous")
-                    .await?;
-                Err(invalid_grant("refresh token was already used"))
-            }
-            Err(e) => Err(GrantError::Broker(e.into())),
-        }
+        let replay = ("refresh_replay", "refresh token was already used");
+        self.redeem(
+            ctx,
+            grant,
+            used,
+            AuditKind::OAuthGrantRefreshed,
+            replay,
+            now,
+        )
+        .await
     }
 
     /// A new access and refresh token for `grant` and their row inserts.
