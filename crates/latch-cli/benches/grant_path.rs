@@ -31,7 +31,7 @@ use latch_core::digest::CredentialHasher;
 use latch_core::model::{
     AuditEvent, AuditKind, Resource, Task, TaskState, Workload, WorkloadClaims, new_id,
 };
-use latch_core::policy::{ApprovalContext, EvalInput, PolicyEngine, PolicySource};
+use latch_core::policy::{ApprovalContext, EvalInput, HistoryInput, PolicyEngine, PolicySource};
 use latch_core::ports::{CredentialProvider, MintRequest, Write, WriteBatch};
 use latch_providers::jwt::JwtProvider;
 use latch_providers::keyring::{SigningAlg, SigningKeys};
@@ -131,6 +131,8 @@ fn resource(
         default_ttl_secs: 600,
         owner: None,
         production,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     }
 }
@@ -169,6 +171,7 @@ fn bench_policy(c: &mut Criterion) {
         source_ip: Some("127.0.0.1"),
         approval: &none,
         principals: None,
+        history: HistoryInput::empty(),
     };
     assert_eq!(e.evaluate(&allow).kind(), "allow");
     let step = EvalInput {

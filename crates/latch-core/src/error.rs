@@ -104,6 +104,10 @@ pub enum ErrorCode {
     /// An operator froze grants in a scope that covers this request (a kill switch): no
     /// credential is granted, claimed or renewed there until the freeze is lifted.
     Frozen,
+    /// A budget of the task or of the workload (`[budgets]`: grants, live leases, renewals,
+    /// grants per minute) is used up; the reason names which. A per-minute budget frees up in
+    /// the next minute; the others only in a new task (or a new budget window).
+    BudgetExceeded,
     // --- routing (404 / 405) ---
     /// No such endpoint, or an endpoint this server does not offer (a certificate authority or
     /// the development issuer that is not configured).
@@ -225,6 +229,7 @@ impl ErrorCode {
             FreezeNotFound => "freeze_not_found",
             NotAdmin => "not_admin",
             Frozen => "frozen",
+            BudgetExceeded => "budget_exceeded",
             RequestNotPending => "request_not_pending",
             AlreadyVoted => "already_voted",
             RequestExpired => "request_expired",
@@ -293,7 +298,7 @@ impl ErrorCode {
             | FreezeNotActive | Conflict => 409,
             RequestExpired => 409,
             RequestTimeout => 408,
-            RateLimited => 429,
+            RateLimited | BudgetExceeded => 429,
             ProviderFailed | UpstreamFailed => 502,
             StoreUnavailable | TargetUnavailable => 503,
             Internal => 500,

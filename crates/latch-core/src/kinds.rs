@@ -116,6 +116,11 @@ string_enum! {
         TaskCancelled => "task.cancelled",
         /// A task reached its TTL (every lease revoked).
         TaskExpired => "task.expired",
+        /// A denial ended its task: a budget breach configured to end it (`[budgets]`
+        /// `end_task_on_breach`, a resource's `on_budget_breach = "end_task"`) or a forbid
+        /// annotated `@end_task`. Outcome `end_task`; `task.cancelled` follows in the same
+        /// commit.
+        TaskEndedByDenial => "task.ended_by_denial",
         /// An agent reported a tool use in a task. Outcome: the reported outcome.
         ToolUsed => "tool.used",
         /// A tool call through the MCP gateway: decided, and forwarded when allowed. Outcome:

@@ -21,6 +21,7 @@ pub mod digest;
 pub mod error;
 pub mod freeze;
 pub mod gateway;
+pub mod history;
 pub mod json;
 pub mod kinds;
 pub mod model;

@@ -166,6 +166,15 @@ pub struct Resource {
     pub owner: Option<String>,
     /// True when `environment` is a production environment.
     pub production: bool,
+    /// Marks a resource data can leave through (an external API, publishing, a deploy
+    /// pipeline): policy reads it as `resource.egress`, and the example policies hold such a
+    /// credential back for step-up once the task is tainted (see [`crate::history`]).
+    #[serde(default)]
+    pub egress: bool,
+    /// Whether a budget breach on a request for this resource also ends the task (all its
+    /// credentials revoked); `on_budget_breach = "end_task"` in `latch.toml`.
+    #[serde(default)]
+    pub end_task_on_budget_breach: bool,
     /// Provider-specific settings (never secrets: those are referenced by file or env name).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
@@ -221,7 +230,8 @@ pub struct GroupQuorum {
 /// vote). [`as_str`](Self::as_str) is the stable error code the API answers.
 ///
 /// Stored and sent as the `code` of a deny [`Decision`], in snake case
-/// (`environment_separation`, `policy_denied`, `approver_denied`, `step_up_required`).
+/// (`environment_separation`, `policy_denied`, `approver_denied`, `step_up_required`,
+/// `budget_exceeded`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -236,6 +246,9 @@ pub enum DenyCode {
     /// Policy would allow only after a new human approval, which the call cannot wait for
     /// (renewal). Never stored on a [`Decision::Deny`]: see [`Decision::deny_code`].
     StepUpRequired,
+    /// A budget of the task or workload is used up (`[budgets]` in `latch.toml`, or a forbid
+    /// annotated `@budget`; see [`crate::history`]).
+    BudgetExceeded,
 }
 
 impl DenyCode {
@@ -252,6 +265,7 @@ impl DenyCode {
             Self::PolicyDenied | Self::ApproverDenied | Self::StepUpRequired => {
                 crate::error::ErrorCode::PolicyDenied
             }
+            Self::BudgetExceeded => crate::error::ErrorCode::BudgetExceeded,
         }
     }
 

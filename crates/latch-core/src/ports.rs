@@ -269,6 +269,24 @@ pub enum Write {
     InsertOAuth(crate::oauth_grant::OAuthRecord),
     /// Compare-and-set update of an OAuth record (a grant revoked, a code or refresh token used).
     UpdateOAuth(crate::oauth_grant::OAuthRecord),
+    /// Adds to counters (a task's history, budgets; see [`crate::history`]), in the commit of
+    /// what they count. Fails the batch with [`StoreError::LimitReached`] when an increment
+    /// would pass its cap. Names are distinct within one write.
+    Count(Vec<crate::history::CounterDelta>),
+    /// Writes nothing; fails the batch with [`StoreError::LimitReached`] (counter `live`)
+    /// unless fewer than `limit` leases of the scope are live (`issuing` or `active`, expiring
+    /// after `now_unix_secs`). Checked under a lock on the scope's `live` counter row, so two
+    /// replicas granting at once cannot both pass. Put it before the lease insert.
+    RequireLiveBelow {
+        /// Task (its leases) or workload (the leases of all its tasks).
+        scope: crate::history::CounterScope,
+        /// Task id or workload id.
+        subject: String,
+        /// Most live leases allowed before this grant.
+        limit: i64,
+        /// Now (Unix seconds).
+        now_unix_secs: i64,
+    },
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -313,6 +331,10 @@ pub enum StoreError {
     /// [`StoreError::Unavailable`] (`store_unavailable`) when the re-read cannot tell.
     #[error("store unavailable, outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// A [`Write::Count`] increment would pass its cap, or a [`Write::RequireLiveBelow`] found
+    /// the limit reached; nothing was written. Carries the scope and counter name.
+    #[error("limit reached: {} counter `{}`", .0.as_str(), .1)]
+    LimitReached(crate::history::CounterScope, String),
 }
 
 impl From<StoreError> for ApiError {
@@ -323,6 +345,10 @@ impl From<StoreError> for ApiError {
             StoreError::OutcomeUnknown(m) => ApiError::new(
                 crate::ErrorCode::StoreUnavailable,
                 format!("{m}; the change may have been applied: read it back before retrying"),
+            ),
+            StoreError::LimitReached(scope, name) => ApiError::new(
+                crate::ErrorCode::BudgetExceeded,
+                format!("{} budget reached (counter `{name}`)", scope.as_str()),
             ),
         }
     }
@@ -358,6 +384,21 @@ pub trait Store: Send + Sync + 'static {
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<i64>, StoreError>;
     /// A task by id.
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError>;
+    /// The counters of one scope and subject (a task's history, a workload's usage), in name
+    /// order.
+    async fn counters(
+        &self,
+        scope: crate::history::CounterScope,
+        subject: &str,
+    ) -> Result<Vec<crate::history::CounterRow>, StoreError>;
+    /// Live leases (`issuing` or `active`, expiring after `now_unix_secs`) of a task or of
+    /// all tasks of a workload.
+    async fn live_lease_count(
+        &self,
+        scope: crate::history::CounterScope,
+        subject: &str,
+        now_unix_secs: i64,
+    ) -> Result<i64, StoreError>;
     /// Tasks opened by `owner_id`, newest first.
     async fn tasks_by_owner(&self, owner_id: &str, limit: u32) -> Result<Vec<Task>, StoreError>;
     /// Open tasks whose `expires_at_unix_secs <= now`.

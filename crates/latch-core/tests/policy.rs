@@ -13,7 +13,7 @@ use latch_core::broker::decide;
 use latch_core::model::{
     Decision, DenyCode, GroupQuorum, Resource, Task, TaskState, Workload, WorkloadClaims,
 };
-use latch_core::policy::{ApprovalContext, EvalInput, PolicyEngine, PolicySource};
+use latch_core::policy::{ApprovalContext, EvalInput, HistoryInput, PolicyEngine, PolicySource};
 
 const SCHEMA: &str = include_str!("../../../examples/latch.cedarschema");
 
@@ -80,6 +80,8 @@ fn resource(env: &str, production: bool, sensitivity: &str) -> Resource {
         default_ttl_secs: 300,
         owner: None,
         production,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     }
 }
@@ -123,6 +125,7 @@ fn eval(
             source_ip: None,
             approval,
             principals: None,
+            history: HistoryInput::empty(),
         },
     )
 }
@@ -589,6 +592,8 @@ fn tool_calls_are_decided_on_their_arguments() {
             now_unix_secs: 1_000,
             source_ip: None,
             approval,
+            egress: false,
+            history: HistoryInput::empty(),
         })
     };
     assert!(matches!(
@@ -653,6 +658,8 @@ fn tool_calls_are_decided_on_their_arguments() {
         now_unix_secs: 1_000,
         source_ip: None,
         approval: &none,
+        egress: false,
+        history: HistoryInput::empty(),
     });
     assert!(matches!(d, Decision::Deny { .. }), "{d:?}");
     // Integers that fit are `long`; floats are `number` with `text` only; too many paths deny.
@@ -669,4 +676,93 @@ fn tool_calls_are_decided_on_their_arguments() {
         .map(|i| (format!("k{i}"), serde_json::json!(i)))
         .collect();
     assert!(latch_core::policy::arguments_tags(&many).is_err());
+}
+
+/// History-aware policy: tags count grants per resource and action, `@budget` codes a denial
+/// `budget_exceeded`, `@end_task` marks it as ending the task, and the budget record shows
+/// configured limits.
+#[test]
+fn history_tags_budget_and_end_task_annotations() {
+    use latch_core::history::{BudgetLimits, Budgets, TaskHistory, Usage};
+    let e = engine(&[
+        (
+            "p.cedar",
+            "@id(\"all\") permit (principal, action, resource);",
+        ),
+        (
+            "h.cedar",
+            r#"@id("third-write") @budget("writes") @reason("three writes per task")
+forbid (principal, action == Latch::Action::"write", resource)
+when { context.history.hasTag("staging-db:write") && context.history.getTag("staging-db:write") >= 3 };
+
+@id("over-task-budget") @end_task("true")
+forbid (principal, action, resource)
+when { context.budget.task has max_grants && context.history.grants >= context.budget.task.max_grants };"#,
+        ),
+    ]);
+    let w = workload(false);
+    let r = resource("staging", false, "internal");
+    let t = task("staging", false);
+    let none = ApprovalContext::default();
+    let run = |h: &TaskHistory, b: &Budgets, action: &str| {
+        let actions = vec![action.to_owned()];
+        decide(
+            &e,
+            &EvalInput {
+                workload: &w,
+                resource: &r,
+                actions: &actions,
+                task: &t,
+                ttl_secs: 300,
+                now_unix_secs: 1000,
+                source_ip: None,
+                approval: &none,
+                principals: None,
+                history: HistoryInput {
+                    history: h,
+                    budgets: b,
+                    workload_usage: &Usage::default(),
+                },
+            },
+        )
+    };
+    let mut h = TaskHistory::default();
+    let b = Budgets::default();
+    assert!(matches!(run(&h, &b, "write"), Decision::Allow { .. }));
+    h.grant_counts.insert("staging-db:write".into(), 3);
+    match run(&h, &b, "write") {
+        Decision::Deny {
+            code, policy_ids, ..
+        } => {
+            assert_eq!(code, DenyCode::BudgetExceeded);
+            assert_eq!(policy_ids, vec!["third-write".to_owned()]);
+            assert!(!e.ends_task(&policy_ids));
+        }
+        d => panic!("{d:?}"),
+    }
+    assert!(matches!(run(&h, &b, "read"), Decision::Allow { .. }));
+    let capped = Budgets {
+        task: BudgetLimits {
+            max_grants: Some(2),
+            ..BudgetLimits::default()
+        },
+        ..Budgets::default()
+    };
+    h.usage.grants = 2;
+    match run(&h, &capped, "read") {
+        Decision::Deny {
+            policy_ids, code, ..
+        } => {
+            assert_eq!(code, DenyCode::PolicyDenied);
+            assert!(e.ends_task(&policy_ids));
+        }
+        d => panic!("{d:?}"),
+    }
+    // A misplaced annotation is refused at load.
+    let bad = try_engine(&[(
+        "x.cedar",
+        "@id(\"p\") @end_task(\"true\") permit (principal, action, resource);",
+    )])
+    .unwrap_err();
+    assert!(bad.message.contains("`@end_task`"), "{bad}");
 }

@@ -744,6 +744,8 @@ mod tests {
             default_ttl_secs: 60,
             owner: None,
             production: false,
+            egress: false,
+            end_task_on_budget_breach: false,
             settings,
         }
     }

@@ -95,6 +95,8 @@ fn resource(kind: &str, settings: serde_json::Value) -> Resource {
         default_ttl_secs: 600,
         owner: None,
         production: false,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings,
     }
 }

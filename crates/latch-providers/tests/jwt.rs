@@ -70,6 +70,8 @@ fn resource(audience: &str) -> Resource {
         default_ttl_secs: 300,
         owner: None,
         production: false,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     }
 }

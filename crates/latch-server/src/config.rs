@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod budgets;
 mod console;
 mod gateway;
 mod http;
@@ -99,6 +100,9 @@ pub struct Config {
     /// The MCP gateway's upstream servers (`[[mcp.upstreams]]`).
     #[serde(default)]
     pub mcp: McpConfig,
+    /// Budgets of tasks and workloads (`[budgets.task]`, `[budgets.workload]`).
+    #[serde(default)]
+    pub budgets: budgets::BudgetsConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -565,9 +569,28 @@ pub struct ResourceConfig {
     pub max_lifetime: Option<Duration>,
     /// Owning team.
     pub owner: Option<String>,
+    /// Data can leave through it (an external API, publishing, a deploy pipeline): policy reads
+    /// `resource.egress` (the example policies hold it back for step-up in a tainted task).
+    #[serde(default)]
+    pub egress: bool,
+    /// `"deny"` (default) or `"end_task"`: a budget breach on a request for it also ends the
+    /// task.
+    #[serde(default)]
+    pub on_budget_breach: BreachAction,
     /// Provider settings.
     #[serde(default)]
     pub settings: toml::Table,
+}
+
+/// What a budget breach does besides denying (`on_budget_breach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachAction {
+    /// Deny the request only.
+    #[default]
+    Deny,
+    /// Deny it and end the task (every credential revoked).
+    EndTask,
 }
 
 fn default_sensitivity() -> String {
@@ -629,7 +652,7 @@ impl Config {
         self.mcp
             .validate(self.http.request_timeout)
             .map_err(ConfigError)?;
-        self.auth_failures.validate().map_err(ConfigError)?;
+        (self.auth_failures.validate().and(self.budgets.validate())).map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;
@@ -765,6 +788,8 @@ impl Config {
                         .unwrap_or(max * 4),
                     default_ttl_secs: r.default_ttl.map(|d| d.as_secs() as i64).unwrap_or(max),
                     owner: r.owner.clone(),
+                    egress: r.egress,
+                    end_task_on_budget_breach: r.on_budget_breach == BreachAction::EndTask,
                     settings: serde_json::to_value(&r.settings).unwrap_or(serde_json::Value::Null),
                 }
             })

@@ -33,6 +33,10 @@ pub const EXAMPLE_POLICIES: &[(&str, &str)] = &[
         "40-copilots.cedar",
         include_str!("../../../examples/policies/40-copilots.cedar"),
     ),
+    (
+        "60-history.cedar",
+        include_str!("../../../examples/policies/60-history.cedar"),
+    ),
 ];
 
 /// Writes the example configuration into `dir` (listening on `listen`, data in `dir/data`) and

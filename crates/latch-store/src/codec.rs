@@ -42,7 +42,9 @@ pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, Stor
 pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
     match w {
         Write::InsertTask(t) | Write::UpdateTask(t) => encode("task", t),
-        Write::RequireTaskOpen { .. } => Ok(String::new()),
+        Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
+            Ok(String::new())
+        }
         Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
         Write::InsertApproval(a) => encode("approval", a),
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),

@@ -22,6 +22,7 @@ use std::time::Duration;
 use latch_core::ports::{ChangeFeed, Store, StoreError, UseOnce};
 
 mod codec;
+mod counters;
 mod postgres;
 mod sql;
 mod sqlite;

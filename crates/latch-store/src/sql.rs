@@ -190,6 +190,34 @@ pub(crate) const UPDATE_OAUTH: &str = "UPDATE oauth_records SET kind = $2, grant
      human_id = $4, expires_at = $5, version = $6, body = $7 WHERE key = $1 AND version = $8";
 
 // ------------------------------------------------------------------ reads
+/// Adds to one counter: `$1` scope, `$2` subject, `$3` name, `$4` window start, `$5` amount,
+/// `$6` cap or NULL, `$7` now. Same window: added; newer window: replaced. Changes no row (the
+/// caller's cue for [`StoreError::LimitReached`]) when the cap would pass.
+pub(crate) const UPSERT_COUNTER: &str = "INSERT INTO counters \
+    (scope, subject, name, window_start, count, cap, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) \
+    ON CONFLICT (scope, subject, name) DO UPDATE SET \
+    count = CASE WHEN counters.window_start = excluded.window_start \
+    THEN counters.count + excluded.count ELSE excluded.count END, \
+    window_start = excluded.window_start, cap = excluded.cap, updated_at = excluded.updated_at \
+    WHERE excluded.cap IS NULL OR counters.window_start <> excluded.window_start \
+    OR counters.count + excluded.count <= excluded.cap";
+/// Takes the row lock of a scope's `live` counter (`$1` scope, `$2` subject, `$3` now): two
+/// transactions counting the same scope's live leases run one after the other.
+pub(crate) const LOCK_LIVE_COUNTER: &str = "INSERT INTO counters \
+    (scope, subject, name, window_start, count, cap, updated_at) \
+    VALUES ($1, $2, 'live', 0, 0, NULL, $3) \
+    ON CONFLICT (scope, subject, name) DO UPDATE SET updated_at = excluded.updated_at";
+/// Live leases of a task (`$1` task id, `$2` now).
+pub(crate) const LIVE_LEASES_OF_TASK: &str = "SELECT COUNT(*) FROM leases \
+    WHERE task_id = $1 AND state IN ('issuing', 'active') AND expires_at > $2";
+/// Live leases of a workload's open tasks (`$1` workload id, `$2` now).
+pub(crate) const LIVE_LEASES_OF_WORKLOAD: &str = "SELECT COUNT(*) FROM leases \
+    WHERE task_id IN (SELECT id FROM tasks WHERE owner_id = $1 AND state = 'open') \
+    AND state IN ('issuing', 'active') AND expires_at > $2";
+/// The counters of a scope and subject (`$1`, `$2`), by name.
+pub(crate) const COUNTERS: &str = "SELECT name, window_start, count FROM counters \
+    WHERE scope = $1 AND subject = $2 ORDER BY name";
 pub(crate) const OAUTH_RECORD: &str = "SELECT body FROM oauth_records WHERE key = $1";
 pub(crate) const CONSOLE_SESSION: &str = "SELECT body FROM console_sessions WHERE id_hmac = $1";
 

@@ -118,7 +118,9 @@ where
         | Write::DeleteConsoleSession { .. }
         | Write::InsertOAuth(_)
         | Write::UpdateOAuth(_) => return side_statement(w, body),
-        Write::RequireTaskOpen { .. } => return None,
+        Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
+            return None;
+        }
     };
     Some(statement)
 }

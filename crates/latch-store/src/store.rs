@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
 use latch_core::freeze::Freeze;
+use latch_core::history::{CounterRow, CounterScope};
 use latch_core::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
 };
@@ -185,6 +186,25 @@ where
     for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
     for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
 {
+    match w {
+        Write::Count(deltas) => return crate::counters::apply(tx, deltas).await,
+        Write::RequireLiveBelow {
+            scope,
+            subject,
+            limit,
+            now_unix_secs,
+        } => {
+            return crate::counters::require_live_below(
+                tx,
+                *scope,
+                subject,
+                *limit,
+                *now_unix_secs,
+            )
+            .await;
+        }
+        _ => {}
+    }
     if let Write::RequireTaskOpen { task_id, version } = w {
         let found = sqlx::query::<DB>(DB::REQUIRE_TASK_OPEN)
             .bind(task_id.as_str())
@@ -276,6 +296,31 @@ where
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         self.bounded("task", async { self.one("task", sql::TASK, id).await })
             .await
+    }
+
+    async fn counters(
+        &self,
+        scope: CounterScope,
+        subject: &str,
+    ) -> Result<Vec<CounterRow>, StoreError> {
+        self.bounded(
+            "counters",
+            crate::counters::read(&self.reader, scope, subject),
+        )
+        .await
+    }
+
+    async fn live_lease_count(
+        &self,
+        scope: CounterScope,
+        subject: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.bounded(
+            "live leases",
+            crate::counters::live(&self.reader, scope, subject, now),
+        )
+        .await
     }
 
     async fn tasks_by_owner(&self, owner_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {

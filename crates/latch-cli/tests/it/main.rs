@@ -28,6 +28,7 @@ mod exec;
 mod flow;
 mod gateway;
 mod gh_action;
+mod history;
 mod interop;
 mod kill_switch;
 mod leak;

@@ -72,6 +72,21 @@ impl Store for Faulty {
     async fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         self.inner.task(id).await
     }
+    async fn counters(
+        &self,
+        scope: latch_core::history::CounterScope,
+        subject: &str,
+    ) -> Result<Vec<latch_core::history::CounterRow>, StoreError> {
+        self.inner.counters(scope, subject).await
+    }
+    async fn live_lease_count(
+        &self,
+        scope: latch_core::history::CounterScope,
+        subject: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.inner.live_lease_count(scope, subject, now).await
+    }
     async fn tasks_by_owner(&self, owner: &str, n: u32) -> Result<Vec<Task>, StoreError> {
         self.inner.tasks_by_owner(owner, n).await
     }
@@ -260,6 +275,8 @@ async fn broker() -> (Broker, Arc<Faulty>) {
         default_ttl_secs: 600,
         owner: None,
         production: false,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     };
     let b = Broker::new(BrokerParts {

@@ -125,6 +125,8 @@ async fn broker_on(
         default_ttl_secs: 600,
         owner: None,
         production: false,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     };
     Broker::new(BrokerParts {

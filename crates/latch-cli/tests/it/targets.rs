@@ -131,6 +131,8 @@ fn resource(id: &str) -> Resource {
         default_ttl_secs: 600,
         owner: None,
         production: false,
+        egress: false,
+        end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     }
 }

@@ -66,19 +66,32 @@ impl Broker {
         self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request")
             .await?;
         let now = self.now();
-        let decision = self.decide(&Ask {
-            task: &task,
-            workload: caller,
-            resource: &checked.resource,
-            actions: &checked.actions,
-            ttl_secs: checked.ttl_secs,
-            source_ip: ctx.source_ip.as_deref(),
-            approval: &ApprovalContext::default(),
-            params: &input.params,
-        });
+        let view = self.history_view(&task, now).await?;
+        // A used-up budget denies before policy (the store checks it again in the commit).
+        let breach = self.grant_breach(&view);
+        let decision = match &breach {
+            Some(b) => history::budget_denial(b),
+            None => self.decide(&Ask {
+                task: &task,
+                workload: caller,
+                resource: &checked.resource,
+                actions: &checked.actions,
+                ttl_secs: checked.ttl_secs,
+                source_ip: ctx.source_ip.as_deref(),
+                approval: &ApprovalContext::default(),
+                params: &input.params,
+                history: &view,
+            }),
+        };
+        let ends = self.denial_ends_task(&checked.resource, &decision, breach.as_ref());
         let req = new_request(ctx, &task, caller, &checked, input, decision, now);
-        self.settle_new_request(ctx, &task, &checked.resource, req, binding)
-            .await
+        let outcome = self
+            .settle_new_request(ctx, &task, &checked.resource, req, binding)
+            .await?;
+        if let (true, AccessOutcome::Denied(r)) = (ends, &outcome) {
+            self.end_task_for_denial(ctx, &task, &r.decision).await?;
+        }
+        Ok(outcome)
     }
 
     /// Checks a request's input against its resource: justification, key binding, actions,
@@ -229,17 +242,31 @@ impl Broker {
             task_id: task.id.clone(),
             version: task.version,
         };
+        // The task's history and the budgets, checked again inside the commit (before the
+        // lease is inserted, so a live-lease count does not see it).
+        let counters = self.grant_counter_writes(task, resource, &req.actions, now);
+        let new_row = row == RequestRow::New;
         if external {
             self.require_target_up(&resource.id)?;
             // Durable intent first: a crash after minting leaves a lease the reaper revokes.
-            let mut pre = WriteBatch::new()
-                .write(guard.clone())
+            let mut pre = WriteBatch::new().write(guard.clone());
+            pre.writes.extend(counters.iter().cloned());
+            pre = pre
                 .write(req_write.clone())
                 .write(Write::InsertLease(lease.clone()));
             if let Some(d) = &decided {
                 pre = pre.audit(d.clone());
             }
-            self.commit(ctx, pre).await?;
+            match self.commit(ctx, pre).await {
+                Err(StoreError::LimitReached(scope, name)) => {
+                    return self
+                        .refuse_over_budget(ctx, task, resource, req, new_row, (scope, name))
+                        .await;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         let mint_req = MintRequest {
             lease_id: &lease.id,
@@ -270,10 +297,9 @@ impl Broker {
                 .write(Write::UpdateLease(lease.clone()))
                 .audit(issued)
         } else {
-            let mut b = WriteBatch::new()
-                .write(guard)
-                .write(req_write)
-                .write(Write::InsertLease(lease.clone()));
+            let mut b = WriteBatch::new().write(guard);
+            b.writes.extend(counters);
+            b = b.write(req_write).write(Write::InsertLease(lease.clone()));
             if let Some(d) = decided {
                 b = b.audit(d);
             }
@@ -281,6 +307,13 @@ impl Broker {
         };
         let generation = self.live_generation();
         if let Err(e) = self.commit(ctx, batch).await {
+            if let (false, StoreError::LimitReached(scope, name)) = (external, &e) {
+                // Nothing left this process: the credential is dropped unseen.
+                let over = (*scope, name.clone());
+                return self
+                    .refuse_over_budget(ctx, task, resource, req, new_row, over)
+                    .await;
+            }
             if external {
                 let _ = self
                     .call_target(&resource.id, external, "revoke", provider.revoke(&lease))
@@ -489,6 +522,13 @@ impl Broker {
         self.refuse_if_frozen(ctx, &task, &resource.id, "claim")
             .await?;
         let approval = self.approval_context(&req).await?;
+        let view = self.history_view(&task, now).await?;
+        if let Some(b) = self.grant_breach(&view) {
+            return Err(ApiError::new(
+                ErrorCode::BudgetExceeded,
+                format!("{}; request `{}` stays approved", b.reason(), req.id),
+            ));
+        }
         let decision = self.decide(&Ask {
             task: &task,
             workload: caller,
@@ -498,6 +538,7 @@ impl Broker {
             source_ip: ctx.source_ip.as_deref(),
             approval: &approval,
             params: &req.params,
+            history: &view,
         });
         match decision {
             Decision::Allow { max_ttl_secs, .. } => {

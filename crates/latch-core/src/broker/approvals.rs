@@ -241,7 +241,7 @@ impl Broker {
             }
             Verdict::Approve => {
                 r.approvers.push(human.id.clone());
-                self.tally(&task, &mut r, &approvals, &needed, now)?;
+                self.tally(&task, &mut r, &approvals, &needed, now).await?;
             }
         }
         let mut batch = WriteBatch::new()
@@ -256,7 +256,7 @@ impl Broker {
 
     /// At quorum of every needed group, decides `r` again with the approvals in context: it
     /// becomes `approved` (claimable until the pending TTL runs out) or `denied`.
-    fn tally(
+    async fn tally(
         &self,
         task: &Task,
         r: &mut AccessRequest,
@@ -280,6 +280,7 @@ impl Broker {
             return Ok(());
         }
         let resource = self.resource(&r.resource_id)?.clone();
+        let view = self.history_view(task, now).await?;
         let d = self.decide(&Ask {
             task,
             workload: &task.owner,
@@ -289,6 +290,7 @@ impl Broker {
             source_ip: r.source_ip.as_deref(),
             approval: &ctxa,
             params: &r.params,
+            history: &view,
         });
         match d {
             Decision::Allow { .. } => {

@@ -64,6 +64,8 @@ struct CallFacts<'a> {
     task: &'a Task,
     caller: &'a Workload,
     digest: &'a str,
+    /// The task's past (`context.history`), read once per call.
+    history: &'a super::history::HistoryView,
 }
 
 impl Broker {
@@ -130,11 +132,13 @@ impl Broker {
             .ok_or_else(|| unknown_tool(&call.tool))?;
         let task = self.owned_task(caller, task_id).await?;
         let digest = self.tool_arguments_digest(&tool, &call.arguments);
+        let view = self.history_view(&task, self.now()).await?;
         let facts = CallFacts {
             tool: &tool,
             task: &task,
             caller,
             digest: &digest,
+            history: &view,
         };
         self.gateway_preconditions(ctx, &facts).await?;
         if let Some(out) = self.approved_retry(ctx, &facts, &call, &upstreams).await? {
@@ -219,6 +223,8 @@ impl Broker {
             now_unix_secs: self.now(),
             source_ip: ctx.source_ip.as_deref(),
             approval,
+            egress: false,
+            history: f.history.input(&self.settings.budgets),
         })
     }
 
@@ -379,6 +385,8 @@ impl Broker {
             default_ttl_secs: 0,
             owner: None,
             production: f.task.production,
+            egress: false,
+            end_task_on_budget_breach: false,
             settings: Value::Null,
         };
         let mut batch = WriteBatch::new()
@@ -477,7 +485,17 @@ impl Broker {
             _ => "refused",
         };
         let ev = self.call_event(f, outcome, detail, request_id);
-        self.commit(ctx, WriteBatch::new().audit(ev)).await?;
+        let mut batch = WriteBatch::new();
+        if decision == "allow" {
+            // A forwarded call is part of the task's history (`context.history.tools`).
+            let now = self.now();
+            batch = batch.write(Write::Count(crate::history::tool_deltas(
+                &f.task.id,
+                &f.tool.name,
+                now,
+            )));
+        }
+        self.commit(ctx, batch.audit(ev)).await?;
         metrics::counter!("latch_gateway_calls_total", "upstream" => f.tool.upstream.clone(),
             "decision" => decision)
         .increment(1);

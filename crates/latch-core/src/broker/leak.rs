@@ -261,7 +261,20 @@ impl Broker {
         if let Some(l) = &resp.lease_id {
             ev = ev.lease(l);
         }
-        self.record_event(ctx, ev).await?;
+        match &resp.task_id {
+            // The leak joins the task's history (`context.history.leaked`) in the same commit.
+            Some(t) => {
+                let mut ev = ev;
+                ev.request_id.clone_from(&ctx.request_id);
+                let d = crate::history::leak_delta(t, self.now());
+                self.commit(
+                    ctx,
+                    WriteBatch::new().write(Write::Count(vec![d])).audit(ev),
+                )
+                .await?;
+            }
+            None => self.record_event(ctx, ev).await?,
+        }
         Ok(resp)
     }
 

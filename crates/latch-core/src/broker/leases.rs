@@ -68,6 +68,12 @@ impl Broker {
         // As for a new request: clamp to the resource's max before policy sees it.
         let ttl = ttl.min(resource.max_ttl_secs);
         let approval = self.approval_context(&req).await?;
+        let view = self.history_view(&task, now).await?;
+        if let Some(b) = self.renewal_breach(&view) {
+            return Err(self
+                .refuse_renewal_budget(ctx, caller, &task, &lease, &b.reason(), now)
+                .await);
+        }
         let decision = self.decide(&Ask {
             task: &task,
             workload: caller,
@@ -77,6 +83,7 @@ impl Broker {
             source_ip: ctx.source_ip.as_deref(),
             approval: &approval,
             params: &req.params,
+            history: &view,
         });
         let policy_max = match &decision {
             Decision::Allow { max_ttl_secs, .. } => *max_ttl_secs,
@@ -145,13 +152,8 @@ impl Broker {
                 "renewals": n.renewals, "credential_hmac": n.credential_hmac}),
             );
         let generation = self.live_generation();
-        self.commit(
-            ctx,
-            WriteBatch::new()
-                .write(Write::UpdateLease(n.clone()))
-                .audit(ev),
-        )
-        .await?;
+        self.commit_renewal(ctx, caller, &task, &lease, &n, ev, now)
+            .await?;
         self.index_remove(&lease);
         self.index_insert_since(&n, &task, generation);
         Ok(Grant {
@@ -211,6 +213,79 @@ impl Broker {
                 reasons.join("; ")
             ),
         ))
+    }
+}
+
+impl Broker {
+    /// Commits renewed lease `n` of `lease` with its audit event `ev` and its counters (capped
+    /// by the renewal budgets, checked again inside the commit).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the renewal's parts, each already borrowed by `renew`"
+    )]
+    async fn commit_renewal(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task: &Task,
+        lease: &Lease,
+        n: &Lease,
+        ev: AuditEvent,
+        now: i64,
+    ) -> Result<()> {
+        let counted =
+            crate::history::renewal_deltas(&task.id, &task.owner.id, &self.settings.budgets, now);
+        let batch = WriteBatch::new()
+            .write(Write::Count(counted))
+            .write(Write::UpdateLease(n.clone()))
+            .audit(ev);
+        match self.commit(ctx, batch).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::LimitReached(scope, name)) => {
+                // The renewed credential is dropped unseen; the lease keeps its old expiry.
+                let why = self.breach_of(scope, &name).map_or_else(
+                    || format!("{} renewal budget reached", scope.as_str()),
+                    |b| b.reason(),
+                );
+                Err(self
+                    .refuse_renewal_budget(ctx, caller, task, lease, &why, now)
+                    .await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records a renewal refused by a budget (`credential.renewal_denied`, outcome
+    /// `budget_exceeded`) and returns the error it answers. The lease is not revoked: it keeps
+    /// working until its current expiry.
+    async fn refuse_renewal_budget(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        task: &Task,
+        lease: &Lease,
+        reason: &str,
+        now: i64,
+    ) -> ApiError {
+        let ev = AuditEvent::new(
+            now,
+            AuditKind::CredentialRenewalDenied,
+            &caller.id,
+            "budget_exceeded",
+        )
+        .task(&task.id)
+        .lease(&lease.id)
+        .detail(json!({"reasons": [reason]}));
+        if let Err(e) = self.commit(ctx, WriteBatch::new().audit(ev)).await {
+            return e.into();
+        }
+        ApiError::new(
+            ErrorCode::BudgetExceeded,
+            format!(
+                "renewal refused: {reason}; lease `{}` stays valid until it expires",
+                lease.id
+            ),
+        )
     }
 }
 

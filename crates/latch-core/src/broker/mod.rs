@@ -46,6 +46,7 @@ mod console;
 mod exchange;
 mod freezes;
 mod gateway;
+mod history;
 mod input;
 mod introspection;
 mod leak;
@@ -151,6 +152,8 @@ pub struct BrokerSettings {
     pub notify: crate::notify::NotifySettings,
     /// Lifetimes of the MCP authorization server's codes and tokens (`[mcp_oauth]`).
     pub oauth: crate::oauth_grant::OAuthGrantSettings,
+    /// Budgets of tasks and workloads (`[budgets]`; none by default).
+    pub budgets: crate::history::Budgets,
 }
 
 impl Default for BrokerSettings {
@@ -177,6 +180,7 @@ impl Default for BrokerSettings {
             console_enabled: false,
             notify: crate::notify::NotifySettings::default(),
             oauth: crate::oauth_grant::OAuthGrantSettings::default(),
+            budgets: crate::history::Budgets::default(),
         }
     }
 }
@@ -250,6 +254,8 @@ struct Ask<'a> {
     approval: &'a ApprovalContext,
     /// Provider parameters of the request.
     params: &'a serde_json::Value,
+    /// The task's past and the workload's usage (`context.history`, `context.budget`).
+    history: &'a history::HistoryView,
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -669,6 +675,7 @@ impl Broker {
                 source_ip: ask.source_ip,
                 approval: ask.approval,
                 principals: principals.as_deref(),
+                history: ask.history.input(&self.settings.budgets),
             },
         )
     }

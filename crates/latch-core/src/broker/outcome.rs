@@ -154,7 +154,10 @@ impl Broker {
             Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
                 self.store.oauth_record(&r.key()).await.ok()?.as_ref() == Some(r)
             }
-            Write::RequireTaskOpen { .. } => true,
+            // Guards and counters prove nothing alone; the batch's rows and events decide.
+            Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
+                true
+            }
         };
         Some(same)
     }

@@ -37,6 +37,8 @@ impl Broker {
             ..Default::default()
         };
         let mut after = String::new();
+        // Each task's history, read once per reload.
+        let mut views: HashMap<String, history::HistoryView> = HashMap::new();
         loop {
             let page = self.store.active_leases(&after, 200).await?;
             let Some(last) = page.last() else { break };
@@ -53,6 +55,14 @@ impl Broker {
                     continue;
                 };
                 let approval = self.approval_context(&req).await?;
+                let view = match views.get(&task.id) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = self.history_view(&task, now).await?;
+                        views.insert(task.id.clone(), v.clone());
+                        v
+                    }
+                };
                 let remaining = (l.expires_at_unix_secs - now).max(1);
                 let d = self.decide(&Ask {
                     task: &task,
@@ -63,6 +73,7 @@ impl Broker {
                     source_ip: req.source_ip.as_deref(),
                     approval: &approval,
                     params: &req.params,
+                    history: &view,
                 });
                 if !matches!(d, Decision::Allow { .. }) {
                     let id = l.id.clone();

@@ -206,8 +206,15 @@ impl Broker {
             event = event.lease(lid);
         }
         event.request_id.clone_from(&ctx.request_id);
+        // The reported use joins the task's history (`context.history.tools`).
+        let counted = crate::history::tool_deltas(&task.id, &report.tool, self.now());
         let seqs = self
-            .commit(ctx, WriteBatch::new().audit(event.clone()))
+            .commit(
+                ctx,
+                WriteBatch::new()
+                    .write(Write::Count(counted))
+                    .audit(event.clone()),
+            )
             .await?;
         event.seq = seqs.last().copied().unwrap_or_default();
         Ok(event)

@@ -34,6 +34,10 @@ pub struct PolicyTestCase {
     /// Groups whose approval is in context.
     #[serde(default)]
     pub approved_groups: Vec<String>,
+    /// The task's past (`context.history`), e.g. `{ sensitivities = ["secret"] }` for a
+    /// tainted task; empty by default.
+    #[serde(default)]
+    pub history: crate::history::TaskHistory,
     /// Expected decision: `allow`, `deny` or `step_up`.
     pub expect: String,
 }

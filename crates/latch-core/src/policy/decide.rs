@@ -107,6 +107,10 @@ pub fn run_policy_case(
             source_ip: None,
             approval: &approval,
             principals: login_principals(resource, &serde_json::Value::Null).as_deref(),
+            history: super::HistoryInput {
+                history: &case.history,
+                ..super::HistoryInput::empty()
+            },
         },
     ))
 }

@@ -3,8 +3,10 @@
 //! Policies and the schema are loaded from files and validated (strict mode) before use; an
 //! invalid set names the file, line and column. Entity types live in the `Latch` namespace:
 //! `Latch::Workload` (principal, mapped claims as attributes), `Latch::Resource` (kind,
-//! environment, sensitivity, …) and `Latch::Action::"<action>"`. The context carries `task`,
-//! `approval`, `ttl_secs`, `now_unix_secs` and, optionally, `source_ip` and `on_behalf_of`.
+//! environment, sensitivity, egress, …) and `Latch::Action::"<action>"`. The context carries
+//! `task`, `approval`, `ttl_secs`, `now_unix_secs`, `history` (the task's past: a
+//! `Latch::History` entity, see `history`), `budget` (the configured budgets and the
+//! workload's usage) and, optionally, `source_ip` and `on_behalf_of`.
 //!
 //! Annotations (Cedar `@key("value")`, see the Cedar docs on annotations) carry Latch semantics
 //! so that step-up lives in policy files, not code:
@@ -14,19 +16,22 @@
 //!   such policies, and allowed once they are satisfied, becomes pending approval by `group`.
 //!   Such a policy should read `forbid (…) unless { context.approval.groups.contains("group") };`.
 //! * `@max_ttl("15m")` (permit only): the policy's maximum TTL for what it allows.
+//! * `@budget("name")` (forbid, not `@step_up`): its denial is coded `budget_exceeded` (a
+//!   budget written in policy, e.g. on `context.history.grants_this_minute`).
+//! * `@end_task("true")` (forbid, not `@step_up`): its denial also ends the task (every
+//!   credential revoked).
 //!
 //! # Security
 //! Default deny; a forbid always wins; **any evaluation error denies** (Cedar itself would skip
 //! an erroring policy, which for a forbid would fail open).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Authorizer, Decision as CedarDecision, Effect, Entities, EntityId, EntityTypeName, EntityUid,
+    PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
@@ -34,10 +39,13 @@ use crate::model::{Decision, DenyCode, GroupQuorum, Resource, Task, Workload};
 
 mod case;
 mod decide;
+mod entities;
+mod history;
 mod tool;
 pub use case::PolicyTestCase;
 pub(crate) use decide::quorum_context;
 pub use decide::{SEPARATION_REASON, decide, login_principals, run_policy_case};
+pub use history::HistoryInput;
 pub use tool::{MAX_TAGS, TOOL_ACTION, ToolEvalInput, arguments_tags};
 
 /// A named policy or schema text (file path and contents).
@@ -110,6 +118,10 @@ struct PolicyMeta {
     quorum: u32,
     reason: Option<String>,
     max_ttl_secs: Option<i64>,
+    /// `@budget("name")`: a denial by this forbid is coded `budget_exceeded`.
+    budget: bool,
+    /// `@end_task("true")`: a denial by this forbid also ends the task.
+    end_task: bool,
 }
 
 /// Latch's annotations of one policy (`@step_up`, `@quorum`, `@max_ttl`, `@reason`), checked.
@@ -149,11 +161,28 @@ fn meta_of(p: &cedar_policy::Policy, id: &str) -> Result<PolicyMeta, String> {
             }
         },
     };
+    let budget = p.annotation("budget").is_some();
+    let end_task = match p.annotation("end_task") {
+        None => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(format!(
+                "policy `{id}`: `@end_task` takes \"true\", got `{v}`"
+            ));
+        }
+    };
+    if (budget || end_task) && (!forbid || step_up.is_some()) {
+        return Err(format!(
+            "policy `{id}`: `@budget` and `@end_task` belong on a forbid without `@step_up`"
+        ));
+    }
     Ok(PolicyMeta {
         step_up,
         quorum,
         reason: p.annotation("reason").map(str::to_owned),
         max_ttl_secs,
+        budget,
+        end_task,
     })
 }
 
@@ -215,6 +244,8 @@ pub struct EvalInput<'a> {
     /// The login names the credential would carry, for resources that have them (SSH
     /// certificates): `context.principals`.
     pub principals: Option<&'a [String]>,
+    /// The task's past and the budgets: `context.history`, `context.budget`.
+    pub history: HistoryInput<'a>,
 }
 
 /// A validated, immutable policy set with its schema. Swap a whole engine to reload.
@@ -257,6 +288,38 @@ fn s(v: &str) -> RestrictedExpression {
 
 fn set_of(v: &[String]) -> RestrictedExpression {
     RestrictedExpression::new_set(v.iter().map(|x| s(x)))
+}
+
+/// A history, budgets and workload usage with every optional part present, so the schema is
+/// checked against all of what Latch may send.
+fn probe_history() -> (
+    crate::history::TaskHistory,
+    crate::history::Budgets,
+    crate::history::Usage,
+) {
+    let usage = crate::history::Usage {
+        live_leases: Some(1),
+        ..Default::default()
+    };
+    let mut history = crate::history::TaskHistory {
+        usage,
+        ..Default::default()
+    };
+    history.grant_counts.insert("probe:read".into(), 1);
+    history.sensitivities.insert("secret".into());
+    let limits = crate::history::BudgetLimits {
+        max_grants: Some(1),
+        max_live_leases: Some(1),
+        max_renewals: Some(1),
+        grants_per_minute: Some(1),
+        end_task_on_breach: false,
+    };
+    let budgets = crate::history::Budgets {
+        task: limits,
+        workload: limits,
+        workload_window_secs: 60,
+    };
+    (history, budgets, usage)
 }
 
 /// Parses `900`, `900s`, `15m`, `2h` into seconds.
@@ -379,6 +442,14 @@ impl PolicyEngine {
         &self.ids
     }
 
+    /// Whether any of `policy_ids` is a forbid annotated `@end_task("true")`: its denial also
+    /// ends the task (every credential of it revoked).
+    pub fn ends_task(&self, policy_ids: &[String]) -> bool {
+        policy_ids
+            .iter()
+            .any(|id| self.meta.get(id).is_some_and(|m| m.end_task))
+    }
+
     /// Validates a probe request for each action against the schema, so a schema that does not
     /// describe what Latch sends is refused at load rather than failing (denying) at run time.
     fn check_shape(&self, schema_name: &str, actions: &[String]) -> Result<(), PolicyLoadError> {
@@ -429,6 +500,8 @@ impl PolicyEngine {
             default_ttl_secs: 60,
             owner: Some("o".into()),
             production: false,
+            egress: true,
+            end_task_on_budget_breach: false,
             settings: serde_json::Value::Null,
         };
         let t = Task {
@@ -447,6 +520,7 @@ impl PolicyEngine {
             version: 0,
         };
         let a = ApprovalContext::default();
+        let (probe_history, probe_budgets, probe_usage) = probe_history();
         let input = EvalInput {
             workload: &w,
             resource: &r,
@@ -457,6 +531,11 @@ impl PolicyEngine {
             source_ip: Some("127.0.0.1"),
             approval: &a,
             principals: Some(&[]),
+            history: HistoryInput {
+                history: &probe_history,
+                budgets: &probe_budgets,
+                workload_usage: &probe_usage,
+            },
         };
         let fail = |m: String| PolicyLoadError {
             file: schema_name.to_owned(),
@@ -482,171 +561,6 @@ impl PolicyEngine {
             })?;
         }
         Ok(())
-    }
-
-    fn entities_vec(input: &EvalInput<'_>) -> Result<Vec<Entity>, PolicyLoadError> {
-        let bad = |e: String| PolicyLoadError {
-            file: String::new(),
-            line: None,
-            column: None,
-            message: e,
-        };
-        let workload = Self::workload_entity(input.workload).map_err(bad)?;
-        let r = input.resource;
-        let mut ra: HashMap<String, RestrictedExpression> = HashMap::new();
-        ra.insert("kind".into(), s(&r.kind));
-        ra.insert("environment".into(), s(r.environment.as_str()));
-        ra.insert("sensitivity".into(), s(&r.sensitivity));
-        ra.insert("audience".into(), s(&r.audience));
-        ra.insert(
-            "production".into(),
-            RestrictedExpression::new_bool(r.production),
-        );
-        ra.insert(
-            "max_ttl_secs".into(),
-            RestrictedExpression::new_long(r.max_ttl_secs),
-        );
-        if let Some(o) = &r.owner {
-            ra.insert("owner".into(), s(o));
-        }
-        Ok(vec![
-            workload,
-            Entity::new(uid("Resource", &r.id), ra, HashSet::new())
-                .map_err(|e| bad(e.to_string()))?,
-        ])
-    }
-
-    /// The workload principal as a Cedar entity (its mapped claims as attributes).
-    fn workload_entity(w: &Workload) -> Result<Entity, String> {
-        let c = &w.claims;
-        let mut wa: HashMap<String, RestrictedExpression> = HashMap::new();
-        wa.insert("issuer".into(), s(&w.issuer));
-        wa.insert("subject".into(), s(&w.subject));
-        wa.insert("preset".into(), s(&w.preset));
-        wa.insert(
-            "untrusted_source".into(),
-            RestrictedExpression::new_bool(c.untrusted_source),
-        );
-        let opt = [
-            ("repository", &c.repository),
-            ("repository_id", &c.repository_id),
-            ("repository_owner", &c.repository_owner),
-            ("repository_owner_id", &c.repository_owner_id),
-            ("git_ref", &c.git_ref),
-            ("branch", &c.branch),
-            ("environment", &c.environment),
-            ("event_name", &c.event_name),
-            ("runner_environment", &c.runner_environment),
-            ("workflow_ref", &c.workflow_ref),
-            ("namespace", &c.namespace),
-            ("service_account", &c.service_account),
-            ("service_account_uid", &c.service_account_uid),
-            ("spiffe_id", &c.spiffe_id),
-            ("trust_domain", &c.trust_domain),
-            ("run_id", &c.run_id),
-            ("run_attempt", &c.run_attempt),
-            ("pipeline_id", &c.pipeline_id),
-            ("job_id", &c.job_id),
-            ("pod_uid", &c.pod_uid),
-            ("run_binding", &w.run_binding),
-            ("on_behalf_of", &w.on_behalf_of),
-            ("client_id", &c.client_id),
-            ("client_metadata_url", &c.client_metadata_url),
-        ];
-        for (k, v) in opt {
-            if let Some(v) = v {
-                wa.insert(k.into(), s(v));
-            }
-        }
-        if c.spiffe_id.is_some() {
-            // Segments as a set (membership), and every leading path (`/ns`, `/ns/payments`,
-            // …) as a set, so a policy matches a position in the path with `contains` rather
-            // than with `like` on the ID's text.
-            let segments = c.spiffe_path.iter().map(|p| s(p));
-            let prefixes = (1..=c.spiffe_path.len()).map(|n| {
-                let prefix: String = c.spiffe_path[..n].iter().map(|p| format!("/{p}")).collect();
-                s(&prefix)
-            });
-            wa.insert(
-                "spiffe_path".into(),
-                RestrictedExpression::new_set(segments),
-            );
-            wa.insert(
-                "spiffe_path_prefixes".into(),
-                RestrictedExpression::new_set(prefixes),
-            );
-        }
-        if let Some(d) = c.developer_machine {
-            wa.insert(
-                "developer_machine".into(),
-                RestrictedExpression::new_bool(d),
-            );
-        }
-        if let Some(p) = c.ref_protected {
-            wa.insert("ref_protected".into(), RestrictedExpression::new_bool(p));
-        }
-        Entity::new(uid("Workload", &w.id), wa, HashSet::new()).map_err(|e| e.to_string())
-    }
-
-    /// `context.task` as Cedar sees it.
-    fn task_record(t: &Task) -> Result<RestrictedExpression, String> {
-        let mut task = vec![
-            ("id".to_owned(), s(&t.id)),
-            ("purpose".to_owned(), s(&t.purpose)),
-            ("environment".to_owned(), s(t.environment.as_str())),
-            (
-                "production".to_owned(),
-                RestrictedExpression::new_bool(t.production),
-            ),
-        ];
-        if let Some(r) = &t.repository {
-            task.push(("repository".into(), s(r)));
-        }
-        if let Some(b) = &t.branch {
-            task.push(("branch".into(), s(b)));
-        }
-        RestrictedExpression::new_record(task).map_err(|e| e.to_string())
-    }
-
-    /// `context.approval` as Cedar sees it.
-    fn approval_record(a: &ApprovalContext) -> Result<RestrictedExpression, String> {
-        RestrictedExpression::new_record([
-            (
-                "approved".to_owned(),
-                RestrictedExpression::new_bool(a.approved),
-            ),
-            ("approvers".to_owned(), set_of(&a.approvers)),
-            ("groups".to_owned(), set_of(&a.groups)),
-        ])
-        .map_err(|e| e.to_string())
-    }
-
-    fn context(input: &EvalInput<'_>) -> Result<Context, String> {
-        let t = input.task;
-        let task = Self::task_record(t)?;
-        let approval = Self::approval_record(input.approval)?;
-        let mut pairs = vec![
-            ("task".to_owned(), task),
-            ("approval".to_owned(), approval),
-            (
-                "ttl_secs".to_owned(),
-                RestrictedExpression::new_long(input.ttl_secs),
-            ),
-            (
-                "now_unix_secs".to_owned(),
-                RestrictedExpression::new_long(input.now_unix_secs),
-            ),
-        ];
-        if let Some(ip) = input.source_ip {
-            pairs.push(("source_ip".into(), s(ip)));
-        }
-        if let Some(p) = input.principals {
-            pairs.push(("principals".into(), set_of(p)));
-        }
-        if let Some(h) = &t.on_behalf_of {
-            pairs.push(("on_behalf_of".into(), s(h)));
-        }
-        Context::from_pairs(pairs).map_err(|e| e.to_string())
     }
 
     fn eval_one(
@@ -848,8 +762,15 @@ impl PolicyEngine {
         }
         if !deny_reasons.is_empty() {
             deny_reasons.dedup();
+            let budget = deny_ids
+                .iter()
+                .any(|id| self.meta.get(id).is_some_and(|m| m.budget));
             return Decision::Deny {
-                code: DenyCode::PolicyDenied,
+                code: if budget {
+                    DenyCode::BudgetExceeded
+                } else {
+                    DenyCode::PolicyDenied
+                },
                 policy_ids: deny_ids.into_iter().collect(),
                 reasons: deny_reasons,
             };

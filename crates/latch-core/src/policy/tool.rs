@@ -68,6 +68,10 @@ pub struct ToolEvalInput<'a> {
     pub source_ip: Option<&'a str>,
     /// Approval state.
     pub approval: &'a ApprovalContext,
+    /// Whether the upstream is marked `egress` (`resource.egress`).
+    pub egress: bool,
+    /// The task's past and the budgets: `context.history`, `context.budget`.
+    pub history: super::HistoryInput<'a>,
 }
 
 /// The arguments as Cedar tags (see the module documentation): path → `ArgumentValue`.
@@ -169,6 +173,10 @@ impl PolicyEngine {
                     RestrictedExpression::new_bool(input.task.production),
                 ),
                 ("max_ttl_secs".to_owned(), RestrictedExpression::new_long(0)),
+                (
+                    "egress".to_owned(),
+                    RestrictedExpression::new_bool(input.egress),
+                ),
             ]
             .into_iter()
             .collect(),
@@ -182,6 +190,7 @@ impl PolicyEngine {
             arguments_tags(input.arguments)?,
         )
         .map_err(|e| e.to_string())?;
+        let history = super::history::history_entity(&input.task.id, input.history.history)?;
         let names: Vec<String> = input.arguments.keys().cloned().collect();
         let mut pairs = vec![
             ("task".to_owned(), Self::task_record(input.task)?),
@@ -199,6 +208,14 @@ impl PolicyEngine {
             ),
             ("argument_names".to_owned(), set_of(&names)),
             ("arguments_digest".to_owned(), s(input.arguments_digest)),
+            (
+                "history".to_owned(),
+                super::history::history_ref(&input.task.id),
+            ),
+            (
+                "budget".to_owned(),
+                super::history::budget_record(&input.history)?,
+            ),
         ];
         if let Some(ip) = input.source_ip {
             pairs.push(("source_ip".into(), s(ip)));
@@ -215,7 +232,7 @@ impl PolicyEngine {
             schema,
         )
         .map_err(|e| e.to_string())?;
-        Ok((req, vec![workload, tool, args]))
+        Ok((req, vec![workload, tool, args, history]))
     }
 
     fn tool_verdict(&self, input: &ToolEvalInput<'_>, approval: &ApprovalContext) -> ActionVerdict {
@@ -332,6 +349,8 @@ impl PolicyEngine {
             now_unix_secs: 0,
             source_ip: Some("127.0.0.1"),
             approval: &approval,
+            egress: true,
+            history: super::HistoryInput::empty(),
         };
         let (_, ents) = Self::tool_request(&input, &approval, Some(&self.schema)).map_err(|e| {
             fail(format!(

@@ -70,6 +70,21 @@ impl Store for MemStore {
     async fn task(&self, _id: &str) -> Result<Option<Task>, StoreError> {
         unimplemented!()
     }
+    async fn counters(
+        &self,
+        _scope: latch_core::history::CounterScope,
+        _subject: &str,
+    ) -> Result<Vec<latch_core::history::CounterRow>, StoreError> {
+        unimplemented!()
+    }
+    async fn live_lease_count(
+        &self,
+        _scope: latch_core::history::CounterScope,
+        _subject: &str,
+        _now: i64,
+    ) -> Result<i64, StoreError> {
+        unimplemented!()
+    }
     async fn tasks_by_owner(&self, _owner_id: &str, _limit: u32) -> Result<Vec<Task>, StoreError> {
         unimplemented!()
     }

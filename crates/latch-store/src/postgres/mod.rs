@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "oauth_records",
         include_str!("../../migrations/postgres/0006_oauth_records.sql"),
     ),
+    (
+        7,
+        "counters",
+        include_str!("../../migrations/postgres/0007_counters.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

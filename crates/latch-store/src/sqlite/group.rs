@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use latch_core::audit::{GENESIS_HASH, chain_hash};
+use latch_core::history::{CounterDelta, CounterScope};
 use latch_core::model::Lease;
 use latch_core::notify::Notification;
 use latch_core::ports::{StoreError, Write, WriteBatch};
@@ -458,6 +459,68 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
             apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
         }
+        Write::Count(_) | Write::RequireLiveBelow { .. } => apply_counting(conn, w)?,
+    }
+    Ok(())
+}
+
+/// The counter writes: capped increments and the live-lease guard.
+fn apply_counting(conn: &Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::Count(deltas) => apply_counters(conn, deltas),
+        Write::RequireLiveBelow {
+            scope,
+            subject,
+            limit,
+            now_unix_secs,
+        } => require_live_below(conn, *scope, subject, *limit, *now_unix_secs),
+        _ => Ok(()),
+    }
+}
+
+/// Fails unless fewer than `limit` leases of the scope are live. One writer: no lock to take;
+/// the count sees every earlier batch of the group.
+fn require_live_below(
+    conn: &Connection,
+    scope: CounterScope,
+    subject: &str,
+    limit: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = match scope {
+        CounterScope::Task => sql::LIVE_LEASES_OF_TASK,
+        CounterScope::Workload => sql::LIVE_LEASES_OF_WORKLOAD,
+    };
+    let live: i64 = conn
+        .prepare_cached(&numbered_for_sqlite(sql))
+        .and_then(|mut s| s.query_row(params![subject, now], |r| r.get(0)))
+        .map_err(|e| write_error("count live leases", &e))?;
+    if live >= limit {
+        return Err(StoreError::LimitReached(scope, "live".into()));
+    }
+    Ok(())
+}
+
+/// Adds each delta to its counter; a cap that would pass fails the batch.
+fn apply_counters(conn: &Connection, deltas: &[CounterDelta]) -> Result<(), StoreError> {
+    for d in deltas {
+        let n = execute(
+            conn,
+            "count",
+            sql::UPSERT_COUNTER,
+            params![
+                d.scope.as_str(),
+                d.subject,
+                d.name,
+                d.window_start,
+                d.by,
+                d.cap,
+                d.at_unix_secs
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::LimitReached(d.scope, d.name.clone()));
+        }
     }
     Ok(())
 }
@@ -593,7 +656,9 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::InsertConsoleSession(_)
         | Write::DeleteConsoleSession { .. }
         | Write::InsertOAuth(_)
-        | Write::UpdateOAuth(_) => {
+        | Write::UpdateOAuth(_)
+        | Write::Count(_)
+        | Write::RequireLiveBelow { .. } => {
             return Ok(());
         }
     };

@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "oauth_records",
         include_str!("../../migrations/sqlite/0006_oauth_records.sql"),
     ),
+    (
+        7,
+        "counters",
+        include_str!("../../migrations/sqlite/0007_counters.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

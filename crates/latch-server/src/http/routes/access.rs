@@ -143,8 +143,14 @@ fn outcome_response(
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
         AccessOutcome::Denied(r) => {
             let code = denial_code(&r.decision);
+            // A used-up budget is a quota (429); every other denial is 403.
+            let status = if code == ErrorCode::BudgetExceeded {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::FORBIDDEN
+            };
             (
-                StatusCode::FORBIDDEN,
+                status,
                 plain("denied", Some(code.as_str().into()), r),
                 "deny",
             )
@@ -165,6 +171,7 @@ fn outcome_response(
               (status = 409, body = ErrorBody, description = "`task_not_open`, `conflict`"),
               (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 422, body = ErrorBody, description = "`unknown_resource`, `unknown_action`: the resource or action is not configured"),
+              (status = 429, body = AccessRefusal, description = "denied `budget_exceeded`: a budget of the task or workload (`[budgets]`) is used up; the reason names it"),
               (status = 502, body = ErrorBody, description = "`provider_failed`: the credential provider failed"),
               (status = 503, body = ErrorBody, description = "`target_unavailable` (the resource's target is down), `store_unavailable`")))]
 pub(crate) async fn request_access(
@@ -214,6 +221,7 @@ pub(crate) async fn get_request(
               (status = 409, body = ErrorBody, description = "`request_not_pending` (denied, or already claimed), `task_not_open` (also a request closed when its task ended), `conflict`"),
               (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 409, body = ErrorBody, description = "`request_expired`: not approved or claimed in time"),
+              (status = 429, body = ErrorBody, description = "`budget_exceeded`: a budget of the task or workload is used up; the request stays approved"),
               (status = 502, body = ErrorBody, description = "`provider_failed`"),
               (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]
 pub(crate) async fn claim_request(

@@ -49,6 +49,7 @@ pub struct RenewBody {
               (status = 409, body = ErrorBody, description = "`lease_not_active`, `task_not_open`, `conflict`"),
               (status = 423, body = ErrorBody, description = "`frozen`: an operator froze grants for this workload, repository or resource (kill switch) until lifted"),
               (status = 422, body = ErrorBody, description = "`ttl_out_of_bounds`: the lease reached its resource's maximum TTL"),
+              (status = 429, body = ErrorBody, description = "`budget_exceeded`: the renewal budget of the task or workload is used up; the lease keeps working until it expires"),
               (status = 502, body = ErrorBody, description = "`provider_failed`"),
               (status = 503, body = ErrorBody, description = "`target_unavailable`, `store_unavailable`")))]
 pub(crate) async fn renew_lease(
