@@ -35,7 +35,7 @@ fn policy_validate_and_test_on_the_examples() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("28 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("29 passed, 0 failed"), "{stdout}");
 }
 
 #[test]

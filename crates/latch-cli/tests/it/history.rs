@@ -67,8 +67,18 @@ async fn a_task_that_held_a_secret_needs_step_up_for_egress_and_renewal_sees_it(
     let r = s.request(&agent, &task, "ci-cache", &["read"], None).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
-    // Renewing the publish credential granted before the taint is a fresh decision with the
-    // current history: refused, and the lease revoked.
+    // Continuous enforcement: the publish credential granted before the taint stopped working
+    // when the secret was granted (not at its next renewal).
+    let publish_value = p.body["credential"]["value"].as_str().unwrap();
+    assert_eq!(s.introspect(publish_value).await["active"], false);
+    let revoked = s.audit("kind=credential.policy_revoked").await;
+    assert!(
+        revoked
+            .iter()
+            .any(|e| e["lease_id"] == publish_lease.as_str()
+                && e["detail"]["policy_ids"] == json!(["tainted-egress-needs-security"])),
+        "{revoked:?}"
+    );
     let rn = s
         .post(
             Some(&agent),
@@ -76,17 +86,7 @@ async fn a_task_that_held_a_secret_needs_step_up_for_egress_and_renewal_sees_it(
             json!({}),
         )
         .await;
-    assert_eq!(rn.status, 403, "{}", rn.body);
-    let leases = s
-        .get(Some(&agent), &format!("/v1/tasks/{task}/leases"))
-        .await;
-    let l = leases
-        .body
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["id"] == publish_lease.as_str());
-    assert_ne!(l.unwrap()["state"], "active", "{}", leases.body);
+    assert_eq!(rn.code(), Some("lease_not_active"), "{}", rn.body);
 
     // A fresh task is clean again: history belongs to the task.
     let t2 = s.open_task(&agent, "sandbox", 600).await;
@@ -117,13 +117,62 @@ async fn a_leaked_credential_marks_the_task_and_further_access_needs_security() 
         "{}",
         r.body
     );
-    let d = s.request(&agent, &task, "ci-cache", &["read"], None).await;
+    // Sensitive access now needs security; the sandbox cache does not.
+    let d = s
+        .request(&agent, &task, "package-registry", &["write"], None)
+        .await;
     assert_eq!(d.status, 202, "{}", d.body);
     assert_eq!(
         d.body["request"]["decision"]["policy_ids"],
         json!(["leaked-task-needs-security"]),
         "{}",
         d.body
+    );
+    let c = s.request(&agent, &task, "ci-cache", &["read"], None).await;
+    assert_eq!(c.status, 201, "{}", c.body);
+}
+
+/// A renewal is a fresh decision with the task's current history: a tool use reported after
+/// the grant is in it.
+#[tokio::test]
+async fn renewal_decides_with_the_current_history() {
+    let s = TestServer::start_with(TestOptions {
+        extra_policies: vec![(
+            "70-tools.cedar".into(),
+            r#"@id("no-cache-after-psql")
+@reason("this task ran psql: the CI cache is off limits")
+forbid (principal, action, resource == Latch::Resource::"ci-cache")
+when { context.history.tools.contains("psql") };"#
+                .into(),
+        )],
+        ..TestOptions::default()
+    })
+    .await;
+    let agent = s.agent("hist-3").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let g = s.request(&agent, &task, "ci-cache", &["read"], None).await;
+    assert_eq!(g.status, 201, "{}", g.body);
+    let lease = g.body["lease"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/leases/{lease}/renew");
+    assert_eq!(s.post(Some(&agent), &path, json!({})).await.status, 200);
+    let r = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/events"),
+            json!({"tool": "psql", "outcome": "ok"}),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let rn = s.post(Some(&agent), &path, json!({})).await;
+    assert_eq!(rn.status, 403, "{}", rn.body);
+    assert_eq!(rn.code(), Some("policy_denied"));
+    assert!(
+        rn.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-cache-after-psql"),
+        "{}",
+        rn.body
     );
 }
 

@@ -88,8 +88,17 @@ impl Broker {
         let outcome = self
             .settle_new_request(ctx, &task, &checked.resource, req, binding)
             .await?;
-        if let (true, AccessOutcome::Denied(r)) = (ends, &outcome) {
-            self.end_task_for_denial(ctx, &task, &r.decision).await?;
+        match &outcome {
+            AccessOutcome::Denied(r) if ends => {
+                self.end_task_for_denial(ctx, &task, &r.decision).await?;
+            }
+            AccessOutcome::Granted(g)
+                if history::grant_changes_history(&view, &checked.resource) =>
+            {
+                self.enforce_on_history_change(&task, Some(&g.lease.id))
+                    .await;
+            }
+            _ => {}
         }
         Ok(outcome)
     }
@@ -545,20 +554,28 @@ impl Broker {
                 let mut r = req.clone();
                 r.decision = decision.clone();
                 let ev = decision_event(now, &caller.id, &r);
-                self.mint(
-                    ctx,
-                    MintPlan {
-                        task: &task,
-                        resource: &resource,
-                        request: r,
-                        row: RequestRow::Stored,
-                        decided: Some(ev),
-                        policy_max_ttl_secs: max_ttl_secs,
-                        params: &req.params,
-                        binding,
-                    },
-                )
-                .await
+                let outcome = self
+                    .mint(
+                        ctx,
+                        MintPlan {
+                            task: &task,
+                            resource: &resource,
+                            request: r,
+                            row: RequestRow::Stored,
+                            decided: Some(ev),
+                            policy_max_ttl_secs: max_ttl_secs,
+                            params: &req.params,
+                            binding,
+                        },
+                    )
+                    .await?;
+                if let AccessOutcome::Granted(g) = &outcome
+                    && history::grant_changes_history(&view, &resource)
+                {
+                    self.enforce_on_history_change(&task, Some(&g.lease.id))
+                        .await;
+                }
+                Ok(outcome)
             }
             other => {
                 let mut r = req.clone();

@@ -255,3 +255,47 @@ fn decision_reason(d: &Decision) -> String {
         other => other.kind().to_owned(),
     }
 }
+
+impl Broker {
+    /// Continuous enforcement on a change of `task`'s history (it was tainted, granted its
+    /// first egress credential, or a credential of it leaked): every other live lease of the
+    /// task is decided again with the current history and revoked if the policies no longer
+    /// allow it (reason `history_changed`). A failure here is logged, not returned: the change
+    /// that triggered it is committed, and renewals decide with the current history anyway.
+    pub(super) async fn enforce_on_history_change(&self, task: &Task, except: Option<&str>) {
+        let result = async {
+            let view = self.history_view(task, self.now()).await?;
+            let mut revoked = 0usize;
+            for l in self.store.leases_by_task(&task.id).await? {
+                if !l.state.is_live() || Some(l.id.as_str()) == except {
+                    continue;
+                }
+                let detail = json!({"trigger": "history_changed"});
+                if self
+                    .enforce_on_lease(task, &l, &view, "history_changed", detail)
+                    .await?
+                {
+                    revoked += 1;
+                }
+            }
+            Ok::<usize, ApiError>(revoked)
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(task_id = %task.id, revoked = n, "history change revoked live leases")
+            }
+            Err(e) => {
+                tracing::warn!(task_id = %task.id, error = %e.message, "re-evaluating a task after a history change failed");
+            }
+        }
+    }
+}
+
+/// Whether granting `resource` changes what policy may conclude from the task's history in a
+/// way that can withdraw other credentials: a new sensitivity, or the first egress grant.
+pub(super) fn grant_changes_history(view: &HistoryView, resource: &Resource) -> bool {
+    !view.task.sensitivities.contains(&resource.sensitivity)
+        || (resource.egress && !view.task.egress)
+}

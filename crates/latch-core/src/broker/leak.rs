@@ -272,6 +272,11 @@ impl Broker {
                     WriteBatch::new().write(Write::Count(vec![d])).audit(ev),
                 )
                 .await?;
+                if let Ok(task) = self.task_unchecked(t).await
+                    && task.state == TaskState::Open
+                {
+                    self.enforce_on_history_change(&task, None).await;
+                }
             }
             None => self.record_event(ctx, ev).await?,
         }

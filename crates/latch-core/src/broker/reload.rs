@@ -48,13 +48,6 @@ impl Broker {
                 let Some(task) = self.store.task(&l.task_id).await? else {
                     continue;
                 };
-                let Some(req) = self.store.request(&l.request_id).await? else {
-                    continue;
-                };
-                let Ok(resource) = self.resource(&l.resource_id).cloned() else {
-                    continue;
-                };
-                let approval = self.approval_context(&req).await?;
                 let view = match views.get(&task.id) {
                     Some(v) => v.clone(),
                     None => {
@@ -63,44 +56,70 @@ impl Broker {
                         v
                     }
                 };
-                let remaining = (l.expires_at_unix_secs - now).max(1);
-                let d = self.decide(&Ask {
-                    task: &task,
-                    workload: &task.owner,
-                    resource: &resource,
-                    actions: &l.actions,
-                    ttl_secs: remaining,
-                    source_ip: req.source_ip.as_deref(),
-                    approval: &approval,
-                    params: &req.params,
-                    history: &view,
-                });
-                if !matches!(d, Decision::Allow { .. }) {
-                    let id = l.id.clone();
-                    let ctx = CallCtx::default();
-                    let ev = AuditEvent::new(
-                        now,
-                        AuditKind::CredentialPolicyRevoked,
-                        BROKER,
-                        d.kind(),
-                    )
-                    .task(&l.task_id)
-                    .lease(&l.id)
-                    .detail(
-                        json!({"policy_ids": d.policy_ids(), "fingerprint": report.fingerprint}),
-                    );
-                    ctx.push(ev);
-                    match self.revoke_lease(&ctx, l, "policy_changed", BROKER).await {
-                        Ok(_) => report.leases_revoked.push(id),
-                        Err(e)
-                            if e.code == ErrorCode::Conflict
-                                || e.code == ErrorCode::LeaseNotActive => {}
-                        Err(e) => return Err(e),
-                    }
+                let detail = json!({"fingerprint": report.fingerprint});
+                if self
+                    .enforce_on_lease(&task, &l, &view, "policy_changed", detail)
+                    .await?
+                {
+                    report.leases_revoked.push(l.id.clone());
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Continuous enforcement of one live lease: decides it again (its task's current history
+    /// `view`, its request's approvals, the TTL it has left) and revokes it when the policies no
+    /// longer allow it (`credential.policy_revoked`, with `detail` added, revocation `reason`).
+    /// Returns whether it was revoked.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub(super) async fn enforce_on_lease(
+        &self,
+        task: &Task,
+        l: &Lease,
+        view: &history::HistoryView,
+        reason: &str,
+        mut detail: serde_json::Value,
+    ) -> Result<bool> {
+        let now = self.now();
+        let Some(req) = self.store.request(&l.request_id).await? else {
+            return Ok(false);
+        };
+        let Ok(resource) = self.resource(&l.resource_id).cloned() else {
+            return Ok(false);
+        };
+        let approval = self.approval_context(&req).await?;
+        let d = self.decide(&Ask {
+            task,
+            workload: &task.owner,
+            resource: &resource,
+            actions: &l.actions,
+            ttl_secs: (l.expires_at_unix_secs - now).max(1),
+            source_ip: req.source_ip.as_deref(),
+            approval: &approval,
+            params: &req.params,
+            history: view,
+        });
+        if matches!(d, Decision::Allow { .. }) {
+            return Ok(false);
+        }
+        detail["policy_ids"] = json!(d.policy_ids());
+        let ctx = CallCtx::default();
+        ctx.push(
+            AuditEvent::new(now, AuditKind::CredentialPolicyRevoked, BROKER, d.kind())
+                .task(&l.task_id)
+                .lease(&l.id)
+                .detail(detail),
+        );
+        match self.revoke_lease(&ctx, l.clone(), reason, BROKER).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code == ErrorCode::Conflict || e.code == ErrorCode::LeaseNotActive => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Records that a policy reload was refused (the old set stays in force).
