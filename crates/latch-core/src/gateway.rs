@@ -45,6 +45,9 @@ pub struct GatewayTool {
     /// The tool's JSON Schema for its arguments, as the upstream declares it.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub input_schema: Value,
+    /// Whether its upstream is marked `egress` (`resource.egress` in policy).
+    #[serde(default)]
+    pub egress: bool,
 }
 
 /// How an upstream call ended when it did not answer with a result.

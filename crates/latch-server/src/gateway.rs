@@ -191,6 +191,7 @@ impl Upstream {
                 tool: t.name.to_string(),
                 description: t.description.map(|d| d.to_string()),
                 input_schema: Value::Object((*t.input_schema).clone()),
+                egress: self.config.egress,
             });
         }
         Ok(out)

@@ -375,3 +375,63 @@ async fn gateway_over_stdio_latch_mcp_with_python_sdk_upstreams() {
     check(&s, &up, "stdio").await;
     let _ = up.http.kill().await;
 }
+
+/// History reaches the gateway: once the task held a secret, a call to a tool of an upstream
+/// marked `egress` needs step-up (the example taint rule), while other upstreams still answer.
+#[tokio::test]
+async fn a_tainted_task_needs_step_up_for_an_egress_upstream_tool() {
+    if !sdk_available() {
+        return;
+    }
+    let mut up = upstreams().await;
+    let config = up
+        .config
+        .replacen("name = \"web\"\n", "name = \"web\"\negress = true\n", 1);
+    let s = TestServer::start_with(TestOptions {
+        extra_config: config,
+        ..Default::default()
+    })
+    .await;
+    let agent = s.agent("gw-taint").await;
+    let sam = s.human("sam", &["security"]).await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let calls = format!("/v1/tasks/{task}/tool-calls");
+    let web = json!({"tool": "web__query", "arguments": {"query": "select 1"}});
+    let a = s.post(Some(&agent), &calls, web.clone()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // Taint the task: the secret needs security, then is claimed.
+    let v = s
+        .request(&agent, &task, "sandbox-vault", &["read"], None)
+        .await;
+    assert_eq!(v.status, 202, "{}", v.body);
+    let rid = v.body["request"]["id"].as_str().unwrap();
+    let ok = s
+        .post(
+            Some(&sam),
+            &format!("/v1/approvals/{rid}/approve"),
+            json!({"digest": v.body["request"]["digest"], "reason": "ok"}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let c = s
+        .post(
+            Some(&agent),
+            &format!("/v1/tasks/{task}/requests/{rid}/claim"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+
+    let b = s.post(Some(&agent), &calls, web).await;
+    assert_eq!(b.status, 202, "{}", b.body);
+    assert!(
+        b.body.to_string().contains("tainted-egress-needs-security"),
+        "{}",
+        b.body
+    );
+    let local = json!({"tool": "local__query", "arguments": {"query": "select 1"}});
+    let l = s.post(Some(&agent), &calls, local).await;
+    assert_eq!(l.status, 200, "{}", l.body);
+    let _ = up.http.kill().await;
+}

@@ -223,7 +223,7 @@ impl Broker {
             now_unix_secs: self.now(),
             source_ip: ctx.source_ip.as_deref(),
             approval,
-            egress: false,
+            egress: f.tool.egress,
             history: f.history.input(&self.settings.budgets),
         })
     }

@@ -79,6 +79,11 @@ pub struct UpstreamConfig {
     /// The credential Latch presents to the upstream.
     #[serde(default)]
     pub credential: Option<UpstreamCredentialConfig>,
+    /// Data can leave through its tools (an external API, publishing): policy reads
+    /// `resource.egress` on its `Latch::Tool`s (the example policies hold them back for step-up
+    /// in a tainted task).
+    #[serde(default)]
+    pub egress: bool,
 }
 
 fn default_call_timeout() -> Duration {
