@@ -31,9 +31,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
 /// Whose counter: a task's or a workload's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub enum CounterScope {
     /// Subject is a task id.
     Task,
@@ -96,6 +100,7 @@ pub fn window_start(now_unix_secs: i64, len: i64) -> i64 {
 /// The limits of one budget scope (`[budgets.task]` or `[budgets.workload]`); `None` is no
 /// limit. Counts are inclusive: `max_grants = 3` allows three grants.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct BudgetLimits {
     /// Most credentials granted (per task; per workload, per `window_secs`).
     pub max_grants: Option<i64>,
@@ -122,6 +127,7 @@ impl BudgetLimits {
 
 /// Budgets of tasks and of workloads (`[budgets]` in `latch.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Budgets {
     /// Per task.
     pub task: BudgetLimits,
@@ -204,9 +210,27 @@ impl BudgetBreach {
     }
 }
 
+/// A task's history and the budgets it is held to, as `GET /v1/tasks/{id}/history` shows
+/// them: what policy sees (`context.history`, `context.budget`).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HistoryReport {
+    /// The task.
+    pub task_id: String,
+    /// Its history (live leases counted when a task live-lease budget is set).
+    pub history: TaskHistory,
+    /// Whether it is tainted (held a `secret` credential).
+    pub tainted: bool,
+    /// The configured budgets.
+    pub budgets: Budgets,
+    /// The task owner's usage in the current workload windows (zero without workload budgets).
+    pub workload_usage: Usage,
+}
+
 /// What one scope has used, as the budgets count it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Usage {
     /// Grants (a task: ever; a workload: in the current budget window).
     pub grants: i64,
@@ -223,6 +247,7 @@ pub struct Usage {
 /// `latch policy test` case it is given as `history = { sensitivities = ["secret"], … }`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct TaskHistory {
     /// Counts of the task (grants, renewals, this minute's grants, live leases if counted).
     pub usage: Usage,

@@ -88,6 +88,15 @@ async fn a_task_that_held_a_secret_needs_step_up_for_egress_and_renewal_sees_it(
         .await;
     assert_eq!(rn.code(), Some("lease_not_active"), "{}", rn.body);
 
+    // What policy sees, over the API.
+    let h = s
+        .get(Some(&agent), &format!("/v1/tasks/{task}/history"))
+        .await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(h.body["tainted"], true, "{}", h.body);
+    assert_eq!(h.body["history"]["grant_counts"]["sandbox-vault:read"], 1);
+    assert_eq!(h.body["history"]["egress"], true);
+
     // A fresh task is clean again: history belongs to the task.
     let t2 = s.open_task(&agent, "sandbox", 600).await;
     let p3 = s
@@ -214,6 +223,12 @@ async fn task_budgets_deny_with_budget_exceeded_and_hold_across_a_restart() {
         c.body["request"]["decision"]["reasons"],
         json!(["task budget max_grants (2) reached"])
     );
+    let h = s
+        .get(Some(&agent), &format!("/v1/tasks/{task}/history"))
+        .await;
+    assert_eq!(h.body["budgets"]["task"]["max_grants"], 2, "{}", h.body);
+    assert_eq!(h.body["history"]["usage"]["grants"], 2, "{}", h.body);
+    assert_eq!(h.body["history"]["usage"]["renewals"], 1, "{}", h.body);
     let ev = s.audit("kind=request.decided&outcome=deny").await;
     assert!(!ev.is_empty(), "the budget denial is audited");
 }

@@ -299,3 +299,26 @@ pub(super) fn grant_changes_history(view: &HistoryView, resource: &Resource) -> 
     !view.task.sensitivities.contains(&resource.sensitivity)
         || (resource.egress && !view.task.egress)
 }
+
+impl Broker {
+    /// The history of a task the caller owns and the budgets it is held to: what policy sees
+    /// when the task asks next.
+    ///
+    /// # Errors
+    /// `task_not_found`, `store_unavailable`.
+    pub async fn task_history(
+        &self,
+        caller: &Workload,
+        task_id: &str,
+    ) -> Result<crate::history::HistoryReport> {
+        let task = self.owned_task(caller, task_id).await?;
+        let view = self.history_view(&task, self.now()).await?;
+        Ok(crate::history::HistoryReport {
+            task_id: task.id,
+            tainted: view.task.tainted(),
+            history: view.task,
+            budgets: self.settings.budgets,
+            workload_usage: view.workload,
+        })
+    }
+}

@@ -26,7 +26,7 @@ use crate::http::routes::{
 #[openapi(
     info(title = "Latch", description = "Just-in-time access broker for AI agents and workloads"),
     paths(health::healthz, health::readyz, health::metrics_endpoint, health::jwks, openapi_json, ca::ssh_ca, ca::ssh_krl, ca::x509_ca, ca::x509_crl, ca::spiffe_bundle,
-          resources::list_resources, tasks::open_task, tasks::list_tasks, tasks::get_task, tasks::complete_task, tasks::cancel_task,
+          resources::list_resources, tasks::open_task, tasks::list_tasks, tasks::get_task, tasks::task_history, tasks::complete_task, tasks::cancel_task,
           access::request_access, access::get_request, access::claim_request, leases::task_leases,
           leases::renew_lease, leases::revoke_lease, approvals::pending, approvals::approve, approvals::deny,
           introspection::introspect, introspection::oauth_revoke, audit::audit, audit::audit_export,

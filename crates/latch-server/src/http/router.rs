@@ -73,6 +73,7 @@ pub fn router(
         .route("/v1/login/config", get(login::login_config))
         .route("/v1/tasks", post(tasks::open_task).get(tasks::list_tasks))
         .route("/v1/tasks/{id}", get(tasks::get_task))
+        .route("/v1/tasks/{id}/history", get(tasks::task_history))
         .route("/v1/tasks/{id}/complete", post(tasks::complete_task))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel_task))
         .route("/v1/tasks/{id}/requests", post(access::request_access))

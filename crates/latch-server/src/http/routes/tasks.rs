@@ -65,6 +65,23 @@ pub(crate) async fn get_task(
     Ok(Json(r?))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/history", security(("bearer" = [])), params(("id" = String, Path, description = "task id", pattern = "^task_[0-9a-f]{32}$")),
+    responses((status = 200, body = latch_core::history::HistoryReport, description = "the task's history and budgets, as policy sees them (`context.history`, `context.budget`)"),
+              (status = 403, body = ErrorBody, description = "`wrong_principal_kind`: a human token"),
+              (status = 404, body = ErrorBody, description = "`task_not_found` (also for tasks of other workloads or runs)")))]
+pub(crate) async fn task_history(
+    State(s): State<AppState>,
+    Extension(m): Extension<ReqMeta>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<latch_core::history::HistoryReport>> {
+    let r = as_workload(&s, &m, &headers, async |_ctx: &CallCtx, w| {
+        s.broker.task_history(&w, &id).await
+    })
+    .await;
+    Ok(Json(r?))
+}
+
 async fn end_task(
     s: AppState,
     m: ReqMeta,
