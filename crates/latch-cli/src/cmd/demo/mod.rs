@@ -5,6 +5,7 @@
 
 mod console;
 pub(crate) mod gateway;
+mod history;
 
 use serde_json::{Value, json};
 
@@ -232,6 +233,7 @@ async fn script(s: &mut Script, anon: &Client, upstream_secret: &str) -> Result<
     let who = identities(s, anon).await?;
     let (sandbox, cache) = sandbox_steps(s, anon, &who.agent).await?;
     gateway::gateway_step(s, &who.agent, &who.auditor, &sandbox, upstream_secret).await?;
+    history::history_step(s, anon, &who.agent).await?;
     let (prod, pending) = production_request(s, &who.agent).await?;
     approval_steps(s, anon, &who, &pending).await?;
     let rid = pending.id;
