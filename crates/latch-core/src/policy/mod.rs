@@ -34,6 +34,7 @@ use crate::model::{Decision, DenyCode, GroupQuorum, Resource, Task, Workload};
 
 mod case;
 mod decide;
+mod summary;
 mod tool;
 pub use case::PolicyTestCase;
 pub(crate) use decide::quorum_context;
