@@ -47,6 +47,7 @@ mod policy;
 mod providers;
 mod proxy;
 mod replicas;
+mod report;
 mod repo_identity;
 mod restart;
 mod revocation;

@@ -26,14 +26,15 @@ pub struct WindowAsk {
 }
 
 impl Broker {
-    /// The window `ask` names, with defaults applied: `to` defaults to now and is clamped to it
-    /// (nothing is recorded in the future), `from` defaults to 30 days before `to`.
+    /// The window `ask` names, with defaults applied: `to` defaults to the end of the current
+    /// second (records of this second included) and is clamped to it (nothing is recorded in
+    /// the future), `from` defaults to 30 days before `to`.
     ///
     /// # Errors
     /// `invalid_window` when `from` is not before `to`, or they are more than 366 days apart.
     pub fn report_window(&self, ask: WindowAsk) -> Result<(i64, i64)> {
-        let now = self.now();
-        let to = ask.to_unix_secs.unwrap_or(now).min(now);
+        let end = self.now().saturating_add(1);
+        let to = ask.to_unix_secs.unwrap_or(end).min(end);
         let from = ask
             .from_unix_secs
             .unwrap_or_else(|| to.saturating_sub(DEFAULT_REPORT_WINDOW_SECS));
@@ -134,6 +135,7 @@ impl Broker {
         config.production_environments = self.settings.production_environments.clone();
         config.admin_groups = self.settings.admin_groups.clone();
         config.task_max_ttl_secs = self.settings.task_max_ttl_secs;
+        config.public_url = self.settings.public_url.clone();
         config.notification_channels = self
             .settings
             .notify

@@ -89,15 +89,18 @@ impl Status {
 /// The catalogue a control belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(rename_all = "snake_case")]
 pub enum Framework {
-    /// OWASP Top 10 for Agentic Applications 2026.
+    /// OWASP Top 10 for Agentic Applications 2026 (`owasp_agentic_2026`).
+    #[serde(rename = "owasp_agentic_2026")]
     OwaspAgentic2026,
-    /// OWASP Non-Human Identities Top 10 2025.
+    /// OWASP Non-Human Identities Top 10 2025 (`owasp_nhi_2025`).
+    #[serde(rename = "owasp_nhi_2025")]
     OwaspNhi2025,
-    /// CSA MAESTRO (agentic AI threat modelling), its seven layers.
+    /// CSA MAESTRO (agentic AI threat modelling), its seven layers (`csa_maestro`).
+    #[serde(rename = "csa_maestro")]
     CsaMaestro,
-    /// NIST AI Risk Management Framework 1.0 (NIST AI 100-1).
+    /// NIST AI Risk Management Framework 1.0, NIST AI 100-1 (`nist_ai_rmf_1_0`).
+    #[serde(rename = "nist_ai_rmf_1_0")]
     NistAiRmf1,
 }
 

@@ -412,6 +412,7 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         auth_failures: config.auth_failures.settings(),
         notify: config.notify.settings(&config.notifications),
         console_enabled: config.console.enabled,
+        controls: crate::report::control_config(config),
         ..BrokerSettings::default()
     }
 }
