@@ -141,3 +141,6 @@ pub fn control_config(config: &Config) -> ControlConfig {
 fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests;
