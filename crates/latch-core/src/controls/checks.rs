@@ -106,7 +106,7 @@ impl<'a> Facts<'a> {
             .filter(|r| r.decision == "step_up")
             .count();
         let mut out = vec![format!(
-            "policy probes (fingerprint {}): {} production or `secret` resource actions probed; {} need a step-up, {} are permitted without one, {} are denied",
+            "policy probes (fingerprint {}): production or `secret` resource actions probed: {}; needing a step-up: {}; permitted without one: {}; denied: {}",
             self.p.fingerprint,
             self.p.probes.len(),
             held,
@@ -139,7 +139,7 @@ impl<'a> Facts<'a> {
     pub(super) fn grants_line(&self) -> String {
         let g = &self.f.grants;
         format!(
-            "{} credentials granted in the window ({}); {} for production resources, {} of them on requests allowed without step-up; {} after a step-up approval",
+            "credentials granted in the window: {} ({}); for production resources: {}, of them on requests allowed without step-up: {}; after a step-up approval: {}",
             g.total,
             counts_line(&g.by_resource, 8),
             g.production,
@@ -176,7 +176,7 @@ impl<'a> Facts<'a> {
 
     pub(super) fn denials_line(&self) -> String {
         format!(
-            "{} refusals of grants, claims and renewals by reason: {}",
+            "refusals of grants, claims and renewals: {} (by reason: {})",
             self.f.denials.total,
             counts_line(&self.f.denials.by_code, 8)
         )
@@ -209,7 +209,7 @@ impl<'a> Facts<'a> {
             None => "no revocation timed".into(),
         };
         format!(
-            "leak reports: {} ({} live Latch credentials revoked, {} already dead, {} unmatched, {} third-party secrets, {} tasks cancelled); {ttr}; {} not confirmed revoked in the window",
+            "leak reports: {} (live Latch credentials revoked: {}, already dead: {}, unmatched: {}, third-party secrets: {}, tasks cancelled: {}); {ttr}; not confirmed revoked in the window: {}",
             l.reported,
             l.revoked,
             l.inactive,
@@ -223,7 +223,7 @@ impl<'a> Facts<'a> {
     pub(super) fn revocation_line(&self) -> String {
         let r = &self.f.revocations;
         format!(
-            "revocations confirmed: {} (by reason: {}); failed attempts: {} on {} leases, {} still unconfirmed in the window; {} revoked by a policy reload",
+            "revocations confirmed: {} (by reason: {}); failed attempts: {} (leases: {}), still unconfirmed in the window: {}; revoked by a policy reload: {}",
             r.revoked,
             counts_line(&r.by_reason, 6),
             r.failed_attempts,
@@ -236,7 +236,7 @@ impl<'a> Facts<'a> {
     pub(super) fn tasks_line(&self) -> String {
         let t = &self.f.tasks;
         format!(
-            "tasks: {} opened by {} workloads ({} in production, {} on behalf of a human); {} completed, {} cancelled, {} expired",
+            "tasks opened: {} (distinct workload principals: {}; in production: {}; on behalf of a human: {}); completed: {}, cancelled: {}, expired: {}",
             t.opened,
             t.workloads,
             t.production,
@@ -324,7 +324,7 @@ impl<'a> Facts<'a> {
 
     pub(super) fn sender_line(&self) -> String {
         format!(
-            "{} of {} credentials granted were sender-constrained (DPoP `cnf.jkt`), {} carried a delegation (`act`); DPoP nonces {}",
+            "credentials granted sender-constrained (DPoP `cnf.jkt`): {} of {}; with a delegation (`act`): {}; DPoP nonces {}",
             self.f.grants.sender_constrained,
             self.f.grants.total,
             self.f.grants.delegated,

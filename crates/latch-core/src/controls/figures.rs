@@ -382,7 +382,7 @@ impl FigureFold {
             AuditKind::LeakDetected => self.leak(e),
             AuditKind::ToolCalled => self.tool_called(e),
             AuditKind::ToolUsed => self.f.tools.reported_uses += 1,
-            AuditKind::AuthFailed => bump(&mut self.f.auth_failures, &e.outcome),
+            AuditKind::AuthFailed => self.auth_failed(e),
             AuditKind::FreezeEngaged => self.f.freezes_engaged += 1,
             AuditKind::FreezeLifted => self.f.freezes_lifted += 1,
             AuditKind::OperatorActed => self.f.operator_actions += 1,
@@ -396,6 +396,23 @@ impl FigureFold {
                 self.f.audit_reads += 1;
             }
             _ => {}
+        }
+    }
+
+    /// A failure recorded on its own counts once under its code; a window's summary
+    /// (`repeated`) adds, per code, the failures beyond the first (which had its own record).
+    fn auth_failed(&mut self, e: &AuditEvent) {
+        if e.outcome != "repeated" {
+            bump(&mut self.f.auth_failures, &e.outcome);
+            return;
+        }
+        if let Some(codes) = e.detail.get("codes").and_then(Value::as_object) {
+            for (code, n) in codes {
+                let extra = n.as_u64().unwrap_or(0).saturating_sub(1);
+                if extra > 0 {
+                    *self.f.auth_failures.entry(code.clone()).or_default() += extra;
+                }
+            }
         }
     }
 

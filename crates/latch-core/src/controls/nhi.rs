@@ -259,7 +259,7 @@ fn reuse(x: &Facts<'_>) -> Control {
         .map(|(a, ids)| format!("`{a}`: {}", ids.join(", ")))
         .collect();
     let mut ev = vec![format!(
-        "{} credentials granted for {} tasks opened by {} workloads: each credential belongs to one lease of one task",
+        "credentials granted: {}, tasks opened: {}, distinct workload principals: {}; each credential belongs to one lease of one task",
         x.f.grants.total, x.f.tasks.opened, x.f.tasks.workloads
     )];
     if !shared.is_empty() {

@@ -33,7 +33,7 @@ fn govern_1_4(x: &Facts<'_>) -> Control {
         "fails when no policy is loaded; partial when a policy reload was refused in the window (the running set differs from the files); passes otherwise (policy as code, fingerprinted, reloads audited)",
         vec![
             format!(
-                "{} Cedar policies loaded (fingerprint {}), default deny",
+                "Cedar policies loaded: {} (fingerprint {}), default deny",
                 x.p.policies, x.p.fingerprint
             ),
             format!(
@@ -64,7 +64,7 @@ fn govern_1_6(x: &Facts<'_>) -> Control {
         vec![
             x.tasks_line(),
             format!(
-                "{} resources configured; without an owner: {}",
+                "resources configured: {}; without an owner: {}",
                 x.resources.len(),
                 if unowned.is_empty() {
                     "none".to_owned()
