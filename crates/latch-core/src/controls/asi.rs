@@ -161,7 +161,7 @@ fn cascading(x: &Facts<'_>) -> Control {
     .with(
         grade(&[unconfirmed], &[no_admin]),
         "fails when revocations failed and were not confirmed within the window (credentials may outlive their task); partial when no admin group can engage the kill switch; passes otherwise",
-        vec![x.revocation_line(), x.kill_switch_line()],
+        vec![x.revocation_line(), x.kill_switch_line(), x.budgets_line()],
     )
 }
 
@@ -193,6 +193,11 @@ fn rogue_agents(x: &Facts<'_>) -> Control {
     .with(
         grade(&[no_admin, leak_open], &[]),
         "fails when no admin group can engage the kill switch or a leaked credential was not confirmed revoked within the window; passes otherwise",
-        vec![x.kill_switch_line(), x.leak_line(), x.tasks_line()],
+        vec![
+            x.kill_switch_line(),
+            x.leak_line(),
+            x.tasks_line(),
+            x.signals_line(),
+        ],
     )
 }

@@ -304,6 +304,24 @@ impl<'a> Facts<'a> {
         )
     }
 
+    pub(super) fn budgets_line(&self) -> String {
+        format!(
+            "per-task and per-workload budgets: {}",
+            if self.c.budgets_configured {
+                "configured"
+            } else {
+                "not configured"
+            }
+        )
+    }
+
+    pub(super) fn signals_line(&self) -> String {
+        format!(
+            "Shared Signals (SSF/CAEP): receivers {}, transmitters {}",
+            self.c.ssf_receivers, self.c.ssf_transmitters
+        )
+    }
+
     pub(super) fn issuers_line(&self) -> String {
         if self.c.issuers.is_empty() {
             return "no identity issuer is configured".into();

@@ -213,6 +213,11 @@ fn manage_4_3(x: &Facts<'_>) -> Control {
             &[x.c.audit_sinks.is_empty()],
         ),
         "fails when a leaked credential was not confirmed revoked within the window; partial when no audit sink streams incidents off the broker; passes otherwise",
-        vec![x.leak_line(), x.revocation_line(), x.audit_line()],
+        vec![
+            x.leak_line(),
+            x.revocation_line(),
+            x.audit_line(),
+            x.signals_line(),
+        ],
     )
 }
