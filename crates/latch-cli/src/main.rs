@@ -115,6 +115,14 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Reports (admin token): `controls`, the control evidence report (OWASP agentic and
+    /// non-human-identity lists, CSA MAESTRO, NIST AI RMF) as Markdown, HTML or JSON.
+    Report {
+        #[command(subcommand)]
+        cmd: cmd::report::ReportCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Policies: validate, test.
     Policy {
         #[command(subcommand)]
@@ -240,6 +248,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Lease { cmd, conn } => cmd::lease::run(cmd, &conn).await,
         Cmd::Admin { cmd, conn } => cmd::admin::run(cmd, &conn).await,
         Cmd::Audit { cmd, conn } => cmd::audit::run(cmd, &conn.client(), conn.json).await,
+        Cmd::Report { cmd, conn } => cmd::report::run(cmd, &conn).await,
         Cmd::Policy { cmd } => cmd::policy::run(cmd),
         Cmd::Exec { args, conn } => cmd::exec::run(args, &conn).await,
         Cmd::Mcp { conn } => cmd::mcp::run(conn).await,

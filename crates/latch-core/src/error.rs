@@ -81,6 +81,9 @@ pub enum ErrorCode {
     /// The MCP gateway offers no tool by this name (`<upstream>__<tool>`, see
     /// `GET /v1/gateway/tools`).
     UnknownTool,
+    /// A report's window is empty, reversed or longer than allowed (`from` must be before
+    /// `to`, at most 366 days apart).
+    InvalidWindow,
     /// A gateway tool call named no task: set one with `open_task` in the MCP session, or
     /// send `_meta["latch/task_id"]` with the call.
     TaskRequired,
@@ -211,6 +214,7 @@ impl ErrorCode {
             UnknownLease => "unknown_lease",
             ApprovalDigestMismatch => "approval_digest_mismatch",
             UnknownTool => "unknown_tool",
+            InvalidWindow => "invalid_window",
             TaskRequired => "task_required",
             PolicyDenied => "policy_denied",
             EnvironmentSeparation => "environment_separation",
@@ -281,7 +285,8 @@ impl ErrorCode {
             | UnknownLease
             | TaskIdentityMismatch
             | ApprovalDigestMismatch
-            | UnknownTool => 422,
+            | UnknownTool
+            | InvalidWindow => 422,
             TaskRequired => 400,
             PolicyDenied
             | EnvironmentSeparation

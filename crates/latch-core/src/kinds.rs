@@ -203,6 +203,10 @@ string_enum! {
         OAuthGrantRevoked => "oauth.grant_revoked",
         /// A human refused an MCP client on the consent page. Outcome `denied`.
         OAuthConsentDenied => "oauth.consent_denied",
+        /// An operator generated the control evidence report (`detail`: window, format).
+        /// Recorded before the checkpoint the report cites, so the report is in the trail it
+        /// covers. Outcome `ok`.
+        ReportGenerated => "report.generated",
     }
 }
 

@@ -16,6 +16,7 @@ pub mod broker;
 pub mod clock;
 pub mod console;
 pub mod console_session;
+pub mod controls;
 pub mod credential_format;
 pub mod digest;
 pub mod error;

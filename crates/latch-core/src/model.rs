@@ -273,7 +273,7 @@ impl DenyCode {
     /// (rows written by older brokers): the code is recovered from the reasons the deciding
     /// code wrote then, and anything else is a policy denial. Every denial written since
     /// carries `code`, so no new data is ever classified by its reason text.
-    fn of_legacy_row(policy_ids: &[String], reasons: &[String]) -> Self {
+    pub(crate) fn of_legacy_row(policy_ids: &[String], reasons: &[String]) -> Self {
         let any_starts_with = |prefix: &str| reasons.iter().any(|r| r.starts_with(prefix));
         if !policy_ids.is_empty() {
             Self::PolicyDenied

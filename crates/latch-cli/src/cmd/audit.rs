@@ -527,7 +527,8 @@ async fn export(
     c.get_text(&path).await
 }
 
-fn urlencode(s: &str) -> String {
+/// `s` percent-encoded for a query string (unreserved characters kept).
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

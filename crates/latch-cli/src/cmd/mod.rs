@@ -19,6 +19,7 @@ pub(crate) mod login;
 pub(crate) mod mcp;
 pub(crate) mod policy;
 pub(crate) mod proxy;
+pub(crate) mod report;
 pub(crate) mod request;
 pub(crate) mod resources;
 pub(crate) mod scan;

@@ -49,6 +49,7 @@ mod providers;
 mod proxy;
 mod replicas;
 mod repo_identity;
+mod report;
 mod restart;
 mod revocation;
 mod revocation_lists;

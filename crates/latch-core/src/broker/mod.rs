@@ -43,6 +43,7 @@ mod cache;
 mod call;
 mod catalog;
 mod console;
+mod controls;
 mod exchange;
 mod freezes;
 mod gateway;
@@ -65,6 +66,7 @@ pub use approvals::PendingView;
 pub use cache::CacheState;
 pub use call::{CallCtx, PeerSvid};
 pub use catalog::ResourceInfo;
+pub use controls::{DEFAULT_REPORT_WINDOW_SECS, MAX_REPORT_WINDOW_SECS, WindowAsk};
 pub use exchange::{
     AUTHZ_DETAILS_TYPE, ExchangeError, ExchangeOutcome, ExchangeParties, ExchangeRequest,
     LatchAccessDetail, auth_req_id,
@@ -154,6 +156,8 @@ pub struct BrokerSettings {
     pub oauth: crate::oauth_grant::OAuthGrantSettings,
     /// Budgets of tasks and workloads (`[budgets]`; none by default).
     pub budgets: crate::history::Budgets,
+    /// The configuration facts the control report reads (`latch report controls`).
+    pub controls: crate::controls::ControlConfig,
 }
 
 impl Default for BrokerSettings {
@@ -181,6 +185,7 @@ impl Default for BrokerSettings {
             notify: crate::notify::NotifySettings::default(),
             oauth: crate::oauth_grant::OAuthGrantSettings::default(),
             budgets: crate::history::Budgets::default(),
+            controls: crate::controls::ControlConfig::default(),
         }
     }
 }
@@ -701,10 +706,10 @@ impl Broker {
 }
 
 fn decision_event(now: i64, actor: &str, req: &AccessRequest) -> AuditEvent {
-    let (reasons, groups, max_ttl) = match &req.decision {
-        Decision::Deny { reasons, .. } => (reasons.clone(), vec![], None),
-        Decision::StepUp { groups, .. } => (vec![], groups.clone(), None),
-        Decision::Allow { max_ttl_secs, .. } => (vec![], vec![], *max_ttl_secs),
+    let (reasons, groups, max_ttl, code) = match &req.decision {
+        Decision::Deny { reasons, code, .. } => (reasons.clone(), vec![], None, Some(*code)),
+        Decision::StepUp { groups, .. } => (vec![], groups.clone(), None, None),
+        Decision::Allow { max_ttl_secs, .. } => (vec![], vec![], *max_ttl_secs, None),
     };
     AuditEvent::new(now, AuditKind::RequestDecided, actor, req.decision.kind())
         .task(&req.task_id)
@@ -714,5 +719,7 @@ fn decision_event(now: i64, actor: &str, req: &AccessRequest) -> AuditEvent {
             "policy_ids": req.decision.policy_ids(), "reasons": reasons, "step_up_groups": groups,
             "policy_max_ttl_secs": max_ttl, "state": req.state.as_str(), "digest": req.digest,
             "approvers": req.approvers, "justification": req.justification,
+            // The denial's stable code (records before it existed: the legacy reason rule).
+            "code": code,
         }))
 }

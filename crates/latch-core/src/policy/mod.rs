@@ -41,6 +41,7 @@ mod case;
 mod decide;
 mod entities;
 mod history;
+mod summary;
 mod tool;
 pub use case::PolicyTestCase;
 pub(crate) use decide::quorum_context;

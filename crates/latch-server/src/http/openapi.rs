@@ -36,7 +36,8 @@ use crate::http::routes::{
           crate::http::routes::oauth_as::revoke, crate::http::routes::oauth_as::revoke_grant, scan::scan, proxy::proxy_rules, login::whoami,
           login::login_config,
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
-          admin::engage, admin::lift, gateway::tools, gateway::call_tool),
+          admin::engage, admin::lift, gateway::tools, gateway::call_tool,
+          crate::http::routes::reports::controls),
     components(schemas(ErrorBody, ErrorDetail, latch_core::broker::ResourceInfo, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
@@ -50,7 +51,8 @@ use crate::http::routes::{
                        latch_core::freeze::Freeze, latch_core::freeze::FreezeScope,
                        latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState,
                        gateway::GatewayTools, gateway::ToolCallResponse,
-                       latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall)),
+                       latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall,
+                       latch_core::controls::ControlReport)),
     modifiers(&Security, &CommonResponses, &DependentRequired)
 )]
 pub struct ApiDoc;

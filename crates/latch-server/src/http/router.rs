@@ -96,6 +96,10 @@ pub fn router(
         .route("/v1/admin/leases/{id}/revoke", post(admin::revoke_lease))
         .route("/v1/admin/freezes", get(admin::freezes).post(admin::engage))
         .route("/v1/admin/freezes/{id}/lift", post(admin::lift))
+        .route(
+            "/v1/admin/reports/controls",
+            get(crate::http::routes::reports::controls),
+        )
         .route("/v1/oauth/introspect", post(introspection::introspect))
         .route("/v1/oauth/revoke", post(introspection::oauth_revoke))
         .route("/v1/audit", get(audit::audit))

@@ -413,6 +413,7 @@ fn broker_settings(config: &Config) -> BrokerSettings {
         notify: config.notify.settings(&config.notifications),
         console_enabled: config.console.enabled,
         budgets: config.budgets.budgets(),
+        controls: crate::report::control_config(config),
         ..BrokerSettings::default()
     }
 }

@@ -6,6 +6,7 @@
 mod console;
 pub(crate) mod gateway;
 mod history;
+mod report;
 
 use serde_json::{Value, json};
 
@@ -200,6 +201,9 @@ async fn run_in(dir: &std::path::Path) -> Result<Vec<String>, String> {
     if r.is_ok() {
         r = audit_step(&mut s, &anon).await;
     }
+    if r.is_ok() {
+        r = report::report_step(&mut s, &anon).await;
+    }
     server.shutdown().await;
     if let Ok(db) = &db {
         db.drop_schema().await;
@@ -245,6 +249,7 @@ async fn script(s: &mut Script, anon: &Client, upstream_secret: &str) -> Result<
         renewed,
     };
     end_steps(s, anon, &who.agent, &sandbox, &prod, &minted).await?;
+    report::leak_step(s, &who.agent).await?;
     audit_trail_step(s, &who.auditor, &prod, &minted).await
 }
 

@@ -14,6 +14,7 @@ pub mod login;
 pub mod oauth;
 pub mod oauth_as;
 pub mod proxy;
+pub mod reports;
 pub mod resources;
 pub mod scan;
 pub mod tasks;
