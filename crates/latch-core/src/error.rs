@@ -111,6 +111,10 @@ pub enum ErrorCode {
     /// grants per minute) is used up; the reason names which. A per-minute budget frees up in
     /// the next minute; the others only in a new task (or a new budget window).
     BudgetExceeded,
+    /// The task's history changed (a new sensitivity, an egress grant, a leak) between the
+    /// decision and its commit: nothing was granted; ask again and it is decided with the new
+    /// history. The broker retries this itself a few times before answering it.
+    HistoryChanged,
     // --- routing (404 / 405) ---
     /// No such endpoint, or an endpoint this server does not offer (a certificate authority or
     /// the development issuer that is not configured).
@@ -234,6 +238,7 @@ impl ErrorCode {
             NotAdmin => "not_admin",
             Frozen => "frozen",
             BudgetExceeded => "budget_exceeded",
+            HistoryChanged => "history_changed",
             RequestNotPending => "request_not_pending",
             AlreadyVoted => "already_voted",
             RequestExpired => "request_expired",
@@ -300,7 +305,7 @@ impl ErrorCode {
             NotAcceptable => 406,
             OriginNotAllowed => 403,
             TaskNotOpen | TaskEnded | RequestNotPending | AlreadyVoted | LeaseNotActive
-            | FreezeNotActive | Conflict => 409,
+            | FreezeNotActive | Conflict | HistoryChanged => 409,
             RequestExpired => 409,
             RequestTimeout => 408,
             RateLimited | BudgetExceeded => 429,

@@ -67,7 +67,7 @@ pub struct CounterDelta {
     /// Start of the counter's window (Unix seconds); `0` for a counter that never resets. A
     /// stored count from an older window is replaced, not added to.
     pub window_start: i64,
-    /// Amount added (≥ 1).
+    /// Amount added (≥ 0; 0 only creates the row).
     pub by: i64,
     /// The count may not pass this (inclusive) after the increment; `None`: no cap.
     pub cap: Option<i64>,
@@ -265,6 +265,11 @@ pub struct TaskHistory {
     pub tools: BTreeSet<String>,
     /// Number of tool uses.
     pub tool_calls: i64,
+    /// The history's version: bumped in the commit of every change that can withdraw access
+    /// (a new sensitivity, the first egress grant, a leak). Every grant and renewal commits only
+    /// if it is still the version its decision read (counter `version`), so a decision never
+    /// races such a change.
+    pub version: i64,
 }
 
 impl TaskHistory {
@@ -287,6 +292,7 @@ impl TaskHistory {
                 "egress" => h.egress = r.count > 0,
                 "leaked" => h.leaked = r.count > 0,
                 "tool_calls" => h.tool_calls = r.count,
+                "version" => h.version = r.count,
                 _ => {
                     if let Some(v) = n.strip_prefix("resource:") {
                         h.resources.insert(v.to_owned());
@@ -489,10 +495,23 @@ pub fn renewal_deltas(
     at(v, now_unix_secs)
 }
 
-/// The counter increment recording a leaked credential of `task_id` at `now`.
-pub fn leak_delta(task_id: &str, now_unix_secs: i64) -> CounterDelta {
-    let mut d = delta(CounterScope::Task, task_id, "leaked".into(), 0, None);
-    d.at_unix_secs = now_unix_secs;
+/// The counter increments recording a leaked credential of `task_id` at `now` (a change
+/// that can withdraw access: the history's version moves too).
+pub fn leak_deltas(task_id: &str, now_unix_secs: i64) -> Vec<CounterDelta> {
+    at(
+        vec![
+            delta(CounterScope::Task, task_id, "leaked".into(), 0, None),
+            version_delta(task_id, 1),
+        ],
+        now_unix_secs,
+    )
+}
+
+/// The increment of a task's history version by `by` (0 creates the row at task open, so a
+/// guard on it has a row to lock from the first grant on).
+pub fn version_delta(task_id: &str, by: i64) -> CounterDelta {
+    let mut d = delta(CounterScope::Task, task_id, "version".into(), 0, None);
+    d.by = by;
     d
 }
 

@@ -273,6 +273,20 @@ pub enum Write {
     /// what they count. Fails the batch with [`StoreError::LimitReached`] when an increment
     /// would pass its cap. Names are distinct within one write.
     Count(Vec<crate::history::CounterDelta>),
+    /// Writes nothing; fails the batch with [`StoreError::HistoryMoved`] unless the counter holds
+    /// exactly `equals` (a missing row holds 0). Reads under a share lock where the backend
+    /// locks rows, so a concurrent increment of it commits before or after this batch, never
+    /// unseen beside it. Guards a decision against a concurrent change of the task's history.
+    RequireCounter {
+        /// Task or workload.
+        scope: crate::history::CounterScope,
+        /// Task id or workload id.
+        subject: String,
+        /// Counter name.
+        name: String,
+        /// The count the decision read.
+        equals: i64,
+    },
     /// Writes nothing; fails the batch with [`StoreError::LimitReached`] (counter `live`)
     /// unless fewer than `limit` leases of the scope are live (`issuing` or `active`, expiring
     /// after `now_unix_secs`). Checked under a lock on the scope's `live` counter row, so two
@@ -335,6 +349,10 @@ pub enum StoreError {
     /// the limit reached; nothing was written. Carries the scope and counter name.
     #[error("limit reached: {} counter `{}`", .0.as_str(), .1)]
     LimitReached(crate::history::CounterScope, String),
+    /// A [`Write::RequireCounter`] found its counter moved: the history a decision read
+    /// changed before the commit; nothing was written. Decide again.
+    #[error("history changed: {0}")]
+    HistoryMoved(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -346,6 +364,7 @@ impl From<StoreError> for ApiError {
                 crate::ErrorCode::StoreUnavailable,
                 format!("{m}; the change may have been applied: read it back before retrying"),
             ),
+            StoreError::HistoryMoved(m) => ApiError::new(crate::ErrorCode::HistoryChanged, m),
             StoreError::LimitReached(scope, name) => ApiError::new(
                 crate::ErrorCode::BudgetExceeded,
                 format!("{} budget reached (counter `{name}`)", scope.as_str()),

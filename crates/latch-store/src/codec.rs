@@ -42,9 +42,10 @@ pub(crate) fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, Stor
 pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
     match w {
         Write::InsertTask(t) | Write::UpdateTask(t) => encode("task", t),
-        Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
-            Ok(String::new())
-        }
+        Write::RequireTaskOpen { .. }
+        | Write::Count(_)
+        | Write::RequireLiveBelow { .. }
+        | Write::RequireCounter { .. } => Ok(String::new()),
         Write::InsertRequest(r) | Write::UpdateRequest(r) => encode("request", r),
         Write::InsertApproval(a) => encode("approval", a),
         Write::InsertLease(l) | Write::UpdateLease(l) => encode("lease", l),
@@ -165,6 +166,26 @@ pub(crate) fn cas(what: &str, id: &str, rows: u64) -> Result<(), StoreError> {
     } else {
         Ok(())
     }
+}
+
+/// Checks a guarded counter (`Write::RequireCounter`): an error naming it when it moved.
+///
+/// # Errors
+/// [`StoreError::HistoryMoved`].
+pub(crate) fn counter_is(
+    scope: latch_core::history::CounterScope,
+    subject: &str,
+    name: &str,
+    found: i64,
+    expected: i64,
+) -> Result<(), StoreError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(StoreError::HistoryMoved(format!(
+        "the {} history of `{subject}` changed while this was decided (counter `{name}` is {found}, not {expected}); ask again",
+        scope.as_str()
+    )))
 }
 
 /// A sqlx error in words, without anything a row held. Database errors give the server's

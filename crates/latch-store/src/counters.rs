@@ -94,6 +94,34 @@ where
     Ok(())
 }
 
+/// Fails with a conflict unless the counter holds `equals` (a missing row holds 0), read
+/// under a share lock where the backend locks rows.
+///
+/// # Errors
+/// [`StoreError::Conflict`], or a write error.
+pub(crate) async fn require_counter<DB>(
+    tx: &mut Transaction<'static, DB>,
+    (scope, subject, name): (CounterScope, &str, &str),
+    equals: i64,
+) -> Result<(), StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
+{
+    let found: Option<i64> = sqlx::query_scalar::<DB, i64>(DB::COUNTER_VALUE_LOCKED)
+        .bind(scope.as_str())
+        .bind(subject)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| write_error::<DB>("check counter", &e))?;
+    crate::codec::counter_is(scope, subject, name, found.unwrap_or(0), equals)
+}
+
 /// The counters of `scope` and `subject`.
 ///
 /// # Errors

@@ -30,6 +30,8 @@ pub trait Dialect: Database {
     const AUDIT_KIND_FILTER: &'static str;
     /// `(seq, hash)` of the newest audit event, no row when there is none.
     const AUDIT_HEAD: &'static str;
+    /// [`COUNTER_VALUE`] under a share lock where the backend locks rows.
+    const COUNTER_VALUE_LOCKED: &'static str;
     /// Moves a sink cursor forward only (`$1` name, `$2` seq).
     const UPSERT_SINK_CURSOR: &'static str;
     /// Whether leases carry reaper claims ([`CLAIM_DUE_LEASES`]); without them every caller
@@ -215,6 +217,9 @@ pub(crate) const LIVE_LEASES_OF_TASK: &str = "SELECT COUNT(*) FROM leases \
 pub(crate) const LIVE_LEASES_OF_WORKLOAD: &str = "SELECT COUNT(*) FROM leases \
     WHERE task_id IN (SELECT id FROM tasks WHERE owner_id = $1 AND state = 'open') \
     AND state IN ('issuing', 'active') AND expires_at > $2";
+/// One counter's count (`$1` scope, `$2` subject, `$3` name), no row when absent.
+pub(crate) const COUNTER_VALUE: &str =
+    "SELECT count FROM counters WHERE scope = $1 AND subject = $2 AND name = $3";
 /// The counters of a scope and subject (`$1`, `$2`), by name.
 pub(crate) const COUNTERS: &str = "SELECT name, window_start, count FROM counters \
     WHERE scope = $1 AND subject = $2 ORDER BY name";

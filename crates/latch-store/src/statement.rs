@@ -118,7 +118,10 @@ where
         | Write::DeleteConsoleSession { .. }
         | Write::InsertOAuth(_)
         | Write::UpdateOAuth(_) => return side_statement(w, body),
-        Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
+        Write::RequireTaskOpen { .. }
+        | Write::Count(_)
+        | Write::RequireLiveBelow { .. }
+        | Write::RequireCounter { .. } => {
             return None;
         }
     };

@@ -203,6 +203,14 @@ where
             )
             .await;
         }
+        Write::RequireCounter {
+            scope,
+            subject,
+            name,
+            equals,
+        } => {
+            return crate::counters::require_counter(tx, (*scope, subject, name), *equals).await;
+        }
         _ => {}
     }
     if let Write::RequireTaskOpen { task_id, version } = w {

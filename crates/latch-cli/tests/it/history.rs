@@ -349,3 +349,87 @@ async fn two_replicas_granting_at_once_never_pass_the_budget() {
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The taint never loses a race: a secret claimed on one replica while the same task asks for
+/// an egress credential on the other, at the same instant, many times. Whatever the order, the
+/// task never ends up tainted with a live egress credential it got without step-up (the grant
+/// commits only if the history its decision read is still current; otherwise it is decided
+/// again).
+#[tokio::test]
+async fn taint_and_egress_racing_on_two_replicas_never_leave_a_live_egress_credential() {
+    if !service_available("postgres", PG_ADDR) {
+        return;
+    }
+    let db = TempPgDatabase::create("taintrace").await;
+    let (dir, path) = config(&db);
+    let (a, b) = (Replica::spawn(&path), Replica::spawn(&path));
+    let c = Arc::new(Client {
+        http: reqwest::Client::new(),
+    });
+    let agent = agent(&c, &a.base).await;
+    let (st, sam) = c
+        .post(
+            &a.base,
+            "/v1/dev/tokens",
+            None,
+            json!({"kind": "human", "subject": "sam", "groups": ["security"], "ttl_secs": 3600}),
+        )
+        .await;
+    assert_eq!(st, 200, "{sam}");
+    let sam = sam["token"].as_str().unwrap().to_owned();
+    for round in 0..12 {
+        let task = c.open_task(&a.base, &agent, "race", "sandbox").await;
+        let reqs = format!("/v1/tasks/{task}/requests");
+        let (st, v) = c
+            .post(
+                &a.base,
+                &reqs,
+                Some(&agent),
+                json!({"resource": "sandbox-vault", "actions": ["read"], "justification": "key"}),
+            )
+            .await;
+        assert_eq!(st, 202, "{v}");
+        let rid = v["request"]["id"].as_str().unwrap().to_owned();
+        let (st, ok) = c
+            .post(
+                &b.base,
+                &format!("/v1/approvals/{rid}/approve"),
+                Some(&sam),
+                json!({"digest": v["request"]["digest"], "reason": "ok"}),
+            )
+            .await;
+        assert_eq!(st, 200, "{ok}");
+        let claim = {
+            let (c, base, agent, path) = (
+                c.clone(),
+                a.base.clone(),
+                agent.clone(),
+                format!("{reqs}/{rid}/claim"),
+            );
+            tokio::spawn(async move { c.post(&base, &path, Some(&agent), json!({})).await })
+        };
+        let egress = {
+            let (c, base, agent, reqs) = (c.clone(), b.base.clone(), agent.clone(), reqs.clone());
+            tokio::spawn(async move {
+                c.post(&base, &reqs, Some(&agent),
+                    json!({"resource": "package-registry", "actions": ["write"], "justification": "publish"}))
+                    .await
+            })
+        };
+        let (cs, cb) = claim.await.unwrap();
+        assert_eq!(cs, 201, "round {round}: {cb}");
+        let (es, eb) = egress.await.unwrap();
+        if es == 201 {
+            let value = eb["credential"]["value"].as_str().unwrap();
+            assert!(
+                !c.active(&a.base, value).await,
+                "round {round}: a live egress credential in a tainted task: {eb}"
+            );
+        } else {
+            assert_eq!(es, 202, "round {round}: {eb}");
+        }
+    }
+    drop((a, b));
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -169,7 +169,7 @@ impl Client {
         assert_eq!(s, 200, "{b}");
         b["token"].as_str().expect("token").to_owned()
     }
-    async fn active(&self, base: &str, credential: &str) -> bool {
+    pub(super) async fn active(&self, base: &str, credential: &str) -> bool {
         let r = self
             .http
             .post(format!("{base}/v1/oauth/introspect"))

@@ -29,6 +29,8 @@ struct MintPlan<'a> {
     params: &'a serde_json::Value,
     /// What the credential is bound to (DPoP key, actor, subject).
     binding: &'a TokenBinding,
+    /// The history the decision read (its version guards the commit).
+    view: &'a history::HistoryView,
 }
 
 /// A request's input once checked: its resource, sorted distinct actions and clamped TTL.
@@ -65,29 +67,40 @@ impl Broker {
         let checked = self.check_request(&input, binding)?;
         self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request")
             .await?;
-        let now = self.now();
-        let view = self.history_view(&task, now).await?;
-        // A used-up budget denies before policy (the store checks it again in the commit).
-        let breach = self.grant_breach(&view);
-        let decision = match &breach {
-            Some(b) => history::budget_denial(b),
-            None => self.decide(&Ask {
-                task: &task,
-                workload: caller,
-                resource: &checked.resource,
-                actions: &checked.actions,
-                ttl_secs: checked.ttl_secs,
-                source_ip: ctx.source_ip.as_deref(),
-                approval: &ApprovalContext::default(),
-                params: &input.params,
-                history: &view,
-            }),
+        // A grant whose history changed between decision and commit (`history_changed`) is
+        // decided again with the new history, a few times.
+        let mut attempt = 0;
+        let (outcome, view, decision_ends) = loop {
+            attempt += 1;
+            let now = self.now();
+            let view = self.history_view(&task, now).await?;
+            // A used-up budget denies before policy (the store checks it again in the commit).
+            let breach = self.grant_breach(&view);
+            let decision = match &breach {
+                Some(b) => history::budget_denial(b),
+                None => self.decide(&Ask {
+                    task: &task,
+                    workload: caller,
+                    resource: &checked.resource,
+                    actions: &checked.actions,
+                    ttl_secs: checked.ttl_secs,
+                    source_ip: ctx.source_ip.as_deref(),
+                    approval: &ApprovalContext::default(),
+                    params: &input.params,
+                    history: &view,
+                }),
+            };
+            let ends = self.denial_ends_task(&checked.resource, &decision, breach.as_ref());
+            let req = new_request(ctx, &task, caller, &checked, input.clone(), decision, now);
+            match self
+                .settle_new_request(ctx, (&task, &view), &checked.resource, req, binding)
+                .await
+            {
+                Err(e) if e.code == ErrorCode::HistoryChanged && attempt < 4 => continue,
+                r => break (r?, view, ends),
+            }
         };
-        let ends = self.denial_ends_task(&checked.resource, &decision, breach.as_ref());
-        let req = new_request(ctx, &task, caller, &checked, input, decision, now);
-        let outcome = self
-            .settle_new_request(ctx, &task, &checked.resource, req, binding)
-            .await?;
+        let ends = decision_ends;
         match &outcome {
             AccessOutcome::Denied(r) if ends => {
                 self.end_task_for_denial(ctx, &task, &r.decision).await?;
@@ -153,7 +166,7 @@ impl Broker {
     async fn settle_new_request(
         &self,
         ctx: &CallCtx,
-        task: &Task,
+        (task, view): (&Task, &history::HistoryView),
         resource: &Resource,
         mut req: AccessRequest,
         binding: &TokenBinding,
@@ -213,6 +226,7 @@ impl Broker {
                         policy_max_ttl_secs: max_ttl_secs,
                         params: &params,
                         binding,
+                        view,
                     },
                 )
                 .await
@@ -233,6 +247,7 @@ impl Broker {
             policy_max_ttl_secs,
             params,
             binding,
+            view,
         } = plan;
         let now = self.now();
         let (provider, mut lease) =
@@ -253,7 +268,7 @@ impl Broker {
         };
         // The task's history and the budgets, checked again inside the commit (before the
         // lease is inserted, so a live-lease count does not see it).
-        let counters = self.grant_counter_writes(task, resource, &req.actions, now);
+        let counters = self.grant_counter_writes(task, resource, &req.actions, now, view);
         let new_row = row == RequestRow::New;
         if external {
             self.require_target_up(&resource.id)?;
@@ -531,7 +546,34 @@ impl Broker {
         self.refuse_if_frozen(ctx, &task, &resource.id, "claim")
             .await?;
         let approval = self.approval_context(&req).await?;
-        let view = self.history_view(&task, now).await?;
+        // A claim whose history changed between decision and commit (`history_changed`) is
+        // decided again with the new history, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .claim_decided(ctx, caller, (&task, &resource), &req, &approval, binding)
+                .await
+            {
+                Err(e) if e.code == ErrorCode::HistoryChanged && attempt < 4 => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// Decides an approved request again, with its approvals and the task's current history,
+    /// and mints it when allowed (or records the denial).
+    async fn claim_decided(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        (task, resource): (&Task, &Resource),
+        req: &AccessRequest,
+        approval: &ApprovalContext,
+        binding: &TokenBinding,
+    ) -> Result<AccessOutcome> {
+        let now = self.now();
+        let view = self.history_view(task, now).await?;
         if let Some(b) = self.grant_breach(&view) {
             return Err(ApiError::new(
                 ErrorCode::BudgetExceeded,
@@ -539,13 +581,13 @@ impl Broker {
             ));
         }
         let decision = self.decide(&Ask {
-            task: &task,
+            task,
             workload: caller,
-            resource: &resource,
+            resource,
             actions: &req.actions,
             ttl_secs: req.ttl_secs,
             source_ip: ctx.source_ip.as_deref(),
-            approval: &approval,
+            approval,
             params: &req.params,
             history: &view,
         });
@@ -558,21 +600,22 @@ impl Broker {
                     .mint(
                         ctx,
                         MintPlan {
-                            task: &task,
-                            resource: &resource,
+                            task,
+                            resource,
                             request: r,
                             row: RequestRow::Stored,
                             decided: Some(ev),
                             policy_max_ttl_secs: max_ttl_secs,
                             params: &req.params,
                             binding,
+                            view: &view,
                         },
                     )
                     .await?;
                 if let AccessOutcome::Granted(g) = &outcome
-                    && history::grant_changes_history(&view, &resource)
+                    && history::grant_changes_history(&view, resource)
                 {
-                    self.enforce_on_history_change(&task, Some(&g.lease.id))
+                    self.enforce_on_history_change(task, Some(&g.lease.id))
                         .await;
                 }
                 Ok(outcome)

@@ -97,9 +97,21 @@ impl Broker {
         resource: &Resource,
         actions: &[String],
         now: i64,
+        view: &HistoryView,
     ) -> Vec<Write> {
         let b = &self.settings.budgets;
+        // First the history's version: the grant commits only if no change that can withdraw
+        // access committed since its decision read the history (a grant that is itself such a
+        // change moves the version, taking the row lock before checking).
         let mut writes = Vec::new();
+        let mut expected = view.task.version;
+        if grant_changes_history(view, resource) {
+            expected += 1;
+            writes.push(Write::Count(vec![crate::history::version_delta(
+                &task.id, 1,
+            )]));
+        }
+        writes.push(version_guard(&task.id, expected));
         let guards = [
             (CounterScope::Task, &task.id, b.task.max_live_leases),
             (
@@ -180,6 +192,16 @@ impl Broker {
             Err(e) if e.code == ErrorCode::TaskNotOpen || e.code == ErrorCode::Conflict => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The guard that a task's history version is still `expected` at commit.
+pub(super) fn version_guard(task_id: &str, expected: i64) -> Write {
+    Write::RequireCounter {
+        scope: CounterScope::Task,
+        subject: task_id.to_owned(),
+        name: "version".into(),
+        equals: expected,
     }
 }
 

@@ -266,12 +266,9 @@ impl Broker {
             Some(t) => {
                 let mut ev = ev;
                 ev.request_id.clone_from(&ctx.request_id);
-                let d = crate::history::leak_delta(t, self.now());
-                self.commit(
-                    ctx,
-                    WriteBatch::new().write(Write::Count(vec![d])).audit(ev),
-                )
-                .await?;
+                let d = crate::history::leak_deltas(t, self.now());
+                self.commit(ctx, WriteBatch::new().write(Write::Count(d)).audit(ev))
+                    .await?;
                 if let Ok(task) = self.task_unchecked(t).await
                     && task.state == TaskState::Open
                 {

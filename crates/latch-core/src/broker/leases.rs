@@ -152,7 +152,8 @@ impl Broker {
                 "renewals": n.renewals, "credential_hmac": n.credential_hmac}),
             );
         let generation = self.live_generation();
-        self.commit_renewal(ctx, caller, &task, &lease, &n, ev, now)
+        let guard = history::version_guard(&task.id, view.task.version);
+        self.commit_renewal(ctx, caller, (&task, guard), &lease, &n, ev, now)
             .await?;
         self.index_remove(&lease);
         self.index_insert_since(&n, &task, generation);
@@ -217,8 +218,9 @@ impl Broker {
 }
 
 impl Broker {
-    /// Commits renewed lease `n` of `lease` with its audit event `ev` and its counters (capped
-    /// by the renewal budgets, checked again inside the commit).
+    /// Commits renewed lease `n` of `lease` with its audit event `ev`, its counters (capped by
+    /// the renewal budgets, checked again inside the commit) and `guard` (the task's history
+    /// version the decision read).
     #[expect(
         clippy::too_many_arguments,
         reason = "the renewal's parts, each already borrowed by `renew`"
@@ -227,7 +229,7 @@ impl Broker {
         &self,
         ctx: &CallCtx,
         caller: &Workload,
-        task: &Task,
+        (task, guard): (&Task, Write),
         lease: &Lease,
         n: &Lease,
         ev: AuditEvent,
@@ -235,7 +237,9 @@ impl Broker {
     ) -> Result<()> {
         let counted =
             crate::history::renewal_deltas(&task.id, &task.owner.id, &self.settings.budgets, now);
+        // Renewed only if the history its decision read has not changed since.
         let batch = WriteBatch::new()
+            .write(guard)
             .write(Write::Count(counted))
             .write(Write::UpdateLease(n.clone()))
             .audit(ev);

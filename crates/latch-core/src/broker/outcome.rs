@@ -155,9 +155,10 @@ impl Broker {
                 self.store.oauth_record(&r.key()).await.ok()?.as_ref() == Some(r)
             }
             // Guards and counters prove nothing alone; the batch's rows and events decide.
-            Write::RequireTaskOpen { .. } | Write::Count(_) | Write::RequireLiveBelow { .. } => {
-                true
-            }
+            Write::RequireTaskOpen { .. }
+            | Write::Count(_)
+            | Write::RequireLiveBelow { .. }
+            | Write::RequireCounter { .. } => true,
         };
         Some(same)
     }

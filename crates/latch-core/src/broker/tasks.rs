@@ -121,6 +121,11 @@ impl Broker {
             ctx,
             WriteBatch::new()
                 .write(Write::InsertTask(task.clone()))
+                // The history version's row exists from the start, so the first grant's guard
+                // has a row to lock.
+                .write(Write::Count(vec![crate::history::version_delta(
+                    &task.id, 0,
+                )]))
                 .audit(ev),
         )
         .await?;

@@ -43,7 +43,7 @@ fn a_secret_grant_taints_the_task_and_is_counted_by_resource_and_action() {
     let d = grant_deltas(&facts(&actions, "secret", false), &Budgets::default(), 120);
     apply_in_memory(&mut m, &d).unwrap();
     apply_in_memory(&mut m, &tool_deltas("t1", "github__push", 125)).unwrap();
-    apply_in_memory(&mut m, &[leak_delta("t1", 126)]).unwrap();
+    apply_in_memory(&mut m, &leak_deltas("t1", 126)).unwrap();
     let h = TaskHistory::from_rows(&rows_of(&m, CounterScope::Task), 130);
     assert!(h.tainted());
     assert!(h.leaked);
@@ -55,6 +55,7 @@ fn a_secret_grant_taints_the_task_and_is_counted_by_resource_and_action() {
     assert!(h.resources.contains("vault"));
     assert!(h.tools.contains("github__push"));
     assert_eq!(h.tool_calls, 1);
+    assert_eq!(h.version, 1, "the leak moved the history's version");
     // A minute later the rate window has moved on.
     let later = TaskHistory::from_rows(&rows_of(&m, CounterScope::Task), 185);
     assert_eq!(later.usage.grants_this_minute, 0);

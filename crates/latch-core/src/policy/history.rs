@@ -39,6 +39,7 @@ static EMPTY_HISTORY: TaskHistory = TaskHistory {
     leaked: false,
     tools: BTreeSet::new(),
     tool_calls: 0,
+    version: 0,
 };
 
 const NO_USAGE: Usage = Usage {

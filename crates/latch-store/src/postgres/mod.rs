@@ -175,6 +175,8 @@ impl Dialect for Postgres {
     const LABEL: &'static str = "postgres";
     // FOR SHARE: a concurrent end of the task waits for this transaction, and one that
     // committed first makes the row re-checked (and fail) here.
+    const COUNTER_VALUE_LOCKED: &'static str =
+        "SELECT count FROM counters WHERE scope = $1 AND subject = $2 AND name = $3 FOR SHARE";
     const REQUIRE_TASK_OPEN: &'static str =
         "SELECT 1 FROM tasks WHERE id = $1 AND version = $2 AND state = 'open' FOR SHARE";
     // An update ends any reaper claim on the lease.

@@ -459,7 +459,9 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
             apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
         }
-        Write::Count(_) | Write::RequireLiveBelow { .. } => apply_counting(conn, w)?,
+        Write::Count(_) | Write::RequireLiveBelow { .. } | Write::RequireCounter { .. } => {
+            apply_counting(conn, w)?;
+        }
     }
     Ok(())
 }
@@ -474,6 +476,22 @@ fn apply_counting(conn: &Connection, w: &Write) -> Result<(), StoreError> {
             limit,
             now_unix_secs,
         } => require_live_below(conn, *scope, subject, *limit, *now_unix_secs),
+        Write::RequireCounter {
+            scope,
+            subject,
+            name,
+            equals,
+        } => {
+            // One writer: the read sees every earlier batch of the group.
+            let count: Option<i64> = conn
+                .prepare_cached(&numbered_for_sqlite(sql::COUNTER_VALUE))
+                .and_then(|mut s| {
+                    s.query_row(params![scope.as_str(), subject, name], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(|e| write_error("check counter", &e))?;
+            crate::codec::counter_is(*scope, subject, name, count.unwrap_or(0), *equals)
+        }
         _ => Ok(()),
     }
 }
@@ -658,7 +676,8 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::InsertOAuth(_)
         | Write::UpdateOAuth(_)
         | Write::Count(_)
-        | Write::RequireLiveBelow { .. } => {
+        | Write::RequireLiveBelow { .. }
+        | Write::RequireCounter { .. } => {
             return Ok(());
         }
     };

@@ -297,6 +297,7 @@ impl SqlStore<Sqlite> {
 #[async_trait]
 impl Dialect for Sqlite {
     const LABEL: &'static str = "sqlite";
+    const COUNTER_VALUE_LOCKED: &'static str = crate::sql::COUNTER_VALUE;
     const REQUIRE_TASK_OPEN: &'static str =
         "SELECT 1 FROM tasks WHERE id = $1 AND version = $2 AND state = 'open'";
     const UPDATE_LEASE: &'static str = sql::UPDATE_LEASE;
