@@ -269,6 +269,9 @@ pub enum Write {
     InsertOAuth(crate::oauth_grant::OAuthRecord),
     /// Compare-and-set update of an OAuth record (a grant revoked, a code or refresh token used).
     UpdateOAuth(crate::oauth_grant::OAuthRecord),
+    /// Insert the record of a received Security Event Token (its issuer and `jti`); an
+    /// existing key (a replay) is a conflict.
+    InsertReceivedSet(crate::ssf::ReceivedSetRecord),
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -562,6 +565,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes the console sessions that expired before `now_unix_secs`; returns how many.
     async fn purge_console_sessions(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Deletes the received Security Event Token records ([`Write::InsertReceivedSet`]) that
+    /// expired before `now_unix_secs`; returns how many. Stores that keep none answer 0.
+    async fn purge_received_sets(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
         Ok(0)
     }
 }

@@ -189,6 +189,13 @@ pub(crate) const INSERT_OAUTH: &str = "INSERT INTO oauth_records \
 pub(crate) const UPDATE_OAUTH: &str = "UPDATE oauth_records SET kind = $2, grant_id = $3, \
      human_id = $4, expires_at = $5, version = $6, body = $7 WHERE key = $1 AND version = $8";
 
+/// `$1` key, `$2` issuer, `$3` expires, `$4` body.
+pub(crate) const INSERT_RECEIVED_SET: &str = "INSERT INTO ssf_received_sets \
+     (key, issuer, expires_at, body) VALUES ($1, $2, $3, $4)";
+/// `$1` now: records that expired before it.
+pub(crate) const PURGE_RECEIVED_SETS: &str =
+    "DELETE FROM ssf_received_sets WHERE expires_at < $1";
+
 // ------------------------------------------------------------------ reads
 pub(crate) const OAUTH_RECORD: &str = "SELECT body FROM oauth_records WHERE key = $1";
 pub(crate) const CONSOLE_SESSION: &str = "SELECT body FROM console_sessions WHERE id_hmac = $1";

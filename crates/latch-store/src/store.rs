@@ -766,6 +766,22 @@ where
         .await
     }
 
+    async fn purge_received_sets(&self, now: i64) -> Result<u64, StoreError> {
+        self.bounded("purge received sets", async {
+            let mut tx = DB::begin_write(self).await?;
+            let done = sqlx::query::<DB>(sql::PURGE_RECEIVED_SETS)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error::<DB>("purge received sets", &e))?;
+            tx.commit()
+                .await
+                .map_err(|e| write_error::<DB>("commit", &e))?;
+            Ok(DB::rows_affected(&done))
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.bounded("ping", async {
             sqlx::query::<DB>("SELECT 1")

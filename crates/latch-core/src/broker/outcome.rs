@@ -155,6 +155,9 @@ impl Broker {
                 self.store.oauth_record(&r.key()).await.ok()?.as_ref() == Some(r)
             }
             Write::RequireTaskOpen { .. } => true,
+            // Not read back: a received SET whose commit is unknown is answered `503`, and
+            // the transmitter's retry finds its `jti` recorded or not.
+            Write::InsertReceivedSet(_) => return None,
         };
         Some(same)
     }

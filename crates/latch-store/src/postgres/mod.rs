@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "oauth_records",
         include_str!("../../migrations/postgres/0006_oauth_records.sql"),
     ),
+    (
+        8,
+        "ssf_received_sets",
+        include_str!("../../migrations/postgres/0008_ssf_received_sets.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -458,6 +458,14 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
             apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
         }
+        Write::InsertReceivedSet(r) => {
+            execute(
+                conn,
+                "insert received set",
+                sql::INSERT_RECEIVED_SET,
+                params![r.key, r.issuer, r.expires_at_unix_secs, body],
+            )?;
+        }
     }
     Ok(())
 }
@@ -593,7 +601,8 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::InsertConsoleSession(_)
         | Write::DeleteConsoleSession { .. }
         | Write::InsertOAuth(_)
-        | Write::UpdateOAuth(_) => {
+        | Write::UpdateOAuth(_)
+        | Write::InsertReceivedSet(_) => {
             return Ok(());
         }
     };

@@ -54,6 +54,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "oauth_records",
         include_str!("../../migrations/sqlite/0006_oauth_records.sql"),
     ),
+    (
+        8,
+        "ssf_received_sets",
+        include_str!("../../migrations/sqlite/0008_ssf_received_sets.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

@@ -70,7 +70,8 @@ pub struct ReasonBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {
-    /// `{"kind": "all"}`, or `{"kind": "workload" | "repository" | "resource", "value": …}`.
+    /// `{"kind": "all"}`, or `{"kind": "workload" | "repository" | "resource" | "human",
+    /// "value": …}`.
     #[schema(schema_with = scope_schema)]
     pub scope: ScopeBody,
     /// Why (1–1024 characters, not only white space; no control, bidi or zero-width
@@ -114,12 +115,15 @@ fn scope_schema() -> Schema {
         )
         .item(
             ObjectBuilder::new()
-                .property("kind", kind_enum(&["workload", "repository", "resource"]))
+                .property(
+                    "kind",
+                    kind_enum(&["workload", "repository", "resource", "human"]),
+                )
                 .property(
                     "value",
                     latch_core::openapi::described(
                         latch_core::openapi::text(256, true, false),
-                        "The workload id (`iss#sub`), repository (`owner/name`) or resource id.",
+                        "The workload id (`iss#sub`), repository (`owner/name`), resource id, or human id (the `on_behalf_of` of the tasks acting for them; 1–128 ASCII letters, digits and `._@+-`).",
                     ),
                 )
                 .required("kind")
@@ -127,7 +131,7 @@ fn scope_schema() -> Schema {
                 .additional_properties(closed()),
         )
         .description(Some(
-            "What a freeze covers: everything, or one workload, repository or resource.",
+            "What a freeze covers: everything, or one workload, repository, resource or human.",
         ))
         .build();
     Schema::OneOf(one)
