@@ -12,6 +12,7 @@ mod http;
 mod login;
 mod notify;
 mod proxy;
+mod ssf;
 mod targets;
 
 pub use console::ConsoleConfig;
@@ -22,6 +23,7 @@ pub use http::{AuthFailuresConfig, HttpConfig};
 pub use login::{LoginConfig, LoginSettings};
 pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
+pub use ssf::{SsfConfig, SsfReceiverConfig, SsfTransmitterConfig};
 pub use targets::TargetsConfig;
 
 /// The whole configuration file.
@@ -99,6 +101,10 @@ pub struct Config {
     /// The MCP gateway's upstream servers (`[[mcp.upstreams]]`).
     #[serde(default)]
     pub mcp: McpConfig,
+    /// OpenID Shared Signals: receivers of Latch's revocation events, transmitters whose
+    /// events Latch acts on (`[ssf]`).
+    #[serde(default)]
+    pub ssf: SsfConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -630,6 +636,7 @@ impl Config {
             .validate(self.http.request_timeout)
             .map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
+        self.ssf.validate().map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;

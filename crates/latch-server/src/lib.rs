@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod ssf;
 pub mod startup;
 pub mod tls;
 

@@ -18,7 +18,7 @@ use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, gateway, health, introspection, leases, login, oauth,
-    proxy, resources, scan, tasks,
+    proxy, resources, scan, ssf, tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -36,7 +36,9 @@ use crate::http::routes::{
           crate::http::routes::oauth_as::revoke, crate::http::routes::oauth_as::revoke_grant, scan::scan, proxy::proxy_rules, login::whoami,
           login::login_config,
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
-          admin::engage, admin::lift, gateway::tools, gateway::call_tool),
+          admin::engage, admin::lift, gateway::tools, gateway::call_tool,
+          ssf::configuration, ssf::stream, ssf::create_stream, ssf::replace_stream,
+          ssf::update_stream, ssf::delete_stream, ssf::status),
     components(schemas(ErrorBody, ErrorDetail, latch_core::broker::ResourceInfo, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
@@ -50,7 +52,10 @@ use crate::http::routes::{
                        latch_core::freeze::Freeze, latch_core::freeze::FreezeScope,
                        latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState,
                        gateway::GatewayTools, gateway::ToolCallResponse,
-                       latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall)),
+                       latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall,
+                       crate::ssf::TransmitterMetadata, crate::ssf::AuthorizationScheme,
+                       crate::ssf::StreamConfiguration, crate::ssf::Delivery,
+                       crate::ssf::StreamStatus, ssf::StreamAnswer)),
     modifiers(&Security, &CommonResponses, &DependentRequired)
 )]
 pub struct ApiDoc;

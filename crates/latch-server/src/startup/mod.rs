@@ -8,6 +8,7 @@
 mod channels;
 mod gateway;
 mod identity;
+mod ssf;
 
 use channels::build_channels;
 use identity::build_identity;
@@ -478,6 +479,7 @@ struct HttpParts {
     x509: Option<Arc<X509Provider>>,
     svid_keys: Option<Arc<SigningKeys>>,
     console: Option<Arc<ConsoleState>>,
+    ssf: Option<Arc<crate::ssf::SsfState>>,
 }
 
 /// The HTTP layer's state: ports and settings only.
@@ -520,6 +522,7 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
             .and_then(|l| l.settings(&config.issuers).ok())
             .map(Arc::new),
         console: p.console,
+        ssf: p.ssf,
     }
 }
 
@@ -581,6 +584,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     ));
     let mcp_cancel = CancellationToken::new();
     let console = build_console(&config, &base_url, &master, identity.oidc, once.clone())?;
+    let ssf = ssf::build_ssf(&config, &base_url, clock.clone())?;
+    let ssf_keys = keys.clone();
     let state = build_http_state(
         &config,
         HttpParts {
@@ -596,6 +601,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             x509,
             svid_keys,
             console,
+            ssf: ssf.state.clone(),
         },
     );
     let app = router(
@@ -606,7 +612,19 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(jobs::serve::cancel_on_stop(mcp_cancel, rx.clone()));
-    let mut tasks = Vec::new();
+    // Before serving: a new stream's cursor starts at the end of the trail as it is now.
+    let mut tasks = ssf::spawn_deliveries(
+        ssf,
+        ssf::DeliveryParts {
+            broker: broker.clone(),
+            store: store.clone(),
+            keys: ssf_keys,
+            clock: clock.clone(),
+            poll: config.ssf.poll_interval,
+        },
+        &rx,
+    )
+    .await?;
     if let Some(feed) = change_feed {
         tasks.push(tokio::spawn(jobs::change_feed::run(
             broker.clone(),

@@ -16,4 +16,5 @@ pub mod oauth_as;
 pub mod proxy;
 pub mod resources;
 pub mod scan;
+pub mod ssf;
 pub mod tasks;
