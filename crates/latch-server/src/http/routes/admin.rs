@@ -115,16 +115,29 @@ fn scope_schema() -> Schema {
         )
         .item(
             ObjectBuilder::new()
-                .property(
-                    "kind",
-                    kind_enum(&["workload", "repository", "resource", "human"]),
-                )
+                .property("kind", kind_enum(&["workload", "repository", "resource"]))
                 .property(
                     "value",
                     latch_core::openapi::described(
                         latch_core::openapi::text(256, true, false),
-                        "The workload id (`iss#sub`), repository (`owner/name`), resource id, or human id (the `on_behalf_of` of the tasks acting for them; 1–128 ASCII letters, digits and `._@+-`).",
+                        "The workload id (`iss#sub`), repository (`owner/name`) or resource id.",
                     ),
+                )
+                .required("kind")
+                .required("value")
+                .additional_properties(closed()),
+        )
+        .item(
+            ObjectBuilder::new()
+                .property("kind", kind_enum(&["human"]))
+                .property(
+                    "value",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::Type(Type::String))
+                        .pattern(Some("^[A-Za-z0-9._@+-]{1,128}$"))
+                        .description(Some(
+                            "The human id: the `on_behalf_of` of the tasks acting for them (1–128 ASCII letters, digits and `._@+-`, ASCII case ignored).",
+                        )),
                 )
                 .required("kind")
                 .required("value")
