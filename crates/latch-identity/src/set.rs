@@ -155,7 +155,10 @@ impl SetVerifier for SecurityEventVerifier {
     ) -> Result<VerifiedSet, PushError> {
         let (name, typ, claims) = self.keys.verify_jws(token).await.map_err(push_error)?;
         let t = self.by_name.get(&name).ok_or_else(|| {
-            refused(PushErrorCode::InvalidIssuer, "the set's issuer is not trusted")
+            refused(
+                PushErrorCode::InvalidIssuer,
+                "the set's issuer is not trusted",
+            )
         })?;
         if let Some(expected) = &t.authorization {
             let ok = authorization.is_some_and(|got| {
@@ -353,7 +356,10 @@ mod tests {
             (with("jti", json!("a\nb")), InvalidRequest),
             (with("jti", json!("x".repeat(257))), InvalidRequest),
             (with("events", json!({})), InvalidRequest),
-            (with("events", json!({"e": "not an object"})), InvalidRequest),
+            (
+                with("events", json!({"e": "not an object"})),
+                InvalidRequest,
+            ),
             (with("sub_id", json!("alice")), InvalidRequest),
         ];
         for (c, want) in cases {
@@ -379,12 +385,25 @@ mod tests {
             PushError::Refused { code, .. } => Some(code),
             PushError::Unavailable(_) => None,
         };
-        assert_eq!(c(ErrorCode::UnknownIssuer), Some(PushErrorCode::InvalidIssuer));
-        assert_eq!(c(ErrorCode::SignatureInvalid), Some(PushErrorCode::InvalidKey));
+        assert_eq!(
+            c(ErrorCode::UnknownIssuer),
+            Some(PushErrorCode::InvalidIssuer)
+        );
+        assert_eq!(
+            c(ErrorCode::SignatureInvalid),
+            Some(PushErrorCode::InvalidKey)
+        );
         assert_eq!(c(ErrorCode::UnknownKid), Some(PushErrorCode::InvalidKey));
         assert_eq!(c(ErrorCode::AlgNotAllowed), Some(PushErrorCode::InvalidKey));
-        assert_eq!(c(ErrorCode::TokenMalformed), Some(PushErrorCode::InvalidRequest));
-        assert_eq!(c(ErrorCode::JwksUnavailable), None, "503: the transmitter retries");
+        assert_eq!(
+            c(ErrorCode::TokenMalformed),
+            Some(PushErrorCode::InvalidRequest)
+        );
+        assert_eq!(
+            c(ErrorCode::JwksUnavailable),
+            None,
+            "503: the transmitter retries"
+        );
     }
 
     #[test]
@@ -400,6 +419,8 @@ mod tests {
         assert!(
             SecurityEventVerifier::new(vec![t], clock.clone(), reqwest::Client::new()).is_err()
         );
-        assert!(SecurityEventVerifier::new(vec![settings()], clock, reqwest::Client::new()).is_ok());
+        assert!(
+            SecurityEventVerifier::new(vec![settings()], clock, reqwest::Client::new()).is_ok()
+        );
     }
 }

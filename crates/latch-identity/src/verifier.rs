@@ -505,13 +505,18 @@ impl OidcVerifier {
     pub(crate) async fn verify_jws(
         &self,
         token: &str,
-    ) -> Result<(String, Option<String>, serde_json::Map<String, serde_json::Value>), ApiError>
-    {
+    ) -> Result<
+        (
+            String,
+            Option<String>,
+            serde_json::Map<String, serde_json::Value>,
+        ),
+        ApiError,
+    > {
         let (iss, _, unverified) = self.verify_signature(token).await?;
         Ok((iss.cfg.name.clone(), unverified.typ, unverified.claims))
     }
 }
-
 
 impl OidcVerifier {
     /// The issuer whose keys verify this token: the one whose `iss` it names; else, for a

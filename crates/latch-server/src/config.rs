@@ -605,6 +605,7 @@ impl Config {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         c.base_dir = base_dir.to_path_buf();
         c.validate()?;
+        c.ssf.validate().map_err(ConfigError)?;
         Ok(c)
     }
 
@@ -636,7 +637,6 @@ impl Config {
             .validate(self.http.request_timeout)
             .map_err(ConfigError)?;
         self.auth_failures.validate().map_err(ConfigError)?;
-        self.ssf.validate().map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;

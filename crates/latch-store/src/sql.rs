@@ -193,8 +193,7 @@ pub(crate) const UPDATE_OAUTH: &str = "UPDATE oauth_records SET kind = $2, grant
 pub(crate) const INSERT_RECEIVED_SET: &str = "INSERT INTO ssf_received_sets \
      (key, issuer, expires_at, body) VALUES ($1, $2, $3, $4)";
 /// `$1` now: records that expired before it.
-pub(crate) const PURGE_RECEIVED_SETS: &str =
-    "DELETE FROM ssf_received_sets WHERE expires_at < $1";
+pub(crate) const PURGE_RECEIVED_SETS: &str = "DELETE FROM ssf_received_sets WHERE expires_at < $1";
 
 // ------------------------------------------------------------------ reads
 pub(crate) const OAUTH_RECORD: &str = "SELECT body FROM oauth_records WHERE key = $1";

@@ -76,7 +76,11 @@ impl Receiver {
             .expect("the receiver starts")
             .unwrap()
             .expect("a port line");
-        let port = line.strip_prefix("PORT ").expect("PORT <n>").trim().to_owned();
+        let port = line
+            .strip_prefix("PORT ")
+            .expect("PORT <n>")
+            .trim()
+            .to_owned();
         Self {
             _child: child,
             out,
@@ -217,11 +221,15 @@ async fn revocations_reach_a_receiver_as_caep_sets_that_pyjwt_verifies() {
         .wait_until("the three revocations", |rs| {
             sets(rs, 202, CREDENTIAL_CHANGE, lease_is(&l1)).len() == 1
                 && sets(rs, 202, CREDENTIAL_CHANGE, lease_is(&l2)).len() == 1
-                && sets(rs, 202, SESSION_REVOKED, |c| c["sub_id"]["session"]["id"] == t2.as_str())
-                    .len()
+                && sets(rs, 202, SESSION_REVOKED, |c| {
+                    c["sub_id"]["session"]["id"] == t2.as_str()
+                })
+                .len()
                     == 1
-                && sets(rs, 202, SESSION_REVOKED, |c| c["sub_id"]["session"]["id"] == frz_id.as_str())
-                    .len()
+                && sets(rs, 202, SESSION_REVOKED, |c| {
+                    c["sub_id"]["session"]["id"] == frz_id.as_str()
+                })
+                .len()
                     == 1
         })
         .await;
@@ -258,15 +266,26 @@ async fn revocations_reach_a_receiver_as_caep_sets_that_pyjwt_verifies() {
     assert_eq!(e1["credential_type"], "jwt");
     assert_eq!(e1["initiating_entity"], "user");
     assert_eq!(c1["sub_id"]["format"], "complex");
-    assert_eq!(c1["sub_id"]["session"], json!({"format": "opaque", "id": t1}));
-    assert_eq!(c1["sub_id"]["user"], json!({"format": "opaque", "id": "alice"}));
+    assert_eq!(
+        c1["sub_id"]["session"],
+        json!({"format": "opaque", "id": t1})
+    );
+    assert_eq!(
+        c1["sub_id"]["user"],
+        json!({"format": "opaque", "id": "alice"})
+    );
     assert_eq!(c1["sub_id"]["application"]["format"], "iss_sub");
-    let c2 = &sets(&got, 202, SESSION_REVOKED, |c| c["sub_id"]["session"]["id"] == t2.as_str())[0]
-        ["claims"];
+    let c2 = &sets(&got, 202, SESSION_REVOKED, |c| {
+        c["sub_id"]["session"]["id"] == t2.as_str()
+    })[0]["claims"];
     assert_eq!(c2["events"][SESSION_REVOKED]["initiating_entity"], "user");
-    let c3 = &sets(&got, 202, SESSION_REVOKED, |c| c["sub_id"]["session"]["id"] == frz_id.as_str())
-        [0]["claims"];
-    assert_eq!(c3["sub_id"]["user"], json!({"format": "opaque", "id": "bob"}));
+    let c3 = &sets(&got, 202, SESSION_REVOKED, |c| {
+        c["sub_id"]["session"]["id"] == frz_id.as_str()
+    })[0]["claims"];
+    assert_eq!(
+        c3["sub_id"]["user"],
+        json!({"format": "opaque", "id": "bob"})
+    );
     assert_eq!(c3["events"][SESSION_REVOKED]["initiating_entity"], "admin");
     assert_eq!(
         c3["events"][SESSION_REVOKED]["latch_scope"],
@@ -288,32 +307,54 @@ async fn stream_endpoints(s: &TestServer, r: &Receiver, ops: &str, agent: &str) 
         meta.body["jwks_uri"],
         format!("{}/.well-known/jwks.json", s.base)
     );
-    assert_eq!(meta.body["delivery_methods_supported"], json!(["urn:ietf:rfc:8935"]));
+    assert_eq!(
+        meta.body["delivery_methods_supported"],
+        json!(["urn:ietf:rfc:8935"])
+    );
     assert_eq!(
         meta.body["configuration_endpoint"],
         format!("{}/v1/ssf/stream", s.base)
     );
     let all = s.get(Some(ops), "/v1/ssf/stream").await;
     assert_eq!(all.status, 200, "{}", all.body);
-    assert!(!all.body.to_string().contains("siem-push-"), "no secret shown");
+    assert!(
+        !all.body.to_string().contains("siem-push-"),
+        "no secret shown"
+    );
     let one = &all.body[0];
     assert_eq!(one["stream_id"], "siem");
     assert_eq!(one["iss"], s.base.as_str());
     assert_eq!(one["aud"], SIEM_AUDIENCE);
-    assert_eq!(one["delivery"], json!({"method": "urn:ietf:rfc:8935", "endpoint_url": r.url}));
-    assert_eq!(one["events_delivered"], json!([SESSION_REVOKED, CREDENTIAL_CHANGE]));
+    assert_eq!(
+        one["delivery"],
+        json!({"method": "urn:ietf:rfc:8935", "endpoint_url": r.url})
+    );
+    assert_eq!(
+        one["events_delivered"],
+        json!([SESSION_REVOKED, CREDENTIAL_CHANGE])
+    );
     let by_id = s.get(Some(ops), "/v1/ssf/stream?stream_id=siem").await;
     assert_eq!(by_id.body, *one);
-    assert_eq!(s.get(Some(ops), "/v1/ssf/stream?stream_id=x").await.status, 404);
+    assert_eq!(
+        s.get(Some(ops), "/v1/ssf/stream?stream_id=x").await.status,
+        404
+    );
     let st = s.get(Some(ops), "/v1/ssf/status?stream_id=siem").await;
     assert_eq!(st.body, json!({"stream_id": "siem", "status": "enabled"}));
     let create = s
-        .post(Some(ops), "/v1/ssf/stream", json!({"delivery": {"method": "urn:ietf:rfc:8935"}}))
+        .post(
+            Some(ops),
+            "/v1/ssf/stream",
+            json!({"delivery": {"method": "urn:ietf:rfc:8935"}}),
+        )
         .await;
     assert_eq!(create.status, 403);
     assert_eq!(create.code(), Some("ssf_streams_read_only"));
     let human = s.human("dave", &["prod-approvers"]).await;
-    assert_eq!(s.get(Some(&human), "/v1/ssf/stream").await.code(), Some("not_admin"));
+    assert_eq!(
+        s.get(Some(&human), "/v1/ssf/stream").await.code(),
+        Some("not_admin")
+    );
     assert_eq!(s.get(Some(agent), "/v1/ssf/stream").await.status, 403);
     assert_eq!(s.get(None, "/v1/ssf/stream").await.status, 401);
 }
@@ -345,7 +386,11 @@ async fn a_set_the_receiver_refuses_is_dropped_and_the_next_goes_out() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got_after = r.records();
-    assert_eq!(got_after.len(), got.len(), "the refused SET is not sent again");
+    assert_eq!(
+        got_after.len(),
+        got.len(),
+        "the refused SET is not sent again"
+    );
     assert_eq!(got[0]["status"], 400);
     assert_eq!(got[1]["status"], 202);
     assert_ne!(got[0]["claims"]["jti"], got[1]["claims"]["jti"]);
@@ -375,7 +420,10 @@ async fn pyjwt_set(key_dir: &Path, typ: &str, claims: &Value) -> String {
         .expect("python3");
     use tokio::io::AsyncWriteExt;
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(claims.to_string().as_bytes()).await.unwrap();
+    stdin
+        .write_all(claims.to_string().as_bytes())
+        .await
+        .unwrap();
     drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success(), "transmitter.py sign failed");
@@ -456,9 +504,14 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     let set = pyjwt_set(
         &dir.join("idp"),
         "secevent+jwt",
-        &claims(&s, "set-1", alice.clone(), SESSION_REVOKED,
+        &claims(
+            &s,
+            "set-1",
+            alice.clone(),
+            SESSION_REVOKED,
             json!({"event_timestamp": s.clock.now_unix_secs(), "initiating_entity": "policy",
-                   "reason_admin": {"en": "risk: impossible travel"}})),
+                   "reason_admin": {"en": "risk: impossible travel"}}),
+        ),
     )
     .await;
     let (status, body) = push(&s, &set, "application/secevent+jwt").await;
@@ -466,11 +519,21 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     for t in [&a1, &a2] {
         assert_eq!(task_state(&s, &alice_agent, t).await, "cancelled");
     }
-    assert_eq!(s.introspect(&cred).await["active"], false, "credential revoked");
-    assert_eq!(task_state(&s, &bob_agent, &b1).await, "open", "bob's work goes on");
+    assert_eq!(
+        s.introspect(&cred).await["active"],
+        false,
+        "credential revoked"
+    );
+    assert_eq!(
+        task_state(&s, &bob_agent, &b1).await,
+        "open",
+        "bob's work goes on"
+    );
     // No new grant for alice: a freeze of kind `human`, which operators see and lift.
     let a3 = s.open_task(&alice_agent, "sandbox", 3600).await;
-    let refused = s.request(&alice_agent, &a3, "ci-cache", &["read"], None).await;
+    let refused = s
+        .request(&alice_agent, &a3, "ci-cache", &["read"], None)
+        .await;
     assert_eq!(refused.status, 423, "{}", refused.body);
     assert_eq!(refused.code(), Some("frozen"));
     let ops = s.human("ops-carol", &["latch-admins"]).await;
@@ -487,14 +550,24 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     assert_eq!(received[0]["detail"]["issuer"], IDP);
     assert_eq!(received[0]["detail"]["human"], "alice");
     let acted = s.audit("kind=ssf.acted").await;
-    let ended: std::collections::BTreeSet<&str> =
-        acted.iter().map(|e| e["task_id"].as_str().unwrap()).collect();
+    let ended: std::collections::BTreeSet<&str> = acted
+        .iter()
+        .map(|e| e["task_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ended, [a1.as_str(), a2.as_str()].into_iter().collect());
-    assert!(acted.iter().all(|e| e["detail"]["jti"] == "set-1" && e["detail"]["issuer"] == IDP));
+    assert!(
+        acted
+            .iter()
+            .all(|e| e["detail"]["jti"] == "set-1" && e["detail"]["issuer"] == IDP)
+    );
 
     // Refusals, each with its RFC 8935 code.
     let (status, body) = push(&s, &set, "application/secevent+jwt").await;
-    assert_eq!((status, &body["err"]), (400, &json!("invalid_request")), "replay: {body}");
+    assert_eq!(
+        (status, &body["err"]),
+        (400, &json!("invalid_request")),
+        "replay: {body}"
+    );
     let bob = json!({"format": "opaque", "id": "bob"});
     let mut wrong_aud = claims(&s, "set-2", bob.clone(), SESSION_REVOKED, json!({}));
     wrong_aud["aud"] = json!("https://someone-else.test");
@@ -504,12 +577,30 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     stale["iat"] = json!(s.clock.now_unix_secs() - 3600);
     let ok = claims(&s, "set-5", bob.clone(), SESSION_REVOKED, json!({}));
     let cases = [
-        (pyjwt_set(&dir.join("idp"), "secevent+jwt", &wrong_aud).await, "invalid_audience"),
-        (pyjwt_set(&dir.join("idp"), "secevent+jwt", &wrong_iss).await, "invalid_issuer"),
-        (pyjwt_set(&dir.join("impostor"), "secevent+jwt", &ok).await, "invalid_key"),
-        (pyjwt_set(&dir.join("idp"), "JWT", &ok).await, "invalid_request"),
-        (pyjwt_set(&dir.join("idp"), "-", &ok).await, "invalid_request"),
-        (pyjwt_set(&dir.join("idp"), "secevent+jwt", &stale).await, "invalid_request"),
+        (
+            pyjwt_set(&dir.join("idp"), "secevent+jwt", &wrong_aud).await,
+            "invalid_audience",
+        ),
+        (
+            pyjwt_set(&dir.join("idp"), "secevent+jwt", &wrong_iss).await,
+            "invalid_issuer",
+        ),
+        (
+            pyjwt_set(&dir.join("impostor"), "secevent+jwt", &ok).await,
+            "invalid_key",
+        ),
+        (
+            pyjwt_set(&dir.join("idp"), "JWT", &ok).await,
+            "invalid_request",
+        ),
+        (
+            pyjwt_set(&dir.join("idp"), "-", &ok).await,
+            "invalid_request",
+        ),
+        (
+            pyjwt_set(&dir.join("idp"), "secevent+jwt", &stale).await,
+            "invalid_request",
+        ),
         ("not a jws".to_owned(), "invalid_request"),
     ];
     for (token, err) in &cases {
@@ -519,33 +610,69 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     }
     let good_bob = pyjwt_set(&dir.join("idp"), "secevent+jwt", &ok).await;
     let (status, body) = push(&s, &good_bob, "application/json").await;
-    assert_eq!((status, body["err"].as_str()), (400, Some("invalid_request")));
-    assert_eq!(task_state(&s, &bob_agent, &b1).await, "open", "no refused SET acted");
+    assert_eq!(
+        (status, body["err"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert_eq!(
+        task_state(&s, &bob_agent, &b1).await,
+        "open",
+        "no refused SET acted"
+    );
 
     // Accepted and ignored: a credential created; acted on: RISC account-disabled for bob.
-    let created = claims(&s, "set-6", bob.clone(), CREDENTIAL_CHANGE,
-        json!({"credential_type": "fido2-roaming", "change_type": "create"}));
-    let (status, _) = push(&s, &pyjwt_set(&dir.join("idp"), "secevent+jwt", &created).await,
-        "application/secevent+jwt").await;
+    let created = claims(
+        &s,
+        "set-6",
+        bob.clone(),
+        CREDENTIAL_CHANGE,
+        json!({"credential_type": "fido2-roaming", "change_type": "create"}),
+    );
+    let (status, _) = push(
+        &s,
+        &pyjwt_set(&dir.join("idp"), "secevent+jwt", &created).await,
+        "application/secevent+jwt",
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(task_state(&s, &bob_agent, &b1).await, "open");
-    let disabled = claims(&s, "set-7", bob.clone(), ACCOUNT_DISABLED, json!({"reason": "hijacking"}));
-    let (status, _) = push(&s, &pyjwt_set(&dir.join("idp"), "secevent+jwt", &disabled).await,
-        "application/secevent+jwt").await;
+    let disabled = claims(
+        &s,
+        "set-7",
+        bob.clone(),
+        ACCOUNT_DISABLED,
+        json!({"reason": "hijacking"}),
+    );
+    let (status, _) = push(
+        &s,
+        &pyjwt_set(&dir.join("idp"), "secevent+jwt", &disabled).await,
+        "application/secevent+jwt",
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(task_state(&s, &bob_agent, &b1).await, "cancelled");
     let outcomes: Vec<String> = s
         .audit("kind=ssf.received")
         .await
         .iter()
-        .map(|e| format!("{}:{}", e["detail"]["jti"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["detail"]["jti"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(outcomes, ["set-1:acted", "set-6:ignored", "set-7:acted"]);
 
     // Operators lift the freeze the usual way: alice's agents get credentials again.
     let fid = f["id"].as_str().unwrap();
     let lift = s
-        .post(Some(&ops), &format!("/v1/admin/freezes/{fid}/lift"), json!({"reason": "idp cleared"}))
+        .post(
+            Some(&ops),
+            &format!("/v1/admin/freezes/{fid}/lift"),
+            json!({"reason": "idp cleared"}),
+        )
         .await;
     assert_eq!(lift.status, 200, "{}", lift.body);
     grant(&s, &alice_agent, &a3).await;
@@ -553,7 +680,11 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     // After a restart on the same store, the replay is still refused.
     let s = s.crash_and_restart().await;
     let (status, body) = push(&s, &set, "application/secevent+jwt").await;
-    assert_eq!((status, &body["err"]), (400, &json!("invalid_request")), "{body}");
+    assert_eq!(
+        (status, &body["err"]),
+        (400, &json!("invalid_request")),
+        "{body}"
+    );
     assert_eq!(
         body["description"],
         "a set with this `jti` was already received from this issuer"

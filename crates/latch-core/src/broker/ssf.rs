@@ -158,10 +158,11 @@ impl Broker {
             .write(Write::InsertReceivedSet(record))
             .audit(received);
         if let (Some(f), true) = (&freeze, new_freeze) {
-            let engaged = AuditEvent::new(now, AuditKind::FreezeEngaged, &actor, "ok").detail(json!({
-                "freeze_id": f.id, "scope": f.scope, "reason": f.reason,
-                "ssf": {"issuer": set.issuer, "jti": set.jti},
-            }));
+            let engaged =
+                AuditEvent::new(now, AuditKind::FreezeEngaged, &actor, "ok").detail(json!({
+                    "freeze_id": f.id, "scope": f.scope, "reason": f.reason,
+                    "ssf": {"issuer": set.issuer, "jti": set.jti},
+                }));
             batch = batch.write(Write::InsertFreeze(f.clone())).audit(engaged);
         }
         match self.commit(ctx, batch).await {

@@ -212,19 +212,32 @@ mod tests {
         use SetAction::*;
         let e = json!({});
         assert_eq!(classify_event(SESSION_REVOKED, &e), EndHumanTasks);
-        assert_eq!(classify_event(ACCOUNT_DISABLED, &json!({"reason": "hijacking"})), EndHumanTasks);
+        assert_eq!(
+            classify_event(ACCOUNT_DISABLED, &json!({"reason": "hijacking"})),
+            EndHumanTasks
+        );
         for change in ["revoke", "update", "delete"] {
             let ev = json!({"credential_type": "password", "change_type": change});
-            assert_eq!(classify_event(CREDENTIAL_CHANGE, &ev), EndHumanTasks, "{change}");
+            assert_eq!(
+                classify_event(CREDENTIAL_CHANGE, &ev),
+                EndHumanTasks,
+                "{change}"
+            );
         }
         assert_eq!(classify_event(CREDENTIAL_CHANGE, &e), EndHumanTasks);
         assert!(matches!(
             classify_event(CREDENTIAL_CHANGE, &json!({"change_type": "create"})),
             Ignore(_)
         ));
-        assert_eq!(classify_event(VERIFICATION, &json!({"state": "x"})), Verification);
+        assert_eq!(
+            classify_event(VERIFICATION, &json!({"state": "x"})),
+            Verification
+        );
         assert!(matches!(
-            classify_event("https://schemas.openid.net/secevent/risc/event-type/account-enabled", &e),
+            classify_event(
+                "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
+                &e
+            ),
             Ignore(_)
         ));
     }

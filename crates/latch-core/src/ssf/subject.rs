@@ -93,11 +93,20 @@ mod tests {
     fn simple_formats_name_their_human() {
         let i = issuers();
         let cases = [
-            (json!({"format": "email", "email": "alice@example.com"}), Some("alice@example.com")),
+            (
+                json!({"format": "email", "email": "alice@example.com"}),
+                Some("alice@example.com"),
+            ),
             (iss_sub("https://idp.example", "alice"), Some("alice")),
             (opaque("alice"), Some("alice")),
-            (json!({"format": "account", "uri": "acct:alice@example.com"}), Some("alice@example.com")),
-            (json!({"format": "phone_number", "phone_number": "+12065550100"}), None),
+            (
+                json!({"format": "account", "uri": "acct:alice@example.com"}),
+                Some("alice@example.com"),
+            ),
+            (
+                json!({"format": "phone_number", "phone_number": "+12065550100"}),
+                None,
+            ),
             (json!({"format": "did", "url": "did:example:123"}), None),
             (json!({"format": "email"}), None),
             (json!({"id": "alice"}), None),

@@ -135,7 +135,11 @@ fn task_ended(ev: &AuditEvent, kind: AuditKind, task: Option<&Task>) -> Option<P
     ))
 }
 
-fn credential_revoked(ev: &AuditEvent, task: Option<&Task>, lease: Option<&Lease>) -> Option<Parts> {
+fn credential_revoked(
+    ev: &AuditEvent,
+    task: Option<&Task>,
+    lease: Option<&Lease>,
+) -> Option<Parts> {
     let lease_id = ev.lease_id.as_deref()?;
     let task_id = ev.task_id.as_deref()?;
     let reason = ev.detail.get("reason").and_then(Value::as_str);

@@ -206,7 +206,9 @@ fn check_name(what: &str, n: &str) -> Result<(), String> {
 /// https, or http to a loopback host.
 fn check_push_url(name: &str, url: &str) -> Result<(), String> {
     let bad = || {
-        format!("ssf receiver `{name}`: `endpoint_url` must be https (http only to a loopback host)")
+        format!(
+            "ssf receiver `{name}`: `endpoint_url` must be https (http only to a loopback host)"
+        )
     };
     let u = url::Url::parse(url).map_err(|_| bad())?;
     let loopback = match u.host() {
@@ -288,7 +290,10 @@ impl SsfConfig {
     ///
     /// # Errors
     /// A secret that cannot be read (named, never shown).
-    pub fn transmitter_settings(&self, base_dir: &Path) -> Result<Vec<TransmitterSettings>, String> {
+    pub fn transmitter_settings(
+        &self,
+        base_dir: &Path,
+    ) -> Result<Vec<TransmitterSettings>, String> {
         self.transmitters
             .iter()
             .map(|t| {
@@ -349,8 +354,13 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(c.poll_interval, Duration::from_secs(1));
-        assert_eq!(c.receivers[0].events_delivered(), latch_core::ssf::EVENTS_SUPPORTED);
-        let t = c.transmitter_settings(Path::new("/etc/latch")).expect("settings");
+        assert_eq!(
+            c.receivers[0].events_delivered(),
+            latch_core::ssf::EVENTS_SUPPORTED
+        );
+        let t = c
+            .transmitter_settings(Path::new("/etc/latch"))
+            .expect("settings");
         assert_eq!(t[0].subject_issuers, vec!["https://idp.example".to_owned()]);
         assert_eq!(t[0].jwks, JwksSource::File("/etc/latch/idp.jwks".into()));
         assert_eq!(t[0].max_age, Duration::from_secs(3600));

@@ -37,10 +37,7 @@ fn oauth_routes() -> Router<AppState> {
 fn ssf_routes() -> Router<AppState> {
     use crate::http::routes::ssf;
     Router::new()
-        .route(
-            "/.well-known/ssf-configuration",
-            get(ssf::configuration),
-        )
+        .route("/.well-known/ssf-configuration", get(ssf::configuration))
         .route(
             crate::ssf::CONFIGURATION_PATH,
             get(ssf::stream)

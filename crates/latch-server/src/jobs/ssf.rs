@@ -217,10 +217,11 @@ impl SsfDelivery {
             return Err(format!("receiver answered {status}"));
         }
         let body = resp.bytes().await.unwrap_or_default();
-        let err = serde_json::from_slice::<serde_json::Value>(&body[..body.len().min(MAX_ERROR_BODY)])
-            .ok()
-            .and_then(|v| v.get("err").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| "(no err code)".to_owned());
+        let err =
+            serde_json::from_slice::<serde_json::Value>(&body[..body.len().min(MAX_ERROR_BODY)])
+                .ok()
+                .and_then(|v| v.get("err").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "(no err code)".to_owned());
         Ok(Pushed::Refused(latch_core::error::quote(&err)))
     }
 }

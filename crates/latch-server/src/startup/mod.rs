@@ -526,6 +526,21 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
     }
 }
 
+/// Other replicas change the shared store: follow their changes to keep the broker's caches
+/// honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
+fn watch_changes(
+    config: &Config,
+    broker: &Broker,
+    feed: &dyn ChangeFeed,
+) -> tokio::sync::mpsc::Receiver<latch_core::ports::StoreChange> {
+    let max_staleness = config.store.max_cache_staleness;
+    broker.set_cache_trusted(false);
+    feed.watch(FeedSettings {
+        heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
+        stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
+    })
+}
+
 /// Builds everything and starts serving on the configured address.
 ///
 /// # Errors
@@ -566,16 +581,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     .await?;
     gateway::build_gateway(&config, &broker)?;
     let channels = build_channels(&config, &clock)?;
-    // Other replicas change the shared store: follow their changes to keep the broker's caches
-    // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
-    let max_staleness = config.store.max_cache_staleness;
-    let change_feed = feed.as_ref().map(|feed| {
-        broker.set_cache_trusted(false);
-        feed.watch(FeedSettings {
-            heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
-            stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
-        })
-    });
+    let change_feed = feed
+        .as_ref()
+        .map(|f| watch_changes(&config, &broker, f.as_ref()));
     let checkpointer = Arc::new(Checkpointer::new(
         store.clone(),
         keys.clone(),
@@ -584,8 +592,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     ));
     let mcp_cancel = CancellationToken::new();
     let console = build_console(&config, &base_url, &master, identity.oidc, once.clone())?;
-    let ssf = ssf::build_ssf(&config, &base_url, clock.clone())?;
-    let ssf_keys = keys.clone();
+    let ssf = ssf::build_ssf(&config, &base_url, &clock, &store, keys.clone()).await?;
     let state = build_http_state(
         &config,
         HttpParts {
@@ -612,23 +619,11 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     );
     let (tx, rx) = watch::channel(false);
     tokio::spawn(jobs::serve::cancel_on_stop(mcp_cancel, rx.clone()));
-    // Before serving: a new stream's cursor starts at the end of the trail as it is now.
-    let mut tasks = ssf::spawn_deliveries(
-        ssf,
-        ssf::DeliveryParts {
-            broker: broker.clone(),
-            store: store.clone(),
-            keys: ssf_keys,
-            clock: clock.clone(),
-            poll: config.ssf.poll_interval,
-        },
-        &rx,
-    )
-    .await?;
+    let mut tasks = Vec::new();
     if let Some(feed) = change_feed {
         tasks.push(tokio::spawn(jobs::change_feed::run(
             broker.clone(),
-            max_staleness,
+            config.store.max_cache_staleness,
             feed,
             rx.clone(),
         )));
@@ -656,6 +651,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         checkpointer: checkpointer.clone(),
         rotation,
         stamp,
+        ssf,
     };
     tasks.extend(spawn_jobs(&config, background, &rx).await);
     tracing::info!(%addr, %base_url, "latch is serving");
@@ -684,6 +680,8 @@ struct Background {
     checkpointer: Arc<Checkpointer>,
     rotation: CaRotation,
     stamp: PolicyStamp,
+    /// Shared Signals deliveries (`[[ssf.receivers]]`).
+    ssf: ssf::Ssf,
 }
 
 /// The notification job, the reaper (one pass now, then periodic), the shared store's upkeep,
@@ -752,6 +750,7 @@ async fn spawn_jobs(
             rx.clone(),
         )));
     }
+    tasks.extend(ssf::spawn_deliveries(b.ssf, &b.broker, &b.store, rx));
     if config.policy.watch {
         tasks.push(tokio::spawn(jobs::policy_watch::run(
             config.clone(),

@@ -18,32 +18,46 @@ use crate::config::Config;
 use crate::jobs::ssf::{SetSigner, SsfDelivery, Stream, run, start_cursor};
 use crate::ssf::SsfState;
 
-/// What `[ssf]` starts: the HTTP state (when anything is configured) and the streams.
+/// What `[ssf]` starts: the HTTP state (when anything is configured) and the deliveries.
 pub(super) struct Ssf {
     pub state: Option<Arc<SsfState>>,
     streams: Vec<Stream>,
+    signer: Arc<dyn SetSigner>,
+    clock: Arc<dyn Clock>,
+    poll: Duration,
 }
 
-/// Reads `[ssf]`: the transmitters' verifier and the receivers' secrets.
+/// Reads `[ssf]` (the transmitters' verifier, the receivers' secrets) and places the cursor of
+/// every stream seen for the first time at the end of the audit trail, before Latch serves, so
+/// a new stream hears of every revocation from its first start on.
 ///
 /// # Errors
-/// [`StartError`] for a secret that cannot be read or a transmitter the verifier refuses.
-pub(super) fn build_ssf(
+/// [`StartError`] for a secret that cannot be read, a transmitter the verifier refuses, or a
+/// store that cannot place a cursor.
+pub(super) async fn build_ssf(
     config: &Config,
     base_url: &str,
-    clock: Arc<dyn Clock>,
+    clock: &Arc<dyn Clock>,
+    store: &Arc<dyn Store>,
+    keys: Arc<SigningKeys>,
 ) -> Result<Ssf, StartError> {
     let c = &config.ssf;
+    let mut ssf = Ssf {
+        state: None,
+        streams: Vec::new(),
+        signer: Arc::new(KeysSigner(keys)),
+        clock: clock.clone(),
+        poll: c.poll_interval,
+    };
     if c.receivers.is_empty() && c.transmitters.is_empty() {
-        return Ok(Ssf {
-            state: None,
-            streams: Vec::new(),
-        });
+        return Ok(ssf);
     }
     let verifier: Option<Arc<dyn SetVerifier>> = if c.transmitters.is_empty() {
         None
     } else {
-        let settings = c.transmitter_settings(&config.base_dir).map_err(StartError)?;
+        let settings = c
+            .transmitter_settings(&config.base_dir)
+            .map_err(StartError)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -51,13 +65,15 @@ pub(super) fn build_ssf(
             .build()
             .map_err(|e| StartError(format!("http client: {e}")))?;
         Some(Arc::new(
-            SecurityEventVerifier::new(settings, clock, http)
+            SecurityEventVerifier::new(settings, clock.clone(), http)
                 .map_err(|e| StartError(format!("ssf transmitters: {e}")))?,
         ))
     };
-    let mut streams = Vec::new();
     for r in &c.receivers {
-        streams.push(Stream {
+        start_cursor(store.as_ref(), &r.name)
+            .await
+            .map_err(|e| StartError(format!("ssf receiver `{}`: {e}", r.name)))?;
+        ssf.streams.push(Stream {
             name: r.name.clone(),
             endpoint_url: r.endpoint_url.clone(),
             audience: r.audience.clone(),
@@ -66,16 +82,13 @@ pub(super) fn build_ssf(
             timeout: r.timeout,
         });
     }
-    let state = SsfState::new(c, base_url, verifier);
+    ssf.state = Some(Arc::new(SsfState::new(c, base_url, verifier)));
     tracing::info!(
         receivers = c.receivers.len(),
         transmitters = c.transmitters.len(),
         "shared signals configured"
     );
-    Ok(Ssf {
-        state: Some(Arc::new(state)),
-        streams,
-    })
+    Ok(ssf)
 }
 
 /// Signs SETs with the token signing keys.
@@ -87,46 +100,31 @@ impl SetSigner for KeysSigner {
     }
 }
 
-/// What the delivery jobs run on.
-pub(super) struct DeliveryParts {
-    pub broker: Arc<Broker>,
-    pub store: Arc<dyn Store>,
-    pub keys: Arc<SigningKeys>,
-    pub clock: Arc<dyn Clock>,
-    pub poll: Duration,
-}
-
-/// Starts one delivery job per stream, each cursor first placed (a new stream starts at the
-/// end of the audit trail).
-///
-/// # Errors
-/// [`StartError`] when the store cannot place a cursor.
-pub(super) async fn spawn_deliveries(
+/// Starts one delivery job per stream.
+pub(super) fn spawn_deliveries(
     ssf: Ssf,
-    p: DeliveryParts,
+    broker: &Arc<Broker>,
+    store: &Arc<dyn Store>,
     rx: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
+) -> Vec<JoinHandle<()>> {
     let Some(state) = ssf.state else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let signer: Arc<dyn SetSigner> = Arc::new(KeysSigner(p.keys));
-    let mut tasks = Vec::new();
-    for stream in ssf.streams {
-        start_cursor(p.store.as_ref(), &stream.name)
-            .await
-            .map_err(|e| StartError(format!("ssf receiver `{}`: {e}", stream.name)))?;
-        tasks.push(tokio::spawn(run(
-            SsfDelivery {
-                broker: p.broker.clone(),
-                store: p.store.clone(),
-                signer: signer.clone(),
-                clock: p.clock.clone(),
-                issuer: state.issuer.clone(),
-                stream,
-                poll: p.poll,
-            },
-            rx.clone(),
-        )));
-    }
-    Ok(tasks)
+    ssf.streams
+        .into_iter()
+        .map(|stream| {
+            tokio::spawn(run(
+                SsfDelivery {
+                    broker: broker.clone(),
+                    store: store.clone(),
+                    signer: ssf.signer.clone(),
+                    clock: ssf.clock.clone(),
+                    issuer: state.issuer.clone(),
+                    stream,
+                    poll: ssf.poll,
+                },
+                rx.clone(),
+            ))
+        })
+        .collect()
 }

@@ -458,15 +458,23 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
             apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
         }
-        Write::InsertReceivedSet(r) => {
-            execute(
-                conn,
-                "insert received set",
-                sql::INSERT_RECEIVED_SET,
-                params![r.key, r.issuer, r.expires_at_unix_secs, body],
-            )?;
-        }
+        Write::InsertReceivedSet(r) => apply_received_set(conn, r, body)?,
     }
+    Ok(())
+}
+
+/// Inserts the record of a received Security Event Token (an existing key: a replay).
+fn apply_received_set(
+    conn: &Connection,
+    r: &latch_core::ssf::ReceivedSetRecord,
+    body: &str,
+) -> Result<(), StoreError> {
+    execute(
+        conn,
+        "insert received set",
+        sql::INSERT_RECEIVED_SET,
+        params![r.key, r.issuer, r.expires_at_unix_secs, body],
+    )?;
     Ok(())
 }
 

@@ -110,7 +110,10 @@ fn a_revoked_credential_is_a_credential_change_of_type_revoke() {
     assert_eq!(s.event["initiating_entity"], "admin");
     assert_eq!(s.sub_id["session"]["id"], "task_1");
     let text = s.event["reason_admin"]["en"].as_str().unwrap();
-    assert!(text.contains("lease_1") && text.contains("revoked_by_operator"), "{text}");
+    assert!(
+        text.contains("lease_1") && text.contains("revoked_by_operator"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -137,7 +140,10 @@ fn the_confirmation_of_a_requested_revocation_sends_nothing_new() {
     let ev = event(AuditKind::CredentialRevoked, "latch")
         .lease("lease_1")
         .detail(json!({"reason": "task_cancelled", "provider": "postgres", "attempts": 1}));
-    assert_eq!(signal_for(1, &ev, Some(&task()), Some(&lease("postgres"))), None);
+    assert_eq!(
+        signal_for(1, &ev, Some(&task()), Some(&lease("postgres"))),
+        None
+    );
 }
 
 #[test]
@@ -152,7 +158,10 @@ fn a_freeze_names_its_scope() {
         json!({"format": "complex", "session": {"format": "opaque", "id": "frz_1"},
                "user": {"format": "opaque", "id": "bob"}})
     );
-    assert_eq!(s.event["latch_scope"], json!({"kind": "human", "value": "bob"}));
+    assert_eq!(
+        s.event["latch_scope"],
+        json!({"kind": "human", "value": "bob"})
+    );
     assert_eq!(s.event["initiating_entity"], "admin");
     assert_eq!(
         s.event["reason_admin"]["en"],
@@ -184,7 +193,10 @@ fn other_events_send_nothing() {
         AuditKind::CredentialRevocationFailed,
         AuditKind::SsfReceived,
     ] {
-        assert_eq!(signal_for(1, &event(kind, OWNER), Some(&task()), None), None);
+        assert_eq!(
+            signal_for(1, &event(kind, OWNER), Some(&task()), None),
+            None
+        );
         assert_eq!(needs(kind.as_str()), None);
     }
     let failed = AuditEvent::new(1, AuditKind::TaskCancelled, OWNER, "conflict").task("task_1");
@@ -198,8 +210,16 @@ fn set_claims_follow_ssf_and_the_jti_is_stable_per_stream_and_event() {
     let s = signal_for(2, &ev, Some(&task()), None).expect("a signal");
     let jti = set_jti(&s.event_id, "siem");
     assert_eq!(jti.len(), 32);
-    assert_eq!(jti, set_jti(&s.event_id, "siem"), "a retry resends the same jti");
-    assert_ne!(jti, set_jti(&s.event_id, "other"), "each stream its own jti");
+    assert_eq!(
+        jti,
+        set_jti(&s.event_id, "siem"),
+        "a retry resends the same jti"
+    );
+    assert_ne!(
+        jti,
+        set_jti(&s.event_id, "other"),
+        "each stream its own jti"
+    );
     assert_ne!(jti, set_jti("evt_other", "siem"), "each event its own jti");
     let c = s.claims("https://latch.example", "https://siem.example", &jti, 1_600);
     assert_eq!(c["iss"], "https://latch.example");
@@ -209,6 +229,13 @@ fn set_claims_follow_ssf_and_the_jti_is_stable_per_stream_and_event() {
     assert_eq!(c["txn"], s.event_id.as_str());
     assert_eq!(c["sub_id"], s.sub_id);
     assert_eq!(c["events"][SESSION_REVOKED], s.event);
-    assert_eq!(c["events"].as_object().unwrap().len(), 1, "one event per SET");
-    assert!(c.get("sub").is_none() && c.get("exp").is_none(), "SSF 1.0 §4.1");
+    assert_eq!(
+        c["events"].as_object().unwrap().len(),
+        1,
+        "one event per SET"
+    );
+    assert!(
+        c.get("sub").is_none() && c.get("exp").is_none(),
+        "SSF 1.0 §4.1"
+    );
 }

@@ -24,8 +24,7 @@ use crate::http::state::{AppState, ReqMeta};
 use crate::ssf::{SsfState, StreamConfiguration, StreamStatus, TransmitterMetadata};
 
 const NOT_ADMIN: &str = "`not_admin`: a human outside the admin groups (`[admin] groups`); `wrong_principal_kind`: a workload token";
-const NOT_TRANSMITTING: &str =
-    "`not_found`: no `[[ssf.receivers]]` are configured (Latch transmits no shared signals), or no stream has this `stream_id`";
+const NOT_TRANSMITTING: &str = "`not_found`: no `[[ssf.receivers]]` are configured (Latch transmits no shared signals), or no stream has this `stream_id`";
 
 /// `?stream_id=…`.
 #[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
@@ -65,7 +64,9 @@ fn no_store<T: IntoResponse>(body: T) -> Response {
 #[utoipa::path(get, path = "/.well-known/ssf-configuration",
     responses((status = 200, body = TransmitterMetadata, description = "the transmitter configuration metadata (OpenID Shared Signals Framework 1.0 §7.1): issuer, `jwks_uri`, push delivery, the stream configuration and status endpoints"),
               (status = 404, body = ErrorBody, description = "`not_found`: no `[[ssf.receivers]]` are configured")))]
-pub(crate) async fn configuration(State(s): State<AppState>) -> ApiResult<Json<TransmitterMetadata>> {
+pub(crate) async fn configuration(
+    State(s): State<AppState>,
+) -> ApiResult<Json<TransmitterMetadata>> {
     Ok(Json(transmitting(&s)?.metadata()))
 }
 
@@ -90,7 +91,9 @@ pub(crate) async fn stream(
                     .iter()
                     .find(|c| c.stream_id == id)
                     .cloned()
-                    .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no stream with this `stream_id`"))?,
+                    .ok_or_else(|| {
+                        ApiError::new(ErrorCode::NotFound, "no stream with this `stream_id`")
+                    })?,
             ),
         })
     })
@@ -176,7 +179,10 @@ pub(crate) async fn status(
         let q: StatusQuery = parse_query(q.as_deref())?;
         let ssf = transmitting(&s)?;
         if !ssf.streams.iter().any(|c| c.stream_id == q.stream_id) {
-            return Err(ApiError::new(ErrorCode::NotFound, "no stream with this `stream_id`"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no stream with this `stream_id`",
+            ));
         }
         Ok(StreamStatus {
             stream_id: q.stream_id,
@@ -235,7 +241,10 @@ pub(crate) async fn receive(
         );
     }
     let Ok(token) = std::str::from_utf8(&body) else {
-        return refused(PushErrorCode::InvalidRequest, "the body is not a compact jws");
+        return refused(
+            PushErrorCode::InvalidRequest,
+            "the body is not a compact jws",
+        );
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
