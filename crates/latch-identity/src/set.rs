@@ -201,6 +201,13 @@ fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
+/// 1 to [`MAX_ID_LEN`] printable ASCII characters, no space: what Latch keeps of a SET's ids
+/// (`jti`, `txn`, event type URIs) in its audit trail and freeze reasons, where no control,
+/// bidi or look-alike character may hide.
+fn plain_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The SET's claims against transmitter `t` at `now`.
 fn check_claims(
     t: &TransmitterSettings,
@@ -240,15 +247,9 @@ fn check_claims(
     let id = |k: &str| -> Result<Option<String>, PushError> {
         match claims.get(k) {
             None => Ok(None),
-            Some(Value::String(s))
-                if !s.is_empty()
-                    && s.chars().count() <= MAX_ID_LEN
-                    && !s.chars().any(char::is_control) =>
-            {
-                Ok(Some(s.clone()))
-            }
+            Some(Value::String(s)) if plain_id(s) => Ok(Some(s.clone())),
             Some(_) => Err(bad(&format!(
-                "the set's `{k}` is not a string of 1 to {MAX_ID_LEN} printable characters"
+                "the set's `{k}` is not a string of 1 to {MAX_ID_LEN} printable ascii characters"
             ))),
         }
     };
@@ -256,7 +257,9 @@ fn check_claims(
     let txn = id("txn")?;
     let events = match claims.get("events") {
         Some(Value::Object(m))
-            if !m.is_empty() && m.len() <= MAX_EVENTS && m.values().all(Value::is_object) =>
+            if !m.is_empty()
+                && m.len() <= MAX_EVENTS
+                && m.iter().all(|(k, v)| plain_id(k) && v.is_object()) =>
         {
             m.clone()
         }
@@ -354,6 +357,8 @@ mod tests {
             (without("jti"), InvalidRequest),
             (with("jti", json!("")), InvalidRequest),
             (with("jti", json!("a\nb")), InvalidRequest),
+            (with("jti", json!("a\u{202e}b")), InvalidRequest),
+            (with("events", json!({"urn:a b": {}})), InvalidRequest),
             (with("jti", json!("x".repeat(257))), InvalidRequest),
             (with("events", json!({})), InvalidRequest),
             (
