@@ -7,7 +7,7 @@
 //! JWKS with the same caching and rate-limited refresh), then the SET's own rules: `typ`
 //! `secevent+jwt` (RFC 8417 §2.3, SSF 1.0 §4.1.1), `aud` containing Latch's audience, `iat`
 //! neither older than `max_age` nor in the future (with `leeway`), an `exp` (which SSF 1.0
-//! §4.1.6 forbids, tolerated) not past, a `jti`, and an `events` object.
+//! §4.1.7 forbids, tolerated) not past, a `jti`, and an `events` object.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The kill switch: an operator revokes every live credential in a scope (a workload, a
-//! repository, a resource, or everything) and freezes new grants there until the freeze is
-//! lifted.
+//! repository, a resource, the tasks acting for a human, or everything) and freezes new grants
+//! there until the freeze is lifted. A Shared Signals event about a human engages a `human`
+//! freeze the same way (`super::ssf`).
 //!
 //! # Why it holds everywhere
 //! The freeze is a stored row, committed (with `freeze.engaged`) **before** the scope's leases

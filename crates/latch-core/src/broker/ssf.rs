@@ -175,6 +175,10 @@ impl Broker {
             }
             Err(e) => return Err(unavailable(e.into())),
         }
+        // Forget the records no SET can replay any more (their `iat` is refused anyway).
+        if let Err(e) = self.store.purge_received_sets(now).await {
+            tracing::warn!(error = %e, "shared signals: expired set records could not be purged");
+        }
         let mut report = ReceiveReport {
             jti: set.jti.clone(),
             human: human.clone(),

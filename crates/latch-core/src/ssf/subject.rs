@@ -5,13 +5,13 @@ use serde_json::{Map, Value, json};
 
 use crate::broker::valid_human_id;
 
-/// `{"format": "opaque", "id": …}` (RFC 9493 §3.2.4): an identifier only its issuer
+/// `{"format": "opaque", "id": …}` (RFC 9493 §3.2): an identifier only its issuer
 /// interprets (Latch's task, lease and freeze ids, human ids without an issuer).
 pub fn opaque(id: &str) -> Value {
     json!({"format": "opaque", "id": id})
 }
 
-/// `{"format": "iss_sub", "iss": …, "sub": …}` (RFC 9493 §3.2.5): a subject of a JWT issuer
+/// `{"format": "iss_sub", "iss": …, "sub": …}` (RFC 9493 §3.2): a subject of a JWT issuer
 /// (a workload: the issuer of its identity token and its stable subject).
 pub fn iss_sub(iss: &str, sub: &str) -> Value {
     json!({"format": "iss_sub", "iss": iss, "sub": sub})
@@ -36,10 +36,10 @@ const MAX_DEPTH: usize = 3;
 /// (`Task::on_behalf_of`, compared ignoring ASCII case), or `None` when it names none.
 ///
 /// Read, in order: a complex subject's `user` member (SSF 1.0 §3.3; other members describe
-/// devices, sessions or tenants, never a human); `email` (RFC 9493 §3.2.2) → the address;
-/// `iss_sub` (§3.2.5) → `sub`, only when `iss` is one of `subject_issuers` (the transmitter's
-/// own issuer by default: a `sub` means nothing without its issuer); `opaque` (§3.2.4) → `id`;
-/// `account` (§3.2.1) → the `acct:` URI without its scheme; `aliases` (§3.2.6) → the first of
+/// devices, sessions or tenants, never a human); `email` (RFC 9493 §3.2) → the address;
+/// `iss_sub` → `sub`, only when `iss` is one of `subject_issuers` (the transmitter's
+/// own issuer by default: a `sub` means nothing without its issuer); `opaque` → `id`;
+/// `account` → the `acct:` URI without its scheme; `aliases` → the first of
 /// its identifiers that names a human. Other formats (phone numbers, DIDs, URIs, JWT ids…)
 /// name no human. The value must be a valid human id (`valid_human_id`: 1–128 ASCII letters,
 /// digits and `._@+-`), else `None`.

@@ -29,7 +29,7 @@ const BROKER: &str = "latch";
 pub struct Signal {
     /// The audit record's sequence number (the delivery cursor of each receiver).
     pub seq: i64,
-    /// The audit event's id (`evt_…`): the SET's `txn` (SSF 1.0 §4.1.8) and the seed of its
+    /// The audit event's id (`evt_…`): the SET's `txn` (SSF 1.0 §4.1.9) and the seed of its
     /// `jti` ([`set_jti`]).
     pub event_id: String,
     /// The event type URI ([`SESSION_REVOKED`] or [`CREDENTIAL_CHANGE`]).
@@ -46,7 +46,7 @@ impl Signal {
     /// The claims of the SET carrying this event to one receiver (RFC 8417 §2.2, SSF 1.0
     /// §4.1): `iss` (Latch's issuer), `aud` (the receiver's audience), `iat` (when signed, Unix
     /// seconds), `jti`, `txn`, `sub_id` and `events` with this one event. No `sub` and no
-    /// `exp` (SSF 1.0 §4.1.2, §4.1.6).
+    /// `exp` (SSF 1.0 §4.1.2, §4.1.7).
     pub fn claims(&self, issuer: &str, audience: &str, jti: &str, iat: i64) -> Value {
         let mut events = serde_json::Map::new();
         events.insert(self.event_type.to_owned(), self.event.clone());
@@ -220,7 +220,7 @@ fn event_object(ev: &AuditEvent, initiating_entity: &str, reason: &str) -> Value
     })
 }
 
-/// CAEP 1.0 §3.3 `initiating_entity`: a revocation reason decides when it says (a leak, a
+/// CAEP 1.0 §2 `initiating_entity`: a revocation reason decides when it says (a leak, a
 /// policy change or refused renewal: `policy`; an operator or a freeze: `admin`; an expiry or
 /// failed mint: `system`), else who acted: Latch itself `system`, a Shared Signals event
 /// `policy`, the task's own workload `user`, anyone else (an operator) `admin`.
