@@ -104,6 +104,10 @@ pub enum ErrorCode {
     SelfApprovalForbidden,
     /// The caller is not an operator: the route needs a human in one of `[admin] groups`.
     NotAdmin,
+    /// The Shared Signals stream configuration is read-only: streams are the
+    /// `[[ssf.receivers]]` of `latch.toml`, so receivers cannot create, change or delete them
+    /// (OpenID Shared Signals Framework 1.0 §8.1.1.1: `403`).
+    SsfStreamsReadOnly,
     /// An operator froze grants in a scope that covers this request (a kill switch): no
     /// credential is granted, claimed or renewed there until the freeze is lifted.
     Frozen,
@@ -236,6 +240,7 @@ impl ErrorCode {
             FreezeNotActive => "freeze_not_active",
             FreezeNotFound => "freeze_not_found",
             NotAdmin => "not_admin",
+            SsfStreamsReadOnly => "ssf_streams_read_only",
             Frozen => "frozen",
             BudgetExceeded => "budget_exceeded",
             HistoryChanged => "history_changed",
@@ -297,7 +302,8 @@ impl ErrorCode {
             | EnvironmentSeparation
             | ApproverNotEligible
             | SelfApprovalForbidden
-            | NotAdmin => 403,
+            | NotAdmin
+            | SsfStreamsReadOnly => 403,
             // RFC 4918 `423 Locked`: the request is fine, the scope is locked until lifted.
             Frozen => 423,
             NotFound | TaskNotFound | RequestNotFound | LeaseNotFound | FreezeNotFound => 404,

@@ -20,6 +20,10 @@ pub enum ScopeKind {
     Resource,
     /// Everything.
     All,
+    /// Every task acting for one human (`on_behalf_of`, ASCII case ignored): engaged by an
+    /// operator, or by a Shared Signals event from the human's identity provider (CAEP
+    /// `session-revoked`, `credential-change`, RISC `account-disabled`; see `crate::ssf`).
+    Human,
 }
 
 impl ScopeKind {
@@ -30,6 +34,7 @@ impl ScopeKind {
             ScopeKind::Repository => "repository",
             ScopeKind::Resource => "resource",
             ScopeKind::All => "all",
+            ScopeKind::Human => "human",
         }
     }
 }
@@ -41,7 +46,7 @@ impl ScopeKind {
 pub struct FreezeScope {
     /// Which attribute the freeze matches.
     pub kind: ScopeKind,
-    /// The workload id, repository or resource id (absent for `all`).
+    /// The workload id, repository, resource id or human id (absent for `all`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
@@ -55,14 +60,17 @@ pub struct GrantSubject<'a> {
     pub repository: Option<&'a str>,
     /// The resource id.
     pub resource_id: &'a str,
+    /// The human the task acts for, if any (`Task::on_behalf_of`).
+    pub on_behalf_of: Option<&'a str>,
 }
 
 impl FreezeScope {
     /// Whether a grant (or a live credential) about `g` falls in this scope: `all` covers
     /// everything; `workload` the principal with exactly this id; `repository` a task of this
     /// repository (ASCII case ignored, as GitHub and GitLab compare names); `resource` the
-    /// resource with exactly this id. A scope without its value covers nothing (such a scope is
-    /// refused on input; a stored one is never read as `all`).
+    /// resource with exactly this id; `human` a task acting for this human (ASCII case ignored,
+    /// as human ids are compared everywhere). A scope without its value covers nothing (such a
+    /// scope is refused on input; a stored one is never read as `all`).
     pub fn covers(&self, g: &GrantSubject<'_>) -> bool {
         let v = self.value.as_deref();
         match self.kind {
@@ -73,6 +81,10 @@ impl FreezeScope {
                 _ => false,
             },
             ScopeKind::Resource => v == Some(g.resource_id),
+            ScopeKind::Human => match (v, g.on_behalf_of) {
+                (Some(v), Some(h)) => v.eq_ignore_ascii_case(h),
+                _ => false,
+            },
         }
     }
 
@@ -181,27 +193,33 @@ mod tests {
             ScopeKind::Repository,
             ScopeKind::Resource,
             ScopeKind::All,
+            ScopeKind::Human,
         ])
     }
 
     proptest! {
-        /// A freeze on S covers exactly the grants whose workload, repository or resource is
-        /// S's value (repositories ignoring ASCII case), `all` covers everything, and a lifted
-        /// freeze covers nothing (policy decides again).
+        /// A freeze on S covers exactly the grants whose workload, repository, resource or
+        /// human is S's value (repositories and humans ignoring ASCII case), `all` covers
+        /// everything, and a lifted freeze covers nothing (policy decides again).
         #[test]
         fn a_freeze_covers_exactly_its_scope(
             k in kind(), v in name(), p in name(), repo in prop::option::of(name()), res in name(),
-            lifted in any::<bool>(),
+            human in prop::option::of(name()), lifted in any::<bool>(),
         ) {
             let s = scope(k, (k != ScopeKind::All).then_some(v.as_str()));
-            let g = GrantSubject { principal_id: &p, repository: repo.as_deref(), resource_id: &res };
+            let g = GrantSubject {
+                principal_id: &p, repository: repo.as_deref(), resource_id: &res,
+                on_behalf_of: human.as_deref(),
+            };
+            let same = |x: &str| {
+                x.bytes().map(|b| b.to_ascii_lowercase()).eq(v.bytes().map(|b| b.to_ascii_lowercase()))
+            };
             let expected = match k {
                 ScopeKind::All => true,
                 ScopeKind::Workload => p == v,
-                ScopeKind::Repository => repo.as_deref().is_some_and(|r| {
-                    r.bytes().map(|b| b.to_ascii_lowercase()).eq(v.bytes().map(|b| b.to_ascii_lowercase()))
-                }),
+                ScopeKind::Repository => repo.as_deref().is_some_and(same),
                 ScopeKind::Resource => res == v,
+                ScopeKind::Human => human.as_deref().is_some_and(same),
             };
             prop_assert_eq!(s.covers(&g), expected);
             let state = if lifted { FreezeState::Lifted } else { FreezeState::Active };
@@ -216,11 +234,13 @@ mod tests {
             principal_id: "a",
             repository: Some("a"),
             resource_id: "a",
+            on_behalf_of: Some("a"),
         };
         for k in [
             ScopeKind::Workload,
             ScopeKind::Repository,
             ScopeKind::Resource,
+            ScopeKind::Human,
         ] {
             assert!(!scope(k, None).covers(&g));
         }

@@ -207,6 +207,15 @@ string_enum! {
         /// Recorded before the checkpoint the report cites, so the report is in the trail it
         /// covers. Outcome `ok`.
         ReportGenerated => "report.generated",
+        /// A Security Event Token (RFC 8417) pushed by a configured Shared Signals transmitter
+        /// was accepted (signature, issuer, audience, `iat` and `jti` checked). Outcome `acted`
+        /// (its event ends the tasks of a human and freezes their grants) or `ignored` (an
+        /// event type or subject Latch does not act on); detail: transmitter, issuer, `jti`,
+        /// event types, the human, the freeze.
+        SsfReceived => "ssf.received",
+        /// Latch ended a task because of a received Security Event Token (in the task end's
+        /// batch). Outcome `ok`; detail: transmitter, issuer, `jti`, event type, human.
+        SsfActed => "ssf.acted",
     }
 }
 

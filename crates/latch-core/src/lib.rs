@@ -32,6 +32,7 @@ pub mod oauth_grant;
 pub mod openapi;
 pub mod policy;
 pub mod ports;
+pub mod ssf;
 pub mod ttl;
 pub mod workload_claims;
 

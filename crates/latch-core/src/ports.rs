@@ -301,6 +301,9 @@ pub enum Write {
         /// Now (Unix seconds).
         now_unix_secs: i64,
     },
+    /// Insert the record of a received Security Event Token (its issuer and `jti`); an
+    /// existing key (a replay) is a conflict.
+    InsertReceivedSet(crate::ssf::ReceivedSetRecord),
 }
 
 /// State changes and the audit events that describe them, committed atomically: all or none.
@@ -622,6 +625,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes the console sessions that expired before `now_unix_secs`; returns how many.
     async fn purge_console_sessions(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Deletes the received Security Event Token records ([`Write::InsertReceivedSet`]) that
+    /// expired before `now_unix_secs`; returns how many. Stores that keep none answer 0.
+    async fn purge_received_sets(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
         Ok(0)
     }
 }

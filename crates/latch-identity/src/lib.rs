@@ -11,6 +11,9 @@
 //! URL, a pinned file, or given in-process ([`JwksSource`]); they are fetched on first use,
 //! cached, and refreshed (rate-limited) when a token names an unknown `kid`.
 //!
+//! [`SecurityEventVerifier`] verifies the Security Event Tokens (RFC 8417) that configured
+//! Shared Signals transmitters push to Latch, with the same key handling.
+//!
 //! # Security
 //! * Only the RS, PS and ES families (`ES256`, `ES384`) and `EdDSA` are accepted, and only
 //!   those in the issuer's allow-list; `none` and `HS*` never are, whatever the configuration
@@ -24,6 +27,7 @@ mod claims;
 mod config;
 mod jose;
 mod jwks;
+mod set;
 mod spiffe;
 pub mod spiffe_id;
 mod verifier;
@@ -33,6 +37,7 @@ pub use config::{
     ConfigError, DEFAULT_LEEWAY, IssuerConfig, IssuerKind, JwksSource, MAX_LEEWAY, Preset,
     SigningAlgorithm, SpiffeSettings, VerifierOptions,
 };
+pub use set::{MAX_SET_AGE, SecurityEventVerifier, TransmitterSettings};
 pub use verifier::OidcVerifier;
 
 /// Re-exported so callers can build [`JwksSource::Static`] without naming `jsonwebtoken`.

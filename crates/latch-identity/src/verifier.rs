@@ -402,6 +402,50 @@ impl OidcVerifier {
         token: &str,
         audience: Option<&str>,
     ) -> Result<(Principal, serde_json::Map<String, serde_json::Value>), ApiError> {
+        let (iss, svid, unverified) = self.verify_signature(token).await?;
+
+        // 6: claims.
+        let claims = &unverified.claims;
+        let configured = match &iss.spiffe {
+            Some(s) => s.audiences.clone(),
+            None => vec![iss.cfg.audience.clone()],
+        };
+        let exp = claims::check_validity(
+            claims,
+            &claims::Validity {
+                now: self.clock.now_unix_secs(),
+                leeway: iss.leeway_secs,
+                audiences: &audience.map_or(configured, |a| vec![a.to_owned()]),
+                max_lifetime: iss.max_lifetime_secs,
+                preset: iss.preset,
+            },
+        )?;
+
+        // 7: principal.
+        if let Some(id) = svid {
+            let w = spiffe::workload(&id, exp)?;
+            return Ok((Principal::Workload(Box::new(w)), unverified.claims));
+        }
+        let ctx = MapContext {
+            issuer: &iss.cfg.issuer,
+            preset: iss.preset,
+            subject_claim: &iss.subject_claim,
+            id_claim: &iss.id_claim,
+            groups_claim: &iss.groups_claim,
+            exp,
+        };
+        let principal = claims::map_principal(claims, &ctx)?;
+        Ok((principal, unverified.claims))
+    }
+
+    /// Steps 1–5 of verification: size, shape and header policy, the issuer (by `iss`, or a
+    /// JWT-SVID's trust domain), its allowed algorithms, the key and the signature. Returns
+    /// the issuer, the SPIFFE ID of a JWT-SVID, and the parsed token; nothing in its claims is
+    /// checked yet.
+    async fn verify_signature(
+        &self,
+        token: &str,
+    ) -> Result<(&IssuerRuntime, Option<SpiffeId>, jose::Unverified), ApiError> {
         // 1–2: size, shape, header policy.
         let unverified = jose::parse(token, self.options.max_token_bytes)?;
 
@@ -447,39 +491,30 @@ impl OidcVerifier {
         validation.leeway = 0;
         jsonwebtoken::decode::<serde::de::IgnoredAny>(token, &key, &validation)
             .map_err(map_jwt_error)?;
+        Ok((iss, svid, unverified))
+    }
 
-        // 6: claims.
-        let claims = &unverified.claims;
-        let configured = match &iss.spiffe {
-            Some(s) => s.audiences.clone(),
-            None => vec![iss.cfg.audience.clone()],
-        };
-        let exp = claims::check_validity(
-            claims,
-            &claims::Validity {
-                now: self.clock.now_unix_secs(),
-                leeway: iss.leeway_secs,
-                audiences: &audience.map_or(configured, |a| vec![a.to_owned()]),
-                max_lifetime: iss.max_lifetime_secs,
-                preset: iss.preset,
-            },
-        )?;
-
-        // 7: principal.
-        if let Some(id) = svid {
-            let w = spiffe::workload(&id, exp)?;
-            return Ok((Principal::Workload(Box::new(w)), unverified.claims));
-        }
-        let ctx = MapContext {
-            issuer: &iss.cfg.issuer,
-            preset: iss.preset,
-            subject_claim: &iss.subject_claim,
-            id_claim: &iss.id_claim,
-            groups_claim: &iss.groups_claim,
-            exp,
-        };
-        let principal = claims::map_principal(claims, &ctx)?;
-        Ok((principal, unverified.claims))
+    /// Verifies the signature of a compact JWS from one of the configured issuers (steps 1–5
+    /// of [`Self::verify`]: size, shape, header policy, issuer by exact `iss`, its algorithms,
+    /// its key, the signature) and returns the issuer's configured name, the header's `typ`
+    /// and the claims, none of them checked: for tokens that are not bearer tokens (Security
+    /// Event Tokens, `crate::set`), whose claims follow other rules.
+    ///
+    /// # Errors
+    /// As the signature steps of [`Self::verify`].
+    pub(crate) async fn verify_jws(
+        &self,
+        token: &str,
+    ) -> Result<
+        (
+            String,
+            Option<String>,
+            serde_json::Map<String, serde_json::Value>,
+        ),
+        ApiError,
+    > {
+        let (iss, _, unverified) = self.verify_signature(token).await?;
+        Ok((iss.cfg.name.clone(), unverified.typ, unverified.claims))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod report;
+pub mod ssf;
 pub mod startup;
 pub mod tls;
 

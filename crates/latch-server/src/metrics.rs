@@ -199,6 +199,21 @@ pub const FAMILIES: &[Family] = &[
         "Failed deliveries to an audit sink, by sink.",
     ),
     family(
+        "latch_ssf_sets_delivered_total",
+        Kind::Counter,
+        "Security Event Tokens pushed to a Shared Signals receiver and accepted, by receiver.",
+    ),
+    family(
+        "latch_ssf_delivery_failures_total",
+        Kind::Counter,
+        "Failed pushes to a Shared Signals receiver, by receiver and kind (retry: tried again with backoff; refused: the receiver answered 400, the SET is dropped).",
+    ),
+    family(
+        "latch_ssf_sets_received_total",
+        Kind::Counter,
+        "Security Event Tokens pushed to Latch, by outcome (acted, ignored, or the RFC 8935 error code they were refused with, or unavailable).",
+    ),
+    family(
         "latch_audit_chain_alarms_total",
         Kind::Counter,
         "Audit chain verifications that found a break.",
@@ -275,6 +290,9 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
                 | "latch_notifications_retried_total"
                 | "latch_notifications_failed_total"
                 | "latch_audit_sink_failures_total"
+                | "latch_ssf_sets_delivered_total"
+                | "latch_ssf_delivery_failures_total"
+                | "latch_ssf_sets_received_total"
                 | "latch_target_up"
                 | "latch_target_consecutive_failures",
             )

@@ -54,6 +54,7 @@ pub(crate) fn encode_write(w: &Write) -> Result<String, StoreError> {
         Write::InsertConsoleSession(c) => encode("console session", c),
         Write::DeleteConsoleSession { .. } => Ok(String::new()),
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => encode("oauth record", r),
+        Write::InsertReceivedSet(r) => encode("received set", r),
     }
 }
 

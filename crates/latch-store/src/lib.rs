@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use latch_core::ports::{ChangeFeed, Store, StoreError, UseOnce};
 
+mod batch;
 mod codec;
 mod counters;
 mod postgres;

@@ -191,6 +191,12 @@ pub(crate) const INSERT_OAUTH: &str = "INSERT INTO oauth_records \
 pub(crate) const UPDATE_OAUTH: &str = "UPDATE oauth_records SET kind = $2, grant_id = $3, \
      human_id = $4, expires_at = $5, version = $6, body = $7 WHERE key = $1 AND version = $8";
 
+/// `$1` key, `$2` issuer, `$3` expires, `$4` body.
+pub(crate) const INSERT_RECEIVED_SET: &str = "INSERT INTO ssf_received_sets \
+     (key, issuer, expires_at, body) VALUES ($1, $2, $3, $4)";
+/// `$1` now: records that expired before it.
+pub(crate) const PURGE_RECEIVED_SETS: &str = "DELETE FROM ssf_received_sets WHERE expires_at < $1";
+
 // ------------------------------------------------------------------ reads
 /// Adds to one counter: `$1` scope, `$2` subject, `$3` name, `$4` window start, `$5` amount,
 /// `$6` cap or NULL, `$7` now. Same window: added; newer window: replaced. Changes no row (the

@@ -117,7 +117,8 @@ where
         | Write::InsertConsoleSession(_)
         | Write::DeleteConsoleSession { .. }
         | Write::InsertOAuth(_)
-        | Write::UpdateOAuth(_) => return side_statement(w, body),
+        | Write::UpdateOAuth(_)
+        | Write::InsertReceivedSet(_) => return side_statement(w, body),
         Write::RequireTaskOpen { .. }
         | Write::Count(_)
         | Write::RequireLiveBelow { .. }
@@ -216,6 +217,14 @@ where
                 "insert oauth record"
             };
             (what, "oauth record", cas_on, q)
+        }
+        Write::InsertReceivedSet(r) => {
+            let q = sqlx::query::<DB>(sql::INSERT_RECEIVED_SET)
+                .bind(r.key.as_str())
+                .bind(r.issuer.as_str())
+                .bind(r.expires_at_unix_secs)
+                .bind(body);
+            ("insert received set", "received set", None, q)
         }
         // Written by `write_statement` itself.
         _ => return None,

@@ -9,22 +9,22 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latch_core::audit::{AuditCheckpoint, AuditRecord, chain_hash};
+use latch_core::audit::{AuditCheckpoint, AuditRecord};
 use latch_core::freeze::Freeze;
 use latch_core::history::{CounterRow, CounterScope};
 use latch_core::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
 };
 use latch_core::notify::Notification;
-use latch_core::ports::{Census, Store, StoreError, Write, WriteBatch};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use latch_core::ports::{Census, Store, StoreError, WriteBatch};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
+use crate::batch::{append_events, apply_write};
 use crate::codec::{
     self, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BULK_MAX_LIMIT, CheckpointRow, EventRow, RecordRow,
-    cas, decode, decode_all, encode_audit, encode_write, limit,
+    decode, decode_all, limit,
 };
 use crate::sql::{self, Dialect, unavailable, write_error};
-use crate::statement::write_statement;
 
 /// A [`Store`] on one SQL backend: pools for reads and writes, and the backend's own state.
 ///
@@ -171,114 +171,6 @@ where
             .await
             .map_err(|e| write_error::<DB>("commit", &e))
     }
-}
-
-/// Applies one write in `tx`.
-async fn apply_write<DB>(tx: &mut Transaction<'static, DB>, w: &Write) -> Result<(), StoreError>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> Option<&'a str>: Encode<'a, DB> + Type<DB>,
-    for<'a> String: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Decode<'a, DB> + Type<DB>,
-    for<'a> Option<i64>: Encode<'a, DB> + Type<DB>,
-{
-    match w {
-        Write::Count(deltas) => return crate::counters::apply(tx, deltas).await,
-        Write::RequireLiveBelow {
-            scope,
-            subject,
-            limit,
-            now_unix_secs,
-        } => {
-            return crate::counters::require_live_below(
-                tx,
-                *scope,
-                subject,
-                *limit,
-                *now_unix_secs,
-            )
-            .await;
-        }
-        Write::RequireCounter {
-            scope,
-            subject,
-            name,
-            equals,
-        } => {
-            return crate::counters::require_counter(tx, (*scope, subject, name), *equals).await;
-        }
-        _ => {}
-    }
-    if let Write::RequireTaskOpen { task_id, version } = w {
-        let found = sqlx::query::<DB>(DB::REQUIRE_TASK_OPEN)
-            .bind(task_id.as_str())
-            .bind(*version)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(|e| write_error::<DB>("check task", &e))?;
-        return cas("task", task_id, u64::from(found.is_some()));
-    }
-    let Some((what, kind, cas_on, query)) = write_statement::<DB>(w, encode_write(w)?) else {
-        return Ok(());
-    };
-    match cas_on {
-        Some((id, replaced)) => {
-            let done = query
-                .bind(replaced)
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| write_error::<DB>(what, &e))?;
-            cas(kind, id, DB::rows_affected(&done))
-        }
-        None => {
-            query
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| write_error::<DB>(what, &e))?;
-            Ok(())
-        }
-    }
-}
-
-/// Appends `events` after the chain head ([`Dialect::lock_chain_head`]); returns their seqs.
-async fn append_events<DB>(
-    tx: &mut Transaction<'static, DB>,
-    events: &[AuditEvent],
-) -> Result<Vec<i64>, StoreError>
-where
-    DB: Dialect,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'a> String: Encode<'a, DB> + Type<DB>,
-    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
-    for<'a> i64: Encode<'a, DB> + Type<DB>,
-{
-    let bodies = events
-        .iter()
-        .map(encode_audit)
-        .collect::<Result<Vec<_>, _>>()?;
-    let (mut seq, mut prev) = DB::lock_chain_head(tx).await?;
-    let mut seqs = Vec::with_capacity(events.len());
-    for body in bodies {
-        seq += 1;
-        let hash = chain_hash(&prev, seq, &body);
-        sqlx::query::<DB>(sql::INSERT_AUDIT_EVENT)
-            .bind(seq)
-            .bind(body)
-            .bind(prev.as_str())
-            .bind(hash.as_str())
-            .execute(&mut **tx)
-            .await
-            .map_err(|err| write_error::<DB>("append audit event", &err))?;
-        prev = hash;
-        seqs.push(seq);
-    }
-    DB::after_appends(tx, seq, &prev).await?;
-    Ok(seqs)
 }
 
 #[async_trait]
@@ -811,6 +703,22 @@ where
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| write_error::<DB>("purge console sessions", &e))?;
+            tx.commit()
+                .await
+                .map_err(|e| write_error::<DB>("commit", &e))?;
+            Ok(DB::rows_affected(&done))
+        })
+        .await
+    }
+
+    async fn purge_received_sets(&self, now: i64) -> Result<u64, StoreError> {
+        self.bounded("purge received sets", async {
+            let mut tx = DB::begin_write(self).await?;
+            let done = sqlx::query::<DB>(sql::PURGE_RECEIVED_SETS)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error::<DB>("purge received sets", &e))?;
             tx.commit()
                 .await
                 .map_err(|e| write_error::<DB>("commit", &e))?;

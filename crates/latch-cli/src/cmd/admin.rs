@@ -60,17 +60,20 @@ pub(crate) enum AdminCmd {
     /// `unfreeze`.
     Freeze {
         /// Everything.
-        #[arg(long, conflicts_with_all = ["workload", "repository", "resource"], required_unless_present_any = ["workload", "repository", "resource"])]
+        #[arg(long, conflicts_with_all = ["workload", "repository", "resource", "human"], required_unless_present_any = ["workload", "repository", "resource", "human"])]
         all: bool,
         /// One workload principal (`iss#sub`).
-        #[arg(long, conflicts_with_all = ["repository", "resource"])]
+        #[arg(long, conflicts_with_all = ["repository", "resource", "human"])]
         workload: Option<String>,
         /// One repository (`owner/name`).
-        #[arg(long, conflicts_with = "resource")]
+        #[arg(long, conflicts_with_all = ["resource", "human"])]
         repository: Option<String>,
         /// One resource.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "human")]
         resource: Option<String>,
+        /// Every task acting for one human (their `on_behalf_of` id).
+        #[arg(long)]
+        human: Option<String>,
         /// Why (required; recorded in the audit trail).
         #[arg(long)]
         reason: String,
@@ -117,12 +120,14 @@ pub(crate) async fn run(cmd: AdminCmd, conn: &Conn) -> Result<ExitCode, String> 
             workload,
             repository,
             resource,
+            human,
             reason,
         } => {
-            let scope = match (all, workload, repository, resource) {
-                (_, Some(v), _, _) => json!({"kind": "workload", "value": v}),
-                (_, _, Some(v), _) => json!({"kind": "repository", "value": v}),
-                (_, _, _, Some(v)) => json!({"kind": "resource", "value": v}),
+            let scope = match (all, workload, repository, resource, human) {
+                (_, Some(v), _, _, _) => json!({"kind": "workload", "value": v}),
+                (_, _, Some(v), _, _) => json!({"kind": "repository", "value": v}),
+                (_, _, _, Some(v), _) => json!({"kind": "resource", "value": v}),
+                (_, _, _, _, Some(v)) => json!({"kind": "human", "value": v}),
                 _ => json!({"kind": "all"}),
             };
             (

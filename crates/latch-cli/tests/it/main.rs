@@ -54,6 +54,7 @@ mod restart;
 mod revocation;
 mod revocation_lists;
 mod spiffe;
+mod ssf;
 mod store_outage;
 mod svid_credentials;
 mod target_outage;

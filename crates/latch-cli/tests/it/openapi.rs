@@ -163,9 +163,9 @@ include-path-regex = "^/v1/proxy/"
 parameters = {{ "path.resource" = {{ dictionary = "resources", probability = 0.7 }} }}
 
 # Approvals, the audit trail and the operators' routes are for humans (the admin groups for the
-# audit trail and the operators' routes).
+# audit trail, the operators' routes and the Shared Signals stream endpoints).
 [[operations]]
-include-path-regex = "^/v1/(approvals|audit|admin)"
+include-path-regex = "^/v1/(approvals|audit|admin|ssf)"
 headers = {{ Authorization = "Bearer {admin}" }}
 
 # Introspection and revocation authenticate OAuth clients (HTTP Basic, RFC 6749 §2.3.1).

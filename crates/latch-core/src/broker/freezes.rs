@@ -1,6 +1,7 @@
 //! The kill switch: an operator revokes every live credential in a scope (a workload, a
-//! repository, a resource, or everything) and freezes new grants there until the freeze is
-//! lifted.
+//! repository, a resource, the tasks acting for a human, or everything) and freezes new grants
+//! there until the freeze is lifted. A Shared Signals event about a human engages a `human`
+//! freeze the same way (`super::ssf`).
 //!
 //! # Why it holds everywhere
 //! The freeze is a stored row, committed (with `freeze.engaged`) **before** the scope's leases
@@ -110,6 +111,11 @@ impl Broker {
                 if k == ScopeKind::Resource {
                     self.resource(v)?;
                 }
+                if k == ScopeKind::Human && !valid_human_id(v) {
+                    return Err(bad(
+                        "a human id is 1 to 128 ASCII letters, digits and `._@+-`",
+                    ));
+                }
                 Ok(())
             }
         }
@@ -117,7 +123,7 @@ impl Broker {
 
     /// Revokes every live lease `freeze` covers, in batches, through the usual revocation path;
     /// answers (revoked, attempts that did not succeed now).
-    async fn revoke_scope(&self, freeze: &Freeze, actor: &str) -> Result<(u64, u64)> {
+    pub(super) async fn revoke_scope(&self, freeze: &Freeze, actor: &str) -> Result<(u64, u64)> {
         let mut tasks: HashMap<String, Option<Task>> = HashMap::new();
         let mut covered = Vec::new();
         let mut cursor = String::new();
@@ -303,5 +309,6 @@ fn subject<'a>(task: &'a Task, resource_id: &'a str) -> GrantSubject<'a> {
         principal_id: &task.owner.id,
         repository: task.repository.as_deref(),
         resource_id,
+        on_behalf_of: task.on_behalf_of.as_deref(),
     }
 }

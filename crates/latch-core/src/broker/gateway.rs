@@ -188,6 +188,7 @@ impl Broker {
             principal_id: &f.task.owner.id,
             repository: f.task.repository.as_deref(),
             resource_id: &f.tool.name,
+            on_behalf_of: f.task.on_behalf_of.as_deref(),
         };
         if let Some(fr) = covering(&freezes, &subject) {
             let detail = json!({"decision": "refused", "code": ErrorCode::Frozen,

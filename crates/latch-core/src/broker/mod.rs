@@ -10,7 +10,8 @@
 //! `access` (request, claim, mint), `approvals` (pending view, votes, quorum), `leases` (list,
 //! renew), `console` (the approval console's sessions, views and reading rules), `revocation` (revoke, reaper), `introspection`, `reload` (policy reload), `leak`
 //! (leak response to scan findings), `audit_read` (admin-checked audit query, find, export),
-//! `exchange` (RFC 8693 token exchange). `call` holds the per-call context, `input` the use
+//! `exchange` (RFC 8693 token exchange), `ssf` (Shared Signals: revocations to transmit, and
+//! what a received Security Event Token does). `call` holds the per-call context, `input` the use
 //! cases' inputs, outputs and input checks, `cache` the live-lease index and task cache and how
 //! far they are trusted, `outcome` the read-back of a commit whose answer was lost.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
@@ -58,6 +59,7 @@ mod operators;
 mod outcome;
 mod reload;
 mod revocation;
+mod ssf;
 mod targets;
 mod tasks;
 
@@ -87,6 +89,7 @@ pub use oauth_grants::{
 pub use operators::{LeasePage, LiveLease, OperatorFilter, TaskPage};
 pub use reload::ReloadReport;
 pub use revocation::ReapReport;
+pub use ssf::{ReceiveReport, SignalPage};
 pub use targets::{TargetStatus, TendReport};
 
 use crate::policy::quorum_context;

@@ -159,6 +159,9 @@ impl Broker {
             | Write::Count(_)
             | Write::RequireLiveBelow { .. }
             | Write::RequireCounter { .. } => true,
+            // Not read back: a received SET whose commit is unknown is answered `503`, and
+            // the transmitter's retry finds its `jti` recorded or not.
+            Write::InsertReceivedSet(_) => return None,
         };
         Some(same)
     }

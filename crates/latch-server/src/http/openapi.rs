@@ -18,7 +18,7 @@ use crate::dev::DevTokenRequest;
 use crate::http::error::{ErrorBody, ErrorDetail};
 use crate::http::routes::{
     access, admin, approvals, audit, ca, dev, gateway, health, introspection, leases, login, oauth,
-    proxy, resources, scan, tasks,
+    proxy, resources, scan, ssf, tasks,
 };
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -37,7 +37,9 @@ use crate::http::routes::{
           login::login_config,
           admin::tasks, admin::leases, admin::revoke_lease, admin::cancel_task, admin::freezes,
           admin::engage, admin::lift, gateway::tools, gateway::call_tool,
-          crate::http::routes::reports::controls),
+          crate::http::routes::reports::controls,
+          ssf::configuration, ssf::stream, ssf::create_stream, ssf::replace_stream,
+          ssf::update_stream, ssf::delete_stream, ssf::status),
     components(schemas(ErrorBody, ErrorDetail, latch_core::broker::ResourceInfo, crate::http::error::OAuthClientError,
                        login::WhoAmI, crate::config::LoginSettings, access::AccessResponse, access::RequestView, access::CredentialBody,
                        approvals::PendingView, approvals::VoteBody, leases::RenewBody,
@@ -52,7 +54,10 @@ use crate::http::routes::{
                        latch_core::freeze::ScopeKind, latch_core::freeze::FreezeState,
                        gateway::GatewayTools, gateway::ToolCallResponse,
                        latch_core::gateway::GatewayTool, latch_core::gateway::ToolCall,
-                       latch_core::controls::ControlReport)),
+                       latch_core::controls::ControlReport,
+                       crate::ssf::TransmitterMetadata, crate::ssf::AuthorizationScheme,
+                       crate::ssf::StreamConfiguration, crate::ssf::Delivery,
+                       crate::ssf::StreamStatus, ssf::StreamAnswer)),
     modifiers(&Security, &CommonResponses, &DependentRequired)
 )]
 pub struct ApiDoc;

@@ -32,6 +32,24 @@ fn oauth_routes() -> Router<AppState> {
         )
 }
 
+/// OpenID Shared Signals: the transmitter metadata, the (read-only) stream configuration and
+/// status, and the push endpoint of transmitters (answering `404` for what is not configured).
+fn ssf_routes() -> Router<AppState> {
+    use crate::http::routes::ssf;
+    Router::new()
+        .route("/.well-known/ssf-configuration", get(ssf::configuration))
+        .route(
+            crate::ssf::CONFIGURATION_PATH,
+            get(ssf::stream)
+                .post(ssf::create_stream)
+                .put(ssf::replace_stream)
+                .patch(ssf::update_stream)
+                .delete(ssf::delete_stream),
+        )
+        .route(crate::ssf::STATUS_PATH, get(ssf::status))
+        .route(crate::ssf::EVENTS_PATH, post(ssf::receive))
+}
+
 /// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound; a
 /// larger declared length gets `413` before the body is read), received within `body_timeout`
 /// of the request head on every route, `/mcp` included (else `408`), and every route but `/mcp`
@@ -111,6 +129,7 @@ pub fn router(
             post(tasks::report_tool_use).get(tasks::task_events),
         )
         .merge(oauth_routes())
+        .merge(ssf_routes())
         .merge(
             Router::new()
                 .route("/v1/proxy/rules/{resource}", get(proxy::proxy_rules))

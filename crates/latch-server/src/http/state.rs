@@ -54,6 +54,8 @@ pub struct AppState {
     pub login: Option<Arc<crate::config::LoginSettings>>,
     /// The approval console (`/console/`), when `[console] enabled`.
     pub console: Option<Arc<crate::console::ConsoleState>>,
+    /// OpenID Shared Signals (`[ssf]`): metadata, streams, the verifier of pushed SETs.
+    pub ssf: Option<Arc<crate::ssf::SsfState>>,
 }
 
 /// Request id and source address, set by middleware for every request.

@@ -10,5 +10,6 @@ pub mod notify;
 pub mod policy_watch;
 pub mod reaper;
 pub mod serve;
+pub mod ssf;
 pub mod store_upkeep;
 pub mod targets;

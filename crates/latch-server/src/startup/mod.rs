@@ -8,6 +8,7 @@
 mod channels;
 mod gateway;
 mod identity;
+mod ssf;
 
 use channels::build_channels;
 use identity::build_identity;
@@ -480,6 +481,7 @@ struct HttpParts {
     x509: Option<Arc<X509Provider>>,
     svid_keys: Option<Arc<SigningKeys>>,
     console: Option<Arc<ConsoleState>>,
+    ssf: Option<Arc<crate::ssf::SsfState>>,
 }
 
 /// The HTTP layer's state: ports and settings only.
@@ -522,7 +524,23 @@ fn build_http_state(config: &Config, p: HttpParts) -> AppState {
             .and_then(|l| l.settings(&config.issuers).ok())
             .map(Arc::new),
         console: p.console,
+        ssf: p.ssf,
     }
+}
+
+/// Other replicas change the shared store: follow their changes to keep the broker's caches
+/// honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
+fn watch_changes(
+    config: &Config,
+    broker: &Broker,
+    feed: &dyn ChangeFeed,
+) -> tokio::sync::mpsc::Receiver<latch_core::ports::StoreChange> {
+    let max_staleness = config.store.max_cache_staleness;
+    broker.set_cache_trusted(false);
+    feed.watch(FeedSettings {
+        heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
+        stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
+    })
 }
 
 /// Builds everything and starts serving on the configured address.
@@ -565,16 +583,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     .await?;
     gateway::build_gateway(&config, &broker)?;
     let channels = build_channels(&config, &clock)?;
-    // Other replicas change the shared store: follow their changes to keep the broker's caches
-    // honest. Until the feed is connected (and whenever it drops) the caches are bypassed.
-    let max_staleness = config.store.max_cache_staleness;
-    let change_feed = feed.as_ref().map(|feed| {
-        broker.set_cache_trusted(false);
-        feed.watch(FeedSettings {
-            heartbeat_every: (max_staleness / 5).max(Duration::from_millis(10)),
-            stall_after: (max_staleness * 4).max(Duration::from_secs(2)),
-        })
-    });
+    let change_feed = feed
+        .as_ref()
+        .map(|f| watch_changes(&config, &broker, f.as_ref()));
     let checkpointer = Arc::new(Checkpointer::new(
         store.clone(),
         keys.clone(),
@@ -583,6 +594,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     ));
     let mcp_cancel = CancellationToken::new();
     let console = build_console(&config, &base_url, &master, identity.oidc, once.clone())?;
+    let ssf = ssf::build_ssf(&config, &base_url, &clock, &store, keys.clone()).await?;
     let state = build_http_state(
         &config,
         HttpParts {
@@ -598,6 +610,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
             x509,
             svid_keys,
             console,
+            ssf: ssf.state.clone(),
         },
     );
     let app = router(
@@ -612,7 +625,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
     if let Some(feed) = change_feed {
         tasks.push(tokio::spawn(jobs::change_feed::run(
             broker.clone(),
-            max_staleness,
+            config.store.max_cache_staleness,
             feed,
             rx.clone(),
         )));
@@ -640,6 +653,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         checkpointer: checkpointer.clone(),
         rotation,
         stamp,
+        ssf,
     };
     tasks.extend(spawn_jobs(&config, background, &rx).await);
     tracing::info!(%addr, %base_url, "latch is serving");
@@ -668,6 +682,8 @@ struct Background {
     checkpointer: Arc<Checkpointer>,
     rotation: CaRotation,
     stamp: PolicyStamp,
+    /// Shared Signals deliveries (`[[ssf.receivers]]`).
+    ssf: ssf::Ssf,
 }
 
 /// The notification job, the reaper (one pass now, then periodic), the shared store's upkeep,
@@ -736,6 +752,7 @@ async fn spawn_jobs(
             rx.clone(),
         )));
     }
+    tasks.extend(ssf::spawn_deliveries(b.ssf, &b.broker, &b.store, rx));
     if config.policy.watch {
         tasks.push(tokio::spawn(jobs::policy_watch::run(
             config.clone(),

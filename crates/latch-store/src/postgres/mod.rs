@@ -57,6 +57,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "counters",
         include_str!("../../migrations/postgres/0007_counters.sql"),
     ),
+    (
+        8,
+        "ssf_received_sets",
+        include_str!("../../migrations/postgres/0008_ssf_received_sets.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

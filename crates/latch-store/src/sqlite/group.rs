@@ -459,6 +459,7 @@ fn apply_write(conn: &Connection, w: &Write, body: &str) -> Result<(), StoreErro
         Write::InsertOAuth(r) | Write::UpdateOAuth(r) => {
             apply_oauth(conn, r, body, matches!(w, Write::UpdateOAuth(_)))?;
         }
+        Write::InsertReceivedSet(r) => apply_received_set(conn, r, body)?,
         Write::Count(_) | Write::RequireLiveBelow { .. } | Write::RequireCounter { .. } => {
             apply_counting(conn, w)?;
         }
@@ -540,6 +541,21 @@ fn apply_counters(conn: &Connection, deltas: &[CounterDelta]) -> Result<(), Stor
             return Err(StoreError::LimitReached(d.scope, d.name.clone()));
         }
     }
+    Ok(())
+}
+
+/// Inserts the record of a received Security Event Token (an existing key: a replay).
+fn apply_received_set(
+    conn: &Connection,
+    r: &latch_core::ssf::ReceivedSetRecord,
+    body: &str,
+) -> Result<(), StoreError> {
+    execute(
+        conn,
+        "insert received set",
+        sql::INSERT_RECEIVED_SET,
+        params![r.key, r.issuer, r.expires_at_unix_secs, body],
+    )?;
     Ok(())
 }
 
@@ -677,7 +693,8 @@ fn check_references(conn: &Connection, w: &Write) -> Result<(), StoreError> {
         | Write::UpdateOAuth(_)
         | Write::Count(_)
         | Write::RequireLiveBelow { .. }
-        | Write::RequireCounter { .. } => {
+        | Write::RequireCounter { .. }
+        | Write::InsertReceivedSet(_) => {
             return Ok(());
         }
     };

@@ -59,6 +59,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "counters",
         include_str!("../../migrations/sqlite/0007_counters.sql"),
     ),
+    (
+        8,
+        "ssf_received_sets",
+        include_str!("../../migrations/sqlite/0008_ssf_received_sets.sql"),
+    ),
 ];
 
 /// Connections in the read pool of a file database.

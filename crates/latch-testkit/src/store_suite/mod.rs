@@ -37,6 +37,7 @@ mod leases;
 mod notify;
 mod operators;
 mod rows;
+mod ssf;
 
 use audit::{
     audit, audit_bulk_limits, audit_chain, audit_filters, checkpoints_and_cursors, key_blobs,
@@ -68,6 +69,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     checkpoints_and_cursors(s).await;
     notify::notifications(s).await;
     console_sessions(s).await;
+    ssf::received_sets(s).await;
     operators::census(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;

@@ -224,10 +224,11 @@ fn scope(f: &OpsForm) -> Result<FreezeScope, ApiError> {
         "repository" => ScopeKind::Repository,
         "resource" => ScopeKind::Resource,
         "all" => ScopeKind::All,
+        "human" => ScopeKind::Human,
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                "the scope must be workload, repository, resource or all",
+                "the scope must be workload, repository, resource, human or all",
             ));
         }
     };

@@ -153,6 +153,7 @@ pub fn kill_switch(who: &Who<'_>, freezes: &[Freeze]) -> Markup {
                     option value="workload" { "workload (iss#sub)" }
                     option value="repository" { "repository (owner/name)" }
                     option value="resource" { "resource (id)" }
+                    option value="human" { "human (tasks acting for them)" }
                     option value="all" { "everything" }
                 }
                 label for="value" { "Value (empty for everything)" }

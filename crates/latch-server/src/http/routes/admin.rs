@@ -70,7 +70,8 @@ pub struct ReasonBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {
-    /// `{"kind": "all"}`, or `{"kind": "workload" | "repository" | "resource", "value": …}`.
+    /// `{"kind": "all"}`, or `{"kind": "workload" | "repository" | "resource" | "human",
+    /// "value": …}`.
     #[schema(schema_with = scope_schema)]
     pub scope: ScopeBody,
     /// Why (1–1024 characters, not only white space; no control, bidi or zero-width
@@ -126,8 +127,24 @@ fn scope_schema() -> Schema {
                 .required("value")
                 .additional_properties(closed()),
         )
+        .item(
+            ObjectBuilder::new()
+                .property("kind", kind_enum(&["human"]))
+                .property(
+                    "value",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::Type(Type::String))
+                        .pattern(Some("^[A-Za-z0-9._@+-]{1,128}$"))
+                        .description(Some(
+                            "The human id: the `on_behalf_of` of the tasks acting for them (1–128 ASCII letters, digits and `._@+-`, ASCII case ignored).",
+                        )),
+                )
+                .required("kind")
+                .required("value")
+                .additional_properties(closed()),
+        )
         .description(Some(
-            "What a freeze covers: everything, or one workload, repository or resource.",
+            "What a freeze covers: everything, or one workload, repository, resource or human.",
         ))
         .build();
     Schema::OneOf(one)

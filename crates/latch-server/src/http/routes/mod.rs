@@ -17,4 +17,5 @@ pub mod proxy;
 pub mod reports;
 pub mod resources;
 pub mod scan;
+pub mod ssf;
 pub mod tasks;
