@@ -507,6 +507,16 @@ pub fn leak_deltas(task_id: &str, now_unix_secs: i64) -> Vec<CounterDelta> {
     )
 }
 
+/// The counter increments recording data sent out through an egress tool in `task_id` at
+/// `now`; `first` (the task had no egress yet) also moves the history's version.
+pub fn egress_deltas(task_id: &str, first: bool, now_unix_secs: i64) -> Vec<CounterDelta> {
+    let mut v = vec![delta(CounterScope::Task, task_id, "egress".into(), 0, None)];
+    if first {
+        v.push(version_delta(task_id, 1));
+    }
+    at(v, now_unix_secs)
+}
+
 /// The increment of a task's history version by `by` (0 creates the row at task open, so a
 /// guard on it has a row to lock from the first grant on).
 pub fn version_delta(task_id: &str, by: i64) -> CounterDelta {

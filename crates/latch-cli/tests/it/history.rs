@@ -433,3 +433,25 @@ async fn taint_and_egress_racing_on_two_replicas_never_leave_a_live_egress_crede
     db.drop_db().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `end_task_on_breach` holds for renewal budgets too (found by the outside attack).
+#[tokio::test]
+async fn a_renewal_breach_ends_the_task_when_configured() {
+    let s = TestServer::start_with(budgets(
+        "\n[budgets.task]\nmax_renewals = 1\nend_task_on_breach = true\n",
+    ))
+    .await;
+    let agent = s.agent("budget-3").await;
+    let task = s.open_task(&agent, "sandbox", 1800).await;
+    let g = s.request(&agent, &task, "ci-cache", &["read"], None).await;
+    assert_eq!(g.status, 201, "{}", g.body);
+    let path = format!(
+        "/v1/leases/{}/renew",
+        g.body["lease"]["id"].as_str().unwrap()
+    );
+    assert_eq!(s.post(Some(&agent), &path, json!({})).await.status, 200);
+    let r = s.post(Some(&agent), &path, json!({})).await;
+    assert_eq!(r.code(), Some("budget_exceeded"), "{}", r.body);
+    let t = s.get(Some(&agent), &format!("/v1/tasks/{task}")).await;
+    assert_eq!(t.body["state"], "cancelled", "{}", t.body);
+}

@@ -622,7 +622,7 @@ impl Broker {
             }
             other => {
                 let mut r = req.clone();
-                r.decision = other;
+                r.decision = claim_refusal(other);
                 r.state = RequestState::Denied;
                 r.version += 1;
                 let ev = decision_event(now, &caller.id, &r);
@@ -636,6 +636,27 @@ impl Broker {
                 Ok(AccessOutcome::Denied(r))
             }
         }
+    }
+}
+
+/// The denial a claim records when its new decision does not allow it. A step-up (the approvals
+/// it has no longer suffice: the task's history or the policies changed since) is recorded as
+/// a denial naming the groups now needed, so the request is never `denied` with a `step_up`
+/// decision and refusals count under one code.
+fn claim_refusal(d: Decision) -> Decision {
+    match d {
+        Decision::StepUp { policy_ids, groups } => {
+            let names: Vec<String> = groups.iter().map(|g| format!("`{}`", g.group)).collect();
+            Decision::Deny {
+                code: DenyCode::PolicyDenied,
+                policy_ids,
+                reasons: vec![format!(
+                    "its approvals no longer suffice (the task's history or the policies changed): it now needs approval by {}; ask again",
+                    names.join(", ")
+                )],
+            }
+        }
+        other => other,
     }
 }
 

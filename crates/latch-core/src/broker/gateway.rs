@@ -490,13 +490,23 @@ impl Broker {
         if decision == "allow" {
             // A forwarded call is part of the task's history (`context.history.tools`).
             let now = self.now();
-            batch = batch.write(Write::Count(crate::history::tool_deltas(
-                &f.task.id,
-                &f.tool.name,
-                now,
-            )));
+            let mut deltas = crate::history::tool_deltas(&f.task.id, &f.tool.name, now);
+            if f.tool.egress {
+                // Data went out through an egress tool: `context.history.egress`, and the
+                // first time a change of the history that can withdraw access.
+                deltas.extend(crate::history::egress_deltas(
+                    &f.task.id,
+                    !f.history.task.egress,
+                    now,
+                ));
+            }
+            batch = batch.write(Write::Count(deltas));
         }
+        let first_egress = decision == "allow" && f.tool.egress && !f.history.task.egress;
         self.commit(ctx, batch.audit(ev)).await?;
+        if first_egress {
+            self.enforce_on_history_change(f.task, None).await;
+        }
         metrics::counter!("latch_gateway_calls_total", "upstream" => f.tool.upstream.clone(),
             "decision" => decision)
         .increment(1);

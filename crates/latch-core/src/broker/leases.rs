@@ -70,9 +70,14 @@ impl Broker {
         let approval = self.approval_context(&req).await?;
         let view = self.history_view(&task, now).await?;
         if let Some(b) = self.renewal_breach(&view) {
-            return Err(self
+            let e = self
                 .refuse_renewal_budget(ctx, caller, &task, &lease, &b.reason(), now)
-                .await);
+                .await;
+            let denial = history::budget_denial(&b);
+            if self.denial_ends_task(&resource, &denial, Some(&b)) {
+                self.end_task_for_denial(ctx, &task, &denial).await?;
+            }
+            return Err(e);
         }
         let decision = self.decide(&Ask {
             task: &task,

@@ -354,10 +354,10 @@ impl FigureFold {
                 self.ttl(e, &resource);
             }
             AuditKind::CredentialRenewalDenied => {
-                let code = if e.outcome == "step_up" {
-                    "step_up_required".to_owned()
-                } else {
-                    deny_code(e)
+                let code = match e.outcome.as_str() {
+                    "step_up" => "step_up_required".to_owned(),
+                    "budget_exceeded" => "budget_exceeded".to_owned(),
+                    _ => deny_code(e),
                 };
                 self.denial(&code);
             }

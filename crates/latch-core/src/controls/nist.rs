@@ -210,9 +210,9 @@ fn manage_4_3(x: &Facts<'_>) -> Control {
     .with(
         grade(
             &[x.f.leaks.not_revoked > 0],
-            &[x.c.audit_sinks.is_empty()],
+            &[x.c.audit_sinks.is_empty() && x.c.ssf_receivers == 0],
         ),
-        "fails when a leaked credential was not confirmed revoked within the window; partial when no audit sink streams incidents off the broker; passes otherwise",
+        "fails when a leaked credential was not confirmed revoked within the window; partial when neither an audit sink nor a Shared Signals receiver carries incidents off the broker; passes otherwise",
         vec![
             x.leak_line(),
             x.revocation_line(),

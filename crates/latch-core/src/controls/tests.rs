@@ -485,3 +485,28 @@ fn iso8601_is_utc_with_seconds_and_clamped() {
     assert_eq!(iso8601(1_767_225_600), "2026-01-01T00:00:00Z");
     assert_eq!(iso8601(i64::MAX), "9999-12-31T23:59:59Z");
 }
+
+/// A report whose audit read hit its cap proves no pass (found by the outside attack: the
+/// newest records, past the cap, could hold what fails a control).
+#[test]
+fn a_truncated_audit_read_proves_no_pass() {
+    let mut inputs = hardened();
+    inputs.figures.truncated = true;
+    let r = compute(&inputs);
+    assert_eq!(r.summary.pass, 0, "{:?}", r.summary);
+    assert!(r.controls.iter().all(|c| c.status != Status::Pass));
+    assert!(
+        r.controls.iter().any(|c| c.status == Status::Partial
+            && c.evidence.iter().any(|e| e.starts_with("incomplete:")))
+    );
+}
+
+/// Shared Signals receivers carry incidents off the broker as audit sinks do (MANAGE 4.3).
+#[test]
+fn a_shared_signals_receiver_counts_as_an_incident_channel() {
+    let mut inputs = hardened();
+    inputs.config.audit_sinks.clear();
+    assert_eq!(status(&compute(&inputs), "MANAGE 4.3"), Status::Partial);
+    inputs.config.ssf_receivers = 1;
+    assert_eq!(status(&compute(&inputs), "MANAGE 4.3"), Status::Pass);
+}

@@ -75,10 +75,13 @@ pub struct WorkloadLimitsConfig {
     pub window: Option<Duration>,
 }
 
+/// The largest limit accepted: a bigger one is no budget (leave the key out for that).
+const MAX_LIMIT: i64 = 1_000_000_000;
+
 fn check(scope: &str, key: &str, v: Option<i64>) -> Result<(), String> {
     match v {
-        Some(n) if n < 1 => Err(format!(
-            "[budgets.{scope}] `{key}` must be at least 1, got {n} (leave it out for no limit)"
+        Some(n) if !(1..=MAX_LIMIT).contains(&n) => Err(format!(
+            "[budgets.{scope}] `{key}` must be 1 to {MAX_LIMIT}, got {n} (leave it out for no limit)"
         )),
         _ => Ok(()),
     }
@@ -104,8 +107,10 @@ impl BudgetsConfig {
         ] {
             check(scope, key, v)?;
         }
-        if w.window.is_some_and(|d| d < Duration::from_secs(60)) {
-            return Err("[budgets.workload] `window` must be at least 1m".into());
+        if w.window
+            .is_some_and(|d| d < Duration::from_secs(60) || d > Duration::from_secs(366 * 86_400))
+        {
+            return Err("[budgets.workload] `window` must be 1m to 366d".into());
         }
         Ok(())
     }
@@ -146,7 +151,7 @@ mod tests {
         assert!(
             c.validate()
                 .unwrap_err()
-                .contains("`max_grants` must be at least 1")
+                .contains("`max_grants` must be 1 to")
         );
         let c: BudgetsConfig =
             toml::from_str("[task]\nmax_grants = 3\n[workload]\nwindow = \"1h\"\n").unwrap();
@@ -156,5 +161,10 @@ mod tests {
         assert_eq!(b.task.max_live_leases, None);
         assert_eq!(b.workload_window_secs, 3600);
         assert!(!b.workload.any());
+        let c: BudgetsConfig =
+            toml::from_str("[task]\nmax_grants = 9223372036854775807\n").unwrap();
+        assert!(c.validate().is_err());
+        let c: BudgetsConfig = toml::from_str("[workload]\nwindow = \"100000d\"\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("1m to 366d"));
     }
 }

@@ -134,9 +134,8 @@ pub fn control_config(config: &Config) -> ControlConfig {
             let b = config.budgets.budgets();
             b.task.any() || b.workload.any()
         },
-        // Wired by the Shared Signals configuration when it exists.
-        ssf_receivers: 0,
-        ssf_transmitters: 0,
+        ssf_receivers: u32::try_from(config.ssf.receivers.len()).unwrap_or(u32::MAX),
+        ssf_transmitters: u32::try_from(config.ssf.transmitters.len()).unwrap_or(u32::MAX),
         ..ControlConfig::default()
     }
 }
