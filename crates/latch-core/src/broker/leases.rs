@@ -70,14 +70,9 @@ impl Broker {
         let approval = self.approval_context(&req).await?;
         let view = self.history_view(&task, now).await?;
         if let Some(b) = self.renewal_breach(&view) {
-            let e = self
-                .refuse_renewal_budget(ctx, caller, &task, &lease, &b.reason(), now)
-                .await;
-            let denial = history::budget_denial(&b);
-            if self.denial_ends_task(&resource, &denial, Some(&b)) {
-                self.end_task_for_denial(ctx, &task, &denial).await?;
-            }
-            return Err(e);
+            return Err(self
+                .renewal_over_budget(ctx, caller, (&task, &resource), &lease, &b, now)
+                .await);
         }
         let decision = self.decide(&Ask {
             task: &task,
@@ -262,6 +257,29 @@ impl Broker {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Refuses a renewal that would pass budget `b` (recorded), ending the task when the breach
+    /// says so; returns the error the renewal answers.
+    async fn renewal_over_budget(
+        &self,
+        ctx: &CallCtx,
+        caller: &Workload,
+        (task, resource): (&Task, &Resource),
+        lease: &Lease,
+        b: &crate::history::BudgetBreach,
+        now: i64,
+    ) -> ApiError {
+        let e = self
+            .refuse_renewal_budget(ctx, caller, task, lease, &b.reason(), now)
+            .await;
+        let denial = history::budget_denial(b);
+        if self.denial_ends_task(resource, &denial, Some(b))
+            && let Err(end) = self.end_task_for_denial(ctx, task, &denial).await
+        {
+            return end;
+        }
+        e
     }
 
     /// Records a renewal refused by a budget (`credential.renewal_denied`, outcome
