@@ -147,6 +147,17 @@ pub struct Freeze {
     pub version: i64,
 }
 
+impl Freeze {
+    /// Who froze the scope, for messages: `an operator`, or `the identity provider `x` (a
+    /// shared signal)` for a freeze a Security Event Token engaged (`ssf:<transmitter>`).
+    pub fn engaged_by_label(&self) -> String {
+        match self.engaged_by.strip_prefix("ssf:") {
+            Some(t) => format!("the identity provider `{t}` (a shared signal)"),
+            None => "an operator".to_owned(),
+        }
+    }
+}
+
 /// The first active freeze in `freezes` that covers `g`, if any.
 pub fn covering<'f>(freezes: &'f [Freeze], g: &GrantSubject<'_>) -> Option<&'f Freeze> {
     freezes

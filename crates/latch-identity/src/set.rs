@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use latch_core::clock::Clock;
+use latch_core::ssf::subject::SubjectRules;
 use latch_core::ssf::{PushError, PushErrorCode, SetVerifier, VerifiedSet};
 use latch_core::{ApiError, ErrorCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -50,8 +51,9 @@ pub struct TransmitterSettings {
     pub max_age: Duration,
     /// Clock skew tolerated on `iat` and `exp`.
     pub leeway: Duration,
-    /// Issuers whose `iss_sub` subjects name humans (default: its own issuer).
-    pub subject_issuers: Vec<String>,
+    /// Which of its subjects name humans (formats, the issuers of `iss_sub` subjects), and
+    /// which humans it may act for.
+    pub subjects: SubjectRules,
     /// The `Authorization` header value its pushes must carry, if any (SSF 1.0 §6.1.1
     /// `authorization_header`).
     pub authorization: Option<SecretString>,
@@ -161,13 +163,7 @@ impl SetVerifier for SecurityEventVerifier {
             )
         })?;
         if let Some(expected) = &t.authorization {
-            let ok = authorization.is_some_and(|got| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(
-                    got.as_bytes(),
-                    expected.expose_secret().as_bytes(),
-                )
-                .is_ok()
-            });
+            let ok = authorization.is_some_and(|got| same_authorization(got, expected));
             if !ok {
                 return Err(refused(
                     PushErrorCode::AuthenticationFailed,
@@ -178,6 +174,23 @@ impl SetVerifier for SecurityEventVerifier {
         check_typ(typ.as_deref())?;
         check_claims(t, &claims, self.clock.now_unix_secs())
     }
+}
+
+/// Whether the `Authorization` value `got` is the configured `expected`: the scheme (before the
+/// first space) compared ignoring ASCII case (RFC 9110 §11.1: schemes are case-insensitive),
+/// the credentials in constant time.
+fn same_authorization(got: &str, expected: &SecretString) -> bool {
+    fn split(v: &str) -> (&str, &str) {
+        match v.trim().split_once(' ') {
+            Some((scheme, cred)) => (scheme, cred.trim()),
+            None => ("", v.trim()),
+        }
+    }
+    let (gs, gc) = split(got);
+    let (es, ec) = split(expected.expose_secret());
+    let cred_ok =
+        aws_lc_rs::constant_time::verify_slices_are_equal(gc.as_bytes(), ec.as_bytes()).is_ok();
+    cred_ok && gs.eq_ignore_ascii_case(es)
 }
 
 /// RFC 8417 §2.3: `secevent+jwt` (RFC 7515 §4.1.9: the `application/` prefix may be given).
@@ -282,7 +295,7 @@ fn check_claims(
         txn,
         sub_id,
         events,
-        subject_issuers: t.subject_issuers.clone(),
+        subjects: t.subjects.clone(),
         replay_until_unix_secs: iat.saturating_add(max_age).saturating_add(leeway),
     })
 }
@@ -301,9 +314,21 @@ mod tests {
             algorithms: vec![SigningAlgorithm::ES256],
             max_age: Duration::from_secs(600),
             leeway: Duration::from_secs(60),
-            subject_issuers: vec!["https://idp.example".into()],
+            subjects: SubjectRules::any_human(vec!["https://idp.example".into()]),
             authorization: None,
         }
+    }
+
+    #[test]
+    fn the_authorization_scheme_is_case_insensitive_and_the_credentials_are_not() {
+        let want = SecretString::from("Bearer s3cret-Value");
+        assert!(same_authorization("Bearer s3cret-Value", &want));
+        assert!(same_authorization("bearer s3cret-Value", &want));
+        assert!(same_authorization("BEARER  s3cret-Value ", &want));
+        assert!(!same_authorization("Bearer s3cret-value", &want));
+        assert!(!same_authorization("Basic s3cret-Value", &want));
+        assert!(!same_authorization("s3cret-Value", &want));
+        assert!(!same_authorization("", &want));
     }
 
     fn claims(v: Value) -> Map<String, Value> {

@@ -25,6 +25,8 @@ const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
 const ACCOUNT_DISABLED: &str =
     "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+const TOKEN_CLAIMS_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/token-claims-change";
 const SIEM_AUDIENCE: &str = "https://siem.test";
 const SIEM_AUTHORIZATION: &str = "Bearer siem-push-0123456789abcdef";
 const IDP: &str = "https://idp.test";
@@ -688,6 +690,154 @@ async fn a_session_revoked_set_ends_the_humans_tasks_and_freezes_their_grants() 
     assert_eq!(
         body["description"],
         "a set with this `jti` was already received from this issuer"
+    );
+    s.stop().await;
+}
+
+/// Two identity providers: each acts only for the humans its `humans` names (an `access_denied`
+/// for another's human, nothing ends); a format left out of `subject_formats` names nobody;
+/// CAEP `token-claims-change` acts; the push authorization's scheme is case-insensitive; the
+/// HTTP layer's refusals (`413`) come in the RFC 8935 form, and unreachable keys are
+/// `503 jwks_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_transmitter_acts_only_for_its_own_humans() {
+    if !python_ready() {
+        return;
+    }
+    const PARTNER: &str = "https://partner.test";
+    const DOWN: &str = "https://down.test";
+    let dir = fresh_dir("ssf-rules");
+    keygen(&dir.join("idp")).await;
+    keygen(&dir.join("partner")).await;
+    std::fs::write(dir.join("idp-push.secret"), "Bearer idp-push-0123456789").unwrap();
+    let config = format!(
+        "\n[[ssf.transmitters]]\nname = \"corp-idp\"\nissuer = \"{IDP}\"\naudience = \"{LATCH_AUDIENCE}\"\n\
+         jwks = {{ file = \"idp/jwks.json\" }}\nalgorithms = [\"ES256\"]\nhumans = \"alice|bob\"\n\
+         subject_formats = [\"iss_sub\"]\nauthorization_header_file = \"idp-push.secret\"\n\
+         \n[[ssf.transmitters]]\nname = \"partner-idp\"\nissuer = \"{PARTNER}\"\naudience = \"{LATCH_AUDIENCE}\"\n\
+         jwks = {{ file = \"partner/jwks.json\" }}\nalgorithms = [\"ES256\"]\nhumans = \"p-.*\"\n\
+         \n[[ssf.transmitters]]\nname = \"down-idp\"\nissuer = \"{DOWN}\"\naudience = \"{LATCH_AUDIENCE}\"\n\
+         jwks = {{ url = \"http://127.0.0.1:9/jwks.json\" }}\nalgorithms = [\"ES256\"]\nhumans = \"d-.*\"\n"
+    );
+    let s = TestServer::start_with(TestOptions {
+        dir: Some(dir.clone()),
+        extra_config: config,
+        ..Default::default()
+    })
+    .await;
+    let alice_agent = s.agent("ssf-rules-alice").await;
+    let task = s.open_task(&alice_agent, "sandbox", 3600).await;
+    grant(&s, &alice_agent, &task).await;
+    let push_as = |auth: Option<&'static str>, token: String| {
+        let mut r = s
+            .http
+            .post(format!("{}/v1/ssf/events", s.base))
+            .header("content-type", "application/secevent+jwt")
+            .body(token);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let alice = json!({"format": "opaque", "id": "alice"});
+
+    // The partner signs a revocation of corp's alice: refused, nothing ends.
+    let mut c = claims(&s, "p-1", alice.clone(), SESSION_REVOKED, json!({}));
+    c["iss"] = json!(PARTNER);
+    let (status, body) = push_as(
+        None,
+        pyjwt_set(&dir.join("partner"), "secevent+jwt", &c).await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["err"].as_str()),
+        (400, Some("access_denied")),
+        "{body}"
+    );
+    assert_eq!(task_state(&s, &alice_agent, &task).await, "open");
+
+    // corp-idp reads only `iss_sub`: an opaque alice names nobody (accepted, ignored).
+    let c = claims(&s, "c-1", alice, SESSION_REVOKED, json!({}));
+    let set = pyjwt_set(&dir.join("idp"), "secevent+jwt", &c).await;
+    let (status, body) = push_as(None, set.clone()).await;
+    assert_eq!(
+        (status, body["err"].as_str()),
+        (400, Some("authentication_failed")),
+        "{body}"
+    );
+    let (status, body) = push_as(Some("bearer idp-push-0123456789"), set).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(task_state(&s, &alice_agent, &task).await, "open");
+
+    // A change of alice's token claims (her groups) ends her tasks.
+    let sub = json!({"format": "iss_sub", "iss": IDP, "sub": "alice"});
+    let c = claims(
+        &s,
+        "c-2",
+        sub,
+        TOKEN_CLAIMS_CHANGE,
+        json!({"claims": {"groups": []}}),
+    );
+    let set = pyjwt_set(&dir.join("idp"), "secevent+jwt", &c).await;
+    let (status, body) = push_as(Some("Bearer idp-push-0123456789"), set).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(task_state(&s, &alice_agent, &task).await, "cancelled");
+    let refused = s
+        .request(
+            &alice_agent,
+            &s.open_task(&alice_agent, "sandbox", 3600).await,
+            "ci-cache",
+            &["read"],
+            None,
+        )
+        .await;
+    assert_eq!(refused.code(), Some("frozen"));
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("identity provider `corp-idp`"),
+        "{}",
+        refused.body
+    );
+
+    // Keys that cannot be fetched: 503 naming them, so the transmitter retries.
+    let mut c = claims(
+        &s,
+        "d-1",
+        json!({"format": "opaque", "id": "d-x"}),
+        SESSION_REVOKED,
+        json!({}),
+    );
+    c["iss"] = json!(DOWN);
+    let (status, body) = push_as(
+        None,
+        pyjwt_set(&dir.join("partner"), "secevent+jwt", &c).await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("jwks_unavailable")),
+        "{body}"
+    );
+
+    // Too large for the push endpoint: 413 in the RFC 8935 form.
+    let (status, body) = push_as(None, "a".repeat(80 * 1024)).await;
+    assert_eq!(
+        (status, body["err"].as_str()),
+        (413, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(
+        body["description"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{body}"
     );
     s.stop().await;
 }

@@ -275,7 +275,8 @@ impl Broker {
         Err(ApiError::new(
             ErrorCode::Frozen,
             format!(
-                "an operator froze grants for `{}` (freeze `{}`): nothing is granted, claimed or renewed there until it is lifted",
+                "{} froze grants for `{}` (freeze `{}`): nothing is granted, claimed or renewed there until an operator lifts it",
+                f.engaged_by_label(),
                 f.scope.label(),
                 f.id
             ),

@@ -197,7 +197,8 @@ impl Broker {
             return Err(ApiError::new(
                 ErrorCode::Frozen,
                 format!(
-                    "an operator froze `{}` (freeze `{}`): the gateway forwards nothing there until it is lifted",
+                    "{} froze `{}` (freeze `{}`): the gateway forwards nothing there until an operator lifts it",
+                    fr.engaged_by_label(),
                     fr.scope.label(),
                     fr.id
                 ),

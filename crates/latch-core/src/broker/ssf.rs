@@ -92,14 +92,15 @@ impl Broker {
     }
 
     /// Acts on a verified SET (see the module documentation): records its `jti`, and for a
-    /// CAEP `session-revoked`, `credential-change` (other than `create`) or RISC
-    /// `account-disabled` whose subject names a human (`ssf::subject::human_of`), freezes
+    /// an event [`ssf::classify_event`] acts on whose subject names a human
+    /// (`ssf::subject::human_of`) the transmitter may act for, freezes
     /// grants for that human (a `human` freeze, engaged by `ssf:<transmitter>`, lifted by an
     /// operator as any other) and ends every open task acting for them. Other events and
     /// subjects are recorded as `ignored`.
     ///
     /// # Errors
-    /// [`PushError::Refused`] `invalid_request` for a `jti` already received from this issuer;
+    /// [`PushError::Refused`] `invalid_request` for a `jti` already received from this issuer,
+    /// `access_denied` for an acting event about a human outside the transmitter's `humans`;
     /// [`PushError::Unavailable`] when the store fails before the SET is recorded.
     pub async fn receive_security_event(
         &self,
@@ -118,9 +119,18 @@ impl Broker {
         }
         let human = set
             .subject()
-            .and_then(|s| ssf::subject::human_of(s, &set.subject_issuers));
+            .and_then(|s| ssf::subject::human_of(s, &set.subjects));
         if !acting.is_empty() && human.is_none() {
             ignored.push("the subject names no human");
+        }
+        if human
+            .as_deref()
+            .is_some_and(|h| !acting.is_empty() && !set.subjects.may_act_for(h))
+        {
+            return Err(PushError::refused(
+                PushErrorCode::AccessDenied,
+                "the subject names a human this transmitter may not act for (its `humans`)",
+            ));
         }
         let act_on = human.as_deref().filter(|_| !acting.is_empty());
         let now = self.now();

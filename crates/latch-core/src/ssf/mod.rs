@@ -6,9 +6,10 @@
 //!   server signs and pushes (RFC 8935) to the `[[ssf.receivers]]` of `latch.toml`.
 //! * **Receiver** ([`receive`]): a SET pushed by a configured identity provider, once its
 //!   signature, issuer, audience, `iat` and `typ` are verified ([`receive::SetVerifier`]), is
-//!   classified here; CAEP `session-revoked`, `credential-change` (other than `create`) and
-//!   RISC `account-disabled` about a human end the tasks acting for that human and freeze their
-//!   grants (`crate::broker::Broker::receive_security_event`).
+//!   classified here ([`receive::classify_event`]: session and credential revocations, claim
+//!   changes, lowered assurance, raised risk, compromised, disabled, purged or recycled
+//!   accounts) and, about a human the transmitter may speak for, ends the tasks acting for
+//!   that human and freezes their grants (`crate::broker::Broker::receive_security_event`).
 //! * [`subject`]: subject identifiers (RFC 9493, and the complex subjects of SSF 1.0 §3.3),
 //!   built for what Latch sends and read for what it receives.
 //!
@@ -40,9 +41,36 @@ pub const SESSION_REVOKED: &str =
 /// CAEP 1.0 §3.3: a credential was created, changed, revoked or deleted.
 pub const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+/// CAEP 1.0 §3.2: claims of the subject's tokens changed (its roles, groups or entitlements).
+pub const TOKEN_CLAIMS_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/token-claims-change";
+/// CAEP 1.0 §3.4: the subject's authentication assurance level changed.
+pub const ASSURANCE_LEVEL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+/// CAEP 1.0 §3.5: the subject's device became compliant or not.
+pub const DEVICE_COMPLIANCE_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change";
+/// CAEP 1.0 §3.8: the risk level of the subject changed.
+pub const RISK_LEVEL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/risk-level-change";
+/// RISC 1.0 §2.1: the account must change its credential (it may be compromised).
+pub const ACCOUNT_CREDENTIAL_CHANGE_REQUIRED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/account-credential-change-required";
+/// RISC 1.0 §2.2: an account was deleted for good.
+pub const ACCOUNT_PURGED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/account-purged";
 /// RISC 1.0 §2.3: an account was disabled.
 pub const ACCOUNT_DISABLED: &str =
     "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+/// RISC 1.0 §2.6: the identifier now names another account (the old holder's sessions end).
+pub const IDENTIFIER_RECYCLED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/identifier-recycled";
+/// RISC 1.0 §2.7: a credential of the subject was compromised.
+pub const CREDENTIAL_COMPROMISE: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/credential-compromise";
+/// RISC 1.0 §2.11 (deprecated for CAEP `session-revoked`, still sent): all sessions revoked.
+pub const SESSIONS_REVOKED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/sessions-revoked";
 /// SSF 1.0 §8.1.4.1: a verification event (answers a receiver's verification request).
 pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
 

@@ -7,7 +7,11 @@ use aws_lc_rs::digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{ACCOUNT_DISABLED, CREDENTIAL_CHANGE, SESSION_REVOKED, VERIFICATION};
+use super::{
+    ACCOUNT_CREDENTIAL_CHANGE_REQUIRED, ACCOUNT_DISABLED, ACCOUNT_PURGED, ASSURANCE_LEVEL_CHANGE,
+    CREDENTIAL_CHANGE, CREDENTIAL_COMPROMISE, DEVICE_COMPLIANCE_CHANGE, IDENTIFIER_RECYCLED,
+    RISK_LEVEL_CHANGE, SESSION_REVOKED, SESSIONS_REVOKED, TOKEN_CLAIMS_CHANGE, VERIFICATION,
+};
 use crate::error::ApiError;
 
 /// The error codes of a refused push (RFC 8935 §2.4, the IANA "Security Event Token Error
@@ -98,8 +102,8 @@ pub struct VerifiedSet {
     pub sub_id: Option<Value>,
     /// `events`: event type URI → event object (at least one).
     pub events: Map<String, Value>,
-    /// The issuers whose `iss_sub` subjects name humans for this transmitter.
-    pub subject_issuers: Vec<String>,
+    /// Which of its subjects name humans, and which humans it may act for.
+    pub subjects: super::subject::SubjectRules,
     /// Until when the `jti` must be remembered (Unix seconds): past it, the SET's `iat` is too
     /// old to be accepted anyway.
     pub replay_until_unix_secs: i64,
@@ -172,8 +176,7 @@ impl ReceivedSetRecord {
 /// What an event in a received SET asks Latch to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetAction {
-    /// End every task acting for the subject's human and freeze their grants: CAEP
-    /// `session-revoked`, `credential-change` (other than `create`), RISC `account-disabled`.
+    /// End every task acting for the subject's human and freeze their grants.
     EndHumanTasks,
     /// An SSF verification event (SSF 1.0 §8.1.4): accepted, nothing to do.
     Verification,
@@ -183,20 +186,49 @@ pub enum SetAction {
 
 /// What the event `event_type` with object `event` asks for.
 ///
-/// A `credential-change` with `change_type` `create` (a new credential enrolled) asks for
-/// nothing: it says nothing against the human's sessions. Any other change (`revoke`,
-/// `update`, `delete`, or none given) does: a changed password or a removed authenticator is
-/// what a relying party ends sessions for.
+/// Acted on (the human's tasks end, their grants freeze): CAEP `session-revoked`,
+/// `credential-change` other than `create` (a new credential enrolled says nothing against the
+/// human's sessions; a changed password or a removed authenticator is what a relying party ends
+/// sessions for), `token-claims-change` (the roles or groups the tasks were granted under no
+/// longer hold), `assurance-level-change` with `change_direction` `decrease`,
+/// `device-compliance-change` to `not-compliant`, `risk-level-change` to `high`; RISC
+/// `account-disabled`, `account-purged`, `credential-compromise`,
+/// `account-credential-change-required`, `identifier-recycled` and the deprecated
+/// `sessions-revoked`. Everything else is recorded and ignored.
 pub fn classify_event(event_type: &str, event: &Value) -> SetAction {
-    match event_type {
-        SESSION_REVOKED | ACCOUNT_DISABLED => SetAction::EndHumanTasks,
-        CREDENTIAL_CHANGE => {
-            if event.get("change_type").and_then(Value::as_str) == Some("create") {
-                SetAction::Ignore("a credential was created")
-            } else {
-                SetAction::EndHumanTasks
-            }
+    let field = |k: &str| event.get(k).and_then(Value::as_str);
+    let when = |acts: bool, why: &'static str| {
+        if acts {
+            SetAction::EndHumanTasks
+        } else {
+            SetAction::Ignore(why)
         }
+    };
+    match event_type {
+        SESSION_REVOKED
+        | TOKEN_CLAIMS_CHANGE
+        | ACCOUNT_DISABLED
+        | ACCOUNT_PURGED
+        | CREDENTIAL_COMPROMISE
+        | ACCOUNT_CREDENTIAL_CHANGE_REQUIRED
+        | IDENTIFIER_RECYCLED
+        | SESSIONS_REVOKED => SetAction::EndHumanTasks,
+        CREDENTIAL_CHANGE => when(
+            field("change_type") != Some("create"),
+            "a credential was created",
+        ),
+        ASSURANCE_LEVEL_CHANGE => when(
+            field("change_direction") == Some("decrease"),
+            "the assurance level did not decrease",
+        ),
+        DEVICE_COMPLIANCE_CHANGE => when(
+            field("current_status") == Some("not-compliant"),
+            "the device is compliant",
+        ),
+        RISK_LEVEL_CHANGE => when(
+            field("current_level").is_some_and(|l| l.eq_ignore_ascii_case("high")),
+            "the risk level is not high",
+        ),
         VERIFICATION => SetAction::Verification,
         _ => SetAction::Ignore("an event type latch does not act on"),
     }
@@ -240,6 +272,39 @@ mod tests {
             ),
             Ignore(_)
         ));
+        for t in [
+            TOKEN_CLAIMS_CHANGE,
+            ACCOUNT_PURGED,
+            CREDENTIAL_COMPROMISE,
+            ACCOUNT_CREDENTIAL_CHANGE_REQUIRED,
+            IDENTIFIER_RECYCLED,
+            SESSIONS_REVOKED,
+        ] {
+            assert_eq!(classify_event(t, &e), EndHumanTasks, "{t}");
+        }
+        let cases = [
+            (
+                ASSURANCE_LEVEL_CHANGE,
+                "change_direction",
+                "decrease",
+                "increase",
+            ),
+            (
+                DEVICE_COMPLIANCE_CHANGE,
+                "current_status",
+                "not-compliant",
+                "compliant",
+            ),
+            (RISK_LEVEL_CHANGE, "current_level", "HIGH", "low"),
+        ];
+        for (t, k, acts, not) in cases {
+            assert_eq!(classify_event(t, &json!({ k: acts })), EndHumanTasks, "{t}");
+            assert!(
+                matches!(classify_event(t, &json!({ k: not })), Ignore(_)),
+                "{t}"
+            );
+            assert!(matches!(classify_event(t, &e), Ignore(_)), "{t}");
+        }
     }
 
     #[test]
@@ -252,7 +317,7 @@ mod tests {
             txn: None,
             sub_id: None,
             events: Map::new(),
-            subject_issuers: vec![],
+            subjects: super::super::subject::SubjectRules::any_human(vec![]),
             replay_until_unix_secs: 0,
         };
         set.events.insert(

@@ -1,9 +1,67 @@
 //! Subject identifiers (RFC 9493) and the complex subjects of SSF 1.0 §3.3: the ones Latch
 //! puts in the `sub_id` of what it transmits, and the human a received SET names.
 
+use regex::Regex;
 use serde_json::{Map, Value, json};
 
 use crate::broker::valid_human_id;
+
+/// The subject identifier formats (RFC 9493 §3.2) whose value can name a human, in the order
+/// Latch lists them. `complex` and `aliases` are containers, always read for these.
+pub const HUMAN_FORMATS: [&str; 4] = ["iss_sub", "email", "opaque", "account"];
+
+/// What one transmitter's subjects may name: the formats read as humans, the issuers whose
+/// `iss_sub` subjects count, and which humans it may act for at all.
+///
+/// # Security
+/// With several transmitters configured, `humans` keeps one identity provider from ending the
+/// sessions of the humans another one signs in (every transmitter can sign any subject).
+#[derive(Debug, Clone)]
+pub struct SubjectRules {
+    /// Issuers whose `iss_sub` subjects name humans (the transmitter's own by default).
+    pub issuers: Vec<String>,
+    /// Leaf formats read as humans (a subset of [`HUMAN_FORMATS`]).
+    pub formats: Vec<String>,
+    /// The humans this transmitter may act for (matched in full, ASCII case ignored); `None`:
+    /// any human.
+    pub humans: Option<Regex>,
+}
+
+impl PartialEq for SubjectRules {
+    fn eq(&self, other: &Self) -> bool {
+        self.issuers == other.issuers
+            && self.formats == other.formats
+            && self.humans.as_ref().map(Regex::as_str) == other.humans.as_ref().map(Regex::as_str)
+    }
+}
+
+impl SubjectRules {
+    /// Every human format, `issuers` for `iss_sub`, any human.
+    pub fn any_human(issuers: Vec<String>) -> Self {
+        Self {
+            issuers,
+            formats: HUMAN_FORMATS.iter().map(|f| (*f).to_owned()).collect(),
+            humans: None,
+        }
+    }
+
+    /// Compiles a `humans` pattern: the whole human id must match, ASCII case ignored.
+    ///
+    /// # Errors
+    /// The regex syntax error, or a pattern too large to compile.
+    pub fn humans_pattern(pattern: &str) -> Result<Regex, String> {
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether this transmitter may act for `human`.
+    pub fn may_act_for(&self, human: &str) -> bool {
+        self.humans.as_ref().is_none_or(|r| r.is_match(human))
+    }
+}
 
 /// `{"format": "opaque", "id": …}` (RFC 9493 §3.2): an identifier only its issuer
 /// interprets (Latch's task, lease and freeze ids, human ids without an issuer).
@@ -40,36 +98,44 @@ const MAX_DEPTH: usize = 3;
 /// `iss_sub` → `sub`, only when `iss` is one of `subject_issuers` (the transmitter's
 /// own issuer by default: a `sub` means nothing without its issuer); `opaque` → `id`;
 /// `account` → the `acct:` URI without its scheme; `aliases` → the first of
-/// its identifiers that names a human. Other formats (phone numbers, DIDs, URIs, JWT ids…)
-/// name no human. The value must be a valid human id (`valid_human_id`: 1–128 ASCII letters,
-/// digits and `._@+-`), else `None`.
+/// its identifiers that names a human. Only the leaf formats in `rules.formats` count; other
+/// formats (phone numbers, DIDs, URIs, JWT ids…) name no human. The value must be a valid
+/// human id (`valid_human_id`: 1–128 ASCII letters, digits and `._@+-`), else `None`.
+/// Whether the transmitter may act for the human found is [`SubjectRules::may_act_for`].
 ///
 /// # Security
-/// Only called on claims whose signature, issuer and audience were verified. Which of these
-/// formats a transmitter may use is its operator's choice; an identity provider that can name
-/// any human can already end their sessions at every relying party.
-pub fn human_of(sub_id: &Value, subject_issuers: &[String]) -> Option<String> {
-    human_at(sub_id, subject_issuers, 0)
+/// Only called on claims whose signature, issuer and audience were verified. Which formats a
+/// transmitter may use, and for which humans, is its operator's choice (`subject_formats`,
+/// `humans`).
+pub fn human_of(sub_id: &Value, rules: &SubjectRules) -> Option<String> {
+    human_at(sub_id, rules, 0)
 }
 
-fn human_at(sub_id: &Value, subject_issuers: &[String], depth: usize) -> Option<String> {
+fn human_at(sub_id: &Value, rules: &SubjectRules, depth: usize) -> Option<String> {
     if depth > MAX_DEPTH {
         return None;
     }
     let s = |k: &str| sub_id.get(k).and_then(Value::as_str);
-    let found = match s("format")? {
-        "complex" => return human_at(sub_id.get("user")?, subject_issuers, depth + 1),
+    let format = s("format")?;
+    match format {
+        "complex" => return human_at(sub_id.get("user")?, rules, depth + 1),
         "aliases" => {
             return sub_id
                 .get("identifiers")?
                 .as_array()?
                 .iter()
-                .find_map(|id| human_at(id, subject_issuers, depth + 1));
+                .find_map(|id| human_at(id, rules, depth + 1));
         }
+        _ => {}
+    }
+    if !rules.formats.iter().any(|f| f == format) {
+        return None;
+    }
+    let found = match format {
         "email" => s("email")?,
         "iss_sub" => {
             let iss = s("iss")?;
-            if !subject_issuers.iter().any(|i| i == iss) {
+            if !rules.issuers.iter().any(|i| i == iss) {
                 return None;
             }
             s("sub")?
@@ -85,8 +151,25 @@ fn human_at(sub_id: &Value, subject_issuers: &[String], depth: usize) -> Option<
 mod tests {
     use super::*;
 
-    fn issuers() -> Vec<String> {
-        vec!["https://idp.example".to_owned()]
+    fn issuers() -> SubjectRules {
+        SubjectRules::any_human(vec!["https://idp.example".to_owned()])
+    }
+
+    #[test]
+    fn formats_left_out_name_nobody_and_humans_bound_who_may_be_acted_for() {
+        let mut r = issuers();
+        r.formats = vec!["email".into()];
+        assert_eq!(human_of(&opaque("alice"), &r), None);
+        assert_eq!(human_of(&iss_sub("https://idp.example", "alice"), &r), None);
+        let email = json!({"format": "email", "email": "alice@corp.example"});
+        assert_eq!(human_of(&email, &r).as_deref(), Some("alice@corp.example"));
+        assert!(r.may_act_for("anyone"));
+        r.humans = Some(SubjectRules::humans_pattern(r".*@corp\.example").unwrap());
+        assert!(r.may_act_for("alice@corp.example"));
+        assert!(r.may_act_for("Alice@CORP.example"));
+        assert!(!r.may_act_for("mallory@other.example"));
+        assert!(!r.may_act_for("alice@corp.example.evil"), "matched in full");
+        assert!(SubjectRules::humans_pattern("(").is_err());
     }
 
     #[test]

@@ -22,11 +22,14 @@
 //! algorithms = ["RS256", "ES256"]
 //! max_age = "1h"                                # oldest accepted `iat`
 //! authorization_header_file = "idp-push.secret" # what its pushes must carry (optional)
+//! subject_formats = ["iss_sub", "email"]        # which subjects name humans (default: all four)
+//! humans = ".*@example\\.com"                  # whom it may act for (required with 2+ transmitters)
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use latch_core::ssf::subject::{HUMAN_FORMATS, SubjectRules};
 use latch_identity::{JwksSource, SigningAlgorithm, TransmitterSettings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -157,12 +160,62 @@ pub struct SsfTransmitterConfig {
     /// Issuers whose `iss_sub` subjects name the humans tasks act for (default: `issuer`).
     #[serde(default)]
     pub subject_issuers: Vec<String>,
+    /// Subject identifier formats read as humans (default: `iss_sub`, `email`, `opaque`,
+    /// `account`); `complex` and `aliases` subjects are read for these.
+    #[serde(default)]
+    pub subject_formats: Vec<String>,
+    /// A regular expression the human id must match in full (ASCII case ignored) for this
+    /// transmitter to act for them, e.g. `".*@corp\\.example"`. Required when more than one
+    /// transmitter is configured: every transmitter can sign any subject, so each says whose
+    /// sessions it speaks for. Default (one transmitter): any human.
+    #[serde(default)]
+    pub humans: Option<String>,
     /// Environment variable holding the `Authorization` header its pushes must carry.
     #[serde(default)]
     pub authorization_header_env: Option<String>,
     /// File holding the `Authorization` header its pushes must carry.
     #[serde(default)]
     pub authorization_header_file: Option<PathBuf>,
+}
+
+impl SsfTransmitterConfig {
+    /// The rules of its subjects: `subject_issuers` (default: its issuer), `subject_formats`
+    /// (default: every human format), `humans` compiled.
+    ///
+    /// # Errors
+    /// An unknown format, or a `humans` pattern that does not compile (named with the
+    /// transmitter).
+    pub fn subject_rules(&self) -> Result<SubjectRules, String> {
+        let issuers = if self.subject_issuers.is_empty() {
+            vec![self.issuer.clone()]
+        } else {
+            self.subject_issuers.clone()
+        };
+        let mut rules = SubjectRules::any_human(issuers);
+        if !self.subject_formats.is_empty() {
+            if let Some(bad) = self
+                .subject_formats
+                .iter()
+                .find(|f| !HUMAN_FORMATS.contains(&f.as_str()))
+            {
+                return Err(format!(
+                    "ssf transmitter `{}`: `subject_formats` has `{bad}`; the formats that name humans are {}",
+                    self.name,
+                    HUMAN_FORMATS.join(", ")
+                ));
+            }
+            rules.formats.clone_from(&self.subject_formats);
+        }
+        if let Some(p) = &self.humans {
+            rules.humans = Some(SubjectRules::humans_pattern(p).map_err(|e| {
+                format!(
+                    "ssf transmitter `{}`: `humans` is not a valid regular expression: {e}",
+                    self.name
+                )
+            })?);
+        }
+        Ok(rules)
+    }
 }
 
 fn default_algorithms() -> Vec<SigningAlgorithm> {
@@ -281,6 +334,13 @@ impl SsfConfig {
                     t.name
                 ));
             }
+            t.subject_rules()?;
+            if self.transmitters.len() > 1 && t.humans.is_none() {
+                return Err(format!(
+                    "ssf transmitter `{}`: with more than one transmitter each must say whose sessions it speaks for: set `humans` (a regular expression over human ids, e.g. \".*@corp\\\\.example\")",
+                    t.name
+                ));
+            }
         }
         Ok(())
     }
@@ -315,11 +375,7 @@ impl SsfConfig {
                     algorithms: t.algorithms.clone(),
                     max_age: t.max_age,
                     leeway: t.leeway,
-                    subject_issuers: if t.subject_issuers.is_empty() {
-                        vec![t.issuer.clone()]
-                    } else {
-                        t.subject_issuers.clone()
-                    },
+                    subjects: t.subject_rules()?,
                     authorization,
                 })
             })
@@ -361,10 +417,21 @@ mod tests {
         let t = c
             .transmitter_settings(Path::new("/etc/latch"))
             .expect("settings");
-        assert_eq!(t[0].subject_issuers, vec!["https://idp.example".to_owned()]);
+        assert_eq!(
+            t[0].subjects.issuers,
+            vec!["https://idp.example".to_owned()]
+        );
+        assert_eq!(t[0].subjects.formats.len(), HUMAN_FORMATS.len());
+        assert!(t[0].subjects.humans.is_none());
         assert_eq!(t[0].jwks, JwksSource::File("/etc/latch/idp.jwks".into()));
         assert_eq!(t[0].max_age, Duration::from_secs(3600));
         assert!(t[0].authorization.is_none());
+    }
+
+    fn transmitter(name: &str, extra: &str) -> String {
+        format!(
+            "[[transmitters]]\nname = \"{name}\"\nissuer = \"https://{name}\"\naudience = \"a\"\njwks = {{ url = \"https://{name}/j\" }}\n{extra}"
+        )
     }
 
     #[test]
@@ -382,6 +449,9 @@ mod tests {
             format!("{}\n{}", receiver(""), receiver("")),
             "[[transmitters]]\nname = \"i\"\nissuer = \"https://i\"\naudience = \"a\"\njwks = { discovery = true }".into(),
             "[[transmitters]]\nname = \"i\"\nissuer = \"\"\naudience = \"a\"\njwks = { url = \"https://i/j\" }".into(),
+            transmitter("i", "subject_formats = [\"phone_number\"]"),
+            transmitter("i", "humans = \"(\""),
+            format!("{}\n{}", transmitter("a", ""), transmitter("b", "humans = \".*@b\"")),
         ] {
             assert!(parse(&bad).is_err(), "{bad}");
         }
@@ -389,5 +459,17 @@ mod tests {
             parse("[[receivers]]\nname = \"s\"\nendpoint_url = \"http://127.0.0.1:9/x\"\naudience = \"a\"")
                 .is_ok()
         );
+        let two = parse(&format!(
+            "{}\n{}",
+            transmitter(
+                "a",
+                "humans = \".*@a\\\\.example\"\nsubject_formats = [\"email\"]"
+            ),
+            transmitter("b", "humans = \".*@b\\\\.example\"")
+        ))
+        .expect("two transmitters, each with its humans");
+        let rules = two.transmitters[0].subject_rules().unwrap();
+        assert_eq!(rules.formats, vec!["email".to_owned()]);
+        assert!(rules.may_act_for("x@a.example") && !rules.may_act_for("x@b.example"));
     }
 }

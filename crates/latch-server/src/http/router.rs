@@ -47,7 +47,16 @@ fn ssf_routes() -> Router<AppState> {
                 .delete(ssf::delete_stream),
         )
         .route(crate::ssf::STATUS_PATH, get(ssf::status))
+}
+
+/// The push endpoint of transmitters (`POST /v1/ssf/events`), its body bounded by `g`, and what
+/// the HTTP layer refuses there answered in the RFC 8935 form.
+fn ssf_push_route(g: BodyGuard) -> Router<AppState> {
+    use crate::http::routes::ssf;
+    Router::new()
         .route(crate::ssf::EVENTS_PATH, post(ssf::receive))
+        .layer(axum::middleware::from_fn_with_state(g, body_guard))
+        .layer(axum::middleware::map_response(ssf::push_error_form))
 }
 
 /// The whole HTTP API: request bodies up to `max_body_bytes` (`/v1/scan`: its own bound; a
@@ -68,6 +77,10 @@ pub fn router(
             },
             body_guard,
         )
+    };
+    let api_guard = BodyGuard {
+        max_bytes: max_body_bytes,
+        timeout: body_timeout,
     };
     let scan_max = state
         .scan
@@ -153,6 +166,7 @@ pub fn router(
                 .layer(axum::extract::DefaultBodyLimit::max(scan_max))
                 .layer(Extension(state.scan.clone())),
         )
+        .merge(ssf_push_route(api_guard))
         .fallback(crate::http::error::not_found)
         .method_not_allowed_fallback(crate::http::error::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
@@ -173,9 +187,5 @@ pub fn router(
             crate::http::console::console_headers,
         ))
         .with_state(state.clone());
-    let mcp_guard = BodyGuard {
-        max_bytes: max_body_bytes,
-        timeout: body_timeout,
-    };
-    crate::http::mcp::edge::mcp_router(state, api.clone(), mcp_guard).merge(api)
+    crate::http::mcp::edge::mcp_router(state, api.clone(), api_guard).merge(api)
 }

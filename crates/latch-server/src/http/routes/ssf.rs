@@ -213,13 +213,48 @@ fn refused(code: PushErrorCode, description: &str) -> Response {
         .into_response()
 }
 
+/// Answers what the HTTP layer refused on the push endpoint (`413` a body over the limit,
+/// `408` a body not received in time, `415` a content coding) in the RFC 8935 §2.4 form,
+/// `{"err": "invalid_request", "description": …}`, keeping the status: a transmitter reads one
+/// error form from this endpoint.
+pub(crate) async fn push_error_form(r: Response) -> Response {
+    let status = r.status();
+    if !matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ) {
+        return r;
+    }
+    let (mut parts, _body) = r.into_parts();
+    // The error travels as an extension that `request_meta` renders; taken here, this form is
+    // what the transmitter gets.
+    let message = parts.extensions.remove::<ApiError>().map_or_else(
+        || {
+            status
+                .canonical_reason()
+                .unwrap_or("refused")
+                .to_ascii_lowercase()
+        },
+        |e| latch_core::error::redact_credentials(&e.message).into_owned(),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = Json(PushErrorBody {
+        err: PushErrorCode::InvalidRequest.as_str(),
+        description: &message,
+    });
+    (parts, body).into_response()
+}
+
 /// `POST /v1/ssf/events`: a configured transmitter pushes one SET (RFC 8935 §2): the body is
 /// the compact JWS, `Content-Type: application/secevent+jwt`. `202` once accepted (what it
 /// causes is committed); `400` with `{"err", "description"}` (RFC 8935 §2.4) when refused, the
 /// codes `invalid_request` (not a SET, wrong `typ`, `iat` out of bounds, a `jti` already
 /// received), `invalid_key`, `invalid_issuer`, `invalid_audience`, `authentication_failed`;
-/// `503` when the transmitter's keys or the store are unavailable (the transmitter retries);
-/// `404` when no transmitter is configured.
+/// `503` `jwks_unavailable` or `store_unavailable` when the transmitter's keys or the store
+/// are unavailable (the transmitter retries); `413` (and `408`, `415`) in the RFC 8935 form
+/// ([`push_error_form`]); `404` when no transmitter is configured.
 pub(crate) async fn receive(
     State(s): State<AppState>,
     Extension(m): Extension<ReqMeta>,
@@ -266,7 +301,13 @@ pub(crate) async fn receive(
         Err(PushError::Unavailable(e)) => {
             metrics::counter!("latch_ssf_sets_received_total", "outcome" => "unavailable")
                 .increment(1);
-            AppError(ApiError::new(ErrorCode::StoreUnavailable, e.message)).into_response()
+            // `jwks_unavailable` or `store_unavailable`, as it happened, always `503` (the
+            // transmitter retries: the SET was not wrong, RFC 8935 §2.3).
+            let mut r = AppError(e).into_response();
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            r
         }
     }
 }
