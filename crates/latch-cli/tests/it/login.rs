@@ -342,8 +342,23 @@ async fn latch_login_signs_a_human_in_through_a_real_provider() {
 struct DeviceLogin {
     child: std::process::Child,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    collector: std::thread::JoinHandle<()>,
     verification_uri: String,
     user_code: String,
+}
+
+impl DeviceLogin {
+    /// Waits for `latch login` to exit and for its stderr to be read to the end (the collector
+    /// thread sees EOF once the child is gone), so the last error line is never missed.
+    async fn finish(self) -> (i32, String, String) {
+        let (code, out) = finished(self.child).await;
+        let collector = self.collector;
+        tokio::task::spawn_blocking(move || collector.join().unwrap())
+            .await
+            .unwrap();
+        let err = self.stderr.lock().unwrap().clone();
+        (code, out, err)
+    }
 }
 
 /// Starts `latch login --device` and reads the verification URI and user code it prints
@@ -358,7 +373,7 @@ async fn start_device_login(s: &TestServer, config_dir: &std::path::Path) -> Dev
     let stderr = child.stderr.take().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let keep = seen.clone();
-    let (uri, code) = tokio::task::spawn_blocking(move || {
+    let (uri, code, collector) = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
         let (mut uri, mut code) = (None, None);
         for l in lines.by_ref() {
@@ -373,12 +388,12 @@ async fn start_device_login(s: &TestServer, config_dir: &std::path::Path) -> Dev
             }
         }
         // Keep collecting stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
+        let collector = std::thread::spawn(move || {
             for l in lines {
                 keep.lock().unwrap().push_str(&format!("{l}\n"));
             }
         });
-        (uri, code)
+        (uri, code, collector)
     })
     .await
     .unwrap();
@@ -397,6 +412,7 @@ async fn start_device_login(s: &TestServer, config_dir: &std::path::Path) -> Dev
     DeviceLogin {
         child,
         stderr: seen,
+        collector,
         verification_uri: url.to_string(),
         user_code,
     }
@@ -440,8 +456,7 @@ async fn latch_login_device_grant_signs_in_and_a_refusal_exits_1() {
     )
     .await;
     assert!(page.contains("Sign-in Success"), "{page:.600}");
-    let (code, out) = finished(d.child).await;
-    let err = d.stderr.lock().unwrap().clone();
+    let (code, out, err) = d.finish().await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("as dave (groups: prod-approvers)"), "{out}");
     #[cfg(unix)]
@@ -470,8 +485,7 @@ async fn latch_login_device_grant_signs_in_and_a_refusal_exits_1() {
     )
     .await;
     assert!(page.contains("interrupted"), "{page:.600}");
-    let (code, out) = finished(d.child).await;
-    let err = d.stderr.lock().unwrap().clone();
+    let (code, out, err) = d.finish().await;
     assert_eq!(code, 1, "{out}{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
