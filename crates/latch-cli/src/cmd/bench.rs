@@ -12,6 +12,10 @@
 //!
 //! The driver runs on the same machine as the broker and takes part of its CPU; the report
 //! shows how much (driver and, with `--server-pid`, server CPU per level).
+//!
+//! Replicas: `--server` repeated drives several brokers sharing one store at once. Client `k`
+//! is set up against, and calls, replica `k mod n`; each level reports the total and, per
+//! replica, its calls, rate and latency.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,6 +27,9 @@ use hdrhistogram::Histogram;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
+
+mod report;
+use report::{one_line, print_table, replica_results, summary};
 
 /// Most concurrent clients one level may use.
 pub const MAX_CONCURRENCY: usize = 1024;
@@ -39,9 +46,10 @@ const CLIENT_SECRET: &str = latch_server::examples::DEMO_CLIENT_SECRET;
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// A running broker with the development issuer enabled (loopback only), e.g. one started
-    /// with `latch serve --config examples/latch.toml`.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// with `latch serve --config examples/latch.toml`. Repeat it to drive several replicas of
+    /// one store at once (clients are spread over them in turn).
+    #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
+    servers: Vec<String>,
     /// Concurrency levels (simultaneous clients, each with its own token and task).
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     concurrency: Vec<usize>,
@@ -57,9 +65,10 @@ pub struct BenchArgs {
     /// Stop a level after this many counted calls.
     #[arg(long, default_value_t = 5_000_000)]
     max_requests: u64,
-    /// Broker process id, to report its CPU time per level (Linux `/proc`).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Broker process id, to report its CPU time per level (Linux `/proc`); repeat it for
+    /// replicas (their CPU is summed).
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +107,26 @@ pub struct LevelResult {
     pub server_cpu_us_per_call: Option<f64>,
     /// First error seen, if any.
     pub first_error: Option<String>,
+    /// Per replica, when more than one `--server` was driven (in `--server` order).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaResult>,
+}
+
+/// One replica's share of a level.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaResult {
+    /// Its base URL.
+    pub server: String,
+    /// Successful calls counted.
+    pub requests: u64,
+    /// Counted calls that failed.
+    pub errors: u64,
+    /// Successful calls per second.
+    pub rate_per_sec: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
 }
 
 /// Runs the benchmark; returns the process exit code (0, or 1 when a level had errors).
@@ -105,7 +134,119 @@ pub struct LevelResult {
 /// # Errors
 /// Bad options, a non-loopback server, or a broker that cannot be set up against.
 pub async fn run(args: BenchArgs) -> Result<u8, String> {
-    let base = check_server(&args.server)?;
+    let (servers, levels, warmup, duration) = check_args(&args)?;
+    let max_c = levels.iter().copied().max().unwrap_or(1);
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(max_c + 16)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("http client: {e}"))?;
+
+    for base in &servers {
+        let health = http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {base}: {e} (start one with `latch serve`)"))?;
+        if !health.status().is_success() {
+            return Err(format!("{base}/healthz answered {}", health.status()));
+        }
+    }
+
+    let log = |m: String| {
+        if !args.json {
+            eprintln!("{m}");
+        }
+    };
+    log(format!(
+        "latch bench: {}, levels {levels:?}, {}s per level after {}s warm-up{}",
+        servers.join(" + "),
+        duration.as_secs_f64(),
+        warmup.as_secs_f64(),
+        if args.introspect {
+            ", then introspection"
+        } else {
+            ""
+        }
+    ));
+    log(format!(
+        "setting up {max_c} clients (token + sandbox task each)…"
+    ));
+    let clients = setup_clients(&http, &servers, max_c).await?;
+
+    let mut results = Vec::new();
+    let grant = Arc::new(Mode::Grant { body: GRANT_BODY });
+    for &c in &levels {
+        log(format!("grant, {c} clients…"));
+        let specs: Vec<Call> = clients[..c]
+            .iter()
+            .map(|cl| Call {
+                url: format!("{}/v1/tasks/{}/requests", cl.base, cl.task_id),
+                auth: Some(cl.auth.clone()),
+                replica: cl.replica,
+            })
+            .collect();
+        let r = run_level(
+            &http,
+            grant.clone(),
+            specs,
+            &servers,
+            (warmup, duration),
+            &args,
+        )
+        .await;
+        log(format!("  {}", one_line(&r)));
+        results.push(r);
+    }
+
+    if args.introspect {
+        log(format!(
+            "collecting {INTROSPECT_TOKENS} granted tokens for introspection…"
+        ));
+        let tokens = collect_tokens(&http, &clients, INTROSPECT_TOKENS).await?;
+        let mode = Arc::new(Mode::Introspect { tokens });
+        for &c in &levels {
+            log(format!("introspect, {c} clients…"));
+            let specs: Vec<Call> = (0..c)
+                .map(|i| Call {
+                    url: format!("{}/v1/oauth/introspect", servers[i % servers.len()]),
+                    auth: None,
+                    replica: i % servers.len(),
+                })
+                .collect();
+            let r = run_level(
+                &http,
+                mode.clone(),
+                specs,
+                &servers,
+                (warmup, duration),
+                &args,
+            )
+            .await;
+            log(format!("  {}", one_line(&r)));
+            results.push(r);
+        }
+    }
+
+    let errors: u64 = results.iter().map(|r| r.errors).sum();
+    print_results(&servers, &results, (warmup, duration), args.json);
+    Ok(if errors > 0 { 1 } else { 0 })
+}
+
+/// Checks the options: loopback servers, levels, durations. Answers the servers (base URLs),
+/// the levels, the warm-up and the measured duration.
+fn check_args(args: &BenchArgs) -> Result<(Vec<String>, Vec<usize>, Duration, Duration), String> {
+    let servers = args
+        .servers
+        .iter()
+        .map(|s| check_server(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("--server is required".into());
+    }
     let mut levels = args.concurrency.clone();
     levels.retain(|&c| c > 0);
     if levels.is_empty() {
@@ -124,103 +265,37 @@ pub async fn run(args: BenchArgs) -> Result<u8, String> {
             MAX_DURATION.as_secs()
         ));
     }
-    let max_c = levels.iter().copied().max().unwrap_or(1);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(max_c + 16)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| format!("http client: {e}"))?;
+    Ok((servers, levels, warmup, duration))
+}
 
-    let health = http
-        .get(format!("{base}/healthz"))
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {base}: {e}"))?;
-    if !health.status().is_success() {
-        return Err(format!("{base}/healthz answered {}", health.status()));
-    }
-
-    let log = |m: String| {
-        if !args.json {
-            eprintln!("{m}");
-        }
-    };
-    log(format!(
-        "latch bench: {base}, levels {levels:?}, {}s per level after {}s warm-up{}",
-        duration.as_secs_f64(),
-        warmup.as_secs_f64(),
-        if args.introspect {
-            ", then introspection"
-        } else {
-            ""
-        }
-    ));
-    log(format!(
-        "setting up {max_c} clients (token + sandbox task each)…"
-    ));
-    let clients = setup_clients(&http, &base, max_c).await?;
-
-    let mut results = Vec::new();
-    let grant = Arc::new(Mode::Grant { body: GRANT_BODY });
-    for &c in &levels {
-        log(format!("grant, {c} clients…"));
-        let specs: Vec<Call> = clients[..c]
-            .iter()
-            .map(|cl| Call {
-                url: format!("{base}/v1/tasks/{}/requests", cl.task_id),
-                auth: Some(cl.auth.clone()),
-            })
-            .collect();
-        let r = run_level(&http, grant.clone(), specs, warmup, duration, &args).await;
-        log(format!("  {}", one_line(&r)));
-        results.push(r);
-    }
-
-    if args.introspect {
-        log(format!(
-            "collecting {INTROSPECT_TOKENS} granted tokens for introspection…"
-        ));
-        let tokens = collect_tokens(&http, &base, &clients, INTROSPECT_TOKENS).await?;
-        let mode = Arc::new(Mode::Introspect { tokens });
-        for &c in &levels {
-            log(format!("introspect, {c} clients…"));
-            let specs: Vec<Call> = (0..c)
-                .map(|_| Call {
-                    url: format!("{base}/v1/oauth/introspect"),
-                    auth: None,
-                })
-                .collect();
-            let r = run_level(&http, mode.clone(), specs, warmup, duration, &args).await;
-            log(format!("  {}", one_line(&r)));
-            results.push(r);
-        }
-    }
-
-    let errors: u64 = results.iter().map(|r| r.errors).sum();
-    if args.json {
+/// Prints the results: one JSON document with `json`, else the table and the summary.
+fn print_results(
+    servers: &[String],
+    results: &[LevelResult],
+    (warmup, duration): (Duration, Duration),
+    json: bool,
+) {
+    if json {
         let doc = json!({
-            "server": base,
+            "server": servers.first(),
+            "servers": servers,
             "duration_secs": duration.as_secs_f64(),
             "warmup_secs": warmup.as_secs_f64(),
             "cores": online_cpus(),
             "note": "driver and broker share this machine's cores",
             "levels": results,
-            "summary": summary(&results),
+            "summary": summary(results),
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print_table(&results);
+        print_table(results);
         println!(
             "note: the driver and the broker share this machine's {} core(s); `drv cpu` and \
              `srv cpu` are cores used (1.0 = one core), `srv µs/op` broker CPU per call",
             online_cpus()
         );
-        println!("{}", summary(&results));
+        println!("{}", summary(results));
     }
-    Ok(if errors > 0 { 1 } else { 0 })
 }
 
 /// CPUs of the machine (not only those this process may run on).
@@ -254,10 +329,12 @@ fn check_server(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-/// One prepared client: its bearer header and task.
+/// One prepared client: its bearer header and task, on replica `replica` at `base`.
 struct Prepared {
     auth: HeaderValue,
     task_id: String,
+    base: String,
+    replica: usize,
 }
 
 async fn post_json(
@@ -285,7 +362,12 @@ fn api_error(what: &str, status: u16, body: &Value) -> String {
     )
 }
 
-async fn setup_one(http: &reqwest::Client, base: &str, n: usize) -> Result<Prepared, String> {
+async fn setup_one(
+    http: &reqwest::Client,
+    base: &str,
+    replica: usize,
+    n: usize,
+) -> Result<Prepared, String> {
     let run_id = format!("bench-{}-{n}", uuid::Uuid::new_v4().simple());
     let (st, b) = post_json(
         http,
@@ -312,12 +394,17 @@ async fn setup_one(http: &reqwest::Client, base: &str, n: usize) -> Result<Prepa
         return Err(api_error("open task", st, &b));
     }
     let task_id = b["id"].as_str().ok_or("open task: no id")?.to_owned();
-    Ok(Prepared { auth, task_id })
+    Ok(Prepared {
+        auth,
+        task_id,
+        base: base.to_owned(),
+        replica,
+    })
 }
 
 async fn setup_clients(
     http: &reqwest::Client,
-    base: &str,
+    servers: &[String],
     n: usize,
 ) -> Result<Vec<Prepared>, String> {
     let mut out = Vec::with_capacity(n);
@@ -326,8 +413,9 @@ async fn setup_clients(
         let batch: Vec<_> = (i..n.min(i + 16))
             .map(|k| {
                 let http = http.clone();
-                let base = base.to_owned();
-                tokio::spawn(async move { setup_one(&http, &base, k).await })
+                let replica = k % servers.len();
+                let base = servers[replica].clone();
+                tokio::spawn(async move { setup_one(&http, &base, replica, k).await })
             })
             .collect();
         for h in batch {
@@ -341,7 +429,6 @@ async fn setup_clients(
 /// Grants `n` credentials across the clients and returns their token values.
 async fn collect_tokens(
     http: &reqwest::Client,
-    base: &str,
     clients: &[Prepared],
     n: usize,
 ) -> Result<Arc<Vec<String>>, String> {
@@ -351,7 +438,7 @@ async fn collect_tokens(
     let mut handles = Vec::new();
     for c in clients.iter().take(lanes) {
         let http = http.clone();
-        let url = format!("{base}/v1/tasks/{}/requests", c.task_id);
+        let url = format!("{}/v1/tasks/{}/requests", c.base, c.task_id);
         let auth = c.auth.clone();
         let body = body.clone();
         handles.push(tokio::spawn(async move {
@@ -392,14 +479,17 @@ impl Mode {
     }
 }
 
-/// Per-worker URL and bearer authorization (introspection uses HTTP Basic client credentials).
+/// Per-worker URL and bearer authorization (introspection uses HTTP Basic client credentials),
+/// and the replica (index of `--server`) it calls.
 struct Call {
     url: String,
     auth: Option<HeaderValue>,
+    replica: usize,
 }
 
 #[derive(Default)]
 struct WorkerOut {
+    replica: usize,
     hist: Option<Histogram<u64>>,
     ok: u64,
     errors: u64,
@@ -431,7 +521,10 @@ async fn worker(
     counted: Arc<AtomicU64>,
     max_requests: u64,
 ) -> WorkerOut {
-    let mut out = WorkerOut::default();
+    let mut out = WorkerOut {
+        replica: call.replica,
+        ..WorkerOut::default()
+    };
     let mut hist = new_hist();
     // Worker i introspects tokens i, i + c, i + 2c, … (c = concurrency), cycling.
     let mut k = index;
@@ -548,8 +641,8 @@ async fn run_level(
     http: &reqwest::Client,
     mode: Arc<Mode>,
     calls: Vec<Call>,
-    warmup: Duration,
-    duration: Duration,
+    servers: &[String],
+    (warmup, duration): (Duration, Duration),
     args: &BenchArgs,
 ) -> LevelResult {
     let concurrency = calls.len();
@@ -577,14 +670,23 @@ async fn run_level(
     // CPU counters at the start of the measured window.
     tokio::time::sleep_until(measure_start.into()).await;
     let d0 = cpu_secs(None);
-    let s0 = args.server_pid.and_then(|p| cpu_secs(Some(p)));
+    let s0 = servers_cpu(&args.server_pids);
     let mut hist = new_hist();
+    let mut per: Vec<(Histogram<u64>, u64, u64)> =
+        servers.iter().map(|_| (new_hist(), 0, 0)).collect();
     let (mut ok, mut errors, mut first_error, mut last) = (0, 0, None, measure_start);
     for h in handles {
         match h.await {
             Ok(w) => {
                 if let Some(wh) = &w.hist {
                     let _ = hist.add(wh);
+                    if let Some(p) = per.get_mut(w.replica) {
+                        let _ = p.0.add(wh);
+                    }
+                }
+                if let Some(p) = per.get_mut(w.replica) {
+                    p.1 += w.ok;
+                    p.2 += w.errors;
                 }
                 ok += w.ok;
                 errors += w.errors;
@@ -602,7 +704,7 @@ async fn run_level(
         }
     }
     let d1 = cpu_secs(None);
-    let s1 = args.server_pid.and_then(|p| cpu_secs(Some(p)));
+    let s1 = servers_cpu(&args.server_pids);
     let secs = last
         .saturating_duration_since(measure_start)
         .as_secs_f64()
@@ -642,90 +744,17 @@ async fn run_level(
         server_cpu: server_cpu.map(|c| c / secs),
         server_cpu_us_per_call: server_cpu.filter(|_| ok > 0).map(|c| c * 1e6 / ok as f64),
         first_error,
+        replicas: replica_results(servers, &per, secs),
     }
 }
 
-fn one_line(r: &LevelResult) -> String {
-    format!(
-        "{} c={}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-        r.mode, r.concurrency, r.rate_per_sec, r.p50_ms, r.p99_ms, r.errors
-    )
-}
-
-fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "-".into())
-}
-
-fn print_table(rs: &[LevelResult]) {
-    println!(
-        "{:<10} {:>5} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
-        "mode",
-        "conc",
-        "requests",
-        "errors",
-        "rate/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "drv cpu",
-        "srv cpu",
-        "srv µs/op"
-    );
-    for r in rs {
-        println!(
-            "{:<10} {:>5} {:>9} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>9}",
-            r.mode,
-            r.concurrency,
-            r.requests,
-            r.errors,
-            r.rate_per_sec,
-            r.p50_ms,
-            r.p90_ms,
-            r.p99_ms,
-            r.max_ms,
-            opt(r.driver_cpu, 2),
-            opt(r.server_cpu, 2),
-            opt(r.server_cpu_us_per_call, 0)
-        );
+/// The broker CPU seconds of every `--server-pid`, summed (`None` without one, or when one
+/// cannot be read).
+fn servers_cpu(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
     }
-    for r in rs {
-        if let Some(e) = &r.first_error {
-            println!("first error ({} c={}): {}", r.mode, r.concurrency, e);
-        }
-    }
-}
-
-fn summary(rs: &[LevelResult]) -> String {
-    let best = |m: &str| {
-        rs.iter()
-            .filter(|r| r.mode == m)
-            .max_by(|a, b| a.rate_per_sec.total_cmp(&b.rate_per_sec))
-    };
-    let at32 = rs.iter().find(|r| r.mode == "grant" && r.concurrency == 32);
-    let mut s = String::from("summary:");
-    if let Some(g) = best("grant") {
-        s.push_str(&format!(
-            " grants best {:.0}/s (c={}, p99 {:.1} ms)",
-            g.rate_per_sec, g.concurrency, g.p99_ms
-        ));
-    }
-    if let Some(g) = at32 {
-        s.push_str(&format!(
-            "; at c=32 {:.0}/s p99 {:.1} ms",
-            g.rate_per_sec, g.p99_ms
-        ));
-    }
-    if let Some(i) = best("introspect") {
-        s.push_str(&format!(
-            "; introspections best {:.0}/s (c={}, p99 {:.1} ms)",
-            i.rate_per_sec, i.concurrency, i.p99_ms
-        ));
-    }
-    let errors: u64 = rs.iter().map(|r| r.errors).sum();
-    s.push_str(&format!("; {errors} errors"));
-    s
+    pids.iter().map(|&p| cpu_secs(Some(p))).sum()
 }
 
 #[cfg(test)]
