@@ -216,6 +216,10 @@ string_enum! {
         /// Latch ended a task because of a received Security Event Token (in the task end's
         /// batch). Outcome `ok`; detail: transmitter, issuer, `jti`, event type, human.
         SsfActed => "ssf.acted",
+        /// Ended tasks past the retention were deleted from the store with their requests and
+        /// leases (the audit trail keeps their records). Outcome `ok`; detail: how many tasks,
+        /// requests and leases, and the expiry cut-off.
+        StorePruned => "store.pruned",
     }
 }
 

@@ -392,6 +392,17 @@ pub struct Census {
     pub pending_notifications: i64,
 }
 
+/// What one pass of [`Store::prune_ended_tasks`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Tasks deleted (with everything below).
+    pub tasks: u64,
+    /// Their requests (and the approvals and delivered notifications of those).
+    pub requests: u64,
+    /// Their leases, every one `revoked`.
+    pub leases: u64,
+}
+
 /// Durable state. Implementations: SQLite (embedded default), PostgreSQL (replicas).
 ///
 /// Every state change goes through [`apply`](Self::apply) together with its audit events.
@@ -626,6 +637,25 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the console sessions that expired before `now_unix_secs`; returns how many.
     async fn purge_console_sessions(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+    /// Deletes up to `limit` ended tasks whose expiry is before `expired_before_unix_secs`,
+    /// with their requests, approvals, notifications, leases and per-task counters, in one
+    /// transaction. A task is only taken when it is not `open` and every one of its leases is
+    /// `revoked` and no notification of its requests is still `pending`: nothing that still
+    /// needs revoking or delivering is lost. The audit trail is never touched (it keeps the
+    /// record of all of it). A task's expiry bounds when it ended, so each was over at least
+    /// as long ago as its expiry.
+    ///
+    /// Stores that keep no such state delete nothing (the default).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; nothing is deleted then.
+    async fn prune_ended_tasks(
+        &self,
+        _expired_before_unix_secs: i64,
+        _limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        Ok(PruneReport::default())
     }
     /// Deletes the received Security Event Token records ([`Write::InsertReceivedSet`]) that
     /// expired before `now_unix_secs`; returns how many. Stores that keep none answer 0.

@@ -14,6 +14,7 @@ mod login;
 mod notify;
 mod proxy;
 mod resources;
+mod retention;
 mod ssf;
 mod targets;
 
@@ -26,6 +27,7 @@ pub use login::{LoginConfig, LoginSettings};
 pub use notify::{NotificationConfig, NotifyConfig, SmtpTls, read_secret};
 pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use resources::{BreachAction, ResourceConfig};
+pub use retention::RetentionConfig;
 pub use ssf::{SsfConfig, SsfReceiverConfig, SsfTransmitterConfig};
 pub use targets::TargetsConfig;
 
@@ -111,6 +113,9 @@ pub struct Config {
     /// events Latch acts on (`[ssf]`).
     #[serde(default)]
     pub ssf: SsfConfig,
+    /// How long ended tasks are kept in the store (`[retention]`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -601,11 +606,12 @@ impl Config {
         if let Some(l) = &self.login {
             l.settings(&self.issuers).map_err(ConfigError)?;
         }
-        self.http.validate().map_err(ConfigError)?;
-        self.mcp
-            .validate(self.http.request_timeout)
+        (self.http.validate())
+            .and(self.mcp.validate(self.http.request_timeout))
+            .and(self.auth_failures.validate())
+            .and(self.budgets.validate())
+            .and(self.retention.validate())
             .map_err(ConfigError)?;
-        (self.auth_failures.validate().and(self.budgets.validate())).map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;
@@ -616,29 +622,7 @@ impl Config {
                 )));
             }
         }
-        let mut sinks = std::collections::HashSet::new();
-        for sink in &self.audit.sinks {
-            let n = sink.name();
-            if n.is_empty()
-                || !n
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(ConfigError(format!(
-                    "audit sink name `{n}` must be letters, digits, `-` or `_`"
-                )));
-            }
-            if !sinks.insert(n) {
-                return Err(ConfigError(format!("duplicate audit sink name `{n}`")));
-            }
-            if let AuditSinkConfig::Webhook { url, .. } = sink
-                && !(url.starts_with("https://") || url.starts_with("http://"))
-            {
-                return Err(ConfigError(format!(
-                    "audit sink `{n}`: `url` must be an http(s) URL"
-                )));
-            }
-        }
+        self.validate_sinks()?;
         let mut seen = std::collections::HashSet::new();
         for r in &self.resources {
             if !seen.insert(&r.id) {
@@ -713,6 +697,34 @@ impl Config {
                 return Err(ConfigError(format!(
                     "introspection client `{}`: `secret_sha256` must be 64 hex characters",
                     c.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[audit.sinks]]`: names (letters, digits, `-`, `_`; unique) and webhook URLs.
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
+        let mut sinks = std::collections::HashSet::new();
+        for sink in &self.audit.sinks {
+            let n = sink.name();
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(ConfigError(format!(
+                    "audit sink name `{n}` must be letters, digits, `-` or `_`"
+                )));
+            }
+            if !sinks.insert(n) {
+                return Err(ConfigError(format!("duplicate audit sink name `{n}`")));
+            }
+            if let AuditSinkConfig::Webhook { url, .. } = sink
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(ConfigError(format!(
+                    "audit sink `{n}`: `url` must be an http(s) URL"
                 )));
             }
         }

@@ -25,6 +25,7 @@ mod batch;
 mod codec;
 mod counters;
 mod postgres;
+mod prune;
 mod sql;
 mod sqlite;
 mod statement;

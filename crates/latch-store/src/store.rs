@@ -16,7 +16,7 @@ use latch_core::model::{
     AccessRequest, Approval, AuditEvent, AuditFilter, ConsoleSession, Lease, Task,
 };
 use latch_core::notify::Notification;
-use latch_core::ports::{Census, Store, StoreError, WriteBatch};
+use latch_core::ports::{Census, PruneReport, Store, StoreError, WriteBatch};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Type};
 
 use crate::batch::{append_events, apply_write};
@@ -709,6 +709,15 @@ where
             Ok(DB::rows_affected(&done))
         })
         .await
+    }
+
+    async fn prune_ended_tasks(
+        &self,
+        expired_before: i64,
+        limit: u32,
+    ) -> Result<PruneReport, StoreError> {
+        self.bounded("prune ended tasks", self.prune_tasks(expired_before, limit))
+            .await
     }
 
     async fn purge_received_sets(&self, now: i64) -> Result<u64, StoreError> {

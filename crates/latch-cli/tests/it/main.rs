@@ -51,6 +51,7 @@ mod replicas;
 mod repo_identity;
 mod report;
 mod restart;
+mod retention;
 mod revocation;
 mod revocation_lists;
 mod spiffe;

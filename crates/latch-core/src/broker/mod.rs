@@ -58,6 +58,7 @@ mod oauth_grants;
 mod operators;
 mod outcome;
 mod reload;
+mod retention;
 mod revocation;
 mod ssf;
 mod targets;

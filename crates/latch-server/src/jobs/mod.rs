@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod notify;
 pub mod policy_watch;
 pub mod reaper;
+pub mod retention;
 pub mod serve;
 pub mod ssf;
 pub mod store_upkeep;

@@ -724,6 +724,14 @@ async fn spawn_jobs(
             rx.clone(),
         )));
     }
+    if config.retention.enabled {
+        let (broker, retention) = (b.broker.clone(), config.retention.clone());
+        tasks.push(tokio::spawn(jobs::retention::run(
+            broker,
+            retention,
+            rx.clone(),
+        )));
+    }
     if let Some((feed, once)) = b.shared {
         jobs::store_upkeep::warn_if_public(feed.as_ref()).await;
         tasks.push(tokio::spawn(jobs::store_upkeep::run(

@@ -36,6 +36,7 @@ mod audit;
 mod leases;
 mod notify;
 mod operators;
+mod retention;
 mod rows;
 mod ssf;
 
@@ -71,6 +72,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     console_sessions(s).await;
     ssf::received_sets(s).await;
     operators::census(s).await;
+    retention::prune_ended_tasks(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;
 }

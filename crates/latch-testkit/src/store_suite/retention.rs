@@ -1,0 +1,148 @@
+//! Retention: `prune_ended_tasks` deletes only ended tasks past the cut-off whose leases are
+//! all `revoked` and whose notifications are delivered, with everything below them; it keeps
+//! the audit trail, honours its limit, and deletes nothing twice.
+
+use latch_core::history::{CounterDelta, CounterScope};
+use latch_core::model::{LeaseState, RequestState, TaskState};
+use latch_core::notify::NotificationState;
+use latch_core::ports::{PruneReport, Store, Write, WriteBatch};
+
+use super::{apply_ok, approval, lease, notify, ok, request, task};
+
+/// A task with one request (one approval, one notification in `note`) and one lease in
+/// `lease_state`, expiring at `expires`, and a task counter.
+async fn family(
+    s: &dyn Store,
+    id: &str,
+    state: TaskState,
+    expires: i64,
+    lease_state: LeaseState,
+    note: NotificationState,
+) {
+    let rid = format!("{id}_req");
+    let mut l = lease(&format!("{id}_lease"), id, lease_state, -500, expires);
+    l.request_id.clone_from(&rid);
+    let mut n = notify::row(&format!("{id}_note"), &rid, -400);
+    n.state = note;
+    let batch = WriteBatch::new()
+        .write(Write::InsertTask(task(id, "wl_prn", -1000, expires, state)))
+        .write(Write::InsertRequest(request(
+            &rid,
+            id,
+            RequestState::Granted,
+            -900,
+            expires,
+        )))
+        .write(Write::InsertApproval(approval(
+            &format!("{id}_apr"),
+            &rid,
+            "bob",
+            -800,
+        )))
+        .write(Write::InsertLease(l))
+        .write(Write::InsertNotification(n))
+        .write(Write::Count(vec![CounterDelta {
+            scope: CounterScope::Task,
+            subject: id.to_owned(),
+            name: "grants".to_owned(),
+            window_start: 0,
+            by: 1,
+            cap: None,
+            at_unix_secs: -500,
+        }]));
+    apply_ok(s, batch, &format!("insert {id}")).await;
+}
+
+async fn gone(s: &dyn Store, id: &str) -> bool {
+    let t = ok(s.task(id).await, "task").is_none();
+    let r = ok(s.request(&format!("{id}_req")).await, "request").is_none();
+    let l = ok(s.lease(&format!("{id}_lease")).await, "lease").is_none();
+    let c = ok(s.counters(CounterScope::Task, id).await, "counters").is_empty();
+    let n = ok(
+        s.notifications_for_request(&format!("{id}_req")).await,
+        "notifications",
+    )
+    .is_empty();
+    assert_eq!([t, r, l, c, n], [t; 5], "{id}: pruned all or nothing");
+    t
+}
+
+/// See the module documentation. Uses expiries below zero, so no other section's task is
+/// past the cut-off.
+pub(super) async fn prune_ended_tasks(s: &dyn Store) {
+    use LeaseState::{Active, RevokeFailed, Revoked};
+    use NotificationState::{Delivered, Failed, Pending};
+    family(
+        s,
+        "prn_done",
+        TaskState::Completed,
+        -100,
+        Revoked,
+        Delivered,
+    )
+    .await;
+    family(s, "prn_done2", TaskState::Expired, -99, Revoked, Failed).await;
+    family(
+        s,
+        "prn_done3",
+        TaskState::Cancelled,
+        -98,
+        Revoked,
+        Delivered,
+    )
+    .await;
+    family(s, "prn_live", TaskState::Cancelled, -100, Active, Delivered).await;
+    family(
+        s,
+        "prn_failed",
+        TaskState::Expired,
+        -100,
+        RevokeFailed,
+        Delivered,
+    )
+    .await;
+    family(s, "prn_note", TaskState::Completed, -100, Revoked, Pending).await;
+    family(s, "prn_open", TaskState::Open, -100, Revoked, Delivered).await;
+    family(
+        s,
+        "prn_recent",
+        TaskState::Completed,
+        -10,
+        Revoked,
+        Delivered,
+    )
+    .await;
+    let head_before = ok(s.audit_head().await, "audit head");
+
+    let first = ok(s.prune_ended_tasks(-50, 1).await, "prune, limit 1");
+    assert_eq!(
+        first,
+        PruneReport {
+            tasks: 1,
+            requests: 1,
+            leases: 1
+        },
+        "the oldest one first, within the limit"
+    );
+    assert!(gone(s, "prn_done").await, "the oldest ended task is pruned");
+    assert!(!gone(s, "prn_done2").await, "the limit holds");
+    let rest = ok(s.prune_ended_tasks(-50, 100).await, "prune, the rest");
+    assert_eq!(rest.tasks, 2, "{rest:?}");
+    assert!(gone(s, "prn_done2").await && gone(s, "prn_done3").await);
+    for kept in [
+        "prn_live",
+        "prn_failed",
+        "prn_note",
+        "prn_open",
+        "prn_recent",
+    ] {
+        assert!(!gone(s, kept).await, "{kept} is kept");
+    }
+    let again = ok(s.prune_ended_tasks(-50, 100).await, "prune again");
+    assert_eq!(again, PruneReport::default(), "nothing is pruned twice");
+    assert_eq!(
+        ok(s.audit_head().await, "audit head"),
+        head_before,
+        "the audit trail is never touched"
+    );
+}
