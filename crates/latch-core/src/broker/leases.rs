@@ -153,7 +153,7 @@ impl Broker {
             );
         let generation = self.live_generation();
         let guard = history::version_guard(&task.id, view.task.version);
-        self.commit_renewal(ctx, caller, (&task, guard), &lease, &n, ev, now)
+        self.commit_renewal(ctx, caller, (&task, &resource, guard), &lease, &n, ev, now)
             .await?;
         self.index_remove(&lease);
         self.index_insert_since(&n, &task, generation);
@@ -220,7 +220,8 @@ impl Broker {
 impl Broker {
     /// Commits renewed lease `n` of `lease` with its audit event `ev`, its counters (capped by
     /// the renewal budgets, checked again inside the commit) and `guard` (the task's history
-    /// version the decision read).
+    /// version the decision read). A budget passed at the commit (another renewal won the race)
+    /// is refused as one seen before it, ending the task when the breach says so.
     #[expect(
         clippy::too_many_arguments,
         reason = "the renewal's parts, each already borrowed by `renew`"
@@ -229,7 +230,7 @@ impl Broker {
         &self,
         ctx: &CallCtx,
         caller: &Workload,
-        (task, guard): (&Task, Write),
+        (task, resource, guard): (&Task, &Resource, Write),
         lease: &Lease,
         n: &Lease,
         ev: AuditEvent,
@@ -247,13 +248,17 @@ impl Broker {
             Ok(_) => Ok(()),
             Err(StoreError::LimitReached(scope, name)) => {
                 // The renewed credential is dropped unseen; the lease keeps its old expiry.
-                let why = self.breach_of(scope, &name).map_or_else(
-                    || format!("{} renewal budget reached", scope.as_str()),
-                    |b| b.reason(),
-                );
-                Err(self
-                    .refuse_renewal_budget(ctx, caller, task, lease, &why, now)
-                    .await)
+                Err(match self.breach_of(scope, &name) {
+                    Some(b) => {
+                        self.renewal_over_budget(ctx, caller, (task, resource), lease, &b, now)
+                            .await
+                    }
+                    None => {
+                        let why = format!("{} renewal budget reached", scope.as_str());
+                        self.refuse_renewal_budget(ctx, caller, task, lease, &why, now)
+                            .await
+                    }
+                })
             }
             Err(e) => Err(e.into()),
         }
