@@ -640,9 +640,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Deletes up to `limit` ended tasks whose expiry is before `expired_before_unix_secs`,
     /// with their requests, approvals, notifications, leases and per-task counters, in one
-    /// transaction. A task is only taken when it is not `open` and every one of its leases is
-    /// `revoked` and no notification of its requests is still `pending`: nothing that still
-    /// needs revoking or delivering is lost. The audit trail is never touched (it keeps the
+    /// transaction. A task is only taken when it is not `open`, every one of its leases is
+    /// `revoked`, no notification of its requests is still `pending`, and none of its audit
+    /// records comes after `settled_through_seq` (what a reader of the trail that looks rows
+    /// up, the Shared Signals transmitter, has not passed yet): nothing that still needs
+    /// revoking, delivering or transmitting is lost. The audit trail is never touched (it keeps the
     /// record of all of it). A task's expiry bounds when it ended, so each was over at least
     /// as long ago as its expiry.
     ///
@@ -653,6 +655,7 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_ended_tasks(
         &self,
         _expired_before_unix_secs: i64,
+        _settled_through_seq: i64,
         _limit: u32,
     ) -> Result<PruneReport, StoreError> {
         Ok(PruneReport::default())

@@ -8,13 +8,14 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use crate::sql::{Dialect, write_error};
 use crate::store::SqlStore;
 
-/// Ended tasks whose expiry is before `$1`, every lease `revoked` and no notification pending,
-/// oldest first, at most `$2`.
+/// Ended tasks whose expiry is before `$1`, every lease `revoked`, no notification pending and
+/// no audit record after `$3`, oldest first, at most `$2`.
 const CANDIDATES: &str = "SELECT t.id FROM tasks t \
     WHERE t.state IN ('completed', 'cancelled', 'expired') AND t.expires_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.task_id = t.id AND l.state <> 'revoked') \
     AND NOT EXISTS (SELECT 1 FROM requests r JOIN notifications n ON n.request_id = r.id \
                     WHERE r.task_id = t.id AND n.state = 'pending') \
+    AND NOT EXISTS (SELECT 1 FROM audit_events a WHERE a.task_id = t.id AND a.seq > $3) \
     ORDER BY t.expires_at, t.id LIMIT $2";
 
 /// Per task, children first; the counts of leases, requests and tasks are reported.
@@ -42,12 +43,14 @@ where
     pub(crate) async fn prune_tasks(
         &self,
         expired_before: i64,
+        settled_through_seq: i64,
         limit: u32,
     ) -> Result<PruneReport, StoreError> {
         let mut tx = DB::begin_write(self).await?;
         let ids: Vec<String> = sqlx::query_scalar::<DB, String>(CANDIDATES)
             .bind(expired_before)
             .bind(i64::from(limit))
+            .bind(settled_through_seq)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| write_error::<DB>("prune: candidates", &e))?;

@@ -714,10 +714,14 @@ where
     async fn prune_ended_tasks(
         &self,
         expired_before: i64,
+        settled_through_seq: i64,
         limit: u32,
     ) -> Result<PruneReport, StoreError> {
-        self.bounded("prune ended tasks", self.prune_tasks(expired_before, limit))
-            .await
+        self.bounded(
+            "prune ended tasks",
+            self.prune_tasks(expired_before, settled_through_seq, limit),
+        )
+        .await
     }
 
     async fn purge_received_sets(&self, now: i64) -> Result<u64, StoreError> {

@@ -32,10 +32,10 @@ async fn ended_tasks_past_retention_leave_the_store_and_stay_in_the_audit_trail(
     assert!(recorded >= 3, "{recorded}");
 
     // Not yet: the task expires in 10 minutes, and is kept a minute past that.
-    let none = s.broker().prune_ended(60).await.unwrap();
+    let none = s.broker().prune_ended(60, &[]).await.unwrap();
     assert_eq!(none.tasks, 0);
     s.clock.advance(600 + 61);
-    let pruned = s.broker().prune_ended(60).await.unwrap();
+    let pruned = s.broker().prune_ended(60, &[]).await.unwrap();
     assert_eq!(
         (pruned.tasks, pruned.requests, pruned.leases),
         (1, 1, 1),

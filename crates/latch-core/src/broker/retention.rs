@@ -13,7 +13,9 @@ const PRUNE_BATCHES: u32 = 10;
 
 impl Broker {
     /// One retention pass: deletes tasks that expired more than `retention_secs` ago and are
-    /// over (not `open`, every lease `revoked`, no approver notification pending), in batches
+    /// over (not `open`, every lease `revoked`, no approver notification pending, every audit
+    /// record of theirs passed by each cursor in `cursors` — the Shared Signals streams, which
+    /// read a revocation's task and lease when they transmit it), in batches
     /// of [`PRUNE_BATCH`], at most [`PRUNE_BATCHES`] of them, and records a `store.pruned`
     /// audit event with the counts when anything was deleted.
     ///
@@ -23,12 +25,24 @@ impl Broker {
     /// # Security
     /// A lease that is not `revoked` (still live, revoking, or whose revocation failed) keeps
     /// its task, so no credential is forgotten before its revocation is confirmed.
-    pub async fn prune_ended(&self, retention_secs: i64) -> Result<PruneReport> {
+    pub async fn prune_ended(
+        &self,
+        retention_secs: i64,
+        cursors: &[String],
+    ) -> Result<PruneReport> {
         let cutoff = self.now().saturating_sub(retention_secs.max(0));
+        let mut settled = i64::MAX;
+        for c in cursors {
+            settled = settled.min(self.store.sink_cursor(c).await?);
+        }
         let mut total = PruneReport::default();
         let mut failed = None;
         for _ in 0..PRUNE_BATCHES {
-            match self.store.prune_ended_tasks(cutoff, PRUNE_BATCH).await {
+            match self
+                .store
+                .prune_ended_tasks(cutoff, settled, PRUNE_BATCH)
+                .await
+            {
                 Ok(r) => {
                     total.tasks += r.tasks;
                     total.requests += r.requests;

@@ -10,16 +10,17 @@ use tokio::sync::watch;
 
 use crate::config::RetentionConfig;
 
-/// Runs a pass every `config.interval` until `stop` turns true.
+/// Runs a pass every `config.interval` until `stop` turns true, keeping what the store
+/// cursors `cursors` (the Shared Signals streams) have not passed.
 pub(crate) async fn run(
     broker: Arc<Broker>,
-    config: RetentionConfig,
+    (config, cursors): (RetentionConfig, Vec<String>),
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {
-                match broker.prune_ended(config.ended_tasks_secs()).await {
+                match broker.prune_ended(config.ended_tasks_secs(), &cursors).await {
                     Ok(r) if r.tasks > 0 => tracing::info!(tasks = r.tasks, requests = r.requests,
                         leases = r.leases, "retention: ended tasks pruned"),
                     Ok(_) => {}

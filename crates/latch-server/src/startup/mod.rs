@@ -725,9 +725,12 @@ async fn spawn_jobs(
         )));
     }
     if config.retention.enabled {
-        let (broker, retention) = (b.broker.clone(), config.retention.clone());
+        let cursors = (config.ssf.receivers.iter())
+            .map(|r| jobs::ssf::cursor_name(&r.name))
+            .collect();
+        let retention = (config.retention.clone(), cursors);
         tasks.push(tokio::spawn(jobs::retention::run(
-            broker,
+            b.broker.clone(),
             retention,
             rx.clone(),
         )));

@@ -3,7 +3,7 @@
 //! the audit trail, honours its limit, and deletes nothing twice.
 
 use latch_core::history::{CounterDelta, CounterScope};
-use latch_core::model::{LeaseState, RequestState, TaskState};
+use latch_core::model::{AuditEvent, AuditKind, LeaseState, RequestState, TaskState};
 use latch_core::notify::NotificationState;
 use latch_core::ports::{PruneReport, Store, Write, WriteBatch};
 
@@ -112,9 +112,21 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
         Delivered,
     )
     .await;
+    // Over, but a reader of the trail (a Shared Signals stream) has not passed its last record.
+    family(
+        s,
+        "prn_unsent",
+        TaskState::Cancelled,
+        -100,
+        Revoked,
+        Delivered,
+    )
+    .await;
+    let unsent = AuditEvent::new(-90, AuditKind::TaskCancelled, "t", "ok").task("prn_unsent");
+    let seq = apply_ok(s, WriteBatch::new().audit(unsent), "prn_unsent's record").await[0];
     let head_before = ok(s.audit_head().await, "audit head");
 
-    let first = ok(s.prune_ended_tasks(-50, 1).await, "prune, limit 1");
+    let first = ok(s.prune_ended_tasks(-50, seq - 1, 1).await, "prune, limit 1");
     assert_eq!(
         first,
         PruneReport {
@@ -126,7 +138,10 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
     );
     assert!(gone(s, "prn_done").await, "the oldest ended task is pruned");
     assert!(!gone(s, "prn_done2").await, "the limit holds");
-    let rest = ok(s.prune_ended_tasks(-50, 100).await, "prune, the rest");
+    let rest = ok(
+        s.prune_ended_tasks(-50, seq - 1, 100).await,
+        "prune, the rest",
+    );
     assert_eq!(rest.tasks, 2, "{rest:?}");
     assert!(gone(s, "prn_done2").await && gone(s, "prn_done3").await);
     for kept in [
@@ -135,10 +150,20 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
         "prn_note",
         "prn_open",
         "prn_recent",
+        "prn_unsent",
     ] {
         assert!(!gone(s, kept).await, "{kept} is kept");
     }
-    let again = ok(s.prune_ended_tasks(-50, 100).await, "prune again");
+    let passed = ok(
+        s.prune_ended_tasks(-50, seq, 100).await,
+        "prune, cursor passed",
+    );
+    assert_eq!(
+        passed.tasks, 1,
+        "once the cursor passed its record: {passed:?}"
+    );
+    assert!(gone(s, "prn_unsent").await);
+    let again = ok(s.prune_ended_tasks(-50, i64::MAX, 100).await, "prune again");
     assert_eq!(again, PruneReport::default(), "nothing is pruned twice");
     assert_eq!(
         ok(s.audit_head().await, "audit head"),
