@@ -193,7 +193,7 @@ fn print_task(t: &Value) {
         txt(&t["environment"], "?"),
         txt(&t["repository"], "-"),
         txt(&t["branch"], "-"),
-        txt(&t["expires_at_unix_secs"], "?"),
+        crate::human::when(&t["expires_at_unix_secs"], "?"),
         txt(&t["purpose"], "")
     );
 }
@@ -213,9 +213,9 @@ fn print_lease(l: &Value) {
         txt(&l["id"], "?"),
         txt(&l["state"], "?"),
         txt(&l["resource_id"], "?"),
-        txt(&l["actions"], "[]"),
+        crate::human::list(&l["actions"], "-"),
         txt(&l["task_id"], "?"),
-        txt(&l["expires_at_unix_secs"], "?")
+        crate::human::when(&l["expires_at_unix_secs"], "?")
     );
 }
 

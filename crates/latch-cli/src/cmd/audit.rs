@@ -32,11 +32,12 @@ pub enum AuditCmd {
         /// Only kinds with this prefix, e.g. `credential.`.
         #[arg(long)]
         kind: Option<String>,
-        /// Only events at or after this time (Unix seconds).
-        #[arg(long)]
+        /// Only events at or after this time: a duration back from now (`1h`, `15m`), an
+        /// RFC 3339 time (`2026-12-04T08:00:00Z`) or Unix seconds.
+        #[arg(long, value_parser = crate::human::when_arg, value_name = "WHEN")]
         since: Option<i64>,
-        /// Only events before this time (Unix seconds).
-        #[arg(long)]
+        /// Only events before this time (same forms as `--since`).
+        #[arg(long, value_parser = crate::human::when_arg, value_name = "WHEN")]
         until: Option<i64>,
         /// Start from the last N records of the log (before filtering).
         #[arg(long, short = 'n', default_value_t = 50)]
