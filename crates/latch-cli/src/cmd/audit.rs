@@ -297,9 +297,19 @@ async fn last_events(
         let page = get_events(c, &filter.query(&format!("last={last}&limit=1000"))).await?;
         return Ok(page.map(|b| b.as_array().cloned().unwrap_or_default()));
     }
+    // The log's head now: every read is itself audited, so a filter that matches the reads
+    // (`--since 1h`, `--actor` of the reader) would otherwise never reach the end.
+    let Some(head) = get_events(c, "/v1/audit?last=1&limit=1").await? else {
+        return Ok(None);
+    };
+    let head = head
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|e| e["seq"].as_i64())
+        .unwrap_or(i64::MAX);
     let mut kept: std::collections::VecDeque<Value> = Default::default();
     let mut after = 0i64;
-    loop {
+    while after < head {
         let Some(body) =
             get_events(c, &filter.query(&format!("after_seq={after}&limit=1000"))).await?
         else {
@@ -310,7 +320,10 @@ async fn last_events(
             break;
         };
         after = s;
-        for e in page {
+        for e in page
+            .into_iter()
+            .filter(|e| e["seq"].as_i64().is_some_and(|q| q <= head))
+        {
             kept.push_back(e);
             if kept.len() > last as usize {
                 kept.pop_front();
