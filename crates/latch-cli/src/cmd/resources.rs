@@ -20,6 +20,10 @@ pub(crate) async fn run(conn: &Conn) -> Result<ExitCode, String> {
         .get("/v1/resources")
         .await
         .map_err(|e| escape_text(&e).into_owned())?;
+    if !a.ok() && conn.json {
+        crate::render::print_json(&a.body);
+        return Ok(crate::render::exit_code(&a));
+    }
     if !a.ok() {
         return Err(a.error_line());
     }

@@ -427,11 +427,13 @@ async fn each_reported_error_names_its_next_step() {
     let cfg = cfg_dir();
     let agent = s.agent("newcomer-errors").await;
     let task = s.open_task(&agent, "sandbox", 600).await;
+    let mut seen = Vec::new();
     // Unreachable broker: --server / LATCH_SERVER.
     let mut c = latch(&s, &cfg);
     c.env("LATCH_SERVER", "http://127.0.0.1:1");
     let o = run(c, Some(&agent), &["task", "list"]);
     let e = err(&o);
+    seen.push(e.clone());
     assert!(
         e.contains("cannot reach") && e.contains("--server") && e.contains("LATCH_SERVER"),
         "{e}"
@@ -439,6 +441,7 @@ async fn each_reported_error_names_its_next_step() {
     // No token: LATCH_TOKEN=$(latch dev token …) or latch login.
     let o = run(latch(&s, &cfg), None, &["resources"]);
     let e = err(&o);
+    seen.push(e.clone());
     assert!(
         e.contains("export LATCH_TOKEN=$(latch dev token") && e.contains("latch login"),
         "{e}"
@@ -457,13 +460,15 @@ async fn each_reported_error_names_its_next_step() {
         ],
     );
     assert!(err(&o).contains("`latch resources`"), "{}", err(&o));
+    seen.push(err(&o));
     // A dev token TTL out of bounds speaks of the flag.
     let o = run(latch(&s, &cfg), None, &["dev", "token", "--ttl", "2h"]);
     let e = err(&o);
+    seen.push(e.clone());
     assert!(e.contains("--ttl") && !e.contains("ttl_secs"), "{e}");
     // Every one of them is one line.
-    for o in [&o] {
-        assert_eq!(err(o).trim_end().lines().count(), 1, "{}", err(o));
+    for e in &seen {
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     }
     s.stop().await;
 }
