@@ -111,10 +111,52 @@ pub fn render_event(e: &Value) -> String {
         }
     }
     if !e["detail"].is_null() {
-        line.push_str("  ");
-        line.push_str(&e["detail"].to_string());
+        let mut pairs = Vec::new();
+        logfmt(&e["detail"], "", &mut pairs);
+        if !pairs.is_empty() {
+            line.push_str("  ");
+            line.push_str(&pairs.join(" "));
+        }
     }
     escape_text(&line).into_owned()
+}
+
+/// An event's detail as logfmt `key=value` pairs, never JSON: nested objects as dotted keys
+/// (`auth.method=bearer`), lists of words as `a,b`, other list items as `key.N.…`, strings
+/// with spaces, `=` or quotes (and empty ones) quoted; `null`s left out.
+fn logfmt(v: &Value, key: &str, out: &mut Vec<String>) {
+    let sub = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    let word = |s: &str| {
+        if s.is_empty() || s.contains([' ', '=', '"', ',']) {
+            Value::String(s.to_owned()).to_string()
+        } else {
+            s.to_owned()
+        }
+    };
+    match v {
+        Value::Null => {}
+        Value::Object(m) => m.iter().for_each(|(k, x)| logfmt(x, &sub(k), out)),
+        Value::Array(items) if items.is_empty() => {}
+        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), word))
+                .collect();
+            out.push(format!("{key}={}", parts.join(",")));
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(n, x)| logfmt(x, &sub(&n.to_string()), out)),
+        Value::String(s) => out.push(format!("{key}={}", word(s))),
+        other => out.push(format!("{key}={other}")),
+    }
 }
 
 fn print_events(events: &Value, json_out: bool) -> Option<i64> {
@@ -578,6 +620,35 @@ pub async fn task_timeline(c: &Client, task: &str) -> Result<Result<Vec<Value>, 
         all.extend(page);
         if n < 1000 {
             return Ok(Ok(all));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_read_as_key_value_pairs() {
+        let mut out = Vec::new();
+        logfmt(
+            &json!({"resource": "db", "actions": ["read", "write"], "policy_ids": [],
+                "why": "fix it", "auth": {"method": "bearer"}, "code": null,
+                "groups": [{"group": "g", "quorum": 1}], "ttl_secs": 600}),
+            "",
+            &mut out,
+        );
+        let line = out.join(" ");
+        assert!(!line.contains('{') && !line.contains('['), "{line}");
+        for part in [
+            "resource=db",
+            "actions=read,write",
+            "why=\"fix it\"",
+            "auth.method=bearer",
+            "groups.0.group=g",
+            "ttl_secs=600",
+        ] {
+            assert!(line.contains(part), "{part} in {line}");
         }
     }
 }
