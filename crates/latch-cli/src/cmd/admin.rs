@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::Conn;
-use crate::render::{print_answer, print_json, txt};
+use crate::render::{print_answer, txt};
 
 // No doc comment: clap would take it as the `about` of `tasks` and `leases`.
 #[derive(Args)]
@@ -255,7 +255,7 @@ fn print_freeze(f: &Value) {
 fn print_freezes(b: &Value) {
     match b.as_array() {
         Some(v) => v.iter().for_each(print_freeze),
-        None => print_json(b),
+        None => print_freeze(b),
     }
 }
 

@@ -147,7 +147,7 @@ async fn obtain(
                     ExitCode::from(3),
                     format!(
                         "access to {resource} denied (policies {}): {}",
-                        d["policy_ids"],
+                        crate::human::list(&d["policy_ids"], "none"),
                         reasons.join("; ")
                     ),
                 ));
