@@ -51,15 +51,23 @@ impl Answer {
             .as_str()
             .or_else(|| self.body.get("code")?.as_str())
     }
-    /// A one-line description of an error answer.
+    /// A one-line description of an error answer, ending with the next step when there is one
+    /// ([`crate::hints::next_step`]); the API's field names are given as the CLI's flags.
     pub fn error_line(&self) -> String {
         match self.body.get("error") {
-            Some(e) => format!(
-                "{} ({}): {}",
-                crate::render::txt(&e["code"], "?"),
-                self.status,
-                crate::render::txt(&e["message"], "")
-            ),
+            Some(e) => {
+                let mut line = format!(
+                    "{} ({}): {}",
+                    crate::render::txt(&e["code"], "?"),
+                    self.status,
+                    crate::hints::in_cli_words(&crate::render::txt(&e["message"], ""))
+                );
+                if let Some(next) = e["code"].as_str().and_then(crate::hints::next_step) {
+                    line.push_str("; ");
+                    line.push_str(next);
+                }
+                line
+            }
             None => format!(
                 "http {}: {}",
                 self.status,
@@ -156,7 +164,7 @@ impl Client {
         let resp = rb
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+            .map_err(|e| crate::hints::unreachable(&self.base, &e))?;
         let status = resp.status().as_u16();
         Ok((status, resp.text().await.map_err(|e| e.to_string())?))
     }

@@ -70,7 +70,7 @@ struct File {
 }
 
 /// `<config dir>/latch`.
-fn dir() -> Result<PathBuf, String> {
+pub(crate) fn dir() -> Result<PathBuf, String> {
     if let Some(d) = std::env::var_os("LATCH_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 mod client;
 mod cmd;
 mod credentials;
+mod hints;
+mod human;
 mod identity;
 mod login_callback;
 mod oidc;
@@ -29,6 +31,15 @@ use cmd::Conn;
     about = "Just-in-time access broker for AI agents and workloads"
 )]
 struct Cli {
+    /// Colours in plain output: auto (on a terminal, unless `NO_COLOR` is set), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    color: human::ColorChoice,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -160,6 +171,19 @@ enum Cmd {
     },
     /// Load-test a running broker on loopback: grants/s and latency per concurrency level.
     Bench(cmd::bench::BenchArgs),
+    /// Print a shell completion script (`latch completions bash > /etc/bash_completion.d/latch`,
+    /// `source <(latch completions zsh)`, `latch completions fish | source`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `latch man | man -l -`), or with `--dir` write one page per
+    /// command there (`latch.1`, `latch-task.1`, …).
+    Man {
+        /// Write `latch.1` and a page per command into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Development helpers.
     Dev {
         #[command(subcommand)]
@@ -191,17 +215,68 @@ fn init_tracing_for(cmd: &Cmd) {
 async fn main() -> ExitCode {
     quiet_on_closed_pipe();
     let cli = Cli::parse();
+    human::set_color(cli.color);
     init_tracing_for(&cli.cmd);
+    let json = json_requested();
     match run(cli.cmd).await {
         Ok(code) => code,
         // A verb that writes with `write!` reports a closed pipe as an error: the reader
         // (`| head`) is done, which is not a failure.
         Err(e) if e.contains("Broken pipe") => ExitCode::from(CLOSED_PIPE_EXIT as u8),
         Err(e) => {
-            eprintln!("error: {}", latch_core::audit::escape_text(&e));
+            let line = latch_core::audit::escape_text(&e);
+            if json {
+                // `--json` always prints one JSON document, errors of the CLI's own included:
+                // the API's error form, with the code `cli_error`.
+                println!(
+                    "{}",
+                    serde_json::json!({"error": {"code": "cli_error", "message": line}})
+                );
+            }
+            eprintln!("{} {line}", human::error_prefix());
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `--json` was given (before a `--`, after which the arguments are a command's).
+fn json_requested() -> bool {
+    std::env::args()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
+}
+
+/// `latch completions SHELL`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "latch", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `latch man`: the root page on stdout, or with `dir` every page written there.
+fn man(dir: Option<PathBuf>) -> Result<ExitCode, String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .and_then(|()| clap_mangen::generate_to(cmd, &d))
+                .map_err(|e| format!("cannot write the pages into {}: {e}", d.display()))?;
+        }
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| e.to_string())?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit status of a process whose output pipe closed (128 + SIGPIPE), as shells report it.
@@ -260,6 +335,8 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench(args) => Ok(ExitCode::from(cmd::bench::run(args).await?)),
+        Cmd::Completions { shell } => Ok(completions(shell)),
+        Cmd::Man { dir } => man(dir),
         Cmd::Dev { cmd, conn } => cmd::dev::run(cmd, &conn).await,
     }
 }

@@ -53,7 +53,7 @@ pub(crate) fn print_answer(json: bool, a: &Answer, human: impl FnOnce(&Value)) -
     } else if a.ok() {
         human(&a.body);
     } else if a.body.get("status").is_none() {
-        eprintln!("error: {}", a.error_line());
+        eprintln!("{} {}", crate::human::error_prefix(), a.error_line());
     } else {
         human(&a.body);
     }
@@ -80,7 +80,7 @@ pub(crate) fn print_ids(a: &Answer, pointer: &str) -> ExitCode {
         _ => a.body.pointer(pointer).into_iter().collect(),
     };
     if ids.is_empty() && !a.ok() {
-        eprintln!("error: {}", a.error_line());
+        eprintln!("{} {}", crate::human::error_prefix(), a.error_line());
     }
     for id in ids {
         println!("{}", txt(id, ""));
@@ -92,12 +92,15 @@ pub(crate) fn print_ids(a: &Answer, pointer: &str) -> ExitCode {
 /// the approvers needed, the lease, and the credential (shown once).
 pub(crate) fn print_access(b: &Value) {
     let d = &b["request"]["decision"];
-    println!("status:   {}", txt(&b["status"], "?"));
+    println!(
+        "status:   {}",
+        crate::human::status_word(&txt(&b["status"], "?"))
+    );
     println!("request:  {}", txt(&b["request"]["id"], "?"));
     println!(
         "decision: {} (policies: {})",
         txt(&d["decision"], "?"),
-        txt(&d["policy_ids"], "[]")
+        crate::human::list(&d["policy_ids"], "none")
     );
     if let Some(code) = d["code"].as_str() {
         println!("code:     {}", escape_text(code));
@@ -110,7 +113,7 @@ pub(crate) fn print_access(b: &Value) {
     if let Some(g) = d["groups"].as_array() {
         println!(
             "approval needed from: {}",
-            txt(&Value::Array(g.clone()), "")
+            crate::cmd::wait::groups_text(&Value::Array(g.clone()))
         );
         println!("digest:   {}", txt(&b["request"]["digest"], ""));
     }
@@ -121,7 +124,7 @@ pub(crate) fn print_access(b: &Value) {
         println!(
             "lease:    {} (expires {})",
             txt(&b["lease"]["id"], "?"),
-            txt(&b["lease"]["expires_at_unix_secs"], "?")
+            crate::human::when(&b["lease"]["expires_at_unix_secs"], "?")
         );
     }
     if let Some(v) = b["credential"]["value"].as_str() {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::Conn;
-use crate::render::{print_answer, print_json, txt};
+use crate::render::{print_answer, txt};
 
 // No doc comment: clap would take it as the `about` of `tasks` and `leases`.
 #[derive(Args)]
@@ -193,7 +193,7 @@ fn print_task(t: &Value) {
         txt(&t["environment"], "?"),
         txt(&t["repository"], "-"),
         txt(&t["branch"], "-"),
-        txt(&t["expires_at_unix_secs"], "?"),
+        crate::human::when(&t["expires_at_unix_secs"], "?"),
         txt(&t["purpose"], "")
     );
 }
@@ -213,9 +213,9 @@ fn print_lease(l: &Value) {
         txt(&l["id"], "?"),
         txt(&l["state"], "?"),
         txt(&l["resource_id"], "?"),
-        txt(&l["actions"], "[]"),
+        crate::human::list(&l["actions"], "-"),
         txt(&l["task_id"], "?"),
-        txt(&l["expires_at_unix_secs"], "?")
+        crate::human::when(&l["expires_at_unix_secs"], "?")
     );
 }
 
@@ -255,7 +255,7 @@ fn print_freeze(f: &Value) {
 fn print_freezes(b: &Value) {
     match b.as_array() {
         Some(v) => v.iter().for_each(print_freeze),
-        None => print_json(b),
+        None => print_freeze(b),
     }
 }
 

@@ -55,20 +55,20 @@ fn pending_text(p: &Value) -> String {
     let r = &p["request"];
     let t = &p["task"];
     format!(
-        "request {}  task {}\n  {} on {} for {}s — {}\n  task: {} (env {}, repo {}, branch {}, \
+        "request {}  task {}\n  {} on {} for {} — {}\n  task: {} (env {}, repo {}, branch {}, \
          for {})\n  needs: {}  digest: {}\n",
         txt(&r["id"], "?"),
         txt(&t["id"], "?"),
-        txt(&r["actions"], "[]"),
+        crate::human::list(&r["actions"], "-"),
         txt(&r["resource_id"], "?"),
-        txt(&r["ttl_secs"], "?"),
+        crate::human::short_duration(r["ttl_secs"].as_i64().unwrap_or(0)),
         txt(&r["justification"], ""),
         txt(&t["purpose"], ""),
         txt(&t["environment"], "?"),
         txt(&t["repository"], "-"),
         txt(&t["branch"], "-"),
         txt(&t["on_behalf_of"], "-"),
-        txt(&r["decision"]["groups"], "[]"),
+        crate::cmd::wait::groups_text(&r["decision"]["groups"]),
         txt(&r["digest"], "")
     )
 }

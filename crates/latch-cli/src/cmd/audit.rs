@@ -32,11 +32,12 @@ pub enum AuditCmd {
         /// Only kinds with this prefix, e.g. `credential.`.
         #[arg(long)]
         kind: Option<String>,
-        /// Only events at or after this time (Unix seconds).
-        #[arg(long)]
+        /// Only events at or after this time: a duration back from now (`1h`, `15m`), an
+        /// RFC 3339 time (`2026-12-04T08:00:00Z`) or Unix seconds.
+        #[arg(long, value_parser = crate::human::when_arg, value_name = "WHEN")]
         since: Option<i64>,
-        /// Only events before this time (Unix seconds).
-        #[arg(long)]
+        /// Only events before this time (same forms as `--since`).
+        #[arg(long, value_parser = crate::human::when_arg, value_name = "WHEN")]
         until: Option<i64>,
         /// Start from the last N records of the log (before filtering).
         #[arg(long, short = 'n', default_value_t = 50)]
@@ -110,10 +111,52 @@ pub fn render_event(e: &Value) -> String {
         }
     }
     if !e["detail"].is_null() {
-        line.push_str("  ");
-        line.push_str(&e["detail"].to_string());
+        let mut pairs = Vec::new();
+        logfmt(&e["detail"], "", &mut pairs);
+        if !pairs.is_empty() {
+            line.push_str("  ");
+            line.push_str(&pairs.join(" "));
+        }
     }
     escape_text(&line).into_owned()
+}
+
+/// An event's detail as logfmt `key=value` pairs, never JSON: nested objects as dotted keys
+/// (`auth.method=bearer`), lists of words as `a,b`, other list items as `key.N.…`, strings
+/// with spaces, `=` or quotes (and empty ones) quoted; `null`s left out.
+fn logfmt(v: &Value, key: &str, out: &mut Vec<String>) {
+    let sub = |k: &str| {
+        if key.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    let word = |s: &str| {
+        if s.is_empty() || s.contains([' ', '=', '"', ',']) {
+            Value::String(s.to_owned()).to_string()
+        } else {
+            s.to_owned()
+        }
+    };
+    match v {
+        Value::Null => {}
+        Value::Object(m) => m.iter().for_each(|(k, x)| logfmt(x, &sub(k), out)),
+        Value::Array(items) if items.is_empty() => {}
+        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), word))
+                .collect();
+            out.push(format!("{key}={}", parts.join(",")));
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(n, x)| logfmt(x, &sub(&n.to_string()), out)),
+        Value::String(s) => out.push(format!("{key}={}", word(s))),
+        other => out.push(format!("{key}={other}")),
+    }
 }
 
 fn print_events(events: &Value, json_out: bool) -> Option<i64> {
@@ -296,9 +339,19 @@ async fn last_events(
         let page = get_events(c, &filter.query(&format!("last={last}&limit=1000"))).await?;
         return Ok(page.map(|b| b.as_array().cloned().unwrap_or_default()));
     }
+    // The log's head now: every read is itself audited, so a filter that matches the reads
+    // (`--since 1h`, `--actor` of the reader) would otherwise never reach the end.
+    let Some(head) = get_events(c, "/v1/audit?last=1&limit=1").await? else {
+        return Ok(None);
+    };
+    let head = head
+        .as_array()
+        .and_then(|v| v.last())
+        .and_then(|e| e["seq"].as_i64())
+        .unwrap_or(i64::MAX);
     let mut kept: std::collections::VecDeque<Value> = Default::default();
     let mut after = 0i64;
-    loop {
+    while after < head {
         let Some(body) =
             get_events(c, &filter.query(&format!("after_seq={after}&limit=1000"))).await?
         else {
@@ -309,7 +362,10 @@ async fn last_events(
             break;
         };
         after = s;
-        for e in page {
+        for e in page
+            .into_iter()
+            .filter(|e| e["seq"].as_i64().is_some_and(|q| q <= head))
+        {
             kept.push_back(e);
             if kept.len() > last as usize {
                 kept.pop_front();
@@ -564,6 +620,35 @@ pub async fn task_timeline(c: &Client, task: &str) -> Result<Result<Vec<Value>, 
         all.extend(page);
         if n < 1000 {
             return Ok(Ok(all));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_read_as_key_value_pairs() {
+        let mut out = Vec::new();
+        logfmt(
+            &json!({"resource": "db", "actions": ["read", "write"], "policy_ids": [],
+                "why": "fix it", "auth": {"method": "bearer"}, "code": null,
+                "groups": [{"group": "g", "quorum": 1}], "ttl_secs": 600}),
+            "",
+            &mut out,
+        );
+        let line = out.join(" ");
+        assert!(!line.contains('{') && !line.contains('['), "{line}");
+        for part in [
+            "resource=db",
+            "actions=read,write",
+            "why=\"fix it\"",
+            "auth.method=bearer",
+            "groups.0.group=g",
+            "ttl_secs=600",
+        ] {
+            assert!(line.contains(part), "{part} in {line}");
         }
     }
 }

@@ -36,6 +36,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::wait::{WaitStatus, groups_text};
 use crate::client::{Answer, Client};
 
 /// Arguments of `latch exec`.
@@ -51,10 +52,10 @@ pub struct ExecArgs {
     #[arg(long = "request", value_name = "RESOURCE:ACTIONS", required = true)]
     requests: Vec<String>,
     /// Credential TTL, e.g. `10m` (default: each resource's default).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
     ttl: Option<humantime::Duration>,
     /// Task TTL, e.g. `1h`: the hard end of every credential, even if `latch` is killed.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
     task_ttl: Option<humantime::Duration>,
     /// Write each credential to `DIR/latch-RANDOM/RESOURCE` (a fresh 0700 directory, files
     /// 0600) instead of the environment; the command gets `LATCH_CREDENTIAL_FILE_<RESOURCE>`.
@@ -66,7 +67,7 @@ pub struct ExecArgs {
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// How long to wait for a step-up approval before giving up (`0s`: do not wait).
-    #[arg(long, default_value = "0s")]
+    #[arg(long, default_value = "0s", value_parser = crate::human::duration_arg)]
     wait_approval: humantime::Duration,
     /// The command and its arguments (after `--`).
     #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
@@ -146,7 +147,7 @@ async fn obtain(
                     ExitCode::from(3),
                     format!(
                         "access to {resource} denied (policies {}): {}",
-                        d["policy_ids"],
+                        crate::human::list(&d["policy_ids"], "none"),
                         reasons.join("; ")
                     ),
                 ));
@@ -179,102 +180,6 @@ async fn obtain(
             _ => return Err(format!("access to {resource}: {}", a.error_line())),
         }
     }
-}
-
-/// What `latch exec` shows while a request waits for approvers: the console URL and the
-/// request once, then one status line. On a terminal the line is rewritten in place (carriage
-/// return); otherwise a line is printed only when what it says changes.
-struct WaitStatus<'a> {
-    resource: &'a str,
-    tty: bool,
-    /// The request id the header was printed for.
-    announced: Option<String>,
-    /// The last status line written.
-    last: String,
-    /// Whether the terminal's cursor sits at the end of a status line.
-    open_line: bool,
-}
-
-impl<'a> WaitStatus<'a> {
-    fn new(resource: &'a str) -> Self {
-        use std::io::IsTerminal;
-        Self {
-            resource,
-            tty: std::io::stderr().is_terminal(),
-            announced: None,
-            last: String::new(),
-            open_line: false,
-        }
-    }
-
-    fn show(&mut self, body: &Value, deadline: tokio::time::Instant) {
-        use std::io::Write;
-        let req = &body["request"];
-        let rid = req["id"].as_str().unwrap_or("");
-        if self.announced.as_deref() != Some(rid) {
-            self.finish();
-            // Everything the server sent is escaped before it reaches the terminal.
-            let shown = crate::render::txt(&req["id"], "");
-            eprintln!(
-                "latch: access to {} needs approval by {} (request {shown}, digest {})",
-                self.resource,
-                groups_text(&req["decision"]["groups"]),
-                crate::render::txt(&req["digest"], "")
-            );
-            if body["console_url"].is_string() {
-                eprintln!(
-                    "latch: approve it at {}",
-                    crate::render::txt(&body["console_url"], "")
-                );
-            }
-            eprintln!(
-                "latch: or an approver runs `latch approve {shown} --reason \"…\"` (it shows the \
-                 request and asks to confirm)"
-            );
-            self.announced = Some(rid.to_owned());
-        }
-        let approvals = req["approvers"].as_array().map_or(0, Vec::len);
-        let line = format!(
-            "latch: waiting for approval of {} ({approvals} approval(s) so far)",
-            self.resource
-        );
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            // `\x1b[K` clears what a longer earlier line left behind.
-            let _ = write!(err, "\r{line}, {}s left\x1b[K", left.as_secs());
-            let _ = err.flush();
-            self.open_line = true;
-        } else if line != self.last {
-            let _ = writeln!(err, "{line}");
-        }
-        self.last = line;
-    }
-
-    /// Ends the status line on a terminal, so what follows starts on a line of its own.
-    fn finish(&mut self) {
-        if self.open_line {
-            eprintln!();
-            self.open_line = false;
-        }
-    }
-}
-
-/// `[{"group":"g","quorum":2}]` as `2 of g`.
-fn groups_text(groups: &Value) -> String {
-    let Some(gs) = groups.as_array() else {
-        return crate::render::txt(groups, "");
-    };
-    gs.iter()
-        .map(|g| {
-            format!(
-                "{} of {}",
-                g["quorum"].as_u64().unwrap_or(1),
-                latch_core::audit::escape_text(g["group"].as_str().unwrap_or("?"))
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(unix)]
@@ -402,6 +307,14 @@ async fn end_task(c: &Client, task: &str, how: &str) -> bool {
 /// # Errors
 /// Transport failures before the task exists, and invalid arguments.
 pub async fn run(args: ExecArgs, conn: &super::Conn) -> Result<ExitCode, String> {
+    if conn.json {
+        return Err(
+            "`latch exec` passes the command's own output through and has no JSON of \
+                    its own: drop --json (the command finds LATCH_TASK_ID and \
+                    LATCH_LEASE_ID_<RESOURCE> in its environment)"
+                .to_owned(),
+        );
+    }
     // First of all: the command runs as our uid and could otherwise read our environment
     // (`/proc/$PPID/environ`, where `LATCH_TOKEN` stays whatever we do to `environ`) and
     // memory. A non-dumpable process's `/proc` files are off-limits to other processes
@@ -548,6 +461,7 @@ fn hidden_env(conn: &super::Conn) -> Vec<String> {
 
 /// Opens the task the command runs in; answers its id.
 async fn open_task(c: &Client, args: &ExecArgs) -> Result<String, String> {
+    super::checks::environment(c, &args.environment).await?;
     let a = c
         .post(
             "/v1/tasks",
@@ -624,9 +538,9 @@ fn hand_over(
             }
         }
         eprintln!(
-            "latch: {res} granted (lease {}, expires at {})",
+            "latch: {res} granted (lease {}, expires {})",
             crate::render::txt(&b["lease"]["id"], "?"),
-            crate::render::txt(&b["lease"]["expires_at_unix_secs"], "?")
+            crate::human::when(&b["lease"]["expires_at_unix_secs"], "?")
         );
     }
     Ok(env)

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::{Conn, secs};
-use crate::render::{print_access, print_answer, print_ids, print_json, txt};
+use crate::render::{print_access, print_answer, print_ids, txt};
 
 #[derive(Subcommand)]
 pub(crate) enum LeaseCmd {
@@ -23,7 +23,7 @@ pub(crate) enum LeaseCmd {
         /// Lease id.
         id: String,
         /// TTL, e.g. `10m`.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
         ttl: Option<humantime::Duration>,
     },
     /// Revoke.
@@ -48,11 +48,16 @@ pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> 
             a
         }
         LeaseCmd::Renew { id, ttl } => {
-            c.post(
-                &format!("/v1/leases/{id}/renew"),
-                &json!({"ttl_secs": secs(ttl)}),
-            )
-            .await?
+            let mut a = c
+                .post(
+                    &format!("/v1/leases/{id}/renew"),
+                    &json!({"ttl_secs": secs(ttl)}),
+                )
+                .await?;
+            if a.ok() {
+                super::checks::clamp_notice(secs(ttl), &mut a.body, crate::human::now_unix());
+            }
+            a
         }
         LeaseCmd::Revoke { id } => {
             c.post(&format!("/v1/leases/{id}/revoke"), &json!({}))
@@ -62,7 +67,11 @@ pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> 
     Ok(print_answer(conn.json, &a, |b| match b.as_array() {
         Some(v) => v.iter().for_each(print_lease),
         None if b.get("credential").is_some() => print_access(b),
-        None => print_json(b),
+        None => println!(
+            "lease {} is now {}",
+            txt(&b["id"], "?"),
+            crate::human::status_word(&txt(&b["state"], "?"))
+        ),
     }))
 }
 
@@ -73,8 +82,8 @@ fn print_lease(l: &Value) {
         txt(&l["id"], "?"),
         txt(&l["state"], "?"),
         txt(&l["resource_id"], "?"),
-        txt(&l["actions"], "[]"),
-        txt(&l["expires_at_unix_secs"], "?"),
+        crate::human::list(&l["actions"], "-"),
+        crate::human::when(&l["expires_at_unix_secs"], "?"),
         txt(&l["renewals"], "?")
     );
 }

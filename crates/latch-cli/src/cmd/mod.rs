@@ -11,6 +11,7 @@ pub(crate) mod admin;
 pub(crate) mod approve;
 pub(crate) mod audit;
 pub(crate) mod bench;
+pub(crate) mod checks;
 pub(crate) mod demo;
 pub(crate) mod dev;
 pub(crate) mod exec;
@@ -25,6 +26,7 @@ pub(crate) mod resources;
 pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod task;
+pub(crate) mod wait;
 
 // No doc comment on this struct: clap would take it as the `about` of every command that
 // flattens it.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::wait::until_decided;
 use super::{Conn, secs};
 use crate::render::{print_access, print_answer, print_ids};
 
@@ -22,7 +23,7 @@ pub(crate) struct RequestArgs {
     #[arg(long = "action", required = true)]
     actions: Vec<String>,
     /// TTL, e.g. `10m`.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
     ttl: Option<humantime::Duration>,
     /// Why (shown to approvers).
     #[arg(long, default_value = "")]
@@ -42,6 +43,11 @@ pub(crate) struct RequestArgs {
     /// still says granted (0), denied (3) or pending (4). A granted credential is not printed.
     #[arg(long)]
     id_only: bool,
+    /// Wait for approvers when the request needs them (up to DURATION, default 10m), showing
+    /// one status line on stderr, then collect the credential; exit 4 if still pending.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m",
+          value_parser = crate::human::duration_arg)]
+    wait: Option<humantime::Duration>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -52,6 +58,11 @@ pub(crate) struct ClaimArgs {
     task: String,
     /// Request id.
     request: String,
+    /// Wait for approvers when the request needs them (up to DURATION, default 10m), showing
+    /// one status line on stderr, until it is granted or denied; exit 4 if still pending.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "10m",
+          value_parser = crate::human::duration_arg)]
+    wait: Option<humantime::Duration>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -71,11 +82,15 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
     if !params.is_empty() {
         body["params"] = Value::Object(params);
     }
-    let a = args
-        .conn
-        .workload_client()?
+    let c = args.conn.workload_client()?;
+    let a = c
         .post(&format!("/v1/tasks/{}/requests", args.task), &body)
         .await?;
+    let mut a = match args.wait {
+        Some(w) => until_decided(&c, &args.task, &args.resource, a, w.into()).await?,
+        None => a,
+    };
+    crate::cmd::checks::clamp_notice(secs(args.ttl), &mut a.body, crate::human::now_unix());
     if args.id_only && !args.conn.json {
         return Ok(print_ids(&a, "/request/id"));
     }
@@ -87,14 +102,23 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
 /// # Errors
 /// An unreachable broker.
 pub(crate) async fn claim(args: ClaimArgs) -> Result<ExitCode, String> {
-    let a = args
-        .conn
-        .workload_client()?
+    let c = args.conn.workload_client()?;
+    let a = c
         .post(
             &format!("/v1/tasks/{}/requests/{}/claim", args.task, args.request),
             &json!({}),
         )
         .await?;
+    let a = match args.wait {
+        Some(w) => {
+            let what = a.body["request"]["resource_id"]
+                .as_str()
+                .unwrap_or("access")
+                .to_owned();
+            until_decided(&c, &args.task, &what, a, w.into()).await?
+        }
+        None => a,
+    };
     Ok(print_answer(args.conn.json, &a, print_access))
 }
 

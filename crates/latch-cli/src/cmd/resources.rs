@@ -6,34 +6,26 @@ use latch_core::audit::escape_text;
 use serde_json::Value;
 
 use crate::cmd::Conn;
-
-/// `90s`, `15m`, `1h`, `1h30m`: how TTL bounds read in plain output.
-fn short_duration(secs: i64) -> String {
-    let secs = u64::try_from(secs).unwrap_or(0);
-    humantime::format_duration(std::time::Duration::from_secs(secs))
-        .to_string()
-        .replace(' ', "")
-}
+use crate::human::short_duration;
 
 /// Lists the broker's resources: id, environment (`*` marks production), kind, sensitivity,
 /// actions and TTL bounds.
 ///
 /// # Errors
-/// The broker cannot be reached, or refuses the token (the message names `latch login` and
-/// `--token`/`LATCH_TOKEN`).
+/// The broker cannot be reached, or refuses the token (the message names the next step:
+/// `LATCH_TOKEN`, `--token` or `latch login`).
 pub(crate) async fn run(conn: &Conn) -> Result<ExitCode, String> {
     let a = conn
         .client()
         .get("/v1/resources")
         .await
         .map_err(|e| escape_text(&e).into_owned())?;
+    if !a.ok() && conn.json {
+        crate::render::print_json(&a.body);
+        return Ok(crate::render::exit_code(&a));
+    }
     if !a.ok() {
-        let hint = if a.status == 401 {
-            "; pass a token (`--token` or LATCH_TOKEN) or sign in with `latch login`"
-        } else {
-            ""
-        };
-        return Err(escape_text(&format!("{}{hint}", a.error_line())).into_owned());
+        return Err(a.error_line());
     }
     if conn.json {
         println!("{}", a.body);

@@ -26,7 +26,7 @@ pub(crate) enum TaskCmd {
         #[arg(long)]
         branch: Option<String>,
         /// TTL, e.g. `1h`.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
         ttl: Option<humantime::Duration>,
         /// Print only the new task's id (for `TASK=$(latch task open … --id-only)`).
         #[arg(long)]
@@ -39,6 +39,11 @@ pub(crate) enum TaskCmd {
         /// Print the task's whole story in order (its audit events) instead.
         #[arg(long)]
         timeline: bool,
+        /// Wait (up to DURATION, default 1h) until the task is no longer open, showing one
+        /// status line on stderr, then show it.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "1h",
+              value_parser = crate::human::duration_arg, conflicts_with = "timeline")]
+        wait: Option<humantime::Duration>,
     },
     /// Report a use of a tool in a task (recorded as a `tool.used` audit event).
     Event {
@@ -89,6 +94,7 @@ pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
             ttl,
             id_only,
         } => {
+            super::checks::environment(&c, &environment).await?;
             let a = c
                 .post(
                     "/v1/tasks",
@@ -101,11 +107,16 @@ pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
             }
             a
         }
-        TaskCmd::Show { id, timeline: true } => return timeline(&c, &id, conn.json).await,
         TaskCmd::Show {
-            id,
-            timeline: false,
-        } => c.get(&format!("/v1/tasks/{id}")).await?,
+            id, timeline: true, ..
+        } => return timeline(&c, &id, conn.json).await,
+        TaskCmd::Show { id, wait, .. } => {
+            let a = c.get(&format!("/v1/tasks/{id}")).await?;
+            match wait {
+                Some(w) => until_ended(&c, &id, a, w.into()).await?,
+                None => a,
+            }
+        }
         TaskCmd::Event {
             id,
             tool,
@@ -134,6 +145,40 @@ pub(crate) async fn run(cmd: TaskCmd, conn: &Conn) -> Result<ExitCode, String> {
         }
     };
     Ok(print_answer(conn.json, &a, print_tasks))
+}
+
+/// `latch task show --wait`: polls the task every two seconds while it is open, with one
+/// status line on stderr (rewritten in place on a terminal), until it ends or `wait` passes.
+async fn until_ended(
+    c: &Client,
+    id: &str,
+    mut a: Answer,
+    wait: std::time::Duration,
+) -> Result<Answer, String> {
+    use std::io::{IsTerminal, Write};
+    let deadline = tokio::time::Instant::now() + wait;
+    let tty = std::io::stderr().is_terminal();
+    let mut shown = false;
+    while a.ok() && a.body["state"] == "open" && tokio::time::Instant::now() < deadline {
+        let line = format!(
+            "latch: task {} is open, expires {}; waiting for it to end",
+            txt(&a.body["id"], "?"),
+            crate::human::when(&a.body["expires_at_unix_secs"], "?")
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+            let _ = std::io::stderr().flush();
+        } else if !shown {
+            eprintln!("{line}");
+        }
+        shown = true;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        a = c.get(&format!("/v1/tasks/{id}")).await?;
+    }
+    if tty && shown {
+        eprintln!();
+    }
+    Ok(a)
 }
 
 /// `latch task show --timeline`: the task's audit events in order, one line each (or as JSON).
@@ -190,7 +235,7 @@ fn print_tasks(b: &Value) {
             txt(&t["environment"], "?"),
             txt(&t["repository"], "-"),
             txt(&t["branch"], "-"),
-            txt(&t["expires_at_unix_secs"], "?"),
+            crate::human::when(&t["expires_at_unix_secs"], "?"),
             txt(&t["purpose"], "")
         )
     };

@@ -17,6 +17,7 @@ mod auth;
 mod cases;
 mod cli;
 mod cli_catalog;
+mod cli_newcomer;
 mod console;
 mod console_links;
 mod console_ops;

@@ -340,9 +340,9 @@ async fn sandbox_steps(
         "credential minted with a lease",
     );
     s.say(format!(
-        "lease {} expires at {} (ttl {}s)",
+        "lease {} expires {} (ttl {}s)",
         short(&a.body["lease"]["id"]),
-        a.body["lease"]["expires_at_unix_secs"],
+        crate::human::when(&a.body["lease"]["expires_at_unix_secs"], "?"),
         a.body["lease"]["expires_at_unix_secs"]
             .as_i64()
             .unwrap_or(0)
@@ -503,8 +503,9 @@ async fn claim_and_renew(
         "renewed (renewals = 1), new token issued",
     );
     s.say(format!(
-        "lease now expires at {}, never after {}",
-        a.body["lease"]["expires_at_unix_secs"], a.body["lease"]["max_expires_at_unix_secs"]
+        "lease now expires {}, never after {}",
+        crate::human::when(&a.body["lease"]["expires_at_unix_secs"], "?"),
+        crate::human::when(&a.body["lease"]["max_expires_at_unix_secs"], "?")
     ));
     let old = introspect(anon, &deploy_tok).await?;
     let new = introspect(anon, &renewed_tok).await?;
