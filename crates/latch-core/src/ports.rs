@@ -641,12 +641,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` ended tasks whose expiry is before `expired_before_unix_secs`,
     /// with their requests, approvals, notifications, leases and per-task counters, in one
     /// transaction. A task is only taken when it is not `open`, every one of its leases is
-    /// `revoked`, no notification of its requests is still `pending`, and none of its audit
+    /// `revoked`, no notification of its requests is still `pending`, none of its audit
     /// records comes after `settled_through_seq` (what a reader of the trail that looks rows
-    /// up, the Shared Signals transmitter, has not passed yet): nothing that still needs
-    /// revoking, delivering or transmitting is lost. The audit trail is never touched (it keeps the
-    /// record of all of it). A task's expiry bounds when it ended, so each was over at least
-    /// as long ago as its expiry.
+    /// up, the Shared Signals transmitter, has not passed yet), and it ended (its
+    /// `ended_at_unix_secs`, when set) before `expired_before_unix_secs` too: nothing that
+    /// still needs revoking, delivering or transmitting is lost. When anything is deleted,
+    /// `record` is appended in the same transaction with the deleted task ids and counts as
+    /// its detail, so the trail says what went, and it is otherwise never touched.
     ///
     /// Stores that keep no such state delete nothing (the default).
     ///
@@ -654,9 +655,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Unavailable`]; nothing is deleted then.
     async fn prune_ended_tasks(
         &self,
-        _expired_before_unix_secs: i64,
-        _settled_through_seq: i64,
-        _limit: u32,
+        _bounds: (i64, i64, u32),
+        _record: AuditEvent,
     ) -> Result<PruneReport, StoreError> {
         Ok(PruneReport::default())
     }

@@ -1,16 +1,21 @@
 //! Retention ([`Store::prune_ended_tasks`](latch_core::ports::Store::prune_ended_tasks)): ended
-//! tasks past the cut-off, deleted with what hangs off them in one write transaction. The audit
-//! trail is never touched.
+//! tasks past the cut-off, deleted with what hangs off them, and the audit record of the
+//! deletion, in one write transaction. The audit trail is only appended to.
 
+use latch_core::model::{AuditEvent, Task};
 use latch_core::ports::{PruneReport, StoreError};
+use serde_json::json;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 
+use crate::batch::append_events;
+use crate::codec::decode;
 use crate::sql::{Dialect, write_error};
 use crate::store::SqlStore;
 
 /// Ended tasks whose expiry is before `$1`, every lease `revoked`, no notification pending and
-/// no audit record after `$3`, oldest first, at most `$2`.
-const CANDIDATES: &str = "SELECT t.id FROM tasks t \
+/// no audit record after `$3`, oldest first, at most `$2`; their bodies, to check when they
+/// ended.
+const CANDIDATES: &str = "SELECT t.id, t.body FROM tasks t \
     WHERE t.state IN ('completed', 'cancelled', 'expired') AND t.expires_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.task_id = t.id AND l.state <> 'revoked') \
     AND NOT EXISTS (SELECT 1 FROM requests r JOIN notifications n ON n.request_id = r.id \
@@ -42,18 +47,26 @@ where
     /// See [`Store::prune_ended_tasks`](latch_core::ports::Store::prune_ended_tasks).
     pub(crate) async fn prune_tasks(
         &self,
-        expired_before: i64,
-        settled_through_seq: i64,
-        limit: u32,
+        (expired_before, settled_through_seq, limit): (i64, i64, u32),
+        record: AuditEvent,
     ) -> Result<PruneReport, StoreError> {
         let mut tx = DB::begin_write(self).await?;
-        let ids: Vec<String> = sqlx::query_scalar::<DB, String>(CANDIDATES)
+        let rows: Vec<(String, String)> = sqlx::query_as::<DB, (String, String)>(CANDIDATES)
             .bind(expired_before)
             .bind(i64::from(limit))
             .bind(settled_through_seq)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| write_error::<DB>("prune: candidates", &e))?;
+        // Ended after it expired (completed late, or expired by a reaper that ran late): kept
+        // until it has been over for the whole retention too.
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, body) in rows {
+            let t: Task = decode("task", &body)?;
+            if t.ended_at_unix_secs.unwrap_or(i64::MIN) < expired_before {
+                ids.push(id);
+            }
+        }
         let mut report = PruneReport::default();
         for id in &ids {
             let mut run = async |sql: &'static str| {
@@ -70,6 +83,13 @@ where
             report.requests += run(DELETE_REQUESTS).await?;
             run(DELETE_COUNTERS).await?;
             report.tasks += run(DELETE_TASK).await?;
+        }
+        if report.tasks > 0 {
+            let record = record.detail(json!({
+                "task_ids": ids, "tasks": report.tasks, "requests": report.requests,
+                "leases": report.leases, "expired_before": expired_before,
+            }));
+            append_events::<DB>(&mut tx, &[record]).await?;
         }
         tx.commit()
             .await

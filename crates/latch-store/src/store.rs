@@ -713,13 +713,12 @@ where
 
     async fn prune_ended_tasks(
         &self,
-        expired_before: i64,
-        settled_through_seq: i64,
-        limit: u32,
+        (expired_before, settled_through_seq, limit): (i64, i64, u32),
+        record: AuditEvent,
     ) -> Result<PruneReport, StoreError> {
         self.bounded(
             "prune ended tasks",
-            self.prune_tasks(expired_before, settled_through_seq, limit),
+            self.prune_tasks((expired_before, settled_through_seq, limit), record),
         )
         .await
     }

@@ -53,6 +53,10 @@ async fn family(
     apply_ok(s, batch, &format!("insert {id}")).await;
 }
 
+fn pruned() -> AuditEvent {
+    AuditEvent::new(-1, AuditKind::StorePruned, "latch", "ok")
+}
+
 async fn gone(s: &dyn Store, id: &str) -> bool {
     let t = ok(s.task(id).await, "task").is_none();
     let r = ok(s.request(&format!("{id}_req")).await, "request").is_none();
@@ -124,9 +128,12 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
     .await;
     let unsent = AuditEvent::new(-90, AuditKind::TaskCancelled, "t", "ok").task("prn_unsent");
     let seq = apply_ok(s, WriteBatch::new().audit(unsent), "prn_unsent's record").await[0];
-    let head_before = ok(s.audit_head().await, "audit head");
+    let head_before = ok(s.audit_head().await, "audit head").map_or(0, |h| h.0);
 
-    let first = ok(s.prune_ended_tasks(-50, seq - 1, 1).await, "prune, limit 1");
+    let first = ok(
+        s.prune_ended_tasks((-50, seq - 1, 1), pruned()).await,
+        "prune, limit 1",
+    );
     assert_eq!(
         first,
         PruneReport {
@@ -139,7 +146,7 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
     assert!(gone(s, "prn_done").await, "the oldest ended task is pruned");
     assert!(!gone(s, "prn_done2").await, "the limit holds");
     let rest = ok(
-        s.prune_ended_tasks(-50, seq - 1, 100).await,
+        s.prune_ended_tasks((-50, seq - 1, 100), pruned()).await,
         "prune, the rest",
     );
     assert_eq!(rest.tasks, 2, "{rest:?}");
@@ -155,7 +162,7 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
         assert!(!gone(s, kept).await, "{kept} is kept");
     }
     let passed = ok(
-        s.prune_ended_tasks(-50, seq, 100).await,
+        s.prune_ended_tasks((-50, seq, 100), pruned()).await,
         "prune, cursor passed",
     );
     assert_eq!(
@@ -163,11 +170,59 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
         "once the cursor passed its record: {passed:?}"
     );
     assert!(gone(s, "prn_unsent").await);
-    let again = ok(s.prune_ended_tasks(-50, i64::MAX, 100).await, "prune again");
+    let again = ok(
+        s.prune_ended_tasks((-50, i64::MAX, 100), pruned()).await,
+        "prune again",
+    );
     assert_eq!(again, PruneReport::default(), "nothing is pruned twice");
     assert_eq!(
-        ok(s.audit_head().await, "audit head"),
-        head_before,
-        "the audit trail is never touched"
+        ok(s.audit_head().await, "audit head").map_or(0, |h| h.0),
+        head_before + 3,
+        "the trail gets one record per pass that deleted something, and loses none"
+    );
+    let records = ok(
+        s.audit_records(head_before, 10).await,
+        "the pruning records",
+    );
+    let ids: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap_or_default()["detail"]["task_ids"]
+                .clone()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            serde_json::json!(["prn_done"]),
+            serde_json::json!(["prn_done2", "prn_done3"]),
+            serde_json::json!(["prn_unsent"])
+        ],
+        "each record names the tasks it deleted"
+    );
+    // A task that ended after it expired is kept until it has been over for as long.
+    let mut late = task("prn_late", "wl_prn", -1000, -100, TaskState::Completed);
+    late.ended_at_unix_secs = Some(-20);
+    apply_ok(
+        s,
+        WriteBatch::new().write(Write::InsertTask(late)),
+        "insert prn_late",
+    )
+    .await;
+    assert_eq!(
+        ok(
+            s.prune_ended_tasks((-50, i64::MAX, 10), pruned()).await,
+            "late"
+        )
+        .tasks,
+        0
+    );
+    assert_eq!(
+        ok(
+            s.prune_ended_tasks((-10, i64::MAX, 10), pruned()).await,
+            "late"
+        )
+        .tasks,
+        1
     );
 }
