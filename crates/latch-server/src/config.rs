@@ -16,6 +16,7 @@ mod proxy;
 mod resources;
 mod ssf;
 mod targets;
+mod telemetry;
 
 pub use console::ConsoleConfig;
 pub use gateway::{
@@ -28,6 +29,7 @@ pub use proxy::{ProxyConfig, ProxyResourceRules, ProxyRule, normalize_path};
 pub use resources::{BreachAction, ResourceConfig};
 pub use ssf::{SsfConfig, SsfReceiverConfig, SsfTransmitterConfig};
 pub use targets::TargetsConfig;
+pub use telemetry::{TelemetryConfig, TelemetrySettings};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +113,9 @@ pub struct Config {
     /// events Latch acts on (`[ssf]`).
     #[serde(default)]
     pub ssf: SsfConfig,
+    /// OpenTelemetry traces over OTLP/HTTP (`[telemetry]`); off unless an endpoint is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -605,7 +610,10 @@ impl Config {
         self.mcp
             .validate(self.http.request_timeout)
             .map_err(ConfigError)?;
-        (self.auth_failures.validate().and(self.budgets.validate())).map_err(ConfigError)?;
+        (self.auth_failures.validate())
+            .and(self.budgets.validate())
+            .and(self.telemetry.validate())
+            .map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;

@@ -95,6 +95,7 @@ pub struct Server {
     pub checkpointer: Arc<crate::audit::Checkpointer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Server {
@@ -103,6 +104,9 @@ impl Server {
         let _ = self.shutdown.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Some(t) = self.telemetry.take() {
+            t.shutdown().await;
         }
     }
 
@@ -550,6 +554,7 @@ fn watch_changes(
 /// store, unusable keys, or the address is taken.
 pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartError> {
     let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let telemetry = start_telemetry(&config)?;
     let stamp = policy_stamp(&config);
     let policy = load_policy(&config)?;
     let data_dir = config.path(&config.server.data_dir);
@@ -664,7 +669,24 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         checkpointer,
         shutdown: tx,
         tasks,
+        telemetry,
     })
+}
+
+/// Starts exporting traces when `[telemetry]` or the `OTEL_*` environment names a collector
+/// (see [`crate::config::TelemetryConfig::resolve`]).
+///
+/// # Errors
+/// An invalid override in the environment, or an exporter that cannot be built.
+fn start_telemetry(config: &Config) -> Result<Option<crate::telemetry::Telemetry>, StartError> {
+    let settings = config
+        .telemetry
+        .resolve(|k| std::env::var(k).ok())
+        .map_err(StartError)?;
+    match settings {
+        Some(s) => crate::telemetry::start(&s, crate::logging::is_latch_target).map_err(StartError),
+        None => Ok(None),
+    }
 }
 
 /// The capabilities of a store replicas share: its change feed and use-once cache.
