@@ -415,6 +415,7 @@ impl Broker {
             next_revoke_at_unix_secs: None,
             last_revoke_error: None,
             revoked_at_unix_secs: None,
+            revoke_requested_at_unix_millis: None,
             binding: binding.clone(),
             version: 1,
         };

@@ -75,6 +75,7 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     let span = request_span(route.as_deref(), &method, &path, &request_id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status().as_u16();
+    let code = resp.extensions().get::<ApiError>().map(|e| e.code.as_str());
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "error");
@@ -117,7 +118,13 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     {
         resp.headers_mut().insert("x-client-request-id", v);
     }
-    crate::metrics::http_request(route.as_deref(), method.as_str(), status, start.elapsed());
+    crate::metrics::http_request(
+        route.as_deref(),
+        method.as_str(),
+        status,
+        code,
+        start.elapsed(),
+    );
     tracing::info!(target: "latch::http", request_id = %request_id,
         client_request_id = client_request_id.as_deref().unwrap_or(""), %method, path = %crate::logging::path_for_log(&path), status,
         latency_us = start.elapsed().as_micros() as u64, "request");

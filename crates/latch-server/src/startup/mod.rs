@@ -310,6 +310,16 @@ async fn build_providers(
     // The recorder first: what is described or zeroed before it exists is lost.
     let _ = metrics_handle();
     crate::metrics::describe_and_zero(&named);
+    let sinks: Vec<String> = config
+        .audit
+        .sinks
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    let channels: Vec<(String, String)> = (config.notifications.iter())
+        .map(|c| (c.name.clone(), c.kind.clone()))
+        .collect();
+    crate::metrics::zero_sinks_and_channels(&sinks, &channels);
     let jwt = JwtProvider::new(base_url.to_owned(), keys.clone());
     // JWT-SVIDs are ES256 (EdDSA is not a JWT-SVID algorithm): a key of their own unless the
     // broker already signs with ES256.

@@ -6,7 +6,7 @@ use latch_core::ports::{Store, Write, WriteBatch};
 
 use super::{apply_ok, expect_conflict, ok};
 
-fn row(id: &str, request_id: &str, due: i64) -> Notification {
+pub(super) fn row(id: &str, request_id: &str, due: i64) -> Notification {
     Notification {
         id: id.to_owned(),
         channel: "hook".to_owned(),
