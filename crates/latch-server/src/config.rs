@@ -579,7 +579,7 @@ impl Config {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         c.base_dir = base_dir.to_path_buf();
         c.validate()?;
-        c.ssf.validate().map_err(ConfigError)?;
+        (c.ssf.validate().and(c.telemetry.validate())).map_err(ConfigError)?;
         Ok(c)
     }
 
@@ -610,10 +610,7 @@ impl Config {
         self.mcp
             .validate(self.http.request_timeout)
             .map_err(ConfigError)?;
-        (self.auth_failures.validate())
-            .and(self.budgets.validate())
-            .and(self.telemetry.validate())
-            .map_err(ConfigError)?;
+        (self.auth_failures.validate().and(self.budgets.validate())).map_err(ConfigError)?;
         let mut channels = std::collections::HashSet::new();
         for c in &self.notifications {
             c.validate().map_err(ConfigError)?;
