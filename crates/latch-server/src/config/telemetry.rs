@@ -5,7 +5,7 @@
 //! [telemetry]
 //! otlp_endpoint = "http://127.0.0.1:4318"  # the collector's OTLP/HTTP base URL (`/v1/traces` is added)
 //! service_name = "latch"                    # the `service.name` resource attribute
-//! sampling_ratio = 1.0                      # share of new traces kept (0 to 1); a caller's sampled parent is followed
+//! sampling_ratio = 1.0                      # share of traces kept (0 to 1)
 //! export_timeout = "10s"                    # one export's deadline
 //! ```
 //!
@@ -29,8 +29,8 @@ pub struct TelemetryConfig {
     /// `service.name` of the exported spans (default `latch`).
     #[serde(default = "default_service_name")]
     pub service_name: String,
-    /// Share of root traces sampled, 0 to 1 (default 1). A sampled or unsampled parent is
-    /// followed (parent-based sampling).
+    /// Share of traces sampled, 0 to 1 (default 1), decided at each trace's root span; the
+    /// spans under it follow that decision (parent-based sampling).
     #[serde(default = "default_ratio")]
     pub sampling_ratio: f64,
     /// Deadline of one export request (default 10 s, 1 s to 60 s).
