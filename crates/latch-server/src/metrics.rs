@@ -420,6 +420,12 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The outcome of an answer that is not an `ApiError` but refuses (an access denial's
+/// `AccessResponse`), set as a response extension for the HTTP latency's `outcome` label: one of
+/// Latch's error codes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
 /// The outcome label of an answer: `ok` below 400, else the Latch error code it carries
 /// (`code`, one of the closed set of [`latch_core::ErrorCode`]s), else `error`.
 fn outcome(status: u16, code: Option<&'static str>) -> &'static str {

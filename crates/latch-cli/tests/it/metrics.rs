@@ -212,6 +212,10 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    let denied = s
+        .request(&agent, &sandbox, "deploy-pipeline", &["deploy"], None)
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
     let lease = g.body["lease"]["id"].as_str().unwrap();
     let revoked = s
         .http
@@ -306,6 +310,18 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
             "latch_http_request_duration_seconds_count",
             &json!({"route": "/v1/tasks/{id}", "method": "GET", "status_class": "4xx",
                 "outcome": "task_not_found"})
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // A denial's outcome is its deny code (the body is an access response, not an error).
+    assert!(
+        sample(
+            &f,
+            "latch_http_request_duration_seconds",
+            "latch_http_request_duration_seconds_count",
+            &json!({"route": "/v1/tasks/{id}/requests", "status_class": "4xx",
+                "outcome": "environment_separation"})
         )
         .is_some_and(|v| v >= 1.0),
         "{text}"

@@ -75,7 +75,11 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     let span = request_span(route.as_deref(), &method, &path, &request_id);
     let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status().as_u16();
-    let code = resp.extensions().get::<ApiError>().map(|e| e.code.as_str());
+    let code = (resp.extensions().get::<ApiError>().map(|e| e.code.as_str())).or_else(|| {
+        resp.extensions()
+            .get::<crate::metrics::Outcome>()
+            .map(|o| o.0)
+    });
     span.record("http.response.status_code", status);
     if status >= 500 {
         span.record("otel.status_code", "error");
