@@ -47,11 +47,12 @@ async fn receiver() -> (String, Received) {
     (format!("http://{addr}"), got)
 }
 
-/// One decoded span: name and string attributes.
+/// One decoded span: name, string attributes, and how many events (log lines) it carries.
 #[derive(Debug)]
 struct Span {
     name: String,
     attrs: HashMap<String, String>,
+    events: usize,
 }
 
 fn text(kv: &KeyValue) -> Option<String> {
@@ -87,6 +88,7 @@ fn decode(bodies: &[Vec<u8>]) -> (Vec<Span>, Vec<String>) {
                     spans.push(Span {
                         name: s.name,
                         attrs,
+                        events: s.events.len(),
                     });
                 }
             }
@@ -218,6 +220,8 @@ async fn spans_reach_an_otlp_receiver_with_ids_and_without_secrets() {
         find("latch.renew", &renew_rid).attrs["latch.lease_id"],
         lease
     );
+    // Log lines stay in the log: no span carries events.
+    assert!(spans.iter().all(|s| s.events == 0), "{spans:#?}");
 
     // Never a secret: not the credential, not the bearer token, no Authorization header.
     let raw: Vec<u8> = bodies.concat();
