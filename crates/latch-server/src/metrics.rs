@@ -362,12 +362,81 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
         }
         // Registered, not observed: exported with empty buckets.
         let _ = metrics::histogram!(REVOCATION_DURATION, "resource" => resource.clone());
+        let _ = metrics::histogram!(PROVIDER_DURATION, "resource" => resource.clone(),
+            "call" => "mint", "outcome" => "ok");
     }
+    zero_http();
 }
 
-/// Exports the per-sink gauges of the configured audit sinks (`sinks`: their names) and the
-/// per-channel notification counters (`channels`: `(name, kind)`) as zero.
-pub fn zero_sinks_and_channels(sinks: &[String], channels: &[(String, String)]) {
+/// The HTTP families at zero before the first request: the common statuses, the failed
+/// authentications of every code that answers `401`, and the latency of `GET /metrics` (the
+/// first scrape is answered before its own latency is recorded).
+fn zero_http() {
+    for status in [
+        200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 503,
+    ] {
+        metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(0);
+    }
+    use latch_core::ErrorCode::{
+        AlgNotAllowed, AudienceMismatch, ClaimsInvalid, ClientAuthFailed, DpopProofInvalid,
+        HeaderKeyForbidden, InsufficientUserAuthentication, JwksUnavailable, SignatureInvalid,
+        SpiffeIdInvalid, TokenExpired, TokenLifetimeTooLong, TokenMalformed, TokenMissing,
+        TokenNotYetValid, TokenTooLarge, UnknownIssuer, UnknownKid,
+    };
+    for code in [
+        TokenMissing,
+        TokenTooLarge,
+        TokenMalformed,
+        AlgNotAllowed,
+        HeaderKeyForbidden,
+        UnknownIssuer,
+        SpiffeIdInvalid,
+        UnknownKid,
+        SignatureInvalid,
+        AudienceMismatch,
+        TokenExpired,
+        TokenNotYetValid,
+        TokenLifetimeTooLong,
+        ClaimsInvalid,
+        JwksUnavailable,
+        ClientAuthFailed,
+        DpopProofInvalid,
+        InsufficientUserAuthentication,
+    ] {
+        metrics::counter!("latch_auth_failures_total", "code" => code.as_str()).increment(0);
+    }
+    let _ = metrics::histogram!(HTTP_DURATION, "route" => "/metrics", "method" => "GET",
+        "status_class" => "2xx", "outcome" => "ok");
+}
+
+/// Exports the per-sink gauges of the configured audit sinks (`sinks`: their names), the
+/// per-channel notification counters (`channels`: `(name, kind)`), the per-upstream gateway
+/// counters (`upstreams`: names) and the Shared Signals counters (`receivers`: names) as zero.
+pub fn zero_sinks_and_channels(
+    sinks: &[String],
+    channels: &[(String, String)],
+    upstreams: &[String],
+    receivers: &[String],
+) {
+    for upstream in upstreams {
+        for decision in ["allow", "deny", "step_up", "refused"] {
+            metrics::counter!("latch_gateway_calls_total", "upstream" => upstream.clone(),
+                "decision" => decision)
+            .increment(0);
+        }
+    }
+    for receiver in receivers {
+        metrics::counter!("latch_ssf_sets_delivered_total", "receiver" => receiver.clone())
+            .increment(0);
+        for kind in ["retry", "refused"] {
+            metrics::counter!("latch_ssf_delivery_failures_total", "receiver" => receiver.clone(),
+                "kind" => kind)
+            .increment(0);
+        }
+    }
+    for outcome in ["acted", "ignored"] {
+        metrics::counter!("latch_ssf_sets_received_total", "outcome" => outcome).increment(0);
+    }
     for sink in sinks {
         audit_sink(sink, 0, 0);
         metrics::counter!("latch_audit_sink_failures_total", "sink" => sink.clone()).increment(0);

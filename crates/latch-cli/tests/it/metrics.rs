@@ -86,6 +86,30 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
         assert_ne!(fam["type"], "unknown", "{name} has no TYPE:\n{text}");
         assert_ne!(fam["help"], "", "{name} has no HELP:\n{text}");
     }
+    let missing: Vec<&str> = latch_server::metrics::FAMILIES
+        .iter()
+        .map(|fam| fam.name.trim_end_matches("_total"))
+        .filter(|n| f.get(*n).is_none())
+        .collect();
+    // Every family of the table is there at the first scrape, except those labelled by
+    // something this configuration has none of (gateway upstreams, notification channels,
+    // Shared Signals receivers) and the target health gauges (set by the target job as it
+    // watches each target).
+    let unconfigured = [
+        "latch_gateway_calls",
+        "latch_notifications_delivered",
+        "latch_notifications_retried",
+        "latch_notifications_failed",
+        "latch_ssf_sets_delivered",
+        "latch_ssf_delivery_failures",
+        "latch_target_up",
+        "latch_target_consecutive_failures",
+    ];
+    let missing: Vec<_> = missing
+        .into_iter()
+        .filter(|n| !unconfigured.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "missing at start: {missing:?}\n{text}");
     // Present from start, before any event.
     let zero = json!({});
     for (family, name, kind) in [

@@ -319,7 +319,13 @@ async fn build_providers(
     let channels: Vec<(String, String)> = (config.notifications.iter())
         .map(|c| (c.name.clone(), c.kind.clone()))
         .collect();
-    crate::metrics::zero_sinks_and_channels(&sinks, &channels);
+    let upstreams: Vec<String> = (config.mcp.upstreams.iter())
+        .map(|u| u.name.clone())
+        .collect();
+    let receivers: Vec<String> = (config.ssf.receivers.iter())
+        .map(|r| r.name.clone())
+        .collect();
+    crate::metrics::zero_sinks_and_channels(&sinks, &channels, &upstreams, &receivers);
     let jwt = JwtProvider::new(base_url.to_owned(), keys.clone());
     // JWT-SVIDs are ES256 (EdDSA is not a JWT-SVID algorithm): a key of their own unless the
     // broker already signs with ES256.
