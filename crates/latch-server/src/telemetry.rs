@@ -10,9 +10,8 @@
 //! # Security
 //! Only spans are exported, never log events ([`SpansOnly`]), and only Latch's own spans
 //! (the targets the logging set-up calls Latch's): a library's span could carry a raw URL or a
-//! header. Latch's spans carry ids (`latch.task_id`, `latch.request_id`,
-//! `latch.access_request_id`, `latch.lease_id`), route templates, methods, resource ids and
-//! status codes: never a token, credential, secret or `Authorization` header (checked by the
+//! header. Latch's spans carry ids (`latch.task_id`, `latch.request_id`, `latch.lease_id`),
+//! route templates, methods, configured resource ids (`latch.resource`) and status codes: never a token, credential, secret or `Authorization` header (checked by the
 //! `otel` integration test on the raw payload).
 
 use std::sync::OnceLock;
