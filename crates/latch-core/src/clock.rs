@@ -12,6 +12,13 @@ pub trait Clock: Send + Sync + 'static {
     /// Current time in seconds since the Unix epoch.
     fn now_unix_secs(&self) -> i64;
 
+    /// Current time in milliseconds since the Unix epoch, for latencies measured across
+    /// processes (a revocation decided on one replica and confirmed on another). The default is
+    /// [`now_unix_secs`](Self::now_unix_secs) in milliseconds.
+    fn now_unix_millis(&self) -> i64 {
+        self.now_unix_secs().saturating_mul(1000)
+    }
+
     /// Monotonic time since an arbitrary origin fixed for the process: never goes back, and
     /// only differences between readings mean anything. Used for sub-second bounds such as
     /// a replica's cache staleness. The default reads [`std::time::Instant`].
@@ -30,6 +37,13 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    fn now_unix_millis(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     }
 }
@@ -66,6 +80,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_unix_secs(&self) -> i64 {
         self.0.load(Ordering::SeqCst).div_euclid(1000)
+    }
+
+    fn now_unix_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
     }
 
     fn monotonic(&self) -> Duration {

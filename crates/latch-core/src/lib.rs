@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod policy;
 pub mod ports;
 pub mod ssf;
+pub mod telemetry;
 pub mod ttl;
 pub mod workload_claims;
 

@@ -556,6 +556,11 @@ pub struct Lease {
     pub last_revoke_error: Option<String>,
     /// When revocation completed.
     pub revoked_at_unix_secs: Option<i64>,
+    /// When revocation was decided (milliseconds since the epoch): the start of the
+    /// revocation latency `latch_revocation_duration_seconds` measures. Absent on leases
+    /// revoked before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_requested_at_unix_millis: Option<i64>,
     /// Sender constraint and delegation of the credential (RFC 9449 / RFC 8693); kept so a
     /// renewal mints a credential bound the same way.
     #[serde(default, skip_serializing_if = "TokenBinding::is_empty")]

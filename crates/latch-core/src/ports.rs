@@ -390,6 +390,14 @@ pub struct Census {
     pub pending_requests: i64,
     /// Approver notifications not yet delivered (retried with backoff).
     pub pending_notifications: i64,
+    /// Leases `revoke_failed`: revocation failed `revoke_alert_after` times and is still
+    /// retried.
+    pub revoke_failed_leases: i64,
+    /// Leases `revoking` or `revoke_failed` whose revocation failed at least once (waiting for
+    /// a retry).
+    pub retrying_revocations: i64,
+    /// Notifications `pending` whose delivery failed at least once (waiting for a retry).
+    pub retrying_notifications: i64,
 }
 
 /// What one pass of [`Store::prune_ended_tasks`] deleted.
@@ -610,7 +618,8 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap health check.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counts of open tasks, live and revoking leases, pending requests and undelivered
-    /// notifications ([`Census`]), read in one statement.
+    /// notifications, and the revocations and notifications waiting for a retry ([`Census`]),
+    /// read in one statement.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`]; a store that keeps no such state answers it (the

@@ -96,6 +96,7 @@ fn lease() -> Lease {
         next_revoke_at_unix_secs: None,
         last_revoke_error: None,
         revoked_at_unix_secs: None,
+        revoke_requested_at_unix_millis: None,
         binding: Default::default(),
         version: 1,
     }

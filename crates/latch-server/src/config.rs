@@ -17,6 +17,7 @@ mod resources;
 mod retention;
 mod ssf;
 mod targets;
+mod telemetry;
 
 pub use console::ConsoleConfig;
 pub use gateway::{
@@ -30,6 +31,7 @@ pub use resources::{BreachAction, ResourceConfig};
 pub use retention::RetentionConfig;
 pub use ssf::{SsfConfig, SsfReceiverConfig, SsfTransmitterConfig};
 pub use targets::TargetsConfig;
+pub use telemetry::{TelemetryConfig, TelemetrySettings};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +118,9 @@ pub struct Config {
     /// How long ended tasks are kept in the store (`[retention]`).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// OpenTelemetry traces over OTLP/HTTP (`[telemetry]`); off unless an endpoint is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// Directory of the configuration file (set by [`Config::load`]).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -579,7 +584,7 @@ impl Config {
         let mut c: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         c.base_dir = base_dir.to_path_buf();
         c.validate()?;
-        c.ssf.validate().map_err(ConfigError)?;
+        (c.ssf.validate().and(c.telemetry.validate())).map_err(ConfigError)?;
         Ok(c)
     }
 

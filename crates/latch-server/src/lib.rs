@@ -17,6 +17,7 @@ pub mod policy;
 pub mod report;
 pub mod ssf;
 pub mod startup;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::Config;

@@ -21,6 +21,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 
+use crate::telemetry::SpanSlot;
+
 /// The environment variable holding the operator's filter, in [`EnvFilter`] syntax
 /// (`info`, `debug`, `latch_core=trace,info`, …).
 pub const ENV_VAR: &str = "LATCH_LOG";
@@ -112,20 +114,38 @@ pub fn dispatch<W>(format: Format, filter: EnvFilter, writer: W) -> tracing::Dis
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    dispatch_with_slot(format, filter, writer).0
+}
+
+/// [`dispatch`], with an empty slot for the trace exporter's layer ([`crate::telemetry`])
+/// beneath the filters: spans reach it only when they pass the operator's filter and the cap.
+fn dispatch_with_slot<W>(
+    format: Format,
+    filter: EnvFilter,
+    writer: W,
+) -> (tracing::Dispatch, SpanSlot)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let (slot, handle) = crate::telemetry::empty_slot();
     let output = match format {
         Format::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(false)
+            // Spans are for traces ([`crate::telemetry`]); a line does not repeat them.
+            .with_span_list(false)
             .with_writer(writer)
             .boxed(),
         Format::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
     };
-    tracing::Dispatch::new(
+    let d = tracing::Dispatch::new(
         tracing_subscriber::registry()
+            .with(slot)
             .with(filter)
             .with(filter_fn(third_party_cap))
             .with(output),
-    )
+    );
+    (d, handle)
 }
 
 /// Installs [`dispatch`] as the process's global subscriber, with `log` records forwarded to
@@ -137,7 +157,10 @@ pub fn init<W>(format: Format, filter: EnvFilter, writer: W) -> Result<(), TryIn
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    dispatch(format, filter, writer).try_init()
+    let (d, slot) = dispatch_with_slot(format, filter, writer);
+    d.try_init()?;
+    crate::telemetry::keep_global_slot(slot);
+    Ok(())
 }
 
 /// A request path for the access log, each segment shaped like a credential

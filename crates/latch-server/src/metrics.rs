@@ -9,8 +9,9 @@
 //!
 //! # Security
 //! Labels carry only bounded, non-secret values: route templates (never raw paths, which may
-//! carry ids), status classes, resource ids and provider names from the configuration, error
-//! codes. No subject, token or credential is ever a label.
+//! carry ids), status classes, resource ids, provider, sink and channel names from the
+//! configuration, Latch's error codes (a closed set). No subject, token or credential is ever a
+//! label.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -45,8 +46,10 @@ const fn family(name: &'static str, kind: Kind, help: &'static str) -> Family {
     Family { name, kind, help }
 }
 
-/// HTTP request latency, by route template, method and status class.
+/// HTTP request latency, by route template, method, status class and outcome.
 pub const HTTP_DURATION: &str = "latch_http_request_duration_seconds";
+/// Revocation latency (decision to the target's confirmation), by resource.
+pub const REVOCATION_DURATION: &str = "latch_revocation_duration_seconds";
 /// Provider call latency (mint, renew, revoke, probe), by resource, call and outcome.
 pub const PROVIDER_DURATION: &str = "latch_provider_call_duration_seconds";
 
@@ -60,7 +63,7 @@ pub const FAMILIES: &[Family] = &[
     family(
         HTTP_DURATION,
         Kind::Histogram,
-        "HTTP request latency in seconds, by route template, method and status class (2xx, 4xx, 5xx).",
+        "HTTP request latency in seconds, by route template, method, status class (2xx, 4xx, 5xx) and outcome (ok, or the Latch error code answered, or error).",
     ),
     family(
         "latch_http_connections",
@@ -147,6 +150,36 @@ pub const FAMILIES: &[Family] = &[
         "latch_target_consecutive_failures",
         Kind::Gauge,
         "Consecutive unanswered calls to a target, by resource and provider.",
+    ),
+    family(
+        REVOCATION_DURATION,
+        Kind::Histogram,
+        "Revocation latency in seconds, from the revocation decision (revoke call, task end, expiry, leak) to the target's confirmation (0 for credentials with no state at a target), by resource.",
+    ),
+    family(
+        "latch_revoke_failed_leases",
+        Kind::Gauge,
+        "Leases whose revocation failed revoke_alert_after times and is still retried (alert on this).",
+    ),
+    family(
+        "latch_retrying_revocations",
+        Kind::Gauge,
+        "Revocations that failed at least once and wait for a retry with backoff.",
+    ),
+    family(
+        "latch_retrying_notifications",
+        Kind::Gauge,
+        "Approver notifications whose delivery failed at least once and wait for a retry.",
+    ),
+    family(
+        "latch_audit_sink_backlog",
+        Kind::Gauge,
+        "Audit records not yet delivered to a sink, by sink (as of its last delivery attempt).",
+    ),
+    family(
+        "latch_audit_sink_consecutive_failures",
+        Kind::Gauge,
+        "Consecutive failed deliveries to an audit sink (0 once one succeeds), by sink.",
     ),
     family(
         "latch_open_tasks",
@@ -250,6 +283,12 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Revocation latency buckets in seconds: 10 ms to 30 min (retries back off up to
+/// `revoke_backoff_max`).
+const REVOCATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0,
+];
+
 /// `builder` with this module's histogram buckets.
 ///
 /// # Errors
@@ -259,11 +298,15 @@ pub fn with_buckets(
 ) -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
     builder
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(PROVIDER_DURATION.into()), BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(PROVIDER_DURATION.into()), BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(REVOCATION_DURATION.into()),
+            REVOCATION_BUCKETS,
+        )
 }
 
 /// Describes every family (HELP text) and exports each unlabelled counter and gauge, and the
-/// label sets known from the configuration, as zero. Idempotent.
+/// label sets known from the configuration, as zero (histograms with empty buckets). Idempotent.
 ///
 /// `resources` are `(resource id, provider name)` pairs from the configuration.
 pub fn describe_and_zero(resources: &[(String, String)]) {
@@ -294,7 +337,9 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
                 | "latch_ssf_delivery_failures_total"
                 | "latch_ssf_sets_received_total"
                 | "latch_target_up"
-                | "latch_target_consecutive_failures",
+                | "latch_target_consecutive_failures"
+                | "latch_audit_sink_backlog"
+                | "latch_audit_sink_consecutive_failures",
             )
             | (Kind::Histogram, _) => {}
             (Kind::Counter, name) => metrics::counter!(name).increment(0),
@@ -315,7 +360,109 @@ pub fn describe_and_zero(resources: &[(String, String)]) {
         for decision in ["allow", "deny", "step_up"] {
             decision_counter(decision, resource).increment(0);
         }
+        // Registered, not observed: exported with empty buckets.
+        let _ = metrics::histogram!(REVOCATION_DURATION, "resource" => resource.clone());
+        let _ = metrics::histogram!(PROVIDER_DURATION, "resource" => resource.clone(),
+            "call" => "mint", "outcome" => "ok");
     }
+    zero_http();
+}
+
+/// The HTTP families at zero before the first request: the common statuses, the failed
+/// authentications of every code that answers `401`, and the latency of `GET /metrics` (the
+/// first scrape is answered before its own latency is recorded).
+fn zero_http() {
+    for status in [
+        200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429, 500, 503,
+    ] {
+        metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(0);
+    }
+    use latch_core::ErrorCode::{
+        AlgNotAllowed, AudienceMismatch, ClaimsInvalid, ClientAuthFailed, DpopProofInvalid,
+        HeaderKeyForbidden, InsufficientUserAuthentication, JwksUnavailable, SignatureInvalid,
+        SpiffeIdInvalid, TokenExpired, TokenLifetimeTooLong, TokenMalformed, TokenMissing,
+        TokenNotYetValid, TokenTooLarge, UnknownIssuer, UnknownKid,
+    };
+    for code in [
+        TokenMissing,
+        TokenTooLarge,
+        TokenMalformed,
+        AlgNotAllowed,
+        HeaderKeyForbidden,
+        UnknownIssuer,
+        SpiffeIdInvalid,
+        UnknownKid,
+        SignatureInvalid,
+        AudienceMismatch,
+        TokenExpired,
+        TokenNotYetValid,
+        TokenLifetimeTooLong,
+        ClaimsInvalid,
+        JwksUnavailable,
+        ClientAuthFailed,
+        DpopProofInvalid,
+        InsufficientUserAuthentication,
+    ] {
+        metrics::counter!("latch_auth_failures_total", "code" => code.as_str()).increment(0);
+    }
+    let _ = metrics::histogram!(HTTP_DURATION, "route" => "/metrics", "method" => "GET",
+        "status_class" => "2xx", "outcome" => "ok");
+}
+
+/// Exports the per-sink gauges of the configured audit sinks (`sinks`: their names), the
+/// per-channel notification counters (`channels`: `(name, kind)`), the per-upstream gateway
+/// counters (`upstreams`: names) and the Shared Signals counters (`receivers`: names) as zero.
+pub fn zero_sinks_and_channels(
+    sinks: &[String],
+    channels: &[(String, String)],
+    upstreams: &[String],
+    receivers: &[String],
+) {
+    for upstream in upstreams {
+        for decision in ["allow", "deny", "step_up", "refused"] {
+            metrics::counter!("latch_gateway_calls_total", "upstream" => upstream.clone(),
+                "decision" => decision)
+            .increment(0);
+        }
+    }
+    for receiver in receivers {
+        metrics::counter!("latch_ssf_sets_delivered_total", "receiver" => receiver.clone())
+            .increment(0);
+        for kind in ["retry", "refused"] {
+            metrics::counter!("latch_ssf_delivery_failures_total", "receiver" => receiver.clone(),
+                "kind" => kind)
+            .increment(0);
+        }
+    }
+    for outcome in ["acted", "ignored"] {
+        metrics::counter!("latch_ssf_sets_received_total", "outcome" => outcome).increment(0);
+    }
+    for sink in sinks {
+        audit_sink(sink, 0, 0);
+        metrics::counter!("latch_audit_sink_failures_total", "sink" => sink.clone()).increment(0);
+    }
+    for (channel, kind) in channels {
+        for family in [
+            "latch_notifications_delivered_total",
+            "latch_notifications_retried_total",
+            "latch_notifications_failed_total",
+        ] {
+            metrics::counter!(family, "channel" => channel.clone(), "kind" => kind.clone())
+                .increment(0);
+        }
+    }
+}
+
+/// Sets an audit sink's gauges: records not yet delivered and consecutive failures.
+pub fn audit_sink(sink: &str, backlog: i64, consecutive_failures: u32) {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "gauges are f64; counts stay far below 2^52"
+    )]
+    let backlog = backlog.max(0) as f64;
+    metrics::gauge!("latch_audit_sink_backlog", "sink" => sink.to_owned()).set(backlog);
+    metrics::gauge!("latch_audit_sink_consecutive_failures", "sink" => sink.to_owned())
+        .set(f64::from(consecutive_failures));
 }
 
 fn decision_counter(decision: &'static str, resource: &str) -> metrics::Counter {
@@ -342,15 +489,39 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The outcome of an answer that is not an `ApiError` but refuses (an access denial's
+/// `AccessResponse`), set as a response extension for the HTTP latency's `outcome` label: one of
+/// Latch's error codes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
+/// The outcome label of an answer: `ok` below 400, else the Latch error code it carries
+/// (`code`, one of the closed set of [`latch_core::ErrorCode`]s), else `error`.
+fn outcome(status: u16, code: Option<&'static str>) -> &'static str {
+    match (status, code) {
+        (..400, _) => "ok",
+        (_, Some(c)) => c,
+        (_, None) => "error",
+    }
+}
+
 /// Records one answered HTTP request: its status, and its latency under its route template
-/// (`route` is axum's matched path, e.g. `/v1/tasks/{id}`; `None` for unmatched paths).
-pub fn http_request(route: Option<&str>, method: &str, status: u16, elapsed: Duration) {
+/// (`route` is axum's matched path, e.g. `/v1/tasks/{id}`; `None` for unmatched paths) and
+/// outcome (`code`: the error code of an error answer).
+pub fn http_request(
+    route: Option<&str>,
+    method: &str,
+    status: u16,
+    code: Option<&'static str>,
+    elapsed: Duration,
+) {
     metrics::counter!("latch_http_requests_total", "status" => status.to_string()).increment(1);
     metrics::histogram!(
         HTTP_DURATION,
         "route" => route.unwrap_or("unmatched").to_owned(),
         "method" => method.to_owned(),
-        "status_class" => status_class(status)
+        "status_class" => status_class(status),
+        "outcome" => outcome(status, code)
     )
     .record(elapsed.as_secs_f64());
 }
@@ -391,6 +562,9 @@ pub fn record_census(census: Result<Census, latch_core::ports::StoreError>) {
             metrics::gauge!("latch_revoking_leases").set(f(c.revoking_leases));
             metrics::gauge!("latch_pending_approvals").set(f(c.pending_requests));
             metrics::gauge!("latch_pending_notifications").set(f(c.pending_notifications));
+            metrics::gauge!("latch_revoke_failed_leases").set(f(c.revoke_failed_leases));
+            metrics::gauge!("latch_retrying_revocations").set(f(c.retrying_revocations));
+            metrics::gauge!("latch_retrying_notifications").set(f(c.retrying_notifications));
         }
         Err(e) => {
             tracing::warn!(error = %e, "metrics: live-state gauges not refreshed");
@@ -435,5 +609,12 @@ mod tests {
         assert_eq!(status_class(201), "2xx");
         assert_eq!(status_class(404), "4xx");
         assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(outcome(201, None), "ok");
+        assert_eq!(outcome(404, Some("task_not_found")), "task_not_found");
+        assert_eq!(outcome(405, None), "error");
     }
 }

@@ -37,6 +37,10 @@ pub trait Dialect: Database {
     /// Whether leases carry reaper claims ([`CLAIM_DUE_LEASES`]); without them every caller
     /// gets the due leases unclaimed (one process).
     const CLAIMS: bool;
+    /// One row of eight counts, in [`latch_core::ports::Census`]'s field order:
+    /// [`census_common`] and the revocations and notifications that failed at least once
+    /// (`revoke_attempts` / `attempts` of the JSON body above 0).
+    const CENSUS: &'static str;
 
     /// The backend's own connection state beside the pools.
     type Extra: Clone + Send + Sync + 'static;
@@ -252,14 +256,21 @@ pub(crate) const OPEN_TASKS: &str =
     "SELECT body FROM tasks WHERE state = 'open' AND id > $1 ORDER BY id LIMIT $2";
 pub(crate) const LIVE_LEASES: &str = "SELECT body FROM leases \
      WHERE state IN ('issuing', 'active') AND id > $1 ORDER BY id LIMIT $2";
-/// One row: open tasks, live leases, revoking leases, pending requests, pending
-/// notifications (each counted on its `state` index).
-pub(crate) const CENSUS: &str = "SELECT \
-     (SELECT COUNT(*) FROM tasks WHERE state = 'open'), \
-     (SELECT COUNT(*) FROM leases WHERE state IN ('issuing', 'active')), \
-     (SELECT COUNT(*) FROM leases WHERE state = 'revoking'), \
-     (SELECT COUNT(*) FROM requests WHERE state = 'pending'), \
-     (SELECT COUNT(*) FROM notifications WHERE state = 'pending')";
+/// The census columns both backends count alike (each on its `state` index): open tasks, live
+/// leases, revoking leases, pending requests, pending notifications, `revoke_failed` leases.
+/// A backend's [`Dialect::CENSUS`] adds the two retry counts, read from the JSON body.
+macro_rules! census_common {
+    () => {
+        "SELECT \
+         (SELECT COUNT(*) FROM tasks WHERE state = 'open'), \
+         (SELECT COUNT(*) FROM leases WHERE state IN ('issuing', 'active')), \
+         (SELECT COUNT(*) FROM leases WHERE state = 'revoking'), \
+         (SELECT COUNT(*) FROM requests WHERE state = 'pending'), \
+         (SELECT COUNT(*) FROM notifications WHERE state = 'pending'), \
+         (SELECT COUNT(*) FROM leases WHERE state = 'revoke_failed'), "
+    };
+}
+pub(crate) use census_common;
 pub(crate) const ACTIVE_FREEZES: &str =
     "SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id";
 pub(crate) const FREEZE: &str = "SELECT body FROM freezes WHERE id = $1";

@@ -752,17 +752,19 @@ where
 
     async fn census(&self) -> Result<Census, StoreError> {
         self.bounded("census", async {
-            let (open_tasks, live_leases, revoking_leases, pending_requests, pending_notifications) =
-                sqlx::query_as::<DB, (i64, i64, i64, i64, i64)>(sql::CENSUS)
-                    .fetch_one(&self.reader)
-                    .await
-                    .map_err(|e| unavailable::<DB>("count live state", &e))?;
+            let row = sqlx::query_as::<DB, (i64, i64, i64, i64, i64, i64, i64, i64)>(DB::CENSUS)
+                .fetch_one(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("count live state", &e))?;
             Ok(Census {
-                open_tasks,
-                live_leases,
-                revoking_leases,
-                pending_requests,
-                pending_notifications,
+                open_tasks: row.0,
+                live_leases: row.1,
+                revoking_leases: row.2,
+                pending_requests: row.3,
+                pending_notifications: row.4,
+                revoke_failed_leases: row.5,
+                retrying_revocations: row.6,
+                retrying_notifications: row.7,
             })
         })
         .await

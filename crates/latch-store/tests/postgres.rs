@@ -67,6 +67,7 @@ fn lease(id: &str, task_id: &str, state: LeaseState, expires: i64) -> Lease {
         next_revoke_at_unix_secs: None,
         last_revoke_error: None,
         revoked_at_unix_secs: None,
+        revoke_requested_at_unix_millis: None,
         binding: Default::default(),
         version: 1,
     }

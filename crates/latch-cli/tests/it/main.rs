@@ -44,6 +44,7 @@ mod oauth;
 mod oauth4webapi;
 mod openapi;
 mod operators;
+mod otel;
 mod outcome;
 mod policy;
 mod providers;

@@ -1,13 +1,15 @@
 //! `/metrics` read by an independent parser (Python's `prometheus_client`, the Prometheus
 //! project's own client library): every family has HELP and TYPE, the families a dashboard or
 //! an alert needs exist from start, latency histograms have buckets and are labelled by route
-//! template (never a raw path), and the live-state gauges follow the store.
+//! template (never a raw path) and outcome, decisions are counted by configured resource, a
+//! revocation's latency is observed, and the live-state, retry and backlog gauges follow the
+//! store.
 
-use std::io::Write;
 use std::process::Stdio;
 
-use latch_testkit::{TestServer, tool_available};
+use latch_testkit::{TestOptions, TestServer, tool_available};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 /// Reads the exposition text on stdin; prints `{family: {type, help, samples: [[name,
 /// labels, value]]}}`. The parser names a counter family without its `_total`.
@@ -30,20 +32,18 @@ async fn scrape(s: &TestServer) -> (String, Value) {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let mut child = std::process::Command::new("python3")
+    // tokio's process: a blocking wait would starve the in-process server's runtime.
+    let mut child = tokio::process::Command::new("python3")
         .args(["-c", PARSE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
     assert!(
         out.status.success(),
         "prometheus_client refused the exposition: {}\n{text}",
@@ -73,13 +73,43 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
     if !tool_available("python3", &["-c", "import prometheus_client"]) {
         return;
     }
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(TestOptions {
+        extra_config:
+            "\n[[audit.sinks]]\nkind = \"file\"\nname = \"metrics-file\"\npath = \"audit.jsonl\"\n"
+                .into(),
+        ..TestOptions::default()
+    })
+    .await;
     let (text, f) = scrape(&s).await;
     // Every family has TYPE and HELP (an undescribed one parses as `unknown` with no help).
     for (name, fam) in f.as_object().unwrap() {
         assert_ne!(fam["type"], "unknown", "{name} has no TYPE:\n{text}");
         assert_ne!(fam["help"], "", "{name} has no HELP:\n{text}");
     }
+    let missing: Vec<&str> = latch_server::metrics::FAMILIES
+        .iter()
+        .map(|fam| fam.name.trim_end_matches("_total"))
+        .filter(|n| f.get(*n).is_none())
+        .collect();
+    // Every family of the table is there at the first scrape, except those labelled by
+    // something this configuration has none of (gateway upstreams, notification channels,
+    // Shared Signals receivers) and the target health gauges (set by the target job as it
+    // watches each target).
+    let unconfigured = [
+        "latch_gateway_calls",
+        "latch_notifications_delivered",
+        "latch_notifications_retried",
+        "latch_notifications_failed",
+        "latch_ssf_sets_delivered",
+        "latch_ssf_delivery_failures",
+        "latch_target_up",
+        "latch_target_consecutive_failures",
+    ];
+    let missing: Vec<_> = missing
+        .into_iter()
+        .filter(|n| !unconfigured.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "missing at start: {missing:?}\n{text}");
     // Present from start, before any event.
     let zero = json!({});
     for (family, name, kind) in [
@@ -113,6 +143,21 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
             "latch_census_errors_total",
             "counter",
         ),
+        (
+            "latch_revoke_failed_leases",
+            "latch_revoke_failed_leases",
+            "gauge",
+        ),
+        (
+            "latch_retrying_revocations",
+            "latch_retrying_revocations",
+            "gauge",
+        ),
+        (
+            "latch_retrying_notifications",
+            "latch_retrying_notifications",
+            "gauge",
+        ),
     ] {
         assert_eq!(f[family]["type"], kind, "{family}:\n{text}");
         assert!(
@@ -141,6 +186,31 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
         );
     }
 
+    // Per sink: backlog and consecutive failures, zero before the first delivery.
+    for family in [
+        "latch_audit_sink_backlog",
+        "latch_audit_sink_consecutive_failures",
+    ] {
+        assert_eq!(f[family]["type"], "gauge", "{family}:\n{text}");
+        assert!(
+            sample(&f, family, family, &json!({"sink": "metrics-file"})).is_some(),
+            "{family} of the configured sink missing at start:\n{text}"
+        );
+    }
+    // The revocation latency histogram of every configured resource, empty.
+    let revocation = "latch_revocation_duration_seconds";
+    assert_eq!(f[revocation]["type"], "histogram", "{text}");
+    assert!(
+        sample(
+            &f,
+            revocation,
+            "latch_revocation_duration_seconds_count",
+            &json!({"resource": "deploy-pipeline"})
+        )
+        .is_some(),
+        "{text}"
+    );
+
     // A grant in sandbox, a step-up in production.
     let agent = s.agent("metrics-1").await;
     let sandbox = s.open_task(&agent, "sandbox", 1800).await;
@@ -153,6 +223,32 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
         .request(&agent, &prod, "deploy-pipeline", &["deploy"], Some(600))
         .await;
     assert_eq!(p.status, 202, "{}", p.body);
+    // A refusal, and a revocation (the sandbox credential has no state at a target: revoked as
+    // it is decided, latency 0).
+    let missing = s
+        .http
+        .get(format!(
+            "{}/v1/tasks/task_00000000000000000000000000000000",
+            s.base
+        ))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let denied = s
+        .request(&agent, &sandbox, "deploy-pipeline", &["deploy"], None)
+        .await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    let lease = g.body["lease"]["id"].as_str().unwrap();
+    let revoked = s
+        .http
+        .post(format!("{}/v1/leases/{lease}/revoke", s.base))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
     // The gauges are counted at most every 5 s (of the server's clock).
     s.clock.advance(6);
     let (text, f) = scrape(&s).await;
@@ -163,8 +259,28 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
     );
     assert_eq!(
         sample(&f, "latch_live_leases", "latch_live_leases", &zero),
-        Some(1.0),
+        Some(0.0),
+        "the one live lease was revoked: {text}"
+    );
+    assert!(
+        sample(
+            &f,
+            revocation,
+            "latch_revocation_duration_seconds_count",
+            &json!({"resource": "ci-cache"})
+        )
+        .is_some_and(|v| v >= 1.0),
         "{text}"
+    );
+    assert!(
+        sample(
+            &f,
+            revocation,
+            "latch_revocation_duration_seconds_bucket",
+            &json!({"resource": "ci-cache", "le": "0.01"})
+        )
+        .is_some_and(|v| v >= 1.0),
+        "revoked as decided: {text}"
     );
     assert_eq!(
         sample(
@@ -190,8 +306,8 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
     // Latency histograms: buckets (not a summary), labelled by route template.
     let h = &f["latch_http_request_duration_seconds"];
     assert_eq!(h["type"], "histogram", "{text}");
-    let route =
-        json!({"route": "/v1/tasks/{id}/requests", "method": "POST", "status_class": "2xx"});
+    let route = json!({"route": "/v1/tasks/{id}/requests", "method": "POST",
+        "status_class": "2xx", "outcome": "ok"});
     assert!(
         sample(
             &f,
@@ -208,6 +324,30 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
             .unwrap()
             .iter()
             .any(|s| s[0] == "latch_http_request_duration_seconds_bucket" && s[1]["le"] == "0.005"),
+        "{text}"
+    );
+    // An error answer's outcome is its Latch error code.
+    assert!(
+        sample(
+            &f,
+            "latch_http_request_duration_seconds",
+            "latch_http_request_duration_seconds_count",
+            &json!({"route": "/v1/tasks/{id}", "method": "GET", "status_class": "4xx",
+                "outcome": "task_not_found"})
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    // A denial's outcome is its deny code (the body is an access response, not an error).
+    assert!(
+        sample(
+            &f,
+            "latch_http_request_duration_seconds",
+            "latch_http_request_duration_seconds_count",
+            &json!({"route": "/v1/tasks/{id}/requests", "status_class": "4xx",
+                "outcome": "environment_separation"})
+        )
+        .is_some_and(|v| v >= 1.0),
         "{text}"
     );
     // No raw path (and so no task or request id) ever becomes a label.

@@ -54,6 +54,9 @@ impl Broker {
     ///
     /// # Security
     /// `binding` must come from verified inputs only (a checked DPoP proof, verified tokens).
+    #[tracing::instrument(name = "latch.grant", skip_all, fields(latch.request_id = ctx.request_id.as_deref(),
+        latch.task_id = tracing::field::Empty, latch.lease_id = tracing::field::Empty,
+        latch.resource = tracing::field::Empty))]
     pub async fn request_access(
         &self,
         ctx: &CallCtx,
@@ -63,8 +66,10 @@ impl Broker {
         binding: &TokenBinding,
     ) -> Result<AccessOutcome> {
         let task = self.owned_task_cached(caller, task_id).await?;
+        crate::telemetry::record_task(&task.id);
         self.open_task_check(&task)?;
         let checked = self.check_request(&input, binding)?;
+        crate::telemetry::record_resource(&checked.resource.id);
         self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request")
             .await?;
         // A grant whose history changed between decision and commit (`history_changed`) is
@@ -410,6 +415,7 @@ impl Broker {
             next_revoke_at_unix_secs: None,
             last_revoke_error: None,
             revoked_at_unix_secs: None,
+            revoke_requested_at_unix_millis: None,
             binding: binding.clone(),
             version: 1,
         };
@@ -484,6 +490,9 @@ impl Broker {
     ///
     /// # Security
     /// `binding` must come from verified inputs only.
+    #[tracing::instrument(name = "latch.claim", skip_all, fields(latch.request_id = ctx.request_id.as_deref(),
+        latch.task_id = tracing::field::Empty, latch.lease_id = tracing::field::Empty,
+        latch.resource = tracing::field::Empty))]
     pub async fn claim(
         &self,
         ctx: &CallCtx,
@@ -494,6 +503,8 @@ impl Broker {
     ) -> Result<AccessOutcome> {
         let req = self.request(caller, task_id, request_id).await?;
         let task = self.owned_task(caller, task_id).await?;
+        crate::telemetry::record_task(&task.id);
+        crate::telemetry::record_resource(&req.resource_id);
         match req.state {
             RequestState::Pending => return Ok(AccessOutcome::Pending(req)),
             RequestState::Denied => return Ok(AccessOutcome::Denied(req)),

@@ -38,6 +38,9 @@ impl Broker {
     /// # Errors
     /// `lease_not_found`, `lease_not_active`, `task_not_open`, `policy_denied`,
     /// `environment_separation`, `ttl_out_of_bounds` (max TTL reached), `frozen`, `provider_failed`.
+    #[tracing::instrument(name = "latch.renew", skip_all, fields(latch.request_id = ctx.request_id.as_deref(),
+        latch.task_id = tracing::field::Empty, latch.lease_id = tracing::field::Empty,
+        latch.resource = tracing::field::Empty))]
     pub async fn renew(
         &self,
         ctx: &CallCtx,
@@ -46,6 +49,7 @@ impl Broker {
         ttl_secs: Option<i64>,
     ) -> Result<Grant> {
         let (lease, task) = self.owned_lease(caller, lease_id).await?;
+        crate::telemetry::record_lease(&lease);
         let now = self.now();
         check_renewable(&lease, now)?;
         self.open_task_check(&task)?;

@@ -392,6 +392,26 @@ impl Broker {
         self.clock.now_unix_secs()
     }
 
+    /// Observes one revocation's latency, from its decision (`decided_unix_millis`) to now:
+    /// `latch_revocation_duration_seconds{resource}` (seconds, on the injected clock).
+    fn observe_revocation(&self, resource_id: &str, decided_unix_millis: i64) {
+        let ms = self
+            .clock
+            .now_unix_millis()
+            .saturating_sub(decided_unix_millis)
+            .max(0);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a latency in milliseconds stays far below 2^52"
+        )]
+        let secs = ms as f64 / 1000.0;
+        metrics::histogram!(
+            "latch_revocation_duration_seconds",
+            "resource" => resource_id.to_owned()
+        )
+        .record(secs);
+    }
+
     fn is_production(&self, env: &str) -> bool {
         Environment::from(env).is_production(&self.settings.production_environments)
     }
@@ -543,6 +563,9 @@ impl Broker {
             if n.revoke_reason.is_none() {
                 n.revoke_reason = Some(reason.to_owned());
             }
+            let decided = *n
+                .revoke_requested_at_unix_millis
+                .get_or_insert_with(|| self.clock.now_unix_millis());
             let in_place = self
                 .providers
                 .get(&l.provider)
@@ -551,6 +574,8 @@ impl Broker {
                 n.state = LeaseState::Revoked;
                 n.revoked_at_unix_secs = Some(now);
                 n.next_revoke_at_unix_secs = None;
+                // Nothing outside the broker to undo: revoked as the batch commits.
+                self.observe_revocation(&n.resource_id, decided);
                 batch = batch.write(Write::UpdateLease(n.clone())).audit(
                     AuditEvent::new(now, AuditKind::CredentialRevoked, actor, "ok")
                         .task(&l.task_id)
@@ -595,6 +620,9 @@ impl Broker {
                 n.revoked_at_unix_secs = Some(now);
                 n.next_revoke_at_unix_secs = None;
                 n.last_revoke_error = None;
+                if let Some(decided) = n.revoke_requested_at_unix_millis {
+                    self.observe_revocation(&n.resource_id, decided);
+                }
                 let ev = AuditEvent::new(now, AuditKind::CredentialRevoked, BROKER, "ok")
                     .task(&n.task_id)
                     .lease(&n.id)

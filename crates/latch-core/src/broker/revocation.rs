@@ -64,6 +64,9 @@ impl Broker {
     ///
     /// # Errors
     /// `lease_not_active` if already revoked, `store_unavailable`.
+    #[tracing::instrument(name = "latch.revoke", skip_all, fields(latch.request_id = ctx.request_id.as_deref(),
+        latch.task_id = tracing::field::Empty, latch.lease_id = tracing::field::Empty,
+        latch.resource = tracing::field::Empty))]
     pub async fn revoke_lease(
         &self,
         ctx: &CallCtx,
@@ -71,6 +74,7 @@ impl Broker {
         reason: &str,
         actor: &str,
     ) -> Result<Lease> {
+        crate::telemetry::record_lease(&lease);
         if !lease.state.is_live() {
             return Err(ApiError::new(
                 ErrorCode::LeaseNotActive,

@@ -72,8 +72,18 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
         resource,
     });
     let start = std::time::Instant::now();
-    let mut resp = next.run(req).await;
+    let span = request_span(route.as_deref(), &method, &path, &request_id);
+    let mut resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
     let status = resp.status().as_u16();
+    let code = (resp.extensions().get::<ApiError>().map(|e| e.code.as_str())).or_else(|| {
+        resp.extensions()
+            .get::<crate::metrics::Outcome>()
+            .map(|o| o.0)
+    });
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
     if let Some(err) = resp.extensions_mut().remove::<ApiError>() {
         let message = latch_core::error::redact_credentials(&err.message).into_owned();
         let headers = resp.headers().clone();
@@ -112,11 +122,58 @@ pub async fn request_meta(mut req: Request, next: Next) -> Response {
     {
         resp.headers_mut().insert("x-client-request-id", v);
     }
-    crate::metrics::http_request(route.as_deref(), method.as_str(), status, start.elapsed());
+    crate::metrics::http_request(
+        route.as_deref(),
+        method.as_str(),
+        status,
+        code,
+        start.elapsed(),
+    );
     tracing::info!(target: "latch::http", request_id = %request_id,
         client_request_id = client_request_id.as_deref().unwrap_or(""), %method, path = %crate::logging::path_for_log(&path), status,
         latency_us = start.elapsed().as_micros() as u64, "request");
     resp
+}
+
+/// The span of one HTTP request (exported as an OpenTelemetry server span when `[telemetry]` is
+/// on): `METHOD route` as its name, the route template (never the raw path), the broker's
+/// request id and, on routes under `/v1/tasks/{id}`, the task id.
+///
+/// # Security
+/// No header, query or body value is recorded: the path's task id only when it is shaped like
+/// one (`task_` and hex), never a segment a caller put a token in.
+fn request_span(
+    route: Option<&str>,
+    method: &axum::http::Method,
+    path: &str,
+    request_id: &str,
+) -> tracing::Span {
+    let route = route.unwrap_or("unmatched");
+    let span = tracing::info_span!(target: "latch::http", "http.request",
+        otel.name = %format_args!("{method} {route}"), otel.kind = "server",
+        otel.status_code = tracing::field::Empty, http.request.method = %method,
+        http.route = route, http.response.status_code = tracing::field::Empty,
+        latch.request_id = request_id, latch.task_id = tracing::field::Empty);
+    if let Some(t) = task_id_in_path(route, path) {
+        span.record("latch.task_id", t);
+    }
+    span
+}
+
+/// The task id in `path` where `route` has `/tasks/{id}`, if it is shaped like a task id.
+fn task_id_in_path<'p>(route: &str, path: &'p str) -> Option<&'p str> {
+    let mut template = route.split('/');
+    let mut prev = "";
+    for seg in path.split('/') {
+        let t = template.next()?;
+        if prev == "tasks" && t == "{id}" {
+            let hex = seg.strip_prefix("task_")?;
+            let ok = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            return ok.then_some(seg);
+        }
+        prev = t;
+    }
+    None
 }
 
 /// Middleware: a request carrying credentials (an `Authorization` header) from a source that
@@ -213,4 +270,30 @@ pub async fn dpop_nonce(
         resp.headers_mut().insert("dpop-nonce", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_id_in_path;
+
+    #[test]
+    fn the_task_id_is_taken_from_task_routes_only_when_shaped_like_one() {
+        let id = "task_0190a1b2c3d4e5f60718293a4b5c6d7e";
+        assert_eq!(
+            task_id_in_path(
+                "/v1/tasks/{id}/requests",
+                &format!("/v1/tasks/{id}/requests")
+            ),
+            Some(id)
+        );
+        assert_eq!(
+            task_id_in_path("/v1/tasks/{id}", "/v1/tasks/eyJhbGciOi.x.y"),
+            None
+        );
+        assert_eq!(
+            task_id_in_path("/v1/leases/{id}/renew", "/v1/leases/lease_1/renew"),
+            None
+        );
+        assert_eq!(task_id_in_path("/v1/tasks", "/v1/tasks"), None);
+    }
 }

@@ -30,8 +30,16 @@ pub(crate) async fn run(
         .build()
         .unwrap_or_default();
     let mut backoff = poll;
+    let mut failures: u32 = 0;
     loop {
-        let delay = match deliver_once(store.as_ref(), &sink, &base_dir, &http).await {
+        let delivered = deliver_once(store.as_ref(), &sink, &base_dir, &http).await;
+        failures = if delivered.is_ok() {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
+        record_backlog(store.as_ref(), &name, failures).await;
+        let delay = match delivered {
             Ok(true) => Duration::ZERO, // more may be waiting
             Ok(false) => {
                 backoff = poll;
@@ -49,6 +57,23 @@ pub(crate) async fn run(
             () = tokio::time::sleep(delay) => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { break },
         }
+    }
+}
+
+/// Sets the sink's gauges: records past its cursor (the newest record's seq minus the cursor)
+/// and `failures`. A store that cannot answer leaves the backlog as it was.
+async fn record_backlog(store: &dyn Store, sink: &str, failures: u32) {
+    let head = store
+        .audit_head()
+        .await
+        .map(|h| h.map_or(0, |(seq, _)| seq));
+    let cursor = store.sink_cursor(sink).await;
+    match (head, cursor) {
+        (Ok(head), Ok(cursor)) => {
+            crate::metrics::audit_sink(sink, head.saturating_sub(cursor), failures);
+        }
+        _ => metrics::gauge!("latch_audit_sink_consecutive_failures", "sink" => sink.to_owned())
+            .set(f64::from(failures)),
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Server {
     pub checkpointer: Arc<crate::audit::Checkpointer>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Server {
@@ -103,6 +104,9 @@ impl Server {
         let _ = self.shutdown.send(true);
         for t in self.tasks.drain(..) {
             let _ = t.await;
+        }
+        if let Some(t) = self.telemetry.take() {
+            t.shutdown().await;
         }
     }
 
@@ -306,6 +310,22 @@ async fn build_providers(
     // The recorder first: what is described or zeroed before it exists is lost.
     let _ = metrics_handle();
     crate::metrics::describe_and_zero(&named);
+    let sinks: Vec<String> = config
+        .audit
+        .sinks
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    let channels: Vec<(String, String)> = (config.notifications.iter())
+        .map(|c| (c.name.clone(), c.kind.clone()))
+        .collect();
+    let upstreams: Vec<String> = (config.mcp.upstreams.iter())
+        .map(|u| u.name.clone())
+        .collect();
+    let receivers: Vec<String> = (config.ssf.receivers.iter())
+        .map(|r| r.name.clone())
+        .collect();
+    crate::metrics::zero_sinks_and_channels(&sinks, &channels, &upstreams, &receivers);
     let jwt = JwtProvider::new(base_url.to_owned(), keys.clone());
     // JWT-SVIDs are ES256 (EdDSA is not a JWT-SVID algorithm): a key of their own unless the
     // broker already signs with ES256.
@@ -550,6 +570,7 @@ fn watch_changes(
 /// store, unusable keys, or the address is taken.
 pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartError> {
     let clock: Arc<dyn Clock> = opts.clock.unwrap_or_else(|| Arc::new(SystemClock));
+    let telemetry = start_telemetry(&config)?;
     let stamp = policy_stamp(&config);
     let policy = load_policy(&config)?;
     let data_dir = config.path(&config.server.data_dir);
@@ -664,7 +685,24 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<Server, StartEr
         checkpointer,
         shutdown: tx,
         tasks,
+        telemetry,
     })
+}
+
+/// Starts exporting traces when `[telemetry]` or the `OTEL_*` environment names a collector
+/// (see [`crate::config::TelemetryConfig::resolve`]).
+///
+/// # Errors
+/// An invalid override in the environment, or an exporter that cannot be built.
+fn start_telemetry(config: &Config) -> Result<Option<crate::telemetry::Telemetry>, StartError> {
+    let settings = config
+        .telemetry
+        .resolve(|k| std::env::var(k).ok())
+        .map_err(StartError)?;
+    match settings {
+        Some(s) => crate::telemetry::start(&s, crate::logging::is_latch_target).map_err(StartError),
+        None => Ok(None),
+    }
 }
 
 /// The capabilities of a store replicas share: its change feed and use-once cache.

@@ -197,6 +197,13 @@ impl Dialect for Postgres {
          VALUES ($1, $2) ON CONFLICT (name) \
          DO UPDATE SET seq = GREATEST(audit_sink_cursors.seq, excluded.seq)";
     const CLAIMS: bool = true;
+    const CENSUS: &'static str = concat!(
+        sql::census_common!(),
+        "(SELECT COUNT(*) FROM leases WHERE state IN ('revoking', 'revoke_failed') \
+           AND (body::jsonb ->> 'revoke_attempts')::bigint > 0), \
+         (SELECT COUNT(*) FROM notifications WHERE state = 'pending' \
+           AND (body::jsonb ->> 'attempts')::bigint > 0)"
+    );
 
     /// How to open the change feed's own connections (outside the pool; carries the password).
     type Extra = PgConnectOptions;

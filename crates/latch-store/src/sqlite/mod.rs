@@ -313,6 +313,13 @@ impl Dialect for Sqlite {
     const UPSERT_SINK_CURSOR: &'static str = "INSERT INTO audit_sink_cursors (name, seq) \
          VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq)";
     const CLAIMS: bool = false;
+    const CENSUS: &'static str = concat!(
+        sql::census_common!(),
+        "(SELECT COUNT(*) FROM leases WHERE state IN ('revoking', 'revoke_failed') \
+           AND json_extract(body, '$.revoke_attempts') > 0), \
+         (SELECT COUNT(*) FROM notifications WHERE state = 'pending' \
+           AND json_extract(body, '$.attempts') > 0)"
+    );
 
     type Extra = SqliteExtra;
 

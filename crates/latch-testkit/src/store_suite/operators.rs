@@ -143,4 +143,57 @@ pub(super) async fn census(s: &dyn Store) {
         c.revoking_leases >= 0 && c.pending_notifications >= 0,
         "{c:?}"
     );
+    assert!(
+        c.retrying_notifications <= c.pending_notifications
+            && c.retrying_revocations <= c.revoking_leases + c.revoke_failed_leases,
+        "{c:?}"
+    );
+    // Revocations and notifications that failed at least once are counted as retrying (read
+    // from the JSON body: each backend's own JSON functions).
+    use latch_core::model::LeaseState;
+    let first = super::lease("lease_cen_1", "task_c02", LeaseState::Revoking, 100, 9_000);
+    let retried = latch_core::model::Lease {
+        revoke_attempts: 2,
+        ..super::lease("lease_cen_2", "task_c02", LeaseState::Revoking, 100, 9_000)
+    };
+    let alarmed = latch_core::model::Lease {
+        revoke_attempts: 5,
+        ..super::lease(
+            "lease_cen_3",
+            "task_c02",
+            LeaseState::RevokeFailed,
+            100,
+            9_000,
+        )
+    };
+    let fresh = super::notify::row("ntf_cen_1", "req_cen", 100);
+    let failed_once = latch_core::notify::Notification {
+        attempts: 1,
+        ..super::notify::row("ntf_cen_2", "req_cen", 100)
+    };
+    apply_ok(
+        s,
+        WriteBatch::new()
+            .write(Write::InsertLease(first))
+            .write(Write::InsertLease(retried))
+            .write(Write::InsertLease(alarmed))
+            .write(Write::InsertNotification(fresh))
+            .write(Write::InsertNotification(failed_once)),
+        "insert census rows",
+    )
+    .await;
+    let d = ok(s.census().await, "census");
+    assert_eq!(d.revoking_leases - c.revoking_leases, 2, "{d:?}");
+    assert_eq!(d.revoke_failed_leases - c.revoke_failed_leases, 1, "{d:?}");
+    assert_eq!(d.retrying_revocations - c.retrying_revocations, 2, "{d:?}");
+    assert_eq!(
+        d.pending_notifications - c.pending_notifications,
+        2,
+        "{d:?}"
+    );
+    assert_eq!(
+        d.retrying_notifications - c.retrying_notifications,
+        1,
+        "{d:?}"
+    );
 }

@@ -52,6 +52,7 @@ fn lease(provider: &str) -> Lease {
         next_revoke_at_unix_secs: None,
         last_revoke_error: None,
         revoked_at_unix_secs: None,
+        revoke_requested_at_unix_millis: None,
         binding: TokenBinding::default(),
         version: 2,
     }

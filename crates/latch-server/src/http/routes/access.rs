@@ -124,7 +124,11 @@ fn outcome_response(
     broker: &latch_core::Broker,
     o: AccessOutcome,
     request_id: &str,
-) -> (StatusCode, Json<AccessResponse>) {
+) -> (
+    StatusCode,
+    Extension<crate::metrics::Outcome>,
+    Json<AccessResponse>,
+) {
     let plain = |status: &str, code: Option<String>, request: AccessRequest| AccessResponse {
         status: status.into(),
         code,
@@ -138,11 +142,13 @@ fn outcome_response(
         AccessOutcome::Granted(g) => g.request.resource_id.clone(),
         AccessOutcome::Pending(r) | AccessOutcome::Denied(r) => r.resource_id.clone(),
     };
+    let mut outcome = "ok";
     let (st, body, decision) = match o {
         AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
         AccessOutcome::Denied(r) => {
             let code = denial_code(&r.decision);
+            outcome = code.as_str();
             // A used-up budget is a quota (429); every other denial is 403.
             let status = if code == ErrorCode::BudgetExceeded {
                 StatusCode::TOO_MANY_REQUESTS
@@ -157,7 +163,7 @@ fn outcome_response(
         }
     };
     crate::metrics::access_decision(decision, &resource);
-    (st, Json(body))
+    (st, Extension(crate::metrics::Outcome(outcome)), Json(body))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/requests", request_body = RequestAccess, security(("bearer" = [])),
@@ -180,7 +186,11 @@ pub(crate) async fn request_access(
     headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RequestAccess>,
-) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<crate::metrics::Outcome>,
+    Json<AccessResponse>,
+)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
         let binding = rest_binding(&s, &headers, &format!("/v1/tasks/{id}/requests")).await?;
         s.broker.request_access(ctx, &w, &id, body, &binding).await
@@ -229,7 +239,11 @@ pub(crate) async fn claim_request(
     Extension(m): Extension<ReqMeta>,
     headers: HeaderMap,
     Path((id, rid)): Path<(String, String)>,
-) -> ApiResult<(StatusCode, Json<AccessResponse>)> {
+) -> ApiResult<(
+    StatusCode,
+    Extension<crate::metrics::Outcome>,
+    Json<AccessResponse>,
+)> {
     let r = as_workload(&s, &m, &headers, async |ctx: &CallCtx, w| {
         let binding = rest_binding(
             &s,
