@@ -209,9 +209,10 @@ string_enum! {
         ReportGenerated => "report.generated",
         /// A Security Event Token (RFC 8417) pushed by a configured Shared Signals transmitter
         /// was accepted (signature, issuer, audience, `iat` and `jti` checked). Outcome `acted`
-        /// (its event ends the tasks of a human and freezes their grants) or `ignored` (an
-        /// event type or subject Latch does not act on); detail: transmitter, issuer, `jti`,
-        /// event types, the human, the freeze.
+        /// (its event ends the tasks of a human and freezes their grants), `ignored` (an
+        /// event type or subject Latch does not act on) or `refused` (a verified SET about a
+        /// human the transmitter may not act for, `access_denied`); detail: transmitter,
+        /// issuer, `jti`, event types, the human, the freeze.
         SsfReceived => "ssf.received",
         /// Latch ended a task because of a received Security Event Token (in the task end's
         /// batch). Outcome `ok`; detail: transmitter, issuer, `jti`, event type, human.

@@ -759,6 +759,11 @@ async fn each_transmitter_acts_only_for_its_own_humans() {
         "{body}"
     );
     assert_eq!(task_state(&s, &alice_agent, &task).await, "open");
+    let refusals = s.audit("kind=ssf.received").await;
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert_eq!(refusals[0]["outcome"], "refused");
+    assert_eq!(refusals[0]["detail"]["transmitter"], "partner-idp");
+    assert_eq!(refusals[0]["detail"]["human"], "alice");
 
     // corp-idp reads only `iss_sub`: an opaque alice names nobody (accepted, ignored).
     let c = claims(&s, "c-1", alice, SESSION_REVOKED, json!({}));

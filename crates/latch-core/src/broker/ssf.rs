@@ -127,6 +127,17 @@ impl Broker {
             .as_deref()
             .is_some_and(|h| !acting.is_empty() && !set.subjects.may_act_for(h))
         {
+            // Signed by a configured transmitter, so worth keeping (an unauthenticated flood
+            // never gets here): recorded, the `jti` not, so nothing else of the SET happens.
+            let refusal = AuditEvent::new(self.now(), AuditKind::SsfReceived, &actor, "refused")
+                .detail(json!({
+                    "transmitter": set.transmitter, "issuer": set.issuer, "jti": set.jti,
+                    "events": set.events.keys().collect::<Vec<_>>(), "human": human,
+                    "reason": "the transmitter may not act for this human (`humans`)",
+                }));
+            self.commit(ctx, WriteBatch::new().audit(refusal))
+                .await
+                .map_err(|e| PushError::Unavailable(e.into()))?;
             return Err(PushError::refused(
                 PushErrorCode::AccessDenied,
                 "the subject names a human this transmitter may not act for (its `humans`)",

@@ -50,6 +50,11 @@ impl SubjectRules {
     /// # Errors
     /// The regex syntax error, or a pattern too large to compile.
     pub fn humans_pattern(pattern: &str) -> Result<Regex, String> {
+        // Alone first: an unbalanced pattern such as `a)|(b` would otherwise escape the anchors.
+        regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| e.to_string())?;
         regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
             .case_insensitive(true)
             .size_limit(1 << 20)
@@ -170,6 +175,10 @@ mod tests {
         assert!(!r.may_act_for("mallory@other.example"));
         assert!(!r.may_act_for("alice@corp.example.evil"), "matched in full");
         assert!(SubjectRules::humans_pattern("(").is_err());
+        assert!(
+            SubjectRules::humans_pattern("a)|(b").is_err(),
+            "cannot escape the anchors"
+        );
     }
 
     #[test]

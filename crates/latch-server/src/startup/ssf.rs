@@ -34,6 +34,26 @@ pub(super) struct Ssf {
 /// # Errors
 /// [`StartError`] for a secret that cannot be read, a transmitter the verifier refuses, or a
 /// store that cannot place a cursor.
+/// Warns when a transmitter may act for any human while humans come from more than one human
+/// issuer: that identity provider can then end the sessions of humans another one signs in.
+fn warn_unbounded_transmitters(config: &Config) {
+    let human_issuers = (config.issuers.iter())
+        .filter(|i| i.kind == latch_identity::IssuerKind::Human)
+        .count();
+    if human_issuers < 2 {
+        return;
+    }
+    for t in config
+        .ssf
+        .transmitters
+        .iter()
+        .filter(|t| t.humans.is_none())
+    {
+        tracing::warn!(transmitter = %t.name, human_issuers,
+            "ssf transmitter may act for any human while humans sign in through several issuers: set its `humans` pattern to the humans it manages");
+    }
+}
+
 pub(super) async fn build_ssf(
     config: &Config,
     base_url: &str,
@@ -58,6 +78,7 @@ pub(super) async fn build_ssf(
         let settings = c
             .transmitter_settings(&config.base_dir)
             .map_err(StartError)?;
+        warn_unbounded_transmitters(config);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))

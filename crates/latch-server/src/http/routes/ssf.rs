@@ -240,6 +240,8 @@ pub(crate) async fn push_error_form(r: Response) -> Response {
         |e| latch_core::error::redact_credentials(&e.message).into_owned(),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
+    // `Json` sets its own type, but the parts' headers are applied after it and would win.
+    parts.headers.remove(header::CONTENT_TYPE);
     let body = Json(PushErrorBody {
         err: PushErrorCode::InvalidRequest.as_str(),
         description: &message,
