@@ -55,14 +55,17 @@ fn pending_text(p: &Value) -> String {
     let r = &p["request"];
     let t = &p["task"];
     format!(
-        "request {}  task {}\n  {} on {} for {} — {}\n  task: {} (env {}, repo {}, branch {}, \
+        "request {}  task {}\n  {} on {} for {}{}\n  task: {} (env {}, repo {}, branch {}, \
          for {})\n  needs: {}  digest: {}\n",
         txt(&r["id"], "?"),
         txt(&t["id"], "?"),
         crate::human::list(&r["actions"], "-"),
         txt(&r["resource_id"], "?"),
         crate::human::short_duration(r["ttl_secs"].as_i64().unwrap_or(0)),
-        txt(&r["justification"], ""),
+        match txt(&r["justification"], "") {
+            j if j.is_empty() => String::new(),
+            j => format!(" — {j}"),
+        },
         txt(&t["purpose"], ""),
         txt(&t["environment"], "?"),
         txt(&t["repository"], "-"),

@@ -37,9 +37,13 @@ pub(crate) async fn environment(c: &Client, environment: &str) -> Result<(), Str
 
 /// The TTL the broker gave, in seconds, when `body` is an access answer: the request's
 /// `ttl_secs`, and no more than its lease's lifetime from issuance (a lease also ends with its
-/// task). For a renewal (a lease without a request), what is left of the lease from `now`.
-fn granted_secs(body: &Value, now: i64) -> Option<i64> {
+/// task). For a renewal, what is left of the renewed lease from `now` (the answer may carry
+/// the original request, whose `ttl_secs` is not what the renewal gave).
+fn granted_secs(body: &Value, now: i64, renewal: bool) -> Option<i64> {
     let lease = &body["lease"];
+    if renewal {
+        return lease["expires_at_unix_secs"].as_i64().map(|e| e - now);
+    }
     let lease_secs = match (
         lease["expires_at_unix_secs"].as_i64(),
         lease["issued_at_unix_secs"].as_i64(),
@@ -58,11 +62,15 @@ fn granted_secs(body: &Value, now: i64) -> Option<i64> {
 /// to `body` (`"notice"` and `"ttl_clamped": {"requested_secs", "granted_secs"}`), so `--json`
 /// carries it too. A renewal is allowed a few seconds of slack (its lifetime is measured from
 /// `now`, after the call).
-pub(crate) fn clamp_notice(asked: Option<i64>, body: &mut Value, now: i64) {
-    let (Some(asked), Some(granted)) = (asked, granted_secs(body, now)) else {
+pub(crate) fn clamp_notice(asked: Option<i64>, body: &mut Value, now: i64, renewal: bool) {
+    let (Some(asked), Some(granted)) = (asked, granted_secs(body, now, renewal)) else {
         return;
     };
-    let slack = if body["request"].is_null() { 5 } else { 0 };
+    let slack = if renewal || body["request"].is_null() {
+        5
+    } else {
+        0
+    };
     if granted <= 0 || granted + slack >= asked || !body.is_object() {
         return;
     }
@@ -85,7 +93,7 @@ mod tests {
     fn a_cut_ttl_is_reported_and_a_full_one_is_not() {
         let mut b = json!({"request": {"ttl_secs": 3600}, "lease": {
             "issued_at_unix_secs": 100, "expires_at_unix_secs": 3700}});
-        clamp_notice(Some(7200), &mut b, 100);
+        clamp_notice(Some(7200), &mut b, 100, false);
         assert_eq!(b["ttl_clamped"]["granted_secs"], 3600);
         assert!(
             b["notice"]
@@ -94,9 +102,16 @@ mod tests {
                 .contains("--ttl 2h was cut to 1h")
         );
         let mut b = json!({"request": {"ttl_secs": 600}});
-        clamp_notice(Some(600), &mut b, 0);
+        clamp_notice(Some(600), &mut b, 0, false);
         assert!(b.get("notice").is_none());
-        clamp_notice(None, &mut b, 0);
+        clamp_notice(None, &mut b, 0, false);
         assert!(b.get("notice").is_none());
+        // A renewal: what the renewed lease has left, not the original request's TTL.
+        let mut b = json!({"request": {"ttl_secs": 600}, "lease": {"expires_at_unix_secs": 1000}});
+        clamp_notice(Some(3600), &mut b, 100, true);
+        assert_eq!(b["ttl_clamped"]["granted_secs"], 900);
+        let mut b = json!({"request": {"ttl_secs": 600}, "lease": {"expires_at_unix_secs": 1000}});
+        clamp_notice(Some(900), &mut b, 100, true);
+        assert!(b.get("notice").is_none(), "a full renewal is not reported");
     }
 }

@@ -55,7 +55,7 @@ pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> 
                 )
                 .await?;
             if a.ok() {
-                super::checks::clamp_notice(secs(ttl), &mut a.body, crate::human::now_unix());
+                super::checks::clamp_notice(secs(ttl), &mut a.body, crate::human::now_unix(), true);
             }
             a
         }

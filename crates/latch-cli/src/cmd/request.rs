@@ -90,7 +90,7 @@ pub(crate) async fn run(args: RequestArgs) -> Result<ExitCode, String> {
         Some(w) => until_decided(&c, &args.task, &args.resource, a, w.into()).await?,
         None => a,
     };
-    crate::cmd::checks::clamp_notice(secs(args.ttl), &mut a.body, crate::human::now_unix());
+    crate::cmd::checks::clamp_notice(secs(args.ttl), &mut a.body, crate::human::now_unix(), false);
     if args.id_only && !args.conn.json {
         return Ok(print_ids(&a, "/request/id"));
     }

@@ -80,15 +80,18 @@ impl<'a> WaitStatus<'a> {
                 groups_text(&req["decision"]["groups"]),
                 crate::render::txt(&req["digest"], "")
             );
-            if body["console_url"].is_string() {
+            let or = if body["console_url"].is_string() {
                 eprintln!(
                     "latch: approve it at {}",
                     crate::render::txt(&body["console_url"], "")
                 );
-            }
+                "or an approver"
+            } else {
+                "an approver"
+            };
             eprintln!(
-                "latch: or an approver runs `latch approve {shown} --reason \"…\"` (it shows the \
-                 request and asks to confirm)"
+                "latch: {or} runs `latch approve {shown} --reason \"…\"` (it shows the request \
+                 and asks to confirm)"
             );
             self.announced = Some(rid.to_owned());
         }

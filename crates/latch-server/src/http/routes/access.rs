@@ -120,10 +120,13 @@ pub(crate) fn denial_code(decision: &Decision) -> ErrorCode {
         .error_code()
 }
 
+/// The answer to an access request or a claim. `claim`: a claim of a request still pending is
+/// no new decision, so it is not counted as a step-up again.
 fn outcome_response(
     broker: &latch_core::Broker,
     o: AccessOutcome,
     request_id: &str,
+    claim: bool,
 ) -> (
     StatusCode,
     Extension<crate::metrics::Outcome>,
@@ -143,6 +146,7 @@ fn outcome_response(
         AccessOutcome::Pending(r) | AccessOutcome::Denied(r) => r.resource_id.clone(),
     };
     let mut outcome = "ok";
+    let still_pending = claim && matches!(o, AccessOutcome::Pending(_));
     let (st, body, decision) = match o {
         AccessOutcome::Granted(g) => (StatusCode::CREATED, grant_body(*g, request_id), "allow"),
         AccessOutcome::Pending(r) => (StatusCode::ACCEPTED, plain("pending", None, r), "step_up"),
@@ -162,7 +166,9 @@ fn outcome_response(
             )
         }
     };
-    crate::metrics::access_decision(decision, &resource);
+    if !still_pending {
+        crate::metrics::access_decision(decision, &resource);
+    }
     (st, Extension(crate::metrics::Outcome(outcome)), Json(body))
 }
 
@@ -196,7 +202,7 @@ pub(crate) async fn request_access(
         s.broker.request_access(ctx, &w, &id, body, &binding).await
     })
     .await;
-    Ok(outcome_response(&s.broker, r?, &m.request_id))
+    Ok(outcome_response(&s.broker, r?, &m.request_id, false))
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/requests/{rid}", security(("bearer" = [])),
@@ -254,5 +260,5 @@ pub(crate) async fn claim_request(
         s.broker.claim(ctx, &w, &id, &rid, &binding).await
     })
     .await;
-    Ok(outcome_response(&s.broker, r?, &m.request_id))
+    Ok(outcome_response(&s.broker, r?, &m.request_id, true))
 }
