@@ -131,6 +131,12 @@ if ! reachable 6379; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
+# The book (docs/) is built with mdBook by it::docs (the HTML renderer only: no server, no
+# watcher). Pinned, and built from crates.io where it is missing.
+if ! mdbook --version 2>/dev/null | grep -q 'v0\.5\.4'; then
+  say "installing mdBook 0.5.4 (cargo install)"
+  cargo install mdbook --version 0.5.4 --locked --no-default-features --quiet
+fi
 # The rules the build enforces (workspace lints in Cargo.toml, thresholds in clippy.toml): no
 # unwrap/expect/panic in library code, documented public items, no function over 120 lines.
 lint_status=0

@@ -22,6 +22,7 @@ mod console;
 mod console_links;
 mod console_ops;
 mod demo;
+mod docs;
 mod deny_codes;
 mod echo;
 mod edge;
