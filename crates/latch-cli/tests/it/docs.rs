@@ -13,7 +13,10 @@ use latch_testkit::{TestServer, tool_available};
 
 /// The repository's root (two levels above this crate).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
 }
 
 /// Every Markdown page of the book, in a stable order.
@@ -45,7 +48,7 @@ fn compare_or_bless(path: &Path, generated: &str, how: &str) {
             .lines()
             .zip(generated.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| committed.lines().count().min(generated.lines().count()), |i| i);
+            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
         panic!(
             "{} is stale (first difference at line {}): regenerate it with \
              `LATCH_BLESS=1 cargo test -p latch-cli --test it docs::` ({how})",
@@ -85,7 +88,11 @@ fn the_cli_reference_is_what_latch_man_markdown_prints() {
         .args(["man", "--markdown"])
         .output()
         .expect("latch man --markdown");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let generated = String::from_utf8(out.stdout).expect("UTF-8");
     compare_or_bless(
         &repo().join("docs/src/reference/cli.md"),
@@ -111,7 +118,11 @@ async fn the_api_reference_is_rendered_from_the_openapi_document() {
         .output()
         .await
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let generated = String::from_utf8(out.stdout).expect("UTF-8");
     compare_or_bless(
         &root.join("docs/src/reference/api.md"),
@@ -136,5 +147,8 @@ fn the_book_builds_with_mdbook() {
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let _ = std::fs::remove_dir_all(&out_dir);
     assert!(out.status.success(), "mdbook build failed:\n{log}");
-    assert!(!log.contains("WARN") && !log.contains("ERROR"), "mdbook warned:\n{log}");
+    assert!(
+        !log.contains("WARN") && !log.contains("ERROR"),
+        "mdbook warned:\n{log}"
+    );
 }
