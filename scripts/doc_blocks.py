@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -85,7 +86,7 @@ def script(page: Path, found: list[tuple[int, list[str]]], addr: str) -> tuple[s
             line = line.replace(DEFAULT_ADDR, addr)
             line = re.sub(r"\bcargo run -p latch-cli --(?= |$)", "latch", line)
             if any(p.match(line) for p in SKIP):
-                line = ": skipped by doc_blocks: " + repr(line.strip())[:60]
+                line = ": skipped by doc_blocks " + shlex.quote(line.strip()[:60])
             text.append(line)
             where[len(text)] = start + n
     return "\n".join(text) + "\n", where
@@ -145,22 +146,25 @@ def run_page(page: Path, latch: Path, repo: Path) -> bool:
             )
             wait_ready(f"http://{addr}", broker, log)
         (work / "page.sh").write_text(body, encoding="utf-8")
-        proc = subprocess.Popen(
-            ["bash", str(work / "page.sh")], cwd=work, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(timeout=PAGE_TIMEOUT)
-            code = proc.returncode
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            code = f"timeout after {PAGE_TIMEOUT}s"
-        finally:
+        out_file = work / "page.out"
+        with out_file.open("wb") as sink:
+            # Output to a file, not a pipe: a background process the page started keeps its
+            # copy of the descriptor, and waiting on a pipe would wait for it too.
+            proc = subprocess.Popen(
+                ["bash", str(work / "page.sh")], cwd=work, env=env,
+                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            )
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+                code = proc.wait(timeout=PAGE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                code = f"timeout after {PAGE_TIMEOUT}s"
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        out = out_file.read_bytes()
         text = out.decode("utf-8", "replace")
         if code == 0:
             print(f"ok   {page} ({len(found)} blocks)")
