@@ -602,8 +602,8 @@ async fn the_development_sign_in_takes_dev_human_tokens_only_when_enabled() {
 /// The end-to-end test in a real browser: Debian's headless Chromium, driven by Python's
 /// playwright (`testdata/console-e2e/e2e.py`), signs in through the provider as bob, finds
 /// the pending request, approves it on its page; the agent's claim then succeeds. The pending
-/// page's screenshot is written where `LATCH_CONSOLE_SCREENSHOT` says (the README's
-/// `docs/console-pending.png` was made so), else to a temporary file.
+/// page's screenshot is written where `LATCH_CONSOLE_SCREENSHOT` says (the book's
+/// `docs/src/images/console-pending.png` was made so), else to a temporary file.
 #[tokio::test]
 async fn a_human_approves_in_headless_chromium_and_the_claim_succeeds() {
     if !browser_available() {
