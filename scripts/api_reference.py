@@ -12,14 +12,24 @@ schemas follow, with their properties. Server URLs are left out (they name the t
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
+RUSTDOC_LINK = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:|#|\.|/)[^)\s]*\)")
+
+
+def prose(text: object) -> str:
+    """A description from a doc comment, with rustdoc's intra-doc links (`Self::as_str`, which
+    mean nothing outside the code) reduced to their text."""
+    return RUSTDOC_LINK.sub(r"\1", str(text)).strip()
+
+
 def cell(text: object) -> str:
     """Text fit for one cell of a Markdown table."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return " ".join(prose(text).split()).replace("|", "\\|")
 
 
 def anchor(name: str) -> str:
@@ -61,7 +71,7 @@ def operation(lines: list[str], method: str, path: str, op: dict, schemes: dict)
         lines.append(f"**{summary.strip()}**")
         lines.append("")
     if op.get("description") and op["description"].strip() != summary.strip():
-        lines.append(op["description"].strip())
+        lines.append(prose(op["description"]))
         lines.append("")
     security = op.get("security")
     if security is not None:
@@ -101,7 +111,7 @@ def schema_section(lines: list[str], name: str, schema: dict) -> None:
     lines.append(f'### {name} <a id="{anchor(name)}"></a>')
     lines.append("")
     if schema.get("description"):
-        lines.append(schema["description"].strip())
+        lines.append(prose(schema["description"]))
         lines.append("")
     props = schema.get("properties")
     if props:
@@ -133,7 +143,7 @@ def render(doc: dict) -> str:
         "",
     ]
     if info.get("description"):
-        lines += [info["description"].strip(), ""]
+        lines += [prose(info["description"]), ""]
     comps = doc.get("components", {})
     schemes = comps.get("securitySchemes", {})
     if schemes:
@@ -156,7 +166,7 @@ def render(doc: dict) -> str:
     for tag in sorted(by_tag):
         lines += [f"## {tag}", ""]
         if tags.get(tag):
-            lines += [tags[tag].strip(), ""]
+            lines += [prose(tags[tag]), ""]
         for method, path, op in by_tag[tag]:
             operation(lines, method, path, op, responses)
     schemas = comps.get("schemas", {})
