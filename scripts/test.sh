@@ -131,6 +131,12 @@ if ! reachable 6379; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)" >&2; exit 1; }
+# The book's shell blocks (it::docs) use curl, jq, the sqlite3 shell, psql and redis-cli.
+command -v curl >/dev/null 2>&1 || apt_install curl
+command -v jq >/dev/null 2>&1 || apt_install jq
+command -v sqlite3 >/dev/null 2>&1 || apt_install sqlite3
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+command -v redis-cli >/dev/null 2>&1 || apt_install redis-tools
 # The book (docs/) is built with mdBook by it::docs (the HTML renderer only: no server, no
 # watcher). Pinned, and built from crates.io where it is missing.
 if ! mdbook --version 2>/dev/null | grep -q 'v0\.5\.4'; then
