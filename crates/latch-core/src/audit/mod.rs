@@ -166,7 +166,11 @@ pub trait CheckpointVerifier {
 /// When the event does not serialize (it always does).
 pub fn encode_event(e: &crate::model::AuditEvent) -> Result<String, serde_json::Error> {
     let raw = serde_json::to_string(e)?;
-    if !raw.chars().any(|c| c.is_control() || is_deceptive(c)) {
+    // Printable ASCII holds none of them: a byte test the compiler vectorizes, where the
+    // per-character test below cost ≈ 10 instructions a character on every grant's records.
+    if raw.bytes().all(|b| (0x20..0x7f).contains(&b))
+        || !raw.chars().any(|c| c.is_control() || is_deceptive(c))
+    {
         return Ok(raw);
     }
     let mut out = String::with_capacity(raw.len() + 16);
