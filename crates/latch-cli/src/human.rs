@@ -183,6 +183,11 @@ const SERVER_FORM: &str = "write it as http://HOST:PORT or https://HOST[:PORT] (
 /// guessed, since guessing `http` would send the bearer token in clear over the network.
 pub(crate) fn server_arg(s: &str) -> Result<String, String> {
     let given = s.trim().trim_end_matches('/');
+    if given.is_empty() {
+        return Err(format!(
+            "the broker URL is empty (unset LATCH_SERVER for the default); {SERVER_FORM}"
+        ));
+    }
     let full = if given.contains("://") {
         given.to_owned()
     } else {
@@ -252,6 +257,7 @@ mod tests {
             ("ftp://h", "scheme"),
             ("http://u:p@h:8080", "user name"),
             ("http://h:8080?x=1", "query"),
+            ("", "empty"),
         ] {
             let e = server_arg(bad).unwrap_err();
             assert!(
