@@ -86,6 +86,12 @@ pub(crate) fn short_duration(secs: i64) -> String {
     span(secs.max(0)).replace(' ', "")
 }
 
+/// Whether `v` is an empty JSON array (or absent): a plain list then says so in one line
+/// instead of printing nothing.
+pub(crate) fn is_empty_list(v: &Value) -> bool {
+    v.as_array().is_none_or(Vec::is_empty)
+}
+
 /// A Unix time as local ISO-8601 plus how far it is from now:
 /// `2026-12-04T09:35:12+01:00 (in 9m 58s)` or `… (3m 2s ago)`.
 pub(crate) fn when_at(unix: i64, now: i64) -> String {
@@ -166,9 +172,100 @@ pub(crate) fn duration_arg(s: &str) -> Result<humantime::Duration, String> {
     })
 }
 
+/// The form `--server` takes, for its errors.
+const SERVER_FORM: &str = "write it as http://HOST:PORT or https://HOST[:PORT] (--server or \
+                           LATCH_SERVER)";
+
+/// Parses `--server` / `LATCH_SERVER`: an `http` or `https` URL of the broker itself, without
+/// a path (the CLI adds `/v1/…`), query, fragment or user name. A bare `HOST:PORT` is taken as
+/// `http://HOST:PORT` only when HOST is a loopback address (`127.0.0.1`, `[::1]`,
+/// `localhost`): the token then never leaves the machine. Anywhere else the scheme is not
+/// guessed, since guessing `http` would send the bearer token in clear over the network.
+pub(crate) fn server_arg(s: &str) -> Result<String, String> {
+    let given = s.trim().trim_end_matches('/');
+    if given.is_empty() {
+        return Err(format!(
+            "the broker URL is empty (unset LATCH_SERVER for the default); {SERVER_FORM}"
+        ));
+    }
+    let full = if given.contains("://") {
+        given.to_owned()
+    } else {
+        let url = reqwest::Url::parse(&format!("http://{given}"))
+            .map_err(|_| format!("`{given}` is not a broker URL; {SERVER_FORM}"))?;
+        let host = url.host_str().unwrap_or("");
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(format!(
+                "`{given}` has no scheme and is not a loopback address, so none is assumed; \
+                 {SERVER_FORM}"
+            ));
+        }
+        format!("http://{given}")
+    };
+    let url = reqwest::Url::parse(&full)
+        .map_err(|e| format!("`{given}` is not a broker URL ({e}); {SERVER_FORM}"))?;
+    let why = if !matches!(url.scheme(), "http" | "https") {
+        Some("its scheme is not http or https")
+    } else if url.host().is_none() {
+        Some("it names no host")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("it carries a user name (pass the token with --token or LATCH_TOKEN)")
+    } else if url.path() != "/" && !url.path().is_empty() {
+        Some("it has a path (the CLI adds `/v1/…` itself)")
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Some("it has a query or a fragment")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!(
+            "`{given}` is not a broker URL: {why}; {SERVER_FORM}"
+        )),
+        None => Ok(full),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_urls_name_the_broker_itself() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "https://latch.example.com",
+            "http://h:8080/",
+        ] {
+            assert!(server_arg(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(server_arg("http://h:8080/").unwrap(), "http://h:8080");
+        assert_eq!(
+            server_arg("127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(server_arg("localhost:9").unwrap(), "http://localhost:9");
+        assert_eq!(server_arg("[::1]:8080").unwrap(), "http://[::1]:8080");
+        for (bad, why) in [
+            ("http://h:8080/v1", "has a path"),
+            ("latch.example.com:443", "no scheme"),
+            ("10.0.0.5:8080", "no scheme"),
+            ("ftp://h", "scheme"),
+            ("http://u:p@h:8080", "user name"),
+            ("http://h:8080?x=1", "query"),
+            ("", "empty"),
+        ] {
+            let e = server_arg(bad).unwrap_err();
+            assert!(
+                e.contains(why) && e.contains("http://HOST:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn relative_times_read_both_ways() {

@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 error; 2 usage; 3 access denied; 4 access pending approval;
 //! 5 policy tests failed; 6 audit chain damaged (`latch audit verify`); 7 secrets found
-//! (`latch scan`).
+//! (`latch scan`); `latch exec` passes its command's own. The manual page lists them
+//! ([`manpage::EXIT_STATUS`]), and the environment variables read.
 //!
 //! This file only parses the command line, sets up tracing and dispatches: each verb lives in
 //! its own module under [`cmd`], the HTTP client in [`client`], shared printing in [`render`].
@@ -19,6 +20,7 @@ mod hints;
 mod human;
 mod identity;
 mod login_callback;
+mod manpage;
 mod oidc;
 mod render;
 
@@ -221,6 +223,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     human::set_color(cli.color);
     init_tracing_for(&cli.cmd);
+    hints::set_caller(caller_of(&cli.cmd));
     let json = json_requested();
     match run(cli.cmd).await {
         Ok(code) => code,
@@ -243,6 +246,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Whom a command speaks for, so an error's next step names the right token.
+fn caller_of(cmd: &Cmd) -> hints::Caller {
+    match cmd {
+        Cmd::Pending { .. }
+        | Cmd::Approve(_)
+        | Cmd::Deny(_)
+        | Cmd::Login { .. }
+        | Cmd::Whoami { .. }
+        | Cmd::Logout { .. } => hints::Caller::Human,
+        Cmd::Admin { .. } | Cmd::Audit { .. } | Cmd::Report { .. } => hints::Caller::Admin,
+        _ => hints::Caller::Workload,
+    }
+}
+
 /// Whether `--json` was given (before a `--`, after which the arguments are a command's).
 fn json_requested() -> bool {
     std::env::args()
@@ -254,9 +271,27 @@ fn json_requested() -> bool {
 /// `latch completions SHELL`: the script on stdout.
 fn completions(shell: clap_complete::Shell) -> ExitCode {
     use clap::CommandFactory;
-    let mut cmd = Cli::command();
+    let mut cmd = with_value_hints(Cli::command());
     clap_complete::generate(shell, &mut cmd, "latch", &mut std::io::stdout());
     ExitCode::SUCCESS
+}
+
+/// Marks every option whose value is neither a path nor one of a fixed list (an id, an
+/// environment, a duration, a URL…) as [`clap::ValueHint::Other`], so completion offers no file
+/// names for it; paths (`PathBuf`, or an explicit hint) and fixed lists keep theirs.
+fn with_value_hints(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let free_text = !a.is_positional()
+            && a.get_action().takes_values()
+            && a.get_possible_values().is_empty()
+            && a.get_value_hint() == clap::ValueHint::Unknown;
+        if free_text {
+            a.value_hint(clap::ValueHint::Other)
+        } else {
+            a
+        }
+    })
+    .mut_subcommands(with_value_hints)
 }
 
 /// `latch man --markdown`: the command reference as Markdown on stdout, titled for the book.
@@ -276,6 +311,7 @@ fn man_markdown() -> ExitCode {
             1
         )
     );
+    print!("{}", manpage::markdown_sections());
     ExitCode::SUCCESS
 }
 
@@ -284,16 +320,10 @@ fn man(dir: Option<PathBuf>) -> Result<ExitCode, String> {
     use clap::CommandFactory;
     let cmd = Cli::command();
     match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d)
-                .and_then(|()| clap_mangen::generate_to(cmd, &d))
-                .map_err(|e| format!("cannot write the pages into {}: {e}", d.display()))?;
-        }
+        Some(d) => manpage::write_pages(cmd, &d)
+            .map_err(|e| format!("cannot write the pages into {}: {e}", d.display()))?,
         None => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| e.to_string())?;
+            let out = manpage::root_page(cmd).map_err(|e| e.to_string())?;
             use std::io::Write;
             std::io::stdout()
                 .write_all(&out)

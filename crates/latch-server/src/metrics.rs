@@ -573,9 +573,102 @@ pub fn record_census(census: Result<Census, latch_core::ports::StoreError>) {
     }
 }
 
+/// One family of the exposition: its name, its `# HELP`/`# TYPE` lines, and its sample lines in
+/// runs of one label set each (the label set without `le` as the run's key).
+type ExpoFamily = (String, Vec<String>, Vec<(String, Vec<String>)>);
+
+/// The exporter's text with its families in name order, and within a family its label sets in
+/// order (a histogram's buckets, `_sum` and `_count` stay together and in their own order): the
+/// exporter walks hash maps, so two scrapes of the same state would otherwise differ, and a
+/// reader (or a diff) could not find a family where it was last time.
+pub fn sorted_exposition(text: &str) -> String {
+    let mut families: Vec<ExpoFamily> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let header = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "));
+        let name = match header {
+            Some(rest) => rest.split(' ').next().unwrap_or(""),
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        let belongs = families.last().is_some_and(|(f, _, runs)| {
+            if header.is_some() {
+                f == name && runs.is_empty()
+            } else {
+                name.starts_with(f.as_str())
+            }
+        });
+        if !belongs {
+            families.push((name.to_owned(), Vec::new(), Vec::new()));
+        }
+        let Some((_, head, runs)) = families.last_mut() else {
+            continue;
+        };
+        if header.is_some() {
+            head.push(line.to_owned());
+            continue;
+        }
+        let key = label_set(line);
+        match runs.last_mut() {
+            Some((k, lines)) if *k == key => lines.push(line.to_owned()),
+            _ => runs.push((key, vec![line.to_owned()])),
+        }
+    }
+    families.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::with_capacity(text.len());
+    for (_, head, mut runs) in families {
+        runs.sort_by(|a, b| a.0.cmp(&b.0));
+        for line in head.iter().chain(runs.iter().flat_map(|(_, l)| l)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A sample line's labels without `le` (a histogram bucket's bound), as its sort key.
+fn label_set(line: &str) -> String {
+    let (Some(open), Some(close)) = (line.find('{'), line.rfind('}')) else {
+        return String::new();
+    };
+    line.get(open + 1..close)
+        .unwrap_or("")
+        .split(',')
+        .filter(|kv| !kv.starts_with("le="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_come_out_in_name_order_with_buckets_kept_in_order() {
+        let raw = "# TYPE latch_b gauge\nlatch_b{r=\"z\"} 1\nlatch_b{r=\"a\"} 2\n\n\
+                   # HELP latch_a_seconds h.\n# TYPE latch_a_seconds histogram\n\
+                   latch_a_seconds_bucket{r=\"y\",le=\"2.5\"} 0\n\
+                   latch_a_seconds_bucket{r=\"y\",le=\"10\"} 0\n\
+                   latch_a_seconds_bucket{r=\"y\",le=\"+Inf\"} 0\n\
+                   latch_a_seconds_sum{r=\"y\"} 0\nlatch_a_seconds_count{r=\"y\"} 0\n\
+                   latch_a_seconds_bucket{r=\"x\",le=\"2.5\"} 1\n\
+                   latch_a_seconds_bucket{r=\"x\",le=\"10\"} 1\n\
+                   latch_a_seconds_bucket{r=\"x\",le=\"+Inf\"} 1\n\
+                   latch_a_seconds_sum{r=\"x\"} 1\nlatch_a_seconds_count{r=\"x\"} 1\n\n";
+        let want = "# HELP latch_a_seconds h.\n# TYPE latch_a_seconds histogram\n\
+                    latch_a_seconds_bucket{r=\"x\",le=\"2.5\"} 1\n\
+                    latch_a_seconds_bucket{r=\"x\",le=\"10\"} 1\n\
+                    latch_a_seconds_bucket{r=\"x\",le=\"+Inf\"} 1\n\
+                    latch_a_seconds_sum{r=\"x\"} 1\nlatch_a_seconds_count{r=\"x\"} 1\n\
+                    latch_a_seconds_bucket{r=\"y\",le=\"2.5\"} 0\n\
+                    latch_a_seconds_bucket{r=\"y\",le=\"10\"} 0\n\
+                    latch_a_seconds_bucket{r=\"y\",le=\"+Inf\"} 0\n\
+                    latch_a_seconds_sum{r=\"y\"} 0\nlatch_a_seconds_count{r=\"y\"} 0\n\n\
+                    # TYPE latch_b gauge\nlatch_b{r=\"a\"} 2\nlatch_b{r=\"z\"} 1\n\n";
+        assert_eq!(sorted_exposition(raw), want);
+        assert_eq!(sorted_exposition(want), want);
+    }
 
     #[test]
     fn every_family_is_named_once_with_help() {

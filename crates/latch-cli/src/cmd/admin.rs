@@ -199,6 +199,9 @@ fn print_task(t: &Value) {
 }
 
 fn print_task_page(b: &Value) {
+    if crate::human::is_empty_list(&b["items"]) {
+        println!("no open tasks match (agents open them with `latch task open`)");
+    }
     b["items"]
         .as_array()
         .into_iter()
@@ -220,6 +223,9 @@ fn print_lease(l: &Value) {
 }
 
 fn print_lease_page(b: &Value) {
+    if crate::human::is_empty_list(&b["items"]) {
+        println!("no live leases match (a granted request creates one)");
+    }
     for item in b["items"].as_array().into_iter().flatten() {
         print_lease(&item["lease"]);
         println!(
@@ -254,6 +260,9 @@ fn print_freeze(f: &Value) {
 
 fn print_freezes(b: &Value) {
     match b.as_array() {
+        Some(v) if v.is_empty() => {
+            println!("no freezes in force (`latch admin freeze` engages one)");
+        }
         Some(v) => v.iter().for_each(print_freeze),
         None => print_freeze(b),
     }

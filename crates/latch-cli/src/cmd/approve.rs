@@ -38,7 +38,14 @@ pub(crate) struct Vote {
 pub(crate) async fn pending(conn: &Conn) -> Result<ExitCode, String> {
     let a = conn.client().get("/v1/approvals/pending").await?;
     Ok(print_answer(conn.json, &a, |b| {
-        for p in b.as_array().cloned().unwrap_or_default() {
+        let list = b.as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!(
+                "no requests are waiting for your vote (a request that needs approval from one \
+                 of your groups appears here)"
+            );
+        }
+        for p in list {
             print_pending(&p);
         }
     }))
@@ -183,6 +190,15 @@ pub(crate) async fn vote(v: Vote, verb: &str) -> Result<ExitCode, String> {
             &json!({"digest": digest, "reason": v.reason}),
         )
         .await?;
+    if !v.conn.json && a.code() == Some("approval_digest_mismatch") {
+        // The next step names this request and this verb, not the placeholders.
+        let line = a.error_line().replace(
+            "`latch approve REQ --reason …` (or `latch deny`)",
+            &format!("`latch {verb} {} --reason …`", escape_text(&v.request)),
+        );
+        eprintln!("{} {line}", crate::human::error_prefix());
+        return Ok(crate::render::exit_code(&a));
+    }
     Ok(print_answer(v.conn.json, &a, |b| {
         println!(
             "request {} is now {}",

@@ -22,10 +22,10 @@ pub(crate) enum DevCmd {
     /// Mint a development token (the server's `[dev_issuer]` must be enabled).
     Token {
         /// `workload` or `human`.
-        #[arg(long, default_value = "workload")]
+        #[arg(long, default_value = "workload", value_parser = ["workload", "human"])]
         kind: String,
-        /// Human id (human tokens).
-        #[arg(long)]
+        /// Human id (human tokens; required with `--kind human`).
+        #[arg(long, value_name = "ID", value_hint = clap::ValueHint::Other)]
         subject: Option<String>,
         /// Approver group (human tokens; repeat).
         #[arg(long = "group")]
@@ -82,6 +82,13 @@ pub(crate) async fn run(cmd: DevCmd, conn: &Conn) -> Result<ExitCode, String> {
             "--ttl {} is out of bounds: development tokens live 1s to 1h; pass --ttl 1h or less",
             crate::human::short_duration(t)
         ));
+    }
+    if kind == "human" && subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        return Err(
+            "`latch dev token --kind human` needs --subject ID (the human's id), and --group \
+             GROUP for each approver group"
+                .to_owned(),
+        );
     }
     let run_id = match (kind.as_str(), run_id) {
         ("workload", None) => Some(shell_run::run_id(new_run)?),

@@ -65,6 +65,10 @@ pub(crate) async fn run(cmd: LeaseCmd, conn: &Conn) -> Result<ExitCode, String> 
         }
     };
     Ok(print_answer(conn.json, &a, |b| match b.as_array() {
+        Some(v) if v.is_empty() => println!(
+            "no leases in this task (a granted request creates one: `latch request TASK \
+             --resource R --action A`)"
+        ),
         Some(v) => v.iter().for_each(print_lease),
         None if b.get("credential").is_some() => print_access(b),
         None => println!(

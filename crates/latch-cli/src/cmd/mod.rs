@@ -32,12 +32,15 @@ pub(crate) mod wait;
 // flattens it.
 #[derive(Args, Clone)]
 pub(crate) struct Conn {
-    /// Broker URL.
+    /// Broker URL, `http://HOST:PORT` or `https://HOST[:PORT]`, without a path (a bare
+    /// `HOST:PORT` is taken as `http://` on a loopback address only).
     #[arg(
         long,
         env = "LATCH_SERVER",
         default_value = "http://127.0.0.1:8080",
-        global = true
+        global = true,
+        value_name = "URL",
+        value_parser = crate::human::server_arg
     )]
     pub(crate) server: String,
     /// Bearer token (workload token for agent commands, human token for approvals); wins over

@@ -240,6 +240,10 @@ fn print_tasks(b: &Value) {
         )
     };
     match b.as_array() {
+        Some(v) if v.is_empty() => println!(
+            "no tasks for this token's run (`latch task open --purpose … --environment ENV` \
+             opens one)"
+        ),
         Some(v) => v.iter().for_each(one),
         None => one(b),
     }

@@ -18,6 +18,7 @@ mod cases;
 mod cli;
 mod cli_catalog;
 mod cli_newcomer;
+mod cli_next_step;
 mod console;
 mod console_links;
 mod console_ops;

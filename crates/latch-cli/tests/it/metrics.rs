@@ -372,3 +372,40 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
     );
     s.stop().await;
 }
+
+/// Two scrapes of the same state read the same, families in name order (the exporter walks
+/// hash maps; the broker sorts its text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_families_come_out_in_name_order() {
+    let s = TestServer::start().await;
+    let agent = s.agent("metrics-order").await;
+    s.open_task(&agent, "sandbox", 600).await;
+    let get = || async {
+        s.http
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = get().await;
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(names.len() > 10, "{text}");
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "families in name order");
+    let order = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(order(&text), order(&get().await), "two scrapes, one order");
+    s.stop().await;
+}

@@ -77,7 +77,7 @@ pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResp
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
+        crate::metrics::sorted_exposition(&s.metrics.render()),
     )
 }
 
