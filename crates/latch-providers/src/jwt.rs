@@ -99,10 +99,10 @@ enum Format {
     JwtSvid,
 }
 
-/// `[resources.settings]` of a `jwt` resource (other keys, such as the broker's
-/// `require_dpop`, are read elsewhere and ignored here).
+/// `[resources.settings]` of a `jwt` resource. Unknown keys are refused.
 #[derive(Debug, Clone, Default, Deserialize)]
-struct JwtSettings {
+#[serde(deny_unknown_fields)]
+pub(crate) struct JwtSettings {
     #[serde(default)]
     format: Format,
     /// JWT-SVIDs only: the trust domain of their SPIFFE IDs.
@@ -110,6 +110,15 @@ struct JwtSettings {
     /// JWT-SVIDs only: path segments before `/task/<task id>`, e.g. `/agents`.
     #[serde(default)]
     path_prefix: String,
+    /// Only key-bound (DPoP) tokens: read by the broker from the raw settings
+    /// (`latch_core::broker::resource_requires_dpop`); declared here so that a misspelt key is
+    /// refused at start instead of silently leaving the tokens bearer tokens.
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "read by the broker from the raw settings, not here"
+    )]
+    require_dpop: bool,
 }
 
 impl JwtSettings {

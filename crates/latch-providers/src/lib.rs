@@ -23,6 +23,8 @@
 pub mod keyring;
 pub mod postgres;
 pub mod redis_acl;
+#[cfg(test)]
+mod settings_reference_tests;
 pub mod ssh;
 mod util;
 pub mod x509;

@@ -80,12 +80,17 @@ const MAX_IDENT: usize = 63;
 /// The `settings` of a `postgres` resource.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PgSettings {
+pub(crate) struct PgSettings {
     /// libpq-style URL or key/value string, without a password.
     url: String,
-    /// Admin password source (optional: trust / peer authentication need none).
-    #[serde(flatten)]
-    secret: SecretRef,
+    /// File holding the admin password (first line; optional: trust / peer authentication
+    /// need none). Not `#[serde(flatten)]`ed from [`SecretRef`]: with a flattened field serde
+    /// cannot list the accepted keys in its unknown-field error.
+    #[serde(default)]
+    password_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the admin password.
+    #[serde(default)]
+    password_env: Option<String>,
     /// Statements per action; `{role}` is replaced by the quoted role name.
     grants: BTreeMap<String, Vec<String>>,
     /// Who receives objects the role created (default: nobody, they are dropped). Must be a
@@ -201,9 +206,17 @@ fn io_kind(e: &tokio_postgres::Error) -> String {
 }
 
 impl PgSettings {
+    /// Where the admin password comes from.
+    fn secret(&self) -> SecretRef {
+        SecretRef {
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+        }
+    }
+
     fn load(resource: &Resource) -> Result<Self, ProviderError> {
         let s: PgSettings = util::settings(resource)?;
-        s.secret.check(resource)?;
+        s.secret().check(resource)?;
         let cfg = tokio_postgres::Config::from_str(&s.url).map_err(|_| {
             ProviderError::permanent(format!(
                 "resource {}: `url` is not a valid postgres connection string",
@@ -282,7 +295,7 @@ impl PgSettings {
         }
         cfg.connect_timeout(Duration::from_secs(self.connect_timeout_secs.max(1)));
         cfg.application_name("latch");
-        let password: Option<SecretString> = self.secret.read()?;
+        let password: Option<SecretString> = self.secret().read()?;
         if let Some(p) = &password {
             cfg.password(p.expose_secret().as_bytes());
         }

@@ -68,12 +68,18 @@ pub const USER_PREFIX: &str = "latch_";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RedisSettings {
+pub(crate) struct RedisSettings {
     url: String,
     #[serde(default)]
     username: Option<String>,
-    #[serde(flatten)]
-    secret: SecretRef,
+    /// File holding the admin password (first line; optional: trust / peer authentication
+    /// need none). Not `#[serde(flatten)]`ed from [`SecretRef`]: with a flattened field serde
+    /// cannot list the accepted keys in its unknown-field error.
+    #[serde(default)]
+    password_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the admin password.
+    #[serde(default)]
+    password_env: Option<String>,
     rules: BTreeMap<String, Vec<String>>,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
@@ -149,9 +155,17 @@ fn allowed_rule(rule: &str) -> bool {
 }
 
 impl RedisSettings {
+    /// Where the admin password comes from.
+    fn secret(&self) -> SecretRef {
+        SecretRef {
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+        }
+    }
+
     fn load(resource: &Resource) -> Result<Self, ProviderError> {
         let s: RedisSettings = util::settings(resource)?;
-        s.secret.check(resource)?;
+        s.secret().check(resource)?;
         let info = s.url.as_str().into_connection_info().map_err(|_| {
             ProviderError::permanent(format!(
                 "resource {}: `url` is not a valid redis url",
@@ -193,7 +207,7 @@ impl RedisSettings {
             .as_str()
             .into_connection_info()
             .map_err(|_| ProviderError::permanent("redis url is invalid"))?;
-        let password: Option<SecretString> = self.secret.read()?;
+        let password: Option<SecretString> = self.secret().read()?;
         if let Some(p) = &password {
             let mut r = info
                 .redis_settings()

@@ -88,7 +88,7 @@ const KRL_SECTION_CERT_KEY_ID: u8 = 0x23;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SshSettings {
+pub(crate) struct SshSettings {
     principals: Vec<String>,
     #[serde(default = "util::default_backdate_secs")]
     backdate_secs: u64,

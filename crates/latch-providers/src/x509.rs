@@ -94,7 +94,7 @@ const CA_VALIDITY_SECS: i64 = 10 * 365 * 24 * 3600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct X509Settings {
+pub(crate) struct X509Settings {
     #[serde(default = "default_td")]
     trust_domain: String,
     /// `notBefore` = issue time − this many seconds (clock skew; default 60, at most 600).

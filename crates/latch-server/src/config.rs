@@ -13,6 +13,8 @@ mod http;
 mod login;
 mod notify;
 mod proxy;
+#[cfg(test)]
+mod reference_tests;
 mod resources;
 mod retention;
 mod ssf;
@@ -241,7 +243,7 @@ fn default_reaper_claim() -> Duration {
 }
 
 /// `[keys]`: the operator's master key, which seals signing keys at rest.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     /// File holding the base64 master key (mode 0600).
@@ -261,6 +263,20 @@ pub struct KeysConfig {
     /// At least [`MIN_CA_ROTATION_PERIOD`].
     #[serde(default, with = "humantime_serde")]
     pub ca_rotation_period: Option<Duration>,
+}
+
+// Not derived: a configuration without `[keys]` must get the same defaults as an empty
+// `[keys]` table (a derived `Default` gave `signing_alg = ""`, which refused to start).
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            master_key_file: None,
+            master_key_env: None,
+            generate_if_missing: yes(),
+            signing_alg: default_alg(),
+            ca_rotation_period: None,
+        }
+    }
 }
 
 /// Shortest accepted `keys.ca_rotation_period` (one hour): shorter periods would rotate on
@@ -487,7 +503,7 @@ impl Default for ReaperConfig {
 /// # Security
 /// Off unless `enabled = true`; anyone who can reach `POST /v1/dev/tokens` can then become any
 /// workload or human. The server logs a warning at start when it is on.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevIssuerConfig {
     /// Turn it on.
@@ -500,6 +516,16 @@ pub struct DevIssuerConfig {
 
 fn default_dev_aud() -> String {
     "latch".into()
+}
+
+// Not derived: without `[dev_issuer]` the audience is the documented `latch`, as in an empty table.
+impl Default for DevIssuerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            audience: default_dev_aud(),
+        }
+    }
 }
 
 /// One `[[introspection_clients]]` entry.
