@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README): makes a fresh Debian machine able to run Latch's suite, then runs it.
+# The test command (README, docs/src/getting-started.md): makes a fresh Debian machine able to run Latch's suite, then runs it.
 # Installs what is missing (Python's PyJWT for the interoperability test, the MCP Python SDK for
 # the MCP server test, Node.js and the pinned oauth4webapi npm package for the OAuth client test,
 # the pinned oidc-provider npm package, Debian's chromium and Python's playwright for the sign-in

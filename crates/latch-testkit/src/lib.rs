@@ -580,7 +580,7 @@ impl TempPgDatabase {
             .execute(&mut c)
             .await
             .expect("create test database");
-        // As the README asks of operators: only latch's role (here the superuser) connects.
+        // As the book asks of operators (docs/src/providers/postgres.md): only latch's role (here the superuser) connects.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "REVOKE CONNECT ON DATABASE {name} FROM PUBLIC"
         )))

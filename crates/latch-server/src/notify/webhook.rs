@@ -8,7 +8,8 @@
 //!   `key` is the base64-decoded part of the `whsec_…` secret.
 //!
 //! The body is `{"type": "request.step_up", "timestamp": "<RFC 3339>", "data": {…}}` with
-//! the [`ApprovalNotice`] as `data`. The README shows how a receiver verifies it.
+//! the [`ApprovalNotice`] as `data`. The book (docs/src/approvals.md) shows how a receiver
+//! verifies it.
 //!
 //! # Security
 //! HMAC comes from the `hmac` and `sha2` crates. The key is held in a `SecretBox` (zeroized on
