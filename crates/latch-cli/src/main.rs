@@ -62,6 +62,13 @@ enum Cmd {
     /// The demo's tiny MCP server on stdio (the upstream `latch demo` fronts with its gateway).
     #[command(hide = true)]
     DemoUpstream,
+    /// `latch bench --baseline`'s child: an empty axum handler (not for users).
+    #[command(hide = true)]
+    BenchEmptyServer {
+        /// Loopback address to listen on.
+        #[arg(long)]
+        listen: String,
+    },
     /// Tasks: open, show, list, complete, cancel.
     Task {
         #[command(subcommand)]
@@ -362,6 +369,10 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
         Cmd::Demo => Ok(ExitCode::from(cmd::demo::run().await as u8)),
         Cmd::DemoUpstream => {
             cmd::demo::gateway::serve_upstream().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchEmptyServer { listen } => {
+            cmd::bench::baseline::serve_empty(&listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Task { cmd, conn } => cmd::task::run(cmd, &conn).await,

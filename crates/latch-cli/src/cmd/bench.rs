@@ -28,6 +28,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+pub mod baseline;
 mod report;
 use report::{one_line, print_table, replica_results, summary};
 
@@ -62,6 +63,11 @@ pub struct BenchArgs {
     /// Also benchmark introspection (`POST /v1/oauth/introspect`) at the same levels.
     #[arg(long)]
     introspect: bool,
+    /// With `--introspect`: also drive an empty axum handler (a child process on loopback, the
+    /// same HTTP stack and runtime as the broker) with the same introspection requests at the
+    /// same levels, reported as `empty_handler`: the ceiling of HTTP on this machine.
+    #[arg(long, requires = "introspect")]
+    baseline: bool,
     /// Stop a level after this many counted calls.
     #[arg(long, default_value_t = 5_000_000)]
     max_requests: u64,
@@ -207,7 +213,10 @@ pub async fn run(args: BenchArgs) -> Result<u8, String> {
             "collecting {INTROSPECT_TOKENS} granted tokens for introspection…"
         ));
         let tokens = collect_tokens(&http, &clients, INTROSPECT_TOKENS).await?;
-        let mode = Arc::new(Mode::Introspect { tokens });
+        let mode = Arc::new(Mode::Introspect {
+            tokens: tokens.clone(),
+            label: "introspect",
+        });
         for &c in &levels {
             log(format!("introspect, {c} clients…"));
             let specs: Vec<Call> = (0..c)
@@ -228,6 +237,14 @@ pub async fn run(args: BenchArgs) -> Result<u8, String> {
             .await;
             log(format!("  {}", one_line(&r)));
             results.push(r);
+        }
+        if args.baseline {
+            log("empty axum handler (the ceiling of HTTP here), same requests…".to_owned());
+            let base = baseline::levels(&http, tokens, &levels, (warmup, duration), &args).await?;
+            for r in &base {
+                log(format!("  c={}: {}", r.concurrency, one_line(r)));
+            }
+            results.extend(base);
         }
     }
 
@@ -466,15 +483,21 @@ async fn collect_tokens(
 
 /// What a level calls.
 enum Mode {
-    Grant { body: &'static str },
-    Introspect { tokens: Arc<Vec<String>> },
+    Grant {
+        body: &'static str,
+    },
+    Introspect {
+        tokens: Arc<Vec<String>>,
+        /// `introspect`, or `empty_handler` for `--baseline`.
+        label: &'static str,
+    },
 }
 
 impl Mode {
     fn name(&self) -> &'static str {
         match self {
             Mode::Grant { .. } => "grant",
-            Mode::Introspect { .. } => "introspect",
+            Mode::Introspect { label, .. } => label,
         }
     }
 }
@@ -545,7 +568,7 @@ async fn worker(
                     None => rb,
                 }
             }
-            Mode::Introspect { tokens } if !tokens.is_empty() => {
+            Mode::Introspect { tokens, .. } if !tokens.is_empty() => {
                 let body = format!("token={}", tokens[k % tokens.len()]);
                 k = k.wrapping_add(concurrency);
                 http.post(&call.url)

@@ -14,6 +14,7 @@ mod api;
 mod approvals;
 mod audit;
 mod auth;
+mod bench;
 mod cases;
 mod cli;
 mod cli_catalog;

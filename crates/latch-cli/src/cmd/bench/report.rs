@@ -49,7 +49,7 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 
 pub(super) fn print_table(rs: &[LevelResult]) {
     println!(
-        "{:<10} {:>5} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
+        "{:<13} {:>5} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>9}",
         "mode",
         "conc",
         "requests",
@@ -65,7 +65,7 @@ pub(super) fn print_table(rs: &[LevelResult]) {
     );
     for r in rs {
         println!(
-            "{:<10} {:>5} {:>9} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>9}",
+            "{:<13} {:>5} {:>9} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7} {:>9}",
             r.mode,
             r.concurrency,
             r.requests,
@@ -126,6 +126,13 @@ pub(super) fn summary(rs: &[LevelResult]) -> String {
         s.push_str(&format!(
             "; introspections best {:.0}/s (c={}, p99 {:.1} ms)",
             i.rate_per_sec, i.concurrency, i.p99_ms
+        ));
+    }
+    if let (Some(i), Some(e)) = (best("introspect"), best("empty_handler")) {
+        s.push_str(&format!(
+            "; empty handler best {:.0}/s (introspection at {:.0} % of it)",
+            e.rate_per_sec,
+            100.0 * i.rate_per_sec / e.rate_per_sec.max(f64::MIN_POSITIVE)
         ));
     }
     let errors: u64 = rs.iter().map(|r| r.errors).sum();
