@@ -229,13 +229,18 @@ async fn report_event(
 fn print_tasks(b: &Value) {
     let one = |t: &Value| {
         println!(
-            "{}  {:<9} env={:<11} repo={} branch={} expires={}  {}",
+            "{}  {:<9} env={:<11} repo={} branch={} {}  {}",
             txt(&t["id"], "?"),
             txt(&t["state"], "?"),
             txt(&t["environment"], "?"),
             txt(&t["repository"], "-"),
             txt(&t["branch"], "-"),
-            crate::human::when(&t["expires_at_unix_secs"], "?"),
+            // An ended task shows when it ended, not an expiry that no longer applies.
+            if t["ended_at_unix_secs"].is_i64() {
+                format!("ended={}", crate::human::when(&t["ended_at_unix_secs"], "?"))
+            } else {
+                format!("expires={}", crate::human::when(&t["expires_at_unix_secs"], "?"))
+            },
             txt(&t["purpose"], "")
         )
     };

@@ -10,7 +10,7 @@ use latch_testkit::TestServer;
 use serde_json::{Value, json};
 
 /// The binary, with a private config directory and no token from the developer's environment.
-fn latch(s: &TestServer, cfg: &std::path::Path) -> Command {
+pub(crate) fn latch(s: &TestServer, cfg: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_latch"));
     c.env("LATCH_SERVER", &s.base)
         .env("LATCH_CONFIG_DIR", cfg)
@@ -20,24 +20,28 @@ fn latch(s: &TestServer, cfg: &std::path::Path) -> Command {
     c
 }
 
-fn cfg_dir() -> std::path::PathBuf {
+/// A fresh private config directory (also HOME) for one test.
+pub(crate) fn cfg_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("latch-newcomer-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn run(mut c: Command, token: Option<&str>, args: &[&str]) -> Output {
+/// Runs `c` with `args`, as `token` when given (blocking, inside a multi-thread runtime).
+pub(crate) fn run(mut c: Command, token: Option<&str>, args: &[&str]) -> Output {
     if let Some(t) = token {
         c.env("LATCH_TOKEN", t);
     }
     tokio::task::block_in_place(|| c.args(args).output().unwrap())
 }
 
-fn out(o: &Output) -> String {
+/// Its stdout.
+pub(crate) fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn err(o: &Output) -> String {
+/// Its stderr.
+pub(crate) fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

@@ -9,37 +9,7 @@ use std::process::{Command, Output};
 
 use latch_testkit::TestServer;
 
-/// The binary, with a private config directory and no token from the developer's environment.
-fn latch(s: &TestServer, cfg: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_latch"));
-    c.env("LATCH_SERVER", &s.base)
-        .env("LATCH_CONFIG_DIR", cfg)
-        .env("HOME", cfg)
-        .env_remove("LATCH_TOKEN")
-        .env_remove("NO_COLOR");
-    c
-}
-
-fn cfg_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("latch-next-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(mut c: Command, token: Option<&str>, args: &[&str]) -> Output {
-    if let Some(t) = token {
-        c.env("LATCH_TOKEN", t);
-    }
-    tokio::task::block_in_place(|| c.args(args).output().unwrap())
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use super::cli_newcomer::{cfg_dir, err, latch, out, run};
 
 /// One line on stderr, exit 1.
 fn one_line_error(o: &Output) -> String {
