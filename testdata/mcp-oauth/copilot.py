@@ -168,7 +168,12 @@ async def main():
                 out["rotated"] = (first.access_token != second.access_token
                                   and first.refresh_token != second.refresh_token)
     out["consent_page"] = seen["pages"][0] if seen["pages"] else ""
-    async with httpx2.AsyncClient(timeout=30) as raw:
+    # A fresh connection per request: when a keep-alive connection is closed by the broker just
+    # as the next request goes out (seen once under a loaded CI run: "Server disconnected
+    # without sending a response"), httpx does not retry the POST; that race between client
+    # and server is not what these checks are about.
+    async with httpx2.AsyncClient(timeout=30,
+                                  limits=httpx2.Limits(max_keepalive_connections=0)) as raw:
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "t", "version": "0"}}}
