@@ -227,6 +227,7 @@ async fn report_event(
 
 /// One line per task (a list, or the one task answered).
 fn print_tasks(b: &Value) {
+    let when = |v: &Value| crate::human::when(v, "?");
     let one = |t: &Value| {
         println!(
             "{}  {:<9} env={:<11} repo={} branch={} {}  {}",
@@ -236,10 +237,9 @@ fn print_tasks(b: &Value) {
             txt(&t["repository"], "-"),
             txt(&t["branch"], "-"),
             // An ended task shows when it ended, not an expiry that no longer applies.
-            if t["ended_at_unix_secs"].is_i64() {
-                format!("ended={}", crate::human::when(&t["ended_at_unix_secs"], "?"))
-            } else {
-                format!("expires={}", crate::human::when(&t["expires_at_unix_secs"], "?"))
+            match t["ended_at_unix_secs"].is_i64() {
+                true => format!("ended={}", when(&t["ended_at_unix_secs"])),
+                false => format!("expires={}", when(&t["expires_at_unix_secs"])),
             },
             txt(&t["purpose"], "")
         )

@@ -180,6 +180,12 @@ async fn empty_lists_say_so_in_one_line() {
     said(&agent, &["lease", "list", &task], "latch request");
     said(&bob, &["pending"], "no requests are waiting for your vote");
     said(&admin, &["admin", "freezes"], "no freezes");
+    // An open task shows its expiry; an ended one when it ended, not an expiry that no longer
+    // applies.
+    said(&agent, &["task", "list"], "expires=");
+    let o = run(latch(&s, &cfg), Some(&agent), &["task", "complete", &task]);
+    assert!(o.status.success(), "{}", err(&o));
+    said(&agent, &["task", "list"], "ended=");
     // `--json` stays the API's answer.
     let o = run(latch(&s, &cfg), Some(&bob), &["pending", "--json"]);
     assert_eq!(out(&o).trim(), "[]");
