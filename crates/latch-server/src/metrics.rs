@@ -112,6 +112,16 @@ pub const FAMILIES: &[Family] = &[
     ),
     family("latch_tasks_opened_total", Kind::Counter, "Tasks opened."),
     family(
+        "latch_store_commits_total",
+        Kind::Counter,
+        "Write transactions committed by the store's group-commit writer (file SQLite, PostgreSQL).",
+    ),
+    family(
+        "latch_store_batches_total",
+        Kind::Counter,
+        "Batches (a grant, a renewal, a task change, with their audit events) those transactions carried; batches per commit is the mean group size.",
+    ),
+    family(
         "latch_access_decisions_total",
         Kind::Counter,
         "Access decisions, by decision (allow, deny, step_up) and resource.",

@@ -24,6 +24,7 @@ use latch_core::ports::{ChangeFeed, Store, StoreError, UseOnce};
 mod batch;
 mod codec;
 mod counters;
+mod handoff;
 mod postgres;
 mod prune;
 mod sql;

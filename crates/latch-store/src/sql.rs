@@ -104,6 +104,10 @@ pub(crate) fn unavailable<DB: Dialect>(what: &str, e: &sqlx::Error) -> StoreErro
     StoreError::Unavailable(format!("{}: {what}: {}", DB::LABEL, DB::describe(e)))
 }
 
+/// How a [`StoreError::Conflict`] from a serialisation failure or a deadlock ends: nothing was
+/// written, and the same batch may succeed if applied again.
+pub(crate) const TRY_AGAIN: &str = "concurrent update, try again";
+
 /// Maps an error from a write: unique and foreign-key violations, serialisation failures and
 /// deadlocks (PostgreSQL's `40001`/`40P01`: nothing was written, another writer won) are
 /// conflicts.
@@ -116,7 +120,7 @@ pub(crate) fn write_error<DB: Dialect>(what: &str, e: &sqlx::Error) -> StoreErro
             return StoreError::Conflict(format!("{what}: refers to a row that does not exist"));
         }
         if matches!(db.code().as_deref(), Some("40001" | "40P01")) {
-            return StoreError::Conflict(format!("{what}: concurrent update, try again"));
+            return StoreError::Conflict(format!("{what}: {TRY_AGAIN}"));
         }
     }
     unavailable::<DB>(what, e)

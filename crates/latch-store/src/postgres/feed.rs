@@ -48,7 +48,7 @@ impl PgStore {
     pub fn watch_with(&self, settings: FeedSettings) -> mpsc::Receiver<StoreChange> {
         let (tx, rx) = mpsc::channel(1024);
         let pool = self.writer.clone();
-        let options = self.extra.clone();
+        let options = self.extra.options.clone();
         tokio::spawn(async move {
             let mut wait = LISTEN_RETRY_MIN;
             loop {

@@ -2,6 +2,7 @@
 //! of the [`Dialect`] seam. The change feed is in `feed.rs`, the use-once cache in `once.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,9 @@ use crate::Deadlines;
 use crate::sql::{self, Dialect};
 use crate::store::{Migrations, SqlStore, migration_failed, migrator};
 
+mod counters;
 mod feed;
+mod group;
 mod once;
 
 pub use feed::CHANGE_CHANNEL;
@@ -69,13 +72,16 @@ const POOL_SIZE: u32 = 16;
 
 /// A [`Store`](latch_core::ports::Store) on PostgreSQL (13 or newer), for one broker or several replicas sharing it.
 ///
-/// * Every [`apply`](latch_core::ports::Store::apply) is one `READ COMMITTED` transaction. Updates are
+/// * [`apply`](latch_core::ports::Store::apply) commits in groups: concurrent batches of one
+///   replica share one `READ COMMITTED` transaction (one commit, one WAL flush), each batch
+///   inside its own savepoint, so a failing batch fails alone (`group.rs`). Updates are
 ///   compare-and-set on `version` (a concurrent writer's update makes the row re-checked, so
 ///   exactly one of two racing writers wins); [`Write::RequireTaskOpen`] takes a `FOR SHARE`
 ///   lock on the task, so a task cannot end between the check and the commit.
 /// * Audit events get their `seq`, `prev_hash` and `hash` under a row lock on the one-row
-///   `audit_head` table (`SELECT … FOR UPDATE`), taken last in the transaction: appends are
-///   serialised across every replica and the log stays one gapless chain.
+///   `audit_head` table (`SELECT … FOR UPDATE`), taken once per group, last in its
+///   transaction: appends are serialised across every replica and the log stays one gapless
+///   chain, but the lock is held per group of batches, not per batch.
 /// * Lease and task updates send `NOTIFY latch_changes` in the same transaction (delivered at
 ///   commit), which `watch` turns into `StoreChange`s.
 /// * Reaper claims (`Store::claim_due_leases`) use `FOR UPDATE SKIP LOCKED` and a claim
@@ -94,6 +100,7 @@ impl std::fmt::Debug for SqlStore<Postgres> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("connections", &self.writer.size())
+            .field("group_writers", &group::WRITERS)
             .finish_non_exhaustive()
     }
 }
@@ -139,18 +146,24 @@ impl SqlStore<Postgres> {
             .await
             .map_err(|e| unavailable("connect", &e))?;
         // One pool for reads and writes; the change feed opens its own connections.
+        let group = Arc::new(group::GroupWriter::start(&pool, deadlines.operation));
         let store = Self {
             reader: pool.clone(),
             writer: pool,
-            extra: listen_options,
+            extra: PgExtra {
+                options: listen_options,
+                group,
+            },
             deadline: deadlines.operation,
         };
         store.migrate(deadlines.acquire).await?;
         Ok(store)
     }
 
-    /// Closes every connection, waiting for in-flight work to finish.
+    /// Closes every connection, waiting for in-flight work (and the batches already queued
+    /// for a group commit) to finish.
     pub async fn close(&self) {
+        self.extra.group.close().await;
         self.writer.close().await;
     }
 
@@ -158,7 +171,7 @@ impl SqlStore<Postgres> {
     /// [`MIGRATION_TIMEOUT`](crate::MIGRATION_TIMEOUT).
     async fn migrate(&self, connect_timeout: Duration) -> Result<(), StoreError> {
         let run = async {
-            let mut conn = tokio::time::timeout(connect_timeout, self.extra.connect())
+            let mut conn = tokio::time::timeout(connect_timeout, self.extra.options.connect())
                 .await
                 .map_err(|_| StoreError::Unavailable("postgres: connect: no answer".into()))?
                 .map_err(|e| unavailable("connect", &e))?;
@@ -205,8 +218,7 @@ impl Dialect for Postgres {
            AND (body::jsonb ->> 'attempts')::bigint > 0)"
     );
 
-    /// How to open the change feed's own connections (outside the pool; carries the password).
-    type Extra = PgConnectOptions;
+    type Extra = PgExtra;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
@@ -225,7 +237,7 @@ impl Dialect for Postgres {
     }
 
     async fn apply(store: &PgStore, batch: WriteBatch) -> Result<Vec<i64>, StoreError> {
-        store.apply_in_transaction(&batch).await
+        store.extra.group.apply(batch, store.deadline).await
     }
 
     /// The one-row `audit_head` table, locked `FOR UPDATE`: appends are serialised across every
@@ -259,6 +271,17 @@ impl Dialect for Postgres {
             .map_err(|e| write_error("move audit chain head", &e))?;
         Ok(())
     }
+}
+
+/// The PostgreSQL store's own state beside the pool.
+#[derive(Clone)]
+pub struct PgExtra {
+    /// How to open the change feed's and the migrations' own connections (outside the pool;
+    /// carries the password, so this type has no `Debug`).
+    options: PgConnectOptions,
+    /// The group-commit writers every [`Store::apply`](latch_core::ports::Store::apply) goes
+    /// through.
+    group: Arc<group::GroupWriter>,
 }
 
 /// A sqlx error in words: as [`crate::codec::describe`], but a configuration error (which can

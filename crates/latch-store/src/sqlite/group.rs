@@ -12,16 +12,16 @@
 //! sent only after `COMMIT` succeeded, so nothing is acknowledged that is not durable.
 //!
 //! A caller waits at most the store's deadline. A batch whose caller gave up before the thread
-//! took it (after `BEGIN IMMEDIATE`, which may wait for another process's lock) is skipped, never written, and the caller answers [`StoreError::Unavailable`]; once
-//! taken it is committed (or not) regardless, and the caller that gave up answers
-//! [`StoreError::OutcomeUnknown`]. One atomic per batch decides which ([`Job::state`]).
+//! took it (after `BEGIN IMMEDIATE`, which may wait for another process's lock) is skipped,
+//! never written, and the caller answers [`StoreError::Unavailable`]; once taken it is
+//! committed (or not) regardless, and the caller that gave up answers
+//! [`StoreError::OutcomeUnknown`]. One atomic per batch decides which ([`Handoff`]).
 //!
 //! [`Store::apply`]: latch_core::ports::Store::apply
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use crate::codec::{cas, encode_audit, encode_write};
+use crate::handoff::{GroupStats, Handoff};
 use crate::sql::{self, numbered_for_sqlite};
 
 /// Most batches committed in one transaction.
@@ -49,31 +50,9 @@ struct Job {
     bodies: Vec<String>,
     audit_bodies: Vec<String>,
     reply: Reply,
-    /// [`QUEUED`] until the writer, holding the write lock, takes the batch ([`TAKEN`]) or its caller gives up
-    /// ([`ABANDONED`]); whichever compare-and-swap wins decides.
-    state: Arc<AtomicU8>,
+    /// Taken by the writer holding the write lock, or abandoned by its caller first.
+    handoff: Handoff,
 }
-
-impl Job {
-    /// Takes the batch for this transaction: `false` if its caller gave up first (a batch
-    /// taken earlier, being retried alone, stays taken).
-    fn take(&self) -> bool {
-        match self
-            .state
-            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(now) => now == TAKEN,
-        }
-    }
-}
-
-/// The batch waits in the queue.
-const QUEUED: u8 = 0;
-/// The writer thread has taken the batch: it will be committed or not, whatever the caller does.
-const TAKEN: u8 = 1;
-/// The caller gave up first: the writer skips the batch.
-const ABANDONED: u8 = 2;
 
 struct Running {
     jobs: mpsc::Sender<Job>,
@@ -121,13 +100,13 @@ impl GroupWriter {
             .map(encode_audit)
             .collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
-        let state = Arc::new(AtomicU8::new(QUEUED));
+        let handoff = Handoff::default();
         let job = Job {
             batch,
             bodies,
             audit_bodies,
             reply,
-            state: state.clone(),
+            handoff: handoff.clone(),
         };
         {
             let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -140,7 +119,7 @@ impl GroupWriter {
             Ok(answered) => {
                 answered.map_err(|_| StoreError::Unavailable("sqlite: writer stopped".into()))?
             }
-            Err(_) => Err(give_up(&state, deadline)),
+            Err(_) => Err(handoff.give_up("sqlite", deadline)),
         }
     }
 
@@ -154,20 +133,6 @@ impl GroupWriter {
         if let Some(Running { jobs, thread }) = running {
             drop(jobs);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
-/// The answer of a caller whose deadline passed: nothing written if it withdraws its batch
-/// before the writer takes it, otherwise an unknown outcome.
-fn give_up(state: &AtomicU8, deadline: Duration) -> StoreError {
-    let waited = deadline.as_millis();
-    match state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => StoreError::Unavailable(format!(
-            "sqlite: apply: the writer did not start the batch within {waited} ms"
-        )),
-        Err(_) => {
-            StoreError::OutcomeUnknown(format!("sqlite: commit: no answer within {waited} ms"))
         }
     }
 }
@@ -202,6 +167,7 @@ fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
 
 /// The writer thread: one group per wake-up until every sender is gone.
 fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
+    let stats = GroupStats::default();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -212,7 +178,7 @@ fn run(conn: Connection, jobs: mpsc::Receiver<Job>) {
         }
         let results = {
             let refs: Vec<&Job> = group.iter().collect();
-            commit_group(&conn, &refs)
+            commit_group(&conn, &refs, &stats)
         };
         for (job, result) in group.into_iter().zip(results) {
             // The caller may have gone away; its batch is committed (or not) regardless.
@@ -233,7 +199,11 @@ fn rollback(conn: &Connection) {
 }
 
 /// Commits `group` in one transaction; one result per batch, in order.
-fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, StoreError>> {
+fn commit_group(
+    conn: &Connection,
+    group: &[&Job],
+    stats: &GroupStats,
+) -> Vec<Result<Vec<i64>, StoreError>> {
     let all = |e: StoreError| -> Vec<Result<Vec<i64>, StoreError>> {
         group.iter().map(|_| Err(e.clone())).collect()
     };
@@ -245,7 +215,7 @@ fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, Store
     for job in group {
         // Taken only now that the write lock is held (waiting for it can take up to the busy
         // timeout): a caller that gave up meanwhile gets its batch dropped unwritten.
-        if !job.take() {
+        if !job.handoff.take() {
             results.push(Err(StoreError::Unavailable(
                 "sqlite: apply: abandoned by its caller".into(),
             )));
@@ -273,7 +243,10 @@ fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, Store
         }
     }
     match exec(conn, "COMMIT") {
-        Ok(()) => results,
+        Ok(()) => {
+            stats.committed(results.iter().filter(|r| r.is_ok()).count());
+            results
+        }
         Err(e) => {
             rollback(conn);
             if group.len() > 1 && is_constraint(&e) {
@@ -281,7 +254,7 @@ fn commit_group(conn: &Connection, group: &[&Job]) -> Vec<Result<Vec<i64>, Store
                 // committing each batch on its own.
                 return group
                     .iter()
-                    .flat_map(|job| commit_group(conn, std::slice::from_ref(job)))
+                    .flat_map(|job| commit_group(conn, std::slice::from_ref(job), stats))
                     .collect();
             }
             let err = write_error("commit", &e);
