@@ -25,6 +25,7 @@
 //!
 //! [`Store::apply`]: latch_core::ports::Store::apply
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -80,7 +81,10 @@ pub(crate) struct GroupWriter {
 
 impl std::fmt::Debug for GroupWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupWriter").finish_non_exhaustive()
+        f.debug_struct("GroupWriter")
+            .field("commits", &self.stats.commits.load(Ordering::Relaxed))
+            .field("batches", &self.stats.batches.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,6 +112,7 @@ impl GroupWriter {
     }
 
     /// What the writers committed so far.
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> &GroupStats {
         &self.stats
     }
