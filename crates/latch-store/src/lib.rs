@@ -23,6 +23,7 @@ use latch_core::ports::{ChangeFeed, Store, StoreError, UseOnce};
 
 mod batch;
 mod codec;
+mod combine;
 mod counters;
 mod handoff;
 mod postgres;

@@ -86,6 +86,24 @@ pub trait Dialect: Database {
         Ok(())
     }
 
+    /// The active freezes from a read shared with concurrent callers (`combine.rs`), or `None`
+    /// where the backend reads them per call.
+    async fn combined_active_freezes(
+        _store: &SqlStore<Self>,
+    ) -> Option<Result<Vec<latch_core::freeze::Freeze>, StoreError>> {
+        None
+    }
+
+    /// The counters of `scope` and `subject` from a read shared with concurrent callers, or
+    /// `None` where the backend reads them per call.
+    async fn combined_counters(
+        _store: &SqlStore<Self>,
+        _scope: latch_core::history::CounterScope,
+        _subject: &str,
+    ) -> Option<Result<Vec<latch_core::history::CounterRow>, StoreError>> {
+        None
+    }
+
     /// Runs after a batch's audit events were appended, with the new head.
     ///
     /// # Errors

@@ -203,10 +203,12 @@ where
         scope: CounterScope,
         subject: &str,
     ) -> Result<Vec<CounterRow>, StoreError> {
-        self.bounded(
-            "counters",
-            crate::counters::read(&self.reader, scope, subject),
-        )
+        self.bounded("counters", async {
+            match DB::combined_counters(self, scope, subject).await {
+                Some(read) => read,
+                None => crate::counters::read(&self.reader, scope, subject).await,
+            }
+        })
         .await
     }
 
@@ -334,6 +336,9 @@ where
 
     async fn active_freezes(&self) -> Result<Vec<Freeze>, StoreError> {
         self.bounded("active freezes", async {
+            if let Some(read) = DB::combined_active_freezes(self).await {
+                return read;
+            }
             let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_FREEZES)
                 .fetch_all(&self.reader)
                 .await

@@ -18,6 +18,7 @@ mod counters;
 mod feed;
 mod group;
 mod once;
+mod reads;
 
 pub use feed::CHANGE_CHANNEL;
 
@@ -153,6 +154,7 @@ impl SqlStore<Postgres> {
             extra: PgExtra {
                 options: listen_options,
                 group,
+                reads: Arc::default(),
             },
             deadline: deadlines.operation,
         };
@@ -251,6 +253,26 @@ impl Dialect for Postgres {
             .map_err(|e| write_error("lock audit chain head", &e))
     }
 
+    async fn combined_active_freezes(
+        store: &PgStore,
+    ) -> Option<Result<Vec<latch_core::freeze::Freeze>, StoreError>> {
+        Some(store.extra.reads.active_freezes(&store.reader).await)
+    }
+
+    async fn combined_counters(
+        store: &PgStore,
+        scope: latch_core::history::CounterScope,
+        subject: &str,
+    ) -> Option<Result<Vec<latch_core::history::CounterRow>, StoreError>> {
+        Some(
+            store
+                .extra
+                .reads
+                .counters(&store.reader, scope, subject)
+                .await,
+        )
+    }
+
     async fn after_writes(
         tx: &mut Transaction<'static, Postgres>,
         writes: &[Write],
@@ -282,6 +304,8 @@ pub struct PgExtra {
     /// The group-commit writers every [`Store::apply`](latch_core::ports::Store::apply) goes
     /// through.
     group: Arc<group::GroupWriter>,
+    /// The grant path's reads, combined across concurrent callers.
+    reads: Arc<reads::Reads>,
 }
 
 /// A sqlx error in words: as [`crate::codec::describe`], but a configuration error (which can
