@@ -129,15 +129,22 @@ pub(super) struct LiveEntry {
 }
 
 impl Broker {
+    /// Fills the live-lease index from the store's active leases, a page at a time, reading
+    /// each task once per page (a task's leases are usually many).
     pub(super) async fn load_live_index(&self) -> Result<()> {
         let mut after = String::new();
         loop {
             let page = self.store.active_leases(&after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.id.clone();
+            let mut tasks: HashMap<&str, Option<Task>> = HashMap::new();
             for l in &page {
-                if let Some(task) = self.store.task(&l.task_id).await? {
-                    self.index_insert(l, &task);
+                if !tasks.contains_key(l.task_id.as_str()) {
+                    let task = self.store.task(&l.task_id).await?;
+                    tasks.insert(&l.task_id, task);
+                }
+                if let Some(Some(task)) = tasks.get(l.task_id.as_str()) {
+                    self.index_insert(l, task);
                 }
             }
         }
