@@ -40,6 +40,25 @@ impl Handoff {
         }
     }
 
+    /// Waits at most `deadline` for the writer's `answer` to the batch handed over with this
+    /// hand-off (`label` names the backend in errors).
+    ///
+    /// # Errors
+    /// The writer's own answer; [`StoreError::Unavailable`] if the writer stopped without one;
+    /// past the deadline, [`give_up`](Self::give_up)'s answer.
+    pub(crate) async fn answer<T>(
+        &self,
+        answer: tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
+        label: &str,
+        deadline: Duration,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(answered)) => answered,
+            Ok(Err(_)) => Err(StoreError::Unavailable(format!("{label}: writer stopped"))),
+            Err(_) => Err(self.give_up(label, deadline)),
+        }
+    }
+
     /// The answer of a caller whose `deadline` passed (`label` names the backend): nothing
     /// written ([`StoreError::Unavailable`]) if it withdrew its batch before the writer took
     /// it, otherwise [`StoreError::OutcomeUnknown`].

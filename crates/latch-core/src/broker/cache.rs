@@ -136,6 +136,13 @@ impl Broker {
         loop {
             let page = self.store.active_leases(&after, 500).await?;
             let Some(last) = page.last() else { break };
+            // A row whose body names another id than its key would page forever.
+            if last.id <= after {
+                return Err(ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "loading live leases: the store's lease ids do not advance (corrupt rows?)",
+                ));
+            }
             after = last.id.clone();
             let mut tasks: HashMap<&str, Option<Task>> = HashMap::new();
             for l in &page {

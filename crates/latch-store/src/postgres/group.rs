@@ -145,11 +145,7 @@ impl GroupWriter {
             };
             jobs.send(job).map_err(|_| closed())?;
         }
-        match tokio::time::timeout(deadline, answer).await {
-            Ok(answered) => answered
-                .map_err(|_| StoreError::Unavailable("postgres: group writer stopped".into()))?,
-            Err(_) => Err(handoff.give_up("postgres", deadline)),
-        }
+        handoff.answer(answer, "postgres", deadline).await
     }
 
     /// Stops taking batches, lets the writers finish the queued ones, and waits for them.

@@ -115,12 +115,7 @@ impl GroupWriter {
             };
             r.jobs.send(job).map_err(|_| closed())?;
         }
-        match tokio::time::timeout(deadline, answer).await {
-            Ok(answered) => {
-                answered.map_err(|_| StoreError::Unavailable("sqlite: writer stopped".into()))?
-            }
-            Err(_) => Err(handoff.give_up("sqlite", deadline)),
-        }
+        handoff.answer(answer, "sqlite", deadline).await
     }
 
     /// Stops the thread after the batches already queued, and waits for it.
