@@ -302,6 +302,10 @@ pub(crate) const UPDATE_FREEZE: &str = "UPDATE freezes SET state = $2, created_a
      version = $4, body = $5 WHERE id = $1 AND version = $6";
 pub(crate) const ACTIVE_LEASES: &str =
     "SELECT body FROM leases WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2";
+/// The tasks of the page of active leases [`ACTIVE_LEASES`] reads with the same bounds, each
+/// once.
+pub(crate) const ACTIVE_LEASE_TASKS: &str = "SELECT body FROM tasks WHERE id IN \
+     (SELECT task_id FROM leases WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2)";
 pub(crate) const REVOKED_UNEXPIRED_LEASES: &str = "SELECT body FROM leases \
      WHERE state IN ('revoking', 'revoke_failed', 'revoked') \
      AND expires_at > $1 AND id > $2 ORDER BY id LIMIT $3";

@@ -368,6 +368,19 @@ where
         .await
     }
 
+    async fn active_lease_tasks(&self, after_id: &str, n: u32) -> Result<Vec<Task>, StoreError> {
+        self.bounded("active lease tasks", async {
+            let bodies = sqlx::query_scalar::<DB, String>(sql::ACTIVE_LEASE_TASKS)
+                .bind(after_id)
+                .bind(limit(n))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(|e| unavailable::<DB>("list the tasks of active leases", &e))?;
+            decode_all("task", bodies)
+        })
+        .await
+    }
+
     async fn due_leases(
         &self,
         now: i64,

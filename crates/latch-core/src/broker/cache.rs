@@ -9,9 +9,8 @@ use super::*;
 /// the store.
 #[derive(Debug)]
 pub(super) struct LiveIndex {
-    pub(super) by_hmac: HashMap<String, LiveEntry>,
-    /// Lease id → HMAC of its cached credential.
-    pub(super) by_lease: HashMap<String, String>,
+    /// The entries, by credential HMAC and by lease id (compact: see [`LiveEntries`]).
+    pub(super) entries: LiveEntries,
     /// Bumped by every invalidation, so a load that raced one is not cached.
     pub(super) generation: u64,
     /// Whether lookups may be answered from the index.
@@ -102,18 +101,7 @@ pub enum CacheState {
     Bypassed,
 }
 
-impl LiveIndex {
-    pub(super) fn remove_lease(&mut self, lease_id: &str) {
-        if let Some(h) = self.by_lease.remove(lease_id) {
-            self.by_hmac.remove(&h);
-        }
-    }
-    fn clear(&mut self) {
-        self.by_hmac.clear();
-        self.by_lease.clear();
-    }
-}
-
+/// What introspection answers for one live credential, owned (the index stores it compactly).
 #[derive(Debug, Clone)]
 pub(super) struct LiveEntry {
     pub(super) lease_id: String,
@@ -129,8 +117,8 @@ pub(super) struct LiveEntry {
 }
 
 impl Broker {
-    /// Fills the live-lease index from the store's active leases, a page at a time, reading
-    /// each task once per page (a task's leases are usually many).
+    /// Fills the live-lease index from the store's active leases, a page at a time, with the
+    /// page's tasks read at once (a task missing from that read, one at a time).
     pub(super) async fn load_live_index(&self) -> Result<()> {
         let mut after = String::new();
         loop {
@@ -143,14 +131,20 @@ impl Broker {
                     "loading live leases: the store's lease ids do not advance (corrupt rows?)",
                 ));
             }
+            let mut tasks: HashMap<String, Option<Task>> = self
+                .store
+                .active_lease_tasks(&after, 500)
+                .await?
+                .into_iter()
+                .map(|t| (t.id.clone(), Some(t)))
+                .collect();
             after = last.id.clone();
-            let mut tasks: HashMap<&str, Option<Task>> = HashMap::new();
             for l in &page {
-                if !tasks.contains_key(l.task_id.as_str()) {
+                if !tasks.contains_key(&l.task_id) {
                     let task = self.store.task(&l.task_id).await?;
-                    tasks.insert(&l.task_id, task);
+                    tasks.insert(l.task_id.clone(), task);
                 }
-                if let Some(Some(task)) = tasks.get(l.task_id.as_str()) {
+                if let Some(Some(task)) = tasks.get(&l.task_id) {
                     self.index_insert(l, task);
                 }
             }
@@ -183,10 +177,9 @@ impl Broker {
         if generation.is_some_and(|g| g != live.generation) {
             return;
         }
-        live.remove_lease(&l.id);
+        live.entries.remove_lease(&l.id);
         if let Some(h) = &l.credential_hmac {
-            live.by_lease.insert(l.id.clone(), h.clone());
-            live.by_hmac.insert(h.clone(), e);
+            live.entries.insert(h, &e);
         }
     }
 
@@ -214,9 +207,9 @@ impl Broker {
 
     pub(super) fn index_remove(&self, l: &Lease) {
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        live.remove_lease(&l.id);
+        live.entries.remove_lease(&l.id);
         if let Some(h) = &l.credential_hmac {
-            live.by_hmac.remove(h);
+            live.entries.remove_hmac(h);
         }
     }
 
@@ -225,7 +218,7 @@ impl Broker {
     pub fn invalidate_lease(&self, lease_id: &str) {
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         live.generation += 1;
-        live.remove_lease(lease_id);
+        live.entries.remove_lease(lease_id);
     }
 
     /// Forgets any cached copy of task `task_id` (another replica changed it).
@@ -300,7 +293,7 @@ impl Broker {
         {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
             live.generation += 1;
-            live.clear();
+            live.entries.clear();
             if let Some(t) = trust {
                 live.trust = t;
             }

@@ -63,7 +63,7 @@ impl Broker {
         let generation = {
             let live = self.live.read().unwrap_or_else(|p| p.into_inner());
             if live.trust.answers_at(|| self.clock.monotonic())
-                && let Some(e) = live.by_hmac.get(&h)
+                && let Some(e) = live.entries.get(&h)
             {
                 return Self::introspection(e, now);
             }
@@ -82,15 +82,11 @@ impl Broker {
                     .live
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
-                    .by_hmac
-                    .contains_key(&h);
+                    .entries
+                    .contains(&h);
                 if cached {
                     let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-                    if let Some(e) = live.by_hmac.remove(&h)
-                        && live.by_lease.get(&e.lease_id) == Some(&h)
-                    {
-                        live.by_lease.remove(&e.lease_id);
-                    }
+                    live.entries.remove_hmac(&h);
                 }
                 return Introspection::default();
             }
@@ -106,34 +102,33 @@ impl Broker {
                 return Introspection::default();
             }
         };
-        let answer = Self::introspection(&entry, now);
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        // Not cached if an invalidation arrived while the store was read: it may be newer.
-        // Caching while the index is stale is sound: a change committed after this read is
-        // applied before the feed can next confirm freshness.
-        if live.trust != CacheTrust::Never && live.generation == generation {
-            live.remove_lease(&entry.lease_id);
-            live.by_lease.insert(entry.lease_id.clone(), h.clone());
-            live.by_hmac.insert(h, entry);
+        {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            // Not cached if an invalidation arrived while the store was read: it may be newer.
+            // Caching while the index is stale is sound: a change committed after this read is
+            // applied before the feed can next confirm freshness.
+            if live.trust != CacheTrust::Never && live.generation == generation {
+                live.entries.insert(&h, &entry);
+            }
         }
-        answer
+        Self::introspection(entry, now)
     }
 
-    fn introspection(e: &LiveEntry, now: i64) -> Introspection {
+    fn introspection(e: LiveEntry, now: i64) -> Introspection {
         // A resource that requires binding never accepts an unbound token.
         if now >= e.exp || (e.require_dpop && e.binding.jkt.is_none()) {
             return Introspection::default();
         }
         Introspection {
             active: true,
-            scope: Some(e.scope.clone()),
-            sub: Some(e.sub.clone()),
-            aud: Some(e.aud.clone()),
+            scope: Some(e.scope),
+            sub: Some(e.sub),
+            aud: Some(e.aud),
             exp: Some(e.exp),
             iat: Some(e.iat),
-            jti: Some(e.lease_id.clone()),
-            task_id: Some(e.task_id.clone()),
-            resource: Some(e.resource.clone()),
+            jti: Some(e.lease_id),
+            task_id: Some(e.task_id),
+            resource: Some(e.resource),
             token_type: Some(
                 if e.binding.jkt.is_some() {
                     "DPoP"
@@ -142,8 +137,8 @@ impl Broker {
                 }
                 .into(),
             ),
-            cnf: e.binding.jkt.as_ref().map(|j| json!({ "jkt": j })),
-            act: e.binding.act.clone(),
+            cnf: e.binding.jkt.map(|j| json!({ "jkt": j })),
+            act: e.binding.act,
             requires_dpop: e.require_dpop,
         }
     }

@@ -13,7 +13,7 @@
 //! `exchange` (RFC 8693 token exchange), `ssf` (Shared Signals: revocations to transmit, and
 //! what a received Security Event Token does). `call` holds the per-call context, `input` the use
 //! cases' inputs, outputs and input checks, `cache` the live-lease index and task cache and how
-//! far they are trusted, `outcome` the read-back of a commit whose answer was lost.
+//! far they are trusted, `live_index` the index's compact storage, `outcome` the read-back of a commit whose answer was lost.
 //! This file holds the broker itself, its settings and accessors, `commit`/`flush`, and the
 //! steps several use cases share (task ownership, revocation writes and attempts, the policy
 //! decision, request expiry, the `request.decided` event).
@@ -53,6 +53,7 @@ mod input;
 mod introspection;
 mod leak;
 mod leases;
+mod live_index;
 mod notify;
 mod oauth_grants;
 mod operators;
@@ -97,6 +98,7 @@ use crate::policy::quorum_context;
 use cache::{CacheTrust, LiveEntry, LiveIndex};
 use call::fold_authentication;
 use input::{check_binding, check_name};
+use live_index::LiveEntries;
 use targets::{Attempt, Targets};
 
 /// Operator settings the broker enforces.
@@ -310,8 +312,7 @@ impl Broker {
             ),
             settings: parts.settings,
             live: RwLock::new(LiveIndex {
-                by_hmac: HashMap::new(),
-                by_lease: HashMap::new(),
+                entries: LiveEntries::default(),
                 generation: 0,
                 trust: CacheTrust::Always,
             }),

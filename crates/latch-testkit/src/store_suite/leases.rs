@@ -184,6 +184,31 @@ pub(super) async fn leases(s: &dyn Store) {
     );
     let act = ok(s.active_leases("lease_c07", 10).await, "active_leases");
     assert!(act.is_empty(), "active_leases: past the end");
+    // The tasks of the same page, each once (tasks task_c02 and task_c04 exist in the suite).
+    let task_ids = |after: &'static str, n: u32| async move {
+        let mut t = ok(s.active_lease_tasks(after, n).await, "active_lease_tasks");
+        t.sort_by(|a, b| a.id.cmp(&b.id));
+        t.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        task_ids("", 10).await,
+        ["task_c02", "task_c04"],
+        "active_lease_tasks: each once"
+    );
+    assert_eq!(
+        task_ids("", 2).await,
+        ["task_c02"],
+        "active_lease_tasks: the page's only"
+    );
+    assert_eq!(
+        task_ids("lease_c02", 2).await,
+        ["task_c04"],
+        "active_lease_tasks: after"
+    );
+    assert!(
+        task_ids("lease_c07", 10).await.is_empty(),
+        "active_lease_tasks: past the end"
+    );
 
     let pending = ok(
         s.claim_pending_revocations(1000, "payments-db", "suite", 1030, 100)
