@@ -272,6 +272,11 @@ pub const FAMILIES: &[Family] = &[
         "1 while introspection may answer from the in-memory cache, 0 while it reads the store.",
     ),
     family(
+        "latch_introspection_index_entries",
+        Kind::Gauge,
+        "Credentials in the in-memory introspection index (about 130 bytes of memory each).",
+    ),
+    family(
         "latch_pg_notification_queue_usage",
         Kind::Gauge,
         "PostgreSQL's LISTEN/NOTIFY queue usage (0 to 1).",

@@ -262,6 +262,16 @@ async fn metrics_are_described_present_from_start_and_follow_live_state() {
         Some(0.0),
         "the one live lease was revoked: {text}"
     );
+    assert_eq!(
+        sample(
+            &f,
+            "latch_introspection_index_entries",
+            "latch_introspection_index_entries",
+            &zero
+        ),
+        Some(0.0),
+        "a revoked credential leaves the introspection index: {text}"
+    );
     assert!(
         sample(
             &f,

@@ -35,11 +35,12 @@ impl<T> Default for Slab<T> {
 
 impl<T> Slab<T> {
     fn insert(&mut self, v: T) -> u32 {
-        if let Some(i) = self.free.pop()
-            && let Some(item) = self.items.get_mut(i as usize)
-        {
-            *item = Some(v);
-            return i;
+        while let Some(i) = self.free.pop() {
+            // Defensive: a handle that is not free is never handed out twice.
+            if let Some(item @ None) = self.items.get_mut(i as usize) {
+                *item = Some(v);
+                return i;
+            }
         }
         self.items.push(Some(v));
         u32::try_from(self.items.len() - 1).unwrap_or(u32::MAX)
@@ -256,8 +257,12 @@ impl LiveEntries {
     /// The entry of the credential whose HMAC is `hmac` (lowercase hex), if cached.
     pub(super) fn get(&self, hmac: &str) -> Option<LiveEntry> {
         let s = self.slots.get(self.find_hmac(&raw_hmac(hmac)?)?)?;
+        Some(self.entry_of(s))
+    }
+
+    fn entry_of(&self, s: &Slot) -> LiveEntry {
         let text = |sym| self.strings.get(sym).to_owned();
-        Some(LiveEntry {
+        LiveEntry {
             lease_id: self.id_text(s.lease, LEASE),
             task_id: self.id_text(s.task, TASK),
             sub: text(s.sub),
@@ -272,7 +277,7 @@ impl LiveEntries {
                 .cloned()
                 .unwrap_or(TokenBinding::NONE),
             require_dpop: s.require_dpop,
-        })
+        }
     }
 
     /// Whether a credential whose HMAC is `hmac` is cached.
@@ -286,13 +291,28 @@ impl LiveEntries {
     /// then reads the store).
     pub(super) fn insert(&mut self, hmac: &str, e: &LiveEntry) {
         self.remove_lease(&e.lease_id);
-        let Some(raw) = raw_hmac(hmac) else { return };
+        if let Some(raw) = raw_hmac(hmac) {
+            self.insert_raw(raw, e);
+        }
+    }
+
+    /// [`insert`](Self::insert) of a raw HMAC, once `e`'s lease has no entry.
+    fn insert_raw(&mut self, raw: [u8; 32], e: &LiveEntry) {
         if let Some(i) = self.find_hmac(&raw) {
             self.remove_slot(i);
         }
         let (Ok(iat), Ok(exp)) = (u32::try_from(e.iat), u32::try_from(e.exp)) else {
             return;
         };
+        // Room for every handle this entry may take (a slot, a binding, six strings), so that
+        // no handle can wrap; far beyond what memory allows anyway.
+        let full = |n: usize| n >= (u32::MAX - 8) as usize;
+        if full(self.slots.items.len())
+            || full(self.bindings.items.len())
+            || full(self.strings.strings.items.len())
+        {
+            return;
+        }
         let lease = self.intern_id(&e.lease_id, LEASE);
         let task = self.intern_id(&e.task_id, TASK);
         let binding = if e.binding.is_empty() {
@@ -370,6 +390,28 @@ impl LiveEntries {
             self.strings.release(sym);
         }
         self.bindings.remove(s.binding);
+        self.shrink_if_sparse();
+    }
+
+    /// After a wave of leases ends, gives memory back: once at most a quarter of the room
+    /// the slab and the tables hold is in use (and it is not small), the whole index is
+    /// rebuilt from its live entries, compact (slab, tables, interned strings and bindings
+    /// alike). Amortized O(1) per removal: a rebuild of `n` entries follows at least `n`
+    /// removals since the previous one.
+    fn shrink_if_sparse(&mut self) {
+        let live = self.by_hmac.len();
+        // Buckets of a table of 4-byte handles: one control byte and four data bytes each.
+        let buckets = self.by_hmac.allocation_size() / (size_of::<u32>() + 1);
+        let room = self.slots.items.len().max(buckets);
+        if room < 4096 || live.saturating_mul(4) > room {
+            return;
+        }
+        let mut fresh = Self::default();
+        for s in self.slots.items.iter().flatten() {
+            let e = self.entry_of(s);
+            fresh.insert_raw(s.hmac, &e);
+        }
+        *self = fresh;
     }
 
     /// Forgets everything, returning the memory.
@@ -378,8 +420,7 @@ impl LiveEntries {
     }
 
     /// Number of cached entries.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.by_hmac.len()
     }
 }
@@ -485,6 +526,66 @@ mod tests {
             size_of::<Option<Slot>>() <= 120,
             "{}",
             size_of::<Option<Slot>>()
+        );
+    }
+
+    #[test]
+    fn memory_is_given_back_after_a_wave_ends() {
+        let mut ix = LiveEntries::default();
+        let id = |n: u32| format!("lease_{n:032x}");
+        let key = |n: u32| hex::encode([n.to_le_bytes(); 8].concat());
+        // Foreign ids and bindings too, so the interner and the binding slab fill up.
+        let make = |n: u32| {
+            let lease = if n.is_multiple_of(2) {
+                id(n)
+            } else {
+                format!("other-{n}")
+            };
+            entry(
+                &lease,
+                &format!("task-{n}"),
+                n.is_multiple_of(3).then_some("jkt"),
+            )
+        };
+        for n in 0..20_000 {
+            ix.insert(&key(n), &make(n));
+        }
+        let peak = ix.by_hmac.allocation_size();
+        // In an order unrelated to insertion (7919 is prime to 20,000), all but 1,000.
+        let order: Vec<u32> = (0..20_000).map(|n| (n * 7_919) % 20_000).collect();
+        let (gone, kept) = order.split_at(19_000);
+        for &n in gone {
+            ix.remove_lease(&make(n).lease_id);
+        }
+        assert!(
+            ix.by_hmac.allocation_size() <= peak / 8,
+            "{} of {peak}",
+            ix.by_hmac.allocation_size()
+        );
+        assert!(ix.by_lease.allocation_size() <= peak / 8);
+        assert!(ix.slots.items.len() <= 4_096, "{}", ix.slots.items.len());
+        assert!(ix.strings.strings.items.len() <= 3 * 4_096);
+        assert!(ix.bindings.items.len() <= 4_096);
+        for &n in kept {
+            assert!(same(&ix.get(&key(n)).unwrap(), &make(n)), "{n} still found");
+        }
+        // Handles freed before the rebuild are never handed out twice.
+        for n in 30_000..36_000 {
+            ix.insert(&key(n), &make(n));
+        }
+        for n in kept.iter().copied().chain(30_000..36_000) {
+            assert!(same(&ix.get(&key(n)).unwrap(), &make(n)), "{n}");
+        }
+        assert_eq!(ix.len(), 7_000);
+        for n in kept.iter().copied().chain(30_000..36_000) {
+            ix.remove_lease(&make(n).lease_id);
+        }
+        assert_eq!((ix.len(), ix.strings.len()), (0, 0));
+        assert!(ix.slots.items.len() <= 4_096);
+        ix.insert(&key(1), &make(1));
+        assert!(
+            ix.get(&key(1)).is_some(),
+            "usable after shrinking to nothing"
         );
     }
 

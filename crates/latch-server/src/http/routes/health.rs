@@ -71,6 +71,11 @@ pub(crate) async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResp
         latch_core::broker::CacheState::Exclusive | latch_core::broker::CacheState::Fresh { .. }
     );
     metrics::gauge!("latch_cache_answering").set(if answering { 1.0 } else { 0.0 });
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a gauge; exact below 2^53 entries"
+    )]
+    metrics::gauge!("latch_introspection_index_entries").set(s.broker.live_index_len() as f64);
     crate::jobs::targets::export_gauges(&s.broker);
     if s.census.due(s.broker.clock().monotonic()) {
         crate::metrics::record_census(s.broker.store().census().await);
