@@ -391,6 +391,27 @@ impl TestServer {
         r.body
     }
 
+    /// The `/metrics` exposition (Prometheus text format), as served.
+    pub async fn metrics_text(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("the /metrics body")
+    }
+
+    /// The value of the unlabelled sample `name` in `/metrics`, if it is there.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics_text().await;
+        text.lines().find_map(|l| {
+            let v = l.strip_prefix(name)?.strip_prefix(' ')?;
+            v.trim().parse().ok()
+        })
+    }
+
     /// A development-issuer token (`kind` = `workload` or `human`, plus fields).
     pub async fn dev_token(&self, body: Value) -> String {
         let r = self.post(None, "/v1/dev/tokens", body).await;

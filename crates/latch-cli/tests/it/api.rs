@@ -56,15 +56,7 @@ async fn openapi_health_metrics_and_jwks() {
     let agent = s.agent("1").await;
     let t = s.open_task(&agent, "sandbox", 600).await;
     s.request(&agent, &t, "ci-cache", &["read"], None).await;
-    let m = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.metrics_text().await;
     assert!(m.contains("latch_access_decisions_total"), "{m}");
     assert!(m.contains("latch_http_requests_total"));
     s.stop().await;

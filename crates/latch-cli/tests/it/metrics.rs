@@ -390,17 +390,7 @@ async fn metrics_families_come_out_in_name_order() {
     let s = TestServer::start().await;
     let agent = s.agent("metrics-order").await;
     s.open_task(&agent, "sandbox", 600).await;
-    let get = || async {
-        s.http
-            .get(format!("{}/metrics", s.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let text = get().await;
+    let text = s.metrics_text().await;
     let names: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -416,6 +406,10 @@ async fn metrics_families_come_out_in_name_order() {
             .map(str::to_owned)
             .collect()
     };
-    assert_eq!(order(&text), order(&get().await), "two scrapes, one order");
+    assert_eq!(
+        order(&text),
+        order(&s.metrics_text().await),
+        "two scrapes, one order"
+    );
     s.stop().await;
 }

@@ -25,23 +25,10 @@ async fn crash_and_restart_keeps_state_and_reaps_expired_leases() {
 
     let s = s.crash_and_restart().await;
     // The introspection index is loaded at start-up (before any introspection could fill it).
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let entries = metrics.lines().find_map(|l| {
-        let v = l.strip_prefix("latch_introspection_index_entries ")?;
-        v.trim().parse::<f64>().ok()
-    });
     assert_eq!(
-        entries,
+        s.metric("latch_introspection_index_entries").await,
         Some(1.0),
-        "the one live credential is in the index after the restart:\n{metrics}"
+        "the one live credential is in the index after the restart"
     );
     assert_eq!(
         s.get(Some(&agent), &format!("/v1/tasks/{t}")).await.body["state"],

@@ -244,15 +244,7 @@ async fn a_frozen_postgres_stalls_nothing_and_its_revocation_lands_within_a_seco
         .unwrap();
     assert_eq!(t["healthy"], false, "{t}");
     assert!(t["last_error"].as_str().is_some(), "{t}");
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("latch_target_up") && l.contains(&pg))
