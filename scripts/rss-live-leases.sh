@@ -2,11 +2,14 @@
 # Resident memory of a broker holding N live leases (issue 19 item 4), on the embedded SQLite.
 #   1. a broker on a fresh data directory makes real grants (`latch bench`, 1 s), and stops;
 #   2. sqlite3 copies one of those leases N times (fresh ids, credential HMACs and handles,
-#      expiring in a day) over TASKS copies of its task (default N: one task per lease, the
-#      worst case, since a task's id is stored once however many leases it holds), so the
-#      database holds N active leases;
+#      expiring in a day) over TASKS copies of its task (default N: one task per lease, as
+#      agents use tasks, and the most task reads at start-up; memory hardly depends on it, since
+#      each lease's slot holds its task id), so the database holds N active leases, plus the
+#      few the grants of step 1 left (and TASKS tasks plus theirs);
 #   3. the broker starts on it, loads its live-lease index (every active lease), and its VmRSS
 #      and VmHWM are read from /proc once /healthz answers and the index is loaded.
+# Prints one line: live_leases, tasks, rss_kib, peak_kib, rss_bytes_per_lease (the whole RSS,
+# the ≈ 43 MB of an idle broker included, over the live leases), startup_s, db_bytes.
 # Usage: [TASKS=T] scripts/rss-live-leases.sh [path/to/latch] [N]
 #        (defaults: target/release/latch, 1000000, T = N)
 set -euo pipefail
@@ -16,10 +19,10 @@ work=$(mktemp -d); cp -r "$repo/examples/." "$work/"
 sed -i "s/^listen = .*/listen = \"127.0.0.1:$port\"/; s#^data_dir = .*#data_dir = \"$work/data\"#; s/^watch = true/watch = false/" "$work/latch.toml"
 up() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.5; done; echo "no broker" >&2; exit 1; }
 LATCH_LOG=warn "$bin" serve --config "$work/latch.toml" > "$work/serve1.log" 2>&1 & pid=$!
-up; "$bin" bench --server "http://127.0.0.1:$port" --concurrency 4 --duration 1s --warmup 0s >/dev/null
+up; "$bin" bench --server "http://127.0.0.1:$port" --concurrency 4 --duration 1s --warmup 0s >/dev/null 2>&1
 kill "$pid"; wait "$pid" 2>/dev/null || true
 db="$work/data/latch.db"; now=$(date +%s); until=$((now + 86400))
-sqlite3 "$db" <<SQL
+sqlite3 "$db" >/dev/null <<SQL
 PRAGMA journal_mode = WAL;
 UPDATE tasks SET expires_at = $until, body = json_set(body, '\$.expires_at_unix_secs', $until);
 CREATE TEMP TABLE one AS SELECT * FROM leases WHERE state = 'active' LIMIT 1;
@@ -43,5 +46,5 @@ LATCH_LOG=warn "$bin" serve --config "$work/latch.toml" > "$work/serve2.log" 2>&
 up; ready=$(date +%s.%N); sleep 5
 rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status"); hwm=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 kill "$pid"; wait "$pid" 2>/dev/null || true
-echo "RSS live_leases=$live tasks=$(sqlite3 "$db" "SELECT count(*) FROM tasks") rss_kib=$rss peak_kib=$hwm bytes_per_lease=$(( rss * 1024 / live )) startup_s=$(echo "$ready - $start" | bc) db_bytes=$(stat -c %s "$db")"
+echo "RSS live_leases=$live tasks=$(sqlite3 "$db" "SELECT count(*) FROM tasks") rss_kib=$rss peak_kib=$hwm rss_bytes_per_lease=$(( rss * 1024 / live )) startup_s=$(echo "$ready - $start" | bc) db_bytes=$(stat -c %s "$db")"
 rm -rf "$work"
