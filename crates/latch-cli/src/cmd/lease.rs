@@ -26,7 +26,10 @@ pub(crate) enum LeaseCmd {
         #[arg(long, value_parser = crate::human::duration_arg, value_name = "DURATION")]
         ttl: Option<humantime::Duration>,
     },
-    /// Revoke.
+    /// Revoke a lease of yours now.
+    ///
+    /// Its credential stops working at once (introspection answers inactive), and the
+    /// target-side account, token or certificate is revoked, retried until it succeeds.
     Revoke {
         /// Lease id.
         id: String,
