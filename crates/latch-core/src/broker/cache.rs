@@ -187,9 +187,10 @@ impl Broker {
         if generation.is_some_and(|g| g != live.generation) {
             return;
         }
-        live.entries.remove_lease(&l.id);
-        if let Some(h) = &l.credential_hmac {
-            live.entries.insert(h, &e);
+        // `insert` replaces the lease's previous entry itself.
+        match &l.credential_hmac {
+            Some(h) => live.entries.insert(h, &e),
+            None => live.entries.remove_lease(&l.id),
         }
     }
 
