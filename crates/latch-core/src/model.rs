@@ -639,12 +639,16 @@ pub struct AuditEvent {
     /// Who acted (principal id, human id, or `latch` for the broker itself).
     pub actor: String,
     /// HTTP request id, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Task, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     /// Access request, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_request_id: Option<String>,
     /// Lease, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_id: Option<String>,
     /// Outcome (`ok`, `allow`, `deny`, `step_up`, an error code, …).
     pub outcome: String,
@@ -706,8 +710,12 @@ impl AuditEvent {
         self.lease_id = Some(id.to_owned());
         self
     }
-    /// Sets the detail object.
-    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+    /// Sets the detail object, without its `null` members: an absent member reads as `null`
+    /// (`detail["x"]`), and the stored record is shorter (issue 19, storage per grant).
+    pub fn detail(mut self, mut detail: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(members) = &mut detail {
+            members.retain(|_, v| !v.is_null());
+        }
         self.detail = detail;
         self
     }
@@ -745,6 +753,29 @@ pub struct AuditFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored event leaves out what it does not have (absent ids, `null` detail members),
+    /// reads back equal, and reads the same as the longer form older records have.
+    #[test]
+    fn audit_events_store_no_nulls_and_read_both_forms() {
+        let e = AuditEvent::new(7, AuditKind::CredentialIssued, "wl", "ok")
+            .task("task_1")
+            .detail(serde_json::json!({"kind": "x", "cnf_jkt": null, "n": [null]}));
+        let body = crate::audit::encode_event(&e).expect("encodes");
+        assert!(!body.contains("null,") && !body.contains(":null"), "{body}");
+        assert!(
+            body.contains(r#""n":[null]"#),
+            "only the detail's own members go: {body}"
+        );
+        let back: AuditEvent = serde_json::from_str(&body).expect("decodes");
+        assert_eq!(back, e);
+        assert!(back.detail["cnf_jkt"].is_null() && back.lease_id.is_none());
+        let mut old: serde_json::Value = serde_json::from_str(&body).expect("json");
+        old["lease_id"] = serde_json::Value::Null;
+        old["detail"]["cnf_jkt"] = serde_json::Value::Null;
+        let legacy: AuditEvent = serde_json::from_value(old).expect("legacy form decodes");
+        assert!(legacy.lease_id.is_none() && legacy.detail["cnf_jkt"].is_null());
+    }
 
     /// Every deny code a broker stores is written as `code` and comes back from the stored
     /// JSON; a legacy row without `code` still decodes to the code it was decided with.

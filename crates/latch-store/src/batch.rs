@@ -109,7 +109,6 @@ where
         sqlx::query::<DB>(sql::INSERT_AUDIT_EVENT)
             .bind(seq)
             .bind(body)
-            .bind(prev.as_str())
             .bind(hash.as_str())
             .execute(&mut **tx)
             .await

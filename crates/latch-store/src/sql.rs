@@ -189,9 +189,26 @@ pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications \
 pub(crate) const UPDATE_NOTIFICATION: &str = "UPDATE notifications SET request_id = $2, \
      state = $3, next_attempt_at = $4, version = $5, body = $6, claim_owner = NULL, \
      claim_until = NULL WHERE id = $1 AND version = $7";
-/// `$1` seq, `$2` body, `$3` previous hash, `$4` hash.
+/// `$1` seq, `$2` body, `$3` hash. The previous record's hash is not stored again (it is that
+/// record's `hash`, and the chain hash covers it): `prev_hash` stays `''`, 65 bytes a record
+/// saved, and reads derive it with [`PREV_HASH`]. Rows written before keep theirs.
 pub(crate) const INSERT_AUDIT_EVENT: &str =
-    "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES ($1, $2, $3, $4)";
+    "INSERT INTO audit_events (seq, body, prev_hash, hash) VALUES ($1, $2, '', $3)";
+/// The chain's previous hash of the `audit_events` row in scope: the one stored with it (rows
+/// written before [`INSERT_AUDIT_EVENT`] stopped storing it), else the hash of the row one
+/// `seq` below, else the genesis hash for `seq` 1. A missing predecessor gives `''`, which
+/// `latch audit verify` reports (the record does not chain).
+macro_rules! prev_hash {
+    () => {
+        "COALESCE(NULLIF(audit_events.prev_hash, ''), \
+         (SELECT p.hash FROM audit_events p WHERE p.seq = audit_events.seq - 1), \
+         CASE WHEN audit_events.seq = 1 THEN \
+         '0000000000000000000000000000000000000000000000000000000000000000' ELSE '' END)"
+    };
+}
+/// [`prev_hash!`] as a constant, for tests and documentation.
+#[cfg(test)]
+pub(crate) const PREV_HASH: &str = prev_hash!();
 /// The newest audit event as the chain head (no row for an empty log).
 pub(crate) const AUDIT_TAIL: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
 /// `$1` seq, `$2` hash, `$3` time, `$4` key id, `$5` JWS; an existing seq is kept.
@@ -311,8 +328,11 @@ pub(crate) const REVOKED_UNEXPIRED_LEASES: &str = "SELECT body FROM leases \
      AND expires_at > $1 AND id > $2 ORDER BY id LIMIT $3";
 pub(crate) const LEASE_BY_CREDENTIAL_HMAC: &str = "SELECT body FROM leases \
      WHERE credential_hmac = $1 ORDER BY issued_at DESC, id LIMIT 1";
-pub(crate) const AUDIT_RECORDS: &str = "SELECT seq, prev_hash, hash, body FROM audit_events \
-     WHERE seq > $1 ORDER BY seq LIMIT $2";
+pub(crate) const AUDIT_RECORDS: &str = concat!(
+    "SELECT seq, ",
+    prev_hash!(),
+    ", hash, body FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+);
 pub(crate) const CHECKPOINTS: &str = "SELECT seq, hash, at_unix_secs, kid, jws \
      FROM audit_checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2";
 pub(crate) const LAST_CHECKPOINT: &str = "SELECT seq, hash, at_unix_secs, kid, jws \
@@ -392,15 +412,27 @@ pub(crate) const CLAIM_DUE_NOTIFICATIONS: &str = "WITH due AS (SELECT id FROM no
 /// neither. Parameters: `$1` task, `$2` lease.
 pub(crate) fn audit_events_lead(task: bool, lease: bool) -> &'static str {
     if task {
-        "SELECT seq, body, prev_hash, hash FROM audit_events WHERE task_id = $1 \
-         AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+        concat!(
+            "SELECT seq, body, ",
+            prev_hash!(),
+            ", hash FROM audit_events WHERE task_id = $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+        )
     } else if lease {
-        "SELECT seq, body, prev_hash, hash FROM audit_events WHERE lease_id = $2 \
-         AND (CAST($1 AS TEXT) IS NULL OR task_id = $1) "
+        concat!(
+            "SELECT seq, body, ",
+            prev_hash!(),
+            ", hash FROM audit_events WHERE lease_id = $2 \
+             AND (CAST($1 AS TEXT) IS NULL OR task_id = $1) "
+        )
     } else {
-        "SELECT seq, body, prev_hash, hash FROM audit_events \
-         WHERE (CAST($1 AS TEXT) IS NULL OR task_id = $1) \
-         AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+        concat!(
+            "SELECT seq, body, ",
+            prev_hash!(),
+            ", hash FROM audit_events \
+             WHERE (CAST($1 AS TEXT) IS NULL OR task_id = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR lease_id = $2) "
+        )
     }
 }
 
@@ -415,6 +447,14 @@ pub(crate) const AUDIT_EVENTS_REST: &str = "AND (CAST($7 AS TEXT) IS NULL OR act
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derived previous hash of the first record is the genesis hash the chain starts from.
+    #[test]
+    fn prev_hash_starts_at_genesis() {
+        let quoted = format!("'{}'", latch_core::audit::GENESIS_HASH);
+        assert!(PREV_HASH.contains(&quoted), "{PREV_HASH}");
+        assert!(AUDIT_RECORDS.contains(PREV_HASH));
+    }
 
     #[test]
     fn sqlite_numbering_keeps_the_numbers() {

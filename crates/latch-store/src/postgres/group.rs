@@ -346,7 +346,6 @@ async fn append(
             .map_err(|e| write_error("lock audit chain head", &e))?;
     let mut seqs = Vec::with_capacity(total);
     let mut bodies = Vec::with_capacity(total);
-    let mut prevs = Vec::with_capacity(total);
     let mut hashes = Vec::with_capacity(total);
     let mut per_batch = Vec::with_capacity(staged.len());
     for job in staged {
@@ -356,20 +355,20 @@ async fn append(
             let hash = chain_hash(&prev, seq, body);
             seqs.push(seq);
             bodies.push(body.as_str());
-            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            prev.clone_from(&hash);
             hashes.push(hash);
             mine.push(seq);
         }
         per_batch.push(mine);
     }
     sqlx::query(
+        // `prev_hash` is not stored again: see `sql::INSERT_AUDIT_EVENT`.
         "WITH appended AS (INSERT INTO audit_events (seq, body, prev_hash, hash) \
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])) \
-         UPDATE audit_head SET seq = $5, hash = $6 WHERE one",
+         SELECT s, b, '', h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (s, b, h)) \
+         UPDATE audit_head SET seq = $4, hash = $5 WHERE one",
     )
     .bind(&seqs)
     .bind(&bodies)
-    .bind(&prevs)
     .bind(&hashes)
     .bind(seq)
     .bind(prev.as_str())

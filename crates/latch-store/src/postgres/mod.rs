@@ -66,6 +66,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "ssf_received_sets",
         include_str!("../../migrations/postgres/0008_ssf_received_sets.sql"),
     ),
+    (
+        9,
+        "slimmer_audit",
+        include_str!("../../migrations/postgres/0009_slimmer_audit.sql"),
+    ),
 ];
 
 /// Default connection-pool size.

@@ -292,7 +292,7 @@ fn apply_batch(conn: &Connection, job: &Job) -> Result<Vec<i64>, StoreError> {
             conn,
             "append audit event",
             sql::INSERT_AUDIT_EVENT,
-            params![seq, body, prev, hash],
+            params![seq, body, hash],
         )?;
         prev = hash;
         seqs.push(seq);
