@@ -815,3 +815,80 @@ async fn notification_claims_split_work_and_expire() {
     assert_eq!(got_c.len(), 5, "expired claims are taken over");
     finish(db, stores).await;
 }
+
+/// A replica still on a binary from before migrations 0009–0010 (a rolling upgrade) keeps
+/// working: its own reads of `audit_events.prev_hash` see the chain's value for rows the new
+/// binary wrote with none stored, its inserts of `(seq, body, prev_hash, hash)` land in the
+/// chain, and the filter columns still cannot be edited apart from the hashed body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_replica_reads_and_writes_the_chain_during_a_rolling_upgrade() {
+    use sqlx::Connection;
+    let Some((db, stores)) = replicas("rolling", 1).await else {
+        return;
+    };
+    let batch = WriteBatch::new()
+        .audit(event("evt_new_1", Some("lease_x")))
+        .audit(event("evt_new_2", None));
+    stores[0].apply(batch).await.expect("new binary appends");
+    let mut old = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    // The old binary's group insert, verbatim in shape: head locked, rows with their prev_hash.
+    let mut tx = old.begin().await.expect("begin");
+    let (seq, prev): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("head");
+    let body = latch_core::audit::encode_event(&event("evt_old", None)).expect("encode");
+    let hash = chain_hash(&prev, seq + 1, &body);
+    sqlx::query(
+        "WITH appended AS (INSERT INTO audit_events (seq, body, prev_hash, hash) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])) \
+         UPDATE audit_head SET seq = $5, hash = $6 WHERE one",
+    )
+    .bind(vec![seq + 1])
+    .bind(vec![body.clone()])
+    .bind(vec![prev.clone()])
+    .bind(vec![hash.clone()])
+    .bind(seq + 1)
+    .bind(&hash)
+    .execute(&mut *tx)
+    .await
+    .expect("the old binary's insert is accepted");
+    tx.commit().await.expect("commit");
+    stores[0]
+        .apply(WriteBatch::new().audit(event("evt_new_3", None)))
+        .await
+        .expect("new binary appends after it");
+    // The old binary's export query sees one unbroken chain.
+    let rows: Vec<(i64, String, String, String)> =
+        sqlx::query_as("SELECT seq, prev_hash, hash, body FROM audit_events ORDER BY seq")
+            .fetch_all(&mut old)
+            .await
+            .expect("old read");
+    assert_eq!(rows.len(), 4);
+    let mut link = GENESIS_HASH.to_owned();
+    for (seq, prev_hash, hash, body) in &rows {
+        assert_eq!(prev_hash, &link, "seq {seq} links to its predecessor");
+        assert_eq!(hash, &chain_hash(prev_hash, *seq, body), "seq {seq} hashes");
+        link.clone_from(hash);
+    }
+    let records = stores[0].audit_records(0, 10).await.expect("records");
+    assert_eq!(
+        records.len(),
+        4,
+        "the new binary's export has the old insert too"
+    );
+    let (stored_prev,): (String,) = sqlx::query_as("SELECT prev_hash FROM audit_log WHERE seq = 3")
+        .fetch_one(&mut old)
+        .await
+        .expect("stored row");
+    assert_eq!(stored_prev, "", "the repeated hash is not stored");
+    let edit = sqlx::query("UPDATE audit_events SET task_id = 'task_hidden' WHERE seq = 1")
+        .execute(&mut old)
+        .await;
+    assert!(edit.is_err(), "a filter column cannot be edited on its own");
+    let _ = old.close().await;
+    finish(db, stores).await;
+}

@@ -362,8 +362,9 @@ async fn append(
         per_batch.push(mine);
     }
     sqlx::query(
-        // `prev_hash` is not stored again: see `sql::INSERT_AUDIT_EVENT`.
-        "WITH appended AS (INSERT INTO audit_events (seq, body, prev_hash, hash) \
+        // `prev_hash` is not stored again (see `sql::INSERT_AUDIT_EVENT`); straight into the
+        // table under the `audit_events` view (migration 0010), not through its trigger.
+        "WITH appended AS (INSERT INTO audit_log (seq, body, prev_hash, hash) \
          SELECT s, b, '', h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (s, b, h)) \
          UPDATE audit_head SET seq = $4, hash = $5 WHERE one",
     )

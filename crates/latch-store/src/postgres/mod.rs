@@ -71,6 +71,11 @@ pub(crate) const MIGRATIONS: Migrations = &[
         "slimmer_audit",
         include_str!("../../migrations/postgres/0009_slimmer_audit.sql"),
     ),
+    (
+        10,
+        "audit_filter_view",
+        include_str!("../../migrations/postgres/0010_audit_filter_view.sql"),
+    ),
 ];
 
 /// Default connection-pool size.
@@ -329,6 +334,10 @@ fn unavailable(what: &str, e: &sqlx::Error) -> StoreError {
 fn write_error(what: &str, e: &sqlx::Error) -> StoreError {
     sql::write_error::<Postgres>(what, e)
 }
+
+#[cfg(test)]
+#[path = "upgrade_tests.rs"]
+mod upgrade_tests;
 
 #[cfg(test)]
 mod tests {
