@@ -65,7 +65,7 @@ WITH g AS (SELECT count(*) AS n FROM leases)
 SELECT 'POSTGRES grants=' || g.n
     || ' live=' || ((SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
                     WHERE s.nspname = 'public' AND c.relkind = 'r')::bigint / g.n)
-    || ' retained=' || (pg_total_relation_size('audit_events') / g.n)
+    || ' retained=' || (pg_total_relation_size(CASE WHEN to_regclass('audit_log') IS NULL THEN 'audit_events' ELSE 'audit_log' END) / g.n)
     || ' leases=' || (pg_total_relation_size('leases') / g.n)
     || ' requests=' || (pg_total_relation_size('requests') / g.n)
     || ' (bytes per grant, relations with TOAST and indexes)'
