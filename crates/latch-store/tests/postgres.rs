@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use latch_core::audit::{GENESIS_HASH, chain_hash};
+use latch_core::audit::{AuditRecord, chain_hash};
 use latch_core::model::{
     AuditEvent, AuditKind, Lease, LeaseState, Task, TaskState, Workload, WorkloadClaims,
 };
@@ -203,13 +203,7 @@ async fn two_replicas_race_one_lease_and_keep_one_chain() {
     assert_eq!((wins, conflicts), (1, 19), "exactly one CAS winner");
     let records = stores[1].audit_records(0, 1000).await.expect("records");
     assert_eq!(records.len(), 81, "80 appends + the winner's event");
-    let mut prev = GENESIS_HASH.to_owned();
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq, i as i64 + 1, "gapless");
-        assert_eq!(r.prev_hash, prev);
-        assert_eq!(r.hash, chain_hash(&r.prev_hash, r.seq, &r.body));
-        prev = r.hash.clone();
-    }
+    let prev = latch_testkit::store_suite::assert_chained(&records);
     assert_eq!(
         stores[0].audit_head().await.expect("head"),
         Some((81, prev))
@@ -867,13 +861,17 @@ async fn an_older_replica_reads_and_writes_the_chain_during_a_rolling_upgrade() 
             .fetch_all(&mut old)
             .await
             .expect("old read");
+    let rows: Vec<AuditRecord> = rows
+        .into_iter()
+        .map(|(seq, prev_hash, hash, body)| AuditRecord {
+            seq,
+            prev_hash,
+            hash,
+            body,
+        })
+        .collect();
     assert_eq!(rows.len(), 4);
-    let mut link = GENESIS_HASH.to_owned();
-    for (seq, prev_hash, hash, body) in &rows {
-        assert_eq!(prev_hash, &link, "seq {seq} links to its predecessor");
-        assert_eq!(hash, &chain_hash(prev_hash, *seq, body), "seq {seq} hashes");
-        link.clone_from(hash);
-    }
+    latch_testkit::store_suite::assert_chained(&rows);
     let records = stores[0].audit_records(0, 10).await.expect("records");
     assert_eq!(
         records.len(),

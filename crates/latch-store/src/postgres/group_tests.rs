@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use latch_core::audit::{GENESIS_HASH, chain_hash};
 use latch_core::history::{CounterDelta, CounterScope};
 use latch_core::model::{AuditEvent, AuditKind, Task, TaskState, Workload, WorkloadClaims};
 use latch_core::ports::{Store, StoreError, Write, WriteBatch};
@@ -76,13 +75,7 @@ async fn open(tag: &str) -> Option<(TempPgDatabase, Arc<PgStore>)> {
 /// Checks the whole audit log is one gapless chain from genesis; returns its length.
 async fn verify_chain(store: &PgStore) -> usize {
     let records = store.audit_records(0, 10_000).await.expect("records");
-    let mut prev = GENESIS_HASH.to_owned();
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq, i64::try_from(i).unwrap() + 1, "gapless");
-        assert_eq!(r.prev_hash, prev, "linked");
-        assert_eq!(r.hash, chain_hash(&r.prev_hash, r.seq, &r.body), "hashed");
-        prev.clone_from(&r.hash);
-    }
+    let prev = latch_testkit::store_suite::assert_chained(&records);
     assert_eq!(
         store.audit_head().await.expect("head"),
         Some((i64::try_from(records.len()).unwrap(), prev)),

@@ -78,17 +78,7 @@ async fn records_from_before_the_slimmer_schema_still_verify_and_filter() {
         .expect("appends after the old records");
     let records = store.audit_records(0, 10).await.expect("records");
     assert_eq!(records.len(), 3);
-    let mut link = GENESIS_HASH.to_owned();
-    for r in &records {
-        assert_eq!(r.prev_hash, link, "seq {} links", r.seq);
-        assert_eq!(
-            r.hash,
-            chain_hash(&r.prev_hash, r.seq, &r.body),
-            "seq {}",
-            r.seq
-        );
-        link.clone_from(&r.hash);
-    }
+    latch_testkit::store_suite::assert_chained(&records);
     let find = |f: AuditFilter| {
         let store = &store;
         async move {

@@ -46,6 +46,28 @@ use audit::{
 use leases::{approvals, concurrent_cas, leases};
 use rows::{batch_atomicity, console_sessions, ping, requests, require_task_open, tasks};
 
+/// Checks that `records` are one whole audit chain from its start: `seq` 1, 2, 3, … without a
+/// gap, each `prev_hash` the previous record's `hash` (genesis for the first), and each `hash`
+/// [`chain_hash`] over the record. Returns the last hash (genesis for none).
+///
+/// # Panics
+/// At the first record that breaks the chain, naming its `seq`.
+pub fn assert_chained(records: &[latch_core::audit::AuditRecord]) -> String {
+    let mut prev = GENESIS_HASH.to_owned();
+    for (i, r) in (1_i64..).zip(records) {
+        assert_eq!(r.seq, i, "seqs are gapless from 1");
+        assert_eq!(r.prev_hash, prev, "seq {} links to its predecessor", r.seq);
+        assert_eq!(
+            r.hash,
+            chain_hash(&r.prev_hash, r.seq, &r.body),
+            "seq {} hash covers its body",
+            r.seq
+        );
+        prev.clone_from(&r.hash);
+    }
+    prev
+}
+
 /// Runs every conformance check against `store`, which must be empty.
 ///
 /// # Panics
