@@ -432,6 +432,25 @@ pub trait Store: Send + Sync + 'static {
         scope: crate::history::CounterScope,
         subject: &str,
     ) -> Result<Vec<crate::history::CounterRow>, StoreError>;
+    /// A task's counters (its history, in name order) from a read that may be older than the
+    /// call (PostgreSQL: kept from the replica's own reads and commits). Only for a decision
+    /// whose commit carries the history's version guard ([`Write::RequireCounter`] on
+    /// `version`): a read that missed a change fails that guard, and the caller decides again
+    /// on [`counters`](Self::counters). By default that fresh read.
+    ///
+    /// # Security
+    /// The history only grows, so an older read can only be more permissive; the guard is what
+    /// keeps such a decision from committing.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read.
+    async fn recent_task_counters(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<crate::history::CounterRow>, StoreError> {
+        self.counters(crate::history::CounterScope::Task, task_id)
+            .await
+    }
     /// Live leases (`issuing` or `active`, expiring after `now_unix_secs`) of a task or of
     /// all tasks of a workload.
     async fn live_lease_count(
@@ -472,9 +491,41 @@ pub trait Store: Send + Sync + 'static {
     /// Leases that may still work (`issuing` or `active`) with id greater than `after_id`,
     /// ordered by id (operators' paging, the kill switch).
     async fn live_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
-    /// Every active freeze, oldest first. Read on each grant, claim and renewal, so it must
-    /// not be served from a cache that can miss another replica's write.
+    /// Every active freeze, oldest first. Read on each claim and renewal, so it must not be
+    /// served from a cache that can miss another replica's write.
     async fn active_freezes(&self) -> Result<Vec<crate::freeze::Freeze>, StoreError>;
+    /// The active freezes from a read that may be a little older than the call (PostgreSQL:
+    /// the one the replica's latest group commit made, while it is at most
+    /// `RECENT_FREEZES_MAX_AGE` of that store old). For refusing a grant early only: a grant
+    /// is checked again after its commit with [`active_freezes_after`](Self::active_freezes_after).
+    /// By default a fresh read, [`active_freezes`](Self::active_freezes).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read.
+    async fn recent_active_freezes(&self) -> Result<Vec<crate::freeze::Freeze>, StoreError> {
+        self.active_freezes().await
+    }
+    /// The active freezes from a read ordered after the commit that gave an audit event `seq`
+    /// (one of this store's own [`apply`](Self::apply) answers): it holds every freeze whose
+    /// engagement committed before that commit, and a freeze it misses committed after it, so
+    /// the engagement's sweep of live leases sees what that commit wrote. This is the check
+    /// that keeps a grant racing a kill switch from outliving it. By default a fresh read,
+    /// which is such a read.
+    ///
+    /// # Security
+    /// A store that answers from anything but a fresh read must prove the ordering (the
+    /// PostgreSQL store reads the freezes inside a group commit, under the lock on the audit
+    /// chain head that every engagement also takes).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store cannot be read.
+    async fn active_freezes_after(
+        &self,
+        seq: i64,
+    ) -> Result<Vec<crate::freeze::Freeze>, StoreError> {
+        let _ = seq;
+        self.active_freezes().await
+    }
     /// A freeze by id.
     async fn freeze(&self, id: &str) -> Result<Option<crate::freeze::Freeze>, StoreError>;
     /// Active leases with id greater than `after_id`, ordered by id (paging).

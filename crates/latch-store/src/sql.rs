@@ -94,6 +94,37 @@ pub trait Dialect: Database {
         None
     }
 
+    /// The active freezes from a read this backend already made that may be slightly older
+    /// than the call ([`Store::recent_active_freezes`]), or `None` for a fresh read.
+    ///
+    /// [`Store::recent_active_freezes`]: latch_core::ports::Store::recent_active_freezes
+    fn recent_active_freezes(_store: &SqlStore<Self>) -> Option<Vec<latch_core::freeze::Freeze>> {
+        None
+    }
+
+    /// The active freezes from a read this backend already made that is ordered after the
+    /// commit that appended audit `seq` ([`Store::active_freezes_after`]), or `None` for a
+    /// fresh read.
+    ///
+    /// [`Store::active_freezes_after`]: latch_core::ports::Store::active_freezes_after
+    fn active_freezes_after(
+        _store: &SqlStore<Self>,
+        _seq: i64,
+    ) -> Option<Vec<latch_core::freeze::Freeze>> {
+        None
+    }
+
+    /// A task's counters as this backend kept them from earlier reads and writes
+    /// ([`Store::recent_task_counters`]), or `None` for a fresh read.
+    ///
+    /// [`Store::recent_task_counters`]: latch_core::ports::Store::recent_task_counters
+    fn recent_task_counters(
+        _store: &SqlStore<Self>,
+        _task_id: &str,
+    ) -> Option<Vec<latch_core::history::CounterRow>> {
+        None
+    }
+
     /// The counters of `scope` and `subject` from a read shared with concurrent callers, or
     /// `None` where the backend reads them per call.
     async fn combined_counters(

@@ -334,6 +334,27 @@ where
             .await
     }
 
+    async fn recent_task_counters(&self, task_id: &str) -> Result<Vec<CounterRow>, StoreError> {
+        match DB::recent_task_counters(self, task_id) {
+            Some(rows) => Ok(rows),
+            None => self.counters(CounterScope::Task, task_id).await,
+        }
+    }
+
+    async fn recent_active_freezes(&self) -> Result<Vec<Freeze>, StoreError> {
+        match DB::recent_active_freezes(self) {
+            Some(freezes) => Ok(freezes),
+            None => self.active_freezes().await,
+        }
+    }
+
+    async fn active_freezes_after(&self, seq: i64) -> Result<Vec<Freeze>, StoreError> {
+        match DB::active_freezes_after(self, seq) {
+            Some(freezes) => Ok(freezes),
+            None => self.active_freezes().await,
+        }
+    }
+
     async fn active_freezes(&self) -> Result<Vec<Freeze>, StoreError> {
         self.bounded("active freezes", async {
             if let Some(read) = DB::combined_active_freezes(self).await {

@@ -70,15 +70,23 @@ impl Broker {
         self.open_task_check(&task)?;
         let checked = self.check_request(&input, binding)?;
         crate::telemetry::record_resource(&checked.resource.id);
-        self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request")
-            .await?;
+        self.refuse_if_frozen(
+            ctx,
+            &task,
+            &checked.resource.id,
+            "request",
+            FreezeRead::Recent,
+        )
+        .await?;
         // A grant whose history changed between decision and commit (`history_changed`) is
         // decided again with the new history, a few times.
         let mut attempt = 0;
         let (outcome, view, decision_ends) = loop {
             attempt += 1;
             let now = self.now();
-            let view = self.history_view(&task, now).await?;
+            // The first decision may use a history read before this call (the grant commits
+            // only under the version guard); one decided again reads afresh.
+            let view = self.history_view_from(&task, now, attempt == 1).await?;
             // A used-up budget denies before policy (the store checks it again in the commit).
             let breach = self.grant_breach(&view);
             let decision = match &breach {
@@ -335,25 +343,28 @@ impl Broker {
             b.audit(issued)
         };
         let generation = self.live_generation();
-        if let Err(e) = self.commit(ctx, batch).await {
-            if let (false, StoreError::LimitReached(scope, name)) = (external, &e) {
-                // Nothing left this process: the credential is dropped unseen.
-                let over = (*scope, name.clone());
-                return self
-                    .refuse_over_budget(ctx, task, resource, req, new_row, over)
-                    .await;
+        let seqs = match self.commit(ctx, batch).await {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                if let (false, StoreError::LimitReached(scope, name)) = (external, &e) {
+                    // Nothing left this process: the credential is dropped unseen.
+                    let over = (*scope, name.clone());
+                    return self
+                        .refuse_over_budget(ctx, task, resource, req, new_row, over)
+                        .await;
+                }
+                if external {
+                    let _ = self
+                        .call_target(&resource.id, external, "revoke", provider.revoke(&lease))
+                        .await;
+                }
+                return Err(e.into());
             }
-            if external {
-                let _ = self
-                    .call_target(&resource.id, external, "revoke", provider.revoke(&lease))
-                    .await;
-            }
-            return Err(e.into());
-        }
+        };
         self.index_insert_since(&lease, task, generation);
         // A kill switch engaged while this grant was deciding: the lease is revoked, not
         // delivered (see `freezes`).
-        self.recheck_frozen(ctx, task, &lease).await?;
+        self.recheck_frozen(ctx, task, &lease, &seqs).await?;
         Ok(AccessOutcome::Granted(Box::new(Grant {
             request: req,
             lease,
@@ -554,7 +565,7 @@ impl Broker {
         self.open_task_check(&task)?;
         let resource = self.resource(&req.resource_id)?.clone();
         check_binding(&resource, binding)?;
-        self.refuse_if_frozen(ctx, &task, &resource.id, "claim")
+        self.refuse_if_frozen(ctx, &task, &resource.id, "claim", FreezeRead::Fresh)
             .await?;
         let approval = self.approval_context(&req).await?;
         // A claim whose history changed between decision and commit (`history_changed`) is

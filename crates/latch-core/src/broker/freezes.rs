@@ -248,15 +248,21 @@ impl Broker {
 
     /// Refuses (`frozen`, audited as `access.frozen` with the freeze's operator and reason) a
     /// grant, claim or renewal (`what`) of `resource_id` in `task` that an active freeze covers.
-    /// Reads the freezes from the store every time; a store that cannot answer refuses.
+    /// Reads the freezes from the store every time, as `read` says; a store that cannot answer
+    /// refuses.
     pub(super) async fn refuse_if_frozen(
         &self,
         ctx: &CallCtx,
         task: &Task,
         resource_id: &str,
         what: &str,
+        read: FreezeRead,
     ) -> Result<()> {
-        let freezes = self.store.active_freezes().await?;
+        let freezes = match read {
+            FreezeRead::Fresh => self.store.active_freezes().await?,
+            FreezeRead::Recent => self.store.recent_active_freezes().await?,
+            FreezeRead::After(seq) => self.store.active_freezes_after(seq).await?,
+        };
         let Some(f) = covering(&freezes, &subject(task, resource_id)) else {
             return Ok(());
         };
@@ -283,16 +289,23 @@ impl Broker {
         ))
     }
 
-    /// After a grant committed `lease`: if a freeze now covers it (the switch was engaged
-    /// while this grant was deciding), revoke it at once and refuse with `frozen`.
+    /// After a grant committed `lease` (its audit events got `seqs`): if a freeze now covers it
+    /// (the switch was engaged while this grant was deciding), revoke it at once and refuse
+    /// with `frozen`. The freezes come from a read ordered after that commit
+    /// ([`Store::active_freezes_after`](crate::ports::Store::active_freezes_after)).
     pub(super) async fn recheck_frozen(
         &self,
         ctx: &CallCtx,
         task: &Task,
         lease: &Lease,
+        seqs: &[i64],
     ) -> Result<()> {
+        let read = seqs
+            .iter()
+            .max()
+            .map_or(FreezeRead::Fresh, |&seq| FreezeRead::After(seq));
         if let Err(e) = self
-            .refuse_if_frozen(ctx, task, &lease.resource_id, "grant")
+            .refuse_if_frozen(ctx, task, &lease.resource_id, "grant", read)
             .await
         {
             let _ = self
@@ -302,6 +315,18 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Which read of the active freezes a check uses (see [`crate::ports::Store`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FreezeRead {
+    /// A fresh read: claims and renewals, which are not checked again after their commit.
+    Fresh,
+    /// A possibly slightly older read: a grant's early refusal, before it decides.
+    Recent,
+    /// A read ordered after the commit that gave audit event `seq`: a grant's check after
+    /// its commit, which is what keeps it from outliving a kill switch.
+    After(i64),
 }
 
 /// What the scope rule sees of a lease or grant in `task`.

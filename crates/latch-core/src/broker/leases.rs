@@ -54,7 +54,7 @@ impl Broker {
         check_renewable(&lease, now)?;
         self.open_task_check(&task)?;
         let resource = self.resource(&lease.resource_id)?.clone();
-        self.refuse_if_frozen(ctx, &task, &resource.id, "renewal")
+        self.refuse_if_frozen(ctx, &task, &resource.id, "renewal", FreezeRead::Fresh)
             .await?;
         let req = self
             .store

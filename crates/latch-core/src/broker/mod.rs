@@ -97,6 +97,7 @@ pub use targets::{TargetStatus, TendReport};
 use crate::policy::quorum_context;
 use cache::{CacheTrust, LiveEntry, LiveIndex};
 use call::fold_authentication;
+use freezes::FreezeRead;
 use input::{check_binding, check_name};
 use live_index::LiveEntries;
 use targets::{Attempt, Targets};

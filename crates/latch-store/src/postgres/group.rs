@@ -37,12 +37,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{feed, write_error};
+use super::reads::{FreezeSnapshot, Reads};
+use super::{counters, feed, write_error};
 use crate::batch::apply_write;
-use crate::codec::encode_audit;
+use crate::codec::{decode_all, encode_audit};
 use crate::handoff::{GroupStats, Handoff};
 use crate::sql::TRY_AGAIN;
 use crate::store::{commit_outcome, within};
+use latch_core::freeze::Freeze;
 
 /// Writer tasks per replica: two, so one group's statements overlap the other's commit.
 pub(super) const WRITERS: usize = 2;
@@ -62,6 +64,8 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
     handoff: Handoff,
     retries: u8,
+    /// The task counters its writes left, kept once the group commits.
+    counted: Vec<counters::Written>,
 }
 
 impl Job {
@@ -90,7 +94,7 @@ impl std::fmt::Debug for GroupWriter {
 
 impl GroupWriter {
     /// Starts [`WRITERS`] writer tasks on `pool`, each group bounded by `deadline`.
-    pub(super) fn start(pool: &PgPool, deadline: Duration) -> Self {
+    pub(super) fn start(pool: &PgPool, deadline: Duration, reads: Arc<Reads>) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let stats = Arc::new(GroupStats::default());
@@ -100,6 +104,7 @@ impl GroupWriter {
                     pool: pool.clone(),
                     deadline,
                     stats: stats.clone(),
+                    reads: reads.clone(),
                 };
                 tokio::spawn(writer.run(rx.clone()))
             })
@@ -137,6 +142,7 @@ impl GroupWriter {
             reply,
             handoff: handoff.clone(),
             retries: 0,
+            counted: Vec::new(),
         };
         {
             let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -168,11 +174,13 @@ fn closed() -> StoreError {
     StoreError::Unavailable("postgres: store is closed".into())
 }
 
-/// One writer task: its connections, its deadline per group, and the shared counts.
+/// One writer task: its connections, its deadline per group, the shared counts, and the
+/// replica's reads (which keep the freezes each group reads).
 struct Writer {
     pool: PgPool,
     deadline: Duration,
     stats: Arc<GroupStats>,
+    reads: Arc<Reads>,
 }
 
 impl Writer {
@@ -230,12 +238,15 @@ impl Writer {
                 )));
                 continue;
             }
-            let Err(err) =
-                within::<Postgres, _>(until, deadline, "apply", stage(&mut tx, &job)).await
-            else {
-                staged.push(job);
-                continue;
-            };
+            let err =
+                match within::<Postgres, _>(until, deadline, "apply", stage(&mut tx, &job)).await {
+                    Ok(counted) => {
+                        job.counted = counted;
+                        staged.push(job);
+                        continue;
+                    }
+                    Err(err) => err,
+                };
             let undone = within::<Postgres, _>(until, deadline, "roll back to savepoint", async {
                 exec(&mut tx, "ROLLBACK TO SAVEPOINT batch").await
             })
@@ -270,8 +281,8 @@ impl Writer {
             append(&mut tx, &staged),
         )
         .await;
-        let seqs = match appended {
-            Ok(seqs) => seqs,
+        let (seqs, freezes) = match appended {
+            Ok(done) => done,
             Err(e) => {
                 let _ = tx.rollback().await;
                 fail_all(staged.into_iter().chain(carried), &e);
@@ -289,6 +300,16 @@ impl Writer {
         match committed {
             Ok(()) => {
                 self.stats.committed(staged.len());
+                // Before any answer: a caller checks its grant against this read next.
+                if let Some(snap) = freezes {
+                    self.reads.publish(snap);
+                }
+                for job in &staged {
+                    for (task_id, row) in &job.counted {
+                        self.reads
+                            .keep_task_counters(task_id, std::slice::from_ref(row), false);
+                    }
+                }
                 for (job, seqs) in staged.into_iter().zip(seqs) {
                     job.answer(Ok(seqs));
                 }
@@ -317,27 +338,33 @@ async fn exec(
 }
 
 /// One batch's writes and change notifications, after a savepoint of its own (savepoints
-/// nest; a later `ROLLBACK TO` undoes only this batch).
-async fn stage(tx: &mut Transaction<'static, Postgres>, job: &Job) -> Result<(), StoreError> {
+/// nest; a later `ROLLBACK TO` undoes only this batch); returns the task counters it wrote.
+async fn stage(
+    tx: &mut Transaction<'static, Postgres>,
+    job: &Job,
+) -> Result<Vec<counters::Written>, StoreError> {
     exec(tx, "SAVEPOINT batch").await?;
+    let mut counted = Vec::new();
     for w in &job.batch.writes {
         match w {
-            Write::Count(deltas) => super::counters::apply(tx, deltas).await?,
+            Write::Count(deltas) => counted.extend(counters::apply(tx, deltas).await?),
             other => apply_write::<Postgres>(tx, other).await?,
         }
     }
-    feed::notify_changes(tx, &job.batch.writes).await
+    feed::notify_changes(tx, &job.batch.writes).await?;
+    Ok(counted)
 }
 
 /// Appends the audit events of every staged batch after the locked chain head, in one
-/// statement that also moves the head; returns each batch's seqs.
+/// statement that also moves the head and reads the active freezes (its snapshot is taken
+/// with the lock held: see `reads.rs`); returns each batch's seqs and that read.
 async fn append(
     tx: &mut Transaction<'static, Postgres>,
     staged: &[Job],
-) -> Result<Vec<Vec<i64>>, StoreError> {
+) -> Result<(Vec<Vec<i64>>, Option<FreezeSnapshot>), StoreError> {
     let total: usize = staged.iter().map(|j| j.audit_bodies.len()).sum();
     if total == 0 {
-        return Ok(staged.iter().map(|_| Vec::new()).collect());
+        return Ok((staged.iter().map(|_| Vec::new()).collect(), None));
     }
     let (mut seq, mut prev) =
         sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE one FOR UPDATE")
@@ -361,22 +388,29 @@ async fn append(
         }
         per_batch.push(mine);
     }
-    sqlx::query(
+    let bodies = sqlx::query_scalar::<_, String>(
         // `prev_hash` is not stored again (see `sql::INSERT_AUDIT_EVENT`); straight into the
-        // table under the `audit_events` view (migration 0010), not through its trigger.
+        // table under the `audit_events` view (migration 0010), not through its trigger. The
+        // freezes as `sql::ACTIVE_FREEZES` reads them.
         "WITH appended AS (INSERT INTO audit_log (seq, body, prev_hash, hash) \
-         SELECT s, b, '', h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (s, b, h)) \
-         UPDATE audit_head SET seq = $4, hash = $5 WHERE one",
+         SELECT s, b, '', h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (s, b, h)), \
+         head AS (UPDATE audit_head SET seq = $4, hash = $5 WHERE one) \
+         SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id",
     )
     .bind(&seqs)
     .bind(&bodies)
     .bind(&hashes)
     .bind(seq)
     .bind(prev.as_str())
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(|e| write_error("append audit events", &e))?;
-    Ok(per_batch)
+    let at = Instant::now();
+    // A body that does not decode leaves no snapshot: the checks then read afresh.
+    let snap = decode_all::<Freeze>("freeze", bodies)
+        .ok()
+        .map(|freezes| FreezeSnapshot { seq, at, freezes });
+    Ok((per_batch, snap))
 }
 
 #[cfg(test)]

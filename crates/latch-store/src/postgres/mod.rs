@@ -157,14 +157,19 @@ impl SqlStore<Postgres> {
             .await
             .map_err(|e| unavailable("connect", &e))?;
         // One pool for reads and writes; the change feed opens its own connections.
-        let group = Arc::new(group::GroupWriter::start(&pool, deadlines.operation));
+        let reads = Arc::new(reads::Reads::default());
+        let group = Arc::new(group::GroupWriter::start(
+            &pool,
+            deadlines.operation,
+            reads.clone(),
+        ));
         let store = Self {
             reader: pool.clone(),
             writer: pool,
             extra: PgExtra {
                 options: listen_options,
                 group,
-                reads: Arc::default(),
+                reads,
             },
             deadline: deadlines.operation,
         };
@@ -267,6 +272,21 @@ impl Dialect for Postgres {
         store: &PgStore,
     ) -> Option<Result<Vec<latch_core::freeze::Freeze>, StoreError>> {
         Some(store.extra.reads.active_freezes(&store.reader).await)
+    }
+
+    fn recent_active_freezes(store: &PgStore) -> Option<Vec<latch_core::freeze::Freeze>> {
+        store.extra.reads.recent_freezes()
+    }
+
+    fn active_freezes_after(store: &PgStore, seq: i64) -> Option<Vec<latch_core::freeze::Freeze>> {
+        store.extra.reads.freezes_after(seq)
+    }
+
+    fn recent_task_counters(
+        store: &PgStore,
+        task_id: &str,
+    ) -> Option<Vec<latch_core::history::CounterRow>> {
+        store.extra.reads.recent_task_counters(task_id)
     }
 
     async fn combined_counters(

@@ -2,22 +2,66 @@
 //! ([`Combiner`]): the active freezes (read before deciding and again after committing) and the
 //! task's counters (its history). Each caller still gets a read that started after it asked, so
 //! the kill switch's and the history guard's reasoning hold as for a read of its own.
+//!
+//! The freezes are also read inside every group commit (`group.rs`), under the lock on the
+//! audit chain head, and kept here as the replica's [`FreezeSnapshot`]. A grant's check after
+//! its commit is answered from it without a transaction of its own when the snapshot comes from
+//! that grant's group or a later one, which is as good as a fresh read for the kill switch:
+//! an engagement appends its audit event under the same lock, so it either committed before
+//! the snapshot's read (and is in it) or waited for that group's commit (and its sweep of live
+//! leases, which starts after its own commit, sees the grant's lease). The check before
+//! deciding takes a snapshot at most [`RECENT`] old: on the replica that engaged a freeze the
+//! snapshot holds it from the engagement's own commit on; elsewhere a grant may decide on an
+//! older one and is then refused (and its lease revoked) by the check after its commit.
+//!
+//! A task's counters are also kept, as this replica last read or wrote them, for a grant's
+//! first decision ([`Reads::recent_task_counters`]); a grant commits under the history's
+//! version guard, so one decided on a copy another replica made stale fails and decides again
+//! on a fresh read.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use latch_core::freeze::Freeze;
 use latch_core::history::{CounterRow, CounterScope};
 use latch_core::ports::StoreError;
 use sqlx::postgres::PgPool;
+use tokio::time::Instant;
 
 use super::unavailable;
 use crate::codec::decode_all;
 use crate::combine::Combiner;
 use crate::sql;
 
+/// How old a [`FreezeSnapshot`] may be for a grant's check before deciding.
+pub(crate) const RECENT: Duration = Duration::from_millis(250);
+
+/// Most tasks whose counters are kept; past it the map starts over (the next grant of each
+/// task reads its counters afresh).
+const MAX_TASK_COUNTERS: usize = 65_536;
+
 /// The combined reads of one replica.
 #[derive(Default)]
 pub(crate) struct Reads {
     freezes: Combiner<(), Vec<Freeze>>,
     counters: Combiner<(CounterScope, String), Vec<CounterRow>>,
+    /// The freezes as the latest committed group of this replica read them.
+    snapshot: Mutex<Option<FreezeSnapshot>>,
+    /// Tasks' counters as this replica last read or wrote them, for
+    /// [`Store::recent_task_counters`](latch_core::ports::Store::recent_task_counters).
+    task_counters: Mutex<HashMap<String, Vec<CounterRow>>>,
+}
+
+/// The active freezes as one group commit read them, under the chain head's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct FreezeSnapshot {
+    /// The last audit seq that group appended.
+    pub(crate) seq: i64,
+    /// When the read was made.
+    pub(crate) at: Instant,
+    /// The active freezes, oldest first.
+    pub(crate) freezes: Vec<Freeze>,
 }
 
 /// The counters of several `(scope, subject)` pairs in one statement.
@@ -40,7 +84,74 @@ impl Reads {
             .await
     }
 
-    /// The counters of `scope` and `subject`, by name.
+    /// Keeps `snap` if it comes from a later group than the one kept. Called after the
+    /// group committed and before any of its callers is answered.
+    pub(super) fn publish(&self, snap: FreezeSnapshot) {
+        let mut kept = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.as_ref().is_none_or(|k| k.seq < snap.seq) {
+            *kept = Some(snap);
+        }
+    }
+
+    /// The kept freezes if they were read in the group that appended `seq` or a later one.
+    pub(super) fn freezes_after(&self, seq: i64) -> Option<Vec<Freeze>> {
+        let kept = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref()
+            .filter(|k| k.seq >= seq)
+            .map(|k| k.freezes.clone())
+    }
+
+    /// The kept freezes if they were read at most [`RECENT`] ago.
+    pub(super) fn recent_freezes(&self) -> Option<Vec<Freeze>> {
+        let kept = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref()
+            .filter(|k| k.at.elapsed() <= RECENT)
+            .map(|k| k.freezes.clone())
+    }
+
+    /// A task's counters as kept (see [`Self::keep_task_counters`]), by name.
+    pub(super) fn recent_task_counters(&self, task_id: &str) -> Option<Vec<CounterRow>> {
+        let kept = self
+            .task_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        kept.get(task_id).cloned()
+    }
+
+    /// Keeps what a read or a committed write says of `task_id`'s counters: `rows` are all
+    /// of them (a read, `complete`) or only those written (kept only beside a read). A row
+    /// already kept moves forward only (a later window, or a higher count in the same window),
+    /// so answers arriving out of order never move a counter back; a row kept that was since
+    /// changed by another replica is older, and the version guard catches it.
+    pub(super) fn keep_task_counters(&self, task_id: &str, rows: &[CounterRow], complete: bool) {
+        let mut kept = self
+            .task_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !kept.contains_key(task_id) {
+            if !complete {
+                return;
+            }
+            if kept.len() >= MAX_TASK_COUNTERS {
+                kept.clear();
+            }
+        }
+        let mine = kept.entry(task_id.to_owned()).or_default();
+        for r in rows {
+            match mine.iter_mut().find(|m| m.name == r.name) {
+                Some(m) => {
+                    if (r.window_start, r.count) > (m.window_start, m.count) {
+                        m.window_start = r.window_start;
+                        m.count = r.count;
+                    }
+                }
+                None => mine.push(r.clone()),
+            }
+        }
+        mine.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// The counters of `scope` and `subject`, by name (a task's are kept as read).
     pub(super) async fn counters(
         &self,
         pool: &PgPool,
@@ -72,5 +183,14 @@ impl Reads {
                     .collect())
             })
             .await
+            .inspect(|rows| {
+                if scope == CounterScope::Task {
+                    self.keep_task_counters(subject, rows, true);
+                }
+            })
     }
 }
+
+#[cfg(test)]
+#[path = "reads_tests.rs"]
+mod tests;
