@@ -496,9 +496,10 @@ pub trait Store: Send + Sync + 'static {
     async fn active_freezes(&self) -> Result<Vec<crate::freeze::Freeze>, StoreError>;
     /// The active freezes from a read that may be a little older than the call (PostgreSQL:
     /// the one the replica's latest group commit made, while it is at most
-    /// `RECENT_FREEZES_MAX_AGE` of that store old). For refusing a grant early only: a grant
-    /// is checked again after its commit with [`active_freezes_after`](Self::active_freezes_after).
-    /// By default a fresh read, [`active_freezes`](Self::active_freezes).
+    /// 250 ms old). For letting a grant through early only: the broker confirms a freeze it
+    /// finds here with a fresh read before refusing, and checks the grant again after its
+    /// commit with [`active_freezes_after`](Self::active_freezes_after). By default a fresh
+    /// read, [`active_freezes`](Self::active_freezes).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the store cannot be read.

@@ -258,12 +258,18 @@ impl Broker {
         what: &str,
         read: FreezeRead,
     ) -> Result<()> {
-        let freezes = match read {
+        let mut freezes = match read {
             FreezeRead::Fresh => self.store.active_freezes().await?,
             FreezeRead::Recent => self.store.recent_active_freezes().await?,
             FreezeRead::After(seq) => self.store.active_freezes_after(seq).await?,
         };
-        let Some(f) = covering(&freezes, &subject(task, resource_id)) else {
+        let who = subject(task, resource_id);
+        if matches!(read, FreezeRead::Recent) && covering(&freezes, &who).is_some() {
+            // An older read only lets a grant through early; a refusal is always decided on a
+            // fresh one, so a freeze lifted on another replica stops refusing at once.
+            freezes = self.store.active_freezes().await?;
+        }
+        let Some(f) = covering(&freezes, &who) else {
             return Ok(());
         };
         let ev = AuditEvent::new(
@@ -322,7 +328,8 @@ impl Broker {
 pub(super) enum FreezeRead {
     /// A fresh read: claims and renewals, which are not checked again after their commit.
     Fresh,
-    /// A possibly slightly older read: a grant's early refusal, before it decides.
+    /// A possibly slightly older read, confirmed by a fresh one before it refuses: a grant's
+    /// early check, before it decides.
     Recent,
     /// A read ordered after the commit that gave audit event `seq`: a grant's check after
     /// its commit, which is what keeps it from outliving a kill switch.
