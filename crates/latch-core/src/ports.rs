@@ -432,25 +432,6 @@ pub trait Store: Send + Sync + 'static {
         scope: crate::history::CounterScope,
         subject: &str,
     ) -> Result<Vec<crate::history::CounterRow>, StoreError>;
-    /// A task's counters (its history, in name order) from a read that may be older than the
-    /// call (PostgreSQL: kept from the replica's own reads and commits). Only for a decision
-    /// whose commit carries the history's version guard ([`Write::RequireCounter`] on
-    /// `version`): a read that missed a change fails that guard, and the caller decides again
-    /// on [`counters`](Self::counters). By default that fresh read.
-    ///
-    /// # Security
-    /// The history only grows, so an older read can only be more permissive; the guard is what
-    /// keeps such a decision from committing.
-    ///
-    /// # Errors
-    /// [`StoreError::Unavailable`] when the store cannot be read.
-    async fn recent_task_counters(
-        &self,
-        task_id: &str,
-    ) -> Result<Vec<crate::history::CounterRow>, StoreError> {
-        self.counters(crate::history::CounterScope::Task, task_id)
-            .await
-    }
     /// Live leases (`issuing` or `active`, expiring after `now_unix_secs`) of a task or of
     /// all tasks of a workload.
     async fn live_lease_count(

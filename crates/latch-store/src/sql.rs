@@ -114,17 +114,6 @@ pub trait Dialect: Database {
         None
     }
 
-    /// A task's counters as this backend kept them from earlier reads and writes
-    /// ([`Store::recent_task_counters`]), or `None` for a fresh read.
-    ///
-    /// [`Store::recent_task_counters`]: latch_core::ports::Store::recent_task_counters
-    fn recent_task_counters(
-        _store: &SqlStore<Self>,
-        _task_id: &str,
-    ) -> Option<Vec<latch_core::history::CounterRow>> {
-        None
-    }
-
     /// The counters of `scope` and `subject` from a read shared with concurrent callers, or
     /// `None` where the backend reads them per call.
     async fn combined_counters(

@@ -334,13 +334,6 @@ where
             .await
     }
 
-    async fn recent_task_counters(&self, task_id: &str) -> Result<Vec<CounterRow>, StoreError> {
-        match DB::recent_task_counters(self, task_id) {
-            Some(rows) => Ok(rows),
-            None => self.counters(CounterScope::Task, task_id).await,
-        }
-    }
-
     async fn recent_active_freezes(&self) -> Result<Vec<Freeze>, StoreError> {
         match DB::recent_active_freezes(self) {
             Some(freezes) => Ok(freezes),

@@ -84,9 +84,7 @@ impl Broker {
         let (outcome, view, decision_ends) = loop {
             attempt += 1;
             let now = self.now();
-            // The first decision may use a history read before this call (the grant commits
-            // only under the version guard); one decided again reads afresh.
-            let view = self.history_view_from(&task, now, attempt == 1).await?;
+            let view = self.history_view(&task, now).await?;
             // A used-up budget denies before policy (the store checks it again in the commit).
             let breach = self.grant_breach(&view);
             let decision = match &breach {

@@ -326,7 +326,8 @@ impl Broker {
 /// Which read of the active freezes a check uses (see [`crate::ports::Store`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum FreezeRead {
-    /// A fresh read: claims and renewals, which are not checked again after their commit.
+    /// A fresh read: a claim's early check, and a renewal's, which is not checked again after
+    /// its commit (a claim is, through the grant's mint path).
     Fresh,
     /// A possibly slightly older read, confirmed by a fresh one before it refuses: a grant's
     /// early check, before it decides.

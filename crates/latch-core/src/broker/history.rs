@@ -35,29 +35,8 @@ impl Broker {
     /// # Errors
     /// `store_unavailable`.
     pub(super) async fn history_view(&self, task: &Task, now: i64) -> Result<HistoryView> {
-        self.history_view_from(task, now, false).await
-    }
-
-    /// As [`history_view`](Self::history_view); with `recent`, the task's history may come
-    /// from a read older than the call ([`Store::recent_task_counters`]), which only a
-    /// decision committed with the history's version guard may use.
-    ///
-    /// [`Store::recent_task_counters`]: crate::ports::Store::recent_task_counters
-    ///
-    /// # Errors
-    /// `store_unavailable`.
-    pub(super) async fn history_view_from(
-        &self,
-        task: &Task,
-        now: i64,
-        recent: bool,
-    ) -> Result<HistoryView> {
         let b = &self.settings.budgets;
-        let rows = if recent {
-            self.store.recent_task_counters(&task.id).await?
-        } else {
-            self.store.counters(CounterScope::Task, &task.id).await?
-        };
+        let rows = self.store.counters(CounterScope::Task, &task.id).await?;
         let mut view = HistoryView {
             task: TaskHistory::from_rows(&rows, now),
             workload: Usage::default(),

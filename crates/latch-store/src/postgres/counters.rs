@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use latch_core::history::{CounterDelta, CounterRow, CounterScope};
+use latch_core::history::CounterDelta;
 use latch_core::ports::StoreError;
 use sqlx::{Postgres, Transaction};
 
@@ -21,32 +21,28 @@ const UPSERT_COUNTERS: &str = "INSERT INTO counters \
     window_start = excluded.window_start, cap = excluded.cap, updated_at = excluded.updated_at \
     WHERE excluded.cap IS NULL OR counters.window_start <> excluded.window_start \
     OR counters.count + excluded.count <= excluded.cap \
-    RETURNING scope, subject, name, window_start, count";
-
-/// A task counter as a write left it: `(task id, row)`.
-pub(super) type Written = (String, CounterRow);
+    RETURNING scope, subject, name";
 
 /// Adds each delta in `tx` with one statement; a cap that would pass is
 /// [`StoreError::LimitReached`] naming the first such counter (the caller rolls the batch
 /// back). Deltas naming one counter twice take the per-counter path (one statement cannot
-/// update a row twice). Returns the task counters as written (none from the per-counter path).
+/// update a row twice).
 ///
 /// # Errors
 /// [`StoreError::LimitReached`], or a write error.
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Postgres>,
     deltas: &[CounterDelta],
-) -> Result<Vec<Written>, StoreError> {
+) -> Result<(), StoreError> {
     let key = |d: &CounterDelta| (d.scope.as_str(), d.subject.clone(), d.name.clone());
     let distinct: HashSet<_> = deltas.iter().map(key).collect();
     if distinct.len() != deltas.len() {
-        crate::counters::apply::<Postgres>(tx, deltas).await?;
-        return Ok(Vec::new());
+        return crate::counters::apply::<Postgres>(tx, deltas).await;
     }
     // Rows are locked in this order: sorted, so two transactions lock shared rows alike.
     let mut sorted: Vec<&CounterDelta> = deltas.iter().collect();
     sorted.sort_by(|a, b| key(a).cmp(&key(b)));
-    let written: Vec<(String, String, String, i64, i64)> = sqlx::query_as(UPSERT_COUNTERS)
+    let written: Vec<(String, String, String)> = sqlx::query_as(UPSERT_COUNTERS)
         .bind(sorted.iter().map(|d| d.scope.as_str()).collect::<Vec<_>>())
         .bind(
             sorted
@@ -63,22 +59,9 @@ pub(super) async fn apply(
         .await
         .map_err(|e| write_error("count", &e))?;
     if written.len() == deltas.len() {
-        let task = CounterScope::Task.as_str();
-        return Ok(written
-            .into_iter()
-            .filter(|w| w.0 == task)
-            .map(|(_, subject, name, window_start, count)| {
-                let row = CounterRow {
-                    name,
-                    window_start,
-                    count,
-                };
-                (subject, row)
-            })
-            .collect());
+        return Ok(());
     }
-    let written: HashSet<(String, String, String)> =
-        written.into_iter().map(|w| (w.0, w.1, w.2)).collect();
+    let written: HashSet<(String, String, String)> = written.into_iter().collect();
     let refused = deltas.iter().find(|d| {
         !written.contains(&(
             d.scope.as_str().to_owned(),

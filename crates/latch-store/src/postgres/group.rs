@@ -51,6 +51,11 @@ pub(super) const WRITERS: usize = 2;
 /// Most batches in one transaction: below PostgreSQL's 64 cached subtransaction ids per
 /// backend, past which every other backend's snapshots get slower.
 const MAX_GROUP: usize = 48;
+/// Most active freezes a group reads under the chain head's lock (see `reads.rs`): past it the
+/// group reads none and the grants' checks read afresh, so a pile of freezes (one per human a
+/// Shared Signals transmitter flagged) never lengthens the lock every replica's appends wait on
+/// by more than this many small rows.
+pub(super) const SNAPSHOT_FREEZES: i64 = 32;
 /// How often a batch that lost a deadlock is carried into a new group before it fails.
 const MAX_RETRIES: u8 = 3;
 
@@ -64,8 +69,6 @@ struct Job {
     reply: oneshot::Sender<Outcome>,
     handoff: Handoff,
     retries: u8,
-    /// The task counters its writes left, kept once the group commits.
-    counted: Vec<counters::Written>,
 }
 
 impl Job {
@@ -142,7 +145,6 @@ impl GroupWriter {
             reply,
             handoff: handoff.clone(),
             retries: 0,
-            counted: Vec::new(),
         };
         {
             let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
@@ -238,15 +240,12 @@ impl Writer {
                 )));
                 continue;
             }
-            let err =
-                match within::<Postgres, _>(until, deadline, "apply", stage(&mut tx, &job)).await {
-                    Ok(counted) => {
-                        job.counted = counted;
-                        staged.push(job);
-                        continue;
-                    }
-                    Err(err) => err,
-                };
+            let Err(err) =
+                within::<Postgres, _>(until, deadline, "apply", stage(&mut tx, &job)).await
+            else {
+                staged.push(job);
+                continue;
+            };
             let undone = within::<Postgres, _>(until, deadline, "roll back to savepoint", async {
                 exec(&mut tx, "ROLLBACK TO SAVEPOINT batch").await
             })
@@ -304,12 +303,6 @@ impl Writer {
                 if let Some(snap) = freezes {
                     self.reads.publish(snap);
                 }
-                for job in &staged {
-                    for (task_id, row) in &job.counted {
-                        self.reads
-                            .keep_task_counters(task_id, std::slice::from_ref(row), false);
-                    }
-                }
                 for (job, seqs) in staged.into_iter().zip(seqs) {
                     job.answer(Ok(seqs));
                 }
@@ -338,21 +331,16 @@ async fn exec(
 }
 
 /// One batch's writes and change notifications, after a savepoint of its own (savepoints
-/// nest; a later `ROLLBACK TO` undoes only this batch); returns the task counters it wrote.
-async fn stage(
-    tx: &mut Transaction<'static, Postgres>,
-    job: &Job,
-) -> Result<Vec<counters::Written>, StoreError> {
+/// nest; a later `ROLLBACK TO` undoes only this batch).
+async fn stage(tx: &mut Transaction<'static, Postgres>, job: &Job) -> Result<(), StoreError> {
     exec(tx, "SAVEPOINT batch").await?;
-    let mut counted = Vec::new();
     for w in &job.batch.writes {
         match w {
-            Write::Count(deltas) => counted.extend(counters::apply(tx, deltas).await?),
+            Write::Count(deltas) => counters::apply(tx, deltas).await?,
             other => apply_write::<Postgres>(tx, other).await?,
         }
     }
-    feed::notify_changes(tx, &job.batch.writes).await?;
-    Ok(counted)
+    feed::notify_changes(tx, &job.batch.writes).await
 }
 
 /// Appends the audit events of every staged batch after the locked chain head, in one
@@ -395,18 +383,23 @@ async fn append(
         "WITH appended AS (INSERT INTO audit_log (seq, body, prev_hash, hash) \
          SELECT s, b, '', h FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u (s, b, h)), \
          head AS (UPDATE audit_head SET seq = $4, hash = $5 WHERE one) \
-         SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id",
+         SELECT body FROM freezes WHERE state = 'active' ORDER BY created_at, id LIMIT $6",
     )
     .bind(&seqs)
     .bind(&bodies)
     .bind(&hashes)
     .bind(seq)
     .bind(prev.as_str())
+    .bind(SNAPSHOT_FREEZES + 1)
     .fetch_all(&mut **tx)
     .await
     .map_err(|e| write_error("append audit events", &e))?;
     let at = Instant::now();
-    // A body that does not decode leaves no snapshot: the checks then read afresh.
+    // More active freezes than a snapshot holds, or a body that does not decode, leave no
+    // snapshot: the checks then read afresh, outside the lock.
+    if bodies.len() > SNAPSHOT_FREEZES as usize {
+        return Ok((per_batch, None));
+    }
     let snap = decode_all::<Freeze>("freeze", bodies)
         .ok()
         .map(|freezes| FreezeSnapshot { seq, at, freezes });

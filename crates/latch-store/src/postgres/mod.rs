@@ -282,13 +282,6 @@ impl Dialect for Postgres {
         store.extra.reads.freezes_after(seq)
     }
 
-    fn recent_task_counters(
-        store: &PgStore,
-        task_id: &str,
-    ) -> Option<Vec<latch_core::history::CounterRow>> {
-        store.extra.reads.recent_task_counters(task_id)
-    }
-
     async fn combined_counters(
         store: &PgStore,
         scope: latch_core::history::CounterScope,

@@ -13,13 +13,7 @@
 //! deciding takes a snapshot at most [`RECENT`] old: on the replica that engaged a freeze the
 //! snapshot holds it from the engagement's own commit on; elsewhere a grant may decide on an
 //! older one and is then refused (and its lease revoked) by the check after its commit.
-//!
-//! A task's counters are also kept, as this replica last read or wrote them, for a grant's
-//! first decision ([`Reads::recent_task_counters`]); a grant commits under the history's
-//! version guard, so one decided on a copy another replica made stale fails and decides again
-//! on a fresh read.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -37,10 +31,6 @@ use crate::sql;
 /// How old a [`FreezeSnapshot`] may be for a grant's check before deciding.
 pub(crate) const RECENT: Duration = Duration::from_millis(250);
 
-/// Most tasks whose counters are kept; past it the map starts over (the next grant of each
-/// task reads its counters afresh).
-const MAX_TASK_COUNTERS: usize = 65_536;
-
 /// The combined reads of one replica.
 #[derive(Default)]
 pub(crate) struct Reads {
@@ -48,9 +38,6 @@ pub(crate) struct Reads {
     counters: Combiner<(CounterScope, String), Vec<CounterRow>>,
     /// The freezes as the latest committed group of this replica read them.
     snapshot: Mutex<Option<FreezeSnapshot>>,
-    /// Tasks' counters as this replica last read or wrote them, for
-    /// [`Store::recent_task_counters`](latch_core::ports::Store::recent_task_counters).
-    task_counters: Mutex<HashMap<String, Vec<CounterRow>>>,
 }
 
 /// The active freezes as one group commit read them, under the chain head's lock.
@@ -109,49 +96,7 @@ impl Reads {
             .map(|k| k.freezes.clone())
     }
 
-    /// A task's counters as kept (see [`Self::keep_task_counters`]), by name.
-    pub(super) fn recent_task_counters(&self, task_id: &str) -> Option<Vec<CounterRow>> {
-        let kept = self
-            .task_counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        kept.get(task_id).cloned()
-    }
-
-    /// Keeps what a read or a committed write says of `task_id`'s counters: `rows` are all
-    /// of them (a read, `complete`) or only those written (kept only beside a read). A row
-    /// already kept moves forward only (a later window, or a higher count in the same window),
-    /// so answers arriving out of order never move a counter back; a row kept that was since
-    /// changed by another replica is older, and the version guard catches it.
-    pub(super) fn keep_task_counters(&self, task_id: &str, rows: &[CounterRow], complete: bool) {
-        let mut kept = self
-            .task_counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !kept.contains_key(task_id) {
-            if !complete {
-                return;
-            }
-            if kept.len() >= MAX_TASK_COUNTERS {
-                kept.clear();
-            }
-        }
-        let mine = kept.entry(task_id.to_owned()).or_default();
-        for r in rows {
-            match mine.iter_mut().find(|m| m.name == r.name) {
-                Some(m) => {
-                    if (r.window_start, r.count) > (m.window_start, m.count) {
-                        m.window_start = r.window_start;
-                        m.count = r.count;
-                    }
-                }
-                None => mine.push(r.clone()),
-            }
-        }
-        mine.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-
-    /// The counters of `scope` and `subject`, by name (a task's are kept as read).
+    /// The counters of `scope` and `subject`, by name.
     pub(super) async fn counters(
         &self,
         pool: &PgPool,
@@ -183,11 +128,6 @@ impl Reads {
                     .collect())
             })
             .await
-            .inspect(|rows| {
-                if scope == CounterScope::Task {
-                    self.keep_task_counters(subject, rows, true);
-                }
-            })
     }
 }
 

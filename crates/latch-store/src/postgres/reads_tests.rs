@@ -1,6 +1,5 @@
-//! The grant path's reads without transactions of their own, on a real PostgreSQL with two
-//! replicas of one database: the freezes a group commit reads under the chain head's lock, and
-//! the task counters a replica keeps from its own reads and commits.
+//! The freezes a group commit reads under the chain head's lock, which answer a grant's checks
+//! without a transaction of their own, on a real PostgreSQL with two replicas of one database.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,12 +11,10 @@
 use std::sync::Arc;
 
 use latch_core::freeze::{Freeze, FreezeScope, FreezeState, ScopeKind};
-use latch_core::history::{CounterDelta, CounterRow, CounterScope};
 use latch_core::model::{AuditEvent, AuditKind};
-use latch_core::ports::{Store, StoreError, Write, WriteBatch};
+use latch_core::ports::{Store, Write, WriteBatch};
 use latch_testkit::{PG_ADDR, TempPgDatabase, service_available};
 
-use super::Reads;
 use crate::PgStore;
 
 fn event(id: &str) -> AuditEvent {
@@ -53,27 +50,6 @@ fn engage(id: &str) -> WriteBatch {
 
 fn ids(freezes: &[Freeze]) -> Vec<&str> {
     freezes.iter().map(|f| f.id.as_str()).collect()
-}
-
-fn version(task_id: &str, by: i64) -> CounterDelta {
-    CounterDelta {
-        scope: CounterScope::Task,
-        subject: task_id.to_owned(),
-        name: "version".to_owned(),
-        window_start: 0,
-        by,
-        cap: None,
-        at_unix_secs: 500,
-    }
-}
-
-fn guard(task_id: &str, equals: i64) -> Write {
-    Write::RequireCounter {
-        scope: CounterScope::Task,
-        subject: task_id.to_owned(),
-        name: "version".to_owned(),
-        equals,
-    }
 }
 
 /// Two replicas (stores with their own pools and group writers) of one new database.
@@ -198,68 +174,27 @@ async fn no_grant_committed_after_an_engagement_is_checked_without_it() {
     db.drop_db().await;
 }
 
+/// Past `SNAPSHOT_FREEZES` active freezes a group reads none under the lock, and the checks
+/// read afresh: a pile of freezes never lengthens the lock every replica waits on.
 #[tokio::test]
-async fn kept_task_counters_follow_commits_and_a_stale_one_fails_the_version_guard() {
-    let Some((db, a, b)) = replicas("task_counters").await else {
+async fn past_the_snapshot_limit_the_checks_read_afresh() {
+    let Some((db, a, _b)) = replicas("freeze_many").await else {
         return;
     };
-    let t = "task_kept";
+    let mut batch = WriteBatch::new().audit(event("evt_many"));
+    for i in 0..=super::super::group::SNAPSHOT_FREEZES {
+        batch = batch.write(Write::InsertFreeze(freeze(&format!("frz_{i:03}"))));
+    }
+    let seqs = a.apply(batch).await.expect("engage many");
     assert!(
-        a.extra.reads.recent_task_counters(t).is_none(),
-        "nothing kept before a read"
+        a.extra.reads.freezes_after(seqs[0]).is_none(),
+        "no snapshot past the limit"
     );
-    assert!(a.recent_task_counters(t).await.unwrap().is_empty());
-    a.apply(WriteBatch::new().write(Write::Count(vec![version(t, 1)])))
-        .await
-        .unwrap();
-    let kept = a.extra.reads.recent_task_counters(t).expect("kept");
-    assert_eq!((kept[0].name.as_str(), kept[0].count), ("version", 1));
-    // Another replica moves the history: a's kept copy is now older than the store.
-    b.apply(WriteBatch::new().write(Write::Count(vec![version(t, 1)])))
-        .await
-        .unwrap();
-    assert_eq!(a.recent_task_counters(t).await.unwrap()[0].count, 1);
-    // A decision made on it commits under the guard, which refuses it.
-    let refused = a.apply(WriteBatch::new().write(guard(t, 1))).await;
-    assert!(
-        matches!(refused, Err(StoreError::HistoryMoved(_))),
-        "{refused:?}"
-    );
-    // Deciding again reads afresh, and that read is kept.
-    assert_eq!(a.counters(CounterScope::Task, t).await.unwrap()[0].count, 2);
-    assert_eq!(a.recent_task_counters(t).await.unwrap()[0].count, 2);
-    a.apply(WriteBatch::new().write(guard(t, 2)))
-        .await
-        .expect("the guard holds on the fresh read");
-    db.drop_db().await;
-}
-
-#[test]
-fn a_kept_counter_never_moves_back() {
-    let reads = Reads::default();
-    let row = |name: &str, window_start, count| CounterRow {
-        name: name.to_owned(),
-        window_start,
-        count,
-    };
-    reads.keep_task_counters("t", &[row("version", 0, 3)], false);
-    assert!(
-        reads.recent_task_counters("t").is_none(),
-        "a write alone does not say what else the task has"
-    );
-    reads.keep_task_counters("t", &[row("version", 0, 3), row("minute", 60, 2)], true);
-    // Answers that arrive late (an older read, an older commit) change nothing.
-    reads.keep_task_counters("t", &[row("version", 0, 2)], true);
-    reads.keep_task_counters("t", &[row("minute", 60, 1)], false);
-    // A later window replaces the count, a higher count in the window raises it.
-    reads.keep_task_counters("t", &[row("minute", 120, 1)], false);
-    reads.keep_task_counters("t", &[row("grants", 0, 1)], false);
+    let all = a.active_freezes_after(seqs[0]).await.unwrap();
     assert_eq!(
-        reads.recent_task_counters("t").unwrap(),
-        [
-            row("grants", 0, 1),
-            row("minute", 120, 1),
-            row("version", 0, 3)
-        ]
+        all.len(),
+        usize::try_from(super::super::group::SNAPSHOT_FREEZES).unwrap() + 1,
+        "the fresh read has every one"
     );
+    db.drop_db().await;
 }
