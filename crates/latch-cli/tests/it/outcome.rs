@@ -39,6 +39,9 @@ struct Faulty {
     inner: Arc<dyn Store>,
     next: Mutex<Fault>,
     down: std::sync::atomic::AtomicBool,
+    /// Answers [`Store::recent_active_freezes`] with no freezes, as a replica's snapshot from
+    /// before another replica's engagement would.
+    stale_recent: std::sync::atomic::AtomicBool,
 }
 
 impl Faulty {
@@ -110,6 +113,12 @@ impl Store for Faulty {
     }
     async fn active_freezes(&self) -> Result<Vec<latch_core::freeze::Freeze>, StoreError> {
         self.inner.active_freezes().await
+    }
+    async fn recent_active_freezes(&self) -> Result<Vec<latch_core::freeze::Freeze>, StoreError> {
+        if self.stale_recent.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        self.inner.recent_active_freezes().await
     }
     async fn freeze(&self, id: &str) -> Result<Option<latch_core::freeze::Freeze>, StoreError> {
         self.inner.freeze(id).await
@@ -218,6 +227,26 @@ impl CredentialProvider for Local {
     }
 }
 
+/// A provider that creates state at a target (as a database role would), counting its mints.
+struct Remote(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl CredentialProvider for Remote {
+    fn kind(&self) -> &str {
+        "remote"
+    }
+    fn has_external_state(&self) -> bool {
+        true
+    }
+    async fn mint(&self, req: &MintRequest<'_>) -> Result<Minted, ProviderError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Local.mint(req).await
+    }
+    async fn revoke(&self, _lease: &Lease) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
 struct NoVerifier;
 
 #[async_trait]
@@ -242,6 +271,12 @@ fn workload() -> Workload {
 
 /// A broker on a [`Faulty`] in-memory store, with one `local` resource `db`.
 async fn broker() -> (Broker, Arc<Faulty>) {
+    let (b, store, _) = broker_with_remote().await;
+    (b, store)
+}
+
+/// As [`broker`], with a second resource `pg` whose [`Remote`] provider is returned too.
+async fn broker_with_remote() -> (Broker, Arc<Faulty>, Arc<Remote>) {
     let inner = latch_store::SqliteStore::open("sqlite::memory:")
         .await
         .unwrap();
@@ -249,6 +284,7 @@ async fn broker() -> (Broker, Arc<Faulty>) {
         inner: Arc::new(inner),
         next: Mutex::new(Fault::None),
         down: std::sync::atomic::AtomicBool::new(false),
+        stale_recent: std::sync::atomic::AtomicBool::new(false),
     });
     let schema = PolicySource {
         name: "s".into(),
@@ -279,19 +315,25 @@ async fn broker() -> (Broker, Arc<Faulty>) {
         end_task_on_budget_breach: false,
         settings: serde_json::Value::Null,
     };
+    let remote = Arc::new(Remote(std::sync::atomic::AtomicUsize::new(0)));
+    let pg = Resource {
+        id: "pg".into(),
+        kind: "remote".into(),
+        ..resource.clone()
+    };
     let b = Broker::new(BrokerParts {
         clock: Arc::new(ManualClock::new(1_000_000)),
         store: faulty.clone(),
         verifier: Arc::new(NoVerifier),
         policy,
-        providers: vec![Arc::new(Local)],
-        resources: vec![resource],
+        providers: vec![Arc::new(Local), remote.clone()],
+        resources: vec![resource, pg],
         hmac_key: vec![7; 32],
         settings: BrokerSettings::default(),
     })
     .await
     .unwrap();
-    (b, faulty)
+    (b, faulty, remote)
 }
 
 async fn open_task(b: &Broker) -> Task {
@@ -474,4 +516,82 @@ async fn a_completion_whose_sweep_cannot_read_after_the_commit_is_answered_done(
         store.task(&task.id).await.unwrap().unwrap().state,
         TaskState::Completed
     );
+}
+
+/// A replica whose recent read of the freezes predates an engagement (another replica's): a
+/// grant of a credential that never leaves the broker passes the early check, commits, and is
+/// refused and revoked by the check after its commit; a grant at a provider with external state
+/// reads afresh first, so nothing is minted at the target.
+#[tokio::test]
+async fn a_stale_early_freeze_read_never_delivers_a_credential_or_mints_at_a_target() {
+    let (b, store, remote) = broker_with_remote().await;
+    let t = open_task(&b).await;
+    store
+        .stale_recent
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let freeze = latch_core::freeze::Freeze {
+        id: "frz_all".into(),
+        scope: latch_core::freeze::FreezeScope {
+            kind: latch_core::freeze::ScopeKind::All,
+            value: None,
+        },
+        state: latch_core::freeze::FreezeState::Active,
+        engaged_by: "hum_op".into(),
+        reason: "incident".into(),
+        created_at_unix_secs: 1_000_000,
+        lifted_by: None,
+        lift_reason: None,
+        lifted_at_unix_secs: None,
+        version: 1,
+    };
+    let engaged = AuditEvent::new(
+        1_000_000,
+        latch_core::model::AuditKind::FreezeEngaged,
+        "hum_op",
+        "ok",
+    );
+    store
+        .apply(
+            WriteBatch::new()
+                .write(latch_core::ports::Write::InsertFreeze(freeze))
+                .audit(engaged),
+        )
+        .await
+        .unwrap();
+    let ask = |resource: &str| RequestAccess {
+        resource: resource.into(),
+        actions: vec!["read".into()],
+        ..Default::default()
+    };
+    let none = latch_core::model::TokenBinding::NONE;
+    let ctx = CallCtx::default();
+    let refused = b
+        .request_access(&ctx, &workload(), &t.id, ask("db"), &none)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Frozen);
+    let leases = store.leases_by_task(&t.id).await.unwrap();
+    assert_eq!(
+        leases.len(),
+        1,
+        "the local grant committed before its check"
+    );
+    assert_eq!(
+        leases[0].state,
+        LeaseState::Revoked,
+        "and was revoked by it"
+    );
+    let refused = b
+        .request_access(&ctx, &workload(), &t.id, ask("pg"), &none)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Frozen);
+    assert_eq!(
+        remote.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was created at the target"
+    );
+    assert_eq!(store.leases_by_task(&t.id).await.unwrap().len(), 1);
 }

@@ -70,14 +70,20 @@ impl Broker {
         self.open_task_check(&task)?;
         let checked = self.check_request(&input, binding)?;
         crate::telemetry::record_resource(&checked.resource.id);
-        self.refuse_if_frozen(
-            ctx,
-            &task,
-            &checked.resource.id,
-            "request",
-            FreezeRead::Recent,
-        )
-        .await?;
+        // A credential at a target with state of its own (a database role, a Redis user) is
+        // only minted after a fresh read; a signed one, which never leaves this process before
+        // the check after its commit, may pass on a recent read.
+        let external = self
+            .providers
+            .get(&checked.resource.kind)
+            .is_some_and(|p| p.has_external_state());
+        let early = if external {
+            FreezeRead::Fresh
+        } else {
+            FreezeRead::Recent
+        };
+        self.refuse_if_frozen(ctx, &task, &checked.resource.id, "request", early)
+            .await?;
         // A grant whose history changed between decision and commit (`history_changed`) is
         // decided again with the new history, a few times.
         let mut attempt = 0;

@@ -329,8 +329,9 @@ pub(super) enum FreezeRead {
     /// A fresh read: a claim's early check, and a renewal's, which is not checked again after
     /// its commit (a claim is, through the grant's mint path).
     Fresh,
-    /// A possibly slightly older read, confirmed by a fresh one before it refuses: a grant's
-    /// early check, before it decides.
+    /// A possibly slightly older read, confirmed by a fresh one before it refuses: the early
+    /// check of a grant whose provider keeps no external state (nothing is created at a
+    /// target before the check after its commit).
     Recent,
     /// A read ordered after the commit that gave audit event `seq`: a grant's check after
     /// its commit, which is what keeps it from outliving a kill switch.
