@@ -472,8 +472,12 @@ pub trait Store: Send + Sync + 'static {
     /// Leases that may still work (`issuing` or `active`) with id greater than `after_id`,
     /// ordered by id (operators' paging, the kill switch).
     async fn live_leases(&self, after_id: &str, limit: u32) -> Result<Vec<Lease>, StoreError>;
-    /// Every active freeze, oldest first. Read on each claim and renewal, so it must not be
-    /// served from a cache that can miss another replica's write.
+    /// Every active freeze, oldest first, from a fresh read: it must not be served from a cache
+    /// that can miss another replica's write (see [`recent_active_freezes`] and
+    /// [`active_freezes_after`] for the reads that may be).
+    ///
+    /// [`recent_active_freezes`]: Self::recent_active_freezes
+    /// [`active_freezes_after`]: Self::active_freezes_after
     async fn active_freezes(&self) -> Result<Vec<crate::freeze::Freeze>, StoreError>;
     /// The active freezes from a read that may be a little older than the call (PostgreSQL:
     /// the one the replica's latest group commit made, while it is at most

@@ -294,7 +294,9 @@ async fn broker_with_remote() -> (Broker, Arc<Faulty>, Arc<Remote>) {
         &schema,
         &[PolicySource {
             name: "p.cedar".into(),
-            text: "permit (principal, action, resource);".into(),
+            text: "permit (principal, action, resource);\n\
+                   forbid (principal, action, resource == Latch::Resource::\"denied\");"
+                .into(),
         }],
         &["read".into()],
     )
@@ -321,13 +323,17 @@ async fn broker_with_remote() -> (Broker, Arc<Faulty>, Arc<Remote>) {
         kind: "remote".into(),
         ..resource.clone()
     };
+    let denied = Resource {
+        id: "denied".into(),
+        ..resource.clone()
+    };
     let b = Broker::new(BrokerParts {
         clock: Arc::new(ManualClock::new(1_000_000)),
         store: faulty.clone(),
         verifier: Arc::new(NoVerifier),
         policy,
         providers: vec![Arc::new(Local), remote.clone()],
-        resources: vec![resource, pg],
+        resources: vec![resource, pg, denied],
         hmac_key: vec![7; 32],
         settings: BrokerSettings::default(),
     })
@@ -594,4 +600,21 @@ async fn a_stale_early_freeze_read_never_delivers_a_credential_or_mints_at_a_tar
         "nothing was created at the target"
     );
     assert_eq!(store.leases_by_task(&t.id).await.unwrap().len(), 1);
+    // A denial is not checked after a commit: it is refused on a fresh read, not stored.
+    let decided = events_of_kind(store.as_ref(), &t.id, "request.decided")
+        .await
+        .len();
+    let refused = b
+        .request_access(&ctx, &workload(), &t.id, ask("denied"), &none)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Frozen, "{refused:?}");
+    assert_eq!(
+        events_of_kind(store.as_ref(), &t.id, "request.decided")
+            .await
+            .len(),
+        decided,
+        "no denial was recorded during the freeze"
+    );
 }

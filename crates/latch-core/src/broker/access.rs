@@ -107,6 +107,19 @@ impl Broker {
                     history: &view,
                 }),
             };
+            if matches!(early, FreezeRead::Recent) && !matches!(decision, Decision::Allow { .. }) {
+                // Only an allowed grant is checked again after its commit: a denial (which may
+                // end the task) or a step-up (which notifies approvers) is stored only after a
+                // fresh read says no freeze covers it.
+                self.refuse_if_frozen(
+                    ctx,
+                    &task,
+                    &checked.resource.id,
+                    "request",
+                    FreezeRead::Fresh,
+                )
+                .await?;
+            }
             let ends = self.denial_ends_task(&checked.resource, &decision, breach.as_ref());
             let req = new_request(ctx, &task, caller, &checked, input.clone(), decision, now);
             match self

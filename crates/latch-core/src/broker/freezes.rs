@@ -5,11 +5,15 @@
 //!
 //! # Why it holds everywhere
 //! The freeze is a stored row, committed (with `freeze.engaged`) **before** the scope's leases
-//! are read. Every grant, claim and renewal reads the active freezes from the store
-//! ([`Store::active_freezes`], no cache) before deciding, and a grant reads them once more
-//! after committing its lease. So a grant racing the switch either committed its lease before
-//! the switch read the leases (and is revoked by it) or reads the freeze after its own commit
-//! (and revokes itself, answering `frozen`). The same holds across replicas sharing the store
+//! are read. Every grant, claim and renewal reads the active freezes before deciding, and a
+//! grant (a claim too) reads them once more after committing its lease, from a read ordered
+//! after that commit ([`Store::active_freezes_after`]: a fresh read, or on PostgreSQL the read
+//! its group commit made under the audit chain head's lock). So a grant racing the switch
+//! either committed its lease before the switch read the leases (and is revoked by it) or
+//! reads the freeze after its own commit (and revokes itself, answering `frozen`). The read
+//! before deciding may be up to 250 ms old on PostgreSQL for a provider without external state
+//! (see [`FreezeRead`]); anything but an allowed grant, which the check after commit covers,
+//! is confirmed on a fresh read. The same holds across replicas sharing the store
 //! and after a restart. A store that cannot be read refuses the grant (fail closed).
 //!
 //! Revocation goes through the one path (`revocation_writes`, `revoke_all`): providers
@@ -326,8 +330,9 @@ impl Broker {
 /// Which read of the active freezes a check uses (see [`crate::ports::Store`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum FreezeRead {
-    /// A fresh read: a claim's early check, and a renewal's, which is not checked again after
-    /// its commit (a claim is, through the grant's mint path).
+    /// A fresh read: the early check of a claim, of a renewal (not checked again after its
+    /// commit), of a grant at a provider with external state, and of a grant decided other
+    /// than allowed; also the check after a commit that returned no seqs.
     Fresh,
     /// A possibly slightly older read, confirmed by a fresh one before it refuses: the early
     /// check of a grant whose provider keeps no external state (nothing is created at a

@@ -300,8 +300,10 @@ impl Writer {
             Ok(()) => {
                 self.stats.committed(staged.len());
                 // Before any answer: a caller checks its grant against this read next.
-                if let Some(snap) = freezes {
-                    self.reads.publish(snap);
+                match freezes {
+                    Some(Some(snap)) => self.reads.publish(snap),
+                    Some(None) => self.reads.forget(),
+                    None => {}
                 }
                 for (job, seqs) in staged.into_iter().zip(seqs) {
                     job.answer(Ok(seqs));
@@ -345,11 +347,12 @@ async fn stage(tx: &mut Transaction<'static, Postgres>, job: &Job) -> Result<(),
 
 /// Appends the audit events of every staged batch after the locked chain head, in one
 /// statement that also moves the head and reads the active freezes (its snapshot is taken
-/// with the lock held: see `reads.rs`); returns each batch's seqs and that read.
+/// with the lock held: see `reads.rs`); returns each batch's seqs and that read (`None`: no
+/// read, no events to append; `Some(None)`: read, but nothing to keep).
 async fn append(
     tx: &mut Transaction<'static, Postgres>,
     staged: &[Job],
-) -> Result<(Vec<Vec<i64>>, Option<FreezeSnapshot>), StoreError> {
+) -> Result<(Vec<Vec<i64>>, Option<Option<FreezeSnapshot>>), StoreError> {
     let total: usize = staged.iter().map(|j| j.audit_bodies.len()).sum();
     if total == 0 {
         return Ok((staged.iter().map(|_| Vec::new()).collect(), None));
@@ -376,6 +379,8 @@ async fn append(
         }
         per_batch.push(mine);
     }
+    // The read's snapshot is taken when the statement starts.
+    let at = Instant::now();
     let bodies = sqlx::query_scalar::<_, String>(
         // `prev_hash` is not stored again (see `sql::INSERT_AUDIT_EVENT`); straight into the
         // table under the `audit_events` view (migration 0010), not through its trigger. The
@@ -394,16 +399,15 @@ async fn append(
     .fetch_all(&mut **tx)
     .await
     .map_err(|e| write_error("append audit events", &e))?;
-    let at = Instant::now();
     // More active freezes than a snapshot holds, or a body that does not decode, leave no
     // snapshot: the checks then read afresh, outside the lock.
     if bodies.len() > SNAPSHOT_FREEZES as usize {
-        return Ok((per_batch, None));
+        return Ok((per_batch, Some(None)));
     }
     let snap = decode_all::<Freeze>("freeze", bodies)
         .ok()
         .map(|freezes| FreezeSnapshot { seq, at, freezes });
-    Ok((per_batch, snap))
+    Ok((per_batch, Some(snap)))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The reads every grant makes, combined across concurrent grants of one replica
-//! ([`Combiner`]): the active freezes (read before deciding and again after committing) and the
+//! ([`Combiner`]): the active freezes (when no group commit's read below answers) and the
 //! task's counters (its history). Each caller still gets a read that started after it asked, so
 //! the kill switch's and the history guard's reasoning hold as for a read of its own.
 //!
@@ -11,8 +11,10 @@
 //! the snapshot's read (and is in it) or waited for that group's commit (and its sweep of live
 //! leases, which starts after its own commit, sees the grant's lease). The check before
 //! deciding takes a snapshot at most [`RECENT`] old: on the replica that engaged a freeze the
-//! snapshot holds it from the engagement's own commit on; elsewhere a grant may decide on an
-//! older one and is then refused (and its lease revoked) by the check after its commit.
+//! snapshot holds it from the engagement's own commit on (a group that read freezes but kept
+//! none, past [`SNAPSHOT_FREEZES`](super::group::SNAPSHOT_FREEZES), drops the kept one);
+//! elsewhere a grant may decide on an older one and is then refused (and its lease revoked) by
+//! the check after its commit.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -78,6 +80,11 @@ impl Reads {
         if kept.as_ref().is_none_or(|k| k.seq < snap.seq) {
             *kept = Some(snap);
         }
+    }
+
+    /// Drops the kept snapshot: a later group read the freezes and kept none.
+    pub(super) fn forget(&self) {
+        *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// The kept freezes if they were read in the group that appended `seq` or a later one.
