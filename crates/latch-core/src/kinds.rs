@@ -221,6 +221,12 @@ string_enum! {
         /// leases (the audit trail keeps their records). Outcome `ok`; detail: how many tasks,
         /// requests and leases, and the expiry cut-off.
         StorePruned => "store.pruned",
+        /// The oldest records of the audit trail were deleted from the store (`[retention]
+        /// audit`), every one of them delivered to each configured audit sink first. Outcome
+        /// `ok`; detail: `before_seq` (the first record kept), `anchor_hash` (its hash),
+        /// `first_seq` (the first record deleted), `records` (how many) and `cut` (the
+        /// checkpoint of the first record kept, signed by the broker as the chain's start).
+        AuditPruned => "audit.pruned",
     }
 }
 

@@ -721,6 +721,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<PruneReport, StoreError> {
         Ok(PruneReport::default())
     }
+    /// Deletes the audit records before `cut.seq` in one transaction, under the chain head's
+    /// lock, after checking that they are still the chain that was written (each hash over its
+    /// record, each linked to the one before, every stored checkpoint among them matching) and
+    /// that the record at `cut.seq` has `cut.hash`. That record stays as the start of the
+    /// stored chain: its previous hash is stored with it first, so it still verifies, and
+    /// `cut` (a checkpoint signed by audit retention, [`crate::audit::CutSigner`]) is stored as
+    /// its checkpoint. `record` is appended with the detail `before_seq`, `anchor_hash`,
+    /// `first_seq`, `records` and `cut`, so the chain itself says where it was cut. Returns how
+    /// many records went; 0 (and nothing written) when none is older than the cut.
+    ///
+    /// The caller picks the cut: records every audit sink and every other reader of the trail
+    /// has passed. Stores that keep no audit trail delete nothing (the default).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] with `audit chain alarm` when what would go is not the chain
+    /// as written, or the record at the cut does not match it; also when the cut is more than
+    /// 50,000 records past the oldest, or the store fails. Nothing is deleted then.
+    ///
+    /// # Security
+    /// Only a prefix is ever deleted, only after it was checked, and only up to a cut the
+    /// broker signed, so `latch audit verify` checks what is kept from that cut on and reports
+    /// any other missing start.
+    async fn prune_audit_before(
+        &self,
+        _cut: &crate::audit::AuditCheckpoint,
+        _record: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     /// Deletes the received Security Event Token records ([`Write::InsertReceivedSet`]) that
     /// expired before `now_unix_secs`; returns how many. Stores that keep none answer 0.
     async fn purge_received_sets(&self, _now_unix_secs: i64) -> Result<u64, StoreError> {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use latch_core::Clock;
-use latch_core::audit::{AuditCheckpoint, CHECKPOINT_TYP, CheckpointClaims, CheckpointVerifier};
+use latch_core::audit::{
+    AuditCheckpoint, CHECKPOINT_TYP, CheckpointClaims, CheckpointVerifier, CutSigner,
+};
 use latch_core::ports::{Store, StoreError};
 use latch_providers::keyring::SigningKeys;
 use tokio::sync::Mutex;
@@ -84,9 +86,17 @@ impl Checkpointer {
                 ));
             }
             let rec = self.store.audit_records(hseq - 1, 1).await?;
-            if rec
-                .first()
-                .is_none_or(|r| r.seq != *hseq || r.hash != *hhash)
+            // Audit retention may have pruned it since (possible only when this replica has
+            // not signed for longer than the retention): then the stored chain starts at a cut
+            // this broker's key signed.
+            let pruned = match rec.first() {
+                Some(r) if r.seq > *hseq => self.starts_at_a_signed_cut(*hseq).await?,
+                _ => false,
+            };
+            if !pruned
+                && rec
+                    .first()
+                    .is_none_or(|r| r.seq != *hseq || r.hash != *hhash)
             {
                 return refuse(format!("seq {hseq} changed after this broker signed it"));
             }
@@ -115,6 +125,7 @@ impl Checkpointer {
             seq,
             hash: hash.clone(),
             iat,
+            chain_start: false,
         };
         let jws = self
             .keys
@@ -130,6 +141,24 @@ impl Checkpointer {
         self.store.put_checkpoint(&cp).await?;
         *high = Some((seq, hash));
         Ok(Some(cp))
+    }
+
+    /// Whether the stored chain starts after `seq` at a record whose stored checkpoint is a cut
+    /// signed by this broker's keys (audit retention's, [`CutSigner`]).
+    async fn starts_at_a_signed_cut(&self, seq: i64) -> Result<bool, StoreError> {
+        let first = self.store.audit_records(0, 1).await?;
+        let Some(first) = first.first().filter(|f| f.seq > seq) else {
+            return Ok(false);
+        };
+        let Some(cp) = (self.store.checkpoints(first.seq - 1, 1).await?)
+            .pop()
+            .filter(|cp| cp.seq == first.seq && cp.hash == first.hash)
+        else {
+            return Ok(false);
+        };
+        let ours = JwksCheckpointVerifier::from_jwks(&self.keys.jwks())
+            .is_ok_and(|v| v.verify(&cp).is_ok_and(|c| c.chain_start));
+        Ok(ours)
     }
 
     /// The export (module docs of `latch_core::audit`) of records after `after_seq`, with each
@@ -151,7 +180,12 @@ impl Checkpointer {
         let end = self.store.audit_head().await?.map_or(0, |h| h.0);
         let mut out = String::new();
         let mut cps = Vec::new();
-        let mut after = after_seq;
+        // After audit retention the records start later: checkpoints of pruned records seal
+        // nothing in the export (the one at the first record kept vouches for the cut).
+        let mut after = match self.store.audit_records(after_seq, 1).await?.first() {
+            Some(first) if !checkpoints_only => after_seq.max(first.seq - 1),
+            _ => after_seq,
+        };
         loop {
             let page = self.store.checkpoints(after, PAGE).await?;
             let Some(last) = page.last() else { break };
@@ -182,6 +216,30 @@ impl Checkpointer {
             push_line(&mut out, cp.export_line())?;
         }
         Ok(out)
+    }
+}
+
+impl CutSigner for Checkpointer {
+    fn sign_cut(&self, seq: i64, hash: &str) -> Result<AuditCheckpoint, String> {
+        let iat = self.clock.now_unix_secs();
+        let claims = CheckpointClaims {
+            iss: self.issuer.clone(),
+            typ: CHECKPOINT_TYP.to_owned(),
+            seq,
+            hash: hash.to_owned(),
+            iat,
+            chain_start: true,
+        };
+        let jws = (self.keys)
+            .sign(CHECKPOINT_TYP, &claims)
+            .map_err(|_| "signing the audit cut failed".to_owned())?;
+        Ok(AuditCheckpoint {
+            seq,
+            hash: hash.to_owned(),
+            at_unix_secs: iat,
+            kid: self.keys.current_kid().to_owned(),
+            jws,
+        })
     }
 }
 

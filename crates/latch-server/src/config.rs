@@ -654,6 +654,13 @@ impl Config {
             }
         }
         self.validate_sinks()?;
+        (self.retention)
+            .validate_audit(
+                self.audit.sinks.len(),
+                self.audit.checkpoint_interval,
+                self.tasks.max_ttl,
+            )
+            .map_err(ConfigError)?;
         let mut seen = std::collections::HashSet::new();
         for r in &self.resources {
             if !seen.insert(&r.id) {

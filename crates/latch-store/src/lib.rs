@@ -28,6 +28,7 @@ mod counters;
 mod handoff;
 mod postgres;
 mod prune;
+mod prune_audit;
 mod sql;
 mod sqlite;
 mod statement;

@@ -1,6 +1,6 @@
 //! Retention ([`Store::prune_ended_tasks`](latch_core::ports::Store::prune_ended_tasks)): ended
 //! tasks past the cut-off, deleted with what hangs off them, and the audit record of the
-//! deletion, in one write transaction. The audit trail is only appended to.
+//! deletion, in one write transaction. The audit trail's own retention is in `prune_audit`.
 
 use latch_core::model::{AuditEvent, Task};
 use latch_core::ports::{PruneReport, StoreError};

@@ -34,6 +34,11 @@ pub trait Dialect: Database {
     const COUNTER_VALUE_LOCKED: &'static str;
     /// Moves a sink cursor forward only (`$1` name, `$2` seq).
     const UPSERT_SINK_CURSOR: &'static str;
+    /// Stores the previous hash with the audit record `$1` (`$2`), in the table that holds the
+    /// records: the first record kept by audit retention derives it from no neighbour.
+    const AUDIT_SET_PREV_HASH: &'static str;
+    /// Deletes the audit records before seq `$1`, in the table that holds them.
+    const AUDIT_DELETE_BEFORE: &'static str;
     /// Whether leases carry reaper claims ([`CLAIM_DUE_LEASES`]); without them every caller
     /// gets the due leases unclaimed (one process).
     const CLAIMS: bool;

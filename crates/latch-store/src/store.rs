@@ -755,6 +755,15 @@ where
         .await
     }
 
+    async fn prune_audit_before(
+        &self,
+        cut: &AuditCheckpoint,
+        record: AuditEvent,
+    ) -> Result<u64, StoreError> {
+        self.bounded("prune audit", self.prune_audit(cut, record))
+            .await
+    }
+
     async fn purge_received_sets(&self, now: i64) -> Result<u64, StoreError> {
         self.bounded("purge received sets", async {
             let mut tx = DB::begin_write(self).await?;

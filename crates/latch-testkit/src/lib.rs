@@ -293,6 +293,11 @@ impl TestServer {
         }
     }
 
+    /// The audit checkpointer inside (it signs checkpoints and audit retention's cuts).
+    pub fn checkpointer(&self) -> &Arc<latch_server::audit::Checkpointer> {
+        &self.server.as_ref().expect("running").checkpointer
+    }
+
     /// The broker inside (for driving the reaper and policy reloads without sleeping).
     pub fn broker(&self) -> &Arc<latch_core::Broker> {
         &self.server.as_ref().expect("running").broker

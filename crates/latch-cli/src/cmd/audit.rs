@@ -505,6 +505,12 @@ fn print_verified(report: &VerifyReport) {
         report.external_verified,
         report.sealed_through.map_or("-".into(), |s| s.to_string())
     );
+    if let Some(seq) = report.pruned_before {
+        println!(
+            "note: records before seq {seq} were pruned by audit retention, as the chain \
+             records; a signed checkpoint seals seq {seq}"
+        );
+    }
     if report.newer_checkpoints > 0 {
         println!(
             "note: {} kept checkpoints are newer than this export (signed after it)",

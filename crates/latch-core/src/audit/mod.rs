@@ -146,6 +146,22 @@ pub struct CheckpointClaims {
     pub hash: String,
     /// Signing time (`at_unix_secs`).
     pub iat: i64,
+    /// Signed by audit retention as it deleted the records before `seq`: the stored chain
+    /// starts at this record. Absent (false) on the periodic checkpoints; only the broker's
+    /// retention pass signs it, so a verifier takes a chain that starts after seq 1 only on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chain_start: bool,
+}
+
+/// Signs audit retention's cut: a checkpoint of record `seq` (hash `hash`) whose claims say the
+/// stored chain starts there ([`CheckpointClaims::chain_start`]). Implemented by the broker's
+/// checkpointer with its signing key.
+pub trait CutSigner: Send + Sync {
+    /// The signed cut.
+    ///
+    /// # Errors
+    /// A lowercase message when signing fails (nothing is pruned then).
+    fn sign_cut(&self, seq: i64, hash: &str) -> Result<AuditCheckpoint, String>;
 }
 
 /// Checks a checkpoint's signature and returns the claims it proves.

@@ -62,6 +62,10 @@ pub struct VerifyReport {
     pub external_verified: u64,
     /// External checkpoints signed after this export's last checkpoint, beyond its last record.
     pub newer_checkpoints: u64,
+    /// Records before this seq were deleted by audit retention, as an `audit.pruned` record in
+    /// the chain says, and the first record kept is sealed by a signed checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_before: Option<i64>,
     /// The first problem, if any. `None` means the chain is intact.
     pub problem: Option<ChainProblem>,
 }
@@ -123,7 +127,14 @@ pub fn verify_export(
         Err(p) => Err(p),
     };
     if let Err(p) = outcome {
-        walk.report.problem = Some(p);
+        // An unsealed start is the first bad seq whatever came after it (a sealed one may
+        // still be vouched for by an `audit.pruned` record further on, so the later problem
+        // is the one to report).
+        let unsealed_start = walk.pruned.as_ref().is_some_and(|s| !s.sealed);
+        walk.report.problem = Some(match walk.start_problem() {
+            Some(start) if unsealed_start => start,
+            _ => p,
+        });
     }
     Ok(walk.report)
 }
@@ -140,6 +151,38 @@ fn problem(kind: ChainProblemKind, seq: i64, line: u64, message: String) -> Chai
     }
 }
 
+/// An export whose oldest records were pruned: where it starts, and what has vouched for the
+/// cut so far.
+struct PrunedStart {
+    /// The first record's seq and hash.
+    seq: i64,
+    hash: String,
+    /// A verified checkpoint sealed that record.
+    sealed: bool,
+    /// A verified checkpoint of that record says the stored chain starts there
+    /// ([`CheckpointClaims::chain_start`], signed only by audit retention).
+    signed_start: bool,
+    /// An `audit.pruned` record names that record as where the chain was cut.
+    recorded: bool,
+}
+
+/// The fields of an `audit.pruned` record that vouch for a cut.
+#[derive(Deserialize)]
+struct PrunedEvent {
+    kind: String,
+    #[serde(default)]
+    detail: Option<PrunedDetail>,
+}
+
+#[derive(Deserialize)]
+struct PrunedDetail {
+    before_seq: i64,
+    anchor_hash: String,
+    /// The signed cut ([`crate::audit::CutSigner`]).
+    #[serde(default)]
+    cut: Option<AuditCheckpoint>,
+}
+
 /// One verification in progress: the report so far and what later lines are checked against.
 struct Walk<'a> {
     verifier: &'a dyn CheckpointVerifier,
@@ -150,6 +193,10 @@ struct Walk<'a> {
     pending: BTreeMap<i64, CheckpointClaims>,
     /// The seq the export must start at.
     start: i64,
+    /// The export says where it starts (`VerifyOptions::from_seq`).
+    partial: bool,
+    /// Set when a whole export starts after seq 1: the cut must be vouched for.
+    pruned: Option<PrunedStart>,
     /// Seq and hash of the last record read.
     last: Option<(i64, String)>,
     /// Newest signing time of the export's own checkpoints.
@@ -166,6 +213,8 @@ impl<'a> Walk<'a> {
             signed: BTreeMap::new(),
             pending: BTreeMap::new(),
             start: opts.from_seq.unwrap_or(1).max(1),
+            partial: opts.from_seq.is_some(),
+            pruned: None,
             last: None,
             last_inline_iat: None,
             line_no: 0,
@@ -261,6 +310,17 @@ impl<'a> Walk<'a> {
                 format!("line {line_no} has an impossible seq {seq}"),
             ));
         }
+        if self.last.is_none() && !self.partial && seq > 1 {
+            // Audit retention keeps the chain from a signed checkpoint on; checked in `finish`.
+            self.start = seq;
+            self.pruned = Some(PrunedStart {
+                seq,
+                hash: hash.clone(),
+                sealed: false,
+                signed_start: false,
+                recorded: false,
+            });
+        }
         self.link(seq, &prev_hash)?;
         if chain_hash(&prev_hash, seq, event.get()) != hash {
             return Err(problem(
@@ -271,6 +331,7 @@ impl<'a> Walk<'a> {
             ));
         }
         self.seal_external(seq, &hash)?;
+        self.vouch_for_cut(event.get())?;
         self.report.records += 1;
         self.report.first_seq.get_or_insert(seq);
         self.report.last_seq = Some(seq);
@@ -331,6 +392,64 @@ impl<'a> Walk<'a> {
             }
             self.report.checkpoints_verified += 1;
             self.report.sealed_through = Some(claims.seq);
+            self.sealed(&claims);
+        }
+        Ok(())
+    }
+
+    /// A verified checkpoint (`claims`, whose hash matched its record) sealed a record.
+    fn sealed(&mut self, claims: &CheckpointClaims) {
+        if let Some(p) = self.pruned.as_mut().filter(|p| p.seq == claims.seq) {
+            p.sealed = true;
+            p.signed_start |= claims.chain_start && claims.hash == p.hash;
+        }
+    }
+
+    /// Notes an `audit.pruned` record that names the export's first record as the cut, and
+    /// verifies the signed cut it carries (a bad signature is reported, not ignored).
+    fn vouch_for_cut(&mut self, event: &str) -> Found {
+        let Some((seq, hash)) = (self.pruned.as_ref())
+            .filter(|p| !(p.recorded && p.signed_start) && event.contains("\"audit.pruned\""))
+            .map(|p| (p.seq, p.hash.clone()))
+        else {
+            return Ok(());
+        };
+        let Ok(PrunedEvent {
+            kind,
+            detail: Some(d),
+        }) = serde_json::from_str::<PrunedEvent>(event)
+        else {
+            return Ok(());
+        };
+        if kind != crate::model::AuditKind::AuditPruned.as_str()
+            || d.before_seq != seq
+            || d.anchor_hash != hash
+        {
+            return Ok(());
+        }
+        if let Some(p) = self.pruned.as_mut() {
+            p.recorded = true;
+        }
+        let signed = match &d.cut {
+            Some(cut) => {
+                let claims = self.verifier.verify(cut).map_err(|e| {
+                    problem(
+                        ChainProblemKind::BadSignature,
+                        cut.seq,
+                        self.line_no,
+                        format!("the signed cut in an `audit.pruned` record: {e}"),
+                    )
+                })?;
+                self.equivocation(&claims, self.line_no)?;
+                Some(claims)
+            }
+            None => None,
+        };
+        if let Some(p) = self.pruned.as_mut()
+            && signed.is_some_and(|c| c.chain_start && c.seq == p.seq && c.hash == p.hash)
+        {
+            p.signed_start = true;
+            p.sealed = true;
         }
         Ok(())
     }
@@ -425,12 +544,41 @@ impl<'a> Walk<'a> {
         self.report.checkpoints_verified += 1;
         self.report.external_verified += 1;
         self.report.sealed_through = Some(seq);
+        self.sealed(&claims);
         Ok(())
+    }
+
+    /// A whole export that starts after seq 1 without both vouchers for the cut: the oldest
+    /// records were deleted.
+    fn start_problem(&self) -> Option<ChainProblem> {
+        let p = self
+            .pruned
+            .as_ref()
+            .filter(|p| !(p.signed_start && p.recorded))?;
+        let why = if !p.recorded {
+            "no `audit.pruned` record says the chain was cut there"
+        } else {
+            "no cut signed by audit retention seals that record"
+        };
+        Some(problem(
+            ChainProblemKind::Deleted,
+            1,
+            self.line_no,
+            format!(
+                "the records start at seq {}, not at seq 1, and {why}: the oldest records were \
+                 deleted (verify a partial export with its start seq)",
+                p.seq
+            ),
+        ))
     }
 
     /// External checkpoints beyond the last record mean records were cut off, unless they
     /// were signed after the export's own last checkpoint (newer than the export).
     fn finish(&mut self) -> Found {
+        if let Some(p) = self.start_problem() {
+            return Err(p);
+        }
+        self.report.pruned_before = self.pruned.as_ref().map(|p| p.seq);
         let last_seq = self.report.last_seq.unwrap_or(self.start - 1);
         for (seq, claims) in self.pending.range(last_seq + 1..) {
             if self.last_inline_iat.is_some_and(|t| claims.iat > t) {
@@ -461,13 +609,14 @@ mod verify_tests {
     struct Trusting;
     impl CheckpointVerifier for Trusting {
         fn verify(&self, cp: &AuditCheckpoint) -> Result<CheckpointClaims, String> {
-            (cp.jws == "signed")
+            (cp.jws == "signed" || cp.jws == "signed-start")
                 .then(|| CheckpointClaims {
                     iss: "b".into(),
                     typ: CHECKPOINT_TYP.into(),
                     seq: cp.seq,
                     hash: cp.hash.clone(),
                     iat: cp.at_unix_secs,
+                    chain_start: cp.jws == "signed-start",
                 })
                 .ok_or_else(|| "bad signature".into())
         }
@@ -538,6 +687,121 @@ mod verify_tests {
             .problem
             .unwrap();
         assert_eq!((p.kind, p.seq), (ChainProblemKind::Deleted, 3));
+    }
+
+    /// `n` records whose bodies are `body(seq, previous hashes)`.
+    fn chain_of(n: i64, body: impl Fn(i64, &[AuditRecord]) -> String) -> Vec<AuditRecord> {
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=n {
+            let prev = out
+                .last()
+                .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone());
+            let body = body(seq, &out);
+            let hash = chain_hash(&prev, seq, &body);
+            out.push(AuditRecord {
+                seq,
+                prev_hash: prev,
+                hash,
+                body,
+            });
+        }
+        out
+    }
+
+    /// A checkpoint of `r` signed as `jws` ("signed", "signed-start" for a cut, else forged).
+    fn signed(r: &AuditRecord, jws: &str) -> AuditCheckpoint {
+        AuditCheckpoint {
+            jws: jws.into(),
+            ..cp(r, 10)
+        }
+    }
+
+    /// Eight records; record 7 is an `audit.pruned` naming `before` (with the anchor's hash)
+    /// and carrying `cut` (a checkpoint of record 4 signed as `jws`), when given.
+    fn pruned_chain(before: i64, cut: Option<&str>) -> Vec<AuditRecord> {
+        chain_of(8, |seq, rs| {
+            if seq != 7 {
+                return format!("{{\"kind\":\"k\",\"n\":{seq}}}");
+            }
+            let cut = cut.map_or(String::new(), |jws| {
+                format!(
+                    ",\"cut\":{}",
+                    serde_json::to_string(&signed(&rs[3], jws)).unwrap()
+                )
+            });
+            format!(
+                "{{\"kind\":\"audit.pruned\",\"detail\":{{\"before_seq\":{before},\
+                 \"anchor_hash\":\"{}\"{cut}}}}}",
+                rs[3].hash
+            )
+        })
+    }
+
+    #[test]
+    fn a_pruned_start_verifies_only_on_a_cut_signed_by_retention_and_recorded_in_the_chain() {
+        let ok = |r: VerifyReport| {
+            assert_eq!(r.problem, None);
+            assert_eq!(
+                (r.pruned_before, r.first_seq, r.records),
+                (Some(4), Some(4), 5)
+            );
+        };
+        let deleted = |r: VerifyReport, why: &str| {
+            let p = r.problem.expect("a problem");
+            assert_eq!(
+                (p.kind, p.seq),
+                (ChainProblemKind::Deleted, 1),
+                "{}",
+                p.message
+            );
+            assert!(p.message.contains(why), "{}", p.message);
+        };
+        let opts = VerifyOptions::default;
+        // Records 1–3 pruned, record 4 kept; record 7 carries the signed cut.
+        let c = pruned_chain(4, Some("signed-start"));
+        ok(run(&text(&c[3..], &[]), &[], opts()));
+        // The cut as a checkpoint line (the store keeps it as one), or kept elsewhere.
+        let bare = pruned_chain(4, None);
+        ok(run(
+            &text(&bare[3..], &[signed(&bare[3], "signed-start")]),
+            &[],
+            opts(),
+        ));
+        ok(run(
+            &text(&bare[3..], &[]),
+            &[signed(&bare[3], "signed-start")],
+            opts(),
+        ));
+        // A periodic checkpoint of the first record is no cut: anyone who can append a record
+        // (or holds a sink's stream) could otherwise drop the records before any checkpoint.
+        deleted(
+            run(&text(&bare[3..], &[cp(&bare[3], 10)]), &[], opts()),
+            "signed by audit",
+        );
+        let c = pruned_chain(4, Some("signed"));
+        deleted(run(&text(&c[3..], &[]), &[], opts()), "signed by audit");
+        // A forged cut: the start is not vouched for (and the signature is bad).
+        let c = pruned_chain(4, Some("forged"));
+        deleted(run(&text(&c[3..], &[]), &[], opts()), "signed by audit");
+        // A signed cut but no record of it in the chain.
+        let c = chain(8);
+        deleted(
+            run(
+                &text(&c[3..], &[signed(&c[3], "signed-start")]),
+                &[],
+                opts(),
+            ),
+            "audit.pruned",
+        );
+        // One more record gone (the cut's own), or a record naming another cut.
+        let c = pruned_chain(4, Some("signed-start"));
+        deleted(run(&text(&c[4..], &[]), &[], opts()), "audit.pruned");
+        let c = pruned_chain(3, Some("signed-start"));
+        deleted(run(&text(&c[3..], &[]), &[], opts()), "audit.pruned");
+        // A start no checkpoint seals is the first bad seq, whatever follows.
+        let mut c = pruned_chain(4, None);
+        c[5].body = "{\"kind\":\"edited\"}".into();
+        deleted(run(&text(&c[3..], &[]), &[], opts()), "audit.pruned");
     }
 
     #[test]

@@ -1,34 +1,104 @@
 //! Retention: every `[retention] interval`, one pass of
 //! [`Broker::prune_ended`](latch_core::broker::Broker::prune_ended) deletes ended tasks past
-//! `ended_tasks` (with their requests and leases; the audit trail keeps them). Every replica
-//! runs it; passes that meet on PostgreSQL delete each row once.
+//! `ended_tasks` (with their requests and leases; the audit trail keeps them), and, with
+//! `[retention] audit` set, one pass of
+//! [`Broker::prune_audit`](latch_core::broker::Broker::prune_audit) deletes the audit records
+//! every sink delivered, up to a signed checkpoint older than `audit`. Every replica runs it;
+//! passes that meet on PostgreSQL delete each row once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use latch_core::audit::CutSigner;
 use latch_core::broker::Broker;
 use tokio::sync::watch;
 
 use crate::config::RetentionConfig;
 
-/// Runs a pass every `config.interval` until `stop` turns true, keeping what the store
-/// cursors `cursors` (the Shared Signals streams) have not passed.
+/// The store cursors retention waits for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Readers {
+    /// The Shared Signals streams' cursors: they read a revocation's task and lease, and its
+    /// audit record, when they transmit it.
+    pub(crate) streams: Vec<String>,
+    /// The audit sinks' cursors: records go from the store only once each delivered them.
+    pub(crate) sinks: Vec<String>,
+}
+
+/// Pause between two retention calls of one pass, so grants get the store's writer between
+/// deletion transactions.
+const BETWEEN_CALLS: Duration = Duration::from_millis(20);
+
+/// Runs a pass every `config.interval` until `stop` turns true, keeping what the `readers`
+/// have not passed; `signer` (the checkpointer) signs audit retention's cuts. A pass goes on
+/// until nothing more is due, so retention keeps up with any rate of tasks and records.
 pub(crate) async fn run(
     broker: Arc<Broker>,
-    (config, cursors): (RetentionConfig, Vec<String>),
+    (config, readers): (RetentionConfig, Readers),
+    signer: Arc<dyn CutSigner>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let audit_readers: Vec<String> = readers
+        .sinks
+        .iter()
+        .chain(&readers.streams)
+        .cloned()
+        .collect();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(config.interval) => {
-                match broker.prune_ended(config.ended_tasks_secs(), &cursors).await {
-                    Ok(r) if r.tasks > 0 => tracing::info!(tasks = r.tasks, requests = r.requests,
-                        leases = r.leases, "retention: ended tasks pruned"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(code = %e.code, error = %e.message,
-                        "retention: ended tasks could not be pruned; will retry"),
+            _ = tokio::time::sleep(config.interval) => {}
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+        }
+        let mut tasks = 0;
+        while !*stop.borrow() {
+            match broker
+                .prune_ended(config.ended_tasks_secs(), &readers.streams)
+                .await
+            {
+                Ok(r) if r.tasks > 0 => {
+                    tasks += r.tasks;
+                    tokio::time::sleep(BETWEEN_CALLS).await;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(code = %e.code, error = %e.message,
+                        "retention: ended tasks could not be pruned; will retry");
+                    break;
                 }
             }
-            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+        }
+        if tasks > 0 {
+            tracing::info!(tasks, "retention: ended tasks pruned");
+        }
+        let Some(keep) = config.audit_secs() else {
+            continue;
+        };
+        let mut records = 0;
+        while !*stop.borrow() {
+            match broker
+                .prune_audit(keep, &audit_readers, signer.as_ref())
+                .await
+            {
+                Ok(0) => break,
+                Ok(n) => {
+                    records += n;
+                    tokio::time::sleep(BETWEEN_CALLS).await;
+                }
+                Err(e) if e.message.contains("audit chain alarm") => {
+                    metrics::counter!("latch_audit_chain_alarms_total").increment(1);
+                    tracing::error!(code = %e.code, error = %e.message,
+                        "audit chain alarm: retention refuses to prune the audit records");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(code = %e.code, error = %e.message,
+                        "retention: audit records could not be pruned; will retry");
+                    break;
+                }
+            }
+        }
+        if records > 0 {
+            tracing::info!(records, "retention: audit records pruned");
         }
     }
 }

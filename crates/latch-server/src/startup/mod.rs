@@ -763,13 +763,19 @@ async fn spawn_jobs(
         )));
     }
     if config.retention.enabled {
-        let cursors = (config.ssf.receivers.iter())
-            .map(|r| jobs::ssf::cursor_name(&r.name))
-            .collect();
-        let retention = (config.retention.clone(), cursors);
+        let readers = jobs::retention::Readers {
+            streams: (config.ssf.receivers.iter())
+                .map(|r| jobs::ssf::cursor_name(&r.name))
+                .collect(),
+            sinks: (config.audit.sinks.iter())
+                .map(|s| s.name().to_owned())
+                .collect(),
+        };
+        let retention = (config.retention.clone(), readers);
         tasks.push(tokio::spawn(jobs::retention::run(
             b.broker.clone(),
             retention,
+            b.checkpointer.clone(),
             rx.clone(),
         )));
     }

@@ -226,6 +226,9 @@ impl Dialect for Postgres {
     const UPSERT_SINK_CURSOR: &'static str = "INSERT INTO audit_sink_cursors (name, seq) \
          VALUES ($1, $2) ON CONFLICT (name) \
          DO UPDATE SET seq = GREATEST(audit_sink_cursors.seq, excluded.seq)";
+    // The records live in `audit_log` (0010); `audit_events` is a view over it.
+    const AUDIT_SET_PREV_HASH: &'static str = "UPDATE audit_log SET prev_hash = $2 WHERE seq = $1";
+    const AUDIT_DELETE_BEFORE: &'static str = "DELETE FROM audit_log WHERE seq < $1";
     const CLAIMS: bool = true;
     const CENSUS: &'static str = concat!(
         sql::census_common!(),

@@ -324,6 +324,9 @@ impl Dialect for Sqlite {
     const AUDIT_HEAD: &'static str = sql::AUDIT_TAIL;
     const UPSERT_SINK_CURSOR: &'static str = "INSERT INTO audit_sink_cursors (name, seq) \
          VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq)";
+    const AUDIT_SET_PREV_HASH: &'static str =
+        "UPDATE audit_events SET prev_hash = $2 WHERE seq = $1";
+    const AUDIT_DELETE_BEFORE: &'static str = "DELETE FROM audit_events WHERE seq < $1";
     const CLAIMS: bool = false;
     const CENSUS: &'static str = concat!(
         sql::census_common!(),

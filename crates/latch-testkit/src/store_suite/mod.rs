@@ -97,6 +97,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     retention::prune_ended_tasks(s).await;
     // Last: every section above appended events, some in batches that failed or raced.
     audit_chain(store.clone()).await;
+    // After the whole chain was checked: it deletes the older half of the log.
+    retention::prune_audit(s).await;
 }
 
 // ------------------------------------------------------------------ fixtures

@@ -7,6 +7,8 @@ use latch_core::model::{AuditEvent, AuditKind, LeaseState, RequestState, TaskSta
 use latch_core::notify::NotificationState;
 use latch_core::ports::{PruneReport, Store, Write, WriteBatch};
 
+use serde_json::json;
+
 use super::{apply_ok, approval, lease, notify, ok, request, task};
 
 /// A task with one request (one approval, one notification in `note`) and one lease in
@@ -225,4 +227,154 @@ pub(super) async fn prune_ended_tasks(s: &dyn Store) {
         .tasks,
         1
     );
+}
+
+/// Trusts any checkpoint whose `jws` is `trusted` (signatures are tested with real keys in the
+/// integration tests; here the store's side of the cut is).
+struct Trusting;
+
+impl latch_core::audit::CheckpointVerifier for Trusting {
+    fn verify(
+        &self,
+        cp: &latch_core::audit::AuditCheckpoint,
+    ) -> Result<latch_core::audit::CheckpointClaims, String> {
+        (cp.jws.starts_with("trusted"))
+            .then(|| latch_core::audit::CheckpointClaims {
+                iss: "latch".into(),
+                typ: latch_core::audit::CHECKPOINT_TYP.into(),
+                seq: cp.seq,
+                hash: cp.hash.clone(),
+                iat: cp.at_unix_secs,
+                chain_start: cp.jws == "trusted-cut",
+            })
+            .ok_or_else(|| "untrusted".into())
+    }
+}
+
+/// Every stored record from the first kept.
+async fn all_records(s: &dyn Store) -> Vec<latch_core::audit::AuditRecord> {
+    let mut out: Vec<latch_core::audit::AuditRecord> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |r| r.seq);
+        let page = ok(s.audit_records(after, 500).await, "audit_records");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+/// A cut of record `seq` with hash `hash` signed as `jws`.
+fn signed_cut(seq: i64, hash: &str, jws: &str) -> latch_core::audit::AuditCheckpoint {
+    latch_core::audit::AuditCheckpoint {
+        seq,
+        hash: hash.to_owned(),
+        at_unix_secs: 0,
+        kid: "k".into(),
+        jws: jws.into(),
+    }
+}
+
+/// `prune_audit_before` deletes the prefix before the cut's record after checking it, keeps
+/// that record with its previous hash and the cut as its checkpoint, records the cut in the
+/// chain (which then verifies from the cut), refuses a cut or a stored checkpoint that does not
+/// match, and deletes nothing twice. Runs last: it deletes records.
+pub(super) async fn prune_audit(s: &dyn Store) {
+    let before = all_records(s).await;
+    let head = before.last().expect("the suite appended records").seq;
+    let at = |seq: i64| &before[usize::try_from(seq - 1).expect("seq")];
+    let cut = head / 4;
+    let record = || AuditEvent::new(-1, AuditKind::AuditPruned, "latch", "ok");
+    let alarm = |e: latch_core::ports::StoreError| {
+        assert!(e.to_string().contains("audit chain alarm"), "{e}");
+    };
+    // A cut that does not match its record is an alarm: nothing goes.
+    let wrong = signed_cut(cut, &"0".repeat(64), "trusted-cut");
+    alarm(
+        s.prune_audit_before(&wrong, record())
+            .await
+            .expect_err("a wrong cut"),
+    );
+    assert_eq!(all_records(s).await.len(), before.len(), "nothing pruned");
+
+    let good = signed_cut(cut, &at(cut).hash, "trusted-cut");
+    let n = ok(s.prune_audit_before(&good, record()).await, "prune audit");
+    assert_eq!(n, u64::try_from(cut - 1).expect("count"));
+    let after = all_records(s).await;
+    assert_eq!(
+        after.len(),
+        before.len() - usize::try_from(n).expect("n") + 1
+    );
+    let first = &after[0];
+    assert_eq!(
+        (first.seq, &first.prev_hash, &first.hash, &first.body),
+        (cut, &at(cut - 1).hash, &at(cut).hash, &at(cut).body),
+        "the record at the cut is kept as it was, with its previous hash"
+    );
+    let last = after.last().expect("records");
+    assert_eq!(last.seq, head + 1, "the cut is appended to the chain");
+    let event: AuditEvent = serde_json::from_str(&last.body).expect("event");
+    assert_eq!(event.kind, "audit.pruned");
+    assert_eq!(
+        [
+            &event.detail["before_seq"],
+            &event.detail["first_seq"],
+            &event.detail["records"]
+        ],
+        [&json!(cut), &json!(1), &json!(cut - 1)]
+    );
+    assert_eq!(event.detail["anchor_hash"], at(cut).hash.as_str());
+    assert_eq!(event.detail["cut"]["jws"], "trusted-cut");
+
+    // What is kept verifies as a whole export, the stored cut sealing its first record.
+    let cps = ok(s.checkpoints(cut - 1, 500).await, "checkpoints");
+    assert_eq!(
+        cps.first().map(|c| (c.seq, c.jws.as_str())),
+        Some((cut, "trusted-cut"))
+    );
+    let mut export = String::new();
+    for r in &after {
+        export.push_str(&r.export_line().expect("line"));
+        export.push('\n');
+        for c in cps.iter().filter(|c| c.seq == r.seq) {
+            export.push_str(&c.export_line().expect("line"));
+            export.push('\n');
+        }
+    }
+    let report =
+        latch_core::audit::verify_export(export.as_bytes(), &Trusting, &[], &Default::default())
+            .expect("read");
+    assert_eq!((report.problem, report.pruned_before), (None, Some(cut)));
+
+    // Again at the same cut, or an older one: nothing to do, nothing written.
+    for seq in [cut, cut - 1] {
+        let again = signed_cut(seq, &at(seq).hash, "trusted-cut");
+        assert_eq!(ok(s.prune_audit_before(&again, record()).await, "again"), 0);
+    }
+    assert_eq!(all_records(s).await.len(), after.len());
+
+    // A stored checkpoint among the records to go that they no longer match: an alarm.
+    let later = head / 2;
+    let stale = signed_cut(later - 5, &"1".repeat(64), "trusted");
+    ok(s.put_checkpoint(&stale).await, "put checkpoint");
+    let next = signed_cut(later, &at(later).hash, "trusted-cut");
+    alarm(
+        s.prune_audit_before(&next, record())
+            .await
+            .expect_err("a stale checkpoint"),
+    );
+    assert_eq!(all_records(s).await.len(), after.len(), "nothing pruned");
+
+    // Appends go on from the head.
+    let seqs = ok(
+        s.apply(WriteBatch::new().audit(AuditEvent::new(
+            9_000,
+            AuditKind::StorePruned,
+            "latch",
+            "ok",
+        )))
+        .await,
+        "append after the cut",
+    );
+    assert_eq!(seqs, vec![head + 2]);
 }
