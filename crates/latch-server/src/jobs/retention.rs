@@ -7,7 +7,7 @@
 //! passes that meet on PostgreSQL delete each row once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use latch_core::audit::CutSigner;
 use latch_core::broker::Broker;
@@ -25,13 +25,21 @@ pub(crate) struct Readers {
     pub(crate) sinks: Vec<String>,
 }
 
-/// Pause between two retention calls of one pass, so grants get the store's writer between
-/// deletion transactions.
+/// Shortest pause between two retention calls of one pass.
 const BETWEEN_CALLS: Duration = Duration::from_millis(20);
+/// After a call that took `t`, retention waits `t` times this, so it holds the store's writer
+/// at most a fifth of the time and grants keep the rest (a backlog is worked off at that pace).
+const PAUSE_FACTOR: u32 = 4;
+
+/// The pause after a retention call that took `took`.
+fn pause_after(took: Duration) -> Duration {
+    (took * PAUSE_FACTOR).max(BETWEEN_CALLS)
+}
 
 /// Runs a pass every `config.interval` until `stop` turns true, keeping what the `readers`
 /// have not passed; `signer` (the checkpointer) signs audit retention's cuts. A pass goes on
-/// until nothing more is due, so retention keeps up with any rate of tasks and records.
+/// until nothing more is due, pausing after each call ([`pause_after`]), so retention keeps up
+/// with a steady load without starving grants of the store's writer.
 pub(crate) async fn run(
     broker: Arc<Broker>,
     (config, readers): (RetentionConfig, Readers),
@@ -51,13 +59,14 @@ pub(crate) async fn run(
         }
         let mut tasks = 0;
         while !*stop.borrow() {
+            let started = Instant::now();
             match broker
                 .prune_ended(config.ended_tasks_secs(), &readers.streams)
                 .await
             {
                 Ok(r) if r.tasks > 0 => {
                     tasks += r.tasks;
-                    tokio::time::sleep(BETWEEN_CALLS).await;
+                    tokio::time::sleep(pause_after(started.elapsed())).await;
                 }
                 Ok(_) => break,
                 Err(e) => {
@@ -75,6 +84,7 @@ pub(crate) async fn run(
         };
         let mut records = 0;
         while !*stop.borrow() {
+            let started = Instant::now();
             match broker
                 .prune_audit(keep, &audit_readers, signer.as_ref())
                 .await
@@ -82,7 +92,7 @@ pub(crate) async fn run(
                 Ok(0) => break,
                 Ok(n) => {
                     records += n;
-                    tokio::time::sleep(BETWEEN_CALLS).await;
+                    tokio::time::sleep(pause_after(started.elapsed())).await;
                 }
                 Err(e) if e.message.contains("audit chain alarm") => {
                     metrics::counter!("latch_audit_chain_alarms_total").increment(1);
