@@ -17,6 +17,8 @@ use tokio::sync::Mutex;
 
 /// Records per page when exporting.
 const PAGE: u32 = 500;
+/// Reads of one export before giving up while audit retention keeps cutting its records.
+const EXPORT_ATTEMPTS: u32 = 5;
 
 /// Signs checkpoints of the audit chain and writes exports.
 pub struct Checkpointer {
@@ -156,8 +158,7 @@ impl Checkpointer {
         else {
             return Ok(false);
         };
-        let ours = JwksCheckpointVerifier::from_jwks(&self.keys.jwks())
-            .is_ok_and(|v| v.verify(&cp).is_ok_and(|c| c.chain_start));
+        let ours = (self.verify_own(&cp)).is_ok_and(|c| c.is_some_and(|c| c.chain_start));
         Ok(ours)
     }
 
@@ -177,15 +178,37 @@ impl Checkpointer {
         if let Err(e) = self.checkpoint().await {
             tracing::warn!(error = %e, "exporting the audit log without a new checkpoint");
         }
+        // Audit retention may cut the oldest records while they are read: read again then.
+        for _ in 0..EXPORT_ATTEMPTS {
+            if let Some(out) = self.export_once(after_seq, checkpoints_only).await? {
+                return Ok(out);
+            }
+        }
+        Err(StoreError::Unavailable(
+            "audit retention cut the records while they were exported; try again".into(),
+        ))
+    }
+
+    /// One read of [`export`](Self::export); `None` when records went missing between two
+    /// pages (audit retention cut them meanwhile).
+    async fn export_once(
+        &self,
+        after_seq: i64,
+        checkpoints_only: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let first = (self.store.audit_records(after_seq, 1).await?.first()).map(|r| r.seq);
+        // Read after the first record: the cut that made it the first committed together with
+        // its `audit.pruned` record, so that record is at or below this head.
         let end = self.store.audit_head().await?.map_or(0, |h| h.0);
         let mut out = String::new();
         let mut cps = Vec::new();
         // After audit retention the records start later: checkpoints of pruned records seal
-        // nothing in the export (the one at the first record kept vouches for the cut).
-        let mut after = match self.store.audit_records(after_seq, 1).await?.first() {
-            Some(first) if !checkpoints_only => after_seq.max(first.seq - 1),
+        // nothing in the export (the cut at the first record kept vouches for it).
+        let start = match first {
+            Some(f) if !checkpoints_only => after_seq.max(f - 1),
             _ => after_seq,
         };
+        let mut after = start;
         loop {
             let page = self.store.checkpoints(after, PAGE).await?;
             let Some(last) = page.last() else { break };
@@ -196,13 +219,20 @@ impl Checkpointer {
             for cp in &cps {
                 push_line(&mut out, cp.export_line())?;
             }
-            return Ok(out);
+            return Ok(Some(out));
         }
         let mut cps = cps.into_iter().peekable();
-        let mut after = after_seq;
+        let mut after = start;
         while after < end {
             let page = self.store.audit_records(after, PAGE).await?;
             let Some(last) = page.last() else { break };
+            // A gap while the oldest record moved: retention cut them meanwhile. A gap that
+            // stays is damage, exported as it is for the verifier to report.
+            if page.first().is_some_and(|r| r.seq != after + 1)
+                && (self.store.audit_records(after_seq, 1).await?.first()).map(|r| r.seq) != first
+            {
+                return Ok(None);
+            }
             after = last.seq;
             for r in page.iter().filter(|r| r.seq <= end) {
                 push_line(&mut out, r.export_line())?;
@@ -215,7 +245,7 @@ impl Checkpointer {
         for cp in cps {
             push_line(&mut out, cp.export_line())?;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
@@ -240,6 +270,18 @@ impl CutSigner for Checkpointer {
             kid: self.keys.current_kid().to_owned(),
             jws,
         })
+    }
+
+    fn verify_own(&self, cp: &AuditCheckpoint) -> Result<Option<CheckpointClaims>, String> {
+        let v = JwksCheckpointVerifier::from_jwks(&self.keys.jwks())?;
+        let kid = jsonwebtoken::decode_header(&cp.jws)
+            .ok()
+            .and_then(|h| h.kid)
+            .unwrap_or_default();
+        if !v.keys.contains_key(&kid) {
+            return Ok(None);
+        }
+        v.verify(cp).map(Some)
     }
 }
 

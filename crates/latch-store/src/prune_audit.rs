@@ -122,7 +122,7 @@ where
             .await
             .map(|d| DB::rows_affected(&d))
             .map_err(|e| write_error::<DB>("prune audit", &e))?;
-        sqlx::query::<DB>(UPSERT_CUT)
+        let stored = sqlx::query::<DB>(UPSERT_CUT)
             .bind(cut.seq)
             .bind(cut.hash.as_str())
             .bind(cut.at_unix_secs)
@@ -131,6 +131,12 @@ where
             .execute(&mut *tx)
             .await
             .map_err(|e| write_error::<DB>("prune audit: store the cut", &e))?;
+        if DB::rows_affected(&stored) != 1 {
+            return Err(alarm(&format!(
+                "the checkpoint at seq {} differs from the cut",
+                cut.seq
+            )));
+        }
         let record = record.detail(json!({
             "before_seq": cut.seq, "anchor_hash": cut.hash, "first_seq": first,
             "records": deleted, "cut": cut,

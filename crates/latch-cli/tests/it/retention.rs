@@ -132,6 +132,22 @@ async fn audit_records_every_sink_delivered_leave_the_store_and_what_stays_verif
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(delivered >= cut, "the sink delivered {delivered} of {cut}");
+    // Its stored time made older by someone who can write the database: retention goes by
+    // the signed time, and raises an alarm.
+    let db = rusqlite::Connection::open(s.dir.join("data/latch.db")).unwrap();
+    let aged = "UPDATE audit_checkpoints SET at_unix_secs = at_unix_secs - 7200 WHERE seq = ?1";
+    assert_eq!(db.execute(aged, [cut]).unwrap(), 1);
+    let refused = broker
+        .prune_audit(3600, &archive, signer)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message.contains("signed at another time"),
+        "{}",
+        refused.message
+    );
+    let back = "UPDATE audit_checkpoints SET at_unix_secs = at_unix_secs + 7200 WHERE seq = ?1";
+    assert_eq!(db.execute(back, [cut]).unwrap(), 1);
     // A reader that has not passed the checkpoint keeps every record; so does no reader.
     let behind = ["archive".to_owned(), "lagging".to_owned()];
     assert_eq!(broker.prune_audit(3600, &behind, signer).await.unwrap(), 0);
@@ -139,7 +155,6 @@ async fn audit_records_every_sink_delivered_leave_the_store_and_what_stays_verif
 
     // A record below the cut edited in the database: retention refuses (an alarm), and the
     // edit stays for `latch audit verify` to find.
-    let db = rusqlite::Connection::open(s.dir.join("data/latch.db")).unwrap();
     let edit = "UPDATE audit_events SET body = body || ' ' WHERE seq = 2";
     assert_eq!(db.execute(edit, []).unwrap(), 1);
     let refused = broker

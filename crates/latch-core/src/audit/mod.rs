@@ -162,6 +162,14 @@ pub trait CutSigner: Send + Sync {
     /// # Errors
     /// A lowercase message when signing fails (nothing is pruned then).
     fn sign_cut(&self, seq: i64, hash: &str) -> Result<AuditCheckpoint, String>;
+
+    /// Verifies a stored checkpoint with the broker's own published keys, so retention decides
+    /// on signed claims (`iat`, `seq`, `hash`), not on the store's columns. `None` when its key
+    /// is no longer published (retention does not use it).
+    ///
+    /// # Errors
+    /// A lowercase message when a published key does not verify it.
+    fn verify_own(&self, cp: &AuditCheckpoint) -> Result<Option<CheckpointClaims>, String>;
 }
 
 /// Checks a checkpoint's signature and returns the claims it proves.

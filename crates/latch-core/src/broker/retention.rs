@@ -12,18 +12,17 @@ use crate::ports::PruneReport;
 /// Tasks deleted per store transaction (each is six statements: small enough for a store a
 /// few milliseconds away to finish well within its deadline).
 const PRUNE_BATCH: u32 = 50;
-/// Most batches per pass (a pass never holds the writer for long; the next one goes on).
-const PRUNE_BATCHES: u32 = 20;
 
 impl Broker {
-    /// One retention pass: deletes tasks that expired and ended more than `retention_secs`
-    /// ago and are over (not `open`, every lease `revoked`, no approver notification pending,
-    /// every audit record of theirs passed by each store cursor in `cursors` — the Shared
-    /// Signals streams, which read a revocation's task and lease when they transmit it), in
-    /// batches of 50, at most 20 batches, each batch with its `store.pruned` audit event.
+    /// One retention transaction: deletes up to 50 tasks that expired and ended more than
+    /// `retention_secs` ago and are over (not `open`, every lease `revoked`, no approver
+    /// notification pending, every audit record of theirs passed by each store cursor in
+    /// `cursors` — the Shared Signals streams, which read a revocation's task and lease when
+    /// they transmit it), with their `store.pruned` audit event. The retention job calls again,
+    /// pausing in between, until nothing is deleted.
     ///
     /// # Errors
-    /// `store_unavailable` (what earlier batches deleted stays deleted, and recorded).
+    /// `store_unavailable` (nothing is deleted then).
     ///
     /// # Security
     /// A lease that is not `revoked` (still live, revoking, or whose revocation failed) keeps
@@ -38,51 +37,42 @@ impl Broker {
         for c in cursors {
             settled = settled.min(self.store.sink_cursor(c).await?);
         }
-        let mut total = PruneReport::default();
-        for _ in 0..PRUNE_BATCHES {
-            let record = AuditEvent::new(self.now(), AuditKind::StorePruned, BROKER, "ok");
-            let r = self
-                .store
-                .prune_ended_tasks((cutoff, settled, PRUNE_BATCH), record)
-                .await?;
-            total.tasks += r.tasks;
-            total.requests += r.requests;
-            total.leases += r.leases;
-            if r.tasks < u64::from(PRUNE_BATCH) {
-                break;
-            }
-        }
-        Ok(total)
+        let record = AuditEvent::new(self.now(), AuditKind::StorePruned, BROKER, "ok");
+        Ok(self
+            .store
+            .prune_ended_tasks((cutoff, settled, PRUNE_BATCH), record)
+            .await?)
     }
 }
 
 /// Audit records deleted per store transaction at most (the cut is signed where it falls):
 /// small enough that the transaction holds the store's writer for tens of milliseconds.
 const AUDIT_PRUNE_RECORDS: i64 = 2_000;
-/// Most audit prune transactions per pass.
-const AUDIT_PRUNE_BATCHES: u32 = 10;
-/// Checkpoints read per page while looking for the cut.
+/// Checkpoints read per page while looking for the limit.
 const CHECKPOINT_PAGE: u32 = 500;
 
 impl Broker {
-    /// One audit retention pass (`[retention] audit`): deletes the oldest audit records from
-    /// the store, up to (not including) the newest stored checkpoint that is older than
-    /// `retention_secs` and that every store cursor in `cursors` (each audit sink, each Shared
-    /// Signals stream) has passed, at most 2,000 records per transaction and 10 transactions
-    /// per call (the retention job calls again until nothing is left). Each transaction cuts at a record `signer` signs as the stored chain's start
-    /// ([`crate::audit::CutSigner`]) and appends its `audit.pruned` record. Returns the
-    /// records deleted.
+    /// One audit retention transaction (`[retention] audit`): deletes up to 2,000 of the
+    /// oldest audit records from the store, never past the newest stored checkpoint that
+    /// `signer` verifies as its own, that was signed (its signed `iat`) more than
+    /// `retention_secs` ago, and that every store cursor in `cursors` (each audit sink, each
+    /// Shared Signals stream) has passed; the record at the cut must itself be that old (its
+    /// hashed time). The cut is signed by `signer` as the stored chain's start
+    /// ([`crate::audit::CutSigner`]) and the store appends its `audit.pruned` record. Returns
+    /// the records deleted; the retention job calls again, pausing in between, until 0.
     ///
     /// # Errors
     /// `store_unavailable`: the store failed, signing failed, or (message `audit chain alarm`)
-    /// the records that would go are not the chain as written; nothing of that transaction is
-    /// deleted (what earlier transactions deleted stays deleted, and recorded).
+    /// a stored checkpoint is not the broker's or its time differs from the signed one, or the
+    /// records that would go are not the chain as written. Nothing is deleted then.
     ///
     /// # Security
     /// With no cursor at all nothing is deleted: records go only once delivered elsewhere.
-    /// What goes is checked first, the cut is signed with the broker's key, and the chain
-    /// records it (see [`Store::prune_audit_before`]), so `latch audit verify` accepts a stored
-    /// chain that starts after seq 1 only on such a cut.
+    /// Times come from signatures and hashed records, not from columns. The cursors are
+    /// trusted: someone who can write the database can move them and so have records older
+    /// than the retention pruned before a sink has them. The kept chain from the cut links to
+    /// the signed limit checkpoint, which `latch audit verify` checks (see
+    /// [`Store::prune_audit_before`]).
     pub async fn prune_audit(
         &self,
         retention_secs: i64,
@@ -97,50 +87,83 @@ impl Broker {
         for c in cursors {
             delivered = delivered.min(self.store.sink_cursor(c).await?);
         }
-        let mut total = 0;
-        for _ in 0..AUDIT_PRUNE_BATCHES {
-            let Some(first) = self.store.audit_records(0, 1).await?.first().map(|r| r.seq) else {
-                break;
-            };
-            let Some(limit) = self.audit_cut(first, delivered, cutoff).await? else {
-                break;
-            };
-            let seq = limit.min(first.saturating_add(AUDIT_PRUNE_RECORDS));
-            let at = self.store.audit_records(seq - 1, 1).await?;
-            let Some(anchor) = at.first().filter(|r| r.seq == seq) else {
-                break;
-            };
-            let cut = signer.sign_cut(seq, &anchor.hash).map_err(|e| {
-                ApiError::new(ErrorCode::StoreUnavailable, format!("audit retention: {e}"))
-            })?;
-            let record = AuditEvent::new(self.now(), AuditKind::AuditPruned, BROKER, "ok");
-            let n = self.store.prune_audit_before(&cut, record).await?;
-            total += n;
-            if n == 0 {
-                break;
-            }
+        let Some(first) = self.store.audit_records(0, 1).await?.first().map(|r| r.seq) else {
+            return Ok(0);
+        };
+        let Some(limit) = self.audit_limit(first, delivered, cutoff, signer).await? else {
+            return Ok(0);
+        };
+        let seq = limit.min(first.saturating_add(AUDIT_PRUNE_RECORDS));
+        let at = self.store.audit_records(seq - 1, 1).await?;
+        let Some(anchor) = at.first().filter(|r| r.seq == seq) else {
+            return Ok(0);
+        };
+        let recorded_at = serde_json::from_str::<AuditEvent>(&anchor.body)
+            .map(|e| e.at_unix_secs)
+            .map_err(|_| alarm(format!("seq {seq} is not an audit event")))?;
+        if recorded_at > cutoff {
+            return Ok(0);
         }
-        Ok(total)
+        let cut = signer.sign_cut(seq, &anchor.hash).map_err(|e| {
+            ApiError::new(ErrorCode::StoreUnavailable, format!("audit retention: {e}"))
+        })?;
+        let record = AuditEvent::new(self.now(), AuditKind::AuditPruned, BROKER, "ok");
+        Ok(self.store.prune_audit_before(&cut, record).await?)
     }
 
     /// The seq the store may be cut at: the newest checkpoint after `first`, at most
-    /// `delivered`, signed no later than `cutoff` (every record up to it is older than that).
-    async fn audit_cut(&self, first: i64, delivered: i64, cutoff: i64) -> Result<Option<i64>> {
+    /// `delivered`, signed (as `signer` verifies it) no later than `cutoff`; the scan stops at
+    /// the first one [`AUDIT_PRUNE_RECORDS`] past `first` (one transaction goes no further).
+    async fn audit_limit(
+        &self,
+        first: i64,
+        delivered: i64,
+        cutoff: i64,
+        signer: &dyn crate::audit::CutSigner,
+    ) -> Result<Option<i64>> {
         let mut best = None;
         let mut after = first;
         loop {
             let page = self.store.checkpoints(after, CHECKPOINT_PAGE).await?;
             let full = page.len() == CHECKPOINT_PAGE as usize;
             for cp in page {
-                if cp.seq > delivered || cp.at_unix_secs > cutoff {
+                after = cp.seq;
+                if cp.seq > delivered {
                     return Ok(best);
                 }
-                after = cp.seq;
+                let claims = signer.verify_own(&cp).map_err(|e| {
+                    alarm(format!(
+                        "the stored checkpoint at seq {} is not ours: {e}",
+                        cp.seq
+                    ))
+                })?;
+                // Signed by a key no longer published: not used as a limit.
+                let Some(claims) = claims else { continue };
+                if claims.iat != cp.at_unix_secs {
+                    return Err(alarm(format!(
+                        "the stored checkpoint at seq {} says it was signed at another time",
+                        cp.seq
+                    )));
+                }
+                if claims.iat > cutoff {
+                    return Ok(best);
+                }
                 best = Some(cp.seq);
+                if cp.seq - first >= AUDIT_PRUNE_RECORDS {
+                    return Ok(best);
+                }
             }
             if !full {
                 return Ok(best);
             }
         }
     }
+}
+
+/// An audit chain alarm (`store_unavailable`): retention deletes nothing.
+fn alarm(why: String) -> ApiError {
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        format!("audit chain alarm: {why}; nothing pruned"),
+    )
 }
