@@ -38,8 +38,9 @@ fn pause_after(took: Duration) -> Duration {
 
 /// Runs a pass every `config.interval` until `stop` turns true, keeping what the `readers`
 /// have not passed; `signer` (the checkpointer) signs audit retention's cuts. A pass goes on
-/// until nothing more is due, pausing after each call ([`pause_after`]), so retention keeps up
-/// with a steady load without starving grants of the store's writer.
+/// until nothing more is due, one task transaction and one audit transaction in turn, pausing
+/// after each turn ([`pause_after`]), so retention keeps up with a steady load without starving
+/// grants of the store's writer, and neither kind of retention waits for the other.
 pub(crate) async fn run(
     broker: Arc<Broker>,
     (config, readers): (RetentionConfig, Readers),
@@ -57,58 +58,65 @@ pub(crate) async fn run(
             _ = tokio::time::sleep(config.interval) => {}
             r = stop.changed() => if r.is_err() || *stop.borrow() { break },
         }
-        let mut tasks = 0;
-        while !*stop.borrow() {
+        let (mut tasks_due, mut audit_due) = (true, config.audit_secs().is_some());
+        let (mut tasks, mut records) = (0, 0);
+        while (tasks_due || audit_due) && !*stop.borrow() {
             let started = Instant::now();
-            match broker
-                .prune_ended(config.ended_tasks_secs(), &readers.streams)
-                .await
-            {
-                Ok(r) if r.tasks > 0 => {
-                    tasks += r.tasks;
-                    tokio::time::sleep(pause_after(started.elapsed())).await;
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(code = %e.code, error = %e.message,
-                        "retention: ended tasks could not be pruned; will retry");
-                    break;
-                }
+            if tasks_due {
+                let n = prune_tasks(&broker, &config, &readers.streams).await;
+                tasks += n;
+                tasks_due = n > 0;
+            }
+            if let Some(keep) = config.audit_secs().filter(|_| audit_due) {
+                let n = prune_audit(&broker, keep, &audit_readers, signer.as_ref()).await;
+                records += n;
+                audit_due = n > 0;
+            }
+            if tasks_due || audit_due {
+                tokio::time::sleep(pause_after(started.elapsed())).await;
             }
         }
         if tasks > 0 {
             tracing::info!(tasks, "retention: ended tasks pruned");
         }
-        let Some(keep) = config.audit_secs() else {
-            continue;
-        };
-        let mut records = 0;
-        while !*stop.borrow() {
-            let started = Instant::now();
-            match broker
-                .prune_audit(keep, &audit_readers, signer.as_ref())
-                .await
-            {
-                Ok(0) => break,
-                Ok(n) => {
-                    records += n;
-                    tokio::time::sleep(pause_after(started.elapsed())).await;
-                }
-                Err(e) if e.message.contains("audit chain alarm") => {
-                    metrics::counter!("latch_audit_chain_alarms_total").increment(1);
-                    tracing::error!(code = %e.code, error = %e.message,
-                        "audit chain alarm: retention refuses to prune the audit records");
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(code = %e.code, error = %e.message,
-                        "retention: audit records could not be pruned; will retry");
-                    break;
-                }
-            }
-        }
         if records > 0 {
             tracing::info!(records, "retention: audit records pruned");
+        }
+    }
+}
+
+/// One task retention transaction; the tasks deleted (0 on an error, logged).
+async fn prune_tasks(broker: &Broker, config: &RetentionConfig, streams: &[String]) -> u64 {
+    match broker.prune_ended(config.ended_tasks_secs(), streams).await {
+        Ok(r) => r.tasks,
+        Err(e) => {
+            tracing::warn!(code = %e.code, error = %e.message,
+                "retention: ended tasks could not be pruned; will retry");
+            0
+        }
+    }
+}
+
+/// One audit retention transaction; the records deleted (0 on an error, logged, and counted
+/// as an alarm when it is one).
+async fn prune_audit(
+    broker: &Broker,
+    keep_secs: i64,
+    readers: &[String],
+    signer: &dyn CutSigner,
+) -> u64 {
+    match broker.prune_audit(keep_secs, readers, signer).await {
+        Ok(n) => n,
+        Err(e) if e.message.contains("audit chain alarm") => {
+            metrics::counter!("latch_audit_chain_alarms_total").increment(1);
+            tracing::error!(code = %e.code, error = %e.message,
+                "audit chain alarm: retention refuses to prune the audit records");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(code = %e.code, error = %e.message,
+                "retention: audit records could not be pruned; will retry");
+            0
         }
     }
 }
